@@ -1,0 +1,84 @@
+"""Cholesky factorisation and triangular solves, batched over leading axes, per backend.
+
+The Array API has ``linalg.cholesky`` but no triangular solve; SciPy (NumPy arrays), cupyx
+(CuPy arrays) supply it. array-api-strict arrays are solved on the host and returned in their
+namespace (it is a test backend).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend_name, device_of, namespace, to_numpy
+
+__all__ = ["cholesky", "solve_triangular", "cho_solve", "NotPositiveDefiniteError"]
+
+
+class NotPositiveDefiniteError(np.linalg.LinAlgError):
+    """A matrix that must be symmetric positive definite is not (numerically)."""
+
+
+def cholesky(A):
+    """Lower Cholesky factor ``R`` with ``A = R R^T``, batched over leading axes.
+
+    Raises
+    ------
+    NotPositiveDefiniteError
+        If the factorisation fails or produces non-finite entries.
+    """
+    xp = namespace(A)
+    name = backend_name(xp)
+    try:
+        R = xp.linalg.cholesky(A)
+    except Exception as exc:  # numpy LinAlgError; cupy raises on error only if configured
+        raise NotPositiveDefiniteError(f"Cholesky factorisation failed: {exc}") from exc
+    if name == "cupy":
+        # cuSOLVER reports failure through NaNs rather than exceptions
+        if not bool(xp.all(xp.isfinite(R))):
+            raise NotPositiveDefiniteError("Cholesky factorisation failed (matrix not positive definite)")
+    return R
+
+
+def solve_triangular(R, B, *, lower=True, trans=False):
+    """Solve ``op(R) X = B`` for triangular ``R`` (batched over leading axes).
+
+    Parameters
+    ----------
+    R : array, shape (..., k, k)
+        Triangular factor.
+    B : array, shape (..., k, m)
+        Right-hand sides (same leading axes as ``R``).
+    lower : bool
+        Whether ``R`` is lower triangular.
+    trans : bool
+        Solve ``R^T X = B`` instead of ``R X = B``.
+    """
+    xp = namespace(R, B)
+    name = backend_name(xp)
+    if name == "numpy":
+        import scipy.linalg as sl
+
+        if R.ndim == 2:
+            return sl.solve_triangular(R, B, lower=lower, trans=1 if trans else 0, check_finite=False)
+        return sl.solve_triangular(R, B, lower=lower, trans=1 if trans else 0, check_finite=False)
+    if name == "cupy":
+        import cupyx.scipy.linalg as csl
+
+        if R.ndim == 2:
+            return csl.solve_triangular(R, B, lower=lower, trans=1 if trans else 0, check_finite=False)
+        lead = R.shape[:-2]
+        Rf = R.reshape((-1,) + R.shape[-2:])
+        Bf = B.reshape((-1,) + B.shape[-2:])
+        out = xp.empty_like(Bf)
+        for i in range(Rf.shape[0]):
+            out[i] = csl.solve_triangular(Rf[i], Bf[i], lower=lower, trans=1 if trans else 0, check_finite=False)
+        return out.reshape(lead + B.shape[-2:])
+    import scipy.linalg as sl
+
+    X = sl.solve_triangular(to_numpy(R), to_numpy(B), lower=lower, trans=1 if trans else 0, check_finite=False)
+    return xp.asarray(X, dtype=B.dtype, device=device_of(B))
+
+
+def cho_solve(R, B):
+    """Solve ``(R R^T) X = B`` given the lower Cholesky factor ``R``."""
+    C = solve_triangular(R, B, lower=True, trans=False)
+    return solve_triangular(R, C, lower=True, trans=True)
