@@ -59,6 +59,8 @@ class GibbsState(NamedTuple):
         Prior precisions of weights and biases per chain and layer (fixed unless learned).
     delta_y : array, shape (C,)
         Output noise variance ``Δ_y`` per chain (fixed unless learned).
+    latent : array of shape (C, n, d_out), or None
+        Probit likelihoods: the latent utilities ``U`` (MATH.md §B); ``None`` otherwise.
     """
 
     weights: tuple
@@ -67,6 +69,7 @@ class GibbsState(NamedTuple):
     lam_w: Any
     lam_b: Any
     delta_y: Any
+    latent: Any = None
 
 
 class GibbsInfo(NamedTuple):
@@ -116,7 +119,8 @@ class GibbsCache(NamedTuple):
 def validate_data(net: MLP, X, y, *, dtype=None, per_chain=True, num_chains=None):
     """Check and normalise training data.
 
-    Returns ``(X, y)`` with ``y`` of shape ``(n, d_out)`` in ``X``'s namespace, device and dtype.
+    Returns ``(X, y)`` with ``y`` of shape ``(n, d_out)`` in ``X``'s namespace, device and dtype
+    (regression), or int64 labels of shape ``(n,)`` (classification likelihoods).
     With ``per_chain``, ``y`` may also have shape ``(C, n, d_out)``: one target set per chain,
     sharing ``X`` (simulation-based tests run many data sets at once this way).
 
@@ -129,28 +133,24 @@ def validate_data(net: MLP, X, y, *, dtype=None, per_chain=True, num_chains=None
     """
     if not isinstance(net, MLP):
         raise TypeError(f"net must be a blockbayes.MLP, got {type(net).__name__}")
-    if net.likelihood != "gaussian":
-        raise NotImplementedError(
-            f"likelihood={net.likelihood!r} is not available in the Gibbs sampler yet; "
-            "only 'gaussian' regression is implemented")
     for name, arr in (("X", X), ("y", y)):
         if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
             raise TypeError(f"{name} must be an array (NumPy, CuPy or Array-API), got {type(arr).__name__}")
     xp = namespace(X, y)
     same_device(X, y)
-    for name, arr in (("X", X), ("y", y)):
-        if not xp.isdtype(arr.dtype, "real floating"):
-            raise TypeError(f"{name} must have a float dtype (float32 or float64), got {arr.dtype}")
+    if not xp.isdtype(X.dtype, "real floating"):
+        raise TypeError(f"X must have a float dtype (float32 or float64), got {X.dtype}")
+    classify = net.likelihood != "gaussian"
+    if not classify and not xp.isdtype(y.dtype, "real floating"):
+        raise TypeError(f"y must have a float dtype (float32 or float64) for regression, got {y.dtype}")
     if dtype is not None:
         from ._backend import float_dtype
 
-        dt = float_dtype(xp, dtype)
-        X = xp.astype(X, dt)
-        y = xp.astype(y, dt)
-    elif y.dtype != X.dtype:
-        y = xp.astype(y, X.dtype)
+        X = xp.astype(X, float_dtype(xp, dtype))
     if str(X.dtype).split(".")[-1].strip("'>") not in ("float32", "float64"):
         raise TypeError(f"X must be float32 or float64, got {X.dtype}")
+    if not classify and y.dtype != X.dtype:
+        y = xp.astype(y, X.dtype)
     if X.ndim != 2:
         raise ValueError(f"X must have shape (n, d_in), got shape {tuple(X.shape)}")
     n = X.shape[0]
@@ -158,6 +158,10 @@ def validate_data(net: MLP, X, y, *, dtype=None, per_chain=True, num_chains=None
         raise ValueError("X has no rows (n = 0); need at least one data point")
     if X.shape[1] != net.d_in:
         raise ValueError(f"X has {X.shape[1]} columns but the net expects d_in = {net.d_in}")
+    if not bool(xp.all(xp.isfinite(X))):
+        raise ValueError("X contains NaN or infinite values")
+    if classify:
+        return X, validate_labels(net, y, n, num_chains=num_chains if per_chain else 1)
     if y.ndim == 1:
         if net.d_out != 1:
             raise ValueError(f"y has shape ({y.shape[0]},) but the net has {net.d_out} outputs; pass y of shape (n, {net.d_out})")
@@ -170,12 +174,45 @@ def validate_data(net: MLP, X, y, *, dtype=None, per_chain=True, num_chains=None
     if y.shape[-2] != n:
         raise ValueError(f"X has {n} rows but y has {y.shape[-2]}")
     if y.shape[-1] != net.d_out:
-        raise ValueError(f"y has {y.shape[1]} columns but the net has d_out = {net.d_out}")
-    if not bool(xp.all(xp.isfinite(X))):
-        raise ValueError("X contains NaN or infinite values")
+        raise ValueError(f"y has {y.shape[-1]} columns but the net has d_out = {net.d_out}")
     if not bool(xp.all(xp.isfinite(y))):
         raise ValueError("y contains NaN or infinite values")
     return X, y
+
+
+def num_classes(net: MLP) -> int:
+    """Number of classes of a classification net (2 for ``"probit"``, ``d_out`` otherwise)."""
+    return 2 if net.likelihood == "probit" else net.d_out
+
+
+def validate_labels(net: MLP, y, n, *, num_chains=None):
+    """Integer class labels ``0..K-1`` of shape ``(n,)`` (or ``(C, n)``, one set per chain) → int64.
+
+    Raises ``TypeError`` for non-integer labels (floats included: pass ``y.astype(int)`` if the
+    values are whole numbers) and ``ValueError`` for a wrong shape or labels out of range.
+    """
+    xp = namespace(y)
+    K = num_classes(net)
+    if xp.isdtype(y.dtype, "bool"):
+        y = xp.astype(y, xp.int64)
+    if not xp.isdtype(y.dtype, "integral"):
+        raise TypeError(f"likelihood={net.likelihood!r} needs integer class labels 0..{K - 1}, got dtype {y.dtype}")
+    if y.ndim == 2 and num_chains is not None and y.shape[0] == num_chains and num_chains > 1:
+        pass
+    elif y.ndim != 1:
+        raise ValueError(f"class labels must have shape (n,), got shape {tuple(y.shape)}")
+    if y.shape[-1] != n:
+        raise ValueError(f"X has {n} rows but y has {y.shape[-1]} labels")
+    if bool(xp.any(y < 0)) or bool(xp.any(y >= K)):
+        raise ValueError(f"class labels must lie in 0..{K - 1} for {net.likelihood!r} with {K} classes; "
+                         f"got values in [{int(xp.min(y))}, {int(xp.max(y))}]")
+    return xp.astype(y, xp.int64)
+
+
+def _onehot(xp, labels, K, dtype):
+    """``(…, n)`` int labels → ``(…, n, K)`` float one-hot."""
+    cls = xp.arange(K, device=device_of(labels))
+    return xp.astype(labels[..., None] == cls, dtype)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -344,6 +381,69 @@ def sample_precision(key, shape0, rate, like):
     return bbr.standard_gamma(key, shp, like=like) / rate
 
 
+def sample_latent(key, A, labels, U_prev, likelihood):
+    """Latent utilities of the probit likelihoods (MATH.md §B), ``Δ_y = 1``.
+
+    * ``"probit"`` (Albert & Chib): ``u_μ ~ TN(a_μ, 1; (0, ∞))`` if ``y_μ = 1`` and
+      ``TN(a_μ, 1; (−∞, 0])`` if ``y_μ = 0``.
+    * ``"multinomial_probit"``: two exact conditional sub-steps,
+      ``u_{μy} ~ TN(a_{μy}, 1; (max_{c≠y} u_{μc}, ∞))`` with the previous ``u_{μ,−y}``, then
+      ``u_{μc} ~ TN(a_{μc}, 1; (−∞, u_{μy}))`` independently for ``c ≠ y``.
+
+    Parameters
+    ----------
+    key : key
+    A : array, shape (C, n, d_out)
+        Output pre-activations ``X̃^L W̃^{L⊤}``.
+    labels : int array, shape (n,) or (C, n)
+    U_prev : array, shape (C, n, d_out)
+        Current utilities (used by the multinomial sub-step; must satisfy ``argmax = y``).
+    likelihood : {"probit", "multinomial_probit"}
+    """
+    xp = namespace(A)
+    one = 1.0
+    if likelihood == "probit":
+        upper = (labels == 0)
+        upper = xp.broadcast_to(upper[..., None] if upper.ndim == A.ndim - 1 else upper[None, :, None], A.shape)
+        return kernels.truncated_normal(key, A, one, 0.0, upper)
+    K = A.shape[-1]
+    oh = _onehot(xp, labels, K, A.dtype)
+    if oh.ndim < A.ndim:
+        oh = xp.broadcast_to(oh[None, ...], A.shape)
+    is_y = oh > 0
+    k1, k2 = bbr.split(key, 2)
+    neg_inf = xp.asarray(-xp.inf, dtype=A.dtype, device=device_of(A))
+    m = xp.max(xp.where(is_y, neg_inf, U_prev), axis=-1)        # max over c != y, (C, n)
+    a_y = xp.sum(A * oh, axis=-1)
+    u_y = kernels.truncated_normal(k1, a_y, one, m, False)
+    others = kernels.truncated_normal(k2, A, one, xp.broadcast_to(u_y[..., None], A.shape), True)
+    return xp.where(is_y, xp.broadcast_to(u_y[..., None], A.shape), others)
+
+
+def _initial_latent(xp, labels, K, likelihood, shape, like):
+    """A valid starting ``U`` (``argmax U = y``; signs matching binary labels)."""
+    oh = _onehot(xp, labels, K, like.dtype)
+    if likelihood == "probit":
+        u = 2.0 * xp.astype(labels, like.dtype) - 1.0
+        u = u[..., None]
+    else:
+        u = 2.0 * oh - 1.0
+    if u.ndim < len(shape):
+        u = u[None, ...]
+    return xp.asarray(xp.broadcast_to(u, shape), copy=True)
+
+
+def output_targets(net: MLP, y, state_latent, C, like):
+    """The output layer's regression targets: ``y``, one-hot labels, or the latent utilities."""
+    xp = namespace(like)
+    if net.likelihood == "gaussian":
+        return y if y.ndim == 3 else xp.broadcast_to(y[None, ...], (C,) + tuple(y.shape))
+    if net.likelihood == "onehot_gaussian":
+        oh = _onehot(xp, y, net.d_out, like.dtype)
+        return oh if oh.ndim == 3 else xp.broadcast_to(oh[None, ...], (C,) + tuple(oh.shape))
+    return state_latent
+
+
 # --------------------------------------------------------------------------- init / step
 
 def precompute(net: MLP, X, *, learn_prior=False, dtype=None) -> GibbsCache:
@@ -451,7 +551,16 @@ def init(rng_key, net: MLP, X, y, *, num_chains=1, init="prior", noisy_aux=True)
     lam_w = xp.asarray([[float(v) for v in net.lam_w]] * C, dtype=dt, device=dev)
     lam_b = xp.asarray([[float(v) for v in net.lam_b]] * C, dtype=dt, device=dev)
     delta_y = xp.full((C,), net.delta_y, dtype=dt, device=dev)
-    return GibbsState(weights, tuple(pre), tuple(post), lam_w, lam_b, delta_y)
+    latent = None
+    if net.likelihood in ("probit", "multinomial_probit"):
+        given_latent = init.latent if isinstance(init, GibbsState) else (
+            init.get("latent") if isinstance(init, Mapping) else None)
+        shape = (C, n, net.d_out)
+        if given_latent is not None:
+            latent = _as_chain_aux(xp, given_latent, C, n, net.d_out, X, "latent")
+        else:
+            latent = _initial_latent(xp, y, num_classes(net), net.likelihood, shape, X)
+    return GibbsState(weights, tuple(pre), tuple(post), lam_w, lam_b, delta_y, latent)
 
 
 _init_state = init  # `run` has an argument called `init`
@@ -504,22 +613,28 @@ def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn
     C = state.delta_y.shape[0]
     if cache is None:
         cache = precompute(net, X, learn_prior=learn_prior)
-    keys = list(bbr.split(rng_key, 3 * L + 2))
+    keys = list(bbr.split(rng_key, 3 * L + 3))
     weights = list(state.weights)
     pre, post = list(state.pre), list(state.post)
     lam_w, lam_b, delta_y = state.lam_w, state.lam_b, state.delta_y
     if learn_prior:
         lam_w, lam_b = _sample_prior_precisions(keys.pop(), net, weights, hyperprior, like=X)
     output_sse = None
+    latent = state.latent
+    if learn_noise and net.likelihood in ("probit", "multinomial_probit"):
+        raise ValueError(f"learn_noise is not available for likelihood={net.likelihood!r}: "
+                         "Δ_y = 1 is fixed (not identifiable jointly with the weight scale)")
     for l in range(L - 1, -1, -1):
         H = X if l == 0 else post[l - 1]
         if l == L - 1:
-            T = y if y.ndim == 3 else xp.broadcast_to(y[None, ...], (C,) + tuple(y.shape))
+            if latent is not None:
+                latent = sample_latent(keys.pop(), affine(H, weights[l]), y, latent, net.likelihood)
+            T = output_targets(net, y, latent, C, X)
             if learn_noise:
                 R = T - affine(H, weights[l])
                 output_sse = xp.sum(R * R, axis=(-2, -1))
                 rate = hyperprior.noise_rate + 0.5 * output_sse
-                tau = sample_precision(keys.pop(), hyperprior.noise_shape + 0.5 * y.shape[-2] * y.shape[-1], rate, like=X)
+                tau = sample_precision(keys.pop(), hyperprior.noise_shape + 0.5 * T.shape[-2] * T.shape[-1], rate, like=X)
                 delta_y = 1.0 / tau
             delta = delta_y
         else:
@@ -537,7 +652,7 @@ def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn
             Hprev = X if h == 0 else post[h - 1]
             A = affine(Hprev, weights[l - 1])
             pre[h] = sample_pre(keys.pop(), A, post[h], net.delta_z[h], net.delta_x[h], net.activation, net.slope)
-    new = GibbsState(tuple(weights), tuple(pre), tuple(post), lam_w, lam_b, delta_y)
+    new = GibbsState(tuple(weights), tuple(pre), tuple(post), lam_w, lam_b, delta_y, latent)
     lj = log_joint(new, net, X, y) if compute_log_joint else None
     return new, GibbsInfo(log_joint=lj, output_sse=output_sse)
 
@@ -558,7 +673,12 @@ def _sample_prior_precisions(key, net, weights, hp: Hyperprior, like):
 
 
 def log_joint(state: GibbsState, net: MLP, X, y):
-    """``log p(W̃, Z, X, y | X^1, λ, Δ)`` of (A.0) per chain, shape ``(C,)``."""
+    """``log p(W̃, Z, X, y | X^1, λ, Δ)`` of (A.0) per chain, shape ``(C,)``.
+
+    For the probit likelihoods the output term is the density of the latent utilities
+    ``N(U; X̃^L W̃^{L⊤}, I)`` (the label indicator is 1 on the sampler's support); for
+    ``"onehot_gaussian"`` the one-hot labels are the Gaussian targets.
+    """
     xp = namespace(X, y)
     L = net.num_layers
     n = X.shape[0]
@@ -573,7 +693,7 @@ def log_joint(state: GibbsState, net: MLP, X, y):
         total = total - 0.5 * (lw * xp.sum(Ww * Ww, axis=(-2, -1)) + lb * xp.sum(b * b, axis=-1))
         A = affine(H, W)
         if l == L - 1:
-            T, dl = (y if y.ndim == 3 else y[None, ...]), state.delta_y
+            T, dl = output_targets(net, y, state.latent, state.delta_y.shape[0], X), state.delta_y
         else:
             T, dl = state.pre[l], xp.full(state.delta_y.shape, net.delta_z[l], dtype=X.dtype, device=device_of(X))
         R = T - A
@@ -602,6 +722,8 @@ def _first_nonfinite(xp, state: GibbsState):
     for name in ("lam_w", "lam_b", "delta_y"):
         if not bool(xp.all(xp.isfinite(getattr(state, name)))):
             bad.append(name)
+    if state.latent is not None and not bool(xp.all(xp.isfinite(state.latent))):
+        bad.append("latent utilities U of the output layer")
     return bad
 
 
@@ -617,7 +739,9 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     X : array, shape (n, d_in)
         Inputs (NumPy, CuPy or any Array-API array). Not modified.
     y : array, shape (n,), (n, d_out) or (num_chains, n, d_out)
-        Regression targets (the last form gives each chain its own targets). Not modified.
+        Regression targets (the last form gives each chain its own targets), or integer class
+        labels ``0..K-1`` of shape ``(n,)`` for ``likelihood="probit"`` (K = 2),
+        ``"multinomial_probit"`` and ``"onehot_gaussian"`` (K = d_out). Not modified.
     num_samples : int
         Samples kept per chain (after thinning).
     num_warmup : int
@@ -659,6 +783,8 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
                         ("num_chains", num_chains, 1), ("thin", thin, 1), ("check_every", check_every, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    if learn_noise and net.likelihood in ("probit", "multinomial_probit"):
+        raise ValueError(f"learn_noise is not available for likelihood={net.likelihood!r}: Δ_y = 1 is fixed")
     kind, index = resolve_device(device)
     if kind is not None:
         X = to_device(X, kind, index)

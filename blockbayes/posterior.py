@@ -226,6 +226,8 @@ class GibbsResult:
         xp = self.xp
         if not hasattr(y_new, "shape"):
             raise TypeError("y_new must be an array")
+        if self.is_classifier:
+            return self._lpd_labels(X_new, y_new, reduce, chunk, nodes=32)
         if namespace(y_new) is not xp:
             y_new = xp.asarray(to_numpy(y_new), device=device_of(X_new))
         y_new = xp.astype(y_new, X_new.dtype)
@@ -250,9 +252,72 @@ class GibbsResult:
         lpd = acc - math.log(total)
         return xp.mean(lpd) if reduce else lpd
 
-    def predict_proba(self, X_new):
-        raise NotImplementedError(
-            f"predict_proba needs a classification likelihood; this net has likelihood={self.net.likelihood!r}")
+    @property
+    def is_classifier(self) -> bool:
+        return self.net.likelihood != "gaussian"
+
+    @property
+    def num_classes(self) -> int:
+        return 2 if self.net.likelihood == "probit" else self.net.d_out
+
+    def _require_classifier(self):
+        if not self.is_classifier:
+            raise ValueError(f"this net has likelihood={self.net.likelihood!r} (regression): "
+                             "use predict / log_predictive_density with real targets")
+
+    def _class_probs(self, F, dy, nodes):
+        """Per-sample class probabilities ``(s, n, K)`` from outputs ``F`` ``(s, n, d_out)``."""
+        xp = self.xp
+        from ._backend.special import log_ndtr, ndtr
+
+        if self.net.likelihood == "probit":
+            return xp.concat([ndtr(-F), ndtr(F)], axis=-1)
+        # p(c | a) = ∫ φ(t) Π_{c'≠c} Φ((a_c − a_c')/√Δ + t) dt, Gauss–Hermite in t
+        t, w = np.polynomial.hermite.hermgauss(nodes)
+        t = t * math.sqrt(2.0)
+        w = w / math.sqrt(math.pi)
+        scale = 1.0 / xp.sqrt(dy)[:, None, None, None]
+        D = (F[..., :, None] - F[..., None, :]) * scale      # (s, n, c, c')
+        out = xp.zeros(F.shape, dtype=F.dtype, device=device_of(F))
+        for tg, wg in zip(t, w):
+            tg_arr = xp.asarray(float(tg), dtype=F.dtype, device=device_of(F))
+            lg = xp.sum(log_ndtr(D + tg_arr), axis=-1) - log_ndtr(tg_arr)
+            out = out + float(wg) * xp.exp(lg)
+        return out / xp.sum(out, axis=-1, keepdims=True)
+
+    def predict_proba(self, X_new, *, chunk: int = 64, nodes: int = 32):
+        """Posterior predictive class probabilities, shape ``(n, K)``.
+
+        The probit link is integrated for each sample, then averaged over samples:
+        ``"probit"``: ``p(y=1|x) = (1/S) Σ_s Φ(f_s(x))`` (columns ``[p(0), p(1)]``);
+        ``"multinomial_probit"`` (``Δ = 1``) and ``"onehot_gaussian"`` (``Δ = Δ_y^{(s)}``, the
+        argmax rule of MATH.md §B.3): ``p(c|a) = ∫ φ(t) Π_{c'≠c} Φ((a_c − a_{c'})/√Δ + t) dt`` by
+        ``nodes``-point Gauss–Hermite quadrature (renormalised over classes). Cost
+        ``O(S n K² nodes)``.
+        """
+        self._require_classifier()
+        X_new = self._prepare_X(X_new)
+        acc, total = None, 0
+        for F, dy in self._forward_chunks(X_new, chunk):
+            p = self.xp.sum(self._class_probs(F, dy, nodes), axis=0)
+            acc = p if acc is None else acc + p
+            total += F.shape[0]
+        return acc / total
+
+    def _lpd_labels(self, X_new, labels, reduce, chunk, nodes):
+        xp = self.xp
+        from .gibbs import validate_labels
+
+        labels = validate_labels(self.net, labels if namespace(labels) is xp else xp.asarray(to_numpy(labels), device=device_of(X_new)), X_new.shape[0])
+        oh = xp.astype(labels[:, None] == xp.arange(self.num_classes, device=device_of(labels)), X_new.dtype)
+        acc, total = None, 0
+        tiny = xp.asarray(np.finfo(np.dtype(str(X_new.dtype).split(".")[-1].strip("'>"))).tiny, dtype=X_new.dtype, device=device_of(X_new))
+        for F, dy in self._forward_chunks(X_new, chunk):
+            p = xp.sum(self._class_probs(F, dy, nodes) * oh, axis=-1)      # (s, n)
+            acc = _logsumexp_update(xp, acc, xp.log(xp.maximum(p, tiny)))
+            total += F.shape[0]
+        lpd = acc - math.log(total)
+        return xp.mean(lpd) if reduce else lpd
 
     # ------------------------------------------------------------------ host / disk
     def to_numpy(self) -> "GibbsResult":
@@ -261,7 +326,7 @@ class GibbsResult:
         if st is not None:
             st = type(st)(tuple(to_numpy(w) for w in st.weights), tuple(to_numpy(z) for z in st.pre),
                           tuple(to_numpy(x) for x in st.post), to_numpy(st.lam_w), to_numpy(st.lam_b),
-                          to_numpy(st.delta_y))
+                          to_numpy(st.delta_y), None if st.latent is None else to_numpy(st.latent))
         return GibbsResult(net=self.net, weights=tuple(to_numpy(w) for w in self.weights),
                            delta_y=to_numpy(self.delta_y), lam_w=to_numpy(self.lam_w),
                            lam_b=to_numpy(self.lam_b),
@@ -283,6 +348,8 @@ class GibbsResult:
                 arrays[f"state_pre_{i}"] = z
                 arrays[f"state_post_{i}"] = x
             arrays.update(state_lam_w=st.lam_w, state_lam_b=st.lam_b, state_delta_y=st.delta_y)
+            if st.latent is not None:
+                arrays["state_latent"] = st.latent
         meta = dict(kind="GibbsResult", format=1, net=net_to_dict(self.net), config=self.config)
         arrays["meta"] = np.asarray(json.dumps(meta))
         np.savez(path, **arrays)
@@ -306,7 +373,8 @@ class GibbsResult:
                 st = GibbsState(tuple(mv(f[f"state_weights_{l}"]) for l in range(L)),
                                 tuple(mv(f[f"state_pre_{i}"]) for i in range(L - 1)),
                                 tuple(mv(f[f"state_post_{i}"]) for i in range(L - 1)),
-                                mv(f["state_lam_w"]), mv(f["state_lam_b"]), mv(f["state_delta_y"]))
+                                mv(f["state_lam_w"]), mv(f["state_lam_b"]), mv(f["state_delta_y"]),
+                                mv(f["state_latent"]) if "state_latent" in f.files else None)
             return cls(net=net, weights=weights, delta_y=mv(f["delta_y"]), lam_w=mv(f["lam_w"]),
                        lam_b=mv(f["lam_b"]), log_joint=mv(f["log_joint"]) if "log_joint" in f.files else None,
                        final_state=st, config=meta.get("config", {}))
