@@ -826,10 +826,10 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
                         "(e.g. Δ too small for float32).")
             if keep:
                 for l in range(L):
-                    tr_w[l][:, kept] = state.weights[l]
+                    tr_w[l][:, kept, ...] = state.weights[l]
                 tr_dy[:, kept] = state.delta_y
-                tr_lw[:, kept] = state.lam_w
-                tr_lb[:, kept] = state.lam_b
+                tr_lw[:, kept, ...] = state.lam_w
+                tr_lb[:, kept, ...] = state.lam_b
                 if tr_lj is not None:
                     tr_lj[:, kept] = info.log_joint
                 kept += 1

@@ -146,7 +146,7 @@ class GibbsResult:
             H = X_new
             lkeys = bbr.split(keys[j], 2 * net.num_layers) if keys is not None else None
             for l, W in enumerate(flat):
-                A = affine(H, W[start:stop])
+                A = affine(H, W[start:stop, ...])
                 if l < net.num_layers - 1:
                     if lkeys is not None:
                         A = A + math.sqrt(net.delta_z[l]) * bbr.normal(lkeys[2 * l], A.shape, like=A)
