@@ -1,0 +1,150 @@
+"""Classification in block-Gibbs: probit, multinomial probit, one-hot Gaussian (MATH.md §B).
+
+Exactness of the latent conditionals (against their truncated-normal laws, with a broken twin)
+is checked here for the multinomial two-step update, the piece that is new code in the sampler;
+the truncated-normal kernel itself is tested in test_kernels.py and the Geweke tests in
+validation/.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import blockbayes as bb
+from blockbayes import gibbs
+from blockbayes import testing as bt
+from blockbayes._backend import random as bbr
+
+DELTA = 1e-6
+
+
+def _blobs(n=120, K=3, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = 2.0 * rng.standard_normal((K, d))
+    lab = rng.integers(0, K, n)
+    X = centers[lab] + rng.standard_normal((n, d))
+    return X, lab
+
+
+@pytest.mark.parametrize("lik,K", [("probit", 2), ("multinomial_probit", 3), ("onehot_gaussian", 3)])
+def test_classification_run_shapes_and_probabilities(lik, K):
+    X, lab = _blobs(K=K)
+    net = bb.MLP([4, 6, 1 if lik == "probit" else K], "relu", likelihood=lik, delta=0.05)
+    lab0 = lab.copy()
+    res = gibbs.run(net, X, lab, num_samples=20, num_warmup=60, num_chains=2, seed=0, progress=False)
+    assert np.array_equal(lab, lab0)
+    p = res.predict_proba(X)
+    assert p.shape == (len(X), K)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-10)
+    assert np.all(p >= 0)
+    acc = np.mean(np.argmax(p, axis=1) == lab)
+    assert acc > 0.7, acc                     # well-separated blobs
+    lpd = float(res.log_predictive_density(X, lab))
+    assert math.isfinite(lpd) and lpd < 0
+    lat = res.final_state.latent
+    if lik == "probit":
+        assert np.all((lat[..., 0] > 0) == (lab[None, :] == 1))
+    elif lik == "multinomial_probit":
+        assert np.all(np.argmax(lat, axis=-1) == lab[None, :])
+    else:
+        assert lat is None
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    (lambda y: y.astype(float), TypeError, "integer"),
+    (lambda y: y + 5, ValueError, "0..2"),
+    (lambda y: -y - 1, ValueError, "0..2"),
+    (lambda y: y[:-3], ValueError, "labels"),
+    (lambda y: y[:, None], ValueError, "shape"),
+])
+def test_bad_labels_are_clear_errors(bad, exc, match):
+    X, lab = _blobs(K=3)
+    net = bb.MLP([4, 5, 3], "relu", likelihood="multinomial_probit")
+    with pytest.raises(exc, match=match):
+        gibbs.run(net, X, bad(lab), num_samples=2, progress=False)
+
+
+def test_probit_rejects_learn_noise_and_bad_widths():
+    X, lab = _blobs(K=2)
+    with pytest.raises(ValueError, match="one output"):
+        bb.MLP([4, 5, 2], likelihood="probit")
+    net = bb.MLP([4, 5, 1], likelihood="probit")
+    with pytest.raises(ValueError, match="learn_noise"):
+        gibbs.run(net, X, lab, num_samples=2, learn_noise=True, progress=False)
+
+
+def test_predict_proba_on_regression_net_is_an_error():
+    X, lab = _blobs()
+    res = gibbs.run(bb.MLP([4, 3, 1]), X, X[:, 0].copy(), num_samples=2, progress=False)
+    with pytest.raises(ValueError, match="regression"):
+        res.predict_proba(X)
+
+
+def test_multinomial_probit_predictive_matches_monte_carlo():
+    """Gauss–Hermite class probabilities against brute-force argmax frequencies (1e6 draws).
+
+    Hoeffding bound per class at δ = 1e-6/3: |p̂ − p| ≤ 0.0027.
+    """
+    rng = np.random.default_rng(0)
+    a = np.array([0.3, -0.5, 1.1])
+    N = 1_000_000
+    u = a + rng.standard_normal((N, 3))
+    freq = np.bincount(np.argmax(u, axis=1), minlength=3) / N
+    net = bb.MLP([1, 3], "identity", likelihood="multinomial_probit")
+    W = np.zeros((1, 1, 3, 2))
+    W[..., -1] = a
+    res = bb.posterior.GibbsResult(net=net, weights=(W,), delta_y=np.ones((1, 1)),
+                                   lam_w=np.ones((1, 1, 1)), lam_b=np.ones((1, 1, 1)))
+    p = res.predict_proba(np.zeros((1, 1)))[0]
+    checks = [bt.proportion_check(f"class {c}", freq[c] * N, N, p[c], DELTA / 3) for c in range(3)]
+    bt.assert_checks(checks)
+
+
+def _multinomial_invariance_checks(sampler):
+    """Exact draws of U | a, y (rejection) → one two-step update → still the same law.
+
+    Per coordinate and for the margin u_y − max_{c≠y} u_c: two-sample KS (DKW on each side),
+    false failure ≤ 1e-6 overall (Bonferroni over 4 statistics).
+    """
+    rng = np.random.default_rng(1)
+    a = np.array([0.2, -0.4, 0.9])
+    y = 1
+    M = 20000
+    draws = []
+    while sum(len(d) for d in draws) < 2 * M:
+        u = a + rng.standard_normal((100000, 3))
+        draws.append(u[np.argmax(u, axis=1) == y])
+    exact = np.concatenate(draws)[: 2 * M]
+    start, ref = exact[:M], exact[M:]
+    A = np.broadcast_to(a, (1, M, 3)).copy()
+    labels = np.full(M, y)
+    new = sampler(bbr.key(3), A, labels, start[None], "multinomial_probit")[0]
+    support = float(np.mean(np.argmax(new, axis=1) != y))
+    margin = lambda U: U[:, y] - np.max(np.delete(U, y, axis=1), axis=1)
+    checks = [bt.two_sample_ks_check(f"u[{c}]", new[:, c], ref[:, c], DELTA / 4) for c in range(3)]
+    checks.append(bt.two_sample_ks_check("margin", margin(new), margin(ref), DELTA / 4))
+    checks.append(bt.Check("support: argmax U == y", support, 0.0, support == 0.0))
+    return checks
+
+
+def test_multinomial_latent_update_preserves_the_exact_law():
+    bt.assert_checks(_multinomial_invariance_checks(gibbs.sample_latent))
+
+
+def test_multinomial_latent_update_broken_twin_is_caught():
+    """Broken twin: the winning utility drawn with sd 1.2 instead of 1 (support kept, law wrong)."""
+    from blockbayes import kernels
+
+    def broken(key, A, labels, U_prev, likelihood):
+        k1, k2 = bbr.split(key, 2)
+        oh = labels[None, :, None] == np.arange(A.shape[-1])
+        m = np.max(np.where(oh, -np.inf, U_prev), axis=-1)
+        a_y = np.sum(A * oh, axis=-1)
+        u_y = kernels.truncated_normal(k1, a_y, 1.2, m, False)
+        others = kernels.truncated_normal(k2, A, 1.0, np.broadcast_to(u_y[..., None], A.shape), True)
+        return np.where(oh, u_y[..., None], others)
+
+    bt.assert_checks(_multinomial_invariance_checks(broken), expect_pass=False)
