@@ -15,6 +15,18 @@ ACTS = ["relu", "identity", "leaky_relu"]
 LIKS = [("gaussian", 2), ("categorical", 3), ("bernoulli", 1)]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """Tiny LAPACK calls are slowed 100x by BLAS thread oversubscription on the shared CI cores."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
+
+
 def _problem(widths, act, lik, n, seed, jitter=0.4):
     rng = np.random.default_rng(seed)
     net = bb.MLP(list(widths), act, slope=0.1, prior_prec=[(0.7, 0.3)] * (len(widths) - 1), delta=0.3)

@@ -26,6 +26,18 @@ from blockbayes.laplace import _mlp_grad as mg
 EXACT = ("full", "kfac", "block")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """Tiny LAPACK calls are slowed 100x by BLAS thread oversubscription on the shared CI cores."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
+
+
 # ---------------------------------------------------------------------------- linear model
 def _linear_problem(seed=0, n=25, d=3, C=2, lam=(0.5, 0.2), dy=0.25):
     rng = np.random.default_rng(seed)

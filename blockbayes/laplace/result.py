@@ -401,38 +401,54 @@ class LaplaceResult(StructuredGaussian):
         draws = self.sample(n_samples, seed=seed)
         return forward(self.net, draws, X_new)
 
-    def predict(self, X_new, *, pred_type: str = "glm", n_samples: int = 100, seed=None,
+    def predict(self, X_new, *, pred_type: str = "glm", link=None, n_samples: int = 100, seed=None,
                 include_noise: bool = True, full_cov: bool = False):
-        """Posterior predictive mean and variance.
+        """Posterior predictive mean and variance of the observation ``y``.
 
         Regression (gaussian): ``pred_type="glm"`` gives ``mean = F(x; θ*)`` and
         ``var = diag(J Σ Jᵀ) + Δ_y`` (:meth:`predict_f`); ``pred_type="nn"`` samples
         ``θ_s ~ N(θ*, Σ)`` and returns the sample mean and variance of ``F(x; θ_s)`` (plus ``Δ_y``).
-        For classification it returns the moments of the latent logits ``f`` (no noise); use
-        :meth:`predict_proba` for class probabilities.
+
+        Classification: the moments of the one-hot label, ``mean = p`` (:meth:`predict_proba` with
+        ``link``, default ``"probit"`` for GLM and ``"mc"`` for NN) and ``var = p(1 − p)``; for
+        ``"bernoulli"`` one column, ``p = P(y = 1)``. The latent logits' moments are
+        :meth:`predict_f`.
 
         Parameters
         ----------
         X_new : array, shape (m, d_in)
         pred_type : {"glm", "nn"}
+        link : {None, "probit", "mc"}
+            Classification only (see :meth:`predict_proba`).
         n_samples : int
-            Draws for ``pred_type="nn"``.
+            Monte Carlo draws (``pred_type="nn"`` or ``link="mc"``).
         seed : None, int, SeedSequence or key
         include_noise : bool
-            Add the observation noise ``Δ_y`` (gaussian only).
+            Add the observation noise ``Δ_y`` (regression only).
         full_cov : bool
-            Return ``(m, C, C)`` output covariances instead of variances.
+            Regression only: return ``(m, C, C)`` output covariances instead of variances.
 
         Returns
         -------
         mean : array, shape (m, C)
         var : array, shape (m, C) (or (m, C, C) with ``full_cov``)
         """
-        self._check_pred(pred_type, "probit" if pred_type == "glm" else "mc")
         xp = self.xp
+        if self.likelihood != "gaussian":
+            if full_cov:
+                raise ValueError("full_cov is only available for regression; use predict_f for logits")
+            if link is None:
+                link = "probit" if pred_type == "glm" else "mc"
+            p = self.predict_proba(X_new, pred_type=pred_type, link=link, n_samples=n_samples, seed=seed)
+            if self.likelihood == "bernoulli":
+                p = p[:, 1:]
+            return p, p * (1.0 - p)
+        if link is not None:
+            raise ValueError("link only applies to classification likelihoods")
+        self._check_pred(pred_type, "probit" if pred_type == "glm" else "mc")
         X_new = self._prepare_X(X_new)
         Cn = self.num_outputs
-        noise = self._delta_y if (self.likelihood == "gaussian" and include_noise) else 0.0
+        noise = self._delta_y if include_noise else 0.0
         if pred_type == "glm":
             F, V = self.predict_f(X_new, full_cov=True)
         else:
