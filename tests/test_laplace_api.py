@@ -64,7 +64,9 @@ def test_map_lbfgs_reaches_a_stationary_point_on_a_smooth_problem():
     _, g = bb.laplace.neg_log_posterior(net, W, X, y)
     assert max(np.abs(x).max() for x in g) < 1e-6 * X.shape[0]
     assert all(w.shape == s for w, s in zip(W, net.weight_shapes()))
-    assert info["num_iter"] > 0
+    assert info["num_iter"] > 0 and len(info["history"]) == info["num_iter"]
+    h = info["history"]
+    assert all(b <= a + 1e-12 * abs(a) for a, b in zip(h[:-1], h[1:]))     # monotone line search
 
 
 @pytest.mark.parametrize("make", [_reg, _cls])

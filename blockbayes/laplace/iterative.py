@@ -93,7 +93,8 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
         Stop when, during a sweep, every layer's largest gradient component of ``E/n`` is below ``tol``.
     ftol : float
         Also stop (``converged=False``) after 3 consecutive sweeps that lower ``E`` by at most
-        ``ftol·max(1, |E|)`` (default 0: no decrease at all). This happens when the minimiser sits on a ReLU kink: ``E`` is then
+        ``ftol·max(1, |E|)`` (default 0: no decrease at all), or by at most ``1e-10·max(1, |E|)``
+        while some layer's line search failed. This happens when the minimiser sits on a ReLU kink: ``E`` is then
         not differentiable there and the gradient cannot reach ``tol``.
     armijo : float
         Sufficient-decrease constant ``c₁`` of the line search.
@@ -181,6 +182,7 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
             gmax = 0.0
             E_now = None
             W_start = W
+            failed = False
             for l in reversed(range(L)):
                 st = curvature(net, W, X, Y, likelihood=lik, layers=[l], kinds=["block"], delta_y=dy,
                                unit_noise=False, gradient=True, chunk_size=chunk_size)
@@ -224,6 +226,7 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
                         rho[l] = 3.0 * rho[l] + 1e-6 * _f(xp.mean(xp.linalg.diagonal(Gb)))
                 else:
                     E_now = E0
+                    failed = True
                     rho[l] = 3.0 * rho[l] + 1e-4 * _f(xp.mean(xp.linalg.diagonal(Gb)))
             if extrapolate and L > 1 and sweep > 0:
                 # over-relaxation along the sweep's displacement, kept only if E decreases
@@ -248,11 +251,15 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
                 converged = True
                 message = f"converged: max |grad E|/n = {gmax:.3g} < tol"
                 break
-            if E_prev is not None and E_prev - E_now <= ftol * max(1.0, abs(E_now)):
+            dec = math.inf if E_prev is None else E_prev - E_now
+            scale = max(1.0, abs(E_now))
+            if dec <= ftol * scale or (failed and dec <= 1e-10 * scale):
                 stall += 1
                 if stall >= patience:
-                    message = (f"stalled: E unchanged for {patience} sweeps with max |grad E|/n = {gmax:.3g} "
-                               "(typical when the minimiser sits on a ReLU kink, where E is not differentiable)")
+                    message = (f"stalled: E (almost) unchanged for {patience} sweeps"
+                               + (" with failed line searches" if failed else "")
+                               + f", max |grad E|/n = {gmax:.3g} (typical when the minimiser sits on a "
+                               "ReLU kink, where E is not differentiable)")
                     break
             else:
                 stall = 0

@@ -173,8 +173,8 @@ def _lbfgs(net, W0, X, Y, kw, n, *, max_iter, tol, chunk_size, progress, return_
             e = math.inf
         return e, gv
 
-    def callback(intermediate_result=None, *args):
-        if intermediate_result is not None and hasattr(intermediate_result, "fun"):
+    def callback(intermediate_result):
+        if hasattr(intermediate_result, "fun"):
             hist["objective"].append(float(intermediate_result.fun) * n)
         if bar is not None:
             bar.update(1)
