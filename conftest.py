@@ -1,0 +1,27 @@
+"""Test-session settings shared by tests/ and validation/.
+
+* BLAS/LAPACK limited to one thread: the tests call many tiny factorisations, which threaded BLAS
+  makes ~100x slower on small shared machines (numerics are unchanged).
+* Hypothesis profiles: "ci" (derandomized, no deadline — the default, so every run tests the same
+  cases and a correct sampler cannot flake) and "nightly" (random, more examples). Choose with
+  HYPOTHESIS_PROFILE=nightly.
+"""
+import os
+
+try:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+except ImportError:  # threadpoolctl comes with scikit-learn (test extra)
+    pass
+
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("nightly", derandomize=False, deadline=None, max_examples=200,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:
+    pass
