@@ -4,6 +4,7 @@
                          teacher's noise floor.
 ``blockbayes validate``  The exactness report of the validation suite (``python -m validation``).
 ``blockbayes bench``     The sweep benchmark table (``benchmarks/gibbs_sweep.py``).
+``blockbayes eval``      An evaluation grid from a TOML/JSON config (:mod:`blockbayes.evaluate`).
 """
 from __future__ import annotations
 
@@ -97,7 +98,15 @@ def main(argv=None) -> int:
     b = sub.add_parser("bench", help="sweep timing table")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=_bench)
-    args = ap.parse_args(argv)
+    e = sub.add_parser("eval", help="run an evaluation grid from a TOML/JSON config (blockbayes.evaluate)",
+                       add_help=False)
+    e.add_argument("rest", nargs=argparse.REMAINDER)
+    e.set_defaults(func=lambda a: __import__("blockbayes.evaluate", fromlist=["main"]).main(a.rest))
+    args, extra = ap.parse_known_args(argv)
+    if extra and args.cmd != "eval":
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.rest = extra + list(args.rest)
     return args.func(args)
 
 

@@ -1,0 +1,581 @@
+"""The method registry of :mod:`blockbayes.evaluate`: adapters that fit one inference family on a
+training set and return a :class:`Predictor`.
+
+A method is a :class:`Method`: a name, default options, the optional module it needs and a
+``fit(arch, X, y, *, seed, **options) -> Predictor`` function. ``arch`` is an :class:`Arch`
+(input width, hidden widths, output width, task, classes); each adapter builds its own
+:class:`~blockbayes.MLP` from it, because the families parameterise the network differently
+(the noisy network's Δ for Gibbs and block VI, weight decay and noise for MAP / Laplace).
+
+Register your own with :func:`register_method`; the runner treats built-in and user methods alike.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+__all__ = ["Arch", "Predictor", "Method", "register_method", "get_method", "method_names",
+           "available_methods", "MethodUnavailableError"]
+
+
+class MethodUnavailableError(RuntimeError):
+    """A registered method needs a module (or function) that this installation lacks."""
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Architecture handed to a method: ``widths = [d_in, *hidden, d_out]``.
+
+    ``task`` is ``"regression"`` (``d_out = 1``, targets standardised floats of shape ``(n,)``)
+    or ``"classification"`` (integer labels ``0..n_classes-1``).
+    """
+
+    d_in: int
+    hidden: tuple
+    task: str
+    n_classes: Optional[int] = None
+    activation: str = "relu"
+
+    @property
+    def d_out(self) -> int:
+        if self.task == "regression":
+            return 1
+        return 1 if self.n_classes == 2 else int(self.n_classes)
+
+    @property
+    def widths(self) -> list:
+        return [self.d_in, *self.hidden, self.d_out]
+
+
+@dataclass
+class Predictor:
+    """What a fitted method exposes to the runner (host NumPy in, host NumPy out).
+
+    Regression (standardised units): ``predict(X) -> (mean (n,), var (n,))`` — the predictive
+    mean and total predictive variance — and ``lpd(X, y) -> (n,)``, the per-point log predictive
+    density. Classification: ``predict_proba(X) -> (n, K)``.
+    ``diagnostics``: JSON-able scalars (R-hat, converged flags, learned noise, ...);
+    ``traces``: name -> list of per-chain lists of floats (plotted as trace plots).
+    ``extra_time_s``: fitting time spent outside this call but owed to it (a MAP fit reused from
+    the memo of another method), added to the cell's ``fit_time_s``.
+    """
+
+    predict: Optional[Callable] = None
+    lpd: Optional[Callable] = None
+    predict_proba: Optional[Callable] = None
+    diagnostics: dict = field(default_factory=dict)
+    traces: dict = field(default_factory=dict)
+    extra_time_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered inference method.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``"gibbs"``, ``"map"``, ``"laplace_kfac"``, ...).
+    fit : callable
+        ``fit(arch, X, y, *, seed, **options) -> Predictor``.
+    defaults : dict
+        Default options; a run's options are ``{**defaults, **user_options}`` and enter the
+        cell's config hash, so changing any option recomputes.
+    requires : str or None
+        ``"module"`` or ``"module:attribute"`` the method needs (checked by :func:`available_methods`).
+    tasks : tuple of str
+        Tasks the method supports.
+    description : str
+        One line for tables and ``--help``.
+    """
+
+    name: str
+    fit: Callable
+    defaults: dict = field(default_factory=dict)
+    requires: Optional[str] = None
+    tasks: tuple = ("regression", "classification")
+    description: str = ""
+
+    def available(self) -> bool:
+        return _requirement_met(self.requires)
+
+    def options(self, user: Optional[dict] = None) -> dict:
+        user = dict(user or {})
+        unknown = sorted(set(user) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"method {self.name!r} has no option(s) {unknown}; "
+                             f"its options are {sorted(self.defaults)}")
+        return {**self.defaults, **user}
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register_method(method: Method, *, overwrite: bool = False) -> Method:
+    """Add a :class:`Method` to the registry (``overwrite=True`` to replace one)."""
+    if not isinstance(method, Method):
+        raise TypeError(f"register_method needs a Method, got {type(method).__name__}")
+    if method.name in _REGISTRY and not overwrite:
+        raise ValueError(f"method {method.name!r} is already registered (pass overwrite=True)")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def method_names() -> tuple:
+    """All registered names (available or not)."""
+    return tuple(_REGISTRY)
+
+
+def available_methods(task: Optional[str] = None) -> tuple:
+    """Registered names whose required modules are importable (optionally for one task)."""
+    return tuple(n for n, m in _REGISTRY.items() if m.available() and (task is None or task in m.tasks))
+
+
+def get_method(name: str) -> Method:
+    """The registered :class:`Method` ``name``; a clear error for unknown or unavailable ones."""
+    if isinstance(name, Method):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"a method name must be a str, got {type(name).__name__}")
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(_REGISTRY)}")
+    m = _REGISTRY[name]
+    if not m.available():
+        raise MethodUnavailableError(f"method {name!r} needs {m.requires}, which this installation lacks; "
+                                     f"available methods: {', '.join(available_methods())}")
+    return m
+
+
+def _requirement_met(req: Optional[str]) -> bool:
+    if not req:
+        return True
+    mod, _, attr = req.partition(":")
+    try:
+        obj = importlib.import_module(mod)
+    except Exception:
+        return False
+    for part in filter(None, attr.split(".")):
+        if not hasattr(obj, part):
+            return False
+        obj = getattr(obj, part)
+    return True
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+def _np(a) -> np.ndarray:
+    from .._backend import to_numpy
+
+    return np.asarray(to_numpy(a), dtype=np.float64)
+
+
+def _col(a) -> np.ndarray:
+    a = _np(a)
+    return a[:, 0] if a.ndim == 2 else a
+
+
+def _proba2(p) -> np.ndarray:
+    p = _np(p)
+    if p.ndim == 1:
+        p = np.stack([1 - p, p], axis=1)
+    return p
+
+
+def _int_seed(seed) -> int:
+    return int(np.random.SeedSequence(seed).generate_state(1)[0])
+
+
+def _thin_trace(a, max_points=200) -> list:
+    a = _np(a)
+    step = max(1, math.ceil(a.shape[1] / max_points))
+    return [[float(v) for v in row[::step]] for row in a]
+
+
+def _chain_diagnostics(name, draws) -> dict:
+    """R-hat and bulk ESS of a (chains, draws) array (skipped when too short or constant)."""
+    from .. import diagnostics
+
+    out = {}
+    d = _np(draws)
+    if d.ndim != 2 or d.shape[0] < 2 or d.shape[1] < 4 or not np.all(np.isfinite(d)):
+        return out
+    if np.ptp(d) == 0:
+        return out
+    try:
+        out[f"rhat_{name}"] = float(diagnostics.rhat(d))
+        out[f"ess_bulk_{name}"] = float(diagnostics.ess_bulk(d))
+    except Exception:  # diagnostics are a report, never a reason to lose a cell
+        pass
+    return out
+
+
+def _gibbs_likelihood(arch: Arch) -> str:
+    if arch.task == "regression":
+        return "gaussian"
+    return "probit" if arch.n_classes == 2 else "multinomial_probit"
+
+
+# ----------------------------------------------------------------------------------- gibbs
+
+def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, thin, delta_z, delta_x,
+               delta_y, learn_noise, learn_prior, prior_prec, init, predictive, dtype):
+    from .. import gibbs
+    from ..model import MLP
+
+    lik = _gibbs_likelihood(arch)
+    net = MLP(arch.widths, arch.activation, likelihood=lik, prior_prec=prior_prec,
+              delta={"Z": delta_z, "X": delta_x, "y": delta_y})
+    reg = arch.task == "regression"
+    res = gibbs.run(net, X, y, num_samples=num_samples, num_warmup=num_warmup, num_chains=num_chains,
+                    thin=thin, seed=seed, learn_noise=bool(learn_noise and reg), learn_prior=learn_prior,
+                    init=init, dtype=dtype, progress=False).to_numpy()
+    diag = {"sweeps_per_chain": num_warmup + num_samples * thin, "samples": num_chains * num_samples}
+    traces = {}
+    if res.log_joint is not None:
+        traces["log_joint"] = _thin_trace(res.log_joint)
+        diag.update(_chain_diagnostics("log_joint", res.log_joint))
+    if reg and learn_noise:
+        traces["delta_y"] = _thin_trace(res.delta_y)
+        diag.update(_chain_diagnostics("delta_y", res.delta_y))
+        diag["delta_y_mean"] = float(np.mean(res.delta_y))
+    if learn_prior:
+        for l in range(net.num_layers):
+            traces[f"lam_w{l + 1}"] = _thin_trace(res.lam_w[..., l])
+    kind = predictive
+    pseed = _int_seed([seed, 1])
+    if reg:
+        def predict(Xn):
+            m, v = res.predict(Xn, kind=kind, seed=pseed)
+            return _col(m), _col(v)
+
+        def lpd(Xn, yn):
+            return _np(res.log_predictive_density(Xn, yn, reduce=False, kind=kind, seed=pseed))
+
+        return Predictor(predict=predict, lpd=lpd, diagnostics=diag, traces=traces)
+    return Predictor(predict_proba=lambda Xn: _proba2(res.predict_proba(Xn)), diagnostics=diag, traces=traces)
+
+
+register_method(Method(
+    "gibbs", _fit_gibbs,
+    defaults=dict(num_warmup=1000, num_samples=50, num_chains=4, thin=10, delta_z=1e-2, delta_x=1e-2,
+                  delta_y=0.1, learn_noise=True, learn_prior=False, prior_prec="fan_in", init="zero",
+                  predictive="network", dtype="float64"),
+    requires="blockbayes.gibbs",
+    description="block-Gibbs on the noisy MLP (Δ_Z = Δ_X = 1e-2, learned Δ_y, fan-in prior, 4 chains)"))
+
+
+# ----------------------------------------------------------------------------------- MAP family
+
+def _std_net(arch: Arch, prior_prec, delta_y):
+    from ..model import MLP
+
+    lik = _gibbs_likelihood(arch)   # the laplace module maps probit -> bernoulli, multi -> categorical
+    return MLP(arch.widths, arch.activation, likelihood=lik, prior_prec=prior_prec, delta={"y": delta_y})
+
+
+_MAP_CACHE: dict = {}
+_MAP_CACHE_SIZE = 16
+
+
+def _map_with_noise(arch: Arch, X, y, **kw):
+    """Memoised :func:`_map_fit_noise`: ``map``, ``laplace_*`` and ``laplace_iterative`` with the same
+    MAP settings on the same data and seed share one fit. The fit's wall time is returned in
+    ``info["map_time_s"]`` so that every method is charged for it (``Predictor.extra_time_s``)."""
+    import hashlib
+    import time
+
+    h = hashlib.sha1()
+    for a in (X, y):
+        a = np.ascontiguousarray(_np(a))
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    key = (h.hexdigest(), repr(arch), repr(sorted(kw.items())))
+    hit = _MAP_CACHE.get(key)
+    if hit is not None:
+        net, w, dy, info = hit
+        return net, w, dy, dict(info, map_reused=True)
+    t0 = time.perf_counter()
+    net, w, dy, info = _map_fit_noise(arch, X, y, **kw)
+    info = dict(info, map_time_s=time.perf_counter() - t0)
+    if len(_MAP_CACHE) >= _MAP_CACHE_SIZE:
+        _MAP_CACHE.pop(next(iter(_MAP_CACHE)))
+    _MAP_CACHE[key] = (net, w, dy, info)
+    return net, w, dy, info
+
+
+def _map_fit_noise(arch: Arch, X, y, *, seed, prior_prec, delta_y, noise, holdout, max_iter, method):
+    """MAP weights and (regression) a noise variance chosen without test data.
+
+    ``noise="holdout"``: fit on a random ``1 - holdout`` part of the training set, take the mean
+    squared error on the held-out part as ``Δ_y``, refit on all points (warm start) with that
+    ``Δ_y``. ``noise="train"``: ``Δ_y`` = training MSE of the fit. ``noise="fixed"``: ``delta_y``.
+    """
+    from .. import laplace
+
+    reg = arch.task == "regression"
+    net = _std_net(arch, prior_prec, delta_y)
+    kw = dict(method=method, max_iter=max_iter, progress=False, return_info=True)
+    info = {}
+    if reg and noise == "holdout":
+        n = X.shape[0]
+        n_val = max(1, int(round(holdout * n)))
+        if n - n_val < 2:
+            raise ValueError(f"noise='holdout' needs more training points than {n}")
+        perm = np.random.default_rng(_int_seed([seed, 7])).permutation(n)
+        tr, va = perm[n_val:], perm[:n_val]
+        w0, i0 = laplace.map_fit(net, X[tr], y[tr], seed=_int_seed([seed, 0]), **kw)
+        F = _map_forward(net, w0, X[va])
+        dy = float(max(np.mean((F - _np(y[va])) ** 2), 1e-6))
+        net = _std_net(arch, prior_prec, dy)
+        w, i1 = laplace.map_fit(net, X, y, seed=_int_seed([seed, 0]), init=w0, **kw)
+        info = {"map_converged": bool(i0.get("converged", True) and i1.get("converged", True)),
+                "map_iters": int(i0.get("num_iter", 0)) + int(i1.get("num_iter", 0))}
+    else:
+        w, i1 = laplace.map_fit(net, X, y, seed=_int_seed([seed, 0]), **kw)
+        info = {"map_converged": bool(i1.get("converged", True)), "map_iters": int(i1.get("num_iter", 0))}
+        dy = float(delta_y)
+        if reg and noise == "train":
+            dy = float(max(np.mean((_map_forward(net, w, X) - _np(y)) ** 2), 1e-6))
+            net = _std_net(arch, prior_prec, dy)
+        elif reg and noise != "fixed":
+            raise ValueError(f"noise must be 'holdout', 'train' or 'fixed', got {noise!r}")
+    if reg:
+        info["delta_y"] = dy
+    return net, w, dy, info
+
+
+def _map_forward(net, weights, X) -> np.ndarray:
+    from ..model import forward
+
+    return _col(forward(net, tuple(weights), X))
+
+
+def _logits_to_proba(arch: Arch, F) -> np.ndarray:
+    F = _np(F)
+    if arch.n_classes == 2:
+        p1 = 1.0 / (1.0 + np.exp(-F[:, 0]))
+        return np.stack([1 - p1, p1], axis=1)
+    F = F - F.max(axis=1, keepdims=True)
+    P = np.exp(F)
+    return P / P.sum(axis=1, keepdims=True)
+
+
+def _gauss_lpd(y, m, v) -> np.ndarray:
+    y = _np(y)
+    return -0.5 * (np.log(2 * math.pi * v) + (y - m) ** 2 / v)
+
+
+def _fit_map(arch, X, y, *, seed, prior_prec, delta_y, noise, holdout, max_iter, optimizer):
+    from ..model import forward
+
+    net, w, dy, info = _map_with_noise(arch, X, y, seed=seed, prior_prec=prior_prec, delta_y=delta_y,
+                                       noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer)
+    if arch.task == "regression":
+        def predict(Xn):
+            m = _map_forward(net, w, Xn)
+            return m, np.full_like(m, dy)
+
+        return Predictor(predict=predict, lpd=lambda Xn, yn: _gauss_lpd(yn, *predict(Xn)), diagnostics=info,
+                         extra_time_s=_owed(info))
+    return Predictor(predict_proba=lambda Xn: _logits_to_proba(arch, forward(net, tuple(w), Xn)), diagnostics=info,
+                     extra_time_s=_owed(info))
+
+
+def _owed(info) -> float:
+    return float(info.get("map_time_s", 0.0)) if info.get("map_reused") else 0.0
+
+
+_MAP_DEFAULTS = dict(prior_prec="fan_in", delta_y=0.1, noise="holdout", holdout=0.1, max_iter=1000,
+                     optimizer="lbfgs")
+
+register_method(Method(
+    "map", _fit_map, defaults=dict(_MAP_DEFAULTS), requires="blockbayes.laplace:map_fit",
+    description="MAP of the standard MLP (L-BFGS; regression noise from a 10% holdout)"))
+
+
+def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, noise, holdout, max_iter, optimizer):
+    from ..model import forward
+
+    fits = [_map_with_noise(arch, X, y, seed=_int_seed([seed, 100 + k]), prior_prec=prior_prec,
+                            delta_y=delta_y, noise=noise, holdout=holdout, max_iter=max_iter,
+                            method=optimizer) for k in range(members)]
+    diag = {"members": members, "map_converged": all(f[3].get("map_converged", True) for f in fits)}
+    if arch.task == "regression":
+        dys = np.array([f[2] for f in fits])
+        diag["delta_y_mean"] = float(dys.mean())
+
+        def member_means(Xn):
+            return np.stack([_map_forward(f[0], f[1], Xn) for f in fits])       # (M, n)
+
+        def predict(Xn):
+            M = member_means(Xn)
+            mean = M.mean(axis=0)
+            var = (M ** 2 + dys[:, None]).mean(axis=0) - mean ** 2           # mixture moments
+            return mean, np.maximum(var, 1e-300)
+
+        def lpd(Xn, yn):
+            M = member_means(Xn)
+            lp = -0.5 * (np.log(2 * math.pi * dys[:, None]) + (_np(yn)[None, :] - M) ** 2 / dys[:, None])
+            mx = lp.max(axis=0)
+            return mx + np.log(np.mean(np.exp(lp - mx), axis=0))             # equal-weight mixture
+
+        return Predictor(predict=predict, lpd=lpd, diagnostics=diag)
+
+    def proba(Xn):
+        return np.mean([_logits_to_proba(arch, forward(f[0], tuple(f[1]), Xn)) for f in fits], axis=0)
+
+    return Predictor(predict_proba=proba, diagnostics=diag)
+
+
+register_method(Method(
+    "ensemble", _fit_ensemble, defaults=dict(members=5, **_MAP_DEFAULTS), requires="blockbayes.laplace:map_fit",
+    description="deep ensemble of MAP fits from different seeds (Gaussian-mixture predictive)"))
+
+
+def _fit_laplace(arch, X, y, *, seed, structure, subset, prior_prec, delta_y, noise, holdout, max_iter,
+                 optimizer, tune, prior_structure, pred_type, link, n_samples):
+    from .. import laplace
+
+    net, w, dy, info = _map_with_noise(arch, X, y, seed=seed, prior_prec=prior_prec, delta_y=delta_y,
+                                       noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer)
+    la = laplace.fit(net, w, X, y, subset=subset, structure=structure)
+    if tune:
+        la.optimize_prior_precision(method=tune, prior_structure=prior_structure)
+    info = dict(info)
+    info["prior_precision"] = [list(map(float, p)) for p in la.prior_precision]
+    pseed = _int_seed([seed, 3])
+    if arch.task == "regression":
+        info["delta_y"] = float(la.delta_y)
+
+        def predict(Xn):
+            m, v = la.predict(Xn, pred_type=pred_type, n_samples=n_samples, seed=pseed)
+            return _col(m), _col(v)
+
+        def lpd(Xn, yn):
+            return _np(la.log_predictive_density(Xn, yn, reduce=False, pred_type=pred_type,
+                                                 n_samples=n_samples, seed=pseed))
+
+        return Predictor(predict=predict, lpd=lpd, diagnostics=info, extra_time_s=_owed(info))
+    lk = link if pred_type == "glm" else "mc"
+    return Predictor(predict_proba=lambda Xn: _proba2(la.predict_proba(Xn, pred_type=pred_type, link=lk,
+                                                                       n_samples=n_samples, seed=pseed)),
+                     diagnostics=info, extra_time_s=_owed(info))
+
+
+_LAPLACE_DEFAULTS = dict(structure="kfac", subset="all", tune="marglik", prior_structure="layerwise",
+                         pred_type="glm", link="probit", n_samples=100, **_MAP_DEFAULTS)
+
+
+def _laplace_variant(name, structure, subset, desc):
+    d = dict(_LAPLACE_DEFAULTS, structure=structure, subset=subset)
+    register_method(Method(name, _fit_laplace, defaults=d, requires="blockbayes.laplace:fit", description=desc))
+
+
+_laplace_variant("laplace", "kfac", "all", "Laplace at the MAP (structure/subset options; evidence-tuned λ, Δ_y)")
+_laplace_variant("laplace_diag", "diag", "all", "diagonal GGN Laplace, all layers, evidence-tuned λ and Δ_y")
+_laplace_variant("laplace_kfac", "kfac", "all", "KFAC GGN Laplace, all layers, evidence-tuned λ and Δ_y")
+_laplace_variant("laplace_full", "full", "all", "full GGN Laplace, all layers, evidence-tuned λ and Δ_y")
+_laplace_variant("laplace_block", "block", "all", "node-block GGN Laplace, all layers, evidence-tuned λ and Δ_y")
+_laplace_variant("laplace_ll", "full", "last_layer", "last-layer full Laplace, evidence-tuned λ and Δ_y")
+
+
+def _fit_laplace_iterative(arch, X, y, *, seed, prior_prec, delta_y, noise, holdout, max_iter, optimizer,
+                           num_sweeps, options):
+    from .. import laplace
+
+    net, w, dy, info = _map_with_noise(arch, X, y, seed=seed, prior_prec=prior_prec, delta_y=delta_y,
+                                       noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer)
+    la = laplace.block(net, X, y, init=w, num_sweeps=num_sweeps, seed=_int_seed([seed, 5]), **dict(options or {}))
+    info = dict(info)
+    if arch.task == "regression":
+        def predict(Xn):
+            m, v = la.predict(Xn)
+            return _col(m), _col(v)
+
+        return Predictor(predict=predict, lpd=lambda Xn, yn: _np(la.log_predictive_density(Xn, yn, reduce=False)),
+                         diagnostics=info, extra_time_s=_owed(info))
+    return Predictor(predict_proba=lambda Xn: _proba2(la.predict_proba(Xn)), diagnostics=info,
+                     extra_time_s=_owed(info))
+
+
+register_method(Method(
+    "laplace_iterative", _fit_laplace_iterative,
+    defaults=dict(num_sweeps=100, options={}, **_MAP_DEFAULTS), requires="blockbayes.laplace:block",
+    description="iterative block Laplace started at the MAP"))
+
+
+# ----------------------------------------------------------------------------------- VI family
+
+def _vi_predictor(arch, res, seed, num_pred_samples, diag):
+    pseed = _int_seed([seed, 4])
+    if arch.task == "regression":
+        def predict(Xn):
+            m, v = res.predict(Xn, num_samples=num_pred_samples, seed=pseed)
+            return _col(m), _col(v)
+
+        def lpd(Xn, yn):
+            return _np(res.log_predictive_density(Xn, yn, reduce=False, num_samples=num_pred_samples, seed=pseed))
+
+        return Predictor(predict=predict, lpd=lpd, diagnostics=diag)
+    return Predictor(predict_proba=lambda Xn: _proba2(res.predict_proba(Xn, num_samples=num_pred_samples, seed=pseed)),
+                     diagnostics=diag)
+
+
+def _vi_diag(res) -> dict:
+    diag = {}
+    elbo = getattr(res, "elbo", None)
+    if elbo is not None:
+        try:
+            diag["elbo"] = float(np.max(_np(elbo)))
+        except Exception:
+            pass
+    cfg = getattr(res, "config", None) or {}
+    for k in ("sweeps", "num_iters", "num_samples", "num_warmup"):
+        if k in cfg and isinstance(cfg[k], (int, float)):
+            diag[k] = cfg[k]
+    return diag
+
+
+def _fit_vi(arch, X, y, *, seed, vi_method, delta_z, delta_x, delta_y, prior_prec, learn_noise, learn_prior,
+            num_pred_samples, options):
+    from .. import vi
+    from ..model import MLP
+
+    reg = arch.task == "regression"
+    net = MLP(arch.widths, arch.activation, likelihood=_gibbs_likelihood(arch), prior_prec=prior_prec,
+              delta={"Z": delta_z, "X": delta_x, "y": delta_y})
+    kw = dict(options or {})
+    if vi_method == "mean_field":
+        kw.setdefault("learn_noise", bool(learn_noise and reg))
+    elif vi_method == "rao_blackwell":
+        kw.setdefault("learn_noise", bool(learn_noise and reg))
+        kw.setdefault("learn_prior", bool(learn_prior))
+    res = vi.run(net, X, y, method=vi_method, seed=seed, progress=False, **kw)
+    if hasattr(res, "to_numpy"):
+        res = res.to_numpy()
+    diag = _vi_diag(res)
+    if reg:
+        try:
+            diag["delta_y_mean"] = float(np.mean(_np(res.delta_y)))
+        except Exception:
+            pass
+    return _vi_predictor(arch, res, seed, num_pred_samples, diag)
+
+
+_VI_DEFAULTS = dict(delta_z=1e-2, delta_x=1e-2, delta_y=0.1, prior_prec="fan_in", learn_noise=True,
+                    learn_prior=False, num_pred_samples=500, options={})
+
+
+def _vi_variant(name, vi_method, desc, tasks=("regression",), **extra):
+    register_method(Method(name, _fit_vi, defaults=dict(_VI_DEFAULTS, vi_method=vi_method, **extra),
+                           requires="blockbayes.vi:run", tasks=tasks, description=desc))
+
+
+_vi_variant("vi_block", "rao_blackwell", "block-Gaussian VI of the noisy MLP, Rao-Blackwellised (honest variances)")
+_vi_variant("vi_cavi", "cavi", "block CAVI of the noisy MLP (conditional variances, MATH.md §C.5)")
+_vi_variant("vi_mf", "mean_field", "mean-field Gaussian VI of the standard MLP (Bayes by backprop)",
+            tasks=("regression", "classification"))
