@@ -1,0 +1,339 @@
+"""Mean-field Gaussian VI on the standard (noise-free) MLP — the "existing VI" baseline.
+
+Bayes-by-backprop (Graves 2011; Blundell et al. 2015) with hand-written gradients:
+
+.. math::
+
+    q(θ) = \\prod_j \\mathcal N(θ_j; μ_j, σ_j^2),\\qquad
+    \\mathcal L(q) = \\mathbb E_q\\Big[\\sum_μ \\log p(y_μ\\mid F_θ(x_μ))\\Big] - \\mathrm{KL}(q\\,\\Vert\\,p),
+
+for the noise-free network ``F_θ`` of MATH.md §D.1 and the prior ``p(w̃_{l,i}) = N(0, Λ_l^{-1})``
+of the :class:`~blockbayes.MLP`. The parameters are *prior-standardised* (non-centred): with
+``s_j = λ_j^{-1/2}`` the prior sd,
+
+.. math::
+
+    θ_j = s_j\\,(\\tilde μ_j + \\tilde σ_j ε_j),\\quad \\tilde σ_j = \\operatorname{softplus}(\\tilde ρ_j),\\quad
+    \\mathrm{KL} = \\sum_j \\tfrac12\\big(\\tilde σ_j^2 + \\tilde μ_j^2 - 1 - \\log\\tilde σ_j^2\\big),
+
+so every coordinate has unit prior scale whatever ``λ`` is (a prior precision of ``10^{12}`` pins
+a weight without stiffening the optimiser). The reparameterised gradients are
+
+.. math::
+
+    ∇_{\\tilde μ_j} = s_j\\,\\overline{g_j} + \\tilde μ_j,\\qquad
+    ∇_{\\tilde ρ_j} = \\operatorname{sigmoid}(\\tilde ρ_j)\\big(s_j\\,\\overline{g_j ε_j} + \\tilde σ_j - 1/\\tilde σ_j\\big)
+
+(of ``−𝓛``), with ``g = ∇_θ Σ_μ ℓ(y_μ, F_θ(x_μ))`` from one hand-written backward pass per
+Monte Carlo draw (:mod:`blockbayes.laplace._mlp_grad`, shared with the Laplace family) and bars
+averaging over ``num_mc`` draws; minibatches scale the data term by ``n/|B|``. Adam with a cosine
+learning-rate decay. Cost per step ``O(num_mc · |B| · P)``.
+
+Likelihoods: ``"gaussian"`` (variance ``Δ_y``, optionally learned as a point estimate),
+``"bernoulli"`` (logistic) and ``"categorical"`` (softmax), resolved from the net as the Laplace
+family does.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+
+from .._backend import backend_name, device_of, namespace, resolve_device, to_device
+from .._backend import random as bbr
+from ..model import MLP
+from ._common import check_int, check_pos, prior_diag, progress_bar
+from .result import VIResult
+
+__all__ = ["MFState", "MFInfo", "init", "step", "run", "elbo_gradients"]
+
+
+def _grad_module():
+    from ..laplace import _mlp_grad
+
+    return _mlp_grad
+
+
+class MFState(NamedTuple):
+    """Optimiser state of ``C`` restarts.
+
+    Attributes
+    ----------
+    mu, rho : tuple of arrays
+        Standardised means ``μ̃`` and ``ρ̃`` (``σ̃ = softplus(ρ̃)``) per layer, ``(C, d_{l+1}, d_l + 1)``.
+    log_delta : array, shape (C,)
+        ``log Δ_y`` (Gaussian likelihood; constant unless learned).
+    adam_m, adam_v : tuple
+        Adam moments, matching ``mu + rho + (log_delta,)``.
+    t : int
+        Steps done.
+    """
+
+    mu: tuple
+    rho: tuple
+    log_delta: Any
+    adam_m: tuple
+    adam_v: tuple
+    t: int
+
+
+class MFInfo(NamedTuple):
+    """``elbo``: the step's Monte Carlo ELBO estimate, shape ``(C,)``; ``lr``: step size."""
+
+    elbo: Any
+    lr: float
+
+
+def _softplus(xp, x):
+    return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def _sigmoid(xp, x):
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _prior_sd(net, xp, like):
+    return [1.0 / xp.sqrt(prior_diag(net, l, xp, like)) for l in range(net.num_layers)]
+
+
+def init(rng_key, net: MLP, X, *, num_restarts: int = 1, init="prior", init_sd: float = 1e-2) -> MFState:
+    """Initial state: ``μ̃`` a prior draw (``"prior"``) or given weights / prior sd; ``σ̃ = init_sd``."""
+    xp = namespace(X)
+    C = num_restarts
+    ps = _prior_sd(net, xp, X)
+    if isinstance(init, str):
+        if init != "prior":
+            raise ValueError(f"init must be 'prior' or a sequence of weights, got {init!r}")
+        keys = bbr.split(rng_key, net.num_layers)
+        mu = tuple(bbr.normal(keys[l], (C,) + s, like=X) for l, s in enumerate(net.weight_shapes()))
+    else:
+        from ..gibbs import _as_chain_weights
+
+        W = _as_chain_weights(xp, net, init, C, X)
+        mu = tuple(w / p for w, p in zip(W, ps))
+    r0 = math.log(math.expm1(init_sd))
+    rho = tuple(xp.full(m.shape, r0, dtype=X.dtype, device=device_of(X)) for m in mu)
+    log_delta = xp.full((C,), math.log(net.delta_y), dtype=X.dtype, device=device_of(X))
+    zeros = tuple(xp.zeros_like(a) for a in mu + rho + (log_delta,))
+    return MFState(mu, rho, log_delta, zeros, zeros, 0)
+
+
+def elbo_gradients(key, state: MFState, net: MLP, X, Y, *, likelihood: str, num_mc: int = 1,
+                   scale: float = 1.0, learn_noise: bool = False):
+    """Monte Carlo ELBO estimate and gradients of ``−𝓛`` (see the module docstring).
+
+    Parameters
+    ----------
+    X : array, shape (m, d_in)
+        A (mini)batch.
+    Y : array, shape (m, d_out) or (m, 1)
+        Encoded targets (floats; one-hot for ``"categorical"``).
+    scale : float
+        ``n/m``: the data term's minibatch factor.
+
+    Returns
+    -------
+    elbo : array, shape (C,)
+    grads : tuple
+        Gradients matching ``mu + rho + (log_delta,)``.
+    """
+    g = _grad_module()
+    xp = namespace(X)
+    L = net.num_layers
+    C = state.mu[0].shape[0]
+    ps = _prior_sd(net, xp, X)
+    sig = tuple(_softplus(xp, r) for r in state.rho)
+    keys = bbr.split(key, L)
+    eps = [bbr.normal(keys[l], (num_mc,) + tuple(m.shape), like=m) for l, m in enumerate(state.mu)]
+    zeros = [0.0] * L
+    m = X.shape[0]
+    d_out = Y.shape[1]
+    gmu = [xp.zeros_like(a) for a in state.mu]
+    geps = [xp.zeros_like(a) for a in state.mu]
+    nll = []
+    gdel = []
+    dys = np.exp(np.asarray(_to_host(state.log_delta), dtype=np.float64))
+    for c in range(C):
+        nll_c = 0.0
+        gd_c = 0.0
+        for j in range(num_mc):
+            W = [ps[l] * (state.mu[l][c, ...] + sig[l][c, ...] * eps[l][j, c, ...]) for l in range(L)]
+            E, grads = g.objective(net, W, X, Y, likelihood=likelihood, lam_w=zeros, lam_b=zeros,
+                                   delta_y=float(dys[c]), grad=True, scale=scale)
+            nll_c = nll_c + E / num_mc
+            if learn_noise:
+                dy = float(dys[c])
+                data_sse_term = E - scale * 0.5 * m * d_out * math.log(2 * math.pi * dy)   # scale·SSE/(2Δ)
+                gd_c = gd_c + (-data_sse_term + scale * 0.5 * m * d_out) / num_mc
+            for l in range(L):
+                gw = ps[l] * grads[l] / num_mc
+                gmu[l][c, ...] = gmu[l][c, ...] + gw
+                geps[l][c, ...] = geps[l][c, ...] + gw * eps[l][j, c, ...]
+        nll.append(nll_c)
+        gdel.append(gd_c if learn_noise else 0.0)
+    kl = 0.0
+    g_mu, g_rho = [], []
+    for l in range(L):
+        mu, s, r = state.mu[l], sig[l], state.rho[l]
+        kl = kl + 0.5 * xp.sum(s * s + mu * mu - 1.0 - 2.0 * xp.log(s), axis=(-2, -1))
+        g_mu.append(gmu[l] + mu)
+        sg = _sigmoid(xp, r)
+        g_rho.append(sg * geps[l] + sg * s - sg / s)
+    nll = xp.stack([xp.asarray(v, dtype=X.dtype, device=device_of(X)) for v in nll])
+    g_del = xp.asarray(gdel, dtype=X.dtype, device=device_of(X))
+    return -(nll + kl), tuple(g_mu) + tuple(g_rho) + (g_del,)
+
+
+def _to_host(a):
+    from .._backend import to_numpy
+
+    return to_numpy(a)
+
+
+def _lr_at(t, num_steps, lr, schedule):
+    if schedule == "constant":
+        return lr
+    frac = min(t / max(num_steps - 1, 1), 1.0)
+    return lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+
+
+def step(key, state: MFState, net: MLP, X, Y, *, likelihood: str, lr: float, num_mc: int = 1,
+         scale: float = 1.0, learn_noise: bool = False, b1: float = 0.9, b2: float = 0.999,
+         eps: float = 1e-8) -> tuple[MFState, MFInfo]:
+    """One Adam step on ``−𝓛`` (pure)."""
+    xp = namespace(X)
+    value, grads = elbo_gradients(key, state, net, X, Y, likelihood=likelihood, num_mc=num_mc, scale=scale,
+                                  learn_noise=learn_noise)
+    params = state.mu + state.rho + (state.log_delta,)
+    t = state.t + 1
+    new_p, new_m, new_v = [], [], []
+    for p, gr, mm, vv in zip(params, grads, state.adam_m, state.adam_v):
+        mm = b1 * mm + (1 - b1) * gr
+        vv = b2 * vv + (1 - b2) * gr * gr
+        mh = mm / (1 - b1 ** t)
+        vh = vv / (1 - b2 ** t)
+        new_p.append(p - lr * mh / (xp.sqrt(vh) + eps))
+        new_m.append(mm)
+        new_v.append(vv)
+    L = len(state.mu)
+    log_delta = new_p[-1] if learn_noise else state.log_delta
+    return (MFState(tuple(new_p[:L]), tuple(new_p[L:2 * L]), log_delta, tuple(new_m), tuple(new_v), t),
+            MFInfo(elbo=value, lr=lr))
+
+
+_init = init  # `run` has an argument called `init`
+
+
+def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-2, num_mc: int = 1,
+        batch_size: Optional[int] = None, num_restarts: int = 1, likelihood: Optional[str] = None,
+        learn_noise: bool = False, schedule: str = "cosine", init_sd: float = 1e-2, init="prior",
+        seed=None, device=None, dtype=None, progress: bool = True) -> VIResult:
+    """Mean-field Gaussian VI (Bayes-by-backprop) on the standard MLP.
+
+    Parameters
+    ----------
+    net : MLP
+        Architecture, activation and prior ``Λ``; ``net.delta_y`` is the Gaussian noise variance.
+    X : array, shape (n, d_in)
+    y : array
+        Regression targets ``(n,)``/``(n, d_out)``, or integer labels ``(n,)`` for classifiers.
+    num_steps : int
+        Adam steps.
+    lr : float
+        Adam step size (decayed to ``lr/100`` by the cosine ``schedule``; ``"constant"`` keeps it).
+    num_mc : int
+        Reparameterised draws per step.
+    batch_size : int, optional
+        Minibatch size (``None``: full batch). Batches are drawn without replacement per step.
+    num_restarts : int
+        Independent restarts; ``result.best`` is the one with the largest final ELBO estimate
+        (mean of the last 10% of steps).
+    likelihood : {None, "gaussian", "bernoulli", "categorical"}
+        ``None`` resolves from ``net.likelihood`` as the Laplace family does
+        (``"probit"`` → ``"bernoulli"``, multinomial → ``"categorical"``).
+    learn_noise : bool
+        Gaussian only: fit ``log Δ_y`` by gradient ascent on the ELBO (a point estimate).
+    schedule : {"cosine", "constant"}
+    init_sd : float
+        Initial ``σ̃`` (as a fraction of the prior sd).
+    init : "prior" or sequence of per-layer weights
+        Initial means (standardised by the prior sd internally).
+    seed, device, dtype, progress
+        As elsewhere.
+
+    Returns
+    -------
+    VIResult
+        ``method="mean_field"``, ``cov_kind="diag"``, ``model="standard"`` (predictions with the
+        noise-free network only); ``trace["elbo"]`` ``(C, num_steps)`` Monte Carlo estimates,
+        ``elbo`` their final average; ``delta_y`` per restart.
+    """
+    from ..laplace._common import check_X, encode_targets, resolve_likelihood
+
+    check_int("num_steps", num_steps)
+    check_int("num_mc", num_mc)
+    check_int("num_restarts", num_restarts)
+    lr = check_pos("lr", lr)
+    init_sd = check_pos("init_sd", init_sd)
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    lik = resolve_likelihood(net, likelihood)
+    if learn_noise and lik != "gaussian":
+        raise ValueError("learn_noise applies to the Gaussian likelihood only")
+    kind, index = resolve_device(device)
+    if kind is not None:
+        X = to_device(X, kind, index)
+        y = to_device(y, kind, index)
+    if dtype is not None:
+        from .._backend import float_dtype
+
+        xp0 = namespace(X)
+        X = xp0.astype(X, float_dtype(xp0, dtype))
+    xp = check_X(net, X)
+    Y = encode_targets(net, lik, X, y)
+    n = X.shape[0]
+    if batch_size is not None:
+        check_int("batch_size", batch_size)
+        batch_size = min(batch_size, n)
+    k_init, k_run = bbr.split(bbr.key(seed), 2)
+    state = _init(k_init, net, X, num_restarts=num_restarts, init=init, init_sd=init_sd)
+    elbos = []
+    bar = progress_bar(num_steps, "vi.mean_field", progress)
+    key = k_run
+    try:
+        for t in range(num_steps):
+            key, k_b, k_s = bbr.split(key, 3)
+            if batch_size is None or batch_size == n:
+                Xb, Yb, scale = X, Y, 1.0
+            else:
+                idx = np.random.Generator(np.random.Philox(key=int(k_b[0]))).choice(n, batch_size, replace=False)
+                idx_x = xp.asarray(np.sort(idx), device=device_of(X))
+                Xb, Yb, scale = xp.take(X, idx_x, axis=0), xp.take(Y, idx_x, axis=0), n / batch_size
+            state, info = step(k_s, state, net, Xb, Yb, likelihood=lik, lr=_lr_at(t, num_steps, lr, schedule),
+                               num_mc=num_mc, scale=scale, learn_noise=learn_noise)
+            elbos.append(info.elbo)
+            if bar is not None:
+                bar.update(1)
+                if t % 50 == 0 or t == num_steps - 1:
+                    bar.set_postfix(elbo=f"{float(xp.max(info.elbo)):.4g}")
+    finally:
+        if bar is not None:
+            bar.close()
+    ps = _prior_sd(net, xp, X)
+    means = tuple(p * m for p, m in zip(ps, state.mu))
+    var = tuple((p * _softplus(xp, r)) ** 2 for p, r in zip(ps, state.rho))
+    for l, (M, V) in enumerate(zip(means, var)):
+        if not (bool(xp.all(xp.isfinite(M))) and bool(xp.all(xp.isfinite(V)))):
+            raise FloatingPointError(f"mean-field VI diverged (non-finite parameters in layer {l + 1}); "
+                                     "lower lr or check the data scale")
+    tr = xp.stack(elbos, axis=-1)
+    tail = max(1, num_steps // 10)
+    final = xp.mean(tr[:, -tail:], axis=-1)
+    return VIResult(net=net, method="mean_field", means=means, covs=var, cov_kind="diag",
+                    delta_y=xp.exp(state.log_delta), elbo=final, trace={"elbo": tr}, likelihood=lik,
+                    model="standard", final_state=state,
+                    config=dict(num_steps=num_steps, lr=lr, num_mc=num_mc, batch_size=batch_size,
+                                num_restarts=num_restarts, learn_noise=learn_noise, schedule=schedule,
+                                init_sd=init_sd, backend=backend_name(xp), dtype=str(X.dtype)))

@@ -1,0 +1,292 @@
+"""Rao–Blackwellised block posterior from block-Gibbs draws (MATH.md §C.6b) — the honest default.
+
+Given posterior draws ``(X^{(s)}, Z^{(s)})`` of the auxiliaries (from the block-Gibbs sampler of
+:mod:`blockbayes.gibbs`), the conditional of every node row is closed form (A.1):
+
+.. math::
+
+    p(\\tilde w_{l,i}\\mid X^{l(s)}, Z^{l+1(s)}) = \\mathcal N(m^{(s)}_{l,i}, P_l^{(s)-1}),\\quad
+    P^{(s)}_l = Λ_l + G^{(s)}_l/Δ,\\quad m^{(s)}_{l,i} = P_l^{(s)-1}\\tilde X^{l(s)⊤}Z^{l+1(s)}_{:,i}/Δ .
+
+The Rao–Blackwellised (Gelfand–Smith) estimate of the marginal of a row is the mixture
+``(1/S) Σ_s N(m^{(s)}, P^{(s)-1})``, which converges to the exact marginal. Its moment-matched
+Gaussian has
+
+.. math::
+
+    \\bar m_{l,i} = \\overline{m^{(s)}_{l,i}},\\qquad
+    S_{l,i} = \\overline{P_l^{(s)-1}} + \\widehat{\\operatorname{Cov}}_s\\big(m^{(s)}_{l,i}\\big),
+
+and the second term is exactly the variance that mean-field CAVI loses (§C.5): CAVI keeps only
+(the analogue of) the first. Each row gets its own covariance (``cov_kind="row"``).
+
+The chains are pooled: with ``C`` chains of ``S`` draws each, the mean is the grand mean and the
+covariance adds the between-chain spread (law of total variance). Statistics are accumulated in
+a single pass (Welford), ``O(d_{l+1} (d_l+1)^2)`` memory per layer, and cost one extra
+``O(n d_l^2 + d_l^3 + d_l^2 d_{l+1})`` per retained draw and layer — about one more Gibbs sweep.
+
+By default (``init="cavi"``) the Gibbs chains start from draws of a block-CAVI solution (the best
+of a few restarts): MATH.md §C.5 (i) — CAVI as the fast initialiser, Rao–Blackwellised Gibbs as
+the uncertainty estimate.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from .._backend import backend_name, device_of, namespace
+from .._backend import linalg
+from .._backend import random as bbr
+from .. import gibbs as _gibbs
+from ..model import MLP
+from ..posterior import GibbsResult
+from ._common import (_augmented_cross, _augmented_gram, _diag_embed, check_int, eye, prepare_data,
+                      progress_bar)
+from .result import VIResult
+
+__all__ = ["RBStats", "RBState", "conditional_moments", "init_stats", "accumulate", "finalize", "run"]
+
+
+class RBStats(NamedTuple):
+    """Running statistics per chain (Welford).
+
+    Attributes
+    ----------
+    count : int
+        Number of draws accumulated (per chain).
+    mean : tuple of arrays
+        Running mean of ``m^{(s)}`` per layer, ``(C, d_{l+1}, d_l + 1)``.
+    m2 : tuple of arrays
+        Running sum of centred outer products of ``m^{(s)}_{l,i}``, ``(C, d_{l+1}, d_l+1, d_l+1)``.
+    cond_cov : tuple of arrays
+        Running mean of ``P_l^{(s)-1}``, ``(C, d_l + 1, d_l + 1)``.
+    """
+
+    count: int
+    mean: tuple
+    m2: tuple
+    cond_cov: tuple
+
+
+class RBState(NamedTuple):
+    """Final state of :func:`run`: the Gibbs chains and the accumulated statistics."""
+
+    gibbs: Any
+    stats: RBStats
+
+
+def conditional_moments(state, net: MLP, X, y):
+    """Per layer ``(m^{(s)}, P^{(s)-1})`` of the row conditionals (A.1) at a Gibbs state.
+
+    Parameters
+    ----------
+    state : GibbsState
+        ``C`` chains; uses ``pre``, ``post``, ``lam_w``, ``lam_b``, ``delta_y``.
+    X : array, shape (n, d_in)
+    y : array, shape (n, d_out)
+
+    Returns
+    -------
+    list of (mean, cov)
+        ``mean`` ``(C, d_{l+1}, d_l + 1)``, ``cov`` ``(C, d_l + 1, d_l + 1)``, computed as
+        ``A = ΔΛ + G = R R^⊤``, ``m^⊤ = A^{-1} X̃^⊤ Z``, ``P^{-1} = Δ A^{-1}``.
+    """
+    xp = namespace(X)
+    L = net.num_layers
+    C = state.delta_y.shape[0]
+    out = []
+    for l in range(L):
+        H = X if l == 0 else state.post[l - 1]
+        if l == L - 1:
+            T = xp.broadcast_to(y[None, ...], (C,) + tuple(y.shape))
+            delta = state.delta_y
+        else:
+            T = state.pre[l]
+            delta = xp.full((C,), net.delta_z[l], dtype=X.dtype, device=device_of(X))
+        d = net.widths[l]
+        lam = xp.concat([xp.broadcast_to(state.lam_w[:, l:l + 1], (C, d)), state.lam_b[:, l:l + 1]], axis=-1)
+        G = _augmented_gram(xp, H)
+        A = xp.broadcast_to(G, (C, d + 1, d + 1)) + _diag_embed(xp, delta[:, None] * lam)
+        R = linalg.cholesky(A)
+        k = T.shape[-1]
+        B = xp.broadcast_to(_augmented_cross(xp, H, T), (C, d + 1, k))
+        I = xp.broadcast_to(eye(xp, d + 1, X), (C, d + 1, d + 1))
+        sol = linalg.cho_solve(R, xp.concat([B, I], axis=-1))        # one pair of solves for both
+        mean = xp.matrix_transpose(sol[..., :k])
+        cov = delta[:, None, None] * sol[..., k:]
+        out.append((mean, 0.5 * (cov + xp.matrix_transpose(cov))))
+    return out
+
+
+def init_stats(net: MLP, num_chains: int, like) -> RBStats:
+    """Empty statistics for ``num_chains`` chains (arrays like ``like``)."""
+    xp = namespace(like)
+    dt, dev = like.dtype, device_of(like)
+    shapes = net.weight_shapes()
+    mean = tuple(xp.zeros((num_chains, do, k), dtype=dt, device=dev) for do, k in shapes)
+    m2 = tuple(xp.zeros((num_chains, do, k, k), dtype=dt, device=dev) for do, k in shapes)
+    cc = tuple(xp.zeros((num_chains, k, k), dtype=dt, device=dev) for _, k in shapes)
+    return RBStats(0, mean, m2, cc)
+
+
+def accumulate(stats: RBStats, state, net: MLP, X, y) -> RBStats:
+    """Add one Gibbs state (all chains) to the statistics (pure; Welford update)."""
+    cnt = stats.count + 1
+    means, m2s, ccs = [], [], []
+    for l, (m, P_inv) in enumerate(conditional_moments(state, net, X, y)):
+        d1 = m - stats.mean[l]
+        mean = stats.mean[l] + d1 / cnt
+        d2 = m - mean
+        m2 = stats.m2[l] + d1[..., :, None] * d2[..., None, :]
+        cc = stats.cond_cov[l] + (P_inv - stats.cond_cov[l]) / cnt
+        means.append(mean)
+        m2s.append(m2)
+        ccs.append(cc)
+    return RBStats(cnt, tuple(means), tuple(m2s), tuple(ccs))
+
+
+def finalize(stats: RBStats):
+    """Pooled moment-matched block Gaussians.
+
+    Returns
+    -------
+    means : tuple of arrays, per layer ``(1, d_{l+1}, d_l + 1)``
+    covs : tuple of arrays, per layer ``(1, d_{l+1}, d_l + 1, d_l + 1)``
+        ``mean_c(P^{-1}) + mean_c(Cov_s m) + Cov_c(mean_s m)``.
+    within : tuple of arrays, per layer ``(1, d_l + 1, d_l + 1)``
+        The pooled mean conditional covariance ``overline{P^{(s)-1}}`` alone (what remains
+        without the Rao–Blackwell correction).
+    """
+    if stats.count < 1:
+        raise ValueError("no draws accumulated")
+    means, covs, within = [], [], []
+    for mean_c, m2_c, cc_c in zip(stats.mean, stats.m2, stats.cond_cov):
+        xp = namespace(mean_c)
+        grand = xp.mean(mean_c, axis=0)
+        dev_c = mean_c - grand
+        between = xp.mean(dev_c[..., :, None] * dev_c[..., None, :], axis=0)
+        within_s = xp.mean(m2_c, axis=0) / stats.count
+        cond = xp.mean(cc_c, axis=0)
+        cov = cond[None, :, :] + within_s + between
+        cov = 0.5 * (cov + xp.matrix_transpose(cov))
+        means.append(grand[None, ...])
+        covs.append(cov[None, ...])
+        within.append(cond[None, ...])
+    return tuple(means), tuple(covs), tuple(within)
+
+
+def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_chains: int = 4, thin: int = 1,
+        init="cavi", cavi_iters: int = 100, cavi_restarts: int = 8, seed=None, device=None, dtype=None,
+        progress: bool = True, learn_noise: bool = False, learn_prior: bool = False,
+        keep_samples: bool = True) -> VIResult:
+    """Rao–Blackwellised block-Gaussian posterior of the noisy MLP (honest variances).
+
+    Runs ``num_chains`` block-Gibbs chains (:func:`blockbayes.gibbs.step`) and, at every kept
+    sweep, adds the row conditionals' means and covariances to the statistics of
+    :func:`accumulate`.
+
+    Parameters
+    ----------
+    net : MLP
+        ``likelihood="gaussian"``.
+    X : array, shape (n, d_in)
+    y : array, shape (n,) or (n, d_out)
+    num_samples, num_warmup, num_chains, thin : int
+        As in :func:`blockbayes.gibbs.run` (``num_samples`` kept sweeps per chain).
+    init : {"cavi", "prior", "zero"}, sequence of weights, mapping or GibbsState
+        ``"cavi"``: each chain starts from one draw of the best of ``cavi_restarts`` block-CAVI
+        restarts (``cavi_iters`` sweeps), with auxiliaries from the noisy forward pass. Anything
+        else is passed to :func:`blockbayes.gibbs.init`.
+    cavi_iters, cavi_restarts : int
+        Settings of the CAVI initialiser.
+    seed, device, dtype, progress
+        As in :func:`blockbayes.gibbs.run`.
+    learn_noise, learn_prior : bool
+        Passed to :func:`blockbayes.gibbs.step` (the conditionals then use each draw's own
+        ``Δ_y``, ``λ``).
+    keep_samples : bool
+        Keep the raw Gibbs weight draws as ``result.extras["samples"]`` (a
+        :class:`~blockbayes.posterior.GibbsResult`), for comparison with the block Gaussian.
+
+    Returns
+    -------
+    VIResult
+        ``method="rao_blackwell"``, one component, ``cov_kind="row"``. ``extras``:
+        ``"conditional_covs"`` (per layer ``(1, d_l+1, d_l+1)``, the mean conditional covariance
+        alone, i.e. the covariance *without* the Rao–Blackwell correction), ``"samples"`` (if
+        kept) and ``"cavi_elbo"`` (the initialiser's ELBOs, ``init="cavi"`` only).
+        ``final_state`` is an :class:`RBState` (continue with ``init=result.final_state.gibbs``).
+    """
+    for name, v, lo in (("num_samples", num_samples, 1), ("num_warmup", num_warmup, 0),
+                        ("num_chains", num_chains, 1), ("thin", thin, 1), ("cavi_iters", cavi_iters, 1),
+                        ("cavi_restarts", cavi_restarts, 1)):
+        check_int(name, v, lo)
+    X, y = prepare_data(net, X, y, device=device, dtype=dtype)
+    xp = namespace(X, y)
+    root = bbr.key(seed)
+    k_cavi, k_draw, k_init, k_run = bbr.split(root, 4)
+    cavi_elbo = None
+    if isinstance(init, str) and init == "cavi":
+        from . import cavi as _cavi
+
+        cres = _cavi.run(net, X, y, num_iters=cavi_iters, num_restarts=cavi_restarts, seed=k_cavi,
+                         progress=False)
+        cavi_elbo = cres.elbo
+        start = cres.sample(num_chains, seed=k_draw)              # per layer (C, d_out, d_in + 1)
+        init_arg = start
+    else:
+        init_arg = init
+    state = _gibbs.init(k_init, net, X, y, num_chains=num_chains, init=init_arg)
+    cache = _gibbs.precompute(net, X, learn_prior=learn_prior)
+    stats = init_stats(net, num_chains, X)
+    S, C, L = num_samples, num_chains, net.num_layers
+    dev, dt = device_of(X), X.dtype
+    tr_w = [xp.zeros((C, S) + s, dtype=dt, device=dev) for s in net.weight_shapes()] if keep_samples else None
+    tr_dy = xp.zeros((C, S), dtype=dt, device=dev)
+    tr_lw = xp.zeros((C, S, L), dtype=dt, device=dev)
+    tr_lb = xp.zeros((C, S, L), dtype=dt, device=dev)
+    total = num_warmup + S * thin
+    bar = progress_bar(total, "vi.rao_blackwell", progress)
+    key = k_run
+    kept = 0
+    try:
+        for sweep in range(total):
+            key, sub = bbr.split(key, 2)
+            state, _ = _gibbs.step(sub, state, net, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
+                                   cache=cache)
+            if sweep >= num_warmup and (sweep - num_warmup) % thin == thin - 1:
+                stats = accumulate(stats, state, net, X, y)
+                if keep_samples:
+                    for l in range(L):
+                        tr_w[l][:, kept] = state.weights[l]
+                tr_dy[:, kept] = state.delta_y
+                tr_lw[:, kept] = state.lam_w
+                tr_lb[:, kept] = state.lam_b
+                kept += 1
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    bad = _gibbs._first_nonfinite(xp, state)
+    if bad:
+        raise _gibbs.NonFiniteStateError("the Gibbs chains became non-finite in: " + "; ".join(bad))
+    means, covs, within = finalize(stats)
+    dy = xp.reshape(xp.mean(tr_dy), (1,))
+    samples = None
+    if keep_samples:
+        samples = GibbsResult(net=net, weights=tuple(tr_w), delta_y=tr_dy, lam_w=tr_lw, lam_b=tr_lb,
+                              config=dict(num_samples=S, num_warmup=num_warmup, num_chains=C, thin=thin,
+                                          source="vi.rao_blackwell"))
+    extras = dict(conditional_covs=within)
+    if samples is not None:
+        extras["samples"] = samples
+    if cavi_elbo is not None:
+        extras["cavi_elbo"] = cavi_elbo
+    return VIResult(net=net, method="rao_blackwell", means=means, covs=covs, cov_kind="row", delta_y=dy,
+                   elbo=None, trace={}, likelihood="gaussian", model="noisy",
+                   final_state=RBState(state, stats),
+                   config=dict(num_samples=S, num_warmup=num_warmup, num_chains=C, thin=thin,
+                               init=init if isinstance(init, str) else "given", cavi_iters=cavi_iters,
+                               cavi_restarts=cavi_restarts, learn_noise=learn_noise, learn_prior=learn_prior,
+                               backend=backend_name(xp), dtype=str(dt)),
+                    extras=extras)
