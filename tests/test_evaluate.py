@@ -160,6 +160,15 @@ def test_units_through_the_runner_with_subsets():
     assert r2["metrics"]["cov95"] == pytest.approx(r1["metrics"]["cov95"])
 
 
+@pytest.mark.parametrize("mode", ["rss", "none"])
+def test_memory_modes(mode):
+    c = ev.evaluate(["test_blr"], [_regression_dataset()], memory=mode, progress=False, plots=False).cells[0]
+    assert c["mem_mode"] == mode
+    assert (c["peak_mem_mb"] is None) if mode == "none" else (c["peak_mem_mb"] >= 0)
+    with pytest.raises(ValueError, match="memory must be one of"):
+        ev.evaluate(["test_blr"], [_regression_dataset()], memory="psutil", progress=False)
+
+
 # --------------------------------------------------------------------------------- errors and API
 
 def test_unknown_names_are_clear_errors(tmp_path):
