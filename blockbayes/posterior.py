@@ -381,5 +381,13 @@ class GibbsResult:
 
 
 def load(path, *, device=None):
-    """Load any blockbayes result saved with ``.save`` (currently :class:`GibbsResult`)."""
-    return GibbsResult.load(path, device=device)
+    """Load any blockbayes result saved with ``.save`` (:class:`GibbsResult` or a VI result)."""
+    with np.load(path, allow_pickle=False) as f:
+        kind = json.loads(str(f["meta"])).get("kind") if "meta" in f.files else None
+    if kind == "GibbsResult":
+        return GibbsResult.load(path, device=device)
+    if kind == "VIResult":
+        from .vi.result import load as vi_load
+
+        return vi_load(path, device=device)
+    raise ValueError(f"{path} is not a blockbayes result file (kind={kind!r})")
