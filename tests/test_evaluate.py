@@ -246,3 +246,21 @@ alpha = 0.5
     assert ev.run_config(cfg).cached == 2
     with pytest.raises(ValueError, match="unknown config key"):
         ev.load_config({"methods": ["test_blr"], "datasets": ["yacht"], "split": 1})
+
+
+def test_learning_curve_summaries_by_hand():
+    def row(m, n, rmse):
+        return {"dataset": "d", "method": m, "size": n, "n_train": n, "metrics": ["rmse"],
+                "rmse": {"mean": rmse, "se": None}}
+
+    summ = [row("a", 10, 4.0), row("a", 100, 2.0), row("a", 1000, 1.0),
+            row("b", 10, 5.0), row("b", 100, 3.0), row("b", 1000, 2.0)]
+    area = ev.learning_curve_area(summ, "rmse")
+    assert area[("d", "a")] == pytest.approx((0.5 * (4 + 2) + 0.5 * (2 + 1)) / 2)
+    # a reaches b's full-n RMSE (2.0) at n = 100: ratio 0.1; b reaches a's (1.0) never
+    assert ev.effective_data_ratio(summ, "rmse", "a", "b", "d") == pytest.approx(0.1)
+    assert ev.effective_data_ratio(summ, "rmse", "b", "a", "d") is None
+    # halfway (on log n) between 10 and 100 for a target of 3.0
+    summ2 = summ[:3] + [row("c", 1000, 3.0)]
+    assert ev.effective_data_ratio(summ2, "rmse", "a", "c", "d") == pytest.approx(math.sqrt(10 * 100) / 1000)
+    assert "Area under the learning curve" in ev.markdown(summ)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["summarize", "markdown", "write_reports", "METRIC_INFO"]
+__all__ = ["summarize", "markdown", "write_reports", "learning_curve_area", "effective_data_ratio", "METRIC_INFO"]
 
 # name -> (heading, higher is better)
 METRIC_INFO = {
@@ -113,10 +113,19 @@ def markdown(summary, *, title=None, digits: int = 3, metrics=None) -> str:
                 if r is None:
                     cells.append("–")
                 elif k == "count":
-                    cells.append(f"{r['count']}" + (f" / {r['failed']}" if r["failed"] else ""))
+                    cells.append(f"{r.get('count', '–')}" + (f" / {r['failed']}" if r.get("failed") else ""))
                 else:
                     cells.append(_pm(r.get(k), digits if k != "fit_time_s" else 1))
             lines.append(f"| {ds} | {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    aulc = {k: learning_curve_area(summary, k) for k in names}
+    if any(aulc.values()):
+        lines += ["### Area under the learning curve (mean of the metric over log n)", "",
+                  "| dataset | metric | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+        for k, by in aulc.items():
+            for ds in dict.fromkeys(d for d, _ in by):
+                lines.append(f"| {ds} | {k} | " + " | ".join(
+                    f"{by[(ds, m)]:.{digits}f}" if (ds, m) in by else "–" for m in methods) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -297,3 +306,55 @@ def _plots(res, out: Path) -> dict:
             plt.close(fig)
             paths[f"traces_{ds}_{m}"] = p
     return paths
+
+
+def learning_curve_area(summary, metric: str) -> dict:
+    """Area under the learning curve on a log-n axis, per (dataset, method).
+
+    ``AULC = (1/(log n_max − log n_min)) ∫ m(n) d log n`` by the trapezoid rule over the sizes run
+    (the mean of the metric over the log grid, EVALUATION.md §1.5). Needs at least two sizes.
+    """
+    curves = {}
+    for r in summary:
+        st = r.get(metric)
+        if st and st.get("mean") is not None:
+            curves.setdefault((r["dataset"], r["method"]), {})[r["n_train"]] = st["mean"]
+    out = {}
+    for k, pts in curves.items():
+        if len(pts) < 2:
+            continue
+        n = np.log(np.array(sorted(pts), dtype=float))
+        v = np.array([pts[m] for m in sorted(pts)])
+        out[k] = float(np.sum(0.5 * (v[1:] + v[:-1]) * np.diff(n)) / (n[-1] - n[0]))
+    return out
+
+
+def effective_data_ratio(summary, metric: str, method: str, baseline: str, dataset: str):
+    """``n*/n_max``: the training size at which ``method`` reaches ``baseline``'s metric at its
+    largest size, by linear interpolation of ``method``'s curve on log n (EVALUATION.md §1.5).
+
+    Returns ``None`` when the curve never reaches it (a ratio > 1), and the smallest size's ratio
+    (an upper bound) when it is reached already there. "Better" follows :data:`METRIC_INFO`.
+    """
+    higher = METRIC_INFO.get(metric, (None, False))[1]
+    if higher is None:
+        raise ValueError(f"metric {metric!r} has no better direction")
+
+    def curve(m):
+        return sorted((r["n_train"], r[metric]["mean"]) for r in summary
+                      if r["dataset"] == dataset and r["method"] == m and r.get(metric) and r[metric]["mean"] is not None)
+
+    a, b = curve(method), curve(baseline)
+    if not a or not b:
+        raise ValueError(f"no {metric!r} curve for {method!r} or {baseline!r} on {dataset!r}")
+    n_max, target = b[-1]
+    sign = 1.0 if higher else -1.0
+    ok = [sign * v >= sign * target for _, v in a]
+    if ok[0]:
+        return a[0][0] / n_max
+    for i in range(1, len(a)):
+        if ok[i]:
+            (n0, v0), (n1, v1) = a[i - 1], a[i]
+            t = (target - v0) / (v1 - v0)
+            return float(math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0)))) / n_max
+    return None
