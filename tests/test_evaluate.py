@@ -180,6 +180,8 @@ def test_unknown_names_are_clear_errors(tmp_path):
         ev.evaluate([{"method": "gibbs", "num_sweps": 3}], [TEACHER], progress=False)
     with pytest.raises(ValueError, match="duplicate method labels"):
         ev.evaluate(["test_blr", "test_blr"], [TEACHER], progress=False)
+    with pytest.raises(ValueError, match="does not support classification"):
+        ev.evaluate(["test_blr"], ["iris"], out_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="train sizes"):
         ev.evaluate(["test_blr"], [TEACHER], train_sizes=[1], progress=False)
     ev.register_method(ev.Method("test_missing", _fit_blr, defaults={}, requires="no_such_module_xyz"),

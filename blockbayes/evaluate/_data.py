@@ -108,6 +108,15 @@ class DataSpec:
             return self.dataset
         raise AssertionError(self.source)
 
+    @property
+    def task(self) -> str:
+        """``"regression"`` or ``"classification"`` (known without loading)."""
+        if self.source == "object":
+            return self.dataset.task
+        if self.source in ("uci", "teacher_student") or self.name == "diabetes":
+            return "regression"
+        return "classification"
+
     def hidden_for(self, data) -> tuple:
         if self.hidden:
             return tuple(self.hidden)

@@ -355,6 +355,11 @@ def evaluate(methods, datasets, *, train_sizes=None, splits=None, seeds=None, ou
     sizes = _normalise_sizes(train_sizes)
     seed_list = _normalise_seeds(seeds)
     split_lists = [spec.resolve_splits(splits) for spec in specs]
+    for spec in specs:
+        for label, meth, _ in mlist:
+            if spec.task not in meth.tasks:
+                raise ValueError(f"method {label!r} ({meth.name}) does not support {spec.task} "
+                                 f"(dataset {spec.name!r}); it supports {', '.join(meth.tasks)}")
     out = Path(out_dir) if out_dir is not None else None
 
     total = sum(len(sl) for sl in split_lists) * len(seed_list) * len(sizes) * len(mlist)
