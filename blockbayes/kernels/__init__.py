@@ -1,0 +1,254 @@
+r"""Fused kernels of the block-Gibbs sampler's elementwise steps.
+
+Three implementations behind one dispatcher (by array type, or forced with ``impl=``):
+
+========================  ====================  =============================================
+arrays                    default ``impl``      module
+========================  ====================  =============================================
+NumPy                     ``"cpu"``             :mod:`.cpu` (Numba, parallel, imported lazily)
+CuPy                      ``"cuda"``            :mod:`.cuda` (CuPy ``RawKernel``, lazily)
+anything else             ``"reference"``       :mod:`.reference` (pure Array API, the oracle)
+========================  ====================  =============================================
+
+``impl="reference"`` runs on any namespace; ``"cpu"`` needs NumPy arrays and ``"cuda"`` CuPy
+arrays (a ``ValueError`` otherwise: no silent device moves).
+
+ReLU pre-activation conditional (MATH.md §A.3)
+----------------------------------------------
+For each element independently, with ``f(z) = z`` for ``z ≥ 0`` and ``s·z`` for ``z < 0``
+(``s = slope``; ``s = 0`` is the ReLU)
+
+.. math::
+
+    p(z \mid a, x) \propto \exp\Big(-\frac{(z-a)^2}{2\Delta_Z} - \frac{(x-f(z))^2}{2\Delta_X}\Big),
+
+a two-piece truncated-normal mixture. Piece ``k`` (slope ``α_k``: 1 on ``z ≥ 0``, ``s`` on
+``z < 0``) has ``S_k = Δ_X + α_k² Δ_Z``, precision ``τ_k = S_k/(Δ_Z Δ_X)``, sd
+``σ_k = τ_k^{-1/2}`` and mean ``m_k = (Δ_X a + α_k Δ_Z x)/S_k``. With the standardised
+distances of the means inside their pieces, ``r₊ = m₊/σ₊`` and ``r₋ = −m₋/σ₋``, the branch
+log-odds is
+
+.. math::
+
+    \ell = \log\frac{\pi_+}{\pi_-} = \tfrac12\log\frac{S_-}{S_+} + G(r_+) - G(r_-),
+    \qquad G(r) = \tfrac{r^2}{2} + \log\Phi(r) = \log\tfrac12\operatorname{erfcx}(-r/\sqrt2).
+
+This is MATH.md (A.3a) (and its general piecewise-linear form) with the common factor
+``exp(−a²/2Δ_Z − x²/2Δ_X)`` (the exponent at the kink) cancelled exactly, so no large terms
+cancel in the tails. ``G`` is evaluated in log space: for ``r ≤ 0`` (the piece's mean outside
+it, the far-tail case) as ``log(erfcx(−r/√2)/2)``; for ``r > 0`` as ``r²/2 + log Φ(r)`` with
+``Φ(r) ≥ ½`` (the reference calls ``log_ndtr``; the fused kernels form
+``Φ(r) = 1 − erfc(r/√2)/2`` directly, which cannot cancel, and take a single ``log`` of the
+ratio of the two pieces' ``erfcx``/``2Φ`` values). Nothing forms ``exp(t²)``, and no ``erf``
+of a negative argument is ever added to 1. Then ``π₊ = σ(ℓ)`` (stable sigmoid) and
+
+* positive branch (``u₁ < π₊``): ``z = σ₊ (T − α)`` with ``T ~ N(0,1) | T ≥ α``, ``α = −r₊``
+  (so ``z = m₊ + σ₊T ≥ 0``);
+* negative branch: ``z = −σ₋ (T − α)``, ``α = −r₋`` (so ``z = m₋ − σ₋T ≤ 0``).
+
+The excess ``e = T − α ≥ 0`` is what the samplers compute, so the branch signs hold exactly,
+also after the cast to float32 (and the result is clamped to the sign again after the cast).
+
+Exact one-sided truncated normal ``T ~ N(0,1) | T ≥ α`` from one uniform ``u``
+-----------------------------------------------------------------------------------
+Inversion only, so every implementation is a deterministic function of ``u``:
+
+* ``α < α₀ = 5``: ``T = −Φ⁻¹(u Φ(−α))``. When ``p = uΦ(−α) > ½`` the code inverts
+  ``1 − p = Φ(α) + (1 − u)Φ(−α)`` instead (``T = Φ⁻¹(1 − p)``), which keeps the lower tail of
+  ``T`` exact when the bound is in the bulk.
+* ``α ≥ α₀``: solve ``log Φ(−α) − log Φ(−α−e) = −log u`` for the excess ``e`` by Newton's
+  method, with ``log Φ(−t) = log(erfcx(t/√2)/2) − t²/2`` so the equation reads
+  ``log(erfcx(t/√2)/erfcx(α/√2)) − e(α + e/2) + E = 0`` (``t = α + e``, ``E = −log u``) and the
+  derivative is the inverse Mills ratio ``λ(t) = √(2/π)/erfcx(t/√2)``. The start
+  ``e₀ = min(√(α² + 2E) − α, E/λ(α))`` is an upper bound of the root (``erfcx`` decreasing;
+  convexity), the function is convex, so Newton decreases monotonically to the root: at most
+  4 steps to rounding (5 are allowed). For ``α > 10¹⁰`` ``e = E/α`` to double precision.
+* Finally ``T = max(T, α)`` (``e ≥ 0``).
+
+The general truncation ``z ~ N(μ, σ²) | z ≥ b`` uses ``α = (b − μ)/σ`` and returns
+``μ + σT`` when ``α < 0`` (bound in the lower half: no cancellation) and ``b + σe`` otherwise
+(``z ≤ b``: mirror image with ``α = (μ − b)/σ``), then clamps to the bound, in float64 and
+again after the cast.
+
+Randomness: counter-based uniforms, no generator objects
+--------------------------------------------------------
+With the key's words ``(k0, k1)`` (:func:`blockbayes._backend.random.key_words`) and all
+arithmetic modulo 2⁶⁴::
+
+    mix64(z) = z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB;
+               z ^ (z >> 31)
+    bits(c)  = mix64(mix64(c * 0x9E3779B97F4A7C15 + k0) ^ k1)
+    u(c)     = ((bits(c) >> 11) + 0.5) * 2**-53          # in (0, 1) strictly, exact in float64
+
+The element with C-order flat index ``i`` uses counters ``2i`` (branch choice, ``u₁``) and
+``2i + 1`` (truncated-normal draw, ``u₂``) in :func:`relu_preact`, and counter ``i`` in
+:func:`truncated_normal`. The reference, Numba and CUDA kernels therefore give the same draws
+to rounding for the same key (a branch choice can differ only when ``u₁`` and ``π₊`` agree to
+~1e-15, probability ~1e-15 per element). Never reuse a key: split it.
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from .._backend import backend_name, device_of, namespace, same_device
+from . import _common
+
+__all__ = ["relu_preact", "truncated_normal", "uniforms", "available_impls"]
+
+_IMPLS = ("reference", "cpu", "cuda")
+
+
+def _module(name: str):
+    return importlib.import_module(f".{name}", __name__)
+
+
+def _choose(xp, impl):
+    kind = backend_name(xp)
+    if impl is None:
+        return {"numpy": "cpu", "cupy": "cuda"}.get(kind, "reference")
+    if impl not in _IMPLS:
+        raise ValueError(f"impl must be one of {_IMPLS} or None, got {impl!r}")
+    if impl == "cpu" and kind != "numpy":
+        raise ValueError(f"impl='cpu' needs NumPy arrays, got {kind} arrays")
+    if impl == "cuda" and kind != "cupy":
+        raise ValueError(f"impl='cuda' needs CuPy arrays, got {kind} arrays")
+    return impl
+
+
+def available_impls() -> tuple[str, ...]:
+    """Implementations usable in this process (``"cuda"`` needs CuPy and a visible GPU)."""
+    out = ["reference"]
+    try:
+        importlib.import_module("numba")
+        out.append("cpu")
+    except ImportError:
+        pass
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            out.append("cuda")
+    except Exception:
+        pass
+    return tuple(out)
+
+
+def uniforms(key, shape, *, like):
+    """Reference counter-based uniforms ``u(c)``, ``c = 0..N−1`` in C order.
+
+    Parameters
+    ----------
+    key : numpy.ndarray, shape (2,), uint64
+        A blockbayes key.
+    shape : int or tuple of int
+        Output shape; element with flat index ``i`` holds ``u(i)``.
+    like : array
+        Namespace and device of the result.
+
+    Returns
+    -------
+    array of ``shape``, float64, values in (0, 1)
+        ``u(c) = ((bits(c) >> 11) + 0.5)·2⁻⁵³`` as defined in the module docstring. The fused
+        kernels draw exactly these numbers (counters ``2i``, ``2i+1`` in :func:`relu_preact`,
+        ``i`` in :func:`truncated_normal`).
+    """
+    k0, k1 = _common.check_key(key)
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    return _module("reference").uniforms(k0, k1, tuple(shape), like)
+
+
+def relu_preact(key, A, X, dz, dx, *, slope=0.0, impl=None):
+    r"""Draw ReLU / leaky-ReLU pre-activations from their Gibbs conditional (MATH.md §A.3).
+
+    Each element independently from
+    ``p(z | a, x) ∝ exp(−(z − a)²/(2Δ_Z) − (x − f(z))²/(2Δ_X))``, ``f(z) = max(z, s·z)``:
+    the two-piece truncated-normal mixture described in the module docstring.
+
+    Parameters
+    ----------
+    key : numpy.ndarray, shape (2,), uint64
+        A blockbayes key, used once (counters ``2i`` and ``2i+1`` for flat index ``i``).
+    A : array, any shape (e.g. ``(chains, n, d)``), float32 or float64
+        Pre-activation means ``a = x̃·w̃``.
+    X : array, same shape, namespace and device as ``A``, float32 or float64
+        Post-activations ``x``.
+    dz, dx : float
+        ``Δ_Z`` and ``Δ_X``, positive.
+    slope : float, optional
+        Negative-side slope ``s ∈ [0, 1)``; 0 (default) is the ReLU.
+    impl : {None, "reference", "cpu", "cuda"}, optional
+        Force an implementation (default: by array type).
+
+    Returns
+    -------
+    Z : array
+        Same shape, namespace and device as ``A``; dtype ``result_type(A, X)``. A new array
+        (inputs are never modified). Finite for finite inputs; ``Z ≥ 0`` exactly where the
+        positive piece was drawn and ``Z ≤ 0`` elsewhere.
+    """
+    k0, k1 = _common.check_key(key)
+    xp = namespace(A, X)
+    same_device(A, X)
+    if tuple(A.shape) != tuple(X.shape):
+        raise ValueError(f"A and X must have the same shape, got {A.shape} and {X.shape}")
+    _common.float_name(A.dtype)
+    _common.float_name(X.dtype)
+    out_dtype = xp.result_type(A.dtype, X.dtype)
+    dz = _common.check_positive("dz", dz)
+    dx = _common.check_positive("dx", dx)
+    slope = _common.check_slope(slope)
+    consts = _common.relu_constants(dz, dx, slope)
+    name = _choose(xp, impl)
+    return _module(name).relu_preact(k0, k1, A, X, consts, out_dtype)
+
+
+def truncated_normal(key, mean, sd, bound, upper, *, impl=None):
+    r"""Draw ``z ~ N(mean, sd²)`` truncated to ``z ≥ bound`` (``upper=False``) or ``z ≤ bound``.
+
+    Exact in both tails (inversion near the bulk, Newton in log space beyond 5 sd; module
+    docstring), never beyond the bound, in float32 and float64.
+
+    Parameters
+    ----------
+    key : numpy.ndarray, shape (2,), uint64
+        A blockbayes key, used once (counter ``i`` for flat index ``i`` of the output).
+    mean, sd, bound : array or float
+        Broadcastable to one shape; at least one of ``mean, sd, bound, upper`` must be an
+        array (it fixes namespace and device). ``sd`` must be positive; ``sd ≤ 0`` gives the
+        ``sd → 0`` limit (``mean`` clamped to the bound).
+    upper : bool or bool array
+        ``True`` truncates from above (``z ≤ bound``), ``False`` from below (``z ≥ bound``);
+        broadcastable.
+    impl : {None, "reference", "cpu", "cuda"}, optional
+        Force an implementation (default: by array type).
+
+    Returns
+    -------
+    T : array
+        Broadcast shape, in the arrays' namespace and device; dtype the result type of the
+        float arrays among ``mean, sd, bound`` (Python floats adopt it; float64 if none). The
+        bound is taken in that dtype and respected exactly.
+    """
+    k0, k1 = _common.check_key(key)
+    args = (mean, sd, bound, upper)
+    arrays = [v for v in args if not _common.is_scalar(v)]
+    if not arrays:
+        raise TypeError("truncated_normal needs at least one array argument (it fixes the "
+                        "namespace and device); wrap a scalar with xp.asarray")
+    xp = namespace(*arrays)
+    same_device(*arrays)
+    floats = [v for v in (mean, sd, bound) if not _common.is_scalar(v)]
+    for v in floats:
+        _common.float_name(v.dtype)
+    out_dtype = xp.result_type(*[v.dtype for v in floats]) if floats else xp.float64
+    if not _common.is_scalar(upper) and upper.dtype != xp.bool:
+        raise TypeError(f"upper must be a bool or a bool array, got dtype {upper.dtype}")
+    shape = _common.broadcast_shape(*[tuple(v.shape) for v in arrays])
+    name = _choose(xp, impl)
+    if name == "reference":
+        return _module("reference").truncated_normal(k0, k1, mean, sd, bound, upper, shape,
+                                                     out_dtype, xp, device_of(arrays[0]))
+    return _module(name).truncated_normal(k0, k1, mean, sd, bound, upper, shape, out_dtype)

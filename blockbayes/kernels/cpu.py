@@ -1,0 +1,884 @@
+"""Fused Numba kernels (CPU): parallel loops over the elements, no array temporaries.
+
+Imported lazily by :mod:`blockbayes.kernels` (the first call compiles, later processes load the
+on-disk cache). Each element is computed in float64 whatever the array dtype and cast to the
+output dtype at the store; the cast is monotone and keeps the sign, and the truncation bound is
+representable in the output dtype, so the results respect the bound in float32 too (the scalar
+paths clamp once more after the cast as a safeguard).
+
+Special functions are implemented here, as inlined polynomial code (Numba has no ``ndtri`` or
+``erfcx``, its ``math.erfc`` is a slow series, and calls to libm ``exp``/``log`` keep loops
+from vectorising):
+
+* ``_erfcx``: W. J. Cody's rational Chebyshev approximations (CALERF, Math. Comp. 1969) for
+  ``y ≥ 0``: ``exp(y²)(1 − erf(y))`` with Cody's ``erf`` rational for ``y ≤ 0.46875``, the
+  ``erfcx`` rational on ``(0.46875, 4]`` and the asymptotic rational in ``1/y²`` above 4;
+  ``_erfc_pos = erfcx(y)·exp(−y²)`` with ``y²`` split exactly by an FMA.
+* ``_ndtri``: Wichura's AS241 (PPND16).
+* ``_exp``, ``_log``: Cody–Waite reduction plus Taylor polynomials (fdlibm's arrangement for
+  ``log``), within 1 ulp of the correctly rounded value.
+
+All rationals are evaluated by Estrin's scheme with fused multiply-adds; the tests check every
+function against mpmath (relative error ≲ 5e-16).
+
+The ReLU kernel works in blocks of 128 elements organised as short branch-free passes (see
+:func:`_relu_range`): the common case of a Gibbs sweep — branch decided by a bound of ``ℓ``,
+plain inversion of ``u₂`` — is vectorised, and the elements that need ``ℓ`` go through
+vectorised passes of their own. Shortcuts that leave every result unchanged: the branch is
+decided without evaluating ``ℓ``, ``σ(ℓ)`` or ``u₁`` whenever a bound puts ``|ℓ| ≥ 38``
+(``σ(ℓ)`` then rounds to 0 or 1 beyond every possible ``u₁``), and ``Φ(α)`` is not evaluated
+where it is below half an ulp of everything it is added to. Every element gets exactly the
+arithmetic of the scalar path :func:`_relu_elem` (the tests check this bit for bit).
+
+The mathematics is that of :mod:`.reference` and of the C source of :mod:`.cuda` (which calls
+the platform's ``exp``/``log``, so the two agree to an ulp, not bit for bit); see
+:mod:`blockbayes.kernels` for the formulas and the uniforms.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from . import _common as C
+
+__all__ = ["relu_preact", "truncated_normal", "set_num_threads", "get_num_threads"]
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")   # IEEE division: no zero checks
+
+_M1 = np.uint64(C.MIX_M1)
+_M2 = np.uint64(C.MIX_M2)
+_GOLD = np.uint64(C.GOLDEN)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S11 = np.uint64(11)
+_ONE = np.uint64(1)
+_TWO = np.uint64(2)
+_TWO_M53 = 2.0 ** -53
+
+_ALPHA0 = C.ALPHA0
+_ALPHA_EXP = C.ALPHA_EXP
+_NEWTON_ITERS = C.NEWTON_ITERS
+_NEWTON_STOP = C.NEWTON_STOP
+
+_INV_SQRT2 = 0.70710678118654752440
+_SQRT_PI_2 = 1.2533141373155002512      # sqrt(pi/2)
+_SQRT_2_PI = 0.79788456080286535588     # sqrt(2/pi)
+_INV_SQRT_PI = 5.6418958354775628695e-1  # 1/sqrt(pi)
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """Fused multiply-add a*b + c with one rounding (LLVM ``llvm.fma.f64``)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        d = ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(d, [d, d, d]),
+                                            "llvm.fma.f64")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@intrinsic
+def _i2f(typingctx, i):
+    """Reinterpret the bits of an int64 as a float64."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _f2i(typingctx, x):
+    """Reinterpret the bits of a float64 as an int64."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return sig, codegen
+
+
+# --------------------------------------------------------------------------------------------
+# exp and log without libm calls (so that loops containing them vectorise); ≤ 1 ulp from the
+# correctly rounded value, like glibc (checked against mpmath in the tests)
+# --------------------------------------------------------------------------------------------
+
+_LN2_HI = 6.93147180369123816490e-01     # 32 significant bits: k·LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
+_LOG2E = 1.4426950408889634074
+
+
+@njit(inline="always", **_JIT)
+def _exp(x):
+    """exp(x) for finite x (0 below −745.2, inf above 709.8, subnormals exact to 1 ulp).
+
+    x = k·ln 2 + r with |r| ≤ ln2/2 (Cody–Waite), e^r − 1 by its Taylor polynomial to r¹³
+    (Estrin, truncation < 5e-18), 2^k applied in two halves so subnormal results are right.
+    """
+    x = min(max(x, -746.0), 710.0)
+    kf = math.floor(_fma(x, _LOG2E, 0.5))
+    r = _fma(-kf, _LN2_LO, _fma(-kf, _LN2_HI, x))
+    r2 = r * r
+    r4 = r2 * r2
+    m0 = _fma(_fma(1.0 / 120.0, r, 1.0 / 24.0), r2, _fma(1.0 / 6.0, r, 0.5))
+    m1 = _fma(_fma(1.0 / 362880.0, r, 1.0 / 40320.0), r2, _fma(1.0 / 5040.0, r, 1.0 / 720.0))
+    m2 = _fma(_fma(1.0 / 6227020800.0, r, 1.0 / 479001600.0), r2,
+              _fma(1.0 / 39916800.0, r, 1.0 / 3628800.0))
+    p = _fma(m2, r4 * r4, _fma(m1, r4, m0))
+    q = _fma(r2, p, r)                     # e^r − 1
+    k = np.int64(kf)
+    k1 = k >> 1
+    s1 = _i2f((k1 + 1023) << 52)
+    s2 = _i2f((k - k1 + 1023) << 52)
+    return ((1.0 + q) * s1) * s2
+
+
+@njit(inline="always", **_JIT)
+def _log(x):
+    """log(x) for finite x > 0 (subnormals included).
+
+    x = 2^e·m with m ∈ [√½, √2), f = m − 1, s = f/(2 + f): log m = f − s(f − R) with
+    R = Σ 2z^k/(2k+1), z = s² ≤ 0.0295 (fdlibm's arrangement, Taylor coefficients to z¹⁰,
+    truncation < 2e-18).
+    """
+    sub = x < 2.2250738585072014e-308
+    xs = x * 18014398509481984.0 if sub else x          # 2**54
+    bits = _f2i(xs)
+    e = ((bits >> 52) & 0x7FF) - (1077 if sub else 1023)
+    m = _i2f((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
+    big = m > 1.4142135623730951
+    m = m * 0.5 if big else m
+    e = e + 1 if big else e
+    f = m - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    z2 = z * z
+    z4 = z2 * z2
+    l0 = _fma(2.0 / 5.0, z, 2.0 / 3.0)
+    l1 = _fma(2.0 / 9.0, z, 2.0 / 7.0)
+    l2 = _fma(2.0 / 13.0, z, 2.0 / 11.0)
+    l3 = _fma(2.0 / 17.0, z, 2.0 / 15.0)
+    l4 = _fma(2.0 / 21.0, z, 2.0 / 19.0)
+    big_r = z * _fma(l4, z4 * z4, _fma(_fma(l3, z2, l2), z4, _fma(l1, z2, l0)))
+    lf = f - s * (f - big_r)
+    ef = np.float64(e)
+    return _fma(ef, _LN2_HI, lf + ef * _LN2_LO)
+
+
+# --------------------------------------------------------------------------------------------
+# uniforms
+# --------------------------------------------------------------------------------------------
+
+@njit(**_JIT)
+def _mix64(z):
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@njit(inline='always', **_JIT)
+def _uniform(k0, k1, c):
+    b = _mix64(_mix64(c * _GOLD + k0) ^ k1)
+    return (np.float64(b >> _S11) + 0.5) * _TWO_M53
+
+
+# --------------------------------------------------------------------------------------------
+# special functions: rationals evaluated by Estrin's scheme with fused multiply-adds (short
+# dependency chains: the loop is latency bound)
+# --------------------------------------------------------------------------------------------
+
+@njit(**_JIT)
+def _poly4(y, a0, a1, a2, a3, a4):
+    y2 = y * y
+    return _fma(_fma(a4, y2, _fma(a3, y, a2)), y2, _fma(a1, y, a0))
+
+
+@njit(**_JIT)
+def _poly5(y, a0, a1, a2, a3, a4, a5):
+    y2 = y * y
+    return _fma(_fma(a5, y, a4), y2 * y2, _fma(_fma(a3, y, a2), y2, _fma(a1, y, a0)))
+
+
+@njit(**_JIT)
+def _poly7(y, a0, a1, a2, a3, a4, a5, a6, a7):
+    y2 = y * y
+    lo = _fma(_fma(a3, y, a2), y2, _fma(a1, y, a0))
+    hi = _fma(_fma(a7, y, a6), y2, _fma(a5, y, a4))
+    return _fma(hi, y2 * y2, lo)
+
+
+@njit(**_JIT)
+def _poly8(y, a0, a1, a2, a3, a4, a5, a6, a7, a8):
+    y2 = y * y
+    y4 = y2 * y2
+    lo = _fma(_fma(a3, y, a2), y2, _fma(a1, y, a0))
+    hi = _fma(_fma(a7, y, a6), y2, _fma(a5, y, a4))
+    return _fma(a8, y4 * y4, _fma(hi, y4, lo))
+
+
+@njit(inline='always', **_JIT)
+def _erf_small(y):
+    """erf(y) for 0 ≤ y ≤ 0.46875 (Cody)."""
+    z = y * y
+    num = _poly4(z, 3.20937758913846947e3, 3.77485237685302021e2, 1.13864154151050156e2,
+                 3.16112374387056560e0, 1.85777706184603153e-1)
+    den = _poly4(z, 2.84423683343917062e3, 1.28261652607737228e3, 2.44024637934444173e2,
+                 2.36012909523441209e1, 1.0)
+    return y * num / den
+
+
+@njit(**_JIT)
+def _erfcx(y):
+    """exp(y²) erfc(y) for y ≥ 0 (Cody's CALERF, jint = 2)."""
+    if y <= 0.46875:
+        return _exp(y * y) * (1.0 - _erf_small(y))
+    if y <= 4.0:
+        return _erfcx_mid(y)
+    return _erfcx_big(y)
+
+
+@njit(inline='always', **_JIT)
+def _erfcx_mid(y):
+    """erfcx(y) for 0.46875 < y ≤ 4 (Cody)."""
+    num = _poly8(y, 1.23033935479799725e3, 2.05107837782607147e3, 1.71204761263407058e3,
+                 8.81952221241769090e2, 2.98635138197400131e2, 6.61191906371416295e1,
+                 8.88314979438837594e0, 5.64188496988670089e-1, 2.15311535474403846e-8)
+    den = _poly8(y, 1.23033935480374942e3, 3.43936767414372164e3, 4.36261909014324716e3,
+                 3.29079923573345963e3, 1.62138957456669019e3, 5.37181101862009858e2,
+                 1.17693950891312499e2, 1.57449261107098347e1, 1.0)
+    return num / den
+
+
+@njit(inline='always', **_JIT)
+def _erfcx_big(y):
+    """erfcx(y) for y > 4 (Cody's asymptotic rational in 1/y²)."""
+    v = 1.0 / y
+    z = v * v
+    num = _poly5(z, 6.58749161529837803e-4, 1.60837851487422766e-2, 1.25781726111229246e-1,
+                 3.60344899949804439e-1, 3.05326634961232344e-1, 1.63153871373020978e-2)
+    den = _poly5(z, 2.33520497626869185e-3, 6.05183413124413191e-2, 5.27905102951428412e-1,
+                 1.87295284992346047e0, 2.56852019228982242e0, 1.0)
+    return (_INV_SQRT_PI - z * num / den) * v
+
+
+@njit(**_JIT)
+def _exp_neg_sq(y):
+    """exp(-y²) accurate to a few ulp: y² = hi + lo exactly (fma), exp(-hi)(1 - lo)."""
+    hi = y * y
+    lo = _fma(y, y, -hi)
+    return _exp(-hi) * (1.0 - lo)
+
+
+@njit(**_JIT)
+def _erfc_given(y, rx):
+    """erfc(y) for y ≥ 0, given rx = erfcx(y) (ignored for y ≤ 0.46875)."""
+    if y <= 0.46875:
+        return 1.0 - _erf_small(y)
+    if y >= 27.3:          # exp(-y²) underflows
+        return 0.0
+    return rx * _exp_neg_sq(y)
+
+
+@njit(**_JIT)
+def _erfc_pos(y):
+    """erfc(y) for y ≥ 0 (Numba's math.erfc is a slow series / continued fraction)."""
+    if y <= 0.46875:
+        return 1.0 - _erf_small(y)
+    if y >= 27.3:
+        return 0.0
+    return _erfcx(y) * _exp_neg_sq(y)
+
+
+@njit(inline='always', **_JIT)
+def _ndtri_central(q):
+    """Φ⁻¹(q + ½) for |q| ≤ 0.425 (AS241's central rational)."""
+    r = 0.180625 - q * q
+    num = _poly7(r, 3.3871328727963666080e+0, 1.3314166789178437745e+2,
+                 1.9715909503065514427e+3, 1.3731693765509461125e+4,
+                 4.5921953931549871457e+4, 6.7265770927008700853e+4,
+                 3.3430575583588128105e+4, 2.5090809287301226727e+3)
+    den = _poly7(r, 1.0, 4.2313330701600911252e+1, 6.8718700749205790830e+2,
+                 5.3941960214247511077e+3, 2.1213794301586595867e+4,
+                 3.9307895800092710610e+4, 2.8729085735721942674e+4,
+                 5.2264952788528545610e+3)
+    return q * num / den
+
+
+@njit(inline="always", **_JIT)
+def _ndtri_tail(p):
+    """Φ⁻¹(p) for 0 < p < 0.075 or 0.925 < p < 1 (AS241's two tail rationals, branch-free)."""
+    q = p - 0.5
+    r = math.sqrt(-_log(p if q <= 0.0 else 1.0 - p))
+    r1 = r - 1.6
+    num1 = _poly7(r1, 1.42343711074968357734e+0, 4.63033784615654529590e+0,
+                  5.76949722146069140550e+0, 3.64784832476320460504e+0,
+                  1.27045825245236838258e+0, 2.41780725177450611770e-1,
+                  2.27238449892691845833e-2, 7.74545014278341407640e-4)
+    den1 = _poly7(r1, 1.0, 2.05319162663775882187e+0, 1.67638483018380384940e+0,
+                  6.89767334985100004550e-1, 1.48103976427480074590e-1,
+                  1.51986665636164571966e-2, 5.47593808499534494600e-4,
+                  1.05075007164441684324e-9)
+    r2 = r - 5.0
+    num2 = _poly7(r2, 6.65790464350110377720e+0, 5.46378491116411436990e+0,
+                  1.78482653991729133580e+0, 2.96560571828504891230e-1,
+                  2.65321895265761230930e-2, 1.24266094738807843860e-3,
+                  2.71155556874348757815e-5, 2.01033439929228813265e-7)
+    den2 = _poly7(r2, 1.0, 5.99832206555887937690e-1, 1.36929880922735805310e-1,
+                  1.48753612908506148525e-2, 7.86869131145613259100e-4,
+                  1.84631831751005468180e-5, 1.42151175831644588870e-7,
+                  2.04426310338993978564e-15)
+    x = num1 / den1 if r <= 5.0 else num2 / den2
+    return -x if q < 0.0 else x
+
+
+@njit(inline="always", **_JIT)
+def _ndtri(p):
+    """Φ⁻¹(p) for 0 < p < 1 (Wichura's AS241, PPND16); branch-free, so loops vectorise."""
+    q = p - 0.5
+    central = _ndtri_central(q)
+    tail = _ndtri_tail(p)
+    return central if abs(q) <= 0.425 else tail
+
+
+# --------------------------------------------------------------------------------------------
+# the ReLU branch choice and the standardised truncated normal
+# --------------------------------------------------------------------------------------------
+
+#: |ℓ| ≥ this decides the branch for every possible u₁ ∈ [2⁻⁵⁴, 1 − 2⁻⁵⁴] exactly as the full
+#: comparison u₁ < σ(ℓ) does: σ(38) rounds to 1 and σ(−38) = 3.1e-17 < 2⁻⁵⁴ = 5.6e-17
+_ELL_SURE = 38.0
+#: r ≥ this: Φ(r) = 1 − erfc(r/√2)/2 rounds to 1 (erfc(r/√2) < 2.2e-16, half an ulp of 2)
+_R_ONE = 8.5
+
+
+@njit(**_JIT)
+def _piece(r):
+    """(q, R, hint) for one piece with standardised distance r (mean inside iff r > 0).
+
+    ``G(r) = r²/2 + log Φ(r) = q + log(R/2)`` with ``q = r²/2, R = 2Φ(r) = 2 − erfc(r/√2)``
+    for r > 0 and ``q = 0, R = erfcx(−r/√2)`` for r ≤ 0; ``hint`` is the erfc (r > 0) or
+    erfcx (r ≤ 0) value, handed to the truncated-normal draw of this piece (-1: none).
+    """
+    y = abs(r) * _INV_SQRT2
+    if r <= 0.0:
+        rx = _erfcx(y)
+        return 0.0, rx, rx
+    if r >= _R_ONE:
+        return 0.5 * r * r, 2.0, -1.0
+    ec = _erfc_pos(y)
+    return 0.5 * r * r, 2.0 - ec, ec
+
+
+@njit(**_JIT)
+def _log_odds(rp, rm, half_log):
+    """(ℓ, hint₊, hint₋): ``ℓ = ½log(S₋/S₊) + (q₊ − q₋) + log(R₊/R₋)`` (see :func:`_piece`)."""
+    qp, big_rp, hp = _piece(rp)
+    qm, big_rm, hm = _piece(rm)
+    return half_log + (qp - qm) + _log(big_rp / big_rm), hp, hm
+
+
+@njit(**_JIT)
+def _branch(rp, rm, half_log, k0, k1, c):
+    """(positive?, hint): ``u₁ < σ(ℓ)``, ``ℓ = ½log(S₋/S₊) + G(r₊) − G(r₋)``.
+
+    One log per element (:func:`_log_odds`). Shortcuts with the same decision: for r ≤ 0,
+    G(r) ≤ −log 2; for r > 0, G(r) ≥ r²/2 − log 2, so a bound alone may put |ℓ| ≥ 38, and then
+    neither special function nor u₁ (counter c) is evaluated.
+    """
+    sure_pos = (rm <= 0.0) & (rp > 0.0) & (half_log + 0.5 * rp * rp >= _ELL_SURE)
+    sure_neg = (rp <= 0.0) & (rm > 0.0) & (half_log - 0.5 * rm * rm <= -_ELL_SURE)
+    if sure_pos | sure_neg:
+        return sure_pos, -1.0
+    ell, hp, hm = _log_odds(rp, rm, half_log)
+    if ell >= _ELL_SURE:
+        pos = True
+    elif ell <= -_ELL_SURE:
+        pos = False
+    else:
+        t = _exp(-abs(ell))
+        pi = 1.0 / (1.0 + t) if ell >= 0.0 else t / (1.0 + t)
+        pos = _uniform(k0, k1, c) < pi
+    return pos, (hp if pos else hm)
+
+
+@njit(inline="always", **_JIT)
+def _tn_bulk_pm(alpha, u, ec):
+    """(pm, sign) of the inversion for α < α₀: T = sign·Φ⁻¹(pm).
+
+    ``ec = erfc(|α|/√2)`` (read only where needed: α ≥ −8.3, or α ≥ −12 with u > ½).
+    p = u Φ(−α); T = −Φ⁻¹(p) if p ≤ ½, else T = Φ⁻¹(1 − p) with 1 − p = Φ(α) + (1 − u)Φ(−α)
+    (no cancellation). For α < −8.3, Φ(α) < 2⁻⁵⁴: Φ(−α) rounds to 1 and p = u exactly, and
+    Φ(α) is below half an ulp of 1 − u for α < −12.
+    """
+    w = 0.5 * ec                                     # Φ(-|α|)
+    nonneg = alpha >= 0.0
+    c = w if nonneg else 1.0 - w
+    d = 1.0 - w if nonneg else w
+    p = u * c
+    lo_mid = p <= 0.5
+    pm_mid = p if lo_mid else d + (1.0 - u) * c
+    lo_far = u <= 0.5
+    v = 1.0 - u
+    pm_far = u if lo_far else (w + v if alpha >= -12.0 else v)
+    far = alpha < -8.3
+    lo = lo_far if far else lo_mid
+    return (pm_far if far else pm_mid), (-1.0 if lo else 1.0)
+
+
+@njit(inline="always", **_JIT)
+def _tn_needs_ec(alpha, u):
+    return (alpha < _ALPHA0) & ((alpha >= -8.3) | ((alpha >= -12.0) & (u > 0.5)))
+
+
+@njit(inline="always", **_JIT)
+def _ec_from_hint(alpha, hint):
+    """erfc(|α|/√2) from the hint of the chosen piece (valid only for hint ≥ 0)."""
+    return hint if alpha < 0.0 else _erfc_given(abs(alpha) * _INV_SQRT2, hint)
+
+
+@njit(**_JIT)
+def _std_tn(alpha, u, hint):
+    """(T, e): T ~ N(0,1) | T ≥ α by inversion of the uniform u; e = T − α ≥ 0.
+
+    ``hint`` (≥ 0 if known): erfc(|α|/√2) for α < 0, erfcx(α/√2) for α ≥ 0.
+    """
+    y = abs(alpha) * _INV_SQRT2
+    if alpha < _ALPHA0:
+        ec = 0.0
+        if _tn_needs_ec(alpha, u):
+            ec = _ec_from_hint(alpha, hint) if hint >= 0.0 else _erfc_pos(y)
+        pm, sign = _tn_bulk_pm(alpha, u, ec)
+        t = sign * _ndtri(pm)
+        if t < alpha:
+            t = alpha
+        return t, t - alpha
+    big = -_log(u)
+    if alpha > _ALPHA_EXP:
+        e = big / alpha
+        return _ALPHA_EXP + e, e
+    e0 = hint if hint >= 0.0 else _erfcx(y)
+    lam = _SQRT_2_PI / e0
+    g = 2.0 * big / alpha
+    e = min(g / (1.0 + math.sqrt(1.0 + g / alpha)), big / lam)
+    for _ in range(_NEWTON_ITERS):
+        ey = _erfcx((alpha + e) * _INV_SQRT2)
+        de = (_log(ey / e0) - e * (alpha + 0.5 * e) + big) * ey * _SQRT_PI_2
+        e += de
+        if abs(de) <= _NEWTON_STOP * (e + 1.0 / alpha):
+            break   # Newton is quadratic: the remaining error is ~1e-2·Δe², below rounding
+    if e < 0.0:
+        e = 0.0
+    return alpha + e, e
+
+
+# --------------------------------------------------------------------------------------------
+# kernels
+# --------------------------------------------------------------------------------------------
+
+@njit(**_JIT)
+def _relu_elem(a, x, i, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log):
+    """One element, full scalar path: (z, positive?)."""
+    c = np.uint64(i) * _TWO
+    u2 = _uniform(k0, k1, c + _ONE)
+    rp = a * p1 + x * p2
+    rm = -(a * n1 + x * n2)
+    pos, hint = _branch(rp, rm, half_log, k0, k1, c)
+    alpha = -rp if pos else -rm
+    scale = sdp if pos else -sdm
+    t, e = _std_tn(alpha, u2, hint)
+    return scale * e, pos
+
+
+#: elements per block of the blocked loop (its scratch buffers, ~20 kB, stay in L1)
+_CHUNK = 128
+
+
+@njit(**_JIT)
+def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2, sdp, sdm,
+                half_log):
+    """Elements lo..hi-1 in blocks of _CHUNK, organised as short branch-free passes.
+
+    The arrays come in both dtypes (``is32`` picks ``a32, x32, o32`` over ``a64, x64, o64``;
+    the others are dummies), so the function is compiled once for float32 and float64 data:
+    each block is loaded into float64 buffers, processed, and stored back with the cast.
+
+    Every element gets exactly the arithmetic of :func:`_relu_elem` (same functions, same
+    operations in the same order); only the order in which the work is done differs. The
+    element-by-element loop is latency bound and mispredicts its data-dependent branches; the
+    passes below have no branches and no calls (exp and log are inlined polynomials), so LLVM
+    vectorises them, and the few data-dependent steps are compact gathers/scatters.
+
+    * Pass 1: u₂, r₊, r₋, the branches decided by the bounds of G alone ("sure": |ℓ| ≥ 38),
+      α and a class per element. "Simple" elements — sure, and the chosen piece's bound so far
+      out (α < −12, or α < −8.3 with u₂ ≤ ½) that the draw is the plain inversion
+      T = ∓Φ⁻¹(min(u₂, 1 − u₂)) — are ~78 % of a realistic sweep (Δ = 1e-3).
+    * Pass 2: AS241's central rational for the whole block, the final value of the simple
+      elements in AS241's central region; pass 3: AS241's tails for the other simple ones.
+    * The rest: Cody's three erfcx/erf rationals side by side for both pieces, exp(±y²), the
+      pieces' (q, R, hint) as :func:`_piece`, ℓ, σ(ℓ) and u₁, the branch, then the inversion
+      (AS241 central and tails side by side); Newton's tail (α ≥ 5) element by element.
+    """
+    c2 = 2 * _CHUNK
+    u_buf = np.empty(_CHUNK)
+    pm_buf = np.empty(_CHUNK)
+    al_buf = np.empty(_CHUNK)
+    sc_buf = np.empty(_CHUNK)
+    sg_buf = np.empty(_CHUNK)
+    fl_buf = np.empty(_CHUNK, dtype=np.int8)
+    sure_buf = np.empty(_CHUNK, dtype=np.int8)
+    idx_tail = np.empty(_CHUNK, dtype=np.int64)
+    idx_rest = np.empty(_CHUNK, dtype=np.int64)
+    ct_b = np.empty(_CHUNK)     # compact buffers of the tails: pm, scale, α, sign
+    cs_b = np.empty(_CHUNK)
+    ca_b = np.empty(_CHUNK)
+    cg_b = np.empty(_CHUNK)
+    r_b = np.empty(c2)          # rest: r₊ in [0, k), r₋ in [k, 2k)
+    es_b = np.empty(c2)         # erf(y), Cody's small-y rational
+    xn_b = np.empty(c2)         # erfcx(y), Cody's y > 0.46875 rationals
+    ex_b = np.empty(c2)         # exp(±y²)
+    big_b = np.empty(c2)        # R of the piece
+    h_b = np.empty(c2)          # hint of the piece
+    q_b = np.empty(c2)          # q of the piece
+    sr_b = np.empty(_CHUNK)     # rest: sure flag, u₂, counter, α, scale, hint, erfc(|α|/√2)
+    ur_b = np.empty(_CHUNK)
+    ir_b = np.empty(_CHUNK, dtype=np.uint64)
+    ar_b = np.empty(_CHUNK)
+    sc_r = np.empty(_CHUNK)
+    hr_b = np.empty(_CHUNK)
+    ec_b = np.empty(_CHUNK)
+    res_b = np.empty(_CHUNK)
+    a_b = np.empty(_CHUNK)
+    x_b = np.empty(_CHUNK)
+    z_b = np.empty(_CHUNK)
+    for start in range(lo, hi, _CHUNK):
+        m = min(_CHUNK, hi - start)
+        if is32:
+            for j in range(m):
+                a_b[j] = a32[start + j]
+                x_b[j] = x32[start + j]
+        else:
+            for j in range(m):
+                a_b[j] = a64[start + j]
+                x_b[j] = x64[start + j]
+        # ---- pass 1: uniforms u₂, the branch bounds, α and the class
+        for j in range(m):
+            u = _uniform(k0, k1, np.uint64(start + j) * _TWO + _ONE)
+            a = a_b[j]
+            x = x_b[j]
+            rp = a * p1 + x * p2
+            rm = -(a * n1 + x * n2)
+            sure_pos = (rm <= 0.0) & (rp > 0.0) & (half_log + 0.5 * rp * rp >= _ELL_SURE)
+            sure_neg = (rp <= 0.0) & (rm > 0.0) & (half_log - 0.5 * rm * rm <= -_ELL_SURE)
+            alpha = -rp if sure_pos else -rm
+            lo_u = u <= 0.5
+            pm = u if lo_u else 1.0 - u
+            simple = (sure_pos | sure_neg) & ((alpha < -12.0) | ((alpha < -8.3) & lo_u))
+            u_buf[j] = u
+            pm_buf[j] = pm
+            al_buf[j] = alpha
+            sc_buf[j] = sdp if sure_pos else -sdm
+            sg_buf[j] = -1.0 if lo_u else 1.0
+            fl_buf[j] = (2 if abs(pm - 0.5) > 0.425 else 1) if simple else 0
+            sure_buf[j] = (1 if sure_pos else -1) if (sure_pos | sure_neg) else 0
+        # ---- pass 2: AS241 central rational; final value of the simple central elements
+        for j in range(m):
+            t = sg_buf[j] * _ndtri_central(pm_buf[j] - 0.5)
+            alpha = al_buf[j]
+            if t < alpha:
+                t = alpha
+            z_b[j] = sc_buf[j] * (t - alpha)
+        ntail = 0
+        k = 0
+        for j in range(m):
+            f = fl_buf[j]
+            idx_tail[ntail] = j
+            ntail += f == 2
+            idx_rest[k] = j
+            k += f == 0
+        # ---- pass 3: AS241 tails of the simple elements (gather, compute, scatter)
+        for jj in range(ntail):
+            j = idx_tail[jj]
+            ct_b[jj] = pm_buf[j]
+            cs_b[jj] = sc_buf[j]
+            ca_b[jj] = al_buf[j]
+            cg_b[jj] = sg_buf[j]
+        for jj in range(ntail):
+            t = cg_b[jj] * _ndtri_tail(ct_b[jj])
+            alpha = ca_b[jj]
+            if t < alpha:
+                t = alpha
+            res_b[jj] = cs_b[jj] * (t - alpha)
+        for jj in range(ntail):
+            z_b[idx_tail[jj]] = res_b[jj]
+        if k > 0:
+            # ---- the rest. R0: gather
+            for jj in range(k):
+                j = idx_rest[jj]
+                i = start + j
+                a = a_b[j]
+                x = x_b[j]
+                r_b[jj] = a * p1 + x * p2
+                r_b[k + jj] = -(a * n1 + x * n2)
+                sr_b[jj] = sure_buf[j]
+                ur_b[jj] = u_buf[j]
+                ir_b[jj] = np.uint64(i)
+            # R1: Cody's rationals for all three ranges of y = |r|/√2, and the exp argument
+            for jj in range(2 * k):
+                r = r_b[jj]
+                y = abs(r) * _INV_SQRT2
+                es_b[jj] = _erf_small(y)
+                xn_b[jj] = _erfcx_mid(y) if y <= 4.0 else _erfcx_big(y)
+                yy = y * y
+                ex_b[jj] = _exp(yy if r <= 0.0 else -yy)
+            # R2: the pieces' R, hint and q, exactly as _piece
+            for jj in range(2 * k):
+                r = r_b[jj]
+                y = abs(r) * _INV_SQRT2
+                small = y <= 0.46875
+                rx = ex_b[jj] * (1.0 - es_b[jj]) if small else xn_b[jj]
+                hi2 = y * y
+                lo2 = _fma(y, y, -hi2)
+                ec = 1.0 - es_b[jj] if small else (0.0 if y >= 27.3 else
+                                                   xn_b[jj] * (ex_b[jj] * (1.0 - lo2)))
+                one = r >= _R_ONE
+                neg = r <= 0.0
+                big_b[jj] = rx if neg else (2.0 if one else 2.0 - ec)
+                h_b[jj] = rx if neg else (-1.0 if one else ec)
+                q_b[jj] = 0.0 if neg else 0.5 * r * r
+            # R3: ℓ, σ(ℓ), u₁, the branch; α, scale and hint of the chosen piece
+            for jj in range(k):
+                ell = half_log + (q_b[jj] - q_b[k + jj]) + _log(big_b[jj] / big_b[k + jj])
+                t = _exp(-abs(ell))
+                pi = 1.0 / (1.0 + t) if ell >= 0.0 else t / (1.0 + t)
+                u1 = _uniform(k0, k1, ir_b[jj] * _TWO)
+                dec = (ell >= _ELL_SURE) | ((ell > -_ELL_SURE) & (u1 < pi))
+                sure = sr_b[jj]
+                pos = (sure > 0.0) | ((sure == 0.0) & dec)
+                alpha = -r_b[jj] if pos else -r_b[k + jj]
+                hint = -1.0 if sure != 0.0 else (h_b[jj] if pos else h_b[k + jj])
+                ar_b[jj] = alpha
+                sc_r[jj] = sdp if pos else -sdm
+                hr_b[jj] = hint
+                ec_b[jj] = _ec_from_hint(alpha, hint)
+            # R4: erfc(|α|/√2) where the chosen piece left no hint (rare: sure elements, r ≥ 8.5)
+            for jj in range(k):
+                if hr_b[jj] < 0.0 and _tn_needs_ec(ar_b[jj], ur_b[jj]):
+                    ec_b[jj] = _erfc_pos(abs(ar_b[jj]) * _INV_SQRT2)
+            # R5: the inversion for α < α₀ (AS241 central and tails side by side)
+            for jj in range(k):
+                alpha = ar_b[jj]
+                pm, sign = _tn_bulk_pm(alpha, ur_b[jj], ec_b[jj])
+                t = sign * _ndtri(pm)
+                if t < alpha:
+                    t = alpha
+                res_b[jj] = sc_r[jj] * (t - alpha)
+            # R6: α ≥ α₀, Newton in log space (rare in a sweep); scatter
+            for jj in range(k):
+                if ar_b[jj] >= _ALPHA0:
+                    t, e = _std_tn(ar_b[jj], ur_b[jj], hr_b[jj])
+                    res_b[jj] = sc_r[jj] * e
+            for jj in range(k):
+                z_b[idx_rest[jj]] = res_b[jj]
+        # store; the float32 cast keeps the sign of every draw (+0.0 for the positive piece,
+        # -0.0 for the negative one), and is clamped to it again all the same
+        if is32:
+            for j in range(m):
+                z = z_b[j]
+                zc = np.float32(z)
+                if math.copysign(1.0, z) > 0.0:
+                    if zc < 0.0:
+                        zc = np.float32(0.0)
+                elif zc > 0.0:
+                    zc = np.float32(-0.0)
+                o32[start + j] = zc
+        else:
+            for j in range(m):
+                o64[start + j] = z_b[j]
+
+
+@njit(parallel=True, **_JIT)
+def _relu_kernel(a64, x64, o64, a32, x32, o32, is32, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log,
+                 ngroups):
+    n = o32.shape[0] if is32 else o64.shape[0]
+    nchunks = (n + _CHUNK - 1) // _CHUNK
+    ngroups = max(1, min(nchunks, ngroups))
+    for g in prange(ngroups):
+        lo = (g * nchunks // ngroups) * _CHUNK
+        hi = min(((g + 1) * nchunks // ngroups) * _CHUNK, n)
+        _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2, sdp, sdm,
+                    half_log)
+
+
+@njit(inline="always", **_JIT)
+def _erfc_pos_sel(y):
+    """erfc(y), y ≥ 0: :func:`_erfc_pos` with its ranges side by side (vectorisable)."""
+    small = 1.0 - _erf_small(y)
+    xn = _erfcx_mid(y) if y <= 4.0 else _erfcx_big(y)
+    big = xn * _exp_neg_sq(y)
+    return small if y <= 0.46875 else (0.0 if y >= 27.3 else big)
+
+
+@njit(**_JIT)
+def _tn_range(m64, s64, b64, o64, m32, s32, b32, o32, is32, ms, ss, bs, upper, us, lo, hi, k0, k1):
+    """Truncated normals lo..hi-1 in blocks of _CHUNK (both dtypes, as :func:`_relu_range`).
+
+    Pass 1 loads a block into float64 buffers and forms α; pass 2 (vectorised) does the
+    inversion for every element (erfc and AS241's ranges side by side) with exactly the
+    arithmetic of :func:`_std_tn`; Newton's tail (α ≥ 5) and sd ≤ 0 then run element by
+    element; the store casts and clamps to the bound in the output dtype.
+    """
+    m_b = np.empty(_CHUNK)
+    s_b = np.empty(_CHUNK)
+    b_b = np.empty(_CHUNK)
+    g_b = np.empty(_CHUNK)      # -1 truncated from above, +1 from below
+    al_b = np.empty(_CHUNK)
+    u_b = np.empty(_CHUNK)
+    z_b = np.empty(_CHUNK)
+    for start in range(lo, hi, _CHUNK):
+        cnt = min(_CHUNK, hi - start)
+        for j in range(cnt):
+            i = start + j
+            if is32:
+                m_b[j] = m32[i * ms]
+                s_b[j] = s32[i * ss]
+                b_b[j] = b32[i * bs]
+            else:
+                m_b[j] = m64[i * ms]
+                s_b[j] = s64[i * ss]
+                b_b[j] = b64[i * bs]
+            g_b[j] = -1.0 if upper[i * us] else 1.0
+        for j in range(cnt):
+            u_b[j] = _uniform(k0, k1, np.uint64(start + j))
+            s = s_b[j]
+            diff = b_b[j] - m_b[j]
+            al_b[j] = (-diff if g_b[j] < 0.0 else diff) / s
+        for j in range(cnt):
+            alpha = al_b[j]
+            u = u_b[j]
+            m = m_b[j]
+            s = s_b[j]
+            b = b_b[j]
+            g = g_b[j]
+            ec = _erfc_pos_sel(abs(alpha) * _INV_SQRT2)
+            pm, sign = _tn_bulk_pm(alpha, u, ec)
+            t = sign * _ndtri(pm)
+            if t < alpha:
+                t = alpha
+            gs = g * s
+            z = m + gs * t if alpha < 0.0 else b + gs * (t - alpha)
+            z_b[j] = z
+        for j in range(cnt):
+            s = s_b[j]
+            if not (s > 0.0):            # sd ≤ 0 (or NaN): the sd → 0 limit
+                z_b[j] = m_b[j]
+            elif al_b[j] >= _ALPHA0:
+                t, e = _std_tn(al_b[j], u_b[j], -1.0)
+                z_b[j] = b_b[j] + (g_b[j] * s) * e
+        for j in range(cnt):
+            z = z_b[j]
+            b = b_b[j]
+            z_b[j] = min(z, b) if g_b[j] < 0.0 else max(z, b)
+        if is32:
+            for j in range(cnt):
+                i = start + j
+                bo = b32[i * bs]
+                zc = np.float32(z_b[j])
+                o32[i] = min(zc, bo) if g_b[j] < 0.0 else max(zc, bo)
+        else:
+            for j in range(cnt):
+                o64[start + j] = z_b[j]
+
+
+@njit(parallel=True, **_JIT)
+def _tn_kernel(m64, s64, b64, o64, m32, s32, b32, o32, is32, ms, ss, bs, upper, us, k0, k1,
+               ngroups):
+    n = o32.shape[0] if is32 else o64.shape[0]
+    nchunks = (n + _CHUNK - 1) // _CHUNK
+    ngroups = max(1, min(nchunks, ngroups))
+    for g in prange(ngroups):
+        lo = (g * nchunks // ngroups) * _CHUNK
+        hi = min(((g + 1) * nchunks // ngroups) * _CHUNK, n)
+        _tn_range(m64, s64, b64, o64, m32, s32, b32, o32, is32, ms, ss, bs, upper, us, lo, hi,
+                  k0, k1)
+
+
+# --------------------------------------------------------------------------------------------
+# wrappers (arguments validated by blockbayes.kernels)
+# --------------------------------------------------------------------------------------------
+
+def set_num_threads(n: int) -> None:
+    """Number of threads of the parallel loops (``numba.set_num_threads``)."""
+    import numba
+
+    numba.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+def _flat(arr, dtype):
+    return np.ascontiguousarray(arr, dtype=dtype).reshape(-1)
+
+
+_DUMMY64 = np.empty(1, dtype=np.float64)
+_DUMMY32 = np.empty(1, dtype=np.float32)
+
+
+def _groups() -> int:
+    # a few blocks of contiguous chunks per thread (each block allocates its scratch once)
+    return 8 * get_num_threads()
+
+
+def relu_preact(k0: int, k1: int, A, X, consts: C.ReluConstants, out_dtype):
+    """Numba ReLU / leaky-ReLU pre-activation draw (NumPy arrays, validated arguments)."""
+    dt = np.dtype(out_dtype)
+    a = _flat(A, dt)
+    x = _flat(X, dt)
+    out = np.empty(a.shape[0], dtype=dt)
+    if out.shape[0]:
+        is32 = dt == np.float32
+        arrays = ((_DUMMY64, _DUMMY64, _DUMMY64, a, x, out) if is32
+                  else (a, x, out, _DUMMY32, _DUMMY32, _DUMMY32))
+        _relu_kernel(*arrays, is32, np.uint64(k0), np.uint64(k1), *(float(v) for v in consts),
+                     _groups())
+    return out.reshape(A.shape)
+
+
+def _param(v, shape, n, dt):
+    """(flat array, step): step 0 for a broadcast scalar, 1 for a full array."""
+    arr = np.asarray(v, dtype=dt)
+    if arr.size == 1:
+        return arr.reshape(1), 0
+    if arr.shape != tuple(shape):
+        arr = np.broadcast_to(arr, shape)
+    return np.ascontiguousarray(arr).reshape(n), 1
+
+
+def truncated_normal(k0: int, k1: int, mean, sd, bound, upper, shape, out_dtype):
+    """Numba one-sided truncated normal (validated arguments; NumPy arrays or scalars)."""
+    dt = np.dtype(out_dtype)
+    n = C.prod(shape)
+    m, ms = _param(mean, shape, n, dt)
+    s, ss = _param(sd, shape, n, dt)
+    b, bs = _param(bound, shape, n, dt)
+    u, us = _param(upper, shape, n, np.bool_)
+    out = np.empty(n, dtype=dt)
+    if n:
+        is32 = dt == np.float32
+        arrays = ((_DUMMY64,) * 4 + (m, s, b, out) if is32
+                  else (m, s, b, out) + (_DUMMY32,) * 4)
+        _tn_kernel(*arrays, is32, ms, ss, bs, u, us, np.uint64(k0), np.uint64(k1), _groups())
+    return out.reshape(shape)

@@ -1,0 +1,94 @@
+"""CuPy launchers of the fused kernels (GPU); imported lazily by :mod:`blockbayes.kernels`.
+
+The CUDA C source is :func:`blockbayes.kernels._csrc.source`: the same translation unit that
+the test-suite compiles as host C (its "CPU twin", checked against :mod:`.reference` to
+rounding) and with ``nvcc``. Kernels are grid-stride loops over the flat C-order index ``i``
+(which is also the counter of the uniforms), compiled once per device by NVRTC through
+:class:`cupy.RawKernel` (CuPy caches the binary on disk). Each element is computed in float64
+whatever the array dtype; the store casts to the output dtype and clamps to the truncation
+bound again.
+
+This module imports CuPy only inside the launchers, so importing it (for example to read the
+source) needs no GPU.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import _common as C
+from . import _csrc
+
+__all__ = ["relu_preact", "truncated_normal", "kernel"]
+
+_THREADS = 256
+_OPTIONS = ("--std=c++14",)
+
+
+@functools.lru_cache(maxsize=None)
+def kernel(name: str):
+    """The :class:`cupy.RawKernel` ``name`` (one of :data:`._csrc.KERNEL_NAMES`)."""
+    import cupy
+
+    if name not in _csrc.KERNEL_NAMES:
+        raise ValueError(f"unknown kernel {name!r}")
+    return cupy.RawKernel(_csrc.source(), name, options=_OPTIONS)
+
+
+def _suffix(dtype) -> str:
+    return _csrc.DTYPE_SUFFIX[np.dtype(dtype).name][1]
+
+
+def _grid(n: int) -> int:
+    # grid-stride loop: enough blocks to fill any current GPU, never more than needed
+    return max(1, min((n + _THREADS - 1) // _THREADS, 65535))
+
+
+def relu_preact(k0: int, k1: int, A, X, consts: C.ReluConstants, out_dtype):
+    """CUDA ReLU / leaky-ReLU pre-activation draw (CuPy arrays, validated arguments)."""
+    import cupy
+
+    dt = np.dtype(out_dtype)
+    with A.device:
+        a = cupy.ascontiguousarray(A, dtype=dt).reshape(-1)
+        x = cupy.ascontiguousarray(X, dtype=dt).reshape(-1)
+        n = a.size
+        out = cupy.empty(n, dtype=dt)
+        if n:
+            kern = kernel(f"bb_relu_preact_{_suffix(dt)}")
+            args = (a, x, out, np.int64(n), np.uint64(k0), np.uint64(k1),
+                    *(np.float64(v) for v in consts))
+            kern((_grid(n),), (_THREADS,), args)
+        return out.reshape(A.shape)
+
+
+def _param(cupy, v, shape, n, dt):
+    """(flat device array, step): step 0 for a broadcast scalar, 1 for a full array."""
+    arr = cupy.asarray(v, dtype=dt)
+    if arr.size == 1:
+        return arr.reshape(1), 0
+    if arr.shape != tuple(shape):
+        arr = cupy.broadcast_to(arr, shape)
+    return cupy.ascontiguousarray(arr).reshape(n), 1
+
+
+def truncated_normal(k0: int, k1: int, mean, sd, bound, upper, shape, out_dtype):
+    """CUDA one-sided truncated normal (validated arguments; CuPy arrays or scalars)."""
+    import cupy
+
+    dt = np.dtype(out_dtype)
+    n = C.prod(shape)
+    dev = next(v.device for v in (mean, sd, bound, upper) if not C.is_scalar(v))
+    with dev:
+        m, ms = _param(cupy, mean, shape, n, dt)
+        s, ss = _param(cupy, sd, shape, n, dt)
+        b, bs = _param(cupy, bound, shape, n, dt)
+        u, us = _param(cupy, upper, shape, n, np.bool_)
+        out = cupy.empty(n, dtype=dt)
+        if n:
+            kern = kernel(f"bb_truncated_normal_{_suffix(dt)}")
+            args = (m, np.int64(ms), s, np.int64(ss), b, np.int64(bs), u, np.int64(us),
+                    out, np.int64(n), np.uint64(k0), np.uint64(k1))
+            kern((_grid(n),), (_THREADS,), args)
+        return out.reshape(shape)

@@ -1,0 +1,197 @@
+"""Pure Array-API reference kernels: the oracle for :mod:`.cpu` and :mod:`.cuda`.
+
+Written against the Python Array API only (namespace from :func:`blockbayes._backend.namespace`,
+special functions from :mod:`blockbayes._backend.special`), so it runs unchanged on NumPy,
+array-api-strict and CuPy arrays. It evaluates every branch on whole arrays and selects with
+``where``; the masked-out lanes are fed safe arguments so that no NaN/inf (and no NumPy
+``RuntimeWarning``) is ever produced for finite inputs.
+
+All arithmetic is float64 whatever the input dtype; the result is cast to the output dtype and
+clamped again to the truncation bound after the cast. The mathematics, the counter-based
+uniforms and the standardised truncated-normal sampler are documented in
+:mod:`blockbayes.kernels`; this module follows them literally, with the Newton iteration run a
+fixed :data:`~._common.NEWTON_ITERS` times (the fused kernels may stop earlier, after
+convergence to rounding).
+"""
+from __future__ import annotations
+
+from .._backend import device_of, namespace
+from .._backend import special as sp
+from . import _common as C
+
+__all__ = ["uniforms", "relu_preact", "truncated_normal", "relu_log_odds", "std_truncated_normal"]
+
+_INV_SQRT2 = 0.70710678118654752440
+_SQRT_PI_2 = 1.2533141373155002512       # sqrt(pi/2)
+_SQRT_2_PI = 0.79788456080286535588      # sqrt(2/pi)
+
+
+# --------------------------------------------------------------------------------------------
+# counter-based uniforms
+# --------------------------------------------------------------------------------------------
+
+def _u64(xp, value: int, device):
+    """A 0-d uint64 array (so every namespace does the arithmetic in uint64, mod 2**64)."""
+    return xp.asarray(value, dtype=xp.uint64, device=device)
+
+
+def _mix64(xp, z, device):
+    z = (z ^ (z >> 30)) * _u64(xp, C.MIX_M1, device)
+    z = (z ^ (z >> 27)) * _u64(xp, C.MIX_M2, device)
+    return z ^ (z >> 31)
+
+
+def _uniform_from_counters(xp, k0: int, k1: int, c, device):
+    """Uniforms in (0, 1), float64, for a uint64 counter array ``c`` (arithmetic mod 2**64)."""
+    h = _mix64(xp, c * _u64(xp, C.GOLDEN, device) + _u64(xp, k0, device), device)
+    b = _mix64(xp, h ^ _u64(xp, k1, device), device)
+    return (xp.astype(b >> 11, xp.float64) + 0.5) * (2.0 ** -53)
+
+
+def _counters(xp, n: int, device):
+    return xp.arange(n, dtype=xp.uint64, device=device)
+
+
+def uniforms(k0: int, k1: int, shape, like):
+    """Reference uniforms ``u(c)`` for counters ``c = 0..N-1`` (C order), float64, in ``like``'s
+    namespace and device, reshaped to ``shape``."""
+    xp = namespace(like)
+    shape = tuple(int(d) for d in shape)
+    c = _counters(xp, C.prod(shape), device_of(like))
+    return xp.reshape(_uniform_from_counters(xp, k0, k1, c, device_of(like)), shape)
+
+
+# --------------------------------------------------------------------------------------------
+# scalar building blocks, vectorised
+# --------------------------------------------------------------------------------------------
+
+def _G(xp, r):
+    """``G(r) = r²/2 + log Φ(r) = log(erfcx(-r/√2)/2)``, stable for all real ``r``."""
+    rn = xp.minimum(r, 0.0)
+    rp = xp.maximum(r, 0.0)
+    neg = xp.log(0.5 * sp.erfcx(-rn * _INV_SQRT2))
+    pos = 0.5 * rp * rp + sp.log_ndtr(rp)
+    return xp.where(r <= 0.0, neg, pos)
+
+
+def _sigmoid(xp, ell):
+    t = xp.exp(-xp.abs(ell))
+    return xp.where(ell >= 0.0, 1.0 / (1.0 + t), t / (1.0 + t))
+
+
+def std_truncated_normal(xp, alpha, u):
+    """Standardised one-sided truncated normal by inversion.
+
+    ``T ~ N(0, 1) | T ≥ α`` from one uniform ``u``; returns ``(T, e)`` with the excess
+    ``e = T − α ≥ 0`` (computed directly in the tail, where ``T − α`` would cancel).
+    ``alpha``, ``u`` float64 arrays of one shape.
+    """
+    # bulk, α < ALPHA0: T = -Φ⁻¹(u Φ(-α)), inverting whichever of p, 1-p is below 1/2
+    ab = xp.minimum(alpha, C.ALPHA0)
+    w = sp.ndtr(-xp.abs(ab))                     # Φ(-|α|)
+    nonneg = ab >= 0.0
+    c = xp.where(nonneg, w, 1.0 - w)             # Φ(-α), mass above the bound
+    d = xp.where(nonneg, 1.0 - w, w)             # Φ(α)
+    p = u * c
+    q = d + (1.0 - u) * c                        # 1 - p without cancellation
+    lo = p <= 0.5
+    nd = sp.ndtri(xp.where(lo, p, q))
+    t_bulk = xp.maximum(xp.where(lo, -nd, nd), ab)     # T = max(T, α)
+    e_bulk = t_bulk - ab
+
+    # tail, α ≥ ALPHA0: Newton on D(e) = log Φ(-α) - log Φ(-α-e) = -log u, in erfcx form
+    at = xp.minimum(xp.maximum(alpha, C.ALPHA0), C.ALPHA_EXP)
+    big = -xp.log(u)                             # Exp(1) variate E
+    e0 = sp.erfcx(at * _INV_SQRT2)
+    lam = _SQRT_2_PI / e0                        # inverse Mills ratio λ(α)
+    g = 2.0 * big / at
+    e = xp.minimum(g / (1.0 + xp.sqrt(1.0 + g / at)), big / lam)
+    for _ in range(C.NEWTON_ITERS):
+        ey = sp.erfcx((at + e) * _INV_SQRT2)
+        h = xp.log(ey / e0) - e * (at + 0.5 * e) + big
+        e = e + h * ey * _SQRT_PI_2
+    e = xp.maximum(e, 0.0)
+    alpha_hi = xp.maximum(alpha, C.ALPHA_EXP)
+    e_tail = xp.where(alpha > C.ALPHA_EXP, big / alpha_hi, e)
+
+    bulk = alpha < C.ALPHA0
+    e_all = xp.where(bulk, e_bulk, e_tail)
+    t_all = xp.where(bulk, t_bulk, xp.minimum(alpha, C.ALPHA_EXP) + e_tail)
+    return t_all, e_all
+
+
+def relu_log_odds(xp, a, x, consts: C.ReluConstants):
+    """``ℓ = log(π₊/π₋)`` of the ReLU / leaky-ReLU conditional (float64 arrays ``a``, ``x``).
+
+    ``ℓ = ½ log(S₋/S₊) + G(r₊) − G(r₋)`` with ``G(r) = log(erfcx(−r/√2)/2)``: the general
+    piecewise-linear masses of MATH.md §A.3 with the common factor ``exp(−a²/2Δ_Z − x²/2Δ_X)``
+    (the exponent at the kink) cancelled exactly. Returns ``(ℓ, r₊, r₋)``.
+    """
+    rp = a * consts.p1 + x * consts.p2
+    rm = -(a * consts.n1 + x * consts.n2)
+    ell = consts.half_log + _G(xp, rp) - _G(xp, rm)
+    return ell, rp, rm
+
+
+# --------------------------------------------------------------------------------------------
+# kernels
+# --------------------------------------------------------------------------------------------
+
+def relu_preact(k0: int, k1: int, A, X, consts: C.ReluConstants, out_dtype):
+    """Reference ReLU / leaky-ReLU pre-activation draw (arguments already validated)."""
+    xp = namespace(A, X)
+    dev = device_of(A)
+    shape = A.shape
+    n = C.prod(shape)
+    a = xp.reshape(xp.astype(A, xp.float64), (n,))
+    x = xp.reshape(xp.astype(X, xp.float64), (n,))
+    cnt = _counters(xp, n, dev) * 2
+    u1 = _uniform_from_counters(xp, k0, k1, cnt, dev)
+    u2 = _uniform_from_counters(xp, k0, k1, cnt + 1, dev)
+
+    ell, rp, rm = relu_log_odds(xp, a, x, consts)
+    pos = u1 < _sigmoid(xp, ell)
+    alpha = xp.where(pos, -rp, -rm)
+    _, e = std_truncated_normal(xp, alpha, u2)
+    z = xp.where(pos, consts.sd_pos * e, -(consts.sd_neg * e))
+    zc = xp.astype(z, out_dtype)
+    # clamp to the branch's sign after the cast (where, not maximum: keeps the -0.0 of the
+    # negative branch, so signbit(z) tells the branch in every implementation)
+    zc = xp.where(pos, xp.where(zc < 0.0, 0.0, zc), xp.where(zc > 0.0, -0.0, zc))
+    return xp.reshape(zc, shape)
+
+
+def _flat(xp, v, shape, n, dtype, dev):
+    arr = xp.asarray(v, dtype=dtype, device=dev) if C.is_scalar(v) else xp.astype(v, dtype)
+    return xp.reshape(xp.broadcast_to(arr, shape), (n,))
+
+
+def truncated_normal(k0: int, k1: int, mean, sd, bound, upper, shape, out_dtype, xp, dev):
+    """Reference one-sided truncated normal (arguments already validated and typed)."""
+    n = C.prod(shape)
+    m_o = _flat(xp, mean, shape, n, out_dtype, dev)
+    s_o = _flat(xp, sd, shape, n, out_dtype, dev)
+    b_o = _flat(xp, bound, shape, n, out_dtype, dev)
+    if C.is_scalar(upper):
+        up = xp.asarray(bool(upper), dtype=xp.bool, device=dev)
+    else:
+        up = upper
+    up = xp.reshape(xp.broadcast_to(up, shape), (n,))
+    m = xp.astype(m_o, xp.float64)
+    s = xp.astype(s_o, xp.float64)
+    b = xp.astype(b_o, xp.float64)
+
+    u = _uniform_from_counters(xp, k0, k1, _counters(xp, n, dev), dev)
+    ok = s > 0.0
+    s_safe = xp.where(ok, s, 1.0)
+    sign = 1.0 - 2.0 * xp.astype(up, xp.float64)        # -1 truncates from above
+    alpha = sign * (b - m) / s_safe
+    t, e = std_truncated_normal(xp, alpha, u)
+    bulk = alpha < 0.0
+    z = xp.where(bulk, m + sign * s_safe * xp.where(bulk, t, 0.0), b + sign * s_safe * e)
+    degenerate = xp.where(up, xp.minimum(m, b), xp.maximum(m, b))   # sd ≤ 0: the sd → 0 limit
+    z = xp.where(ok, z, degenerate)
+    z = xp.where(up, xp.minimum(z, b), xp.maximum(z, b))
+    zc = xp.astype(z, out_dtype)
+    zc = xp.where(up, xp.minimum(zc, b_o), xp.maximum(zc, b_o))
+    return xp.reshape(zc, shape)

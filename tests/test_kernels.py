@@ -1,0 +1,829 @@
+"""Tests of blockbayes.kernels: unit, equivalence (Hypothesis), exactness and distribution tests.
+
+Stochastic tests state their false-failure probability. Each distribution test uses the DKW
+inequality P(sup|F_n − F| > ε) ≤ 2 exp(−2nε²) with δ = 1e-6 per comparison (Bonferroni over
+the comparisons of a test keeps every test below 1e-5), and binomial tests use the exact
+two-sided p-value against 1e-6. Every distribution test also runs a deliberately broken twin
+and asserts that the same check rejects it.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import scipy.special as sc
+import scipy.stats as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
+
+from blockbayes import kernels
+from blockbayes._backend.random import key as make_key
+from blockbayes._backend.random import split
+from blockbayes.kernels import _common, _csrc, reference
+
+xs = pytest.importorskip("array_api_strict")
+mp = pytest.importorskip("mpmath")
+
+DELTA = 1e-6
+HYP = settings(derandomize=True, deadline=None, max_examples=40,
+               suppress_health_check=[HealthCheck.too_slow])
+
+
+def dkw_eps(n: int, delta: float = DELTA) -> float:
+    """ε with P(sup|F_n − F| > ε) ≤ delta (Massart's tight DKW constant)."""
+    return math.sqrt(math.log(2.0 / delta) / (2.0 * n))
+
+
+def ks_stat(samples, cdf) -> float:
+    x = np.sort(np.asarray(samples, dtype=np.float64))
+    n = x.size
+    f = cdf(x)
+    i = np.arange(1, n + 1)
+    return float(max(np.max(i / n - f), np.max(f - (i - 1) / n)))
+
+
+# --------------------------------------------------------------------------------------------
+# independent oracles (mpmath, original MATH.md §A.3 formulas)
+# --------------------------------------------------------------------------------------------
+
+def pieces(a, x, dz, dx, slope):
+    """Per piece (slope α_k): τ_k, m_k, c_k of MATH.md §A.3 (float64, NumPy arrays)."""
+    out = {}
+    for name, al in (("pos", 1.0), ("neg", slope)):
+        tau = 1.0 / dz + al * al / dx
+        m = (a / dz + al * x / dx) / tau
+        out[name] = (tau, m, 1.0 / np.sqrt(tau))
+    return out
+
+
+def log_odds_mp(a, x, dz, dx, slope, dps=60):
+    """log(π₊/π₋) from the masses log M_k = c_k − ½ log τ_k + log Φ(±√τ_k m_k), in mpmath."""
+    with mp.workdps(dps):
+        a, x, dz, dx, s = (mp.mpf(float(v)) for v in (a, x, dz, dx, slope))
+        out = []
+        for al, sign in ((mp.mpf(1), 1), (s, -1)):
+            tau = 1 / dz + al * al / dx
+            m = (a / dz + al * x / dx) / tau
+            c = -(x - al * a) ** 2 / (2 * (dx + al * al * dz))
+            out.append(c - mp.log(tau) / 2 + mp.log(mp.ncdf(sign * mp.sqrt(tau) * m)))
+        return float(out[0] - out[1])
+
+
+def mixture_cdf(t, a, x, dz, dx, slope, pi_pos):
+    """Exact CDF of the ReLU / leaky-ReLU conditional (MATH.md §E.3), log-space pieces."""
+    pc = pieces(a, x, dz, dx, slope)
+    _, mp_, sp_ = pc["pos"]
+    _, mn, sn = pc["neg"]
+    t = np.asarray(t, dtype=np.float64)
+    tn = np.minimum(t, 0.0)
+    f_neg = np.exp(sc.log_ndtr((tn - mn) / sn) - sc.log_ndtr(-mn / sn))
+    tp = np.maximum(t, 0.0)
+    f_pos = -np.expm1(sc.log_ndtr((mp_ - tp) / sp_) - sc.log_ndtr(mp_ / sp_))
+    return (1.0 - pi_pos) * f_neg + pi_pos * f_pos
+
+
+def tn_cdf(t, alpha):
+    """CDF of N(0,1) | T ≥ α: 1 − Φ(−t)/Φ(−α) in log space."""
+    t = np.maximum(np.asarray(t, dtype=np.float64), alpha)
+    return -np.expm1(sc.log_ndtr(-t) - sc.log_ndtr(-alpha))
+
+
+# --------------------------------------------------------------------------------------------
+# uniforms
+# --------------------------------------------------------------------------------------------
+
+def test_uniforms_definition_bit_exact():
+    k = make_key(7)
+    k0, k1 = int(k[0]), int(k[1])
+    u = kernels.uniforms(k, 64, like=np.zeros(1))
+    assert u.dtype == np.float64 and u.shape == (64,)
+    expected = np.array([_common.uniform_scalar(k0, k1, c) for c in range(64)])
+    np.testing.assert_array_equal(u, expected)
+    # the definition in the docstring, written out once more with Python ints
+    M = (1 << 64) - 1
+
+    def mix(z):
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+        return z ^ (z >> 31)
+
+    b = mix(mix((5 * 0x9E3779B97F4A7C15 + k0) & M) ^ k1)
+    assert u[5] == ((b >> 11) + 0.5) * 2.0 ** -53
+
+
+def test_uniforms_sanity_and_keys():
+    n = 200_000
+    k1, k2 = split(make_key(3))
+    u = kernels.uniforms(k1, (400, 500), like=np.zeros(1))
+    assert u.shape == (400, 500)
+    v = u.ravel()
+    assert v.min() > 0.0 and v.max() < 1.0
+    # mean and variance: 5-sigma bounds (false alarm < 1e-6 each, CLT)
+    assert abs(v.mean() - 0.5) < 5.0 * math.sqrt(1 / 12 / n)
+    assert abs(v.var() - 1 / 12) < 5.0 * math.sqrt(1 / 180 / n)
+    assert ks_stat(v, lambda t: t) < dkw_eps(n)
+    # lag-1 correlation of consecutive counters (|r| < 5/sqrt(n))
+    assert abs(np.corrcoef(v[:-1], v[1:])[0, 1]) < 5.0 / math.sqrt(n)
+    w = kernels.uniforms(k2, (400, 500), like=np.zeros(1)).ravel()
+    assert np.mean(v == w) < 1e-3
+    assert ks_stat(w, lambda t: t) < dkw_eps(n)
+    # the same key gives the same numbers in every namespace
+    us = kernels.uniforms(k1, (400, 500), like=xs.zeros(1))
+    np.testing.assert_array_equal(np.asarray(us), u)
+
+
+# --------------------------------------------------------------------------------------------
+# unit tests: API, dispatch, dtype / shape / namespace, no mutation, errors
+# --------------------------------------------------------------------------------------------
+
+def _relu_inputs(shape, dtype, seed=0, delta=1e-3):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(shape)
+    x = np.maximum(a, 0.0) + math.sqrt(delta) * rng.standard_normal(shape)
+    return a.astype(dtype), x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("impl", [None, "cpu", "reference"])
+def test_relu_preact_contract(dtype, impl):
+    A, X = _relu_inputs((2, 3, 5), dtype)
+    A0, X0 = A.copy(), X.copy()
+    k = make_key(11)
+    k_copy = k.copy()
+    Z = kernels.relu_preact(k, A, X, 1e-3, 2e-3, slope=0.0, impl=impl)
+    assert isinstance(Z, np.ndarray) and Z.shape == A.shape and Z.dtype == dtype
+    assert Z is not A and Z is not X
+    np.testing.assert_array_equal(A, A0)
+    np.testing.assert_array_equal(X, X0)
+    np.testing.assert_array_equal(k, k_copy)
+    assert np.all(np.isfinite(Z))
+    # deterministic given the key
+    np.testing.assert_array_equal(Z, kernels.relu_preact(k, A, X, 1e-3, 2e-3, impl=impl))
+
+
+def test_relu_preact_zero_d_and_empty():
+    k = make_key(1)
+    z = kernels.relu_preact(k, np.asarray(0.3), np.asarray(0.2), 1e-2, 1e-2)
+    assert z.shape == () and np.isfinite(z)
+    e = kernels.relu_preact(k, np.zeros((0, 3)), np.zeros((0, 3)), 1e-2, 1e-2)
+    assert e.shape == (0, 3)
+    zr = kernels.relu_preact(k, np.asarray(0.3), np.asarray(0.2), 1e-2, 1e-2, impl="reference")
+    np.testing.assert_allclose(z, zr, rtol=1e-12)
+
+
+def test_relu_preact_non_contiguous_input():
+    A, X = _relu_inputs((6, 8), np.float64)
+    k = make_key(5)
+    Zt = kernels.relu_preact(k, A.T, X.T, 1e-3, 1e-3)
+    Zc = kernels.relu_preact(k, np.ascontiguousarray(A.T), np.ascontiguousarray(X.T), 1e-3, 1e-3)
+    np.testing.assert_array_equal(Zt, Zc)   # counters follow the C order of the logical array
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_array_api_strict_goes_through_reference(dtype):
+    A, X = _relu_inputs((4, 7), dtype)
+    k = make_key(2)
+    As = xs.asarray(A)
+    Xs = xs.asarray(X)
+    Z = kernels.relu_preact(k, As, Xs, 1e-3, 1e-3, slope=0.1)
+    assert type(Z) is type(As) and Z.dtype == getattr(xs, dtype) and Z.shape == (4, 7)
+    np.testing.assert_array_equal(
+        np.asarray(Z), kernels.relu_preact(k, A, X, 1e-3, 1e-3, slope=0.1, impl="reference"))
+    T = kernels.truncated_normal(k, As, 0.5, 0.0, Xs > 0.0)
+    assert type(T) is type(As) and T.dtype == getattr(xs, dtype)
+    np.testing.assert_array_equal(
+        np.asarray(T), kernels.truncated_normal(k, A, 0.5, 0.0, X > 0.0, impl="reference"))
+    with pytest.raises(ValueError, match="NumPy"):
+        kernels.relu_preact(k, As, Xs, 1e-3, 1e-3, impl="cpu")
+
+
+def test_dispatch_by_array_type(monkeypatch):
+    used = []
+    real = kernels._module
+    monkeypatch.setattr(kernels, "_module", lambda name: used.append(name) or real(name))
+    A, X = _relu_inputs((3, 4), np.float64)
+    k = make_key(0)
+    kernels.relu_preact(k, A, X, 1e-3, 1e-3)
+    kernels.relu_preact(k, xs.asarray(A), xs.asarray(X), 1e-3, 1e-3)
+    kernels.relu_preact(k, A, X, 1e-3, 1e-3, impl="reference")
+    kernels.truncated_normal(k, A, 1.0, 0.0, False)
+    kernels.truncated_normal(k, xs.asarray(A), 1.0, 0.0, False)
+    assert used == ["cpu", "reference", "reference", "cpu", "reference"]
+    assert "reference" in kernels.available_impls() and "cpu" in kernels.available_impls()
+
+
+def test_relu_preact_errors():
+    A, X = _relu_inputs((3,), np.float64)
+    k = make_key(0)
+    with pytest.raises(TypeError, match="key"):
+        kernels.relu_preact(np.array([1, 2]), A, X, 1e-3, 1e-3)
+    with pytest.raises(ValueError, match="shape"):
+        kernels.relu_preact(k, A, X[:2], 1e-3, 1e-3)
+    with pytest.raises(ValueError, match="positive"):
+        kernels.relu_preact(k, A, X, 0.0, 1e-3)
+    with pytest.raises(ValueError, match="positive"):
+        kernels.relu_preact(k, A, X, 1e-3, float("nan"))
+    with pytest.raises(ValueError, match="slope"):
+        kernels.relu_preact(k, A, X, 1e-3, 1e-3, slope=1.0)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        kernels.relu_preact(k, A.astype(np.int64), X, 1e-3, 1e-3)
+    with pytest.raises(ValueError, match="impl"):
+        kernels.relu_preact(k, A, X, 1e-3, 1e-3, impl="gpu")
+    with pytest.raises(ValueError, match="CuPy"):
+        kernels.relu_preact(k, A, X, 1e-3, 1e-3, impl="cuda")
+    with pytest.raises(ValueError, match="different array libraries"):
+        kernels.relu_preact(k, A, xs.asarray(X), 1e-3, 1e-3)
+
+
+def test_relu_preact_mixed_dtypes_promote():
+    A, X = _relu_inputs((5,), np.float64)
+    Z = kernels.relu_preact(make_key(0), A.astype(np.float32), X, 1e-3, 1e-3)
+    assert Z.dtype == np.float64
+
+
+@pytest.mark.parametrize("impl", ["cpu", "reference"])
+def test_truncated_normal_contract(impl):
+    k = make_key(4)
+    mean = np.linspace(-3, 3, 12).reshape(3, 4)
+    mean0 = mean.copy()
+    up = np.array([True, False, True, False])
+    T = kernels.truncated_normal(k, mean, 0.7, 0.0, up, impl=impl)
+    assert T.shape == (3, 4) and T.dtype == np.float64
+    np.testing.assert_array_equal(mean, mean0)
+    assert np.all(T[:, up] <= 0.0) and np.all(T[:, ~up] >= 0.0)
+    # float32 result type, Python-float parameters adopt it
+    T32 = kernels.truncated_normal(k, mean.astype(np.float32), 0.7, 0.1, False, impl=impl)
+    assert T32.dtype == np.float32 and np.all(T32 >= np.float32(0.1))
+    # broadcasting of all four arguments
+    T3 = kernels.truncated_normal(k, np.zeros((3, 1)), np.ones((1, 4)), 0.5,
+                                  np.array([False, True, False, True]), impl=impl)
+    assert T3.shape == (3, 4)
+    assert np.all(T3[:, [0, 2]] >= 0.5) and np.all(T3[:, [1, 3]] <= 0.5)
+    # sd = 0: the sd -> 0 limit (mean clamped to the bound)
+    T0 = kernels.truncated_normal(k, np.array([-1.0, 2.0]), 0.0, 0.5, False, impl=impl)
+    np.testing.assert_array_equal(T0, [0.5, 2.0])
+
+
+def test_truncated_normal_errors():
+    k = make_key(0)
+    with pytest.raises(TypeError, match="array"):
+        kernels.truncated_normal(k, 0.0, 1.0, 0.0, False)
+    with pytest.raises(TypeError, match="bool"):
+        kernels.truncated_normal(k, np.zeros(3), 1.0, 0.0, np.zeros(3))
+    with pytest.raises(ValueError, match="broadcast"):
+        kernels.truncated_normal(k, np.zeros(3), np.ones(4), 0.0, False)
+
+
+# --------------------------------------------------------------------------------------------
+# exactness of the branch log-odds (deterministic)
+# --------------------------------------------------------------------------------------------
+
+REGIMES = [  # (a, x, dz, dx, slope)
+    (0.01, 0.02, 1e-3, 1e-3, 0.0),
+    (-0.3, 0.5, 1e-2, 1e-3, 0.0),
+    (0.2, 0.25, 1e-4, 1e-2, 0.0),
+    (40.0, -100.0, 1e-3, 1e-3, 0.0),   # MATH.md: the erf form gives NaN here; truth π₊ = 0.40
+    (-40.0, 5.0, 1e-3, 1e-3, 0.0),
+    (40.0, -5.0, 1e-3, 1e-3, 0.0),
+    (0.0, -30 * math.sqrt(1e-3), 1e-3, 1e-3, 0.0),
+    (1e-3, -8 * math.sqrt(1e-6), 1e-6, 1e-6, 0.0),
+    (0.5, 0.0, 1e-3, 1e-3, 0.0),
+    (-0.5, -0.05, 1e-3, 1e-3, 0.1),
+    (0.3, -2.0, 1e-2, 1e-1, 0.5),
+    (2.0, -1.0, 1.0, 1.0, 0.01),
+    (-1e-3, 1e-3, 1e-6, 1e-2, 0.0),
+]
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpu"])
+def test_log_odds_against_mpmath(impl):
+    for a, x, dz, dx, s in REGIMES:
+        consts = _common.relu_constants(dz, dx, s)
+        if impl == "reference":
+            ell, rp, rm = reference.relu_log_odds(np, np.array([a]), np.array([x]), consts)
+            ell, rp, rm = float(ell[0]), float(rp[0]), float(rm[0])
+        else:
+            from blockbayes.kernels import cpu
+            rp = a * consts.p1 + x * consts.p2
+            rm = -(a * consts.n1 + x * consts.n2)
+            ell = cpu._log_odds(rp, rm, consts.half_log)[0]
+        truth = log_odds_mp(a, x, dz, dx, s)
+        # rounding-level tolerance on the scale of the terms of ℓ (observed ≤ 3e-16 of it)
+        tol = 1e-14 * (1.0 + abs(truth) + 0.5 * (rp * rp + rm * rm))
+        assert abs(ell - truth) <= tol, (a, x, dz, dx, s, ell, truth)
+        assert math.isfinite(ell)
+    ell40 = log_odds_mp(40.0, -100.0, 1e-3, 1e-3, 0.0)
+    assert abs(ell40 - (-0.405)) < 5e-3
+
+
+TN_ALPHAS = [-40.0, -12.5, -12.0, -10.0, -8.3, -8.29, -5.0, -1e-3, 0.0, 2.0, 4.99, 5.0, 5.01,
+             8.0, 20.0, 40.0, 1e3, 1e6]
+TN_US = [2.0 ** -54, 1e-10, 0.01, 0.3, 0.5, 0.5 + 2.0 ** -53, 0.7, 0.99, 1 - 1e-10, 1 - 2.0 ** -53]
+
+
+def _exact_quantile(alpha, u):
+    """T with Φ(−T) = u Φ(−α), in mpmath (the inversion both samplers implement)."""
+    with mp.workdps(60):
+        a = mp.mpf(alpha)
+        log_target = mp.log(mp.mpf(u)) + mp.log(mp.ncdf(-a))
+        guess = -sc.ndtri(math.exp(float(log_target))) if float(log_target) > -700 else alpha
+        if not math.isfinite(guess) or guess <= alpha:
+            guess = alpha + (-math.log(u)) / max(alpha, 1.0)
+        return mp.findroot(lambda t: mp.log(mp.ncdf(-t)) - log_target, mp.mpf(guess))
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpu"])
+def test_std_truncated_normal_is_exact_inversion(impl):
+    """The standardised sampler returns the exact quantile of u, in both tails and at the
+    switches (α = −12, −8.3, 5), to rounding: |e − e*| ≤ 1e-14 (1 + |T|) and
+    ≤ 1e-13 (e* + 1/max(|α|, 1)) (observed 1e-15 and 5e-15)."""
+    from blockbayes.kernels import cpu
+
+    for alpha in TN_ALPHAS:
+        for u in TN_US:
+            t_exact = _exact_quantile(alpha, u)
+            e_exact = float(t_exact - alpha)
+            if impl == "cpu":
+                t, e = cpu._std_tn(alpha, u, -1.0)
+            else:
+                t, e = reference.std_truncated_normal(np, np.array([alpha]), np.array([u]))
+                t, e = float(t[0]), float(e[0])
+            assert e >= 0.0 and t >= alpha
+            err = abs(e - e_exact)
+            assert err <= 1e-14 * (1.0 + abs(float(t_exact))), (alpha, u, e, e_exact)
+            assert err <= 1e-13 * (e_exact + 1.0 / max(abs(alpha), 1.0)), (alpha, u, e, e_exact)
+
+
+def test_cpu_special_functions_against_mpmath():
+    """The Numba kernels' own exp, log, erfcx, erfc and ndtri (inlined polynomial code)."""
+    from blockbayes.kernels import cpu
+
+    funcs = (cpu._exp, cpu._log, cpu._erfcx, cpu._erfc_pos, cpu._ndtri)
+
+    def apply(which, xs):
+        f = funcs[which]
+        return np.array([f(float(x)) for x in xs])
+
+    rng = np.random.default_rng(0)
+    cases = [
+        (0, np.concatenate([rng.uniform(-745, 709, 600), rng.uniform(-1, 1, 200),
+                            [0.0, -744.4, -708.4, 709.7, 1e-300]]), mp.exp),
+        (1, np.concatenate([10.0 ** rng.uniform(-320, 308, 600), rng.uniform(0.5, 2, 200),
+                            1 + rng.uniform(-1e-8, 1e-8, 50), [1.0, 5e-324, 1.7e308]]), mp.log),
+        (2, np.concatenate([rng.uniform(0, 8, 400), 10.0 ** rng.uniform(0, 8, 200),
+                            [0.0, 0.46875, 4.0]]), lambda y: mp.exp(y * y) * mp.erfc(y)),
+        (3, np.concatenate([rng.uniform(0, 27, 400), [0.0, 0.46875, 4.0, 26.5]]), mp.erfc),
+        (4, np.concatenate([10.0 ** rng.uniform(-300, -0.31, 120), rng.uniform(0.01, 0.99, 120),
+                            [0.075, 0.925, 0.5, 1 - 2.0 ** -53]]), None),
+    ]
+    with mp.workdps(40):
+        for which, xs, fn in cases:
+            got = apply(which, xs)
+            if fn is None:   # Φ⁻¹ by root finding from scipy's value
+                exact = np.array([float(mp.findroot(lambda t, p=p: mp.ncdf(t) - p,
+                                                    float(sc.ndtri(p)))) for p in xs])
+            else:
+                exact = np.array([float(fn(mp.mpf(float(v)))) for v in xs])
+            ok = np.abs(exact) > 1e-300
+            rel = np.abs(got[ok] - exact[ok]) / np.abs(exact[ok])
+            assert rel.max() < 5e-16 if which < 2 else rel.max() < 1e-15, (which, rel.max())
+            assert np.all(np.abs(got[~ok] - exact[~ok]) < 1e-310)   # subnormal results
+
+
+def test_cpu_blocked_kernel_is_the_scalar_path_bit_for_bit():
+    """The blocked, vectorised ReLU kernel gives exactly the scalar per-element arithmetic."""
+    from blockbayes.kernels import cpu
+
+    for seed, (dz, dx, slope) in enumerate(((1e-3, 1e-3, 0.0), (1e-6, 1e-2, 0.0),
+                                            (1e-2, 1e-5, 0.2), (0.5, 1.0, 0.0))):
+        a, x = relu_arrays((700,), dz, dx, seed)
+        k = make_key(seed)
+        z = kernels.relu_preact(k, a, x, dz, dx, slope=slope, impl="cpu")
+        c = _common.relu_constants(dz, dx, slope)
+        k0, k1 = np.uint64(k[0]), np.uint64(k[1])
+        zs = np.array([cpu._relu_elem(a[i], x[i], i, k0, k1, *c)[0] for i in range(a.size)])
+        np.testing.assert_array_equal(z, zs)
+
+
+# --------------------------------------------------------------------------------------------
+# equivalence: same key => cpu == reference to rounding (Hypothesis)
+# --------------------------------------------------------------------------------------------
+
+SHAPES = [(), (1,), (17,), (4, 9), (2, 3, 5)]
+
+
+@hs.composite
+def relu_cases(draw):
+    dtype = draw(hs.sampled_from(["float64", "float32"]))
+    shape = draw(hs.sampled_from(SHAPES))
+    dz = 10.0 ** draw(hs.floats(-6.0, 0.0))
+    dx = 10.0 ** draw(hs.floats(-6.0, 0.0))
+    slope = draw(hs.sampled_from([0.0, 0.0, 0.01, 0.2, 0.9]))
+    seed = draw(hs.integers(0, 2 ** 32 - 1))
+    return dtype, shape, dz, dx, slope, seed
+
+
+def relu_arrays(shape, dz, dx, seed):
+    """Mixed regimes per element: bulk, far tails (|a|/√Δ_Z ≤ 40), x far below zero."""
+    rng = np.random.default_rng(seed)
+    n = int(np.prod(shape, dtype=np.int64))
+    kind = rng.integers(0, 4, size=n)
+    ta = rng.uniform(-40, 40, size=n)
+    a = math.sqrt(dz) * ta
+    x = np.where(kind == 0, np.maximum(a, 0) + math.sqrt(dx) * rng.standard_normal(n),
+                 math.sqrt(dx) * rng.uniform(-40, 40, size=n))
+    x = np.where(kind == 2, -math.sqrt(dx) * rng.uniform(8, 60, size=n), x)
+    a = np.where(kind == 3, rng.standard_normal(n), a)            # realistic a ~ N(0, 1)
+    return a.reshape(shape), x.reshape(shape)
+
+
+def relu_tolerance(zr, a, x, dz, dx, slope, dtype):
+    """Rounding-level tolerance: relative to the scale σ_k(1 + e) + 2|m_k| of the draw."""
+    pc = pieces(np.asarray(a, np.float64), np.asarray(x, np.float64), dz, dx, slope)
+    scale = np.abs(zr)
+    for name in ("pos", "neg"):
+        _, m, s = pc[name]
+        scale = np.maximum(scale, np.abs(zr) + s + 2.0 * np.abs(m))
+    tol = 1e-12 * scale      # observed worst case 4e-16
+    if dtype == "float32":
+        tol = tol + 2.0 * np.spacing(np.abs(zr).astype(np.float32)).astype(np.float64)
+    return tol
+
+
+@HYP
+@given(relu_cases())
+def test_relu_cpu_equals_reference(case):
+    dtype, shape, dz, dx, slope, seed = case
+    a, x = relu_arrays(shape, dz, dx, seed)
+    A, X = a.astype(dtype), x.astype(dtype)
+    k = make_key(seed)
+    zc = kernels.relu_preact(k, A, X, dz, dx, slope=slope, impl="cpu")
+    zr = kernels.relu_preact(k, A, X, dz, dx, slope=slope, impl="reference")
+    assert zc.dtype == zr.dtype == np.dtype(dtype) and zc.shape == zr.shape == shape
+    assert np.all(np.isfinite(zc)) and np.all(np.isfinite(zr))
+    # same branch everywhere (signbit: +0 positive branch, -0 negative branch)
+    np.testing.assert_array_equal(np.signbit(zc), np.signbit(zr))
+    tol = relu_tolerance(zr, A, X, dz, dx, slope, dtype)
+    diff = np.abs(zc.astype(np.float64) - zr.astype(np.float64))
+    assert np.all(diff <= tol), float(np.max(diff / np.maximum(tol, 1e-300)))
+
+
+@hs.composite
+def tn_cases(draw):
+    dtype = draw(hs.sampled_from(["float64", "float32"]))
+    shape = draw(hs.sampled_from(SHAPES[1:]))
+    seed = draw(hs.integers(0, 2 ** 32 - 1))
+    scalar_sd = draw(hs.booleans())
+    scalar_upper = draw(hs.booleans())
+    return dtype, shape, seed, scalar_sd, scalar_upper
+
+
+@HYP
+@given(tn_cases())
+def test_truncated_normal_cpu_equals_reference(case):
+    dtype, shape, seed, scalar_sd, scalar_upper = case
+    rng = np.random.default_rng(seed)
+    n = int(np.prod(shape))
+    sd = 10.0 ** rng.uniform(-3, 1) if scalar_sd else 10.0 ** rng.uniform(-3, 1, size=shape)
+    # standardised bounds in both tails and around the switch at 5
+    alpha = np.where(rng.random(n) < 0.5, rng.uniform(-45, 45, n), rng.uniform(3, 8, n))
+    mean = rng.standard_normal(shape)
+    upper = bool(rng.random() < 0.5) if scalar_upper else rng.random(shape) < 0.5
+    sign = np.where(upper, -1.0, 1.0)
+    bound = mean + sign * alpha.reshape(shape) * sd
+    args = (mean.astype(dtype), (sd if scalar_sd else sd.astype(dtype)), bound.astype(dtype))
+    k = make_key(seed)
+    tc = kernels.truncated_normal(k, *args, upper, impl="cpu")
+    tr = kernels.truncated_normal(k, *args, upper, impl="reference")
+    assert tc.dtype == tr.dtype == np.dtype(dtype) and tc.shape == tr.shape == shape
+    assert np.all(np.isfinite(tc))
+    b = args[2]
+    assert np.all(np.where(upper, tc <= b, tc >= b)), "draw beyond the bound"
+    assert np.all(np.where(upper, tr <= b, tr >= b)), "draw beyond the bound"
+    scale = (np.abs(tr.astype(np.float64)) + np.abs(mean) + np.abs(bound)
+             + sd * (1 + np.abs(alpha.reshape(shape))))
+    tol = 1e-12 * scale      # observed worst case ~5e-16
+    if dtype == "float32":
+        tol = tol + 2.0 * np.spacing(np.abs(tr)).astype(np.float64)
+    diff = np.abs(tc.astype(np.float64) - tr.astype(np.float64))
+    assert np.all(diff <= tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_support_against_independent_branch(dtype):
+    """Branch = [u₁ < π₊] with u₁ from `uniforms` and π₊ from mpmath; z ≥ 0 iff positive.
+
+    Far tails and the published failure modes: x ≥ 8 and ≥ 30 noise s.d. below zero (where the
+    linear-space erf form collapses or gives NaN), |a|/√Δ_Z up to 40, Δ down to 1e-6.
+    """
+    rng = np.random.default_rng(0)
+    cases = []
+    for dz, dx in ((1e-3, 1e-3), (1e-6, 1e-6), (1e-6, 1e-2), (1e-1, 1e-5)):
+        for ta in (-40.0, -8.0, -1.0, 0.0, 0.5, 8.0, 40.0):
+            for tx in (-60.0, -30.0, -8.0, 0.0, 3.0, 40.0):
+                cases.append((ta * math.sqrt(dz), tx * math.sqrt(dx), dz, dx))
+    k = make_key(99)
+    for dz, dx in {(c[2], c[3]) for c in cases}:
+        sel = [c for c in cases if (c[2], c[3]) == (dz, dx)]
+        a = np.repeat([c[0] for c in sel], 30)
+        x = np.repeat([c[1] for c in sel], 30)
+        for impl in ("cpu", "reference"):
+            z = kernels.relu_preact(k, a.astype(dtype), x.astype(dtype), dz, dx, impl=impl)
+            assert np.all(np.isfinite(z))
+            u1 = kernels.uniforms(k, 2 * a.size, like=a)[0::2]
+            pi = {}
+            for ai, xi in set(zip(a.astype(dtype).astype(float), x.astype(dtype).astype(float))):
+                pi[(ai, xi)] = sc.expit(log_odds_mp(ai, xi, dz, dx, 0.0))
+            p = np.array([pi[(ai, xi)] for ai, xi in zip(a.astype(dtype).astype(float),
+                                                          x.astype(dtype).astype(float))])
+            clear = np.abs(u1 - p) > 1e-9          # ties within rounding are undecidable
+            pos = u1 < p
+            assert np.all(z[clear & pos] >= 0) and np.all(~np.signbit(z[clear & pos]))
+            assert np.all(z[clear & ~pos] <= 0) and np.all(np.signbit(z[clear & ~pos]))
+    del rng
+
+
+# --------------------------------------------------------------------------------------------
+# distribution tests (exact CDFs; DKW; broken twins)
+# --------------------------------------------------------------------------------------------
+
+ALPHAS = [-5.0, 0.0, 2.0, 4.9, 5.1, 8.0, 20.0, 40.0]
+
+
+def _tn_standardised(k, alpha, n, upper, sd_factor=1.0, impl="cpu"):
+    """T = (z − μ)/σ (or its mirror) for z ~ N(μ, σ²) | bound at α sd, with μ = 1.5, σ = 0.3."""
+    mu, sd = 1.5, 0.3
+    bound = mu - alpha * sd if upper else mu + alpha * sd
+    z = kernels.truncated_normal(k, np.full(n, mu), sd * sd_factor, bound, upper, impl=impl)
+    return (mu - z) / sd if upper else (z - mu) / sd
+
+
+def test_truncated_normal_distribution_and_twin():
+    """KS/DKW against 1 − Φ(−t)/Φ(−α) at n = 20000 per α (ε = 0.0190, δ = 1e-6 each: the
+    test's false-failure probability is ≤ 8e-6). Twin: σ inflated by 20 % must be rejected
+    (its KS distance is ≥ 0.05 at every α here, > 2.5 ε)."""
+    n = 20_000
+    eps = dkw_eps(n)
+    keys = split(make_key(2024), 2 * len(ALPHAS))
+    for j, alpha in enumerate(ALPHAS):
+        upper = bool(j % 2)
+        t = _tn_standardised(keys[2 * j], alpha, n, upper)
+        assert np.all(t >= alpha)
+        d = ks_stat(t, lambda v: tn_cdf(v, alpha))
+        assert d < eps, (alpha, d, eps)
+        twin = _tn_standardised(keys[2 * j + 1], alpha, n, upper, sd_factor=1.2)
+        d_twin = ks_stat(np.maximum(twin, alpha), lambda v: tn_cdf(v, alpha))
+        assert d_twin > eps, ("broken twin not rejected", alpha, d_twin)
+
+
+MIX_REGIMES = [  # (a, x, dz, dx, slope): π₊ away from 0 and 1 unless stated
+    (0.01, 0.02, 1e-3, 1e-3, 0.0),
+    (-0.005, 0.03, 1e-4, 1e-3, 0.0),
+    (40.0, -100.0, 1e-3, 1e-3, 0.0),                 # both pieces in their far tails, π₊ = 0.40
+    (0.0, -30 * math.sqrt(1e-3), 1e-3, 1e-3, 0.0),   # x 30 noise s.d. below zero, π₊ ≈ 0.026
+    (0.0, 0.01, 1e-3, 1e-3, 0.2),                    # leaky ReLU
+]
+
+
+def _relu_draws(k, regime, n, dz_factor=1.0, impl="cpu"):
+    a, x, dz, dx, s = regime
+    return kernels.relu_preact(k, np.full(n, a), np.full(n, x), dz * dz_factor, dx, slope=s,
+                               impl=impl)
+
+
+def test_relu_mixture_distribution():
+    """Exact mixture CDF (MATH.md §E.3; π₊ from mpmath) by DKW, n = 20000 per regime
+    (ε = 0.0190, δ = 1e-6), and the positive fraction by an exact binomial test (p ≥ 1e-6):
+    false-failure probability ≤ 1e-5 for the whole test."""
+    n = 20_000
+    eps = dkw_eps(n)
+    keys = split(make_key(77), len(MIX_REGIMES))
+    for kk, regime in zip(keys, MIX_REGIMES):
+        pi = float(sc.expit(log_odds_mp(*regime)))
+        z = _relu_draws(kk, regime, n)
+        d = ks_stat(z, lambda t: mixture_cdf(t, *regime, pi))
+        assert d < eps, (regime, d)
+        npos = int(np.sum(~np.signbit(z)))
+        assert st.binomtest(npos, n, pi).pvalue > DELTA, (regime, npos / n, pi)
+
+
+def test_relu_mixture_broken_twins(monkeypatch):
+    """The same checks reject (i) the ½log(S₋/S₊) term of (A.3a) dropped and (ii) Δ_Z 30 % too
+    large in the sampler. Power: (i) moves π₊ by ≥ 0.04 at n = 20000 (binomial |z| ≥ 8);
+    (ii) moves the CDF by ≥ 0.04 > 2 ε in the regimes used."""
+    n = 20_000
+    eps = dkw_eps(n)
+    regimes = [MIX_REGIMES[0], MIX_REGIMES[2]]
+    keys = split(make_key(78), 2 * len(regimes))
+    for j, regime in enumerate(regimes):
+        pi = float(sc.expit(log_odds_mp(*regime)))
+        z = _relu_draws(keys[2 * j], regime, n, dz_factor=1.3)
+        assert ks_stat(z, lambda t: mixture_cdf(t, *regime, pi)) > eps, ("twin ii", regime)
+
+    real = _common.relu_constants
+    monkeypatch.setattr(_common, "relu_constants",
+                        lambda dz, dx, s: real(dz, dx, s)._replace(half_log=0.0))
+    for j, regime in enumerate(regimes):
+        pi = float(sc.expit(log_odds_mp(*regime)))
+        for impl in ("cpu", "reference"):
+            z = _relu_draws(keys[2 * j + 1], regime, n, impl=impl)
+            npos = int(np.sum(~np.signbit(z)))
+            assert st.binomtest(npos, n, pi).pvalue < DELTA, ("twin i", regime, impl)
+
+
+@pytest.mark.slow
+def test_relu_mixture_distribution_large():
+    """As test_relu_mixture_distribution at n = 10⁶ (ε = 0.0027) in more regimes."""
+    n = 1_000_000
+    eps = dkw_eps(n)
+    regimes = MIX_REGIMES + [(0.1, 0.0, 1e-3, 1e-3, 0.0),
+                             (-40 * math.sqrt(1e-6), 5e-3, 1e-6, 1e-6, 0.0)]
+    keys = split(make_key(79), len(regimes))
+    for kk, regime in zip(keys, regimes):
+        pi = float(sc.expit(log_odds_mp(*regime)))
+        z = _relu_draws(kk, regime, n)
+        assert ks_stat(z, lambda t: mixture_cdf(t, *regime, pi)) < eps, regime
+        npos = int(np.sum(~np.signbit(z)))
+        assert st.binomtest(npos, n, pi).pvalue > DELTA, regime
+
+
+# --------------------------------------------------------------------------------------------
+# the CUDA C source: nvcc compile, and its host-compiled twin against the reference
+# --------------------------------------------------------------------------------------------
+
+def _c_compiler():
+    for cc in ("cc", "gcc", "clang"):
+        if shutil.which(cc):
+            return cc
+    return None
+
+
+@pytest.fixture(scope="module")
+def c_twin(tmp_path_factory):
+    cc = _c_compiler()
+    if cc is None:
+        pytest.skip("no C compiler")
+    d = tmp_path_factory.mktemp("cuda_twin")
+    src = d / "kernels.c"
+    src.write_text(_csrc.source())
+    lib = d / "libbbkernels.so"
+    cmd = [cc, "-std=c99", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-Wall", "-Werror",
+           str(src), "-o", str(lib), "-lm"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    dll = ctypes.CDLL(str(lib))
+    u64, i64, dbl = ctypes.c_ulonglong, ctypes.c_longlong, ctypes.c_double
+    for sfx in ("f32", "f64"):
+        f = getattr(dll, f"bb_relu_preact_{sfx}")
+        f.argtypes = [ctypes.c_void_p] * 3 + [i64, u64, u64] + [dbl] * 7
+        f.restype = None
+        g = getattr(dll, f"bb_truncated_normal_{sfx}")
+        g.argtypes = [ctypes.c_void_p, i64] * 4 + [ctypes.c_void_p, i64, u64, u64]
+        g.restype = None
+    return dll
+
+
+def _twin_relu(dll, k, A, X, dz, dx, slope):
+    dt = A.dtype
+    a = np.ascontiguousarray(A).ravel()
+    x = np.ascontiguousarray(X).ravel()
+    out = np.empty_like(a)
+    f = getattr(dll, f"bb_relu_preact_{_csrc.DTYPE_SUFFIX[dt.name][1]}")
+    f(a.ctypes.data, x.ctypes.data, out.ctypes.data, a.size, int(k[0]), int(k[1]),
+      *_common.relu_constants(dz, dx, slope))
+    return out.reshape(A.shape)
+
+
+def _twin_tn(dll, k, mean, sd, bound, upper):
+    dt = mean.dtype
+    n = mean.size
+    m = np.ascontiguousarray(mean).ravel()
+    s = np.ascontiguousarray(np.broadcast_to(np.asarray(sd, dt), mean.shape)).ravel()
+    b = np.ascontiguousarray(np.broadcast_to(np.asarray(bound, dt), mean.shape)).ravel()
+    u = np.ascontiguousarray(np.broadcast_to(np.asarray(upper, np.bool_), mean.shape)).ravel()
+    out = np.empty(n, dt)
+    g = getattr(dll, f"bb_truncated_normal_{_csrc.DTYPE_SUFFIX[dt.name][1]}")
+    g(m.ctypes.data, 1, s.ctypes.data, 1, b.ctypes.data, 1, u.ctypes.data, 1,
+      out.ctypes.data, n, int(k[0]), int(k[1]))
+    return out.reshape(mean.shape)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_cuda_source_host_twin_matches_reference(c_twin, dtype, slope):
+    for seed, (dz, dx) in enumerate(((1e-3, 1e-3), (1e-6, 1e-2), (1e-2, 1e-6), (1.0, 0.5))):
+        a, x = relu_arrays((3000,), dz, dx, seed)
+        A, X = a.astype(dtype), x.astype(dtype)
+        k = make_key(seed + 100)
+        zt = _twin_relu(c_twin, k, A, X, dz, dx, slope)
+        zr = kernels.relu_preact(k, A, X, dz, dx, slope=slope, impl="reference")
+        zc = kernels.relu_preact(k, A, X, dz, dx, slope=slope, impl="cpu")
+        np.testing.assert_array_equal(np.signbit(zt), np.signbit(zr))
+        tol = relu_tolerance(zr, A, X, dz, dx, slope, dtype)
+        assert np.all(np.abs(zt.astype(float) - zr.astype(float)) <= tol)
+        # the same C-level arithmetic as the Numba kernel: equal up to libm's last bit
+        assert np.all(np.abs(zt.astype(float) - zc.astype(float)) <= tol)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cuda_source_host_twin_truncated_normal(c_twin, dtype):
+    rng = np.random.default_rng(5)
+    n = 4000
+    alpha = np.concatenate([rng.uniform(-45, 45, n // 2), rng.uniform(3, 8, n // 2)])
+    mean = rng.standard_normal(n)
+    sd = 10.0 ** rng.uniform(-3, 1, n)
+    upper = rng.random(n) < 0.5
+    bound = mean + np.where(upper, -1.0, 1.0) * alpha * sd
+    k = make_key(8)
+    args = (mean.astype(dtype), sd.astype(dtype), bound.astype(dtype))
+    tt = _twin_tn(c_twin, k, *args, upper)
+    tr = kernels.truncated_normal(k, *args, upper, impl="reference")
+    b = args[2]
+    assert np.all(np.where(upper, tt <= b, tt >= b))
+    scale = np.abs(tr.astype(float)) + np.abs(mean) + np.abs(bound) + sd * (1 + np.abs(alpha))
+    tol = 1e-12 * scale
+    if dtype == "float32":
+        tol = tol + 2.0 * np.spacing(np.abs(tr)).astype(np.float64)
+    assert np.all(np.abs(tt.astype(float) - tr.astype(float)) <= tol)
+
+
+def test_cuda_source_compiles_with_nvcc(tmp_path):
+    """The translation unit compiles as CUDA C++ (warnings are errors) to PTX with the four
+    unmangled ``extern "C"`` entry points that :mod:`blockbayes.kernels.cuda` looks up, and
+    assembles for Hopper (sm_90)."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc not installed")
+    src = tmp_path / "kernels.cu"
+    src.write_text(_csrc.source())
+    ptx = tmp_path / "kernels.ptx"
+    common = [nvcc, "--std=c++14", "-Werror", "all-warnings"]
+    res = subprocess.run(common + ["-arch=sm_80", "-ptx", str(src), "-o", str(ptx)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    text = ptx.read_text()
+    for name in _csrc.KERNEL_NAMES:
+        assert f".entry {name}(" in text, name
+    res = subprocess.run(common + ["-arch=sm_90", "-cubin", str(src), "-o",
+                                   str(tmp_path / "kernels.cubin")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# CuPy (GPU only)
+# --------------------------------------------------------------------------------------------
+
+def _cupy_or_skip():
+    cupy = pytest.importorskip("cupy")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device")
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"no usable CUDA device ({exc})")
+    return cupy
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_cuda_relu_matches_reference(dtype, slope):
+    cupy = _cupy_or_skip()
+    for seed, (dz, dx) in enumerate(((1e-3, 1e-3), (1e-6, 1e-2))):
+        a, x = relu_arrays((50, 40), dz, dx, seed)
+        A, X = a.astype(dtype), x.astype(dtype)
+        k = make_key(seed)
+        Ag, Xg = cupy.asarray(A), cupy.asarray(X)
+        zg = kernels.relu_preact(k, Ag, Xg, dz, dx, slope=slope)
+        assert isinstance(zg, cupy.ndarray) and zg.dtype == A.dtype and zg.shape == A.shape
+        assert zg.device == Ag.device
+        zr_dev = kernels.relu_preact(k, Ag, Xg, dz, dx, slope=slope, impl="reference")
+        zr = kernels.relu_preact(k, A, X, dz, dx, slope=slope, impl="reference")
+        z = zg.get()
+        np.testing.assert_array_equal(np.signbit(z), np.signbit(zr))
+        tol = relu_tolerance(zr, A, X, dz, dx, slope, dtype)
+        assert np.all(np.abs(z.astype(float) - zr.astype(float)) <= tol)
+        assert np.all(np.abs(zr_dev.get().astype(float) - zr.astype(float)) <= tol)
+        np.testing.assert_array_equal(Ag.get(), A)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cuda_truncated_normal_matches_reference(dtype):
+    cupy = _cupy_or_skip()
+    rng = np.random.default_rng(3)
+    mean = rng.standard_normal((30, 20)).astype(dtype)
+    upper = rng.random((30, 20)) < 0.5
+    k = make_key(4)
+    tg = kernels.truncated_normal(k, cupy.asarray(mean), 0.05, 0.0, cupy.asarray(upper))
+    tr = kernels.truncated_normal(k, mean, 0.05, 0.0, upper, impl="reference")
+    t = tg.get()
+    assert t.dtype == np.dtype(dtype)
+    assert np.all(np.where(upper, t <= 0, t >= 0))
+    tol = 1e-10 * (np.abs(tr.astype(float)) + np.abs(mean) + 0.05 * 50)
+    if dtype == "float32":
+        tol = tol + 2.0 * np.spacing(np.abs(tr)).astype(np.float64)
+    assert np.all(np.abs(t.astype(float) - tr.astype(float)) <= tol)
