@@ -30,7 +30,7 @@ def run_one(name, data, hidden, args):
     t = time.perf_counter()
     res = gibbs.run(net, data.X_train, data.y_train, num_samples=args.samples, num_warmup=args.warmup,
                     num_chains=args.chains, thin=args.thin, seed=args.seed, learn_prior=True,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, num_threads=args.threads)
     wall = time.perf_counter() - t
     p = res.predict_proba(data.X_test)
     yt = data.y_test
@@ -49,6 +49,7 @@ def main():
     ap.add_argument("--delta", type=float, default=1e-2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default=None, help="comma-separated subset of digits,breast_cancer,mnist1d")
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
     sets = []

@@ -33,7 +33,8 @@ def _demo(args) -> int:
           f"{args.warmup} warm-up + {args.samples} kept sweeps, device = {args.device}")
     t0 = time.perf_counter()
     res = gibbs.run(net, X, y, num_samples=args.samples, num_warmup=args.warmup, num_chains=args.chains,
-                    seed=args.seed, init="zero", device=args.device, progress=not args.no_progress)
+                    seed=args.seed, init="zero", device=args.device, progress=not args.no_progress,
+                    num_threads=args.threads)
     wall = time.perf_counter() - t0
     res = res.to_numpy()
     mean, var = res.predict(Xt)
@@ -90,6 +91,7 @@ def main(argv=None) -> int:
     d.add_argument("--samples", type=int, default=500)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default=None, help="cpu (default) or cuda")
+    d.add_argument("--threads", type=int, default=None, help="CPU threads (default: the libraries' own)")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_demo)
     v = sub.add_parser("validate", help="run the exactness report (validation suite)")
