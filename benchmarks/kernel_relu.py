@@ -33,7 +33,7 @@ def _time(fn, repeats):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500_000)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--ref-repeats", type=int, default=3)
     args = ap.parse_args(argv)
 

@@ -8,10 +8,13 @@ and asserts that the same check rejects it.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import shutil
 import subprocess
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -761,7 +764,7 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
     src = tmp_path / "kernels.cu"
     src.write_text(_csrc.source())
     ptx = tmp_path / "kernels.ptx"
-    common = [nvcc, "--std=c++14", "-Werror", "all-warnings"]
+    common = [nvcc, "--std=c++14", "--fmad=false", "-Werror", "all-warnings"]
     res = subprocess.run(common + ["-arch=sm_80", "-ptx", str(src), "-o", str(ptx)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -771,6 +774,101 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
     res = subprocess.run(common + ["-arch=sm_90", "-cubin", str(src), "-o",
                                    str(tmp_path / "kernels.cubin")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+class _HostArray(np.ndarray):
+    """NumPy array with a CuPy-like ``.device`` context manager (for the fake CuPy below)."""
+
+    @property
+    def device(self):
+        return contextlib.nullcontext()
+
+
+class _FakeCupy(types.ModuleType):
+    """Just enough of CuPy for blockbayes.kernels.cuda, with ``RawKernel`` calling the
+    host-compiled twin of the CUDA source: checks the launchers' argument marshalling (names,
+    order and C types of the kernel arguments, dtypes, broadcasting, reshaping) end to end."""
+
+    def __init__(self, dll, calls):
+        super().__init__("cupy")
+        self._dll = dll
+        self._calls = calls
+
+    @staticmethod
+    def _wrap(a):
+        return np.asarray(a).view(_HostArray)
+
+    def ascontiguousarray(self, a, dtype=None):
+        return self._wrap(np.ascontiguousarray(a, dtype=dtype))
+
+    def asarray(self, a, dtype=None):
+        return self._wrap(np.asarray(a, dtype=dtype))
+
+    def empty(self, shape, dtype=float):
+        return self._wrap(np.empty(shape, dtype=dtype))
+
+    def broadcast_to(self, a, shape):
+        return self._wrap(np.broadcast_to(a, shape))
+
+    def RawKernel(self, code, name, options=()):
+        assert code == _csrc.source()
+        fn = getattr(self._dll, name)
+        conv = {np.dtype(np.int64): ctypes.c_longlong, np.dtype(np.uint64): ctypes.c_ulonglong,
+                np.dtype(np.float64): ctypes.c_double}
+
+        def launch(grid, block, args):
+            assert len(grid) == 1 and len(block) == 1 and grid[0] >= 1 and block[0] >= 1
+            cargs = []
+            for a in args:
+                if isinstance(a, np.ndarray) and a.ndim >= 1:
+                    assert a.flags.c_contiguous
+                    cargs.append(ctypes.c_void_p(a.ctypes.data))
+                else:
+                    assert isinstance(a, np.generic), type(a)   # never a bare Python number
+                    cargs.append(conv[a.dtype](a))
+            self._calls.append(name)
+            fn(*cargs)
+
+        return launch
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cuda_launchers_with_host_twin(c_twin, monkeypatch, dtype):
+    from blockbayes.kernels import cuda
+
+    calls = []
+    monkeypatch.setitem(sys.modules, "cupy", _FakeCupy(c_twin, calls))
+    cuda.kernel.cache_clear()
+    try:
+        a, x = relu_arrays((6, 7, 5), 1e-4, 1e-3, 3)
+        A = np.asarray(a, dtype).view(_HostArray)
+        X = np.asarray(x, dtype).view(_HostArray)
+        k = make_key(12)
+        consts = _common.relu_constants(1e-4, 1e-3, 0.05)
+        z = cuda.relu_preact(int(k[0]), int(k[1]), A, X, consts, np.dtype(dtype))
+        zr = kernels.relu_preact(k, np.asarray(A), np.asarray(X), 1e-4, 1e-3, slope=0.05,
+                                 impl="reference")
+        assert z.shape == A.shape and z.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(np.signbit(z), np.signbit(zr))
+        tol = relu_tolerance(zr, np.asarray(A), np.asarray(X), 1e-4, 1e-3, 0.05, dtype)
+        assert np.all(np.abs(np.asarray(z, float) - zr.astype(float)) <= tol)
+        # truncated normal with a full mean, scalar sd, (3, 1) bound and a (7,)-broadcast upper
+        mean = np.asarray(a.reshape(6, 7, 5)[0], dtype).view(_HostArray)            # (7, 5)
+        bound = np.asarray(np.linspace(-1, 1, 7).reshape(7, 1), dtype).view(_HostArray)
+        upper = np.asarray([True, False, True, True, False]).view(_HostArray)
+        t = cuda.truncated_normal(int(k[0]), int(k[1]), mean, 0.3, bound, upper, (7, 5),
+                                  np.dtype(dtype))
+        tr = kernels.truncated_normal(k, np.asarray(mean), 0.3, np.asarray(bound),
+                                      np.asarray(upper), impl="reference")
+        assert t.shape == (7, 5) and t.dtype == np.dtype(dtype)
+        tol = 1e-12 * (np.abs(tr.astype(float)) + 10.0)
+        if dtype == "float32":
+            tol = tol + 2.0 * np.spacing(np.abs(tr)).astype(np.float64)
+        assert np.all(np.abs(np.asarray(t, float) - tr.astype(float)) <= tol)
+        sfx = _csrc.DTYPE_SUFFIX[dtype][1]
+        assert calls == [f"bb_relu_preact_{sfx}", f"bb_truncated_normal_{sfx}"]
+    finally:
+        cuda.kernel.cache_clear()
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,8 +9,12 @@ compiles the host flavour with the system C compiler and calls it through :mod:`
 :mod:`.reference` on machines without one; it also compiles the CUDA flavour with ``nvcc``
 when that is installed.
 
-The mathematics mirrors :mod:`.cpu` line by line (same constants, same branches, same
-shortcuts); see :mod:`blockbayes.kernels` for the formulas. Kernel entry points, for
+The element math is the scalar path of :mod:`.cpu` (``_relu_elem``, ``_std_tn``) written in
+C: same constants, same rationals (Estrin's scheme with ``fma``), same branches and shortcuts,
+same order of operations. It calls the platform's ``exp``/``log``/``sqrt`` (CUDA's device
+library on the GPU, libm in the twin) where the Numba kernels inline their own, so the two
+agree to an ulp of those functions, not bit for bit; see :mod:`blockbayes.kernels` for the
+formulas. Kernel entry points, for
 ``T`` = ``float`` (suffix ``f32``) or ``double`` (``f64``)::
 
     bb_relu_preact_<sfx>(const T* A, const T* X, T* Z, long long n,

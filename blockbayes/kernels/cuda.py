@@ -23,7 +23,9 @@ from . import _csrc
 __all__ = ["relu_preact", "truncated_normal", "kernel"]
 
 _THREADS = 256
-_OPTIONS = ("--std=c++14",)
+#: no contraction of a*b + c into FMAs beyond the explicit ``fma`` calls of the source, so the
+#: device rounds like the CPU kernels (only exp/log/sqrt differ, by an ulp)
+_OPTIONS = ("--std=c++14", "--fmad=false")
 
 
 @functools.lru_cache(maxsize=None)
