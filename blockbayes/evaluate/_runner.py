@@ -287,7 +287,8 @@ def _json_default(o):
 def evaluate(methods, datasets, *, train_sizes=None, splits=None, seeds=None, out_dir=None,
              memory: str = "tracemalloc", plots: bool = True, progress: bool = True,
              on_error: str = "record", retry_errors: bool = True, ece_bins: int = 15,
-             markdown_title: Optional[str] = None, compute: bool = True) -> EvaluationResult:
+             markdown_title: Optional[str] = None, compute: bool = True,
+             warmup: bool = True) -> EvaluationResult:
     """Run every method on every dataset, training size, split and seed; resumable.
 
     Parameters
@@ -334,6 +335,10 @@ def evaluate(methods, datasets, *, train_sizes=None, splits=None, seeds=None, ou
         ``M`` of ECE/MCE and of the reliability diagrams.
     markdown_title : str, optional
         Heading of the Markdown report.
+    warmup : bool
+        Before the first cell a method computes in this process, fit it once (unrecorded) on the
+        first 16 training points of that cell's data, so that imports and Numba JIT compilation
+        are not charged to the first cell's time and memory.
     compute : bool
         ``False``: only collect the cells already stored in ``out_dir`` (a report of a run still
         in progress); missing cells are skipped and counted in ``result.missing``.
@@ -369,6 +374,7 @@ def evaluate(methods, datasets, *, train_sizes=None, splits=None, seeds=None, ou
 
         bar = tqdm(total=total, desc="evaluate", unit="cell")
     cells, computed, cached, failed, missing = [], 0, 0, 0, 0
+    warmed = set()
     try:
         for spec, split_list in zip(specs, split_lists):
             for split in split_list:
@@ -403,6 +409,9 @@ def evaluate(methods, datasets, *, train_sizes=None, splits=None, seeds=None, ou
                                     bar.set_postfix_str(f"{spec.name} {label} split {split} n={size}")
                                 if data_full is None:
                                     data_full = spec.load(split)
+                                if warmup and (meth.name, label, data_full.task) not in warmed:
+                                    warmed.add((meth.name, label, data_full.task))
+                                    _warm_up(meth, opts, spec, data_full)
                                 rec = _run_cell(meth, label, opts, spec, data_full, split, seed, size, h,
                                                 memory, ece_bins, on_error)
                                 if rec["status"] == "ok":
@@ -475,6 +484,24 @@ def _run_cell(meth: Method, label, opts, spec: DataSpec, data_full, split, seed,
                       f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
         rec.update(status="error", error=f"{type(exc).__name__}: {exc}")
     return rec
+
+
+def _warm_up(meth: Method, opts, spec: DataSpec, data) -> None:
+    """One unrecorded fit + prediction on the first 16 training points (imports, JIT compilation)."""
+    m = min(16, data.n_train)
+    Xw, yw = data.X_train[:m], data.y_train[:m]
+    arch = Arch(d_in=data.n_features, hidden=spec.hidden_for(data), task=data.task, n_classes=data.n_classes)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pred = meth.fit(arch, Xw, yw, seed=0, **opts)
+            if data.task == "regression":
+                pred.predict(Xw)
+                pred.lpd(Xw, yw)
+            else:
+                pred.predict_proba(Xw)
+    except Exception:   # noqa: BLE001 - a warm-up failure is not a result; the real cell reports
+        pass
 
 
 def compare(methods, data, *, split: int = 0, seed: int = 0, train_size=None, out_dir=None,
