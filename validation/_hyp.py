@@ -3,9 +3,9 @@
 Profiles (registered here, applied explicitly to this suite's ``@given`` tests through
 :func:`vsettings`, so loading them never changes other tests' settings):
 
-* ``validation-ci`` — derandomised, 4 examples, no example database: the same cases on every run
+* ``validation-ci`` — derandomised, 10 examples, no example database: the same cases on every run
   (a correct sampler always passes or always fails); used unless ``HYPOTHESIS_PROFILE=nightly``.
-* ``validation-nightly`` — random, 25 examples, no database.
+* ``validation-nightly`` — random, 50 examples, no database.
 
 Budget: ``DELTA_ITEM`` split evenly over ``max_examples + 1`` examples (a derandomised,
 database-free run generates at most ``max_examples`` examples and shrinks only after a failure).
@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from ._stats import DELTA_ITEM
 
 _HC = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
-settings.register_profile("validation-ci", max_examples=4, derandomize=True, deadline=None, database=None,
+settings.register_profile("validation-ci", max_examples=10, derandomize=True, deadline=None, database=None,
                           print_blob=True, suppress_health_check=_HC)
-settings.register_profile("validation-nightly", max_examples=25, derandomize=False, deadline=None, database=None,
+settings.register_profile("validation-nightly", max_examples=50, derandomize=False, deadline=None, database=None,
                           print_blob=True, suppress_health_check=_HC)
 
 

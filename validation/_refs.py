@@ -408,14 +408,16 @@ def tiny_grid(x, y, prec, dz, dx, dy, slope, G=41, G_pilot=25, width=7.0, tail=1
     return TinyGrid(x, y, prec, dz, dx, dy, slope, lo, hi, G), (lo, hi), outside
 
 
-def tiny_exact_draws(rng, grid: TinyGrid, K, *, safety=4.0):
+def tiny_exact_draws(rng, grid: TinyGrid, K, *, safety=32.0):
     """``K`` exact posterior draws of ``θ = (w, b₁, v, c)`` by rejection from the grid.
 
     Envelope: cell ``i`` of the grid gets ``q_i ∝ safety · max`` of ``p̃`` over its 16 corners
     (uniform within the cell); a proposal in cell ``i`` is accepted with probability
     ``p̃(θ)/q_i``. This is exact if ``p̃ ≤ q_i`` throughout each cell (inside the box) and the box
-    holds all but negligible mass (``boundary_mass``). The largest ``p̃(θ)/q_i`` met among all
-    proposals is returned (it must be ≤ 1, which the suite asserts).
+    holds all but negligible mass (``boundary_mass``). Measured on the suite's posteriors, the
+    interior of a cell exceeds its corner maximum by up to ×4.1 (relu) and ×3.4 (leaky) over 4e5
+    proposals, hence ``safety = 32``. The largest ``p̃(θ)/q_i`` met among all proposals is
+    returned (it must be ≤ 1, which the suite asserts).
     Returns ``(θ (K, 4), max ratio, acceptance rate)``.
     """
     G = grid.axes[0].size

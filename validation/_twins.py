@@ -16,6 +16,7 @@ twin                   replaces             planted bug
                                             piece's mean flipped
 ``identity_var``       ``sample_pre``       identity: sd ``√(Δ_XΔ_Z)/(Δ_X+Δ_Z)`` (a missing square root)
 ``rows_var``           ``sample_rows``      row noise × 1.1 (wrong variance)
+``rows_sign``          ``sample_rows``      the bias component of ``H̃ᵀT/Δ`` with the wrong sign
 ``rows_stale``         ``sample_rows``      the Gram/cross products use the layer input of the *previous*
                                             call for that layer (a stale cache)
 ``post_sign``          ``sample_post``      ``(t + b)`` instead of ``(t − b)`` in the mean (a sign)
@@ -114,7 +115,10 @@ def make_rows(bug=None):
         Ht = np.concatenate([Huse, np.ones((C, n, 1))], axis=-1)
         P = pd[:, :, None] * np.eye(pd.shape[1]) + np.swapaxes(Ht, -1, -2) @ Ht / dl[:, None, None]
         R = np.linalg.cholesky(P)
-        mean = np.linalg.solve(P, np.swapaxes(Ht, -1, -2) @ Tn / dl[:, None, None])      # (C, d+1, k)
+        B = np.swapaxes(Ht, -1, -2) @ Tn / dl[:, None, None]                           # (C, d+1, k)
+        if bug == "rows_sign":
+            B[:, -1, :] *= -1.0
+        mean = np.linalg.solve(P, B)
         E = rng.standard_normal(mean.shape) * (1.1 if bug == "rows_var" else 1.0)
         out = mean + np.linalg.solve(np.swapaxes(R, -1, -2), E)                        # R^{-T} E
         return np.swapaxes(out, -1, -2).astype(T.dtype)
@@ -188,7 +192,7 @@ def make_gamma(bug=None, a0=None):
 
 _FACTORIES = {
     "relu_halflog": make_pre, "leaky_sign": make_pre, "identity_var": make_pre,
-    "rows_var": make_rows, "rows_stale": make_rows,
+    "rows_var": make_rows, "rows_sign": make_rows, "rows_stale": make_rows,
     "post_sign": make_post, "post_transpose": make_post,
     "gamma_shape": make_gamma,
 }

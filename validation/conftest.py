@@ -1,7 +1,7 @@
 """pytest configuration of the Gibbs exactness suite (validation/).
 
 * Hypothesis: this suite's ``@given`` tests carry explicit settings from the profiles
-  ``validation-ci`` (derandomised, 4 examples; default) and ``validation-nightly`` (random, 25
+  ``validation-ci`` (derandomised, 10 examples; default) and ``validation-nightly`` (random, 50
   examples; ``HYPOTHESIS_PROFILE=nightly``), registered in ``validation/_hyp.py``. The
   session-wide ``ci``/``nightly`` profiles of the root ``conftest.py`` are left untouched.
 * Marker ``stochastic``: a test with false-failure probability ≤ ``DELTA_ITEM`` = 1e-8.

@@ -16,7 +16,7 @@ from . import gibbs_checks as G
 from ._hyp import delta_example, log_uniform, seeds, vsettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.stochastic, pytest.mark.usefixtures("single_thread_blas")]
-VS = vsettings(scale=2.5)
+VS = vsettings(scale=2.0)
 N_EX = VS.max_examples
 dtypes = st.sampled_from([np.float64, np.float32])
 
