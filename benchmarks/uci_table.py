@@ -63,6 +63,8 @@ SHORT = {"bostonHousing": "Boston", "concrete": "Concrete", "energy": "Energy", 
 METHODS = {
     "gibbs": {"method": "gibbs", "num_warmup": 500, "num_samples": 50, "thin": 5, "num_chains": 4,
               "delta_z": 1e-2, "delta_x": 1e-2},
+    "gibbs_long": {"method": "gibbs", "num_warmup": 2500, "num_samples": 50, "thin": 10, "num_chains": 4,
+                   "delta_z": 1e-2, "delta_x": 1e-2},
     "map": {"method": "map"},
     "ensemble": {"method": "ensemble", "members": 5},
     "laplace_kfac": {"method": "laplace_kfac"},
