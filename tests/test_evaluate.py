@@ -1,8 +1,10 @@
 """Tests of the evaluation runner (blockbayes.evaluate): end to end, resumability, units, errors."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,15 +215,20 @@ def test_compare_table_and_classification(tmp_path):
     md = tab.to_markdown()
     assert md.splitlines()[0].startswith("| method | n_train | rmse | ll |")
     # classification metrics through a real tiny Gibbs run (probit, 2 classes)
+    pytest.importorskip("sklearn")
+    has_mpl = importlib.util.find_spec("matplotlib") is not None
     data = bb.datasets.sklearn_dataset("breast_cancer", seed=0)
     sub = ev.subset_dataset(data, bb.datasets.nested_order(np.asarray(data.y_train), seed=0)[:40])
     sub = sub._replace(X_test=sub.X_test[:60], y_test=sub.y_test[:60])
     res = ev.evaluate([{**GIBBS_TINY, "label": "gibbs_probit"}], [sub], out_dir=tmp_path, progress=False,
-                      on_error="raise", plots=True)
+                      on_error="raise", plots=has_mpl)
     c = res.cells[0]
     assert set(ev.CLASSIFICATION_METRICS) <= set(c["metrics"])
     assert 0 <= c["metrics"]["ece"] <= 1 and 0 <= c["metrics"]["brier"] <= 2
     assert sum(c["reliability"]["count"]) == 60
+    if has_mpl:
+        assert Path(res.paths["reliability_breast_cancer"]).is_file()
+        assert Path(res.paths["traces_breast_cancer_gibbs_probit"]).is_file()
 
 
 def test_config_file_and_cli(tmp_path):
