@@ -14,8 +14,12 @@ configuration, so an interrupted or widened run recomputes only what is new.
 Methods are plug-ins (:func:`register_method`); the built-ins are ``"gibbs"`` (block Gibbs on the
 noisy MLP), ``"map"``, ``"ensemble"``, ``"laplace"``/``"laplace_diag"``/``"laplace_kfac"``/
 ``"laplace_full"``/``"laplace_block"``/``"laplace_ll"``, ``"laplace_iterative"`` and the VI family
-(``"vi_block"``, ``"vi_cavi"``, ``"vi_rb"``) — each available when its module is
-(:func:`available_methods`).
+(``"vi_block"`` Rao–Blackwellised block VI, ``"vi_cavi"``, ``"vi_mf"`` mean-field VI of the
+standard MLP) — each available when its module is (:func:`available_methods`).
+
+Conventions: regression metrics are in original units (``rmse × σ_y``, ``ll = mean lpd − log σ_y``);
+peak memory is measured with :mod:`tracemalloc` by default (see :func:`evaluate`); each method is
+warmed up once per process so that imports and JIT compilation are not charged to a cell.
 
 A run can be described by a dict or a TOML/JSON file (:func:`load_config`, :func:`run_config`,
 ``blockbayes eval CONFIG``)::
