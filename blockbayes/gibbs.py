@@ -642,7 +642,7 @@ def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn
             delta = xp.full((C,), net.delta_z[l], dtype=X.dtype, device=device_of(X))
         prior = _prior_diag(xp, lam_w[:, l], lam_b[:, l], net.widths[l])
         if l == 0:
-            chol = cache.chol0 if (L > 1 and not learn_prior) else None
+            chol = cache.chol0 if (L > 1 and not learn_prior and _prior_matches_net(xp, net, lam_w, lam_b)) else None
             weights[l] = sample_rows(keys.pop(), X, T, prior, delta, gram=cache.gram0[None, ...], chol=chol)
         else:
             weights[l] = sample_rows(keys.pop(), H, T, prior, delta)
@@ -655,6 +655,11 @@ def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn
     new = GibbsState(tuple(weights), tuple(pre), tuple(post), lam_w, lam_b, delta_y, latent)
     lj = log_joint(new, net, X, y) if compute_log_joint else None
     return new, GibbsInfo(log_joint=lj, output_sse=output_sse)
+
+
+def _prior_matches_net(xp, net, lam_w, lam_b) -> bool:
+    """Whether every chain's first-layer prior equals the net's (the cached Cholesky's)."""
+    return bool(xp.all(lam_w[:, 0] == net.lam_w[0])) and bool(xp.all(lam_b[:, 0] == net.lam_b[0]))
 
 
 def _sample_prior_precisions(key, net, weights, hp: Hyperprior, like):

@@ -344,3 +344,18 @@ def test_learned_noise_recovers_noise_level():
     net = bb.MLP([2, 1], "identity", prior_prec=1.0, delta=1.0)
     res = gibbs.run(net, X, y, num_samples=300, num_warmup=50, seed=1, progress=False, learn_noise=True)
     assert abs(float(np.mean(res.delta_y)) / 0.04 - 1) < 0.15
+
+
+def test_step_uses_the_states_prior_for_the_first_layer():
+    """Regression: with learn_prior=False the cached first-layer Cholesky must not override a
+    state whose λ differs from the net's (e.g. after a warm-up with learn_prior=True)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4, 2))
+    y = rng.standard_normal((4, 1))
+    net = bb.MLP([2, 3, 1], "relu", prior_prec=1.0, delta=0.1)
+    st = gibbs.init(bb._backend.random.key(0), net, X, y, num_chains=2000)
+    st = st._replace(lam_w=st.lam_w * 1e4, lam_b=st.lam_b * 1e4)
+    new, _ = gibbs.step(bb._backend.random.key(1), st, net, X, y)
+    # prior sd 0.01 dominates the conditional (4 data points, Δ = 0.1): sd must be ≈ 0.01, not ≈ 1
+    assert float(np.std(new.weights[0])) < 0.05
+    assert float(np.std(new.weights[1])) < 0.05

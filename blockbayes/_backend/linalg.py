@@ -57,8 +57,12 @@ def solve_triangular(R, B, *, lower=True, trans=False):
     if name == "numpy":
         import scipy.linalg as sl
 
-        if R.ndim == 2:
-            return sl.solve_triangular(R, B, lower=lower, trans=1 if trans else 0, check_finite=False)
+        k = R.shape[-1]
+        batch = 1
+        for s in R.shape[:-2]:
+            batch *= s
+        if R.ndim > 2 and k <= _SUBSTITUTION_MAX_K and batch >= _SUBSTITUTION_MIN_BATCH:
+            return _substitution(R, B, lower=lower, trans=trans)
         return sl.solve_triangular(R, B, lower=lower, trans=1 if trans else 0, check_finite=False)
     if name == "cupy":
         import cupyx.scipy.linalg as csl
@@ -76,6 +80,35 @@ def solve_triangular(R, B, *, lower=True, trans=False):
 
     X = sl.solve_triangular(to_numpy(R), to_numpy(B), lower=lower, trans=1 if trans else 0, check_finite=False)
     return xp.asarray(X, dtype=B.dtype, device=device_of(B))
+
+
+_SUBSTITUTION_MAX_K = 16
+_SUBSTITUTION_MIN_BATCH = 64
+
+
+def _substitution(R, B, *, lower, trans):
+    """Forward/back substitution over the small dimension ``k``, vectorised over the batch.
+
+    SciPy solves a batch one matrix at a time (microseconds of overhead each); for many small
+    systems (thousands of chains, ``k ≤ 16``) ``k`` vectorised row updates are far cheaper.
+    Same arithmetic as the textbook algorithm; NumPy arrays only.
+    """
+    import numpy as np
+
+    T = np.swapaxes(R, -1, -2) if trans else R
+    low = lower != trans            # the effective triangle of op(R)
+    B = np.broadcast_to(B, np.broadcast_shapes(T.shape[:-2], B.shape[:-2]) + B.shape[-2:])
+    X = np.empty(B.shape, dtype=np.result_type(T, B))
+    k = T.shape[-1]
+    order = range(k) if low else range(k - 1, -1, -1)
+    for i in order:
+        acc = B[..., i, :]
+        if low and i > 0:
+            acc = acc - np.einsum("...j,...jm->...m", T[..., i, :i], X[..., :i, :])
+        elif not low and i < k - 1:
+            acc = acc - np.einsum("...j,...jm->...m", T[..., i, i + 1:], X[..., i + 1:, :])
+        X[..., i, :] = acc / T[..., i, i][..., None]
+    return X
 
 
 def cho_solve(R, B):
