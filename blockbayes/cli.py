@@ -57,6 +57,17 @@ def _demo(args) -> int:
     print(f"| 95% interval coverage | {cover:.3f} |")
     print(f"| wall time | {wall:.1f} s ({1e3 * wall / (args.warmup + args.samples):.2f} ms per sweep of {args.chains} chains) |")
     ok = math.isfinite(rmse) and rmse < prior_rmse
+    methods = [m for m in (args.compare or "").split(",") if m]
+    if methods:
+        from blockbayes import evaluate
+
+        print()
+        print(f"Side by side on the same data and test set (standard-MLP baselines: {', '.join(methods)}):")
+        t1 = time.perf_counter()
+        table = evaluate.compare(methods, data, seed=args.seed)
+        print(table.to_markdown())
+        print(f"| gibbs (above) | {args.n} | {rmse:.3f} | {lpd:.3f} | | {cover:.3f} | {wall:.3f} | | ok |")
+        print(f"(compared in {time.perf_counter() - t1:.1f} s)")
     return 0 if ok else 1
 
 
@@ -92,6 +103,9 @@ def main(argv=None) -> int:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default=None, help="cpu (default) or cuda")
     d.add_argument("--threads", type=int, default=None, help="CPU threads (default: the libraries' own)")
+    d.add_argument("--compare", default="map,laplace_kfac,vi_mf",
+                   help="comma-separated methods to run side by side after Gibbs ('' to skip); "
+                        "see blockbayes.evaluate.method_names()")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_demo)
     v = sub.add_parser("validate", help="run the exactness report (validation suite)")
