@@ -123,6 +123,8 @@ def pm(st, digits=2):
     if st is None or st.get("mean") is None:
         return "–"
     m, se = st["mean"], st.get("se")
+    if 0 < abs(m) < 0.01:
+        return f"{m:.1e}" if se is None else f"{m:.1e}±{se:.0e}"
     d = digits if abs(m) >= 0.05 else 3
     return f"{m:.{d}f}" if se is None else f"{m:.{d}f}±{se:.{d}f}"
 
@@ -151,7 +153,10 @@ def render(res, methods, datasets, splits_req, doc: Path, elapsed_note: str = ""
             k = s["count"] if s else 0
             if k < info.n_splits:
                 partial = True
-            ks.append(f"{k} of {info.n_splits}" + (f" ({s['failed']} failed)" if s and s["failed"] else ""))
+            txt = f"{k} of {info.n_splits}" + (f" ({s['failed']} failed)" if s and s["failed"] else "")
+            if s and s["splits"] != list(range(k)):
+                txt += f" (splits {', '.join(map(str, s['splits']))})"
+            ks.append(txt)
         lines.append(f"| {SHORT.get(ds, ds)} | {info.N} | {info.n_hidden} | {info.n_splits} | " + " | ".join(ks) + " |")
     lines.append("")
     if partial:
@@ -164,7 +169,7 @@ def render(res, methods, datasets, splits_req, doc: Path, elapsed_note: str = ""
     for m in methods:
         lines.append(f"- **{m['label']}**: {describe(m)}.")
     lines.append("")
-    lines.append(f"Requested: {splits_req}. {elapsed_note}".strip())
+    lines.append((f"Requested: {splits_req}. " if splits_req else "") + elapsed_note)
     lines.append("")
     lines += ["**± conventions differ.** Ours: standard error over splits (sd/√k, ddof 1). PBP, VI and "
               "Dropout 2018: standard errors. Dropout (paper): standard deviations (the repository's README "
@@ -261,8 +266,9 @@ def main(argv=None) -> int:
                    Path(args.doc), f"Run in progress ({i + 1}/{len(datasets)} datasets done)." if i + 1 < len(datasets) else "")
     res = ev.evaluate(methods, datasets, splits=splits, out_dir=args.out, progress=False, plots=True, compute=False,
                       markdown_title="UCI regression")
-    text = render(res, methods, datasets, "all protocol splits" if splits is None else f"first {splits} split(s) per dataset",
-                  Path(args.doc))
+    req = None if args.report_only else ("all protocol splits" if splits is None else f"first {splits} split(s) per dataset")
+    text = render(res, methods, datasets, req, Path(args.doc),
+                  "" if req else f"Collected from the finished cells in {args.out}; the k above are exact.")
     print(text)
     print(f"\n[uci_table] {res.cached} cells found, {res.missing} missing; {time.time() - t0:.0f} s", file=sys.stderr)
     return 0
