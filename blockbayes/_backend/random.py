@@ -84,36 +84,29 @@ def _finish(arr_np, like, dtype):
     return xp.asarray(arr_np, dtype=dtype, device=device_of(like))
 
 
-def normal(k, shape, *, like, dtype=None) -> Any:
-    """Standard normal draws of ``shape`` in ``like``'s namespace, device and dtype (or ``dtype``)."""
+def _draw(k, shape, like, dtype, np_method: str, cupy_method: str):
+    """One host/CuPy generator draw of ``shape`` in ``like``'s namespace, device and dtype."""
     xp = namespace(like)
     dtype = like.dtype if dtype is None else dtype
     name = backend_name(xp)
-    dname = np.dtype(str(dtype).split(".")[-1].strip("'>")).name if name != "numpy" else np.dtype(dtype).name
-    if name == "numpy":
-        return _np_generator(k).standard_normal(shape, dtype=np.dtype(dname))
+    dname = np.dtype(dtype).name if name == "numpy" else np.dtype(str(dtype).split(".")[-1].strip("'>")).name
     if name == "cupy":
         import cupy
 
         with device_of(like):
-            return _cupy_rs(k).standard_normal(size=shape, dtype=cupy.dtype(dname))
-    return _finish(_np_generator(k).standard_normal(shape, dtype=np.dtype(dname)), like, dtype)
+            return getattr(_cupy_rs(k), cupy_method)(size=shape, dtype=cupy.dtype(dname))
+    out = getattr(_np_generator(k), np_method)(shape, dtype=np.dtype(dname))
+    return out if name == "numpy" else _finish(out, like, dtype)
+
+
+def normal(k, shape, *, like, dtype=None) -> Any:
+    """Standard normal draws of ``shape`` in ``like``'s namespace, device and dtype (or ``dtype``)."""
+    return _draw(k, shape, like, dtype, "standard_normal", "standard_normal")
 
 
 def uniform(k, shape, *, like, dtype=None) -> Any:
     """Uniform draws on [0, 1) of ``shape`` in ``like``'s namespace, device and dtype."""
-    xp = namespace(like)
-    dtype = like.dtype if dtype is None else dtype
-    name = backend_name(xp)
-    dname = np.dtype(str(dtype).split(".")[-1].strip("'>")).name if name != "numpy" else np.dtype(dtype).name
-    if name == "numpy":
-        return _np_generator(k).random(shape, dtype=np.dtype(dname))
-    if name == "cupy":
-        import cupy
-
-        with device_of(like):
-            return _cupy_rs(k).random_sample(size=shape, dtype=cupy.dtype(dname))
-    return _finish(_np_generator(k).random(shape, dtype=np.dtype(dname)), like, dtype)
+    return _draw(k, shape, like, dtype, "random", "random_sample")
 
 
 def standard_gamma(k, shape_param, *, like) -> Any:
