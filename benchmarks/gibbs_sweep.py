@@ -9,7 +9,8 @@ Usage::
 Model as in BENCHMARKS.md: one ReLU hidden layer, scalar output, Δ_Z = Δ_X = Δ_y = 1e-3,
 λ = fan-in, data from a teacher. Each configuration runs in a fresh subprocess with
 ``NUMBA_NUM_THREADS`` / ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` set, so thread counts are
-real. Reported: median (and min) ms per sweep over repeats, the *matmul floor* (the sweep's GEMMs
+real (BLAS is kept at one thread, as `gibbs.run` does by default: threaded OpenBLAS made the
+sweep 2.4x slower here; ``BLOCKBAYES_BENCH_BLAS_THREADS=same`` gives BLAS the same count). Reported: median (and min) ms per sweep over repeats, the *matmul floor* (the sweep's GEMMs
 and Cholesky factorisations timed alone, same threads, same dtype) and the ratio, and the
 published PyTorch figure (float32, one thread) with our speed-up. Timings on shared 2-core
 machines are noisy: the 1-minute load average is printed with the table.
@@ -90,8 +91,9 @@ def worker(d, K, n, dtype, device, repeats, sweeps, classes=0):
 
 def run_sub(d, K, n, dtype, device, threads, repeats, sweeps, classes=0):
     env = dict(os.environ)
-    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
+    env["NUMBA_NUM_THREADS"] = str(threads)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads if os.environ.get("BLOCKBAYES_BENCH_BLAS_THREADS") == "same" else 1)
     cmd = [sys.executable, __file__, "--worker", json.dumps([d, K, n, dtype, device, repeats, sweeps, classes])]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
