@@ -32,6 +32,7 @@ from . import kernels
 from ._backend import (BackendUnavailableError, backend_name, device_of, namespace, resolve_device,
                        same_device, to_device, to_numpy)
 from ._backend import linalg
+from ._backend.threads import thread_limits
 from ._backend import random as bbr
 from .model import MLP, activate, affine
 from .posterior import GibbsResult
@@ -659,7 +660,7 @@ def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn
 
 def _prior_matches_net(xp, net, lam_w, lam_b) -> bool:
     """Whether every chain's first-layer prior equals the net's (the cached Cholesky's)."""
-    return bool(xp.all(lam_w[:, 0] == net.lam_w[0])) and bool(xp.all(lam_b[:, 0] == net.lam_b[0]))
+    return bool(xp.all(lam_w[:, 0] == net.lam_w[0]) & xp.all(lam_b[:, 0] == net.lam_b[0]))
 
 
 def _sample_prior_precisions(key, net, weights, hp: Hyperprior, like):
@@ -730,32 +731,6 @@ def _first_nonfinite(xp, state: GibbsState):
     if state.latent is not None and not bool(xp.all(xp.isfinite(state.latent))):
         bad.append("latent utilities U of the output layer")
     return bad
-
-
-def _thread_limits(num_threads, blas_threads):
-    """Set Numba and BLAS threads for a run; returns a function that restores the settings."""
-    for name, v in (("num_threads", num_threads), ("blas_threads", blas_threads)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"{name} must be a positive int or None, got {v!r}")
-    restore = []
-    if blas_threads is not None:
-        try:
-            from threadpoolctl import threadpool_limits
-
-            ctl = threadpool_limits(limits=blas_threads, user_api="blas")
-            restore.append(ctl.restore_original_limits)
-        except ImportError:
-            pass
-    if num_threads is not None:
-        try:
-            import numba
-
-            old = numba.get_num_threads()
-            numba.set_num_threads(min(num_threads, numba.config.NUMBA_NUM_THREADS))
-            restore.append(lambda: numba.set_num_threads(old))
-        except ImportError:
-            pass
-    return lambda: [r() for r in restore]
 
 
 def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: int = 1, thin: int = 1,
@@ -849,7 +824,7 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         bar = tqdm(total=total, desc="gibbs", unit="sweep", leave=False)
     key = k_run
     kept = 0
-    limits = _thread_limits(num_threads, blas_threads)
+    limits = thread_limits(num_threads, blas_threads)
     try:
         for sweep in range(total):
             key, sub = bbr.split(key, 2)

@@ -105,7 +105,7 @@ class GibbsResult:
             return flat
         if not isinstance(num, int) or not 1 <= num <= total:
             raise ValueError(f"num must be an int in [1, {total}], got {num!r}")
-        idx = np.sort(np.random.Generator(np.random.Philox(key=int(bbr.key(seed)[0]))).choice(total, num, replace=False))
+        idx = bbr.choice(bbr.key(seed), total, num)
         xp = self.xp
         idx_x = xp.asarray(idx, device=device_of(flat[0]))
         return tuple(xp.take(W, idx_x, axis=0) for W in flat)
@@ -268,21 +268,19 @@ class GibbsResult:
     def _class_probs(self, F, dy, nodes):
         """Per-sample class probabilities ``(s, n, K)`` from outputs ``F`` ``(s, n, d_out)``."""
         xp = self.xp
-        from ._backend.special import log_ndtr, ndtr
+        from ._backend.special import gauss_hermite_normal, log_ndtr, ndtr
 
         if self.net.likelihood == "probit":
             return xp.concat([ndtr(-F), ndtr(F)], axis=-1)
         # p(c | a) = ∫ φ(t) Π_{c'≠c} Φ((a_c − a_c')/√Δ + t) dt, Gauss–Hermite in t
-        t, w = np.polynomial.hermite.hermgauss(nodes)
-        t = t * math.sqrt(2.0)
-        w = w / math.sqrt(math.pi)
+        t, w = gauss_hermite_normal(nodes)
         scale = 1.0 / xp.sqrt(dy)[:, None, None, None]
         D = (F[..., :, None] - F[..., None, :]) * scale      # (s, n, c, c')
         out = xp.zeros(F.shape, dtype=F.dtype, device=device_of(F))
         for tg, wg in zip(t, w):
-            tg_arr = xp.asarray(float(tg), dtype=F.dtype, device=device_of(F))
+            tg_arr = xp.asarray(tg, dtype=F.dtype, device=device_of(F))
             lg = xp.sum(log_ndtr(D + tg_arr), axis=-1) - log_ndtr(tg_arr)
-            out = out + float(wg) * xp.exp(lg)
+            out = out + wg * xp.exp(lg)
         return out / xp.sum(out, axis=-1, keepdims=True)
 
     def predict_proba(self, X_new, *, chunk: int = 64, nodes: int = 32):
@@ -311,7 +309,7 @@ class GibbsResult:
         labels = validate_labels(self.net, labels if namespace(labels) is xp else xp.asarray(to_numpy(labels), device=device_of(X_new)), X_new.shape[0])
         oh = xp.astype(labels[:, None] == xp.arange(self.num_classes, device=device_of(labels)), X_new.dtype)
         acc, total = None, 0
-        tiny = xp.asarray(np.finfo(np.dtype(str(X_new.dtype).split(".")[-1].strip("'>"))).tiny, dtype=X_new.dtype, device=device_of(X_new))
+        tiny = xp.asarray(xp.finfo(X_new.dtype).smallest_normal, dtype=X_new.dtype, device=device_of(X_new))
         for F, dy in self._forward_chunks(X_new, chunk):
             p = xp.sum(self._class_probs(F, dy, nodes) * oh, axis=-1)      # (s, n)
             acc = _logsumexp_update(xp, acc, xp.log(xp.maximum(p, tiny)))

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import backend_name, device_of, namespace
 
-__all__ = ["key", "split", "key_words", "normal", "uniform", "standard_gamma", "is_key"]
+__all__ = ["key", "split", "key_words", "normal", "uniform", "standard_gamma", "is_key", "choice"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -120,3 +120,9 @@ def standard_gamma(k, shape_param, *, like) -> Any:
 
     draw = _np_generator(k).standard_gamma(to_numpy(shape_param).astype(np.float64))
     return xp.asarray(draw, dtype=like.dtype, device=device_of(like))
+
+
+def choice(k, total: int, num: int) -> np.ndarray:
+    """``num`` distinct indices from ``range(total)``, sorted, as a host int64 array (uniform
+    without replacement; for selecting samples or minibatches)."""
+    return np.sort(_np_generator(k).choice(total, num, replace=False))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from . import backend_name, device_of, namespace, to_numpy
 
-__all__ = ["ndtr", "log_ndtr", "ndtri", "ndtri_exp", "erfcx", "log_expit"]
+__all__ = ["ndtr", "log_ndtr", "ndtri", "ndtri_exp", "erfcx", "log_expit", "gauss_hermite_normal"]
 
 
 def _call(fname, x):
@@ -61,3 +61,13 @@ def erfcx(x):
 def log_expit(x):
     """log σ(x) = -log(1 + exp(-x)), stable."""
     return _call("log_expit", x)
+
+
+def gauss_hermite_normal(nodes: int):
+    """Nodes ``t_g`` and weights ``w_g`` (host floats) with ``∫ φ(t) g(t) dt ≈ Σ_g w_g g(t_g)``."""
+    import math
+
+    import numpy as np
+
+    t, w = np.polynomial.hermite.hermgauss(nodes)
+    return [float(v) * math.sqrt(2.0) for v in t], [float(v) / math.sqrt(math.pi) for v in w]

@@ -308,8 +308,7 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-2, num_mc: int 
             if batch_size is None or batch_size == n:
                 Xb, Yb, scale = X, Y, 1.0
             else:
-                idx = np.random.Generator(np.random.Philox(key=int(k_b[0]))).choice(n, batch_size, replace=False)
-                idx_x = xp.asarray(np.sort(idx), device=device_of(X))
+                idx_x = xp.asarray(bbr.choice(k_b, n, batch_size), device=device_of(X))
                 Xb, Yb, scale = xp.take(X, idx_x, axis=0), xp.take(Y, idx_x, axis=0), n / batch_size
             state, info = step(k_s, state, net, Xb, Yb, likelihood=lik, lr=_lr_at(t, num_steps, lr, schedule),
                                num_mc=num_mc, scale=scale, learn_noise=learn_noise)

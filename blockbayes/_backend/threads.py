@@ -1,0 +1,33 @@
+"""CPU thread settings of a run: Numba kernel threads and BLAS/LAPACK threads.
+
+The only place that talks to Numba's and the BLAS libraries' thread pools (``threadpoolctl``).
+"""
+from __future__ import annotations
+
+__all__ = ["thread_limits"]
+
+
+def thread_limits(num_threads=None, blas_threads=None):
+    """Set Numba and BLAS threads for a run; returns a function that restores the settings."""
+    for name, v in (("num_threads", num_threads), ("blas_threads", blas_threads)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be a positive int or None, got {v!r}")
+    restore = []
+    if blas_threads is not None:
+        try:
+            from threadpoolctl import threadpool_limits
+
+            ctl = threadpool_limits(limits=blas_threads, user_api="blas")
+            restore.append(ctl.restore_original_limits)
+        except ImportError:
+            pass
+    if num_threads is not None:
+        try:
+            import numba
+
+            old = numba.get_num_threads()
+            numba.set_num_threads(min(num_threads, numba.config.NUMBA_NUM_THREADS))
+            restore.append(lambda: numba.set_num_threads(old))
+        except ImportError:
+            pass
+    return lambda: [r() for r in restore]
