@@ -221,19 +221,74 @@ def _gibbs_likelihood(arch: Arch) -> str:
 
 # ----------------------------------------------------------------------------------- gibbs
 
+# Logistic and probit links agree best when the logit is scaled by 1/1.702 (Camilli 1994); a MAP
+# start for the probit models divides the output layer of a logistic MAP fit by this factor.
+_LOGIT_TO_PROBIT = 1.702
+
+
+def _map_starts(arch: Arch, X, y, *, seed, num_chains, prior_prec, map_options):
+    """One MAP fit per chain, stacked as chain-batched start weights for the noisy-network samplers.
+
+    Chain ``c`` starts from the MAP fit with seed ``[seed, 100 + c]`` — the same fits as the members
+    of the ``ensemble`` method (shared through the MAP memo when both run in one process), so that
+    the chains start in different modes and R-hat can see it. Returns ``(weights, delta_y, info)``:
+    ``weights[l]`` of shape ``(C, d_{l+1}, d_l + 1)``, the mean holdout noise variance of the fits
+    (regression; the starting ``Δ_y``) and ``info`` with the MAP time owed to the caller.
+    For classification the output layer is divided by 1.702 (logistic → probit scale).
+    """
+    fits = [_map_with_noise(arch, X, y, seed=_int_seed([seed, 100 + c]), prior_prec=prior_prec, **map_options)
+            for c in range(num_chains)]
+    L = len(arch.widths) - 1
+    weights = [np.stack([_np(f[1][l]) for f in fits]) for l in range(L)]
+    if arch.task != "regression":
+        weights[-1] = weights[-1] / _LOGIT_TO_PROBIT
+    owed = sum(_owed(f[3]) for f in fits)
+    fresh = sum(float(f[3].get("map_time_s", 0.0)) for f in fits if not f[3].get("map_reused"))
+    info = {"map_starts": num_chains, "map_time_s": owed + fresh, "map_owed_s": owed,
+            "map_starts_converged": all(f[3].get("map_converged", True) for f in fits)}
+    return weights, float(np.mean([f[2] for f in fits])), info
+
+
+_MAP_INITS = ("map", "map_shared")
+
+
+def _resolve_start(arch, X, y, *, seed, init, num_chains, prior_prec, delta_y):
+    """MAP starts for the noisy-network samplers; any other ``init`` passes through unchanged.
+
+    ``init="map"``: chain ``c`` starts from its own MAP fit (distinct modes, honest R-hat).
+    ``init="map_shared"``: every chain starts from the first of those fits (one mode; what a
+    Rao–Blackwellised block posterior needs, since it averages natural parameters over chains and
+    averaging over different modes — permuted hidden units — gives a meaningless posterior).
+    Returns ``(start, delta_y, info)``; ``delta_y`` is the MAP holdout noise for regression.
+    """
+    if not (isinstance(init, str) and init in _MAP_INITS):
+        return init, delta_y, {}
+    mopts = {k: v for k, v in _MAP_DEFAULTS.items() if k not in ("prior_prec", "optimizer")}
+    mopts["method"] = _MAP_DEFAULTS["optimizer"]
+    fits = num_chains if init == "map" else 1
+    weights, dy, info = _map_starts(arch, X, y, seed=seed, num_chains=fits, prior_prec=prior_prec,
+                                    map_options=mopts)
+    if fits != num_chains:
+        weights = [np.repeat(w, num_chains, axis=0) for w in weights]
+    return weights, (dy if arch.task == "regression" else delta_y), info
+
+
 def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, thin, delta_z, delta_x,
                delta_y, learn_noise, learn_prior, prior_prec, init, predictive, dtype):
     from .. import gibbs
     from ..model import MLP
 
     lik = _gibbs_likelihood(arch)
+    start, delta_y, start_info = _resolve_start(arch, X, y, seed=seed, init=init, num_chains=num_chains,
+                                                prior_prec=prior_prec, delta_y=delta_y)
     net = MLP(arch.widths, arch.activation, likelihood=lik, prior_prec=prior_prec,
               delta={"Z": delta_z, "X": delta_x, "y": delta_y})
     reg = arch.task == "regression"
     res = gibbs.run(net, X, y, num_samples=num_samples, num_warmup=num_warmup, num_chains=num_chains,
                     thin=thin, seed=seed, learn_noise=bool(learn_noise and reg), learn_prior=learn_prior,
-                    init=init, dtype=dtype, progress=False).to_numpy()
-    diag = {"sweeps_per_chain": num_warmup + num_samples * thin, "samples": num_chains * num_samples}
+                    init=start, dtype=dtype, progress=False).to_numpy()
+    diag = {"sweeps_per_chain": num_warmup + num_samples * thin, "samples": num_chains * num_samples,
+            **start_info}
     traces = {}
     if res.log_joint is not None:
         traces["log_joint"] = _thin_trace(res.log_joint)
@@ -255,17 +310,20 @@ def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, t
         def lpd(Xn, yn):
             return _np(res.log_predictive_density(Xn, yn, reduce=False, kind=kind, seed=pseed))
 
-        return Predictor(predict=predict, lpd=lpd, diagnostics=diag, traces=traces)
-    return Predictor(predict_proba=lambda Xn: _proba2(res.predict_proba(Xn)), diagnostics=diag, traces=traces)
+        return Predictor(predict=predict, lpd=lpd, diagnostics=diag, traces=traces,
+                         extra_time_s=start_info.get("map_owed_s", 0.0))
+    return Predictor(predict_proba=lambda Xn: _proba2(res.predict_proba(Xn)), diagnostics=diag, traces=traces,
+                     extra_time_s=start_info.get("map_owed_s", 0.0))
 
 
 register_method(Method(
     "gibbs", _fit_gibbs,
-    defaults=dict(num_warmup=1000, num_samples=50, num_chains=4, thin=10, delta_z=1e-2, delta_x=1e-2,
-                  delta_y=0.1, learn_noise=True, learn_prior=False, prior_prec="fan_in", init="zero",
+    defaults=dict(num_warmup=1000, num_samples=100, num_chains=4, thin=10, delta_z=1e-3, delta_x=1e-3,
+                  delta_y=0.1, learn_noise=True, learn_prior=False, prior_prec="fan_in", init="map",
                   predictive="network", dtype="float64"),
     requires="blockbayes.gibbs",
-    description="block-Gibbs on the noisy MLP (Δ_Z = Δ_X = 1e-2, learned Δ_y, fan-in prior, 4 chains)"))
+    description="block-Gibbs on the noisy MLP (Δ_Z = Δ_X = 1e-3, learned Δ_y, fan-in prior, 4 chains from "
+                "4 MAP fits)"))
 
 
 # ----------------------------------------------------------------------------------- MAP family
@@ -541,14 +599,25 @@ def _vi_diag(res) -> dict:
 
 
 def _fit_vi(arch, X, y, *, seed, vi_method, delta_z, delta_x, delta_y, prior_prec, learn_noise, learn_prior,
-            num_pred_samples, options):
+            num_pred_samples, init, options):
     from .. import vi
     from ..model import MLP
 
     reg = arch.task == "regression"
+    kw = dict(options or {})
+    start_info = {}
+    if init is not None:
+        if vi_method == "mean_field":
+            raise ValueError("vi_mf has no 'init' option (it starts from its own random initialisation)")
+        if "init" in kw:
+            raise ValueError("give the start either as init=... or in options, not both")
+        num_chains = int(kw.get("num_chains", 4)) if vi_method in ("rao_blackwell", "sampled") else 1
+        kw["init"], delta_y, start_info = _resolve_start(arch, X, y, seed=seed, init=init, num_chains=num_chains,
+                                                         prior_prec=prior_prec, delta_y=delta_y)
+        if num_chains == 1 and isinstance(init, str) and init in _MAP_INITS:
+            kw["init"] = [w[0] for w in kw["init"]]           # single-state methods take unbatched weights
     net = MLP(arch.widths, arch.activation, likelihood=_gibbs_likelihood(arch), prior_prec=prior_prec,
               delta={"Z": delta_z, "X": delta_x, "y": delta_y})
-    kw = dict(options or {})
     if vi_method == "mean_field":
         kw.setdefault("learn_noise", bool(learn_noise and reg))
     elif vi_method == "rao_blackwell":
@@ -557,17 +626,19 @@ def _fit_vi(arch, X, y, *, seed, vi_method, delta_z, delta_x, delta_y, prior_pre
     res = vi.run(net, X, y, method=vi_method, seed=seed, progress=False, **kw)
     if hasattr(res, "to_numpy"):
         res = res.to_numpy()
-    diag = _vi_diag(res)
+    diag = {**_vi_diag(res), **start_info}
     if reg:
         try:
             diag["delta_y_mean"] = float(np.mean(_np(res.delta_y)))
         except Exception:
             pass
-    return _vi_predictor(arch, res, seed, num_pred_samples, diag)
+    pred = _vi_predictor(arch, res, seed, num_pred_samples, diag)
+    pred.extra_time_s = start_info.get("map_owed_s", 0.0)
+    return pred
 
 
 _VI_DEFAULTS = dict(delta_z=1e-2, delta_x=1e-2, delta_y=0.1, prior_prec="fan_in", learn_noise=True,
-                    learn_prior=False, num_pred_samples=500, options={})
+                    learn_prior=False, num_pred_samples=500, init=None, options={})
 
 
 def _vi_variant(name, vi_method, desc, tasks=("regression",), **extra):
@@ -575,7 +646,8 @@ def _vi_variant(name, vi_method, desc, tasks=("regression",), **extra):
                            requires="blockbayes.vi:run", tasks=tasks, description=desc))
 
 
-_vi_variant("vi_block", "rao_blackwell", "block-Gaussian VI of the noisy MLP, Rao-Blackwellised (honest variances)")
+_vi_variant("vi_block", "rao_blackwell", "block-Gaussian VI of the noisy MLP, Rao-Blackwellised, 4 chains from "
+            "one MAP fit (Δ_Z = Δ_X = 1e-3)", delta_z=1e-3, delta_x=1e-3, init="map_shared")
 _vi_variant("vi_cavi", "cavi", "block CAVI of the noisy MLP (conditional variances, MATH.md §C.5)")
 _vi_variant("vi_mf", "mean_field", "mean-field Gaussian VI of the standard MLP (Bayes by backprop)",
             tasks=("regression", "classification"))

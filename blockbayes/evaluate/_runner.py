@@ -207,11 +207,13 @@ def _maxrss_mb() -> float:
 
 # ----------------------------------------------------------------------------------- the grid
 
-def _normalise_methods(methods) -> list:
-    """``[(label, Method, options)]`` from names, mappings or Method objects; unique labels."""
+def _normalise_methods(methods) -> tuple:
+    """``([(label, Method, options)], {label: {dataset: options}})`` from names, mappings or Method
+    objects; unique labels. A mapping's ``"by_dataset"`` entry (``{dataset name: {option: value}}``)
+    overrides its options on those datasets; the overrides are resolved (and checked) here."""
     if isinstance(methods, (str, dict, Method)):
         methods = [methods]
-    out = []
+    out, by_ds = [], {}
     for m in methods:
         if isinstance(m, str):
             meth = get_method(m)
@@ -224,8 +226,13 @@ def _normalise_methods(methods) -> list:
             if name is None:
                 raise ValueError(f"a method mapping needs a 'method' (or 'name') entry, got {sorted(m)}")
             label = str(d.pop("label", name))
+            over = d.pop("by_dataset", None) or {}
+            if not isinstance(over, dict) or not all(isinstance(v, dict) for v in over.values()):
+                raise TypeError(f"'by_dataset' of method {label!r} must map dataset names to option mappings")
             meth = get_method(name)
             out.append((label, meth, meth.options(d)))
+            if over:
+                by_ds[label] = {str(ds): meth.options({**d, **o}) for ds, o in over.items()}
         else:
             raise TypeError(f"a method must be a name, a mapping or a Method, got {type(m).__name__}")
     labels = [o[0] for o in out]
@@ -234,7 +241,7 @@ def _normalise_methods(methods) -> list:
         raise ValueError(f"duplicate method labels {dup}: give each configuration a distinct 'label'")
     if not out:
         raise ValueError("no methods given")
-    return out
+    return out, by_ds
 
 
 def _normalise_sizes(train_sizes) -> list:
@@ -297,7 +304,10 @@ def evaluate(methods, datasets, *, train_sizes=None, splits=None, seeds=None, ou
         Registry names (``"gibbs"``, ``"map"``, ``"ensemble"``, ``"laplace_kfac"``, ...; see
         :func:`available_methods`), mappings ``{"method": name, "label": str, **options}`` (the
         label names the column; options override the method's defaults), or
-        :class:`~blockbayes.evaluate.Method` objects.
+        :class:`~blockbayes.evaluate.Method` objects. A mapping may carry
+        ``"by_dataset": {dataset name: {option: value}}``: options for those datasets only (e.g.
+        fewer Gibbs sweeps on the largest set); the name is the resolved dataset's name
+        (``"naval-propulsion-plant"``), and the cell's hash records the options it ran with.
     datasets : sequence
         Names, mappings or :class:`~blockbayes.datasets.Dataset` objects (see
         :mod:`blockbayes.evaluate._data`): e.g. ``["boston", {"name": "protein", "splits": 2}]``.
@@ -351,7 +361,7 @@ def evaluate(methods, datasets, *, train_sizes=None, splits=None, seeds=None, ou
         raise ValueError(f"memory must be one of {_MEMORY_MODES}, got {memory!r}")
     if on_error not in ("record", "raise"):
         raise ValueError(f"on_error must be 'record' or 'raise', got {on_error!r}")
-    mlist = _normalise_methods(methods)
+    mlist, by_dataset = _normalise_methods(methods)
     if isinstance(datasets, (str, dict)) or hasattr(datasets, "X_train"):
         datasets = [datasets]
     specs = [resolve_dataset(d) for d in datasets]
@@ -382,6 +392,7 @@ def evaluate(methods, datasets, *, train_sizes=None, splits=None, seeds=None, ou
                 for seed in seed_list:
                     for size in sizes:
                         for label, meth, opts in mlist:
+                            opts = by_dataset.get(label, {}).get(spec.name, opts)
                             key = {"version": PROTOCOL_VERSION, "method": meth.name, "options": opts,
                                    "data": spec.config(), "split": split, "seed": seed, "size": size,
                                    "ece_bins": ece_bins}
@@ -429,7 +440,8 @@ def evaluate(methods, datasets, *, train_sizes=None, splits=None, seeds=None, ou
     from ._report import summarize, write_reports
 
     summary = summarize(cells)
-    config = {"methods": [{"label": l, "method": m.name, "options": o} for l, m, o in mlist],
+    config = {"methods": [{"label": l, "method": m.name, "options": o,
+                           **({"by_dataset": by_dataset[l]} if l in by_dataset else {})} for l, m, o in mlist],
               "datasets": [s.config() for s in specs], "splits": dict(zip([s.name for s in specs], split_lists)),
               "seeds": seed_list, "train_sizes": sizes, "memory": memory, "ece_bins": ece_bins,
               "protocol_version": PROTOCOL_VERSION}
