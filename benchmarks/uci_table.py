@@ -68,9 +68,9 @@ METHODS = {
     "laplace_diag": {"method": "laplace_diag"},
     "ensemble": {"method": "ensemble", "members": 5},
     "vi_mf": {"method": "vi_mf"},
-    "gibbs": {"method": "gibbs", "num_warmup": 500, "num_samples": 100, "thin": 5, "num_chains": 4,
+    "gibbs": {"method": "gibbs", "num_warmup": 300, "num_samples": 100, "thin": 3, "num_chains": 4,
               "delta_z": 1e-3, "delta_x": 1e-3, "init": "map"},
-    "vi_block": {"method": "vi_block"},
+    "vi_block": {"method": "vi_block", "options": {"num_warmup": 100, "num_samples": 100}},
 }
 DEFAULT_METHODS = tuple(METHODS)
 
@@ -82,12 +82,12 @@ DATASET_OVERRIDES = {
     "naval-propulsion-plant": {
         "map": _BIG_MAP, "laplace_kfac": _BIG_MAP, "laplace_diag": _BIG_MAP, "ensemble": _BIG_MAP,
         "gibbs": {"num_warmup": 200, "num_samples": 50, "thin": 4, "dtype": "float32"},
-        "vi_block": {"options": {"num_warmup": 100, "num_samples": 100}, "delta_z": 1e-3},
+        "vi_block": {"options": {"num_warmup": 50, "num_samples": 50}},
     },
     "protein-tertiary-structure": {
         "map": _BIG_MAP, "laplace_kfac": _BIG_MAP, "laplace_diag": _BIG_MAP, "ensemble": _BIG_MAP,
         "gibbs": {"num_warmup": 100, "num_samples": 50, "thin": 2, "num_chains": 2, "dtype": "float32"},
-        "vi_block": {"options": {"num_warmup": 50, "num_samples": 50, "num_chains": 2}, "delta_z": 1e-3},
+        "vi_block": {"options": {"num_warmup": 50, "num_samples": 50, "num_chains": 2}},
         "vi_mf": {"options": {"num_steps": 1000}},
     },
 }
@@ -135,8 +135,11 @@ def describe(cfg) -> str:
                 f"{steps} full-batch Adam steps, fan-in prior, Δ_y learned as a point estimate; "
                 f"{opts['num_pred_samples']} predictive samples")
     if cfg["method"] == "vi_block":
-        return (f"block-Gaussian VI of the noisy MLP (Rao-Blackwellised Gibbs, blockbayes.vi.run defaults), "
-                f"Δ_Z = Δ_X = {opts['delta_z']:g}, Δ_y learned")
+        o = opts["options"]
+        return (f"block-Gaussian VI of the noisy MLP (Rao-Blackwellised block posterior of "
+                f"{o.get('num_chains', 4)} Gibbs chains, all started from one MAP fit, "
+                f"{o.get('num_warmup', 200)} warm-up + {o.get('num_samples', 200)} accumulated sweeps), "
+                f"Δ_Z = Δ_X = {opts['delta_z']:g}, Δ_y learned; {opts['num_pred_samples']} predictive samples")
     return m.description
 
 

@@ -325,8 +325,8 @@ def test_map_starts_are_the_ensemble_members():
 
 
 def test_gibbs_from_map_starts_beats_zero_start_on_short_chains():
-    """A short run from the MAP starts is already near the MAP's fit; a zero start of the same
-    length is not (deterministic given the seeds; the margin is large, see the assertion)."""
+    """A short run (40 sweeps) from the MAP starts already fits the teacher; a zero start of the same
+    length has not left the prior mean (deterministic given the seeds)."""
     from blockbayes.evaluate import _methods as M
 
     d, _ = bb.datasets.teacher_student(bb.MLP([3, 8, 1], "relu", delta=1e-3), 200, 200, seed=3, return_aux=False)
@@ -341,4 +341,5 @@ def test_gibbs_from_map_starts_beats_zero_start_on_short_chains():
         rm[init] = float(np.sqrt(np.mean((m - d.y_test) ** 2)))
         if init == "map":
             assert p.diagnostics["map_starts"] == 2
-    assert rm["map"] < rm["zero"]
+    # measured: 0.071 (MAP starts) vs 0.59 (zero start; the test targets' sd is 0.60)
+    assert rm["map"] < 0.25 * rm["zero"]
