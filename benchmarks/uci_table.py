@@ -78,16 +78,20 @@ DEFAULT_METHODS = tuple(METHODS)
 # L-BFGS iterations for every MAP fit (shared by MAP, Laplace, the ensemble and the MAP starts)
 # and fewer sweeps. Reported in the header next to the settings.
 _BIG_MAP = {"max_iter": 300}
+_BIG_START = {"init": {"map": _BIG_MAP}}
 DATASET_OVERRIDES = {
     "naval-propulsion-plant": {
         "map": _BIG_MAP, "laplace_kfac": _BIG_MAP, "laplace_diag": _BIG_MAP, "ensemble": _BIG_MAP,
-        "gibbs": {"num_warmup": 200, "num_samples": 50, "thin": 4, "dtype": "float32"},
-        "vi_block": {"options": {"num_warmup": 50, "num_samples": 50}},
+        "gibbs": {"num_warmup": 200, "num_samples": 50, "thin": 4, "dtype": "float32", **_BIG_START},
+        "vi_block": {"options": {"num_warmup": 50, "num_samples": 50}, "init": {"map_shared": _BIG_MAP}},
+        "vi_mf": {"options": {"num_steps": 1000}},
     },
     "protein-tertiary-structure": {
         "map": _BIG_MAP, "laplace_kfac": _BIG_MAP, "laplace_diag": _BIG_MAP, "ensemble": _BIG_MAP,
-        "gibbs": {"num_warmup": 100, "num_samples": 50, "thin": 2, "num_chains": 2, "dtype": "float32"},
-        "vi_block": {"options": {"num_warmup": 50, "num_samples": 50, "num_chains": 2}},
+        "gibbs": {"num_warmup": 100, "num_samples": 50, "thin": 2, "num_chains": 2, "dtype": "float32",
+                  **_BIG_START},
+        "vi_block": {"options": {"num_warmup": 50, "num_samples": 50, "num_chains": 2},
+                     "init": {"map_shared": _BIG_MAP}},
         "vi_mf": {"options": {"num_steps": 1000}},
     },
 }
@@ -111,12 +115,14 @@ def method_configs(names):
 
 def describe(cfg) -> str:
     m = ev.get_method(cfg["method"])
-    opts = m.options({k: v for k, v in cfg.items() if k not in ("method", "label")})
+    opts = m.options({k: v for k, v in cfg.items() if k not in ("method", "label", "by_dataset")})
     if cfg["method"] == "gibbs":
         sweeps = opts["num_warmup"] + opts["num_samples"] * opts["thin"]
         prior = "layer-wise λ learned (Gamma hyperprior)" if opts["learn_prior"] else f"prior λ = {opts['prior_prec']} (fixed)"
         return (f"block Gibbs, noisy MLP Δ_Z = Δ_X = {opts['delta_z']:g}, Δ_y learned (Gamma hyperprior), "
-                f"{prior}, {opts['num_chains']} chains from init='{opts['init']}', "
+                f"{prior}, {opts['num_chains']} chains "
+                + ("from MAP fits (one per chain: the ensemble's members), " if opts["init"] == "map"
+                   else f"from init='{opts['init']}', ") +
                 f"{opts['num_warmup']} warm-up + {opts['num_samples']}×{opts['thin']} sweeps per chain "
                 f"({sweeps} sweeps, {opts['num_chains'] * opts['num_samples']} samples kept); "
                 f"predictive: noise-free network + Δ_y per sample")

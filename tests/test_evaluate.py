@@ -319,6 +319,12 @@ def test_map_starts_are_the_ensemble_members():
     ws, _, info_s = M._resolve_start(arch, d.X_train, d.y_train, seed=7, init="map_shared", num_chains=3,
                                      prior_prec="fan_in", delta_y=0.1)
     assert info_s["map_starts"] == 1 and np.array_equal(ws[0][2], w[0][0]) and np.array_equal(ws[0][1], w[0][0])
+    w3, _, info3 = M._resolve_start(arch, d.X_train, d.y_train, seed=7, init={"map": {"max_iter": 5}},
+                                    num_chains=2, prior_prec="fan_in", delta_y=0.1)
+    assert info3["map_starts"] == 2 and not np.allclose(w3[0][0], w[0][0])     # other MAP settings, other fit
+    with pytest.raises(ValueError, match="MAP start options"):
+        M._resolve_start(arch, d.X_train, d.y_train, seed=7, init={"map": {"maxiter": 5}}, num_chains=2,
+                         prior_prec="fan_in", delta_y=0.1)
     same, dy2, none = M._resolve_start(arch, d.X_train, d.y_train, seed=7, init="zero", num_chains=3,
                                        prior_prec="fan_in", delta_y=0.1)
     assert same == "zero" and dy2 == 0.1 and none == {}

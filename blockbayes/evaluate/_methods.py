@@ -250,6 +250,21 @@ def _map_starts(arch: Arch, X, y, *, seed, num_chains, prior_prec, map_options):
 
 
 _MAP_INITS = ("map", "map_shared")
+_MAP_START_OPTIONS = ("max_iter", "holdout", "noise", "delta_y", "optimizer")
+
+
+def _map_init_kind(init):
+    """``("map" | "map_shared", MAP option overrides)`` for a MAP start, ``(None, {})`` otherwise."""
+    if isinstance(init, str):
+        return (init, {}) if init in _MAP_INITS else (None, {})
+    if isinstance(init, dict) and len(init) == 1 and next(iter(init)) in _MAP_INITS:
+        kind, over = next(iter(init.items()))
+        over = dict(over or {})
+        bad = sorted(set(over) - set(_MAP_START_OPTIONS))
+        if bad:
+            raise ValueError(f"MAP start options {bad} unknown; choose from {list(_MAP_START_OPTIONS)}")
+        return kind, over
+    return None, {}
 
 
 def _resolve_start(arch, X, y, *, seed, init, num_chains, prior_prec, delta_y):
@@ -259,13 +274,16 @@ def _resolve_start(arch, X, y, *, seed, init, num_chains, prior_prec, delta_y):
     ``init="map_shared"``: every chain starts from the first of those fits (one mode; what a
     Rao–Blackwellised block posterior needs, since it averages natural parameters over chains and
     averaging over different modes — permuted hidden units — gives a meaningless posterior).
+    ``init={"map": {...}}`` (or ``{"map_shared": {...}}``) overrides the MAP settings of the starts
+    (``max_iter``, ``holdout``, ``noise``, ``delta_y``, ``optimizer``; defaults as for ``map``).
     Returns ``(start, delta_y, info)``; ``delta_y`` is the MAP holdout noise for regression.
     """
-    if not (isinstance(init, str) and init in _MAP_INITS):
+    kind, over = _map_init_kind(init)
+    if kind is None:
         return init, delta_y, {}
-    mopts = {k: v for k, v in _MAP_DEFAULTS.items() if k not in ("prior_prec", "optimizer")}
-    mopts["method"] = _MAP_DEFAULTS["optimizer"]
-    fits = num_chains if init == "map" else 1
+    mopts = {k: v for k, v in {**_MAP_DEFAULTS, **over}.items() if k not in ("prior_prec", "optimizer")}
+    mopts["method"] = over.get("optimizer", _MAP_DEFAULTS["optimizer"])
+    fits = num_chains if kind == "map" else 1
     weights, dy, info = _map_starts(arch, X, y, seed=seed, num_chains=fits, prior_prec=prior_prec,
                                     map_options=mopts)
     if fits != num_chains:
@@ -614,7 +632,7 @@ def _fit_vi(arch, X, y, *, seed, vi_method, delta_z, delta_x, delta_y, prior_pre
         num_chains = int(kw.get("num_chains", 4)) if vi_method in ("rao_blackwell", "sampled") else 1
         kw["init"], delta_y, start_info = _resolve_start(arch, X, y, seed=seed, init=init, num_chains=num_chains,
                                                          prior_prec=prior_prec, delta_y=delta_y)
-        if num_chains == 1 and isinstance(init, str) and init in _MAP_INITS:
+        if num_chains == 1 and _map_init_kind(init)[0] is not None:
             kw["init"] = [w[0] for w in kw["init"]]           # single-state methods take unbatched weights
     net = MLP(arch.widths, arch.activation, likelihood=_gibbs_likelihood(arch), prior_prec=prior_prec,
               delta={"Z": delta_z, "X": delta_x, "y": delta_y})
