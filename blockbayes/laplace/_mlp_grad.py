@@ -200,6 +200,21 @@ def forward_cache(net: MLP, weights: Sequence, X) -> Cache:
     return Cache(tuple(Ht), tuple(A))
 
 
+def _forward_plain(xp, net: MLP, weights: Sequence, X):
+    """Forward pass without materialising ``[H 1]``: inputs ``H[l]`` ``(m, d_l)`` and
+    pre-activations ``A[l] = H[l] W_w[l]ᵀ + b[l]`` ``(m, d_{l+1})`` (the objective's hot path; the
+    curvature code keeps the augmented :func:`forward_cache`)."""
+    H, Hs, As = X, [], []
+    L = len(weights)
+    for l, W in enumerate(weights):
+        a = xp.matmul(H, xp.matrix_transpose(W[:, :-1])) + W[:, -1][None, :]
+        Hs.append(H)
+        As.append(a)
+        if l < L - 1:
+            H = _activate(xp, a, net.activation, net.slope)
+    return Hs, As
+
+
 def backprop_errors(net: MLP, weights: Sequence, cache: Cache, dF, *, lowest: int = 0):
     """Back-propagate ``∇_Fℓ`` to every layer's pre-activation.
 
@@ -383,13 +398,17 @@ def objective(net: MLP, weights: Sequence, X, Y, *, likelihood: str, lam_w, lam_
     total = xp.zeros((), dtype=dtype, device=dev)
     grads = [xp.zeros_like(W) for W in weights] if grad else None
     for s, e in chunks(n, step):
-        cache = forward_cache(net, weights, X[s:e, :])
-        loss, dF, _ = loss_derivatives(likelihood, cache.F, Y[s:e, :], delta_y, hessian_sqrt=False)
+        Hs, As = _forward_plain(xp, net, weights, X[s:e, :])
+        loss, dF, _ = loss_derivatives(likelihood, As[-1], Y[s:e, :], delta_y, hessian_sqrt=False)
         total = total + xp.sum(loss)
         if grad:
-            deltas = backprop_errors(net, weights, cache, dF)
-            for l in range(L):
-                grads[l] = grads[l] + layer_gradient(deltas[l], cache.Ht[l])
+            d = dF
+            for l in range(L - 1, -1, -1):
+                grads[l] = grads[l] + xp.concat([xp.matmul(xp.matrix_transpose(d), Hs[l]),
+                                                 xp.sum(d, axis=0)[:, None]], axis=1)
+                if l > 0:
+                    fp = activation_derivative(xp, As[l - 1], net.activation, net.slope)
+                    d = fp * xp.matmul(d, weights[l][:, :-1])
     total = total * scale
     for l, W in enumerate(weights):
         lam = prior_vector(xp, lam_w[l], lam_b[l], W.shape[1] - 1, dtype=dtype, device=dev)
