@@ -19,6 +19,7 @@ means the method needs less data). Cells are stored under ``--out`` (default
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -89,7 +90,7 @@ def render(results, datasets, splits, doc: Path) -> str:
         task = task_of(ds)
         metrics = KEY_METRIC[task]
         k = sorted({c["split"] for c in res.cells if c.get("status") == "ok"})
-        lines += [f"## {ds} ({task}; splits {', '.join(map(str, k)) or 'none'} of requested {splits})", ""]
+        lines += [f"## {ds} ({task}; splits run: {', '.join(map(str, k)) or 'none'}; requested: {splits})", ""]
         body = ev.markdown(res.summary, metrics=list(metrics))
         lines += [body.replace("### ", "#### "), ""]
         labels = [m["label"] for m in res.config["methods"]]
@@ -114,9 +115,12 @@ def render(results, datasets, splits, doc: Path) -> str:
                     row.append(f"{r:.2f}")
             lines.append(f"| {metric} | " + " | ".join(row) + " |")
         lines.append("")
-        plots = [p for key, p in res.paths.items() if key.startswith("learning_curves")]
-        if plots:
-            lines += [f"Learning-curve plot: `{Path(plots[0]).relative_to(ROOT) if Path(plots[0]).is_absolute() and ROOT in Path(plots[0]).parents else plots[0]}`.", ""]
+        plots = [Path(p) for key, p in res.paths.items() if key.startswith("learning_curves")]
+        if plots and plots[0].is_file():
+            img = doc.parent / "img" / f"data_efficiency_{ds}.png"
+            img.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(plots[0], img)
+            lines += [f"![learning curves, {ds}](img/{img.name})", ""]
     lines += ["## Reproduce", "", "```", "python benchmarks/data_efficiency.py            # resumable; cells in results/data_efficiency",
               "python benchmarks/data_efficiency.py --report-only", "```", ""]
     text = "\n".join(lines)

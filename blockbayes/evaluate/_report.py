@@ -214,6 +214,7 @@ def _plots(res, out: Path) -> dict:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     paths = {}
     pdir = out / "plots"
@@ -236,6 +237,9 @@ def _plots(res, out: Path) -> dict:
                         x, y, e = map(np.asarray, zip(*pts))
                         ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=m)
                 ax.set_xscale("log")
+                ax.set_xticks(sizes, [str(v) for v in sizes])      # the grid itself, no log-formatter clutter
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                ax.tick_params(axis="x", labelsize=7)
                 ax.set_xlabel("training points n")
                 ax.set_title(METRIC_INFO.get(k, (k,))[0], fontsize=9)
             axes[0][0].legend(fontsize=7)
