@@ -183,16 +183,18 @@ def render(res, methods, datasets, splits_req, doc: Path, elapsed_note: str = ""
             k = s["count"] if s else 0
             if k < info.n_splits:
                 partial = True
-            txt = f"{k} of {info.n_splits}" + (f" ({s['failed']} failed)" if s and s["failed"] else "")
-            if s and s["splits"] != list(range(k)):
-                txt += f" (splits {', '.join(map(str, s['splits']))})"
+            txt = f"{k} of {info.n_splits}"
+            missing = sorted(set(range(info.n_splits)) - set(s["splits"] if s else []))
+            if s and missing and k:
+                txt += f" (not finished: split{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))})"
             ks.append(txt)
         lines.append(f"| {SHORT.get(ds, ds)} | {info.N} | {info.n_hidden} | {info.n_splits} | " + " | ".join(ks) + " |")
     lines.append("")
     if partial:
-        lines.append("**This is a partial run of the protocol**: where k is below the protocol's number of "
-                     "splits, our mean ± SE is over the first k splits only (splits 0..k−1) and is not "
-                     "directly comparable with the published 20-split (protein 5-split) averages.")
+        lines.append("**Not every cell of the protocol ran**: where k is below the protocol's number of "
+                     "splits, our mean ± SE is over the k splits that finished (failed splits are named with "
+                     "their error) and is not exactly comparable with the published 20-split (protein 5-split) "
+                     "averages.")
         lines.append("")
     lines.append("Method settings:")
     lines.append("")
