@@ -236,8 +236,7 @@ def _map_starts(arch: Arch, X, y, *, seed, num_chains, prior_prec, map_options):
     (regression; the starting ``Δ_y``) and ``info`` with the MAP time owed to the caller.
     For classification the output layer is divided by 1.702 (logistic → probit scale).
     """
-    fits = [_map_with_noise(arch, X, y, seed=_int_seed([seed, 100 + c]), prior_prec=prior_prec, **map_options)
-            for c in range(num_chains)]
+    fits = _member_fits(arch, X, y, seed=seed, count=num_chains, prior_prec=prior_prec, **map_options)
     L = len(arch.widths) - 1
     weights = [np.stack([_np(f[1][l]) for f in fits]) for l in range(L)]
     if arch.task != "regression":
@@ -281,8 +280,8 @@ def _resolve_start(arch, X, y, *, seed, init, num_chains, prior_prec, delta_y):
     kind, over = _map_init_kind(init)
     if kind is None:
         return init, delta_y, {}
-    mopts = {k: v for k, v in {**_MAP_DEFAULTS, **over}.items() if k not in ("prior_prec", "optimizer")}
-    mopts["method"] = over.get("optimizer", _MAP_DEFAULTS["optimizer"])
+    mopts = {k: v for k, v in {**_MAP_DEFAULTS, **over}.items() if k != "prior_prec"}
+    mopts["method"] = mopts.pop("optimizer")
     fits = num_chains if kind == "map" else 1
     weights, dy, info = _map_starts(arch, X, y, seed=seed, num_chains=fits, prior_prec=prior_prec,
                                     map_options=mopts)
@@ -473,12 +472,20 @@ register_method(Method(
     description="MAP of the standard MLP (L-BFGS; regression noise from a 10% holdout)"))
 
 
+def _member_fits(arch: Arch, X, y, *, seed, count, **map_kw) -> list:
+    """The first ``count`` ensemble members: MAP fits with seeds ``[seed, 100 + k]`` (memoised).
+
+    The one definition of "member ``k``", shared by ``ensemble`` and the MAP starts of the
+    noisy-network samplers, so that both use (and share) the same fits.
+    """
+    return [_map_with_noise(arch, X, y, seed=_int_seed([seed, 100 + k]), **map_kw) for k in range(count)]
+
+
 def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, noise, holdout, max_iter, optimizer):
     from ..model import forward
 
-    fits = [_map_with_noise(arch, X, y, seed=_int_seed([seed, 100 + k]), prior_prec=prior_prec,
-                            delta_y=delta_y, noise=noise, holdout=holdout, max_iter=max_iter,
-                            method=optimizer) for k in range(members)]
+    fits = _member_fits(arch, X, y, seed=seed, count=members, prior_prec=prior_prec, delta_y=delta_y,
+                        noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer)
     diag = {"members": members, "map_converged": all(f[3].get("map_converged", True) for f in fits)}
     if arch.task == "regression":
         dys = np.array([f[2] for f in fits])

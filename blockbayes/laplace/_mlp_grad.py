@@ -187,23 +187,14 @@ def forward_cache(net: MLP, weights: Sequence, X) -> Cache:
         Cost ``O(m P)``.
     """
     xp = namespace(X)
-    H = X
-    Ht, A = [], []
-    L = len(weights)
-    for l, W in enumerate(weights):
-        Htl = _augment(xp, H)
-        a = xp.matmul(Htl, xp.matrix_transpose(W))
-        Ht.append(Htl)
-        A.append(a)
-        if l < L - 1:
-            H = _activate(xp, a, net.activation, net.slope)
-    return Cache(tuple(Ht), tuple(A))
+    Hs, A = _forward_plain(xp, net, weights, X)
+    return Cache(tuple(_augment(xp, H) for H in Hs), tuple(A))
 
 
 def _forward_plain(xp, net: MLP, weights: Sequence, X):
     """Forward pass without materialising ``[H 1]``: inputs ``H[l]`` ``(m, d_l)`` and
-    pre-activations ``A[l] = H[l] W_w[l]ᵀ + b[l]`` ``(m, d_{l+1})`` (the objective's hot path; the
-    curvature code keeps the augmented :func:`forward_cache`)."""
+    pre-activations ``A[l] = H[l] W_w[l]ᵀ + b[l]`` ``(m, d_{l+1})``: the objective's hot path, and
+    the core of :func:`forward_cache` (which adds the augmented inputs the curvature code needs)."""
     H, Hs, As = X, [], []
     L = len(weights)
     for l, W in enumerate(weights):
