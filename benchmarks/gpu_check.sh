@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The device check of issue 14, in one call (docs/gpu.md): on a lent GPU, in order,
+#   (a) the GPU test tier (pytest -m gpu) and the Gibbs exactness suite's fast tier on cuda,
+#   (b) the backend-swap benchmark, CPU against the GPU (benchmarks/backend_swap.py),
+#   (c) the scale points with their memory floors and memory use (benchmarks/gpu_scale.py).
+# Budget: at most 8 minutes (each step has its own time limit, 470 s in all). Logs and tables
+# go to $OUT (default ./gpu_check_out): 7 files, one folder deep; every step tees its output,
+# so what ran survives a timeout. GPU_CHECK_DRY_RUN=1 runs the same steps on the CPU at small
+# sizes (tests/test_gpu_benchmarks.py does); the GPU steps then skip cleanly.
+set -u -o pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+ROOT=$PWD
+OUT=${OUT:-$ROOT/gpu_check_out}
+mkdir -p "$OUT"
+DRY=${GPU_CHECK_DRY_RUN:-0}
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONDONTWRITEBYTECODE=1
+
+SUMMARY=$OUT/summary.md
+START=$(date +%s)
+declare -a STEPS=()
+
+elapsed() { echo $(( $(date +%s) - START )); }
+
+# step NAME LIMIT_S LOG CMD...: run CMD under `timeout`, tee to LOG, record the exit status
+step() {
+    local name=$1 limit=$2 log=$3
+    shift 3
+    echo "=== [$(elapsed) s] $name (limit ${limit} s): $*" | tee -a "$log"
+    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$log"
+    local rc=$?
+    local note=""
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then note=" (TIMED OUT after ${limit} s)"; fi
+    echo "=== [$(elapsed) s] $name: exit $rc$note" | tee -a "$log"
+    STEPS+=("| $name | $rc$note | $(elapsed) s |")
+}
+
+# ---------------------------------------------------------------- environment
+{
+    echo "# gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo
+    echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (+ local changes)')"
+    echo "python: $($PY -c 'import sys; print(sys.version.split()[0])' 2>&1)"
+    echo "dry run: $DRY"
+    if command -v nvidia-smi >/dev/null 2>&1; then
+        echo
+        echo '```'
+        nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm,clocks.mem --format=csv 2>&1
+        echo '```'
+    fi
+} >"$SUMMARY"
+
+# array-api-compat (and any other missing pure-Python dependency) travels as wheels in .whl/
+if ! "$PY" -c "import array_api_compat" >/dev/null 2>&1; then
+    if compgen -G ".whl/*.whl" >/dev/null; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/blockbayes_site .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/blockbayes_site"
+    fi
+    "$PY" -c "import array_api_compat" >/dev/null 2>&1 \
+        || echo "WARNING: array_api_compat is missing (carry its wheel in .whl/, see docs/gpu.md)" | tee -a "$SUMMARY"
+fi
+"$PY" - >>"$SUMMARY" 2>&1 <<'EOF'
+import importlib
+vers = []
+for m in ("numpy", "scipy", "numba", "cupy", "array_api_compat", "hypothesis", "pytest"):
+    try:
+        vers.append(f"{m} {importlib.import_module(m).__version__}")
+    except Exception as exc:
+        vers.append(f"{m} missing ({type(exc).__name__})")
+print("packages: " + ", ".join(vers))
+EOF
+
+if [ "$DRY" = "1" ]; then
+    DEV=cpu
+    SMALL=(--small)
+    GPU_TESTS=(tests/test_kernels.py tests/test_validation_device.py)
+    VALIDATION=(validation/test_gibbs_families.py -k "tiny_likelihood")
+    SWAP_ARGS=(--only "kernels,distribution")
+    SCALE_ARGS=(--points "50-50-1e4,10-50-1 n=1e8" --max-n 3000 --no-latency)
+else
+    DEV=cuda
+    SMALL=()
+    GPU_TESTS=(tests)
+    VALIDATION=(validation/test_gibbs_conditionals.py validation/test_gibbs_families.py
+                validation/test_gibbs_classification.py)
+    SWAP_ARGS=()
+    SCALE_ARGS=()
+fi
+PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rs --continue-on-collection-errors --durations=10)
+
+# ---------------------------------------------------------------- (a) tests on the device
+step "GPU test tier (pytest -m gpu)" 75 "$OUT/tests_gpu.log" \
+    "${PYTEST[@]}" -m gpu "${GPU_TESTS[@]}"
+# validation in its fast tier (pyproject's addopts: -m 'not slow') with the sampler on cuda
+step "exactness suite, fast tier, --device cuda" 135 "$OUT/validation_cuda.log" \
+    "${PYTEST[@]}" --device cuda "${VALIDATION[@]}"
+
+# ---------------------------------------------------------------- (b) backend swap
+step "backend swap CPU vs $DEV" 110 "$OUT/backend_swap.log" \
+    "$PY" benchmarks/backend_swap.py --device "$DEV" "${SMALL[@]}" "${SWAP_ARGS[@]}" --out "$OUT"
+
+# ---------------------------------------------------------------- (c) scale points
+step "scale points on $DEV" 150 "$OUT/gpu_scale.log" \
+    "$PY" benchmarks/gpu_scale.py --device "$DEV" "${SMALL[@]}" "${SCALE_ARGS[@]}" --out "$OUT"
+
+# ---------------------------------------------------------------- summary
+{
+    echo
+    echo "## steps"
+    echo "| step | exit | at |"
+    echo "|---|---|---|"
+    printf '%s\n' "${STEPS[@]}"
+    for f in tests_gpu validation_cuda; do
+        echo
+        echo "## $f: $(grep -E '(passed|failed|skipped|error|no tests ran)' "$OUT/$f.log" | tail -n 1)"
+    done
+    echo
+    echo "## backend swap"
+    grep -E '^(\||#)' "$OUT/backend_swap.log" || true
+    echo
+    echo "## scale points"
+    grep -E '^(\||#)' "$OUT/gpu_scale.log" || true
+    echo
+    echo "total $(elapsed) s"
+} >>"$SUMMARY"
+cat "$SUMMARY"
+for s in "${STEPS[@]}"; do
+    case $s in *"| 0 |"*) ;; *) exit 1 ;; esac
+done
+exit 0
