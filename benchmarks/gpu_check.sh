@@ -84,18 +84,21 @@ else
     DEV=cuda
     SMALL=()
     GPU_TESTS=(tests)
+    # the broken-twin and control tests are left out on the device: they show the statistics'
+    # power against planted NumPy bugs (run on the host inside the sweep), the same on any backend
     VALIDATION=(validation/test_gibbs_conditionals.py validation/test_gibbs_families.py
-                validation/test_gibbs_classification.py)
+                validation/test_gibbs_classification.py
+                -k "not twin_is_caught and not broken_twins and not control_reimplementation")
     SWAP_ARGS=()
     SCALE_ARGS=()
 fi
 PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rs --continue-on-collection-errors --durations=10)
 
 # ---------------------------------------------------------------- (a) tests on the device
-step "GPU test tier (pytest -m gpu)" 75 "$OUT/tests_gpu.log" \
+step "GPU test tier (pytest -m gpu)" 90 "$OUT/tests_gpu.log" \
     "${PYTEST[@]}" -m gpu "${GPU_TESTS[@]}"
 # validation in its fast tier (pyproject's addopts: -m 'not slow') with the sampler on cuda
-step "exactness suite, fast tier, --device cuda" 135 "$OUT/validation_cuda.log" \
+step "exactness suite, fast tier, --device cuda" 120 "$OUT/validation_cuda.log" \
     "${PYTEST[@]}" --device cuda "${VALIDATION[@]}"
 
 # ---------------------------------------------------------------- (b) backend swap

@@ -27,6 +27,7 @@ script runs in seconds on a CPU (tests/test_gpu_benchmarks.py runs it).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -225,18 +226,22 @@ def main(argv=None):
                         f"at n={n0:,}, {2 * n0:,}); fits {fit:,} in 0.85 x {free / GB:.1f} GB free")
                 emit(out, dict(table="fit", asked=asked, bytes_per_row=per_row, fixed=fixed, free=free, fit=fit, n=n))
             for attempt in range(3):
+                err = None
                 try:
                     run_point(be, name, d, K, n, classes, bw, out, note=note)
-                    break
                 except Exception as exc:       # out of memory at the largest point: shrink, say so
-                    if "OutOfMemory" not in type(exc).__name__ or attempt == 2:
-                        print(f"| {name} | {d}-{K}-{classes or 1} | {n:,} | failed: {type(exc).__name__}: {str(exc)[:120]} |", flush=True)
-                        emit(out, dict(table="scale", point=name, n=n, error=f"{type(exc).__name__}: {exc}"))
-                        break
-                    if be.kind == "cuda":
-                        be.xp.get_default_memory_pool().free_all_blocks()
-                    n = int(n * 0.7)
-                    note += f"; out of memory, retried at n={n:,}"
+                    err = (type(exc).__name__, str(exc))
+                if err is None:
+                    break
+                gc.collect()                   # the failed attempt's arrays, held by the traceback until now
+                if be.kind == "cuda":
+                    be.xp.get_default_memory_pool().free_all_blocks()
+                if "OutOfMemory" not in err[0] or attempt == 2:
+                    print(f"| {name} | {d}-{K}-{classes or 1} | {n:,} | failed: {err[0]}: {err[1][:160]} |", flush=True)
+                    emit(out, dict(table="scale", point=name, n=n, error=f"{err[0]}: {err[1]}"))
+                    break
+                n = int(n * 0.7)
+                note += f"; out of memory, retried at n={n:,}"
         print(f"\n# load average at end {D.load()}")
     finally:
         if out is not None:
