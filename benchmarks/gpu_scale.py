@@ -93,13 +93,17 @@ def latency_table(be, out):
     A = xp.asarray(rng.standard_normal(4096).astype(np.float32))
     Xp = xp.asarray(np.abs(rng.standard_normal(4096)).astype(np.float32))
     key = bbr.key(0)
+    sd1, zero1 = xp.ones(1, dtype=np.float32), xp.zeros(1, dtype=np.float32)
+    side1 = xp.zeros(1, dtype=bool)
     rows = [
         ("random.normal, 4096 draws", lambda: bbr.normal(key, (4096,), like=like)),
         ("linalg.cholesky, 1 x 13x13", lambda: linalg.cholesky(P[0])),
         (f"linalg.cholesky, {C} x 13x13", lambda: linalg.cholesky(P)),
         (f"linalg.solve_triangular, {C} x (13x13, 13x{m})", lambda: linalg.solve_triangular(R, B, lower=True)),
         ("kernels.relu_preact, 4096", lambda: kernels.relu_preact(key, A, Xp, 1e-3, 1e-3)),
-        ("kernels.truncated_normal, 4096, scalar sd", lambda: kernels.truncated_normal(key, A, 1.0, 0.0, False)),
+        ("kernels.truncated_normal, 4096, scalar sd/bound/side", lambda: kernels.truncated_normal(key, A, 1.0, 0.0, False)),
+        ("kernels.truncated_normal, 4096, device sd/bound/side",
+         lambda: kernels.truncated_normal(key, A, sd1, zero1, side1)),
     ]
     if be.kind == "cuda":
         import cupy
