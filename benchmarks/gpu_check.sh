@@ -42,7 +42,11 @@ step() {
 {
     echo "# gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo
-    echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (+ local changes)')"
+    if git rev-parse --short HEAD >/dev/null 2>&1; then
+        echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- 2>/dev/null || echo ' (+ local changes)')"
+    else
+        echo "commit: unknown (no git metadata in this copy of the tree)"
+    fi
     echo "python: $($PY -c 'import sys; print(sys.version.split()[0])' 2>&1)"
     echo "dry run: $DRY"
     if command -v nvidia-smi >/dev/null 2>&1; then
