@@ -234,6 +234,41 @@ def test_nonfinite_state_names_block_and_sweep():
         gibbs.run(net, X, y, num_samples=2, init=bad, progress=False)
 
 
+class _Flag:
+    """Host stand-in for a device boolean: counts the reads that would sync a GPU."""
+    reads = 0
+
+    def __init__(self, v):
+        self.v = bool(v)
+
+    def __and__(self, other):
+        return _Flag(self.v and other.v)
+
+    def __bool__(self):
+        _Flag.reads += 1
+        return self.v
+
+
+class _CountingXP:
+    isfinite = staticmethod(np.isfinite)
+
+    @staticmethod
+    def all(a):
+        return _Flag(np.all(a))
+
+
+def test_finite_check_reads_the_device_once_and_names_every_bad_block():
+    X, y = _data()
+    net = bb.MLP([3, 4, 1], "relu", delta=0.05)
+    st = gibbs.init(bb._backend.random.key(0), net, X, y[:, None], num_chains=2)
+    _Flag.reads = 0
+    assert gibbs._first_nonfinite(_CountingXP, st) == []
+    assert _Flag.reads == 1
+    bad = st._replace(pre=(np.full_like(st.pre[0], np.inf),), delta_y=np.full_like(st.delta_y, np.nan))
+    names = gibbs._first_nonfinite(np, bad)
+    assert names == ["pre-activations Z of hidden layer 2", "delta_y"]
+
+
 def test_float32_tiny_delta_stays_finite():
     X, y = _data(dtype=np.float32, n=200)
     net = bb.MLP([3, 8, 1], "relu", delta=1e-5)
