@@ -7,6 +7,8 @@
 # go to $OUT (default ./gpu_check_out): 7 files, one folder deep; every step tees its output,
 # so what ran survives a timeout. GPU_CHECK_DRY_RUN=1 runs the same steps on the CPU at small
 # sizes (tests/test_gpu_benchmarks.py does); the GPU steps then skip cleanly.
+# GPU_CHECK_ONLY="scale" (any of tests,validation,swap,scale, comma-separated) reruns a subset,
+# e.g. the scale points after a fix, in a second, shorter call.
 set -u -o pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
@@ -14,6 +16,7 @@ ROOT=$PWD
 OUT=${OUT:-$ROOT/gpu_check_out}
 mkdir -p "$OUT"
 DRY=${GPU_CHECK_DRY_RUN:-0}
+ONLY=",${GPU_CHECK_ONLY:-tests,validation,swap,scale},"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -25,10 +28,12 @@ declare -a STEPS=()
 
 elapsed() { echo $(( $(date +%s) - START )); }
 
-# step NAME LIMIT_S LOG CMD...: run CMD under `timeout`, tee to LOG, record the exit status
+# step KEY NAME LIMIT_S LOG CMD...: run CMD under `timeout`, tee to LOG, record the exit status
+# (skipped unless KEY is in GPU_CHECK_ONLY)
 step() {
-    local name=$1 limit=$2 log=$3
-    shift 3
+    local key=$1 name=$2 limit=$3 log=$4
+    shift 4
+    case $ONLY in *",$key,"*) ;; *) STEPS+=("| $name | skipped (GPU_CHECK_ONLY) | $(elapsed) s |"); return 0 ;; esac
     echo "=== [$(elapsed) s] $name (limit ${limit} s): $*" | tee -a "$log"
     timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$log"
     local rc=$?
@@ -99,18 +104,18 @@ fi
 PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rs --continue-on-collection-errors --durations=10)
 
 # ---------------------------------------------------------------- (a) tests on the device
-step "GPU test tier (pytest -m gpu)" 90 "$OUT/tests_gpu.log" \
+step tests "GPU test tier (pytest -m gpu)" 90 "$OUT/tests_gpu.log" \
     "${PYTEST[@]}" -m gpu "${GPU_TESTS[@]}"
 # validation in its fast tier (pyproject's addopts: -m 'not slow') with the sampler on cuda
-step "exactness suite, fast tier, --device cuda" 120 "$OUT/validation_cuda.log" \
+step validation "exactness suite, fast tier, --device cuda" 120 "$OUT/validation_cuda.log" \
     "${PYTEST[@]}" --device cuda "${VALIDATION[@]}"
 
 # ---------------------------------------------------------------- (b) backend swap
-step "backend swap CPU vs $DEV" 110 "$OUT/backend_swap.log" \
+step swap "backend swap CPU vs $DEV" 110 "$OUT/backend_swap.log" \
     "$PY" benchmarks/backend_swap.py --device "$DEV" "${SMALL[@]}" "${SWAP_ARGS[@]}" --out "$OUT"
 
 # ---------------------------------------------------------------- (c) scale points
-step "scale points on $DEV" 150 "$OUT/gpu_scale.log" \
+step scale "scale points on $DEV" 150 "$OUT/gpu_scale.log" \
     "$PY" benchmarks/gpu_scale.py --device "$DEV" "${SMALL[@]}" "${SCALE_ARGS[@]}" --out "$OUT"
 
 # ---------------------------------------------------------------- summary
@@ -121,20 +126,25 @@ step "scale points on $DEV" 150 "$OUT/gpu_scale.log" \
     echo "|---|---|---|"
     printf '%s\n' "${STEPS[@]}"
     for f in tests_gpu validation_cuda; do
+        [ -f "$OUT/$f.log" ] || continue
         echo
         echo "## $f: $(grep -E '(passed|failed|skipped|error|no tests ran)' "$OUT/$f.log" | tail -n 1)"
     done
-    echo
-    echo "## backend swap"
-    grep -E '^(\||#)' "$OUT/backend_swap.log" || true
-    echo
-    echo "## scale points"
-    grep -E '^(\||#)' "$OUT/gpu_scale.log" || true
+    if [ -f "$OUT/backend_swap.log" ]; then
+        echo
+        echo "## backend swap"
+        grep -E '^(\||#)' "$OUT/backend_swap.log" || true
+    fi
+    if [ -f "$OUT/gpu_scale.log" ]; then
+        echo
+        echo "## scale points"
+        grep -E '^(\||#)' "$OUT/gpu_scale.log" || true
+    fi
     echo
     echo "total $(elapsed) s"
 } >>"$SUMMARY"
 cat "$SUMMARY"
 for s in "${STEPS[@]}"; do
-    case $s in *"| 0 |"*) ;; *) exit 1 ;; esac
+    case $s in *"| 0 |"* | *"| skipped"*) ;; *) exit 1 ;; esac
 done
 exit 0
