@@ -77,7 +77,7 @@ def device_table(be, out, small):
     return bw
 
 
-def latency_table(be, out):
+def latency_table(be, out, repeats=5, inner=20):
     """Per-call cost of the primitives one sweep calls (small sizes: launch/sync bound on a GPU)."""
     from blockbayes import kernels
     from blockbayes._backend import linalg, random as bbr
@@ -123,12 +123,12 @@ def latency_table(be, out):
             for i in range(C):
                 csl.solve_triangular(Rf[i], Bf[i], lower=True)
         rows.append((f"cupyx solve_triangular looped over {C} matrices (the old path)", loop))
-    print("\n## per-call cost of the sweep's primitives (median of 5 x 20 calls, device synchronised)")
+    print(f"\n## per-call cost of the sweep's primitives (median of {repeats} x {inner} calls, device synchronised)")
     print("| primitive | us/call (median) | min |")
     print("|---|---|---|")
     for name, fn in rows:
         try:
-            med, mn = D.time_ms(fn, be.sync, repeats=5, inner=20, warmup=2)
+            med, mn = D.time_ms(fn, be.sync, repeats=repeats, inner=inner, warmup=2)
         except Exception as exc:          # report, do not stop the run
             print(f"| {name} | failed: {type(exc).__name__}: {str(exc)[:80]} | |")
             continue

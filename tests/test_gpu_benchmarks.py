@@ -99,15 +99,21 @@ def test_gpu_scale_cpu_mode_writes_its_tables(tmp_path, capsys):
 
 def test_latency_table_runs_on_the_cpu(capsys):
     gs = _load("gpu_scale")
-    gs.latency_table(D.backend("cpu"), None)
-    assert "linalg.solve_triangular" in capsys.readouterr().out
+    gs.latency_table(D.backend("cpu"), None, repeats=1, inner=1)
+    text = capsys.readouterr().out
+    assert "linalg.solve_triangular" in text and "failed" not in text
 
 
-def test_backend_swap_cpu_mode_kernels_and_distribution(tmp_path):
+def test_backend_swap_cpu_mode_kernels_and_distribution(tmp_path, capsys):
+    """``main`` in its dry-run mode (the speed table's subprocesses are the slow dry run's)."""
     bs = _load("backend_swap")
-    be = D.backend("cpu")
-    assert bs.kernel_table(be, None, 3000)
-    assert bs.distribution_table(be, None, 200, 3)
+    assert bs.main(["--device", "cpu", "--small", "--only", "kernels,distribution", "--out", str(tmp_path)]) == 0
+    recs = [json.loads(line) for line in open(tmp_path / "backend_swap.jsonl")]
+    kern = [r for r in recs if r["table"] == "kernels"]
+    dist = [r for r in recs if r["table"] == "distribution"]
+    assert len(kern) == 6 and all(r["ok"] and r["sign_disagreements"] == 0 for r in kern)
+    assert len(dist) == 7 and all(r["passed"] for r in dist)
+    assert "equality checks passed" in capsys.readouterr().out
 
 
 def test_backend_swap_distribution_catches_a_planted_error():
