@@ -2,6 +2,9 @@
 
 * BLAS/LAPACK limited to one thread: the tests call many tiny factorisations, which threaded BLAS
   makes ~100x slower on small shared machines (numerics are unchanged).
+* ``--device {cpu,cuda,array_api_strict}`` (or ``BLOCKBAYES_TEST_DEVICE``): where the exactness
+  suite (validation/) runs the sampler; see ``validation/_device.py``. The option sets the
+  environment variable for the session, so subprocesses and the suite read one setting.
 * Hypothesis profiles: "ci" (derandomized, no deadline — the default, so every run tests the same
   cases and a correct sampler cannot flake) and "nightly" (random, more examples). Choose with
   HYPOTHESIS_PROFILE=nightly.
@@ -25,3 +28,14 @@ try:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 except ImportError:
     pass
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", action="store", default=None, choices=("cpu", "cuda", "gpu", "array_api_strict"),
+                     help="where validation/ runs the Gibbs sampler (default: $BLOCKBAYES_TEST_DEVICE or cpu)")
+
+
+def pytest_configure(config):
+    dev = config.getoption("--device", default=None)
+    if dev is not None:
+        os.environ["BLOCKBAYES_TEST_DEVICE"] = dev

@@ -234,6 +234,41 @@ def test_nonfinite_state_names_block_and_sweep():
         gibbs.run(net, X, y, num_samples=2, init=bad, progress=False)
 
 
+class _Flag:
+    """Host stand-in for a device boolean: counts the reads that would sync a GPU."""
+    reads = 0
+
+    def __init__(self, v):
+        self.v = bool(v)
+
+    def __and__(self, other):
+        return _Flag(self.v and other.v)
+
+    def __bool__(self):
+        _Flag.reads += 1
+        return self.v
+
+
+class _CountingXP:
+    isfinite = staticmethod(np.isfinite)
+
+    @staticmethod
+    def all(a):
+        return _Flag(np.all(a))
+
+
+def test_finite_check_reads_the_device_once_and_names_every_bad_block():
+    X, y = _data()
+    net = bb.MLP([3, 4, 1], "relu", delta=0.05)
+    st = gibbs.init(bb._backend.random.key(0), net, X, y[:, None], num_chains=2)
+    _Flag.reads = 0
+    assert gibbs._first_nonfinite(_CountingXP, st) == []
+    assert _Flag.reads == 1
+    bad = st._replace(pre=(np.full_like(st.pre[0], np.inf),), delta_y=np.full_like(st.delta_y, np.nan))
+    names = gibbs._first_nonfinite(np, bad)
+    assert names == ["pre-activations Z of hidden layer 2", "delta_y"]
+
+
 def test_float32_tiny_delta_stays_finite():
     X, y = _data(dtype=np.float32, n=200)
     net = bb.MLP([3, 8, 1], "relu", delta=1e-5)
@@ -359,3 +394,35 @@ def test_step_uses_the_states_prior_for_the_first_layer():
     # prior sd 0.01 dominates the conditional (4 data points, Δ = 0.1): sd must be ≈ 0.01, not ≈ 1
     assert float(np.std(new.weights[0])) < 0.05
     assert float(np.std(new.weights[1])) < 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("likelihood", ["gaussian", "multinomial_probit"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_run_on_cuda_keeps_everything_on_the_gpu(likelihood, dtype):
+    """``device="cuda"`` end to end: NumPy inputs moved once, samples, trace and final state on
+    the GPU in the requested dtype, finite, and back on the host by ``to_numpy`` (the exactness of
+    the GPU sweep is validation/'s job: ``pytest --device cuda validation/``)."""
+    cupy = pytest.importorskip("cupy")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device")
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"no usable CUDA device ({exc})")
+    X, y = _data(n=60)
+    if likelihood == "gaussian":
+        net = bb.MLP([3, 5, 1], "relu", delta=0.05)
+    else:
+        net = bb.MLP([3, 5, 3], "relu", delta=0.05, likelihood="multinomial_probit")
+        y = np.digitize(y, [-0.3, 0.3])
+    res = gibbs.run(net, X, y, num_samples=6, num_warmup=2, num_chains=3, seed=0, device="cuda",
+                    dtype=dtype, progress=False)
+    for W in res.weights + (res.delta_y, res.log_joint) + res.final_state.pre + res.final_state.post:
+        assert isinstance(W, cupy.ndarray) and W.dtype == np.dtype(dtype)
+        assert bool(cupy.all(cupy.isfinite(W)))
+    assert res.weights[1].shape == (3, 6) + net.weight_shapes()[1]
+    h = res.to_numpy()
+    assert isinstance(h.weights[0], np.ndarray) and h.weights[0].shape == res.weights[0].shape
+    if likelihood != "gaussian":
+        U = res.final_state.latent.get()
+        assert np.all(np.argmax(U, axis=-1) == y[None, :])

@@ -38,6 +38,8 @@ from scipy import special
 from blockbayes import gibbs
 from blockbayes._backend import random as bbr
 
+from ._device import host_call
+
 __all__ = ["TWINS", "install", "make"]
 
 
@@ -215,7 +217,7 @@ def install(name):
         return
     attr, fn = make(name)
     old = getattr(gibbs, attr)
-    setattr(gibbs, attr, fn)
+    setattr(gibbs, attr, host_call(fn))   # NumPy code: host round trip when the sweep runs on a device
     try:
         yield
     finally:

@@ -24,6 +24,7 @@ from blockbayes.testing import Check
 
 from . import _refs as R
 from . import _stats as S
+from ._device import follow, to_host
 from ._twins import install
 
 HP = gibbs.Hyperprior(noise_shape=6.0, noise_rate=1.8, prior_shape=6.0, prior_rate=6.0)
@@ -38,8 +39,8 @@ def _tol(dtype):
 
 
 def _rel_err(a, b):
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    a = _f64(a)
+    b = _f64(b)
     if a.shape != b.shape:
         try:
             a, b = np.broadcast_arrays(a, b)
@@ -49,7 +50,7 @@ def _rel_err(a, b):
 
 
 def _f64(a):
-    return np.asarray(a, dtype=np.float64)
+    return np.asarray(to_host(a), dtype=np.float64)   # host copy also of device arrays (_device)
 
 
 # ============================================================================ 1. conditionals
@@ -476,7 +477,7 @@ class _Frozen:
     def __call__(self, key, H, T, prior_diag, delta, *, gram=None, chol=None):
         l = self.L - 1 - (self.count % self.L)
         self.count += 1
-        return self.weights[l]
+        return follow(self.weights[l], T)
 
 
 def check_frozen_linear(seed, *, widths=(2, 3, 1), dz=0.2, dx=0.1, dy=0.15, n=2000, C=2, sweeps=4,

@@ -65,21 +65,43 @@ def solve_triangular(R, B, *, lower=True, trans=False):
             return _substitution(R, B, lower=lower, trans=trans)
         return sl.solve_triangular(R, B, lower=lower, trans=1 if trans else 0, check_finite=False)
     if name == "cupy":
-        import cupyx.scipy.linalg as csl
-
-        if R.ndim == 2:
-            return csl.solve_triangular(R, B, lower=lower, trans=1 if trans else 0, check_finite=False)
-        lead = R.shape[:-2]
-        Rf = R.reshape((-1,) + R.shape[-2:])
-        Bf = B.reshape((-1,) + B.shape[-2:])
-        out = xp.empty_like(Bf)
-        for i in range(Rf.shape[0]):
-            out[i] = csl.solve_triangular(Rf[i], Bf[i], lower=lower, trans=1 if trans else 0, check_finite=False)
-        return out.reshape(lead + B.shape[-2:])
+        return _cupy_solve_triangular(R, B, lower=lower, trans=trans)
     import scipy.linalg as sl
 
     X = sl.solve_triangular(to_numpy(R), to_numpy(B), lower=lower, trans=1 if trans else 0, check_finite=False)
     return xp.asarray(X, dtype=B.dtype, device=device_of(B))
+
+
+#: whether cupyx's ``solve_triangular`` takes batches (one cuBLAS ``trsmBatched`` call); learnt
+#: at the first batched call (older CuPy accepts 2-D matrices only)
+_CUPY_BATCHED = None
+
+
+def _cupy_solve_triangular(R, B, *, lower, trans):
+    """CuPy: one batched cuBLAS call where this CuPy has it, else one call per matrix."""
+    global _CUPY_BATCHED
+    import cupy
+    import cupyx.scipy.linalg as csl
+
+    tr = 1 if trans else 0
+    if R.ndim == 2:
+        return csl.solve_triangular(R, B, lower=lower, trans=tr, check_finite=False)
+    lead = R.shape[:-2]
+    Rf = R.reshape((-1,) + R.shape[-2:])
+    Bf = B.reshape((-1,) + B.shape[-2:])
+    if _CUPY_BATCHED is not False and Rf.shape[0] > 1:
+        try:
+            out = csl.solve_triangular(cupy.ascontiguousarray(Rf), Bf, lower=lower, trans=tr, check_finite=False)
+            _CUPY_BATCHED = True
+            return out.reshape(lead + B.shape[-2:])
+        except (ValueError, np.linalg.LinAlgError):   # "array must be two-dimensional"
+            if _CUPY_BATCHED:
+                raise
+            _CUPY_BATCHED = False
+    out = cupy.empty_like(Bf)
+    for i in range(Rf.shape[0]):
+        out[i] = csl.solve_triangular(Rf[i], Bf[i], lower=lower, trans=tr, check_finite=False)
+    return out.reshape(lead + B.shape[-2:])
 
 
 _SUBSTITUTION_MAX_K = 16
