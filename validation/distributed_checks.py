@@ -119,3 +119,31 @@ def check_geweke_blocked(seed, cfg: Config, *, K=4000, sweeps=20, num_shards=2, 
                   cfg.learn_prior)
     tag = f"geweke-blocked[{cfg.label}, {num_shards} shards{', dask' if client is not None else ''}]"
     return [S.finite_check(f"{tag}: finite", *st.weights, *st.pre, *st.post, y)] + _compare(tag, A, B, _scales(f(pilot)), delta)
+
+
+def check_recover_exact(seed, *, K=4000, activation="relu", max_tries=1000, delta=1e-8):
+    """A lost shard's latents redrawn by :meth:`blockbayes.distributed.Shard.recover` must be
+    exact draws of ``p(z, h | θ, x, y)``: for the tiny net with ``K`` chains (``θ`` per chain
+    from the exact posterior), each data row's recovered ``z_μ`` and ``h_μ`` against the same
+    number of draws of the closed-form reference sampler
+    (:func:`validation._refs.tiny_aux_draws`), two-sample KS (DKW) per row and variable.
+
+    With ``max_tries=1`` every row keeps its first forward proposal (the prior conditional,
+    ignoring ``y``): the broken twin, which must fail.
+    """
+    net, s, x, y, (dz, dx, dy), prec, fine, coarse, outside = tiny_reference(activation)
+    rng = np.random.default_rng(seed)
+    theta, _, _ = R.tiny_exact_draws(rng, fine, K)
+    Zr, Hr = R.tiny_aux_draws(rng, theta, x, y, dz, dx, dy, s)
+    W = [theta[:, None, 0:2].copy(), theta[:, None, 2:4].copy()]
+    sh = dd.Shard(net, x[:, None], y[:, None], 0, x.size, num_chains=K)
+    sh.recover(W, np.full(K, dy), bbr.key(seed), max_tries=max_tries)
+    pre, post = sh.get_latents()
+    Z, H = pre[0][..., 0], post[0][..., 0]
+    tag = f"recover[{activation}{', 1 try (twin)' if max_tries == 1 else ''}]"
+    d1 = delta / (2 * x.size)
+    out = [S.finite_check(f"{tag}: finite", Z, H)]
+    for mu in range(x.size):
+        out.append(S.two_sample_ks(f"{tag} z[{mu}]: KS vs exact", Z[:, mu], Zr[:, mu], d1))
+        out.append(S.two_sample_ks(f"{tag} h[{mu}]: KS vs exact", H[:, mu], Hr[:, mu], d1))
+    return out
