@@ -26,9 +26,11 @@ def reduce_stats(parts):
 
 
 class RunTimings(dict):
-    """Wall-clock split of a run (seconds): ``total``, ``driver`` (block-1 draws, reductions,
-    checkpoints), ``shards`` (waiting for the shards' half sweeps), ``sweeps``; and ``comm_bytes``
-    (bytes written by Dask's TCP comms during the sweeps, all processes; 0 in process)."""
+    """Wall-clock split of a run (seconds): ``total``, ``loop``, ``driver`` (block-1 draws,
+    reductions, checkpoints), ``shards`` (waiting for the shards' half sweeps), ``sweeps``;
+    ``comm_bytes`` (bytes written by Dask's TCP comms during the sweeps, driver/scheduler process
+    and workers; 0 in process); and the same over all sweeps but the first (``timed_sweeps``,
+    ``timed_loop``, ``timed_driver``, ``timed_comm_bytes``), which excludes first-call effects."""
 
 
 def _check_int(name, v, lo):
@@ -277,7 +279,9 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
 
             bar = tqdm(total=total, initial=start, desc="gibbs[blocked]", unit="sweep", leave=False)
         t_drv = t_shard = 0.0
+        per_sweep = []
         bytes0 = engine.comm_bytes()
+        bytes1 = None
         t_loop = time.perf_counter()
         for sweep in range(start, total):
             k_lat, k_drv, k_rec = rnd.sweep_keys(k_run, sweep)
@@ -315,6 +319,9 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
             t2 = time.perf_counter()
             t_shard += t1 - t0
             t_drv += t2 - t1
+            per_sweep.append((t1 - t0, t2 - t1))
+            if sweep == start and total - start > 1:
+                bytes1 = engine.comm_bytes()
             if bar is not None:
                 bar.update(1)
             if _after_sweep is not None:
@@ -332,8 +339,11 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
             post = tuple(np.concatenate([p[1][h] for p in lat], axis=1) for h in range(L - 1))
             final = GibbsState(tuple(W.astype(dt) for W in weights), pre, post, lam_w.astype(dt),
                                lam_b.astype(dt), delta_y.astype(dt), None)
+        timed = per_sweep[1:] if len(per_sweep) > 1 else per_sweep
         timings = RunTimings(total=time.perf_counter() - t_start, loop=loop, driver=t_drv, shards=t_shard,
-                             sweeps=total - start, comm_bytes=comm)
+                             sweeps=total - start, comm_bytes=comm, timed_sweeps=len(timed),
+                             timed_loop=sum(a + b for a, b in timed), timed_driver=sum(b for _, b in timed),
+                             timed_comm_bytes=(comm + bytes0 - bytes1) if bytes1 is not None else comm)
         info = dict(engine="dask" if client is not None else "in-process", ranges=ranges, timings=timings,
                     recovered_shards=engine.recovered,
                     recovery_events=list(getattr(engine, "events", [])), resumed_from=start if resume else None)
