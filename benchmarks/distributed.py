@@ -61,6 +61,8 @@ def main(argv=None):
     ap.add_argument("--blocked-max", type=float, default=1e7, help="largest n for the in-process blocked run")
     ap.add_argument("--out-of-core", type=float, default=1e7, help="latents in .npy memory maps from this n")
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--idle-probe", type=float, default=3.0,
+                    help="seconds of idle cluster traffic measured before each Dask loop (background rate)")
     ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "bb_distributed_bench"))
     ap.add_argument("--keep", action="store_true", help="keep the data and latent files")
     args = ap.parse_args(argv)
@@ -77,14 +79,17 @@ def main(argv=None):
     rows = []
     t_bench = time.perf_counter()
 
-    def record(n, config, sweeps, loop, driver, comm, extra=""):
+    def record(n, config, sweeps, loop, driver, comm, extra="", idle_rate=None):
         ms = 1e3 * loop / sweeps
-        rows.append(dict(n=n, config=config, ms=ms, comm=comm / sweeps if comm is not None else None,
+        net_comm = None if (comm is None or idle_rate is None) else (comm - idle_rate * loop) / sweeps
+        rows.append(dict(n=n, config=config, ms=ms, comm=comm / sweeps if comm is not None else None, net_comm=net_comm,
                          share=driver / loop if loop > 0 else 0.0, load=os.getloadavg()[0], extra=extra,
                          sweeps=sweeps, driver_ms=1e3 * driver / sweeps))
         r = rows[-1]
         print(f"  n={n:.0e} {config:9s} {ms:10.1f} ms/sweep  comm/sweep "
-              f"{_fmt_bytes(r['comm']) if r['comm'] is not None else '-':>9s}  driver {100 * r['share']:5.1f}%  "
+              f"{_fmt_bytes(r['comm']) if r['comm'] is not None else '-':>9s} "
+              f"(net of idle traffic {_fmt_bytes(r['net_comm']) if r['net_comm'] is not None else '-'})  "
+              f"driver {100 * r['share']:5.1f}%  "
               f"load {r['load']:.1f} {extra}", flush=True)
 
     for n in sizes:
@@ -122,10 +127,10 @@ def main(argv=None):
         for w in workers:
             with distributed.LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
                                           memory_limit=0) as cl, distributed.Client(cl) as client:
-                r = dd.run(net, Xd, yd, client=client, **kw)
+                r = dd.run(net, Xd, yd, client=client, comm_idle_probe=args.idle_probe, **kw)
                 t = r.config["distributed"]["timings"]
                 record(n, f"dask×{w}", sweeps, t["timed_loop"], t["timed_driver"], t["timed_comm_bytes"],
-                       "(latents out of core)" if ooc else "")
+                       "(latents out of core)" if ooc else "", idle_rate=t["idle_comm_rate"])
         if lat_dir is not None and not args.keep:
             shutil.rmtree(lat_dir, ignore_errors=True)
 
@@ -137,22 +142,22 @@ def main(argv=None):
         return None
 
     print("\nsummary (load average 1/5/15 min now: %.1f %.1f %.1f; 2 cores shared with other jobs)" % os.getloadavg())
-    print(f"{'n':>8s} {'config':9s} {'ms/sweep':>10s} {'comm/sweep':>11s} {'driver':>7s} {'load':>5s}")
+    print(f"{'n':>8s} {'config':9s} {'ms/sweep':>10s} {'comm/sweep':>11s} {'net of idle':>11s} {'driver':>7s} {'load':>5s}")
     for r in rows:
         print(f"{r['n']:8.0e} {r['config']:9s} {r['ms']:10.1f} "
-              f"{_fmt_bytes(r['comm']) if r['comm'] is not None else '-':>11s} {100 * r['share']:6.1f}% {r['load']:5.1f}")
+              f"{_fmt_bytes(r['comm']) if r['comm'] is not None else '-':>11s} "
+              f"{_fmt_bytes(r['net_comm']) if r['net_comm'] is not None else '-':>11s} {100 * r['share']:6.1f}% {r['load']:5.1f}")
     print("\nfigures")
     a, b, g = get(1_000_000, "dask×1"), get(1_000_000, "blocked"), get(1_000_000, "gibbs.run")
     if a and b:
         print(f"  overhead dask×1 / blocked in process at n=1e6: {a['ms'] / b['ms']:.2f}x (target <= 1.3x)")
     if a and g:
         print(f"  overhead dask×1 / gibbs.run (default scan) at n=1e6: {a['ms'] / g['ms']:.2f}x (target <= 1.3x)")
-    comm = [(r["n"], r["comm"]) for r in rows if r["config"] == "dask×1" and r["comm"] is not None]
-    if comm:
-        print("  communication per sweep, dask×1: " + ", ".join(f"n={n:.0e}: {_fmt_bytes(c)}" for n, c in comm))
-    comm2 = [(r["n"], r["comm"]) for r in rows if r["config"] == "dask×2" and r["comm"] is not None]
-    if comm2:
-        print("  communication per sweep, dask×2: " + ", ".join(f"n={n:.0e}: {_fmt_bytes(c)}" for n, c in comm2))
+    for w in workers:
+        comm = [(r["n"], r["comm"], r["net_comm"]) for r in rows if r["config"] == f"dask×{w}" and r["comm"] is not None]
+        if comm:
+            print(f"  communication per sweep, dask×{w} (total / net of idle background): " + ", ".join(
+                f"n={n:.0e}: {_fmt_bytes(c)} / {_fmt_bytes(nc) if nc is not None else '-'}" for n, c, nc in comm))
     for n in sizes:
         one, two = get(n, "dask×1"), get(n, "dask×2")
         if one and two:

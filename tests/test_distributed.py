@@ -50,6 +50,15 @@ def test_counter_shift_and_uniforms_match_kernels():
     np.testing.assert_array_equal(z[:, 3:], rnd.relu_preact(k, A[:, 3:], Xp[:, 3:], 0.1, 0.2, 0.0, 10, 3))
 
 
+def test_row_ranges():
+    assert dd.row_ranges(10, 3) == [(0, 3), (3, 7), (7, 10)]
+    assert dd.row_ranges(2, 5) == [(0, 1), (1, 2)]
+    assert dd.row_ranges(1000, 2, boundaries=[0, 300, 600, 1000]) == [(0, 600), (600, 1000)]
+    assert dd.row_ranges(1000, 2, boundaries=[0, 1000]) == [(0, 500), (500, 1000)]   # one chunk: split it
+    with pytest.raises(ValueError):
+        dd.row_ranges(10, 0)
+
+
 # --------------------------------------------------------------------------- in process
 
 @pytest.mark.parametrize("shards,block_rows", [(3, 65536), (4, 17)])

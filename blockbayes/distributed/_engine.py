@@ -21,15 +21,17 @@ class ShardLost(RuntimeError):
 
 def row_ranges(N: int, num_shards: int, boundaries=None):
     """Contiguous, balanced row ranges ``[(r0, r1), ...]``; with ``boundaries`` (the chunk edges
-    of an out-of-core array) the cuts are moved to the nearest chunk edge."""
+    of an out-of-core array) the cuts move to the nearest chunk edge, unless that would leave
+    fewer than ``num_shards`` shards (then a chunk is split between two shards)."""
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     num_shards = min(num_shards, N)
     cuts = [round(i * N / num_shards) for i in range(num_shards + 1)]
     if boundaries is not None:
         edges = np.asarray(sorted(set(int(b) for b in boundaries) | {0, N}))
-        cuts = [0] + [int(edges[np.argmin(np.abs(edges - c))]) for c in cuts[1:-1]] + [N]
-        cuts = sorted(set(cuts))
+        snapped = sorted(set([0] + [int(edges[np.argmin(np.abs(edges - c))]) for c in cuts[1:-1]] + [N]))
+        if len(snapped) == len(cuts):
+            cuts = snapped
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 

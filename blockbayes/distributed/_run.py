@@ -151,7 +151,7 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         latent_dir: Optional[str] = None, in_memory: bool = True,
         checkpoint_dir: Optional[str] = None, checkpoint_every: int = 0, resume: bool = False,
         recover_tries: int = 1000, return_state: Optional[bool] = None, progress: bool = False,
-        timeout: float = 600.0, _after_sweep=None) -> GibbsResult:
+        timeout: float = 600.0, comm_idle_probe: float = 0.0, _after_sweep=None) -> GibbsResult:
     """Data-parallel blocked-scan block Gibbs (docs/distributed.md), in process or on Dask.
 
     One sweep: every shard redraws its rows' latents given all weights (row-local, block 2)
@@ -199,6 +199,10 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         Gather the latents into ``result.final_state`` (default: in process only).
     timeout : float
         Seconds to wait for a shard's half sweep before it counts as lost.
+    comm_idle_probe : float
+        With Dask, measure the cluster's background traffic (heartbeats) over this many idle
+        seconds before the loop; ``timings["idle_comm_rate"]`` (bytes/s) then lets a benchmark
+        separate the sweep's own traffic from the time-proportional background.
 
     Returns
     -------
@@ -278,6 +282,12 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=start, desc="gibbs[blocked]", unit="sweep", leave=False)
+        idle_rate = None
+        if comm_idle_probe > 0 and client is not None:
+            b0 = engine.comm_bytes()
+            tp = time.perf_counter()
+            time.sleep(comm_idle_probe)
+            idle_rate = (engine.comm_bytes() - b0) / (time.perf_counter() - tp)
         t_drv = t_shard = 0.0
         per_sweep = []
         bytes0 = engine.comm_bytes()
@@ -343,7 +353,8 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         timings = RunTimings(total=time.perf_counter() - t_start, loop=loop, driver=t_drv, shards=t_shard,
                              sweeps=total - start, comm_bytes=comm, timed_sweeps=len(timed),
                              timed_loop=sum(a + b for a, b in timed), timed_driver=sum(b for _, b in timed),
-                             timed_comm_bytes=(comm + bytes0 - bytes1) if bytes1 is not None else comm)
+                             timed_comm_bytes=(comm + bytes0 - bytes1) if bytes1 is not None else comm,
+                             idle_comm_rate=idle_rate)
         info = dict(engine="dask" if client is not None else "in-process", ranges=ranges, timings=timings,
                     recovered_shards=engine.recovered,
                     recovery_events=list(getattr(engine, "events", [])), resumed_from=start if resume else None)
