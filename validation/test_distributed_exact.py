@@ -71,3 +71,15 @@ def test_geweke_through_dask_actors(client):
 def test_geweke_through_dask_actors_twin_is_caught(client):
     assert_checks(D.check_geweke_blocked(13, CFG, K=3000, sweeps=15, num_shards=2, client=client, delta=1e-8,
                                          twin="shard_twice"), expect_pass=False)
+
+
+DEEP = [Config((2, 3, 2, 1), "relu", n=3, learn_noise=True),
+        Config((1, 2, 2, 2), "leaky_relu", n=2, learn_prior=True),
+        Config((2, 2, 1), "identity", n=3)]
+
+
+@pytest.mark.slow
+@pytest.mark.stochastic
+@pytest.mark.parametrize("cfg", DEEP, ids=[c.label for c in DEEP])
+def test_geweke_blocked_deeper_and_other_activations(cfg):
+    assert_checks(D.check_geweke_blocked(31, cfg, num_shards=2, delta=1e-8))
