@@ -312,14 +312,8 @@ def sample_rows(key, H, T, prior_diag, delta, *, gram=None, chol=None):
     B = _augmented_cross(xp, H, T)  # (C, d+1, k)
     if chol is None:
         G = _augmented_gram(xp, H) if gram is None else gram
-        Pd = G + _diag_embed(xp, delta[:, None] * prior_diag)
-        R = linalg.cholesky(Pd)
-    else:
-        R = xp.broadcast_to(chol, (C, d1, d1))
-    E = bbr.normal(key, (C, d1, k), like=T)
-    rhs = linalg.solve_triangular(R, B, lower=True) + xp.sqrt(delta)[:, None, None] * E
-    Wt = linalg.solve_triangular(R, rhs, lower=True, trans=True)
-    return xp.matrix_transpose(Wt)
+        return kernels.gaussian_rows(key, B, delta, gram=G, prior_diag=prior_diag)
+    return kernels.gaussian_rows(key, B, delta, chol=chol)
 
 
 def sample_post(key, F, W_next, T_next, delta_x, delta_next, *, method="auto"):

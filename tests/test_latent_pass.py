@@ -319,3 +319,49 @@ def test_fused_log_joint_equals_direct(widths, act, lik):
     last = gibbs.log_joint(res.final_state, net, Xv, yv)
     np.testing.assert_allclose(res.log_joint[:, -1], last, rtol=1e-10)
     assert np.all(np.isfinite(res.log_joint))
+
+
+# ------------------------------------------------------------------------- node rows
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("use_chol", [False, True])
+def test_gaussian_rows_cpu_equals_reference(dtype, use_chol):
+    rng = np.random.default_rng(5)
+    C, d1, k = 3, 6, 4
+    H = rng.standard_normal((C, 40, d1 - 1))
+    Ht = np.concatenate([H, np.ones((C, 40, 1))], axis=-1)
+    G = (np.swapaxes(Ht, -1, -2) @ Ht).astype(dtype)
+    B = (np.swapaxes(Ht, -1, -2) @ rng.standard_normal((C, 40, k))).astype(dtype)
+    pd = 1.0 + rng.random((C, d1))
+    dl = 0.1 + rng.random(C)
+    key = bbr.key(9)
+    if use_chol:
+        pd[:] = pd[0]
+        dl[:] = dl[0]
+        R = np.linalg.cholesky(G[0].astype(float) + np.diag(dl[0] * pd[0])).astype(dtype)
+        kw = dict(chol=R)
+    else:
+        kw = dict(gram=G, prior_diag=pd)
+    Wc = kernels.gaussian_rows(key, B, dl, impl="cpu", **kw)
+    Wr = kernels.gaussian_rows(key, B, dl, impl="reference", **kw)
+    assert Wc.shape == (C, k, d1) and Wc.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(Wc, Wr, rtol=1e-5 if dtype == "float32" else 1e-10, atol=1e-6 if dtype == "float32" else 1e-12)
+    # the mean: with the noise removed (Δ → 0 in the noise only) the rows solve (G + ΔΛ) w = B
+    P = G[0].astype(float) + np.diag(dl[0] * pd[0])
+    mean = np.linalg.solve(P, B[0].astype(float)).T
+    resid = (Wc[0].astype(float) - mean) @ np.linalg.cholesky(P)    # Rᵀ(w − m) ~ N(0, Δ I)
+    assert np.all(np.abs(resid) / math.sqrt(dl[0]) < 6.0)
+
+
+def test_gaussian_rows_wide_block_goes_through_lapack():
+    rng = np.random.default_rng(6)
+    C, d1, k = 2, 140, 3
+    A = rng.standard_normal((C, 300, d1))
+    G = np.swapaxes(A, -1, -2) @ A
+    B = rng.standard_normal((C, d1, k))
+    pd = np.ones((C, d1))
+    dl = np.array([0.2, 0.3])
+    key = bbr.key(10)
+    np.testing.assert_allclose(kernels.gaussian_rows(key, B, dl, gram=G, prior_diag=pd),
+                               kernels.gaussian_rows(key, B, dl, gram=G, prior_diag=pd, impl="reference"),
+                               rtol=1e-12)

@@ -107,7 +107,8 @@ import numpy as np
 from .._backend import backend_name, device_of, namespace, same_device
 from . import _common
 
-__all__ = ["relu_preact", "truncated_normal", "latent_pass", "uniforms", "available_impls"]
+__all__ = ["relu_preact", "truncated_normal", "latent_pass", "gaussian_rows", "uniforms",
+           "available_impls"]
 
 _IMPLS = ("reference", "cpu", "cuda")
 
@@ -346,3 +347,41 @@ def latent_pass(key, Z, A, T, W, delta_x, delta_z, delta_next, *, activation="re
     name = _choose(xp, impl)
     return _module(name).latent_pass(k0, k1, Z, A, T, W, delta_next, dx, dz, consts, act, slope,
                                      _common.METHODS[method], int(row_offset), out_dtype)
+
+
+def gaussian_rows(key, B, delta, *, gram=None, prior_diag=None, chol=None, impl=None):
+    r"""Draw the node rows of one layer (MATH.md (A.1)) for every chain.
+
+    ``W̃^⊤ = R^{-⊤}(R^{-1}B + √Δ E)`` with ``RR^⊤ = G + Δ diag(λ)`` (``ΔP``, the scaled precision)
+    or ``R = chol`` when given, so that each column of ``W̃^⊤`` is ``N(P⁻¹B/Δ, P⁻¹)`` and
+    ``E[c, i, m] = Φ⁻¹(u((c(d+1) + i)k + m))`` (counter-based normals). Computed in float64 and
+    cast to ``B``'s dtype; Numba for ``d + 1 ≤ 128`` on NumPy arrays, LAPACK/BLAS (SciPy,
+    cuSOLVER) otherwise.
+
+    Parameters
+    ----------
+    key : numpy.ndarray, shape (2,), uint64
+    B : array, shape (C, d + 1, k)
+        ``H̃^⊤T`` (cross products of the layer's inputs and targets).
+    delta : array, shape (C,)
+        Noise variance ``Δ`` of the targets.
+    gram : array, shape (C or 1, d + 1, d + 1)
+        ``H̃^⊤H̃`` (unless ``chol``).
+    prior_diag : array, shape (C, d + 1)
+        Diagonal of ``Λ`` (unless ``chol``).
+    chol : array, shape (d + 1, d + 1), optional
+        Lower Cholesky factor of ``G + ΔΛ`` shared by all chains.
+
+    Returns
+    -------
+    W : array, shape (C, k, d + 1), ``B``'s dtype
+    """
+    k0, k1 = _common.check_key(key)
+    xp = namespace(B)
+    if B.ndim != 3:
+        raise ValueError(f"B must have shape (C, d + 1, k), got {tuple(B.shape)}")
+    if chol is None and (gram is None or prior_diag is None):
+        raise ValueError("gaussian_rows needs gram and prior_diag, or chol")
+    _common.float_name(B.dtype)
+    name = _choose(xp, impl)
+    return _module(name).gaussian_rows(k0, k1, B, delta, gram, prior_diag, chol, B.dtype)

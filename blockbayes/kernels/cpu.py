@@ -46,7 +46,8 @@ from numba.extending import intrinsic
 
 from . import _common as C
 
-__all__ = ["relu_preact", "truncated_normal", "latent_pass", "set_num_threads", "get_num_threads"]
+__all__ = ["relu_preact", "truncated_normal", "latent_pass", "gaussian_rows", "set_num_threads",
+           "get_num_threads"]
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")   # IEEE division: no zero checks
 
@@ -1085,6 +1086,58 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
     out[2] = s_x
 
 
+@njit(**_JIT)
+def _latent_kernel_serial(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F, n, d,
+                          k, nc, t_cs, row_offset, method, act, slope, dx, dz, k0, k1, p1, p2, n1,
+                          n2, sdp, sdm, half_log, ngroups, out):
+    """:func:`_latent_kernel` on the calling thread (small passes: no thread wake-ups, which
+    stall behind busy cores)."""
+    for gi in range(nc * ngroups):
+        c = gi // ngroups
+        g = gi - c * ngroups
+        r0 = g * n // ngroups
+        r1 = (g + 1) * n // ngroups
+        if r1 > r0:
+            _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F,
+                          c, r0, r1, n, d, k, nc, t_cs, row_offset, method, act, slope, dx, dz,
+                          k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, out[gi])
+
+
+@njit(**_JIT)
+def _rows_kernel(G, pd, B, delta, R0, use_r0, k0, k1, out):
+    """Gaussian node rows (A.1) of every chain: ``W̃^⊤ = R^{-⊤}(R^{-1}B + √Δ E)`` with
+    ``RR^⊤ = G + Δ diag(pd)`` (or ``R = R0``), ``E[c, i, m] = Φ⁻¹(u((c(d+1) + i)k + m))``."""
+    nc, d1, k = B.shape
+    R = np.empty((d1, d1))
+    M = np.empty((d1, d1))
+    v = np.empty(d1)
+    for c in range(nc):
+        if use_r0:
+            R[:, :] = R0
+        else:
+            g = G[c if G.shape[0] > 1 else 0]
+            M[:, :] = g
+            for a in range(d1):
+                M[a, a] += delta[c] * pd[c, a]
+            _chol_lower(M, R)
+        sd = math.sqrt(delta[c])
+        for m in range(k):
+            for i in range(d1):
+                s = B[c, i, m]
+                for p in range(i):
+                    s -= R[i, p] * v[p]
+                v[i] = s / R[i, i]
+            for i in range(d1):
+                v[i] += sd * _ndtri(_uniform(k0, k1, np.uint64((c * d1 + i) * k + m)))
+            for i in range(d1 - 1, -1, -1):
+                s = v[i]
+                for p in range(i + 1, d1):
+                    s -= R[p, i] * v[p]
+                v[i] = s / R[i, i]
+            for i in range(d1):
+                out[c, m, i] = v[i]
+
+
 @njit(parallel=True, **_JIT)
 def _latent_kernel(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F, n, d, k,
                    nc, t_cs, row_offset, method, act, slope, dx, dz, k0, k1, p1, p2, n1, n2,
@@ -1140,8 +1193,12 @@ def relu_preact(k0: int, k1: int, A, X, consts: C.ReluConstants, out_dtype):
         is32 = dt == np.float32
         arrays = ((_DUMMY64, _DUMMY64, _DUMMY64, a, x, out) if is32
                   else (a, x, out, _DUMMY32, _DUMMY32, _DUMMY32))
-        _relu_kernel(*arrays, is32, np.uint64(k0), np.uint64(k1), *(float(v) for v in consts),
-                     _groups())
+        if get_num_threads() > 1 and out.shape[0] >= _PARALLEL_MIN:
+            _relu_kernel(*arrays, is32, np.uint64(k0), np.uint64(k1), *(float(v) for v in consts),
+                         _groups())
+        else:
+            _relu_range(*arrays, is32, 0, out.shape[0], np.uint64(k0), np.uint64(k1),
+                        *(float(v) for v in consts))
     return out.reshape(A.shape)
 
 
@@ -1168,12 +1225,21 @@ def truncated_normal(k0: int, k1: int, mean, sd, bound, upper, shape, out_dtype)
         is32 = dt == np.float32
         arrays = ((_DUMMY64,) * 4 + (m, s, b, out) if is32
                   else (m, s, b, out) + (_DUMMY32,) * 4)
-        _tn_kernel(*arrays, is32, ms, ss, bs, u, us, np.uint64(k0), np.uint64(k1), _groups())
+        if get_num_threads() > 1 and n >= _PARALLEL_MIN:
+            _tn_kernel(*arrays, is32, ms, ss, bs, u, us, np.uint64(k0), np.uint64(k1), _groups())
+        else:
+            _tn_range(*arrays, is32, ms, ss, bs, u, us, 0, n, np.uint64(k0), np.uint64(k1))
     return out.reshape(shape)
 
 
 #: elements per task of the fused latent pass (rows of one chain; scratch stays in L2)
 _LATENT_TASK = 8192
+#: below this many elements a pass runs on the calling thread: waking the pool costs more than
+#: it saves, and a woken thread that lands on a busy core stalls the whole pass
+_PARALLEL_MIN = 1 << 16
+#: widest row block (``d + 1``) the Numba row sampler takes; wider ones use LAPACK/BLAS
+#: (:func:`blockbayes.kernels.reference.gaussian_rows`)
+_ROWS_MAX = 128
 
 
 def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConstants, act: int,
@@ -1197,8 +1263,31 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
     out = np.zeros((nc * ngroups, 3))
     if n and d:
         arrs = ((_DUMMY64,) * 5 + (z, a, Tc, xo, zo)) if is32 else ((z, a, Tc, xo, zo) + (_DUMMY32,) * 5)
-        _latent_kernel(*arrs, is32, W64, dn, F, n, d, k, nc, t_cs, int(row_offset), method, act,
+        kern = _latent_kernel if (threads > 1 and nc * n * d >= _PARALLEL_MIN) else _latent_kernel_serial
+        kern(*arrs, is32, W64, dn, F, n, d, k, nc, t_cs, int(row_offset), method, act,
                        float(slope), float(dx), float(dz), np.uint64(k0), np.uint64(k1),
                        *(float(v) for v in consts), ngroups, out)
     sums = out.reshape(nc, ngroups, 3).sum(axis=1)
     return xo.reshape(nc, n, d), zo.reshape(nc, n, d), sums
+
+
+def gaussian_rows(k0: int, k1: int, B, delta, gram, prior_diag, chol, out_dtype):
+    """Numba node-row sampler (NumPy arrays, validated arguments) for ``d + 1 ≤ 128``; wider
+    blocks go through the reference code (LAPACK and BLAS do the factorisation and solves)."""
+    nc, d1, k = B.shape
+    if d1 > _ROWS_MAX:
+        from . import reference
+
+        return reference.gaussian_rows(k0, k1, B, delta, gram, prior_diag, chol, out_dtype)
+    Bd = np.ascontiguousarray(B, dtype=np.float64)
+    dl = np.ascontiguousarray(np.broadcast_to(np.asarray(delta, dtype=np.float64), (nc,)))
+    out = np.empty((nc, k, d1))
+    if chol is not None:
+        R0 = np.ascontiguousarray(chol, dtype=np.float64).reshape(d1, d1)
+        _rows_kernel(np.empty((1, 1, 1)), np.empty((1, 1)), Bd, dl, R0, True, np.uint64(k0),
+                     np.uint64(k1), out)
+    else:
+        G = np.ascontiguousarray(gram, dtype=np.float64).reshape(-1, d1, d1)
+        pd = np.ascontiguousarray(np.broadcast_to(np.asarray(prior_diag, dtype=np.float64), (nc, d1)))
+        _rows_kernel(G, pd, Bd, dl, np.empty((1, 1)), False, np.uint64(k0), np.uint64(k1), out)
+    return out.astype(out_dtype, copy=False)

@@ -20,7 +20,7 @@ import numpy as np
 from . import _common as C
 from . import _csrc
 
-__all__ = ["relu_preact", "truncated_normal", "latent_pass", "kernel"]
+__all__ = ["relu_preact", "truncated_normal", "latent_pass", "gaussian_rows", "kernel"]
 
 _THREADS = 256
 #: no contraction of a*b + c into FMAs beyond the explicit ``fma`` calls of the source, so the
@@ -149,3 +149,10 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
             kern((_grid(rows),), (_THREADS,), args)
         sums = rs.reshape(nc, n, 3).sum(axis=1)
         return xo.reshape(nc, n, d), zo.reshape(nc, n, d), sums
+
+
+def gaussian_rows(k0: int, k1: int, B, delta, gram, prior_diag, chol, out_dtype):
+    """Node rows on the GPU: the reference code on CuPy arrays (cuSOLVER/cuBLAS do the work)."""
+    from . import reference
+
+    return reference.gaussian_rows(k0, k1, B, delta, gram, prior_diag, chol, out_dtype)

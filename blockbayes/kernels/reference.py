@@ -21,7 +21,7 @@ from .._backend import special as sp
 from . import _common as C
 
 __all__ = ["uniforms", "relu_preact", "truncated_normal", "relu_log_odds", "std_truncated_normal",
-           "latent_pass"]
+           "latent_pass", "gaussian_rows"]
 
 _INV_SQRT2 = 0.70710678118654752440
 _SQRT_PI_2 = 1.2533141373155002512       # sqrt(pi/2)
@@ -270,3 +270,25 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
     sums = xp.stack([xp.sum((z - a) ** 2, axis=(-2, -1)), xp.sum(r * r, axis=(-2, -1)),
                      xp.sum(rx * rx, axis=(-2, -1))], axis=-1)
     return Xo, Zo, sums
+
+
+def gaussian_rows(k0: int, k1: int, B, delta, gram, prior_diag, chol, out_dtype):
+    """Reference node-row sampler (arguments validated), see
+    :func:`blockbayes.kernels.gaussian_rows`: float64 Cholesky and triangular solves."""
+    xp = namespace(B)
+    dev = device_of(B)
+    f64 = xp.float64
+    nc, d1, k = B.shape
+    Bd = xp.astype(B, f64)
+    dl = xp.astype(delta, f64)
+    if chol is not None:
+        R = xp.broadcast_to(xp.astype(xp.reshape(chol, (d1, d1)), f64), (nc, d1, d1))
+    else:
+        eye = xp.eye(d1, dtype=f64, device=dev)
+        M = xp.astype(gram, f64) + (dl[:, None] * xp.astype(prior_diag, f64))[:, :, None] * eye
+        R = linalg.cholesky(M)
+    cnt = xp.reshape(xp.arange(nc * d1 * k, dtype=xp.uint64, device=dev), (nc, d1, k))
+    E = sp.ndtri(_uniform_from_counters(xp, k0, k1, cnt, dev))
+    V = linalg.solve_triangular(R, Bd, lower=True) + xp.sqrt(dl)[:, None, None] * E
+    Wt = linalg.solve_triangular(R, V, lower=True, trans=True)
+    return xp.astype(xp.matrix_transpose(Wt), out_dtype)
