@@ -266,14 +266,17 @@ def load_worker(cfg):
 
     def timed():
         t = time.perf_counter()
-        gibbs.run(net, X, y, num_samples=S, num_chains=C, seed=0, progress=False)
+        gibbs.run(net, X, y, num_samples=S, num_chains=C, seed=0, progress=False,
+                  num_threads=cfg.get("threads"))
         return (time.perf_counter() - t) / S * 1e3
 
     timed()
     idle, busy = [], []
     for _ in range(cfg["repeats"]):
         idle.append(timed())
-        p = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        # its own session: a competing process from elsewhere, not a member of this one's
+        # scheduling group (with autogroup scheduling a child would share this group's slice)
+        p = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
         try:
             time.sleep(0.2)
             busy.append(timed())
@@ -382,13 +385,14 @@ def main():
     if "load" in only and args.device == "cpu":
         print("\n## under load: `gibbs.run` defaults, idle vs beside one busy-loop process "
               "(float64, the demo's problem and a larger one)")
-        print("| d | K | n | chains | idle ms/sweep | busy ms/sweep | busy/idle (median) | load |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| d | K | n | chains | kernel threads | idle ms/sweep | busy ms/sweep | busy/idle (median) | load |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for d, K, n, C, S in ((20, 10, 2000, 4, 200), (50, 50, 10_000, 1, 40)):
-            r = run_sub(dict(kind="load", d=d, K=K, n=n, chains=C, delta=1e-3, sweeps=S,
-                             repeats=3 if args.quick else 5), None)
-            print(f"| {d} | {K} | {n} | {C} | {r['idle']:.2f} | {r['busy']:.2f} | {r['ratio']:.2f} | "
-                  f"{r['load']:.1f} |", flush=True)
+            for th in (None, os.cpu_count()):
+                r = run_sub(dict(kind="load", d=d, K=K, n=n, chains=C, delta=1e-3, sweeps=S, threads=th,
+                                 repeats=3 if args.quick else 5), None)
+                print(f"| {d} | {K} | {n} | {C} | {'default' if th is None else th} | {r['idle']:.2f} | "
+                      f"{r['busy']:.2f} | {r['ratio']:.2f} | {r['load']:.1f} |", flush=True)
     print(f"\n# load average at end {os.getloadavg()[0]:.2f}")
 
 

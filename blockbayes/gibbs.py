@@ -32,7 +32,7 @@ from . import kernels
 from ._backend import (BackendUnavailableError, backend_name, device_of, namespace, resolve_device,
                        same_device, to_device, to_numpy)
 from ._backend import linalg
-from ._backend.threads import thread_limits
+from ._backend.threads import default_kernel_threads, thread_limits
 from ._backend import random as bbr
 from .model import MLP, activate, affine
 from .posterior import GibbsResult
@@ -850,7 +850,9 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     check_every : int
         Check the state for non-finite values every this many sweeps (a device sync on GPUs).
     num_threads : int, optional
-        Threads of the fused Numba kernels (``None``: Numba's default, all cores).
+        Threads of the fused Numba kernels (``None``: all usable cores but one, at least one —
+        :func:`blockbayes._backend.threads.default_kernel_threads`; a parallel pass that needs
+        every core stalls behind any other busy process). Small passes run on one thread anyway.
     blas_threads : int, optional
         BLAS/LAPACK threads during the run (default 1; ``None`` leaves the library's setting).
         The sweep's matrix products have one small dimension, where threaded BLAS gains little
@@ -901,7 +903,7 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     kept = 0
     fused_lj = L > 1    # log joint from the latent passes' sums, completed one sweep later
     pending = None      # (trace index, partial log joint) awaiting the next sweep's first term
-    limits = thread_limits(num_threads, blas_threads)
+    limits = thread_limits(default_kernel_threads() if num_threads is None else num_threads, blas_threads)
     try:
         for sweep in range(total):
             key, sub = bbr.split(key, 2)
