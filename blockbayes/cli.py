@@ -18,6 +18,19 @@ from pathlib import Path
 
 
 def _demo(args) -> int:
+    # one BLAS thread for the whole demo (the Gibbs run sets it too): the baselines' small
+    # GEMMs and solves gain nothing from threads and stall behind busy cores (measured on the
+    # shared 2-core machine: the MAP fit took 159 s with threaded OpenBLAS, 9 s without)
+    from ._backend.threads import thread_limits
+
+    restore = thread_limits(None, 1)
+    try:
+        return _demo_body(args)
+    finally:
+        restore()
+
+
+def _demo_body(args) -> int:
     import numpy as np
 
     import blockbayes as bb
@@ -98,7 +111,7 @@ def main(argv=None) -> int:
     d.add_argument("--n-test", type=int, default=2000, help="test points")
     d.add_argument("--delta", type=float, default=1e-2, help="all noise variances Δ")
     d.add_argument("--chains", type=int, default=4)
-    d.add_argument("--warmup", type=int, default=2000)
+    d.add_argument("--warmup", type=int, default=1000)
     d.add_argument("--samples", type=int, default=500)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default=None, help="cpu (default) or cuda")

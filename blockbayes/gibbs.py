@@ -32,13 +32,20 @@ from . import kernels
 from ._backend import (BackendUnavailableError, backend_name, device_of, namespace, resolve_device,
                        same_device, to_device, to_numpy)
 from ._backend import linalg
-from ._backend.threads import thread_limits
+from ._backend.threads import default_kernel_threads, thread_limits
 from ._backend import random as bbr
 from .model import MLP, activate, affine
 from .posterior import GibbsResult
 
 __all__ = ["GibbsState", "GibbsInfo", "GibbsCache", "Hyperprior", "init", "step", "run",
            "precompute", "log_joint", "NonFiniteStateError", "validate_data"]
+
+
+#: How :func:`step` draws each hidden layer's ``X^l, Z^l``: ``"fused"`` (default) in one pass of
+#: :func:`blockbayes.kernels.latent_pass`; ``"separate"`` by :func:`sample_post` then
+#: :func:`sample_pre` (the module attributes, looked up at call time: the validation suite patches
+#: its broken twins and their controls in there and switches this to ``"separate"``). Both exact.
+LATENT_PASS = "fused"
 
 
 class NonFiniteStateError(FloatingPointError):
@@ -83,10 +90,21 @@ class GibbsInfo(NamedTuple):
     output_sse : array, shape (C,)
         ``‖y − X̃^L W̃^{L⊤}‖²`` with the sweep's post-activations and the *previous* output
         weights (the residual the ``Δ_y`` update uses; computed when ``learn_noise``), else ``None``.
+    log_joint_partial : array of shape (C,) or None
+        Nets with hidden layers: ``log_joint`` of the new state *except* the first layer's data
+        term ``−‖Z^2 − X̃^1 W̃^{1⊤}‖²/(2Δ_Z)``, assembled from sums the fused latent passes
+        return (no extra pass over the data).
+    first_term_prev : array of shape (C,) or None
+        That first-layer data term of the *input* state (the first hidden layer's pass reads
+        ``Z^2`` and ``X̃^1 W̃^{1⊤}`` before redrawing them), so
+        ``log_joint(state_t) = info_t.log_joint_partial + info_{t+1}.first_term_prev``
+        exactly (:func:`run` stores the log joint this way, one sweep late).
     """
 
     log_joint: Any
     output_sse: Any
+    log_joint_partial: Any = None
+    first_term_prev: Any = None
 
 
 class Hyperprior(NamedTuple):
@@ -294,14 +312,8 @@ def sample_rows(key, H, T, prior_diag, delta, *, gram=None, chol=None):
     B = _augmented_cross(xp, H, T)  # (C, d+1, k)
     if chol is None:
         G = _augmented_gram(xp, H) if gram is None else gram
-        Pd = G + _diag_embed(xp, delta[:, None] * prior_diag)
-        R = linalg.cholesky(Pd)
-    else:
-        R = xp.broadcast_to(chol, (C, d1, d1))
-    E = bbr.normal(key, (C, d1, k), like=T)
-    rhs = linalg.solve_triangular(R, B, lower=True) + xp.sqrt(delta)[:, None, None] * E
-    Wt = linalg.solve_triangular(R, rhs, lower=True, trans=True)
-    return xp.matrix_transpose(Wt)
+        return kernels.gaussian_rows(key, B, delta, gram=G, prior_diag=prior_diag)
+    return kernels.gaussian_rows(key, B, delta, chol=chol)
 
 
 def sample_post(key, F, W_next, T_next, delta_x, delta_next, *, method="auto"):
@@ -578,7 +590,8 @@ def _as_chain_aux(xp, A, C, n, d, like, name):
 
 def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn_prior=False,
          hyperprior: Hyperprior = Hyperprior(), cache: Optional[GibbsCache] = None,
-         compute_log_joint=False, post_method="auto") -> tuple[GibbsState, GibbsInfo]:
+         compute_log_joint=False, post_method="auto", row_offset=0,
+         checked=False) -> tuple[GibbsState, GibbsInfo]:
     """One systematic-scan sweep, output → input (pure: returns a new state).
 
     Order: ``[λ's if learned]``, then for ``l = L..1``: ``W̃^l | X^l, Z^{l+1}`` (A.1)
@@ -604,6 +617,18 @@ def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn
         Fill ``info.log_joint`` (one extra forward pass over the auxiliaries).
     post_method : {"auto", "cholesky", "matheron"}
         How to draw the post-activations (both exact, see :func:`sample_post`).
+    row_offset : int
+        Global index of ``X``'s first row: the fused latent passes key their draws by the
+        global row (:func:`blockbayes.kernels.latent_pass`), so a data shard draws what the
+        full data set draws for its rows.
+    checked : bool
+        The caller guarantees the state's first-layer prior precisions equal the net's whenever
+        ``cache.chol0`` is given and ``learn_prior`` is off (:func:`run` does: its states start
+        from the net's hyperparameters), so ``step`` skips that device-synchronising check.
+
+    The post- and pre-activations of each hidden layer are drawn in one fused pass
+    (:func:`blockbayes.kernels.latent_pass`): ``X^l`` from (A.2) and then ``Z^l`` from (A.3)
+    given the new ``X^l``, in the same order as the scan above.
 
     Returns
     -------
@@ -617,6 +642,7 @@ def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn
     keys = list(bbr.split(rng_key, 3 * L + 3))
     weights = list(state.weights)
     pre, post = list(state.pre), list(state.post)
+    sums = [None] * (L - 1)
     lam_w, lam_b, delta_y = state.lam_w, state.lam_b, state.delta_y
     if learn_prior:
         lam_w, lam_b = _sample_prior_precisions(keys.pop(), net, weights, hyperprior, like=X)
@@ -643,19 +669,68 @@ def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn
             delta = xp.full((C,), net.delta_z[l], dtype=X.dtype, device=device_of(X))
         prior = _prior_diag(xp, lam_w[:, l], lam_b[:, l], net.widths[l])
         if l == 0:
-            chol = cache.chol0 if (L > 1 and not learn_prior and _prior_matches_net(xp, net, lam_w, lam_b)) else None
+            chol = cache.chol0 if (L > 1 and not learn_prior and (checked or _prior_matches_net(xp, net, lam_w, lam_b))) else None
             weights[l] = sample_rows(keys.pop(), X, T, prior, delta, gram=cache.gram0[None, ...], chol=chol)
         else:
             weights[l] = sample_rows(keys.pop(), H, T, prior, delta)
             h = l - 1  # index of hidden layer l+1 in pre/post lists (Z^l, X^l in 1-based notation)
-            F = activate(xp, pre[h], net.activation, net.slope)
-            post[h] = sample_post(keys.pop(), F, weights[l], T, net.delta_x[h], delta, method=post_method)
             Hprev = X if h == 0 else post[h - 1]
             A = affine(Hprev, weights[l - 1])
-            pre[h] = sample_pre(keys.pop(), A, post[h], net.delta_z[h], net.delta_x[h], net.activation, net.slope)
+            if LATENT_PASS == "fused":
+                post[h], pre[h], sums[h] = kernels.latent_pass(
+                    keys.pop(), pre[h], A, T, weights[l], net.delta_x[h], net.delta_z[h], delta,
+                    activation=net.activation, slope=net.slope, method=post_method,
+                    row_offset=row_offset)
+            else:
+                F = activate(xp, pre[h], net.activation, net.slope)
+                z_old = pre[h]
+                post[h] = sample_post(keys.pop(), F, weights[l], T, net.delta_x[h], delta, method=post_method)
+                pre[h] = sample_pre(keys.pop(), A, post[h], net.delta_z[h], net.delta_x[h], net.activation, net.slope)
+                sums[h] = _latent_sums(xp, z_old, A, T, weights[l], post[h], pre[h], net)
     new = GibbsState(tuple(weights), tuple(pre), tuple(post), lam_w, lam_b, delta_y, latent)
     lj = log_joint(new, net, X, y) if compute_log_joint else None
-    return new, GibbsInfo(log_joint=lj, output_sse=output_sse)
+    partial = first = None
+    if L > 1:
+        partial, first = _fused_log_joint(xp, new, net, X.shape[0], sums)
+    return new, GibbsInfo(log_joint=lj, output_sse=output_sse, log_joint_partial=partial,
+                          first_term_prev=first)
+
+
+def _latent_sums(xp, z_old, A, T, W, Xn, Zn, net):
+    """The sums :func:`blockbayes.kernels.latent_pass` returns, computed from whole arrays
+    (the ``"separate"`` path), shape ``(C, 3)``."""
+    R = T - affine(Xn, W)
+    Rx = Xn - activate(xp, Zn, net.activation, net.slope)
+    D = z_old - A
+    return xp.stack([xp.sum(D * D, axis=(-2, -1)), xp.sum(R * R, axis=(-2, -1)),
+                     xp.sum(Rx * Rx, axis=(-2, -1))], axis=-1)
+
+
+def _fused_log_joint(xp, state: GibbsState, net: MLP, n: int, sums):
+    """(log joint of ``state`` without the first layer's data term, that term of the input
+    state) from the latent passes' sums (see :class:`GibbsInfo`); terms as :func:`log_joint`."""
+    two_pi = 2.0 * math.pi
+    L = net.num_layers
+    dt = state.delta_y.dtype
+    total = xp.zeros(state.delta_y.shape, dtype=dt, device=device_of(state.delta_y))
+    for l, W in enumerate(state.weights):
+        d_in, d_out = net.widths[l], net.widths[l + 1]
+        lw, lb = state.lam_w[:, l], state.lam_b[:, l]
+        Ww, b = W[..., :-1], W[..., -1]
+        total = total + d_out * (-(d_in + 1) / 2 * math.log(two_pi) + 0.5 * (d_in * xp.log(lw) + xp.log(lb)))
+        total = total - 0.5 * (lw * xp.sum(Ww * Ww, axis=(-2, -1)) + lb * xp.sum(b * b, axis=-1))
+        if l == L - 1:
+            total = total - 0.5 * n * d_out * xp.log(two_pi * state.delta_y)
+        else:
+            total = total - 0.5 * n * d_out * math.log(two_pi * net.delta_z[l])
+    for h in range(L - 1):
+        s = xp.astype(sums[h], dt)
+        d = net.widths[h + 1]
+        dx = net.delta_x[h]
+        d_next = state.delta_y if h == L - 2 else net.delta_z[h + 1]
+        total = total - s[:, 1] / (2 * d_next) - s[:, 2] / (2 * dx) - 0.5 * n * d * math.log(two_pi * dx)
+    first = -xp.astype(sums[0], dt)[:, 0] / (2 * net.delta_z[0])
+    return total, first
 
 
 def _prior_matches_net(xp, net, lam_w, lam_b) -> bool:
@@ -787,7 +862,9 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     check_every : int
         Check the state for non-finite values every this many sweeps (a device sync on GPUs).
     num_threads : int, optional
-        Threads of the fused Numba kernels (``None``: Numba's default, all cores).
+        Threads of the fused Numba kernels (``None``: all usable cores but one, at least one —
+        :func:`blockbayes._backend.threads.default_kernel_threads`; a parallel pass that needs
+        every core stalls behind any other busy process). Small passes run on one thread anyway.
     blas_threads : int, optional
         BLAS/LAPACK threads during the run (default 1; ``None`` leaves the library's setting).
         The sweep's matrix products have one small dimension, where threaded BLAS gains little
@@ -836,16 +913,26 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         bar = tqdm(total=total, desc="gibbs", unit="sweep", leave=False)
     key = k_run
     kept = 0
-    limits = thread_limits(num_threads, blas_threads)
+    fused_lj = L > 1    # log joint from the latent passes' sums, completed one sweep later
+    pending = None      # (trace index, partial log joint) awaiting the next sweep's first term
+    limits = thread_limits(default_kernel_threads() if num_threads is None else num_threads, blas_threads)
     try:
         for sweep in range(total):
             key, sub = bbr.split(key, 2)
             keep = sweep >= num_warmup and (sweep - num_warmup) % thin == thin - 1
             state, info = step(sub, state, net, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
                                hyperprior=hyperprior, cache=cache,
-                               compute_log_joint=keep and store_log_joint, post_method=post_method)
+                               compute_log_joint=keep and store_log_joint and not fused_lj,
+                               post_method=post_method, checked=True)
+            if pending is not None:
+                tr_lj[:, pending[0]] = pending[1] + info.first_term_prev
+                pending = None
             if (sweep + 1) % check_every == 0 or sweep == total - 1:
-                bad = _first_nonfinite(xp, state)
+                # one reduction (one device sync): the partial log joint sums every weight,
+                # precision and latent array of the new state, so it is finite iff they are
+                witness = (info.log_joint_partial + info.first_term_prev) if fused_lj else None
+                bad = ([] if witness is not None and bool(xp.all(xp.isfinite(witness)))
+                       else _first_nonfinite(xp, state))
                 if bad:
                     raise NonFiniteStateError(
                         f"the sampler state became non-finite at sweep {sweep + 1} (of {total}) in: "
@@ -858,10 +945,15 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
                 tr_lw[:, kept, ...] = state.lam_w
                 tr_lb[:, kept, ...] = state.lam_b
                 if tr_lj is not None:
-                    tr_lj[:, kept] = info.log_joint
+                    if fused_lj:
+                        pending = (kept, info.log_joint_partial)
+                    else:
+                        tr_lj[:, kept] = info.log_joint
                 kept += 1
             if bar is not None:
                 bar.update(1)
+        if pending is not None:
+            tr_lj[:, pending[0]] = log_joint(state, net, X, y)
     finally:
         if bar is not None:
             bar.close()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from numbers import Real
 from typing import Mapping, Sequence
 
-from ._backend import device_of, namespace
+from ._backend import backend_name, device_of, namespace
 
 __all__ = ["MLP", "forward", "activate", "augment", "ACTIVATIONS", "LIKELIHOODS"]
 
@@ -236,7 +236,22 @@ def augment(X):
 def affine(H, W):
     """``H W_w^T + b`` for ``W = [W_w b]`` of shape ``(..., d_out, d_in + 1)``, ``H`` of shape ``(..., n, d_in)``."""
     xp = namespace(H, W)
-    return xp.matmul(H, xp.matrix_transpose(W[..., :-1])) + W[..., None, :, -1]
+    Wt = xp.matrix_transpose(W[..., :-1])
+    if H.ndim == 2 and W.ndim == 3 and W.shape[0] <= 64 and backend_name(xp) == "numpy":
+        # shared inputs, per-chain weights: one BLAS GEMM per chain (NumPy's broadcast matmul
+        # of a 2-D by a 3-D operand takes a slow non-BLAS loop: 28 vs 3 ms at n = 1e4, 4 chains)
+        C = W.shape[0]
+        if C == 1:
+            out = xp.matmul(H, Wt[0])[None, ...]
+        else:
+            out = xp.empty((C, H.shape[0], W.shape[-2]), dtype=xp.result_type(H.dtype, W.dtype),
+                           device=device_of(H))
+            for c in range(C):
+                out[c, ...] = xp.matmul(H, Wt[c])
+    else:
+        out = xp.matmul(H, Wt)
+    out += W[..., None, :, -1]       # in place on the fresh product: no second (C, n, d_out) array
+    return out
 
 
 def forward(net: MLP, weights, X, *, return_hidden=False):

@@ -330,7 +330,8 @@ def test_linear_model_stale_mean_twin_is_caught(monkeypatch):
 
 
 def test_row_block_fixed_noise_identity():
-    """Deterministic: sample_rows returns exactly R^{-T}(R^{-1} B + sqrt(Δ) E) for the drawn E."""
+    """Deterministic: sample_rows returns exactly R^{-T}(R^{-1} B + sqrt(Δ) E) for the drawn E
+    (the counter-based normals E[c, i, m] = Φ⁻¹(u((c(d+1) + i)k + m)) of kernels.gaussian_rows)."""
     X, y = _data(n=25, d=3, d_out=2)
     C = 2
     T = np.stack([y, 2 * y])
@@ -338,7 +339,9 @@ def test_row_block_fixed_noise_identity():
     delta = np.array([0.1, 0.3])
     key = bb._backend.random.key(9)
     W = gibbs.sample_rows(key, X, T, prior, delta)
-    E = bb._backend.random.normal(key, (C, 4, 2), like=X)
+    import scipy.special
+
+    E = scipy.special.ndtri(bb.kernels.uniforms(key, (C, 4, 2), like=X))
     for c in range(C):
         m, P = _linear_posterior(X, T[c], prior[c], delta[c])
         R = np.linalg.cholesky(delta[c] * np.diag(prior[c]) + np.c_[X, np.ones(25)].T @ np.c_[X, np.ones(25)])

@@ -55,13 +55,18 @@ def test_shim_runs_the_sweep_on_the_device_and_returns_host_arrays(strict_env, m
     net, X, y, state = _problem()
     ref, _ = gibbs.step(bbr.key(5), state, net, X, y)          # plain NumPy run
     seen = []
-    orig = kernels.relu_preact
+    orig_pass, orig_rows = kernels.latent_pass, kernels.gaussian_rows
 
-    def spy(key, A, Xp, *a, **k):
-        seen.append(type(A).__module__)
-        return orig(key, A, Xp, *a, **k)
+    def spy_pass(key, Z, *a, **k):          # the fused X/Z pass of every hidden layer
+        seen.append(type(Z).__module__)
+        return orig_pass(key, Z, *a, **k)
 
-    monkeypatch.setattr(kernels, "relu_preact", spy)
+    def spy_rows(key, B, *a, **k):          # the node-row draws of every layer
+        seen.append(type(B).__module__)
+        return orig_rows(key, B, *a, **k)
+
+    monkeypatch.setattr(kernels, "latent_pass", spy_pass)
+    monkeypatch.setattr(kernels, "gaussian_rows", spy_rows)
     with _device.Shim("array_api_strict"):
         assert hasattr(gibbs.step, "__bb_device_shim__")
         new, info = gibbs.step(bbr.key(5), state, net, X, y, compute_log_joint=True)
@@ -93,6 +98,7 @@ def test_host_replacement_sees_host_arrays_inside_a_device_sweep(strict_env, mon
         kinds.append((type(A), type(Xpost)))
         return np.maximum(np.asarray(A), 0.0)                   # NumPy-only code
 
+    monkeypatch.setattr(gibbs, "LATENT_PASS", "separate")       # step draws Z through sample_pre
     with _device.Shim("array_api_strict"):
         monkeypatch.setattr(gibbs, "sample_pre", _device.host_call(numpy_pre))
         new, _ = gibbs.step(bbr.key(2), state, net, X, y)

@@ -3,7 +3,9 @@
 Each twin is a drop-in replacement for a function of :mod:`blockbayes.gibbs` (same signature),
 written here independently in NumPy (the library code is never edited). ``install(name)``
 patches it into ``blockbayes.gibbs`` for the duration of a ``with`` block, so that ``gibbs.step``
-— and every check that calls the conditionals through ``gibbs`` — uses it. Every twin with
+— and every check that calls the conditionals through ``gibbs`` — uses it (twins of
+``sample_pre``/``sample_post`` also switch ``gibbs.LATENT_PASS`` to ``"separate"``, the path that
+draws ``X`` and ``Z`` through those two functions instead of the fused kernel). Every twin with
 ``bug=None`` is a *correct* re-implementation; the suite's control tests run those through the same
 checks (they must pass), which shows that a caught twin is caught because of its one bug.
 
@@ -217,8 +219,12 @@ def install(name):
         return
     attr, fn = make(name)
     old = getattr(gibbs, attr)
+    old_pass = gibbs.LATENT_PASS
     setattr(gibbs, attr, host_call(fn))   # NumPy code: host round trip when the sweep runs on a device
+    if attr in ("sample_pre", "sample_post"):
+        gibbs.LATENT_PASS = "separate"   # step draws X, Z through the (patched) conditionals
     try:
         yield
     finally:
         setattr(gibbs, attr, old)
+        gibbs.LATENT_PASS = old_pass

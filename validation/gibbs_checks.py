@@ -273,6 +273,11 @@ class _Spy:
         self._old = {}
 
     def __enter__(self):
+        # the block-by-block replay needs X and Z drawn by their own calls: the "separate" path
+        # (the fused kernel draws both in one pass; it is checked against the same conditionals
+        # by the kernel tests and, through step, by the Geweke / grid / teacher families)
+        self._old_pass = gibbs.LATENT_PASS
+        gibbs.LATENT_PASS = "separate"
         for nm in self.NAMES:
             fn = getattr(gibbs, nm)
             self._old[nm] = fn
@@ -287,6 +292,7 @@ class _Spy:
     def __exit__(self, *exc):
         for nm, fn in self._old.items():
             setattr(gibbs, nm, fn)
+        gibbs.LATENT_PASS = self._old_pass
 
 
 def check_sweep_trace(seed, *, widths=(2, 3, 1), activation="relu", slope=0.1, dz=0.1, dx=0.1, dy=0.1,

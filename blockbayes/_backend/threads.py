@@ -4,7 +4,24 @@ The only place that talks to Numba's and the BLAS libraries' thread pools (``thr
 """
 from __future__ import annotations
 
-__all__ = ["thread_limits"]
+__all__ = ["thread_limits", "default_kernel_threads"]
+
+
+def default_kernel_threads() -> int:
+    """Kernel threads a run uses by default: all usable cores but one (at least one).
+
+    A parallel pass waits for its slowest thread; with every core in use, one busy process
+    beside the run puts some thread behind it for whole scheduler slices, and the sweep
+    collapses (measured here, 2 cores: 2 threads went from ~70 to ~6 sweeps/s with two other
+    processes running). Leaving a core free bounds the loss to that core's share.
+    """
+    import os
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, n - 1)
 
 
 def thread_limits(num_threads=None, blas_threads=None):
@@ -14,6 +31,11 @@ def thread_limits(num_threads=None, blas_threads=None):
             raise ValueError(f"{name} must be a positive int or None, got {v!r}")
     restore = []
     if blas_threads is not None:
+        try:
+            import scipy.linalg  # noqa: F401  (load SciPy's own OpenBLAS now: threadpoolctl
+            #                      limits only the libraries already loaded)
+        except ImportError:
+            pass
         try:
             from threadpoolctl import threadpool_limits
 

@@ -85,6 +85,18 @@ The element with C-order flat index ``i`` uses counters ``2i`` (branch choice, `
 :func:`truncated_normal`. The reference, Numba and CUDA kernels therefore give the same draws
 to rounding for the same key (a branch choice can differ only when ``u₁`` and ``π₊`` agree to
 ~1e-15, probability ~1e-15 per element). Never reuse a key: split it.
+
+The fused latent pass (:func:`latent_pass`) keys its draws by the *global* row
+---------------------------------------------------------------------------------
+For chains ``c = 0..C−1`` and a data row with global index ``g_μ = row_offset + μ``, the row's
+index is ``g = g_μ·C + c`` and its element ``j`` has counter ``i = g·d + j``: the ReLU draw uses
+``2i`` and ``2i + 1`` (as above), the identity's Gaussian ``Φ⁻¹(u(2i))``, the post-activation
+normals ``ξ_j = Φ⁻¹(u(STREAM_X + i))`` and the next layer's noise in the perturb-and-correct
+form ``e_m = Φ⁻¹(u(STREAM_E + g·k + m))`` (``STREAM_X = 2⁶²``, ``STREAM_E = 2⁶² + 2⁶¹``: the
+three ranges are disjoint, and ``bits`` is a bijection of the counter, so no uniform is used
+twice). A data shard holding rows ``[a, b)`` and called with ``row_offset = a`` therefore draws
+exactly what the full-data pass draws for those rows. ``Φ⁻¹`` is AS241 in the fused kernels and
+the backend's ``ndtri`` in the reference (they agree to ~1e-16).
 """
 from __future__ import annotations
 
@@ -95,7 +107,8 @@ import numpy as np
 from .._backend import backend_name, device_of, namespace, same_device
 from . import _common
 
-__all__ = ["relu_preact", "truncated_normal", "uniforms", "available_impls"]
+__all__ = ["relu_preact", "truncated_normal", "latent_pass", "gaussian_rows", "uniforms",
+           "available_impls"]
 
 _IMPLS = ("reference", "cpu", "cuda")
 
@@ -252,3 +265,123 @@ def truncated_normal(key, mean, sd, bound, upper, *, impl=None):
         return _module("reference").truncated_normal(k0, k1, mean, sd, bound, upper, shape,
                                                      out_dtype, xp, device_of(arrays[0]))
     return _module(name).truncated_normal(k0, k1, mean, sd, bound, upper, shape, out_dtype)
+
+
+def latent_pass(key, Z, A, T, W, delta_x, delta_z, delta_next, *, activation="relu", slope=0.0,
+                method="auto", row_offset=0, impl=None):
+    r"""Draw the post- and pre-activations of one hidden layer in one pass (MATH.md §A.2–A.3).
+
+    Post-activations ``x_μ ~ N(Q⁻¹r_μ, Q⁻¹)`` with ``Q = I/Δ_X + Ŵ^⊤Ŵ/Δ'``,
+    ``r_μ = f(z_μ)/Δ_X + Ŵ^⊤(t_μ − b)/Δ'`` (``[Ŵ b] = W``: the next layer's weights, ``t`` its
+    targets, ``Δ'`` its noise), then pre-activations ``z ~ p(z | a, x)`` elementwise with the
+    *new* ``x`` (the ReLU mixture of :func:`relu_preact`, or the identity's Gaussian
+    ``N((Δ_X a + Δ_Z x)/S, Δ_XΔ_Z/S)``, ``S = Δ_X + Δ_Z``). ``method="matheron"`` draws
+    ``x₀ = f(z) + √Δ_X ξ`` and corrects it, ``x = x₀ + Δ_X Ŵ^⊤(Δ_X ŴŴ^⊤ + Δ'I)⁻¹(t − b − Ŵx₀ − √Δ'e)``
+    (cost ``O(dk + k²)`` per row); ``"cholesky"`` solves with the Cholesky factor of
+    ``Δ_X Q`` (``O(d² + dk)`` per row); both exact, ``"auto"`` takes Matheron when ``k < d``.
+    Each row is read once and ``X``, ``Z`` written once; the draws are keyed by the global row
+    (module docstring), so shards agree with the full pass.
+
+    Parameters
+    ----------
+    key : numpy.ndarray, shape (2,), uint64
+        A blockbayes key, used once.
+    Z : array, shape (C, n, d)
+        Current pre-activations (for ``f(Z)``).
+    A : array, shape (C, n, d)
+        Pre-activation means ``X̃^{l-1} W̃^{l-1⊤}`` (with the layer below's current values).
+    T : array, shape (C, n, k) or (1, n, k)
+        The next layer's targets (``Z^{l+1}``, ``y`` or the latent utilities).
+    W : array, shape (C, k, d + 1)
+        The next layer's weights, bias last.
+    delta_x, delta_z : float
+        ``Δ_X``, ``Δ_Z`` of this layer.
+    delta_next : float or array of shape (C,)
+        The next layer's noise ``Δ'`` per chain.
+    activation : {"relu", "leaky_relu", "identity"}
+    slope : float
+        Negative-side slope of the (leaky) ReLU, ``[0, 1)``; ignored for the identity.
+    method : {"auto", "matheron", "cholesky"}
+    row_offset : int
+        Global index of the first row (data shards).
+    impl : {None, "reference", "cpu", "cuda"}
+
+    Returns
+    -------
+    X, Z : arrays of shape (C, n, d), in ``Z``'s namespace, device and dtype
+    sums : array of shape (C, 3), float64
+        ``[Σ(Z_old − A)², Σ‖T − X̃_new W^⊤‖², Σ(X_new − f(Z_new))²]`` per chain: the data terms
+        of the log joint (MATH.md (A.0)) that this pass touches, at no extra pass over memory.
+    """
+    k0, k1 = _common.check_key(key)
+    xp = namespace(Z, A, T, W)
+    same_device(Z, A, T, W)
+    if Z.ndim != 3 or tuple(A.shape) != tuple(Z.shape):
+        raise ValueError(f"Z and A must have one shape (C, n, d), got {Z.shape} and {A.shape}")
+    nc, n, d = Z.shape
+    if T.ndim != 3 or T.shape[0] not in (1, nc) or T.shape[1] != n:
+        raise ValueError(f"T must have shape (C, n, k) or (1, n, k) with C = {nc}, n = {n}; got {T.shape}")
+    k = T.shape[-1]
+    if tuple(W.shape) != (nc, k, d + 1):
+        raise ValueError(f"W must have shape (C, k, d + 1) = {(nc, k, d + 1)}, got {tuple(W.shape)}")
+    out_dtype = Z.dtype
+    _common.float_name(out_dtype)
+    dx = _common.check_positive("delta_x", delta_x)
+    dz = _common.check_positive("delta_z", delta_z)
+    if activation not in _common.ACTIVATIONS:
+        raise ValueError(f"activation must be one of {tuple(_common.ACTIVATIONS)}, got {activation!r}")
+    act = _common.ACTIVATIONS[activation]
+    slope = 1.0 if act == 1 else _common.check_slope(slope)
+    if method == "auto":
+        method = "matheron" if k < d else "cholesky"
+    if method not in _common.METHODS:
+        raise ValueError(f"method must be 'auto', 'matheron' or 'cholesky', got {method!r}")
+    if isinstance(row_offset, bool) or not isinstance(row_offset, (int, np.integer)) or row_offset < 0:
+        raise ValueError(f"row_offset must be a non-negative int, got {row_offset!r}")
+    if _common.is_scalar(delta_next):
+        dn = _common.check_positive("delta_next", delta_next)
+        delta_next = xp.full((nc,), dn, dtype=xp.float64, device=device_of(Z))
+    elif tuple(delta_next.shape) != (nc,):
+        raise ValueError(f"delta_next must be a float or shape ({nc},), got {tuple(delta_next.shape)}")
+    consts = _common.relu_constants(dz, dx, slope if act == 0 else 0.0)
+    name = _choose(xp, impl)
+    return _module(name).latent_pass(k0, k1, Z, A, T, W, delta_next, dx, dz, consts, act, slope,
+                                     _common.METHODS[method], int(row_offset), out_dtype)
+
+
+def gaussian_rows(key, B, delta, *, gram=None, prior_diag=None, chol=None, impl=None):
+    r"""Draw the node rows of one layer (MATH.md (A.1)) for every chain.
+
+    ``W̃^⊤ = R^{-⊤}(R^{-1}B + √Δ E)`` with ``RR^⊤ = G + Δ diag(λ)`` (``ΔP``, the scaled precision)
+    or ``R = chol`` when given, so that each column of ``W̃^⊤`` is ``N(P⁻¹B/Δ, P⁻¹)`` and
+    ``E[c, i, m] = Φ⁻¹(u((c(d+1) + i)k + m))`` (counter-based normals). Computed in float64 and
+    cast to ``B``'s dtype; Numba for ``d + 1 ≤ 128`` on NumPy arrays, LAPACK/BLAS (SciPy,
+    cuSOLVER) otherwise.
+
+    Parameters
+    ----------
+    key : numpy.ndarray, shape (2,), uint64
+    B : array, shape (C, d + 1, k)
+        ``H̃^⊤T`` (cross products of the layer's inputs and targets).
+    delta : array, shape (C,)
+        Noise variance ``Δ`` of the targets.
+    gram : array, shape (C or 1, d + 1, d + 1)
+        ``H̃^⊤H̃`` (unless ``chol``).
+    prior_diag : array, shape (C, d + 1)
+        Diagonal of ``Λ`` (unless ``chol``).
+    chol : array, shape (d + 1, d + 1), optional
+        Lower Cholesky factor of ``G + ΔΛ`` shared by all chains.
+
+    Returns
+    -------
+    W : array, shape (C, k, d + 1), ``B``'s dtype
+    """
+    k0, k1 = _common.check_key(key)
+    xp = namespace(B)
+    if B.ndim != 3:
+        raise ValueError(f"B must have shape (C, d + 1, k), got {tuple(B.shape)}")
+    if chol is None and (gram is None or prior_diag is None):
+        raise ValueError("gaussian_rows needs gram and prior_diag, or chol")
+    _common.float_name(B.dtype)
+    name = _choose(xp, impl)
+    return _module(name).gaussian_rows(k0, k1, B, delta, gram, prior_diag, chol, B.dtype)

@@ -19,6 +19,16 @@ MIX_M2 = 0x94D049BB133111EB
 GOLDEN = 0x9E3779B97F4A7C15
 MASK64 = (1 << 64) - 1
 
+# --- counter streams of the fused latent pass (disjoint from the ReLU counters 2i, 2i + 1) --
+#: normals of the post-activation draw: counter STREAM_X + i, i the element's global counter
+STREAM_X = 1 << 62
+#: normals of the next layer's noise in the perturb-and-correct draw: STREAM_E + g·k + m
+STREAM_E = (1 << 62) + (1 << 61)
+#: post-activation draws by form: perturb-and-correct (next layer narrower) or Cholesky
+METHODS = {"matheron": 0, "cholesky": 1}
+#: activations of the fused latent pass (0: ReLU / leaky ReLU, 1: identity)
+ACTIVATIONS = {"relu": 0, "leaky_relu": 0, "identity": 1}
+
 # --- one-sided truncated normal -----------------------------------------------------------
 #: switch from inversion of Φ to Newton's method in log space (standardised bound)
 ALPHA0 = 5.0

@@ -28,8 +28,21 @@ formulas. Kernel entry points, for
                               T* out, long long n,
                               unsigned long long k0, unsigned long long k1)
 
+    bb_latent_pass_<sfx>(const T* Z, const T* A, const T* Tt, long long t_chains,
+                         const double* W, const double* dnext, const double* F,
+                         T* X, T* Zout, double* rowsums,
+                         long long C, long long n, long long d, long long k,
+                         long long row_offset, long long method, long long act, double slope,
+                         double dx, double dz, unsigned long long k0, unsigned long long k1,
+                         double p1, double p2, double n1, double n2,
+                         double sd_pos, double sd_neg, double half_log)
+
 ``*_step`` is 1 for a full flat array and 0 for a broadcast scalar (element ``i`` reads
-``x[i * step]``).
+``x[i * step]``). ``bb_latent_pass`` is the fused latent pass of
+:func:`blockbayes.kernels.latent_pass` with one thread per row (chain ``c``, row ``μ``), the
+mathematics of :func:`blockbayes.kernels.cpu._latent_group` (``F``: the per-chain Cholesky
+factors, computed by the launcher; ``t_chains`` 0 when the targets are shared by the chains;
+``rowsums``: the three sums per row, reduced by the launcher); ``d, k ≤ LATENT_MAX``.
 """
 from __future__ import annotations
 
@@ -38,8 +51,11 @@ from . import _common as C
 __all__ = ["ELEMENT_SRC", "source", "KERNEL_NAMES", "DTYPE_SUFFIX"]
 
 DTYPE_SUFFIX = {"float32": ("float", "f32"), "float64": ("double", "f64")}
-KERNEL_NAMES = tuple(f"bb_{k}_{s}" for k in ("relu_preact", "truncated_normal")
+KERNEL_NAMES = tuple(f"bb_{k}_{s}" for k in ("relu_preact", "truncated_normal", "latent_pass")
                      for s in ("f32", "f64"))
+#: widest layer (``d``) and next layer (``k``) the fused latent-pass kernel takes (per-thread
+#: row buffers); wider layers go through the reference path on the GPU
+LATENT_MAX = 64
 
 _PRELUDE = r"""
 #if defined(__CUDACC__)
@@ -394,6 +410,115 @@ BB_KERNEL bb_truncated_normal_%(sfx)s(const %(T)s* BB_RESTRICT mean, long long m
 }
 """
 
+_LATENT_TEMPLATE = r"""
+BB_KERNEL bb_latent_pass_%(sfx)s(const %(T)s* BB_RESTRICT Z, const %(T)s* BB_RESTRICT A,
+                               const %(T)s* BB_RESTRICT Tt, long long t_chains,
+                               const double* BB_RESTRICT W, const double* BB_RESTRICT dnext,
+                               const double* BB_RESTRICT F, %(T)s* BB_RESTRICT Xo,
+                               %(T)s* BB_RESTRICT Zo, double* BB_RESTRICT rs,
+                               long long nc, long long n, long long d, long long k,
+                               long long row_offset, long long method, long long act, double slope,
+                               double dx, double dz, bb_u64 k0, bb_u64 k1,
+                               double p1, double p2, double n1, double n2,
+                               double sdp, double sdm, double half_log)
+{
+    BB_LOOP(r, nc * n) {
+        double xb[BB_LATENT_MAX], nb[BB_LATENT_MAX], rb[BB_LATENT_MAX], eb[BB_LATENT_MAX];
+        long long c = r / n, mu = r - c * n, j, m, p;
+        long long fm = method == 0 ? k : d;
+        const double* Wc = W + c * k * (d + 1);
+        const double* L = F + c * fm * fm;
+        double dn = dnext[c], se = sqrt(dn), sx = sqrt(dx), ratio = dx / dn;
+        bb_u64 g = (bb_u64)(row_offset + mu) * (bb_u64)nc + (bb_u64)c;
+        bb_u64 base = g * (bb_u64)d;
+        long long row = (c * n + mu) * d;
+        long long trow = ((t_chains ? c : 0) * n + mu) * k;
+        double s_in = 0.0, s_next = 0.0, s_x = 0.0, s;
+        for (j = 0; j < d; ++j) {
+            double zo = (double)Z[row + j], a = (double)A[row + j];
+            s_in += (zo - a) * (zo - a);
+            xb[j] = zo >= 0.0 ? zo : slope * zo;
+            nb[j] = bb_ndtri(bb_uniform(k0, k1, BB_STREAM_X + base + (bb_u64)j));
+        }
+        if (method == 0) {
+            for (j = 0; j < d; ++j) xb[j] += sx * nb[j];
+            for (m = 0; m < k; ++m) {
+                double e = bb_ndtri(bb_uniform(k0, k1, BB_STREAM_E + g * (bb_u64)k + (bb_u64)m));
+                eb[m] = e;
+                s = (double)Tt[trow + m] - Wc[m * (d + 1) + d];
+                for (j = 0; j < d; ++j) s -= Wc[m * (d + 1) + j] * xb[j];
+                rb[m] = s - se * e;
+            }
+            for (m = 0; m < k; ++m) {
+                s = rb[m];
+                for (p = 0; p < m; ++p) s -= L[m * k + p] * rb[p];
+                rb[m] = s / L[m * k + m];
+            }
+            for (m = k - 1; m >= 0; --m) {
+                s = rb[m];
+                for (p = m + 1; p < k; ++p) s -= L[p * k + m] * rb[p];
+                rb[m] = s / L[m * k + m];
+            }
+            for (m = 0; m < k; ++m) {
+                double res = dn * rb[m] + se * eb[m];
+                s_next += res * res;
+            }
+            for (m = 0; m < k; ++m) {
+                double ym = dx * rb[m];
+                for (j = 0; j < d; ++j) xb[j] += Wc[m * (d + 1) + j] * ym;
+            }
+        } else {
+            for (m = 0; m < k; ++m) eb[m] = (double)Tt[trow + m] - Wc[m * (d + 1) + d];
+            for (m = 0; m < k; ++m) {
+                double em = ratio * eb[m];
+                for (j = 0; j < d; ++j) xb[j] += em * Wc[m * (d + 1) + j];
+            }
+            for (j = 0; j < d; ++j) {
+                s = xb[j];
+                for (p = 0; p < j; ++p) s -= L[j * d + p] * xb[p];
+                xb[j] = s / L[j * d + j];
+            }
+            for (j = 0; j < d; ++j) xb[j] += sx * nb[j];
+            for (j = d - 1; j >= 0; --j) {
+                s = xb[j];
+                for (p = j + 1; p < d; ++p) s -= L[p * d + j] * xb[p];
+                xb[j] = s / L[j * d + j];
+            }
+            for (m = 0; m < k; ++m) {
+                s = eb[m];
+                for (j = 0; j < d; ++j) s -= Wc[m * (d + 1) + j] * xb[j];
+                s_next += s * s;
+            }
+        }
+        for (j = 0; j < d; ++j) {
+            %(T)s xc = (%(T)s)xb[j];
+            double xs = (double)xc, a = (double)A[row + j], zn, fz;
+            %(T)s zc;
+            Xo[row + j] = xc;
+            if (act == 0) {
+                int pos;
+                zn = bb_relu_elem(a, xs, k0, k1, base + (bb_u64)j, p1, p2, n1, n2, sdp, sdm,
+                                  half_log, &pos);
+                zc = (%(T)s)zn;
+                if (pos) { if (zc < (%(T)s)0) zc = (%(T)s)0; }
+                else if (zc > (%(T)s)0) zc = (%(T)s)(-0.0);
+            } else {
+                double su = dx + dz;
+                double u = bb_uniform(k0, k1, (base + (bb_u64)j) * 2ULL);
+                zc = (%(T)s)((dx * a + dz * xs) / su + sqrt(dx * dz / su) * bb_ndtri(u));
+            }
+            Zo[row + j] = zc;
+            zn = (double)zc;
+            fz = zn >= 0.0 ? zn : slope * zn;
+            s_x += (xs - fz) * (xs - fz);
+        }
+        rs[3 * r] = s_in;
+        rs[3 * r + 1] = s_next;
+        rs[3 * r + 2] = s_x;
+    }
+}
+"""
+
 _LOOP = r"""
 #if defined(__CUDACC__)
 #  define BB_LOOP(i, n) for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; \
@@ -410,5 +535,8 @@ def source() -> str:
     Compiles as CUDA (``__CUDACC__`` defined by NVRTC and nvcc: ``__global__`` grid-stride
     kernels, ``extern "C"`` names) and as host C99 (serial loops, exported names).
     """
-    kernels = "".join(_KERNELS_TEMPLATE % dict(T=T, sfx=sfx) for T, sfx in DTYPE_SUFFIX.values())
-    return _PRELUDE + ELEMENT_SRC + _LOOP + kernels
+    kernels = "".join((_KERNELS_TEMPLATE + _LATENT_TEMPLATE) % dict(T=T, sfx=sfx)
+                      for T, sfx in DTYPE_SUFFIX.values())
+    consts = (f"#define BB_LATENT_MAX {LATENT_MAX}\n#define BB_STREAM_X {C.STREAM_X}ULL\n"
+              f"#define BB_STREAM_E {C.STREAM_E}ULL\n")
+    return _PRELUDE + ELEMENT_SRC + consts + _LOOP + kernels

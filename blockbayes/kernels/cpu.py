@@ -46,7 +46,8 @@ from numba.extending import intrinsic
 
 from . import _common as C
 
-__all__ = ["relu_preact", "truncated_normal", "set_num_threads", "get_num_threads"]
+__all__ = ["relu_preact", "truncated_normal", "latent_pass", "gaussian_rows", "set_num_threads",
+           "get_num_threads"]
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")   # IEEE division: no zero checks
 
@@ -505,7 +506,7 @@ _CHUNK = 128
 
 @njit(**_JIT)
 def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2, sdp, sdm,
-                half_log):
+                half_log, row_len=0, row_stride=0, ctr_base=0):
     """Elements lo..hi-1 in blocks of _CHUNK, organised as short branch-free passes.
 
     The arrays come in both dtypes (``is32`` picks ``a32, x32, o32`` over ``a64, x64, o64``;
@@ -517,6 +518,11 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
     element-by-element loop is latency bound and mispredicts its data-dependent branches; the
     passes below have no branches and no calls (exp and log are inlined polynomials), so LLVM
     vectorises them, and the few data-dependent steps are compact gathers/scatters.
+
+    Counters: element ``p`` (flat, ``lo ≤ p < hi``) uses ``i = p`` when ``row_len == 0``, else
+    ``i = ⌊q/row_len⌋·row_stride + (q mod row_len) + ctr_base`` with ``q = p − lo`` (``lo`` at a
+    row start): the layout of the fused latent pass, keyed by the global row
+    (:func:`_latent_group`).
 
     * Pass 1: u₂, r₊, r₋, the branches decided by the bounds of G alone ("sure": |ℓ| ≥ 38),
       α and a class per element. "Simple" elements — sure, and the chosen piece's bound so far
@@ -560,8 +566,21 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
     a_b = np.empty(_CHUNK)
     x_b = np.empty(_CHUNK)
     z_b = np.empty(_CHUNK)
+    cn_b = np.empty(_CHUNK, dtype=np.uint64)
+    row = 0
+    col = 0
     for start in range(lo, hi, _CHUNK):
         m = min(_CHUNK, hi - start)
+        if row_len == 0:
+            for j in range(m):
+                cn_b[j] = np.uint64(start + j)
+        else:
+            for j in range(m):
+                cn_b[j] = np.uint64(row * row_stride + col + ctr_base)
+                col += 1
+                if col == row_len:
+                    col = 0
+                    row += 1
         if is32:
             for j in range(m):
                 a_b[j] = a32[start + j]
@@ -572,7 +591,7 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
                 x_b[j] = x64[start + j]
         # ---- pass 1: uniforms u₂, the branch bounds, α and the class
         for j in range(m):
-            u = _uniform(k0, k1, np.uint64(start + j) * _TWO + _ONE)
+            u = _uniform(k0, k1, cn_b[j] * _TWO + _ONE)
             a = a_b[j]
             x = x_b[j]
             rp = a * p1 + x * p2
@@ -631,7 +650,7 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
                 r_b[k + jj] = -(a * n1 + x * n2)
                 sr_b[jj] = sure_buf[j]
                 ur_b[jj] = u_buf[j]
-                ir_b[jj] = np.uint64(i)
+                ir_b[jj] = cn_b[j]
             # R1: Cody's rationals for all three ranges of y = |r|/√2, and the exp argument
             for jj in range(2 * k):
                 r = r_b[jj]
@@ -813,6 +832,328 @@ def _tn_kernel(m64, s64, b64, o64, m32, s32, b32, o32, is32, ms, ss, bs, upper, 
 
 
 # --------------------------------------------------------------------------------------------
+# the fused latent pass of one hidden layer: X^l and Z^l in one pass over the rows
+# --------------------------------------------------------------------------------------------
+
+_XS = np.uint64(C.STREAM_X)
+_ES = np.uint64(C.STREAM_E)
+
+
+@njit(**_JIT)
+def _chol_lower(M, L):
+    """``L`` ← lower Cholesky factor of the SPD matrix ``M`` (float64); NaN if not PD."""
+    m = M.shape[0]
+    for j in range(m):
+        s = M[j, j]
+        for p in range(j):
+            s -= L[j, p] * L[j, p]
+        if not (s > 0.0):
+            L[:, :] = np.nan            # propagates into the state; the run's check names it
+            return
+        ljj = math.sqrt(s)
+        L[j, j] = ljj
+        for i in range(j + 1, m):
+            t = M[i, j]
+            for p in range(j):
+                t -= L[i, p] * L[j, p]
+            L[i, j] = t / ljj
+        for i in range(j):
+            L[i, j] = 0.0
+
+
+@njit(**_JIT)
+def _latent_factors(W, dnext, dx, method):
+    """Per chain: Cholesky of ``S = Δ_X Ŵ Ŵ^⊤ + Δ' I`` (method 0, k × k) or of
+    ``Q = I + (Δ_X/Δ') Ŵ^⊤ Ŵ`` (method 1, d × d). ``W``: (C, k, d + 1) float64."""
+    nc, k, d1 = W.shape
+    d = d1 - 1
+    m = k if method == 0 else d
+    F = np.zeros((nc, m, m))
+    M = np.empty((m, m))
+    for c in range(nc):
+        if method == 0:
+            for a in range(k):
+                for b in range(a + 1):
+                    s = 0.0
+                    for j in range(d):
+                        s += W[c, a, j] * W[c, b, j]
+                    s *= dx
+                    if a == b:
+                        s += dnext[c]
+                    M[a, b] = s
+                    M[b, a] = s
+        else:
+            ratio = dx / dnext[c]
+            for a in range(d):
+                for b in range(a + 1):
+                    s = 0.0
+                    for q in range(k):
+                        s += W[c, q, a] * W[c, q, b]
+                    s *= ratio
+                    if a == b:
+                        s += 1.0
+                    M[a, b] = s
+                    M[b, a] = s
+        _chol_lower(M, F[c])
+    return F
+
+
+@njit(**_JIT)
+def _row_uniforms(u, m, k0, k1):
+    """``u[i] = u(i)`` for ``i < m`` (the counter hash alone: the benchmarks' RNG floor)."""
+    for i in range(m):
+        u[i] = _uniform(k0, k1, np.uint64(i))
+
+
+@njit(**_JIT)
+def _row_normals(nb, tb, idx, nrows, d, k0, k1, cb0, row_stride):
+    """``nb[r·d + j] = Φ⁻¹(u(cb0 + r·row_stride + j))`` (AS241 as :func:`_ndtri`: the central
+    rational for every element, vectorised, then the tails of the ~15 % outside it)."""
+    q = 0
+    for r in range(nrows):
+        cb = cb0 + np.uint64(r * row_stride)
+        for j in range(d):
+            nb[q + j] = _uniform(k0, k1, cb + np.uint64(j))
+        q += d
+    m = nrows * d
+    for q in range(m):
+        tb[q] = _ndtri_central(nb[q] - 0.5)
+    nt = 0
+    for q in range(m):
+        idx[nt] = q
+        nt += abs(nb[q] - 0.5) > 0.425
+    for jj in range(nt):
+        q = idx[jj]
+        tb[q] = _ndtri_tail(nb[q])
+    for q in range(m):
+        nb[q] = tb[q]
+
+
+@njit(**_JIT)
+def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F, c, r0, r1,
+                  n, d, k, nc, t_cs, row_offset, method, act, slope, dx, dz, k0, k1,
+                  p1, p2, n1, n2, sdp, sdm, half_log, out):
+    """Rows ``r0..r1-1`` of chain ``c``: X (row by row), then Z (blocked ReLU kernel), sums.
+
+    Row ``μ`` (global row ``g_μ = row_offset + μ``, ``g = g_μ·C + c``) with ``x̃ = [x, 1]``,
+    ``Ŵ, b`` the next layer's weights, ``t`` its targets, ``Δ'`` its noise:
+
+    * method 0 (perturb and correct): ``x₀ = f(z) + √Δ_X ξ``, ``r = t − b − Ŵx₀ − √Δ' e``,
+      ``y = S⁻¹r`` (``S = Δ_X ŴŴ^⊤ + Δ'I = LL^⊤``), ``x = x₀ + Δ_X Ŵ^⊤y``; then
+      ``t − b − Ŵx = Δ'y + √Δ' e``.
+    * method 1 (Cholesky): ``x = R^{-⊤}(R^{-1}(f(z) + (Δ_X/Δ')Ŵ^⊤(t − b)) + √Δ_X ξ)``,
+      ``RR^⊤ = I + (Δ_X/Δ')Ŵ^⊤Ŵ``.
+
+    ``ξ_j = Φ⁻¹(u(STREAM_X + g·d + j))``, ``e_m = Φ⁻¹(u(STREAM_E + g·k + m))``; the ReLU draw of
+    element ``(μ, j)`` uses counters ``2i, 2i + 1`` with ``i = g·d + j``, the identity's
+    Gaussian ``Φ⁻¹(u(2i))``. ``out``: ``[Σ(z_old − a)², Σ‖t − b − Ŵx‖², Σ(x − f(z_new))²]``.
+    """
+    sx = math.sqrt(dx)
+    dn = dnext[c]
+    se = math.sqrt(dn)
+    ratio = dx / dn
+    nrows = r1 - r0
+    lo = (c * n + r0) * d
+    hi = (c * n + r1) * d
+    m_all = hi - lo
+    xb = np.empty(m_all)
+    nb = np.empty(m_all)
+    tb = np.empty(m_all)
+    idx = np.empty(m_all, dtype=np.int64)
+    rb = np.empty(k)
+    eb = np.empty(k)
+    Wc = W[c]
+    L = F[c]
+    s_in = 0.0
+    s_next = 0.0
+    s_x = 0.0
+    tc = c if t_cs else 0
+    row_stride = nc * d
+    g0 = (row_offset + r0) * nc + c                   # g of the first row
+    # f(z_old) and Σ(z_old − a)²
+    if is32:
+        for q in range(m_all):
+            zo = np.float64(z32[lo + q])
+            a = np.float64(a32[lo + q])
+            s_in += (zo - a) * (zo - a)
+            xb[q] = zo if zo >= 0.0 else slope * zo
+    else:
+        for q in range(m_all):
+            zo = z64[lo + q]
+            a = a64[lo + q]
+            s_in += (zo - a) * (zo - a)
+            xb[q] = zo if zo >= 0.0 else slope * zo
+    # ξ for every element of the rows
+    _row_normals(nb, tb, idx, nrows, d, k0, k1, _XS + np.uint64(g0 * d), row_stride)
+    if method == 0:
+        for q in range(m_all):
+            xb[q] += sx * nb[q]
+    for r in range(nrows):
+        mu = r0 + r
+        g = np.uint64(g0 + r * nc)
+        o = r * d
+        trow = (tc * n + mu) * k
+        if method == 0:
+            eb0 = _ES + g * np.uint64(k)
+            for m in range(k):
+                e = _ndtri(_uniform(k0, k1, eb0 + np.uint64(m)))
+                eb[m] = e
+                s = (np.float64(t32[trow + m]) if is32 else t64[trow + m]) - Wc[m, d]
+                for j in range(d):
+                    s -= Wc[m, j] * xb[o + j]
+                rb[m] = s - se * e
+            for m in range(k):                      # L v = r
+                s = rb[m]
+                for p in range(m):
+                    s -= L[m, p] * rb[p]
+                rb[m] = s / L[m, m]
+            for m in range(k - 1, -1, -1):          # L^T y = v
+                s = rb[m]
+                for p in range(m + 1, k):
+                    s -= L[p, m] * rb[p]
+                rb[m] = s / L[m, m]
+            for m in range(k):
+                res = dn * rb[m] + se * eb[m]
+                s_next += res * res
+            for m in range(k):
+                ym = dx * rb[m]
+                for j in range(d):
+                    xb[o + j] += Wc[m, j] * ym
+        else:
+            for m in range(k):
+                eb[m] = (np.float64(t32[trow + m]) if is32 else t64[trow + m]) - Wc[m, d]
+            for m in range(k):
+                em = ratio * eb[m]
+                for j in range(d):
+                    xb[o + j] += em * Wc[m, j]
+            for j in range(d):                      # R v = rhs
+                s = xb[o + j]
+                for p in range(j):
+                    s -= L[j, p] * xb[o + p]
+                xb[o + j] = s / L[j, j]
+            for j in range(d):                      # v += √Δ_X ξ
+                xb[o + j] += sx * nb[o + j]
+            for j in range(d - 1, -1, -1):          # R^T x = v
+                s = xb[o + j]
+                for p in range(j + 1, d):
+                    s -= L[p, j] * xb[o + p]
+                xb[o + j] = s / L[j, j]
+            for m in range(k):
+                s = eb[m]
+                for j in range(d):
+                    s -= Wc[m, j] * xb[o + j]
+                s_next += s * s
+    if is32:
+        for q in range(m_all):
+            x32[lo + q] = np.float32(xb[q])
+    else:
+        for q in range(m_all):
+            x64[lo + q] = xb[q]
+    if act == 0:
+        _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2, sdp,
+                    sdm, half_log, d, row_stride, g0 * d)
+    else:                                           # identity: Gaussian z | a, x
+        ident_s = dx + dz
+        ident_sd = math.sqrt(dx * dz / ident_s)
+        q = 0
+        for r in range(nrows):
+            cb = np.uint64((g0 + r * nc) * d)
+            for j in range(d):
+                nb[q + j] = _uniform(k0, k1, (cb + np.uint64(j)) * _TWO)
+            q += d
+        for q in range(m_all):
+            xs = np.float64(x32[lo + q]) if is32 else x64[lo + q]
+            a = np.float64(a32[lo + q]) if is32 else a64[lo + q]
+            zn = (dx * a + dz * xs) / ident_s + ident_sd * _ndtri(nb[q])
+            if is32:
+                o32[lo + q] = np.float32(zn)
+            else:
+                o64[lo + q] = zn
+    if is32:
+        for q in range(m_all):
+            xs = np.float64(x32[lo + q])
+            zn = np.float64(o32[lo + q])
+            fz = zn if zn >= 0.0 else slope * zn
+            s_x += (xs - fz) * (xs - fz)
+    else:
+        for q in range(m_all):
+            xs = x64[lo + q]
+            zn = o64[lo + q]
+            fz = zn if zn >= 0.0 else slope * zn
+            s_x += (xs - fz) * (xs - fz)
+    out[0] = s_in
+    out[1] = s_next
+    out[2] = s_x
+
+
+@njit(**_JIT)
+def _latent_kernel_serial(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F, n, d,
+                          k, nc, t_cs, row_offset, method, act, slope, dx, dz, k0, k1, p1, p2, n1,
+                          n2, sdp, sdm, half_log, ngroups, out):
+    """:func:`_latent_kernel` on the calling thread (small passes: no thread wake-ups, which
+    stall behind busy cores)."""
+    for gi in range(nc * ngroups):
+        c = gi // ngroups
+        g = gi - c * ngroups
+        r0 = g * n // ngroups
+        r1 = (g + 1) * n // ngroups
+        if r1 > r0:
+            _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F,
+                          c, r0, r1, n, d, k, nc, t_cs, row_offset, method, act, slope, dx, dz,
+                          k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, out[gi])
+
+
+@njit(**_JIT)
+def _rows_kernel(G, pd, B, delta, R0, use_r0, k0, k1, out):
+    """Gaussian node rows (A.1) of every chain: ``W̃^⊤ = R^{-⊤}(R^{-1}B + √Δ E)`` with
+    ``RR^⊤ = G + Δ diag(pd)`` (or ``R = R0``), ``E[c, i, m] = Φ⁻¹(u((c(d+1) + i)k + m))``."""
+    nc, d1, k = B.shape
+    R = np.empty((d1, d1))
+    M = np.empty((d1, d1))
+    v = np.empty(d1)
+    for c in range(nc):
+        if use_r0:
+            R[:, :] = R0
+        else:
+            g = G[c if G.shape[0] > 1 else 0]
+            M[:, :] = g
+            for a in range(d1):
+                M[a, a] += delta[c] * pd[c, a]
+            _chol_lower(M, R)
+        sd = math.sqrt(delta[c])
+        for m in range(k):
+            for i in range(d1):
+                s = B[c, i, m]
+                for p in range(i):
+                    s -= R[i, p] * v[p]
+                v[i] = s / R[i, i]
+            for i in range(d1):
+                v[i] += sd * _ndtri(_uniform(k0, k1, np.uint64((c * d1 + i) * k + m)))
+            for i in range(d1 - 1, -1, -1):
+                s = v[i]
+                for p in range(i + 1, d1):
+                    s -= R[p, i] * v[p]
+                v[i] = s / R[i, i]
+            for i in range(d1):
+                out[c, m, i] = v[i]
+
+
+@njit(parallel=True, **_JIT)
+def _latent_kernel(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F, n, d, k,
+                   nc, t_cs, row_offset, method, act, slope, dx, dz, k0, k1, p1, p2, n1, n2,
+                   sdp, sdm, half_log, ngroups, out):
+    for gi in prange(nc * ngroups):
+        c = gi // ngroups
+        g = gi - c * ngroups
+        r0 = g * n // ngroups
+        r1 = (g + 1) * n // ngroups
+        if r1 > r0:
+            _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F,
+                          c, r0, r1, n, d, k, nc, t_cs, row_offset, method, act, slope, dx, dz,
+                          k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, out[gi])
+
+
+# --------------------------------------------------------------------------------------------
 # wrappers (arguments validated by blockbayes.kernels)
 # --------------------------------------------------------------------------------------------
 
@@ -852,8 +1193,12 @@ def relu_preact(k0: int, k1: int, A, X, consts: C.ReluConstants, out_dtype):
         is32 = dt == np.float32
         arrays = ((_DUMMY64, _DUMMY64, _DUMMY64, a, x, out) if is32
                   else (a, x, out, _DUMMY32, _DUMMY32, _DUMMY32))
-        _relu_kernel(*arrays, is32, np.uint64(k0), np.uint64(k1), *(float(v) for v in consts),
-                     _groups())
+        if get_num_threads() > 1 and out.shape[0] >= _PARALLEL_MIN:
+            _relu_kernel(*arrays, is32, np.uint64(k0), np.uint64(k1), *(float(v) for v in consts),
+                         _groups())
+        else:
+            _relu_range(*arrays, is32, 0, out.shape[0], np.uint64(k0), np.uint64(k1),
+                        *(float(v) for v in consts))
     return out.reshape(A.shape)
 
 
@@ -880,5 +1225,69 @@ def truncated_normal(k0: int, k1: int, mean, sd, bound, upper, shape, out_dtype)
         is32 = dt == np.float32
         arrays = ((_DUMMY64,) * 4 + (m, s, b, out) if is32
                   else (m, s, b, out) + (_DUMMY32,) * 4)
-        _tn_kernel(*arrays, is32, ms, ss, bs, u, us, np.uint64(k0), np.uint64(k1), _groups())
+        if get_num_threads() > 1 and n >= _PARALLEL_MIN:
+            _tn_kernel(*arrays, is32, ms, ss, bs, u, us, np.uint64(k0), np.uint64(k1), _groups())
+        else:
+            _tn_range(*arrays, is32, ms, ss, bs, u, us, 0, n, np.uint64(k0), np.uint64(k1))
     return out.reshape(shape)
+
+
+#: elements per task of the fused latent pass (rows of one chain; scratch stays in L2)
+_LATENT_TASK = 8192
+#: below this many elements a pass runs on the calling thread: waking the pool costs more than
+#: it saves, and a woken thread that lands on a busy core stalls the whole pass
+_PARALLEL_MIN = 1 << 16
+#: widest row block (``d + 1``) the Numba row sampler takes; wider ones use LAPACK/BLAS
+#: (:func:`blockbayes.kernels.reference.gaussian_rows`)
+_ROWS_MAX = 128
+
+
+def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConstants, act: int,
+                slope: float, method: int, row_offset: int, out_dtype):
+    """Numba fused latent pass (NumPy arrays, validated arguments): ``(X, Z, sums)``."""
+    dt = np.dtype(out_dtype)
+    nc, n, d = Z.shape
+    k = T.shape[-1]
+    is32 = dt == np.float32
+    t_cs = not (T.shape[0] == 1 or (T.ndim == 3 and T.strides[0] == 0))
+    Tc = np.ascontiguousarray(T if t_cs else T[:1], dtype=dt).reshape(-1)
+    z = _flat(Z, dt)
+    a = _flat(A, dt)
+    W64 = np.ascontiguousarray(W, dtype=np.float64)
+    dn = np.ascontiguousarray(np.broadcast_to(np.asarray(dnext, dtype=np.float64).reshape(-1), (nc,)))
+    F = _latent_factors(W64, dn, float(dx), method)
+    xo = np.empty(nc * n * d, dtype=dt)
+    zo = np.empty(nc * n * d, dtype=dt)
+    threads = get_num_threads()
+    ngroups = max(1, min(n, max(-(-n * d // _LATENT_TASK), -(-2 * threads // nc))))
+    out = np.zeros((nc * ngroups, 3))
+    if n and d:
+        arrs = ((_DUMMY64,) * 5 + (z, a, Tc, xo, zo)) if is32 else ((z, a, Tc, xo, zo) + (_DUMMY32,) * 5)
+        kern = _latent_kernel if (threads > 1 and nc * n * d >= _PARALLEL_MIN) else _latent_kernel_serial
+        kern(*arrs, is32, W64, dn, F, n, d, k, nc, t_cs, int(row_offset), method, act,
+                       float(slope), float(dx), float(dz), np.uint64(k0), np.uint64(k1),
+                       *(float(v) for v in consts), ngroups, out)
+    sums = out.reshape(nc, ngroups, 3).sum(axis=1)
+    return xo.reshape(nc, n, d), zo.reshape(nc, n, d), sums
+
+
+def gaussian_rows(k0: int, k1: int, B, delta, gram, prior_diag, chol, out_dtype):
+    """Numba node-row sampler (NumPy arrays, validated arguments) for ``d + 1 ≤ 128``; wider
+    blocks go through the reference code (LAPACK and BLAS do the factorisation and solves)."""
+    nc, d1, k = B.shape
+    if d1 > _ROWS_MAX:
+        from . import reference
+
+        return reference.gaussian_rows(k0, k1, B, delta, gram, prior_diag, chol, out_dtype)
+    Bd = np.ascontiguousarray(B, dtype=np.float64)
+    dl = np.ascontiguousarray(np.broadcast_to(np.asarray(delta, dtype=np.float64), (nc,)))
+    out = np.empty((nc, k, d1))
+    if chol is not None:
+        R0 = np.ascontiguousarray(chol, dtype=np.float64).reshape(d1, d1)
+        _rows_kernel(np.empty((1, 1, 1)), np.empty((1, 1)), Bd, dl, R0, True, np.uint64(k0),
+                     np.uint64(k1), out)
+    else:
+        G = np.ascontiguousarray(gram, dtype=np.float64).reshape(-1, d1, d1)
+        pd = np.ascontiguousarray(np.broadcast_to(np.asarray(prior_diag, dtype=np.float64), (nc, d1)))
+        _rows_kernel(G, pd, Bd, dl, np.empty((1, 1)), False, np.uint64(k0), np.uint64(k1), out)
+    return out.astype(out_dtype, copy=False)

@@ -20,7 +20,7 @@ import numpy as np
 from . import _common as C
 from . import _csrc
 
-__all__ = ["relu_preact", "truncated_normal", "kernel"]
+__all__ = ["relu_preact", "truncated_normal", "latent_pass", "gaussian_rows", "kernel"]
 
 _THREADS = 256
 #: no contraction of a*b + c into FMAs beyond the explicit ``fma`` calls of the source, so the
@@ -94,3 +94,65 @@ def truncated_normal(k0: int, k1: int, mean, sd, bound, upper, shape, out_dtype)
                     out, np.int64(n), np.uint64(k0), np.uint64(k1))
             kern((_grid(n),), (_THREADS,), args)
         return out.reshape(shape)
+
+
+def _latent_factors(W, dnext, dx, method):
+    """Per-chain Cholesky factors of the latent pass (float64, the arrays' namespace):
+    ``Δ_X ŴŴ^⊤ + Δ'I`` (method 0) or ``I + (Δ_X/Δ')Ŵ^⊤Ŵ`` (method 1)."""
+    from .._backend import linalg, namespace
+
+    xp = namespace(W)
+    Wd = xp.astype(W, xp.float64)
+    d = W.shape[-1] - 1
+    Wh = Wd[..., :d]
+    dn = xp.astype(dnext, xp.float64)
+    if method == 0:
+        M = dx * xp.matmul(Wh, xp.matrix_transpose(Wh)) + dn[:, None, None] * xp.eye(W.shape[-2], dtype=xp.float64)
+    else:
+        M = xp.eye(d, dtype=xp.float64) + (dx / dn)[:, None, None] * xp.matmul(xp.matrix_transpose(Wh), Wh)
+    return Wd, linalg.cholesky(M)
+
+
+def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConstants, act: int,
+                slope: float, method: int, row_offset: int, out_dtype):
+    """CUDA fused latent pass (CuPy arrays, validated arguments): ``(X, Z, sums)``; layers wider
+    than :data:`._csrc.LATENT_MAX` go through the reference code on the GPU."""
+    nc, n, d = Z.shape
+    k = T.shape[-1]
+    if d > _csrc.LATENT_MAX or k > _csrc.LATENT_MAX:
+        from . import reference
+
+        return reference.latent_pass(k0, k1, Z, A, T, W, dnext, dx, dz, consts, act, slope, method,
+                                     row_offset, out_dtype)
+    import cupy
+
+    dt = np.dtype(out_dtype)
+    with Z.device:
+        Wd, F = _latent_factors(W, dnext, dx, method)
+        t_chains = 0 if T.shape[0] == 1 else 1
+        z = cupy.ascontiguousarray(Z, dtype=dt).reshape(-1)
+        a = cupy.ascontiguousarray(A, dtype=dt).reshape(-1)
+        t = cupy.ascontiguousarray(T, dtype=dt).reshape(-1)
+        wd = cupy.ascontiguousarray(Wd).reshape(-1)
+        dn = cupy.ascontiguousarray(cupy.asarray(dnext, dtype=np.float64)).reshape(-1)
+        f = cupy.ascontiguousarray(F).reshape(-1)
+        xo = cupy.empty(nc * n * d, dtype=dt)
+        zo = cupy.empty(nc * n * d, dtype=dt)
+        rs = cupy.empty(nc * n * 3, dtype=np.float64)
+        rows = nc * n
+        if rows and d:
+            kern = kernel(f"bb_latent_pass_{_suffix(dt)}")
+            args = (z, a, t, np.int64(t_chains), wd, dn, f, xo, zo, rs, np.int64(nc), np.int64(n),
+                    np.int64(d), np.int64(k), np.int64(row_offset), np.int64(method), np.int64(act),
+                    np.float64(slope), np.float64(dx), np.float64(dz), np.uint64(k0), np.uint64(k1),
+                    *(np.float64(v) for v in consts))
+            kern((_grid(rows),), (_THREADS,), args)
+        sums = rs.reshape(nc, n, 3).sum(axis=1)
+        return xo.reshape(nc, n, d), zo.reshape(nc, n, d), sums
+
+
+def gaussian_rows(k0: int, k1: int, B, delta, gram, prior_diag, chol, out_dtype):
+    """Node rows on the GPU: the reference code on CuPy arrays (cuSOLVER/cuBLAS do the work)."""
+    from . import reference
+
+    return reference.gaussian_rows(k0, k1, B, delta, gram, prior_diag, chol, out_dtype)

@@ -16,10 +16,12 @@ convergence to rounding).
 from __future__ import annotations
 
 from .._backend import device_of, namespace
+from .._backend import linalg
 from .._backend import special as sp
 from . import _common as C
 
-__all__ = ["uniforms", "relu_preact", "truncated_normal", "relu_log_odds", "std_truncated_normal"]
+__all__ = ["uniforms", "relu_preact", "truncated_normal", "relu_log_odds", "std_truncated_normal",
+           "latent_pass", "gaussian_rows"]
 
 _INV_SQRT2 = 0.70710678118654752440
 _SQRT_PI_2 = 1.2533141373155002512       # sqrt(pi/2)
@@ -145,9 +147,16 @@ def relu_preact(k0: int, k1: int, A, X, consts: C.ReluConstants, out_dtype):
     n = C.prod(shape)
     a = xp.reshape(xp.astype(A, xp.float64), (n,))
     x = xp.reshape(xp.astype(X, xp.float64), (n,))
-    cnt = _counters(xp, n, dev) * 2
+    return xp.reshape(_relu_counters(xp, k0, k1, a, x, _counters(xp, n, dev), consts, out_dtype),
+                      shape)
+
+
+def _relu_counters(xp, k0, k1, a, x, i, consts, out_dtype):
+    """ReLU draws for float64 ``a, x`` with element counters ``i`` (uniforms ``2i``, ``2i+1``)."""
+    dev = device_of(a)
+    cnt = i * _u64(xp, 2, dev)
     u1 = _uniform_from_counters(xp, k0, k1, cnt, dev)
-    u2 = _uniform_from_counters(xp, k0, k1, cnt + 1, dev)
+    u2 = _uniform_from_counters(xp, k0, k1, cnt + _u64(xp, 1, dev), dev)
 
     ell, rp, rm = relu_log_odds(xp, a, x, consts)
     pos = u1 < _sigmoid(xp, ell)
@@ -158,7 +167,7 @@ def relu_preact(k0: int, k1: int, A, X, consts: C.ReluConstants, out_dtype):
     # clamp to the branch's sign after the cast (where, not maximum: keeps the -0.0 of the
     # negative branch, so signbit(z) tells the branch in every implementation)
     zc = xp.where(pos, xp.where(zc < 0.0, 0.0, zc), xp.where(zc > 0.0, -0.0, zc))
-    return xp.reshape(zc, shape)
+    return zc
 
 
 def _flat(xp, v, shape, n, dtype, dev):
@@ -195,3 +204,91 @@ def truncated_normal(k0: int, k1: int, mean, sd, bound, upper, shape, out_dtype,
     zc = xp.astype(z, out_dtype)
     zc = xp.where(up, xp.minimum(zc, b_o), xp.maximum(zc, b_o))
     return xp.reshape(zc, shape)
+
+
+def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConstants, act: int,
+                slope: float, method: int, row_offset: int, out_dtype):
+    """Reference fused latent pass (arguments validated): ``(X, Z, sums)``, see
+    :func:`blockbayes.kernels.latent_pass`. Whole-array Array-API code: the uniforms of every
+    element from its global counter, the post-activations by matrix products and triangular
+    solves, the pre-activations by :func:`relu_preact`'s mathematics (or the identity's
+    Gaussian)."""
+    xp = namespace(Z, A, T, W)
+    dev = device_of(Z)
+    f64 = xp.float64
+    nc, n, d = Z.shape
+    k = T.shape[-1]
+    z = xp.astype(Z, f64)
+    a = xp.astype(A, f64)
+    t = xp.astype(T, f64)
+    Wd = xp.astype(W, f64)
+    dn = xp.astype(dnext, f64)
+    Wh = Wd[..., :d]
+    b = Wd[..., d]
+    rows = xp.arange(n, dtype=xp.uint64, device=dev) + _u64(xp, int(row_offset), dev)
+    ch = xp.arange(nc, dtype=xp.uint64, device=dev)
+    g = rows[None, :, None] * _u64(xp, nc, dev) + ch[:, None, None]          # (C, n, 1)
+    i = g * _u64(xp, d, dev) + xp.arange(d, dtype=xp.uint64, device=dev)      # (C, n, d)
+    xi = sp.ndtri(_uniform_from_counters(xp, k0, k1, i + _u64(xp, C.STREAM_X, dev), dev))
+    fz = xp.where(z >= 0.0, z, slope * z)
+    sx = dx ** 0.5
+    WhT = xp.matrix_transpose(Wh)
+    if method == 0:
+        ie = g * _u64(xp, k, dev) + xp.arange(k, dtype=xp.uint64, device=dev)
+        e = sp.ndtri(_uniform_from_counters(xp, k0, k1, ie + _u64(xp, C.STREAM_E, dev), dev))
+        x0 = fz + sx * xi
+        se = xp.sqrt(dn)[:, None, None]
+        res = t - b[:, None, :] - xp.matmul(x0, WhT) - se * e
+        eye = xp.eye(k, dtype=f64, device=dev)
+        S = dx * xp.matmul(Wh, WhT) + dn[:, None, None] * eye
+        L = linalg.cholesky(S)
+        V = linalg.solve_triangular(L, xp.matrix_transpose(res), lower=True)
+        Y = xp.matrix_transpose(linalg.solve_triangular(L, V, lower=True, trans=True))
+        x = x0 + dx * xp.matmul(Y, Wh)
+        r = dn[:, None, None] * Y + se * e
+    else:
+        ratio = (dx / dn)[:, None, None]
+        eye = xp.eye(d, dtype=f64, device=dev)
+        R = linalg.cholesky(eye + ratio * xp.matmul(WhT, Wh))
+        tb = t - b[:, None, :]
+        rhs = fz + ratio * xp.matmul(tb, Wh)
+        V = linalg.solve_triangular(R, xp.matrix_transpose(rhs), lower=True)
+        V = V + sx * xp.matrix_transpose(xi)
+        x = xp.matrix_transpose(linalg.solve_triangular(R, V, lower=True, trans=True))
+        r = tb - xp.matmul(x, WhT)
+    Xo = xp.astype(x, out_dtype)
+    xs = xp.astype(Xo, f64)
+    if act == 0:
+        Zo = xp.reshape(_relu_counters(xp, k0, k1, xp.reshape(a, (-1,)), xp.reshape(xs, (-1,)),
+                                       xp.reshape(i, (-1,)), consts, out_dtype), (nc, n, d))
+    else:
+        s = dx + dz
+        u = _uniform_from_counters(xp, k0, k1, i * _u64(xp, 2, dev), dev)
+        Zo = xp.astype((dx * a + dz * xs) / s + (dx * dz / s) ** 0.5 * sp.ndtri(u), out_dtype)
+    zn = xp.astype(Zo, f64)
+    rx = xs - xp.where(zn >= 0.0, zn, slope * zn)
+    sums = xp.stack([xp.sum((z - a) ** 2, axis=(-2, -1)), xp.sum(r * r, axis=(-2, -1)),
+                     xp.sum(rx * rx, axis=(-2, -1))], axis=-1)
+    return Xo, Zo, sums
+
+
+def gaussian_rows(k0: int, k1: int, B, delta, gram, prior_diag, chol, out_dtype):
+    """Reference node-row sampler (arguments validated), see
+    :func:`blockbayes.kernels.gaussian_rows`: float64 Cholesky and triangular solves."""
+    xp = namespace(B)
+    dev = device_of(B)
+    f64 = xp.float64
+    nc, d1, k = B.shape
+    Bd = xp.astype(B, f64)
+    dl = xp.astype(delta, f64)
+    if chol is not None:
+        R = xp.broadcast_to(xp.astype(xp.reshape(chol, (d1, d1)), f64), (nc, d1, d1))
+    else:
+        eye = xp.eye(d1, dtype=f64, device=dev)
+        M = xp.astype(gram, f64) + (dl[:, None] * xp.astype(prior_diag, f64))[:, :, None] * eye
+        R = linalg.cholesky(M)
+    cnt = xp.reshape(xp.arange(nc * d1 * k, dtype=xp.uint64, device=dev), (nc, d1, k))
+    E = sp.ndtri(_uniform_from_counters(xp, k0, k1, cnt, dev))
+    V = linalg.solve_triangular(R, Bd, lower=True) + xp.sqrt(dl)[:, None, None] * E
+    Wt = linalg.solve_triangular(R, V, lower=True, trans=True)
+    return xp.astype(xp.matrix_transpose(Wt), out_dtype)

@@ -64,4 +64,13 @@ def run(net, X, y, *, method: str = "rao_blackwell", **options) -> VIResult:
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    return METHODS[method](net, X, y, **options)
+    # one BLAS thread, as gibbs.run: the blocks are small, and threaded BLAS on small solves
+    # stalls behind any busy core (measured: the [1,1,1] net's default run went from 46 s to
+    # a second or two on the shared 2-core machine)
+    from .._backend.threads import thread_limits
+
+    restore = thread_limits(None, 1)
+    try:
+        return METHODS[method](net, X, y, **options)
+    finally:
+        restore()
