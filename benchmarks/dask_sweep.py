@@ -2,9 +2,9 @@
 
 Usage::
 
-    python benchmarks/distributed.py                       # n = 1e5, 1e6, 1e7 (about 15 min on a quiet 2-core box)
-    python benchmarks/distributed.py --sizes 1e5,1e6 --sweeps 2
-    python benchmarks/distributed.py --sizes 1e5,1e6,1e7,2e7 --out-of-core 1e7
+    python benchmarks/dask_sweep.py                       # n = 1e5, 1e6, 1e7 (about 15 min on a quiet 2-core box)
+    python benchmarks/dask_sweep.py --sizes 1e5,1e6 --sweeps 2
+    python benchmarks/dask_sweep.py --sizes 1e5,1e6,1e7,2e7 --out-of-core 1e7
 
 Model as in BENCHMARKS.md: d = 10 inputs, one ReLU hidden layer of K = 50, scalar output,
 Δ = 1e-3, λ = fan-in, float32; data from the noisy teacher written as ``.npy`` chunks of 1e6
@@ -37,10 +37,6 @@ import shutil
 import sys
 import tempfile
 import time
-
-# this file is named like the Dask package: keep its folder off the import path
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
 
 import numpy as np
 
