@@ -737,7 +737,8 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         seed=None, device=None, dtype=None, progress: bool = True, init="prior",
         learn_noise: bool = False, learn_prior: bool = False, hyperprior: Hyperprior = Hyperprior(),
         store_log_joint: bool = True, post_method: str = "auto", check_every: int = 1,
-        num_threads: Optional[int] = None, blas_threads: Optional[int] = 1) -> GibbsResult:
+        num_threads: Optional[int] = None, blas_threads: Optional[int] = 1, moves=None, schedule=None,
+        diagnose: bool = True, probe=None) -> GibbsResult:
     """Run block-Gibbs chains on the noisy-MLP posterior and collect weight samples.
 
     Parameters
@@ -767,7 +768,10 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         Compute dtype; default: ``X``'s.
     progress : bool
         Show a tqdm progress bar.
-    init : see :func:`init`
+    init : see :func:`init`; also ``"map"`` / ``"ensemble"`` (each chain from its own MAP fit of
+        the standard net, auxiliaries by the noisy forward pass; with ``learn_noise`` the starting
+        ``Δ_y`` is the fit's training MSE) and ``"map_shared"`` (one fit for all chains); see
+        :mod:`blockbayes.gibbs_starts`.
     learn_noise, learn_prior, hyperprior : see :func:`step`
     store_log_joint : bool
         Record ``log p(W̃, Z, X, y)`` at every kept sample.
@@ -781,6 +785,20 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         The sweep's matrix products have one small dimension, where threaded BLAS gains little
         and, measured here (2 cores, OpenBLAS), made a (50, 50, 1e4) sweep 2.4× slower
         (40.7 vs 16.8 ms) and stalls ~20× when the cores are busy.
+    moves : optional
+        Extra exact moves after every sweep, e.g. :class:`blockbayes.gibbs_moves.NonCentredMove`
+        (non-centred layer moves that mix at small ``Δ_Z, Δ_X``; adapted during warm-up only).
+    schedule : optional
+        A warm-up schedule of the hidden-layer noise, e.g.
+        :class:`blockbayes.gibbs_anneal.AnnealedDelta` (``Δ`` lowered to the net's values during
+        warm-up; every kept sample is drawn at the net's ``Δ``).
+    diagnose : bool
+        After the run, compute the function-space diagnostics (:meth:`GibbsResult.summary`) and
+        warn with the worst rows when some R-hat exceeds 1.01
+        (:class:`blockbayes.gibbs_diagnostics.ConvergenceWarning`).
+    probe : None, int or array of shape (P, d_in)
+        Probe inputs of the diagnostics (stored as ``result.probe``): an array, or the number of
+        training inputs to take at evenly spaced indices (default 32).
 
     Returns
     -------
@@ -807,7 +825,15 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     xp = namespace(X, y)
     root = bbr.key(seed)
     k_init, k_run = bbr.split(root, 2)
+    map_dy = None
+    if isinstance(init, str) and init in ("map", "ensemble", "map_shared"):
+        from .gibbs_starts import map_starts
+
+        k_map, k_init = bbr.split(k_init, 2)
+        init, map_dy, _ = map_starts(k_map, net, X, y, num_chains=num_chains, kind=init, learn_noise=learn_noise)
     state = _init_state(k_init, net, X, y, num_chains=num_chains, init=init)
+    if map_dy is not None:
+        state = state._replace(delta_y=map_dy)
     cache = precompute(net, X, learn_prior=learn_prior)
     C, S, L = num_chains, num_samples, net.num_layers
     dev, dt = device_of(X), X.dtype
@@ -817,6 +843,16 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     tr_lb = xp.zeros((C, S, L), dtype=dt, device=dev)
     tr_lj = xp.zeros((C, S), dtype=dt, device=dev) if store_log_joint else None
     total = num_warmup + S * thin
+    probe_X = probe if hasattr(probe, "shape") else None
+    if probe_X is None:
+        from .gibbs_diagnostics import default_probe
+
+        probe_X = default_probe(X, 32 if probe is None else int(probe))
+    mstate = moves.init(state, net, X, y) if moves is not None else None
+    net_s, cache_s = net, cache
+    import time as _time
+
+    t_start = _time.perf_counter()
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -829,9 +865,18 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         for sweep in range(total):
             key, sub = bbr.split(key, 2)
             keep = sweep >= num_warmup and (sweep - num_warmup) % thin == thin - 1
-            state, info = step(sub, state, net, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
-                               hyperprior=hyperprior, cache=cache,
-                               compute_log_joint=keep and store_log_joint, post_method=post_method)
+            if schedule is not None:
+                net_s = schedule.net_at(net, sweep, num_warmup)
+                cache_s = cache if net_s is net else precompute(net_s, X, learn_prior=learn_prior)
+            state, info = step(sub, state, net_s, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
+                               hyperprior=hyperprior, cache=cache_s,
+                               compute_log_joint=keep and store_log_joint and moves is None, post_method=post_method)
+            if moves is not None:
+                key, sub = bbr.split(key, 2)
+                state, mstate = moves.step(sub, mstate, state, net_s, X, y, warmup=sweep < num_warmup,
+                                           final_warmup=sweep == num_warmup - 1)
+                if keep and store_log_joint:
+                    info = info._replace(log_joint=log_joint(state, net, X, y))
             if (sweep + 1) % check_every == 0 or sweep == total - 1:
                 bad = _first_nonfinite(xp, state)
                 if bad:
@@ -854,8 +899,15 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         if bar is not None:
             bar.close()
         limits()
-    return GibbsResult(net=net, weights=tuple(tr_w), delta_y=tr_dy, lam_w=tr_lw, lam_b=tr_lb,
-                       log_joint=tr_lj, final_state=state,
-                       config=dict(num_samples=S, num_warmup=num_warmup, num_chains=C, thin=thin,
-                                   learn_noise=learn_noise, learn_prior=learn_prior,
-                                   backend=backend_name(xp), dtype=str(dt)))
+    result = GibbsResult(net=net, weights=tuple(tr_w), delta_y=tr_dy, lam_w=tr_lw, lam_b=tr_lb,
+                         log_joint=tr_lj, final_state=state,
+                         config=dict(num_samples=S, num_warmup=num_warmup, num_chains=C, thin=thin,
+                                     learn_noise=learn_noise, learn_prior=learn_prior,
+                                     backend=backend_name(xp), dtype=str(dt),
+                                     wall_time_s=_time.perf_counter() - t_start),
+                         probe=probe_X)
+    if diagnose:
+        from .gibbs_diagnostics import warn_if_unmixed
+
+        warn_if_unmixed(result)
+    return result
