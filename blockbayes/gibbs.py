@@ -906,6 +906,8 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
                                      backend=backend_name(xp), dtype=str(dt),
                                      wall_time_s=_time.perf_counter() - t_start),
                          probe=probe_X)
+    if moves is not None and hasattr(moves, "summary"):
+        result.config["moves"] = moves.summary(mstate)
     if diagnose:
         from .gibbs_diagnostics import warn_if_unmixed
 

@@ -58,14 +58,19 @@ class MoveState(NamedTuple):
     ----------
     layers : tuple of int
         Weight indices ``l`` (0-based; ``W^l`` maps layer ``l`` to the hidden layer ``l + 1``).
-    chol : tuple of arrays
-        Per moved layer, the lower Cholesky factor ``R`` of ``Λ + GN``, shape ``(C, P, P)``.
+    chol : tuple of (array, array)
+        Per moved layer, the lower Cholesky factor ``R`` of ``Λ + GN`` and its inverse
+        ``R^{-1}``, each of shape ``(C, P, P)``.
     log_step : tuple of arrays
         Per moved layer, ``log h``, shape ``(C,)``.
     sweeps : int
         Sweeps done so far (drives the warm-up refresh and adaptation).
     accept : tuple of arrays
         Per moved layer, the acceptance rate of the last call, shape ``(C,)``.
+    accept_sum : tuple of arrays
+        Per moved layer, the sum of the acceptance rates of the calls after warm-up, ``(C,)``.
+    sampled : int
+        Calls after warm-up.
     """
 
     layers: tuple
@@ -73,6 +78,8 @@ class MoveState(NamedTuple):
     log_step: tuple
     sweeps: int
     accept: tuple
+    accept_sum: tuple = ()
+    sampled: int = 0
 
 
 class MoveInfo(NamedTuple):
@@ -85,8 +92,10 @@ def _dact(xp, Z, activation, slope):
     """``f'(Z)`` (ReLU: ``1[Z > 0]``; leaky: ``slope`` below 0; identity: 1)."""
     if activation == "identity":
         return xp.ones_like(Z)
-    lo = slope if activation == "leaky_relu" else 0.0
-    return xp.where(Z > 0, xp.ones_like(Z), xp.full(Z.shape, lo, dtype=Z.dtype, device=device_of(Z)))
+    pos = xp.astype(Z > 0, Z.dtype)
+    if activation == "leaky_relu":
+        return slope + (1.0 - slope) * pos
+    return pos
 
 
 def _input_of(state: GibbsState, X, l):
@@ -192,22 +201,36 @@ def gauss_newton_precision(state: GibbsState, net: MLP, X, l, *, chunk: int = 25
     return GN + lam[:, :, None] * xp.eye(P, dtype=X.dtype, device=device_of(X))
 
 
-def log_proposal_ratio(R, W, Wp, g, gp, h):
+def log_proposal_ratio(R, W, Wp, Mg, Mgp, h):
     """``log q(W | W') − log q(W' | W)`` of preconditioned MALA, shape ``(C,)``.
 
     ``log q(b | a) = −‖R^⊤(b − a − (h²/2) M g(a))‖²/(2h²)`` with ``M = (R R^⊤)^{-1}``.
-    ``W, Wp, g, gp``: ``(C, P)``; ``R``: ``(C, P, P)``; ``h``: ``(C,)``.
+    ``W, Wp``: ``(C, P)``; ``Mg, Mgp``: the preconditioned gradients ``M ∇log π`` at ``W`` and
+    ``W'``, ``(C, P)``; ``R``: ``(C, P, P)``; ``h``: ``(C,)``.
     """
-    return _log_q(R, Wp, W, gp, h) - _log_q(R, W, Wp, g, h)
+    return _log_q(R, Wp, W, Mgp, h) - _log_q(R, W, Wp, Mg, h)
 
 
-def _log_q(R, a, b, ga, h):
+def _log_q(R, a, b, Mga, h):
     xp = namespace(a)
-    h2 = (h * h)[:, None]
-    Mg = linalg.cho_solve(R, ga[..., None])[..., 0]
-    r = b - a - 0.5 * h2 * Mg
+    r = b - a - 0.5 * (h * h)[:, None] * Mga
     v = xp.matmul(xp.matrix_transpose(R), r[..., None])[..., 0]
     return -xp.sum(v * v, axis=-1) / (2.0 * h * h)
+
+
+def _precondition(Rinv, g):
+    """``M g = R^{-⊤} R^{-1} g`` with the explicit inverse factor ``Rinv = R^{-1}`` (two matmuls)."""
+    xp = namespace(g)
+    v = xp.matmul(Rinv, g[..., None])
+    return xp.matmul(xp.matrix_transpose(Rinv), v)[..., 0]
+
+
+def _factor(P):
+    """``(R, R^{-1})`` of a batch of SPD matrices (lower Cholesky and its inverse)."""
+    xp = namespace(P)
+    R = linalg.cholesky(P)
+    I = xp.broadcast_to(xp.eye(P.shape[-1], dtype=P.dtype, device=device_of(P)), P.shape)
+    return R, linalg.solve_triangular(R, I, lower=True)
 
 
 class NonCentredMove(NamedTuple):
@@ -263,10 +286,10 @@ class NonCentredMove(NamedTuple):
         xp = namespace(X)
         layers = self.chosen_layers(net)
         C = state.delta_y.shape[0]
-        chol = tuple(linalg.cholesky(gauss_newton_precision(state, net, X, l)) for l in layers)
+        chol = tuple(_factor(gauss_newton_precision(state, net, X, l)) for l in layers)
         ls = tuple(xp.full((C,), math.log(self.init_step), dtype=X.dtype, device=device_of(X)) for _ in layers)
         acc = tuple(xp.zeros((C,), dtype=X.dtype, device=device_of(X)) for _ in layers)
-        return MoveState(layers, chol, ls, 0, acc)
+        return MoveState(layers, chol, ls, 0, acc, acc, 0)
 
     def step(self, key, mstate: MoveState, state: GibbsState, net: MLP, X, y, *, warmup: bool = False,
              final_warmup: bool = False):
@@ -289,13 +312,28 @@ class NonCentredMove(NamedTuple):
                 log_step[j] = log_step[j] + gamma * (rate - self.target_accept)
         sweeps = mstate.sweeps + 1
         if warmup and (sweeps % self.refresh_every == 0 or final_warmup):
-            chol = [linalg.cholesky(gauss_newton_precision(state, net, X, l)) for l in mstate.layers]
-        return state, MoveState(mstate.layers, tuple(chol), tuple(log_step), sweeps, tuple(acc))
+            chol = [_factor(gauss_newton_precision(state, net, X, l)) for l in mstate.layers]
+        acc_sum, sampled = mstate.accept_sum, mstate.sampled
+        if not warmup:
+            acc_sum = tuple(a + b for a, b in zip(acc_sum, acc)) if acc_sum else tuple(acc)
+            sampled += 1
+        return state, MoveState(mstate.layers, tuple(chol), tuple(log_step), sweeps, tuple(acc), acc_sum, sampled)
+
+    def summary(self, mstate: MoveState) -> dict:
+        """JSON-able report: moved layers, mean acceptance after warm-up, final step sizes."""
+        from ._backend import to_numpy
+
+        out = {"move": "non-centred MALA", "layers": list(mstate.layers), "steps": self.steps}
+        if mstate.sampled:
+            out["accept"] = [float(to_numpy(a).mean()) / mstate.sampled for a in mstate.accept_sum]
+        out["step_size"] = [float(math.exp(float(to_numpy(v).mean()))) for v in mstate.log_step]
+        return out
 
 
-def _mala_layer(key, state: GibbsState, net: MLP, X, T, l, R, h, steps):
+def _mala_layer(key, state: GibbsState, net: MLP, X, T, l, factors, h, steps):
     """``steps`` preconditioned-MALA steps on ``W^l`` with frozen noises; returns ``(state, rate)``."""
     xp = namespace(X)
+    R, Rinv = factors
     C = state.delta_y.shape[0]
     shp = tuple(state.weights[l].shape)
     xi, eta = frozen_noises(state, net, X, l)
@@ -304,21 +342,24 @@ def _mala_layer(key, state: GibbsState, net: MLP, X, T, l, R, h, steps):
     flat = lambda A: xp.reshape(A, (C, -1))
     accepted = xp.zeros((C,), dtype=X.dtype, device=device_of(X))
     h2 = (h * h)[:, None]
-    for k in bbr.split(key, steps):
-        k1, k2 = bbr.split(k, 2)
-        Wf, gf = flat(W), flat(g)
-        mean = Wf + 0.5 * h2 * linalg.cho_solve(R, gf[..., None])[..., 0]
-        e = bbr.normal(k1, (C, Wf.shape[-1], 1), like=X)
-        Wpf = mean + h[:, None] * linalg.solve_triangular(R, e, lower=True, trans=True)[..., 0]
+    k1, k2 = bbr.split(key, 2)
+    E = bbr.normal(k1, (steps, C, R.shape[-1], 1), like=X)
+    U = bbr.uniform(k2, (steps, C), like=X)
+    Mg = _precondition(Rinv, flat(g))
+    for t in range(steps):
+        Wf = flat(W)
+        mean = Wf + 0.5 * h2 * Mg
+        noise = xp.matmul(xp.matrix_transpose(Rinv), E[t])[..., 0]              # R^{-⊤} e
+        Wpf = mean + h[:, None] * noise
         Wp = xp.reshape(Wpf, shp)
         lpp, gp, prep, postp, _ = log_target_and_grad(Wp, state, net, X, T, l, xi, eta)
-        log_alpha = lpp - lp + log_proposal_ratio(R, Wf, Wpf, gf, flat(gp), h)
-        u = bbr.uniform(k2, (C,), like=X)
-        ok = xp.log(u) < log_alpha
+        Mgp = _precondition(Rinv, flat(gp))
+        log_alpha = lpp - lp + log_proposal_ratio(R, Wf, Wpf, Mg, Mgp, h)
+        ok = xp.log(U[t]) < log_alpha
         ok = ok & xp.isfinite(lpp)
         okw = ok[:, None, None]
         W = xp.where(okw, Wp, W)
-        g = xp.where(okw, gp, g)
+        Mg = xp.where(ok[:, None], Mgp, Mg)
         lp = xp.where(ok, lpp, lp)
         pre = [xp.where(okw, a, b) for a, b in zip(prep, pre)]
         post = [xp.where(okw, a, b) for a, b in zip(postp, post)]
