@@ -24,7 +24,8 @@ The kernel is preconditioned MALA on the whole layer (``P = d_{l+1}(d_l + 1)`` p
     W' = W + (h²/2) M ∇log π(W) + h M^{1/2} e,   e ~ N(0, I),   M = (Λ + GN)^{-1},
 
 with ``GN = Σ_μ J_μ^⊤ J_μ / Δ_y`` the Gauss–Newton matrix of the frozen-noise network at a
-reference state, accepted with
+reference state — the whole matrix for layers with at most ``max_params`` weights, else its
+per-node-row diagonal blocks (``M`` block-diagonal) — accepted with
 
     log α = log π(W') − log π(W) + log q(W | W') − log q(W' | W),
     log q(W' | W) = −‖R^⊤(W' − W − (h²/2) M ∇log π(W))‖² / (2h²),   R R^⊤ = Λ + GN.
@@ -33,8 +34,8 @@ reference state, accepted with
 the chain's current state and ``h`` adapts towards ``target_accept`` (Robbins–Monro on ``log h``);
 both are frozen when warm-up ends, so every kept sample comes from a fixed, exact kernel.
 One MALA step costs one forward and one backward pass through the layers above ``l``
-(``O(n Σ_{m≥l} d_m d_{m+1})``) plus ``O(P²)`` triangular solves; a refresh costs ``O(n d_out P²
-+ P³)``.
+(``O(n Σ_{m≥l} d_m d_{m+1})``) plus ``O(P b)`` for the preconditioner products (``b`` its block
+size); a refresh costs ``O(n d_out P b + P b²)``.
 """
 from __future__ import annotations
 
@@ -164,13 +165,19 @@ def log_target_and_grad(Wl, state: GibbsState, net: MLP, X, T, l, xi, eta):
     return lp, g, pre, post, out
 
 
-def gauss_newton_precision(state: GibbsState, net: MLP, X, l, *, chunk: int = 256):
-    """``Λ + Σ_μ J_μ^⊤ J_μ / Δ_y`` for the layer-``l`` weights (row-major ``vec``), ``(C, P, P)``.
+def gauss_newton_precision(state: GibbsState, net: MLP, X, l, *, blocks: str = "full", chunk: int = 256):
+    """``Λ + Σ_μ J_μ^⊤ J_μ / Δ_y`` for the layer-``l`` weights, ``(C, B, b, b)``.
 
     ``J_μ = ∂out_μ/∂vec W^l = J^z_μ ⊗ x̃_μ^⊤`` with ``J^z_μ = ∂out_μ/∂z^{l+1}_μ`` of shape
     ``(d_out, d_{l+1})`` (``W^L_{:, :-1} diag f'(z^L) W^{L-1}_{:, :-1} ⋯ diag f'(z^{l+1})``), at the
-    state's latents. Accumulated over chunks of ``chunk`` data points.
+    state's latents. ``blocks="full"``: the whole matrix over the row-major ``vec W^l``
+    (``B = 1``, ``b = P = d_{l+1}(d_l + 1)``; cost ``O(n d_out P²)``); ``blocks="rows"``: its
+    diagonal blocks, one per node row (``B = d_{l+1}``, ``b = d_l + 1``),
+    ``G_i = X̃^⊤ diag(Σ_o (J^z_{μ o i})²) X̃ / Δ_y`` (cost ``O(n d_{l+1} d_l²)``).
+    Accumulated over chunks of ``chunk`` data points.
     """
+    if blocks not in ("full", "rows"):
+        raise ValueError(f"blocks must be 'full' or 'rows', got {blocks!r}")
     xp = namespace(X)
     C = state.delta_y.shape[0]
     L = net.num_layers
@@ -178,7 +185,8 @@ def gauss_newton_precision(state: GibbsState, net: MLP, X, l, *, chunk: int = 25
     P = k * (d + 1)
     H = _input_of(state, X, l)
     n = H.shape[-2]
-    GN = xp.zeros((C, P, P), dtype=X.dtype, device=device_of(X))
+    B, b = (1, P) if blocks == "full" else (k, d + 1)
+    GN = xp.zeros((C, B, b, b), dtype=X.dtype, device=device_of(X))
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
         J = xp.broadcast_to(state.weights[-1][:, None, :, :-1], (C, e - s) + tuple(state.weights[-1][..., :-1].shape[1:]))
@@ -192,30 +200,36 @@ def gauss_newton_precision(state: GibbsState, net: MLP, X, l, *, chunk: int = 25
         ones = xp.ones(Hc.shape[:-1] + (1,), dtype=X.dtype, device=device_of(X))
         Ht = xp.concat([Hc, ones], axis=-1)                       # (C, c, d+1)
         d_out = J.shape[-2]
-        Jf = J[..., :, None] * Ht[:, :, None, None, :]             # (C, c, d_out, k, d+1)
-        Jf = xp.reshape(Jf, (C, (e - s) * d_out, P))
-        GN = GN + xp.matmul(xp.matrix_transpose(Jf), Jf)
-    GN = GN / state.delta_y[:, None, None]
+        if blocks == "full":
+            Jf = J[..., :, None] * Ht[:, :, None, None, :]             # (C, c, d_out, k, d+1)
+            Jf = xp.reshape(Jf, (C, 1, (e - s) * d_out, P))
+            GN = GN + xp.matmul(xp.matrix_transpose(Jf), Jf)
+        else:
+            w = xp.sum(J * J, axis=-2)                                  # (C, c, k)
+            Hw = xp.matrix_transpose(w)[..., :, :, None] * Ht[:, None, :, :]   # (C, k, c, d+1)
+            GN = GN + xp.matmul(xp.matrix_transpose(Hw), Ht[:, None, :, :])
+    GN = GN / state.delta_y[:, None, None, None]
     lam = xp.concat([xp.broadcast_to(state.lam_w[:, l:l + 1], (C, d)), state.lam_b[:, l:l + 1]], axis=-1)  # (C, d+1)
-    lam = xp.reshape(xp.broadcast_to(lam[:, None, :], (C, k, d + 1)), (C, P))
-    return GN + lam[:, :, None] * xp.eye(P, dtype=X.dtype, device=device_of(X))
+    lam = xp.reshape(xp.broadcast_to(lam[:, None, :], (C, k, d + 1)), (C, B, b))
+    return GN + lam[..., :, None] * xp.eye(b, dtype=X.dtype, device=device_of(X))
 
 
 def log_proposal_ratio(R, W, Wp, Mg, Mgp, h):
     """``log q(W | W') − log q(W' | W)`` of preconditioned MALA, shape ``(C,)``.
 
     ``log q(b | a) = −‖R^⊤(b − a − (h²/2) M g(a))‖²/(2h²)`` with ``M = (R R^⊤)^{-1}``.
-    ``W, Wp``: ``(C, P)``; ``Mg, Mgp``: the preconditioned gradients ``M ∇log π`` at ``W`` and
-    ``W'``, ``(C, P)``; ``R``: ``(C, P, P)``; ``h``: ``(C,)``.
+    ``W, Wp``: ``(C, B, b)`` (the layer in ``B`` blocks of ``b``); ``Mg, Mgp``: the preconditioned
+    gradients ``M ∇log π`` at ``W`` and ``W'``, same shape; ``R``: ``(C, B, b, b)`` (block-diagonal
+    ``M``); ``h``: ``(C,)``.
     """
     return _log_q(R, Wp, W, Mgp, h) - _log_q(R, W, Wp, Mg, h)
 
 
 def _log_q(R, a, b, Mga, h):
     xp = namespace(a)
-    r = b - a - 0.5 * (h * h)[:, None] * Mga
+    r = b - a - 0.5 * (h * h)[:, None, None] * Mga
     v = xp.matmul(xp.matrix_transpose(R), r[..., None])[..., 0]
-    return -xp.sum(v * v, axis=-1) / (2.0 * h * h)
+    return -xp.sum(v * v, axis=(-2, -1)) / (2.0 * h * h)
 
 
 def _precondition(Rinv, g):
@@ -240,7 +254,7 @@ class NonCentredMove(NamedTuple):
     ----------
     layers : tuple of int or None
         Weight layers to move (0-based ``l`` with ``l < L − 1``: the input weights of a hidden
-        layer). ``None``: every such layer whose ``P = d_{l+1}(d_l + 1) ≤ max_params``.
+        layer). ``None``: every such layer.
     steps : int
         MALA steps per layer and sweep.
     target_accept : float
@@ -250,7 +264,10 @@ class NonCentredMove(NamedTuple):
     init_step : float
         Initial ``h`` (the proposal sd is ``h`` along the preconditioner's axes).
     max_params : int
-        Largest layer moved by default (the preconditioner is dense ``P × P``).
+        Largest layer ``P = d_{l+1}(d_l + 1)`` given the full Gauss–Newton preconditioner when
+        ``precond="auto"``; larger layers get the per-row blocks.
+    precond : {"auto", "full", "rows"}
+        Preconditioner structure (:func:`gauss_newton_precision`'s ``blocks``).
     """
 
     layers: Optional[tuple] = None
@@ -258,7 +275,13 @@ class NonCentredMove(NamedTuple):
     target_accept: float = 0.574
     refresh_every: int = 25
     init_step: float = 0.5
-    max_params: int = 1500
+    max_params: int = 300
+    precond: str = "auto"
+
+    def blocks(self, net: MLP, l: int) -> str:
+        if self.precond == "auto":
+            return "full" if net.widths[l + 1] * (net.widths[l] + 1) <= self.max_params else "rows"
+        return self.precond
 
     def chosen_layers(self, net: MLP) -> tuple:
         if self.layers is not None:
@@ -267,8 +290,7 @@ class NonCentredMove(NamedTuple):
                     raise ValueError(f"moved layers must be ints in [0, {net.num_layers - 2}] "
                                      f"(input weights of a hidden layer), got {l!r}")
             return tuple(self.layers)
-        return tuple(l for l in range(net.num_layers - 1)
-                     if net.widths[l + 1] * (net.widths[l] + 1) <= self.max_params)
+        return tuple(range(net.num_layers - 1))
 
     def validate(self):
         for name in ("steps", "refresh_every"):
@@ -277,6 +299,8 @@ class NonCentredMove(NamedTuple):
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
         if not 0.0 < self.target_accept < 1.0:
             raise ValueError(f"target_accept must lie in (0, 1), got {self.target_accept!r}")
+        if self.precond not in ("auto", "full", "rows"):
+            raise ValueError(f"precond must be 'auto', 'full' or 'rows', got {self.precond!r}")
         if not (self.init_step > 0 and math.isfinite(self.init_step)):
             raise ValueError(f"init_step must be positive, got {self.init_step!r}")
 
@@ -286,7 +310,7 @@ class NonCentredMove(NamedTuple):
         xp = namespace(X)
         layers = self.chosen_layers(net)
         C = state.delta_y.shape[0]
-        chol = tuple(_factor(gauss_newton_precision(state, net, X, l)) for l in layers)
+        chol = tuple(_factor(gauss_newton_precision(state, net, X, l, blocks=self.blocks(net, l))) for l in layers)
         ls = tuple(xp.full((C,), math.log(self.init_step), dtype=X.dtype, device=device_of(X)) for _ in layers)
         acc = tuple(xp.zeros((C,), dtype=X.dtype, device=device_of(X)) for _ in layers)
         return MoveState(layers, chol, ls, 0, acc, acc, 0)
@@ -312,7 +336,7 @@ class NonCentredMove(NamedTuple):
                 log_step[j] = log_step[j] + gamma * (rate - self.target_accept)
         sweeps = mstate.sweeps + 1
         if warmup and (sweeps % self.refresh_every == 0 or final_warmup):
-            chol = [_factor(gauss_newton_precision(state, net, X, l)) for l in mstate.layers]
+            chol = [_factor(gauss_newton_precision(state, net, X, l, blocks=self.blocks(net, l))) for l in mstate.layers]
         acc_sum, sampled = mstate.accept_sum, mstate.sampled
         if not warmup:
             acc_sum = tuple(a + b for a, b in zip(acc_sum, acc)) if acc_sum else tuple(acc)
@@ -339,18 +363,19 @@ def _mala_layer(key, state: GibbsState, net: MLP, X, T, l, factors, h, steps):
     xi, eta = frozen_noises(state, net, X, l)
     W = state.weights[l]
     lp, g, pre, post, _ = log_target_and_grad(W, state, net, X, T, l, xi, eta)
-    flat = lambda A: xp.reshape(A, (C, -1))
+    Bk, bk = R.shape[-3], R.shape[-1]
+    flat = lambda A: xp.reshape(A, (C, Bk, bk))
     accepted = xp.zeros((C,), dtype=X.dtype, device=device_of(X))
     h2 = (h * h)[:, None]
     k1, k2 = bbr.split(key, 2)
-    E = bbr.normal(k1, (steps, C, R.shape[-1], 1), like=X)
+    E = bbr.normal(k1, (steps, C, Bk, bk, 1), like=X)
     U = bbr.uniform(k2, (steps, C), like=X)
     Mg = _precondition(Rinv, flat(g))
     for t in range(steps):
         Wf = flat(W)
-        mean = Wf + 0.5 * h2 * Mg
+        mean = Wf + 0.5 * h2[..., None] * Mg
         noise = xp.matmul(xp.matrix_transpose(Rinv), E[t])[..., 0]              # R^{-⊤} e
-        Wpf = mean + h[:, None] * noise
+        Wpf = mean + h[:, None, None] * noise
         Wp = xp.reshape(Wpf, shp)
         lpp, gp, prep, postp, _ = log_target_and_grad(Wp, state, net, X, T, l, xi, eta)
         Mgp = _precondition(Rinv, flat(gp))
@@ -359,7 +384,7 @@ def _mala_layer(key, state: GibbsState, net: MLP, X, T, l, factors, h, steps):
         ok = ok & xp.isfinite(lpp)
         okw = ok[:, None, None]
         W = xp.where(okw, Wp, W)
-        Mg = xp.where(ok[:, None], Mgp, Mg)
+        Mg = xp.where(okw, Mgp, Mg)
         lp = xp.where(ok, lpp, lp)
         pre = [xp.where(okw, a, b) for a, b in zip(prep, pre)]
         post = [xp.where(okw, a, b) for a, b in zip(postp, post)]

@@ -55,7 +55,13 @@ def test_gradient_and_gauss_newton_match_finite_differences(widths, activation):
             o2 = log_target_and_grad(W - D, st, net, X, T, l, xi, eta)[4]
             J[:, :, i] = ((o1 - o2) / (2 * eps)).reshape(2, -1)
         GN = np.einsum("cni,cnj->cij", J, J) / 0.1 + np.eye(P)
-        np.testing.assert_allclose(gauss_newton_precision(st, net, X, l), GN, rtol=1e-6, atol=1e-6 * np.abs(GN).max())
+        full = gauss_newton_precision(st, net, X, l, chunk=7)
+        np.testing.assert_allclose(full[:, 0], GN, rtol=1e-6, atol=1e-6 * np.abs(GN).max())
+        rows = gauss_newton_precision(st, net, X, l, blocks="rows", chunk=7)
+        k, b = W.shape[1], W.shape[2]
+        for i in range(k):
+            np.testing.assert_allclose(rows[:, i], full[:, 0, i * b:(i + 1) * b, i * b:(i + 1) * b], rtol=1e-10,
+                                       atol=1e-10 * np.abs(GN).max())
 
 
 def test_run_with_move_schedule_and_summary(tmp_path):
@@ -65,6 +71,9 @@ def test_run_with_move_schedule_and_summary(tmp_path):
         warnings.simplefilter("ignore", ConvergenceWarning)
         r = gibbs.run(net, X, y, num_samples=20, num_warmup=30, num_chains=2, seed=0, progress=False,
                       moves=NonCentredMove(steps=3, refresh_every=10), schedule=AnnealedDelta(start=0.1), probe=8)
+        r_rows = gibbs.run(net, X, y, num_samples=20, num_warmup=30, num_chains=2, seed=0, progress=False,
+                           moves=NonCentredMove(steps=3, precond="rows"), diagnose=False)
+        assert 0 < r_rows.config["moves"]["accept"][0] <= 1
         r2 = gibbs.run(net, X, y, num_samples=20, num_warmup=30, num_chains=2, seed=0, progress=False,
                        moves=NonCentredMove(steps=3, refresh_every=10), schedule=AnnealedDelta(start=0.1), probe=8)
     for a, b in zip(r.weights, r2.weights):
