@@ -154,7 +154,7 @@ def function_summary(result, X_probe=None, *, prob=(0.05, 0.95)) -> FunctionSumm
     C, S = result.num_chains, result.num_samples
     if S < 4 or (C == 1 and S < 8):
         raise ValueError(f"function diagnostics need >= 4 samples per chain (8 with one chain); got {C} x {S}")
-    F = np.asarray(to_numpy(result.predict_samples(X_probe)), dtype=np.float64)   # (C, S, P, d_out)
+    F = np.asarray(to_numpy(result.predict_samples(X_probe, chunk=256)), dtype=np.float64)   # (C, S, P, d_out)
     P, d = F.shape[2], F.shape[3]
     blocks = [F.reshape(C, S, P * d)]
     names = [f"f[{p}]" if d == 1 else f"f[{p}, {k}]" for p in range(P) for k in range(d)]

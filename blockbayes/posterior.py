@@ -173,12 +173,16 @@ class GibbsResult:
                     H = A
             yield H, dy[start:stop]
 
-    def predict_samples(self, X_new):
-        """Network outputs of every sample, shape ``(C, S, n, d_out)`` (noise-free forward pass)."""
+    def predict_samples(self, X_new, *, chunk: Optional[int] = None):
+        """Network outputs of every sample, shape ``(C, S, n, d_out)`` (noise-free forward pass).
+
+        ``chunk``: samples per forward batch (default all at once; memory ``chunk · n · max width``).
+        """
         X_new = self._prepare_X(X_new)
         xp = self.xp
-        outs = [F for F, _ in self._forward_chunks(X_new, chunk=max(1, self.num_chains * self.num_samples))]
-        F = outs[0]
+        total = max(1, self.num_chains * self.num_samples)
+        outs = [F for F, _ in self._forward_chunks(X_new, chunk=total if chunk is None else max(1, int(chunk)))]
+        F = outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
         return xp.reshape(F, (self.num_chains, self.num_samples) + tuple(F.shape[1:]))
 
     def predict(self, X_new, *, kind: str = "network", seed=None, chunk: int = 256):
