@@ -89,7 +89,7 @@ def _fixed_kernel(move, pilot_state, net, X, y, step):
 
 def check_geweke_move(seed, *, widths=(2, 3, 1), activation="relu", n=4, dz=0.05, dx=0.05, dy=0.5,
                       learn_noise=False, learn_prior=False, with_sweep=True, K=3000, rounds=30, steps=3,
-                      step=0.8, delta=1e-8, twin=None) -> list[Check]:
+                      step=0.8, precond="auto", delta=1e-8, twin=None) -> list[Check]:
     """Geweke test (§E.4, parallel-chain form) of ``[gibbs.step +] move.step`` with ``y`` redrawn.
 
     ``K`` chains start at exact joint draws; each round applies (optionally) one Gibbs sweep and
@@ -107,7 +107,7 @@ def check_geweke_move(seed, *, widths=(2, 3, 1), activation="relu", n=4, dz=0.05
     pilot = R.prior_joint_draw(rng, net, Xin, K, **kw)
     marg = R.prior_joint_draw(rng, net, Xin, K, **kw)
     start = R.prior_joint_draw(rng, net, Xin, K, **kw)
-    move = gibbs_moves.NonCentredMove(steps=steps)
+    move = gibbs_moves.NonCentredMove(steps=steps, precond=precond)
     ms = _fixed_kernel(move, G._make_state(pilot, np.float64), net, Xin, pilot.y, step)
     st = G._make_state(start, np.float64)
     y = start.y
@@ -132,7 +132,7 @@ def check_geweke_move(seed, *, widths=(2, 3, 1), activation="relu", n=4, dz=0.05
     A = f(marg)
     B = f(st, y)
     tag = (f"geweke-move[{activation} {'x'.join(map(str, widths))} n={n}{' +sweep' if with_sweep else ' move only'}"
-           f"{' +noise' if learn_noise else ''}{' +prior' if learn_prior else ''}; accept {np.mean(acc):.2f}]")
+           f"{' +noise' if learn_noise else ''}{' +prior' if learn_prior else ''} precond={precond}; accept {np.mean(acc):.2f}]")
     return [S.finite_check(f"{tag}: finite", *st.weights, *st.pre, *st.post, y)] + G._compare(tag, A, B, G._scales(f(pilot)), delta)
 
 

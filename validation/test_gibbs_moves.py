@@ -22,6 +22,9 @@ pytestmark = pytest.mark.usefixtures("single_thread_blas")
 FAMILIES = {
     "geweke relu 2x3x1, move only": (lambda twin: M.check_geweke_move(1, with_sweep=False, delta=DELTA_ITEM, twin=twin),
                                      ("mala_no_q", "move_stale_latents")),
+    "geweke relu 2x3x1, move only, per-row preconditioner": (
+        lambda twin: M.check_geweke_move(5, with_sweep=False, precond="rows", delta=DELTA_ITEM, twin=twin),
+        ("mala_no_q",)),
     "geweke leaky 2x3x2x1 +sweep +noise +prior": (
         lambda twin: M.check_geweke_move(2, widths=(2, 3, 2, 1), activation="leaky_relu", learn_noise=True,
                                          learn_prior=True, delta=DELTA_ITEM, twin=twin), ("mala_no_q",)),
