@@ -32,21 +32,25 @@ VARIANTS = {
 }
 
 
-def one(name, split, variant, *, learn_prior, warmup, samples, chains, seed):
+def one(name, split, variant, *, learn_prior, warmup, samples, chains, seed, delta=1e-3, steps=5):
     data = bb.datasets.uci(name, split)
     Xtr, ytr, Xte, yte = data[:4]
-    net = bb.MLP([Xtr.shape[1], 50, 1], "relu", prior_prec="fan_in", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
+    net = bb.MLP([Xtr.shape[1], 50, 1], "relu", prior_prec="fan_in", delta={"Z": delta, "X": delta, "y": 0.1})
+    opts = dict(VARIANTS[variant])
+    if "moves" in opts:
+        opts["moves"] = NonCentredMove(steps=steps)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         r = gibbs.run(net, Xtr, ytr, num_samples=samples, num_warmup=warmup, num_chains=chains, seed=seed,
-                      learn_noise=True, learn_prior=learn_prior, progress=False, **VARIANTS[variant])
+                      learn_noise=True, learn_prior=learn_prior, progress=False, **opts)
     wall = time.perf_counter() - t0
     m, _ = r.predict(Xte)
     rmse = float(np.sqrt(np.mean((np.asarray(m)[:, 0] - np.asarray(yte).reshape(-1)) ** 2))) * data.y_std
     ll = float(r.log_predictive_density(Xte, yte)) - math.log(data.y_std)
     s = r.summary()
-    return rmse, ll, s.max_rhat, wall
+    dy = float(np.mean(np.asarray(r.delta_y))) * data.y_std ** 2
+    return rmse, ll, s.max_rhat, wall, dy
 
 
 def main(argv=None):
@@ -59,15 +63,17 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--delta", type=float, default=1e-3, help="Δ_Z = Δ_X")
+    ap.add_argument("--steps", type=int, default=5, help="MALA steps per sweep of the move variants")
     a = ap.parse_args(argv)
-    print(f"user path: 50 ReLU units, Δ_Z=Δ_X=1e-3, learn_noise, learn_prior={bool(a.learn_prior)}, {a.chains} chains, "
+    print(f"user path: 50 ReLU units, Δ_Z=Δ_X={a.delta:g}, move steps {a.steps}, learn_noise, learn_prior={bool(a.learn_prior)}, {a.chains} chains, "
           f"{a.warmup}+{a.samples} sweeps, split {a.split}; load avg (1 min) {os.getloadavg()[0]:.2f}")
-    print(f"{'dataset':>10} {'init':>11} {'RMSE':>8} {'test LL':>8} {'max R̂(f)':>10} {'wall s':>8}")
+    print(f"{'dataset':>10} {'init':>11} {'RMSE':>8} {'test LL':>8} {'max R̂(f)':>10} {'wall s':>8} {'mean Δ_y':>9}")
     for name in a.datasets:
         for v in a.variants:
-            rmse, ll, rh, wall = one(name, a.split, v, learn_prior=bool(a.learn_prior), warmup=a.warmup,
-                                     samples=a.samples, chains=a.chains, seed=a.seed)
-            print(f"{name:>10} {v:>11} {rmse:8.3f} {ll:8.3f} {rh:10.3f} {wall:8.1f}  (load {os.getloadavg()[0]:.2f})",
+            rmse, ll, rh, wall, dy = one(name, a.split, v, learn_prior=bool(a.learn_prior), warmup=a.warmup,
+                                     samples=a.samples, chains=a.chains, seed=a.seed, delta=a.delta, steps=a.steps)
+            print(f"{name:>10} {v:>11} {rmse:8.3f} {ll:8.3f} {rh:10.3f} {wall:8.1f} {dy:9.3g}  (load {os.getloadavg()[0]:.2f})",
                   flush=True)
 
 
