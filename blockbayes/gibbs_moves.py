@@ -40,7 +40,7 @@ size); a refresh costs ``O(n d_out P b + P b²)``.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 from ._backend import device_of, namespace
 from ._backend import linalg
@@ -48,7 +48,7 @@ from ._backend import random as bbr
 from .gibbs import GibbsState, output_targets
 from .model import MLP, activate, affine
 
-__all__ = ["NonCentredMove", "MoveState", "MoveInfo", "frozen_noises", "frozen_noise_forward", "log_target",
+__all__ = ["NonCentredMove", "MoveState", "frozen_noises", "frozen_noise_forward", "log_target",
            "log_target_and_grad", "gauss_newton_precision", "log_proposal_ratio"]
 
 
@@ -81,12 +81,6 @@ class MoveState(NamedTuple):
     accept: tuple
     accept_sum: tuple = ()
     sampled: int = 0
-
-
-class MoveInfo(NamedTuple):
-    """Acceptance rate per moved layer, each of shape ``(C,)``."""
-
-    accept: tuple
 
 
 def _dact(xp, Z, activation, slope):
