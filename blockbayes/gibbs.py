@@ -824,7 +824,8 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         seed=None, device=None, dtype=None, progress: bool = True, init="prior",
         learn_noise: bool = False, learn_prior: bool = False, hyperprior: Hyperprior = Hyperprior(),
         store_log_joint: bool = True, post_method: str = "auto", check_every: int = 1,
-        num_threads: Optional[int] = None, blas_threads: Optional[int] = 1) -> GibbsResult:
+        num_threads: Optional[int] = None, blas_threads: Optional[int] = 1, moves=None, schedule=None,
+        diagnose: bool = True, probe=None) -> GibbsResult:
     """Run block-Gibbs chains on the noisy-MLP posterior and collect weight samples.
 
     Parameters
@@ -854,7 +855,10 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         Compute dtype; default: ``X``'s.
     progress : bool
         Show a tqdm progress bar.
-    init : see :func:`init`
+    init : see :func:`init`; also ``"map"`` / ``"ensemble"`` (each chain from its own MAP fit of
+        the standard net, auxiliaries by the noisy forward pass; with ``learn_noise`` the starting
+        ``Δ_y`` is the fit's training MSE) and ``"map_shared"`` (one fit for all chains); see
+        :mod:`blockbayes.gibbs_starts`.
     learn_noise, learn_prior, hyperprior : see :func:`step`
     store_log_joint : bool
         Record ``log p(W̃, Z, X, y)`` at every kept sample.
@@ -870,6 +874,20 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         The sweep's matrix products have one small dimension, where threaded BLAS gains little
         and, measured here (2 cores, OpenBLAS), made a (50, 50, 1e4) sweep 2.4× slower
         (40.7 vs 16.8 ms) and stalls ~20× when the cores are busy.
+    moves : optional
+        Extra exact moves after every sweep, e.g. :class:`blockbayes.gibbs_moves.NonCentredMove`
+        (non-centred layer moves that mix at small ``Δ_Z, Δ_X``; adapted during warm-up only).
+    schedule : optional
+        A warm-up schedule of the hidden-layer noise, e.g.
+        :class:`blockbayes.gibbs_anneal.AnnealedDelta` (``Δ`` lowered to the net's values during
+        warm-up; every kept sample is drawn at the net's ``Δ``).
+    diagnose : bool
+        After the run, compute the function-space diagnostics (:meth:`GibbsResult.summary`) and
+        warn with the worst rows when some R-hat exceeds 1.01
+        (:class:`blockbayes.gibbs_diagnostics.ConvergenceWarning`).
+    probe : None, int or array of shape (P, d_in)
+        Probe inputs of the diagnostics (stored as ``result.probe``): an array, or the number of
+        training inputs to take at evenly spaced indices (default 32).
 
     Returns
     -------
@@ -896,7 +914,15 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     xp = namespace(X, y)
     root = bbr.key(seed)
     k_init, k_run = bbr.split(root, 2)
+    map_dy = None
+    if isinstance(init, str) and init in ("map", "ensemble", "map_shared"):
+        from .gibbs_starts import map_starts
+
+        k_map, k_init = bbr.split(k_init, 2)
+        init, map_dy, _ = map_starts(k_map, net, X, y, num_chains=num_chains, kind=init, learn_noise=learn_noise)
     state = _init_state(k_init, net, X, y, num_chains=num_chains, init=init)
+    if map_dy is not None:
+        state = state._replace(delta_y=map_dy)
     cache = precompute(net, X, learn_prior=learn_prior)
     C, S, L = num_chains, num_samples, net.num_layers
     dev, dt = device_of(X), X.dtype
@@ -906,6 +932,16 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     tr_lb = xp.zeros((C, S, L), dtype=dt, device=dev)
     tr_lj = xp.zeros((C, S), dtype=dt, device=dev) if store_log_joint else None
     total = num_warmup + S * thin
+    probe_X = probe if hasattr(probe, "shape") else None
+    if probe_X is None:
+        from .gibbs_diagnostics import default_probe
+
+        probe_X = default_probe(X, 32 if probe is None else int(probe))
+    mstate = moves.init(state, net, X, y) if moves is not None else None
+    net_s, cache_s = net, cache
+    import time as _time
+
+    t_start = _time.perf_counter()
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -913,20 +949,31 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         bar = tqdm(total=total, desc="gibbs", unit="sweep", leave=False)
     key = k_run
     kept = 0
-    fused_lj = L > 1    # log joint from the latent passes' sums, completed one sweep later
+    # log joint from the latent passes' sums, completed one sweep later; a move after the sweep
+    # changes the state those sums describe, so with moves it is computed directly
+    fused_lj = L > 1 and moves is None
     pending = None      # (trace index, partial log joint) awaiting the next sweep's first term
     limits = thread_limits(default_kernel_threads() if num_threads is None else num_threads, blas_threads)
     try:
         for sweep in range(total):
             key, sub = bbr.split(key, 2)
             keep = sweep >= num_warmup and (sweep - num_warmup) % thin == thin - 1
-            state, info = step(sub, state, net, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
-                               hyperprior=hyperprior, cache=cache,
-                               compute_log_joint=keep and store_log_joint and not fused_lj,
+            if schedule is not None:
+                net_s = schedule.net_at(net, sweep, num_warmup)
+                cache_s = cache if net_s is net else precompute(net_s, X, learn_prior=learn_prior)
+            state, info = step(sub, state, net_s, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
+                               hyperprior=hyperprior, cache=cache_s,
+                               compute_log_joint=keep and store_log_joint and not fused_lj and moves is None,
                                post_method=post_method, checked=True)
             if pending is not None:
                 tr_lj[:, pending[0]] = pending[1] + info.first_term_prev
                 pending = None
+            if moves is not None:
+                key, sub = bbr.split(key, 2)
+                state, mstate = moves.step(sub, mstate, state, net_s, X, y, warmup=sweep < num_warmup,
+                                           final_warmup=sweep == num_warmup - 1)
+                if keep and store_log_joint:
+                    info = info._replace(log_joint=log_joint(state, net, X, y))
             if (sweep + 1) % check_every == 0 or sweep == total - 1:
                 # one reduction (one device sync): the partial log joint sums every weight,
                 # precision and latent array of the new state, so it is finite iff they are
@@ -958,8 +1005,17 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         if bar is not None:
             bar.close()
         limits()
-    return GibbsResult(net=net, weights=tuple(tr_w), delta_y=tr_dy, lam_w=tr_lw, lam_b=tr_lb,
-                       log_joint=tr_lj, final_state=state,
-                       config=dict(num_samples=S, num_warmup=num_warmup, num_chains=C, thin=thin,
-                                   learn_noise=learn_noise, learn_prior=learn_prior,
-                                   backend=backend_name(xp), dtype=str(dt)))
+    result = GibbsResult(net=net, weights=tuple(tr_w), delta_y=tr_dy, lam_w=tr_lw, lam_b=tr_lb,
+                         log_joint=tr_lj, final_state=state,
+                         config=dict(num_samples=S, num_warmup=num_warmup, num_chains=C, thin=thin,
+                                     learn_noise=learn_noise, learn_prior=learn_prior,
+                                     backend=backend_name(xp), dtype=str(dt),
+                                     wall_time_s=_time.perf_counter() - t_start),
+                         probe=probe_X)
+    if moves is not None and hasattr(moves, "summary"):
+        result.config["moves"] = moves.summary(mstate)
+    if diagnose:
+        from .gibbs_diagnostics import warn_if_unmixed
+
+        warn_if_unmixed(result)
+    return result

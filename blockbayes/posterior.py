@@ -63,7 +63,9 @@ class GibbsResult:
     final_state : GibbsState or None
         The chains' last state: pass ``init=result.final_state`` to continue sampling.
     config : dict
-        The run's settings.
+        The run's settings (``wall_time_s``: seconds spent in the sampling loop).
+    probe : array of shape (P, d_in), or None
+        Fixed probe inputs of the function-space diagnostics (:meth:`summary`).
     """
 
     net: MLP
@@ -74,6 +76,20 @@ class GibbsResult:
     log_joint: Optional[Any] = None
     final_state: Optional[Any] = None
     config: dict = field(default_factory=dict)
+    probe: Optional[Any] = None
+
+    def summary(self, X_probe=None, *, prob=(0.05, 0.95)):
+        """Function-space convergence summary in NumPyro ``print_summary`` style.
+
+        Rows: the network output at each probe input (``X_probe``, default :attr:`probe`), then
+        ``delta_y`` (if learned) and ``log_joint`` (if stored); columns mean, std, median, the
+        ``prob`` quantiles, bulk ESS (``n_eff``), tail ESS, rank-normalised split R-hat and bulk
+        ESS per second. ``print(result.summary())`` shows the table; see
+        :func:`blockbayes.gibbs_diagnostics.function_summary`.
+        """
+        from .gibbs_diagnostics import function_summary
+
+        return function_summary(self, X_probe, prob=prob)
 
     # ------------------------------------------------------------------ shape helpers
     @property
@@ -157,12 +173,16 @@ class GibbsResult:
                     H = A
             yield H, dy[start:stop]
 
-    def predict_samples(self, X_new):
-        """Network outputs of every sample, shape ``(C, S, n, d_out)`` (noise-free forward pass)."""
+    def predict_samples(self, X_new, *, chunk: Optional[int] = None):
+        """Network outputs of every sample, shape ``(C, S, n, d_out)`` (noise-free forward pass).
+
+        ``chunk``: samples per forward batch (default all at once; memory ``chunk · n · max width``).
+        """
         X_new = self._prepare_X(X_new)
         xp = self.xp
-        outs = [F for F, _ in self._forward_chunks(X_new, chunk=max(1, self.num_chains * self.num_samples))]
-        F = outs[0]
+        total = max(1, self.num_chains * self.num_samples)
+        outs = [F for F, _ in self._forward_chunks(X_new, chunk=total if chunk is None else max(1, int(chunk)))]
+        F = outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
         return xp.reshape(F, (self.num_chains, self.num_samples) + tuple(F.shape[1:]))
 
     def predict(self, X_new, *, kind: str = "network", seed=None, chunk: int = 256):
@@ -329,7 +349,8 @@ class GibbsResult:
                            delta_y=to_numpy(self.delta_y), lam_w=to_numpy(self.lam_w),
                            lam_b=to_numpy(self.lam_b),
                            log_joint=None if self.log_joint is None else to_numpy(self.log_joint),
-                           final_state=st, config=dict(self.config))
+                           final_state=st, config=dict(self.config),
+                           probe=None if self.probe is None else to_numpy(self.probe))
 
     def save(self, path) -> None:
         """Save to a ``.npz`` file (samples, hyperparameters, final state, net and settings)."""
@@ -338,6 +359,8 @@ class GibbsResult:
         arrays.update(delta_y=h.delta_y, lam_w=h.lam_w, lam_b=h.lam_b)
         if h.log_joint is not None:
             arrays["log_joint"] = h.log_joint
+        if h.probe is not None:
+            arrays["probe"] = h.probe
         if h.final_state is not None:
             st = h.final_state
             for l, w in enumerate(st.weights):
@@ -375,7 +398,8 @@ class GibbsResult:
                                 mv(f["state_latent"]) if "state_latent" in f.files else None)
             return cls(net=net, weights=weights, delta_y=mv(f["delta_y"]), lam_w=mv(f["lam_w"]),
                        lam_b=mv(f["lam_b"]), log_joint=mv(f["log_joint"]) if "log_joint" in f.files else None,
-                       final_state=st, config=meta.get("config", {}))
+                       final_state=st, config=meta.get("config", {}),
+                       probe=mv(f["probe"]) if "probe" in f.files else None)
 
 
 def load(path, *, device=None):

@@ -1,0 +1,103 @@
+"""Planted teacher from zero init: fraction of seeds thermalised within a fixed wall-clock budget,
+plain Gibbs vs Gibbs + non-centred layer moves, side by side in one process.
+
+Piccioli et al.'s setting (BENCHMARKS.md): input d = 50, K = 10 ReLU units, scalar output,
+n = 2084, n_test = 2000, fan-in prior (λ = 50 for layer 1, 10 for layer 2), all Δ equal. Every
+seed is its own teacher, drawn from the prior, with its own noisy targets; the seeds share the
+inputs and run as the chains of ONE vectorised sampler (per-chain targets ``y`` of shape
+``(C, n, 1)``). A chain has *thermalised* once the test MSE of its noise-free network against the
+teacher's noise-free network, on 2000 fresh inputs, is ≤ 3Δ (checked every ``--every`` sweeps).
+The move runs in warm-up mode throughout (step size and preconditioner adapting): everything in
+this experiment is warm-up.
+
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_thermalisation.py --delta 1e-3 1e-4 --seeds 32 --budget 150
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+import blockbayes as bb
+from blockbayes import gibbs
+from blockbayes._backend import random as bbr
+from blockbayes.gibbs_moves import NonCentredMove
+
+
+def teachers(seed, C, delta, d=50, K=10, n=2084, n_test=2000):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    Xt = rng.standard_normal((n_test, d))
+    W1 = rng.standard_normal((C, K, d + 1)) / np.sqrt(d)
+    W2 = rng.standard_normal((C, 1, K + 1)) / np.sqrt(K)
+    s = np.sqrt(delta)
+    Z = np.einsum("nd,ckd->cnk", X, W1[..., :-1]) + W1[:, None, :, -1] + s * rng.standard_normal((C, n, K))
+    H = np.maximum(Z, 0) + s * rng.standard_normal((C, n, K))
+    y = np.einsum("cnk,cok->cno", H, W2[..., :-1]) + W2[:, None, :, -1] + s * rng.standard_normal((C, n, 1))
+    Zt = np.einsum("nd,ckd->cnk", Xt, W1[..., :-1]) + W1[:, None, :, -1]
+    ft = np.einsum("cnk,cok->cno", np.maximum(Zt, 0), W2[..., :-1]) + W2[:, None, :, -1]
+    return X, y, Xt, ft
+
+
+def test_mse(state, Xt, ft):
+    W1, W2 = state.weights
+    Z = np.einsum("nd,ckd->cnk", Xt, W1[..., :-1]) + W1[:, None, :, -1]
+    f = np.einsum("cnk,cok->cno", np.maximum(Z, 0), W2[..., :-1]) + W2[:, None, :, -1]
+    return np.mean((f - ft) ** 2, axis=(1, 2))
+
+
+def run_arm(net, X, y, Xt, ft, delta, *, moves, budget, every, seed):
+    C = y.shape[0]
+    key = bbr.key(seed)
+    k0, key = bbr.split(key)
+    state = gibbs.init(k0, net, X, y, num_chains=C, init="zero")
+    cache = gibbs.precompute(net, X)
+    mstate = moves.init(state, net, X, y) if moves is not None else None
+    hit_sweep = np.full(C, -1)
+    hit_time = np.full(C, np.nan)
+    t0 = time.perf_counter()
+    sweeps = 0
+    while time.perf_counter() - t0 < budget:
+        key, k1, k2 = bbr.split(key, 3)
+        state, _ = gibbs.step(k1, state, net, X, y, cache=cache)
+        if moves is not None:
+            state, mstate = moves.step(k2, mstate, state, net, X, y, warmup=True)
+        sweeps += 1
+        if sweeps % every == 0:
+            mse = test_mse(state, Xt, ft)
+            new = (hit_sweep < 0) & (mse <= 3 * delta)
+            hit_sweep[new] = sweeps
+            hit_time[new] = time.perf_counter() - t0
+    mse = test_mse(state, Xt, ft)
+    return dict(sweeps=sweeps, frac=float(np.mean(hit_sweep >= 0)), hits=int(np.sum(hit_sweep >= 0)),
+                t_med=float(np.nanmedian(hit_time)) if np.any(hit_sweep >= 0) else float("nan"),
+                mse_med=float(np.median(mse)), wall=time.perf_counter() - t0,
+                accept=(float(np.mean(mstate.accept[0])) if moves is not None else float("nan")))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--delta", type=float, nargs="+", default=[1e-3, 1e-4])
+    ap.add_argument("--seeds", type=int, default=32)
+    ap.add_argument("--budget", type=float, default=150.0, help="wall-clock seconds per arm")
+    ap.add_argument("--every", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    print(f"planted teacher d=50 K=10 n=2084, {a.seeds} seeds (one vectorised sampler), from zero, "
+          f"budget {a.budget:.0f} s per arm; thermalised = test MSE <= 3Δ; load avg (1 min) {os.getloadavg()[0]:.2f}")
+    print(f"{'Δ':>7} {'sampler':>22} {'sweeps':>7} {'thermalised':>12} {'median t_hit s':>15} {'median MSE/Δ':>13} {'accept':>7}")
+    for delta in a.delta:
+        net = bb.MLP([50, 10, 1], "relu", prior_prec="fan_in", delta=delta)
+        X, y, Xt, ft = teachers(a.seed, a.seeds, delta)
+        for name, mv in (("plain Gibbs", None), (f"Gibbs + NC-MALA x{a.steps}", NonCentredMove(steps=a.steps, refresh_every=50))):
+            r = run_arm(net, X, y, Xt, ft, delta, moves=mv, budget=a.budget, every=a.every, seed=a.seed)
+            acc = "" if mv is None else f"{r['accept']:.2f}"
+            print(f"{delta:7.0e} {name:>22} {r['sweeps']:7d} {r['hits']:>5d}/{a.seeds:<3d}({r['frac']:.2f}) "
+                  f"{r['t_med']:15.1f} {r['mse_med'] / delta:13.2f} {acc:>7}  (load {os.getloadavg()[0]:.2f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

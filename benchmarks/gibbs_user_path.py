@@ -1,0 +1,81 @@
+"""The user path of issue 15 on shared UCI sets: which start should `gibbs.run` default to?
+
+Settings a new user would pick (issue 15, "Why"): 50 ReLU units, fan-in prior, Δ_Z = Δ_X = 1e-3
+(the MLP default), ``learn_noise=True``, ``learn_prior`` as given, 2 chains, 1500 warm-up + 500
+sweeps, Gal split ``--split``. Variants: ``init="prior"`` (today's default), ``init="map"``
+(each chain from its own MAP fit), and ``init="map"`` + non-centred moves. Reported in original
+units: test RMSE and mean test log-likelihood, max function-space R-hat on the 32 default
+probes, and wall-clock seconds (MAP fits included).
+
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_user_path.py --datasets boston yacht energy
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+import warnings
+
+import numpy as np
+
+import blockbayes as bb
+from blockbayes import gibbs
+from blockbayes.gibbs_diagnostics import ConvergenceWarning
+from blockbayes.gibbs_moves import NonCentredMove
+
+VARIANTS = {
+    "prior": dict(init="prior"),
+    "map": dict(init="map"),
+    "map+move": dict(init="map", moves=NonCentredMove(steps=5)),
+    "prior+move": dict(init="prior", moves=NonCentredMove(steps=5)),
+}
+
+
+def one(name, split, variant, *, learn_prior, warmup, samples, chains, seed, delta=1e-3, steps=5):
+    data = bb.datasets.uci(name, split)
+    Xtr, ytr, Xte, yte = data[:4]
+    net = bb.MLP([Xtr.shape[1], 50, 1], "relu", prior_prec="fan_in", delta={"Z": delta, "X": delta, "y": 0.1})
+    opts = dict(VARIANTS[variant])
+    if "moves" in opts:
+        opts["moves"] = NonCentredMove(steps=steps)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        r = gibbs.run(net, Xtr, ytr, num_samples=samples, num_warmup=warmup, num_chains=chains, seed=seed,
+                      learn_noise=True, learn_prior=learn_prior, progress=False, **opts)
+    wall = time.perf_counter() - t0
+    m, _ = r.predict(Xte)
+    rmse = float(np.sqrt(np.mean((np.asarray(m)[:, 0] - np.asarray(yte).reshape(-1)) ** 2))) * data.y_std
+    ll = float(r.log_predictive_density(Xte, yte)) - math.log(data.y_std)
+    s = r.summary()
+    dy = float(np.mean(np.asarray(r.delta_y))) * data.y_std ** 2
+    return rmse, ll, s.max_rhat, wall, dy
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--datasets", nargs="+", default=["boston", "yacht", "energy"])
+    ap.add_argument("--variants", nargs="+", default=["prior", "map", "map+move"])
+    ap.add_argument("--split", type=int, default=0)
+    ap.add_argument("--learn-prior", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=1500)
+    ap.add_argument("--samples", type=int, default=500)
+    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--delta", type=float, default=1e-3, help="Δ_Z = Δ_X")
+    ap.add_argument("--steps", type=int, default=5, help="MALA steps per sweep of the move variants")
+    a = ap.parse_args(argv)
+    print(f"user path: 50 ReLU units, Δ_Z=Δ_X={a.delta:g}, move steps {a.steps}, learn_noise, learn_prior={bool(a.learn_prior)}, {a.chains} chains, "
+          f"{a.warmup}+{a.samples} sweeps, split {a.split}; load avg (1 min) {os.getloadavg()[0]:.2f}")
+    print(f"{'dataset':>10} {'init':>11} {'RMSE':>8} {'test LL':>8} {'max R̂(f)':>10} {'wall s':>8} {'mean Δ_y':>9}")
+    for name in a.datasets:
+        for v in a.variants:
+            rmse, ll, rh, wall, dy = one(name, a.split, v, learn_prior=bool(a.learn_prior), warmup=a.warmup,
+                                     samples=a.samples, chains=a.chains, seed=a.seed, delta=a.delta, steps=a.steps)
+            print(f"{name:>10} {v:>11} {rmse:8.3f} {ll:8.3f} {rh:10.3f} {wall:8.1f} {dy:9.3g}  (load {os.getloadavg()[0]:.2f})",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Exactness checks of the non-centred layer move (:mod:`blockbayes.gibbs_moves`) and its twins.
+
+Same machinery as :mod:`validation.gibbs_checks` (Geweke joint-distribution test and the tiny-net
+grid of MATH.md §E.2), with the move switched on. The move's kernel parameters (Gauss–Newton
+preconditioner, step size) must not depend on the chain they are applied to — otherwise a chain
+started at an exact draw is no longer moved by a fixed kernel — so they are computed from an
+*independent* set of exact draws (the Geweke pilot; for the grid, the draws of the next chain,
+which are i.i.d.) and held fixed, as ``gibbs.run`` holds them fixed after warm-up.
+
+Twins (patched into :mod:`blockbayes.gibbs_moves` by :func:`install_move_twin`):
+
+=====================  ==========================================================================
+twin                   planted bug
+=====================  ==========================================================================
+``mala_no_q``          acceptance ratio without ``log q(W|W') − log q(W'|W)`` (the proposal's drift
+                       treated as symmetric: a dropped term)
+``move_no_prior``      acceptance ratio without the prior term ``−½λ‖W‖²`` of the moved layer
+``move_stale_latents`` the latents above the moved layer do not follow the weights (``Z, X`` kept,
+                       as if the move were centred)
+=====================  ==========================================================================
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+import blockbayes as bb
+from blockbayes import gibbs, gibbs_moves
+from blockbayes._backend import random as bbr
+from blockbayes.testing import Check
+
+from . import _refs as R
+from . import _stats as S
+from . import gibbs_checks as G
+
+MOVE_TWINS = ("mala_no_q", "move_no_prior", "move_stale_latents")
+
+
+@contextlib.contextmanager
+def install_move_twin(name):
+    """Patch move twin ``name`` into :mod:`blockbayes.gibbs_moves` (``None``: no-op)."""
+    if name is None:
+        yield
+        return
+    if name == "mala_no_q":
+        attr = "log_proposal_ratio"
+        new = lambda R_, W, Wp, g, gp, h: np.zeros(W.shape[0], dtype=W.dtype)
+    elif name == "move_no_prior":
+        attr = "log_target"
+        new = lambda Wl, out, T, lam_w, lam_b, dy: -np.sum((T - out) ** 2, axis=(-2, -1)) / (2.0 * dy)
+    elif name == "move_stale_latents":
+        attr = "frozen_noise_forward"
+        orig = gibbs_moves.frozen_noise_forward
+
+        def new(Wl, state, net, X, l, xi, eta):
+            pre, post, out = orig(Wl, state, net, X, l, xi, eta)
+            return [state.pre[m] for m in range(l, net.num_layers - 1)], \
+                   [state.post[m] for m in range(l, net.num_layers - 1)], out
+    else:
+        raise ValueError(f"unknown move twin {name!r}; choose from {MOVE_TWINS}")
+    old = getattr(gibbs_moves, attr)
+    setattr(gibbs_moves, attr, new)
+    try:
+        yield
+    finally:
+        setattr(gibbs_moves, attr, old)
+
+
+def _noise_stats(net, Xin, W, Z, Xh):
+    """Mean squared standardised noises ``ξ²``, ``η²`` per hidden layer (what ties latents to weights)."""
+    out = {}
+    H = np.broadcast_to(Xin, (W[0].shape[0],) + Xin.shape)
+    for h in range(len(Z)):
+        xi = (Z[h] - R.affine(H, W[h])) / np.sqrt(net.delta_z[h])
+        eta = (Xh[h] - R.act(Z[h], net.activation, net.slope if net.activation == "leaky_relu" else 0.0)) / np.sqrt(net.delta_x[h])
+        out[f"mean xi{h + 2}^2"] = np.mean(xi ** 2, axis=(-2, -1))
+        out[f"mean eta{h + 2}^2"] = np.mean(eta ** 2, axis=(-2, -1))
+        H = Xh[h]
+    return out
+
+
+def _fixed_kernel(move, pilot_state, net, X, y, step):
+    """Move state with preconditioners from ``pilot_state`` and a fixed step ``h``."""
+    ms = move.init(pilot_state, net, X, y)
+    C = pilot_state.delta_y.shape[0]
+    return ms._replace(log_step=tuple(np.full(C, np.log(step)) for _ in ms.layers))
+
+
+def check_geweke_move(seed, *, widths=(2, 3, 1), activation="relu", n=4, dz=0.05, dx=0.05, dy=0.5,
+                      learn_noise=False, learn_prior=False, with_sweep=True, K=3000, rounds=30, steps=3,
+                      step=0.8, precond="auto", delta=1e-8, twin=None) -> list[Check]:
+    """Geweke test (§E.4, parallel-chain form) of ``[gibbs.step +] move.step`` with ``y`` redrawn.
+
+    ``K`` chains start at exact joint draws; each round applies (optionally) one Gibbs sweep and
+    ``steps`` non-centred MALA steps on every hidden layer's input weights, then redraws
+    ``y ~ p(y | X^L, W^L, Δ_y)``. Final states are compared with ``K`` independent joint draws on
+    every statistic of :func:`validation.gibbs_checks._stats_of` (KS and empirical Bernstein,
+    Bonferroni over ``delta``). ``with_sweep=False`` tests the move alone (invariant though not
+    ergodic: the noises stay fixed), which gives the most power against a broken move.
+    """
+    net = bb.MLP(list(widths), activation, slope=0.2 if activation == "leaky_relu" else 0.01, prior_prec=1.0,
+                 delta={"Z": dz, "X": dx, "y": dy})
+    rng = np.random.default_rng(seed)
+    Xin = rng.standard_normal((n, widths[0]))
+    kw = dict(learn_prior=learn_prior, learn_noise=learn_noise, hyperprior=G.HP)
+    pilot = R.prior_joint_draw(rng, net, Xin, K, **kw)
+    marg = R.prior_joint_draw(rng, net, Xin, K, **kw)
+    start = R.prior_joint_draw(rng, net, Xin, K, **kw)
+    move = gibbs_moves.NonCentredMove(steps=steps, precond=precond)
+    ms = _fixed_kernel(move, G._make_state(pilot, np.float64), net, Xin, pilot.y, step)
+    st = G._make_state(start, np.float64)
+    y = start.y
+    cache = gibbs.precompute(net, Xin, learn_prior=learn_prior)
+    key = bbr.key(seed)
+    acc = []
+    with install_move_twin(twin):
+        for _ in range(rounds):
+            key, k1, k2 = bbr.split(key, 3)
+            if with_sweep:
+                st, _ = gibbs.step(k1, st, net, Xin, y, learn_noise=learn_noise, learn_prior=learn_prior,
+                                   hyperprior=G.HP, cache=cache)
+            st, ms = move.step(k2, ms, st, net, Xin, y, warmup=False)
+            acc.append(float(np.mean(ms.accept[0])))
+            y = R.affine(st.post[-1], st.weights[-1]) + np.sqrt(st.delta_y)[:, None, None] * rng.standard_normal(y.shape)
+    def f(D, y_=None):
+        out = G._stats_of(net, Xin, D.weights, D.pre, D.post, D.y if y_ is None else y_, D.lam_w, D.lam_b,
+                          D.delta_y, learn_noise, learn_prior)
+        out.update(_noise_stats(net, Xin, D.weights, D.pre, D.post))
+        return out
+
+    A = f(marg)
+    B = f(st, y)
+    tag = (f"geweke-move[{activation} {'x'.join(map(str, widths))} n={n}{' +sweep' if with_sweep else ' move only'}"
+           f"{' +noise' if learn_noise else ''}{' +prior' if learn_prior else ''} precond={precond}; accept {np.mean(acc):.2f}]")
+    return [S.finite_check(f"{tag}: finite", *st.weights, *st.pre, *st.post, y)] + G._compare(tag, A, B, G._scales(f(pilot)), delta)
+
+
+def check_tiny_grid_move(seed, *, activation="relu", K=2000, sweeps=10, steps=5, step=0.8, with_sweep=True,
+                         delta=1e-8, twin=None) -> list[Check]:
+    """§E.2 tiny-net grid with the move on: ``K`` chains started at exact posterior draws of the
+    ``[1, 1, 1]`` net run ``sweeps`` rounds of [sweep +] ``steps`` MALA steps on ``(w, b₁)``; the
+    end states must match the grid marginals (KS with the grid-error inflation, empirical
+    Bernstein of ``E tanh((θ − μ)/sd)``; Bonferroni over ``delta``). Preconditioner of chain ``c``:
+    the Gauss–Newton matrix at chain ``c + 1``'s exact start (independent of chain ``c``)."""
+    net, s, x, y, (dz, dx, dy), prec, fine, coarse, outside = G.tiny_reference(activation)
+    rng = np.random.default_rng(seed)
+    theta, worst_ratio, _ = R.tiny_exact_draws(rng, fine, K)
+    Zs, Hs = R.tiny_aux_draws(rng, theta, x, y, dz, dx, dy, s)
+    C = K
+    st = gibbs.GibbsState((theta[:, None, 0:2].copy(), theta[:, None, 2:4].copy()), (Zs[..., None],), (Hs[..., None],),
+                          np.tile(np.asarray(net.lam_w), (C, 1)), np.tile(np.asarray(net.lam_b), (C, 1)),
+                          np.full(C, dy))
+    other = gibbs.GibbsState(tuple(np.roll(W, 1, axis=0) for W in st.weights), tuple(np.roll(Z, 1, axis=0) for Z in st.pre),
+                             tuple(np.roll(H, 1, axis=0) for H in st.post), st.lam_w, st.lam_b, st.delta_y)
+    X, Y = x[:, None], y[:, None]
+    move = gibbs_moves.NonCentredMove(steps=steps)
+    ms = _fixed_kernel(move, other, net, X, Y, step)
+    cache = gibbs.precompute(net, X)
+    key = bbr.key(seed)
+    acc = []
+    with install_move_twin(twin):
+        for _ in range(sweeps):
+            key, k1, k2 = bbr.split(key, 3)
+            if with_sweep:
+                st, _ = gibbs.step(k1, st, net, X, Y, cache=cache)
+            st, ms = move.step(k2, ms, st, net, X, Y, warmup=False)
+            acc.append(float(np.mean(ms.accept[0])))
+    end = np.stack([st.weights[0][:, 0, 0], st.weights[0][:, 0, 1], st.weights[1][:, 0, 0], st.weights[1][:, 0, 1]], axis=1)
+    tag = f"tiny-move[{activation}{' +sweep' if with_sweep else ' move only'}; accept {np.mean(acc):.2f}]"
+    out = [S.exact_check(f"{tag}: rejection envelope valid (max p/q)", worst_ratio, 1.0),
+           S.finite_check(f"{tag}: finite", end, st.pre[0], st.post[0])]
+    d1 = delta / (4 * 2)
+    for j, p in enumerate(G.PARAMS):
+        t = end[:, j]
+        e_grid = float(np.max(np.abs(fine.cdf(j, t) - coarse.cdf(j, t)))) + outside
+        out.append(S.ks_check(f"{tag} {p}: KS vs grid (+{e_grid:.1e} grid)", t, lambda u, j=j: fine.cdf(j, u), d1,
+                              inflate=e_grid))
+        mu, sd = fine.mean[j], fine.sd[j]
+        g = lambda u, mu=mu, sd=sd: np.tanh((u - mu) / sd)
+        e_mean = abs(fine.expect(j, g) - coarse.expect(j, g)) + 2 * outside
+        out.append(S.eb_mean_check(f"{tag} {p}: E tanh((θ-μ)/sd) vs grid", g(t), fine.expect(j, g), -1.0, 1.0, d1,
+                                   inflate=e_mean))
+    return out
