@@ -32,12 +32,12 @@ factors); the mean-field baseline also fits logistic and softmax classifiers.
 """
 from __future__ import annotations
 
-from . import cavi, ivon, mean_field, rao_blackwell, sampled, targets, vogn
+from . import cavi, ivon, mean_field, rao_blackwell, sampled, symmetry, targets, vogn
 from ._factor import FactorMoments, inverse_mills, relu_factor
 from .result import NotAClassifierError, VIResult, load
 
 __all__ = ["run", "METHODS", "VIResult", "load", "relu_factor", "inverse_mills", "FactorMoments",
-           "NotAClassifierError", "cavi", "rao_blackwell", "sampled", "targets", "mean_field", "ivon", "vogn"]
+           "NotAClassifierError", "cavi", "rao_blackwell", "sampled", "targets", "mean_field", "ivon", "vogn", "symmetry"]
 
 METHODS = {
     "rao_blackwell": rao_blackwell.run,
