@@ -248,3 +248,25 @@ def test_float32_and_array_api_strict():
     rs = bb.vi.run(net, xps.asarray(X), xps.asarray(y), method="vogn", num_steps=10, batch_size=20, seed=0,
                    progress=False)
     assert np.all(np.isfinite(np.asarray(rs.covs[1])))
+
+
+# ------------------------------------------------------------------------- bb.evaluate methods
+@pytest.mark.parametrize("name", ["vi_ivon", "vi_vogn"])
+def test_evaluate_methods_regression_and_classification(name):
+    from blockbayes.evaluate._methods import Arch, get_method
+
+    m = get_method(name)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 3))
+    y = np.sin(X[:, 0]) + 0.2 * rng.normal(size=150)
+    p = m.fit(Arch(3, (10,), "regression"), X, y, seed=0, **m.options({"epochs": 20, "num_pred_samples": 50}))
+    mu, var = p.predict(X[:7])
+    assert mu.shape == (7,) and np.all(var > 0)
+    assert p.lpd(X[:7], y[:7]).shape == (7,) and p.diagnostics["steps"] == 20 * (150 // 32)
+    lab = (X[:, 0] > 0).astype(int)
+    pc = m.fit(Arch(3, (10,), "classification", n_classes=2), X, lab, seed=0,
+               **m.options({"epochs": 20, "num_pred_samples": 50}))
+    P = pc.predict_proba(X[:7])
+    assert P.shape == (7, 2) and np.allclose(P.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="no option"):
+        m.options({"num_steps": 3})
