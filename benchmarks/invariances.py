@@ -2,7 +2,7 @@
 
 Usage (one command reproduces docs/invariances.md and its plots)::
 
-    nice -n 19 python benchmarks/invariances.py                 # full grid (~15 min on a busy 2-core box)
+    nice -n 19 python benchmarks/invariances.py                 # full grid (~25 min on a busy 2-core box)
     python benchmarks/invariances.py --quick                    # smoke run (tiny grid)
     python benchmarks/invariances.py --report-only              # re-render from results/invariances
 
@@ -100,6 +100,9 @@ def run_cell(name, data, H, seed):
         rec = metrics_of(lambda Z: q.predict(Z, num_samples=300, seed=1),
                          lambda Z, t: q.log_predictive_density(Z, t, reduce=False, num_samples=300, seed=1), data)
         rec["collapsed"] = symmetry.collapsed_share(q)
+        m_out = np.abs(np.asarray(q.means[1][q.best, 0, :-1])) * math.sqrt(q.net.lam_w[1])
+        rec["pruned"] = float(np.mean(m_out < 0.2))          # outgoing mean below 0.2 prior sd
+        rec["unit_kl_in"] = sorted(float(v) for v in np.asarray(symmetry.unit_kl(q, part="in")))
         if H <= symmetry.MAX_ENUMERATED_WIDTH:
             g = symmetry.invariance_gap(q, num_samples=100 if H <= 7 else 30, seed=2)
             rec.update(gap=g.gap, gap_se=g.se, log_group=g.log_group)
@@ -132,7 +135,8 @@ def plots(rows, ns, widths, img: Path):
     files.append("invariances_gap.png")
     plt.close(fig)
     for metric, lab in (("test_ll", "test log predictive density"), ("train_rmse", "train RMSE"),
-                        ("test_rmse", "test RMSE"), ("collapsed", "share of collapsed hidden units")):
+                        ("test_rmse", "test RMSE"), ("collapsed", "share of collapsed hidden units"),
+                        ("pruned", "share of pruned hidden units")):
         fig, axes = plt.subplots(1, len(ns), figsize=(5 * len(ns), 3.6), squeeze=False)
         for ax, n in zip(axes[0], ns):
             for name in ALL:
@@ -165,11 +169,14 @@ def render(rows, ns, widths, doc: Path, cmd: str):
          "The invariance gap G(q) = E_q[log q(w) − log q̄(w)], q̄ the mixture of q over all H! permutations of "
          "the hidden units, enumerated exactly (H ≤ 8); 0 ≤ G ≤ log H!, and ELBO(q̄) = ELBO(q) + G(q). "
          "Shown as G / log H! (1: the H! copies of q do not overlap; 0: q is itself invariant). "
-         "Collapsed: share of hidden units whose marginal KL to the prior is below 0.1 nats per parameter.", ""]
+         "Collapsed: share of hidden units whose incoming row's marginal KL to the prior is below 0.1 nats per "
+         "parameter (the unit's q has returned to the prior); pruned: share whose outgoing mean is below 0.2 "
+         "prior standard deviations (the unit is switched off; its outgoing weight is then pinned near 0 with a "
+         "small variance, since any weight there adds output noise at every data point).", ""]
     for n in ns:
         L += [f"## n = {n}", "",
-              "| H | method | train RMSE | test RMSE | train LL | test LL | G (nats) | G / log H! | collapsed | time (s) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| H | method | train RMSE | test RMSE | train LL | test LL | G (nats) | G / log H! | collapsed | pruned | time (s) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
         for H in widths:
             for name in ALL:
                 r = rows.get((n, H, name))
@@ -178,12 +185,13 @@ def render(rows, ns, widths, doc: Path, cmd: str):
                 gap = f"{r['gap']:.2f}±{r['gap_se']:.2f}" if "gap" in r else "–"
                 rel = f"{r['gap'] / r['log_group']:.2f}" if "gap" in r and r["log_group"] > 0 else "–"
                 col = f"{r['collapsed']:.2f}" if "collapsed" in r else "–"
+                pr = f"{r['pruned']:.2f}" if "pruned" in r else "–"
                 L.append(f"| {H} | {name} | {r['train_rmse']:.3f} | {r['test_rmse']:.3f} | {r['train_ll']:.3f} | "
-                         f"{r['test_ll']:.3f} | {gap} | {rel} | {col} | {r['time_s']:.0f} |")
+                         f"{r['test_ll']:.3f} | {gap} | {rel} | {col} | {pr} | {r['time_s']:.0f} |")
         L.append("")
     L += ["## Plots", ""]
     for f in ("invariances_gap.png", "invariances_test_ll.png", "invariances_train_rmse.png",
-              "invariances_test_rmse.png", "invariances_collapsed.png"):
+              "invariances_test_rmse.png", "invariances_collapsed.png", "invariances_pruned.png"):
         L.append(f"![{f}](img/{f})")
     L += ["", "## Symmetry-aware variant: q̄ (q symmetrised over the permutation group)", "",
           "q̄ closes the gap by construction: G(q̄) = 0 and ELBO(q̄) = ELBO(q) + G(q), i.e. the bound improves "
@@ -200,8 +208,8 @@ DISCUSSION = ["## Reading", "", "See the closing notes of the study in the secti
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ns", default="100,1000")
-    ap.add_argument("--widths", default="2,4,6,8,16,32")
+    ap.add_argument("--ns", default="100,400")
+    ap.add_argument("--widths", default="2,4,8,16")
     ap.add_argument("--methods", default=",".join(ALL))
     ap.add_argument("--out", default=str(ROOT / "results" / "invariances"))
     ap.add_argument("--doc", default=str(ROOT / "docs" / "invariances.md"))

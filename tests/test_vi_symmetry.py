@@ -94,8 +94,18 @@ def test_collapsed_share():
     res = VIResult(net=net, method="t", means=(M1[None], M2[None]), covs=(V1[None], V2[None]), cov_kind="diag",
                    delta_y=np.ones(1), model="standard")
     assert symmetry.collapsed_share(res) == pytest.approx(2 / 3)
+    assert symmetry.collapsed_share(res, part="both") == pytest.approx(2 / 3)
     k = symmetry.unit_kl(res)
     assert k[1] == pytest.approx(0.0, abs=1e-12) and k[0] > 1.0
+    # a pruned unit: incoming row at the prior, outgoing weight pinned at 0 with a small variance
+    V2b = V2.copy()
+    V2b[0, 1] = 0.04 / lam2
+    res2 = VIResult(net=net, method="t", means=(M1[None], M2[None]), covs=(V1[None], V2b[None]), cov_kind="diag",
+                    delta_y=np.ones(1), model="standard")
+    assert symmetry.collapsed_share(res2) == pytest.approx(2 / 3)
+    assert symmetry.unit_kl(res2, part="out")[1] > 1.0
+    with pytest.raises(ValueError, match="part"):
+        symmetry.unit_kl(res2, part="rows")
 
 
 def test_errors():

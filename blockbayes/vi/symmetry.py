@@ -140,9 +140,13 @@ def invariance_gap(result, *, num_samples: int = 200, seed=0, component: int | N
     return GapEstimate(gap, se, log_group, S)
 
 
-def unit_kl(result, *, component: int | None = None):
-    """Per hidden unit, the mean over its parameters (incoming row incl. bias, outgoing weights) of
-    the marginal ``KL(q_j ‖ p_j) = ½(λσ² + λm² − 1 − log λσ²)``, shape ``(H,)`` (nats per parameter)."""
+def unit_kl(result, *, component: int | None = None, part: str = "both"):
+    """Per hidden unit, the mean over its parameters of the marginal
+    ``KL(q_j ‖ p_j) = ½(λσ² + λm² − 1 − log λσ²)``, shape ``(H,)`` (nats per parameter).
+
+    ``part``: ``"in"`` (incoming row incl. bias), ``"out"`` (outgoing weights) or ``"both"``."""
+    if part not in ("in", "out", "both"):
+        raise ValueError(f"part must be 'in', 'out' or 'both', got {part!r}")
     net = result.net
     if net.num_layers != 2:
         raise ValueError("unit_kl handles one hidden layer")
@@ -159,12 +163,19 @@ def unit_kl(result, *, component: int | None = None):
 
     k_in = xp.sum(kl(M1, V1, lam1), axis=1)                          # (H,)
     k_out = xp.sum(kl(M2[:, :-1], V2[:, :-1], lam2), axis=0)         # (H,)
+    if part == "in":
+        return k_in / M1.shape[1]
+    if part == "out":
+        return k_out / M2.shape[0]
     return (k_in + k_out) / (M1.shape[1] + M2.shape[0])
 
 
-def collapsed_share(result, *, threshold: float = 0.1, component: int | None = None) -> float:
-    """Share of hidden units whose ``q`` sits at the prior: :func:`unit_kl` below ``threshold``
-    nats per parameter (an active unit fitted to ``n`` points is typically several nats away)."""
-    k = unit_kl(result, component=component)
+def collapsed_share(result, *, threshold: float = 0.1, component: int | None = None, part: str = "in") -> float:
+    """Share of hidden units whose ``q`` has collapsed to the prior: :func:`unit_kl` of the incoming
+    row (``part="in"``) below ``threshold`` nats per parameter. A pruned unit's incoming row returns
+    to the prior while its outgoing weight is pinned near zero with a *small* variance (a
+    non-zero outgoing weight would add output noise at every data point), so the incoming row is
+    the part that shows the collapse; an active unit fitted to ``n`` points sits nats away."""
+    k = unit_kl(result, component=component, part=part)
     xp = result.xp
     return float(xp.mean(xp.astype(k < threshold, k.dtype)))
