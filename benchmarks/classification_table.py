@@ -30,6 +30,9 @@ from blockbayes import evaluate as ev  # noqa: E402
 
 DATASETS = ("breast_cancer", "digits", "mnist1d")
 DEFAULT = "map,ensemble,vi_mf,vi_ivon,vi_vogn"
+# MNIST-1D has 4000 training points: 50 epochs (6250 steps of 32) instead of the registry's 500 for
+# the minibatch methods, so that the table fits a shared 2-core afternoon (reported in the doc).
+BY_DATASET = {"vi_ivon": {"mnist1d": {"epochs": 50}}, "vi_vogn": {"mnist1d": {"epochs": 50}}}
 
 
 def main(argv=None):
@@ -40,7 +43,8 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "results" / "classification"))
     ap.add_argument("--doc", default=str(ROOT / "docs" / "classification_vi.md"))
     a = ap.parse_args(argv)
-    methods = [m for m in a.methods.split(",") if m in ev.available_methods("classification")]
+    names = [m for m in a.methods.split(",") if m in ev.available_methods("classification")]
+    methods = [({"method": m, "label": m, "by_dataset": BY_DATASET[m]} if m in BY_DATASET else m) for m in names]
     datasets = a.datasets.split(",")
     t0 = time.time()
     res = ev.evaluate(methods, datasets, splits=a.splits, out_dir=a.out, progress=False, plots=False)
@@ -49,10 +53,11 @@ def main(argv=None):
              f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Split seeds 0..{a.splits - 1} "
              "(mean ± SE over splits where more than one). One hidden ReLU layer of 50, inputs standardised; "
              "registry defaults of every method (`bb.evaluate`), chosen without test data. ECE: 15 equal-width "
-             "bins, top label. Fit time on a shared, heavily loaded 2-core machine.", "",
+             "bins, top label. Fit time on a shared, heavily loaded 2-core machine. MNIST-1D: vi_ivon / vi_vogn "
+             "50 epochs instead of 500.", "",
              "| dataset | method | k | accuracy | NLL | ECE | Brier | fit time (s) |", "|---|---|---|---|---|---|---|---|"]
     for ds in datasets:
-        for m in methods:
+        for m in names:
             rows = [s for s in res.summary if s["method"] == m and s["dataset"].startswith(ds.split(":")[-1])]
             if not rows:
                 continue
