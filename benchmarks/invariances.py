@@ -208,8 +208,8 @@ DISCUSSION = """## Reading (written after the run of 2026-12-03; one teacher, on
 * **Who breaks the symmetry.** IVON (registry defaults: h0 = 10, β2 = 0.9999, so its variance stays
   near the small initial one) and block VI keep every hidden unit distinct: G = log H! exactly
   (their curve hides under block VI's in the gap plot), i.e. their q gives up the full log H! nats
-  that q̄ would recover. Mean-field Bayes-by-backprop and VOGN — the two methods that actually
-  reach a mean-field ELBO fixed point — fall below log H!: at H = 8, G / log H! = 0.63 (vi_mf) and
+  that q̄ would recover. Mean-field Bayes-by-backprop and VOGN — the two methods that head for the
+  mean-field ELBO optimum — fall below log H!: at H = 8, G / log H! = 0.63 (vi_mf) and
   0.73 (VOGN) at n = 100, 0.71 and 0.49 at n = 400. The gap drops because units become
   interchangeable: *pruned* units (outgoing mean ≈ 0, incoming row back at the prior) are nearly
   identical, and permuting identical units does not change q.
@@ -227,8 +227,8 @@ DISCUSSION = """## Reading (written after the run of 2026-12-03; one teacher, on
   0.224) this underfitting costs little on the test set: at n = 100, H ≥ 8, the pruned fits even
   have the best test RMSE (0.232–0.237 vs 0.242–0.264; the full-width fits overfit 100 points),
   and at n = 400 every method's test RMSE is within 0.012 of the noise floor (0.226–0.235). The teacher here is too
-  small for underfitting to hurt — a wider teacher (or UCI, where VOGN trails IVON by 0.1–0.3 nats
-  of validation LL, docs/data/vi_natural_tuning.md) is where it shows.
+  small for underfitting to hurt — a wider teacher (or UCI, where VOGN's validation LL trails
+  IVON's by 0.01–0.72 nats, docs/data/vi_natural_tuning.md) is where it shows.
 * **The symmetry-aware variant (q̄) does not change this.** q̄ closes the gap (G = 0) and raises the
   ELBO by G, up to log 8! = 10.6 nats at H = 8 — but its predictive equals q's, so all the rows
   above stand. Maximising ELBO(q̄) during the fit (which would reward distinct, unpruned units by
