@@ -676,3 +676,60 @@ _vi_variant("vi_block", "rao_blackwell", "block-Gaussian VI of the noisy MLP, Ra
 _vi_variant("vi_cavi", "cavi", "block CAVI of the noisy MLP (conditional variances, MATH.md §C.5)")
 _vi_variant("vi_mf", "mean_field", "mean-field Gaussian VI of the standard MLP (Bayes by backprop)",
             tasks=("regression", "classification"))
+
+
+# ----------------------------------------------------------------------------------- IVON / VOGN
+
+def _fit_vi_natural(arch, X, y, *, seed, vi_method, epochs, batch_size, lr, hess_init, beta1, beta2, tempering,
+                    prior_prec, delta_y, learn_noise, noise_rate, num_restarts, components, num_pred_samples,
+                    options):
+    """IVON / VOGN on the standard MLP (:mod:`blockbayes.vi.ivon`, :mod:`blockbayes.vi.vogn`).
+
+    ``epochs`` passes over the training set in minibatches of ``batch_size`` (cosine step-size
+    decay), ``ess = n / tempering``, weight decay = prior precision / n, regression noise learned
+    from the residuals at the sampled weights (starting at ``delta_y``). ``components``:
+    ``"best"`` (largest ELBO estimate) or ``"mixture"`` of the restarts."""
+    from .. import vi
+
+    reg = arch.task == "regression"
+    net = _std_net(arch, prior_prec, delta_y)
+    n = int(np.shape(X)[0])
+    bs = min(int(batch_size), n)
+    steps = max(1, int(round(epochs * (n // bs))))
+    kw = dict(options or {})
+    res = vi.run(net, X, y, method=vi_method, num_steps=steps, batch_size=bs, lr=lr, hess_init=hess_init,
+                 beta1=beta1, beta2=beta2, ess=n / float(tempering), num_restarts=num_restarts,
+                 learn_noise=bool(learn_noise and reg), noise_rate=noise_rate, seed=_int_seed([seed, 11]),
+                 progress=False, **kw).to_numpy()
+    diag = {"steps": steps, "batch_size": bs, "elbo": float(np.max(_np(res.elbo)))}
+    if reg:
+        diag["delta_y_mean"] = float(np.mean(_np(res.delta_y)))
+    pseed = _int_seed([seed, 4])
+    if reg:
+        def predict(Xn):
+            m, v = res.predict(Xn, num_samples=num_pred_samples, seed=pseed, components=components)
+            return _col(m), _col(v)
+
+        def lpd(Xn, yn):
+            return _np(res.log_predictive_density(Xn, yn, reduce=False, num_samples=num_pred_samples, seed=pseed,
+                                                  components=components))
+
+        return Predictor(predict=predict, lpd=lpd, diagnostics=diag,
+                         traces={"loss": _thin_trace(res.trace["loss"])})
+    return Predictor(predict_proba=lambda Xn: _proba2(res.predict_proba(Xn, num_samples=num_pred_samples, seed=pseed,
+                                                                        components=components)),
+                     diagnostics=diag, traces={"loss": _thin_trace(res.trace["loss"])})
+
+
+# Defaults chosen on validation splits carved out of training data only (benchmarks/vi_natural_tuning.py).
+_IVON_DEFAULTS = dict(vi_method="ivon", epochs=500, batch_size=32, lr=0.1, hess_init=10.0, beta1=0.9, beta2=0.9999,
+                      tempering=1.0, prior_prec="fan_in", delta_y=1.0, learn_noise=True, noise_rate=0.01,
+                      num_restarts=1, components="best", num_pred_samples=500, options={})
+_VOGN_DEFAULTS = dict(_IVON_DEFAULTS, vi_method="vogn", lr=0.03, hess_init=1.0, beta2=0.999)
+
+register_method(Method(
+    "vi_ivon", _fit_vi_natural, defaults=dict(_IVON_DEFAULTS), requires="blockbayes.vi.ivon:run",
+    description="IVON (Shen et al. 2024): natural-gradient mean-field VI, Price Hessian estimate, minibatches"))
+register_method(Method(
+    "vi_vogn", _fit_vi_natural, defaults=dict(_VOGN_DEFAULTS), requires="blockbayes.vi.vogn:run",
+    description="VOGN (Osawa et al. 2019): natural-gradient mean-field VI with the Gauss-Newton diagonal"))

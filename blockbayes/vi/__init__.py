@@ -21,18 +21,23 @@ Methods (all return a :class:`VIResult`: a product of Gaussian node-row blocks w
 ``"mean_field"`` — :mod:`.mean_field`
     Diagonal Gaussian VI of the *standard* (noise-free) MLP, reparameterised gradients written by
     hand (Bayes-by-backprop): the "existing VI" baseline.
+``"ivon"`` — :mod:`.ivon`
+    IVON (Shen et al. 2024): natural-gradient mean-field VI with the reparameterisation Hessian
+    estimate, the optimiser practitioners run (``ivon-opt``), on the standard MLP.
+``"vogn"`` — :mod:`.vogn`
+    VOGN (Osawa et al. 2019): the same family with a closed-form Gauss–Newton diagonal.
 
 Only Gaussian regression is implemented for the noisy-network methods (no probit / multinomial
 factors); the mean-field baseline also fits logistic and softmax classifiers.
 """
 from __future__ import annotations
 
-from . import cavi, mean_field, rao_blackwell, sampled, targets
+from . import cavi, ivon, mean_field, rao_blackwell, sampled, symmetry, targets, vogn
 from ._factor import FactorMoments, inverse_mills, relu_factor
 from .result import NotAClassifierError, VIResult, load
 
 __all__ = ["run", "METHODS", "VIResult", "load", "relu_factor", "inverse_mills", "FactorMoments",
-           "NotAClassifierError", "cavi", "rao_blackwell", "sampled", "targets", "mean_field"]
+           "NotAClassifierError", "cavi", "rao_blackwell", "sampled", "targets", "mean_field", "ivon", "vogn", "symmetry"]
 
 METHODS = {
     "rao_blackwell": rao_blackwell.run,
@@ -40,6 +45,8 @@ METHODS = {
     "sampled": sampled.run,
     "targets": targets.run,
     "mean_field": mean_field.run,
+    "ivon": ivon.run,
+    "vogn": vogn.run,
 }
 
 
@@ -51,7 +58,7 @@ def run(net, X, y, *, method: str = "rao_blackwell", **options) -> VIResult:
     net : MLP
     X : array, shape (n, d_in)
     y : array, shape (n,) or (n, d_out)
-    method : {"rao_blackwell", "cavi", "sampled", "targets", "mean_field"}
+    method : {"rao_blackwell", "cavi", "sampled", "targets", "mean_field", "ivon", "vogn"}
         ``"rao_blackwell"`` (default) gives honest marginal variances (see the module docstring);
         ``"cavi"`` is block CAVI whose variances collapse (MATH.md §C.5).
     **options

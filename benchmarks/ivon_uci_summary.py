@@ -1,0 +1,115 @@
+"""IVON / VOGN on UCI next to the ensemble and the NUTS reference (the issue's figures).
+
+Usage::
+
+    python benchmarks/ivon_uci_summary.py [--out results/uci] [--uci-doc docs/uci.md]
+
+Reads the finished ``vi_ivon`` / ``vi_vogn`` cells of ``benchmarks/uci_table.py`` and compares their
+test log-likelihood with
+
+* the ``ensemble`` column of the committed full-protocol table ``docs/uci.md`` (20 splits,
+  protein 5) — over the splits both ran when the ensemble's cells are present under ``--out``,
+  otherwise against the committed mean (stated per row);
+* the NUTS reference of EVALUATION.md §1.7 (split by split: Boston 0–2, Concrete 0, Energy 0,
+  Yacht 0–2; quoted from that table, float32 NumPyro NUTS, 4 chains).
+
+and the fit time with the ensemble's (5 MAP fits) from the same table. Timings of the two come
+from different runs on a shared machine under different load: indicative only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHORT = {"yacht": "Yacht", "bostonHousing": "Boston", "energy": "Energy", "concrete": "Concrete",
+         "wine-quality-red": "Wine (red)", "naval-propulsion-plant": "Naval", "protein-tertiary-structure": "Protein"}
+# EVALUATION.md §1.7, test LL in original units (Yacht 0: the 1000 + 1000 run).
+NUTS_LL = {("bostonHousing", 0): -2.298, ("bostonHousing", 1): -2.371, ("bostonHousing", 2): -2.303,
+           ("concrete", 0): -3.062, ("energy", 0): 0.086, ("yacht", 0): 0.005, ("yacht", 1): -0.030,
+           ("yacht", 2): -0.001}
+
+
+def committed_column(doc: Path, section: str, column: str) -> dict:
+    """``{short name: (mean, se)}`` from a table of docs/uci.md."""
+    text = doc.read_text()
+    part = text.split(section, 1)[1]
+    lines = []
+    for ln in part.splitlines():                    # the first table after the heading only
+        if ln.startswith("|"):
+            lines.append(ln)
+        elif lines:
+            break
+    head = [h.strip() for h in lines[0].strip("|").split("|")]
+    j = head.index(column)
+    out = {}
+    for ln in lines[2:]:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        m = re.match(r"([−\-]?[\d.e\-+]+)±([\d.e\-+]+)", cells[j].replace("−", "-"))
+        if m:
+            out[cells[0]] = (float(m.group(1)), float(m.group(2)))
+    return out
+
+
+def cells(out: Path, method: str) -> dict:
+    res = {}
+    for f in out.glob(f"cells/*/{method}/*.json"):
+        c = json.loads(f.read_text())
+        if c.get("status") == "ok" and c.get("size") in (None, "full"):
+            res[(c["dataset"], c["split"])] = c
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / "results" / "uci"))
+    ap.add_argument("--uci-doc", default=str(ROOT / "docs" / "uci.md"))
+    ap.add_argument("--methods", default="vi_ivon,vi_vogn")
+    a = ap.parse_args(argv)
+    ens_ll = committed_column(Path(a.uci_doc), "## Test log-likelihood", "ensemble")
+    ens_t = committed_column(Path(a.uci_doc), "## Cost (ours)", "ensemble time (s)")
+    ens_cells = cells(Path(a.out), "ensemble")
+    print("| dataset | method | k splits | test LL (ours) | ensemble LL | Δ to ensemble | within 0.05? | "
+          "NUTS splits | mean Δ to NUTS (same splits) | fit time (s) | ensemble time (s, docs/uci.md) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for meth in a.methods.split(","):
+        mine = cells(Path(a.out), meth)
+        hits = total = 0
+        for ds, short in SHORT.items():
+            sp = sorted(s for (d, s) in mine if d == ds)
+            if not sp:
+                continue
+            ll = np.array([mine[(ds, s)]["metrics"]["ll"] for s in sp])
+            ft = np.mean([mine[(ds, s)].get("fit_time_s", np.nan) for s in sp])
+            se = ll.std(ddof=1) / np.sqrt(len(ll)) if len(ll) > 1 else float("nan")
+            same = [s for s in sp if (ds, s) in ens_cells]
+            if len(same) == len(sp):
+                e = float(np.mean([ens_cells[(ds, s)]["metrics"]["ll"] for s in sp]))
+                etxt = f"{e:.3f} (same {len(sp)} splits)"
+            elif short in ens_ll:
+                e = ens_ll[short][0]
+                etxt = f"{e:.2f}±{ens_ll[short][1]:.2f} (committed, all splits)"
+            else:
+                e, etxt = None, "–"
+            d = None if e is None else float(ll.mean() - e)
+            ok = None if d is None else d >= -0.05
+            if ok is not None:
+                total += 1
+                hits += bool(ok)
+            nuts = [(s, NUTS_LL[(ds, s)]) for s in sp if (ds, s) in NUTS_LL]
+            ntxt = ", ".join(str(s) for s, _ in nuts) or "–"
+            nd = f"{np.mean([mine[(ds, s)]['metrics']['ll'] - v for s, v in nuts]):+.3f}" if nuts else "–"
+            print(f"| {short} | {meth} | {len(sp)} | {ll.mean():.3f}±{se:.3f} | {etxt} | "
+                  f"{'–' if d is None else f'{d:+.3f}'} | {'–' if ok is None else ('yes' if ok else 'no')} | {ntxt} | "
+                  f"{nd} | {ft:.1f} | {ens_t.get(short, ('–',))[0]} |")
+        print(f"\n{meth}: within 0.05 nats of (or better than) the ensemble on {hits} of {total} sets\n",
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""Shared pieces of the natural-gradient mean-field methods (IVON, VOGN) of the standard MLP.
+
+Both fit ``q(θ) = Π_j N(θ_j; m_j, σ_j²)`` with ``σ_j² = 1/(ess·(h_j + δ_j))``: ``h`` a running
+estimate of the per-example average curvature of the loss, ``δ`` the weight decay (prior
+precision divided by the training-set size ``N``) and ``ess`` the effective sample size
+(``ess = N``: the Bayesian posterior; ``ess = N/τ``: the tempered posterior ``p(θ|D)^{1/τ}``).
+The losses are **per-example averages** over a minibatch (``ĝ = (1/|B|) Σ_{μ∈B} ∇ℓ_μ``), as in the
+papers and in ``ivon-opt``. Restarts are a leading batch axis ``C`` of every array; the Monte
+Carlo draws of one step another (``K``), folded into ``C`` for the forward/backward pass of
+:mod:`blockbayes.nn`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Optional, Sequence
+
+from .. import nn
+from .._backend import backend_name, device_of, namespace, resolve_device, to_device, to_numpy
+from .._backend import random as bbr
+from ..model import MLP
+from ._common import check_int, check_pos, progress_bar
+from .result import VIResult
+
+
+class NGState(NamedTuple):
+    """State of ``C`` restarts of IVON or VOGN.
+
+    Attributes
+    ----------
+    mean : tuple of arrays
+        ``m`` per layer, ``(C, d_{l+1}, d_l + 1)`` (bias last).
+    hess : tuple of arrays
+        The curvature estimate ``h`` (IVON) / ``s`` (VOGN), same shapes; ``σ² = 1/(ess (h + δ))``.
+    momentum : tuple of arrays
+        Gradient momentum, same shapes.
+    delta_y : array, shape (C,)
+        Gaussian output-noise variance (constant unless learned).
+    t : int
+        Steps done.
+    """
+
+    mean: tuple
+    hess: tuple
+    momentum: tuple
+    delta_y: Any
+    t: int
+
+
+class NGInfo(NamedTuple):
+    """``loss``: the step's minibatch mean loss per example at the sampled weights (MC average),
+    shape ``(C,)``; ``lr``: the step size used."""
+
+    loss: Any
+    lr: float
+
+
+def weight_decay(net: MLP, n: int, xp, like, value=None) -> tuple:
+    """Per-layer weight decay ``δ_l``, shape ``(1, 1, d_l + 1)``: ``value`` (a float for every weight),
+    or the prior precision of the :class:`MLP` divided by ``n`` (so that ``ess = n`` is Bayes)."""
+    out = []
+    for l in range(net.num_layers):
+        if value is None:
+            v = net.prior_precision_vector(l, xp, dtype=like.dtype, device=device_of(like)) / float(n)
+        else:
+            v = xp.full((net.widths[l] + 1,), float(value), dtype=like.dtype, device=device_of(like))
+        out.append(xp.reshape(v, (1, 1, -1)))
+    return tuple(out)
+
+
+def as_restart_weights(xp, net: MLP, weights, C: int, like) -> tuple:
+    """Per-layer weights ``(d_{l+1}, d_l + 1)`` or ``(C, …)`` → ``(C, d_{l+1}, d_l + 1)`` copies."""
+    shapes = net.weight_shapes()
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or len(weights) != net.num_layers:
+        raise ValueError(f"init weights must be a sequence of {net.num_layers} arrays (one per layer)")
+    out = []
+    for l, (W, shp) in enumerate(zip(weights, shapes)):
+        W = xp.asarray(to_numpy(W) if not hasattr(W, "shape") or namespace(W) is not xp else W)
+        W = xp.astype(xp.asarray(W, device=device_of(like)), like.dtype)
+        if tuple(W.shape) == shp:
+            W = xp.broadcast_to(W[None, ...], (C,) + shp)
+        elif tuple(W.shape) != (C,) + shp:
+            raise ValueError(f"init weights[{l}] must have shape {shp} or {(C,) + shp}, got {tuple(W.shape)}")
+        if not bool(xp.all(xp.isfinite(W))):
+            raise ValueError(f"init weights[{l}] contains NaN or infinite values")
+        out.append(xp.asarray(W, copy=True))
+    return tuple(out)
+
+
+def init_state(rng_key, net: MLP, X, *, num_restarts: int = 1, init="prior", hess_init: float = 1.0,
+               delta_y: Optional[float] = None) -> NGState:
+    """Initial state: means a draw from the prior ``N(0, Λ^{-1})`` (``"prior"``; LeCun-normal for the
+    fan-in prior, biases included) or given weights; ``h = hess_init``; zero momentum."""
+    xp = namespace(X)
+    C = check_int("num_restarts", num_restarts)
+    hess_init = check_pos("hess_init", hess_init)
+    dev = device_of(X)
+    if isinstance(init, str):
+        if init != "prior":
+            raise ValueError(f"init must be 'prior' or a sequence of weights, got {init!r}")
+        keys = bbr.split(rng_key, net.num_layers)
+        mean = []
+        for l, shp in enumerate(net.weight_shapes()):
+            sd = 1.0 / xp.sqrt(net.prior_precision_vector(l, xp, dtype=X.dtype, device=dev))
+            mean.append(bbr.normal(keys[l], (C,) + shp, like=X) * sd[None, None, :])
+        mean = tuple(mean)
+    else:
+        mean = as_restart_weights(xp, net, init, C, X)
+    hess = tuple(xp.full(m.shape, hess_init, dtype=X.dtype, device=dev) for m in mean)
+    mom = tuple(xp.zeros_like(m) for m in mean)
+    dy = check_pos("delta_y", net.delta_y if delta_y is None else delta_y)
+    return NGState(mean, hess, mom, xp.full((C,), dy, dtype=X.dtype, device=dev), 0)
+
+
+def sample_gradients(key, state: NGState, net: MLP, X, Y, *, likelihood: str, sd: tuple, num_mc: int,
+                     curvature: Optional[str] = None):
+    """Draw ``θ = m + σ ε`` (``num_mc`` per restart) and differentiate the minibatch mean loss there.
+
+    Returns
+    -------
+    g : tuple of arrays ``(K, C, d_{l+1}, d_l + 1)``
+        ``∇ (1/|B|) Σ_μ ℓ_μ(θ)`` per draw.
+    noise : tuple of arrays, same shapes
+        ``θ − m = σ ε``.
+    curv : tuple or None
+        ``(1/|B|) Σ_μ`` of the per-example curvature diagonal (``"ggn"`` or ``"ef"``), same shapes.
+    loss : array, shape (K, C)
+        Mean loss per example.
+    F : array, shape (K, C, |B|, d_out)
+    """
+    xp = namespace(X)
+    L = net.num_layers
+    C = state.mean[0].shape[0]
+    K = num_mc
+    m = X.shape[0]
+    keys = bbr.split(key, L)
+    noise, theta = [], []
+    for l, (M, s) in enumerate(zip(state.mean, sd)):
+        e = bbr.normal(keys[l], (K,) + tuple(M.shape), like=M)
+        z = s[None, ...] * e
+        noise.append(z)
+        theta.append(xp.reshape(M[None, ...] + z, (K * C,) + tuple(M.shape[1:])))
+    dy = xp.reshape(xp.broadcast_to(state.delta_y[None, :], (K, C)), (K * C,))
+    E, grads, curv, F = nn.value_and_grad(net, theta, X, Y, likelihood=likelihood, delta_y=dy,
+                                          curvature=curvature)
+    g = tuple(xp.reshape(gr, (K,) + tuple(M.shape)) / m for gr, M in zip(grads, state.mean))
+    cv = None if curv is None else tuple(xp.reshape(c, (K,) + tuple(M.shape)) / m
+                                         for c, M in zip(curv, state.mean))
+    return g, tuple(noise), cv, xp.reshape(E, (K, C)) / m, xp.reshape(F, (K, C) + tuple(F.shape[1:]))
+
+
+def noise_update(xp, state: NGState, F, Y, rate: float):
+    """``Δ_y ← (1 − ρ) Δ_y + ρ · mean((y − F_θ)²)`` over the batch, outputs and draws: a stochastic
+    fixed-point iteration for the ELBO's optimal noise ``Δ_y* = E_q ‖y − F_θ(x)‖²/(N d_out)``."""
+    r = F - Y[None, None, ...]
+    msr = xp.mean(r * r, axis=(0, 2, 3))
+    return (1.0 - rate) * state.delta_y + rate * msr
+
+
+def lr_at(t: int, num_steps: int, lr: float, schedule: str) -> float:
+    """Step size at step ``t``: ``"constant"`` or ``"cosine"`` (decays to 0 at the end, as in the
+    IVON paper's recipes)."""
+    if schedule == "constant":
+        return lr
+    frac = min(t / max(num_steps, 1), 1.0)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def kl_to_prior(xp, mean, var, prior_prec) -> Any:
+    """``KL(q ‖ p)`` per restart for diagonal ``q`` and ``p = N(0, diag(λ)^{-1})``, shape ``(C,)``:
+    ``½ Σ_j (λ_j σ_j² + λ_j m_j² − 1 − log(λ_j σ_j²))``."""
+    kl = 0.0
+    for M, V, lam in zip(mean, var, prior_prec):
+        a = lam * V
+        kl = kl + 0.5 * xp.sum(a + lam * M * M - 1.0 - xp.log(a), axis=(-2, -1))
+    return kl
+
+
+def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, batch_size, num_restarts: int,
+             likelihood, learn_noise: bool, ess, weight_decay_value, seed, device, dtype, progress: bool,
+             init, hess_init: float, step_options: dict, config: dict) -> VIResult:
+    """The stateful driver shared by :func:`blockbayes.vi.ivon.run` and :func:`blockbayes.vi.vogn.run`:
+    moves the data once, runs epochs of shuffled minibatches (the last short batch dropped when
+    ``batch_size`` does not divide ``n``), and returns a :class:`VIResult` with ``cov_kind="diag"``,
+    ``σ² = 1/(ess (h + δ))``."""
+    check_int("num_steps", num_steps)
+    check_int("num_restarts", num_restarts)
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a blockbayes.MLP, got {type(net).__name__}")
+    lik = nn.resolve_likelihood(net, likelihood)
+    if learn_noise and lik != "gaussian":
+        raise ValueError("learn_noise applies to the Gaussian likelihood only")
+    kind, index = resolve_device(device)
+    if kind is not None:
+        X = to_device(X, kind, index)
+        y = to_device(y, kind, index)
+    if dtype is not None:
+        from .._backend import float_dtype
+
+        xp0 = namespace(X)
+        X = xp0.astype(X, float_dtype(xp0, dtype))
+    xp = nn.check_X(net, X)
+    Y = nn.encode_targets(net, lik, X, y)
+    n = X.shape[0]
+    if batch_size is None:
+        batch_size = n
+    check_int("batch_size", batch_size)
+    batch_size = min(batch_size, n)
+    ess = float(n) if ess is None else check_pos("ess", ess)
+    wd = weight_decay(net, n, xp, X, None if weight_decay_value is None else
+                      check_pos("weight_decay", weight_decay_value, allow_zero=True))
+    k_init, k_run = bbr.split(bbr.key(seed), 2)
+    state = init_fn(k_init, net, X, num_restarts=num_restarts, init=init, hess_init=hess_init)
+    per_epoch = n // batch_size
+    losses, dys = [], []
+    bar = progress_bar(num_steps, f"vi.{method}", progress)
+    key = k_run
+    perm = None
+    try:
+        for t in range(num_steps):
+            key, k_b, k_s = bbr.split(key, 3)
+            if batch_size == n:
+                Xb, Yb = X, Y
+            else:
+                j = t % per_epoch
+                if j == 0:                                   # a fresh shuffle every epoch
+                    perm = xp.argsort(bbr.uniform(k_b, (n,), like=X))
+                idx = perm[j * batch_size:(j + 1) * batch_size]
+                Xb, Yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
+            state, info = step_fn(k_s, state, net, Xb, Yb, likelihood=lik, ess=ess, weight_decay=wd,
+                                  lr=lr_at(t, num_steps, step_options["lr"], config["schedule"]),
+                                  learn_noise=learn_noise, **{k: v for k, v in step_options.items() if k != "lr"})
+            losses.append(info.loss)
+            if learn_noise:
+                dys.append(state.delta_y)
+            if bar is not None:
+                bar.update(1)
+                if t % 50 == 0 or t == num_steps - 1:
+                    bar.set_postfix(loss=f"{float(xp.min(info.loss)):.4g}")
+    finally:
+        if bar is not None:
+            bar.close()
+    var = tuple(1.0 / (ess * (h + d)) for h, d in zip(state.hess, wd))
+    for l, (M, V) in enumerate(zip(state.mean, var)):
+        if not (bool(xp.all(xp.isfinite(M))) and bool(xp.all(xp.isfinite(V))) and bool(xp.all(V > 0))):
+            raise FloatingPointError(f"{method} diverged (non-finite or non-positive parameters in layer {l + 1}); "
+                                     "lower lr, raise hess_init or check the data scale")
+    tr = xp.stack(losses, axis=-1)
+    tail = max(1, num_steps // 10)
+    # ELBO estimate for choosing among restarts: −n·(tail-average minibatch loss) − KL(q ‖ p), p the
+    # net's prior (precision n·δ when δ comes from it).
+    prior = tuple(float(n) * d for d in wd)
+    elbo = -float(n) * xp.mean(tr[:, -tail:], axis=-1) - kl_to_prior(xp, state.mean, var, prior)
+    trace = {"loss": tr}
+    if learn_noise:
+        trace["delta_y"] = xp.stack(dys, axis=-1)
+    cfg = dict(config, num_steps=num_steps, batch_size=batch_size, num_restarts=num_restarts, ess=ess,
+               weight_decay=weight_decay_value, learn_noise=learn_noise, hess_init=hess_init,
+               backend=backend_name(xp), dtype=str(X.dtype), n=n)
+    return VIResult(net=net, method=method, means=tuple(state.mean), covs=var, cov_kind="diag",
+                    delta_y=state.delta_y, elbo=elbo, trace=trace, likelihood=lik, model="standard",
+                    final_state=state, config=cfg)
