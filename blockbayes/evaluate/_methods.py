@@ -511,10 +511,11 @@ register_method(Method(
 
 
 def _member_fits(arch: Arch, X, y, *, seed, count, **map_kw) -> list:
-    """The first ``count`` ensemble members: MAP fits with seeds ``[seed, 100 + k]`` (memoised).
+    """The first ``count`` holdout-noise MAP fits with seeds ``[seed, 100 + k]`` (memoised).
 
-    The one definition of "member ``k``", shared by ``ensemble`` and the MAP starts of the
-    noisy-network samplers, so that both use (and share) the same fits.
+    The MAP starts of the noisy-network samplers (and the members of ``ensemble`` when it is run
+    with ``noise="holdout"``). The default ``ensemble`` learns its noise jointly
+    (:func:`_joint_member_fits`) and no longer shares these fits.
     """
     return [_map_with_noise(arch, X, y, seed=_int_seed([seed, 100 + k]), **map_kw) for k in range(count)]
 
