@@ -319,8 +319,8 @@ def reference_sections(res, labels, datasets) -> list:
              "hyperprior as the other methods: a gold standard for what *this model* predicts, computed here "
              "rather than quoted. It is only a reference where it mixes: the R-hat of its test predictions "
              "(rank-normalised split R-hat of F(x_i) per test point, across the chains) is stated per dataset "
-             "below, next to the share of transitions that hit the maximum tree depth (on Energy and Yacht every "
-             "transition does: the posterior is too ill-conditioned for 1023 leapfrog steps per transition). "
+             "below, next to the share of transitions that hit the maximum tree depth (where it is 100%, no "
+             "transition finished its trajectory: the posterior is too ill-conditioned for the step budget). "
              "A max R-hat above 1.1 means that at least one test point's prediction has not converged across the "
              "chains: the row is kept and marked, not dropped.", "",
              "| dataset | splits | max R-hat(F) | median R-hat(F) | test points with R-hat ≤ 1.1 | min bulk ESS(F) | "
