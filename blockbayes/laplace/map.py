@@ -351,7 +351,10 @@ def lbfgs_batched(fun, x0, *, max_iter: int = 1000, gtol: float = 1e-5, ftol: fl
             status[acc_m[conv_g]] = 0
         if callback is not None:
             callback(x, f, g, nit)
-    msgs = {0: "gradient tolerance reached", 1: "relative reduction of f below ftol", 2: "iteration limit reached",
+    msgs = {0: "gradient tolerance reached",
+            1: ("relative reduction of f below ftol" if ftol > 0 else
+                "no decrease of f (a kink of the objective or the float64 resolution of f)"),
+            2: "iteration limit reached",
             3: "line search found no decrease (numerical floor of f)"}
     return dict(x=x, f=f, g=g, num_iter=nit, num_fev=nfev, status=status,
                 message=[msgs[int(s_)] for s_ in status], history=trace)
