@@ -131,7 +131,8 @@ def batched_objective(net: MLP, weights, X, Y, *, likelihood: str, lam_w, lam_b,
     delta_y : array, shape (M,)
         ``Δ̂_y`` per member (learned noise) or ``delta_y`` repeated.
 
-    Cost ``O(M n P)``: the layers' products are batched matmuls over the members.
+    Cost ``O(M n P)``: the layers' products are batched matmuls over the members; the data are
+    processed in chunks of ``chunk_size`` points (default: ~16k elements per member and array).
     """
     xp = namespace(X, *weights)
     dtype, dev = X.dtype, device_of(X)
@@ -141,8 +142,12 @@ def batched_objective(net: MLP, weights, X, Y, *, likelihood: str, lam_w, lam_b,
     learn = noise_prior is not None
     if learn and likelihood != "gaussian":
         raise ValueError("a learned noise variance needs the gaussian likelihood")
-    per_ex = M * (sum(int(W.shape[1]) * 3 for W in weights) + 2 * int(X.shape[1]))
-    step = auto_chunk(n, per_ex, chunk_size)
+    # chunks of ~16k elements per member (~80k for 5 members): the elementwise passes then stay in
+    # the cache (Energy-sized 8-50-1 net, 5 members: 2.0-2.6 ms per pass unchunked, 1.2 ms chunked).
+    # The chunk length does not depend on M, so a member's sums (and iterates) do not depend on the
+    # other members of the batch.
+    maxw = max(int(W.shape[1]) for W in weights)
+    step = auto_chunk(n, M * maxw, chunk_size) if chunk_size is not None else max(16, (1 << 14) // maxw)
     data = xp.zeros((M,), dtype=dtype, device=dev)
     grads = [xp.zeros_like(W) for W in weights]
     # contiguous copies of the weight blocks: NumPy's batched matmul leaves BLAS for strided operands
