@@ -10,6 +10,12 @@ The objective is the negative log posterior of MATH.md §D.1,
 i.e. the Gaussian prior acts as weight decay with per-layer coefficients ``λ_W`` (weights) and
 ``λ_b`` (biases). Gradients come from the hand-written backward pass of
 :mod:`blockbayes.laplace._mlp_grad` (no autograd).
+
+Optionally the Gaussian noise variance is a parameter too (``learn_noise``: the joint MAP of
+``(θ, log Δ_y)`` under a Gamma prior on ``1/Δ_y``, profiled in closed form, see
+:func:`batched_objective`). Several fits (restarts, ensemble members) run as one batched problem:
+:func:`lbfgs_batched` keeps each member's L-BFGS state separate and shares only the objective
+evaluations (:func:`map_ensemble`).
 """
 from __future__ import annotations
 
@@ -69,19 +75,6 @@ def neg_log_posterior(net: MLP, weights, X, y, *, likelihood=None, prior_precisi
     E, g = objective(net, W, X, Y, likelihood=lik, lam_w=lam_w, lam_b=lam_b, delta_y=dy,
                      grad=grad, chunk_size=chunk_size)
     return (E, g) if grad else E
-
-
-def _flatten_host(weights) -> np.ndarray:
-    return np.concatenate([np.asarray(to_numpy(W), dtype=np.float64).ravel() for W in weights])
-
-
-def _unflatten(vec: np.ndarray, net: MLP, like):
-    xp = namespace(like)
-    out, o = [], 0
-    for d, k in net.weight_shapes():
-        out.append(xp.asarray(vec[o:o + d * k].reshape(d, k), dtype=like.dtype, device=device_of(like)))
-        o += d * k
-    return tuple(out)
 
 
 def _flatten_batch(weights) -> np.ndarray:
