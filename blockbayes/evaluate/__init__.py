@@ -15,7 +15,9 @@ Methods are plug-ins (:func:`register_method`); the built-ins are ``"gibbs"`` (b
 noisy MLP), ``"map"``, ``"ensemble"``, ``"laplace"``/``"laplace_diag"``/``"laplace_kfac"``/
 ``"laplace_full"``/``"laplace_block"``/``"laplace_ll"``, ``"laplace_iterative"`` and the VI family
 (``"vi_block"`` Rao–Blackwellised block VI, ``"vi_cavi"``, ``"vi_mf"`` mean-field VI of the
-standard MLP) — each available when its module is (:func:`available_methods`).
+standard MLP) — each available when its module is (:func:`available_methods`) — and the reference
+``"hmc"``: NUTS (NumPyro, optional extra ``reference``) on the same standard BNN, or with
+``noisy=True`` on the noisy network (:mod:`blockbayes.evaluate.reference`).
 
 Conventions: regression metrics are in original units (``rmse × σ_y``, ``ll = mean lpd − log σ_y``);
 peak memory is measured with :mod:`tracemalloc` by default (see :func:`evaluate`); each method is

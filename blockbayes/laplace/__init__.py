@@ -16,6 +16,7 @@ the other families.
 Public API
 ----------
 :func:`map_fit`            MAP weights (full-batch L-BFGS or minibatch Adam; prior = weight decay).
+:func:`map_ensemble`       several MAP fits (a deep ensemble) as one batched problem.
 :func:`neg_log_posterior`  ``E(θ)`` and its hand-written gradient.
 :func:`fit`                standard Laplace at given weights → :class:`LaplaceResult`.
 :func:`block`              iterative block Laplace (mode or sample-based) → :class:`LaplaceResult`.
@@ -32,9 +33,9 @@ logits; from ``"multinomial_probit"``/``"onehot_gaussian"`` nets) and ``"bernoul
 from __future__ import annotations
 
 from .iterative import block
-from .map import init_weights, map_fit, neg_log_posterior
+from .map import batched_objective, init_weights, lbfgs_batched, map_ensemble, map_fit, member_keys, neg_log_posterior
 from .result import STRUCTURES, SUBSETS, LaplaceResult
 from .standard import fit
 
-__all__ = ["map_fit", "neg_log_posterior", "init_weights", "fit", "block", "LaplaceResult",
+__all__ = ["map_fit", "map_ensemble", "member_keys", "batched_objective", "lbfgs_batched", "neg_log_posterior", "init_weights", "fit", "block", "LaplaceResult",
            "STRUCTURES", "SUBSETS"]

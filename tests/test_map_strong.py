@@ -1,0 +1,161 @@
+"""Strong MAP baselines: joint noise learning, batched L-BFGS, restarts, batched ensembles (issue 16/17)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import blockbayes as bb
+from blockbayes.laplace import batched_objective, lbfgs_batched, map_ensemble, map_fit, member_keys
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
+
+
+def _data(seed=0, n=40, widths=(2, 6, 1), noise=0.1):
+    rng = np.random.default_rng(seed)
+    net = bb.MLP(list(widths), "relu", prior_prec="fan_in", delta=0.3)
+    X = rng.normal(size=(n, widths[0]))
+    y = np.sin(2 * X[:, :1]) + X[:, 1:2] ** 2 / 2 + noise * rng.normal(size=(n, 1))
+    return net, X, y
+
+
+def test_batched_objective_equals_the_per_member_objective_and_its_gradient():
+    net, X, y = _data()
+    Ws = [bb.laplace.init_weights(net, seed=s, like=X) for s in range(3)]
+    stack = tuple(np.stack([w[l] for w in Ws]) for l in range(2))
+    lam_w, lam_b = net.lam_w, net.lam_b
+    E, g, dy = batched_objective(net, stack, X, y, likelihood="gaussian", lam_w=lam_w, lam_b=lam_b, delta_y=0.3)
+    for k, w in enumerate(Ws):
+        Ek, gk = bb.laplace.neg_log_posterior(net, w, X, y)
+        assert E[k] == pytest.approx(float(Ek), rel=1e-12)
+        for l in range(2):
+            np.testing.assert_allclose(g[l][k], gk[l], rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(dy, 0.3)
+
+
+def test_learned_noise_objective_is_the_profiled_joint_posterior():
+    """E(θ) = min_s [SSE/(2e^s) + (n/2)(s + log 2π) + a s + b e^{-s}] + ½θᵀΛθ, at Δ̂ = (SSE/2 + b)/(n/2 + a);
+    its gradient is the joint gradient at ŝ (finite differences)."""
+    net, X, y = _data(1)
+    w = bb.laplace.init_weights(net, seed=4, like=X)
+    stack = tuple(x[None] for x in w)
+    a, b = 1.5, 0.02
+    kw = dict(likelihood="gaussian", lam_w=net.lam_w, lam_b=net.lam_b, noise_prior=(a, b))
+    E, g, dy = batched_objective(net, stack, X, y, **kw)
+    F = np.asarray(bb.model.forward(net, w, X))
+    sse = float(np.sum((F - y) ** 2))
+    n = X.shape[0]
+    s = np.linspace(-8, 3, 200001)
+    joint = sse / (2 * np.exp(s)) + 0.5 * n * (s + math.log(2 * math.pi)) + a * s + b * np.exp(-s)
+    prior = 0.5 * sum(float(np.sum(np.asarray(lam)[None] * x * x)) for lam, x in
+                      zip([np.r_[[net.lam_w[l]] * (w[l].shape[1] - 1), net.lam_b[l]] for l in range(2)], w))
+    assert float(E[0]) == pytest.approx(joint.min() + prior, rel=1e-9)
+    assert float(dy[0]) == pytest.approx((sse / 2 + b) / (n / 2 + a), rel=1e-12)
+    assert float(dy[0]) == pytest.approx(math.exp(s[np.argmin(joint)]), rel=1e-3)
+    rng = np.random.default_rng(0)
+    v = [rng.normal(size=x.shape) for x in w]
+    h = 1e-6
+    Ep = batched_objective(net, tuple((x + h * u)[None] for x, u in zip(w, v)), X, y, **kw)[0][0]
+    Em = batched_objective(net, tuple((x - h * u)[None] for x, u in zip(w, v)), X, y, **kw)[0][0]
+    fd = (Ep - Em) / (2 * h)
+    an = sum(float(np.sum(gl[0] * u)) for gl, u in zip(g, v))
+    assert fd == pytest.approx(an, rel=1e-6)
+
+
+def test_lbfgs_batched_matches_scipy_and_members_are_independent():
+    from scipy.optimize import minimize, rosen, rosen_der
+
+    rng = np.random.default_rng(0)
+    x0 = rng.normal(size=(4, 5))
+
+    def fun(x, idx):
+        return np.array([rosen(r) for r in x]), np.array([rosen_der(r) for r in x])
+
+    res = lbfgs_batched(fun, x0, max_iter=5000, gtol=1e-9)
+    assert np.all(res["status"] == 0)
+    np.testing.assert_allclose(res["x"], 1.0, atol=1e-7)
+    ref = minimize(rosen, x0[2], jac=rosen_der, method="L-BFGS-B", options=dict(gtol=1e-9, ftol=0, maxiter=5000))
+    np.testing.assert_allclose(res["x"][2], ref.x, atol=1e-6)
+    # a member's iterates do not depend on the other members of the batch
+    one = lbfgs_batched(fun, x0[2:3], max_iter=5000, gtol=1e-9)
+    np.testing.assert_array_equal(one["x"][0], res["x"][2])
+    assert one["num_iter"][0] == res["num_iter"][2]
+    # broken twin of the stopping rule: a wrong gradient does not reach the tolerance
+    bad = lbfgs_batched(lambda x, i: (fun(x, i)[0], 0.5 * fun(x, i)[1] + 0.1), x0[:1], max_iter=300, gtol=1e-9)
+    assert bad["status"][0] != 0
+
+
+def test_map_fit_learn_noise_reaches_the_joint_mode():
+    # a smooth objective (linear activations): with ReLU units and little noise L-BFGS ends on a kink
+    # of the piecewise-smooth objective (no descent step left) before any gradient tolerance
+    net, X, y = _data(2, n=60)
+    net = net.replace(activation="identity")
+    W, info = map_fit(net, X, y, seed=0, learn_noise=True, tol=1e-7, ftol=0, max_iter=20000, progress=False,
+                      return_info=True)
+    assert info["converged"] and info["grad_norm"] <= 1e-7 * X.shape[0]
+    F = np.asarray(bb.model.forward(net, W, X))
+    sse = float(np.sum((F - y) ** 2))
+    assert info["delta_y"] == pytest.approx((sse / 2 + 1e-2) / (X.shape[0] / 2 + 1.0), rel=1e-10)
+    # at the joint mode the weights are also the MAP at that fixed noise variance
+    _, g = bb.laplace.neg_log_posterior(net, W, X, y, delta_y=info["delta_y"])
+    assert max(float(np.abs(x).max()) for x in g) <= 1e-6 * X.shape[0]
+    with pytest.raises(ValueError, match="gaussian"):
+        Xc = X
+        yc = (y[:, 0] > 0).astype(np.int64)
+        map_fit(bb.MLP([2, 4, 1], "relu", likelihood="probit"), Xc, yc, learn_noise=True)
+    with pytest.raises(ValueError, match="noise_prior"):
+        map_fit(net, X, y, learn_noise=True, noise_prior=(1.0, 0.0))
+
+
+def test_restarts_keep_the_best_objective_and_restart_zero_is_the_plain_fit():
+    net, X, y = _data(3, n=50)
+    kw = dict(learn_noise=True, tol=1e-6, ftol=0, max_iter=3000, progress=False, return_info=True)
+    W1, i1 = map_fit(net, X, y, seed=9, **kw)
+    W3, i3 = map_fit(net, X, y, seed=9, restarts=3, **kw)
+    assert len(i3["restart_objectives"]) == 3
+    assert i3["restart_objectives"][0] == pytest.approx(i1["objective"], rel=1e-12)
+    assert i3["objective"] == pytest.approx(min(i3["restart_objectives"]), rel=1e-12)
+    assert i3["best_restart"] == int(np.argmin(i3["restart_objectives"]))
+
+
+def test_map_ensemble_members_are_exactly_single_fits():
+    net, X, y = _data(4, n=30)
+    kw = dict(learn_noise=True, tol=1e-6, ftol=0, max_iter=2000, progress=False)
+    W, info = map_ensemble(net, X, y, members=3, seed=5, return_info=True, **kw)
+    assert [w.shape for w in W] == [(3, 6, 3), (3, 1, 7)]
+    for k, key in enumerate(member_keys(5, 3)):
+        Wk, ik = map_fit(net, X, y, seed=key, return_info=True, **kw)
+        for l in range(2):
+            np.testing.assert_allclose(W[l][k], Wk[l], rtol=0, atol=1e-12)
+        assert info["members"][k]["num_iter"] == ik["num_iter"]
+        assert info["delta_y"][k] == pytest.approx(ik["delta_y"], rel=1e-12)
+    assert not np.allclose(W[0][0], W[0][1])
+
+
+def test_evaluate_map_and_ensemble_learn_their_noise():
+    from blockbayes import evaluate as ev
+
+    net, X, y = _data(5, n=50, noise=0.05)
+    arch = ev.Arch(2, (6,), "regression")
+    m = ev.get_method("map")
+    p = m.fit(arch, X, y[:, 0], seed=0, **m.options({"max_iter": 2000, "restarts": 2}))
+    d = p.diagnostics
+    assert d["map_iters"] > 0 and len(d["map_restart_objectives"]) == 2
+    mean, var = p.predict(X)
+    assert np.allclose(var, d["delta_y"])
+    sse = float(np.sum((mean - y[:, 0]) ** 2))
+    assert d["delta_y"] == pytest.approx((sse / 2 + 1e-2) / (50 / 2 + 1.0), rel=1e-8)   # the joint mode's Δ_y
+    e = ev.get_method("ensemble")
+    pe = e.fit(arch, X, y[:, 0], seed=0, **e.options({"max_iter": 2000, "members": 3}))
+    assert pe.diagnostics["members"] == 3 and pe.diagnostics["delta_y_mean"] < float(np.var(y))
+    assert np.all(np.isfinite(pe.lpd(X, y[:, 0])))
