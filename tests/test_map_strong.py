@@ -142,12 +142,12 @@ def test_map_ensemble_members_are_exactly_single_fits():
     assert not np.allclose(W[0][0], W[0][1])
 
 
-def test_evaluate_map_and_ensemble_learn_their_noise():
+def test_evaluate_joint_map_and_ensemble_learn_their_noise():
     from blockbayes import evaluate as ev
 
     net, X, y = _data(5, n=50, noise=0.05)
     arch = ev.Arch(2, (6,), "regression")
-    m = ev.get_method("map")
+    m = ev.get_method("map_joint")
     p = m.fit(arch, X, y[:, 0], seed=0, **m.options({"max_iter": 2000, "restarts": 2}))
     d = p.diagnostics
     assert d["map_iters"] > 0 and len(d["map_restart_objectives"]) == 2
@@ -155,7 +155,7 @@ def test_evaluate_map_and_ensemble_learn_their_noise():
     assert np.allclose(var, d["delta_y"])
     sse = float(np.sum((mean - y[:, 0]) ** 2))
     assert d["delta_y"] == pytest.approx((sse / 2 + 1e-2) / (50 / 2 + 1.0), rel=1e-8)   # the joint mode's Δ_y
-    e = ev.get_method("ensemble")
+    e = ev.get_method("ensemble_joint")
     pe = e.fit(arch, X, y[:, 0], seed=0, **e.options({"max_iter": 2000, "members": 3}))
     assert pe.diagnostics["members"] == 3 and pe.diagnostics["delta_y_mean"] < float(np.var(y))
     assert np.all(np.isfinite(pe.lpd(X, y[:, 0])))

@@ -504,8 +504,16 @@ _MAP_DEFAULTS = dict(prior_prec="fan_in", delta_y=0.1, noise="holdout", holdout=
 _STRONG_MAP_DEFAULTS = dict(_MAP_DEFAULTS, noise="joint", max_iter=20000, restarts=3, tol=1e-6, ftol=0.0,
                             noise_prior=(1.0, 1e-2))
 
+# `map` and `ensemble` keep the holdout-noise defaults the UCI table and the demo were measured with;
+# the strong variants are opt-in (`map_joint`, `ensemble_joint`) until they show no regression on
+# every set: on the demo's teacher data the joint MAP overfits its noise (test LL -3.04 against
+# +0.46 for the holdout MAP's KFAC-Laplace, 95% coverage 0.47) and costs 81 s instead of ~10 s.
 register_method(Method(
-    "map", _fit_map, defaults=dict(_STRONG_MAP_DEFAULTS), requires="blockbayes.laplace:map_fit",
+    "map", _fit_map, defaults=dict(_MAP_DEFAULTS), requires="blockbayes.laplace:map_fit",
+    description="MAP of the standard MLP (L-BFGS; regression noise from a 10% holdout)"))
+
+register_method(Method(
+    "map_joint", _fit_map, defaults=dict(_STRONG_MAP_DEFAULTS), requires="blockbayes.laplace:map_fit",
     description="MAP of the standard MLP and its noise variance (joint MAP under the Gamma(1, 1e-2) "
                 "hyperprior; L-BFGS to |grad|_inf <= 1e-6 per point, best of 3 starts)"))
 
@@ -587,7 +595,11 @@ def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, noise, hold
 
 
 register_method(Method(
-    "ensemble", _fit_ensemble, defaults=dict(_STRONG_MAP_DEFAULTS, members=5, restarts=1),
+    "ensemble", _fit_ensemble, defaults=dict(members=5, **_MAP_DEFAULTS), requires="blockbayes.laplace:map_fit",
+    description="deep ensemble of MAP fits from different seeds (Gaussian-mixture predictive)"))
+
+register_method(Method(
+    "ensemble_joint", _fit_ensemble, defaults=dict(_STRONG_MAP_DEFAULTS, members=5, restarts=1),
     requires="blockbayes.laplace:map_ensemble",
     description="deep ensemble of 5 joint-noise MAP fits from different seeds, fitted as one batched problem "
                 "(Gaussian-mixture predictive)"))
