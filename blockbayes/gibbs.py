@@ -25,7 +25,7 @@ convenience layer that resolves the device, loops with a progress bar and return
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional
 
 from . import kernels
@@ -34,7 +34,7 @@ from ._backend import (BackendUnavailableError, backend_name, device_of, namespa
 from ._backend import linalg
 from ._backend.threads import default_kernel_threads, thread_limits
 from ._backend import random as bbr
-from .model import MLP, activate, affine
+from .model import MLP, activate, affine, chain_weights
 from .posterior import GibbsResult
 
 __all__ = ["GibbsState", "GibbsInfo", "GibbsCache", "Hyperprior", "init", "step", "run",
@@ -471,23 +471,6 @@ def precompute(net: MLP, X, *, learn_prior=False, dtype=None) -> GibbsCache:
     return GibbsCache(gram0=G0, chol0=chol0)
 
 
-def _as_chain_weights(xp, net, weights, C, like):
-    shapes = net.weight_shapes()
-    if not isinstance(weights, Sequence) or len(weights) != net.num_layers:
-        raise ValueError(f"init weights must be a sequence of {net.num_layers} arrays (one per layer)")
-    out = []
-    for l, (W, shp) in enumerate(zip(weights, shapes)):
-        W = xp.asarray(W, dtype=like.dtype, device=device_of(like)) if not hasattr(W, "shape") or namespace(W) is not xp else xp.astype(W, like.dtype)
-        if tuple(W.shape) == shp:
-            W = xp.broadcast_to(W[None, ...], (C,) + shp)
-        elif tuple(W.shape) != (C,) + shp:
-            raise ValueError(f"init weights[{l}] must have shape {shp} or {(C,) + shp}, got {tuple(W.shape)}")
-        if not bool(xp.all(xp.isfinite(W))):
-            raise ValueError(f"init weights[{l}] contains NaN or infinite values")
-        out.append(xp.asarray(W, copy=True))
-    return tuple(out)
-
-
 def init(rng_key, net: MLP, X, y, *, num_chains=1, init="prior", noisy_aux=True) -> GibbsState:
     """Initial state of ``num_chains`` chains.
 
@@ -531,15 +514,15 @@ def init(rng_key, net: MLP, X, y, *, num_chains=1, init="prior", noisy_aux=True)
         else:
             raise ValueError(f"init must be 'prior', 'zero', a sequence of weights or a mapping; got {init!r}")
     elif isinstance(init, GibbsState):
-        weights = _as_chain_weights(xp, net, init.weights, C, X)
+        weights = chain_weights(net, init.weights, C, X)
         given_pre, given_post = init.pre, init.post
     elif isinstance(init, Mapping):
         if "weights" not in init:
             raise ValueError("an init mapping needs a 'weights' entry")
-        weights = _as_chain_weights(xp, net, init["weights"], C, X)
+        weights = chain_weights(net, init["weights"], C, X)
         given_pre, given_post = init.get("pre"), init.get("post")
     else:
-        weights = _as_chain_weights(xp, net, init, C, X)
+        weights = chain_weights(net, init, C, X)
     pre, post = [], []
     H = X
     keys = bbr.split(k_aux, 2 * max(L - 1, 1))

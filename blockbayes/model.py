@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from numbers import Real
 from typing import Mapping, Sequence
 
-from ._backend import backend_name, device_of, namespace
+from ._backend import backend_name, device_of, namespace, to_numpy
 
-__all__ = ["MLP", "forward", "activate", "augment", "ACTIVATIONS", "LIKELIHOODS"]
+__all__ = ["MLP", "forward", "activate", "augment", "chain_weights", "ACTIVATIONS", "LIKELIHOODS"]
 
 ACTIVATIONS = ("relu", "identity", "leaky_relu")
 LIKELIHOODS = ("gaussian", "probit", "multinomial_probit", "onehot_gaussian")
@@ -281,3 +281,44 @@ def forward(net: MLP, weights, X, *, return_hidden=False):
         else:
             H = A
     return (H, hidden) if return_hidden else H
+
+
+def chain_weights(net: MLP, weights, num_chains: int, like) -> tuple:
+    """Per-layer weights as independent chain (or restart) copies: the chain weight layout.
+
+    Parameters
+    ----------
+    net : MLP
+    weights : sequence of ``L`` arrays
+        Layer ``l`` of shape ``(d_{l+1}, d_l + 1)`` (shared by every chain) or
+        ``(num_chains, d_{l+1}, d_l + 1)``; any array library (moved to ``like``'s).
+    num_chains : int
+    like : array
+        Gives the namespace, device and dtype of the result.
+
+    Returns
+    -------
+    tuple of ``L`` arrays of shape ``(num_chains, d_{l+1}, d_l + 1)``, fresh copies.
+
+    Raises
+    ------
+    ValueError
+        Wrong number of layers, a wrong shape, or a non-finite entry.
+    """
+    xp = namespace(like)
+    C = num_chains
+    shapes = net.weight_shapes()
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or len(weights) != net.num_layers:
+        raise ValueError(f"init weights must be a sequence of {net.num_layers} arrays (one per layer)")
+    out = []
+    for l, (W, shp) in enumerate(zip(weights, shapes)):
+        W = xp.asarray(to_numpy(W) if not hasattr(W, "shape") or namespace(W) is not xp else W)
+        W = xp.astype(xp.asarray(W, device=device_of(like)), like.dtype)
+        if tuple(W.shape) == shp:
+            W = xp.broadcast_to(W[None, ...], (C,) + shp)
+        elif tuple(W.shape) != (C,) + shp:
+            raise ValueError(f"init weights[{l}] must have shape {shp} or {(C,) + shp}, got {tuple(W.shape)}")
+        if not bool(xp.all(xp.isfinite(W))):
+            raise ValueError(f"init weights[{l}] contains NaN or infinite values")
+        out.append(xp.asarray(W, copy=True))
+    return tuple(out)

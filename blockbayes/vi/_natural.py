@@ -12,12 +12,12 @@ Carlo draws of one step another (``K``), folded into ``C`` for the forward/backw
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
 
 from .. import nn
-from .._backend import backend_name, device_of, namespace, resolve_device, to_device, to_numpy
+from .._backend import backend_name, device_of, namespace, resolve_device, to_device
 from .._backend import random as bbr
-from ..model import MLP
+from ..model import MLP, chain_weights
 from ._common import check_int, check_pos, progress_bar
 from .result import VIResult
 
@@ -67,25 +67,6 @@ def weight_decay(net: MLP, n: int, xp, like, value=None) -> tuple:
     return tuple(out)
 
 
-def as_restart_weights(xp, net: MLP, weights, C: int, like) -> tuple:
-    """Per-layer weights ``(d_{l+1}, d_l + 1)`` or ``(C, …)`` → ``(C, d_{l+1}, d_l + 1)`` copies."""
-    shapes = net.weight_shapes()
-    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or len(weights) != net.num_layers:
-        raise ValueError(f"init weights must be a sequence of {net.num_layers} arrays (one per layer)")
-    out = []
-    for l, (W, shp) in enumerate(zip(weights, shapes)):
-        W = xp.asarray(to_numpy(W) if not hasattr(W, "shape") or namespace(W) is not xp else W)
-        W = xp.astype(xp.asarray(W, device=device_of(like)), like.dtype)
-        if tuple(W.shape) == shp:
-            W = xp.broadcast_to(W[None, ...], (C,) + shp)
-        elif tuple(W.shape) != (C,) + shp:
-            raise ValueError(f"init weights[{l}] must have shape {shp} or {(C,) + shp}, got {tuple(W.shape)}")
-        if not bool(xp.all(xp.isfinite(W))):
-            raise ValueError(f"init weights[{l}] contains NaN or infinite values")
-        out.append(xp.asarray(W, copy=True))
-    return tuple(out)
-
-
 def init_state(rng_key, net: MLP, X, *, num_restarts: int = 1, init="prior", hess_init: float = 1.0,
                delta_y: Optional[float] = None) -> NGState:
     """Initial state: means a draw from the prior ``N(0, Λ^{-1})`` (``"prior"``; LeCun-normal for the
@@ -104,7 +85,7 @@ def init_state(rng_key, net: MLP, X, *, num_restarts: int = 1, init="prior", hes
             mean.append(bbr.normal(keys[l], (C,) + shp, like=X) * sd[None, None, :])
         mean = tuple(mean)
     else:
-        mean = as_restart_weights(xp, net, init, C, X)
+        mean = chain_weights(net, init, C, X)
     hess = tuple(xp.full(m.shape, hess_init, dtype=X.dtype, device=dev) for m in mean)
     mom = tuple(xp.zeros_like(m) for m in mean)
     dy = check_pos("delta_y", net.delta_y if delta_y is None else delta_y)

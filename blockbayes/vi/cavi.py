@@ -287,9 +287,9 @@ def init(rng_key, net: MLP, X, y, *, num_restarts: int = 1, init="prior") -> CAV
             means.append(bbr.normal(keys[l], (C,) + s, like=X) / xp.sqrt(lam))
         means = tuple(means)
     else:
-        from ..gibbs import _as_chain_weights
+        from ..model import chain_weights
 
-        means = _as_chain_weights(xp, net, init, C, X)
+        means = chain_weights(net, init, C, X)
     covs = []
     for l in range(L):
         lam = prior_diag(net, l, xp, X)

@@ -109,9 +109,9 @@ def init(rng_key, net: MLP, X, *, num_restarts: int = 1, init="prior", init_sd: 
         keys = bbr.split(rng_key, net.num_layers)
         mu = tuple(bbr.normal(keys[l], (C,) + s, like=X) for l, s in enumerate(net.weight_shapes()))
     else:
-        from ..gibbs import _as_chain_weights
+        from ..model import chain_weights
 
-        W = _as_chain_weights(xp, net, init, C, X)
+        W = chain_weights(net, init, C, X)
         mu = tuple(w / p for w, p in zip(W, ps))
     r0 = math.log(math.expm1(init_sd))
     rho = tuple(xp.full(m.shape, r0, dtype=X.dtype, device=device_of(X)) for m in mu)
@@ -270,7 +270,7 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-2, num_mc: int 
         noise-free network only); ``trace["elbo"]`` ``(C, num_steps)`` Monte Carlo estimates,
         ``elbo`` their final average; ``delta_y`` per restart.
     """
-    from ..laplace._common import check_X, encode_targets, resolve_likelihood
+    from ..nn import check_X, encode_targets, resolve_likelihood
 
     check_int("num_steps", num_steps)
     check_int("num_mc", num_mc)
