@@ -4,7 +4,10 @@
                          teacher's noise floor.
 ``blockbayes validate``  The exactness report of the validation suite (``python -m validation``).
 ``blockbayes bench``     The sweep benchmark table (``benchmarks/gibbs_sweep.py``).
-``blockbayes eval``      An evaluation grid from a TOML/JSON config (:mod:`blockbayes.evaluate`).
+``blockbayes eval``      An evaluation grid from a TOML/JSON config (:mod:`blockbayes.evaluate`); a config
+                         with a ``[budget]`` table is an evaluation at scale
+                         (:mod:`blockbayes.evaluate.scale`: per-cell budgets, parallel
+                         workers ``--jobs``, writes the Markdown report and plots).
 """
 from __future__ import annotations
 
@@ -101,6 +104,19 @@ def _bench(args) -> int:
     return subprocess.call([sys.executable, str(script), *args.rest], cwd=root)
 
 
+def _eval(args) -> int:
+    """``blockbayes eval CONFIG ...``: a scale config (with a ``budget`` table) goes to
+    :func:`blockbayes.evaluate.scale.main`, any other to :func:`blockbayes.evaluate.main`."""
+    from blockbayes.evaluate import scale
+
+    config = next((a for a in args.rest if not a.startswith("-")), None)
+    if config is not None and scale.is_scale_config(config):
+        return scale.main(args.rest)
+    from blockbayes import evaluate
+
+    return evaluate.main(args.rest)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="blockbayes", description="Block-structured Bayesian deep learning")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -130,7 +146,7 @@ def main(argv=None) -> int:
     e = sub.add_parser("eval", help="run an evaluation grid from a TOML/JSON config (blockbayes.evaluate)",
                        add_help=False)
     e.add_argument("rest", nargs=argparse.REMAINDER)
-    e.set_defaults(func=lambda a: __import__("blockbayes.evaluate", fromlist=["main"]).main(a.rest))
+    e.set_defaults(func=_eval)
     args, extra = ap.parse_known_args(argv)
     if extra and args.cmd != "eval":
         ap.error(f"unrecognized arguments: {' '.join(extra)}")
