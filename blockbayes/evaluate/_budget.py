@@ -160,8 +160,12 @@ class _Worker:
         self.base_rss = None
         self.max_rss = None
 
-    def assign(self, key, payload):
+    def assign(self, key, payload, wall_s, mem_mb):
         self.key, self.sent_at, self.started_at, self.base_rss, self.max_rss = key, time.perf_counter(), None, None, None
+        b = payload.get("_budget") if isinstance(payload, dict) else None
+        self.wall_s = float((b or {}).get("wall_s") or wall_s)
+        m = (b or {}).get("mem_mb", mem_mb) if b else mem_mb
+        self.mem_mb = None if m is None else float(m)
         self.conn.send(("cell", key, payload))
 
     def kill(self):
@@ -206,7 +210,10 @@ def run_pool(next_cell: Callable, on_result: Callable, *, target: str, jobs: int
     jobs : int
         Worker processes (cells in parallel).
     wall_s, mem_mb : float
-        The per-cell budget (seconds of wall clock; MiB of resident-set growth, ``None``: none).
+        The per-cell budget (seconds of wall clock; MiB of resident-set growth, ``None``: none). A
+        payload that is a dict with a ``"_budget"`` entry (``{"wall_s": ..., "mem_mb": ...}``)
+        overrides them for that cell (the worker's ``RLIMIT_AS`` backstop uses the pool's
+        ``mem_mb``).
     warmup_s : float, optional
         Limit of the uncharged ``prepare`` step (default ``max(wall_s, 120)``); a worker that
         exceeds it is killed and the cell recorded as an error.
@@ -255,7 +262,7 @@ def run_pool(next_cell: Callable, on_result: Callable, *, target: str, jobs: int
                 w = idle[0] if idle else spawn()
                 if not idle:
                     workers.append(w)
-                w.assign(*nxt)
+                w.assign(*nxt, wall_s, mem_mb)
             busy = [w for w in workers if w.key is not None]
             if not busy:
                 if exhausted:
@@ -269,7 +276,7 @@ def run_pool(next_cell: Callable, on_result: Callable, *, target: str, jobs: int
                 if w is None:
                     w = spawn()
                     workers.append(w)
-                w.assign(*nxt)
+                w.assign(*nxt, wall_s, mem_mb)
                 continue
             time.sleep(poll_s)
             now = time.perf_counter()
@@ -313,13 +320,13 @@ def run_pool(next_cell: Callable, on_result: Callable, *, target: str, jobs: int
                 if rss is not None:
                     w.max_rss = rss if w.max_rss is None else max(w.max_rss, rss)
                 over = None
-                if now - w.started_at > wall_s:
+                if now - w.started_at > w.wall_s:
                     over = {"status": OVER_BUDGET, "reason": "time", "cell_wall_s": now - w.started_at,
-                            "error": f"killed after {now - w.started_at:.1f} s (budget {wall_s:g} s)"}
-                elif mem_mb is not None and rss is not None and w.base_rss is not None and rss - w.base_rss > mem_mb:
+                            "error": f"killed after {now - w.started_at:.1f} s (budget {w.wall_s:g} s)"}
+                elif w.mem_mb is not None and rss is not None and w.base_rss is not None and rss - w.base_rss > w.mem_mb:
                     over = {"status": OVER_BUDGET, "reason": "memory", "cell_wall_s": now - w.started_at,
                             "peak_rss_growth_mb": rss - w.base_rss,
-                            "error": f"killed at {rss - w.base_rss:.0f} MiB resident growth (budget {mem_mb:g} MiB)"}
+                            "error": f"killed at {rss - w.base_rss:.0f} MiB resident growth (budget {w.mem_mb:g} MiB)"}
                 if over is not None:
                     key = w.key
                     w.kill()

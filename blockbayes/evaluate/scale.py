@@ -344,6 +344,8 @@ class Source:
     options: dict = field(default_factory=dict)
     hidden: tuple = (50,)
     splits: Optional[list] = None
+    sizes: Optional[list] = None       # overrides the run's sizes for this dataset
+    budget: Optional[dict] = None      # overrides entries of the run's budget for this dataset
 
     def config(self) -> dict:
         return {"name": self.name, "kind": self.kind, "options": self.options, "hidden": list(self.hidden)}
@@ -358,6 +360,8 @@ class Source:
         name = str(d.pop("name"))
         hidden = d.pop("hidden", None)
         splits = d.pop("splits", None)
+        sizes = d.pop("sizes", None)
+        budget = d.pop("budget", None)
         kind = d.pop("kind", None)
         label = d.pop("label", None)
         opts = d.pop("options", {}) or {}
@@ -386,8 +390,15 @@ class Source:
         hidden = (int(hidden),) if isinstance(hidden, (int, np.integer)) else tuple(int(h) for h in hidden)
         if splits is not None and not isinstance(splits, (int, list)):
             raise ValueError("a dataset's splits must be an int or a list")
+        if sizes is not None:
+            sizes = _parse_sizes(sizes)
+        if budget is not None:
+            bad = sorted(set(budget) - {"wall_s", "mem_mb"})
+            if bad or any(float(v) <= 0 for v in budget.values()):
+                raise ValueError(f"a dataset's budget may set positive wall_s and mem_mb only, got {budget}")
+            budget = {k: float(v) for k, v in budget.items()}
         return cls(name=str(label or name), kind=kind, options=opts, hidden=hidden,
-                   splits=list(range(splits)) if isinstance(splits, int) else splits)
+                   splits=list(range(splits)) if isinstance(splits, int) else splits, sizes=sizes, budget=budget)
 
     @property
     def task(self) -> str:
@@ -521,6 +532,18 @@ class Source:
 
 # =================================================================================== config
 
+def _parse_sizes(sizes) -> list:
+    if isinstance(sizes, dict):
+        bad = sorted(set(sizes) - {"min", "max", "per_decade"})
+        if bad or not {"min", "max"} <= set(sizes):
+            raise ValueError("sizes as a table needs min and max (and optionally per_decade)")
+        return log_grid(sizes["min"], sizes["max"], sizes.get("per_decade", 1))
+    if isinstance(sizes, list) and sizes and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
+                                                 for s in sizes):
+        return sorted(set(int(s) for s in sizes))
+    raise ValueError(f"sizes must be a non-empty list of positive ints or {{min, max, per_decade}}, got {sizes!r}")
+
+
 _KEYS = {"title", "out_dir", "doc", "img_dir", "sizes", "splits", "seeds", "baseline", "reliability_sizes",
          "jobs", "nice", "threads", "budget", "datasets", "methods", "plugins", "ece_bins", "kind", "notes"}
 _BUDGET_KEYS = {"wall_s", "mem_mb", "predict_factor", "warmup_s"}
@@ -565,17 +588,7 @@ def load_scale_config(config) -> dict:
 
     for p in cfg.get("plugins", []) or []:
         importlib.import_module(p)
-    sizes = cfg["sizes"]
-    if isinstance(sizes, dict):
-        bad = sorted(set(sizes) - {"min", "max", "per_decade"})
-        if bad or not {"min", "max"} <= set(sizes):
-            raise ValueError("sizes as a table needs min and max (and optionally per_decade)")
-        sizes = log_grid(sizes["min"], sizes["max"], sizes.get("per_decade", 1))
-    elif isinstance(sizes, list) and sizes and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
-                                                   for s in sizes):
-        sizes = sorted(set(int(s) for s in sizes))
-    else:
-        raise ValueError(f"sizes must be a non-empty list of positive ints or {{min, max, per_decade}}, got {sizes!r}")
+    sizes = _parse_sizes(cfg["sizes"])
     budget = dict(cfg.get("budget") or {})
     bad = sorted(set(budget) - _BUDGET_KEYS)
     if bad:
@@ -603,12 +616,16 @@ def load_scale_config(config) -> dict:
         name = m.pop("method")
         label = str(m.pop("label", name))
         by = m.pop("by_dataset", {}) or {}
+        only = m.pop("datasets", None)
+        if only is not None and (not isinstance(only, list) or not all(isinstance(x, str) for x in only)):
+            raise ValueError("a method's 'datasets' must be a list of dataset names")
         if name not in _methods.method_names():
             raise ValueError(f"unknown method {name!r}; registered: {', '.join(_methods.method_names())}")
         meth = _methods._REGISTRY[name]
         opts = meth.options(m)
         by = {ds: meth.options({**m, **o}) for ds, o in by.items()}
-        methods.append({"label": label, "method": name, "options": opts, "by_dataset": by})
+        methods.append({"label": label, "method": name, "options": opts, "by_dataset": by, "datasets": only,
+                        "tasks": tuple(meth.tasks)})
     labels = [m["label"] for m in methods]
     if len(set(labels)) != len(labels):
         raise ValueError(f"method labels must be distinct, got {labels}")
@@ -661,14 +678,19 @@ def _prepare_cell(p):
     arch = Arch(d_in=data.n_features, hidden=tuple(p["source"]["hidden"]), task=data.task, n_classes=data.n_classes)
     import warnings
 
+    from .. import metrics
+    from ._runner import score
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pred = meth.fit(arch, data.X_train[:m], data.y_train[:m], seed=0, **p["options"])
-        if data.task == "regression":
-            pred.predict(data.X_test[:m])
-            pred.lpd(data.X_test[:m], data.y_test[:m])
+        small = data._replace(X_train=data.X_train[:m], y_train=data.y_train[:m], X_test=data.X_test[:m],
+                              y_test=data.y_test[:m])
+        pred = meth.fit(arch, small.X_train, small.y_train, seed=0, **p["options"])
+        score(pred, small, ece_bins=p["ece_bins"])          # imports and first calls of the scoring path
+        if data.task == "classification":
+            metrics.auroc(metrics.predictive_entropy(pred.predict_proba(small.X_test)), np.arange(3.0))
         else:
-            pred.predict_proba(data.X_test[:m])
+            metrics.auroc(pred.predict(small.X_test)[1], np.arange(3.0))
 
 
 def run_cell(p) -> dict:
@@ -745,13 +767,17 @@ def _plan(cfg) -> list:
         splits = src.resolve_splits(cfg["splits"])
         for split in splits:
             n_av = src.n_available(split)
-            sizes = list(cfg["sizes"])
+            sizes = list(src.sizes or cfg["sizes"])
             if n_av is not None:
                 sizes = sorted({s for s in sizes if s < n_av} | {n_av})
             if src.kind == "teacher_student":
                 src.options.setdefault("max_n", max(sizes))
             for seed in cfg["seeds"]:
                 for m in cfg["methods"]:
+                    if src.task not in m.get("tasks", (src.task,)):
+                        continue                # e.g. vi_block (regression only) on a classification set
+                    if m.get("datasets") is not None and src.name not in m["datasets"]:
+                        continue
                     opts = m["by_dataset"].get(src.name, m["options"])
                     for n in sizes:
                         key = {"v": SCALE_VERSION, "method": m["method"], "options": opts, "data": src.config(),
@@ -760,6 +786,8 @@ def _plan(cfg) -> list:
                         payload = {"source": src.config(), "split": split, "seed": seed, "n": n,
                                    "method": m["method"], "label": m["label"], "options": opts,
                                    "cache_dir": str(out_dir / "data"), "ece_bins": cfg["ece_bins"]}
+                        payload["_budget"] = {**{k: cfg["budget"][k] for k in ("wall_s", "mem_mb")},
+                                              **(src.budget or {})}
                         cells.append({"chain": (src.name, m["label"], split, seed), "n": n, "hash": h,
                                       "path": _cell_path(out_dir, src.name, m["label"], split, seed, n, h),
                                       "payload": payload, "source": src, "method": m})
@@ -767,6 +795,7 @@ def _plan(cfg) -> list:
 
 
 def _reusable(rec, h, budget) -> bool:
+    """An ``ok`` record, or an ``over_budget`` one under a budget at least as large as ``budget``."""
     if rec is None or rec.get("hash") != h:
         return False
     if rec.get("status") == "ok":
@@ -819,7 +848,7 @@ def run_scale(config, *, jobs: Optional[int] = None, out_dir=None, progress: boo
                 rec = json.loads(c["path"].read_text())
             except (OSError, json.JSONDecodeError):
                 rec = None
-        if _reusable(rec, c["hash"], budget):
+        if _reusable(rec, c["hash"], c["payload"]["_budget"]):
             records[i] = rec
             cached += 1
     chains = {}
@@ -847,10 +876,11 @@ def run_scale(config, *, jobs: Optional[int] = None, out_dir=None, progress: boo
             a, b = ok[-2], ok[-1]
             slope = max(1.0, math.log(b["fit_time_s"] / a["fit_time_s"]) / math.log(b["size"] / a["size"]))
             pred = b["fit_time_s"] * (c["n"] / b["size"]) ** slope
-            if pred > pf * budget["wall_s"]:
+            wall = c["payload"]["_budget"]["wall_s"]
+            if pred > pf * wall:
                 return {**_base_record(c), "status": "over_budget", "reason": "predicted", "predicted_s": pred,
-                        "budget": budget, "over_budget_at": c["n"],
-                        "error": f"predicted fit time {pred:.0f} s > {pf:g} × budget {budget['wall_s']:g} s "
+                        "budget": c["payload"]["_budget"], "over_budget_at": c["n"],
+                        "error": f"predicted fit time {pred:.0f} s > {pf:g} × budget {wall:g} s "
                                  f"(slope max(1, {slope:.2f}) from n = {a['size']}, {b['size']})"}
         return None
 
@@ -890,7 +920,7 @@ def run_scale(config, *, jobs: Optional[int] = None, out_dir=None, progress: boo
     def on_result(i, res):
         running.discard(i)
         c = plan[i]
-        rec = {**_base_record(c), **res, "budget": budget,
+        rec = {**_base_record(c), **res, "budget": c["payload"]["_budget"],
                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "load_avg_1min": os.getloadavg()[0]}
         if rec["status"] == "over_budget":
@@ -1232,7 +1262,7 @@ def _plots(cells, S, cfg, img: Path) -> dict:
                     if i == len(sizes) - 1:
                         ax.set_xlabel("confidence", fontsize=8)
                     ax.tick_params(labelsize=6)
-            fig.suptitle(f"{ds}: reliability diagrams ({cfg['ece_bins']} equal-width bins; bars = accuracy, "
+            fig.suptitle(f"{ds}: reliability diagrams ({cfg['ece_bins']} equal-width bins)\nbars = accuracy, "
                          "dots = (mean confidence, accuracy), grey = fraction of points)", fontsize=8)
             fig.tight_layout()
             p = img / f"eval_{safe}_reliability.png"
