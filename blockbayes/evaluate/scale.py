@@ -870,6 +870,8 @@ def run_scale(config, *, jobs: Optional[int] = None, out_dir=None, progress: boo
                 n0 = r.get("over_budget_at", r["size"])
                 return {**_base_record(c), "status": "skipped", "over_budget_at": n0,
                         "error": f"over budget at n = {n0}"}
+        if any(r is None for r in prev):
+            return None                         # an earlier size is still to run (or missing)
         pf = budget["predict_factor"]
         ok = [r for r in prev if r is not None and r.get("status") == "ok" and r.get("fit_time_s", 0) > 0]
         if pf is not None and len(ok) >= 2:
@@ -1085,7 +1087,7 @@ def write_report(res, *, doc=None, img_dir=None, command=None) -> dict:
           f"{cfg['threads']} BLAS/OpenMP/Numba thread each) on a 2-core machine shared with other work; data generation "
           "and one warm-up fit per method and worker (imports, JIT) are not charged. Wall times therefore include "
           "contention: the load average at the end of each cell is stored with it.",
-          f"- **Sizes**: {', '.join(_fmt_n(s) for s in cfg['sizes'])} (nested: each size's training set contains the "
+          f"- **Sizes** (unless a dataset sets its own): {', '.join(_fmt_n(s) for s in cfg['sizes'])} (nested: each size's training set contains the "
           f"smaller ones); seeds {cfg['seeds']}; splits {cfg['splits']}.",
           "- **Metrics**: accuracy, NLL (mean −log p̄(y|x)), Brier (sum over classes), ECE/MCE "
           f"({cfg['ece_bins']} equal-width bins, top label), RMSE/LL/CRPS in original units for regression; "
@@ -1107,11 +1109,14 @@ def write_report(res, *, doc=None, img_dir=None, command=None) -> dict:
     L += ["## Datasets and methods", ""]
     for src in cfg["datasets"]:
         L.append(f"- **{src.name}** ({src.kind}, {src.task}): options `{json.dumps(src.options)}`, "
-                 f"hidden widths {list(src.hidden)}" + (f", OOD: {_ood_desc(src)}" if _ood_desc(src) else "") + ".")
+                 f"hidden widths {list(src.hidden)}" + (f", OOD: {_ood_desc(src)}" if _ood_desc(src) else "")
+                 + (f"; sizes {', '.join(_fmt_n(n) for n in src.sizes)}" if src.sizes else "")
+                 + (f"; budget override {src.budget}" if src.budget else "") + ".")
     L.append("")
     for m in cfg["methods"]:
         L.append(f"- **{m['label']}** (`{m['method']}`): `{json.dumps(m['options'], default=str)}`"
-                 + (f"; per dataset: `{json.dumps(m['by_dataset'], default=str)}`" if m["by_dataset"] else ""))
+                 + (f"; per dataset: `{json.dumps(m['by_dataset'], default=str)}`" if m["by_dataset"] else "")
+                 + (f"; run on {', '.join(m['datasets'])} only" if m.get("datasets") else ""))
     L.append("")
     datasets = list(dict.fromkeys(c["dataset"] for c in cells))
     for ds in datasets:
@@ -1346,6 +1351,15 @@ def main(argv=None) -> int:
     ap.add_argument("--report-only", action="store_true", help="only collect stored cells and write the report")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    import signal
+
+    def _term(signum, frame):             # `timeout`/kill: stop the workers (finally blocks), keep finished cells
+        raise SystemExit(128 + signum)
+
+    try:
+        signal.signal(signal.SIGTERM, _term)
+    except ValueError:                    # not the main thread
+        pass
     cfg = load_scale_config(args.config)
     if args.doc:
         cfg["doc"] = args.doc
