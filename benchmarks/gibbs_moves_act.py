@@ -21,8 +21,8 @@ import numpy as np
 
 import blockbayes as bb
 from blockbayes import diagnostics, gibbs
-from blockbayes.gibbs_diagnostics import ConvergenceWarning
-from blockbayes.gibbs_moves import NonCentredMove
+from blockbayes.gibbs.diagnostics import ConvergenceWarning
+from blockbayes.gibbs.moves import NonCentredMove
 
 
 def problem(seed, n, delta, delta_y, n_test=10):

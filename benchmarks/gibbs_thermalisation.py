@@ -23,7 +23,7 @@ import numpy as np
 import blockbayes as bb
 from blockbayes import gibbs
 from blockbayes._backend import random as bbr
-from blockbayes.gibbs_moves import NonCentredMove
+from blockbayes.gibbs.moves import NonCentredMove
 
 
 def teachers(seed, C, delta, d=50, K=10, n=2084, n_test=2000):

@@ -14,8 +14,8 @@ import warnings
 import numpy as np
 
 from blockbayes import gibbs
-from blockbayes.gibbs_diagnostics import ConvergenceWarning
-from blockbayes.gibbs_moves import NonCentredMove
+from blockbayes.gibbs.diagnostics import ConvergenceWarning
+from blockbayes.gibbs.moves import NonCentredMove
 from validation import gibbs_checks as G
 
 

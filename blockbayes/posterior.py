@@ -85,9 +85,9 @@ class GibbsResult:
         ``delta_y`` (if learned) and ``log_joint`` (if stored); columns mean, std, median, the
         ``prob`` quantiles, bulk ESS (``n_eff``), tail ESS, rank-normalised split R-hat and bulk
         ESS per second. ``print(result.summary())`` shows the table; see
-        :func:`blockbayes.gibbs_diagnostics.function_summary`.
+        :func:`blockbayes.gibbs.diagnostics.function_summary`.
         """
-        from .gibbs_diagnostics import function_summary
+        from .gibbs.diagnostics import function_summary
 
         return function_summary(self, X_probe, prob=prob)
 

@@ -262,10 +262,10 @@ def test_finite_check_reads_the_device_once_and_names_every_bad_block():
     net = bb.MLP([3, 4, 1], "relu", delta=0.05)
     st = gibbs.init(bb._backend.random.key(0), net, X, y[:, None], num_chains=2)
     _Flag.reads = 0
-    assert gibbs._first_nonfinite(_CountingXP, st) == []
+    assert gibbs.first_nonfinite(_CountingXP, st) == []
     assert _Flag.reads == 1
     bad = st._replace(pre=(np.full_like(st.pre[0], np.inf),), delta_y=np.full_like(st.delta_y, np.nan))
-    names = gibbs._first_nonfinite(np, bad)
+    names = gibbs.first_nonfinite(np, bad)
     assert names == ["pre-activations Z of hidden layer 2", "delta_y"]
 
 
@@ -289,7 +289,7 @@ def _linear_checks(sample_rows_impl=None, monkeypatch=None, N=20000, seed=5):
     X, y = _data(n=30, d=3, d_out=2, seed=seed)
     net = bb.MLP([3, 2], "identity", prior_prec=[(2.0, 0.5)], delta=0.2)
     if sample_rows_impl is not None:
-        monkeypatch.setattr(gibbs, "sample_rows", sample_rows_impl)
+        monkeypatch.setattr(gibbs.kernel, "sample_rows", sample_rows_impl)
     res = gibbs.run(net, X, y, num_samples=N // 4, num_chains=4, seed=seed, progress=False)
     W = res.weights[0].reshape(-1, 2, 4)
     lam = np.array([2.0, 2.0, 2.0, 0.5])

@@ -11,9 +11,9 @@ import pytest
 import blockbayes as bb
 from blockbayes import gibbs
 from blockbayes._backend import random as bbr
-from blockbayes.gibbs_anneal import AnnealedDelta
-from blockbayes.gibbs_diagnostics import ConvergenceWarning, default_probe, function_summary
-from blockbayes.gibbs_moves import (NonCentredMove, frozen_noises, gauss_newton_precision, log_target_and_grad)
+from blockbayes.gibbs.anneal import AnnealedDelta
+from blockbayes.gibbs.diagnostics import ConvergenceWarning, default_probe, function_summary
+from blockbayes.gibbs.moves import (NonCentredMove, frozen_noises, gauss_newton_precision, log_target_and_grad)
 
 
 def _data(n=40, d=3, seed=0):
@@ -109,7 +109,7 @@ def test_map_starts():
     st_map = gibbs.run(net, X, y, num_samples=4, num_chains=3, seed=0, progress=False, init="map", learn_noise=True,
                        diagnose=False)
     st_sh = gibbs.run(net, X, y, num_samples=4, num_chains=3, seed=0, progress=False, init="map_shared", diagnose=False)
-    from blockbayes.gibbs_starts import map_starts
+    from blockbayes.gibbs.starts import map_starts
 
     w, dy, info = map_starts(bbr.key(3), net, X, y, num_chains=3, kind="ensemble", learn_noise=True)
     assert info["map_fits"] == 3 and dy.shape == (3,) and np.all(dy < 0.1)

@@ -98,11 +98,11 @@ def test_host_replacement_sees_host_arrays_inside_a_device_sweep(strict_env, mon
         kinds.append((type(A), type(Xpost)))
         return np.maximum(np.asarray(A), 0.0)                   # NumPy-only code
 
-    monkeypatch.setattr(gibbs, "LATENT_PASS", "separate")       # step draws Z through sample_pre
+    monkeypatch.setattr(gibbs.kernel, "LATENT_PASS", "separate")       # step draws Z through sample_pre
     with _device.Shim("array_api_strict"):
-        monkeypatch.setattr(gibbs, "sample_pre", _device.host_call(numpy_pre))
+        monkeypatch.setattr(gibbs.kernel, "sample_pre", _device.host_call(numpy_pre))
         new, _ = gibbs.step(bbr.key(2), state, net, X, y)
-        monkeypatch.setattr(gibbs, "sample_pre", orig)
+        monkeypatch.setattr(gibbs.kernel, "sample_pre", orig)
     assert kinds == [(np.ndarray, np.ndarray)]
     assert isinstance(new.pre[0], np.ndarray) and np.all(new.pre[0] >= 0)
 

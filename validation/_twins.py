@@ -4,7 +4,7 @@ Each twin is a drop-in replacement for a function of :mod:`blockbayes.gibbs` (sa
 written here independently in NumPy (the library code is never edited). ``install(name)``
 patches it into ``blockbayes.gibbs`` for the duration of a ``with`` block, so that ``gibbs.step``
 — and every check that calls the conditionals through ``gibbs`` — uses it (twins of
-``sample_pre``/``sample_post`` also switch ``gibbs.LATENT_PASS`` to ``"separate"``, the path that
+``sample_pre``/``sample_post`` also switch ``gibbs.kernel.LATENT_PASS`` to ``"separate"``, the path that
 draws ``X`` and ``Z`` through those two functions instead of the fused kernel). Every twin with
 ``bug=None`` is a *correct* re-implementation; the suite's control tests run those through the same
 checks (they must pass), which shows that a caught twin is caught because of its one bug.
@@ -180,7 +180,7 @@ def make_gamma(bug=None, a0=None):
     ``_sample_prior_precisions``; the twin turns the first into ``a₀ + n d``. ``a₀`` is read from the
     ``hyperprior`` argument of the calling ``step``.
     """
-    orig = gibbs.sample_precision
+    orig = gibbs.kernel.sample_precision
 
     def sample_precision(key, shape0, rate, like):
         if bug == "gamma_shape" and _called_from_step_directly():
@@ -213,18 +213,24 @@ def make(name):
 
 @contextlib.contextmanager
 def install(name):
-    """Patch twin ``name`` into :mod:`blockbayes.gibbs` (``None``: no-op)."""
+    """Patch twin ``name`` into :mod:`blockbayes.gibbs.kernel` (where ``step`` looks its
+    conditionals up) and into the :mod:`blockbayes.gibbs` package namespace (where the
+    conditional checks call them directly). ``None``: no-op."""
     if name is None:
         yield
         return
     attr, fn = make(name)
-    old = getattr(gibbs, attr)
-    old_pass = gibbs.LATENT_PASS
-    setattr(gibbs, attr, host_call(fn))   # NumPy code: host round trip when the sweep runs on a device
+    spaces = (gibbs.kernel, gibbs)
+    olds = [getattr(ns, attr) for ns in spaces]
+    old_pass = gibbs.kernel.LATENT_PASS
+    twin = host_call(fn)    # NumPy code: host round trip when the sweep runs on a device
+    for ns in spaces:
+        setattr(ns, attr, twin)
     if attr in ("sample_pre", "sample_post"):
-        gibbs.LATENT_PASS = "separate"   # step draws X, Z through the (patched) conditionals
+        gibbs.kernel.LATENT_PASS = "separate"   # step draws X, Z through the (patched) conditionals
     try:
         yield
     finally:
-        setattr(gibbs, attr, old)
-        gibbs.LATENT_PASS = old_pass
+        for ns, o in zip(spaces, olds):
+            setattr(ns, attr, o)
+        gibbs.kernel.LATENT_PASS = old_pass

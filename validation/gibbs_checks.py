@@ -276,23 +276,23 @@ class _Spy:
         # the block-by-block replay needs X and Z drawn by their own calls: the "separate" path
         # (the fused kernel draws both in one pass; it is checked against the same conditionals
         # by the kernel tests and, through step, by the Geweke / grid / teacher families)
-        self._old_pass = gibbs.LATENT_PASS
-        gibbs.LATENT_PASS = "separate"
+        self._old_pass = gibbs.kernel.LATENT_PASS
+        gibbs.kernel.LATENT_PASS = "separate"
         for nm in self.NAMES:
-            fn = getattr(gibbs, nm)
+            fn = getattr(gibbs.kernel, nm)
             self._old[nm] = fn
 
             def wrap(*a, _fn=fn, _nm=nm, **k):
                 out = _fn(*a, **k)
                 self.calls.append((_nm, a, k, out))
                 return out
-            setattr(gibbs, nm, wrap)
+            setattr(gibbs.kernel, nm, wrap)
         return self
 
     def __exit__(self, *exc):
         for nm, fn in self._old.items():
-            setattr(gibbs, nm, fn)
-        gibbs.LATENT_PASS = self._old_pass
+            setattr(gibbs.kernel, nm, fn)
+        gibbs.kernel.LATENT_PASS = self._old_pass
 
 
 def check_sweep_trace(seed, *, widths=(2, 3, 1), activation="relu", slope=0.1, dz=0.1, dx=0.1, dy=0.1,
@@ -515,14 +515,14 @@ def check_frozen_linear(seed, *, widths=(2, 3, 1), dz=0.2, dx=0.1, dy=0.15, n=20
     frozen.weights = st.weights
     key = bbr.key(seed)
     with install(twin):
-        old = gibbs.sample_rows
-        gibbs.sample_rows = frozen
+        old = gibbs.kernel.sample_rows
+        gibbs.kernel.sample_rows = frozen
         try:
             for _ in range(sweeps):
                 key, sub = bbr.split(key)
                 st, _ = gibbs.step(sub, st, net, Xd, yd, post_method=post_method)
         finally:
-            gibbs.sample_rows = old
+            gibbs.kernel.sample_rows = old
     V2 = np.concatenate([np.concatenate([_f64(st.pre[h]), _f64(st.post[h])], axis=-1) for h in range(L - 1)], axis=-1)
     eps = ((V2 - means[None]) @ Rj).reshape(-1, D)
     tag = f"frozen-linear[{'x'.join(map(str, widths))} {dt.name} {post_method}]"

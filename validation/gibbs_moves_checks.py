@@ -1,4 +1,4 @@
-"""Exactness checks of the non-centred layer move (:mod:`blockbayes.gibbs_moves`) and its twins.
+"""Exactness checks of the non-centred layer move (:mod:`blockbayes.gibbs.moves`) and its twins.
 
 Same machinery as :mod:`validation.gibbs_checks` (Geweke joint-distribution test and the tiny-net
 grid of MATH.md §E.2), with the move switched on. The move's kernel parameters (Gauss–Newton
@@ -7,7 +7,7 @@ started at an exact draw is no longer moved by a fixed kernel — so they are co
 *independent* set of exact draws (the Geweke pilot; for the grid, the draws of the next chain,
 which are i.i.d.) and held fixed, as ``gibbs.run`` holds them fixed after warm-up.
 
-Twins (patched into :mod:`blockbayes.gibbs_moves` by :func:`install_move_twin`):
+Twins (patched into :mod:`blockbayes.gibbs.moves` by :func:`install_move_twin`):
 
 =====================  ==========================================================================
 twin                   planted bug
@@ -26,7 +26,8 @@ import contextlib
 import numpy as np
 
 import blockbayes as bb
-from blockbayes import gibbs, gibbs_moves
+from blockbayes import gibbs
+from blockbayes.gibbs import moves as gibbs_moves
 from blockbayes._backend import random as bbr
 from blockbayes.testing import Check
 
@@ -39,7 +40,7 @@ MOVE_TWINS = ("mala_no_q", "move_no_prior", "move_stale_latents")
 
 @contextlib.contextmanager
 def install_move_twin(name):
-    """Patch move twin ``name`` into :mod:`blockbayes.gibbs_moves` (``None``: no-op)."""
+    """Patch move twin ``name`` into :mod:`blockbayes.gibbs.moves` (``None``: no-op)."""
     if name is None:
         yield
         return

@@ -80,7 +80,7 @@ def geweke_checks(net, *, seed=0, n=3, K=3000, sweeps=15, sampler=None, monkeypa
     st = gibbs.GibbsState(W, pre, post, np.tile(np.asarray(net.lam_w), (C, 1)), np.tile(np.asarray(net.lam_b), (C, 1)),
                           np.full(C, net.delta_y), U)
     if sampler is not None:
-        monkeypatch.setattr(gibbs, "sample_latent", host_call(sampler))
+        monkeypatch.setattr(gibbs.kernel, "sample_latent", host_call(sampler))
     cache = gibbs.precompute(net, Xin)
     key = bbr.key(seed)
     for _ in range(sweeps):

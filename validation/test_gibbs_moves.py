@@ -1,4 +1,4 @@
-"""Exactness of the non-centred layer move (:mod:`blockbayes.gibbs_moves`) and its broken twins.
+"""Exactness of the non-centred layer move (:mod:`blockbayes.gibbs.moves`) and its broken twins.
 
 * ``test_move_family`` — the library passes (stochastic: false failure ≤ 1e-8 = ``DELTA_ITEM``
   each, Bonferroni over every statistic of the check).

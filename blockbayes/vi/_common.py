@@ -6,12 +6,12 @@ from numbers import Real
 
 from .._backend import device_of, namespace, resolve_device, to_device
 from .._backend import linalg
-from ..gibbs import _augmented_cross, _augmented_gram, _diag_embed, validate_data
+from ..blocks import augmented_gram
+from ..inputs import validate_data
 from ..model import MLP
 
 __all__ = ["prepare_data", "check_int", "check_pos", "progress_bar", "eye", "diagonal",
-           "chol_inverse", "logdet_spd", "prior_diag", "pad_cov", "expected_gram",
-           "_augmented_gram", "_augmented_cross", "_diag_embed"]
+           "chol_inverse", "logdet_spd", "prior_diag", "pad_cov", "expected_gram"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -94,7 +94,7 @@ def pad_cov(xp, Sig):
 
 def expected_gram(xp, Xi, Sig, n):
     """``E[G] = Ξ̃ᵀΞ̃ + n (Σ ⊕ 0)``; ``Sig=None`` means deterministic inputs."""
-    G = _augmented_gram(xp, Xi)
+    G = augmented_gram(xp, Xi)
     if Sig is not None:
         G = G + n * pad_cov(xp, Sig)
     return G

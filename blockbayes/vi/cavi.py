@@ -35,8 +35,9 @@ from .._backend import backend_name, device_of, namespace
 from .._backend import linalg
 from .._backend import random as bbr
 from ..model import MLP, activate, affine
-from ._common import (LOG_2PI, _augmented_cross, _diag_embed, check_int, check_pos, diagonal,
-                      expected_gram, eye, logdet_spd, prepare_data, prior_diag, progress_bar)
+from ..blocks import augmented_cross, diag_embed
+from ._common import (LOG_2PI, check_int, check_pos, diagonal, expected_gram, eye, logdet_spd,
+                     prepare_data, prior_diag, progress_bar)
 from ._factor import FactorMoments, relu_factor
 from .result import VIResult
 
@@ -131,11 +132,11 @@ def update_rows(state: CAVIState, net: MLP, X, y, l: int, moments=None) -> CAVIS
     Xi, Sig = _inputs(state, X, l)
     T, _, delta = _targets(state, net, y, l, moments)
     lam = prior_diag(net, l, xp, X)
-    A = expected_gram(xp, Xi, Sig, n) + _diag_embed(xp, delta * lam)
+    A = expected_gram(xp, Xi, Sig, n) + diag_embed(xp, delta * lam)
     k1 = A.shape[-1]
     A = xp.broadcast_to(A, (C, k1, k1))
     R = linalg.cholesky(A)
-    B = _augmented_cross(xp, Xi, T)
+    B = augmented_cross(xp, Xi, T)
     B = xp.broadcast_to(B, (C,) + tuple(B.shape[-2:]))
     Mt = linalg.cho_solve(R, B)
     I = xp.broadcast_to(eye(xp, k1, X), (C, k1, k1))
@@ -293,7 +294,7 @@ def init(rng_key, net: MLP, X, y, *, num_restarts: int = 1, init="prior") -> CAV
     covs = []
     for l in range(L):
         lam = prior_diag(net, l, xp, X)
-        covs.append(xp.broadcast_to(_diag_embed(xp, 1.0 / lam), (C, lam.shape[0], lam.shape[0])))
+        covs.append(xp.broadcast_to(diag_embed(xp, 1.0 / lam), (C, lam.shape[0], lam.shape[0])))
     pre_a, post_m, post_c = [], [], []
     H = X
     for h in range(L - 1):

@@ -39,8 +39,8 @@ from .._backend import random as bbr
 from .. import gibbs as _gibbs
 from ..model import MLP
 from ..posterior import GibbsResult
-from ._common import (_augmented_cross, _augmented_gram, _diag_embed, check_int, eye, prepare_data,
-                      progress_bar)
+from ..blocks import augmented_cross, augmented_gram, diag_embed
+from ._common import (check_int, eye, prepare_data, progress_bar)
 from .result import VIResult
 
 __all__ = ["RBStats", "RBState", "conditional_moments", "init_stats", "accumulate", "finalize", "run"]
@@ -104,11 +104,11 @@ def conditional_moments(state, net: MLP, X, y):
             delta = xp.full((C,), net.delta_z[l], dtype=X.dtype, device=device_of(X))
         d = net.widths[l]
         lam = xp.concat([xp.broadcast_to(state.lam_w[:, l:l + 1], (C, d)), state.lam_b[:, l:l + 1]], axis=-1)
-        G = _augmented_gram(xp, H)
-        A = xp.broadcast_to(G, (C, d + 1, d + 1)) + _diag_embed(xp, delta[:, None] * lam)
+        G = augmented_gram(xp, H)
+        A = xp.broadcast_to(G, (C, d + 1, d + 1)) + diag_embed(xp, delta[:, None] * lam)
         R = linalg.cholesky(A)
         k = T.shape[-1]
-        B = xp.broadcast_to(_augmented_cross(xp, H, T), (C, d + 1, k))
+        B = xp.broadcast_to(augmented_cross(xp, H, T), (C, d + 1, k))
         I = xp.broadcast_to(eye(xp, d + 1, X), (C, d + 1, d + 1))
         sol = linalg.cho_solve(R, xp.concat([B, I], axis=-1))        # one pair of solves for both
         mean = xp.matrix_transpose(sol[..., :k])
@@ -267,7 +267,7 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
     finally:
         if bar is not None:
             bar.close()
-    bad = _gibbs._first_nonfinite(xp, state)
+    bad = _gibbs.first_nonfinite(xp, state)
     if bad:
         raise _gibbs.NonFiniteStateError("the Gibbs chains became non-finite in: " + "; ".join(bad))
     means, covs, within = finalize(stats)

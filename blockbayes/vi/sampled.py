@@ -36,8 +36,9 @@ from .._backend import linalg
 from .._backend import random as bbr
 from .. import gibbs as _gibbs
 from ..model import MLP, activate, affine
-from ._common import (_augmented_cross, _augmented_gram, _diag_embed, check_int, check_pos, expected_gram, eye,
-                      prepare_data, prior_diag, progress_bar)
+from ..blocks import augmented_cross, augmented_gram, diag_embed
+from ._common import (check_int, check_pos, expected_gram, eye, prepare_data, prior_diag,
+                     progress_bar)
 from .result import VIResult
 
 __all__ = ["SampledState", "SampledInfo", "init", "step", "run", "moments"]
@@ -93,9 +94,9 @@ def _natural(net, l, H, T, delta, like):
     """Per-slot natural parameters of layer ``l``: ``(Λ + G/Δ, X̃^⊤T/Δ)``."""
     xp = namespace(like)
     lam = prior_diag(net, l, xp, like)
-    G = _augmented_gram(xp, H)
-    B = _augmented_cross(xp, H, T)
-    return _diag_embed(xp, lam) + G / delta, B / delta
+    G = augmented_gram(xp, H)
+    B = augmented_cross(xp, H, T)
+    return diag_embed(xp, lam) + G / delta, B / delta
 
 
 def init(rng_key, net: MLP, X, y, *, num_restarts: int = 1, num_samples: int = 8, init="cavi",
@@ -126,8 +127,8 @@ def init(rng_key, net: MLP, X, y, *, num_restarts: int = 1, num_samples: int = 8
             # the CAVI natural parameters of the rows: (Λ + E[G]/Δ, Ξ̃^⊤ Z̄/Δ)
             Xi, Sig = _cavi._inputs(st, X, l)
             T, _, delta = _cavi._targets(st, net, y, l, moms)
-            P = _diag_embed(xp, prior_diag(net, l, xp, X)) + expected_gram(xp, Xi, Sig, n) / delta
-            b = _augmented_cross(xp, Xi, T) / delta
+            P = diag_embed(xp, prior_diag(net, l, xp, X)) + expected_gram(xp, Xi, Sig, n) / delta
+            b = augmented_cross(xp, Xi, T) / delta
             Ct = st.mean[0].shape[0]
             P = xp.take(xp.broadcast_to(P, (Ct,) + tuple(P.shape[-2:])), idx, axis=0)
             b = xp.take(xp.broadcast_to(b, (Ct,) + tuple(b.shape[-2:])), idx, axis=0)
@@ -139,7 +140,7 @@ def init(rng_key, net: MLP, X, y, *, num_restarts: int = 1, num_samples: int = 8
         for l, s in enumerate(net.weight_shapes()):
             lam = prior_diag(net, l, xp, X)
             M = bbr.normal(keys[l], (C,) + s, like=X) / xp.sqrt(lam)
-            P = xp.broadcast_to(_diag_embed(xp, lam), (C, s[1], s[1]))
+            P = xp.broadcast_to(diag_embed(xp, lam), (C, s[1], s[1]))
             prec.append(P)
             lin.append(xp.matmul(P, xp.matrix_transpose(M)))
     else:

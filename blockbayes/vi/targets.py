@@ -50,8 +50,9 @@ from .._backend import backend_name, device_of, namespace
 from .._backend import linalg
 from .._backend import random as bbr
 from ..model import MLP, activate, affine
-from ._common import (LOG_2PI, _augmented_cross, _diag_embed, check_int, eye, expected_gram, prepare_data,
-                      prior_diag, progress_bar)
+from ..blocks import augmented_cross, diag_embed
+from ._common import (LOG_2PI, check_int, eye, expected_gram, prepare_data, prior_diag,
+                     progress_bar)
 from .result import VIResult
 
 __all__ = ["TargetState", "TargetInfo", "compute_targets", "preactivation_mode", "init", "step", "run"]
@@ -153,11 +154,11 @@ def _local_posteriors(net, H, T, X):
     for l in range(net.num_layers):
         delta = net.delta_y if l == net.num_layers - 1 else net.delta_z[l]
         lam = prior_diag(net, l, xp, X)
-        Aq = expected_gram(xp, H[l], None, n) + _diag_embed(xp, delta * lam)
+        Aq = expected_gram(xp, H[l], None, n) + diag_embed(xp, delta * lam)
         k1 = Aq.shape[-1]
         Aq = xp.broadcast_to(Aq, (C, k1, k1))
         R = linalg.cholesky(Aq)
-        B = xp.broadcast_to(_augmented_cross(xp, H[l], T[l]), (C, k1, T[l].shape[-1]))
+        B = xp.broadcast_to(augmented_cross(xp, H[l], T[l]), (C, k1, T[l].shape[-1]))
         means.append(xp.matrix_transpose(linalg.cho_solve(R, B)))
         I = xp.broadcast_to(eye(xp, k1, X), (C, k1, k1))
         S = delta * linalg.cho_solve(R, I)

@@ -19,8 +19,8 @@ import math
 import warnings
 from typing import Any, Optional
 
-from . import diagnostics
-from ._backend import device_of, namespace, to_numpy
+from .. import diagnostics
+from .._backend import device_of, namespace, to_numpy
 
 __all__ = ["ConvergenceWarning", "FunctionSummary", "function_summary", "default_probe", "warn_if_unmixed",
            "RHAT_THRESHOLD"]

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from .model import MLP
-from .posterior import net_from_dict, net_to_dict
+from ..model import MLP
+from ..posterior import net_from_dict, net_to_dict
 
 __all__ = ["AnnealedDelta"]
 

@@ -42,11 +42,12 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Optional
 
-from ._backend import device_of, namespace
-from ._backend import linalg
-from ._backend import random as bbr
-from .gibbs import GibbsState, output_targets
-from .model import MLP, activate, affine
+from .._backend import device_of, namespace
+from .._backend import linalg
+from .._backend import random as bbr
+from .conditionals import output_targets
+from .kernel import GibbsState
+from ..model import MLP, activate, affine
 
 __all__ = ["NonCentredMove", "MoveState", "frozen_noises", "frozen_noise_forward", "log_target",
            "log_target_and_grad", "gauss_newton_precision", "log_proposal_ratio"]
@@ -339,7 +340,7 @@ class NonCentredMove(NamedTuple):
 
     def summary(self, mstate: MoveState) -> dict:
         """JSON-able report: moved layers, mean acceptance after warm-up, final step sizes."""
-        from ._backend import to_numpy
+        from .._backend import to_numpy
 
         out = {"move": "non-centred MALA", "layers": list(mstate.layers), "steps": self.steps}
         if mstate.sampled:

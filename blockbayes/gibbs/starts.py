@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ._backend import device_of, namespace
-from ._backend import random as bbr
-from .model import MLP, forward
+from .._backend import device_of, namespace
+from .._backend import random as bbr
+from ..model import MLP, forward
 
 __all__ = ["MAP_INITS", "LOGIT_TO_PROBIT", "map_starts"]
 
@@ -66,7 +66,7 @@ def map_starts(key, net: MLP, X, y, *, num_chains: int, kind: str = "map", max_i
     info : dict
         ``map_fits`` (number of fits), ``map_converged`` (all fits), ``map_iters`` (total).
     """
-    from . import laplace
+    from .. import laplace
 
     if kind not in MAP_INITS:
         raise ValueError(f"kind must be one of {MAP_INITS}, got {kind!r}")
