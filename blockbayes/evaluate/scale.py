@@ -1084,9 +1084,11 @@ def write_report(res, *, doc=None, img_dir=None, command=None) -> dict:
              f"{b['predict_factor']:g} × the budget is recorded as *over budget (predicted)* without running"
              if b["predict_factor"] else "") + ".",
           f"- Cells run in worker processes (`jobs = {cfg['jobs']}`, `nice {cfg['nice']}`, "
-          f"{cfg['threads']} BLAS/OpenMP/Numba thread each) on a 2-core machine shared with other work; data generation "
-          "and one warm-up fit per method and worker (imports, JIT) are not charged. Wall times therefore include "
-          "contention: the load average at the end of each cell is stored with it.",
+          f"{cfg['threads']} BLAS/OpenMP/Numba thread each) on a {os.cpu_count()}-core machine shared with other work; "
+          "data generation and one warm-up fit per method and worker (imports, JIT) are not charged. Wall times "
+          "therefore include contention: the 1-min load average at the end of each cell is stored with it"
+          + (lambda la: f" (this report's cells: {min(la):.1f}–{max(la):.1f}, median {float(np.median(la)):.1f})."
+             if la else ".")([c["load_avg_1min"] for c in cells if c.get("load_avg_1min") is not None]),
           f"- **Sizes** (unless a dataset sets its own): {', '.join(_fmt_n(s) for s in cfg['sizes'])} (nested: each size's training set contains the "
           f"smaller ones); seeds {cfg['seeds']}; splits {cfg['splits']}.",
           "- **Metrics**: accuracy, NLL (mean −log p̄(y|x)), Brier (sum over classes), ECE/MCE "
@@ -1102,7 +1104,9 @@ def write_report(res, *, doc=None, img_dir=None, command=None) -> dict:
           f"method's mean metric at n and n_B(v) the smallest size at which `{cfg['baseline']}`'s curve (linear in "
           f"log n between its sizes) reaches v. r > 1: `{cfg['baseline']}` needs r times more data for the method's "
           f"quality at n. `≤ r`: `{cfg['baseline']}` is already that good at its smallest size; `> r`: "
-          f"`{cfg['baseline']}` never reaches it within its sizes.",
+          f"`{cfg['baseline']}` never reaches it within its sizes. Where `{cfg['baseline']}`'s own curve has flattened "
+          f"(or got slightly worse at a larger n), n_B is the first size that reached the plateau, so r < 1 there even "
+          f"for `{cfg['baseline']}` itself: the ratio is informative only where the baseline still improves with n.",
           "- **Cost slope**: least-squares slope b of log(fit time) = a + b log n over the sizes finished within "
           "budget (b = 1: linear in n); *last 2* is the slope between the two largest sizes, less affected by "
           "fixed costs at small n.", ""]
@@ -1158,8 +1162,11 @@ def write_report(res, *, doc=None, img_dir=None, command=None) -> dict:
             if p:
                 rel = os.path.relpath(p, doc.parent)
                 L += [f"![{ds} {k}]({rel})", ""]
-        L += ["### Tables (mean ± SE over splits × seeds)", "",
-              markdown(rows, metrics=[k for k in names]).replace("\n### ", "\n#### "), ""]
+        md = markdown(rows, metrics=[k for k in names])
+        cut = md.find("### Area under the learning curve")
+        if cut > 0:                                          # already given above, over the same sizes
+            md = md[:cut].rstrip()
+        L += ["### Tables (mean ± SE over splits × seeds)", "", md.replace("\n### ", "\n#### "), ""]
         over = [c for c in cells if c["dataset"] == ds and c.get("status") in ("over_budget", "error")]
         if over:
             L += ["### Cells over budget or failed", "", "| method | n | status | reason |", "|---|---|---|---|"]
