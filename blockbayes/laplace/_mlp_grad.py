@@ -57,7 +57,7 @@ from typing import NamedTuple, Sequence
 
 from .._backend import device_of, namespace
 from ..model import MLP, augment
-from ..nn import (LIKELIHOODS, activation_derivative, backprop_errors, backprop_factors, forward,
+from ..nn import (LIKELIHOODS, activation_derivative, backprop_errors, backprop_factors, backward, forward,
                   hessian_sqrt as _hessian_sqrt, logsumexp, softplus)
 from ..nn import loss_derivatives as _loss_and_grad
 
@@ -240,7 +240,6 @@ def objective(net: MLP, weights: Sequence, X, Y, *, likelihood: str, lam_w, lam_
     """
     xp = namespace(X, *weights)
     n = X.shape[0]
-    L = len(weights)
     per_ex = sum(int(W.shape[0]) * 3 for W in weights) + 2 * int(X.shape[1])
     step = auto_chunk(n, per_ex, chunk_size)
     dtype, dev = X.dtype, device_of(X)
@@ -248,17 +247,11 @@ def objective(net: MLP, weights: Sequence, X, Y, *, likelihood: str, lam_w, lam_
     grads = [xp.zeros_like(W) for W in weights] if grad else None
     for s, e in chunks(n, step):
         fwd = forward(net, weights, X[s:e, :])
-        Hs, As = fwd.H, fwd.A
-        loss, dF = _loss_and_grad(likelihood, As[-1], Y[s:e, :], delta_y)
+        loss, dF = _loss_and_grad(likelihood, fwd.F, Y[s:e, :], delta_y)
         total = total + xp.sum(loss)
         if grad:
-            d = dF
-            for l in range(L - 1, -1, -1):
-                grads[l] = grads[l] + xp.concat([xp.matmul(xp.matrix_transpose(d), Hs[l]),
-                                                 xp.sum(d, axis=0)[:, None]], axis=1)
-                if l > 0:
-                    fp = activation_derivative(xp, As[l - 1], net.activation, net.slope)
-                    d = fp * xp.matmul(d, weights[l][:, :-1])
+            g, _ = backward(net, weights, fwd, dF)
+            grads = [a + b for a, b in zip(grads, g)]
     total = total * scale
     for l, W in enumerate(weights):
         lam = prior_vector(xp, lam_w[l], lam_b[l], W.shape[1] - 1, dtype=dtype, device=dev)
