@@ -7,7 +7,7 @@ naming the argument, never a NaN later.
 """
 from __future__ import annotations
 
-from ._backend import backend_name, device_of, namespace, same_device, to_device, to_numpy
+from ._backend import dtype_name, move_like, namespace, same_device
 from .model import MLP
 
 __all__ = ["validate_data", "validate_labels", "num_classes", "prepare_X"]
@@ -44,7 +44,7 @@ def validate_data(net: MLP, X, y, *, dtype=None, per_chain=True, num_chains=None
         from ._backend import float_dtype
 
         X = xp.astype(X, float_dtype(xp, dtype))
-    if str(X.dtype).split(".")[-1].strip("'>") not in ("float32", "float64"):
+    if dtype_name(X) not in ("float32", "float64"):
         raise TypeError(f"X must be float32 or float64, got {X.dtype}")
     if not classify and y.dtype != X.dtype:
         y = xp.astype(y, X.dtype)
@@ -129,13 +129,7 @@ def prepare_X(X_new, *, like, d_in: int, name: str = "X_new"):
     if not hasattr(X_new, "shape"):
         raise TypeError(f"{name} must be an array")
     if namespace(X_new) is not xp:
-        bname = backend_name(xp)
-        if bname == "cupy":
-            X_new = to_device(X_new, "cuda", like.device.id)
-        elif bname == "numpy":
-            X_new = to_numpy(X_new)
-        else:
-            X_new = xp.asarray(to_numpy(X_new), device=device_of(like))
+        X_new = move_like(X_new, like)
     if not xp.isdtype(X_new.dtype, "real floating"):
         raise TypeError(f"{name} must be a float array, got dtype {X_new.dtype}")
     if X_new.ndim != 2 or X_new.shape[1] != d_in:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from numbers import Real
 from typing import Mapping, Sequence
 
-from ._backend import backend_name, device_of, namespace, to_numpy
+from ._backend import backend_name, device_of, move_like, namespace
 
 __all__ = ["MLP", "forward", "activate", "augment", "chain_weights", "ACTIVATIONS", "LIKELIHOODS"]
 
@@ -312,8 +312,7 @@ def chain_weights(net: MLP, weights, num_chains: int, like) -> tuple:
         raise ValueError(f"init weights must be a sequence of {net.num_layers} arrays (one per layer)")
     out = []
     for l, (W, shp) in enumerate(zip(weights, shapes)):
-        W = xp.asarray(to_numpy(W) if not hasattr(W, "shape") or namespace(W) is not xp else W)
-        W = xp.astype(xp.asarray(W, device=device_of(like)), like.dtype)
+        W = move_like(W, like, dtype=like.dtype)
         if tuple(W.shape) == shp:
             W = xp.broadcast_to(W[None, ...], (C,) + shp)
         elif tuple(W.shape) != (C,) + shp:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .._backend import backend_name, device_of, namespace, resolve_device, to_device
+from .._backend import linalg
 from .._backend import random as bbr
 from .._backend.threads import default_kernel_threads, thread_limits
 from ..inputs import validate_data
@@ -149,6 +150,8 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     fused_lj = L > 1 and moves is None
     pending = None      # (trace index, partial log joint) awaiting the next sweep's first term
     limits = thread_limits(default_kernel_threads() if num_threads is None else num_threads, blas_threads)
+    restore_checks = linalg.defer_checks()   # the finite check every check_every sweeps replaces
+    #                                          the per-Cholesky sync of the CuPy path
     try:
         for sweep in range(total):
             key, sub = bbr.split(key, 2)
@@ -200,6 +203,7 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         if bar is not None:
             bar.close()
         limits()
+        restore_checks()
     result = GibbsResult(net=net, weights=tuple(tr_w), delta_y=tr_dy, lam_w=tr_lw, lam_b=tr_lb,
                          log_joint=tr_lj, final_state=state,
                          config=dict(num_samples=S, num_warmup=num_warmup, num_chains=C, thin=thin,

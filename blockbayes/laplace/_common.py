@@ -5,7 +5,7 @@ import math
 from numbers import Real
 from typing import Sequence
 
-from .._backend import backend_name, device_of, namespace, to_device, to_numpy
+from .._backend import device_of, move_like, namespace, to_numpy
 from .._backend import random as bbr
 from ..model import MLP
 # the standard net's input gate has one definition, public in blockbayes.nn
@@ -95,15 +95,7 @@ def positive_int(name, value, minimum=1) -> int:
 
 def as_namespace_of(x, like):
     """``x`` moved into ``like``'s namespace/device (no copy when already there)."""
-    xp = namespace(like)
-    if namespace(x) is xp:
-        return x
-    name = backend_name(xp)
-    if name == "numpy":
-        return to_numpy(x)
-    if name == "cupy":
-        return to_device(x, "cuda", like.device.id)
-    return xp.asarray(to_numpy(x), device=device_of(like))
+    return x if namespace(x) is namespace(like) else move_like(x, like)
 
 
 def init_weights(net: MLP, *, seed=None, like, scale: float = 1.0):

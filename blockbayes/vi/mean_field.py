@@ -39,7 +39,7 @@ import math
 from typing import Any, NamedTuple, Optional
 
 from .. import nn
-from .._backend import backend_name, device_of, namespace, resolve_device, to_device
+from .._backend import backend_name, device_of, dtype_name, namespace, resolve_device, to_device
 from .._backend import random as bbr
 from ..model import MLP
 from ..nn import softplus
@@ -312,4 +312,4 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-2, num_mc: int 
                     model="standard", final_state=state,
                     config=dict(num_steps=num_steps, lr=lr, num_mc=num_mc, batch_size=batch_size,
                                 num_restarts=num_restarts, learn_noise=learn_noise, schedule=schedule,
-                                init_sd=init_sd, backend=backend_name(xp), dtype=str(X.dtype)))
+                                init_sd=init_sd, backend=backend_name(xp), dtype=dtype_name(X)))
