@@ -42,8 +42,8 @@ Likelihoods (per example, targets ``Y`` a float array ``(m, C)``):
     one logit, ``∇_Fℓ = σ(F) − Y``, ``S = √(σ(F)(1 − σ(F)))``.
 
 Every function also accepts weights without the batch axis (``(d_{l+1}, d_l + 1)``, one
-network) or with several leading axes: the layer map is :func:`blockbayes.model.affine` and the
-recursions broadcast over ``...``. This is the one forward/backward/GGN of the standard network:
+network) or with several leading axes: the forward loop is :func:`blockbayes.model.forward_layers`
+(also behind :func:`blockbayes.model.forward`) and the recursions broadcast over ``...``. This is the one forward/backward/GGN of the standard network:
 the Laplace family's chunked curvature accumulations (``blockbayes.laplace``), mean-field VI,
 IVON and VOGN all call it.
 
@@ -56,7 +56,7 @@ import math
 from typing import NamedTuple, Optional, Sequence
 
 from ._backend import device_of, namespace
-from .model import MLP, activate, affine
+from .model import MLP, forward_layers
 
 __all__ = ["LIKELIHOODS", "Pass", "forward", "output", "activation_derivative", "loss_derivatives",
            "hessian_sqrt", "backprop_errors", "backprop_factors", "backward", "value_and_grad",
@@ -108,8 +108,9 @@ def activation_derivative(xp, A, activation: str, slope: float = 0.0):
 def forward(net: MLP, weights: Sequence, X) -> Pass:
     """Forward pass of ``S`` networks on the same (or per-member) inputs.
 
-    ``A^l = H^l W_w^{l⊤} + b^l`` by :func:`blockbayes.model.affine` (the layer map every family
-    shares), ``H^{l+1} = f(A^l)``.
+    :func:`blockbayes.model.forward_layers` (the one forward loop, also behind
+    :func:`blockbayes.model.forward`): ``A^l = H^l W_w^{l⊤} + b^l`` by
+    :func:`blockbayes.model.affine`, ``H^{l+1} = f(A^l)``.
 
     Parameters
     ----------
@@ -124,16 +125,7 @@ def forward(net: MLP, weights: Sequence, X) -> Pass:
     Pass
         Inputs ``H`` and pre-activations ``A`` of every layer. Cost ``O(S m P)``.
     """
-    xp = namespace(X, *weights)
-    H, Hs, As = X, [], []
-    L = len(weights)
-    for l, W in enumerate(weights):
-        a = affine(H, W)
-        Hs.append(H)
-        As.append(a)
-        if l < L - 1:
-            H = activate(xp, a, net.activation, net.slope)
-    return Pass(tuple(Hs), tuple(As))
+    return Pass(*forward_layers(net, weights, X))
 
 
 def output(net: MLP, weights: Sequence, X):

@@ -1,7 +1,6 @@
 """Monte Carlo standard errors of the mean and of quantiles."""
 from __future__ import annotations
 
-
 from .._backend import device_of, to_numpy
 from ._common import _finish, _pooled_sorted, _prepare, _quantile_sorted, _split
 from ._ess import _ess_core
