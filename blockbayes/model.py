@@ -278,14 +278,8 @@ def forward_layers(net: MLP, weights, X):
     """The one noise-free forward loop: every layer's input and pre-activation.
 
     ``A^l = affine(H^l, W^l)``, ``H^{l+1} = f(A^l)`` with ``H^0 = X``; used by :func:`forward`
-    and by :func:`blockbayes.nn.forward` (which adds the backward pass).
-
-    Parameters
-    ----------
-    net : MLP
-    weights : sequence of arrays
-        Per layer, shape ``(..., d_{l+1}, d_l + 1)`` (bias last); leading axes broadcast.
-    X : array, shape (n, d_in) or (..., n, d_in)
+    and by :func:`blockbayes.nn.forward` (which adds the backward pass). Arguments as
+    :func:`forward`.
 
     Returns
     -------
