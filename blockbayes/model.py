@@ -14,7 +14,10 @@ from typing import Mapping, Sequence
 
 from ._backend import backend_name, device_of, move_like, namespace
 
-__all__ = ["MLP", "forward", "forward_layers", "activate", "augment", "chain_weights", "ACTIVATIONS", "LIKELIHOODS"]
+__all__ = [
+    "MLP", "forward", "forward_layers", "activate", "augment", "chain_weights",
+    "ACTIVATIONS", "LIKELIHOODS"
+]
 
 ACTIVATIONS = ("relu", "identity", "leaky_relu")
 LIKELIHOODS = ("gaussian", "probit", "multinomial_probit", "onehot_gaussian")

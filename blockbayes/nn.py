@@ -42,10 +42,11 @@ Likelihoods (per example, targets ``Y`` a float array ``(m, C)``):
     one logit, ``∇_Fℓ = σ(F) − Y``, ``S = √(σ(F)(1 − σ(F)))``.
 
 Every function also accepts weights without the batch axis (``(d_{l+1}, d_l + 1)``, one
-network) or with several leading axes: the forward loop is :func:`blockbayes.model.forward_layers`
-(also behind :func:`blockbayes.model.forward`) and the recursions broadcast over ``...``. This is the one forward/backward/GGN of the standard network:
-the Laplace family's chunked curvature accumulations (``blockbayes.laplace``), mean-field VI,
-IVON and VOGN all call it.
+network) or with several leading axes: the forward loop is
+:func:`blockbayes.model.forward_layers` (also behind :func:`blockbayes.model.forward`) and the
+recursions broadcast over ``...``. This is the one forward/backward/GGN of the standard
+network: the Laplace family's chunked curvature accumulations (``blockbayes.laplace``),
+mean-field VI, IVON and VOGN all call it.
 
 The module also holds the input gate of the standard network (:func:`resolve_likelihood`,
 :func:`check_X`, :func:`encode_targets`).

@@ -104,8 +104,8 @@ def scan(root: Path, pkg: str):
 
     Returns ``(modules, edges, private)``: ``edges[m]`` is the set of ``(target, lazy, line,
     via)`` of module ``m`` (``via`` is the imported module when ``target`` is a package whose
-    ``__init__`` runs on the way to it, else ``target``); ``private`` lists ``(module, line, dotted name)`` of every cross-family
-    private import.
+    ``__init__`` runs on the way to it, else ``target``); ``private`` lists
+    ``(module, line, dotted name)`` of every cross-family private import.
     """
     mods = _modules(root, pkg)
     edges: dict[str, set] = {m: set() for m in mods}

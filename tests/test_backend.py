@@ -147,7 +147,8 @@ def test_cholesky_and_its_deferred_check(backend):
     P = A @ np.swapaxes(A, -1, -2) + 4 * np.eye(4)
     R = linalg.cholesky(backend.asarray(P))
     Rn = backend.to_numpy(R)
-    np.testing.assert_allclose(Rn @ np.swapaxes(Rn, -1, -2), P, rtol=100 * backend.rtol, atol=100 * backend.rtol)
+    tol = 100 * backend.rtol
+    np.testing.assert_allclose(Rn @ np.swapaxes(Rn, -1, -2), P, rtol=tol, atol=tol)
     bad = backend.asarray(np.array([[1.0, 2.0], [2.0, 1.0]]))
     with pytest.raises(linalg.NotPositiveDefiniteError):
         linalg.cholesky(bad)

@@ -10,8 +10,9 @@ too.
 Sync-forcing checks: cuSOLVER reports a failed Cholesky through NaNs, so on CuPy
 :func:`cholesky` checks the factor (one device→host sync) unless ``check=False``. A run loop
 that checks its state every ``check_every`` sweeps passes ``check=False`` or runs under
-:func:`defer_checks` / :func:`deferred_checks` (``gibbs.run`` does) so a sweep does not sync; the NaNs then surface at the next finite
-check. NumPy raises at the factorisation itself (no sync to save).
+:func:`defer_checks` / :func:`deferred_checks` (``gibbs.run`` does) so a sweep does not sync;
+the NaNs then surface at the next finite check. NumPy raises at the factorisation itself (no
+sync to save).
 """
 from __future__ import annotations
 

@@ -10,7 +10,10 @@ from ._checks import (
     _0d, _argmax_rows, _check_logits, _check_probs, _float_dtype, _labels, _log_softmax,
     _logsumexp, _nonempty, _probs2d, _reduce)
 
-__all__ = ["bma_probs", "bma_log_probs", "accuracy", "nll", "nll_from_logits", "brier", "predictive_entropy", "mutual_information"]
+__all__ = [
+    "bma_probs", "bma_log_probs", "accuracy", "nll", "nll_from_logits", "brier",
+    "predictive_entropy", "mutual_information"
+]
 
 
 def bma_probs(probs):

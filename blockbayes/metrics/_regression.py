@@ -12,7 +12,11 @@ from ._checks import (
     _log_y_scale, _logsumexp, _no_nan, _nonempty, _positive, _prep_regression, _reduce,
     _sum_outputs)
 
-__all__ = ["rmse", "gaussian_log_likelihood", "log_predictive_gaussian_mixture", "pit_gaussian", "pit_gaussian_mixture", "interval_coverage", "coverage_gaussian", "coverage_gaussian_mixture", "crps_gaussian", "crps_ensemble"]
+__all__ = [
+    "rmse", "gaussian_log_likelihood", "log_predictive_gaussian_mixture", "pit_gaussian",
+    "pit_gaussian_mixture", "interval_coverage", "coverage_gaussian",
+    "coverage_gaussian_mixture", "crps_gaussian", "crps_ensemble"
+]
 
 
 def rmse(y, mean, *, y_scale=None):

@@ -26,8 +26,8 @@ a weight without stiffening the optimiser). The reparameterised gradients are
 
 (of ``−𝓛``), with ``g = ∇_θ Σ_μ ℓ(y_μ, F_θ(x_μ))`` from one hand-written backward pass
 (:func:`blockbayes.nn.value_and_grad`, shared with Laplace, IVON and VOGN) batched over every
-Monte Carlo draw of every restart, and bars averaging over ``num_mc`` draws; minibatches scale the data term by ``n/|B|``. Adam with a cosine
-learning-rate decay. Cost per step ``O(num_mc · |B| · P)``.
+Monte Carlo draw of every restart, and bars averaging over ``num_mc`` draws; minibatches scale
+the data term by ``n/|B|``. Adam with a cosine learning-rate decay. Cost per step ``O(num_mc · |B| · P)``.
 
 Likelihoods: ``"gaussian"`` (variance ``Δ_y``, optionally learned as a point estimate),
 ``"bernoulli"`` (logistic) and ``"categorical"`` (softmax), resolved from the net as the Laplace
