@@ -262,7 +262,9 @@ def move_like(x, like, dtype=None):
 
 def dtype_name(x) -> str:
     """``"float32"``/``"float64"``/... for an array or a dtype of any supported namespace."""
-    dt = x.dtype if hasattr(x, "dtype") and not isinstance(x, (np.dtype, type)) else x
+    dt = x if isinstance(x, (np.dtype, type)) else getattr(x, "dtype", x)
+    if isinstance(dt, np.dtype):          # NumPy and CuPy: no conversion (on the sweep path)
+        return dt.name
     try:
         return np.dtype(dt).name
     except TypeError:
