@@ -42,6 +42,8 @@ import math
 from .._backend import device_of, namespace, to_numpy
 from .._backend import random as bbr
 from .._backend.linalg import NotPositiveDefiniteError, cho_solve, cholesky, solve_triangular
+from ..driver import deprecated_names
+from ..inputs import prepare
 from ..model import MLP
 from . import _common as C
 from ._mlp_grad import curvature, data_misfit, objective, prior_vector
@@ -66,12 +68,13 @@ def _replace(W, l, new):
     return tuple(new if j == l else w for j, w in enumerate(W))
 
 
-def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
+@deprecated_names(num_sweeps="num_steps")
+def block(net: MLP, X, y, *, likelihood=None, init=None, num_steps: int = 100,
           damping: float = 0.0, tol: float = 1e-8, ftol: float = 0.0, armijo: float = 1e-4,
           max_backtracks: int = 20, model_step: bool = True, extrapolate: bool = False, max_extrapolation: float = 16.0,
           samples=None, sample_sweeps: int = 20, step_size: float = 0.5,
           prior_precision=None, delta_y=None, sigma_noise=None, seed=None, chunk_size=None,
-          progress=None) -> LaplaceResult:
+          progress=None, device=None, dtype=None) -> LaplaceResult:
     """Iterative block Laplace of the standard MLP and its sample-based variant.
 
     Parameters
@@ -85,8 +88,9 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
     init : sequence of arrays or LaplaceResult, optional
         Starting weights (a MAP from :func:`map_fit` is a good warm start for deep nets).
         Default: :func:`init_weights` with ``seed``. Never modified.
-    num_sweeps : int
-        Maximum number of mode-phase sweeps (each visits every layer once, output first).
+    num_steps : int
+        Maximum number of mode-phase sweeps (each visits every layer once, output first;
+        deprecated spelling: ``num_sweeps``).
     damping : float
         Initial and minimum Levenberg–Marquardt damping ``ρ`` added to every block.
     tol : float
@@ -130,6 +134,10 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
         Data points per chunk (memory bound).
     progress : bool or None
         tqdm bar over sweeps (None: only on a terminal).
+    device : None, "cpu", "cuda" or "cuda:N"
+        Where to compute (``X``, ``y`` and ``init`` are moved there once); the result lives there.
+    dtype : None, "float32" or "float64"
+        Compute dtype (default ``X``'s); the result has it.
 
     Returns
     -------
@@ -141,11 +149,11 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
         ``sample_objective`` (E at the mean after each sample sweep).
     """
     lik = C.resolve_likelihood(net, likelihood)
-    xp = C.check_X(net, X)
-    Y = C.encode_targets(net, lik, X, y)
+    X, Y = prepare(net, X, y, device=device, dtype=dtype, task="standard", likelihood=lik)
+    xp = namespace(X)
     lam_w, lam_b = C.resolve_prior(net, prior_precision)
     dy = C.resolve_noise(net, lik, delta_y, sigma_noise)
-    num_sweeps = C.positive_int("num_sweeps", num_sweeps, minimum=0)
+    num_sweeps = C.positive_int("num_steps", num_steps, minimum=0)
     max_backtracks = C.positive_int("max_backtracks", max_backtracks, minimum=0)
     if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not (damping >= 0 and math.isfinite(damping)):
         raise ValueError(f"damping must be a finite number >= 0, got {damping!r}")
@@ -161,7 +169,8 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
         if step_size > 1:
             raise ValueError(f"step_size must lie in (0, 1], got {step_size}")
     k_init, k_samp = bbr.split(bbr.key(seed), 2)
-    W = C.init_weights(net, seed=k_init, like=X) if init is None else C.check_weights(net, init, X, name="init")
+    W = C.init_weights(net, seed=k_init, like=X) if init is None else C.check_weights(net, init, X, name="init",
+                                                                                move=device is not None or dtype is not None)
     n = X.shape[0]
     L = net.num_layers
     dtype, dev = X.dtype, device_of(X)
@@ -265,7 +274,7 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
                 stall = 0
             E_prev = E_now
         else:
-            message = f"stopped after num_sweeps={num_sweeps}; max |grad E|/n = {hist_g[-1] if hist_g else float('nan'):.3g}"
+            message = f"stopped after num_steps={num_sweeps}; max |grad E|/n = {hist_g[-1] if hist_g else float('nan'):.3g}"
         info = dict(variant="mode", objective=hist_E, grad_norm=hist_g, num_sweeps=sweeps_done,
                     converged=converged, message=message, damping=tuple(rho), backtracks=backtracks,
                     extrapolations=extrapolations)
