@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional
 
-from .._backend import backend_name, namespace
+from .._backend import backend_name, device_of, namespace
 from .._backend import random as bbr
 from .._backend.threads import default_kernel_threads, thread_limits
 from ..driver import check_count, deprecated_names, is_kept, run_kernel
@@ -181,20 +181,25 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         pending = info.log_joint_partial if (keep and store_log_joint and fused_lj) else None
         return GibbsCarry(state, mst, pending), (info, carry.pending)
 
+    def lj_trace(traces):
+        if "log_joint" not in traces:
+            traces["log_joint"] = xp.zeros((C, S), dtype=dt, device=device_of(X))
+        return traces["log_joint"]
+
     def on_step(sweep, carry, info_prev, traces, kept):
         # the previous kept sweep's log joint: its partial sum plus this sweep's first term
         info, prev = info_prev
         if prev is not None:
-            traces["log_joint"][:, kept - 1] = prev + info.first_term_prev
+            lj_trace(traces)[:, kept - 1] = prev + info.first_term_prev
 
     def collect(carry, info_prev, sweep):
         info = info_prev[0]
         st = carry.state
         out = {f"w{l}": st.weights[l] for l in range(L)}
         out.update(delta_y=st.delta_y, lam_w=st.lam_w, lam_b=st.lam_b)
-        if store_log_joint:
-            # fused: a placeholder, completed by the next sweep's on_step (or after the loop)
-            out["log_joint"] = info.log_joint if not fused_lj else xp.zeros_like(st.delta_y)
+        if store_direct:
+            out["log_joint"] = info.log_joint
+        # fused: written by the next sweep's on_step (or after the loop)
         return out
 
     def check(carry, info_prev):
@@ -220,6 +225,7 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
     state = carry.state
     if fused_lj and store_log_joint and carry.pending is not None:
         # the last kept sweep had no next sweep to complete its log joint
+        traces["log_joint"] = lj_trace(traces)[:, :k]
         traces["log_joint"][:, k - 1] = _k.log_joint(state, net, X, y)
     result = GibbsResult(net=net, weights=tuple(traces[f"w{l}"] for l in range(L)), delta_y=traces["delta_y"],
                          lam_w=traces["lam_w"], lam_b=traces["lam_b"],

@@ -74,7 +74,7 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_steps: int = 100,
           max_backtracks: int = 20, model_step: bool = True, extrapolate: bool = False, max_extrapolation: float = 16.0,
           samples=None, sample_sweeps: int = 20, step_size: float = 0.5,
           prior_precision=None, delta_y=None, sigma_noise=None, seed=None, chunk_size=None,
-          progress=None, device=None, dtype=None) -> LaplaceResult:
+          progress=True, device=None, dtype=None) -> LaplaceResult:
     """Iterative block Laplace of the standard MLP and its sample-based variant.
 
     Parameters
@@ -133,7 +133,7 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_steps: int = 100,
     chunk_size : int, optional
         Data points per chunk (memory bound).
     progress : bool or None
-        tqdm bar over sweeps (None: only on a terminal).
+        tqdm bar over sweeps (default on; ``None``: only on a terminal).
     device : None, "cpu", "cuda" or "cuda:N"
         Where to compute (``X``, ``y`` and ``init`` are moved there once); the result lives there.
     dtype : None, "float32" or "float64"

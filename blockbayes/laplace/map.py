@@ -413,7 +413,7 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
             prior_precision=None, delta_y=None, sigma_noise=None, learn_noise: bool = False,
             noise_prior=(1.0, 1e-2), restarts: int = 1, max_iter: int = 2000, tol: float = 1e-7,
             ftol=None, history: int = 10, num_epochs: int = 200, batch_size: int = 128, lr: float = 1e-2,
-            betas=(0.9, 0.999), eps: float = 1e-8, chunk_size=None, progress=None,
+            betas=(0.9, 0.999), eps: float = 1e-8, chunk_size=None, progress=True,
             return_info: bool = False, device=None, dtype=None):
     """MAP weights of the standard MLP (and, optionally, of its noise variance).
 
@@ -470,7 +470,7 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
     chunk_size : int, optional
         Data points per chunk of the full-batch passes (memory bound).
     progress : bool or None
-        tqdm progress bar (None: only on a terminal).
+        tqdm progress bar (default on; ``None``: only on a terminal).
     return_info : bool
         Also return a dict (``objective``, ``grad_norm`` (largest gradient component of ``E``),
         ``num_iter``, ``num_fev``, ``converged`` (gradient tolerance reached), ``message``, ``history``,
@@ -546,7 +546,7 @@ def _member_info(res, i, n) -> dict:
 def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=None, likelihood=None,
                  prior_precision=None, delta_y=None, sigma_noise=None, learn_noise: bool = False,
                  noise_prior=(1.0, 1e-2), max_iter: int = 2000, tol: float = 1e-7, ftol=None, history: int = 10,
-                 chunk_size=None, progress=None, return_info: bool = False, device=None, dtype=None):
+                 chunk_size=None, progress=True, return_info: bool = False, device=None, dtype=None):
     """``members`` independent MAP fits (a deep ensemble), all fitted as **one batched problem**.
 
     Member ``k`` is exactly ``map_fit(net, X, y, seed=seeds[k], restarts=restarts, ...)`` with
