@@ -15,10 +15,38 @@ from ._backend import (backend_name, device_of, float_dtype, namespace, resolve_
 from .model import MLP
 
 __all__ = ["prepare", "validate_data", "validate_labels", "num_classes", "prepare_X", "check_X",
-           "encode_targets", "TASKS"]
+           "encode_targets", "resolve_likelihood", "LIKELIHOODS", "TASKS"]
 
 #: what :func:`prepare` checks the data for
 TASKS = ("noisy", "regression", "standard")
+LIKELIHOODS = ("gaussian", "categorical", "bernoulli")
+_ALIASES = {"regression": "gaussian", "classification": "categorical", "softmax": "categorical",
+            "logistic": "bernoulli", "binary": "bernoulli"}
+
+
+def resolve_likelihood(net: MLP, likelihood=None) -> str:
+    """Likelihood of the *standard* network.
+
+    ``None`` takes it from the net: ``"gaussian"`` → ``"gaussian"``; ``"multinomial_probit"`` /
+    ``"onehot_gaussian"`` → ``"categorical"`` (softmax); ``"probit"`` → ``"bernoulli"`` (logistic).
+    Aliases: ``"regression"``, ``"classification"``/``"softmax"``, ``"logistic"``/``"binary"``.
+    """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a blockbayes.MLP, got {type(net).__name__}")
+    if likelihood is None:
+        likelihood = {"gaussian": "gaussian", "multinomial_probit": "categorical",
+                      "onehot_gaussian": "categorical", "probit": "bernoulli"}[net.likelihood]
+    if not isinstance(likelihood, str):
+        raise TypeError(f"likelihood must be a string or None, got {type(likelihood).__name__}")
+    lik = _ALIASES.get(likelihood, likelihood)
+    if lik not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS} (or None), got {likelihood!r}")
+    if lik == "categorical" and net.d_out < 2:
+        raise ValueError("likelihood='categorical' needs d_out >= 2 logits")
+    if lik == "bernoulli" and net.d_out != 1:
+        raise ValueError(f"likelihood='bernoulli' needs d_out = 1, got {net.d_out}")
+    return lik
+
 
 
 def prepare(net: MLP, X, y, *, device=None, dtype=None, task: str = "noisy", likelihood=None,
@@ -83,8 +111,6 @@ def prepare(net: MLP, X, y, *, device=None, dtype=None, task: str = "noisy", lik
     if task != "standard":
         return validate_data(net, X, y, dtype=dtype, per_chain=per_chain and task == "noisy",
                              num_chains=num_chains)
-    from .nn import resolve_likelihood
-
     lik = resolve_likelihood(net, likelihood)
     if dtype is not None:
         xp0 = namespace(X)

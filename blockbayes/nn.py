@@ -56,10 +56,10 @@ from .model import MLP, activate
 __all__ = ["LIKELIHOODS", "Pass", "forward", "output", "loss_derivatives", "hessian_sqrt", "backward",
            "value_and_grad", "resolve_likelihood", "check_X", "encode_targets", "log_softmax"]
 
-LIKELIHOODS = ("gaussian", "categorical", "bernoulli")
+# the likelihood names of the standard net and their resolution live in the input gate
+from .inputs import LIKELIHOODS, resolve_likelihood  # noqa: E402,F401
+
 CURVATURES = (None, "ggn", "ef")
-_ALIASES = {"regression": "gaussian", "classification": "categorical", "softmax": "categorical",
-            "logistic": "bernoulli", "binary": "bernoulli"}
 
 
 class Pass(NamedTuple):
@@ -302,29 +302,5 @@ def value_and_grad(net: MLP, weights: Sequence, X, Y, *, likelihood: str, delta_
 
 
 # ---------------------------------------------------------------------------- input gate
-def resolve_likelihood(net: MLP, likelihood=None) -> str:
-    """Likelihood of the *standard* network.
-
-    ``None`` takes it from the net: ``"gaussian"`` → ``"gaussian"``; ``"multinomial_probit"`` /
-    ``"onehot_gaussian"`` → ``"categorical"`` (softmax); ``"probit"`` → ``"bernoulli"`` (logistic).
-    Aliases: ``"regression"``, ``"classification"``/``"softmax"``, ``"logistic"``/``"binary"``.
-    """
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be a blockbayes.MLP, got {type(net).__name__}")
-    if likelihood is None:
-        likelihood = {"gaussian": "gaussian", "multinomial_probit": "categorical",
-                      "onehot_gaussian": "categorical", "probit": "bernoulli"}[net.likelihood]
-    if not isinstance(likelihood, str):
-        raise TypeError(f"likelihood must be a string or None, got {type(likelihood).__name__}")
-    lik = _ALIASES.get(likelihood, likelihood)
-    if lik not in LIKELIHOODS:
-        raise ValueError(f"likelihood must be one of {LIKELIHOODS} (or None), got {likelihood!r}")
-    if lik == "categorical" and net.d_out < 2:
-        raise ValueError("likelihood='categorical' needs d_out >= 2 logits")
-    if lik == "bernoulli" and net.d_out != 1:
-        raise ValueError(f"likelihood='bernoulli' needs d_out = 1, got {net.d_out}")
-    return lik
-
-
 # the standard net's input checks live in the input gate (blockbayes.inputs); re-exported here
 from .inputs import check_X, encode_targets  # noqa: E402,F401

@@ -36,7 +36,7 @@ from .._backend import linalg
 from .._backend import random as bbr
 from ..model import MLP, activate, affine
 from ..blocks import augmented_cross, diag_embed
-from ..driver import deprecated_names, nonfinite_blocks, run_kernel
+from ..driver import deprecated_names, one_blas_thread, nonfinite_blocks, run_kernel
 from ..inputs import prepare
 from ._common import (LOG_2PI, NOISY_VI, check_int, check_pos, diagonal, expected_gram, eye, logdet_spd,
                       prior_diag)
@@ -358,6 +358,7 @@ _init = init  # `run` has an argument called `init`
 # --------------------------------------------------------------------------- run
 
 @deprecated_names(num_iters="num_steps")
+@one_blas_thread
 def run(net: MLP, X, y, *, num_steps: int = 200, num_restarts: int = 1, tol: Optional[float] = None,
         seed=None, device=None, dtype=None, progress: bool = True, init="prior", check_every=None,
         checkpoint=None, checkpoint_every=None, resume=None) -> VIResult:

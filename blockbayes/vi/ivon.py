@@ -32,6 +32,7 @@ from typing import Optional
 from .._backend import namespace
 from ..model import MLP
 from ._common import check_pos
+from ..driver import one_blas_thread
 from ._natural import NGInfo, NGState, init_state, noise_update, run_loop, sample_gradients
 from .result import VIResult
 
@@ -114,6 +115,7 @@ def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess
 _init = init  # `run` has an argument called `init`
 
 
+@one_blas_thread
 def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 0.1, ess: Optional[float] = None,
         weight_decay: Optional[float] = None, hess_init: float = 1.0, beta1: float = 0.9, beta2: float = 0.99999,
         num_mc: int = 1, batch_size: Optional[int] = None, clip_radius: float = math.inf,

@@ -40,7 +40,7 @@ from .. import gibbs as _gibbs
 from ..model import MLP
 from ..posterior import GibbsResult
 from ..blocks import augmented_cross, augmented_gram, diag_embed
-from ..driver import deprecated_names, is_kept, run_kernel
+from ..driver import deprecated_names, one_blas_thread, is_kept, run_kernel
 from ..inputs import prepare
 from ._common import NOISY_VI, check_int, eye
 from .result import VIResult
@@ -177,6 +177,7 @@ def finalize(stats: RBStats):
 
 
 @deprecated_names(n_samples="num_samples", n_warmup="num_warmup", n_chains="num_chains")
+@one_blas_thread
 def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_chains: int = 4, thin: int = 1,
         init="cavi", cavi_iters: int = 100, cavi_restarts: int = 8, seed=None, device=None, dtype=None,
         progress: bool = True, learn_noise: bool = False, learn_prior: bool = False,

@@ -37,7 +37,7 @@ from .._backend import random as bbr
 from .. import gibbs as _gibbs
 from ..model import MLP, activate, affine
 from ..blocks import augmented_cross, augmented_gram, diag_embed
-from ..driver import deprecated_names, run_kernel
+from ..driver import deprecated_names, one_blas_thread, run_kernel
 from ..inputs import prepare
 from ._common import NOISY_VI, check_int, check_pos, expected_gram, eye, prior_diag
 from .result import VIResult
@@ -236,6 +236,7 @@ _init = init  # `run` has an argument called `init`
 
 
 @deprecated_names(num_iters="num_steps")
+@one_blas_thread
 def run(net: MLP, X, y, *, num_steps: int = 300, num_samples: int = 8, aux_sweeps: int = 2,
         kappa: float = 0.7, num_restarts: int = 1, init="cavi", cavi_iters: int = 50, cavi_restarts: int = 8,
         seed=None, device=None, dtype=None, progress: bool = True, checkpoint=None, checkpoint_every=None,

@@ -51,7 +51,7 @@ from .._backend import linalg
 from .._backend import random as bbr
 from ..model import MLP, activate, affine
 from ..blocks import augmented_cross, diag_embed
-from ..driver import deprecated_names, run_kernel
+from ..driver import deprecated_names, one_blas_thread, run_kernel
 from ..inputs import prepare
 from ._common import LOG_2PI, NOISY_VI, check_int, eye, expected_gram, prior_diag
 from .result import VIResult
@@ -233,6 +233,7 @@ _init = init  # `run` has an argument called `init`
 
 
 @deprecated_names(num_iters="num_steps")
+@one_blas_thread
 def run(net: MLP, X, y, *, num_steps: int = 100, num_restarts: int = 1, use: str = "mean", seed=None,
         device=None, dtype=None, progress: bool = True, init="prior", checkpoint=None, checkpoint_every=None,
         resume=None) -> VIResult:
