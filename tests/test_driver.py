@@ -391,3 +391,30 @@ def test_same_seed_same_samples_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", _TWICE], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("SAME"), out.stdout + out.stderr
+
+
+def test_block_laplace_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    X, y = _data(n=30)
+    net = bb.MLP([2, 4, 3, 1], delta=0.05)
+    full = bb.laplace.block(net, X, y, num_steps=6, seed=1, progress=False)
+    path = tmp_path / "bl.ckpt"
+    mod = sys.modules["blockbayes.laplace.iterative"]
+    real = mod.objective
+    calls = [0]
+
+    def crashing(*a, **k):
+        calls[0] += 1
+        if calls[0] == 14:
+            raise _Crash
+        return real(*a, **k)
+
+    monkeypatch.setattr(mod, "objective", crashing)
+    with pytest.raises(_Crash):
+        bb.laplace.block(net, X, y, num_steps=6, seed=1, progress=False, checkpoint=path, checkpoint_every=2)
+    monkeypatch.undo()
+    done = driver.load_checkpoint(path)["meta"]["num_done"]
+    assert 0 < done < 6
+    res = bb.laplace.block(net, X, y, num_steps=6, seed=1, progress=False, resume=path)
+    for a, b in zip(res.weights, full.weights):
+        np.testing.assert_array_equal(a, b)
+    assert res.info["objective"] == full.info["objective"] and res.info["damping"] == full.info["damping"]
