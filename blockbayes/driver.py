@@ -257,7 +257,7 @@ def _save_checkpoint(path, *, state, key, traces, num_kept, num_done, config):
     arrays = {f"leaf_{i}": a for i, a in enumerate(leaves)}
     for name, tr in traces.items():
         # trace layout (lead, S, ...): keep the filled samples only
-        arrays[f"trace_{name}"] = np.array(to_numpy(tr[:num_kept] if tr.ndim == 1 else tr[:, :num_kept]), copy=True)
+        arrays[f"trace_{name}"] = np.array(to_numpy(tr[:num_kept] if tr.ndim == 1 else tr[:, :num_kept, ...]), copy=True)
     arrays["__meta__"] = np.array(json.dumps(meta))
     path = os.fspath(path)
     tmp = f"{path}.tmp-{os.getpid()}"

@@ -154,8 +154,12 @@ def test_checkpoint_resume_is_bitwise(tmp_path):
         run_kernel(bbr.key(3), _toy0(), _toy_step, num_steps=2, progress=False, resume=bad)
 
 
-def test_gibbs_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
+def test_gibbs_resume_equals_uninterrupted_run(tmp_path, monkeypatch, backend):
     X, y = _data()
+    if backend != "numpy":
+        xps = pytest.importorskip(backend)
+        X, y = xps.asarray(X), xps.asarray(y)
     net = bb.MLP([2, 4, 3, 1], delta=0.05)
     kw = dict(num_samples=5, num_warmup=2, num_chains=2, thin=2, seed=11, progress=False, diagnose=False)
     full = bb.gibbs.run(net, X, y, **kw)
@@ -176,10 +180,12 @@ def test_gibbs_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     # the checkpoint after sweep 6 holds a kept sweep whose log joint is completed by sweep 7
     assert driver.load_checkpoint(path)["meta"]["num_done"] == 6
     res = bb.gibbs.run(net, X, y, resume=path, **kw)
+    assert type(res.weights[0]) is type(full.weights[0])
+    h = bb._backend.to_numpy
     for a, b in zip(res.weights, full.weights):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(h(a), h(b))
     for f in ("delta_y", "lam_w", "lam_b", "log_joint"):
-        np.testing.assert_array_equal(getattr(res, f), getattr(full, f))
+        np.testing.assert_array_equal(h(getattr(res, f)), h(getattr(full, f)))
 
 
 @pytest.mark.parametrize("method", ["ivon", "cavi"])
