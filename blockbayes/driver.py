@@ -39,7 +39,8 @@ import numpy as np
 from ._backend import backend_name, device_of, namespace, to_device, to_numpy
 from ._backend import random as bbr
 
-__all__ = ["run_kernel", "deprecated_names", "one_blas_thread", "RunOutput", "RunInterrupted", "NonFiniteStateError", "nonfinite_blocks",
+__all__ = ["run_kernel", "deprecated_names", "one_blas_thread", "nonfinite_fields", "RunOutput",
+           "RunInterrupted", "NonFiniteStateError", "nonfinite_blocks",
            "is_kept", "num_steps_of", "check_count", "load_checkpoint"]
 
 _FORMAT = "blockbayes-checkpoint-1"
@@ -164,6 +165,20 @@ def one_blas_thread(fn):
     return inner
 
 
+def nonfinite_fields(xp, state, fields) -> list:
+    """:func:`nonfinite_blocks` over a NamedTuple's per-layer fields: names like
+    ``"mean of layer 2"`` for ``fields=("mean",)`` holding tuples of per-layer arrays (a field
+    holding one array is named as is)."""
+    blocks = {}
+    for f in fields:
+        v = getattr(state, f)
+        if isinstance(v, (tuple, list)):
+            blocks.update({f"{f} of layer {l + 1}": a for l, a in enumerate(v)})
+        else:
+            blocks[f] = v
+    return nonfinite_blocks(xp, blocks)
+
+
 # ------------------------------------------------------------------------------- tree codec
 
 def _is_array(x) -> bool:
@@ -257,7 +272,8 @@ def _save_checkpoint(path, *, state, key, traces, num_kept, num_done, config):
     arrays = {f"leaf_{i}": a for i, a in enumerate(leaves)}
     for name, tr in traces.items():
         # trace layout (lead, S, ...): keep the filled samples only
-        arrays[f"trace_{name}"] = np.array(to_numpy(tr[:num_kept] if tr.ndim == 1 else tr[:, :num_kept, ...]), copy=True)
+        filled = tr[:num_kept] if tr.ndim == 1 else tr[:, :num_kept, ...]
+        arrays[f"trace_{name}"] = np.array(to_numpy(filled), copy=True)
     arrays["__meta__"] = np.array(json.dumps(meta))
     path = os.fspath(path)
     tmp = f"{path}.tmp-{os.getpid()}"

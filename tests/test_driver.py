@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -96,6 +95,17 @@ def test_check_every_names_the_nonfinite_block_and_step():
     assert out.num_done == 10
     with pytest.raises(ValueError, match="check_every"):
         run_kernel(None, {}, step, num_steps=2, check=check, check_every=0, progress=False)
+
+
+def test_families_check_every_names_blocks():
+    X, y = _data()
+    net = bb.MLP([2, 4, 1], delta=0.05)
+    Xbig = X * 1e200                        # overflows: the first check must name the blocks
+    with np.errstate(all="ignore"):
+        with pytest.raises(NonFiniteStateError, match=r"step 1 \(of 3\) in: mean of layer 1"):
+            bb.vi.ivon.run(net, Xbig, y, num_steps=3, seed=0, check_every=1, progress=False)
+        with pytest.raises(FloatingPointError):
+            bb.vi.ivon.run(net, Xbig, y, num_steps=3, seed=0, progress=False)   # final check only
 
 
 def test_keyboard_interrupt_returns_the_samples_so_far():
@@ -277,7 +287,8 @@ def test_run_defaults_follow_the_vocabulary():
                bb.vi.ivon.run, bb.vi.vogn.run):
         p = inspect.signature(fn).parameters
         assert p["seed"].default is None and p["progress"].default is True, fn
-        assert "device" in p and "dtype" in p and "checkpoint" in p and "resume" in p, fn
+        for kw in ("device", "dtype", "check_every", "checkpoint", "checkpoint_every", "resume"):
+            assert kw in p, (fn, kw)
         assert "num_iters" not in p and "n_samples" not in p, fn
     for fn in (bb.laplace.fit, bb.laplace.map_fit, bb.laplace.map_ensemble, bb.laplace.block):
         p = inspect.signature(fn).parameters

@@ -253,5 +253,6 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
     if diagnose:
         from .diagnostics import warn_if_unmixed
 
-        warn_if_unmixed(result, stacklevel=5)   # warn ← warn_if_unmixed ← _run ← run ← deprecated_names → the caller
+        # frames: warn_if_unmixed, _run, run, the deprecated_names wrapper, then the caller
+        warn_if_unmixed(result, stacklevel=5)
     return result

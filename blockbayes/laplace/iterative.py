@@ -195,8 +195,9 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_steps: int = 100,
         if step_size > 1:
             raise ValueError(f"step_size must lie in (0, 1], got {step_size}")
     k_init, k_samp = bbr.split(bbr.key(seed), 2)
-    W = C.init_weights(net, seed=k_init, like=X) if init is None else C.check_weights(net, init, X, name="init",
-                                                                                move=device is not None or dtype is not None)
+    moved = device is not None or dtype is not None
+    W = (C.init_weights(net, seed=k_init, like=X) if init is None
+         else C.check_weights(net, init, X, name="init", move=moved))
     n = X.shape[0]
     L = net.num_layers
     dtype, dev = X.dtype, device_of(X)

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Optional
 from .. import nn
 from .._backend import backend_name, device_of, namespace
 from .._backend import random as bbr
-from ..driver import run_kernel
+from ..driver import nonfinite_fields, run_kernel
 from ..inputs import prepare
 from ..model import MLP, chain_weights
 from ._common import check_int, check_pos
@@ -160,8 +160,8 @@ def kl_to_prior(xp, mean, var, prior_prec) -> Any:
 
 def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, batch_size, num_restarts: int,
              likelihood, learn_noise: bool, ess, weight_decay_value, seed, device, dtype, progress: bool,
-             init, hess_init: float, step_options: dict, config: dict, checkpoint=None, checkpoint_every=None,
-             resume=None) -> VIResult:
+             init, hess_init: float, step_options: dict, config: dict, check_every=None, checkpoint=None,
+             checkpoint_every=None, resume=None) -> VIResult:
     """The stateful driver shared by :func:`blockbayes.vi.ivon.run` and :func:`blockbayes.vi.vogn.run`:
     moves the data once, runs epochs of shuffled minibatches (the last short batch dropped when
     ``batch_size`` does not divide ``n``), and returns a :class:`VIResult` with ``cov_kind="diag"``,
@@ -208,7 +208,9 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
         return {"loss": info.loss, "delta_y": carry[0].delta_y} if learn_noise else {"loss": info.loss}
 
     out = run_kernel(k_run, (state, None), step_ng, num_steps=num_steps, collect=collect,
-                     keys_per_step=2, key_mode="fan", progress=progress, desc=f"vi.{method}", unit="it",
+                     keys_per_step=2, key_mode="fan", progress=progress, desc=f"vi.{method}", unit="step",
+                     check=(lambda carry, info: nonfinite_fields(xp, carry[0], ("mean", "hess", "delta_y")))
+                     if check_every else None, check_every=check_every, check_what=f"{method} state",
                      postfix=lambda carry, info: {"loss": f"{float(xp.min(info.loss)):.4g}"}, postfix_every=50,
                      checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                      config=dict(config, family=f"vi.{method}", widths=list(net.widths), batch_size=batch_size,

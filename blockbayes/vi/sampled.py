@@ -37,7 +37,7 @@ from .._backend import random as bbr
 from .. import gibbs as _gibbs
 from ..model import MLP, activate, affine
 from ..blocks import augmented_cross, augmented_gram, diag_embed
-from ..driver import deprecated_names, one_blas_thread, run_kernel
+from ..driver import deprecated_names, nonfinite_fields, one_blas_thread, run_kernel
 from ..inputs import prepare
 from ._common import NOISY_VI, check_int, check_pos, expected_gram, eye, prior_diag
 from .result import VIResult
@@ -239,8 +239,8 @@ _init = init  # `run` has an argument called `init`
 @one_blas_thread
 def run(net: MLP, X, y, *, num_steps: int = 300, num_samples: int = 8, aux_sweeps: int = 2,
         kappa: float = 0.7, num_restarts: int = 1, init="cavi", cavi_iters: int = 50, cavi_restarts: int = 8,
-        seed=None, device=None, dtype=None, progress: bool = True, checkpoint=None, checkpoint_every=None,
-        resume=None) -> VIResult:
+        seed=None, device=None, dtype=None, progress: bool = True, check_every=None, checkpoint=None,
+        checkpoint_every=None, resume=None) -> VIResult:
     """Sample-based block VI with natural-parameter averaging (MATH.md §C.6a).
 
     Parameters
@@ -263,7 +263,7 @@ def run(net: MLP, X, y, *, num_steps: int = 300, num_samples: int = 8, aux_sweep
     init : {"cavi", "prior"}
     cavi_iters, cavi_restarts : int
         CAVI sweeps and restarts of the ``"cavi"`` initialisation (the best restarts are used).
-    seed, device, dtype, progress, checkpoint, checkpoint_every, resume
+    seed, device, dtype, progress, check_every, checkpoint, checkpoint_every, resume
         As in :func:`blockbayes.vi.cavi.run`.
 
     Returns
@@ -291,7 +291,9 @@ def run(net: MLP, X, y, *, num_steps: int = 300, num_samples: int = 8, aux_sweep
                      num_steps=num_steps,
                      collect=lambda st, info, t: {"change": info.change,
                                                   "rho": xp.asarray(info.rho, dtype=dt, device=dev)},
-                     progress=progress, desc="vi.sampled", unit="it", checkpoint=checkpoint,
+                     check=(lambda st, info: nonfinite_fields(xp, st, ("prec", "lin"))) if check_every else None,
+                     check_every=check_every, check_what="natural parameters",
+                     progress=progress, desc="vi.sampled", unit="step", checkpoint=checkpoint,
                      checkpoint_every=checkpoint_every, resume=resume,
                      config=dict(family="vi.sampled", widths=list(net.widths), num_restarts=num_restarts,
                                  num_samples=num_samples, aux_sweeps=aux_sweeps, kappa=kappa, dtype=str(dt)))

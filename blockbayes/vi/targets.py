@@ -51,7 +51,7 @@ from .._backend import linalg
 from .._backend import random as bbr
 from ..model import MLP, activate, affine
 from ..blocks import augmented_cross, diag_embed
-from ..driver import deprecated_names, one_blas_thread, run_kernel
+from ..driver import deprecated_names, nonfinite_fields, one_blas_thread, run_kernel
 from ..inputs import prepare
 from ._common import LOG_2PI, NOISY_VI, check_int, eye, expected_gram, prior_diag
 from .result import VIResult
@@ -235,8 +235,8 @@ _init = init  # `run` has an argument called `init`
 @deprecated_names(num_iters="num_steps")
 @one_blas_thread
 def run(net: MLP, X, y, *, num_steps: int = 100, num_restarts: int = 1, use: str = "mean", seed=None,
-        device=None, dtype=None, progress: bool = True, init="prior", checkpoint=None, checkpoint_every=None,
-        resume=None) -> VIResult:
+        device=None, dtype=None, progress: bool = True, init="prior", check_every=None, checkpoint=None,
+        checkpoint_every=None, resume=None) -> VIResult:
     """Bayesian target propagation (MATH.md §C.7): iterate targets → local posteriors.
 
     Parameters
@@ -251,7 +251,7 @@ def run(net: MLP, X, y, *, num_steps: int = 100, num_restarts: int = 1, use: str
         Independent restarts (batch axis); ``result.best`` picks the largest final log joint.
     use : {"mean", "sample"}
         See :func:`step`.
-    seed, device, dtype, progress, init, checkpoint, checkpoint_every, resume
+    seed, device, dtype, progress, init, check_every, checkpoint, checkpoint_every, resume
         As in :func:`blockbayes.vi.cavi.run`.
 
     Returns
@@ -270,7 +270,9 @@ def run(net: MLP, X, y, *, num_steps: int = 100, num_restarts: int = 1, use: str
                      num_steps=num_steps,
                      collect=lambda st, info, t: {"mse": info.mse, "objective": info.objective,
                                                   "score": info.log_joint},
-                     progress=progress, desc="vi.targets", unit="it", checkpoint=checkpoint,
+                     check=(lambda st, info: nonfinite_fields(xp, st, ("mean", "cov"))) if check_every else None,
+                     check_every=check_every, check_what="local posteriors",
+                     progress=progress, desc="vi.targets", unit="step", checkpoint=checkpoint,
                      checkpoint_every=checkpoint_every, resume=resume,
                      config=dict(family="vi.targets", widths=list(net.widths), num_restarts=C, use=use,
                                  dtype=str(X.dtype)))

@@ -84,8 +84,8 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-3, ess: Optiona
         num_mc: int = 1, batch_size: Optional[int] = None, curvature: str = "ggn", schedule: str = "cosine",
         num_restarts: int = 1, likelihood: Optional[str] = None, learn_noise: bool = False,
         noise_rate: float = 0.01, init="prior", seed=None, device=None, dtype=None,
-        progress: bool = True, checkpoint=None, checkpoint_every: Optional[int] = None,
-        resume=None) -> VIResult:
+        progress: bool = True, check_every: Optional[int] = None, checkpoint=None,
+        checkpoint_every: Optional[int] = None, resume=None) -> VIResult:
     """Fit a mean-field Gaussian to the standard MLP's posterior with VOGN.
 
     Parameters as :func:`blockbayes.vi.ivon.run` (``hess_init`` is ``s_0``), plus
@@ -114,6 +114,6 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-3, ess: Optiona
     return run_loop("vogn", _init, step, net, X, y, num_steps=num_steps, batch_size=batch_size,
                     num_restarts=num_restarts, likelihood=likelihood, learn_noise=learn_noise, ess=ess,
                     weight_decay_value=weight_decay, seed=seed, device=device, dtype=dtype, progress=progress,
-                    init=init, hess_init=hess_init, step_options=opts, checkpoint=checkpoint,
-                    checkpoint_every=checkpoint_every, resume=resume,
+                    init=init, hess_init=hess_init, step_options=opts, check_every=check_every,
+                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                     config=dict(opts, schedule=schedule, method="vogn"))
