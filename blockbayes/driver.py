@@ -332,13 +332,6 @@ def _alloc(value, S):
     return xp.zeros(shape, dtype=value.dtype, device=device_of(value))
 
 
-def _write(tr, i, value):
-    if tr.ndim == 1:
-        tr[i] = value
-    else:
-        tr[:, i, ...] = value
-
-
 def _trim(tr, k):
     return tr[:k] if tr.ndim == 1 else tr[:, :k, ...]
 
@@ -466,15 +459,16 @@ def run_kernel(key, state, step_fn: Callable, *, num_samples: Optional[int] = No
                     raise NonFiniteStateError(
                         f"the {check_what} became non-finite at {unit} {t + 1} (of {total}) in: "
                         + "; ".join(bad) + (". " + check_hint if check_hint else ""))
-            if collect is not None and is_kept(t, num_warmup, thin):
-                for name, value in collect(state, info, t).items():
-                    if not _is_array(value):
-                        value = np.asarray(value)
-                    if name not in traces:
-                        traces[name] = _alloc(value, S)
-                    _write(traces[name], kept, value)
-                kept += 1
-            elif is_kept(t, num_warmup, thin):
+            if t >= num_warmup and (t - num_warmup) % thin == thin - 1:
+                if collect is not None:
+                    for name, value in collect(state, info, t).items():
+                        tr = traces.get(name)
+                        if tr is None:
+                            tr = traces[name] = _alloc(value if _is_array(value) else np.asarray(value), S)
+                        if tr.ndim == 1:
+                            tr[kept] = value
+                        else:
+                            tr[:, kept, ...] = value
                 kept += 1
             t += 1
             if bar is not None:

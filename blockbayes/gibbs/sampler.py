@@ -203,10 +203,12 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         if prev is not None:
             lj_trace(traces)[:, kept - 1] = prev + info.first_term_prev
 
+    wnames = [f"w{l}" for l in range(L)]
+
     def collect(carry, info_prev, sweep):
         info = info_prev[0]
         st = carry.state
-        out = {f"w{l}": st.weights[l] for l in range(L)}
+        out = dict(zip(wnames, st.weights))
         out.update(delta_y=st.delta_y, lam_w=st.lam_w, lam_b=st.lam_b)
         if store_direct:
             out["log_joint"] = info.log_joint
