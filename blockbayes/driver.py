@@ -448,20 +448,22 @@ def run_kernel(key, state, step_fn: Callable, *, num_samples: Optional[int] = No
     info = None
     try:
         while t < total:
+            # the step is committed (state, key and counters together) only once it is complete,
+            # so that an interrupt anywhere leaves them consistent (and a checkpoint resumable)
             new_key, sub = _next_keys(key, keys_per_step, key_mode)
             new_state, info = step_fn(sub, state, t)
-            state, key = new_state, new_key
             if on_step is not None:
-                on_step(t, state, info, traces, kept)
+                on_step(t, new_state, info, traces, kept)
             if check is not None and ((check_every is not None and (t + 1) % check_every == 0) or t == total - 1):
-                bad = check(state, info)
+                bad = check(new_state, info)
                 if bad:
                     raise NonFiniteStateError(
                         f"the {check_what} became non-finite at {unit} {t + 1} (of {total}) in: "
                         + "; ".join(bad) + (". " + check_hint if check_hint else ""))
+            new_kept = kept
             if t >= num_warmup and (t - num_warmup) % thin == thin - 1:
                 if collect is not None:
-                    for name, value in collect(state, info, t).items():
+                    for name, value in collect(new_state, info, t).items():
                         tr = traces.get(name)
                         if tr is None:
                             tr = traces[name] = _alloc(value if _is_array(value) else np.asarray(value), S)
@@ -469,8 +471,8 @@ def run_kernel(key, state, step_fn: Callable, *, num_samples: Optional[int] = No
                             tr[kept] = value
                         else:
                             tr[:, kept, ...] = value
-                kept += 1
-            t += 1
+                new_kept = kept + 1
+            state, key, kept, t = new_state, new_key, new_kept, t + 1
             if bar is not None:
                 bar.update(1)
                 if postfix is not None and (t % postfix_every == 0 or t == total):

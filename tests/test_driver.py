@@ -164,6 +164,30 @@ def test_checkpoint_resume_is_bitwise(tmp_path):
         run_kernel(bbr.key(3), _toy0(), _toy_step, num_steps=2, progress=False, resume=bad)
 
 
+def test_ctrl_c_anywhere_in_a_step_leaves_a_resumable_checkpoint(tmp_path):
+    """An interrupt after the step function returned (here: while its values are collected)
+    must not commit that step: the checkpoint written on Ctrl-C resumes bit-exactly."""
+    path = tmp_path / "c.ckpt"
+    full = run_kernel(bbr.key(5), _toy0(), _toy_step, num_samples=6, num_warmup=1, collect=_collect,
+                      progress=False)
+    calls = [0]
+
+    def collect(st, info, t):
+        calls[0] += 1
+        if calls[0] == 4:
+            raise KeyboardInterrupt
+        return _collect(st, info, t)
+
+    with pytest.warns(RunInterrupted):
+        part = run_kernel(bbr.key(5), _toy0(), _toy_step, num_samples=6, num_warmup=1, collect=collect,
+                          progress=False, checkpoint=path, checkpoint_every=100)
+    assert part.num_kept == 3 and part.num_done == 4 and part.state.n == 4
+    res = run_kernel(bbr.key(5), _toy0(), _toy_step, num_samples=6, num_warmup=1, collect=_collect,
+                     progress=False, resume=path)
+    np.testing.assert_array_equal(res.traces["x"], full.traces["x"])
+    np.testing.assert_array_equal(res.state.x, full.state.x)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
 def test_gibbs_resume_equals_uninterrupted_run(tmp_path, monkeypatch, backend):
     X, y = _data()
