@@ -63,10 +63,10 @@ __all__ = ["LIKELIHOODS", "Pass", "forward", "output", "activation_derivative", 
            "hessian_sqrt", "backprop_errors", "backprop_factors", "backward", "value_and_grad",
            "resolve_likelihood", "check_X", "encode_targets", "log_softmax", "logsumexp", "softplus"]
 
-LIKELIHOODS = ("gaussian", "categorical", "bernoulli")
+# the likelihood names of the standard net and their resolution live in the input gate
+from .inputs import LIKELIHOODS, resolve_likelihood  # noqa: E402,F401
+
 CURVATURES = (None, "ggn", "ef")
-_ALIASES = {"regression": "gaussian", "classification": "categorical", "softmax": "categorical",
-            "logistic": "bernoulli", "binary": "bernoulli"}
 
 
 class Pass(NamedTuple):
@@ -381,91 +381,5 @@ def value_and_grad(net: MLP, weights: Sequence, X, Y, *, likelihood: str, delta_
 
 
 # ---------------------------------------------------------------------------- input gate
-def resolve_likelihood(net: MLP, likelihood=None) -> str:
-    """Likelihood of the *standard* network.
-
-    ``None`` takes it from the net: ``"gaussian"`` → ``"gaussian"``; ``"multinomial_probit"`` /
-    ``"onehot_gaussian"`` → ``"categorical"`` (softmax); ``"probit"`` → ``"bernoulli"`` (logistic).
-    Aliases: ``"regression"``, ``"classification"``/``"softmax"``, ``"logistic"``/``"binary"``.
-    """
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be a blockbayes.MLP, got {type(net).__name__}")
-    if likelihood is None:
-        likelihood = {"gaussian": "gaussian", "multinomial_probit": "categorical",
-                      "onehot_gaussian": "categorical", "probit": "bernoulli"}[net.likelihood]
-    if not isinstance(likelihood, str):
-        raise TypeError(f"likelihood must be a string or None, got {type(likelihood).__name__}")
-    lik = _ALIASES.get(likelihood, likelihood)
-    if lik not in LIKELIHOODS:
-        raise ValueError(f"likelihood must be one of {LIKELIHOODS} (or None), got {likelihood!r}")
-    if lik == "categorical" and net.d_out < 2:
-        raise ValueError("likelihood='categorical' needs d_out >= 2 logits")
-    if lik == "bernoulli" and net.d_out != 1:
-        raise ValueError(f"likelihood='bernoulli' needs d_out = 1, got {net.d_out}")
-    return lik
-
-
-def check_X(net: MLP, X, name="X"):
-    """``X`` must be a finite float array ``(n, d_in)``, ``n ≥ 1``; returns its namespace."""
-    if not hasattr(X, "shape") or not hasattr(X, "dtype"):
-        raise TypeError(f"{name} must be an array, got {type(X).__name__}")
-    xp = namespace(X)
-    if not xp.isdtype(X.dtype, "real floating"):
-        raise TypeError(f"{name} must be a float32/float64 array, got dtype {X.dtype}")
-    if X.ndim != 2 or X.shape[1] != net.d_in:
-        raise ValueError(f"{name} must have shape (n, {net.d_in}), got {tuple(X.shape)}")
-    if X.shape[0] < 1:
-        raise ValueError(f"{name} has no rows")
-    if not bool(xp.all(xp.isfinite(X))):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return xp
-
-
-def encode_targets(net: MLP, likelihood: str, X, y, name="y"):
-    """Targets as a float array ``(n, C)`` in ``X``'s namespace and dtype.
-
-    Regression: ``(n,)`` (``d_out = 1``) or ``(n, d_out)``, finite. Categorical: integer labels in
-    ``[0, d_out)`` → one-hot. Bernoulli: labels in ``{0, 1}``, ``(n,)`` or ``(n, 1)``.
-    """
-    xp = namespace(X)
-    if not hasattr(y, "shape") or not hasattr(y, "dtype"):
-        raise TypeError(f"{name} must be an array, got {type(y).__name__}")
-    try:
-        namespace(X, y)
-    except ValueError as exc:
-        raise TypeError(f"{name} must come from the same array library as X ({exc})") from None
-    n, C = X.shape[0], net.d_out
-    if y.shape[0:1] != (n,):
-        raise ValueError(f"{name} must have {n} rows (as X), got shape {tuple(y.shape)}")
-    if likelihood == "gaussian":
-        if not (xp.isdtype(y.dtype, "real floating") or xp.isdtype(y.dtype, "integral")):
-            raise TypeError(f"{name} must be a real array, got dtype {y.dtype}")
-        if y.ndim == 1:
-            if C != 1:
-                raise ValueError(f"{name} must have shape ({n}, {C}) for d_out = {C}, got {tuple(y.shape)}")
-            y = xp.reshape(y, (n, 1))
-        if y.ndim != 2 or y.shape[1] != C:
-            raise ValueError(f"{name} must have shape ({n},) or ({n}, {C}), got {tuple(y.shape)}")
-        Y = xp.astype(y, X.dtype)
-        if not bool(xp.all(xp.isfinite(Y))):
-            raise ValueError(f"{name} contains NaN or infinite values")
-        return Y
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = xp.reshape(y, (n,))
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be a vector of integer class labels of shape ({n},), got {tuple(y.shape)}")
-    if xp.isdtype(y.dtype, "real floating"):
-        if not bool(xp.all(xp.isfinite(y))):
-            raise ValueError(f"{name} contains NaN or infinite values")
-        if not bool(xp.all(y == xp.round(y))):
-            raise ValueError(f"{name} must hold integer class labels")
-    elif not xp.isdtype(y.dtype, "integral") and y.dtype != xp.bool:
-        raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
-    yi = xp.astype(y, xp.int64)
-    K = 2 if likelihood == "bernoulli" else C
-    if bool(xp.any(yi < 0)) or bool(xp.any(yi >= K)):
-        raise ValueError(f"{name} labels must lie in [0, {K - 1}] for likelihood={likelihood!r}")
-    if likelihood == "bernoulli":
-        return xp.reshape(xp.astype(yi, X.dtype), (n, 1))
-    classes = xp.arange(C, dtype=xp.int64, device=device_of(X))
-    return xp.astype(yi[:, None] == classes[None, :], X.dtype)
+# the standard net's input checks live in the input gate (blockbayes.inputs); re-exported here
+from .inputs import check_X, encode_targets  # noqa: E402,F401

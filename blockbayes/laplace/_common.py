@@ -12,8 +12,9 @@ from ..model import MLP
 from ..nn import check_X, encode_targets, resolve_likelihood  # noqa: F401
 
 
-def check_weights(net: MLP, weights, X, name="params"):
-    """A tuple of ``L`` finite arrays of shapes ``net.weight_shapes()`` in ``X``'s namespace, cast to ``X.dtype``."""
+def check_weights(net: MLP, weights, X, name="params", move: bool = False):
+    """A tuple of ``L`` finite arrays of shapes ``net.weight_shapes()`` in ``X``'s namespace, cast to ``X.dtype``
+    (``move``: arrays of another namespace/device are moved to ``X``'s first, as after ``device=``)."""
     if hasattr(weights, "weights") and not hasattr(weights, "shape"):
         weights = weights.weights          # a result object
     if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
@@ -26,6 +27,8 @@ def check_weights(net: MLP, weights, X, name="params"):
     for l, (W, shp) in enumerate(zip(weights, shapes)):
         if not hasattr(W, "shape"):
             raise TypeError(f"{name}[{l}] must be an array, got {type(W).__name__}")
+        if move:
+            W = as_namespace_of(W, X)
         try:
             namespace(X, W)
         except ValueError as exc:
