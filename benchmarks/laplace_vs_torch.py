@@ -170,7 +170,7 @@ def run_problem(kind, sizes, repeats, rows):
                          lml_lt=None, nll_bb=nll_o, nll_lt=float("nan"), t_bb=t_o, t_lt=None))
 
     def iterative():
-        bl = bb.laplace.block(net, X, y, init=W, num_sweeps=20, progress=False)
+        bl = bb.laplace.block(net, X, y, init=W, num_steps=20, progress=False)
         if kind == "regression":
             m, v = bl.predict(Xt, include_noise=False)
             return bl, m[:, 0], v[:, 0]

@@ -1,16 +1,125 @@
 """The input gate: checking and normalising the data every family receives.
 
-:func:`validate_data` (training data for a net), :func:`validate_labels` (class labels) and
-:func:`prepare_X` (new inputs for a fitted posterior, moved to the samples' device and dtype)
-are the one place where inputs are checked; a bad input raises ``TypeError``/``ValueError``
-naming the argument, never a NaN later.
+:func:`prepare` is the one entry of training data: it resolves ``device=``, moves ``X`` and
+``y`` there once, converts to ``dtype=`` and validates them for the kind of model (``task``).
+Below it: :func:`validate_data` (training data of the noisy net), :func:`validate_labels`
+(class labels), :func:`check_X` / :func:`encode_targets` (the standard net's inputs and
+targets); :func:`prepare_X` does the same for new inputs of a fitted posterior (moved to the
+samples' device and dtype). A bad input raises ``TypeError``/``ValueError`` naming the
+argument, never a NaN later.
 """
 from __future__ import annotations
 
-from ._backend import backend_name, device_of, namespace, same_device, to_device, to_numpy
+from ._backend import (device_of, dtype_name, float_dtype, move_like, namespace, resolve_device,
+                       same_device, to_device)
 from .model import MLP
 
-__all__ = ["validate_data", "validate_labels", "num_classes", "prepare_X"]
+__all__ = ["prepare", "validate_data", "validate_labels", "num_classes", "prepare_X", "check_X",
+           "encode_targets", "resolve_likelihood", "LIKELIHOODS", "TASKS"]
+
+#: what :func:`prepare` checks the data for
+TASKS = ("noisy", "regression", "standard")
+LIKELIHOODS = ("gaussian", "categorical", "bernoulli")
+_ALIASES = {"regression": "gaussian", "classification": "categorical", "softmax": "categorical",
+            "logistic": "bernoulli", "binary": "bernoulli"}
+
+
+def resolve_likelihood(net: MLP, likelihood=None) -> str:
+    """Likelihood of the *standard* network.
+
+    ``None`` takes it from the net: ``"gaussian"`` → ``"gaussian"``; ``"multinomial_probit"`` /
+    ``"onehot_gaussian"`` → ``"categorical"`` (softmax); ``"probit"`` → ``"bernoulli"`` (logistic).
+    Aliases: ``"regression"``, ``"classification"``/``"softmax"``, ``"logistic"``/``"binary"``.
+    """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a blockbayes.MLP, got {type(net).__name__}")
+    if likelihood is None:
+        likelihood = {"gaussian": "gaussian", "multinomial_probit": "categorical",
+                      "onehot_gaussian": "categorical", "probit": "bernoulli"}[net.likelihood]
+    if not isinstance(likelihood, str):
+        raise TypeError(f"likelihood must be a string or None, got {type(likelihood).__name__}")
+    lik = _ALIASES.get(likelihood, likelihood)
+    if lik not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS} (or None), got {likelihood!r}")
+    if lik == "categorical" and net.d_out < 2:
+        raise ValueError("likelihood='categorical' needs d_out >= 2 logits")
+    if lik == "bernoulli" and net.d_out != 1:
+        raise ValueError(f"likelihood='bernoulli' needs d_out = 1, got {net.d_out}")
+    return lik
+
+
+
+def prepare(net: MLP, X, y, *, device=None, dtype=None, task: str = "noisy", likelihood=None,
+            num_chains=None, per_chain: bool = True, method: str = "this method"):
+    """The input gate of training data: device, dtype and checks, once, for every family.
+
+    Parameters
+    ----------
+    net : MLP
+    X : array, shape (n, d_in)
+        Any NumPy, CuPy or Array-API float array. Not modified.
+    y : array
+        Targets (see ``task``). Not modified.
+    device : None, "cpu", "cuda" or "cuda:N"
+        Where to compute: ``X`` and ``y`` are moved there once (``None`` keeps their device;
+        ``"cuda"`` without CuPy or a GPU raises :class:`~blockbayes._backend.BackendUnavailableError`).
+    dtype : None, "float32" or "float64"
+        Compute dtype (default: ``X``'s); ``y`` follows it.
+    task : {"noisy", "regression", "standard"}
+        ``"noisy"``: data of the noisy net (:func:`validate_data`: regression targets
+        ``(n, d_out)`` — or ``(num_chains, n, d_out)`` with ``per_chain`` — or int64 class labels
+        ``(n,)`` for the classification likelihoods). ``"regression"``: the same, and the net
+        must be Gaussian (``NotImplementedError`` otherwise, naming ``method``).
+        ``"standard"``: data of the standard net (:func:`check_X`, :func:`encode_targets` for
+        ``likelihood``, a name of :func:`blockbayes.nn.resolve_likelihood`): ``y`` becomes float
+        targets ``(n, d_out)`` (one-hot for ``"categorical"``, ``(n, 1)`` 0/1 for ``"bernoulli"``).
+    likelihood : str, optional
+        ``task="standard"`` only; default from ``net.likelihood``.
+    num_chains : int, optional
+        Chains of the run (checks per-chain targets).
+    per_chain : bool
+        Accept per-chain targets (``task="noisy"``).
+
+    Returns
+    -------
+    X, y : arrays on the compute device, in the compute dtype (``y`` as described above).
+
+    Raises
+    ------
+    TypeError
+        ``net`` is not an :class:`MLP`; ``X``/``y`` not arrays or of the wrong dtype.
+    ValueError
+        Wrong shapes, non-finite values, labels out of range, ``X``/``y`` on different devices
+        (with ``device=None``), unknown ``task`` or ``device``.
+    NotImplementedError
+        ``task="regression"`` with a classification net.
+    """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a blockbayes.MLP, got {type(net).__name__}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task == "regression" and net.likelihood != "gaussian":
+        raise NotImplementedError(
+            f"likelihood={net.likelihood!r}: {method} implements Gaussian regression only")
+    for name, arr in (("X", X), ("y", y)):
+        if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
+            raise TypeError(f"{name} must be an array (NumPy, CuPy or Array-API), got {type(arr).__name__}")
+    kind, index = resolve_device(device)
+    if kind is not None:
+        X = to_device(X, kind, index)
+        y = to_device(y, kind, index)
+    if task != "standard":
+        return validate_data(net, X, y, dtype=dtype, per_chain=per_chain and task == "noisy",
+                             num_chains=num_chains)
+    lik = resolve_likelihood(net, likelihood)
+    if dtype is not None:
+        xp0 = namespace(X)
+        if not xp0.isdtype(X.dtype, "real floating"):
+            raise TypeError(f"X must be a float32/float64 array, got dtype {X.dtype}")
+        X = xp0.astype(X, float_dtype(xp0, dtype))
+    check_X(net, X)
+    same_device(X, y)
+    return X, encode_targets(net, lik, X, y)
 
 
 def validate_data(net: MLP, X, y, *, dtype=None, per_chain=True, num_chains=None):
@@ -44,7 +153,7 @@ def validate_data(net: MLP, X, y, *, dtype=None, per_chain=True, num_chains=None
         from ._backend import float_dtype
 
         X = xp.astype(X, float_dtype(xp, dtype))
-    if str(X.dtype).split(".")[-1].strip("'>") not in ("float32", "float64"):
+    if dtype_name(X) not in ("float32", "float64"):
         raise TypeError(f"X must be float32 or float64, got {X.dtype}")
     if not classify and y.dtype != X.dtype:
         y = xp.astype(y, X.dtype)
@@ -129,13 +238,7 @@ def prepare_X(X_new, *, like, d_in: int, name: str = "X_new"):
     if not hasattr(X_new, "shape"):
         raise TypeError(f"{name} must be an array")
     if namespace(X_new) is not xp:
-        bname = backend_name(xp)
-        if bname == "cupy":
-            X_new = to_device(X_new, "cuda", like.device.id)
-        elif bname == "numpy":
-            X_new = to_numpy(X_new)
-        else:
-            X_new = xp.asarray(to_numpy(X_new), device=device_of(like))
+        X_new = move_like(X_new, like)
     if not xp.isdtype(X_new.dtype, "real floating"):
         raise TypeError(f"{name} must be a float array, got dtype {X_new.dtype}")
     if X_new.ndim != 2 or X_new.shape[1] != d_in:
@@ -143,3 +246,69 @@ def prepare_X(X_new, *, like, d_in: int, name: str = "X_new"):
     if not bool(xp.all(xp.isfinite(X_new))):
         raise ValueError(f"{name} contains NaN or infinite values")
     return xp.astype(X_new, like.dtype)
+
+
+def check_X(net: MLP, X, name="X"):
+    """``X`` must be a finite float array ``(n, d_in)``, ``n ≥ 1``; returns its namespace."""
+    if not hasattr(X, "shape") or not hasattr(X, "dtype"):
+        raise TypeError(f"{name} must be an array, got {type(X).__name__}")
+    xp = namespace(X)
+    if not xp.isdtype(X.dtype, "real floating"):
+        raise TypeError(f"{name} must be a float32/float64 array, got dtype {X.dtype}")
+    if X.ndim != 2 or X.shape[1] != net.d_in:
+        raise ValueError(f"{name} must have shape (n, {net.d_in}), got {tuple(X.shape)}")
+    if X.shape[0] < 1:
+        raise ValueError(f"{name} has no rows")
+    if not bool(xp.all(xp.isfinite(X))):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return xp
+
+
+def encode_targets(net: MLP, likelihood: str, X, y, name="y"):
+    """Targets as a float array ``(n, C)`` in ``X``'s namespace and dtype.
+
+    Regression: ``(n,)`` (``d_out = 1``) or ``(n, d_out)``, finite. Categorical: integer labels in
+    ``[0, d_out)`` → one-hot. Bernoulli: labels in ``{0, 1}``, ``(n,)`` or ``(n, 1)``.
+    """
+    xp = namespace(X)
+    if not hasattr(y, "shape") or not hasattr(y, "dtype"):
+        raise TypeError(f"{name} must be an array, got {type(y).__name__}")
+    try:
+        namespace(X, y)
+    except ValueError as exc:
+        raise TypeError(f"{name} must come from the same array library as X ({exc})") from None
+    n, C = X.shape[0], net.d_out
+    if y.shape[0:1] != (n,):
+        raise ValueError(f"{name} must have {n} rows (as X), got shape {tuple(y.shape)}")
+    if likelihood == "gaussian":
+        if not (xp.isdtype(y.dtype, "real floating") or xp.isdtype(y.dtype, "integral")):
+            raise TypeError(f"{name} must be a real array, got dtype {y.dtype}")
+        if y.ndim == 1:
+            if C != 1:
+                raise ValueError(f"{name} must have shape ({n}, {C}) for d_out = {C}, got {tuple(y.shape)}")
+            y = xp.reshape(y, (n, 1))
+        if y.ndim != 2 or y.shape[1] != C:
+            raise ValueError(f"{name} must have shape ({n},) or ({n}, {C}), got {tuple(y.shape)}")
+        Y = xp.astype(y, X.dtype)
+        if not bool(xp.all(xp.isfinite(Y))):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return Y
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = xp.reshape(y, (n,))
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be a vector of integer class labels of shape ({n},), got {tuple(y.shape)}")
+    if xp.isdtype(y.dtype, "real floating"):
+        if not bool(xp.all(xp.isfinite(y))):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        if not bool(xp.all(y == xp.round(y))):
+            raise ValueError(f"{name} must hold integer class labels")
+    elif not xp.isdtype(y.dtype, "integral") and y.dtype != xp.bool:
+        raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+    yi = xp.astype(y, xp.int64)
+    K = 2 if likelihood == "bernoulli" else C
+    if bool(xp.any(yi < 0)) or bool(xp.any(yi >= K)):
+        raise ValueError(f"{name} labels must lie in [0, {K - 1}] for likelihood={likelihood!r}")
+    if likelihood == "bernoulli":
+        return xp.reshape(xp.astype(yi, X.dtype), (n, 1))
+    classes = xp.arange(C, dtype=xp.int64, device=device_of(X))
+    return xp.astype(yi[:, None] == classes[None, :], X.dtype)

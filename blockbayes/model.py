@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from numbers import Real
 from typing import Mapping, Sequence
 
-from ._backend import backend_name, device_of, namespace, to_numpy
+from ._backend import backend_name, device_of, move_like, namespace
 
-__all__ = ["MLP", "forward", "activate", "augment", "chain_weights", "ACTIVATIONS", "LIKELIHOODS"]
+__all__ = [
+    "MLP", "forward", "forward_layers", "activate", "augment", "chain_weights",
+    "ACTIVATIONS", "LIKELIHOODS"
+]
 
 ACTIVATIONS = ("relu", "identity", "leaky_relu")
 LIKELIHOODS = ("gaussian", "probit", "multinomial_probit", "onehot_gaussian")
@@ -270,17 +273,34 @@ def forward(net: MLP, weights, X, *, return_hidden=False):
     -------
     F : array, shape (..., n, d_out)
     """
+    hidden, pre = forward_layers(net, weights, X)
+    return (pre[-1], list(hidden)) if return_hidden else pre[-1]
+
+
+def forward_layers(net: MLP, weights, X):
+    """The one noise-free forward loop: every layer's input and pre-activation.
+
+    ``A^l = affine(H^l, W^l)``, ``H^{l+1} = f(A^l)`` with ``H^0 = X``; used by :func:`forward`
+    and by :func:`blockbayes.nn.forward` (which adds the backward pass). Arguments as
+    :func:`forward`.
+
+    Returns
+    -------
+    H : tuple of arrays
+        ``H[l]`` the input of layer ``l`` (``H[0] = X``), shape ``(..., n, d_l)``.
+    A : tuple of arrays
+        ``A[l]`` the pre-activation output of layer ``l``, ``(..., n, d_{l+1})``; ``A[-1] = F``.
+    """
     xp = namespace(X, *weights)
-    H = X
-    hidden = [X]
+    H, Hs, As = X, [], []
+    L = len(weights)
     for l, W in enumerate(weights):
         A = affine(H, W)
-        if l < len(weights) - 1:
+        Hs.append(H)
+        As.append(A)
+        if l < L - 1:
             H = activate(xp, A, net.activation, net.slope)
-            hidden.append(H)
-        else:
-            H = A
-    return (H, hidden) if return_hidden else H
+    return tuple(Hs), tuple(As)
 
 
 def chain_weights(net: MLP, weights, num_chains: int, like) -> tuple:
@@ -312,8 +332,7 @@ def chain_weights(net: MLP, weights, num_chains: int, like) -> tuple:
         raise ValueError(f"init weights must be a sequence of {net.num_layers} arrays (one per layer)")
     out = []
     for l, (W, shp) in enumerate(zip(weights, shapes)):
-        W = xp.asarray(to_numpy(W) if not hasattr(W, "shape") or namespace(W) is not xp else W)
-        W = xp.astype(xp.asarray(W, device=device_of(like)), like.dtype)
+        W = move_like(W, like, dtype=like.dtype)
         if tuple(W.shape) == shp:
             W = xp.broadcast_to(W[None, ...], (C,) + shp)
         elif tuple(W.shape) != (C,) + shp:

@@ -97,3 +97,115 @@ def test_cupy_batched_solve_triangular_matches_numpy(trans, dtype):
     ref1 = linalg.solve_triangular(np.broadcast_to(R[0, 0], (4, 6, 6)), B[0, :1].repeat(4, axis=0),
                                    lower=True, trans=trans)
     np.testing.assert_allclose(out1.get(), ref1, rtol=rtol, atol=rtol)
+
+
+# --- the backend x device x dtype matrix (fixture ``backend`` in tests/conftest.py) -------------
+
+def _spd_factor(rng, shape):
+    A = rng.standard_normal(shape)
+    k = shape[-1]
+    return np.linalg.cholesky(A @ np.swapaxes(A, -1, -2) + k * np.eye(k))
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (3, 5, 5), (70, 3, 3)])
+@pytest.mark.parametrize("lower,trans", [(True, False), (True, True), (False, False), (False, True)])
+def test_solve_triangular_follows_the_inputs(backend, shape, lower, trans):
+    """Every backend (one CuPy/SciPy call or the Array-API substitution): SciPy's answer to the
+    dtype's rounding, in B's namespace, device and dtype, inputs untouched."""
+    rng = np.random.default_rng(sum(shape))
+    R = _spd_factor(rng, shape)
+    if not lower:
+        R = np.swapaxes(R, -1, -2)
+    B = rng.standard_normal(shape[:-1] + (3,))
+    Rb, Bb = backend.asarray(R), backend.asarray(B)
+    X = linalg.solve_triangular(Rb, Bb, lower=lower, trans=trans)
+    assert namespace(X) is namespace(Bb) and X.dtype == backend.dtype and X.shape == Bb.shape
+    assert X.device == Bb.device
+    ref = sl.solve_triangular(backend.to_numpy(Rb).astype(np.float64), backend.to_numpy(Bb).astype(np.float64),
+                              lower=lower, trans=int(trans))
+    np.testing.assert_allclose(backend.to_numpy(X), ref, rtol=100 * backend.rtol, atol=100 * backend.rtol)
+    np.testing.assert_array_equal(backend.to_numpy(Bb), B.astype(backend.dtype_name))
+
+
+def test_substitution_is_the_textbook_solve(backend):
+    """The Array-API substitution itself (used for batches on every backend), with a factor
+    broadcast against a batch of right-hand sides; a broken twin (diagonal dropped) is caught."""
+    rng = np.random.default_rng(5)
+    R = _spd_factor(rng, (6, 6))
+    B = rng.standard_normal((4, 6, 2))
+    X = linalg.substitution(backend.asarray(R), backend.asarray(B), lower=True, trans=True)
+    ref = np.stack([sl.solve_triangular(R, b, lower=True, trans=1) for b in B])
+    np.testing.assert_allclose(backend.to_numpy(X), ref, rtol=100 * backend.rtol, atol=100 * backend.rtol)
+    broken = R - np.diag(np.diag(R)) + np.eye(6)
+    Xb = linalg.substitution(backend.asarray(broken), backend.asarray(B), lower=True, trans=True)
+    assert np.abs(backend.to_numpy(Xb) - ref).max() > 1e-2
+
+
+def test_cholesky_and_its_deferred_check(backend):
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((3, 4, 4))
+    P = A @ np.swapaxes(A, -1, -2) + 4 * np.eye(4)
+    R = linalg.cholesky(backend.asarray(P))
+    Rn = backend.to_numpy(R)
+    tol = 100 * backend.rtol
+    np.testing.assert_allclose(Rn @ np.swapaxes(Rn, -1, -2), P, rtol=tol, atol=tol)
+    bad = backend.asarray(np.array([[1.0, 2.0], [2.0, 1.0]]))
+    with pytest.raises(linalg.NotPositiveDefiniteError):
+        linalg.cholesky(bad)
+    with linalg.deferred_checks():
+        with linalg.deferred_checks():
+            pass
+        if backend.name == "cupy":      # cuSOLVER: NaNs, no sync, no error while deferred
+            assert not np.isfinite(backend.to_numpy(linalg.cholesky(bad))).all()
+            with pytest.raises(linalg.NotPositiveDefiniteError):
+                linalg.cholesky(bad, check=True)
+        else:                           # LAPACK raises at the factorisation: nothing deferred
+            with pytest.raises(linalg.NotPositiveDefiniteError):
+                linalg.cholesky(bad)
+    with pytest.raises(linalg.NotPositiveDefiniteError):   # restored after the block
+        linalg.cholesky(bad)
+
+
+def test_move_like_and_dtype_name(backend):
+    from blockbayes._backend import dtype_name, move_like
+
+    like = backend.asarray(np.zeros((2, 3)))
+    assert dtype_name(like) == backend.dtype_name == dtype_name(backend.dtype)
+    assert move_like(like, like) is like
+    host = np.arange(6.0).reshape(2, 3)
+    out = move_like(host, like)
+    assert namespace(out) is namespace(like) and out.device == like.device and dtype_name(out) == "float64"
+    np.testing.assert_array_equal(backend.to_numpy(out), host)
+    out32 = move_like(host, like, dtype=like.dtype)
+    assert out32.dtype == like.dtype and out32.device == like.device
+    assert dtype_name(move_like([1.0, 2.0], like)) in ("float32", "float64")
+    back = move_like(out, np.zeros(1))
+    assert isinstance(back, np.ndarray)
+    np.testing.assert_array_equal(back, host)
+
+
+def test_ranks_match_scipy(backend):
+    from scipy.stats import rankdata
+
+    from blockbayes._backend.ranks import average_ranks, tie_bounds
+
+    x = np.array([[3.0, 1.0], [1.0, 1.0], [2.0, 5.0], [1.0, 0.0], [3.0, 1.0]])
+    r = average_ranks(backend.xp, backend.asarray(x))
+    np.testing.assert_array_equal(backend.to_numpy(r), rankdata(x, axis=0))
+    s = backend.asarray(np.sort(x, axis=0))
+    first, last = tie_bounds(backend.xp, s)
+    np.testing.assert_array_equal(backend.to_numpy(first)[:, 0], [0, 0, 2, 3, 3])   # sorted: 1 1 2 3 3
+    np.testing.assert_array_equal(backend.to_numpy(last)[:, 0], [1, 1, 2, 4, 4])
+
+
+@pytest.mark.parametrize("fname", ["ndtr", "log_ndtr", "erfcx", "log_expit"])
+def test_special_functions_follow_the_inputs(backend, fname):
+    import scipy.special as ss
+
+    x = np.array([-30.0, -5.0, -0.5, 0.0, 0.5, 5.0, 30.0])
+    xb = backend.asarray(x)
+    out = getattr(special, fname)(xb)
+    assert namespace(out) is namespace(xb) and out.dtype == xb.dtype and out.device == xb.device
+    ref = getattr(ss, fname)(backend.to_numpy(xb).astype(np.float64)).astype(backend.dtype_name)
+    np.testing.assert_allclose(backend.to_numpy(out), ref, rtol=100 * backend.rtol,
+                               atol=np.finfo(backend.dtype_name).tiny)   # float32 underflow at ±30

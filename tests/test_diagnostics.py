@@ -62,7 +62,7 @@ def test_split_rhat_detects_within_chain_trend():
     assert np.all(np.asarray(D.rhat(x, method="split")) > 1.1)
     assert np.all(np.asarray(D.rhat(x)) > 1.1)
     # the broken twin, R-hat on whole (unsplit) chains, does not see it
-    from blockbayes.diagnostics import _rhat_core
+    from blockbayes.diagnostics._rhat import _rhat_core
 
     assert np.all(np.asarray(_rhat_core(np, x)) < 1.02)
 

@@ -222,13 +222,13 @@ def test_log_marginal_likelihood_setters(reg_map):
 
 def test_block_result_and_sample_variant(reg_map):
     net, X, y, W = reg_map
-    bl = bb.laplace.block(net, X, y, init=W, num_sweeps=10, progress=False)
+    bl = bb.laplace.block(net, X, y, init=W, num_steps=10, progress=False)
     assert bl.structure == "block" and bl.subset == "all" and bl.info["variant"] == "mode"
     for key in ("objective", "grad_norm", "num_sweeps", "converged", "message", "damping", "backtracks"):
         assert key in bl.info
-    bs = bb.laplace.block(net, X, y, init=W, num_sweeps=2, samples=3, sample_sweeps=3, seed=0, progress=False)
+    bs = bb.laplace.block(net, X, y, init=W, num_steps=2, samples=3, sample_sweeps=3, seed=0, progress=False)
     assert bs.info["variant"] == "sample" and len(bs.info["sample_objective"]) == 3
-    bs2 = bb.laplace.block(net, X, y, init=W, num_sweeps=2, samples=3, sample_sweeps=3, seed=0, progress=False)
+    bs2 = bb.laplace.block(net, X, y, init=W, num_steps=2, samples=3, sample_sweeps=3, seed=0, progress=False)
     for a, b in zip(bs.mean, bs2.mean):
         np.testing.assert_array_equal(a, b)
     # other layers at samples instead of the mode changes both mean and blocks
@@ -257,7 +257,7 @@ def test_inputs_are_not_mutated(reg_map, cls_map):
             la.predict(X)
             la.log_predictive_density(X, y)
             la.optimize_prior_precision()
-        bb.laplace.block(net, X, y, init=W, num_sweeps=2, samples=2, sample_sweeps=1, progress=False)
+        bb.laplace.block(net, X, y, init=W, num_steps=2, samples=2, sample_sweeps=1, progress=False)
         np.testing.assert_array_equal(X, Xc)
         np.testing.assert_array_equal(y, yc)
         for a, b in zip(W, Wc):
@@ -352,7 +352,7 @@ def test_array_api_strict_end_to_end():
         np.testing.assert_allclose(float(la.log_marginal_likelihood()), float(lan.log_marginal_likelihood()), rtol=1e-6)
         la.sample(2, seed=0)
         la.predict_proba(Xs[:3, :], link="mc", seed=0)
-    bl = bb.laplace.block(net, Xs, ys, num_sweeps=2, samples=2, sample_sweeps=1, seed=0, progress=False)
+    bl = bb.laplace.block(net, Xs, ys, num_steps=2, samples=2, sample_sweeps=1, seed=0, progress=False)
     assert type(bl.mean[0]).__module__.startswith("array_api_strict")
     net_r, Xr, yr = _reg(n=12)
     la = bb.laplace.fit(net_r, bb.laplace.init_weights(net_r, seed=0, like=xps.asarray(Xr)), xps.asarray(Xr),
@@ -372,5 +372,5 @@ def test_float32_follows_the_input():
         assert m.dtype == np.float32 and v.dtype == np.float32
         assert la.sample(2, seed=0)[0].dtype == np.float32
         assert np.isfinite(float(la.log_marginal_likelihood()))
-    bl = bb.laplace.block(net, X32, y32, init=W, num_sweeps=3, progress=False)
+    bl = bb.laplace.block(net, X32, y32, init=W, num_steps=3, progress=False)
     assert bl.mean[0].dtype == np.float32

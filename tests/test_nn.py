@@ -1,6 +1,6 @@
 """blockbayes.nn: batched forward/backward and diagonal curvatures of the standard MLP.
 
-Checked against the Laplace family's unbatched twin (independent code), brute-force per-example
+Checked against the Laplace family's chunked accumulations (unbatched calls), brute-force per-example
 gradients, and the dense Jacobian (GGN diagonal). All exact (rounding only).
 """
 import numpy as np

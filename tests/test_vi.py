@@ -109,7 +109,7 @@ def test_cavi_shapes_dtypes_no_mutation(net, dtype):
     X, y = _data(dtype=dtype)
     y = _y_for(net, y)
     X0, y0 = X.copy(), y.copy()
-    res = cavi.run(net, X, y, num_iters=6, num_restarts=2, seed=0, progress=False)
+    res = cavi.run(net, X, y, num_steps=6, num_restarts=2, seed=0, progress=False)
     assert np.array_equal(X, X0) and np.array_equal(y, y0)
     assert res.method == "cavi" and res.cov_kind == "shared" and res.num_components == 2
     for M, S, (do, di) in zip(res.means, res.covs, net.weight_shapes()):
@@ -145,9 +145,9 @@ def test_cavi_step_is_pure_and_deterministic():
 def test_cavi_seed_reproducible_and_restarts_differ():
     X, y = _data()
     net = NETS[1]
-    a = cavi.run(net, X, y, num_iters=5, num_restarts=3, seed=4, progress=False)
-    b = cavi.run(net, X, y, num_iters=5, num_restarts=3, seed=4, progress=False)
-    c = cavi.run(net, X, y, num_iters=5, num_restarts=3, seed=5, progress=False)
+    a = cavi.run(net, X, y, num_steps=5, num_restarts=3, seed=4, progress=False)
+    b = cavi.run(net, X, y, num_steps=5, num_restarts=3, seed=4, progress=False)
+    c = cavi.run(net, X, y, num_steps=5, num_restarts=3, seed=5, progress=False)
     np.testing.assert_array_equal(a.means[0], b.means[0])
     assert not np.array_equal(a.means[0], c.means[0])
     assert not np.allclose(a.means[0][0], a.means[0][1])
@@ -155,11 +155,11 @@ def test_cavi_seed_reproducible_and_restarts_differ():
 
 def test_cavi_tol_stops_early_and_progress_bar_runs():
     X, y = _data()
-    res = cavi.run(NETS[0], X, y, num_iters=50, tol=1e-12, seed=0, progress=True)
+    res = cavi.run(NETS[0], X, y, num_steps=50, tol=1e-12, seed=0, progress=True)
     assert res.config["sweeps"] == 2            # linear model: exact after one sweep, no change after
     tr = res.trace["elbo"][0]
     assert abs(tr[-1] - tr[-2]) <= 1e-12 * (1 + abs(tr[-1]))
-    res = cavi.run(NETS[1], X, y, num_iters=12, tol=1e-12, seed=0, progress=True)
+    res = cavi.run(NETS[1], X, y, num_steps=12, tol=1e-12, seed=0, progress=True)
     assert res.config["sweeps"] == 12
 
 
@@ -168,8 +168,8 @@ def test_cavi_array_api_strict_backend():
     X, y = _data()
     net = NETS[2]
     y = _y_for(net, y)
-    ref = cavi.run(net, X, y, num_iters=3, num_restarts=2, seed=0, progress=False)
-    res = cavi.run(net, xps.asarray(X), xps.asarray(y), num_iters=3, num_restarts=2, seed=0, progress=False)
+    ref = cavi.run(net, X, y, num_steps=3, num_restarts=2, seed=0, progress=False)
+    res = cavi.run(net, xps.asarray(X), xps.asarray(y), num_steps=3, num_restarts=2, seed=0, progress=False)
     assert bb._backend.namespace(res.means[0]) is xps
     for a, b in zip(ref.means, res.means):
         np.testing.assert_allclose(np.asarray(b._array), a, rtol=1e-10, atol=1e-12)
@@ -183,8 +183,8 @@ def test_cavi_init_from_weights_and_state():
     W = tuple(np.zeros(s) + 0.1 for s in net.weight_shapes())
     st = cavi.init(bbr.key(0), net, X, y, num_restarts=2, init=W)
     np.testing.assert_array_equal(st.mean[0][1], W[0])
-    res = cavi.run(net, X, y, num_iters=2, init=st, progress=False)
-    res2 = cavi.run(net, X, y, num_iters=1, init=res.final_state, progress=False)
+    res = cavi.run(net, X, y, num_steps=2, init=st, progress=False)
+    res2 = cavi.run(net, X, y, num_steps=1, init=res.final_state, progress=False)
     assert res2.trace["elbo"][0, 0] >= res.trace["elbo"][0, -1] - 1e-9
 
 
@@ -216,8 +216,8 @@ def test_bad_options():
     net = NETS[1]
     with pytest.raises(ValueError, match="method"):
         vi.run(net, X, y, method="svgd")
-    with pytest.raises(ValueError, match="num_iters"):
-        cavi.run(net, X, y, num_iters=0)
+    with pytest.raises(ValueError, match="num_steps"):
+        cavi.run(net, X, y, num_steps=0)
     with pytest.raises(ValueError, match="init"):
         cavi.run(net, X, y, init="zeros", progress=False)
     with pytest.raises(ValueError, match="kappa"):
@@ -254,8 +254,8 @@ def test_cupy_results_stay_on_the_gpu_and_match_numpy():
     X, y = _data()
     net = NETS[2]
     y = _y_for(net, y)
-    ref = cavi.run(net, X, y, num_iters=5, num_restarts=2, seed=0, progress=False)
-    res = cavi.run(net, X, y, num_iters=5, num_restarts=2, seed=0, device="cuda", progress=False)
+    ref = cavi.run(net, X, y, num_steps=5, num_restarts=2, seed=0, progress=False)
+    res = cavi.run(net, X, y, num_steps=5, num_restarts=2, seed=0, device="cuda", progress=False)
     assert isinstance(res.means[0], cupy.ndarray)
     for a, b in zip(ref.means, res.means):
         np.testing.assert_allclose(cupy.asnumpy(b), a, rtol=1e-8, atol=1e-10)
@@ -266,8 +266,8 @@ def test_cupy_results_stay_on_the_gpu_and_match_numpy():
     assert isinstance(rb.covs[0], cupy.ndarray) and bool(cupy.all(cupy.isfinite(rb.covs[0])))
     mf = mean_field.run(net, X, y, num_steps=5, seed=0, device="cuda", progress=False)
     assert isinstance(mf.means[0], cupy.ndarray)
-    sp = sampled.run(net, X, y, num_iters=2, num_samples=2, cavi_iters=2, seed=0, device="cuda", progress=False)
-    tp = targets.run(net, X, y, num_iters=2, seed=0, device="cuda", progress=False)
+    sp = sampled.run(net, X, y, num_steps=2, num_samples=2, cavi_iters=2, seed=0, device="cuda", progress=False)
+    tp = targets.run(net, X, y, num_steps=2, seed=0, device="cuda", progress=False)
     assert isinstance(sp.means[0], cupy.ndarray) and isinstance(tp.means[0], cupy.ndarray)
 
 
@@ -277,7 +277,7 @@ def test_result_sample_predict_save_load(tmp_path):
     X, y = _data()
     net = NETS[2]
     y = _y_for(net, y)
-    res = cavi.run(net, X, y, num_iters=10, num_restarts=3, seed=0, progress=False)
+    res = cavi.run(net, X, y, num_steps=10, num_restarts=3, seed=0, progress=False)
     W = res.sample(4000, seed=1)
     assert [w.shape for w in W] == [(4000,) + s for s in net.weight_shapes()]
     b = res.best
@@ -401,7 +401,7 @@ def test_sampled_on_the_linear_model_is_exact():
     every step (ρ_0 = 1)."""
     X, y = _data()
     net = bb.MLP([3, 1], "identity", prior_prec=[(2.0, 0.5)], delta={"y": 0.1})
-    res = sampled.run(net, X, y, num_iters=3, num_samples=2, init="prior", seed=0, progress=False)
+    res = sampled.run(net, X, y, num_steps=3, num_samples=2, init="prior", seed=0, progress=False)
     m, S = _linear_exact(X, y[:, None], 2.0, 0.5, 0.1)
     np.testing.assert_allclose(res.means[0][0], m, rtol=1e-10)
     np.testing.assert_allclose(res.covs[0][0], S, rtol=1e-10, atol=1e-14)
@@ -411,7 +411,7 @@ def test_sampled_on_the_linear_model_is_exact():
 def test_sampled_shapes_and_positive_definite(net):
     X, y = _data()
     y = _y_for(net, y)
-    res = sampled.run(net, X, y, num_iters=4, num_samples=3, num_restarts=2, cavi_iters=3, seed=0,
+    res = sampled.run(net, X, y, num_steps=4, num_samples=3, num_restarts=2, cavi_iters=3, seed=0,
                       progress=False)
     for S in res.covs:
         assert np.all(np.linalg.eigvalsh(S) > 0)
@@ -426,7 +426,7 @@ def test_sampled_shapes_and_positive_definite(net):
 def test_targets_linear_model_one_iteration_is_exact():
     X, y = _data()
     net = bb.MLP([3, 1], "identity", prior_prec=[(2.0, 0.5)], delta={"y": 0.1})
-    res = targets.run(net, X, y, num_iters=1, seed=0, progress=False)
+    res = targets.run(net, X, y, num_steps=1, seed=0, progress=False)
     m, S = _linear_exact(X, y[:, None], 2.0, 0.5, 0.1)
     np.testing.assert_allclose(res.means[0][0], m, rtol=1e-10)
     np.testing.assert_allclose(res.covs[0][0], S, rtol=1e-10)
@@ -474,10 +474,10 @@ def test_preactivation_mode_is_the_argmax():
 def test_targets_run_surface_and_best_by_score():
     X, y = _data()
     net = NETS[1]
-    res = targets.run(net, X, y, num_iters=8, num_restarts=3, seed=0, progress=False)
+    res = targets.run(net, X, y, num_steps=8, num_restarts=3, seed=0, progress=False)
     assert res.trace["score"].shape == (3, 8) and res.trace["mse"].shape == (3, 8)
     assert res.best == int(np.argmax(res.trace["score"][:, -1]))
-    r2 = targets.run(net, X, y, num_iters=3, use="sample", seed=0, progress=False)
+    r2 = targets.run(net, X, y, num_steps=3, use="sample", seed=0, progress=False)
     assert np.all(np.isfinite(r2.means[0]))
 
 

@@ -78,15 +78,15 @@ def test_linear_model_diag_is_not_exact():
 def test_one_block_newton_sweep_gives_the_exact_posterior(seed):
     net, X, y, m, P, ev = _linear_problem(seed=seed)
     init = (np.random.default_rng(seed + 10).normal(size=m.shape) * 5,)
-    bl = bb.laplace.block(net, X, y, init=init, num_sweeps=1, progress=False)
+    bl = bb.laplace.block(net, X, y, init=init, num_steps=1, progress=False)
     np.testing.assert_allclose(bl.mean[0], m, rtol=1e-10, atol=1e-12)
     assert bl.info["backtracks"] == 0
     np.testing.assert_allclose(float(bl.log_marginal_likelihood()), ev, rtol=1e-10)
     # the fixed point is stationary: the next sweep reports a ~0 gradient and converges
-    bl2 = bb.laplace.block(net, X, y, init=bl, num_sweeps=3, progress=False)
+    bl2 = bb.laplace.block(net, X, y, init=bl, num_steps=3, progress=False)
     assert bl2.info["converged"] and bl2.info["grad_norm"][-1] < 1e-12
     # sample-based variant on a one-layer model: no other layers, so it is the exact posterior too
-    bs = bb.laplace.block(net, X, y, init=bl, num_sweeps=1, samples=2, sample_sweeps=3, step_size=1.0,
+    bs = bb.laplace.block(net, X, y, init=bl, num_steps=1, samples=2, sample_sweeps=3, step_size=1.0,
                           seed=seed, progress=False)
     np.testing.assert_allclose(bs.mean[0], m, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(bs.posterior_precision(), np.kron(np.eye(m.shape[0]), P), rtol=1e-10)
@@ -303,7 +303,7 @@ def test_block_fixed_point_is_the_map_deep_linear():
     net = bb.MLP([2, 3, 2], "identity", prior_prec=2.0, delta=1.0)
     X = rng.normal(size=(40, 2))
     y = X @ rng.normal(size=(2, 2)) + 0.5 * rng.normal(size=(40, 2))
-    bl = bb.laplace.block(net, X, y, num_sweeps=400, seed=1, progress=False)
+    bl = bb.laplace.block(net, X, y, num_steps=400, seed=1, progress=False)
     assert bl.info["converged"], bl.info["message"]
     E, g = bb.laplace.neg_log_posterior(net, bl.mean, X, y)
     assert max(np.abs(x).max() for x in g) < 1e-6
@@ -327,13 +327,13 @@ def test_block_iteration_on_relu_nets(lik, C):
          "categorical": lambda: rng.integers(0, C, 30),
          "bernoulli": lambda: (X[:, 0] + 0.3 * rng.normal(size=30) > 0).astype(int)}[lik]()
     W0 = bb.laplace.map_fit(net, X, y, likelihood=lik, seed=0, max_iter=200, progress=False)
-    bl = bb.laplace.block(net, X, y, likelihood=lik, init=W0, num_sweeps=40, progress=False)
+    bl = bb.laplace.block(net, X, y, likelihood=lik, init=W0, num_steps=40, progress=False)
     E0 = float(bb.laplace.neg_log_posterior(net, W0, X, y, likelihood=lik, grad=False))
     Es = [E0] + list(bl.info["objective"])
     slack = 1e-12 * abs(E0) + 1e-12
     assert all(b <= a + slack for a, b in zip(Es[:-1], Es[1:]))
     if not bl.info["converged"]:
-        assert "kink" in bl.info["message"] or "num_sweeps" in bl.info["message"]
+        assert "kink" in bl.info["message"] or "num_steps" in bl.info["message"]
     # the posterior blocks are the node-block Laplace at the returned mode
     la = bb.laplace.fit(net, bl.mean, X, y, likelihood=lik, subset="all", structure="block")
     np.testing.assert_allclose(bl.posterior_precision(), la.posterior_precision(), rtol=1e-12)

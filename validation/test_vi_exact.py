@@ -93,7 +93,7 @@ def test_linear_model_cavi_is_exact(n, d, k, lam_w, lam_b, dy):
         np.testing.assert_allclose(st.mean[0][c], M, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(st.cov[0][c], S, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(info.elbo, logev, rtol=0, atol=1e-8)
-    res = vi.run(net, X, Y, method="cavi", num_iters=3, progress=False)
+    res = vi.run(net, X, Y, method="cavi", num_steps=3, progress=False)
     gap = float(res.elbo[0] - logev)
     assert abs(gap) < 1e-8, gap
 
@@ -303,11 +303,11 @@ def tiny():
     ref_nf = _grid_reference(x, y, False, 81)
     coarse_nf = _grid_reference(x, y, False, 61)
     out = dict(x=x, y=y, ref=ref, coarse=coarse, ref_nf=ref_nf, coarse_nf=coarse_nf)
-    out["cavi"] = vi.run(net, X, y, method="cavi", num_iters=200, num_restarts=8, seed=0, progress=False)
+    out["cavi"] = vi.run(net, X, y, method="cavi", num_steps=200, num_restarts=8, seed=0, progress=False)
     out["rb"] = vi.run(net, X, y, method="rao_blackwell", num_samples=400, num_warmup=200, num_chains=32,
                        seed=0, progress=False)
-    out["sampled"] = vi.run(net, X, y, method="sampled", num_iters=100, num_samples=8, seed=0, progress=False)
-    out["targets"] = vi.run(net, X, y, method="targets", num_iters=60, num_restarts=8, seed=0, progress=False)
+    out["sampled"] = vi.run(net, X, y, method="sampled", num_steps=100, num_samples=8, seed=0, progress=False)
+    out["targets"] = vi.run(net, X, y, method="targets", num_steps=60, num_restarts=8, seed=0, progress=False)
     out["mf"] = vi.run(net, X, y, method="mean_field", num_steps=2000, num_mc=2, lr=2e-2, num_restarts=2,
                        seed=0, progress=False)
     return out

@@ -32,7 +32,9 @@ __all__ = [
     "device_of",
     "same_device",
     "asarray_like",
+    "move_like",
     "float_dtype",
+    "dtype_name",
 ]
 
 
@@ -206,13 +208,12 @@ def to_device(x, kind, index=None, dtype=None):
 
 
 def _dtype_in(xp, dtype):
-    name = np.dtype(dtype).name if not hasattr(dtype, "kind") or isinstance(dtype, np.dtype) else str(dtype)
-    return getattr(xp, np.dtype(name).name)
+    return getattr(xp, dtype_name(dtype))
 
 
 def float_dtype(xp, dtype) -> Any:
     """The namespace's float dtype for a NumPy dtype/name (``float32`` or ``float64``)."""
-    name = np.dtype(dtype).name
+    name = dtype_name(dtype)
     if name not in ("float32", "float64"):
         raise TypeError(f"dtype must be float32 or float64, got {name}")
     return getattr(xp, name)
@@ -224,9 +225,46 @@ def asarray_like(value, like, dtype=None):
     return xp.asarray(value, dtype=like.dtype if dtype is None else dtype, device=device_of(like))
 
 
+def move_like(x, like, dtype=None):
+    """``x`` in ``like``'s namespace and on its device: the one cross-backend move.
+
+    No copy when ``x`` is already there. NumPy targets get a host copy (``to_numpy``), CuPy
+    targets a transfer to ``like``'s GPU, other namespaces (array-api-strict) ``xp.asarray`` of
+    the host copy on ``like``'s device. Python scalars and sequences become arrays.
+
+    Parameters
+    ----------
+    x : array, scalar or sequence
+    like : array
+        Gives the namespace and device.
+    dtype : optional
+        Convert to this dtype (a dtype of ``like``'s namespace, or a NumPy dtype/name); ``None``
+        keeps ``x``'s.
+    """
+    xp = namespace(like)
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        out = xp.asarray(np.asarray(x) if isinstance(x, (list, tuple)) else x, device=device_of(like))
+    elif namespace(x) is xp and device_of(x) == device_of(like):
+        out = x
+    else:
+        name = backend_name(xp)
+        if name == "numpy":
+            out = to_numpy(x)
+        elif name == "cupy":
+            out = to_device(x, "cuda", like.device.id)
+        else:
+            out = xp.asarray(to_numpy(x), device=device_of(like))
+    if dtype is not None:
+        dt = dtype if not isinstance(dtype, (str, np.dtype, type)) else _dtype_in(xp, dtype)
+        out = xp.astype(out, dt, copy=False)
+    return out
+
+
 def dtype_name(x) -> str:
-    """``"float32"``/``"float64"``/... for any array's dtype."""
-    dt = x.dtype
+    """``"float32"``/``"float64"``/... for an array or a dtype of any supported namespace."""
+    dt = x if isinstance(x, (np.dtype, type)) else getattr(x, "dtype", x)
+    if isinstance(dt, np.dtype):          # NumPy and CuPy: no conversion (on the sweep path)
+        return dt.name
     try:
         return np.dtype(dt).name
     except TypeError:

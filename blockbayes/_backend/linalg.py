@@ -1,37 +1,87 @@
 """Cholesky factorisation and triangular solves, batched over leading axes, per backend.
 
-The Array API has ``linalg.cholesky`` but no triangular solve; SciPy (NumPy arrays), cupyx
-(CuPy arrays) supply it. array-api-strict arrays are solved on the host and returned in their
-namespace (it is a test backend).
+The Array API has ``linalg.cholesky`` but no triangular solve. Single matrices go to SciPy
+(NumPy arrays) or cupyx (CuPy arrays). Batches of small systems are solved by forward/back
+substitution written against the Array API (:func:`substitution`: ``k`` vectorised row updates,
+any backend, no host round trip); CuPy uses one batched cuBLAS call where its cupyx takes
+batches, else the substitution. array-api-strict (a test backend) goes through the substitution
+too.
+
+Sync-forcing checks: cuSOLVER reports a failed Cholesky through NaNs, so on CuPy
+:func:`cholesky` checks the factor (one device→host sync) unless ``check=False``. A run loop
+that checks its state every ``check_every`` sweeps passes ``check=False`` or runs under
+:func:`defer_checks` / :func:`deferred_checks` (``gibbs.run`` does) so a sweep does not sync;
+the NaNs then surface at the next finite check. NumPy raises at the factorisation itself (no
+sync to save).
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
-from . import backend_name, device_of, namespace, to_numpy
+from . import backend_name, device_of, namespace
 
-__all__ = ["cholesky", "solve_triangular", "cho_solve", "NotPositiveDefiniteError"]
+__all__ = ["cholesky", "solve_triangular", "cho_solve", "substitution", "defer_checks",
+           "deferred_checks", "NotPositiveDefiniteError"]
+
+_CHECKS = threading.local()
 
 
 class NotPositiveDefiniteError(np.linalg.LinAlgError):
     """A matrix that must be symmetric positive definite is not (numerically)."""
 
 
-def cholesky(A):
+def defer_checks():
+    """From now on (this thread) :func:`cholesky` skips its sync-forcing finite check unless
+    called with ``check=True``; returns the function that restores the previous setting.
+
+    For run loops that check their state every ``check_every`` sweeps instead (the style of
+    :func:`blockbayes._backend.threads.thread_limits`). Nests; numerics are unchanged.
+    """
+    depth = getattr(_CHECKS, "depth", 0)
+    _CHECKS.depth = depth + 1
+
+    def restore():
+        _CHECKS.depth = depth
+
+    return restore
+
+
+@contextlib.contextmanager
+def deferred_checks():
+    """:func:`defer_checks` for the duration of a ``with`` block."""
+    restore = defer_checks()
+    try:
+        yield
+    finally:
+        restore()
+
+
+def cholesky(A, *, check=None):
     """Lower Cholesky factor ``R`` with ``A = R R^T``, batched over leading axes.
+
+    Parameters
+    ----------
+    A : array, shape (..., k, k)
+    check : bool, optional
+        Verify that the factor is finite (CuPy only: one device sync; other backends raise at
+        the factorisation). ``None``: check unless inside :func:`deferred_checks`.
 
     Raises
     ------
     NotPositiveDefiniteError
-        If the factorisation fails or produces non-finite entries.
+        If the factorisation fails or (when checked) produces non-finite entries.
     """
     xp = namespace(A)
-    name = backend_name(xp)
     try:
         R = xp.linalg.cholesky(A)
     except Exception as exc:  # numpy LinAlgError; cupy raises on error only if configured
         raise NotPositiveDefiniteError(f"Cholesky factorisation failed: {exc}") from exc
-    if name == "cupy":
+    if check is None:
+        check = getattr(_CHECKS, "depth", 0) == 0
+    if check and backend_name(xp) == "cupy":
         # cuSOLVER reports failure through NaNs rather than exceptions
         if not bool(xp.all(xp.isfinite(R))):
             raise NotPositiveDefiniteError("Cholesky factorisation failed (matrix not positive definite)")
@@ -62,14 +112,11 @@ def solve_triangular(R, B, *, lower=True, trans=False):
         for s in R.shape[:-2]:
             batch *= s
         if R.ndim > 2 and k <= _SUBSTITUTION_MAX_K and batch >= _SUBSTITUTION_MIN_BATCH:
-            return _substitution(R, B, lower=lower, trans=trans)
+            return substitution(R, B, lower=lower, trans=trans)
         return sl.solve_triangular(R, B, lower=lower, trans=1 if trans else 0, check_finite=False)
     if name == "cupy":
         return _cupy_solve_triangular(R, B, lower=lower, trans=trans)
-    import scipy.linalg as sl
-
-    X = sl.solve_triangular(to_numpy(R), to_numpy(B), lower=lower, trans=1 if trans else 0, check_finite=False)
-    return xp.asarray(X, dtype=B.dtype, device=device_of(B))
+    return substitution(R, B, lower=lower, trans=trans)
 
 
 #: whether cupyx's ``solve_triangular`` takes batches (one cuBLAS ``trsmBatched`` call); learnt
@@ -78,7 +125,8 @@ _CUPY_BATCHED = None
 
 
 def _cupy_solve_triangular(R, B, *, lower, trans):
-    """CuPy: one batched cuBLAS call where this CuPy has it, else one call per matrix."""
+    """CuPy: one batched cuBLAS call where this CuPy has it, else the Array-API substitution
+    (``k`` kernel launches for the whole batch, not one solve per matrix)."""
     global _CUPY_BATCHED
     import cupy
     import cupyx.scipy.linalg as csl
@@ -98,37 +146,50 @@ def _cupy_solve_triangular(R, B, *, lower, trans):
             if _CUPY_BATCHED:
                 raise
             _CUPY_BATCHED = False
-    out = cupy.empty_like(Bf)
-    for i in range(Rf.shape[0]):
-        out[i] = csl.solve_triangular(Rf[i], Bf[i], lower=lower, trans=tr, check_finite=False)
-    return out.reshape(lead + B.shape[-2:])
+    return substitution(R, B, lower=lower, trans=trans)
 
 
 _SUBSTITUTION_MAX_K = 16
 _SUBSTITUTION_MIN_BATCH = 64
 
 
-def _substitution(R, B, *, lower, trans):
-    """Forward/back substitution over the small dimension ``k``, vectorised over the batch.
+def substitution(R, B, *, lower=True, trans=False):
+    """Solve ``op(R) X = B`` by forward/back substitution, vectorised over the batch.
 
-    SciPy solves a batch one matrix at a time (microseconds of overhead each); for many small
-    systems (thousands of chains, ``k ≤ 16``) ``k`` vectorised row updates are far cheaper.
-    Same arithmetic as the textbook algorithm; NumPy arrays only.
+    Written against the Array API (any backend, results in ``B``'s namespace and device):
+    ``k`` row updates ``x_i = (b_i − Σ_{j<i} T_{ij} x_j) / T_{ii}`` (lower; the mirror image for
+    upper) with ``T = op(R)``, each one vectorised over every leading axis and right-hand side.
+    The textbook algorithm's arithmetic; for many small systems (thousands of chains,
+    ``k ≤ 16``) far cheaper than one library call per matrix.
+
+    Parameters
+    ----------
+    R : array, shape (..., k, k)
+        Triangular factor (leading axes broadcast against ``B``'s).
+    B : array, shape (..., k, m)
+    lower : bool
+        Whether ``R`` is lower triangular.
+    trans : bool
+        Solve ``R^T X = B``.
+
+    Returns
+    -------
+    X : array, shape (broadcast leading axes, k, m)
     """
-    import numpy as np
-
-    T = np.swapaxes(R, -1, -2) if trans else R
+    xp = namespace(R, B)
+    T = xp.matrix_transpose(R) if trans else R
     low = lower != trans            # the effective triangle of op(R)
-    B = np.broadcast_to(B, np.broadcast_shapes(T.shape[:-2], B.shape[:-2]) + B.shape[-2:])
-    X = np.empty(B.shape, dtype=np.result_type(T, B))
+    dt = xp.result_type(T.dtype, B.dtype)
+    lead = tuple(np.broadcast_shapes(tuple(T.shape[:-2]), tuple(B.shape[:-2])))
+    T = xp.astype(xp.broadcast_to(T, lead + tuple(T.shape[-2:])), dt, copy=False)
+    B = xp.astype(xp.broadcast_to(B, lead + tuple(B.shape[-2:])), dt, copy=False)
     k = T.shape[-1]
-    order = range(k) if low else range(k - 1, -1, -1)
-    for i in order:
+    X = xp.zeros(B.shape, dtype=dt, device=device_of(B))
+    for i in (range(k) if low else range(k - 1, -1, -1)):
         acc = B[..., i, :]
-        if low and i > 0:
-            acc = acc - np.einsum("...j,...jm->...m", T[..., i, :i], X[..., :i, :])
-        elif not low and i < k - 1:
-            acc = acc - np.einsum("...j,...jm->...m", T[..., i, i + 1:], X[..., i + 1:, :])
+        j0, j1 = (0, i) if low else (i + 1, k)
+        if j1 > j0:   # Σ_j T_ij x_j as a (1, |j|) @ (|j|, m) product per batch member
+            acc = acc - xp.matmul(T[..., i:i + 1, j0:j1], X[..., j0:j1, :])[..., 0, :]
         X[..., i, :] = acc / T[..., i, i][..., None]
     return X
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import backend_name, device_of, namespace
+from . import backend_name, device_of, dtype_name, namespace
 
 __all__ = ["key", "split", "key_words", "normal", "uniform", "standard_gamma", "is_key", "choice"]
 
@@ -89,7 +89,7 @@ def _draw(k, shape, like, dtype, np_method: str, cupy_method: str):
     xp = namespace(like)
     dtype = like.dtype if dtype is None else dtype
     name = backend_name(xp)
-    dname = np.dtype(dtype).name if name == "numpy" else np.dtype(str(dtype).split(".")[-1].strip("'>")).name
+    dname = dtype_name(dtype)
     if name == "cupy":
         import cupy
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -197,7 +198,7 @@ def subset_dataset(data, idx: np.ndarray):
     been given those ``n`` points. ``y_mean``/``y_std`` of the result map back to the original
     units (composition of both affine maps). Returns the full dataset when ``idx`` covers it.
     """
-    from ..datasets._base import standardize
+    from ..datasets import standardize
 
     n = data.n_train
     idx = np.asarray(idx, dtype=np.int64)
@@ -224,3 +225,14 @@ def subset_dataset(data, idx: np.ndarray):
 def stable_hash(obj) -> str:
     """SHA-1 of the canonical JSON of ``obj`` (first 12 hex digits)."""
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def json_default(o):
+    """``json.dump(default=)`` hook: NumPy scalars/arrays to Python, paths and the rest to str."""
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)

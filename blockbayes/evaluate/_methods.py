@@ -658,7 +658,8 @@ def _fit_laplace_iterative(arch, X, y, *, seed, prior_prec, delta_y, noise, hold
 
     net, w, dy, info = _map_with_noise(arch, X, y, seed=seed, prior_prec=prior_prec, delta_y=delta_y,
                                        noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer)
-    la = laplace.block(net, X, y, init=w, num_sweeps=num_sweeps, seed=_int_seed([seed, 5]), **dict(options or {}))
+    la = laplace.block(net, X, y, init=w, num_steps=num_sweeps, seed=_int_seed([seed, 5]),
+                      **{"progress": False, **dict(options or {})})
     info = dict(info)
     if arch.task == "regression":
         def predict(Xn):
@@ -703,7 +704,7 @@ def _vi_diag(res) -> dict:
         except Exception:
             pass
     cfg = getattr(res, "config", None) or {}
-    for k in ("sweeps", "num_iters", "num_samples", "num_warmup"):
+    for k in ("sweeps", "num_steps", "num_samples", "num_warmup"):
         if k in cfg and isinstance(cfg[k], (int, float)):
             diag[k] = cfg[k]
     return diag

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._data import json_default as _json_default
+
 __all__ = ["summarize", "markdown", "write_reports", "learning_curve_area", "effective_data_ratio", "METRIC_INFO"]
 
 # name -> (heading, higher is better)
@@ -183,8 +185,6 @@ def _summary_rows(summary):
 
 def write_reports(res, out: Path, *, plots=True, title=None) -> dict:
     """``cells.csv``, ``summary.csv``, ``results.json``, ``summary.md`` and plots under ``out``."""
-    from ._runner import _json_default
-
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     cols, rows = _flat_cells(res.cells)

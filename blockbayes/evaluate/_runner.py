@@ -24,6 +24,7 @@ from typing import Optional
 import numpy as np
 
 from ._data import DataSpec, resolve_dataset, stable_hash, subset_dataset
+from ._data import json_default as _json_default
 from ._methods import Arch, Method, get_method
 
 __all__ = ["evaluate", "compare", "EvaluationResult", "Table", "score", "PROTOCOL_VERSION",
@@ -279,16 +280,6 @@ def _write_json(path: Path, obj) -> None:
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1, default=_json_default)
     os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
 
 
 def evaluate(methods, datasets, *, train_sizes=None, splits=None, seeds=None, out_dir=None,

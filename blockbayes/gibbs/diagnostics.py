@@ -194,7 +194,7 @@ def function_summary(result, X_probe=None, *, prob=(0.05, 0.95)) -> FunctionSumm
     return FunctionSummary(names, cols, wall, C, S)
 
 
-def warn_if_unmixed(result, *, rows: int = 5) -> Optional[FunctionSummary]:
+def warn_if_unmixed(result, *, rows: int = 5, stacklevel: int = 3) -> Optional[FunctionSummary]:
     """Summarise ``result`` and, if some R-hat exceeds 1.01, issue a :class:`ConvergenceWarning`
     with the worst ``rows`` rows (printed on stderr by Python's default warning filter).
 
@@ -207,5 +207,5 @@ def warn_if_unmixed(result, *, rows: int = 5) -> Optional[FunctionSummary]:
     if not s.mixed:
         warnings.warn("the chains have not mixed in function space (R-hat > "
                       f"{RHAT_THRESHOLD} on some probe): run longer, use more chains or a MAP start "
-                      "(init='map'); worst rows:" + s.worst(rows).format(), ConvergenceWarning, stacklevel=3)
+                      "(init='map'); worst rows:" + s.worst(rows).format(), ConvergenceWarning, stacklevel=stacklevel)
     return s

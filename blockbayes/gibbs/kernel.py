@@ -32,8 +32,8 @@ __all__ = ["GibbsState", "GibbsInfo", "GibbsCache", "Hyperprior", "init", "step"
 LATENT_PASS = "fused"
 
 
-class NonFiniteStateError(FloatingPointError):
-    """The sampler state became non-finite; the message names the block and the sweep."""
+# one error type for every family's non-finite state (raised by the run driver's checks)
+from ..driver import NonFiniteStateError  # noqa: E402
 
 
 class GibbsState(NamedTuple):

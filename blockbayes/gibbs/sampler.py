@@ -1,12 +1,14 @@
 """The stateful driver of the Gibbs family: :func:`run` (device, loop, progress, samples)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
-from .._backend import backend_name, device_of, namespace, resolve_device, to_device
+from .._backend import backend_name, device_of, namespace
+from .._backend import linalg
 from .._backend import random as bbr
 from .._backend.threads import default_kernel_threads, thread_limits
-from ..inputs import validate_data
+from ..driver import check_count, deprecated_names, is_kept, run_kernel
+from ..inputs import prepare
 from ..model import MLP
 from ..posterior import GibbsResult
 from . import kernel as _k
@@ -15,12 +17,14 @@ from .kernel import Hyperprior
 __all__ = ["run"]
 
 
+@deprecated_names(n_samples="num_samples", n_warmup="num_warmup", n_chains="num_chains")
 def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: int = 1, thin: int = 1,
         seed=None, device=None, dtype=None, progress: bool = True, init="prior",
         learn_noise: bool = False, learn_prior: bool = False, hyperprior: Hyperprior = Hyperprior(),
         store_log_joint: bool = True, post_method: str = "auto", check_every: int = 1,
         num_threads: Optional[int] = None, blas_threads: Optional[int] = 1, moves=None, schedule=None,
-        diagnose: bool = True, probe=None) -> GibbsResult:
+        diagnose: bool = True, probe=None, checkpoint=None, checkpoint_every: Optional[int] = None,
+        resume=None) -> GibbsResult:
     """Run block-Gibbs chains on the noisy-MLP posterior and collect weight samples.
 
     Parameters
@@ -41,7 +45,15 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     thin : int
         Keep every ``thin``-th sweep after warm-up.
     seed : None, int, SeedSequence or key
-        Same seed (and backend, library version) ⇒ same samples.
+        Same seed (and backend, library version, thread settings) ⇒ bitwise the same samples,
+        whatever ran before in the process.
+    checkpoint, checkpoint_every, resume
+        ``checkpoint=path``: write the chains' state, the RNG key and the samples so far every
+        ``checkpoint_every`` sweeps (atomically) and at the end or on Ctrl-C; ``resume=path`` (with
+        otherwise the same call) continues such a run and returns exactly the uninterrupted
+        run's samples (:func:`blockbayes.driver.run_kernel`). Ctrl-C during the sweeps returns
+        the samples so far as a valid result (``config["interrupted"]``), with a
+        :class:`~blockbayes.driver.RunInterrupted` warning.
     device : None, "cpu", "cuda" or "cuda:N"
         Where to compute; ``None`` keeps the inputs' device. ``"cuda"`` moves ``X`` and ``y`` once
         (needs CuPy and a GPU; otherwise :class:`~blockbayes._backend.BackendUnavailableError`).
@@ -65,7 +77,10 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         :func:`blockbayes._backend.threads.default_kernel_threads`; a parallel pass that needs
         every core stalls behind any other busy process). Small passes run on one thread anyway.
     blas_threads : int, optional
-        BLAS/LAPACK threads during the run (default 1; ``None`` leaves the library's setting).
+        BLAS/LAPACK threads during the whole run, from the first BLAS call to the last (default 1;
+        ``None`` leaves the library's setting). Float32 samples depend on it — measured: 2
+        threads instead of 1 moved the weights by 5e-5 after 20 sweeps — so with ``None`` the same
+        seed gives the same samples only under the same process-wide BLAS setting.
         The sweep's matrix products have one small dimension, where threaded BLAS gains little
         and, measured here (2 cores, OpenBLAS), made a (50, 50, 1e4) sweep 2.4× slower
         (40.7 vs 16.8 ms) and stalls ~20× when the cores are busy.
@@ -97,15 +112,41 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     """
     for name, v, lo in (("num_samples", num_samples, 1), ("num_warmup", num_warmup, 0),
                         ("num_chains", num_chains, 1), ("thin", thin, 1), ("check_every", check_every, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+        check_count(name, v, lo)
     if learn_noise and net.likelihood in ("probit", "multinomial_probit"):
         raise ValueError(f"learn_noise is not available for likelihood={net.likelihood!r}: Δ_y = 1 is fixed")
-    kind, index = resolve_device(device)
-    if kind is not None:
-        X = to_device(X, kind, index)
-        y = to_device(y, kind, index)
-    X, y = validate_data(net, X, y, dtype=dtype, num_chains=num_chains)
+    # the thread settings hold for the whole run (start, precomputation, sweeps, last log joint):
+    # float32 samples depend on the BLAS thread count (measured: 2 threads instead of 1 moved
+    # the weights by 5e-5 after 20 sweeps), so none of the run's BLAS calls may see whatever
+    # setting an earlier call or library left behind
+    limits = thread_limits(default_kernel_threads() if num_threads is None else num_threads, blas_threads)
+    try:
+        return _run(net, X, y, num_samples=num_samples, num_warmup=num_warmup, num_chains=num_chains,
+                    thin=thin, seed=seed, device=device, dtype=dtype, progress=progress, init=init,
+                    learn_noise=learn_noise, learn_prior=learn_prior, hyperprior=hyperprior,
+                    store_log_joint=store_log_joint, post_method=post_method, check_every=check_every,
+                    moves=moves, schedule=schedule, diagnose=diagnose, probe=probe, checkpoint=checkpoint,
+                    checkpoint_every=checkpoint_every, resume=resume)
+    finally:
+        limits()
+
+
+class GibbsCarry(NamedTuple):
+    """What :func:`run` carries from sweep to sweep: the chains' state, the moves' state (or
+    ``None``) and the partial log joint of the last kept sweep awaiting its first term (or ``None``)."""
+
+    state: _k.GibbsState
+    moves: Any
+    pending: Any
+
+
+def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, dtype, progress, init,
+         learn_noise, learn_prior, hyperprior, store_log_joint, post_method, check_every, moves, schedule,
+         diagnose, probe, checkpoint, checkpoint_every, resume) -> GibbsResult:
+    import time as _time
+
+    t_start = _time.perf_counter()
+    X, y = prepare(net, X, y, device=device, dtype=dtype, num_chains=num_chains)
     xp = namespace(X, y)
     root = bbr.key(seed)
     k_init, k_run = bbr.split(root, 2)
@@ -120,97 +161,103 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         state = state._replace(delta_y=map_dy)
     cache = _k.precompute(net, X, learn_prior=learn_prior)
     C, S, L = num_chains, num_samples, net.num_layers
-    dev, dt = device_of(X), X.dtype
-    tr_w = [xp.zeros((C, S) + s, dtype=dt, device=dev) for s in net.weight_shapes()]
-    tr_dy = xp.zeros((C, S), dtype=dt, device=dev)
-    tr_lw = xp.zeros((C, S, L), dtype=dt, device=dev)
-    tr_lb = xp.zeros((C, S, L), dtype=dt, device=dev)
-    tr_lj = xp.zeros((C, S), dtype=dt, device=dev) if store_log_joint else None
-    total = num_warmup + S * thin
+    dt = X.dtype
     probe_X = probe if hasattr(probe, "shape") else None
     if probe_X is None:
         from .diagnostics import default_probe
 
         probe_X = default_probe(X, 32 if probe is None else int(probe))
     mstate = moves.init(state, net, X, y) if moves is not None else None
-    net_s, cache_s = net, cache
-    import time as _time
-
-    t_start = _time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="gibbs", unit="sweep", leave=False)
-    key = k_run
-    kept = 0
     # log joint from the latent passes' sums, completed one sweep later; a move after the sweep
     # changes the state those sums describe, so with moves it is computed directly
     fused_lj = L > 1 and moves is None
-    pending = None      # (trace index, partial log joint) awaiting the next sweep's first term
-    limits = thread_limits(default_kernel_threads() if num_threads is None else num_threads, blas_threads)
-    try:
-        for sweep in range(total):
-            key, sub = bbr.split(key, 2)
-            keep = sweep >= num_warmup and (sweep - num_warmup) % thin == thin - 1
-            if schedule is not None:
-                net_s = schedule.net_at(net, sweep, num_warmup)
-                cache_s = cache if net_s is net else _k.precompute(net_s, X, learn_prior=learn_prior)
-            state, info = _k.step(sub, state, net_s, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
-                               hyperprior=hyperprior, cache=cache_s,
-                               compute_log_joint=keep and store_log_joint and not fused_lj and moves is None,
-                               post_method=post_method, checked=True)
-            if pending is not None:
-                tr_lj[:, pending[0]] = pending[1] + info.first_term_prev
-                pending = None
-            if moves is not None:
-                key, sub = bbr.split(key, 2)
-                state, mstate = moves.step(sub, mstate, state, net_s, X, y, warmup=sweep < num_warmup,
-                                           final_warmup=sweep == num_warmup - 1)
-                if keep and store_log_joint:
-                    info = info._replace(log_joint=_k.log_joint(state, net, X, y))
-            if (sweep + 1) % check_every == 0 or sweep == total - 1:
-                # one reduction (one device sync): the partial log joint sums every weight,
-                # precision and latent array of the new state, so it is finite iff they are
-                witness = (info.log_joint_partial + info.first_term_prev) if fused_lj else None
-                bad = ([] if witness is not None and bool(xp.all(xp.isfinite(witness)))
-                       else _k.first_nonfinite(xp, state))
-                if bad:
-                    raise _k.NonFiniteStateError(
-                        f"the sampler state became non-finite at sweep {sweep + 1} (of {total}) in: "
-                        + "; ".join(bad) + ". Check the data scale and Δ/prior settings "
-                        "(e.g. Δ too small for float32).")
-            if keep:
-                for l in range(L):
-                    tr_w[l][:, kept, ...] = state.weights[l]
-                tr_dy[:, kept] = state.delta_y
-                tr_lw[:, kept, ...] = state.lam_w
-                tr_lb[:, kept, ...] = state.lam_b
-                if tr_lj is not None:
-                    if fused_lj:
-                        pending = (kept, info.log_joint_partial)
-                    else:
-                        tr_lj[:, kept] = info.log_joint
-                kept += 1
-            if bar is not None:
-                bar.update(1)
-        if pending is not None:
-            tr_lj[:, pending[0]] = _k.log_joint(state, net, X, y)
-    finally:
-        if bar is not None:
-            bar.close()
-        limits()
-    result = GibbsResult(net=net, weights=tuple(tr_w), delta_y=tr_dy, lam_w=tr_lw, lam_b=tr_lb,
-                         log_joint=tr_lj, final_state=state,
-                         config=dict(num_samples=S, num_warmup=num_warmup, num_chains=C, thin=thin,
+    store_direct = store_log_joint and not fused_lj
+
+    def step_fn(keys, carry, sweep):
+        sub = keys[0] if moves is not None else keys
+        keep = is_kept(sweep, num_warmup, thin)
+        net_s, cache_s = net, cache
+        if schedule is not None:
+            net_s = schedule.net_at(net, sweep, num_warmup)
+            cache_s = cache if net_s is net else _k.precompute(net_s, X, learn_prior=learn_prior)
+        state, info = _k.step(sub, carry.state, net_s, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
+                              hyperprior=hyperprior, cache=cache_s,
+                              compute_log_joint=keep and store_direct and moves is None,
+                              post_method=post_method, checked=True)
+        mst = carry.moves
+        if moves is not None:
+            state, mst = moves.step(keys[1], mst, state, net_s, X, y, warmup=sweep < num_warmup,
+                                    final_warmup=sweep == num_warmup - 1)
+            if keep and store_log_joint:
+                info = info._replace(log_joint=_k.log_joint(state, net, X, y))
+        pending = info.log_joint_partial if (keep and store_log_joint and fused_lj) else None
+        return GibbsCarry(state, mst, pending), (info, carry.pending)
+
+    def lj_trace(traces):
+        if "log_joint" not in traces:
+            traces["log_joint"] = xp.zeros((C, S), dtype=dt, device=device_of(X))
+        return traces["log_joint"]
+
+    def on_step(sweep, carry, info_prev, traces, kept):
+        # the previous kept sweep's log joint: its partial sum plus this sweep's first term
+        info, prev = info_prev
+        if prev is not None:
+            lj_trace(traces)[:, kept - 1] = prev + info.first_term_prev
+
+    wnames = [f"w{l}" for l in range(L)]
+
+    def collect(carry, info_prev, sweep):
+        info = info_prev[0]
+        st = carry.state
+        out = dict(zip(wnames, st.weights))
+        out.update(delta_y=st.delta_y, lam_w=st.lam_w, lam_b=st.lam_b)
+        if store_direct:
+            out["log_joint"] = info.log_joint
+        # fused: written by the next sweep's on_step (or after the loop)
+        return out
+
+    def check(carry, info_prev):
+        info = info_prev[0]
+        # one reduction (one device sync): the partial log joint sums every weight, precision
+        # and latent array of the new state, so it is finite iff they are
+        if fused_lj and bool(xp.all(xp.isfinite(info.log_joint_partial + info.first_term_prev))):
+            return []
+        return _k.first_nonfinite(xp, carry.state)
+
+    start_carry = GibbsCarry(state, mstate, None)
+    # the finite check every check_every sweeps replaces the per-Cholesky sync of the CuPy path
+    with linalg.deferred_checks():
+        out = run_kernel(k_run, start_carry, step_fn, num_samples=S, num_warmup=num_warmup, thin=thin,
+                         collect=collect, check=check, check_every=check_every, check_what="sampler state",
+                         check_hint="Check the data scale and Δ/prior settings (e.g. Δ too small for float32).",
+                         progress=progress, desc="gibbs", unit="sweep", on_step=on_step,
+                         keys_per_step=2 if moves is not None else 1, checkpoint=checkpoint,
+                         checkpoint_every=checkpoint_every, resume=resume,
+                         config=dict(family="gibbs", widths=list(net.widths), num_chains=C, dtype=str(dt),
+                                     learn_noise=learn_noise, learn_prior=learn_prior,
+                                     store_log_joint=store_log_joint, moves=moves is not None,
+                                     schedule=schedule is not None))
+    carry, traces, k = out.state, out.traces, out.num_kept
+    state = carry.state
+    if fused_lj and store_log_joint and carry.pending is not None:
+        # the last kept sweep had no next sweep to complete its log joint
+        traces["log_joint"] = lj_trace(traces)[:, :k]
+        traces["log_joint"][:, k - 1] = _k.log_joint(state, net, X, y)
+    result = GibbsResult(net=net, weights=tuple(traces[f"w{l}"] for l in range(L)), delta_y=traces["delta_y"],
+                         lam_w=traces["lam_w"], lam_b=traces["lam_b"],
+                         log_joint=traces.get("log_joint") if store_log_joint else None, final_state=state,
+                         config=dict(num_samples=k, num_warmup=num_warmup, num_chains=C, thin=thin,
                                      learn_noise=learn_noise, learn_prior=learn_prior,
                                      backend=backend_name(xp), dtype=str(dt),
                                      wall_time_s=_time.perf_counter() - t_start),
                          probe=probe_X)
+    if out.interrupted:
+        result.config.update(interrupted=True, num_samples_requested=S, sweeps_done=out.num_done)
     if moves is not None and hasattr(moves, "summary"):
-        result.config["moves"] = moves.summary(mstate)
+        result.config["moves"] = moves.summary(carry.moves)
     if diagnose:
         from .diagnostics import warn_if_unmixed
 
-        warn_if_unmixed(result)
+        # frames: warn_if_unmixed, _run, run, the deprecated_names wrapper, then the caller
+        warn_if_unmixed(result, stacklevel=5)
     return result

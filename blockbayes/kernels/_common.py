@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._backend import dtype_name
+
 # --- counter-based uniforms ---------------------------------------------------------------
 MIX_M1 = 0xBF58476D1CE4E5B9
 MIX_M2 = 0x94D049BB133111EB
@@ -128,10 +130,7 @@ def check_slope(slope) -> float:
 
 def float_name(dtype) -> str:
     """``"float32"``/``"float64"`` for a floating dtype of any namespace, else ``TypeError``."""
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        name = str(dtype).split(".")[-1].strip("'>")
+    name = dtype_name(dtype)
     if name not in ("float32", "float64"):
         raise TypeError(f"the kernels take float32 or float64 arrays, got dtype {name}")
     return name

@@ -2,8 +2,8 @@
 (diag / KFAC / full / node-block, all or last layer) and the iterative block Laplace.
 
 Everything is written by hand on the Python Array API (no autograd): forward, backward and the
-per-example Gauss–Newton pieces live in :mod:`blockbayes.laplace._mlp_grad` and are shared with
-the other families.
+per-example Gauss–Newton pieces are :mod:`blockbayes.nn`'s (shared with mean-field VI, IVON and
+VOGN); :mod:`blockbayes.laplace._mlp_grad` adds the chunked curvature accumulations.
 
 >>> import blockbayes as bb                                                   # doctest: +SKIP
 >>> net = bb.MLP([d_in, 50, 1], "relu", prior_prec=1.0, delta=0.1)           # doctest: +SKIP

@@ -5,15 +5,16 @@ import math
 from numbers import Real
 from typing import Sequence
 
-from .._backend import backend_name, device_of, namespace, to_device, to_numpy
+from .._backend import device_of, move_like, namespace, to_numpy
 from .._backend import random as bbr
 from ..model import MLP
 # the standard net's input gate has one definition, public in blockbayes.nn
 from ..nn import check_X, encode_targets, resolve_likelihood  # noqa: F401
 
 
-def check_weights(net: MLP, weights, X, name="params"):
-    """A tuple of ``L`` finite arrays of shapes ``net.weight_shapes()`` in ``X``'s namespace, cast to ``X.dtype``."""
+def check_weights(net: MLP, weights, X, name="params", move: bool = False):
+    """A tuple of ``L`` finite arrays of shapes ``net.weight_shapes()`` in ``X``'s namespace, cast to ``X.dtype``
+    (``move``: arrays of another namespace/device are moved to ``X``'s first, as after ``device=``)."""
     if hasattr(weights, "weights") and not hasattr(weights, "shape"):
         weights = weights.weights          # a result object
     if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
@@ -26,6 +27,8 @@ def check_weights(net: MLP, weights, X, name="params"):
     for l, (W, shp) in enumerate(zip(weights, shapes)):
         if not hasattr(W, "shape"):
             raise TypeError(f"{name}[{l}] must be an array, got {type(W).__name__}")
+        if move:
+            W = as_namespace_of(W, X)
         try:
             namespace(X, W)
         except ValueError as exc:
@@ -95,15 +98,7 @@ def positive_int(name, value, minimum=1) -> int:
 
 def as_namespace_of(x, like):
     """``x`` moved into ``like``'s namespace/device (no copy when already there)."""
-    xp = namespace(like)
-    if namespace(x) is xp:
-        return x
-    name = backend_name(xp)
-    if name == "numpy":
-        return to_numpy(x)
-    if name == "cupy":
-        return to_device(x, "cuda", like.device.id)
-    return xp.asarray(to_numpy(x), device=device_of(like))
+    return x if namespace(x) is namespace(like) else move_like(x, like)
 
 
 def init_weights(net: MLP, *, seed=None, like, scale: float = 1.0):

@@ -1,7 +1,9 @@
 """Hand-written forward, backward and per-example Gauss–Newton pieces of the standard MLP.
 
-No autograd: every derivative the Laplace family (and VI / evaluation code that wants it) needs
-is written here once, on the Python Array API, for the noise-free MLP of MATH.md §D.1
+No autograd. The forward pass, the back-propagation recursions and the likelihood derivatives
+are those of :mod:`blockbayes.nn` (one implementation, batched over leading axes; here called
+with the weights of one network); this module adds the Laplace family's chunked accumulations
+(GGN blocks, diagonals, Kronecker factors, dense Jacobians) for the noise-free MLP of MATH.md §D.1
 
 .. math::
 
@@ -51,11 +53,13 @@ Likelihoods (``ℓ`` per example, targets ``Y`` always a float array of shape ``
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple, Sequence
 
 from .._backend import device_of, namespace
-from ..model import MLP
+from ..model import MLP, augment
+from ..nn import (LIKELIHOODS, activation_derivative, backprop_errors, backprop_factors, backward, forward,
+                  hessian_sqrt as _hessian_sqrt, logsumexp, softplus)
+from ..nn import loss_derivatives as _loss_and_grad
 
 __all__ = [
     "LIKELIHOODS",
@@ -79,8 +83,6 @@ __all__ = [
     "logsumexp",
     "data_misfit",
 ]
-
-LIKELIHOODS = ("gaussian", "categorical", "bernoulli")
 
 #: Elements of scratch memory (per chunk) that the chunked loops aim for (~32 MiB in float64).
 CHUNK_BUDGET = 1 << 22
@@ -123,23 +125,6 @@ def auto_chunk(n: int, per_example: int, chunk_size=None) -> int:
     return max(1, min(n, CHUNK_BUDGET // max(1, int(per_example))))
 
 
-def softplus(xp, x):
-    """``log(1 + e^x)`` without overflow: ``max(x, 0) + log1p(e^{-|x|})``."""
-    return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
-
-
-def logsumexp(xp, x, axis=-1, keepdims=False):
-    """Stable ``log Σ exp(x)`` along ``axis``."""
-    m = xp.max(x, axis=axis, keepdims=True)
-    out = m + xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))
-    return out if keepdims else xp.squeeze(out, axis=axis)
-
-
-def _augment(xp, H):
-    ones = xp.ones((H.shape[0], 1), dtype=H.dtype, device=device_of(H))
-    return xp.concat([H, ones], axis=1)
-
-
 def prior_vector(xp, lam_w: float, lam_b: float, d_in: int, *, dtype, device):
     """Diagonal of ``Λ_l`` for one row: ``(λ_W, …, λ_W, λ_b)``, shape ``(d_in + 1,)`` (bias last)."""
     w = xp.full((d_in,), float(lam_w), dtype=dtype, device=device)
@@ -148,28 +133,6 @@ def prior_vector(xp, lam_w: float, lam_b: float, d_in: int, *, dtype, device):
 
 
 # ---------------------------------------------------------------------------- forward / backward
-def activation_derivative(xp, A, activation: str, slope: float = 0.0):
-    """Elementwise ``f'(A)`` (``relu``: ``1[A > 0]``; ``leaky_relu``: ``1`` or ``slope``; ``identity``: 1)."""
-    if activation == "identity":
-        return xp.ones_like(A)
-    if activation == "relu":
-        return xp.astype(A > 0, A.dtype)
-    if activation == "leaky_relu":
-        one = xp.ones_like(A)
-        return xp.where(A >= 0, one, slope * one)
-    raise ValueError(f"unknown activation {activation!r}")
-
-
-def _activate(xp, A, activation, slope):
-    if activation == "identity":
-        return A
-    if activation == "relu":
-        return xp.maximum(A, xp.zeros_like(A))
-    if activation == "leaky_relu":
-        return xp.where(A >= 0, A, slope * A)
-    raise ValueError(f"unknown activation {activation!r}")
-
-
 def forward_cache(net: MLP, weights: Sequence, X) -> Cache:
     """Forward pass keeping what the backward pass needs.
 
@@ -186,89 +149,8 @@ def forward_cache(net: MLP, weights: Sequence, X) -> Cache:
         ``Ht[l]`` of shape ``(m, d_l + 1)`` and ``A[l]`` of shape ``(m, d_{l+1})``.
         Cost ``O(m P)``.
     """
-    xp = namespace(X)
-    Hs, A = _forward_plain(xp, net, weights, X)
-    return Cache(tuple(_augment(xp, H) for H in Hs), tuple(A))
-
-
-def _forward_plain(xp, net: MLP, weights: Sequence, X):
-    """Forward pass without materialising ``[H 1]``: inputs ``H[l]`` ``(m, d_l)`` and
-    pre-activations ``A[l] = H[l] W_w[l]ᵀ + b[l]`` ``(m, d_{l+1})``: the objective's hot path, and
-    the core of :func:`forward_cache` (which adds the augmented inputs the curvature code needs)."""
-    H, Hs, As = X, [], []
-    L = len(weights)
-    for l, W in enumerate(weights):
-        a = xp.matmul(H, xp.matrix_transpose(W[:, :-1])) + W[:, -1][None, :]
-        Hs.append(H)
-        As.append(a)
-        if l < L - 1:
-            H = _activate(xp, a, net.activation, net.slope)
-    return Hs, As
-
-
-def backprop_errors(net: MLP, weights: Sequence, cache: Cache, dF, *, lowest: int = 0):
-    """Back-propagate ``∇_Fℓ`` to every layer's pre-activation.
-
-    ``δ[L-1] = dF`` and ``δ[l-1] = f'(A[l-1]) ⊙ (δ[l] W_w[l])`` (``W_w`` = ``W`` without the bias
-    column). Layers below ``lowest`` are skipped (their entries are ``None``).
-
-    Parameters
-    ----------
-    dF : array, shape (m, d_out)
-
-    Returns
-    -------
-    list of arrays
-        ``δ[l]`` of shape ``(m, d_{l+1})``. Cost ``O(m P)``.
-    """
-    xp = namespace(dF)
-    L = len(weights)
-    deltas = [None] * L
-    d = dF
-    deltas[L - 1] = d
-    for l in range(L - 1, lowest, -1):
-        W = weights[l]
-        fp = activation_derivative(xp, cache.A[l - 1], net.activation, net.slope)
-        d = fp * xp.matmul(d, W[:, :-1])
-        deltas[l - 1] = d
-    return deltas
-
-
-def backprop_factors(net: MLP, weights: Sequence, cache: Cache, V, layers: Sequence[int]):
-    """Back-propagate a stack of output vectors ``V`` to the requested layers.
-
-    ``Q[L-1] = V`` and ``Q[l-1] = f'(A[l-1])[..., None] ⊙ (W_w[l]ᵀ Q[l])``, i.e.
-    ``Q[l]_{μ i r} = Σ_c (∂F_{μc}/∂A[l]_{μi}) V_{μ c r}``. With ``V = S`` (loss-Hessian square root)
-    the node curvatures are ``c = Σ_r Q²``; with ``V = I`` ``Q`` is the Jacobian ``∂F/∂A[l]``.
-
-    Parameters
-    ----------
-    V : array, shape (m, d_out, R)
-    layers : sequence of int
-        Layers wanted (others are not stored; the recursion stops at the lowest one).
-
-    Returns
-    -------
-    dict
-        ``{l: Q[l]}`` with ``Q[l]`` of shape ``(m, d_{l+1}, R)``. Cost ``O(m R P)``.
-    """
-    xp = namespace(V)
-    L = len(weights)
-    want = set(int(l) for l in layers)
-    out = {}
-    if not want:
-        return out
-    lowest = min(want)
-    Q = V
-    if L - 1 in want:
-        out[L - 1] = Q
-    for l in range(L - 1, lowest, -1):
-        W = weights[l]
-        fp = activation_derivative(xp, cache.A[l - 1], net.activation, net.slope)
-        Q = fp[:, :, None] * xp.matmul(xp.matrix_transpose(W[:, :-1]), Q)
-        if l - 1 in want:
-            out[l - 1] = Q
-    return out
+    fwd = forward(net, weights, X)
+    return Cache(tuple(augment(H) for H in fwd.H), fwd.A)
 
 
 def node_weights(Q):
@@ -308,6 +190,8 @@ def loss_derivatives(likelihood: str, F, Y, delta_y: float = 1.0, *, hessian_sqr
                      unit_noise: bool = False):
     """Per-example loss, its gradient and a square root of its Hessian in ``F``.
 
+    :func:`blockbayes.nn.loss_derivatives` and :func:`blockbayes.nn.hessian_sqrt` in one call.
+
     Parameters
     ----------
     likelihood : {"gaussian", "categorical", "bernoulli"}
@@ -326,36 +210,10 @@ def loss_derivatives(likelihood: str, F, Y, delta_y: float = 1.0, *, hessian_sqr
     -------
     loss : array, shape (m,)
     dF : array, shape (m, C)
-    S : array, shape (m, C, C) or None
+    S : array, shape (m, C, R) or None
     """
-    xp = namespace(F, Y)
-    m, C = F.shape
-    S = None
-    if likelihood == "gaussian":
-        r = F - Y
-        loss = xp.sum(r * r, axis=1) / (2.0 * delta_y) + 0.5 * C * math.log(2.0 * math.pi * delta_y)
-        dF = r / delta_y
-        if hessian_sqrt:
-            scale = 1.0 if unit_noise else 1.0 / math.sqrt(delta_y)
-            eye = xp.eye(C, dtype=F.dtype, device=device_of(F)) * scale
-            S = xp.broadcast_to(eye[None, :, :], (m, C, C))
-    elif likelihood == "categorical":
-        lse = logsumexp(xp, F, axis=1, keepdims=True)
-        logp = F - lse
-        loss = -xp.sum(Y * logp, axis=1)
-        p = xp.exp(logp)
-        dF = p - Y
-        if hessian_sqrt:
-            eye = xp.eye(C, dtype=F.dtype, device=device_of(F))
-            S = (eye[None, :, :] - p[:, :, None]) * xp.sqrt(p)[:, None, :]
-    elif likelihood == "bernoulli":
-        loss = xp.sum(softplus(xp, F) - Y * F, axis=1)
-        p = xp.exp(-softplus(xp, -F))                              # σ(F), stable
-        dF = p - Y
-        if hessian_sqrt:
-            S = xp.sqrt(p * (1.0 - p))[:, :, None]
-    else:
-        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+    loss, dF = _loss_and_grad(likelihood, F, Y, delta_y)
+    S = _hessian_sqrt(likelihood, F, delta_y, unit_noise=unit_noise) if hessian_sqrt else None
     return loss, dF, S
 
 
@@ -382,24 +240,18 @@ def objective(net: MLP, weights: Sequence, X, Y, *, likelihood: str, lam_w, lam_
     """
     xp = namespace(X, *weights)
     n = X.shape[0]
-    L = len(weights)
     per_ex = sum(int(W.shape[0]) * 3 for W in weights) + 2 * int(X.shape[1])
     step = auto_chunk(n, per_ex, chunk_size)
     dtype, dev = X.dtype, device_of(X)
     total = xp.zeros((), dtype=dtype, device=dev)
     grads = [xp.zeros_like(W) for W in weights] if grad else None
     for s, e in chunks(n, step):
-        Hs, As = _forward_plain(xp, net, weights, X[s:e, :])
-        loss, dF, _ = loss_derivatives(likelihood, As[-1], Y[s:e, :], delta_y, hessian_sqrt=False)
+        fwd = forward(net, weights, X[s:e, :])
+        loss, dF = _loss_and_grad(likelihood, fwd.F, Y[s:e, :], delta_y)
         total = total + xp.sum(loss)
         if grad:
-            d = dF
-            for l in range(L - 1, -1, -1):
-                grads[l] = grads[l] + xp.concat([xp.matmul(xp.matrix_transpose(d), Hs[l]),
-                                                 xp.sum(d, axis=0)[:, None]], axis=1)
-                if l > 0:
-                    fp = activation_derivative(xp, As[l - 1], net.activation, net.slope)
-                    d = fp * xp.matmul(d, weights[l][:, :-1])
+            g, _ = backward(net, weights, fwd, dF)
+            grads = [a + b for a, b in zip(grads, g)]
     total = total * scale
     for l, W in enumerate(weights):
         lam = prior_vector(xp, lam_w[l], lam_b[l], W.shape[1] - 1, dtype=dtype, device=dev)

@@ -42,6 +42,10 @@ import math
 from .._backend import device_of, namespace, to_numpy
 from .._backend import random as bbr
 from .._backend.linalg import NotPositiveDefiniteError, cho_solve, cholesky, solve_triangular
+from typing import Any, NamedTuple
+
+from ..driver import deprecated_names, run_kernel
+from ..inputs import prepare
 from ..model import MLP
 from . import _common as C
 from ._mlp_grad import curvature, data_misfit, objective, prior_vector
@@ -66,12 +70,34 @@ def _replace(W, l, new):
     return tuple(new if j == l else w for j, w in enumerate(W))
 
 
-def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
+def _isatty() -> bool:
+    import sys
+
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+class _ModeState(NamedTuple):
+    """Carry of the mode phase: weights, per-layer damping ``ρ``, the last ``E``, the stall
+    count, counters, and the stop reason (empty while running)."""
+
+    weights: tuple
+    damping: tuple
+    E_prev: Any
+    stall: int
+    backtracks: int
+    extrapolations: int
+    converged: bool
+    message: str
+
+
+@deprecated_names(num_sweeps="num_steps")
+def block(net: MLP, X, y, *, likelihood=None, init=None, num_steps: int = 100,
           damping: float = 0.0, tol: float = 1e-8, ftol: float = 0.0, armijo: float = 1e-4,
           max_backtracks: int = 20, model_step: bool = True, extrapolate: bool = False, max_extrapolation: float = 16.0,
           samples=None, sample_sweeps: int = 20, step_size: float = 0.5,
           prior_precision=None, delta_y=None, sigma_noise=None, seed=None, chunk_size=None,
-          progress=None) -> LaplaceResult:
+          progress=True, device=None, dtype=None, checkpoint=None, checkpoint_every=None,
+          resume=None) -> LaplaceResult:
     """Iterative block Laplace of the standard MLP and its sample-based variant.
 
     Parameters
@@ -85,8 +111,9 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
     init : sequence of arrays or LaplaceResult, optional
         Starting weights (a MAP from :func:`map_fit` is a good warm start for deep nets).
         Default: :func:`init_weights` with ``seed``. Never modified.
-    num_sweeps : int
-        Maximum number of mode-phase sweeps (each visits every layer once, output first).
+    num_steps : int
+        Maximum number of mode-phase sweeps (each visits every layer once, output first;
+        deprecated spelling: ``num_sweeps``).
     damping : float
         Initial and minimum Levenberg–Marquardt damping ``ρ`` added to every block.
     tol : float
@@ -129,7 +156,14 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
     chunk_size : int, optional
         Data points per chunk (memory bound).
     progress : bool or None
-        tqdm bar over sweeps (None: only on a terminal).
+        tqdm bar over sweeps (default on; ``None``: only on a terminal).
+    device : None, "cpu", "cuda" or "cuda:N"
+        Where to compute (``X``, ``y`` and ``init`` are moved there once); the result lives there.
+    dtype : None, "float32" or "float64"
+        Compute dtype (default ``X``'s); the result has it.
+    checkpoint, checkpoint_every, resume
+        Checkpoints of the mode phase (:func:`blockbayes.driver.run_kernel`); Ctrl-C during
+        the mode phase ends it with the weights so far (``info["message"]`` says so).
 
     Returns
     -------
@@ -141,11 +175,11 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
         ``sample_objective`` (E at the mean after each sample sweep).
     """
     lik = C.resolve_likelihood(net, likelihood)
-    xp = C.check_X(net, X)
-    Y = C.encode_targets(net, lik, X, y)
+    X, Y = prepare(net, X, y, device=device, dtype=dtype, task="standard", likelihood=lik)
+    xp = namespace(X)
     lam_w, lam_b = C.resolve_prior(net, prior_precision)
     dy = C.resolve_noise(net, lik, delta_y, sigma_noise)
-    num_sweeps = C.positive_int("num_sweeps", num_sweeps, minimum=0)
+    num_sweeps = C.positive_int("num_steps", num_steps, minimum=0)
     max_backtracks = C.positive_int("max_backtracks", max_backtracks, minimum=0)
     if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not (damping >= 0 and math.isfinite(damping)):
         raise ValueError(f"damping must be a finite number >= 0, got {damping!r}")
@@ -161,97 +195,86 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
         if step_size > 1:
             raise ValueError(f"step_size must lie in (0, 1], got {step_size}")
     k_init, k_samp = bbr.split(bbr.key(seed), 2)
-    W = C.init_weights(net, seed=k_init, like=X) if init is None else C.check_weights(net, init, X, name="init")
+    moved = device is not None or dtype is not None
+    W = (C.init_weights(net, seed=k_init, like=X) if init is None
+         else C.check_weights(net, init, X, name="init", move=moved))
     n = X.shape[0]
     L = net.num_layers
     dtype, dev = X.dtype, device_of(X)
     lams = [prior_vector(xp, lam_w[l], lam_b[l], net.widths[l], dtype=dtype, device=dev) for l in range(L)]
     eyes = [xp.eye(net.widths[l] + 1, dtype=dtype, device=dev) for l in range(L)]
-    rho = [float(damping)] * L
-    slack = 8.0 * float(xp.finfo(dtype).eps)     # round-off allowance in the Armijo test
-    hist_E, hist_g, backtracks = [], [], 0
-    converged = False
-    E_prev = None
-    stall, patience = 0, 3
-    extrapolations = 0
-    message = ""
-    bar = C.progress_bar(num_sweeps + (sample_sweeps if samples else 0), "block Laplace", progress)
-    sweeps_done = 0
-    try:
-        for sweep in range(num_sweeps):
-            gmax = 0.0
-            E_now = None
-            W_start = W
-            failed = False
-            for l in reversed(range(L)):
-                st = curvature(net, W, X, Y, likelihood=lik, layers=[l], kinds=["block"], delta_y=dy,
-                               unit_noise=False, gradient=True, chunk_size=chunk_size)
-                g = st["grad"][l] + lams[l][None, :] * W[l]
-                E0 = _f(st["loss"] + _prior_energy(xp, W, lam_w, lam_b))
-                gmax = max(gmax, _f(xp.max(xp.abs(g))) / n)
-                Gb = st["block"][l] + eyes[l][None, :, :] * lams[l][None, None, :]
-                accepted = False
-                for attempt in range(8):
-                    try:
-                        R = cholesky(Gb + rho[l] * eyes[l][None, :, :])
-                        break
-                    except NotPositiveDefiniteError:   # only from round-off; grow the damping
-                        rho[l] = max(10.0 * rho[l], 1e-8 * _f(xp.max(xp.linalg.diagonal(Gb))))
-                else:
-                    raise NotPositiveDefiniteError(f"layer {l}: node blocks not positive definite")
-                step = -cho_solve(R, g[:, :, None])[..., 0]
-                slope = _f(xp.sum(g * step))
-                if slope < 0:
-                    alpha = 1.0
-                    if model_step and l < L - 1:
-                        kap = _f(_curvature_along(net, W, X, Y, lik, dy, l, step, chunk_size)
-                                 + xp.sum(lams[l][None, :] * step * step))
-                        if kap > 0:
-                            alpha = min(2.0, max(1e-8, -slope / kap))
-                    for bt in range(max_backtracks + 1):
-                        Wt = _replace(W, l, W[l] + alpha * step)
-                        E1 = _f(objective(net, Wt, X, Y, likelihood=lik, lam_w=lam_w, lam_b=lam_b,
-                                          delta_y=dy, grad=False, chunk_size=chunk_size)[0])
-                        if math.isfinite(E1) and E1 <= E0 + armijo * alpha * slope + slack * abs(E0):
-                            accepted = True
-                            break
-                        alpha *= 0.5
-                        backtracks += 1
-                if accepted:
-                    W = Wt
-                    E_now = E1
-                    if bt == 0:
-                        rho[l] = max(float(damping), rho[l] / 3.0)
-                    else:
-                        rho[l] = 3.0 * rho[l] + 1e-6 * _f(xp.mean(xp.linalg.diagonal(Gb)))
-                else:
-                    E_now = E0
-                    failed = True
-                    rho[l] = 3.0 * rho[l] + 1e-4 * _f(xp.mean(xp.linalg.diagonal(Gb)))
-            if extrapolate and L > 1 and sweep > 0:
-                # over-relaxation along the sweep's displacement, kept only if E decreases
-                D = tuple(a - b for a, b in zip(W, W_start))
-                beta = 1.0
-                while beta <= max_extrapolation:
-                    Wt = tuple(a + beta * d for a, d in zip(W, D))
+
+    def sweep_fn(_, it: _ModeState, sweep):
+        """One mode-phase sweep (output layer first): damped Newton steps on the node blocks."""
+        W, rho, backtracks = it.weights, list(it.damping), it.backtracks
+        gmax = 0.0
+        E_now = None
+        W_start = W
+        failed = False
+        for l in reversed(range(L)):
+            st = curvature(net, W, X, Y, likelihood=lik, layers=[l], kinds=["block"], delta_y=dy,
+                           unit_noise=False, gradient=True, chunk_size=chunk_size)
+            g = st["grad"][l] + lams[l][None, :] * W[l]
+            E0 = _f(st["loss"] + _prior_energy(xp, W, lam_w, lam_b))
+            gmax = max(gmax, _f(xp.max(xp.abs(g))) / n)
+            Gb = st["block"][l] + eyes[l][None, :, :] * lams[l][None, None, :]
+            accepted = False
+            for attempt in range(8):
+                try:
+                    R = cholesky(Gb + rho[l] * eyes[l][None, :, :])
+                    break
+                except NotPositiveDefiniteError:   # only from round-off; grow the damping
+                    rho[l] = max(10.0 * rho[l], 1e-8 * _f(xp.max(xp.linalg.diagonal(Gb))))
+            else:
+                raise NotPositiveDefiniteError(f"layer {l}: node blocks not positive definite")
+            step = -cho_solve(R, g[:, :, None])[..., 0]
+            slope = _f(xp.sum(g * step))
+            if slope < 0:
+                alpha = 1.0
+                if model_step and l < L - 1:
+                    kap = _f(_curvature_along(net, W, X, Y, lik, dy, l, step, chunk_size)
+                             + xp.sum(lams[l][None, :] * step * step))
+                    if kap > 0:
+                        alpha = min(2.0, max(1e-8, -slope / kap))
+                for bt in range(max_backtracks + 1):
+                    Wt = _replace(W, l, W[l] + alpha * step)
                     E1 = _f(objective(net, Wt, X, Y, likelihood=lik, lam_w=lam_w, lam_b=lam_b,
                                       delta_y=dy, grad=False, chunk_size=chunk_size)[0])
-                    if not (math.isfinite(E1) and E1 < E_now):
+                    if math.isfinite(E1) and E1 <= E0 + armijo * alpha * slope + slack * abs(E0):
+                        accepted = True
                         break
-                    W, E_now = Wt, E1
-                    extrapolations += 1
-                    beta *= 2.0
-            sweeps_done += 1
-            hist_E.append(E_now)
-            hist_g.append(gmax)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(E=f"{E_now:.6g}", grad=f"{gmax:.2e}")
-            if gmax < tol:
-                converged = True
-                message = f"converged: max |grad E|/n = {gmax:.3g} < tol"
-                break
-            dec = math.inf if E_prev is None else E_prev - E_now
+                    alpha *= 0.5
+                    backtracks += 1
+            if accepted:
+                W = Wt
+                E_now = E1
+                if bt == 0:
+                    rho[l] = max(float(damping), rho[l] / 3.0)
+                else:
+                    rho[l] = 3.0 * rho[l] + 1e-6 * _f(xp.mean(xp.linalg.diagonal(Gb)))
+            else:
+                E_now = E0
+                failed = True
+                rho[l] = 3.0 * rho[l] + 1e-4 * _f(xp.mean(xp.linalg.diagonal(Gb)))
+        extrapolations = it.extrapolations
+        if extrapolate and L > 1 and sweep > 0:
+            # over-relaxation along the sweep's displacement, kept only if E decreases
+            D = tuple(a - b for a, b in zip(W, W_start))
+            beta = 1.0
+            while beta <= max_extrapolation:
+                Wt = tuple(a + beta * d for a, d in zip(W, D))
+                E1 = _f(objective(net, Wt, X, Y, likelihood=lik, lam_w=lam_w, lam_b=lam_b,
+                                  delta_y=dy, grad=False, chunk_size=chunk_size)[0])
+                if not (math.isfinite(E1) and E1 < E_now):
+                    break
+                W, E_now = Wt, E1
+                extrapolations += 1
+                beta *= 2.0
+        stall, message = it.stall, ""
+        if gmax < tol:
+            message = f"converged: max |grad E|/n = {gmax:.3g} < tol"
+        else:
+            dec = math.inf if it.E_prev is None else it.E_prev - E_now
             scale = max(1.0, abs(E_now))
             if dec <= ftol * scale or (failed and dec <= 1e-10 * scale):
                 stall += 1
@@ -260,29 +283,51 @@ def block(net: MLP, X, y, *, likelihood=None, init=None, num_sweeps: int = 100,
                                + (" with failed line searches" if failed else "")
                                + f", max |grad E|/n = {gmax:.3g} (typical when the minimiser sits on a "
                                "ReLU kink, where E is not differentiable)")
-                    break
             else:
                 stall = 0
-            E_prev = E_now
-        else:
-            message = f"stopped after num_sweeps={num_sweeps}; max |grad E|/n = {hist_g[-1] if hist_g else float('nan'):.3g}"
-        info = dict(variant="mode", objective=hist_E, grad_norm=hist_g, num_sweeps=sweeps_done,
-                    converged=converged, message=message, damping=tuple(rho), backtracks=backtracks,
-                    extrapolations=extrapolations)
-        if samples:
+        new = _ModeState(W, tuple(rho), E_now, stall, backtracks, extrapolations, gmax < tol, message)
+        return new, (E_now, gmax)
+
+    patience = 3
+    slack = 8.0 * float(xp.finfo(dtype).eps)     # round-off allowance in the Armijo test
+    start = _ModeState(W, tuple([float(damping)] * L), None, 0, 0, 0, False, "")
+    if num_sweeps > 0:
+        out = run_kernel(None, start, sweep_fn, num_steps=num_sweeps,
+                         collect=lambda it, info, t: {"E": float(info[0]), "grad": float(info[1])},
+                         stop=lambda t, it, info, traces: bool(it.message),
+                         progress=_isatty() if progress is None else bool(progress),
+                         desc="block Laplace", unit="sweep",
+                         postfix=lambda it, info: {"E": f"{info[0]:.6g}", "grad": f"{info[1]:.2e}"}, postfix_every=1,
+                         checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                         config=dict(family="laplace.block", widths=list(net.widths), likelihood=lik,
+                                     dtype=str(X.dtype), extrapolate=extrapolate, model_step=model_step))
+        it, hist_E, hist_g = out.state, [float(v) for v in out.traces["E"]], [float(v) for v in out.traces["grad"]]
+        if out.interrupted:
+            it = it._replace(message=f"interrupted after {len(hist_E)} sweeps (Ctrl-C)")
+    else:
+        it, hist_E, hist_g = start, [], []
+    W = it.weights
+    message = it.message or (f"stopped after num_steps={num_sweeps}; max |grad E|/n = "
+                             f"{hist_g[-1] if hist_g else float('nan'):.3g}")
+    info = dict(variant="mode", objective=hist_E, grad_norm=hist_g, num_sweeps=len(hist_E),
+                converged=it.converged, message=message, damping=it.damping, backtracks=it.backtracks,
+                extrapolations=it.extrapolations)
+    if samples:
+        bar = C.progress_bar(sample_sweeps, "block Laplace (samples)", progress)
+        try:
             W, Gcur, sinfo = _sample_phase(net, W, X, Y, lik, lams, eyes, dy, lam_w, lam_b, k_samp,
                                            samples, sample_sweeps, step_size, chunk_size, bar)
-            info.update(sinfo)
-            info["variant"] = "sample"
-            unit = dy if lik == "gaussian" else 1.0
-            curv = {"block": {l: Gcur[l] * unit for l in range(L)}}
-        else:
-            st = curvature(net, W, X, Y, likelihood=lik, layers=range(L), kinds=["block"], delta_y=dy,
-                           unit_noise=True, chunk_size=chunk_size)
-            curv = {"block": st["block"]}
-    finally:
-        if bar is not None:
-            bar.close()
+        finally:
+            if bar is not None:
+                bar.close()
+        info.update(sinfo)
+        info["variant"] = "sample"
+        unit = dy if lik == "gaussian" else 1.0
+        curv = {"block": {l: Gcur[l] * unit for l in range(L)}}
+    else:
+        st = curvature(net, W, X, Y, likelihood=lik, layers=range(L), kinds=["block"], delta_y=dy,
+                       unit_noise=True, chunk_size=chunk_size)
+        curv = {"block": st["block"]}
     misfit = data_misfit(net, W, X, Y, likelihood=lik, chunk_size=chunk_size)
     return LaplaceResult(net=net, likelihood=lik, structure="block", subset="all", layers=range(L),
                          weights=W, curv=curv, n=n, misfit=misfit, lam_w=lam_w, lam_b=lam_b, delta_y=dy,

@@ -25,6 +25,7 @@ import numpy as np
 
 from .._backend import device_of, namespace, to_numpy
 from .._backend import random as bbr
+from ..inputs import prepare
 from ..model import MLP
 from . import _common as C
 from ..model import activate as _activate_model
@@ -412,8 +413,8 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
             prior_precision=None, delta_y=None, sigma_noise=None, learn_noise: bool = False,
             noise_prior=(1.0, 1e-2), restarts: int = 1, max_iter: int = 2000, tol: float = 1e-7,
             ftol=None, history: int = 10, num_epochs: int = 200, batch_size: int = 128, lr: float = 1e-2,
-            betas=(0.9, 0.999), eps: float = 1e-8, chunk_size=None, progress=None,
-            return_info: bool = False):
+            betas=(0.9, 0.999), eps: float = 1e-8, chunk_size=None, progress=True,
+            return_info: bool = False, device=None, dtype=None):
     """MAP weights of the standard MLP (and, optionally, of its noise variance).
 
     Parameters
@@ -469,12 +470,17 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
     chunk_size : int, optional
         Data points per chunk of the full-batch passes (memory bound).
     progress : bool or None
-        tqdm progress bar (None: only on a terminal).
+        tqdm progress bar (default on; ``None``: only on a terminal).
     return_info : bool
         Also return a dict (``objective``, ``grad_norm`` (largest gradient component of ``E``),
         ``num_iter``, ``num_fev``, ``converged`` (gradient tolerance reached), ``message``, ``history``,
         ``delta_y`` (the noise variance of the fit), and with restarts ``restart_objectives``,
         ``restart_iters``, ``best_restart``).
+    device : None, "cpu", "cuda" or "cuda:N"
+        Where to compute (``X``, ``y`` and ``init`` are moved there once; ``None`` keeps
+        ``X``'s device); the weights are returned there.
+    dtype : None, "float32" or "float64"
+        Compute dtype (default ``X``'s); the weights have it.
 
     Returns
     -------
@@ -484,8 +490,7 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
         Only with ``return_info``.
     """
     lik = C.resolve_likelihood(net, likelihood)
-    C.check_X(net, X)
-    Y = C.encode_targets(net, lik, X, y)
+    X, Y = prepare(net, X, y, device=device, dtype=dtype, task="standard", likelihood=lik)
     lam_w, lam_b = C.resolve_prior(net, prior_precision)
     dy = C.resolve_noise(net, lik, delta_y, sigma_noise)
     if method not in ("lbfgs", "adam"):
@@ -504,7 +509,7 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
     if init is None:
         W0 = C.init_weights(net, seed=k_init, like=X)
     else:
-        W0 = C.check_weights(net, init, X, name="init")
+        W0 = C.check_weights(net, init, X, name="init", move=device is not None or dtype is not None)
     n = X.shape[0]
     if method == "lbfgs":
         tol = C.positive("tol", tol)
@@ -541,7 +546,7 @@ def _member_info(res, i, n) -> dict:
 def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=None, likelihood=None,
                  prior_precision=None, delta_y=None, sigma_noise=None, learn_noise: bool = False,
                  noise_prior=(1.0, 1e-2), max_iter: int = 2000, tol: float = 1e-7, ftol=None, history: int = 10,
-                 chunk_size=None, progress=None, return_info: bool = False):
+                 chunk_size=None, progress=True, return_info: bool = False, device=None, dtype=None):
     """``members`` independent MAP fits (a deep ensemble), all fitted as **one batched problem**.
 
     Member ``k`` is exactly ``map_fit(net, X, y, seed=seeds[k], restarts=restarts, ...)`` with
@@ -549,7 +554,7 @@ def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=No
     optimiser keeps each member's state separate and only shares the objective evaluations, one
     batched matmul per layer for all ``members × restarts`` weight sets).
 
-    Parameters are those of :func:`map_fit` (L-BFGS only).
+    Parameters are those of :func:`map_fit` (L-BFGS only; ``device=``/``dtype=`` included).
 
     Returns
     -------
@@ -560,8 +565,7 @@ def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=No
         and ``delta_y`` (array ``(members,)``).
     """
     lik = C.resolve_likelihood(net, likelihood)
-    C.check_X(net, X)
-    Y = C.encode_targets(net, lik, X, y)
+    X, Y = prepare(net, X, y, device=device, dtype=dtype, task="standard", likelihood=lik)
     lam_w, lam_b = C.resolve_prior(net, prior_precision)
     dy = C.resolve_noise(net, lik, delta_y, sigma_noise)
     members = C.positive_int("members", members)

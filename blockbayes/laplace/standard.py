@@ -7,6 +7,7 @@ data term at ``params`` (one chunked pass over the data, no autograd) and return
 from __future__ import annotations
 
 from ..model import MLP
+from ..inputs import prepare
 from . import _common as C
 from ._mlp_grad import curvature, data_misfit
 from .result import STRUCTURES, SUBSETS, LaplaceResult
@@ -16,7 +17,7 @@ __all__ = ["fit"]
 
 def fit(net: MLP, params, X, y, *, subset: str = "last_layer", structure: str = "kfac",
         likelihood=None, prior_precision=None, delta_y=None, sigma_noise=None,
-        kfac_bias: str = "joint", chunk_size=None) -> LaplaceResult:
+        kfac_bias: str = "joint", chunk_size=None, device=None, dtype=None) -> LaplaceResult:
     """Laplace approximation of the standard MLP's posterior around ``params`` (usually the MAP).
 
     The posterior precision over the active parameters is ``P = φ·GGN + Λ`` with
@@ -53,6 +54,11 @@ def fit(net: MLP, params, X, y, *, subset: str = "last_layer", structure: str = 
         ``B ⊗ A_w`` and bias ``B`` as separate blocks, the laplace-torch/curvlinops convention).
     chunk_size : int, optional
         Data points per chunk of the curvature pass (memory bound).
+    device : None, "cpu", "cuda" or "cuda:N"
+        Where to compute (``X``, ``y`` and given weights are moved there once; ``None`` keeps
+        ``X``'s device); the result lives there.
+    dtype : None, "float32" or "float64"
+        Compute dtype (default ``X``'s); the result has it.
 
     Returns
     -------
@@ -76,9 +82,8 @@ def fit(net: MLP, params, X, y, *, subset: str = "last_layer", structure: str = 
         raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
     if kfac_bias not in ("joint", "separate"):
         raise ValueError(f"kfac_bias must be 'joint' or 'separate', got {kfac_bias!r}")
-    C.check_X(net, X)
-    Y = C.encode_targets(net, lik, X, y)
-    W = C.check_weights(net, params, X)
+    X, Y = prepare(net, X, y, device=device, dtype=dtype, task="standard", likelihood=lik)
+    W = C.check_weights(net, params, X, move=device is not None or dtype is not None)
     lam_w, lam_b = C.resolve_prior(net, prior_precision)
     dy = C.resolve_noise(net, lik, delta_y, sigma_noise)
     L = net.num_layers

@@ -62,7 +62,7 @@ def run(net, X, y, *, method: str = "rao_blackwell", **options) -> VIResult:
         ``"rao_blackwell"`` (default) gives honest marginal variances (see the module docstring);
         ``"cavi"`` is block CAVI whose variances collapse (MATH.md §C.5).
     **options
-        Passed to the method's ``run`` (e.g. ``num_iters``, ``num_restarts``, ``seed``,
+        Passed to the method's ``run`` (e.g. ``num_steps``, ``num_restarts``, ``seed``,
         ``device``, ``dtype``, ``progress``; see each module).
 
     Returns

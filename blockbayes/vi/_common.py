@@ -4,32 +4,20 @@ from __future__ import annotations
 import math
 from numbers import Real
 
-from .._backend import device_of, namespace, resolve_device, to_device
+from .._backend import device_of, namespace
 from .._backend import linalg
 from ..blocks import augmented_gram
-from ..inputs import validate_data
 from ..model import MLP
 
-__all__ = ["prepare_data", "check_int", "check_pos", "progress_bar", "eye", "diagonal",
+__all__ = ["NOISY_VI", "check_int", "check_pos", "progress_bar", "eye", "diagonal",
            "chol_inverse", "logdet_spd", "prior_diag", "pad_cov", "expected_gram"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def prepare_data(net: MLP, X, y, *, device=None, dtype=None, regression_only=True):
-    """Resolve the device, move ``X, y`` once and validate them (``y`` → ``(n, d_out)``)."""
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be a blockbayes.MLP, got {type(net).__name__}")
-    if regression_only and net.likelihood != "gaussian":
-        raise NotImplementedError(
-            f"likelihood={net.likelihood!r}: the noisy-network VI family (CAVI, Rao-Blackwell, "
-            "sampled, targets) implements Gaussian regression only; use "
-            "blockbayes.vi.mean_field for classification")
-    kind, index = resolve_device(device)
-    if kind is not None:
-        X = to_device(X, kind, index)
-        y = to_device(y, kind, index)
-    return validate_data(net, X, y, dtype=dtype, per_chain=False)
+#: how :func:`blockbayes.inputs.prepare` names the noisy-network VI methods (Gaussian only)
+NOISY_VI = ("the noisy-network VI family (CAVI, Rao-Blackwell, sampled, targets; for classification "
+            "use blockbayes.vi.mean_field, ivon or vogn)")
 
 
 def check_int(name, v, lo=1):

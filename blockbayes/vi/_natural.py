@@ -15,10 +15,12 @@ import math
 from typing import Any, NamedTuple, Optional
 
 from .. import nn
-from .._backend import backend_name, device_of, namespace, resolve_device, to_device
+from .._backend import backend_name, device_of, namespace
 from .._backend import random as bbr
+from ..driver import nonfinite_fields, run_kernel
+from ..inputs import prepare
 from ..model import MLP, chain_weights
-from ._common import check_int, check_pos, progress_bar
+from ._common import check_int, check_pos
 from .result import VIResult
 
 
@@ -158,7 +160,8 @@ def kl_to_prior(xp, mean, var, prior_prec) -> Any:
 
 def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, batch_size, num_restarts: int,
              likelihood, learn_noise: bool, ess, weight_decay_value, seed, device, dtype, progress: bool,
-             init, hess_init: float, step_options: dict, config: dict) -> VIResult:
+             init, hess_init: float, step_options: dict, config: dict, check_every=None, checkpoint=None,
+             checkpoint_every=None, resume=None) -> VIResult:
     """The stateful driver shared by :func:`blockbayes.vi.ivon.run` and :func:`blockbayes.vi.vogn.run`:
     moves the data once, runs epochs of shuffled minibatches (the last short batch dropped when
     ``batch_size`` does not divide ``n``), and returns a :class:`VIResult` with ``cov_kind="diag"``,
@@ -170,17 +173,8 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
     lik = nn.resolve_likelihood(net, likelihood)
     if learn_noise and lik != "gaussian":
         raise ValueError("learn_noise applies to the Gaussian likelihood only")
-    kind, index = resolve_device(device)
-    if kind is not None:
-        X = to_device(X, kind, index)
-        y = to_device(y, kind, index)
-    if dtype is not None:
-        from .._backend import float_dtype
-
-        xp0 = namespace(X)
-        X = xp0.astype(X, float_dtype(xp0, dtype))
-    xp = nn.check_X(net, X)
-    Y = nn.encode_targets(net, lik, X, y)
+    X, Y = prepare(net, X, y, device=device, dtype=dtype, task="standard", likelihood=lik)
+    xp = namespace(X)
     n = X.shape[0]
     if batch_size is None:
         batch_size = n
@@ -192,51 +186,56 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
     k_init, k_run = bbr.split(bbr.key(seed), 2)
     state = init_fn(k_init, net, X, num_restarts=num_restarts, init=init, hess_init=hess_init)
     per_epoch = n // batch_size
-    losses, dys = [], []
-    bar = progress_bar(num_steps, f"vi.{method}", progress)
-    key = k_run
-    perm = None
-    try:
-        for t in range(num_steps):
-            key, k_b, k_s = bbr.split(key, 3)
-            if batch_size == n:
-                Xb, Yb = X, Y
-            else:
-                j = t % per_epoch
-                if j == 0:                                   # a fresh shuffle every epoch
-                    perm = xp.argsort(bbr.uniform(k_b, (n,), like=X))
-                idx = perm[j * batch_size:(j + 1) * batch_size]
-                Xb, Yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
-            state, info = step_fn(k_s, state, net, Xb, Yb, likelihood=lik, ess=ess, weight_decay=wd,
-                                  lr=lr_at(t, num_steps, step_options["lr"], config["schedule"]),
-                                  learn_noise=learn_noise, **{k: v for k, v in step_options.items() if k != "lr"})
-            losses.append(info.loss)
-            if learn_noise:
-                dys.append(state.delta_y)
-            if bar is not None:
-                bar.update(1)
-                if t % 50 == 0 or t == num_steps - 1:
-                    bar.set_postfix(loss=f"{float(xp.min(info.loss)):.4g}")
-    finally:
-        if bar is not None:
-            bar.close()
+    extra = {k: v for k, v in step_options.items() if k != "lr"}
+
+    def step_ng(keys, carry, t):
+        k_b, k_s = keys
+        st, perm = carry
+        if batch_size == n:
+            Xb, Yb = X, Y
+        else:
+            j = t % per_epoch
+            if j == 0:                                   # a fresh shuffle every epoch
+                perm = xp.argsort(bbr.uniform(k_b, (n,), like=X))
+            idx = perm[j * batch_size:(j + 1) * batch_size]
+            Xb, Yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
+        st, info = step_fn(k_s, st, net, Xb, Yb, likelihood=lik, ess=ess, weight_decay=wd,
+                           lr=lr_at(t, num_steps, step_options["lr"], config["schedule"]),
+                           learn_noise=learn_noise, **extra)
+        return (st, perm), info
+
+    def collect(carry, info, t):
+        return {"loss": info.loss, "delta_y": carry[0].delta_y} if learn_noise else {"loss": info.loss}
+
+    out = run_kernel(k_run, (state, None), step_ng, num_steps=num_steps, collect=collect,
+                     keys_per_step=2, key_mode="fan", progress=progress, desc=f"vi.{method}", unit="step",
+                     check=(lambda carry, info: nonfinite_fields(xp, carry[0], ("mean", "hess", "delta_y")))
+                     if check_every else None, check_every=check_every, check_what=f"{method} state",
+                     postfix=lambda carry, info: {"loss": f"{float(xp.min(info.loss)):.4g}"}, postfix_every=50,
+                     checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                     config=dict(config, family=f"vi.{method}", widths=list(net.widths), batch_size=batch_size,
+                                 num_restarts=num_restarts, learn_noise=learn_noise, ess=ess, dtype=str(X.dtype)))
+    state = out.state[0]
+    num_steps_done = out.num_kept
     var = tuple(1.0 / (ess * (h + d)) for h, d in zip(state.hess, wd))
     for l, (M, V) in enumerate(zip(state.mean, var)):
         if not (bool(xp.all(xp.isfinite(M))) and bool(xp.all(xp.isfinite(V))) and bool(xp.all(V > 0))):
             raise FloatingPointError(f"{method} diverged (non-finite or non-positive parameters in layer {l + 1}); "
                                      "lower lr, raise hess_init or check the data scale")
-    tr = xp.stack(losses, axis=-1)
-    tail = max(1, num_steps // 10)
+    tr = out.traces["loss"]
+    tail = max(1, num_steps_done // 10)
     # ELBO estimate for choosing among restarts: −n·(tail-average minibatch loss) − KL(q ‖ p), p the
     # net's prior (precision n·δ when δ comes from it).
     prior = tuple(float(n) * d for d in wd)
     elbo = -float(n) * xp.mean(tr[:, -tail:], axis=-1) - kl_to_prior(xp, state.mean, var, prior)
     trace = {"loss": tr}
     if learn_noise:
-        trace["delta_y"] = xp.stack(dys, axis=-1)
+        trace["delta_y"] = out.traces["delta_y"]
     cfg = dict(config, num_steps=num_steps, batch_size=batch_size, num_restarts=num_restarts, ess=ess,
                weight_decay=weight_decay_value, learn_noise=learn_noise, hess_init=hess_init,
                backend=backend_name(xp), dtype=str(X.dtype), n=n)
+    if out.interrupted:
+        cfg.update(interrupted=True, num_steps_done=num_steps_done)
     return VIResult(net=net, method=method, means=tuple(state.mean), covs=var, cov_kind="diag",
                     delta_y=state.delta_y, elbo=elbo, trace=trace, likelihood=lik, model="standard",
                     final_state=state, config=cfg)

@@ -36,8 +36,10 @@ from .._backend import linalg
 from .._backend import random as bbr
 from ..model import MLP, activate, affine
 from ..blocks import augmented_cross, diag_embed
-from ._common import (LOG_2PI, check_int, check_pos, diagonal, expected_gram, eye, logdet_spd,
-                     prepare_data, prior_diag, progress_bar)
+from ..driver import deprecated_names, one_blas_thread, nonfinite_blocks, run_kernel
+from ..inputs import prepare
+from ._common import (LOG_2PI, NOISY_VI, check_int, check_pos, diagonal, expected_gram, eye, logdet_spd,
+                      prior_diag)
 from ._factor import FactorMoments, relu_factor
 from .result import VIResult
 
@@ -355,8 +357,11 @@ _init = init  # `run` has an argument called `init`
 
 # --------------------------------------------------------------------------- run
 
-def run(net: MLP, X, y, *, num_iters: int = 200, num_restarts: int = 1, tol: Optional[float] = None,
-        seed=None, device=None, dtype=None, progress: bool = True, init="prior") -> VIResult:
+@deprecated_names(num_iters="num_steps")
+@one_blas_thread
+def run(net: MLP, X, y, *, num_steps: int = 200, num_restarts: int = 1, tol: Optional[float] = None,
+        seed=None, device=None, dtype=None, progress: bool = True, init="prior", check_every=None,
+        checkpoint=None, checkpoint_every=None, resume=None) -> VIResult:
     """Block CAVI on the noisy MLP (Gaussian regression).
 
     Parameters
@@ -365,8 +370,8 @@ def run(net: MLP, X, y, *, num_iters: int = 200, num_restarts: int = 1, tol: Opt
         ``likelihood="gaussian"``; any activation of :class:`~blockbayes.MLP`.
     X : array, shape (n, d_in)
     y : array, shape (n,) or (n, d_out)
-    num_iters : int
-        Maximum number of sweeps.
+    num_steps : int
+        Maximum number of sweeps (deprecated spelling: ``num_iters``).
     num_restarts : int
         Independent restarts from different prior draws (a leading batch axis).
     tol : float, optional
@@ -379,6 +384,11 @@ def run(net: MLP, X, y, *, num_iters: int = 200, num_restarts: int = 1, tol: Opt
     progress : bool
         tqdm progress bar over sweeps.
     init : see :func:`init`
+    check_every : int, optional
+        Check the row moments for non-finite values every this many sweeps (a device sync);
+        ``None``: after the last sweep only.
+    checkpoint, checkpoint_every, resume
+        Checkpoints of the sweep loop (:func:`blockbayes.driver.run_kernel`).
 
     Returns
     -------
@@ -387,40 +397,44 @@ def run(net: MLP, X, y, *, num_iters: int = 200, num_restarts: int = 1, tol: Opt
         restart) and ``trace["elbo"]`` of shape ``(num_restarts, num_sweeps)``; ``final_state``
         is the :class:`CAVIState`. The variances are *conditional* ones (MATH.md §C.5).
     """
-    check_int("num_iters", num_iters)
+    check_int("num_steps", num_steps)
     if tol is not None:
         check_pos("tol", tol)
-    X, y = prepare_data(net, X, y, device=device, dtype=dtype)
+    X, y = prepare(net, X, y, device=device, dtype=dtype, task="regression", method=NOISY_VI)
     xp = namespace(X, y)
     state = _init(bbr.key(seed), net, X, y, num_restarts=num_restarts, init=init)
     C = state.mean[0].shape[0]
-    trace = []
-    bar = progress_bar(num_iters, "vi.cavi", progress)
-    prev = None
-    try:
-        for it in range(num_iters):
-            state, info = step(state, net, X, y)
-            trace.append(info.elbo)
-            if tol is not None or bar is not None:
-                e = info.elbo
-                if bar is not None:
-                    bar.update(1)
-                    if it % 10 == 0 or it == num_iters - 1:
-                        bar.set_postfix(elbo=f"{float(xp.max(e)):.4g}")
-                if tol is not None and prev is not None:
-                    if bool(xp.all(xp.abs(e - prev) <= tol * (1.0 + xp.abs(e)))):
-                        break
-                prev = e
-    finally:
-        if bar is not None:
-            bar.close()
+
+    def stop(t, st, info, traces):
+        if tol is None or t == 0:
+            return False
+        e, prev = info.elbo, traces["elbo"][:, t - 1]
+        return bool(xp.all(xp.abs(e - prev) <= tol * (1.0 + xp.abs(e))))
+
+    out = run_kernel(None, state, lambda _, st, t: step(st, net, X, y), num_steps=num_steps,
+                     collect=lambda st, info, t: {"elbo": info.elbo}, stop=stop,
+                     check=(lambda st, info: _nonfinite(xp, st)) if check_every is not None else None,
+                     check_every=check_every, check_what="CAVI row moments", progress=progress,
+                     desc="vi.cavi", unit="sweep", postfix=lambda st, info: {"elbo": f"{float(xp.max(info.elbo)):.4g}"},
+                     checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                     config=dict(family="vi.cavi", widths=list(net.widths), num_restarts=C, tol=tol,
+                                 dtype=str(X.dtype)))
+    state = out.state
     _check_finite(xp, state)
-    tr = xp.stack(trace, axis=-1)
+    tr = out.traces["elbo"]
     dy = xp.full((C,), net.delta_y, dtype=X.dtype, device=device_of(X))
+    cfg = dict(num_steps=num_steps, sweeps=out.num_kept, num_restarts=C, tol=tol,
+               backend=backend_name(xp), dtype=str(X.dtype))
+    if out.interrupted:
+        cfg["interrupted"] = True
     return VIResult(net=net, method="cavi", means=state.mean, covs=state.cov, cov_kind="shared", delta_y=dy,
-                    elbo=trace[-1], trace={"elbo": tr}, likelihood="gaussian", model="noisy", final_state=state,
-                    config=dict(num_iters=num_iters, sweeps=len(trace), num_restarts=C, tol=tol,
-                                backend=backend_name(xp), dtype=str(X.dtype)))
+                    elbo=tr[:, -1], trace={"elbo": tr}, likelihood="gaussian", model="noisy", final_state=state,
+                    config=cfg)
+
+
+def _nonfinite(xp, state):
+    return nonfinite_blocks(xp, {**{f"row means of layer {l + 1}": M for l, M in enumerate(state.mean)},
+                                 **{f"row covariance of layer {l + 1}": S for l, S in enumerate(state.cov)}})
 
 
 def _check_finite(xp, state):

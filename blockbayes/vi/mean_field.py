@@ -24,10 +24,10 @@ a weight without stiffening the optimiser). The reparameterised gradients are
     ∇_{\\tilde μ_j} = s_j\\,\\overline{g_j} + \\tilde μ_j,\\qquad
     ∇_{\\tilde ρ_j} = \\operatorname{sigmoid}(\\tilde ρ_j)\\big(s_j\\,\\overline{g_j ε_j} + \\tilde σ_j - 1/\\tilde σ_j\\big)
 
-(of ``−𝓛``), with ``g = ∇_θ Σ_μ ℓ(y_μ, F_θ(x_μ))`` from one hand-written backward pass per
-Monte Carlo draw (:mod:`blockbayes.laplace._mlp_grad`, shared with the Laplace family) and bars
-averaging over ``num_mc`` draws; minibatches scale the data term by ``n/|B|``. Adam with a cosine
-learning-rate decay. Cost per step ``O(num_mc · |B| · P)``.
+(of ``−𝓛``), with ``g = ∇_θ Σ_μ ℓ(y_μ, F_θ(x_μ))`` from one hand-written backward pass
+(:func:`blockbayes.nn.value_and_grad`, shared with Laplace, IVON and VOGN) batched over every
+Monte Carlo draw of every restart, and bars averaging over ``num_mc`` draws; minibatches scale
+the data term by ``n/|B|``. Adam with a cosine learning-rate decay. Cost per step ``O(num_mc · |B| · P)``.
 
 Likelihoods: ``"gaussian"`` (variance ``Δ_y``, optionally learned as a point estimate),
 ``"bernoulli"`` (logistic) and ``"categorical"`` (softmax), resolved from the net as the Laplace
@@ -38,21 +38,15 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple, Optional
 
-import numpy as np
-
-from .._backend import backend_name, device_of, namespace, resolve_device, to_device
+from .. import nn
+from .._backend import backend_name, device_of, dtype_name, namespace, resolve_device, to_device
 from .._backend import random as bbr
 from ..model import MLP
+from ..nn import softplus
 from ._common import check_int, check_pos, prior_diag, progress_bar
 from .result import VIResult
 
 __all__ = ["MFState", "MFInfo", "init", "step", "run", "elbo_gradients"]
-
-
-def _grad_module():
-    from ..laplace import _mlp_grad
-
-    return _mlp_grad
 
 
 class MFState(NamedTuple):
@@ -83,10 +77,6 @@ class MFInfo(NamedTuple):
 
     elbo: Any
     lr: float
-
-
-def _softplus(xp, x):
-    return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
 def _sigmoid(xp, x):
@@ -124,6 +114,10 @@ def elbo_gradients(key, state: MFState, net: MLP, X, Y, *, likelihood: str, num_
                    scale: float = 1.0, learn_noise: bool = False):
     """Monte Carlo ELBO estimate and gradients of ``−𝓛`` (see the module docstring).
 
+    The ``num_mc`` draws of the ``C`` restarts are one batch of ``S = num_mc · C`` networks for
+    :func:`blockbayes.nn.value_and_grad` (draw-major: member ``j C + c`` is draw ``j`` of
+    restart ``c``): one batched forward/backward pass, no host round trip.
+
     Parameters
     ----------
     X : array, shape (m, d_in)
@@ -139,57 +133,40 @@ def elbo_gradients(key, state: MFState, net: MLP, X, Y, *, likelihood: str, num_
     grads : tuple
         Gradients matching ``mu + rho + (log_delta,)``.
     """
-    g = _grad_module()
     xp = namespace(X)
     L = net.num_layers
     C = state.mu[0].shape[0]
+    S = num_mc * C
     ps = _prior_sd(net, xp, X)
-    sig = tuple(_softplus(xp, r) for r in state.rho)
+    sig = tuple(softplus(xp, r) for r in state.rho)
     keys = bbr.split(key, L)
     eps = [bbr.normal(keys[l], (num_mc,) + tuple(m.shape), like=m) for l, m in enumerate(state.mu)]
-    zeros = [0.0] * L
     m = X.shape[0]
     d_out = Y.shape[1]
-    gmu = [xp.zeros_like(a) for a in state.mu]
-    geps = [xp.zeros_like(a) for a in state.mu]
-    nll = []
-    gdel = []
-    dys = np.exp(np.asarray(_to_host(state.log_delta), dtype=np.float64))
-    for c in range(C):
-        nll_c = 0.0
-        gd_c = 0.0
-        for j in range(num_mc):
-            W = [ps[l] * (state.mu[l][c, ...] + sig[l][c, ...] * eps[l][j, c, ...]) for l in range(L)]
-            E, grads = g.objective(net, W, X, Y, likelihood=likelihood, lam_w=zeros, lam_b=zeros,
-                                   delta_y=float(dys[c]), grad=True, scale=scale)
-            nll_c = nll_c + E / num_mc
-            if learn_noise:
-                dy = float(dys[c])
-                data_sse_term = E - scale * 0.5 * m * d_out * math.log(2 * math.pi * dy)   # scale·SSE/(2Δ)
-                gd_c = gd_c + (-data_sse_term + scale * 0.5 * m * d_out) / num_mc
-            for l in range(L):
-                gw = ps[l] * grads[l] / num_mc
-                gmu[l][c, ...] = gmu[l][c, ...] + gw
-                geps[l][c, ...] = geps[l][c, ...] + gw * eps[l][j, c, ...]
-        nll.append(nll_c)
-        gdel.append(gd_c if learn_noise else 0.0)
+    # θ_{j,c} = s (μ̃_c + σ̃_c ε_{j,c}), flattened to (S, d_{l+1}, d_l + 1)
+    W = [xp.reshape(ps[l] * (state.mu[l] + sig[l] * eps[l]), (S,) + tuple(state.mu[l].shape[1:]))
+         for l in range(L)]
+    dys = xp.exp(state.log_delta)                                                   # (C,)
+    dy_members = xp.reshape(xp.broadcast_to(dys, (num_mc, C)), (S,))
+    E, grads, _, _ = nn.value_and_grad(net, W, X, Y, likelihood=likelihood, delta_y=dy_members)
+    E = xp.reshape(E * scale, (num_mc, C))                                          # scale · Σ_μ ℓ
+    nll = xp.sum(E, axis=0) / num_mc
+    if learn_noise:
+        # d/d log Δ of scale·Σℓ = −scale·SSE/(2Δ) + scale·m·d_out/2
+        log_norm = scale * 0.5 * m * d_out * xp.log(2 * math.pi * dys)
+        g_del = xp.sum(-(E - log_norm) + scale * 0.5 * m * d_out, axis=0) / num_mc
+    else:
+        g_del = xp.zeros((C,), dtype=X.dtype, device=device_of(X))
     kl = 0.0
     g_mu, g_rho = [], []
     for l in range(L):
+        gw = ps[l] * xp.reshape(grads[l] * scale, (num_mc,) + tuple(state.mu[l].shape)) / num_mc
         mu, s, r = state.mu[l], sig[l], state.rho[l]
         kl = kl + 0.5 * xp.sum(s * s + mu * mu - 1.0 - 2.0 * xp.log(s), axis=(-2, -1))
-        g_mu.append(gmu[l] + mu)
+        g_mu.append(xp.sum(gw, axis=0) + mu)
         sg = _sigmoid(xp, r)
-        g_rho.append(sg * geps[l] + sg * s - sg / s)
-    nll = xp.stack([xp.asarray(v, dtype=X.dtype, device=device_of(X)) for v in nll])
-    g_del = xp.asarray(gdel, dtype=X.dtype, device=device_of(X))
+        g_rho.append(sg * xp.sum(gw * eps[l], axis=0) + sg * s - sg / s)
     return -(nll + kl), tuple(g_mu) + tuple(g_rho) + (g_del,)
-
-
-def _to_host(a):
-    from .._backend import to_numpy
-
-    return to_numpy(a)
 
 
 def _lr_at(t, num_steps, lr, schedule):
@@ -322,7 +299,7 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-2, num_mc: int 
             bar.close()
     ps = _prior_sd(net, xp, X)
     means = tuple(p * m for p, m in zip(ps, state.mu))
-    var = tuple((p * _softplus(xp, r)) ** 2 for p, r in zip(ps, state.rho))
+    var = tuple((p * softplus(xp, r)) ** 2 for p, r in zip(ps, state.rho))
     for l, (M, V) in enumerate(zip(means, var)):
         if not (bool(xp.all(xp.isfinite(M))) and bool(xp.all(xp.isfinite(V)))):
             raise FloatingPointError(f"mean-field VI diverged (non-finite parameters in layer {l + 1}); "
@@ -335,4 +312,4 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-2, num_mc: int 
                     model="standard", final_state=state,
                     config=dict(num_steps=num_steps, lr=lr, num_mc=num_mc, batch_size=batch_size,
                                 num_restarts=num_restarts, learn_noise=learn_noise, schedule=schedule,
-                                init_sd=init_sd, backend=backend_name(xp), dtype=str(X.dtype)))
+                                init_sd=init_sd, backend=backend_name(xp), dtype=dtype_name(X)))

@@ -40,7 +40,9 @@ from .. import gibbs as _gibbs
 from ..model import MLP
 from ..posterior import GibbsResult
 from ..blocks import augmented_cross, augmented_gram, diag_embed
-from ._common import (check_int, eye, prepare_data, progress_bar)
+from ..driver import deprecated_names, one_blas_thread, is_kept, run_kernel
+from ..inputs import prepare
+from ._common import NOISY_VI, check_int, eye
 from .result import VIResult
 
 __all__ = ["RBStats", "RBState", "conditional_moments", "init_stats", "accumulate", "finalize", "run"]
@@ -174,10 +176,13 @@ def finalize(stats: RBStats):
     return tuple(means), tuple(covs), tuple(within)
 
 
+@deprecated_names(n_samples="num_samples", n_warmup="num_warmup", n_chains="num_chains")
+@one_blas_thread
 def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_chains: int = 4, thin: int = 1,
         init="cavi", cavi_iters: int = 100, cavi_restarts: int = 8, seed=None, device=None, dtype=None,
         progress: bool = True, learn_noise: bool = False, learn_prior: bool = False,
-        keep_samples: bool = True) -> VIResult:
+        keep_samples: bool = True, check_every=None, checkpoint=None, checkpoint_every=None,
+        resume=None) -> VIResult:
     """Rao–Blackwellised block-Gaussian posterior of the noisy MLP (honest variances).
 
     Runs ``num_chains`` block-Gibbs chains (:func:`blockbayes.gibbs.step`) and, at every kept
@@ -206,6 +211,11 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
     keep_samples : bool
         Keep the raw Gibbs weight draws as ``result.extras["samples"]`` (a
         :class:`~blockbayes.posterior.GibbsResult`), for comparison with the block Gaussian.
+    check_every : int, optional
+        Check the chains for non-finite values every this many sweeps (always after the last).
+    checkpoint, checkpoint_every, resume
+        Checkpoints of the sweep loop, as in :func:`blockbayes.driver.run_kernel` (the CAVI
+        initialiser is redone on resume: it is deterministic given ``seed``).
 
     Returns
     -------
@@ -220,7 +230,7 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
                         ("num_chains", num_chains, 1), ("thin", thin, 1), ("cavi_iters", cavi_iters, 1),
                         ("cavi_restarts", cavi_restarts, 1)):
         check_int(name, v, lo)
-    X, y = prepare_data(net, X, y, device=device, dtype=dtype)
+    X, y = prepare(net, X, y, device=device, dtype=dtype, task="regression", method=NOISY_VI)
     xp = namespace(X, y)
     root = bbr.key(seed)
     k_cavi, k_draw, k_init, k_run = bbr.split(root, 4)
@@ -228,7 +238,7 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
     if isinstance(init, str) and init == "cavi":
         from . import cavi as _cavi
 
-        cres = _cavi.run(net, X, y, num_iters=cavi_iters, num_restarts=cavi_restarts, seed=k_cavi,
+        cres = _cavi.run(net, X, y, num_steps=cavi_iters, num_restarts=cavi_restarts, seed=k_cavi,
                          progress=False)
         cavi_elbo = cres.elbo
         start = cres.sample(num_chains, seed=k_draw)              # per layer (C, d_out, d_in + 1)
@@ -239,37 +249,33 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
     cache = _gibbs.precompute(net, X, learn_prior=learn_prior)
     stats = init_stats(net, num_chains, X)
     S, C, L = num_samples, num_chains, net.num_layers
-    dev, dt = device_of(X), X.dtype
-    tr_w = [xp.zeros((C, S) + s, dtype=dt, device=dev) for s in net.weight_shapes()] if keep_samples else None
-    tr_dy = xp.zeros((C, S), dtype=dt, device=dev)
-    tr_lw = xp.zeros((C, S, L), dtype=dt, device=dev)
-    tr_lb = xp.zeros((C, S, L), dtype=dt, device=dev)
-    total = num_warmup + S * thin
-    bar = progress_bar(total, "vi.rao_blackwell", progress)
-    key = k_run
-    kept = 0
-    try:
-        for sweep in range(total):
-            key, sub = bbr.split(key, 2)
-            state, _ = _gibbs.step(sub, state, net, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
-                                   cache=cache)
-            if sweep >= num_warmup and (sweep - num_warmup) % thin == thin - 1:
-                stats = accumulate(stats, state, net, X, y)
-                if keep_samples:
-                    for l in range(L):
-                        tr_w[l][:, kept] = state.weights[l]
-                tr_dy[:, kept] = state.delta_y
-                tr_lw[:, kept] = state.lam_w
-                tr_lb[:, kept] = state.lam_b
-                kept += 1
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    bad = _gibbs.first_nonfinite(xp, state)
-    if bad:
-        raise _gibbs.NonFiniteStateError("the Gibbs chains became non-finite in: " + "; ".join(bad))
+    dt = X.dtype
+
+    def step_fn(sub, carry, sweep):
+        st, _ = _gibbs.step(sub, carry.gibbs, net, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
+                            cache=cache)
+        acc = accumulate(carry.stats, st, net, X, y) if is_kept(sweep, num_warmup, thin) else carry.stats
+        return RBState(st, acc), None
+
+    def collect(carry, info, sweep):
+        st = carry.gibbs
+        out = {f"w{l}": st.weights[l] for l in range(L)} if keep_samples else {}
+        out.update(delta_y=st.delta_y, lam_w=st.lam_w, lam_b=st.lam_b)
+        return out
+
+    out = run_kernel(k_run, RBState(state, stats), step_fn, num_samples=S, num_warmup=num_warmup, thin=thin,
+                     collect=collect, check=lambda carry, info: _gibbs.first_nonfinite(xp, carry.gibbs),
+                     check_every=check_every, check_what="Gibbs chains", progress=progress,
+                     desc="vi.rao_blackwell", unit="sweep", checkpoint=checkpoint,
+                     checkpoint_every=checkpoint_every, resume=resume,
+                     config=dict(family="vi.rao_blackwell", widths=list(net.widths), num_chains=C,
+                                 dtype=str(dt), learn_noise=learn_noise, learn_prior=learn_prior,
+                                 keep_samples=keep_samples))
+    state, stats = out.state
+    tr, S = out.traces, out.num_kept
+    tr_dy = tr["delta_y"]
+    tr_lw, tr_lb = tr["lam_w"], tr["lam_b"]
+    tr_w = [tr[f"w{l}"] for l in range(L)] if keep_samples else None
     means, covs, within = finalize(stats)
     dy = xp.reshape(xp.mean(tr_dy), (1,))
     samples = None

@@ -37,8 +37,9 @@ from .._backend import random as bbr
 from .. import gibbs as _gibbs
 from ..model import MLP, activate, affine
 from ..blocks import augmented_cross, augmented_gram, diag_embed
-from ._common import (check_int, check_pos, expected_gram, eye, prepare_data, prior_diag,
-                     progress_bar)
+from ..driver import deprecated_names, nonfinite_fields, one_blas_thread, run_kernel
+from ..inputs import prepare
+from ._common import NOISY_VI, check_int, check_pos, expected_gram, eye, prior_diag
 from .result import VIResult
 
 __all__ = ["SampledState", "SampledInfo", "init", "step", "run", "moments"]
@@ -234,10 +235,12 @@ def step(rng_key, state: SampledState, net: MLP, X, y, *, num_samples: int = 8, 
 _init = init  # `run` has an argument called `init`
 
 
-def run(net: MLP, X, y, *, num_iters: int = 300, num_samples: int = 8, aux_sweeps: int = 2,
+@deprecated_names(num_iters="num_steps")
+@one_blas_thread
+def run(net: MLP, X, y, *, num_steps: int = 300, num_samples: int = 8, aux_sweeps: int = 2,
         kappa: float = 0.7, num_restarts: int = 1, init="cavi", cavi_iters: int = 50, cavi_restarts: int = 8,
-        seed=None,
-        device=None, dtype=None, progress: bool = True) -> VIResult:
+        seed=None, device=None, dtype=None, progress: bool = True, check_every=None, checkpoint=None,
+        checkpoint_every=None, resume=None) -> VIResult:
     """Sample-based block VI with natural-parameter averaging (MATH.md §C.6a).
 
     Parameters
@@ -246,8 +249,8 @@ def run(net: MLP, X, y, *, num_iters: int = 300, num_samples: int = 8, aux_sweep
         ``likelihood="gaussian"``.
     X : array, shape (n, d_in)
     y : array, shape (n,) or (n, d_out)
-    num_iters : int
-        SVI iterations.
+    num_steps : int
+        SVI iterations (deprecated spelling: ``num_iters``).
     num_samples : int
         Weight draws ``S`` per iteration and restart (and persistent auxiliary slots).
     aux_sweeps : int
@@ -260,7 +263,7 @@ def run(net: MLP, X, y, *, num_iters: int = 300, num_samples: int = 8, aux_sweep
     init : {"cavi", "prior"}
     cavi_iters, cavi_restarts : int
         CAVI sweeps and restarts of the ``"cavi"`` initialisation (the best restarts are used).
-    seed, device, dtype, progress
+    seed, device, dtype, progress, check_every, checkpoint, checkpoint_every, resume
         As in :func:`blockbayes.vi.cavi.run`.
 
     Returns
@@ -269,45 +272,43 @@ def run(net: MLP, X, y, *, num_iters: int = 300, num_samples: int = 8, aux_sweep
         ``method="sampled"``, ``cov_kind="shared"``; ``trace["change"]`` ``(C, T)`` is the max
         absolute change of the row means per iteration, ``trace["rho"]`` the step sizes.
     """
-    for name, v, lo in (("num_iters", num_iters, 1), ("num_samples", num_samples, 1),
+    for name, v, lo in (("num_steps", num_steps, 1), ("num_samples", num_samples, 1),
                         ("aux_sweeps", aux_sweeps, 1), ("num_restarts", num_restarts, 1),
                         ("cavi_iters", cavi_iters, 1), ("cavi_restarts", cavi_restarts, 1)):
         check_int(name, v, lo)
     kappa = check_pos("kappa", kappa, upper=1.0)
     if kappa <= 0.5:
         raise ValueError(f"kappa must lie in (0.5, 1] for Robbins–Monro convergence, got {kappa}")
-    X, y = prepare_data(net, X, y, device=device, dtype=dtype)
+    X, y = prepare(net, X, y, device=device, dtype=dtype, task="regression", method=NOISY_VI)
     xp = namespace(X, y)
     k_init, k_run = bbr.split(bbr.key(seed), 2)
     state = _init(k_init, net, X, y, num_restarts=num_restarts, num_samples=num_samples, init=init,
                   cavi_iters=cavi_iters, cavi_restarts=cavi_restarts)
-    changes, rhos = [], []
-    bar = progress_bar(num_iters, "vi.sampled", progress)
-    key = k_run
-    try:
-        for _ in range(num_iters):
-            key, sub = bbr.split(key, 2)
-            state, info = step(sub, state, net, X, y, num_samples=num_samples, aux_sweeps=aux_sweeps,
-                               kappa=kappa)
-            changes.append(info.change)
-            rhos.append(info.rho)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    dev, dt = device_of(X), X.dtype
+    out = run_kernel(k_run, state,
+                     lambda sub, st, t: step(sub, st, net, X, y, num_samples=num_samples, aux_sweeps=aux_sweeps,
+                                             kappa=kappa),
+                     num_steps=num_steps,
+                     collect=lambda st, info, t: {"change": info.change,
+                                                  "rho": xp.asarray(info.rho, dtype=dt, device=dev)},
+                     check=(lambda st, info: nonfinite_fields(xp, st, ("prec", "lin"))) if check_every else None,
+                     check_every=check_every, check_what="natural parameters",
+                     progress=progress, desc="vi.sampled", unit="step", checkpoint=checkpoint,
+                     checkpoint_every=checkpoint_every, resume=resume,
+                     config=dict(family="vi.sampled", widths=list(net.widths), num_restarts=num_restarts,
+                                 num_samples=num_samples, aux_sweeps=aux_sweeps, kappa=kappa, dtype=str(dt)))
+    state = out.state
+    changes, rhos = out.traces["change"], out.traces["rho"]
     means, covs = moments(state)
     for l, (M, Sc) in enumerate(zip(means, covs)):
         if not (bool(xp.all(xp.isfinite(M))) and bool(xp.all(xp.isfinite(Sc)))):
             raise FloatingPointError(f"sampled VI produced non-finite row moments in layer {l + 1}")
     C = num_restarts
-    dev, dt = device_of(X), X.dtype
-    trace = {"change": xp.stack(changes, axis=-1),
-             "rho": xp.broadcast_to(xp.asarray(rhos, dtype=dt, device=dev)[None, :], (C, len(rhos)))}
+    trace = {"change": changes, "rho": xp.broadcast_to(rhos[None, :], (C, rhos.shape[0]))}
     return VIResult(net=net, method="sampled", means=means, covs=covs, cov_kind="shared",
                     delta_y=xp.full((C,), net.delta_y, dtype=dt, device=dev), elbo=None, trace=trace,
                     likelihood="gaussian", model="noisy", final_state=state,
-                    config=dict(num_iters=num_iters, num_samples=num_samples, aux_sweeps=aux_sweeps,
+                    config=dict(num_steps=num_steps, num_samples=num_samples, aux_sweeps=aux_sweeps,
                                 kappa=kappa, num_restarts=C, init=init if isinstance(init, str) else "given",
                                 cavi_iters=cavi_iters, cavi_restarts=cavi_restarts,
                                 backend=backend_name(xp), dtype=str(dt)))

@@ -51,8 +51,9 @@ from .._backend import linalg
 from .._backend import random as bbr
 from ..model import MLP, activate, affine
 from ..blocks import augmented_cross, diag_embed
-from ._common import (LOG_2PI, check_int, eye, expected_gram, prepare_data, prior_diag,
-                     progress_bar)
+from ..driver import deprecated_names, nonfinite_fields, one_blas_thread, run_kernel
+from ..inputs import prepare
+from ._common import LOG_2PI, NOISY_VI, check_int, eye, expected_gram, prior_diag
 from .result import VIResult
 
 __all__ = ["TargetState", "TargetInfo", "compute_targets", "preactivation_mode", "init", "step", "run"]
@@ -231,8 +232,11 @@ def step(state: TargetState, net: MLP, X, y, *, rng_key=None, use: str = "mean")
 _init = init  # `run` has an argument called `init`
 
 
-def run(net: MLP, X, y, *, num_iters: int = 100, num_restarts: int = 1, use: str = "mean", seed=None,
-        device=None, dtype=None, progress: bool = True, init="prior") -> VIResult:
+@deprecated_names(num_iters="num_steps")
+@one_blas_thread
+def run(net: MLP, X, y, *, num_steps: int = 100, num_restarts: int = 1, use: str = "mean", seed=None,
+        device=None, dtype=None, progress: bool = True, init="prior", check_every=None, checkpoint=None,
+        checkpoint_every=None, resume=None) -> VIResult:
     """Bayesian target propagation (MATH.md §C.7): iterate targets → local posteriors.
 
     Parameters
@@ -241,47 +245,44 @@ def run(net: MLP, X, y, *, num_iters: int = 100, num_restarts: int = 1, use: str
         ``likelihood="gaussian"``; ``Δ_Z, Δ_X`` act as target temperatures.
     X : array, shape (n, d_in)
     y : array, shape (n,) or (n, d_out)
-    num_iters : int
+    num_steps : int
+        Iterations (deprecated spelling: ``num_iters``).
     num_restarts : int
         Independent restarts (batch axis); ``result.best`` picks the largest final log joint.
     use : {"mean", "sample"}
         See :func:`step`.
-    seed, device, dtype, progress, init
+    seed, device, dtype, progress, init, check_every, checkpoint, checkpoint_every, resume
         As in :func:`blockbayes.vi.cavi.run`.
 
     Returns
     -------
     VIResult
         ``method="targets"``, ``cov_kind="shared"`` (the last local posteriors); ``trace``:
-        ``"mse"``, ``"objective"``, ``"score"`` (the log joint), each ``(C, num_iters)``.
+        ``"mse"``, ``"objective"``, ``"score"`` (the log joint), each ``(C, num_steps)``.
     """
-    check_int("num_iters", num_iters)
-    X, y = prepare_data(net, X, y, device=device, dtype=dtype)
+    check_int("num_steps", num_steps)
+    X, y = prepare(net, X, y, device=device, dtype=dtype, task="regression", method=NOISY_VI)
     xp = namespace(X, y)
     k_init, k_run = bbr.split(bbr.key(seed), 2)
     state = _init(k_init, net, X, y, num_restarts=num_restarts, init=init)
     C = state.mean[0].shape[0]
-    mse, obj, lj = [], [], []
-    bar = progress_bar(num_iters, "vi.targets", progress)
-    key = k_run
-    try:
-        for _ in range(num_iters):
-            key, sub = bbr.split(key, 2)
-            state, info = step(state, net, X, y, rng_key=sub, use=use)
-            mse.append(info.mse)
-            obj.append(info.objective)
-            lj.append(info.log_joint)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    out = run_kernel(k_run, state, lambda sub, st, t: step(st, net, X, y, rng_key=sub, use=use),
+                     num_steps=num_steps,
+                     collect=lambda st, info, t: {"mse": info.mse, "objective": info.objective,
+                                                  "score": info.log_joint},
+                     check=(lambda st, info: nonfinite_fields(xp, st, ("mean", "cov"))) if check_every else None,
+                     check_every=check_every, check_what="local posteriors",
+                     progress=progress, desc="vi.targets", unit="step", checkpoint=checkpoint,
+                     checkpoint_every=checkpoint_every, resume=resume,
+                     config=dict(family="vi.targets", widths=list(net.widths), num_restarts=C, use=use,
+                                 dtype=str(X.dtype)))
+    state = out.state
     for l, (M, S) in enumerate(zip(state.mean, state.cov)):
         if not (bool(xp.all(xp.isfinite(M))) and bool(xp.all(xp.isfinite(S)))):
             raise FloatingPointError(f"target propagation produced non-finite row moments in layer {l + 1}")
-    trace = {"mse": xp.stack(mse, axis=-1), "objective": xp.stack(obj, axis=-1), "score": xp.stack(lj, axis=-1)}
+    trace = dict(out.traces)
     return VIResult(net=net, method="targets", means=state.mean, covs=state.cov, cov_kind="shared",
                     delta_y=xp.full((C,), net.delta_y, dtype=X.dtype, device=device_of(X)), elbo=None,
                     trace=trace, likelihood="gaussian", model="noisy", final_state=state,
-                    config=dict(num_iters=num_iters, num_restarts=C, use=use, backend=backend_name(xp),
+                    config=dict(num_steps=num_steps, num_restarts=C, use=use, backend=backend_name(xp),
                                 dtype=str(X.dtype)))

@@ -32,6 +32,7 @@ from typing import Optional
 from .._backend import namespace
 from ..model import MLP
 from ._common import check_int, check_pos
+from ..driver import one_blas_thread
 from ._natural import NGInfo, NGState, init_state, noise_update, run_loop, sample_gradients
 from .result import VIResult
 
@@ -77,12 +78,14 @@ def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess
 _init = init  # `run` has an argument called `init`
 
 
+@one_blas_thread
 def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-3, ess: Optional[float] = None,
         weight_decay: Optional[float] = None, hess_init: float = 1.0, beta1: float = 0.9, beta2: float = 0.999,
         num_mc: int = 1, batch_size: Optional[int] = None, curvature: str = "ggn", schedule: str = "cosine",
         num_restarts: int = 1, likelihood: Optional[str] = None, learn_noise: bool = False,
         noise_rate: float = 0.01, init="prior", seed=None, device=None, dtype=None,
-        progress: bool = True) -> VIResult:
+        progress: bool = True, check_every: Optional[int] = None, checkpoint=None,
+        checkpoint_every: Optional[int] = None, resume=None) -> VIResult:
     """Fit a mean-field Gaussian to the standard MLP's posterior with VOGN.
 
     Parameters as :func:`blockbayes.vi.ivon.run` (``hess_init`` is ``s_0``), plus
@@ -111,5 +114,6 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-3, ess: Optiona
     return run_loop("vogn", _init, step, net, X, y, num_steps=num_steps, batch_size=batch_size,
                     num_restarts=num_restarts, likelihood=likelihood, learn_noise=learn_noise, ess=ess,
                     weight_decay_value=weight_decay, seed=seed, device=device, dtype=dtype, progress=progress,
-                    init=init, hess_init=hess_init, step_options=opts,
+                    init=init, hess_init=hess_init, step_options=opts, check_every=check_every,
+                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                     config=dict(opts, schedule=schedule, method="vogn"))

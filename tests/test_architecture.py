@@ -1,0 +1,333 @@
+"""The import rules of the architecture (DESIGN.md, issue 11), checked by walking the source.
+
+Two rules, both read from the code with :mod:`ast` (nothing is imported or run):
+
+(a) **No cross-family private import.** A module may import a private name (``_x``) or from a
+    private module (``pkg._x``) only inside its own family. Families are the packages
+    ``gibbs``, ``vi``, ``laplace``, ``distributed``, ``evaluate``, ``datasets``, ``kernels``;
+    every other top-level module (``blocks``, ``inputs``, ``model``, ``nn``, ``metrics``,
+    ``diagnostics``, ``posterior``, ...) is a family of its own, so ``metrics`` may not reach
+    into ``diagnostics._x`` either. ``blockbayes._backend`` is the one private-named package that
+    everyone may import, through its public names (``_backend.linalg.cholesky`` is fine,
+    ``_backend.linalg._helper`` is not). Caught forms: ``from pkg.fam import _x``,
+    ``from pkg.fam._mod import x``, ``import pkg.fam._mod`` and attribute access
+    ``alias._x`` on a name bound by such an import (``from blockbayes import gibbs;
+    gibbs._first_nonfinite``). Private attributes of *instances* (``result._prepare_X``) need
+    type inference and are not caught here. NamedTuple's public API (``_replace``, ``_fields``,
+    ``_asdict``, ``_make``) is not private.
+
+(b) **No import cycle between modules.** Every import counts, module-level AND function-level
+    (lazy) ones: a lazy import that closes a loop is still a loop in the layering (issue 11's
+    own example, gibbs -> posterior -> vi.result -> posterior, is closed by lazy imports), and
+    a lazy import is only a way to postpone, not remove, the dependency. Imports under
+    ``if TYPE_CHECKING:`` do not count (they never run). ``from pkg import sub`` where ``sub``
+    is a submodule is an edge to the submodule; importing ``pkg.a.b`` from outside ``pkg.a``
+    also runs ``pkg/a/__init__.py``, so it adds an edge to ``pkg.a`` as well.
+
+``KNOWN`` lists the violations that other helpers of issue 11 are removing at the same time
+(post11: the predictive layer and the result registry in ``posterior.load``). The coordinator
+deletes each entry when those branches are merged; the test fails if an entry is no longer
+needed, so the allowlist cannot go stale silently.
+"""
+from __future__ import annotations
+
+import ast
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import blockbayes
+
+FAMILIES = frozenset({"gibbs", "vi", "laplace", "distributed", "evaluate", "datasets", "kernels"})
+PUBLIC_PRIVATE_PACKAGES = frozenset({"_backend"})
+NAMEDTUPLE_API = frozenset({"_replace", "_fields", "_asdict", "_make", "_field_defaults"})
+
+# --- allowlist: delete at merge (each entry owned by another helper of issue 11) -----------------
+KNOWN_EDGES = frozenset({
+    # post11: posterior.load dispatches into vi.result (registry replaces it) and posterior
+    # imports validate_labels/GibbsState/function_summary back from gibbs: the circle gibbs -> posterior ->
+    # vi.result -> posterior named in issue 11.
+    ("blockbayes.posterior", "blockbayes.vi.result"),
+    ("blockbayes.posterior", "blockbayes.gibbs"),
+    ("blockbayes.posterior", "blockbayes.gibbs.diagnostics"),
+})
+KNOWN_PRIVATE = frozenset({
+    # post11: vi.result borrows posterior's running log-sum-exp (the shared predictive layer
+    # replaces it).
+    ("blockbayes.vi.result", "blockbayes.posterior._logsumexp_update"),
+})
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _modules(root: Path, pkg: str) -> dict[str, tuple[Path, bool]]:
+    out = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = [pkg, *path.relative_to(root).with_suffix("").parts]
+        is_pkg = parts[-1] == "__init__"
+        if is_pkg:
+            parts = parts[:-1]
+        out[".".join(parts)] = (path, is_pkg)
+    return out
+
+
+def _family(mod: str) -> str:
+    parts = mod.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _private_part(target: str) -> bool:
+    """True when the dotted target (below the top package) passes through a private name."""
+    return any(_is_private(c) and c not in PUBLIC_PRIVATE_PACKAGES for c in target.split(".")[1:])
+
+
+def _walk(tree: ast.AST):
+    """Yield every node with a flag telling whether it sits inside a function body; skip
+    ``if TYPE_CHECKING:`` blocks."""
+    stack = [(tree, False)]
+    while stack:
+        node, in_func = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                stack.extend((c, in_func) for c in child.orelse)
+                continue
+            flag = in_func or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            yield child, flag
+            stack.append((child, flag))
+
+
+def scan(root: Path, pkg: str):
+    """Import graph and private-import violations of the package at ``root``.
+
+    Returns ``(modules, edges, private)``: ``edges[m]`` is the set of ``(target, lazy, line,
+    via)`` of module ``m`` (``via`` is the imported module when ``target`` is a package whose
+    ``__init__`` runs on the way to it, else ``target``); ``private`` lists
+    ``(module, line, dotted name)`` of every cross-family private import.
+    """
+    mods = _modules(root, pkg)
+    edges: dict[str, set] = {m: set() for m in mods}
+    private = []
+
+    def resolve(dotted):
+        while dotted not in mods and "." in dotted:
+            dotted = dotted.rsplit(".", 1)[0]
+        return dotted
+
+    for mod, (path, is_pkg) in mods.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        here = mod if is_pkg else mod.rsplit(".", 1)[0]
+        fam = _family(mod)
+        bound: dict[str, str] = {}        # local name -> dotted blockbayes path it stands for
+        attr_nodes = []
+        for node, lazy in _walk(tree):
+            pairs = []                    # (dotted path imported, local name or None)
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] == pkg:
+                        pairs.append((a.name, a.asname or None))
+                        if a.asname is None:
+                            bound[pkg] = pkg
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = here.split(".")
+                    base = base[:len(base) - (node.level - 1)]
+                    src = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    src = node.module or ""
+                if src.split(".")[0] != pkg:
+                    continue
+                pairs = [(f"{src}.{a.name}", a.asname or a.name) for a in node.names]
+            elif isinstance(node, ast.Attribute):
+                attr_nodes.append(node)
+                continue
+            else:
+                continue
+            for dotted, local in pairs:
+                if local is not None:
+                    bound[local] = dotted
+                target = resolve(dotted)
+                edges[mod].add((target, lazy, node.lineno, target))
+                # importing pkg.a.b from outside pkg.a also runs pkg/a/__init__.py
+                parent = target.rsplit(".", 1)[0]
+                while parent.count(".") >= 1 and not mod.startswith(parent + "."):
+                    if parent in mods and parent != mod:
+                        edges[mod].add((parent, lazy, node.lineno, target))
+                    parent = parent.rsplit(".", 1)[0]
+                if _family(target) != fam and _private_part(dotted):
+                    private.append((mod, node.lineno, dotted))
+        for node in attr_nodes:           # alias._x on a name bound to another family
+            if not (_is_private(node.attr) and node.attr not in NAMEDTUPLE_API):
+                continue
+            chain, v = [node.attr], node.value
+            while isinstance(v, ast.Attribute):
+                chain.append(v.attr)
+                v = v.value
+            if isinstance(v, ast.Name) and v.id in bound:
+                dotted = ".".join([bound[v.id], *reversed(chain)])
+                if _family(resolve(dotted)) != fam and _private_part(dotted):
+                    private.append((mod, node.lineno, dotted))
+    for mod in edges:
+        edges[mod] = {e for e in edges[mod] if e[0] != mod}
+    return mods, edges, sorted(set(private))
+
+
+def cycles(edges: dict[str, set], skip=frozenset()) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), ignoring the
+    ``(source, target)`` edges in ``skip`` (with the parent-package edges that import makes)."""
+    graph = {m: sorted({t for t, _, _, via in es if (m, via) not in skip})
+             for m, es in edges.items()}
+    index, low, stack, on, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _describe(comp, edges):
+    inside = set(comp)
+    return "; ".join(f"{m} -> {t} (line {ln}{', lazy' if lazy else ''})"
+                     for m in comp for t, lazy, ln, _ in sorted(edges[m]) if t in inside)
+
+
+ROOT = Path(blockbayes.__file__).parent
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return scan(ROOT, "blockbayes")
+
+
+def test_no_cross_family_private_import(graph):
+    _, _, private = graph
+    bad = [p for p in private if (p[0], p[2]) not in KNOWN_PRIVATE]
+    assert not bad, "cross-family private imports:\n" + "\n".join(
+        f"  {m}:{ln} imports {d}" for m, ln, d in bad)
+
+
+def test_no_import_cycle(graph):
+    _, edges, _ = graph
+    found = cycles(edges, skip=KNOWN_EDGES)
+    assert not found, "import cycles:\n" + "\n".join("  " + _describe(c, edges) for c in found)
+
+
+def test_allowlist_is_still_needed(graph):
+    """Each KNOWN entry must still name a real edge/import; delete it once it is gone."""
+    _, edges, private = graph
+    real_edges = {(m, t) for m, es in edges.items() for t, _, _, _ in es}
+    assert KNOWN_EDGES <= real_edges, f"stale KNOWN_EDGES: {sorted(KNOWN_EDGES - real_edges)}"
+    real_private = {(m, d) for m, _, d in private}
+    assert KNOWN_PRIVATE <= real_private, \
+        f"stale KNOWN_PRIVATE: {sorted(KNOWN_PRIVATE - real_private)}"
+
+
+# --- the checker catches planted violations (a synthetic package in tmp_path) -------------------
+
+def _plant(tmp_path, files):
+    root = tmp_path / "fakepkg"
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(text))
+    return root
+
+
+CLEAN = {
+    "__init__.py": "from . import gibbs, vi\n",
+    "_backend/__init__.py": "def namespace(x):\n    return x\n",
+    "_backend/linalg.py": "def cholesky(a):\n    return a\ndef _helper():\n    pass\n",
+    "model.py": "from ._backend import namespace\nfrom ._backend.linalg import cholesky\n",
+    "gibbs/__init__.py": "from .kernel import step\n",
+    "gibbs/kernel.py": "from ..model import namespace\nfrom ._util import _helper\ndef step():\n    pass\n",
+    "gibbs/_util.py": "def _helper():\n    pass\n",
+    "vi/__init__.py": "from .cavi import run\n",
+    "vi/cavi.py": ("from fakepkg.gibbs import step\nfrom typing import NamedTuple\n"
+                   "def run(s):\n    return s._replace(a=1)\n"),
+}
+
+
+def test_checker_passes_a_clean_package(tmp_path):
+    mods, edges, private = scan(_plant(tmp_path, CLEAN), "fakepkg")
+    assert "fakepkg.gibbs._util" in mods
+    assert private == []
+    assert cycles(edges) == []
+
+
+@pytest.mark.parametrize("name, text, expect", [
+    ("from-private-name", "from ..gibbs.kernel import _x\n", "fakepkg.gibbs.kernel._x"),
+    ("from-private-module", "from fakepkg.gibbs._util import _helper\n", "fakepkg.gibbs._util"),
+    ("import-private-module", "import fakepkg.gibbs._util\n", "fakepkg.gibbs._util"),
+    ("private-of-backend", "from .._backend.linalg import _helper\n", "fakepkg._backend.linalg._helper"),
+    ("lazy", "def f():\n    from ..gibbs._util import _helper\n", "fakepkg.gibbs._util"),
+    ("attribute", "from .. import gibbs\ndef f():\n    return gibbs._util._helper()\n",
+     "fakepkg.gibbs._util"),
+])
+def test_checker_catches_a_planted_private_import(tmp_path, name, text, expect):
+    files = dict(CLEAN)
+    files["vi/planted.py"] = text
+    _, _, private = scan(_plant(tmp_path, files), "fakepkg")
+    assert any(m == "fakepkg.vi.planted" and d.startswith(expect) for m, _, d in private), private
+
+
+def test_checker_catches_private_import_between_shared_modules(tmp_path):
+    files = dict(CLEAN)
+    files["diagnostics.py"] = "def _ranks():\n    pass\n"
+    files["metrics.py"] = "from .diagnostics import _ranks\n"
+    _, _, private = scan(_plant(tmp_path, files), "fakepkg")
+    assert ("fakepkg.metrics", 1, "fakepkg.diagnostics._ranks") in private
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_checker_catches_a_planted_cycle(tmp_path, lazy):
+    files = dict(CLEAN)
+    files["posterior.py"] = "def load():\n    from .vi import cavi\n" if lazy else "from .vi import cavi\n"
+    files["vi/cavi.py"] = CLEAN["vi/cavi.py"] + "from ..posterior import load\n"
+    _, edges, _ = scan(_plant(tmp_path, files), "fakepkg")
+    found = cycles(edges)
+    assert any({"fakepkg.posterior", "fakepkg.vi.cavi"} <= set(c) for c in found), found
+    # the allowlist removes exactly the named edge
+    assert cycles(edges, skip={("fakepkg.posterior", "fakepkg.vi.cavi")}) == []
+
+
+def test_checker_ignores_type_checking_imports(tmp_path):
+    files = dict(CLEAN)
+    files["posterior.py"] = ("from typing import TYPE_CHECKING\n"
+                             "if TYPE_CHECKING:\n    from .vi.cavi import run\n")
+    files["vi/cavi.py"] = CLEAN["vi/cavi.py"] + "from ..posterior import TYPE_CHECKING\n"
+    _, edges, _ = scan(_plant(tmp_path, files), "fakepkg")
+    assert cycles(edges) == []
+
+
+def test_checker_counts_the_parent_package_init(tmp_path):
+    """Importing gibbs.kernel from outside runs gibbs/__init__, which may close a cycle."""
+    files = dict(CLEAN)
+    files["gibbs/__init__.py"] = "from .kernel import step\nfrom ..posterior import P\n"
+    files["posterior.py"] = "P = 1\ndef f():\n    from .gibbs.kernel import step\n"
+    _, edges, _ = scan(_plant(tmp_path, files), "fakepkg")
+    assert any("fakepkg.gibbs" in c and "fakepkg.posterior" in c for c in cycles(edges))
