@@ -520,7 +520,7 @@ class Source:
             data = subset_dataset(full, order[:int(n)])
             if ood is not None and (full.info or {}).get("standardized"):
                 # the subset is re-standardised on itself: map the OOD inputs with the same affine map
-                from ..datasets._base import standardize
+                from ..datasets import standardize
 
                 _, ood, *_ = standardize(np.asarray(full.X_train)[order[:int(n)]], np.asarray(ood))
         else:
