@@ -106,6 +106,10 @@ def test_families_check_every_names_blocks():
             bb.vi.ivon.run(net, Xbig, y, num_steps=3, seed=0, check_every=1, progress=False)
         with pytest.raises(FloatingPointError):
             bb.vi.ivon.run(net, Xbig, y, num_steps=3, seed=0, progress=False)   # final check only
+        with pytest.raises(NonFiniteStateError, match=r"step 1 \(of 3\) in: mu of layer 1"):
+            bb.vi.mean_field.run(net, Xbig, y, num_steps=3, seed=0, check_every=1, progress=False)
+        with pytest.raises(FloatingPointError, match="mean-field VI diverged"):
+            bb.vi.mean_field.run(net, Xbig, y, num_steps=3, seed=0, progress=False)   # final check only
 
 
 def test_keyboard_interrupt_returns_the_samples_so_far():
@@ -222,7 +226,7 @@ def test_gibbs_resume_equals_uninterrupted_run(tmp_path, monkeypatch, backend):
         np.testing.assert_array_equal(h(getattr(res, f)), h(getattr(full, f)))
 
 
-@pytest.mark.parametrize("method", ["ivon", "cavi"])
+@pytest.mark.parametrize("method", ["ivon", "cavi", "mean_field"])
 def test_vi_resume_equals_uninterrupted_run(tmp_path, monkeypatch, method):
     X, y = _data(n=30)
     net = bb.MLP([2, 5, 1], delta=0.05)
@@ -230,6 +234,8 @@ def test_vi_resume_equals_uninterrupted_run(tmp_path, monkeypatch, method):
     kw = dict(num_steps=9, seed=2, progress=False)
     if method == "ivon":
         kw.update(batch_size=8, num_restarts=2, learn_noise=True)     # epoch shuffles live in the carry
+    if method == "mean_field":
+        kw.update(batch_size=8, num_restarts=2, num_mc=2, learn_noise=True)   # minibatch keys, Adam moments
     full = mod.run(net, X, y, **kw)
     path = tmp_path / f"{method}.ckpt"
     owner = bb.vi._natural if method == "ivon" else mod
@@ -256,6 +262,33 @@ def test_vi_resume_equals_uninterrupted_run(tmp_path, monkeypatch, method):
         np.testing.assert_array_equal(a, b)
     for k in full.trace:
         np.testing.assert_array_equal(res.trace[k], full.trace[k])
+    np.testing.assert_array_equal(res.delta_y, full.delta_y)
+
+
+def test_mean_field_ctrl_c_returns_the_fit_so_far(monkeypatch):
+    X, y = _data()
+    net = bb.MLP([2, 4, 1], delta=0.05)
+    kw = dict(num_steps=8, num_restarts=2, seed=3, progress=False)
+    full = bb.vi.mean_field.run(net, X, y, **kw)
+    mod = bb.vi.mean_field
+    real = mod.step
+    calls = [0]
+
+    def interrupting(*a, **k):
+        calls[0] += 1
+        if calls[0] == 6:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(mod, "step", interrupting)
+    with pytest.warns(RunInterrupted, match="returning the 5 kept samples"):
+        res = bb.vi.mean_field.run(net, X, y, **kw)
+    assert res.config["interrupted"] and res.config["num_steps_done"] == 5
+    assert res.trace["elbo"].shape == (2, 5)
+    np.testing.assert_array_equal(res.trace["elbo"], full.trace["elbo"][:, :5])
+    np.testing.assert_array_equal(res.elbo, np.mean(full.trace["elbo"][:, 4:5], axis=-1))
+    mean, var = res.predict(X[:3])
+    assert np.all(np.isfinite(mean)) and np.all(np.isfinite(var))
 
 
 def test_gibbs_ctrl_c_returns_a_valid_truncated_result(monkeypatch):
@@ -308,7 +341,7 @@ def test_run_defaults_follow_the_vocabulary():
     import inspect
 
     for fn in (bb.gibbs.run, bb.vi.rao_blackwell.run, bb.vi.cavi.run, bb.vi.sampled.run, bb.vi.targets.run,
-               bb.vi.ivon.run, bb.vi.vogn.run):
+               bb.vi.ivon.run, bb.vi.vogn.run, bb.vi.mean_field.run):
         p = inspect.signature(fn).parameters
         assert p["seed"].default is None and p["progress"].default is True, fn
         for kw in ("device", "dtype", "check_every", "checkpoint", "checkpoint_every", "resume"):
