@@ -354,6 +354,37 @@ def test_run_defaults_follow_the_vocabulary():
 
 # ----------------------------------------------------------------------------- input gate
 
+def test_standard_runs_share_the_gate(monkeypatch):
+    """IVON, VOGN and mean-field VI check their inputs in one place: the likelihood (with the
+    learn_noise rule) in inputs.resolve_likelihood, the data in inputs.prepare(task="standard")."""
+    from blockbayes import inputs
+
+    X, y = _data()
+    netc = bb.MLP([2, 4, 3], likelihood="multinomial_probit")
+    with pytest.raises(ValueError, match="learn_noise applies to the Gaussian likelihood only"):
+        inputs.resolve_likelihood(netc, None, learn_noise=True)
+    assert inputs.resolve_likelihood(bb.MLP([2, 4, 1]), None, learn_noise=True) == "gaussian"
+    labels = (X[:, 0] > 0).astype(int)
+    for mod in (bb.vi.mean_field, bb.vi.ivon, bb.vi.vogn):
+        with pytest.raises(ValueError, match="learn_noise applies to the Gaussian likelihood only"):
+            mod.run(netc, X, labels, num_steps=1, learn_noise=True, progress=False)
+    seen = []
+    real = inputs.prepare
+
+    def spy(*a, **k):
+        seen.append(k.get("task"))
+        return real(*a, **k)
+
+    import blockbayes.vi._natural as nat
+    monkeypatch.setattr(bb.vi.mean_field, "prepare", spy)
+    monkeypatch.setattr(nat, "prepare", spy)
+    net = bb.MLP([2, 4, 1], delta=0.05)
+    for mod in (bb.vi.mean_field, bb.vi.ivon, bb.vi.vogn):
+        mod.run(net, X, y, num_steps=1, progress=False)
+        with pytest.raises(ValueError, match="NaN"):
+            mod.run(net, np.where(X > 1, np.nan, X), y, num_steps=1, progress=False)
+    assert seen == ["standard"] * 6
+
 def test_prepare_moves_converts_and_checks():
     X, y = _data()
     net = bb.MLP([2, 4, 1])
