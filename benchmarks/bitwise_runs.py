@@ -9,7 +9,9 @@ Usage::
 Covers gibbs (float64/float32, thinning, learned noise and prior, NonCentredMove, AnnealedDelta,
 multinomial probit), vi rao_blackwell/cavi (fixed and tol-stopped)/sampled/targets/ivon
 (minibatches, learned noise)/vogn (classification) and laplace.block (mode, extrapolation,
-convergence/stall stops, sample variant, classification). Old keyword spellings are used so that
+convergence/stall stops, sample variant, classification), vi.mean_field (minibatches + learned
+noise, float32, classification), laplace.map_fit (L-BFGS float64/float32 with restarts and learned
+noise, Adam) and map_ensemble, and blockbayes.distributed.run in process. Old keyword spellings are used so that
 checkouts before the vocabulary change run it too (their DeprecationWarnings are silenced).
 """
 import sys
@@ -67,6 +69,22 @@ put("la_conv", bb.laplace.block(net, X, y, seed=2, tol=5e-2, **{LK: 100}, **L), 
 put("la_stall", bb.laplace.block(net, X, y, seed=2, ftol=0.5, **{LK: 100}, **L), ["weights"])
 put("la_samp", bb.laplace.block(net, X, y, seed=3, samples=3, sample_sweeps=4, **{LK: 5}, **L), ["weights"])
 put("la_cls", bb.laplace.block(netc, X, yc, seed=4, **{LK: 10}, **L), ["weights"])
+put("mf", bb.vi.mean_field.run(net, X, y, num_steps=12, num_mc=3, batch_size=25, num_restarts=2, learn_noise=True, seed=12, progress=False), V)
+put("mf32", bb.vi.mean_field.run(net, X32, y32, num_steps=10, num_mc=2, seed=13, progress=False), V)
+put("mfcls", bb.vi.mean_field.run(netc, X, yc, num_steps=8, num_mc=2, num_restarts=3, seed=14, progress=False), V)
+M = dict(progress=False, return_info=True)
+def put_map(name, r):
+    W, info = r
+    for i, a in enumerate(W):
+        out[f"{name}.w.{i}"] = np.asarray(bb._backend.to_numpy(a))
+    if "delta_y" in info:
+        out[f"{name}.delta_y"] = np.asarray(info["delta_y"])
+put_map("map64", bb.laplace.map_fit(net, X, y, seed=15, restarts=2, max_iter=40, learn_noise=True, **M))
+put_map("map32", bb.laplace.map_fit(net, X32, y32, seed=15, max_iter=40, **M))
+put_map("mapadam", bb.laplace.map_fit(netc, X, yc, method="adam", seed=16, num_epochs=5, batch_size=16, **M))
+put_map("mapens", bb.laplace.map_ensemble(net, X32, y32, members=3, seed=17, max_iter=30, **M))
+from blockbayes import distributed as dd
+put("dist", dd.run(net, X, y, num_samples=3, num_warmup=2, num_chains=2, num_shards=2, seed=18, progress=False), G)
 if mode == "save":
     np.savez(path, **out)
     print("saved", len(out))

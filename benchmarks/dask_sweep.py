@@ -99,7 +99,7 @@ def main(argv=None):
         ooc = n >= args.out_of_core
         lat_dir = os.path.join(args.dir, f"latents_{n}") if ooc else None
         kw = dict(num_samples=sweeps, num_warmup=1, seed=1, store_log_joint=False, latent_dir=lat_dir,
-                  block_rows=65536, return_state=False)
+                  block_rows=65536, return_state=False, progress=False)
 
         if n <= args.gibbs_max:
             X = np.asarray(Xd)

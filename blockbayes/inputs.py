@@ -24,12 +24,14 @@ _ALIASES = {"regression": "gaussian", "classification": "categorical", "softmax"
             "logistic": "bernoulli", "binary": "bernoulli"}
 
 
-def resolve_likelihood(net: MLP, likelihood=None) -> str:
+def resolve_likelihood(net: MLP, likelihood=None, *, learn_noise: bool = False) -> str:
     """Likelihood of the *standard* network.
 
     ``None`` takes it from the net: ``"gaussian"`` → ``"gaussian"``; ``"multinomial_probit"`` /
     ``"onehot_gaussian"`` → ``"categorical"`` (softmax); ``"probit"`` → ``"bernoulli"`` (logistic).
     Aliases: ``"regression"``, ``"classification"``/``"softmax"``, ``"logistic"``/``"binary"``.
+    ``learn_noise=True`` (a run that fits the Gaussian noise variance) is a ``ValueError`` for the
+    classification likelihoods.
     """
     if not isinstance(net, MLP):
         raise TypeError(f"net must be a blockbayes.MLP, got {type(net).__name__}")
@@ -45,6 +47,8 @@ def resolve_likelihood(net: MLP, likelihood=None) -> str:
         raise ValueError("likelihood='categorical' needs d_out >= 2 logits")
     if lik == "bernoulli" and net.d_out != 1:
         raise ValueError(f"likelihood='bernoulli' needs d_out = 1, got {net.d_out}")
+    if learn_noise and lik != "gaussian":
+        raise ValueError("learn_noise applies to the Gaussian likelihood only")
     return lik
 
 

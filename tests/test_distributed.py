@@ -121,12 +121,62 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
 
     with pytest.raises(Stop):
         dd.run(NET, X, y, checkpoint_dir=str(tmp_path), checkpoint_every=2, _after_sweep=boom, **KW)
-    res = dd.run(NET, X, y, checkpoint_dir=str(tmp_path), checkpoint_every=2, resume=True, **KW)
+    with pytest.warns(DeprecationWarning, match="resume=True is deprecated"):
+        res = dd.run(NET, X, y, checkpoint_dir=str(tmp_path), checkpoint_every=2, resume=True, **KW)
     assert res.config["distributed"]["resumed_from"] == 4
     for a, b in zip(full.weights, res.weights):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(full.log_joint, res.log_joint)
     np.testing.assert_array_equal(full.delta_y, res.delta_y)
+
+
+def test_resume_takes_the_checkpoint_path(tmp_path):
+    X, y = _data()
+    full = dd.run(NET, X, y, **KW)
+
+    class Stop(Exception):
+        pass
+
+    def boom(s):
+        if s == 3:
+            raise Stop
+
+    ck = tmp_path / "ck"
+    with pytest.raises(Stop):
+        dd.run(NET, X, y, checkpoint_dir=ck, checkpoint_every=2, _after_sweep=boom, **KW)
+    # the directory (as a path object, no checkpoint_dir: nothing more is written) or its driver.npz
+    for where in (ck, str(ck / "driver.npz")):
+        res = dd.run(NET, X, y, resume=where, **KW)
+        assert res.config["distributed"]["resumed_from"] == 4
+        for a, b in zip(full.weights, res.weights):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(full.log_joint, res.log_joint)
+        np.testing.assert_array_equal(full.delta_y, res.delta_y)
+    # resume from one directory while checkpointing into another
+    res = dd.run(NET, X, y, resume=ck, checkpoint_dir=tmp_path / "next", checkpoint_every=2, **KW)
+    np.testing.assert_array_equal(full.weights[0], res.weights[0])
+    assert os.path.exists(tmp_path / "next" / "driver.npz")
+    with pytest.raises(FileNotFoundError, match="no blockbayes.distributed checkpoint"):
+        dd.run(NET, X, y, resume=tmp_path / "nothing", **KW)
+    with pytest.raises(TypeError, match="resume must be"):
+        dd.run(NET, X, y, resume=1, **KW)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    np.savez(foreign / "driver.npz", a=np.zeros(2))
+    with pytest.raises(ValueError, match="not a blockbayes.distributed checkpoint"):
+        dd.run(NET, X, y, resume=foreign, **KW)
+
+
+def test_progress_bar_is_on_by_default(capsys):
+    import inspect
+
+    p = inspect.signature(dd.run).parameters
+    assert p["progress"].default is True and p["resume"].default is None
+    X, y = _data(n=40)
+    dd.run(NET, X, y, num_samples=2, seed=0)
+    assert "gibbs[blocked]" in capsys.readouterr().err
+    dd.run(NET, X, y, num_samples=2, seed=0, progress=False)
+    assert "gibbs[blocked]" not in capsys.readouterr().err
 
 
 def test_out_of_core_latents(tmp_path):
@@ -228,7 +278,7 @@ def test_dask_checkpoint_resume(client4, tmp_path):
         dd.run(NET, X, y, client=client4, num_shards=2, checkpoint_dir=str(tmp_path), checkpoint_every=2,
                _after_sweep=boom, **KW)
     res = dd.run(NET, X, y, client=client4, num_shards=2, checkpoint_dir=str(tmp_path), checkpoint_every=2,
-                 resume=True, **KW)
+                 resume=str(tmp_path), **KW)
     for a, b in zip(full.weights, res.weights):
         np.testing.assert_array_equal(a, b)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Optional
 
@@ -137,6 +138,33 @@ def _ckpt_path(directory):
     return os.path.join(directory, "driver.npz")
 
 
+def _resume_dir(resume, checkpoint_dir):
+    """The checkpoint directory to continue from (``None``: a fresh run).
+
+    ``resume`` is that directory (or its ``driver.npz``), like the run driver's ``resume=path``;
+    ``resume=True`` (the old spelling: continue from ``checkpoint_dir``) warns."""
+    if resume is None or resume is False:
+        return None
+    if resume is True:
+        if checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir (or pass the checkpoint directory: "
+                             "resume=path)")
+        warnings.warn("blockbayes.distributed.run(): resume=True is deprecated, pass the checkpoint "
+                      "directory: resume=checkpoint_dir", DeprecationWarning, stacklevel=3)
+        return os.fspath(checkpoint_dir)
+    if not isinstance(resume, (str, os.PathLike)):
+        raise TypeError(f"resume must be a checkpoint directory (str or path) or None, got {type(resume).__name__}")
+    path = os.fspath(resume)
+    if os.path.basename(path) == "driver.npz":
+        path = os.path.dirname(path) or "."
+    if not os.path.exists(_ckpt_path(path)):
+        raise FileNotFoundError(f"no blockbayes.distributed checkpoint in {path!r} (expected {_ckpt_path(path)!r})")
+    return path
+
+
+_DRIVER_KEYS = ("sweep", "kept", "total", "shape", "k_run", "lam_w", "lam_b", "delta_y")
+
+
 def _save_driver(directory, d):
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, "driver.tmp.npz")
@@ -149,8 +177,8 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         hyperprior: Hyperprior = Hyperprior(), store_log_joint: bool = True, post_method: str = "auto",
         client=None, num_shards: Optional[int] = None, block_rows: int = 65536,
         latent_dir: Optional[str] = None, in_memory: bool = True,
-        checkpoint_dir: Optional[str] = None, checkpoint_every: int = 0, resume: bool = False,
-        recover_tries: int = 1000, return_state: Optional[bool] = None, progress: bool = False,
+        checkpoint_dir: Optional[str] = None, checkpoint_every: int = 0, resume=None,
+        recover_tries: int = 1000, return_state: Optional[bool] = None, progress: bool = True,
         timeout: float = 600.0, comm_idle_probe: float = 0.0, _after_sweep=None) -> GibbsResult:
     """Data-parallel blocked-scan block Gibbs (docs/distributed.md), in process or on Dask.
 
@@ -189,16 +217,21 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         from the source every sweep.
     checkpoint_dir, checkpoint_every : str, int
         Every ``checkpoint_every`` sweeps write the driver state (weights, hyperparameters, run
-        key, sweep, traces) and each shard's latents there.
-    resume : bool
-        Continue from the checkpoint in ``checkpoint_dir`` (same data, shard layout and
-        settings): the continuation is bit-identical to the uninterrupted run.
+        key, sweep, traces) and each shard's latents there (a directory: the shards write their
+        own files, so the run driver's one-file checkpoint does not apply).
+    resume : path, optional
+        Continue from the checkpoint directory ``resume`` (same data, shard layout and settings;
+        it may also be ``checkpoint_dir``, which then keeps being written): the continuation is
+        bit-identical to the uninterrupted run. ``resume=True`` (continue from ``checkpoint_dir``)
+        is the deprecated spelling (``DeprecationWarning``).
     recover_tries : int
         Rejection tries per row when a lost shard's latents are redrawn.
     return_state : bool, optional
         Gather the latents into ``result.final_state`` (default: in process only).
     timeout : float
         Seconds to wait for a shard's half sweep before it counts as lost.
+    progress : bool
+        A tqdm progress bar over the sweeps (as :func:`blockbayes.gibbs.run`).
     comm_idle_probe : float
         With Dask, measure the cluster's background traffic (heartbeats) over this many idle
         seconds before the loop; ``timings["idle_comm_rate"]`` (bytes/s) then lets a benchmark
@@ -215,8 +248,7 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
                         ("checkpoint_every", checkpoint_every, 0), ("recover_tries", recover_tries, 1)):
         _check_int(name, v, lo)
     dt = _validate(net, X, y, dtype)
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs checkpoint_dir")
+    resume_dir = _resume_dir(resume, checkpoint_dir)
     if checkpoint_every and checkpoint_dir is None:
         raise ValueError("checkpoint_every needs checkpoint_dir")
     N = int(X.shape[0])
@@ -232,6 +264,7 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     t_start = time.perf_counter()
     engine = (InProcessEngine(net, X, y, ranges, shard_kw) if client is None
               else DaskEngine(client, net, X, y, ranges, shard_kw, timeout=timeout))
+    bar = None
     try:
         G0 = _sum_grams(engine.call("data_gram"))
         total = num_warmup + S * thin
@@ -241,8 +274,10 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         tr_lb = np.zeros((C, S, L), dtype=dt)
         tr_lj = np.zeros((C, S), dtype=dt) if store_log_joint else None
         kept, start = 0, 0
-        if resume:
-            with np.load(_ckpt_path(checkpoint_dir)) as f:
+        if resume_dir is not None:
+            with np.load(_ckpt_path(resume_dir), allow_pickle=False) as f:
+                if any(k not in f.files for k in _DRIVER_KEYS):
+                    raise ValueError(f"{_ckpt_path(resume_dir)!r} is not a blockbayes.distributed checkpoint")
                 start, kept = int(f["sweep"]), int(f["kept"])
                 if int(f["total"]) != total or tuple(f["shape"]) != (N, C, S) or not np.array_equal(f["k_run"], k_run):
                     raise ValueError("the checkpoint was written by a run with other settings (seed, sizes)")
@@ -253,7 +288,7 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
                 tr_dy[...], tr_lw[...], tr_lb[...] = f["tr_dy"], f["tr_lw"], f["tr_lb"]
                 if tr_lj is not None:
                     tr_lj[...] = f["tr_lj"]
-            engine.call("load", checkpoint_dir, start)
+            engine.call("load", resume_dir, start)
         else:
             if isinstance(init, str):
                 if init == "prior":
@@ -277,7 +312,6 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
             lam_b = np.tile(np.asarray(net.lam_b, dtype=dt).astype(np.float64), (C, 1))
             delta_y = np.full(C, np.asarray(net.delta_y, dtype=dt).astype(np.float64))
             engine.call("init_latents", weights, rnd.fold_in(k_init, 7), True, init == "zero")
-        bar = None
         if progress:
             from tqdm.auto import tqdm
 
@@ -338,8 +372,6 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
                 _after_sweep(sweep)
         loop = time.perf_counter() - t_loop
         comm = engine.comm_bytes() - bytes0
-        if bar is not None:
-            bar.close()
         if return_state is None:
             return_state = client is None
         final = None
@@ -357,8 +389,11 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
                              idle_comm_rate=idle_rate)
         info = dict(engine="dask" if client is not None else "in-process", ranges=ranges, timings=timings,
                     recovered_shards=engine.recovered,
-                    recovery_events=list(getattr(engine, "events", [])), resumed_from=start if resume else None)
+                    recovery_events=list(getattr(engine, "events", [])),
+                    resumed_from=start if resume_dir is not None else None)
     finally:
+        if bar is not None:
+            bar.close()
         engine.close()
     return GibbsResult(net=net, weights=tuple(tr_w), delta_y=tr_dy, lam_w=tr_lw, lam_b=tr_lb, log_joint=tr_lj,
                        final_state=final,

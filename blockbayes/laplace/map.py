@@ -25,6 +25,7 @@ import numpy as np
 
 from .._backend import device_of, namespace, to_numpy
 from .._backend import random as bbr
+from ..driver import one_blas_thread
 from ..inputs import prepare
 from ..model import MLP
 from . import _common as C
@@ -409,6 +410,7 @@ def _restart_inits(net, X, key, count, first=None):
     return tuple(xp.stack([s[l] for s in starts]) for l in range(net.num_layers))
 
 
+@one_blas_thread
 def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None, init=None,
             prior_precision=None, delta_y=None, sigma_noise=None, learn_noise: bool = False,
             noise_prior=(1.0, 1e-2), restarts: int = 1, max_iter: int = 2000, tol: float = 1e-7,
@@ -543,6 +545,7 @@ def _member_info(res, i, n) -> dict:
                 delta_y=float(res["delta_y"][i]), history=[v * n for v in res["history"][i]])
 
 
+@one_blas_thread
 def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=None, likelihood=None,
                  prior_precision=None, delta_y=None, sigma_noise=None, learn_noise: bool = False,
                  noise_prior=(1.0, 1e-2), max_iter: int = 2000, tol: float = 1e-7, ftol=None, history: int = 10,

@@ -9,7 +9,7 @@ from .._backend import linalg
 from ..blocks import augmented_gram
 from ..model import MLP
 
-__all__ = ["NOISY_VI", "check_int", "check_pos", "progress_bar", "eye", "diagonal",
+__all__ = ["NOISY_VI", "check_int", "check_pos", "eye", "diagonal",
            "chol_inverse", "logdet_spd", "prior_diag", "pad_cov", "expected_gram"]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -32,14 +32,6 @@ def check_pos(name, v, *, allow_zero=False, upper=None):
         bound = f" and <= {upper}" if upper is not None else ""
         raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} finite number{bound}, got {v!r}")
     return float(v)
-
-
-def progress_bar(total, desc, enabled):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="it", leave=False)
 
 
 def eye(xp, d, like):

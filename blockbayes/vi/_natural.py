@@ -15,10 +15,10 @@ import math
 from typing import Any, NamedTuple, Optional
 
 from .. import nn
-from .._backend import backend_name, device_of, namespace
+from .._backend import backend_name, device_of, dtype_name, namespace
 from .._backend import random as bbr
 from ..driver import nonfinite_fields, run_kernel
-from ..inputs import prepare
+from ..inputs import prepare, resolve_likelihood
 from ..model import MLP, chain_weights
 from ._common import check_int, check_pos
 from .result import VIResult
@@ -170,9 +170,7 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
     check_int("num_restarts", num_restarts)
     if not isinstance(net, MLP):
         raise TypeError(f"net must be a blockbayes.MLP, got {type(net).__name__}")
-    lik = nn.resolve_likelihood(net, likelihood)
-    if learn_noise and lik != "gaussian":
-        raise ValueError("learn_noise applies to the Gaussian likelihood only")
+    lik = resolve_likelihood(net, likelihood, learn_noise=learn_noise)
     X, Y = prepare(net, X, y, device=device, dtype=dtype, task="standard", likelihood=lik)
     xp = namespace(X)
     n = X.shape[0]
@@ -214,7 +212,7 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
                      postfix=lambda carry, info: {"loss": f"{float(xp.min(info.loss)):.4g}"}, postfix_every=50,
                      checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                      config=dict(config, family=f"vi.{method}", widths=list(net.widths), batch_size=batch_size,
-                                 num_restarts=num_restarts, learn_noise=learn_noise, ess=ess, dtype=str(X.dtype)))
+                                 num_restarts=num_restarts, learn_noise=learn_noise, ess=ess, dtype=dtype_name(X)))
     state = out.state[0]
     num_steps_done = out.num_kept
     var = tuple(1.0 / (ess * (h + d)) for h, d in zip(state.hess, wd))
@@ -233,7 +231,7 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
         trace["delta_y"] = out.traces["delta_y"]
     cfg = dict(config, num_steps=num_steps, batch_size=batch_size, num_restarts=num_restarts, ess=ess,
                weight_decay=weight_decay_value, learn_noise=learn_noise, hess_init=hess_init,
-               backend=backend_name(xp), dtype=str(X.dtype), n=n)
+               backend=backend_name(xp), dtype=dtype_name(X), n=n)
     if out.interrupted:
         cfg.update(interrupted=True, num_steps_done=num_steps_done)
     return VIResult(net=net, method=method, means=tuple(state.mean), covs=var, cov_kind="diag",

@@ -39,11 +39,13 @@ import math
 from typing import Any, NamedTuple, Optional
 
 from .. import nn
-from .._backend import backend_name, device_of, dtype_name, namespace, resolve_device, to_device
+from .._backend import backend_name, device_of, dtype_name, namespace
 from .._backend import random as bbr
+from ..driver import nonfinite_fields, one_blas_thread, run_kernel
+from ..inputs import prepare, resolve_likelihood
 from ..model import MLP
 from ..nn import softplus
-from ._common import check_int, check_pos, prior_diag, progress_bar
+from ._common import check_int, check_pos, prior_diag
 from .result import VIResult
 
 __all__ = ["MFState", "MFInfo", "init", "step", "run", "elbo_gradients"]
@@ -203,10 +205,12 @@ def step(key, state: MFState, net: MLP, X, Y, *, likelihood: str, lr: float, num
 _init = init  # `run` has an argument called `init`
 
 
+@one_blas_thread
 def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-2, num_mc: int = 1,
         batch_size: Optional[int] = None, num_restarts: int = 1, likelihood: Optional[str] = None,
         learn_noise: bool = False, schedule: str = "cosine", init_sd: float = 1e-2, init="prior",
-        seed=None, device=None, dtype=None, progress: bool = True) -> VIResult:
+        seed=None, device=None, dtype=None, progress: bool = True, check_every: Optional[int] = None,
+        checkpoint=None, checkpoint_every: Optional[int] = None, resume=None) -> VIResult:
     """Mean-field Gaussian VI (Bayes-by-backprop) on the standard MLP.
 
     Parameters
@@ -238,7 +242,15 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-2, num_mc: int 
     init : "prior" or sequence of per-layer weights
         Initial means (standardised by the prior sd internally).
     seed, device, dtype, progress
-        As elsewhere.
+        As elsewhere (the data pass :func:`blockbayes.inputs.prepare`, ``task="standard"``).
+    check_every : int, optional
+        Check ``μ̃``, ``ρ̃`` and ``log Δ_y`` for non-finite values every this many steps (a device
+        sync; ``None``: only the final check).
+    checkpoint, checkpoint_every, resume
+        Checkpoints of the step loop (:func:`blockbayes.driver.run_kernel`): resuming gives the
+        same fit as the uninterrupted run. Ctrl-C ends the loop early with a
+        :class:`~blockbayes.driver.RunInterrupted` warning and returns the fit so far
+        (``config["interrupted"]``, ``config["num_steps_done"]``).
 
     Returns
     -------
@@ -247,8 +259,6 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-2, num_mc: int 
         noise-free network only); ``trace["elbo"]`` ``(C, num_steps)`` Monte Carlo estimates,
         ``elbo`` their final average; ``delta_y`` per restart.
     """
-    from ..nn import check_X, encode_targets, resolve_likelihood
-
     check_int("num_steps", num_steps)
     check_int("num_mc", num_mc)
     check_int("num_restarts", num_restarts)
@@ -256,47 +266,40 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-2, num_mc: int 
     init_sd = check_pos("init_sd", init_sd)
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
-    lik = resolve_likelihood(net, likelihood)
-    if learn_noise and lik != "gaussian":
-        raise ValueError("learn_noise applies to the Gaussian likelihood only")
-    kind, index = resolve_device(device)
-    if kind is not None:
-        X = to_device(X, kind, index)
-        y = to_device(y, kind, index)
-    if dtype is not None:
-        from .._backend import float_dtype
-
-        xp0 = namespace(X)
-        X = xp0.astype(X, float_dtype(xp0, dtype))
-    xp = check_X(net, X)
-    Y = encode_targets(net, lik, X, y)
+    lik = resolve_likelihood(net, likelihood, learn_noise=learn_noise)
+    X, Y = prepare(net, X, y, device=device, dtype=dtype, task="standard", likelihood=lik)
+    xp = namespace(X)
     n = X.shape[0]
     if batch_size is not None:
         check_int("batch_size", batch_size)
         batch_size = min(batch_size, n)
     k_init, k_run = bbr.split(bbr.key(seed), 2)
     state = _init(k_init, net, X, num_restarts=num_restarts, init=init, init_sd=init_sd)
-    elbos = []
-    bar = progress_bar(num_steps, "vi.mean_field", progress)
-    key = k_run
-    try:
-        for t in range(num_steps):
-            key, k_b, k_s = bbr.split(key, 3)
-            if batch_size is None or batch_size == n:
-                Xb, Yb, scale = X, Y, 1.0
-            else:
-                idx_x = xp.asarray(bbr.choice(k_b, n, batch_size), device=device_of(X))
-                Xb, Yb, scale = xp.take(X, idx_x, axis=0), xp.take(Y, idx_x, axis=0), n / batch_size
-            state, info = step(k_s, state, net, Xb, Yb, likelihood=lik, lr=_lr_at(t, num_steps, lr, schedule),
-                               num_mc=num_mc, scale=scale, learn_noise=learn_noise)
-            elbos.append(info.elbo)
-            if bar is not None:
-                bar.update(1)
-                if t % 50 == 0 or t == num_steps - 1:
-                    bar.set_postfix(elbo=f"{float(xp.max(info.elbo)):.4g}")
-    finally:
-        if bar is not None:
-            bar.close()
+
+    def step_mf(keys, st, t):
+        k_b, k_s = keys
+        if batch_size is None or batch_size == n:
+            Xb, Yb, scale = X, Y, 1.0
+        else:
+            idx_x = xp.asarray(bbr.choice(k_b, n, batch_size), device=device_of(X))
+            Xb, Yb, scale = xp.take(X, idx_x, axis=0), xp.take(Y, idx_x, axis=0), n / batch_size
+        return step(k_s, st, net, Xb, Yb, likelihood=lik, lr=_lr_at(t, num_steps, lr, schedule),
+                    num_mc=num_mc, scale=scale, learn_noise=learn_noise)
+
+    out = run_kernel(k_run, state, step_mf, num_steps=num_steps,
+                     collect=lambda st, info, t: {"elbo": info.elbo},
+                     keys_per_step=2, key_mode="fan", progress=progress, desc="vi.mean_field", unit="step",
+                     check=(lambda st, info: nonfinite_fields(xp, st, ("mu", "rho", "log_delta")))
+                     if check_every else None, check_every=check_every, check_what="mean-field state",
+                     check_hint="lower lr or check the data scale",
+                     postfix=lambda st, info: {"elbo": f"{float(xp.max(info.elbo)):.4g}"}, postfix_every=50,
+                     checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                     config=dict(family="vi.mean_field", widths=list(net.widths), likelihood=lik, lr=lr,
+                                 num_mc=num_mc, batch_size=batch_size, num_restarts=num_restarts,
+                                 learn_noise=learn_noise, schedule=schedule, init_sd=init_sd,
+                                 dtype=dtype_name(X)))
+    state = out.state
+    num_steps_done = out.num_kept
     ps = _prior_sd(net, xp, X)
     means = tuple(p * m for p, m in zip(ps, state.mu))
     var = tuple((p * softplus(xp, r)) ** 2 for p, r in zip(ps, state.rho))
@@ -304,12 +307,14 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-2, num_mc: int 
         if not (bool(xp.all(xp.isfinite(M))) and bool(xp.all(xp.isfinite(V)))):
             raise FloatingPointError(f"mean-field VI diverged (non-finite parameters in layer {l + 1}); "
                                      "lower lr or check the data scale")
-    tr = xp.stack(elbos, axis=-1)
-    tail = max(1, num_steps // 10)
+    tr = out.traces["elbo"]
+    tail = max(1, num_steps_done // 10)
     final = xp.mean(tr[:, -tail:], axis=-1)
+    cfg = dict(num_steps=num_steps, lr=lr, num_mc=num_mc, batch_size=batch_size, num_restarts=num_restarts,
+               learn_noise=learn_noise, schedule=schedule, init_sd=init_sd, backend=backend_name(xp),
+               dtype=dtype_name(X))
+    if out.interrupted:
+        cfg.update(interrupted=True, num_steps_done=num_steps_done)
     return VIResult(net=net, method="mean_field", means=means, covs=var, cov_kind="diag",
                     delta_y=xp.exp(state.log_delta), elbo=final, trace={"elbo": tr}, likelihood=lik,
-                    model="standard", final_state=state,
-                    config=dict(num_steps=num_steps, lr=lr, num_mc=num_mc, batch_size=batch_size,
-                                num_restarts=num_restarts, learn_noise=learn_noise, schedule=schedule,
-                                init_sd=init_sd, backend=backend_name(xp), dtype=dtype_name(X)))
+                    model="standard", final_state=state, config=cfg)
