@@ -1,23 +1,50 @@
-"""Result objects of the sample-based families: predictions, log predictive density, save/load.
+"""Result objects and the one result interface every family answers.
 
-:class:`GibbsResult` holds weight samples of ``C`` chains × ``S`` kept sweeps, per layer of shape
-``(C, S, d_{l+1}, d_l + 1)`` (bias last), with each sample's own output-noise variance ``Δ_y``.
-All methods run on the samples' namespace/device and return arrays there.
+Every posterior of blockbayes — :class:`GibbsResult` (samples of the noisy MLP),
+:class:`~blockbayes.vi.result.VIResult` (block-Gaussian ``q``), :class:`~blockbayes.laplace.LaplaceResult`
+(``N(θ*, P^{-1})``), :class:`PointPosterior` (one MAP fit) and :class:`EnsemblePosterior` (a set of
+MAP fits, an equal-weight mixture) — derives from :class:`Posterior` and offers
+
+``predict(X, *, kind, num_samples, seed)``           predictive mean and variance ``(n, d_out)``
+``predict_proba(X, *, num_samples, seed)``           class probabilities ``(n, K)``
+``log_predictive_density(X, y, *, reduce, ...)``     ``log p(y | x, data)``, mean or per point
+``sample(num_samples, *, seed)``                     weight draws, per layer ``(S, d_{l+1}, d_l + 1)``
+``to_numpy()`` / ``save(path)`` / ``load(path)``     host copy, ``.npz`` round trip (bitwise)
+``to_arviz(X, y)``                                   :class:`arviz.InferenceData` (optional ``arviz``)
+
+with one keyword vocabulary: ``num_samples`` (Monte Carlo draws), ``seed``, ``kind`` (which
+predictive: ``"network"``/``"generative"`` for the noisy net, ``"glm"``/``"nn"`` for Laplace),
+``chunk`` (samples per forward batch), ``reduce``. The old spellings (``n_samples``,
+``pred_type``, ``num``/``n`` of ``sample``) still work and raise a :class:`DeprecationWarning`.
+The prediction maths is :mod:`blockbayes.predictive`'s.
+
+:func:`load` reads any result file: the saved ``kind`` names the class in a registry that each
+result module fills when imported (:func:`register_result`); the built-in families are imported
+on demand, so this module imports no family at import time.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import warnings
+import zipfile
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
+from . import predictive as P
 from ._backend import backend_name, device_of, namespace, resolve_device, to_device, to_numpy
 from ._backend import random as bbr
-from .model import MLP, activate, affine
+from .model import MLP
 
-__all__ = ["GibbsResult", "load", "net_to_dict", "net_from_dict"]
+__all__ = ["Posterior", "GibbsResult", "PointPosterior", "EnsemblePosterior", "load", "register_result",
+           "read_result_file", "net_to_dict", "net_from_dict", "NotAClassifierError"]
+
+
+class NotAClassifierError(ValueError, NotImplementedError):
+    """``predict_proba`` on a regression posterior."""
 
 
 def net_to_dict(net: MLP) -> dict:
@@ -34,19 +61,328 @@ def net_from_dict(d: dict) -> MLP:
                prior_prec=[tuple(p) for p in d["prior_prec"]], delta=d["delta"])
 
 
-def _logsumexp_update(xp, acc, new):
-    """Running ``log(exp(acc) + sum(exp(new), axis=0))``; ``acc`` may be ``None``."""
-    m = xp.max(new, axis=0)
-    if acc is not None:
-        m = xp.maximum(m, acc)
-    s = xp.sum(xp.exp(new - m), axis=0)
-    if acc is not None:
-        s = s + xp.exp(acc - m)
-    return m + xp.log(s)
+def jsonable(obj):
+    """``obj`` with tuples as lists and anything not JSON-able as its ``repr``."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return repr(obj)
 
 
+# ----------------------------------------------------------------------------------- registry / files
+_REGISTRY: dict = {}
+# built-in kinds whose module is imported on demand by load() (no family import at module level)
+_BUILTIN = {"VIResult": "blockbayes.vi.result", "LaplaceResult": "blockbayes.laplace.result"}
+FORMAT = 1
+
+
+def register_result(cls):
+    """Class decorator: make ``cls`` loadable by :func:`load` under ``cls.result_kind``."""
+    kind = getattr(cls, "result_kind", None)
+    if not isinstance(kind, str) or not kind:
+        raise TypeError(f"{cls.__name__} needs a non-empty class attribute result_kind")
+    _REGISTRY[kind] = cls
+    return cls
+
+
+def read_result_file(path):
+    """Arrays and metadata of a saved result: ``(dict name -> ndarray, meta dict)``.
+
+    Raises
+    ------
+    ValueError
+        ``"... is not a blockbayes result file"`` for anything that is not an ``.npz`` written by
+        a result's ``save`` (a corrupt archive, pickled data, a foreign ``.npz`` or ``.npy``).
+    """
+    def bad(why):
+        return ValueError(f"{path} is not a blockbayes result file ({why})")
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise bad("not an .npz archive")
+            if "meta" not in f.files:
+                raise bad("no 'meta' entry")
+            arrays = {k: f[k] for k in f.files}
+    except ValueError as exc:
+        if "not a blockbayes result file" in str(exc):
+            raise
+        raise bad(f"{type(exc).__name__}: {exc}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise bad(f"{type(exc).__name__}: {exc}") from None
+    except AttributeError:  # np.load returned a plain array (an .npy file): no context manager
+        raise bad("not an .npz archive") from None
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except (TypeError, ValueError) as exc:
+        raise bad(f"unreadable metadata: {exc}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("kind"), str) or "net" not in meta:
+        raise bad("metadata without 'kind' and 'net'")
+    return arrays, meta
+
+
+def _mover(device):
+    kind, index = resolve_device(device)
+    return (lambda a: a) if kind is None else (lambda a: to_device(a, kind, index))
+
+
+def load(path, *, device=None):
+    """Load any blockbayes result saved with ``.save`` (the class comes from the saved kind).
+
+    Parameters
+    ----------
+    path : str or path-like
+    device : None, "cpu", "cuda" or "cuda:k"
+        ``None`` keeps NumPy arrays; otherwise the arrays are moved there.
+
+    Raises
+    ------
+    ValueError
+        A file that is not a blockbayes result, or one of an unknown kind.
+    """
+    arrays, meta = read_result_file(path)
+    kind = meta["kind"]
+    if kind not in _REGISTRY and kind in _BUILTIN:
+        importlib.import_module(_BUILTIN[kind])
+    cls = _REGISTRY.get(kind)
+    if cls is None:
+        raise ValueError(f"{path} is not a blockbayes result file (unknown kind {kind!r}; "
+                         f"known: {sorted(set(_REGISTRY) | set(_BUILTIN))})")
+    return cls._from_file(arrays, meta, _mover(device), path)
+
+
+def renamed_keywords(owner: str, given: dict, aliases: dict) -> dict:
+    """Canonical values of deprecated keyword spellings.
+
+    ``given``: the extra keywords a method received (its ``**deprecated``); ``aliases``: old name
+    → canonical name. Each old name found warns (:class:`DeprecationWarning`) and is returned
+    under its canonical name; an unknown keyword is the ``TypeError`` Python would raise.
+    """
+    out = {}
+    for old, val in given.items():
+        if old not in aliases:
+            raise TypeError(f"{owner}() got an unexpected keyword argument {old!r}")
+        new = aliases[old]
+        warnings.warn(f"{owner}: the keyword {old!r} is deprecated; use {new!r}", DeprecationWarning,
+                      stacklevel=3)
+        out[new] = val
+    return out
+
+
+# ----------------------------------------------------------------------------------- the interface
+class Posterior:
+    """The interface every blockbayes result answers (see the module docstring).
+
+    Subclasses set ``result_kind`` (the name saved in files and looked up by :func:`load`),
+    ``net`` and ``likelihood``, and implement the prediction methods, :meth:`sample`,
+    :meth:`to_numpy`, ``_payload`` (arrays and metadata to save), ``_from_file`` (the inverse)
+    and ``_arviz_draws``.
+    """
+
+    result_kind: ClassVar[str] = ""
+
+    # -------------------------------------------------------------- common properties
+    @property
+    def xp(self):
+        return namespace(self._anchor())
+
+    def _anchor(self):
+        raise NotImplementedError
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.likelihood != "gaussian"
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``K`` of a classifier (``2`` for the one-output links)."""
+        if self.likelihood in ("probit", "bernoulli"):
+            return 2
+        return self.net.d_out
+
+    def _require_classifier(self):
+        if not self.is_classifier:
+            raise NotAClassifierError(
+                f"predict_proba needs a classification likelihood; this posterior is a regression "
+                f"(likelihood={self.likelihood!r}): use predict / log_predictive_density with real targets")
+
+    # -------------------------------------------------------------- inputs
+    def _prepare_X(self, X_new):
+        """``X_new`` validated ``(n, d_in)``, finite, moved into this result's namespace/device and dtype."""
+        anchor = self._anchor()
+        xp = namespace(anchor)
+        if not hasattr(X_new, "shape"):
+            raise TypeError("X_new must be an array")
+        if namespace(X_new) is not xp:
+            name = backend_name(xp)
+            if name == "cupy":
+                X_new = to_device(X_new, "cuda", anchor.device.id)
+            elif name == "numpy":
+                X_new = to_numpy(X_new)
+            else:
+                X_new = xp.asarray(to_numpy(X_new), device=device_of(anchor))
+        if not xp.isdtype(X_new.dtype, "real floating"):
+            raise TypeError(f"X_new must be a float array, got dtype {X_new.dtype}")
+        if X_new.ndim != 2 or X_new.shape[1] != self.net.d_in:
+            raise ValueError(f"X_new must have shape (n, {self.net.d_in}), got {tuple(X_new.shape)}")
+        if not bool(xp.all(xp.isfinite(X_new))):
+            raise ValueError("X_new contains NaN or infinite values")
+        return xp.astype(X_new, anchor.dtype)
+
+    def _prepare_targets(self, y_new, X_new):
+        """Regression targets ``(n, d_out)`` or classification one-hot labels ``(n, K)``."""
+        xp = namespace(X_new)
+        if not hasattr(y_new, "shape"):
+            raise TypeError("y_new must be an array")
+        if namespace(y_new) is not xp:
+            y_new = xp.asarray(to_numpy(y_new), device=device_of(X_new))
+        n = X_new.shape[0]
+        if not self.is_classifier:
+            y_new = xp.astype(y_new, X_new.dtype)
+            if y_new.ndim == 1:
+                y_new = xp.reshape(y_new, (-1, 1))
+            if tuple(y_new.shape) != (n, self.net.d_out):
+                raise ValueError(f"y_new must have shape ({n},) or ({n}, {self.net.d_out}), got {tuple(y_new.shape)}")
+            if not bool(xp.all(xp.isfinite(y_new))):
+                raise ValueError("y_new contains NaN or infinite values")
+            return y_new
+        K = self.num_classes
+        if self.likelihood in P.STANDARD_LIKELIHOODS:
+            lab = y_new
+            if lab.ndim == 2 and lab.shape[1] == 1:
+                lab = xp.reshape(lab, (-1,))
+            if lab.ndim != 1 or lab.shape[0] != n:
+                raise ValueError(f"labels must have shape ({n},), got {tuple(y_new.shape)}")
+            if xp.isdtype(lab.dtype, "bool"):
+                lab = xp.astype(lab, xp.int64)
+            lf = xp.astype(lab, xp.float64) if xp.isdtype(lab.dtype, "integral") else lab
+            if (not bool(xp.all(xp.isfinite(lf))) or bool(xp.any(lf != xp.round(lf)))
+                    or bool(xp.any(lf < 0)) or bool(xp.any(lf >= K))):
+                raise ValueError(f"labels must be integers in [0, {K})")
+            return P.onehot(xp.astype(lf, xp.int64), K, X_new.dtype)
+        from .gibbs import validate_labels
+
+        return P.onehot(validate_labels(self.net, y_new, n), K, X_new.dtype)
+
+    # -------------------------------------------------------------- sample-based predictive (shared)
+    def _draw_predict(self, X_new, weights, delta_y, *, noise_key=None, chunk=None):
+        return P.predictive_from_draws(self.net, weights, X_new, likelihood=self.likelihood, delta_y=delta_y,
+                                       chunk=chunk, noise_key=noise_key, what="moments")
+
+    def _draw_proba(self, X_new, weights, delta_y, *, chunk=None, nodes=32):
+        return P.predictive_from_draws(self.net, weights, X_new, likelihood=self.likelihood, delta_y=delta_y,
+                                       chunk=chunk, what="proba", nodes=nodes)
+
+    def _draw_lpd(self, X_new, Y, weights, delta_y, *, noise_key=None, chunk=None, nodes=32):
+        return P.predictive_from_draws(self.net, weights, X_new, likelihood=self.likelihood, delta_y=delta_y,
+                                       chunk=chunk, noise_key=noise_key, targets=Y, what="lpd", nodes=nodes)
+
+    # -------------------------------------------------------------- disk
+    def _payload(self):
+        """``(arrays, meta)`` of the host copy: NumPy arrays by name and JSON-able settings."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_file(cls, arrays, meta, mv, path):
+        raise NotImplementedError
+
+    def save(self, path) -> None:
+        """Save to a ``.npz`` file (NumPy arrays and JSON metadata; no pickle). :func:`load` reads it back
+        bit for bit."""
+        arrays, meta = self._payload()
+        meta = dict(meta, kind=self.result_kind, format=FORMAT, net=net_to_dict(self.net))
+        arrays = dict(arrays)
+        arrays["meta"] = np.asarray(json.dumps(meta))
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path, *, device=None):
+        """Load a result saved by :meth:`save` (NumPy arrays, or moved to ``device``)."""
+        arrays, meta = read_result_file(path)
+        if meta["kind"] != cls.result_kind:
+            raise ValueError(f"{path} does not hold a {cls.result_kind} (it holds a {meta['kind']})")
+        return cls._from_file(arrays, meta, _mover(device), path)
+
+    # -------------------------------------------------------------- ArviZ
+    def _arviz_draws(self, num_samples, seed):
+        """``(weights per layer (chains, draws, d, k), delta_y (chains, draws) or None,
+        extra posterior variables, sample_stats)``, NumPy or backend arrays."""
+        raise NotImplementedError
+
+    def to_arviz(self, X=None, y=None, *, num_samples: int = 1000, seed=0):
+        """The posterior as an :class:`arviz.InferenceData` (needs the optional ``arviz``).
+
+        Groups: ``posterior`` (weights ``W_l`` of shape ``(chain, draw, d_{l+1}, d_l + 1)``, bias last;
+        ``delta_y`` for regression; further hyperparameters a result stores), ``sample_stats``
+        (what the result has per draw: the Gibbs log joint as ``lp``) and, given data ``(X, y)``,
+        ``log_likelihood`` (``log p(y_i | x_i, W_s)`` per draw and point, ``y`` of shape
+        ``(chain, draw, n)``) with ``observed_data``. Results that hold a distribution rather than
+        draws (VI, Laplace) contribute ``num_samples`` draws (``seed``) as one chain; a point fit
+        is one draw, an ensemble one chain of its members.
+        """
+        try:
+            import arviz as az
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise ImportError("to_arviz needs the optional package arviz: pip install 'blockbayes[arviz]'") from exc
+        W, dy, extra, stats = self._arviz_draws(num_samples, seed)
+        post, dims = {}, {}
+        for l, w in enumerate(W):
+            name = f"W_{l + 1}"
+            post[name] = np.asarray(to_numpy(w))
+            dims[name] = [f"{name}_out", f"{name}_in"]
+        if dy is not None and not self.is_classifier:
+            post["delta_y"] = np.asarray(to_numpy(dy))
+        for k, v in extra.items():
+            post[k] = np.asarray(to_numpy(v))
+        groups = dict(posterior=post)
+        if stats:
+            groups["sample_stats"] = {k: np.asarray(to_numpy(v)) for k, v in stats.items()}
+        if X is not None and y is not None:
+            Xp = self._prepare_X(X)
+            Y = self._prepare_targets(y, Xp)
+            xp = namespace(Xp)
+            C, S = int(W[0].shape[0]), int(W[0].shape[1])
+            flat = tuple(xp.reshape(xp.asarray(w, device=device_of(Xp)) if namespace(w) is xp else
+                                    xp.asarray(to_numpy(w), device=device_of(Xp)), (C * S,) + tuple(w.shape[2:]))
+                         for w in W)
+            flat = tuple(xp.astype(w, Xp.dtype) for w in flat)
+            if dy is None:
+                dyf = xp.ones((C * S,), dtype=Xp.dtype, device=device_of(Xp))
+            else:
+                dyf = xp.reshape(xp.astype(xp.asarray(to_numpy(dy), device=device_of(Xp)) if namespace(dy) is not xp
+                                           else dy, Xp.dtype), (-1,))
+            parts = [P.log_density_per_sample(self.likelihood, F, d, Y)
+                     for F, d in P.forward_chunks(self.net, flat, Xp, delta_y=dyf, chunk=256)]
+            ll = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+            groups["log_likelihood"] = {"y": np.reshape(np.asarray(to_numpy(ll)), (C, S, -1))}
+            yo = np.asarray(to_numpy(y))
+            groups["observed_data"] = {"y": yo}
+        return az.from_dict(**groups, dims=dims)
+
+
+def _check_kind(kind, allowed=("network", "generative")):
+    if kind not in allowed:
+        raise ValueError(f"kind must be one of {allowed}, got {kind!r}")
+
+
+def _positive_count(name, value, upper=None):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (upper is not None and value > upper):
+        rng = f"[1, {upper}]" if upper is not None else ">= 1"
+        raise ValueError(f"{name} must be an int in {rng}, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------------- Gibbs samples
+@register_result
 @dataclass
-class GibbsResult:
+class GibbsResult(Posterior):
     """Samples of the noisy-MLP posterior from :func:`blockbayes.gibbs.run`.
 
     Attributes
@@ -68,6 +404,8 @@ class GibbsResult:
         Fixed probe inputs of the function-space diagnostics (:meth:`summary`).
     """
 
+    result_kind: ClassVar[str] = "GibbsResult"
+
     net: MLP
     weights: tuple
     delta_y: Any
@@ -77,6 +415,8 @@ class GibbsResult:
     final_state: Optional[Any] = None
     config: dict = field(default_factory=dict)
     probe: Optional[Any] = None
+
+    model: ClassVar[str] = "noisy"
 
     def summary(self, X_probe=None, *, prob=(0.05, 0.95)):
         """Function-space convergence summary in NumPyro ``print_summary`` style.
@@ -92,6 +432,13 @@ class GibbsResult:
         return function_summary(self, X_probe, prob=prob)
 
     # ------------------------------------------------------------------ shape helpers
+    def _anchor(self):
+        return self.weights[0]
+
+    @property
+    def likelihood(self) -> str:
+        return self.net.likelihood
+
     @property
     def num_chains(self) -> int:
         return int(self.weights[0].shape[0])
@@ -100,78 +447,33 @@ class GibbsResult:
     def num_samples(self) -> int:
         return int(self.weights[0].shape[1])
 
-    @property
-    def xp(self):
-        return namespace(self.weights[0])
-
     def flat_weights(self) -> tuple:
         """Weights with chains and samples merged: per layer ``(C·S, d_{l+1}, d_l + 1)``."""
         xp = self.xp
         return tuple(xp.reshape(W, (-1,) + tuple(W.shape[2:])) for W in self.weights)
 
-    def sample(self, num: Optional[int] = None, *, seed=None) -> tuple:
-        """Stored posterior samples of the weights, per layer ``(num, d_{l+1}, d_l + 1)``.
+    def sample(self, num_samples: Optional[int] = None, *, seed=None, **deprecated) -> tuple:
+        """Stored posterior samples of the weights, per layer ``(num_samples, d_{l+1}, d_l + 1)``.
 
-        ``num=None`` returns all ``C·S``; otherwise ``num`` of them chosen uniformly without
-        replacement (reproducible with ``seed``).
+        ``num_samples=None`` returns all ``C·S``; otherwise that many chosen uniformly without
+        replacement (reproducible with ``seed``). (``num=`` is the deprecated spelling.)
         """
+        num_samples = renamed_keywords("GibbsResult.sample", deprecated, {"num": "num_samples"}).get(
+            "num_samples", num_samples)
+        return self._pick(num_samples, seed)[0]
+
+    def _pick(self, num, seed):
         flat = self.flat_weights()
+        dy = self.xp.reshape(self.delta_y, (-1,))
         total = int(flat[0].shape[0])
         if num is None:
-            return flat
-        if not isinstance(num, int) or not 1 <= num <= total:
+            return flat, dy
+        if not isinstance(num, int) or isinstance(num, bool) or not 1 <= num <= total:
             raise ValueError(f"num must be an int in [1, {total}], got {num!r}")
         idx = bbr.choice(bbr.key(seed), total, num)
         xp = self.xp
         idx_x = xp.asarray(idx, device=device_of(flat[0]))
-        return tuple(xp.take(W, idx_x, axis=0) for W in flat)
-
-    def _prepare_X(self, X_new):
-        xp = self.xp
-        if not hasattr(X_new, "shape"):
-            raise TypeError("X_new must be an array")
-        if namespace(X_new) is not xp:
-            name = backend_name(xp)
-            if name == "cupy":
-                X_new = to_device(X_new, "cuda", self.weights[0].device.id)
-            elif name == "numpy":
-                X_new = to_numpy(X_new)
-            else:
-                X_new = xp.asarray(to_numpy(X_new), device=device_of(self.weights[0]))
-        if not xp.isdtype(X_new.dtype, "real floating"):
-            raise TypeError(f"X_new must be a float array, got dtype {X_new.dtype}")
-        if X_new.ndim != 2 or X_new.shape[1] != self.net.d_in:
-            raise ValueError(f"X_new must have shape (n, {self.net.d_in}), got {tuple(X_new.shape)}")
-        if not bool(xp.all(xp.isfinite(X_new))):
-            raise ValueError("X_new contains NaN or infinite values")
-        return xp.astype(X_new, self.weights[0].dtype)
-
-    def _forward_chunks(self, X_new, chunk, noise_key=None):
-        """Yield ``(F, delta_y)`` for chunks of samples: ``F`` ``(s, n, d_out)``, ``delta_y`` ``(s,)``.
-
-        With ``noise_key`` the hidden layers get the model's noise (generative predictive).
-        """
-        xp = self.xp
-        net = self.net
-        flat = self.flat_weights()
-        dy = xp.reshape(self.delta_y, (-1,))
-        total = int(flat[0].shape[0])
-        keys = bbr.split(noise_key, max(1, math.ceil(total / chunk))) if noise_key is not None else None
-        for j, start in enumerate(range(0, total, chunk)):
-            stop = min(start + chunk, total)
-            H = X_new
-            lkeys = bbr.split(keys[j], 2 * net.num_layers) if keys is not None else None
-            for l, W in enumerate(flat):
-                A = affine(H, W[start:stop, ...])
-                if l < net.num_layers - 1:
-                    if lkeys is not None:
-                        A = A + math.sqrt(net.delta_z[l]) * bbr.normal(lkeys[2 * l], A.shape, like=A)
-                    H = activate(xp, A, net.activation, net.slope)
-                    if lkeys is not None:
-                        H = H + math.sqrt(net.delta_x[l]) * bbr.normal(lkeys[2 * l + 1], H.shape, like=H)
-                else:
-                    H = A
-            yield H, dy[start:stop]
+        return tuple(xp.take(W, idx_x, axis=0) for W in flat), xp.take(dy, idx_x, axis=0)
 
     def predict_samples(self, X_new, *, chunk: Optional[int] = None):
         """Network outputs of every sample, shape ``(C, S, n, d_out)`` (noise-free forward pass).
@@ -180,16 +482,16 @@ class GibbsResult:
         """
         X_new = self._prepare_X(X_new)
         xp = self.xp
-        total = max(1, self.num_chains * self.num_samples)
-        outs = [F for F, _ in self._forward_chunks(X_new, chunk=total if chunk is None else max(1, int(chunk)))]
+        outs = [F for F, _ in P.forward_chunks(self.net, self.flat_weights(), X_new, chunk=chunk)]
         F = outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
         return xp.reshape(F, (self.num_chains, self.num_samples) + tuple(F.shape[1:]))
 
-    def predict(self, X_new, *, kind: str = "network", seed=None, chunk: int = 256):
+    def predict(self, X_new, *, kind: str = "network", num_samples: Optional[int] = None, seed=None,
+                chunk: int = 256):
         """Posterior predictive mean and variance at ``X_new``.
 
-        ``mean = (1/S) Σ_s f_s(x)`` and ``var = (1/S) Σ_s (f_s(x)² + Δ_y^{(s)}) − mean²`` over all
-        ``S = C·num_samples`` samples (the mixture's moments).
+        ``mean = (1/S) Σ_s f_s(x)`` and ``var = (1/S) Σ_s (f_s(x)² + Δ_y^{(s)}) − mean²`` over the
+        ``S`` samples (the mixture's moments, :func:`blockbayes.predictive.mixture_moments`).
 
         Parameters
         ----------
@@ -199,6 +501,8 @@ class GibbsResult:
             Piccioli et al. report). ``"generative"``: the noisy network's own predictive, one
             draw of the hidden-layer noise ``Δ_Z, Δ_X`` per sample (needs ``seed`` for
             reproducibility; adds the intermediate-noise variance, MATH.md §A.0).
+        num_samples : int, optional
+            Use a random subset of this many stored samples (``seed``); default all ``C·S``.
         chunk : int
             Samples per forward batch (memory ``chunk · n · max width``).
 
@@ -206,104 +510,38 @@ class GibbsResult:
         -------
         mean, var : arrays, shape (n, d_out)
         """
-        if kind not in ("network", "generative"):
-            raise ValueError(f"kind must be 'network' or 'generative', got {kind!r}")
+        _check_kind(kind)
         X_new = self._prepare_X(X_new)
-        xp = self.xp
+        W, dy = self._pick(num_samples, seed)
         noise_key = bbr.key(seed) if kind == "generative" else None
-        count = 0
-        mean = m2 = None
-        dsum = 0.0
-        for F, dy in self._forward_chunks(X_new, chunk, noise_key):
-            s = F.shape[0]
-            cm = xp.mean(F, axis=0)
-            cm2 = xp.sum((F - cm) ** 2, axis=0)
-            if mean is None:
-                mean, m2 = cm, cm2
-            else:
-                tot = count + s
-                delta = cm - mean
-                mean = mean + delta * (s / tot)
-                m2 = m2 + cm2 + delta * delta * (count * s / tot)
-            count += s
-            dsum = dsum + xp.sum(dy)
-        var = m2 / count + dsum / count
-        return mean, var
+        return self._draw_predict(X_new, W, dy, noise_key=noise_key, chunk=chunk)
 
-    def log_predictive_density(self, X_new, y_new, *, reduce: bool = True, kind: str = "network",
-                               seed=None, chunk: int = 256):
+    def log_predictive_density(self, X_new, y_new, *, reduce=True, kind: str = "network",
+                               num_samples: Optional[int] = None, seed=None, chunk: int = 256):
         """Log posterior predictive density of test targets.
 
-        ``lpd_i = log (1/S) Σ_s N(y_i; f_s(x_i), Δ_y^{(s)} I)`` (a logsumexp over samples), and the
-        mean over points when ``reduce`` (the UCI "test log-likelihood" convention, in the units
-        of ``y``; subtract ``log σ_y`` to undo a standardisation of the targets).
+        ``lpd_i = log (1/S) Σ_s p(y_i | x_i, W_s)`` (a logsumexp over samples) with
+        ``p = N(y; f_s(x), Δ_y^{(s)} I)`` for regression and the probit class probability of
+        :meth:`predict_proba` for classifiers; the mean over points when ``reduce`` (the UCI
+        "test log-likelihood" convention, in the units of ``y``; subtract ``log σ_y`` to undo a
+        standardisation of the targets). ``reduce`` may also be ``"mean"``, ``"sum"``, ``"none"``.
 
         Returns
         -------
         array, shape () if ``reduce`` else (n,)
         """
         X_new = self._prepare_X(X_new)
-        xp = self.xp
-        if not hasattr(y_new, "shape"):
-            raise TypeError("y_new must be an array")
+        Y = self._prepare_targets(y_new, X_new)
         if self.is_classifier:
-            return self._lpd_labels(X_new, y_new, reduce, chunk, nodes=32)
-        if namespace(y_new) is not xp:
-            y_new = xp.asarray(to_numpy(y_new), device=device_of(X_new))
-        y_new = xp.astype(y_new, X_new.dtype)
-        if y_new.ndim == 1:
-            y_new = xp.reshape(y_new, (-1, 1))
-        if tuple(y_new.shape) != (X_new.shape[0], self.net.d_out):
-            raise ValueError(f"y_new must have shape ({X_new.shape[0]},) or ({X_new.shape[0]}, {self.net.d_out}), got {tuple(y_new.shape)}")
-        if not bool(xp.all(xp.isfinite(y_new))):
-            raise ValueError("y_new contains NaN or infinite values")
-        if kind not in ("network", "generative"):
-            raise ValueError(f"kind must be 'network' or 'generative', got {kind!r}")
+            W, dy = self._pick(num_samples, seed)
+            return P.reduce_points(self._draw_lpd(X_new, Y, W, dy, chunk=chunk), reduce)
+        _check_kind(kind)
+        W, dy = self._pick(num_samples, seed)
         noise_key = bbr.key(seed) if kind == "generative" else None
-        acc = None
-        total = 0
-        d = self.net.d_out
-        for F, dy in self._forward_chunks(X_new, chunk, noise_key):
-            R = y_new[None, ...] - F
-            dyb = dy[:, None]
-            lp = -0.5 * xp.sum(R * R, axis=-1) / dyb - 0.5 * d * xp.log(2 * math.pi * dyb)   # (s, n)
-            acc = _logsumexp_update(xp, acc, lp)
-            total += F.shape[0]
-        lpd = acc - math.log(total)
-        return xp.mean(lpd) if reduce else lpd
+        return P.reduce_points(self._draw_lpd(X_new, Y, W, dy, noise_key=noise_key, chunk=chunk), reduce)
 
-    @property
-    def is_classifier(self) -> bool:
-        return self.net.likelihood != "gaussian"
-
-    @property
-    def num_classes(self) -> int:
-        return 2 if self.net.likelihood == "probit" else self.net.d_out
-
-    def _require_classifier(self):
-        if not self.is_classifier:
-            raise ValueError(f"this net has likelihood={self.net.likelihood!r} (regression): "
-                             "use predict / log_predictive_density with real targets")
-
-    def _class_probs(self, F, dy, nodes):
-        """Per-sample class probabilities ``(s, n, K)`` from outputs ``F`` ``(s, n, d_out)``."""
-        xp = self.xp
-        from ._backend.special import gauss_hermite_normal, log_ndtr, ndtr
-
-        if self.net.likelihood == "probit":
-            return xp.concat([ndtr(-F), ndtr(F)], axis=-1)
-        # p(c | a) = ∫ φ(t) Π_{c'≠c} Φ((a_c − a_c')/√Δ + t) dt, Gauss–Hermite in t
-        t, w = gauss_hermite_normal(nodes)
-        scale = 1.0 / xp.sqrt(dy)[:, None, None, None]
-        D = (F[..., :, None] - F[..., None, :]) * scale      # (s, n, c, c')
-        out = xp.zeros(F.shape, dtype=F.dtype, device=device_of(F))
-        for tg, wg in zip(t, w):
-            tg_arr = xp.asarray(tg, dtype=F.dtype, device=device_of(F))
-            lg = xp.sum(log_ndtr(D + tg_arr), axis=-1) - log_ndtr(tg_arr)
-            out = out + wg * xp.exp(lg)
-        return out / xp.sum(out, axis=-1, keepdims=True)
-
-    def predict_proba(self, X_new, *, chunk: int = 64, nodes: int = 32):
+    def predict_proba(self, X_new, *, num_samples: Optional[int] = None, seed=None, chunk: int = 64,
+                      nodes: int = 32):
         """Posterior predictive class probabilities, shape ``(n, K)``.
 
         The probit link is integrated for each sample, then averaged over samples:
@@ -315,27 +553,8 @@ class GibbsResult:
         """
         self._require_classifier()
         X_new = self._prepare_X(X_new)
-        acc, total = None, 0
-        for F, dy in self._forward_chunks(X_new, chunk):
-            p = self.xp.sum(self._class_probs(F, dy, nodes), axis=0)
-            acc = p if acc is None else acc + p
-            total += F.shape[0]
-        return acc / total
-
-    def _lpd_labels(self, X_new, labels, reduce, chunk, nodes):
-        xp = self.xp
-        from .gibbs import validate_labels
-
-        labels = validate_labels(self.net, labels if namespace(labels) is xp else xp.asarray(to_numpy(labels), device=device_of(X_new)), X_new.shape[0])
-        oh = xp.astype(labels[:, None] == xp.arange(self.num_classes, device=device_of(labels)), X_new.dtype)
-        acc, total = None, 0
-        tiny = xp.asarray(xp.finfo(X_new.dtype).smallest_normal, dtype=X_new.dtype, device=device_of(X_new))
-        for F, dy in self._forward_chunks(X_new, chunk):
-            p = xp.sum(self._class_probs(F, dy, nodes) * oh, axis=-1)      # (s, n)
-            acc = _logsumexp_update(xp, acc, xp.log(xp.maximum(p, tiny)))
-            total += F.shape[0]
-        lpd = acc - math.log(total)
-        return xp.mean(lpd) if reduce else lpd
+        W, dy = self._pick(num_samples, seed)
+        return self._draw_proba(X_new, W, dy, chunk=chunk, nodes=nodes)
 
     # ------------------------------------------------------------------ host / disk
     def to_numpy(self) -> "GibbsResult":
@@ -352,8 +571,7 @@ class GibbsResult:
                            final_state=st, config=dict(self.config),
                            probe=None if self.probe is None else to_numpy(self.probe))
 
-    def save(self, path) -> None:
-        """Save to a ``.npz`` file (samples, hyperparameters, final state, net and settings)."""
+    def _payload(self):
         h = self.to_numpy()
         arrays = {f"weights_{l}": w for l, w in enumerate(h.weights)}
         arrays.update(delta_y=h.delta_y, lam_w=h.lam_w, lam_b=h.lam_b)
@@ -371,45 +589,271 @@ class GibbsResult:
             arrays.update(state_lam_w=st.lam_w, state_lam_b=st.lam_b, state_delta_y=st.delta_y)
             if st.latent is not None:
                 arrays["state_latent"] = st.latent
-        meta = dict(kind="GibbsResult", format=1, net=net_to_dict(self.net), config=self.config)
-        arrays["meta"] = np.asarray(json.dumps(meta))
-        np.savez(path, **arrays)
+        return arrays, dict(config=self.config)
 
     @classmethod
-    def load(cls, path, *, device=None) -> "GibbsResult":
-        """Load a result saved by :meth:`save` (NumPy arrays, or moved to ``device``)."""
-        from .gibbs import GibbsState
+    def _from_file(cls, f, meta, mv, path):
+        net = net_from_dict(meta["net"])
+        L = net.num_layers
+        weights = tuple(mv(f[f"weights_{l}"]) for l in range(L))
+        st = None
+        if "state_weights_0" in f:
+            from .gibbs import GibbsState
 
-        with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(str(f["meta"]))
-            if meta.get("kind") != "GibbsResult":
-                raise ValueError(f"{path} does not hold a GibbsResult")
-            net = net_from_dict(meta["net"])
-            L = net.num_layers
-            kind, index = resolve_device(device)
-            mv = (lambda a: a) if kind is None else (lambda a: to_device(a, kind, index))
-            weights = tuple(mv(f[f"weights_{l}"]) for l in range(L))
-            st = None
-            if "state_weights_0" in f.files:
-                st = GibbsState(tuple(mv(f[f"state_weights_{l}"]) for l in range(L)),
-                                tuple(mv(f[f"state_pre_{i}"]) for i in range(L - 1)),
-                                tuple(mv(f[f"state_post_{i}"]) for i in range(L - 1)),
-                                mv(f["state_lam_w"]), mv(f["state_lam_b"]), mv(f["state_delta_y"]),
-                                mv(f["state_latent"]) if "state_latent" in f.files else None)
-            return cls(net=net, weights=weights, delta_y=mv(f["delta_y"]), lam_w=mv(f["lam_w"]),
-                       lam_b=mv(f["lam_b"]), log_joint=mv(f["log_joint"]) if "log_joint" in f.files else None,
-                       final_state=st, config=meta.get("config", {}),
-                       probe=mv(f["probe"]) if "probe" in f.files else None)
+            st = GibbsState(tuple(mv(f[f"state_weights_{l}"]) for l in range(L)),
+                            tuple(mv(f[f"state_pre_{i}"]) for i in range(L - 1)),
+                            tuple(mv(f[f"state_post_{i}"]) for i in range(L - 1)),
+                            mv(f["state_lam_w"]), mv(f["state_lam_b"]), mv(f["state_delta_y"]),
+                            mv(f["state_latent"]) if "state_latent" in f else None)
+        return cls(net=net, weights=weights, delta_y=mv(f["delta_y"]), lam_w=mv(f["lam_w"]),
+                   lam_b=mv(f["lam_b"]), log_joint=mv(f["log_joint"]) if "log_joint" in f else None,
+                   final_state=st, config=meta.get("config", {}),
+                   probe=mv(f["probe"]) if "probe" in f else None)
+
+    def _arviz_draws(self, num_samples, seed):
+        extra = {}
+        if self.config.get("learn_prior"):
+            extra = {"lam_w": self.lam_w, "lam_b": self.lam_b}
+        stats = {} if self.log_joint is None else {"lp": self.log_joint}
+        return self.weights, self.delta_y, extra, stats
 
 
-def load(path, *, device=None):
-    """Load any blockbayes result saved with ``.save`` (:class:`GibbsResult` or a VI result)."""
-    with np.load(path, allow_pickle=False) as f:
-        kind = json.loads(str(f["meta"])).get("kind") if "meta" in f.files else None
-    if kind == "GibbsResult":
-        return GibbsResult.load(path, device=device)
-    if kind == "VIResult":
-        from .vi.result import load as vi_load
+# ----------------------------------------------------------------------------------- point / ensemble
+def _standard_likelihood(net, likelihood):
+    from .nn import resolve_likelihood
 
-        return vi_load(path, device=device)
-    raise ValueError(f"{path} is not a blockbayes result file (kind={kind!r})")
+    return resolve_likelihood(net, likelihood)
+
+
+def _classifier_moments(likelihood, p):
+    """Moments of the one-hot label: ``(p, p(1 − p))``; one column ``P(y = 1)`` for bernoulli."""
+    if likelihood == "bernoulli":
+        p = p[:, 1:]
+    return p, p * (1.0 - p)
+
+
+class _MixtureOfPoints(Posterior):
+    """Shared predictive of :class:`PointPosterior` and :class:`EnsemblePosterior`: an equal-weight
+    mixture of the standard net at ``M`` weight settings (``M = 1`` for a point)."""
+
+    model: ClassVar[str] = "standard"
+
+    def _anchor(self):
+        return self.weights[0]
+
+    def _stack(self):
+        """Weights per layer ``(M, d, k)`` and noise variances ``(M,)``."""
+        raise NotImplementedError
+
+    def predict(self, X_new, *, kind: str = "network", num_samples=None, seed=None, chunk=None):
+        """Predictive mean and variance of the observation.
+
+        Regression: the mixture moments ``mean = (1/M) Σ_m F(x; θ_m)``,
+        ``var = (1/M) Σ_m (F(x; θ_m) − mean)² + (1/M) Σ_m Δ_y^{(m)}`` (one member: ``F(x; θ*)`` and
+        ``Δ_y``). Classification: ``(p, p(1 − p))`` with ``p`` from :meth:`predict_proba`
+        (``"bernoulli"``: one column, ``P(y = 1)``). ``num_samples``/``seed`` are accepted for the
+        common interface and ignored (the members are the samples).
+
+        Returns
+        -------
+        mean, var : arrays, shape (n, d_out) (``(n, K)`` for a categorical classifier)
+        """
+        _check_kind(kind, ("network",))
+        if self.is_classifier:
+            return _classifier_moments(self.likelihood, self.predict_proba(X_new, chunk=chunk))
+        X_new = self._prepare_X(X_new)
+        W, dy = self._stack()
+        return self._draw_predict(X_new, W, dy, chunk=chunk)
+
+    def predict_proba(self, X_new, *, num_samples=None, seed=None, chunk=None):
+        """Class probabilities ``(1/M) Σ_m softmax/σ(F(x; θ_m))``, shape ``(n, K)``
+        (``"bernoulli"``: columns ``[p(0), p(1)]``)."""
+        self._require_classifier()
+        X_new = self._prepare_X(X_new)
+        W, dy = self._stack()
+        return self._draw_proba(X_new, W, dy, chunk=chunk)
+
+    def log_predictive_density(self, X_new, y_new, *, reduce=True, kind: str = "network", num_samples=None,
+                               seed=None, chunk=None):
+        """``log (1/M) Σ_m p(y | x, θ_m)``: Gaussian ``N(y; F(x; θ_m), Δ_y^{(m)} I)`` or the
+        logistic/softmax probability of the label; mean over points if ``reduce``."""
+        _check_kind(kind, ("network",))
+        X_new = self._prepare_X(X_new)
+        Y = self._prepare_targets(y_new, X_new)
+        W, dy = self._stack()
+        return P.reduce_points(self._draw_lpd(X_new, Y, W, dy, chunk=chunk), reduce)
+
+
+@register_result
+@dataclass
+class PointPosterior(_MixtureOfPoints):
+    """A point estimate ``θ*`` (a MAP fit) of the standard MLP as a posterior (a point mass).
+
+    Attributes
+    ----------
+    net : MLP
+    weights : tuple of arrays
+        Per layer ``(d_{l+1}, d_l + 1)``, bias last.
+    delta_y : float, optional
+        Gaussian noise variance of the predictive (default ``net.delta_y``; 1 for classifiers).
+    likelihood : str, optional
+        ``"gaussian"``, ``"bernoulli"`` (logistic) or ``"categorical"`` (softmax); ``None``
+        derives it from ``net.likelihood`` (:func:`blockbayes.nn.resolve_likelihood`).
+    config : dict
+        Settings / diagnostics of the fit.
+    """
+
+    result_kind: ClassVar[str] = "PointPosterior"
+
+    net: MLP
+    weights: tuple
+    delta_y: Optional[float] = None
+    likelihood: Optional[str] = None
+    config: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.likelihood = _standard_likelihood(self.net, self.likelihood)
+        self.weights = tuple(self.weights)
+        if len(self.weights) != self.net.num_layers:
+            raise ValueError(f"weights must have {self.net.num_layers} layers, got {len(self.weights)}")
+        for l, (W, shp) in enumerate(zip(self.weights, self.net.weight_shapes())):
+            if tuple(W.shape) != shp:
+                raise ValueError(f"weights[{l}] must have shape {shp}, got {tuple(W.shape)}")
+        if self.delta_y is None:
+            self.delta_y = float(self.net.delta_y) if self.likelihood == "gaussian" else 1.0
+        self.delta_y = float(self.delta_y)
+        if not (math.isfinite(self.delta_y) and self.delta_y > 0):
+            raise ValueError(f"delta_y must be positive and finite, got {self.delta_y!r}")
+
+    def _stack(self):
+        xp = self.xp
+        W = tuple(w[None, ...] for w in self.weights)
+        dy = xp.full((1,), self.delta_y, dtype=self.weights[0].dtype, device=device_of(self.weights[0]))
+        return W, dy
+
+    def sample(self, num_samples: int = 1, *, seed=None) -> tuple:
+        """The point repeated: per layer ``(num_samples, d_{l+1}, d_l + 1)``."""
+        _positive_count("num_samples", num_samples)
+        xp = self.xp
+        return tuple(xp.broadcast_to(w[None, ...], (num_samples,) + tuple(w.shape)) + 0 for w in self.weights)
+
+    def to_numpy(self) -> "PointPosterior":
+        return PointPosterior(net=self.net, weights=tuple(to_numpy(w) for w in self.weights), delta_y=self.delta_y,
+                              likelihood=self.likelihood, config=dict(self.config))
+
+    def _payload(self):
+        arrays = {f"weights_{l}": to_numpy(w) for l, w in enumerate(self.weights)}
+        return arrays, dict(delta_y=self.delta_y, likelihood=self.likelihood, config=jsonable(self.config))
+
+    @classmethod
+    def _from_file(cls, f, meta, mv, path):
+        net = net_from_dict(meta["net"])
+        return cls(net=net, weights=tuple(mv(f[f"weights_{l}"]) for l in range(net.num_layers)),
+                   delta_y=meta["delta_y"], likelihood=meta["likelihood"], config=meta.get("config", {}))
+
+    def _arviz_draws(self, num_samples, seed):
+        W, dy = self._stack()
+        return tuple(w[None, ...] for w in W), dy[None, :], {}, {}
+
+
+@register_result
+@dataclass
+class EnsemblePosterior(_MixtureOfPoints):
+    """A deep ensemble: ``M`` point estimates of the standard MLP as an equal-weight mixture.
+
+    Attributes
+    ----------
+    net : MLP
+        The shared architecture (and default noise / likelihood).
+    weights : tuple of arrays
+        Per layer ``(M, d_{l+1}, d_l + 1)``, bias last.
+    delta_y : array, shape (M,)
+        Each member's Gaussian noise variance (ones for classifiers).
+    likelihood : str, optional
+        As for :class:`PointPosterior`.
+    config : dict
+    """
+
+    result_kind: ClassVar[str] = "EnsemblePosterior"
+
+    net: MLP
+    weights: tuple
+    delta_y: Any = None
+    likelihood: Optional[str] = None
+    config: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.likelihood = _standard_likelihood(self.net, self.likelihood)
+        self.weights = tuple(self.weights)
+        if len(self.weights) != self.net.num_layers:
+            raise ValueError(f"weights must have {self.net.num_layers} layers, got {len(self.weights)}")
+        M = int(self.weights[0].shape[0])
+        for l, (W, shp) in enumerate(zip(self.weights, self.net.weight_shapes())):
+            if tuple(W.shape) != (M,) + shp:
+                raise ValueError(f"weights[{l}] must have shape {(M,) + shp}, got {tuple(W.shape)}")
+        xp = self.xp
+        dt, dev = self.weights[0].dtype, device_of(self.weights[0])
+        if self.delta_y is None:
+            dy0 = float(self.net.delta_y) if self.likelihood == "gaussian" else 1.0
+            self.delta_y = xp.full((M,), dy0, dtype=dt, device=dev)
+        elif not hasattr(self.delta_y, "shape") or namespace(self.delta_y) is not xp:
+            self.delta_y = xp.asarray(np.asarray(to_numpy(self.delta_y) if hasattr(self.delta_y, "shape")
+                                                 else self.delta_y, dtype=np.float64), dtype=dt, device=dev)
+        if tuple(self.delta_y.shape) != (M,):
+            raise ValueError(f"delta_y must have shape ({M},), got {tuple(self.delta_y.shape)}")
+
+    @classmethod
+    def from_points(cls, points, *, config=None) -> "EnsemblePosterior":
+        """The ensemble of :class:`PointPosterior` members (same architecture and likelihood)."""
+        points = list(points)
+        if not points:
+            raise ValueError("an ensemble needs at least one member")
+        first = points[0]
+        for p in points[1:]:
+            if list(p.net.widths) != list(first.net.widths) or p.likelihood != first.likelihood:
+                raise ValueError("ensemble members must share the architecture and likelihood")
+        xp = first.xp
+        W = tuple(xp.stack([p.weights[l] for p in points]) for l in range(first.net.num_layers))
+        dy = xp.asarray([p.delta_y for p in points], dtype=first.weights[0].dtype, device=device_of(first.weights[0]))
+        return cls(net=first.net, weights=W, delta_y=dy, likelihood=first.likelihood, config=dict(config or {}))
+
+    @property
+    def num_members(self) -> int:
+        return int(self.weights[0].shape[0])
+
+    def members(self) -> list:
+        """The members as :class:`PointPosterior` objects."""
+        dys = np.asarray(to_numpy(self.delta_y), dtype=np.float64)
+        return [PointPosterior(net=self.net, weights=tuple(w[m, ...] for w in self.weights), delta_y=float(dys[m]),
+                               likelihood=self.likelihood) for m in range(self.num_members)]
+
+    def _stack(self):
+        return self.weights, self.delta_y
+
+    def sample(self, num_samples: Optional[int] = None, *, seed=None) -> tuple:
+        """Member weights, per layer ``(num_samples, d_{l+1}, d_l + 1)``: all ``M`` (default) or that many
+        chosen uniformly without replacement (``seed``)."""
+        if num_samples is None:
+            return self.weights
+        _positive_count("num_samples", num_samples, self.num_members)
+        xp = self.xp
+        idx = xp.asarray(bbr.choice(bbr.key(seed), self.num_members, num_samples), device=device_of(self.weights[0]))
+        return tuple(xp.take(w, idx, axis=0) for w in self.weights)
+
+    def to_numpy(self) -> "EnsemblePosterior":
+        return EnsemblePosterior(net=self.net, weights=tuple(to_numpy(w) for w in self.weights),
+                                 delta_y=to_numpy(self.delta_y), likelihood=self.likelihood, config=dict(self.config))
+
+    def _payload(self):
+        arrays = {f"weights_{l}": to_numpy(w) for l, w in enumerate(self.weights)}
+        arrays["delta_y"] = to_numpy(self.delta_y)
+        return arrays, dict(likelihood=self.likelihood, config=jsonable(self.config))
+
+    @classmethod
+    def _from_file(cls, f, meta, mv, path):
+        net = net_from_dict(meta["net"])
+        return cls(net=net, weights=tuple(mv(f[f"weights_{l}"]) for l in range(net.num_layers)),
+                   delta_y=mv(f["delta_y"]), likelihood=meta["likelihood"], config=meta.get("config", {}))
+
+    def _arviz_draws(self, num_samples, seed):
+        return tuple(w[None, ...] for w in self.weights), self.delta_y[None, :], {}, {}

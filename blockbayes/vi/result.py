@@ -20,34 +20,31 @@ the predictive summaries of every family are comparable.
 """
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
-from .._backend import backend_name, device_of, namespace, resolve_device, to_device, to_numpy
+from .. import predictive as P
+from .._backend import backend_name, device_of, to_numpy
 from .._backend import linalg
 from .._backend import random as bbr
 from ..model import MLP
-from ..posterior import GibbsResult, _logsumexp_update, net_from_dict, net_to_dict
+from ..posterior import (GibbsResult, NotAClassifierError, Posterior, jsonable, net_from_dict, register_result,
+                         renamed_keywords)
 
 __all__ = ["VIResult", "load", "NotAClassifierError"]
 
 COV_KINDS = ("shared", "row", "diag")
 
 
-class NotAClassifierError(ValueError, NotImplementedError):
-    """``predict_proba`` on a regression posterior."""
-
-
 def _host_scalar_array(a):
     return np.asarray(to_numpy(a), dtype=np.float64)
 
 
+@register_result
 @dataclass
-class VIResult:
+class VIResult(Posterior):
     """Block-Gaussian posterior approximation from :mod:`blockbayes.vi`.
 
     Attributes
@@ -81,6 +78,8 @@ class VIResult:
         uncorrected conditional covariances); not saved by :meth:`save`.
     """
 
+    result_kind: ClassVar[str] = "VIResult"
+
     net: MLP
     method: str
     means: tuple
@@ -102,9 +101,8 @@ class VIResult:
             raise ValueError("means and covs need one entry per layer")
 
     # ------------------------------------------------------------------ basic properties
-    @property
-    def xp(self):
-        return namespace(self.means[0])
+    def _anchor(self):
+        return self.means[0]
 
     @property
     def num_components(self) -> int:
@@ -124,10 +122,6 @@ class VIResult:
             return 0
         e = np.where(np.isfinite(e), e, -np.inf)
         return int(np.argmax(e))
-
-    @property
-    def is_classifier(self) -> bool:
-        return self.likelihood != "gaussian"
 
     def _select(self, components):
         K = self.num_components
@@ -171,13 +165,14 @@ class VIResult:
         return tuple(self.xp.sqrt(v) for v in self.marginal_var())
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, num: int = 1000, *, seed=None, components="best") -> tuple:
-        """Draw weights from ``q``: per layer an array ``(num, d_{l+1}, d_l + 1)``.
+    def sample(self, num_samples: int = 1000, *, seed=None, components="best", **deprecated) -> tuple:
+        """Draw weights from ``q``: per layer an array ``(num_samples, d_{l+1}, d_l + 1)``.
 
         ``w̃_{l,i} = m_{l,i} + L_{l,i} ε`` with ``L L^⊤`` the row covariance (Cholesky) and
         ``ε ~ N(0, I)``; rows independent. With ``components="mixture"`` the draws are split
-        evenly over the components (in order).
+        evenly over the components (in order). (``num=`` is the deprecated spelling.)
         """
+        num = renamed_keywords("VIResult.sample", deprecated, {"num": "num_samples"}).get("num_samples", num_samples)
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             raise ValueError(f"num must be a positive int, got {num!r}")
         comps = self._select(components)
@@ -232,6 +227,11 @@ class VIResult:
             raise ValueError("kind='generative' adds the noisy network's hidden-layer noise; this "
                              "posterior belongs to the standard (noise-free) MLP: use kind='network'")
 
+    def _draws(self, num_samples, seed, components):
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        return self._draw(num_samples, bbr.key(seed), self._select(components))
+
     def predict(self, X_new, *, kind: str = "network", num_samples: int = 1000, seed=0,
                 components="best", chunk: int = 256):
         """Posterior predictive mean and variance at ``X_new`` (Monte Carlo over ``q``).
@@ -246,15 +246,18 @@ class VIResult:
         self._check_kind(kind)
         if self.is_classifier:
             raise ValueError(f"this posterior is a classifier (likelihood={self.likelihood!r}); use predict_proba")
-        return self.as_samples(num_samples, seed=seed, components=components).predict(
-            X_new, kind=kind, seed=seed, chunk=chunk)
+        W, dy = self._draws(num_samples, seed, components)
+        X_new = self._prepare_X(X_new)
+        noise_key = bbr.key(seed) if kind == "generative" else None
+        return self._draw_predict(X_new, W, dy, noise_key=noise_key, chunk=chunk)
 
     def predict_samples(self, X_new, *, num_samples: int = 1000, seed=0, components="best"):
         """Network outputs of ``num_samples`` draws, shape ``(num_samples, n, d_out)``."""
-        F = self.as_samples(num_samples, seed=seed, components=components).predict_samples(X_new)
-        return F[0]
+        W, _ = self._draws(num_samples, seed, components)
+        X_new = self._prepare_X(X_new)
+        return next(P.forward_chunks(self.net, W, X_new))[0]
 
-    def log_predictive_density(self, X_new, y_new, *, reduce: bool = True, kind: str = "network",
+    def log_predictive_density(self, X_new, y_new, *, reduce=True, kind: str = "network",
                                num_samples: int = 1000, seed=0, components="best", chunk: int = 256):
         """Log predictive density ``log (1/S) Σ_s p(y | x, W_s)`` (mean over points if ``reduce``).
 
@@ -262,43 +265,11 @@ class VIResult:
         Bernoulli-logistic or softmax probability of the integer label ``y``.
         """
         self._check_kind(kind)
-        gib = self.as_samples(num_samples, seed=seed, components=components)
-        if not self.is_classifier:
-            return gib.log_predictive_density(X_new, y_new, reduce=reduce, kind=kind, seed=seed, chunk=chunk)
-        xp = self.xp
-        X_new = gib._prepare_X(X_new)
-        labels = self._labels(y_new, X_new)
-        acc = None
-        for F, _ in gib._forward_chunks(X_new, chunk):
-            logp = self._log_probs(F)                                       # (s, n, K)
-            lp = xp.sum(logp * labels[None, ...], axis=-1)
-            acc = _logsumexp_update(xp, acc, lp)
-        lpd = acc - math.log(num_samples)
-        return xp.mean(lpd) if reduce else lpd
-
-    def _log_probs(self, F):
-        xp = self.xp
-        if self.likelihood == "bernoulli":
-            # log σ(F), log σ(−F) without overflow
-            sp = xp.maximum(F, xp.zeros_like(F)) + xp.log1p(xp.exp(-xp.abs(F)))   # softplus(F)
-            return xp.concat([-sp, F - sp], axis=-1)
-        m = xp.max(F, axis=-1, keepdims=True)
-        return F - m - xp.log(xp.sum(xp.exp(F - m), axis=-1, keepdims=True))
-
-    def _labels(self, y, X_new):
-        xp = self.xp
-        if not hasattr(y, "shape"):
-            raise TypeError("y_new must be an array")
-        yh = np.asarray(to_numpy(y))
-        if yh.ndim == 2 and yh.shape[1] == 1:
-            yh = yh[:, 0]
-        if yh.ndim != 1 or yh.shape[0] != X_new.shape[0]:
-            raise ValueError(f"labels must have shape ({X_new.shape[0]},), got {tuple(yh.shape)}")
-        K = 2 if self.likelihood == "bernoulli" else self.net.d_out
-        if not np.all(np.isfinite(yh)) or np.any(yh != np.round(yh)) or yh.min() < 0 or yh.max() >= K:
-            raise ValueError(f"labels must be integers in [0, {K})")
-        oh = (yh.astype(np.int64)[:, None] == np.arange(K)[None, :]).astype(np.float64)
-        return xp.asarray(oh, dtype=X_new.dtype, device=device_of(X_new))
+        W, dy = self._draws(num_samples, seed, components)
+        X_new = self._prepare_X(X_new)
+        Y = self._prepare_targets(y_new, X_new)
+        noise_key = bbr.key(seed) if kind == "generative" and not self.is_classifier else None
+        return P.reduce_points(self._draw_lpd(X_new, Y, W, dy, noise_key=noise_key, chunk=chunk), reduce)
 
     def predict_proba(self, X_new, *, num_samples: int = 1000, seed=0, components="best", chunk: int = 256):
         """Predictive class probabilities ``(1/S) Σ_s p(c | x, W_s)``, shape ``(n, K)``.
@@ -312,18 +283,10 @@ class VIResult:
         NotAClassifierError
             For regression posteriors.
         """
-        if not self.is_classifier:
-            raise NotAClassifierError(
-                f"predict_proba needs a classification likelihood; this posterior is a regression "
-                f"(likelihood={self.likelihood!r})")
-        xp = self.xp
-        gib = self.as_samples(num_samples, seed=seed, components=components)
-        X_new = gib._prepare_X(X_new)
-        acc = None
-        for F, _ in gib._forward_chunks(X_new, chunk):
-            p = xp.sum(xp.exp(self._log_probs(F)), axis=0)
-            acc = p if acc is None else acc + p
-        return acc / num_samples
+        self._require_classifier()
+        W, dy = self._draws(num_samples, seed, components)
+        X_new = self._prepare_X(X_new)
+        return self._draw_proba(X_new, W, dy, chunk=chunk)
 
     # ------------------------------------------------------------------ host / disk
     def to_numpy(self) -> "VIResult":
@@ -335,8 +298,7 @@ class VIResult:
                         trace={k: to_numpy(v) for k, v in self.trace.items()}, likelihood=self.likelihood,
                         model=self.model, final_state=None, config=dict(self.config))
 
-    def save(self, path) -> None:
-        """Save to ``.npz`` (means, covariances, ELBO, traces, net and settings; not ``final_state``)."""
+    def _payload(self):
         h = self.to_numpy()
         arrays = {f"means_{l}": m for l, m in enumerate(h.means)}
         arrays.update({f"covs_{l}": c for l, c in enumerate(h.covs)})
@@ -345,43 +307,28 @@ class VIResult:
             arrays["elbo"] = h.elbo
         for k, v in h.trace.items():
             arrays[f"trace_{k}"] = v
-        meta = dict(kind="VIResult", format=1, net=net_to_dict(self.net), method=self.method,
-                    cov_kind=self.cov_kind, likelihood=self.likelihood, model=self.model,
-                    config=_jsonable(self.config))
-        arrays["meta"] = np.asarray(json.dumps(meta))
-        np.savez(path, **arrays)
+        meta = dict(method=self.method, cov_kind=self.cov_kind, likelihood=self.likelihood, model=self.model,
+                    config=jsonable(self.config))
+        return arrays, meta
 
     @classmethod
-    def load(cls, path, *, device=None) -> "VIResult":
-        """Load a result saved by :meth:`save` (NumPy arrays, or moved to ``device``)."""
-        with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(str(f["meta"]))
-            if meta.get("kind") != "VIResult":
-                raise ValueError(f"{path} does not hold a VIResult")
-            net = net_from_dict(meta["net"])
-            kind, index = resolve_device(device)
-            mv = (lambda a: a) if kind is None else (lambda a: to_device(a, kind, index))
-            L = net.num_layers
-            trace = {k[len("trace_"):]: mv(f[k]) for k in f.files if k.startswith("trace_")}
-            return cls(net=net, method=meta["method"], means=tuple(mv(f[f"means_{l}"]) for l in range(L)),
-                       covs=tuple(mv(f[f"covs_{l}"]) for l in range(L)), cov_kind=meta["cov_kind"],
-                       delta_y=mv(f["delta_y"]), elbo=mv(f["elbo"]) if "elbo" in f.files else None,
-                       trace=trace, likelihood=meta["likelihood"], model=meta["model"],
-                       config=meta.get("config", {}))
+    def _from_file(cls, f, meta, mv, path):
+        net = net_from_dict(meta["net"])
+        L = net.num_layers
+        trace = {k[len("trace_"):]: mv(f[k]) for k in f if k.startswith("trace_")}
+        return cls(net=net, method=meta["method"], means=tuple(mv(f[f"means_{l}"]) for l in range(L)),
+                   covs=tuple(mv(f[f"covs_{l}"]) for l in range(L)), cov_kind=meta["cov_kind"],
+                   delta_y=mv(f["delta_y"]), elbo=mv(f["elbo"]) if "elbo" in f else None,
+                   trace=trace, likelihood=meta["likelihood"], model=meta["model"],
+                   config=meta.get("config", {}))
+
+    def _arviz_draws(self, num_samples, seed):
+        W, dy = self._draws(num_samples, seed, "best")
+        return tuple(w[None, ...] for w in W), dy[None, :], {}, {}
 
     def __repr__(self):
         return (f"VIResult(method={self.method!r}, components={self.num_components}, cov_kind={self.cov_kind!r}, "
                 f"model={self.model!r}, net={self.net!r}, backend={backend_name(self.xp)})")
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return repr(obj)
 
 
 def load(path, *, device=None) -> VIResult:
