@@ -33,15 +33,17 @@ from .._backend import device_of, namespace
 from .._backend.linalg import cholesky, solve_triangular
 from ._mlp_grad import jacobian, output_jacobian_factors, prior_vector
 
-__all__ = ["StructuredGaussian"]
+__all__ = ["StructuredGaussian", "Structure", "Diag", "Block", "KFAC", "Full", "STRATEGIES", "strategy_for"]
 
 
 class StructuredGaussian:
     """Factorisation and covariance algebra of ``P = φ·GGN + Λ`` for the four structures.
 
     Base of :class:`~blockbayes.laplace.LaplaceResult`; expects the attributes ``net``, ``likelihood``,
-    ``structure``, ``layers``, ``weights``, ``kfac_bias``, ``_curv``, ``_lam_w``, ``_lam_b``,
-    ``_delta_y`` and ``_fac`` (the cached factorisation, ``None`` when stale).
+    ``structure``, ``subset``, ``layers``, ``weights``, ``kfac_bias``, ``_curv``, ``_lam_w``, ``_lam_b``,
+    ``_delta_y`` and ``_fac`` (the cached factorisation, ``None`` when stale). The algebra of each
+    structure is a :class:`Structure` strategy (:class:`Diag`, :class:`Block`, :class:`KFAC`,
+    :class:`Full`), chosen once from ``(subset, structure)`` by :func:`strategy_for`.
     """
 
     # ------------------------------------------------------------------ basic properties
@@ -108,129 +110,30 @@ class StructuredGaussian:
                 f"num_params={self.num_params}, delta_y={self._delta_y:.4g}, "
                 f"prior_precision={self.prior_precision})")
 
+    @property
+    def strategy(self) -> "Structure":
+        """The :class:`Structure` strategy doing this posterior's linear algebra."""
+        st = self.__dict__.get("_strategy")
+        if st is None or st.owner is not self:
+            st = strategy_for(self.subset, self.structure)(self)
+            self.__dict__["_strategy"] = st
+        return st
+
     # ------------------------------------------------------------------ factorisation
     def _factor(self):
         """Factorise ``P`` for the current hyperparameters (cached)."""
-        if self._fac is not None:
-            return self._fac
-        xp = self.xp
-        phi = self._phi()
-        s = self.structure
-        fac = {}
-        if s == "diag":
-            fac["prec"] = {l: phi * self._curv["diag"][l] + self._lam(l)[None, :] for l in self.layers}
-        elif s == "block":
-            chol = {}
-            for l in self.layers:
-                d, k = self._shape(l)
-                lam = self._lam(l)
-                Pb = phi * self._curv["block"][l] + xp.eye(k, dtype=self.dtype, device=self.device)[None, :, :] * lam[None, None, :]
-                chol[l] = cholesky(Pb)
-            fac["chol"] = chol
-        elif s == "full":
-            lam = xp.concat([xp.reshape(xp.broadcast_to(self._lam(l)[None, :], self._shape(l)), (-1,))
-                             for l in self.layers])
-            P = phi * self._curv["full"] + xp.eye(lam.shape[0], dtype=self.dtype, device=self.device) * lam[None, :]
-            fac["chol"] = cholesky(P)
-        elif s == "kfac":
-            fac["groups"] = self._kfac_groups(phi)
-        else:  # pragma: no cover
-            raise ValueError(f"unknown structure {s!r}")
-        self._fac = fac
-        return fac
-
-    def _kfac_eigB(self, l):
-        cache = self._curv.setdefault("_eigB", {})
-        if l not in cache:
-            xp = self.xp
-            B = self._curv["B"][l]
-            ev = xp.linalg.eigh((B + xp.matrix_transpose(B)) / 2)
-            cache[l] = (xp.maximum(ev.eigenvalues, xp.zeros_like(ev.eigenvalues)), ev.eigenvectors)
-        return cache[l]
-
-    def _kfac_groups(self, phi):
-        xp = self.xp
-        groups = []
-        for l in self.layers:
-            d, k = self._shape(l)
-            A = self._curv["A"][l]
-            sB, UB = self._kfac_eigB(l)
-            lam = self._lam(l)
-            spans = [(0, k)] if self.kfac_bias == "joint" else [(0, k - 1), (k - 1, k)]
-            for c0, c1 in spans:
-                if c1 <= c0:
-                    continue
-                lg = lam[c0:c1]
-                rs = 1.0 / xp.sqrt(lg)
-                At = A[c0:c1, c0:c1] * rs[:, None] * rs[None, :]
-                ev = xp.linalg.eigh((At + xp.matrix_transpose(At)) / 2)
-                tA = xp.maximum(ev.eigenvalues, xp.zeros_like(ev.eigenvalues))
-                Dinv = 1.0 / (phi * sB[:, None] * tA[None, :] + 1.0)
-                groups.append(dict(layer=l, c0=c0, c1=c1, UB=UB, sB=sB,
-                                   UA=ev.eigenvectors, tA=tA, rs=rs, lam=lg, Dinv=Dinv, phi=phi))
-        return groups
+        if self._fac is None:
+            self._fac = self.strategy.factor(self._phi())
+        return self._fac
 
     # ------------------------------------------------------------------ covariance primitives
     def _cov_apply(self, V: dict) -> dict:
         """``Σ v`` for a batch of active-layer vectors ``V[l]`` of shape ``(b, d, k)``."""
-        xp = self.xp
-        fac = self._factor()
-        s = self.structure
-        out = {}
-        if s == "diag":
-            for l in self.layers:
-                out[l] = V[l] / fac["prec"][l][None, :, :]
-        elif s == "block":
-            for l in self.layers:
-                R = fac["chol"][l]                                            # (d, k, k)
-                Vt = xp.permute_dims(V[l], (1, 2, 0))                           # (d, k, b)
-                Z = solve_triangular(R, Vt, lower=True)
-                Z = solve_triangular(R, Z, lower=True, trans=True)
-                out[l] = xp.permute_dims(Z, (2, 0, 1))
-        elif s == "full":
-            flat = self._flatten(V)                                            # (b, P)
-            R = fac["chol"]
-            Z = solve_triangular(R, xp.matrix_transpose(flat), lower=True)
-            Z = solve_triangular(R, Z, lower=True, trans=True)
-            out = self._unflatten(xp.matrix_transpose(Z))
-        else:
-            for l in self.layers:
-                out[l] = xp.zeros_like(V[l])
-            for g in fac["groups"]:
-                l, c0, c1 = g["layer"], g["c0"], g["c1"]
-                Vg = V[l][:, :, c0:c1] * g["rs"][None, None, :]
-                Z = xp.matmul(xp.matmul(xp.matrix_transpose(g["UB"]), Vg), g["UA"]) * g["Dinv"][None, :, :]
-                Z = xp.matmul(xp.matmul(g["UB"], Z), xp.matrix_transpose(g["UA"])) * g["rs"][None, None, :]
-                out[l] = self._place(out[l], Z, c0, c1)
-        return out
+        return self.strategy.cov_apply(self._factor(), V)
 
     def _cov_sqrt_apply(self, E: dict) -> dict:
         """``Σ^{1/2} ε`` (any square root with ``Σ^{1/2} Σ^{1/2 ⊤} = Σ``), ``E[l]`` of shape ``(b, d, k)``."""
-        xp = self.xp
-        fac = self._factor()
-        s = self.structure
-        out = {}
-        if s == "diag":
-            for l in self.layers:
-                out[l] = E[l] / xp.sqrt(fac["prec"][l])[None, :, :]
-        elif s == "block":
-            for l in self.layers:
-                R = fac["chol"][l]
-                Z = solve_triangular(R, xp.permute_dims(E[l], (1, 2, 0)), lower=True, trans=True)
-                out[l] = xp.permute_dims(Z, (2, 0, 1))
-        elif s == "full":
-            flat = self._flatten(E)
-            Z = solve_triangular(fac["chol"], xp.matrix_transpose(flat), lower=True, trans=True)
-            out = self._unflatten(xp.matrix_transpose(Z))
-        else:
-            for l in self.layers:
-                out[l] = xp.zeros_like(E[l])
-            for g in fac["groups"]:
-                l, c0, c1 = g["layer"], g["c0"], g["c1"]
-                Z = E[l][:, :, c0:c1] * xp.sqrt(g["Dinv"])[None, :, :]
-                Z = xp.matmul(xp.matmul(g["UB"], Z), xp.matrix_transpose(g["UA"])) * g["rs"][None, None, :]
-                out[l] = self._place(out[l], Z, c0, c1)
-        return out
+        return self.strategy.sqrt_apply(self._factor(), E)
 
     def _place(self, base, Z, c0, c1):
         """``base`` with columns ``c0:c1`` replaced by ``Z`` (functional; no item assignment)."""
@@ -258,6 +161,9 @@ class StructuredGaussian:
             o += d * k
         return out
 
+    def _zeros(self, l):
+        return self.xp.zeros(self._shape(l), dtype=self.dtype, device=self.device)
+
     def marginal_variance(self) -> tuple:
         """Posterior variances of the weights, per layer ``(d_{l+1}, d_l + 1)``.
 
@@ -266,34 +172,8 @@ class StructuredGaussian:
         (a triangular solve against ``I``); ``kfac`` uses the eigenbasis:
         ``Var_{ij} = [(U_B∘U_B) D (U_A∘U_A)ᵀ]_{ij} / λ_j``.
         """
-        xp = self.xp
-        fac = self._factor()
-        s = self.structure
-        out = {}
-        if s == "diag":
-            out = {l: 1.0 / fac["prec"][l] for l in self.layers}
-        elif s == "block":
-            for l in self.layers:
-                d, k = self._shape(l)
-                eye = xp.broadcast_to(xp.eye(k, dtype=self.dtype, device=self.device)[None, :, :], (d, k, k))
-                Rinv = solve_triangular(fac["chol"][l], eye, lower=True)       # R^{-1}
-                out[l] = xp.sum(Rinv * Rinv, axis=1)                            # diag(R^{-T}R^{-1})
-        elif s == "full":
-            R = fac["chol"]
-            Pn = R.shape[0]
-            Rinv = solve_triangular(R, xp.eye(Pn, dtype=self.dtype, device=self.device), lower=True)
-            out = self._unflatten(xp.sum(Rinv * Rinv, axis=0)[None, :])
-            out = {l: v[0, ...] for l, v in out.items()}
-        else:
-            for l in self.layers:
-                out[l] = xp.zeros(self._shape(l), dtype=self.dtype, device=self.device)
-            for g in fac["groups"]:
-                l = g["layer"]
-                v = xp.matmul(xp.matmul(g["UB"] ** 2, g["Dinv"]), xp.matrix_transpose(g["UA"] ** 2))
-                v = v * (g["rs"] ** 2)[None, :]
-                out[l] = self._place(out[l], v, g["c0"], g["c1"])
-        return tuple(out[l] if l in out else xp.zeros(self._shape(l), dtype=self.dtype, device=self.device)
-                     for l in range(self.net.num_layers))
+        out = self.strategy.marginal_variance(self._factor())
+        return tuple(out[l] if l in out else self._zeros(l) for l in range(self.net.num_layers))
 
     def posterior_covariance(self):
         """Dense posterior covariance over the active parameters, shape ``(P, P)``.
@@ -309,91 +189,351 @@ class StructuredGaussian:
 
     def posterior_precision(self):
         """Dense posterior precision ``P`` over the active parameters, shape ``(P, P)`` (small nets/tests)."""
-        xp = self.xp
-        phi = self._phi()
-        Pn = self.num_params
-        eye = xp.eye(Pn, dtype=self.dtype, device=self.device)
-        V = self._unflatten(eye)
-        out = {}
-        s = self.structure
-        for l in self.layers:
-            lam = self._lam(l)
-            prior_part = V[l] * lam[None, None, :]
-            if s == "diag":
-                out[l] = V[l] * (phi * self._curv["diag"][l])[None, :, :] + prior_part
-            elif s == "block":
-                # (b, d, k) -> per node G_i v_i
-                Vi = xp.permute_dims(V[l], (1, 2, 0))                              # (d, k, b)
-                out[l] = xp.permute_dims(phi * xp.matmul(self._curv["block"][l], Vi), (2, 0, 1)) + prior_part
-            elif s == "kfac":
-                d, k = self._shape(l)
-                A = self._curv["A"][l]
-                if self.kfac_bias == "separate":
-                    idx = xp.arange(k, device=self.device)
-                    same = xp.astype((idx[:, None] == k - 1) == (idx[None, :] == k - 1), self.dtype)
-                    A = A * same
-                out[l] = phi * xp.matmul(xp.matmul(self._curv["B"][l], V[l]), A) + prior_part
-            else:
-                out[l] = prior_part
-        if s == "full":
-            lamv = self._flatten({l: xp.broadcast_to(self._lam(l)[None, None, :], (1,) + self._shape(l)) for l in self.layers})[0]
-            return phi * self._curv["full"] + eye * lamv[None, :]
-        Pm = self._flatten(out)
-        return (Pm + xp.matrix_transpose(Pm)) / 2
+        return self.strategy.dense_precision(self._phi())
 
     def log_det_posterior_precision(self):
         """``log |P|`` over the active parameters (0-d array)."""
+        return self.strategy.log_det(self._factor())
+
+    def _glm_chunk(self, Xc):
+        """Output mean ``(m, C)`` and GLM covariance ``J Σ Jᵀ`` ``(m, C, C)`` at the inputs ``Xc``."""
+        return self.strategy.glm_cov(self._factor(), Xc)
+
+
+# ----------------------------------------------------------------------------------- strategies
+class Structure:
+    """The linear algebra of one curvature structure (a strategy, as laplace-torch's
+    ``DiagLaplace``/``KronLaplace``/``FullLaplace``).
+
+    Bound to its owner (a :class:`StructuredGaussian`: weights, active layers, curvature
+    ``_curv``, prior ``_lam(l)``); every method takes the factorisation returned by
+    :meth:`factor` for the current ``φ`` and prior, so that hyperparameter changes only refactor.
+    Vectors over the active parameters are dicts ``{l: (b, d, k)}``.
+
+    Methods: :meth:`factor` (``P = φ·GGN + Λ`` → factorisation), :meth:`cov_apply` (``Σ v``),
+    :meth:`sqrt_apply` (``Σ^{1/2} ε``), :meth:`log_det` (``log |P|``), :meth:`marginal_variance`
+    (``diag Σ``), :meth:`glm_cov` (``F(x)`` and ``J Σ Jᵀ``), :meth:`dense_precision` (``P``, tests).
+    """
+
+    name = ""
+
+    def __init__(self, owner):
+        self.owner = owner
+
+    # shortcuts
+    @property
+    def xp(self):
+        return self.owner.xp
+
+    def eye(self, k):
+        o = self.owner
+        return self.xp.eye(k, dtype=o.dtype, device=o.device)
+
+    def factor(self, phi):
+        raise NotImplementedError
+
+    def cov_apply(self, fac, V):
+        raise NotImplementedError
+
+    def sqrt_apply(self, fac, E):
+        raise NotImplementedError
+
+    def log_det(self, fac):
+        raise NotImplementedError
+
+    def marginal_variance(self, fac) -> dict:
+        raise NotImplementedError
+
+    def precision_apply_layer(self, phi, l, Vl):
+        """``φ·GGN_l v`` (data part only) for ``Vl`` of shape ``(b, d, k)``."""
+        raise NotImplementedError
+
+    def dense_precision(self, phi):
+        o, xp = self.owner, self.xp
+        eye = self.eye(o.num_params)
+        V = o._unflatten(eye)
+        out = {l: self.precision_apply_layer(phi, l, V[l]) + V[l] * o._lam(l)[None, None, :] for l in o.layers}
+        Pm = o._flatten(out)
+        return (Pm + xp.matrix_transpose(Pm)) / 2
+
+    def glm_cov(self, fac, Xc):
+        """``F(x)`` ``(m, C)`` and ``Σ_l G_l diag(h̃ᵀ Σ_{l,i} h̃) G_lᵀ`` ``(m, C, C)`` for the
+        row-independent structures (``row_var`` gives ``h̃ᵀ Σ_{l,i} h̃`` per node)."""
+        o, xp = self.owner, self.xp
+        F, Ht, G = output_jacobian_factors(o.net, o.weights, Xc, o.layers)
+        m, Cn = F.shape
+        V = xp.zeros((m, Cn, Cn), dtype=o.dtype, device=o.device)
+        for l in o.layers:
+            Gl = G[l]                                                            # (m, d, C)
+            Gp = xp.permute_dims(Gl, (0, 2, 1))                                  # (m, C, d)
+            T = self.row_var(fac, l, Ht[l])                                      # (m, d)
+            V = V + xp.matmul(Gp * T[:, None, :], Gl)
+        return F, V
+
+    def row_var(self, fac, l, H):
+        raise NotImplementedError
+
+
+class Diag(Structure):
+    """``P = diag(φ·diag(GGN) + λ)``: ``d·k`` numbers per layer."""
+
+    name = "diag"
+
+    def factor(self, phi):
+        o = self.owner
+        return {"prec": {l: phi * o._curv["diag"][l] + o._lam(l)[None, :] for l in o.layers}}
+
+    def cov_apply(self, fac, V):
+        return {l: V[l] / fac["prec"][l][None, :, :] for l in self.owner.layers}
+
+    def sqrt_apply(self, fac, E):
         xp = self.xp
-        fac = self._factor()
-        s = self.structure
-        if s == "diag":
-            return sum(xp.sum(xp.log(fac["prec"][l])) for l in self.layers)
-        if s == "block":
-            return sum(2.0 * xp.sum(xp.log(xp.linalg.diagonal(fac["chol"][l]))) for l in self.layers)
-        if s == "full":
-            return 2.0 * xp.sum(xp.log(xp.linalg.diagonal(fac["chol"])))
-        tot = xp.zeros((), dtype=self.dtype, device=self.device)
+        return {l: E[l] / xp.sqrt(fac["prec"][l])[None, :, :] for l in self.owner.layers}
+
+    def log_det(self, fac):
+        xp = self.xp
+        return sum(xp.sum(xp.log(fac["prec"][l])) for l in self.owner.layers)
+
+    def marginal_variance(self, fac):
+        return {l: 1.0 / fac["prec"][l] for l in self.owner.layers}
+
+    def precision_apply_layer(self, phi, l, Vl):
+        return Vl * (phi * self.owner._curv["diag"][l])[None, :, :]
+
+    def row_var(self, fac, l, H):
+        xp = self.xp
+        return xp.matmul(H * H, xp.matrix_transpose(1.0 / fac["prec"][l]))    # (m, d)
+
+
+class Block(Structure):
+    """Node blocks ``P_{l,i} = Λ_l + φ Σ_μ c_{μi} h̃_μ h̃_μᵀ`` by Cholesky: ``d·k²`` numbers per layer."""
+
+    name = "block"
+
+    def factor(self, phi):
+        o = self.owner
+        chol = {}
+        for l in o.layers:
+            d, k = o._shape(l)
+            lam = o._lam(l)
+            Pb = phi * o._curv["block"][l] + self.eye(k)[None, :, :] * lam[None, None, :]
+            chol[l] = cholesky(Pb)
+        return {"chol": chol}
+
+    def cov_apply(self, fac, V):
+        xp = self.xp
+        out = {}
+        for l in self.owner.layers:
+            R = fac["chol"][l]                                            # (d, k, k)
+            Vt = xp.permute_dims(V[l], (1, 2, 0))                           # (d, k, b)
+            Z = solve_triangular(R, Vt, lower=True)
+            Z = solve_triangular(R, Z, lower=True, trans=True)
+            out[l] = xp.permute_dims(Z, (2, 0, 1))
+        return out
+
+    def sqrt_apply(self, fac, E):
+        xp = self.xp
+        out = {}
+        for l in self.owner.layers:
+            Z = solve_triangular(fac["chol"][l], xp.permute_dims(E[l], (1, 2, 0)), lower=True, trans=True)
+            out[l] = xp.permute_dims(Z, (2, 0, 1))
+        return out
+
+    def log_det(self, fac):
+        xp = self.xp
+        return sum(2.0 * xp.sum(xp.log(xp.linalg.diagonal(fac["chol"][l]))) for l in self.owner.layers)
+
+    def marginal_variance(self, fac):
+        xp, o = self.xp, self.owner
+        out = {}
+        for l in o.layers:
+            d, k = o._shape(l)
+            eye = xp.broadcast_to(self.eye(k)[None, :, :], (d, k, k))
+            Rinv = solve_triangular(fac["chol"][l], eye, lower=True)       # R^{-1}
+            out[l] = xp.sum(Rinv * Rinv, axis=1)                            # diag(R^{-T}R^{-1})
+        return out
+
+    def precision_apply_layer(self, phi, l, Vl):
+        xp = self.xp
+        Vi = xp.permute_dims(Vl, (1, 2, 0))                                  # (d, k, b)
+        return xp.permute_dims(phi * xp.matmul(self.owner._curv["block"][l], Vi), (2, 0, 1))
+
+    def row_var(self, fac, l, H):
+        xp = self.xp
+        R = fac["chol"][l]
+        d, k = self.owner._shape(l)
+        m = H.shape[0]
+        Hb = xp.broadcast_to(xp.matrix_transpose(H)[None, :, :], (d, k, m))
+        Z = solve_triangular(R, Hb, lower=True)                            # (d, k, m)
+        return xp.matrix_transpose(xp.sum(Z * Z, axis=1))                 # (m, d)
+
+
+class KFAC(Structure):
+    """``P_l = φ B_l ⊗ A_l + I ⊗ Λ_l`` in the eigenbases of ``B_l`` and ``Λ^{-1/2} A_l Λ^{-1/2}``
+    (``kfac_bias="separate"``: weight and bias column groups without cross terms)."""
+
+    name = "kfac"
+
+    def _eigB(self, l):
+        o = self.owner
+        cache = o._curv.setdefault("_eigB", {})
+        if l not in cache:
+            xp = self.xp
+            B = o._curv["B"][l]
+            ev = xp.linalg.eigh((B + xp.matrix_transpose(B)) / 2)
+            cache[l] = (xp.maximum(ev.eigenvalues, xp.zeros_like(ev.eigenvalues)), ev.eigenvectors)
+        return cache[l]
+
+    def factor(self, phi):
+        xp, o = self.xp, self.owner
+        groups = []
+        for l in o.layers:
+            d, k = o._shape(l)
+            A = o._curv["A"][l]
+            sB, UB = self._eigB(l)
+            lam = o._lam(l)
+            spans = [(0, k)] if o.kfac_bias == "joint" else [(0, k - 1), (k - 1, k)]
+            for c0, c1 in spans:
+                if c1 <= c0:
+                    continue
+                lg = lam[c0:c1]
+                rs = 1.0 / xp.sqrt(lg)
+                At = A[c0:c1, c0:c1] * rs[:, None] * rs[None, :]
+                ev = xp.linalg.eigh((At + xp.matrix_transpose(At)) / 2)
+                tA = xp.maximum(ev.eigenvalues, xp.zeros_like(ev.eigenvalues))
+                Dinv = 1.0 / (phi * sB[:, None] * tA[None, :] + 1.0)
+                groups.append(dict(layer=l, c0=c0, c1=c1, UB=UB, sB=sB,
+                                   UA=ev.eigenvectors, tA=tA, rs=rs, lam=lg, Dinv=Dinv, phi=phi))
+        return {"groups": groups}
+
+    def cov_apply(self, fac, V):
+        xp, o = self.xp, self.owner
+        out = {l: xp.zeros_like(V[l]) for l in o.layers}
+        for g in fac["groups"]:
+            l, c0, c1 = g["layer"], g["c0"], g["c1"]
+            Vg = V[l][:, :, c0:c1] * g["rs"][None, None, :]
+            Z = xp.matmul(xp.matmul(xp.matrix_transpose(g["UB"]), Vg), g["UA"]) * g["Dinv"][None, :, :]
+            Z = xp.matmul(xp.matmul(g["UB"], Z), xp.matrix_transpose(g["UA"])) * g["rs"][None, None, :]
+            out[l] = o._place(out[l], Z, c0, c1)
+        return out
+
+    def sqrt_apply(self, fac, E):
+        xp, o = self.xp, self.owner
+        out = {l: xp.zeros_like(E[l]) for l in o.layers}
+        for g in fac["groups"]:
+            l, c0, c1 = g["layer"], g["c0"], g["c1"]
+            Z = E[l][:, :, c0:c1] * xp.sqrt(g["Dinv"])[None, :, :]
+            Z = xp.matmul(xp.matmul(g["UB"], Z), xp.matrix_transpose(g["UA"])) * g["rs"][None, None, :]
+            out[l] = o._place(out[l], Z, c0, c1)
+        return out
+
+    def log_det(self, fac):
+        xp, o = self.xp, self.owner
+        tot = xp.zeros((), dtype=o.dtype, device=o.device)
         for g in fac["groups"]:
             d = g["UB"].shape[0]
             tot = tot + d * xp.sum(xp.log(g["lam"])) - xp.sum(xp.log(g["Dinv"]))
         return tot
 
+    def marginal_variance(self, fac):
+        xp, o = self.xp, self.owner
+        out = {l: o._zeros(l) for l in o.layers}
+        for g in fac["groups"]:
+            l = g["layer"]
+            v = xp.matmul(xp.matmul(g["UB"] ** 2, g["Dinv"]), xp.matrix_transpose(g["UA"] ** 2))
+            v = v * (g["rs"] ** 2)[None, :]
+            out[l] = o._place(out[l], v, g["c0"], g["c1"])
+        return out
 
-    def _glm_chunk(self, Xc):
-        xp = self.xp
-        fac = self._factor()
-        s = self.structure
-        if s == "full":
-            F, _, _ = output_jacobian_factors(self.net, self.weights, Xc, [self.net.num_layers - 1])
-            J = jacobian(self.net, self.weights, Xc, self.layers)                 # (m, C, P)
-            m, Cn, Pn = J.shape
-            Jt = xp.reshape(xp.permute_dims(J, (2, 0, 1)), (Pn, m * Cn))
-            Z = xp.reshape(solve_triangular(fac["chol"], Jt, lower=True), (Pn, m, Cn))
-            V = xp.matmul(xp.permute_dims(Z, (1, 2, 0)), xp.permute_dims(Z, (1, 0, 2)))
-            return F, V
-        F, Ht, G = output_jacobian_factors(self.net, self.weights, Xc, self.layers)
+    def precision_apply_layer(self, phi, l, Vl):
+        xp, o = self.xp, self.owner
+        d, k = o._shape(l)
+        A = o._curv["A"][l]
+        if o.kfac_bias == "separate":
+            idx = xp.arange(k, device=o.device)
+            same = xp.astype((idx[:, None] == k - 1) == (idx[None, :] == k - 1), o.dtype)
+            A = A * same
+        return phi * xp.matmul(xp.matmul(o._curv["B"][l], Vl), A)
+
+    def glm_cov(self, fac, Xc):
+        xp, o = self.xp, self.owner
+        F, Ht, G = output_jacobian_factors(o.net, o.weights, Xc, o.layers)
         m, Cn = F.shape
-        V = xp.zeros((m, Cn, Cn), dtype=self.dtype, device=self.device)
-        for l in self.layers:
-            Gl = G[l]                                                            # (m, d, C)
-            Gp = xp.permute_dims(Gl, (0, 2, 1))                                  # (m, C, d)
-            H = Ht[l]
-            if s == "diag":
-                T = xp.matmul(H * H, xp.matrix_transpose(1.0 / fac["prec"][l]))    # (m, d)
-                V = V + xp.matmul(Gp * T[:, None, :], Gl)
-            elif s == "block":
-                R = fac["chol"][l]
-                d, k = self._shape(l)
-                Hb = xp.broadcast_to(xp.matrix_transpose(H)[None, :, :], (d, k, m))
-                Z = solve_triangular(R, Hb, lower=True)                            # (d, k, m)
-                T = xp.matrix_transpose(xp.sum(Z * Z, axis=1))                    # (m, d)
-                V = V + xp.matmul(Gp * T[:, None, :], Gl)
-        if s == "kfac":
-            for g in fac["groups"]:
-                l = g["layer"]
-                Gp = xp.permute_dims(G[l], (0, 2, 1))
-                Phi = xp.matmul(Gp, g["UB"])                                        # (m, C, d)
-                psi = xp.matmul(Ht[l][:, g["c0"]:g["c1"]] * g["rs"][None, :], g["UA"])  # (m, kg)
-                w = xp.matmul(psi * psi, xp.matrix_transpose(g["Dinv"]))            # (m, d)
-                V = V + xp.matmul(Phi * w[:, None, :], xp.matrix_transpose(Phi))
+        V = xp.zeros((m, Cn, Cn), dtype=o.dtype, device=o.device)
+        for g in fac["groups"]:
+            l = g["layer"]
+            Gp = xp.permute_dims(G[l], (0, 2, 1))
+            Phi = xp.matmul(Gp, g["UB"])                                        # (m, C, d)
+            psi = xp.matmul(Ht[l][:, g["c0"]:g["c1"]] * g["rs"][None, :], g["UA"])  # (m, kg)
+            w = xp.matmul(psi * psi, xp.matrix_transpose(g["Dinv"]))            # (m, d)
+            V = V + xp.matmul(Phi * w[:, None, :], xp.matrix_transpose(Phi))
         return F, V
+
+
+class Full(Structure):
+    """The dense ``P`` over all active parameters (layer by layer, each row-major), by Cholesky."""
+
+    name = "full"
+
+    def _lam_flat(self):
+        xp, o = self.xp, self.owner
+        return xp.concat([xp.reshape(xp.broadcast_to(o._lam(l)[None, :], o._shape(l)), (-1,)) for l in o.layers])
+
+    def factor(self, phi):
+        o = self.owner
+        lam = self._lam_flat()
+        P = phi * o._curv["full"] + self.eye(lam.shape[0]) * lam[None, :]
+        return {"chol": cholesky(P)}
+
+    def cov_apply(self, fac, V):
+        xp, o = self.xp, self.owner
+        flat = o._flatten(V)                                            # (b, P)
+        R = fac["chol"]
+        Z = solve_triangular(R, xp.matrix_transpose(flat), lower=True)
+        Z = solve_triangular(R, Z, lower=True, trans=True)
+        return o._unflatten(xp.matrix_transpose(Z))
+
+    def sqrt_apply(self, fac, E):
+        xp, o = self.xp, self.owner
+        flat = o._flatten(E)
+        Z = solve_triangular(fac["chol"], xp.matrix_transpose(flat), lower=True, trans=True)
+        return o._unflatten(xp.matrix_transpose(Z))
+
+    def log_det(self, fac):
+        xp = self.xp
+        return 2.0 * xp.sum(xp.log(xp.linalg.diagonal(fac["chol"])))
+
+    def marginal_variance(self, fac):
+        xp, o = self.xp, self.owner
+        R = fac["chol"]
+        Rinv = solve_triangular(R, self.eye(R.shape[0]), lower=True)
+        out = o._unflatten(xp.sum(Rinv * Rinv, axis=0)[None, :])
+        return {l: v[0, ...] for l, v in out.items()}
+
+    def dense_precision(self, phi):
+        o = self.owner
+        lamv = self._lam_flat()
+        return phi * o._curv["full"] + self.eye(o.num_params) * lamv[None, :]
+
+    def glm_cov(self, fac, Xc):
+        xp, o = self.xp, self.owner
+        F, _, _ = output_jacobian_factors(o.net, o.weights, Xc, [o.net.num_layers - 1])
+        J = jacobian(o.net, o.weights, Xc, o.layers)                        # (m, C, P)
+        m, Cn, Pn = J.shape
+        Jt = xp.reshape(xp.permute_dims(J, (2, 0, 1)), (Pn, m * Cn))
+        Z = xp.reshape(solve_triangular(fac["chol"], Jt, lower=True), (Pn, m, Cn))
+        V = xp.matmul(xp.permute_dims(Z, (1, 2, 0)), xp.permute_dims(Z, (1, 0, 2)))
+        return F, V
+
+
+#: the strategy of each ``(subset, structure)``; a last-layer posterior is the same algebra on one layer
+STRATEGIES = {(subset, cls.name): cls for subset in ("all", "last_layer") for cls in (Diag, Block, KFAC, Full)}
+
+
+def strategy_for(subset: str, structure: str):
+    """The :class:`Structure` class for ``(subset, structure)`` (a clear error for unknown names)."""
+    try:
+        return STRATEGIES[(subset, structure)]
+    except KeyError:
+        raise ValueError(f"no Laplace structure for subset={subset!r}, structure={structure!r}; "
+                         f"known: {sorted(STRATEGIES)}") from None
