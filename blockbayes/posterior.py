@@ -71,6 +71,8 @@ def jsonable(obj):
         return obj
     if isinstance(obj, np.generic):
         return obj.item()
+    if hasattr(obj, "shape") and hasattr(obj, "dtype"):
+        return jsonable(np.asarray(to_numpy(obj)).tolist())
     return repr(obj)
 
 

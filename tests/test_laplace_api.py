@@ -109,12 +109,12 @@ def test_regression_surface(reg_map, structure, subset):
     np.testing.assert_allclose(v2 + la.delta_y, var, rtol=1e-12)
     m3, v3 = la(Xn)                                  # laplace-torch style: f-variance only
     np.testing.assert_allclose(v3, v2)
-    mn, vn = la.predict(Xn, pred_type="nn", n_samples=300, seed=1)
+    mn, vn = la.predict(Xn, kind="nn", num_samples=300, seed=1)
     assert mn.shape == (7, 1) and np.all(vn > la.delta_y)
     lpd = la.log_predictive_density(X, y)
     assert lpd.shape == () and np.isfinite(lpd)
     assert la.log_predictive_density(X, y, reduce=False).shape == (X.shape[0],)
-    assert np.isfinite(la.log_predictive_density(X, y, pred_type="nn", link="mc", n_samples=50, seed=0))
+    assert np.isfinite(la.log_predictive_density(X, y, kind="nn", link="mc", num_samples=50, seed=0))
     draws = la.sample(5, seed=2)
     assert [d.shape for d in draws] == [(5,) + w.shape for w in W]
     np.testing.assert_array_equal(la.sample(5, seed=2)[-1], draws[-1])
@@ -142,7 +142,7 @@ def test_classification_surface(cls_map, structure):
     net, X, y, W = cls_map
     la = bb.laplace.fit(net, W, X, y, subset="all", structure=structure)
     assert la.likelihood == "categorical"
-    for kw in (dict(), dict(link="mc", n_samples=200, seed=0), dict(pred_type="nn", link="mc", n_samples=50, seed=0)):
+    for kw in (dict(), dict(link="mc", num_samples=200, seed=0), dict(kind="nn", link="mc", num_samples=50, seed=0)):
         p = la.predict_proba(X[:6], **kw)
         assert p.shape == (6, 3) and np.all(p > 0)
         np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-12)
@@ -175,7 +175,7 @@ def test_bernoulli_surface():
     np.testing.assert_allclose(m[:, 0], p[:, 1])
     np.testing.assert_allclose(p.sum(1), 1.0)
     assert np.mean((p[:, 1] > 0.5) == y) > 0.8
-    pm = la.predict_proba(X, link="mc", n_samples=4000, seed=0)
+    pm = la.predict_proba(X, link="mc", num_samples=4000, seed=0)
     np.testing.assert_allclose(pm, p, atol=0.03)   # probit approximation of the logistic-normal integral
 
 
@@ -304,7 +304,7 @@ def test_bad_inputs_raise_clear_errors(reg_map, cls_map):
         bb.laplace.fit(bb.MLP([2, 5, 2], "relu"), (np.zeros((5, 3)), np.zeros((2, 6))), X, np.zeros(24, int), likelihood="bernoulli")
     la = bb.laplace.fit(net, W, X, y)
     with pytest.raises(ValueError, match="pred_type"):
-        la.predict(X, pred_type="mean")
+        la.predict(X, kind="mean")
     with pytest.raises(ValueError, match="classification"):
         la.predict_proba(X)
     with pytest.raises(ValueError, match="prior_structure"):
@@ -326,7 +326,7 @@ def test_bad_inputs_raise_clear_errors(reg_map, cls_map):
     with pytest.raises(ValueError, match="link"):
         lac.predict_proba(Xc, link="bridge")
     with pytest.raises(ValueError, match="nn"):
-        lac.predict_proba(Xc, pred_type="nn", link="probit")
+        lac.predict_proba(Xc, kind="nn", link="probit")
     with pytest.raises(ValueError):
         bb.laplace.block(net, X, y, damping=-1.0)
     with pytest.raises(ValueError):

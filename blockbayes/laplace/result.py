@@ -7,16 +7,18 @@ The factorisation and covariance algebra of the four structures live in
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 
+from .. import predictive as P
 from .._backend import to_numpy
 from .._backend import random as bbr
 from .._backend.linalg import cholesky, solve_triangular
 from ..model import MLP, forward
+from ..posterior import Posterior, jsonable, net_from_dict, register_result, renamed_keywords
 from . import _common as C
-from ._mlp_grad import auto_chunk, chunks, logsumexp, softplus
+from ._mlp_grad import auto_chunk, chunks
 from ._posterior import StructuredGaussian
 
 __all__ = ["LaplaceResult", "STRUCTURES", "SUBSETS"]
@@ -25,13 +27,16 @@ STRUCTURES = ("diag", "kfac", "full", "block")
 SUBSETS = ("all", "last_layer")
 PRED_TYPES = ("glm", "nn")
 LINKS = ("probit", "mc")
+# deprecated spellings of the predictive keywords (the common result vocabulary is kind / num_samples)
+_ALIASES = {"pred_type": "kind", "n_samples": "num_samples"}
 
 
 def _float(x) -> float:
     return float(to_numpy(x))
 
 
-class LaplaceResult(StructuredGaussian):
+@register_result
+class LaplaceResult(StructuredGaussian, Posterior):
     """Gaussian (Laplace) posterior of the standard MLP's weights.
 
     Built by :func:`blockbayes.laplace.fit` (standard Laplace at given weights) and
@@ -61,7 +66,13 @@ class LaplaceResult(StructuredGaussian):
     Arrays live in the training data's namespace/device/dtype; :meth:`to_numpy` gives a host copy.
     Hyperparameter setters (:meth:`optimize_prior_precision`, ``log_marginal_likelihood(prior_prec=…)``)
     update the object in place, like laplace-torch.
+    Predictions take the common result keywords (:mod:`blockbayes.posterior`): ``kind``
+    (``"glm"`` or ``"nn"``; laplace-torch's ``pred_type`` is its deprecated spelling),
+    ``num_samples`` (was ``n_samples``), ``seed``.
     """
+
+    result_kind: ClassVar[str] = "LaplaceResult"
+    model: ClassVar[str] = "standard"
 
     def __init__(self, *, net: MLP, likelihood: str, structure: str, subset: str, layers, weights,
                  curv: dict, n: int, misfit, lam_w, lam_b, delta_y: float, kfac_bias: str = "joint",
@@ -305,21 +316,22 @@ class LaplaceResult(StructuredGaussian):
         return self
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, n: int = 100, *, seed=None) -> tuple:
+    def sample(self, num_samples: int = 100, *, seed=None, **deprecated) -> tuple:
         """Draws ``θ ~ N(θ*, P^{-1})`` of all layers (inactive layers repeat the mode).
 
         Parameters
         ----------
-        n : int
-            Number of draws.
+        num_samples : int
+            Number of draws (``n=`` is the deprecated spelling).
         seed : None, int, SeedSequence or key
 
         Returns
         -------
         tuple of arrays
-            Per layer ``(n, d_{l+1}, d_l + 1)``, bias last.
+            Per layer ``(num_samples, d_{l+1}, d_l + 1)``, bias last.
         """
-        n = C.positive_int("n", n)
+        n = renamed_keywords("LaplaceResult.sample", deprecated, {"n": "num_samples"}).get("num_samples", num_samples)
+        n = C.positive_int("num_samples", n)
         xp = self.xp
         keys = bbr.split(bbr.key(seed), len(self.layers))
         E = {}
@@ -388,25 +400,29 @@ class LaplaceResult(StructuredGaussian):
             V = xp.linalg.diagonal(V)
         return F, V
 
-    def _check_pred(self, pred_type, link):
-        if pred_type not in PRED_TYPES:
-            raise ValueError(f"pred_type must be one of {PRED_TYPES}, got {pred_type!r}")
+    def _check_pred(self, kind, link):
+        if kind not in PRED_TYPES:
+            raise ValueError(f"kind (pred_type) must be one of {PRED_TYPES}, got {kind!r}")
         if link not in LINKS:
             raise ValueError(f"link must be one of {LINKS}, got {link!r}")
-        if pred_type == "nn" and link != "mc":
-            raise ValueError("pred_type='nn' only supports link='mc'")
+        if kind == "nn" and link != "mc":
+            raise ValueError("kind='nn' (pred_type) only supports link='mc'")
 
-    def _nn_outputs(self, X_new, n_samples, seed):
+    def _nn_outputs(self, X_new, num_samples, seed):
         """Network outputs under posterior draws, shape ``(S, m, C)``."""
-        draws = self.sample(n_samples, seed=seed)
+        draws = self.sample(num_samples, seed=seed)
         return forward(self.net, draws, X_new)
 
-    def predict(self, X_new, *, pred_type: str = "glm", link=None, n_samples: int = 100, seed=None,
-                include_noise: bool = True, full_cov: bool = False):
+    def _noise_vector(self, S):
+        xp = self.xp
+        return xp.full((S,), self._delta_y, dtype=self.dtype, device=self.device)
+
+    def predict(self, X_new, *, kind: str = "glm", link=None, num_samples: int = 100, seed=None,
+                include_noise: bool = True, full_cov: bool = False, **deprecated):
         """Posterior predictive mean and variance of the observation ``y``.
 
-        Regression (gaussian): ``pred_type="glm"`` gives ``mean = F(x; θ*)`` and
-        ``var = diag(J Σ Jᵀ) + Δ_y`` (:meth:`predict_f`); ``pred_type="nn"`` samples
+        Regression (gaussian): ``kind="glm"`` gives ``mean = F(x; θ*)`` and
+        ``var = diag(J Σ Jᵀ) + Δ_y`` (:meth:`predict_f`); ``kind="nn"`` samples
         ``θ_s ~ N(θ*, Σ)`` and returns the sample mean and variance of ``F(x; θ_s)`` (plus ``Δ_y``).
 
         Classification: the moments of the one-hot label, ``mean = p`` (:meth:`predict_proba` with
@@ -417,11 +433,13 @@ class LaplaceResult(StructuredGaussian):
         Parameters
         ----------
         X_new : array, shape (m, d_in)
-        pred_type : {"glm", "nn"}
+        kind : {"glm", "nn"}
+            The linearised (GLM) or the sampled-network (NN) predictive (``pred_type=`` is the
+            deprecated laplace-torch spelling).
         link : {None, "probit", "mc"}
             Classification only (see :meth:`predict_proba`).
-        n_samples : int
-            Monte Carlo draws (``pred_type="nn"`` or ``link="mc"``).
+        num_samples : int
+            Monte Carlo draws (``kind="nn"`` or ``link="mc"``; ``n_samples=`` is deprecated).
         seed : None, int, SeedSequence or key
         include_noise : bool
             Add the observation noise ``Δ_y`` (regression only).
@@ -433,26 +451,28 @@ class LaplaceResult(StructuredGaussian):
         mean : array, shape (m, C)
         var : array, shape (m, C) (or (m, C, C) with ``full_cov``)
         """
+        ren = renamed_keywords("LaplaceResult.predict", deprecated, _ALIASES)
+        kind, num_samples = ren.get("kind", kind), ren.get("num_samples", num_samples)
         xp = self.xp
         if self.likelihood != "gaussian":
             if full_cov:
                 raise ValueError("full_cov is only available for regression; use predict_f for logits")
             if link is None:
-                link = "probit" if pred_type == "glm" else "mc"
-            p = self.predict_proba(X_new, pred_type=pred_type, link=link, n_samples=n_samples, seed=seed)
+                link = "probit" if kind == "glm" else "mc"
+            p = self.predict_proba(X_new, kind=kind, link=link, num_samples=num_samples, seed=seed)
             if self.likelihood == "bernoulli":
                 p = p[:, 1:]
             return p, p * (1.0 - p)
         if link is not None:
             raise ValueError("link only applies to classification likelihoods")
-        self._check_pred(pred_type, "probit" if pred_type == "glm" else "mc")
+        self._check_pred(kind, "probit" if kind == "glm" else "mc")
         X_new = self._prepare_X(X_new)
         Cn = self.num_outputs
         noise = self._delta_y if include_noise else 0.0
-        if pred_type == "glm":
+        if kind == "glm":
             F, V = self.predict_f(X_new, full_cov=True)
         else:
-            Fs = self._nn_outputs(X_new, C.positive_int("n_samples", n_samples), seed)
+            Fs = self._nn_outputs(X_new, C.positive_int("num_samples", num_samples), seed)
             F = xp.mean(Fs, axis=0)
             D = Fs - F[None, ...]
             V = xp.mean(D[:, :, :, None] * D[:, :, None, :], axis=0)
@@ -460,34 +480,36 @@ class LaplaceResult(StructuredGaussian):
         V = V + noise * eye[None, :, :]
         return (F, V) if full_cov else (F, xp.linalg.diagonal(V))
 
-    def predict_proba(self, X_new, *, pred_type: str = "glm", link: str = "probit",
-                      n_samples: int = 100, seed=None):
+    def predict_proba(self, X_new, *, kind: str = "glm", link: str = "probit", num_samples: int = 100,
+                      seed=None, **deprecated):
         """Posterior predictive class probabilities.
 
         ``link="probit"`` (GLM only): ``softmax(μ / √(1 + π/8 · diag V))`` (categorical) or
-        ``σ(μ / √(1 + π v/8))`` (bernoulli), with ``(μ, V)`` from :meth:`predict_f`.
-        ``link="mc"``: average of ``softmax``/``σ`` over ``n_samples`` draws of the logits, from
-        ``N(μ, V)`` (``pred_type="glm"``, Cholesky of ``V``) or from the network under weight
-        draws (``pred_type="nn"``).
+        ``σ(μ / √(1 + π v/8))`` (bernoulli), with ``(μ, V)`` from :meth:`predict_f`
+        (:func:`blockbayes.predictive.probit_approx_probs`).
+        ``link="mc"``: average of ``softmax``/``σ`` over ``num_samples`` draws of the logits, from
+        ``N(μ, V)`` (``kind="glm"``, Cholesky of ``V``) or from the network under weight
+        draws (``kind="nn"``).
 
         Returns
         -------
         array, shape (m, C)
             Rows sum to one. For ``"bernoulli"`` ``C = 2``: columns ``(P(y=0), P(y=1))``.
         """
+        ren = renamed_keywords("LaplaceResult.predict_proba", deprecated, _ALIASES)
+        kind, num_samples = ren.get("kind", kind), ren.get("num_samples", num_samples)
         if self.likelihood == "gaussian":
             raise ValueError("predict_proba needs a classification likelihood ('categorical' or 'bernoulli')")
-        self._check_pred(pred_type, link)
+        self._check_pred(kind, link)
         xp = self.xp
         X_new = self._prepare_X(X_new)
-        if pred_type == "nn":
-            Fs = self._nn_outputs(X_new, C.positive_int("n_samples", n_samples), seed)
-            return xp.mean(self._link(Fs), axis=0)
+        if kind == "nn":
+            Fs = self._nn_outputs(X_new, C.positive_int("num_samples", num_samples), seed)
+            return xp.mean(P.class_probs(self.likelihood, Fs), axis=0)
         mu, V = self.predict_f(X_new, full_cov=True)
         if link == "probit":
-            v = xp.linalg.diagonal(V)
-            return self._link(mu / xp.sqrt(1.0 + (math.pi / 8.0) * v))
-        S = C.positive_int("n_samples", n_samples)
+            return P.probit_approx_probs(self.likelihood, mu, xp.linalg.diagonal(V))
+        S = C.positive_int("num_samples", num_samples)
         Cn = self.num_outputs
         eye = xp.eye(Cn, dtype=self.dtype, device=self.device)
         scale = xp.max(xp.linalg.diagonal(V), axis=1)
@@ -495,29 +517,23 @@ class LaplaceResult(StructuredGaussian):
         Lc = cholesky(V + jitter[:, None, None] * eye[None, :, :])
         z = xp.asarray(bbr.normal(bbr.key(seed), (S, mu.shape[0], Cn), like=mu), dtype=self.dtype, device=self.device)
         Fs = mu[None, :, :] + xp.squeeze(xp.matmul(Lc[None, ...], z[..., None]), axis=-1)
-        return xp.mean(self._link(Fs), axis=0)
-
-    def _link(self, F):
-        xp = self.xp
-        if self.likelihood == "categorical":
-            return xp.exp(F - logsumexp(xp, F, axis=-1, keepdims=True))
-        p1 = xp.exp(-softplus(xp, -F))
-        return xp.concat([1.0 - p1, p1], axis=-1)
+        return xp.mean(P.class_probs(self.likelihood, Fs), axis=0)
 
     def __call__(self, X_new, pred_type: str = "glm", link_approx: str = "probit", n_samples: int = 100,
                  seed=None):
-        """laplace-torch style: probabilities for classification, ``(mean, f_var)`` for regression
-        (``f_var`` **without** the noise, as laplace-torch returns it)."""
+        """laplace-torch style (its argument names): probabilities for classification, ``(mean, f_var)``
+        for regression (``f_var`` **without** the noise, as laplace-torch returns it)."""
         if self.likelihood == "gaussian":
-            return self.predict(X_new, pred_type=pred_type, n_samples=n_samples, seed=seed, include_noise=False)
-        return self.predict_proba(X_new, pred_type=pred_type, link=link_approx, n_samples=n_samples, seed=seed)
+            return self.predict(X_new, kind=pred_type, num_samples=n_samples, seed=seed, include_noise=False)
+        return self.predict_proba(X_new, kind=pred_type, link=link_approx, num_samples=n_samples, seed=seed)
 
-    def log_predictive_density(self, X_new, y_new, *, reduce: bool = True, pred_type: str = "glm",
-                               link: str = "probit", n_samples: int = 100, seed=None):
+    def log_predictive_density(self, X_new, y_new, *, reduce=True, kind: str = "glm",
+                               link: str = "probit", num_samples: int = 100, seed=None, **deprecated):
         """Log posterior predictive density of test targets.
 
         Regression, ``"glm"``: ``log N(y; μ, J Σ Jᵀ + Δ_y I)`` (full ``C×C`` covariance, by Cholesky).
-        Regression, ``"nn"``: ``log (1/S) Σ_s N(y; F(x; θ_s), Δ_y I)`` (logsumexp).
+        Regression, ``"nn"``: ``log (1/S) Σ_s N(y; F(x; θ_s), Δ_y I)`` (logsumexp,
+        :func:`blockbayes.predictive.mixture_log_density`).
         Classification: ``log p(y | x)`` from :meth:`predict_proba`.
 
         Parameters
@@ -525,13 +541,15 @@ class LaplaceResult(StructuredGaussian):
         X_new : array, shape (m, d_in)
         y_new : array
             Targets as for training (regression ``(m,)``/``(m, C)``; integer labels otherwise).
-        reduce : bool
+        reduce : bool or {"mean", "sum", "none"}
             Return the mean over points (default, the "test log-likelihood") or per point ``(m,)``.
 
         Returns
         -------
         array, shape () or (m,)
         """
+        ren = renamed_keywords("LaplaceResult.log_predictive_density", deprecated, _ALIASES)
+        kind, num_samples = ren.get("kind", kind), ren.get("num_samples", num_samples)
         xp = self.xp
         X_new = self._prepare_X(X_new)
         if not hasattr(y_new, "shape"):
@@ -540,29 +558,27 @@ class LaplaceResult(StructuredGaussian):
         Y = C.encode_targets(self.net, self.likelihood, X_new, y_new, name="y_new")
         Cn = self.num_outputs
         if self.likelihood == "gaussian":
-            if pred_type == "glm":
-                self._check_pred(pred_type, link)
-                mu, V = self.predict(X_new, pred_type="glm", full_cov=True)
+            if kind == "glm":
+                self._check_pred(kind, link)
+                mu, V = self.predict(X_new, kind="glm", full_cov=True)
                 Lc = cholesky(V)
                 r = solve_triangular(Lc, (Y - mu)[:, :, None], lower=True)[..., 0]
                 lpd = (-0.5 * xp.sum(r * r, axis=1) - xp.sum(xp.log(xp.linalg.diagonal(Lc)), axis=1)
                        - 0.5 * Cn * math.log(2 * math.pi))
             else:
-                self._check_pred(pred_type, "mc")
-                S = C.positive_int("n_samples", n_samples)
+                self._check_pred(kind, "mc")
+                S = C.positive_int("num_samples", num_samples)
                 Fs = self._nn_outputs(X_new, S, seed)
-                R = Y[None, :, :] - Fs
-                lp = -0.5 * xp.sum(R * R, axis=-1) / self._delta_y - 0.5 * Cn * math.log(2 * math.pi * self._delta_y)
-                lpd = logsumexp(xp, lp, axis=0) - math.log(S)
+                lpd = P.mixture_log_density([P.gaussian_log_density(Y, Fs, self._noise_vector(S))])
         else:
-            p = self.predict_proba(X_new, pred_type=pred_type, link=link, n_samples=n_samples, seed=seed)
+            p = self.predict_proba(X_new, kind=kind, link=link, num_samples=num_samples, seed=seed)
             if self.likelihood == "bernoulli":
                 onehot = xp.concat([1.0 - Y, Y], axis=1)
             else:
                 onehot = Y
             tiny = xp.finfo(self.dtype).smallest_normal
             lpd = xp.log(xp.maximum(xp.sum(p * onehot, axis=1), xp.asarray(tiny, dtype=self.dtype, device=self.device)))
-        return xp.mean(lpd) if reduce else lpd
+        return P.reduce_points(lpd, reduce)
 
     # ------------------------------------------------------------------ host copy
     def to_numpy(self) -> "LaplaceResult":
@@ -582,3 +598,42 @@ class LaplaceResult(StructuredGaussian):
                              curv=conv(curv), n=self.n, misfit=conv(self._misfit), lam_w=self._lam_w,
                              lam_b=self._lam_b, delta_y=self._delta_y, kfac_bias=self.kfac_bias,
                              info=dict(self.info), chunk_size=self.chunk_size)
+
+    # ------------------------------------------------------------------ disk / ArviZ
+    def _anchor(self):
+        return self.weights[0]
+
+    def _payload(self):
+        h = self.to_numpy()
+        arrays = {f"weights_{l}": w for l, w in enumerate(h.weights)}
+        curv_layout = {}
+        for k, v in h._curv.items():
+            if isinstance(v, dict):
+                curv_layout[k] = sorted(int(l) for l in v)
+                for l, a in v.items():
+                    arrays[f"curv_{k}_{int(l)}"] = a
+            else:
+                curv_layout[k] = None
+                arrays[f"curv_{k}"] = v
+        arrays["misfit"] = np.asarray(h._misfit)
+        meta = dict(likelihood=self.likelihood, structure=self.structure, subset=self.subset,
+                    layers=list(self.layers), n=self.n, lam_w=list(self._lam_w), lam_b=list(self._lam_b),
+                    delta_y=self._delta_y, kfac_bias=self.kfac_bias, chunk_size=self.chunk_size,
+                    curv=curv_layout, info=jsonable(self.info))
+        return arrays, meta
+
+    @classmethod
+    def _from_file(cls, f, meta, mv, path):
+        net = net_from_dict(meta["net"])
+        curv = {}
+        for k, ls in meta["curv"].items():
+            curv[k] = mv(f[f"curv_{k}"]) if ls is None else {int(l): mv(f[f"curv_{k}_{int(l)}"]) for l in ls}
+        return cls(net=net, likelihood=meta["likelihood"], structure=meta["structure"], subset=meta["subset"],
+                   layers=meta["layers"], weights=tuple(mv(f[f"weights_{l}"]) for l in range(net.num_layers)),
+                   curv=curv, n=meta["n"], misfit=mv(f["misfit"]), lam_w=meta["lam_w"], lam_b=meta["lam_b"],
+                   delta_y=meta["delta_y"], kfac_bias=meta["kfac_bias"], info=meta.get("info", {}),
+                   chunk_size=meta.get("chunk_size"))
+
+    def _arviz_draws(self, num_samples, seed):
+        W = self.sample(num_samples, seed=seed)
+        return tuple(w[None, ...] for w in W), self._noise_vector(num_samples)[None, :], {}, {}
