@@ -219,6 +219,32 @@ def _gibbs_likelihood(arch: Arch) -> str:
     return "probit" if arch.n_classes == 2 else "multinomial_probit"
 
 
+def _predictor(arch: Arch, post, *, predict_kw=None, proba_kw=None, diagnostics=None, traces=None,
+               extra_time_s: float = 0.0, lpd_kw=None) -> Predictor:
+    """The :class:`Predictor` of a fitted posterior: every method predicts through its result object
+    (:mod:`blockbayes.posterior`'s common interface), host NumPy in and out.
+
+    Regression: ``predict(X) -> (mean, var)`` from ``post.predict(X, **predict_kw)`` and
+    ``lpd(X, y)`` from ``post.log_predictive_density(X, y, reduce=False, **lpd_kw)`` (``lpd_kw``
+    defaults to ``predict_kw``). Classification: ``post.predict_proba(X, **proba_kw)``.
+    """
+    pkw = dict(predict_kw or {})
+    lkw = dict(pkw if lpd_kw is None else lpd_kw)
+    common = dict(diagnostics=diagnostics if diagnostics is not None else {}, traces=dict(traces or {}),
+                  extra_time_s=extra_time_s)
+    if arch.task == "regression":
+        def predict(Xn):
+            m, v = post.predict(Xn, **pkw)
+            return _col(m), _col(v)
+
+        def lpd(Xn, yn):
+            return _np(post.log_predictive_density(Xn, yn, reduce=False, **lkw))
+
+        return Predictor(predict=predict, lpd=lpd, **common)
+    qkw = dict(proba_kw or {})
+    return Predictor(predict_proba=lambda Xn: _proba2(post.predict_proba(Xn, **qkw)), **common)
+
+
 # ----------------------------------------------------------------------------------- gibbs
 
 # Logistic and probit links agree best when the logit is scaled by 1/1.702 (Camilli 1994); a MAP
@@ -317,20 +343,8 @@ def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, t
     if learn_prior:
         for l in range(net.num_layers):
             traces[f"lam_w{l + 1}"] = _thin_trace(res.lam_w[..., l])
-    kind = predictive
-    pseed = _int_seed([seed, 1])
-    if reg:
-        def predict(Xn):
-            m, v = res.predict(Xn, kind=kind, seed=pseed)
-            return _col(m), _col(v)
-
-        def lpd(Xn, yn):
-            return _np(res.log_predictive_density(Xn, yn, reduce=False, kind=kind, seed=pseed))
-
-        return Predictor(predict=predict, lpd=lpd, diagnostics=diag, traces=traces,
-                         extra_time_s=start_info.get("map_owed_s", 0.0))
-    return Predictor(predict_proba=lambda Xn: _proba2(res.predict_proba(Xn)), diagnostics=diag, traces=traces,
-                     extra_time_s=start_info.get("map_owed_s", 0.0))
+    return _predictor(arch, res, predict_kw=dict(kind=predictive, seed=_int_seed([seed, 1])), diagnostics=diag,
+                      traces=traces, extra_time_s=start_info.get("map_owed_s", 0.0))
 
 
 register_method(Method(
@@ -454,37 +468,21 @@ def _map_forward(net, weights, X) -> np.ndarray:
     return _col(forward(net, tuple(weights), X))
 
 
-def _logits_to_proba(arch: Arch, F) -> np.ndarray:
-    F = _np(F)
-    if arch.n_classes == 2:
-        p1 = 1.0 / (1.0 + np.exp(-F[:, 0]))
-        return np.stack([1 - p1, p1], axis=1)
-    F = F - F.max(axis=1, keepdims=True)
-    P = np.exp(F)
-    return P / P.sum(axis=1, keepdims=True)
+def _point(arch: Arch, net, weights, delta_y, info=None):
+    """A MAP fit as a :class:`~blockbayes.posterior.PointPosterior` of the standard net (the MLP's
+    probit likelihoods become the logistic / softmax links of the standard net)."""
+    from ..posterior import PointPosterior
 
-
-def _gauss_lpd(y, m, v) -> np.ndarray:
-    y = _np(y)
-    return -0.5 * (np.log(2 * math.pi * v) + (y - m) ** 2 / v)
+    return PointPosterior(net=net, weights=tuple(_np(w) for w in weights),
+                          delta_y=float(delta_y) if arch.task == "regression" else None, config=dict(info or {}))
 
 
 def _fit_map(arch, X, y, *, seed, prior_prec, delta_y, noise, holdout, max_iter, optimizer, restarts=1, tol=None,
              ftol=None, noise_prior=(1.0, 1e-2)):
-    from ..model import forward
-
     extra = {} if noise != "joint" else dict(restarts=restarts, tol=tol, ftol=ftol, noise_prior=tuple(noise_prior))
     net, w, dy, info = _map_with_noise(arch, X, y, seed=seed, prior_prec=prior_prec, delta_y=delta_y,
                                        noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer, **extra)
-    if arch.task == "regression":
-        def predict(Xn):
-            m = _map_forward(net, w, Xn)
-            return m, np.full_like(m, dy)
-
-        return Predictor(predict=predict, lpd=lambda Xn, yn: _gauss_lpd(yn, *predict(Xn)), diagnostics=info,
-                         extra_time_s=_owed(info))
-    return Predictor(predict_proba=lambda Xn: _logits_to_proba(arch, forward(net, tuple(w), Xn)), diagnostics=info,
-                     extra_time_s=_owed(info))
+    return _predictor(arch, _point(arch, net, w, dy), diagnostics=info, extra_time_s=_owed(info))
 
 
 def _owed(info) -> float:
@@ -550,7 +548,7 @@ def _joint_member_fits(arch, X, y, *, seed, members, prior_prec, delta_y, max_it
 
 def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, noise, holdout, max_iter, optimizer, restarts=1,
                   tol=None, ftol=None, noise_prior=(1.0, 1e-2)):
-    from ..model import forward
+    from ..posterior import EnsemblePosterior
 
     if noise == "joint":
         if optimizer != "lbfgs":
@@ -567,31 +565,10 @@ def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, noise, hold
         diag["map_iters_max"] = int(max(its))
         diag["map_iters_mean"] = float(np.mean(its))
         diag["map_converged_count"] = int(sum(bool(f[3].get("map_converged")) for f in fits))
+    ens = EnsemblePosterior.from_points([_point(arch, f[0], f[1], f[2]) for f in fits])
     if arch.task == "regression":
-        dys = np.array([f[2] for f in fits])
-        diag["delta_y_mean"] = float(dys.mean())
-
-        def member_means(Xn):
-            return np.stack([_map_forward(f[0], f[1], Xn) for f in fits])       # (M, n)
-
-        def predict(Xn):
-            M = member_means(Xn)
-            mean = M.mean(axis=0)
-            var = (M ** 2 + dys[:, None]).mean(axis=0) - mean ** 2           # mixture moments
-            return mean, np.maximum(var, 1e-300)
-
-        def lpd(Xn, yn):
-            M = member_means(Xn)
-            lp = -0.5 * (np.log(2 * math.pi * dys[:, None]) + (_np(yn)[None, :] - M) ** 2 / dys[:, None])
-            mx = lp.max(axis=0)
-            return mx + np.log(np.mean(np.exp(lp - mx), axis=0))             # equal-weight mixture
-
-        return Predictor(predict=predict, lpd=lpd, diagnostics=diag)
-
-    def proba(Xn):
-        return np.mean([_logits_to_proba(arch, forward(f[0], tuple(f[1]), Xn)) for f in fits], axis=0)
-
-    return Predictor(predict_proba=proba, diagnostics=diag)
+        diag["delta_y_mean"] = float(np.mean([f[2] for f in fits]))
+    return _predictor(arch, ens, diagnostics=diag)
 
 
 register_method(Method(
@@ -619,20 +596,10 @@ def _fit_laplace(arch, X, y, *, seed, structure, subset, prior_prec, delta_y, no
     pseed = _int_seed([seed, 3])
     if arch.task == "regression":
         info["delta_y"] = float(la.delta_y)
-
-        def predict(Xn):
-            m, v = la.predict(Xn, pred_type=pred_type, n_samples=n_samples, seed=pseed)
-            return _col(m), _col(v)
-
-        def lpd(Xn, yn):
-            return _np(la.log_predictive_density(Xn, yn, reduce=False, pred_type=pred_type,
-                                                 n_samples=n_samples, seed=pseed))
-
-        return Predictor(predict=predict, lpd=lpd, diagnostics=info, extra_time_s=_owed(info))
     lk = link if pred_type == "glm" else "mc"
-    return Predictor(predict_proba=lambda Xn: _proba2(la.predict_proba(Xn, pred_type=pred_type, link=lk,
-                                                                       n_samples=n_samples, seed=pseed)),
-                     diagnostics=info, extra_time_s=_owed(info))
+    return _predictor(arch, la, predict_kw=dict(kind=pred_type, num_samples=n_samples, seed=pseed),
+                      proba_kw=dict(kind=pred_type, link=lk, num_samples=n_samples, seed=pseed),
+                      diagnostics=info, extra_time_s=_owed(info))
 
 
 _LAPLACE_DEFAULTS = dict(structure="kfac", subset="all", tune="marglik", prior_structure="layerwise",
@@ -660,16 +627,7 @@ def _fit_laplace_iterative(arch, X, y, *, seed, prior_prec, delta_y, noise, hold
                                        noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer)
     la = laplace.block(net, X, y, init=w, num_steps=num_sweeps, seed=_int_seed([seed, 5]),
                       **{"progress": False, **dict(options or {})})
-    info = dict(info)
-    if arch.task == "regression":
-        def predict(Xn):
-            m, v = la.predict(Xn)
-            return _col(m), _col(v)
-
-        return Predictor(predict=predict, lpd=lambda Xn, yn: _np(la.log_predictive_density(Xn, yn, reduce=False)),
-                         diagnostics=info, extra_time_s=_owed(info))
-    return Predictor(predict_proba=lambda Xn: _proba2(la.predict_proba(Xn)), diagnostics=info,
-                     extra_time_s=_owed(info))
+    return _predictor(arch, la, diagnostics=dict(info), extra_time_s=_owed(info))
 
 
 register_method(Method(
@@ -680,19 +638,9 @@ register_method(Method(
 
 # ----------------------------------------------------------------------------------- VI family
 
-def _vi_predictor(arch, res, seed, num_pred_samples, diag):
-    pseed = _int_seed([seed, 4])
-    if arch.task == "regression":
-        def predict(Xn):
-            m, v = res.predict(Xn, num_samples=num_pred_samples, seed=pseed)
-            return _col(m), _col(v)
-
-        def lpd(Xn, yn):
-            return _np(res.log_predictive_density(Xn, yn, reduce=False, num_samples=num_pred_samples, seed=pseed))
-
-        return Predictor(predict=predict, lpd=lpd, diagnostics=diag)
-    return Predictor(predict_proba=lambda Xn: _proba2(res.predict_proba(Xn, num_samples=num_pred_samples, seed=pseed)),
-                     diagnostics=diag)
+def _vi_predictor(arch, res, seed, num_pred_samples, diag, **select):
+    kw = dict(num_samples=num_pred_samples, seed=_int_seed([seed, 4]), **select)
+    return _predictor(arch, res, predict_kw=kw, proba_kw=kw, diagnostics=diag)
 
 
 def _vi_diag(res) -> dict:
@@ -791,21 +739,9 @@ def _fit_vi_natural(arch, X, y, *, seed, vi_method, epochs, batch_size, lr, hess
     diag = {"steps": steps, "batch_size": bs, "elbo": float(np.max(_np(res.elbo)))}
     if reg:
         diag["delta_y_mean"] = float(np.mean(_np(res.delta_y)))
-    pseed = _int_seed([seed, 4])
-    if reg:
-        def predict(Xn):
-            m, v = res.predict(Xn, num_samples=num_pred_samples, seed=pseed, components=components)
-            return _col(m), _col(v)
-
-        def lpd(Xn, yn):
-            return _np(res.log_predictive_density(Xn, yn, reduce=False, num_samples=num_pred_samples, seed=pseed,
-                                                  components=components))
-
-        return Predictor(predict=predict, lpd=lpd, diagnostics=diag,
-                         traces={"loss": _thin_trace(res.trace["loss"])})
-    return Predictor(predict_proba=lambda Xn: _proba2(res.predict_proba(Xn, num_samples=num_pred_samples, seed=pseed,
-                                                                        components=components)),
-                     diagnostics=diag, traces={"loss": _thin_trace(res.trace["loss"])})
+    pred = _vi_predictor(arch, res, seed, num_pred_samples, diag, components=components)
+    pred.traces = {"loss": _thin_trace(res.trace["loss"])}
+    return pred
 
 
 # Defaults chosen on validation splits carved out of training data only (benchmarks/vi_natural_tuning.py).
@@ -833,6 +769,7 @@ def _fit_hmc(arch, X, y, *, seed, num_warmup, num_samples, num_chains, thin, max
     predictions' R-hat / ESS are added to ``diagnostics`` when the predictor is scored.
     """
     from ..model import MLP
+    from ..posterior import GibbsResult
     from . import reference
 
     if arch.task != "regression":
@@ -847,25 +784,30 @@ def _fit_hmc(arch, X, y, *, seed, num_warmup, num_samples, num_chains, thin, max
     diag.update(_chain_diagnostics("delta_y", res.delta_y))
     diag["delta_y_mean"] = float(np.mean(res.delta_y))
     traces = {"delta_y": _thin_trace(res.delta_y)}
-    dys = res.delta_y.reshape(-1)
+    C, S = res.delta_y.shape
+    L = net.num_layers
+    samples = GibbsResult(net=net, weights=tuple(np.asarray(w, dtype=np.float64) for w in res.weights),
+                          delta_y=np.asarray(res.delta_y, dtype=np.float64),
+                          lam_w=np.broadcast_to(np.asarray(net.lam_w, dtype=np.float64), (C, S, L)),
+                          lam_b=np.broadcast_to(np.asarray(net.lam_b, dtype=np.float64), (C, S, L)),
+                          config=dict(source="evaluate.reference.nuts"))
 
-    def draws(Xn):
-        F = reference.forward_samples(net, res.weights, Xn)[..., 0]            # (C, S, n)
-        diag.update(reference.prediction_diagnostics(F))
-        return F.reshape(-1, F.shape[-1])
+    class _Scored:
+        """The NUTS draws' predictive; scoring also records the test predictions' R-hat / ESS."""
 
-    def predict(Xn):
-        F = draws(Xn)
-        m = F.mean(axis=0)
-        return m, np.maximum(F.var(axis=0) + dys.mean(), 1e-300)
+        def _note(self, Xn):
+            F = reference.forward_samples(net, res.weights, Xn)[..., 0]            # (C, S, n)
+            diag.update(reference.prediction_diagnostics(F))
 
-    def lpd(Xn, yn):
-        F = draws(Xn)
-        lp = -0.5 * (np.log(2 * math.pi * dys[:, None]) + (_np(yn)[None, :] - F) ** 2 / dys[:, None])
-        mx = lp.max(axis=0)
-        return mx + np.log(np.mean(np.exp(lp - mx), axis=0))
+        def predict(self, Xn, **kw):
+            self._note(Xn)
+            return samples.predict(Xn, **kw)
 
-    return Predictor(predict=predict, lpd=lpd, diagnostics=diag, traces=traces)
+        def log_predictive_density(self, Xn, yn, **kw):
+            self._note(Xn)
+            return samples.log_predictive_density(Xn, yn, **kw)
+
+    return _predictor(arch, _Scored(), diagnostics=diag, traces=traces)
 
 
 register_method(Method(
