@@ -105,9 +105,10 @@ def read_result_file(path):
         return ValueError(f"{path} is not a blockbayes result file ({why})")
 
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise bad("not an .npz archive")
+        f = np.load(path, allow_pickle=False)
+        if not hasattr(f, "files"):                       # an .npy file: a plain array
+            raise bad("not an .npz archive")
+        with f:
             if "meta" not in f.files:
                 raise bad("no 'meta' entry")
             arrays = {k: f[k] for k in f.files}
@@ -115,12 +116,10 @@ def read_result_file(path):
         if "not a blockbayes result file" in str(exc):
             raise
         raise bad(f"{type(exc).__name__}: {exc}") from None
+    except FileNotFoundError:
+        raise
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
         raise bad(f"{type(exc).__name__}: {exc}") from None
-    except AttributeError:  # np.load returned a plain array (an .npy file): no context manager
-        raise bad("not an .npz archive") from None
     try:
         meta = json.loads(str(arrays.pop("meta")))
     except (TypeError, ValueError) as exc:

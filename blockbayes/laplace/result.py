@@ -480,10 +480,11 @@ class LaplaceResult(StructuredGaussian, Posterior):
         V = V + noise * eye[None, :, :]
         return (F, V) if full_cov else (F, xp.linalg.diagonal(V))
 
-    def predict_proba(self, X_new, *, kind: str = "glm", link: str = "probit", num_samples: int = 100,
+    def predict_proba(self, X_new, *, kind: str = "glm", link=None, num_samples: int = 100,
                       seed=None, **deprecated):
         """Posterior predictive class probabilities.
 
+        ``link`` defaults to ``"probit"`` for GLM and ``"mc"`` for NN.
         ``link="probit"`` (GLM only): ``softmax(μ / √(1 + π/8 · diag V))`` (categorical) or
         ``σ(μ / √(1 + π v/8))`` (bernoulli), with ``(μ, V)`` from :meth:`predict_f`
         (:func:`blockbayes.predictive.probit_approx_probs`).
@@ -498,8 +499,9 @@ class LaplaceResult(StructuredGaussian, Posterior):
         """
         ren = renamed_keywords("LaplaceResult.predict_proba", deprecated, _ALIASES)
         kind, num_samples = ren.get("kind", kind), ren.get("num_samples", num_samples)
-        if self.likelihood == "gaussian":
-            raise ValueError("predict_proba needs a classification likelihood ('categorical' or 'bernoulli')")
+        self._require_classifier()   # NotAClassifierError (a ValueError) for regression
+        if link is None:
+            link = "probit" if kind == "glm" else "mc"
         self._check_pred(kind, link)
         xp = self.xp
         X_new = self._prepare_X(X_new)
@@ -528,13 +530,13 @@ class LaplaceResult(StructuredGaussian, Posterior):
         return self.predict_proba(X_new, kind=pred_type, link=link_approx, num_samples=n_samples, seed=seed)
 
     def log_predictive_density(self, X_new, y_new, *, reduce=True, kind: str = "glm",
-                               link: str = "probit", num_samples: int = 100, seed=None, **deprecated):
+                               link=None, num_samples: int = 100, seed=None, **deprecated):
         """Log posterior predictive density of test targets.
 
         Regression, ``"glm"``: ``log N(y; μ, J Σ Jᵀ + Δ_y I)`` (full ``C×C`` covariance, by Cholesky).
         Regression, ``"nn"``: ``log (1/S) Σ_s N(y; F(x; θ_s), Δ_y I)`` (logsumexp,
         :func:`blockbayes.predictive.mixture_log_density`).
-        Classification: ``log p(y | x)`` from :meth:`predict_proba`.
+        Classification: ``log p(y | x)`` from :meth:`predict_proba` (``link`` as there).
 
         Parameters
         ----------
@@ -559,7 +561,7 @@ class LaplaceResult(StructuredGaussian, Posterior):
         Cn = self.num_outputs
         if self.likelihood == "gaussian":
             if kind == "glm":
-                self._check_pred(kind, link)
+                self._check_pred(kind, "probit" if link is None else link)
                 mu, V = self.predict(X_new, kind="glm", full_cov=True)
                 Lc = cholesky(V)
                 r = solve_triangular(Lc, (Y - mu)[:, :, None], lower=True)[..., 0]
