@@ -368,8 +368,9 @@ def test_to_arviz_round_trip(name):
 
 def test_deprecated_keywords_warn_and_agree():
     la, X, y, _ = _get("laplace_kfac_reg")
-    with pytest.warns(DeprecationWarning, match="n_samples"):
+    with pytest.warns(DeprecationWarning, match="deprecated") as rec:
         old = la.log_predictive_density(X, y, pred_type="nn", n_samples=S_MC, seed=SEED)
+    assert {"'pred_type'", "'n_samples'"} <= {str(w.message).split()[3] for w in rec}
     np.testing.assert_array_equal(_h(old), _h(la.log_predictive_density(X, y, kind="nn", num_samples=S_MC, seed=SEED)))
     with pytest.warns(DeprecationWarning, match="'n'"):
         a = la.sample(n=3, seed=0)
