@@ -35,8 +35,9 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 
 from . import predictive as P
-from ._backend import backend_name, device_of, namespace, resolve_device, to_device, to_numpy
+from ._backend import device_of, namespace, resolve_device, to_device, to_numpy
 from ._backend import random as bbr
+from .inputs import prepare_X, validate_labels
 from .model import MLP
 
 __all__ = ["Posterior", "GibbsResult", "PointPosterior", "EnsemblePosterior", "load", "register_result",
@@ -216,26 +217,9 @@ class Posterior:
 
     # -------------------------------------------------------------- inputs
     def _prepare_X(self, X_new):
-        """``X_new`` validated ``(n, d_in)``, finite, moved into this result's namespace/device and dtype."""
-        anchor = self._anchor()
-        xp = namespace(anchor)
-        if not hasattr(X_new, "shape"):
-            raise TypeError("X_new must be an array")
-        if namespace(X_new) is not xp:
-            name = backend_name(xp)
-            if name == "cupy":
-                X_new = to_device(X_new, "cuda", anchor.device.id)
-            elif name == "numpy":
-                X_new = to_numpy(X_new)
-            else:
-                X_new = xp.asarray(to_numpy(X_new), device=device_of(anchor))
-        if not xp.isdtype(X_new.dtype, "real floating"):
-            raise TypeError(f"X_new must be a float array, got dtype {X_new.dtype}")
-        if X_new.ndim != 2 or X_new.shape[1] != self.net.d_in:
-            raise ValueError(f"X_new must have shape (n, {self.net.d_in}), got {tuple(X_new.shape)}")
-        if not bool(xp.all(xp.isfinite(X_new))):
-            raise ValueError("X_new contains NaN or infinite values")
-        return xp.astype(X_new, anchor.dtype)
+        """``X_new`` validated ``(n, d_in)``, finite, moved into this result's namespace/device and dtype
+        (the input gate's :func:`blockbayes.inputs.prepare_X`)."""
+        return prepare_X(X_new, like=self._anchor(), d_in=self.net.d_in)
 
     def _prepare_targets(self, y_new, X_new):
         """Regression targets ``(n, d_out)`` or classification one-hot labels ``(n, K)``."""
@@ -268,8 +252,6 @@ class Posterior:
                     or bool(xp.any(lf < 0)) or bool(xp.any(lf >= K))):
                 raise ValueError(f"labels must be integers in [0, {K})")
             return P.onehot(xp.astype(lf, xp.int64), K, X_new.dtype)
-        from .gibbs import validate_labels
-
         return P.onehot(validate_labels(self.net, y_new, n), K, X_new.dtype)
 
     # -------------------------------------------------------------- sample-based predictive (shared)
