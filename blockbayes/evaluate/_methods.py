@@ -471,9 +471,10 @@ def _map_forward(net, weights, X) -> np.ndarray:
 def _point(arch: Arch, net, weights, delta_y, info=None):
     """A MAP fit as a :class:`~blockbayes.posterior.PointPosterior` of the standard net (the MLP's
     probit likelihoods become the logistic / softmax links of the standard net)."""
+    from .._backend import to_numpy
     from ..posterior import PointPosterior
 
-    return PointPosterior(net=net, weights=tuple(_np(w) for w in weights),
+    return PointPosterior(net=net, weights=tuple(np.asarray(to_numpy(w)) for w in weights),
                           delta_y=float(delta_y) if arch.task == "regression" else None, config=dict(info or {}))
 
 

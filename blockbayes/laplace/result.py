@@ -349,13 +349,6 @@ class LaplaceResult(StructuredGaussian, Posterior):
         return tuple(out)
 
     # ------------------------------------------------------------------ prediction
-    def _prepare_X(self, X_new):
-        if not hasattr(X_new, "shape"):
-            raise TypeError("X_new must be an array")
-        X_new = C.as_namespace_of(X_new, self.weights[0])
-        C.check_X(self.net, X_new, name="X_new")
-        return self.xp.astype(X_new, self.dtype)
-
     def _chunk(self, m, per_ex):
         return auto_chunk(m, per_ex, self.chunk_size)
 
