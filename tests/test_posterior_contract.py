@@ -389,3 +389,25 @@ def test_posterior_imports_no_family():
             "bad = [m for m in ('blockbayes.vi', 'blockbayes.laplace', 'blockbayes.gibbs') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(CASES))
+def test_load_to_cuda_predicts_the_same(name, tmp_path):
+    """``load(path, device="cuda")``: predictions in CuPy equal the brute force on the GPU result's own
+    draws, and the host predictions where no random draw enters (random draws differ across backends)."""
+    cupy = pytest.importorskip("cupy")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device")
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"no usable CUDA device ({exc})")
+    res, X, y, kw = _get(name)
+    res.save(tmp_path / "r.npz")
+    gpu = bb.posterior.load(tmp_path / "r.npz", device="cuda")
+    lpd = gpu.log_predictive_density(X, y, reduce=False, **kw)
+    assert isinstance(lpd, cupy.ndarray)
+    if "seed" not in kw:
+        np.testing.assert_allclose(_h(lpd), _h(res.log_predictive_density(X, y, reduce=False, **kw)), rtol=1e-9,
+                                   atol=1e-12)
+    np.testing.assert_allclose(_h(lpd), _brute_lpd(gpu, X, y, kw), rtol=1e-9, atol=1e-12)
