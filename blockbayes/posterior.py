@@ -628,6 +628,17 @@ class _MixtureOfPoints(Posterior):
         """Weights per layer ``(M, d, k)`` and noise variances ``(M,)``."""
         raise NotImplementedError
 
+    def _check_weights(self, lead: tuple):
+        """Resolve the likelihood; weights: one array per layer of shape ``lead + (d_{l+1}, d_l + 1)``."""
+        self.likelihood = _standard_likelihood(self.net, self.likelihood)
+        self.weights = tuple(self.weights)
+        if len(self.weights) != self.net.num_layers:
+            raise ValueError(f"weights must have {self.net.num_layers} layers, got {len(self.weights)}")
+        for l, (W, shp) in enumerate(zip(self.weights, self.net.weight_shapes())):
+            if not hasattr(W, "shape") or tuple(W.shape) != tuple(lead) + shp:
+                raise ValueError(f"weights[{l}] must be an array of shape {tuple(lead) + shp}, "
+                                 f"got {getattr(W, 'shape', type(W).__name__)}")
+
     def predict(self, X_new, *, kind: str = "network", num_samples=None, seed=None, chunk=None):
         """Predictive mean and variance of the observation.
 
@@ -695,13 +706,7 @@ class PointPosterior(_MixtureOfPoints):
     config: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.likelihood = _standard_likelihood(self.net, self.likelihood)
-        self.weights = tuple(self.weights)
-        if len(self.weights) != self.net.num_layers:
-            raise ValueError(f"weights must have {self.net.num_layers} layers, got {len(self.weights)}")
-        for l, (W, shp) in enumerate(zip(self.weights, self.net.weight_shapes())):
-            if tuple(W.shape) != shp:
-                raise ValueError(f"weights[{l}] must have shape {shp}, got {tuple(W.shape)}")
+        self._check_weights(())
         if self.delta_y is None:
             self.delta_y = float(self.net.delta_y) if self.likelihood == "gaussian" else 1.0
         self.delta_y = float(self.delta_y)
@@ -766,14 +771,8 @@ class EnsemblePosterior(_MixtureOfPoints):
     config: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.likelihood = _standard_likelihood(self.net, self.likelihood)
-        self.weights = tuple(self.weights)
-        if len(self.weights) != self.net.num_layers:
-            raise ValueError(f"weights must have {self.net.num_layers} layers, got {len(self.weights)}")
-        M = int(self.weights[0].shape[0])
-        for l, (W, shp) in enumerate(zip(self.weights, self.net.weight_shapes())):
-            if tuple(W.shape) != (M,) + shp:
-                raise ValueError(f"weights[{l}] must have shape {(M,) + shp}, got {tuple(W.shape)}")
+        M = int(self.weights[0].shape[0]) if len(self.weights) and hasattr(self.weights[0], "shape") else 0
+        self._check_weights((M,))
         xp = self.xp
         dt, dev = self.weights[0].dtype, device_of(self.weights[0])
         if self.delta_y is None:

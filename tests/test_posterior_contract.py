@@ -79,12 +79,7 @@ def _vi_mf_cat(asarray):
 
 def _laplace(structure, task, subset="all"):
     def build(asarray):
-        if task == "reg":
-            X, y = _data()
-            net = bb.MLP([2, 4, 1], prior_prec=1.0, delta=0.1)
-        else:
-            X, y = _data(task="cls", K=2)
-            net = bb.MLP([2, 4, 1], likelihood="probit", prior_prec=1.0)
+        X, y, net = _std_problem(task, K=2)
         W = _map(net, X, y)
         la = bb.laplace.fit(net, tuple(asarray(w) for w in W), asarray(X), asarray(y), subset=subset,
                             structure=structure)
@@ -92,14 +87,19 @@ def _laplace(structure, task, subset="all"):
     return build
 
 
+def _std_problem(task, K):
+    """Data and a standard-net MLP: regression, or K-class labels (K = 2: one logistic output)."""
+    if task == "reg":
+        X, y = _data()
+        return X, y, bb.MLP([2, 4, 1], prior_prec=1.0, delta=0.1)
+    X, y = _data(task="cls", K=K)
+    lik = "probit" if K == 2 else "multinomial_probit"
+    return X, y, bb.MLP([2, 4, 1 if K == 2 else K], likelihood=lik, prior_prec=1.0)
+
+
 def _point(task):
     def build(asarray):
-        if task == "reg":
-            X, y = _data()
-            net = bb.MLP([2, 4, 1], prior_prec=1.0, delta=0.1)
-        else:
-            X, y = _data(task="cls", K=3)
-            net = bb.MLP([2, 4, 3], likelihood="multinomial_probit", prior_prec=1.0)
+        X, y, net = _std_problem(task, K=3)
         W = _map(net, X, y)
         return PointPosterior(net=net, weights=tuple(asarray(w) for w in W), delta_y=0.2), X, y, {}
     return build
@@ -107,12 +107,7 @@ def _point(task):
 
 def _ensemble(task):
     def build(asarray):
-        if task == "reg":
-            X, y = _data()
-            net = bb.MLP([2, 4, 1], prior_prec=1.0, delta=0.1)
-        else:
-            X, y = _data(task="cls", K=2)
-            net = bb.MLP([2, 4, 1], likelihood="probit", prior_prec=1.0)
+        X, y, net = _std_problem(task, K=2)
         members = [PointPosterior(net=net, weights=tuple(asarray(w) for w in _map(net, X, y, seed=s)),
                                   delta_y=0.1 + 0.05 * s) for s in range(3)]
         return EnsemblePosterior.from_points(members), X, y, {}
