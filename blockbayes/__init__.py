@@ -18,7 +18,7 @@ from .model import MLP
 __version__ = "0.1.0"
 
 _SUBMODULES = ("gibbs", "vi", "laplace", "datasets", "metrics", "diagnostics", "evaluate",
-               "posterior", "kernels", "distributed", "nn")
+               "posterior", "kernels", "distributed", "nn", "point", "predictive")
 
 __all__ = ["MLP", "__version__", *_SUBMODULES]
 

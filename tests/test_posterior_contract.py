@@ -23,7 +23,7 @@ import pytest
 from scipy.special import log_ndtr, logsumexp
 
 import blockbayes as bb
-from blockbayes.posterior import EnsemblePosterior, PointPosterior
+from blockbayes.point import EnsemblePosterior, PointPosterior
 
 # the tiny Gibbs fixtures are far too short to mix; that is not what this suite checks
 pytestmark = pytest.mark.filterwarnings("ignore:the chains have not mixed")
@@ -381,8 +381,8 @@ def test_deprecated_keywords_warn_and_agree():
 def test_posterior_imports_no_family():
     """posterior.py reaches the families only through the registry (no import circle)."""
     code = ("import sys, blockbayes.posterior; "
-            "bad = [m for m in ('blockbayes.vi', 'blockbayes.laplace', 'blockbayes.gibbs') if m in sys.modules]; "
-            "assert not bad, bad")
+            "bad = [m for m in ('blockbayes.vi', 'blockbayes.laplace', 'blockbayes.gibbs', 'blockbayes.point') "
+            "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -406,3 +406,17 @@ def test_load_to_cuda_predicts_the_same(name, tmp_path):
         np.testing.assert_allclose(_h(lpd), _h(res.log_predictive_density(X, y, reduce=False, **kw)), rtol=1e-9,
                                    atol=1e-12)
     np.testing.assert_allclose(_h(lpd), _brute_lpd(gpu, X, y, kw), rtol=1e-9, atol=1e-12)
+
+
+def test_load_imports_the_family_on_demand(tmp_path):
+    """A fresh process that imported only blockbayes.posterior loads every kind (the registry
+    imports the result's module on first use)."""
+    paths = []
+    for name in ("vi_cavi", "laplace_kfac_reg", "point_reg", "ensemble_reg", "gibbs_reg"):
+        p = tmp_path / f"{name}.npz"
+        _get(name)[0].save(p)
+        paths.append(str(p))
+    code = ("import sys, blockbayes.posterior as P; "
+            f"print(' '.join(type(P.load(p)).__name__ for p in {paths!r}))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    assert out == ["VIResult", "LaplaceResult", "PointPosterior", "EnsemblePosterior", "GibbsResult"]

@@ -472,7 +472,7 @@ def _point(arch: Arch, net, weights, delta_y, info=None):
     """A MAP fit as a :class:`~blockbayes.posterior.PointPosterior` of the standard net (the MLP's
     probit likelihoods become the logistic / softmax links of the standard net)."""
     from .._backend import to_numpy
-    from ..posterior import PointPosterior
+    from ..point import PointPosterior
 
     return PointPosterior(net=net, weights=tuple(np.asarray(to_numpy(w)) for w in weights),
                           delta_y=float(delta_y) if arch.task == "regression" else None, config=dict(info or {}))
@@ -549,7 +549,7 @@ def _joint_member_fits(arch, X, y, *, seed, members, prior_prec, delta_y, max_it
 
 def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, noise, holdout, max_iter, optimizer, restarts=1,
                   tol=None, ftol=None, noise_prior=(1.0, 1e-2)):
-    from ..posterior import EnsemblePosterior
+    from ..point import EnsemblePosterior
 
     if noise == "joint":
         if optimizer != "lbfgs":
