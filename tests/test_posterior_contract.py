@@ -17,6 +17,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -345,7 +346,10 @@ def test_to_arviz_round_trip(name):
     W1 = np.stack([w[0] for w in draws])
     C, D = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
     assert C * D == len(draws)
-    summ = az.summary(idata, var_names=["W_1"], kind="stats")
+    with warnings.catch_warnings():
+        if C * D == 1:   # a point mass: ArviZ's sd of one draw divides by zero degrees of freedom
+            warnings.simplefilter("ignore", RuntimeWarning)
+        summ = az.summary(idata, var_names=["W_1"], kind="stats")
     np.testing.assert_allclose(summ["mean"].to_numpy(), np.round(W1.mean(axis=0).reshape(-1), 3), atol=1e-3)
     ll = idata.log_likelihood["y"].to_numpy()
     assert ll.shape == (C, D, X.shape[0])
