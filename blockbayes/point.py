@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
-from ._backend import device_of, namespace, to_numpy
+from ._backend import backend_name, device_of, namespace, to_numpy
 from ._backend import random as bbr
 from .model import MLP
 from .nn import resolve_likelihood
@@ -145,6 +145,10 @@ class PointPosterior(_MixtureOfPoints):
         if not (math.isfinite(self.delta_y) and self.delta_y > 0):
             raise ValueError(f"delta_y must be positive and finite, got {self.delta_y!r}")
 
+    def __repr__(self):
+        return (f"PointPosterior(likelihood={self.likelihood!r}, delta_y={self.delta_y:.4g}, net={self.net!r}, "
+                f"backend={backend_name(self.xp)})")
+
     def _stack(self):
         xp = self.xp
         W = tuple(w[None, ...] for w in self.weights)
@@ -230,6 +234,10 @@ class EnsemblePosterior(_MixtureOfPoints):
         W = tuple(xp.stack([p.weights[l] for p in points]) for l in range(first.net.num_layers))
         dy = xp.asarray([p.delta_y for p in points], dtype=first.weights[0].dtype, device=device_of(first.weights[0]))
         return cls(net=first.net, weights=W, delta_y=dy, likelihood=first.likelihood, config=dict(config or {}))
+
+    def __repr__(self):
+        return (f"EnsemblePosterior(members={self.num_members}, likelihood={self.likelihood!r}, net={self.net!r}, "
+                f"backend={backend_name(self.xp)})")
 
     @property
     def num_members(self) -> int:
