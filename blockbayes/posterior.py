@@ -227,6 +227,27 @@ class Posterior:
                 f"predict_proba needs a classification likelihood; this posterior is a regression "
                 f"(likelihood={self.likelihood!r}): use predict / log_predictive_density with real targets")
 
+    # -------------------------------------------------------------- the protocol (each result implements it)
+    def predict(self, X_new, *, kind=None, num_samples=None, seed=None):
+        """Predictive mean and variance, each ``(n, d_out)``."""
+        raise NotImplementedError(f"{type(self).__name__}.predict")
+
+    def predict_proba(self, X_new, *, num_samples=None, seed=None):
+        """Predictive class probabilities ``(n, K)`` (classifiers; :class:`NotAClassifierError` otherwise)."""
+        raise NotImplementedError(f"{type(self).__name__}.predict_proba")
+
+    def log_predictive_density(self, X_new, y_new, *, reduce=True, kind=None, num_samples=None, seed=None):
+        """``log p(y_i | x_i, data)`` per point ``(n,)`` or reduced (``reduce``: True = mean, "sum", "none")."""
+        raise NotImplementedError(f"{type(self).__name__}.log_predictive_density")
+
+    def sample(self, num_samples=None, *, seed=None):
+        """Weight draws, per layer ``(num_samples, d_{l+1}, d_l + 1)``, bias last."""
+        raise NotImplementedError(f"{type(self).__name__}.sample")
+
+    def to_numpy(self):
+        """A copy with every array on the host as NumPy."""
+        raise NotImplementedError(f"{type(self).__name__}.to_numpy")
+
     # -------------------------------------------------------------- inputs
     def _prepare_X(self, X_new):
         """``X_new`` validated ``(n, d_in)``, finite, moved into this result's namespace/device and dtype
