@@ -28,6 +28,7 @@ from typing import Iterable, Iterator, Optional
 from ._backend import device_of, namespace
 from ._backend import random as bbr
 from .model import MLP, activate, affine
+from .nn import logsumexp, softplus  # noqa: F401  (re-exported: the one stable log-sum-exp / softplus)
 
 __all__ = ["STANDARD_LIKELIHOODS", "NOISY_LIKELIHOODS", "logsumexp_update", "logsumexp", "forward_chunks",
            "mixture_moments", "gaussian_log_density", "mixture_log_density", "log_class_probs", "class_probs",
@@ -60,13 +61,6 @@ def logsumexp_update(xp, acc, new):
     if acc is not None:
         s = s + xp.exp(acc - m)
     return m + xp.log(s)
-
-
-def logsumexp(xp, x, axis=-1, keepdims=False):
-    """Stable ``log Σ exp(x)`` along ``axis``."""
-    m = xp.max(x, axis=axis, keepdims=True)
-    out = m + xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))
-    return out if keepdims else xp.squeeze(out, axis=axis)
 
 
 def forward_chunks(net: MLP, weights, X, *, delta_y=None, chunk: Optional[int] = None,
@@ -193,10 +187,6 @@ def mixture_log_density(log_densities: Iterable):
     return acc - math.log(total)
 
 
-def _softplus(xp, x):
-    return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
-
-
 def log_class_probs(likelihood: str, F):
     """Log class probabilities of the standard net's logits ``F`` ``(..., d_out)`` → ``(..., K)``.
 
@@ -205,7 +195,7 @@ def log_class_probs(likelihood: str, F):
     """
     xp = namespace(F)
     if likelihood == "bernoulli":
-        sp = _softplus(xp, F)
+        sp = softplus(xp, F)
         return xp.concat([-sp, F - sp], axis=-1)
     if likelihood == "categorical":
         m = xp.max(F, axis=-1, keepdims=True)
