@@ -3,9 +3,8 @@
 Every posterior of blockbayes — :class:`GibbsResult` (samples of the noisy MLP),
 :class:`~blockbayes.vi.result.VIResult` (block-Gaussian ``q``), :class:`~blockbayes.laplace.LaplaceResult`
 (``N(θ*, P^{-1})``), :class:`~blockbayes.point.PointPosterior` (one MAP fit) and
-:class:`~blockbayes.point.EnsemblePosterior` (a set of MAP fits, an equal-weight mixture; both also
-reachable as ``blockbayes.posterior.PointPosterior`` / ``EnsemblePosterior``) — derives from
-:class:`Posterior` and offers
+:class:`~blockbayes.point.EnsemblePosterior` (a set of MAP fits, an equal-weight mixture) — derives
+from :class:`Posterior` and offers
 
 ``predict(X, *, kind, num_samples, seed)``           predictive mean and variance ``(n, d_out)``
 ``predict_proba(X, *, num_samples, seed)``           class probabilities ``(n, K)``
@@ -41,18 +40,10 @@ from ._backend import random as bbr
 from .inputs import prepare_X, validate_labels
 from .model import MLP
 
-__all__ = ["Posterior", "GibbsResult", "PointPosterior", "EnsemblePosterior", "load", "register_result",
+__all__ = ["Posterior", "GibbsResult", "load", "register_result",
            "read_result_file", "renamed_keywords", "check_kind", "jsonable", "net_to_dict", "net_from_dict",
            "NotAClassifierError"]
 
-
-def __getattr__(name):
-    # the point/ensemble baselines' results live in blockbayes.point (imported on first use)
-    if name in ("PointPosterior", "EnsemblePosterior"):
-        from . import point
-
-        return getattr(point, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class NotAClassifierError(ValueError, NotImplementedError):

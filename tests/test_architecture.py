@@ -45,18 +45,13 @@ NAMEDTUPLE_API = frozenset({"_replace", "_fields", "_asdict", "_make", "_field_d
 
 # --- allowlist: delete at merge (each entry owned by another helper of issue 11) -----------------
 KNOWN_EDGES = frozenset({
-    # post11: posterior.load dispatches into vi.result (registry replaces it) and posterior
-    # imports validate_labels/GibbsState/function_summary back from gibbs: the circle gibbs -> posterior ->
-    # vi.result -> posterior named in issue 11.
-    ("blockbayes.posterior", "blockbayes.vi.result"),
+    # GibbsResult (still in posterior.py) rebuilds its final GibbsState and its function-space
+    # summary from gibbs, imported lazily inside the methods (posterior.load no longer imports any
+    # family: the registry imports a result's module by name).
     ("blockbayes.posterior", "blockbayes.gibbs"),
     ("blockbayes.posterior", "blockbayes.gibbs.diagnostics"),
 })
-KNOWN_PRIVATE = frozenset({
-    # post11: vi.result borrows posterior's running log-sum-exp (the shared predictive layer
-    # replaces it).
-    ("blockbayes.vi.result", "blockbayes.posterior._logsumexp_update"),
-})
+KNOWN_PRIVATE = frozenset()
 
 
 def _is_private(name: str) -> bool:
