@@ -469,7 +469,7 @@ def _map_forward(net, weights, X) -> np.ndarray:
 
 
 def _point(arch: Arch, net, weights, delta_y, info=None):
-    """A MAP fit as a :class:`~blockbayes.posterior.PointPosterior` of the standard net (the MLP's
+    """A MAP fit as a :class:`~blockbayes.point.PointPosterior` of the standard net (the MLP's
     probit likelihoods become the logistic / softmax links of the standard net)."""
     from .._backend import to_numpy
     from ..point import PointPosterior
