@@ -67,7 +67,7 @@ def _gibbs_probit(asarray):
 def _vi_cavi(asarray):
     X, y = _data()
     res = bb.vi.cavi.run(bb.MLP([2, 4, 1], delta={"Z": 1e-2, "X": 1e-2, "y": 0.1}), asarray(X), asarray(y),
-                         num_iters=3, num_restarts=2, seed=0, progress=False)
+                         num_steps=3, num_restarts=2, seed=0, progress=False)
     return res, X, y, dict(num_samples=S_MC, seed=SEED)
 
 
