@@ -1032,6 +1032,152 @@ def _dot_row(W, m, x, o, d):
     return s
 
 
+# The latent pass of one task is split into small functions (each specialised on the array
+# dtype by Numba) for the same reason as the ReLU passes: the vectoriser does better on them.
+
+@njit(**_JIT)
+def _lg_fz(zo, a, lo, m_all, slope, xb):
+    """``xb ← f(z_old)``; returns ``Σ(z_old − a)²``."""
+    for q in range(m_all):
+        z = np.float64(zo[lo + q])
+        xb[q] = z if z >= 0.0 else slope * z
+    return _sq_diff_sum(zo, lo, a, lo, m_all)
+
+
+@njit(**_JIT)
+def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k0, k1, g0, nc):
+    """Perturb and correct for all rows of the task at once (``xb`` holds ``f(z)``, ``nb`` the
+    ξ); returns ``Σ‖t − b − Ŵx‖²``.
+
+    Row ``r``: ``x₀ = f(z) + √Δ_X ξ``, ``s_m = t_m − b_m − Σ_j Ŵ_{mj} x₀_j − √Δ' e_m`` (the sum
+    in ascending ``j``), ``L v = s``, ``L^⊤ y = v`` (substitutions in the usual order),
+    ``x = x₀ + Σ_m Ŵ_{m·} (Δ_X y_m)`` (ascending ``m``). The loops run over the rows innermost
+    (transposed scratch), so they vectorise; every row gets exactly the operations, in the same
+    order, of the row-by-row form.
+    """
+    sx = math.sqrt(dx)
+    se = math.sqrt(dn)
+    m_all = nrows * d
+    for q in range(m_all):
+        xb[q] += sx * nb[q]
+    ek = np.empty(nrows * k)                # e[r, m] = Φ⁻¹(u(STREAM_E + g_r·k + m))
+    tk = np.empty(nrows * k)
+    ik = np.empty(nrows * k, dtype=np.int64)
+    _row_normals(ek, tk, ik, nrows, k, k0, k1, _ES + np.uint64(g0 * k), nc * k)
+    xT = np.empty((d, nrows))
+    for r in range(nrows):
+        for j in range(d):
+            xT[j, r] = xb[r * d + j]
+    R = np.empty((k, nrows))
+    for m in range(k):
+        b = Wc[m, d]
+        for r in range(nrows):
+            R[m, r] = np.float64(t[trow0 + r * t_rstride + m]) - b
+        for j in range(d):
+            w = Wc[m, j]
+            for r in range(nrows):
+                R[m, r] -= w * xT[j, r]
+        for r in range(nrows):
+            R[m, r] = R[m, r] - se * ek[r * k + m]
+    for m in range(k):                      # L v = s
+        for p in range(m):
+            lmp = L[m, p]
+            for r in range(nrows):
+                R[m, r] -= lmp * R[p, r]
+        lmm = L[m, m]
+        for r in range(nrows):
+            R[m, r] = R[m, r] / lmm
+    for m in range(k - 1, -1, -1):          # L^T y = v
+        for p in range(m + 1, k):
+            lpm = L[p, m]
+            for r in range(nrows):
+                R[m, r] -= lpm * R[p, r]
+        lmm = L[m, m]
+        for r in range(nrows):
+            R[m, r] = R[m, r] / lmm
+    s_next = 0.0
+    for m in range(k):
+        acc = 0.0
+        for r in range(nrows):
+            res = dn * R[m, r] + se * ek[r * k + m]
+            acc += res * res
+        s_next += acc
+    for m in range(k):
+        for r in range(nrows):
+            R[m, r] = dx * R[m, r]
+        for j in range(d):
+            w = Wc[m, j]
+            for r in range(nrows):
+                xT[j, r] += w * R[m, r]
+    for r in range(nrows):
+        for j in range(d):
+            xb[r * d + j] = xT[j, r]
+    return s_next
+
+
+@njit(**_JIT)
+def _lg_rows_cholesky(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, eb):
+    """The Cholesky form, row by row (``xb`` holds ``f(z)``, ``nb`` the ξ); returns
+    ``Σ‖t − b − Ŵx‖²``."""
+    sx = math.sqrt(dx)
+    ratio = dx / dn
+    s_next = 0.0
+    for r in range(nrows):
+        o = r * d
+        trow = trow0 + r * t_rstride
+        for m in range(k):
+            eb[m] = np.float64(t[trow + m]) - Wc[m, d]
+        for m in range(k):
+            em = ratio * eb[m]
+            for j in range(d):
+                xb[o + j] += em * Wc[m, j]
+        for j in range(d):                      # R v = rhs
+            xb[o + j] = (xb[o + j] - _dot_row(L, j, xb, o, j)) / L[j, j]
+        for j in range(d):                      # v += √Δ_X ξ
+            xb[o + j] += sx * nb[o + j]
+        for j in range(d - 1, -1, -1):          # R^T x = v
+            s = xb[o + j]
+            for p in range(j + 1, d):
+                s -= L[p, j] * xb[o + p]
+            xb[o + j] = s / L[j, j]
+        for m in range(k):
+            s = eb[m] - _dot_row(Wc, m, xb, o, d)
+            s_next += s * s
+    return s_next
+
+
+@njit(**_JIT)
+def _lg_store(xb, x, lo, m_all):
+    for q in range(m_all):
+        x[lo + q] = xb[q]
+
+
+@njit(**_JIT)
+def _lg_identity(nb, a, x, out, lo, nrows, d, nc, g0, dx, dz, k0, k1):
+    """The identity's Gaussian ``z | a, x`` (counter ``2i``)."""
+    ident_s = dx + dz
+    ident_sd = math.sqrt(dx * dz / ident_s)
+    q = 0
+    for r in range(nrows):
+        cb = np.uint64((g0 + r * nc) * d)
+        for j in range(d):
+            nb[q + j] = _uniform(k0, k1, (cb + np.uint64(j)) * _TWO)
+        q += d
+    for q in range(nrows * d):
+        xs = np.float64(x[lo + q])
+        av = np.float64(a[lo + q])
+        out[lo + q] = (dx * av + dz * xs) / ident_s + ident_sd * _ndtri(nb[q])
+
+
+@njit(**_JIT)
+def _lg_sx(x, zn, lo, m_all, slope, nb):
+    """``Σ(x − f(z_new))²`` (``nb``: scratch)."""
+    for q in range(m_all):
+        z = np.float64(zn[lo + q])
+        nb[q] = z if z >= 0.0 else slope * z
+    return _sq_diff_sum(x, lo, nb, 0, m_all)
+
+
 @njit(**_JIT)
 def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F, c, r0, r1,
                   n, d, k, nc, t_cs, row_offset, method, act, slope, dx, dz, k0, k1,
@@ -1051,10 +1197,7 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
     element ``(μ, j)`` uses counters ``2i, 2i + 1`` with ``i = g·d + j``, the identity's
     Gaussian ``Φ⁻¹(u(2i))``. ``out``: ``[Σ(z_old − a)², Σ‖t − b − Ŵx‖², Σ(x − f(z_new))²]``.
     """
-    sx = math.sqrt(dx)
     dn = dnext[c]
-    se = math.sqrt(dn)
-    ratio = dx / dn
     nrows = r1 - r0
     lo = (c * n + r0) * d
     hi = (c * n + r1) * d
@@ -1063,117 +1206,44 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
     nb = np.empty(m_all)
     tb = np.empty(m_all)
     idx = np.empty(m_all, dtype=np.int64)
-    rb = np.empty(k)
     eb = np.empty(k)
     Wc = W[c]
     L = F[c]
-    s_in = 0.0
-    s_next = 0.0
-    s_x = 0.0
     tc = c if t_cs else 0
     row_stride = nc * d
     g0 = (row_offset + r0) * nc + c                   # g of the first row
+    trow0 = (tc * n + r0) * k
     # f(z_old) and Σ(z_old − a)²
-    if is32:
-        s_in = _sq_diff_sum(z32, lo, a32, lo, m_all)
-        for q in range(m_all):
-            zo = np.float64(z32[lo + q])
-            xb[q] = zo if zo >= 0.0 else slope * zo
-    else:
-        s_in = _sq_diff_sum(z64, lo, a64, lo, m_all)
-        for q in range(m_all):
-            zo = z64[lo + q]
-            xb[q] = zo if zo >= 0.0 else slope * zo
+    s_in = _lg_fz(z32, a32, lo, m_all, slope, xb) if is32 else _lg_fz(z64, a64, lo, m_all, slope, xb)
     # ξ for every element of the rows
     _row_normals(nb, tb, idx, nrows, d, k0, k1, _XS + np.uint64(g0 * d), row_stride)
     if method == 0:
-        for q in range(m_all):
-            xb[q] += sx * nb[q]
-    for r in range(nrows):
-        mu = r0 + r
-        g = np.uint64(g0 + r * nc)
-        o = r * d
-        trow = (tc * n + mu) * k
-        if method == 0:
-            eb0 = _ES + g * np.uint64(k)
-            for m in range(k):
-                e = _ndtri(_uniform(k0, k1, eb0 + np.uint64(m)))
-                eb[m] = e
-                s = (np.float64(t32[trow + m]) if is32 else t64[trow + m]) - Wc[m, d]
-                rb[m] = (s - _dot_row(Wc, m, xb, o, d)) - se * e
-            for m in range(k):                      # L v = r
-                s = rb[m]
-                for p in range(m):
-                    s -= L[m, p] * rb[p]
-                rb[m] = s / L[m, m]
-            for m in range(k - 1, -1, -1):          # L^T y = v
-                s = rb[m]
-                for p in range(m + 1, k):
-                    s -= L[p, m] * rb[p]
-                rb[m] = s / L[m, m]
-            for m in range(k):
-                res = dn * rb[m] + se * eb[m]
-                s_next += res * res
-            for m in range(k):
-                ym = dx * rb[m]
-                for j in range(d):
-                    xb[o + j] += Wc[m, j] * ym
+        if is32:
+            s_next = _lg_rows_matheron(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn, k0, k1,
+                                       g0, nc)
         else:
-            for m in range(k):
-                eb[m] = (np.float64(t32[trow + m]) if is32 else t64[trow + m]) - Wc[m, d]
-            for m in range(k):
-                em = ratio * eb[m]
-                for j in range(d):
-                    xb[o + j] += em * Wc[m, j]
-            for j in range(d):                      # R v = rhs
-                xb[o + j] = (xb[o + j] - _dot_row(L, j, xb, o, j)) / L[j, j]
-            for j in range(d):                      # v += √Δ_X ξ
-                xb[o + j] += sx * nb[o + j]
-            for j in range(d - 1, -1, -1):          # R^T x = v
-                s = xb[o + j]
-                for p in range(j + 1, d):
-                    s -= L[p, j] * xb[o + p]
-                xb[o + j] = s / L[j, j]
-            for m in range(k):
-                s = eb[m] - _dot_row(Wc, m, xb, o, d)
-                s_next += s * s
-    if is32:
-        for q in range(m_all):
-            x32[lo + q] = np.float32(xb[q])
+            s_next = _lg_rows_matheron(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn, k0, k1,
+                                       g0, nc)
     else:
-        for q in range(m_all):
-            x64[lo + q] = xb[q]
+        if is32:
+            s_next = _lg_rows_cholesky(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn, eb)
+        else:
+            s_next = _lg_rows_cholesky(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn, eb)
+    if is32:
+        _lg_store(xb, x32, lo, m_all)
+    else:
+        _lg_store(xb, x64, lo, m_all)
     if act == 0:
         _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2, sdp,
                     sdm, half_log, d, row_stride, g0 * d)
-    else:                                           # identity: Gaussian z | a, x
-        ident_s = dx + dz
-        ident_sd = math.sqrt(dx * dz / ident_s)
-        q = 0
-        for r in range(nrows):
-            cb = np.uint64((g0 + r * nc) * d)
-            for j in range(d):
-                nb[q + j] = _uniform(k0, k1, (cb + np.uint64(j)) * _TWO)
-            q += d
-        for q in range(m_all):
-            xs = np.float64(x32[lo + q]) if is32 else x64[lo + q]
-            a = np.float64(a32[lo + q]) if is32 else a64[lo + q]
-            zn = (dx * a + dz * xs) / ident_s + ident_sd * _ndtri(nb[q])
-            if is32:
-                o32[lo + q] = np.float32(zn)
-            else:
-                o64[lo + q] = zn
-    # Σ(x − f(z_new))²: f(z_new) into the scratch, then the eight-lane sum
-    if is32:
-        for q in range(m_all):
-            zn = np.float64(o32[lo + q])
-            nb[q] = zn if zn >= 0.0 else slope * zn
-        s_x = _sq_diff_sum(x32, lo, nb, 0, m_all)
+    elif is32:                                      # identity: Gaussian z | a, x
+        _lg_identity(nb, a32, x32, o32, lo, nrows, d, nc, g0, dx, dz, k0, k1)
     else:
-        for q in range(m_all):
-            zn = o64[lo + q]
-            nb[q] = zn if zn >= 0.0 else slope * zn
-        s_x = _sq_diff_sum(x64, lo, nb, 0, m_all)
+        _lg_identity(nb, a64, x64, o64, lo, nrows, d, nc, g0, dx, dz, k0, k1)
+    if is32:
+        s_x = _lg_sx(x32, o32, lo, m_all, slope, nb)
+    else:
+        s_x = _lg_sx(x64, o64, lo, m_all, slope, nb)
     out[0] = s_in
     out[1] = s_next
     out[2] = s_x
