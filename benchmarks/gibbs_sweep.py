@@ -185,7 +185,7 @@ def _floor(d, K, n, dtype, classes, repeats):
         H.T @ T                 # output-layer cross        n K k
         H @ W2.T                # latent pass residual      n K k
         X @ W1.T                # A = X W1^T                n d K
-        X.T @ Z                 # first-layer cross         n d K
+        (Z.T @ X) if d >= 4 * K else X.T @ Z   # first-layer cross (as blocks.augmented_cross)  n d K
         np.linalg.cholesky(G)   # (K+1)³ (the first layer's is cached per run)
         if classes:
             H @ W2.T            # latent utilities' means  n K k

@@ -18,11 +18,18 @@ def eye(xp, d, like):
     return xp.eye(d, dtype=like.dtype, device=device_of(like))
 
 
+def _column_sums(xp, H):
+    """``1^⊤H`` over the rows, ``(..., n, d)`` → ``(..., d)``, as a matrix–vector product (a
+    BLAS call on NumPy: 4–10× faster than the strided reduction ``sum(axis=-2)``)."""
+    ones = xp.ones((1, H.shape[-2]), dtype=H.dtype, device=device_of(H))
+    return xp.matmul(ones, H)[..., 0, :]
+
+
 def augmented_gram(xp, H):
     """``[H 1]^T [H 1]`` without forming ``[H 1]``. ``H``: ``(..., n, d)`` → ``(..., d+1, d+1)``."""
     n = H.shape[-2]
     HtH = xp.matmul(xp.matrix_transpose(H), H)
-    s = xp.sum(H, axis=-2)  # (..., d)
+    s = _column_sums(xp, H)  # (..., d)
     top = xp.concat([HtH, s[..., :, None]], axis=-1)
     nn = xp.full(s.shape[:-1] + (1, 1), float(n), dtype=H.dtype, device=device_of(H))
     bottom = xp.concat([s[..., None, :], nn], axis=-1)
@@ -30,9 +37,17 @@ def augmented_gram(xp, H):
 
 
 def augmented_cross(xp, H, T):
-    """``[H 1]^T T``: ``H`` ``(..., n, d)``, ``T`` ``(..., n, k)`` → ``(..., d+1, k)``."""
-    HtT = xp.matmul(xp.matrix_transpose(H), T)
-    s = xp.sum(T, axis=-2)[..., None, :]
+    """``[H 1]^T T``: ``H`` ``(..., n, d)``, ``T`` ``(..., n, k)`` → ``(..., d+1, k)``.
+
+    Shared inputs (``H`` 2-D) much wider than the targets (``d ≥ 4k``) take the product as
+    ``(T^⊤H)^⊤``: BLAS runs the skinny product faster that way round (784 × 6·10⁴ by 6·10⁴ × 12:
+    58 vs 84 ms, one thread).
+    """
+    if H.ndim == 2 and T.ndim == 3 and H.shape[-1] >= 4 * T.shape[-1]:
+        HtT = xp.matrix_transpose(xp.matmul(xp.matrix_transpose(T), H))
+    else:
+        HtT = xp.matmul(xp.matrix_transpose(H), T)
+    s = _column_sums(xp, T)[..., None, :]
     if s.ndim < HtT.ndim:
         s = xp.broadcast_to(s, HtT.shape[:-2] + s.shape[-2:])
     elif HtT.ndim < s.ndim:

@@ -447,6 +447,19 @@ def _ec_from_hint(alpha, hint):
     return hint if alpha < 0.0 else _erfc_given(abs(alpha) * _INV_SQRT2, hint)
 
 
+@njit(inline="always", **_JIT)
+def _ec_from_hint_sel(alpha, hint):
+    """:func:`_ec_from_hint` with :func:`_erfc_given`'s ranges side by side (the same
+    arithmetic; no call, so the loop around it vectorises)."""
+    y = abs(alpha) * _INV_SQRT2
+    hi = y * y
+    lo = _fma(y, y, -hi)
+    big = hint * (_exp(-hi) * (1.0 - lo))
+    small = 1.0 - _erf_small(y)
+    ec = small if y <= 0.46875 else (0.0 if y >= 27.3 else big)
+    return hint if alpha < 0.0 else ec
+
+
 @njit(**_JIT)
 def _std_tn(alpha, u, hint):
     """(T, e): T ~ N(0,1) | T ≥ α by inversion of the uniform u; e = T − α ≥ 0.
@@ -502,6 +515,140 @@ def _relu_elem(a, x, i, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log):
 
 #: elements per block of the blocked loop (its scratch buffers, ~20 kB, stay in L1)
 _CHUNK = 128
+
+
+# Each pass of the blocked ReLU loop is a function of its own: compiled inside one large
+# function the passes vectorised badly (one of them, the branch pass, ran ~10× slower than alone).
+
+@njit(**_JIT)
+def _rr_pass1(m, cn_b, a_b, x_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, u_buf, pm_buf, al_buf,
+              sc_buf, sg_buf, fl_buf, sure_buf, z_b):
+    """Pass 1 (u₂, the branch bounds, α and the class) and pass 2 (AS241's central rational;
+    the final value of the simple central elements)."""
+    for j in range(m):
+        u = _uniform(k0, k1, cn_b[j] * _TWO + _ONE)
+        a = a_b[j]
+        x = x_b[j]
+        rp = a * p1 + x * p2
+        rm = -(a * n1 + x * n2)
+        sure_pos = (rm <= 0.0) & (rp > 0.0) & (half_log + 0.5 * rp * rp >= _ELL_SURE)
+        sure_neg = (rp <= 0.0) & (rm > 0.0) & (half_log - 0.5 * rm * rm <= -_ELL_SURE)
+        alpha = -rp if sure_pos else -rm
+        lo_u = u <= 0.5
+        pm = u if lo_u else 1.0 - u
+        simple = (sure_pos | sure_neg) & ((alpha < -12.0) | ((alpha < -8.3) & lo_u))
+        u_buf[j] = u
+        pm_buf[j] = pm
+        al_buf[j] = alpha
+        sc_buf[j] = sdp if sure_pos else -sdm
+        sg_buf[j] = -1.0 if lo_u else 1.0
+        fl_buf[j] = (2 if abs(pm - 0.5) > 0.425 else 1) if simple else 0
+        sure_buf[j] = (1 if sure_pos else -1) if (sure_pos | sure_neg) else 0
+    for j in range(m):
+        t = sg_buf[j] * _ndtri_central(pm_buf[j] - 0.5)
+        alpha = al_buf[j]
+        if t < alpha:
+            t = alpha
+        z_b[j] = sc_buf[j] * (t - alpha)
+
+
+@njit(**_JIT)
+def _rr_tails(ntail, idx_tail, pm_buf, sc_buf, al_buf, sg_buf, ct_b, cs_b, ca_b, cg_b, res_b, z_b):
+    """Pass 3: AS241's tails of the simple elements (gather, compute contiguously, scatter)."""
+    for jj in range(ntail):
+        j = idx_tail[jj]
+        ct_b[jj] = pm_buf[j]
+        cs_b[jj] = sc_buf[j]
+        ca_b[jj] = al_buf[j]
+        cg_b[jj] = sg_buf[j]
+    for jj in range(ntail):
+        t = cg_b[jj] * _ndtri_tail(ct_b[jj])
+        alpha = ca_b[jj]
+        if t < alpha:
+            t = alpha
+        res_b[jj] = cs_b[jj] * (t - alpha)
+    for jj in range(ntail):
+        z_b[idx_tail[jj]] = res_b[jj]
+
+
+@njit(**_JIT)
+def _rr_pieces(k, idx_rest, a_b, x_b, sure_buf, u_buf, cn_b, p1, p2, n1, n2, r_b, sr_b, ur_b, ir_b,
+               es_b, xn_b, ex_b, big_b, h_b, q_b):
+    """R0 (gather the rest: r₊ in [0, k), r₋ in [k, 2k)), R1 (Cody's rationals for all three
+    ranges of y = |r|/√2 and the exp factor) and R2 (the pieces' R, hint and q as _piece)."""
+    for jj in range(k):
+        j = idx_rest[jj]
+        a = a_b[j]
+        x = x_b[j]
+        r_b[jj] = a * p1 + x * p2
+        r_b[k + jj] = -(a * n1 + x * n2)
+        sr_b[jj] = sure_buf[j]
+        ur_b[jj] = u_buf[j]
+        ir_b[jj] = cn_b[j]
+    for jj in range(2 * k):
+        r = r_b[jj]
+        y = abs(r) * _INV_SQRT2
+        es_b[jj] = _erf_small(y)
+        xn_b[jj] = _erfcx_mid(y) if y <= 4.0 else _erfcx_big(y)
+        yy = y * y
+        ex_b[jj] = _exp(yy if r <= 0.0 else -yy)
+    for jj in range(2 * k):
+        r = r_b[jj]
+        y = abs(r) * _INV_SQRT2
+        small = y <= 0.46875
+        rx = ex_b[jj] * (1.0 - es_b[jj]) if small else xn_b[jj]
+        hi2 = y * y
+        lo2 = _fma(y, y, -hi2)
+        ec = 1.0 - es_b[jj] if small else (0.0 if y >= 27.3 else
+                                           xn_b[jj] * (ex_b[jj] * (1.0 - lo2)))
+        one = r >= _R_ONE
+        neg = r <= 0.0
+        big_b[jj] = rx if neg else (2.0 if one else 2.0 - ec)
+        h_b[jj] = rx if neg else (-1.0 if one else ec)
+        q_b[jj] = 0.0 if neg else 0.5 * r * r
+
+
+@njit(**_JIT)
+def _rr_branch(k, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm, ar_b, sc_r, hr_b,
+               ec_b):
+    """R3: ℓ, σ(ℓ), u₁, the branch; α, scale and hint of the chosen piece, erfc(|α|/√2)."""
+    for jj in range(k):
+        ell = half_log + (q_b[jj] - q_b[k + jj]) + _log(big_b[jj] / big_b[k + jj])
+        t = _exp(-abs(ell))
+        pi = 1.0 / (1.0 + t) if ell >= 0.0 else t / (1.0 + t)
+        u1 = _uniform(k0, k1, ir_b[jj] * _TWO)
+        dec = (ell >= _ELL_SURE) | ((ell > -_ELL_SURE) & (u1 < pi))
+        sure = sr_b[jj]
+        pos = (sure > 0.0) | ((sure == 0.0) & dec)
+        alpha = -r_b[jj] if pos else -r_b[k + jj]
+        hint = -1.0 if sure != 0.0 else (h_b[jj] if pos else h_b[k + jj])
+        ar_b[jj] = alpha
+        sc_r[jj] = sdp if pos else -sdm
+        hr_b[jj] = hint
+        ec_b[jj] = _ec_from_hint_sel(alpha, hint)
+
+
+@njit(**_JIT)
+def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b):
+    """R4 (erfc(|α|/√2) where the chosen piece left no hint: rare), R5 (the inversion for
+    α < α₀, AS241's central and tail rationals side by side), R6 (α ≥ α₀: Newton in log
+    space, rare), scatter."""
+    for jj in range(k):
+        if hr_b[jj] < 0.0 and _tn_needs_ec(ar_b[jj], ur_b[jj]):
+            ec_b[jj] = _erfc_pos(abs(ar_b[jj]) * _INV_SQRT2)
+    for jj in range(k):
+        alpha = ar_b[jj]
+        pm, sign = _tn_bulk_pm(alpha, ur_b[jj], ec_b[jj])
+        t = sign * _ndtri(pm)
+        if t < alpha:
+            t = alpha
+        res_b[jj] = sc_r[jj] * (t - alpha)
+    for jj in range(k):
+        if ar_b[jj] >= _ALPHA0:
+            t, e = _std_tn(ar_b[jj], ur_b[jj], hr_b[jj])
+            res_b[jj] = sc_r[jj] * e
+    for jj in range(k):
+        z_b[idx_rest[jj]] = res_b[jj]
 
 
 @njit(**_JIT)
@@ -569,11 +716,13 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
     cn_b = np.empty(_CHUNK, dtype=np.uint64)
     row = 0
     col = 0
+    contiguous = row_len == 0 or row_stride == row_len
+    base = 0 if row_len == 0 else ctr_base - lo
     for start in range(lo, hi, _CHUNK):
         m = min(_CHUNK, hi - start)
-        if row_len == 0:
+        if contiguous:          # consecutive counters (one chain, or the plain ReLU kernel)
             for j in range(m):
-                cn_b[j] = np.uint64(start + j)
+                cn_b[j] = np.uint64(base + start + j)
         else:
             for j in range(m):
                 cn_b[j] = np.uint64(row * row_stride + col + ctr_base)
@@ -589,33 +738,8 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
             for j in range(m):
                 a_b[j] = a64[start + j]
                 x_b[j] = x64[start + j]
-        # ---- pass 1: uniforms u₂, the branch bounds, α and the class
-        for j in range(m):
-            u = _uniform(k0, k1, cn_b[j] * _TWO + _ONE)
-            a = a_b[j]
-            x = x_b[j]
-            rp = a * p1 + x * p2
-            rm = -(a * n1 + x * n2)
-            sure_pos = (rm <= 0.0) & (rp > 0.0) & (half_log + 0.5 * rp * rp >= _ELL_SURE)
-            sure_neg = (rp <= 0.0) & (rm > 0.0) & (half_log - 0.5 * rm * rm <= -_ELL_SURE)
-            alpha = -rp if sure_pos else -rm
-            lo_u = u <= 0.5
-            pm = u if lo_u else 1.0 - u
-            simple = (sure_pos | sure_neg) & ((alpha < -12.0) | ((alpha < -8.3) & lo_u))
-            u_buf[j] = u
-            pm_buf[j] = pm
-            al_buf[j] = alpha
-            sc_buf[j] = sdp if sure_pos else -sdm
-            sg_buf[j] = -1.0 if lo_u else 1.0
-            fl_buf[j] = (2 if abs(pm - 0.5) > 0.425 else 1) if simple else 0
-            sure_buf[j] = (1 if sure_pos else -1) if (sure_pos | sure_neg) else 0
-        # ---- pass 2: AS241 central rational; final value of the simple central elements
-        for j in range(m):
-            t = sg_buf[j] * _ndtri_central(pm_buf[j] - 0.5)
-            alpha = al_buf[j]
-            if t < alpha:
-                t = alpha
-            z_b[j] = sc_buf[j] * (t - alpha)
+        _rr_pass1(m, cn_b, a_b, x_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, u_buf, pm_buf,
+                  al_buf, sc_buf, sg_buf, fl_buf, sure_buf, z_b)
         ntail = 0
         k = 0
         for j in range(m):
@@ -624,90 +748,15 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
             ntail += f == 2
             idx_rest[k] = j
             k += f == 0
-        # ---- pass 3: AS241 tails of the simple elements (gather, compute, scatter)
-        for jj in range(ntail):
-            j = idx_tail[jj]
-            ct_b[jj] = pm_buf[j]
-            cs_b[jj] = sc_buf[j]
-            ca_b[jj] = al_buf[j]
-            cg_b[jj] = sg_buf[j]
-        for jj in range(ntail):
-            t = cg_b[jj] * _ndtri_tail(ct_b[jj])
-            alpha = ca_b[jj]
-            if t < alpha:
-                t = alpha
-            res_b[jj] = cs_b[jj] * (t - alpha)
-        for jj in range(ntail):
-            z_b[idx_tail[jj]] = res_b[jj]
+        if ntail > 0:
+            _rr_tails(ntail, idx_tail, pm_buf, sc_buf, al_buf, sg_buf, ct_b, cs_b, ca_b, cg_b,
+                      res_b, z_b)
         if k > 0:
-            # ---- the rest. R0: gather
-            for jj in range(k):
-                j = idx_rest[jj]
-                i = start + j
-                a = a_b[j]
-                x = x_b[j]
-                r_b[jj] = a * p1 + x * p2
-                r_b[k + jj] = -(a * n1 + x * n2)
-                sr_b[jj] = sure_buf[j]
-                ur_b[jj] = u_buf[j]
-                ir_b[jj] = cn_b[j]
-            # R1: Cody's rationals for all three ranges of y = |r|/√2, and the exp argument
-            for jj in range(2 * k):
-                r = r_b[jj]
-                y = abs(r) * _INV_SQRT2
-                es_b[jj] = _erf_small(y)
-                xn_b[jj] = _erfcx_mid(y) if y <= 4.0 else _erfcx_big(y)
-                yy = y * y
-                ex_b[jj] = _exp(yy if r <= 0.0 else -yy)
-            # R2: the pieces' R, hint and q, exactly as _piece
-            for jj in range(2 * k):
-                r = r_b[jj]
-                y = abs(r) * _INV_SQRT2
-                small = y <= 0.46875
-                rx = ex_b[jj] * (1.0 - es_b[jj]) if small else xn_b[jj]
-                hi2 = y * y
-                lo2 = _fma(y, y, -hi2)
-                ec = 1.0 - es_b[jj] if small else (0.0 if y >= 27.3 else
-                                                   xn_b[jj] * (ex_b[jj] * (1.0 - lo2)))
-                one = r >= _R_ONE
-                neg = r <= 0.0
-                big_b[jj] = rx if neg else (2.0 if one else 2.0 - ec)
-                h_b[jj] = rx if neg else (-1.0 if one else ec)
-                q_b[jj] = 0.0 if neg else 0.5 * r * r
-            # R3: ℓ, σ(ℓ), u₁, the branch; α, scale and hint of the chosen piece
-            for jj in range(k):
-                ell = half_log + (q_b[jj] - q_b[k + jj]) + _log(big_b[jj] / big_b[k + jj])
-                t = _exp(-abs(ell))
-                pi = 1.0 / (1.0 + t) if ell >= 0.0 else t / (1.0 + t)
-                u1 = _uniform(k0, k1, ir_b[jj] * _TWO)
-                dec = (ell >= _ELL_SURE) | ((ell > -_ELL_SURE) & (u1 < pi))
-                sure = sr_b[jj]
-                pos = (sure > 0.0) | ((sure == 0.0) & dec)
-                alpha = -r_b[jj] if pos else -r_b[k + jj]
-                hint = -1.0 if sure != 0.0 else (h_b[jj] if pos else h_b[k + jj])
-                ar_b[jj] = alpha
-                sc_r[jj] = sdp if pos else -sdm
-                hr_b[jj] = hint
-                ec_b[jj] = _ec_from_hint(alpha, hint)
-            # R4: erfc(|α|/√2) where the chosen piece left no hint (rare: sure elements, r ≥ 8.5)
-            for jj in range(k):
-                if hr_b[jj] < 0.0 and _tn_needs_ec(ar_b[jj], ur_b[jj]):
-                    ec_b[jj] = _erfc_pos(abs(ar_b[jj]) * _INV_SQRT2)
-            # R5: the inversion for α < α₀ (AS241 central and tails side by side)
-            for jj in range(k):
-                alpha = ar_b[jj]
-                pm, sign = _tn_bulk_pm(alpha, ur_b[jj], ec_b[jj])
-                t = sign * _ndtri(pm)
-                if t < alpha:
-                    t = alpha
-                res_b[jj] = sc_r[jj] * (t - alpha)
-            # R6: α ≥ α₀, Newton in log space (rare in a sweep); scatter
-            for jj in range(k):
-                if ar_b[jj] >= _ALPHA0:
-                    t, e = _std_tn(ar_b[jj], ur_b[jj], hr_b[jj])
-                    res_b[jj] = sc_r[jj] * e
-            for jj in range(k):
-                z_b[idx_rest[jj]] = res_b[jj]
+            _rr_pieces(k, idx_rest, a_b, x_b, sure_buf, u_buf, cn_b, p1, p2, n1, n2, r_b, sr_b,
+                       ur_b, ir_b, es_b, xn_b, ex_b, big_b, h_b, q_b)
+            _rr_branch(k, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm, ar_b,
+                       sc_r, hr_b, ec_b)
+            _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b)
         # store; the float32 cast keeps the sign of every draw (+0.0 for the positive piece,
         # -0.0 for the negative one), and is clamped to it again all the same
         if is32:
@@ -907,8 +956,10 @@ def _row_uniforms(u, m, k0, k1):
 
 @njit(**_JIT)
 def _row_normals(nb, tb, idx, nrows, d, k0, k1, cb0, row_stride):
-    """``nb[r·d + j] = Φ⁻¹(u(cb0 + r·row_stride + j))`` (AS241 as :func:`_ndtri`: the central
-    rational for every element, vectorised, then the tails of the ~15 % outside it)."""
+    """``nb[r·d + j] = Φ⁻¹(u(cb0 + r·row_stride + j))`` (AS241 as :func:`_ndtri`: the ~15 %
+    of uniforms outside the central region are gathered into ``tb`` and go through the tail
+    rational there, contiguously (vectorised); then the central rational for every element in
+    place, and the tails scattered back). ``tb`` and ``idx`` are scratch of ``nrows·d``."""
     q = 0
     for r in range(nrows):
         cb = cb0 + np.uint64(r * row_stride)
@@ -916,17 +967,259 @@ def _row_normals(nb, tb, idx, nrows, d, k0, k1, cb0, row_stride):
             nb[q + j] = _uniform(k0, k1, cb + np.uint64(j))
         q += d
     m = nrows * d
-    for q in range(m):
-        tb[q] = _ndtri_central(nb[q] - 0.5)
     nt = 0
     for q in range(m):
         idx[nt] = q
         nt += abs(nb[q] - 0.5) > 0.425
     for jj in range(nt):
-        q = idx[jj]
-        tb[q] = _ndtri_tail(nb[q])
+        tb[jj] = nb[idx[jj]]
+    for jj in range(nt):
+        tb[jj] = _ndtri_tail(tb[jj])
     for q in range(m):
-        nb[q] = tb[q]
+        nb[q] = _ndtri_central(nb[q] - 0.5)
+    for jj in range(nt):
+        nb[idx[jj]] = tb[jj]
+
+
+@njit(inline="always", **_JIT)
+def _sq_diff_sum(u, iu, v, iv, m):
+    """``Σ_q (u[iu + q] − v[iv + q])²`` in float64 with eight interleaved partial sums (a single
+    accumulator is a serial chain of dependent adds, ~4 cycles per element, that LLVM may not
+    reorder without fast-math; the eight lanes vectorise)."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    q = 0
+    while q + 8 <= m:
+        e0 = np.float64(u[iu + q]) - np.float64(v[iv + q])
+        e1 = np.float64(u[iu + q + 1]) - np.float64(v[iv + q + 1])
+        e2 = np.float64(u[iu + q + 2]) - np.float64(v[iv + q + 2])
+        e3 = np.float64(u[iu + q + 3]) - np.float64(v[iv + q + 3])
+        e4 = np.float64(u[iu + q + 4]) - np.float64(v[iv + q + 4])
+        e5 = np.float64(u[iu + q + 5]) - np.float64(v[iv + q + 5])
+        e6 = np.float64(u[iu + q + 6]) - np.float64(v[iv + q + 6])
+        e7 = np.float64(u[iu + q + 7]) - np.float64(v[iv + q + 7])
+        s0 += e0 * e0
+        s1 += e1 * e1
+        s2 += e2 * e2
+        s3 += e3 * e3
+        s4 += e4 * e4
+        s5 += e5 * e5
+        s6 += e6 * e6
+        s7 += e7 * e7
+        q += 8
+    s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    while q < m:
+        e = np.float64(u[iu + q]) - np.float64(v[iv + q])
+        s += e * e
+        q += 1
+    return s
+
+
+@njit(inline="always", **_JIT)
+def _dot_row(W, m, x, o, d):
+    """``Σ_j W[m, j]·x[o + j]`` with four interleaved partial sums (see :func:`_sq_diff_sum`)."""
+    s0 = s1 = s2 = s3 = 0.0
+    j = 0
+    while j + 4 <= d:
+        s0 += W[m, j] * x[o + j]
+        s1 += W[m, j + 1] * x[o + j + 1]
+        s2 += W[m, j + 2] * x[o + j + 2]
+        s3 += W[m, j + 3] * x[o + j + 3]
+        j += 4
+    s = (s0 + s1) + (s2 + s3)
+    while j < d:
+        s += W[m, j] * x[o + j]
+        j += 1
+    return s
+
+
+# The latent pass of one task is split into small functions (each specialised on the array
+# dtype by Numba) for the same reason as the ReLU passes: the vectoriser does better on them.
+
+@njit(**_JIT)
+def _lg_fz(zo, a, lo, m_all, slope, xb):
+    """``xb ← f(z_old)``; returns ``Σ(z_old − a)²``."""
+    for q in range(m_all):
+        z = np.float64(zo[lo + q])
+        xb[q] = z if z >= 0.0 else slope * z
+    return _sq_diff_sum(zo, lo, a, lo, m_all)
+
+
+@njit(**_JIT)
+def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k0, k1, g0, nc):
+    """Perturb and correct for all rows of the task at once (``xb`` holds ``f(z)``, ``nb`` the
+    ξ); returns ``Σ‖t − b − Ŵx‖²``.
+
+    Row ``r``: ``x₀ = f(z) + √Δ_X ξ``, ``s_m = t_m − b_m − Σ_j Ŵ_{mj} x₀_j − √Δ' e_m`` (the sum
+    in ascending ``j``), ``L v = s``, ``L^⊤ y = v`` (substitutions in the usual order),
+    ``x = x₀ + Σ_m Ŵ_{m·} (Δ_X y_m)`` (ascending ``m``). The loops run over the rows innermost
+    (transposed scratch), so they vectorise; every row gets exactly the operations, in the same
+    order, of the row-by-row form.
+    """
+    sx = math.sqrt(dx)
+    se = math.sqrt(dn)
+    m_all = nrows * d
+    for q in range(m_all):
+        xb[q] += sx * nb[q]
+    ek = np.empty(nrows * k)                # e[r, m] = Φ⁻¹(u(STREAM_E + g_r·k + m))
+    tk = np.empty(nrows * k)
+    ik = np.empty(nrows * k, dtype=np.int64)
+    _row_normals(ek, tk, ik, nrows, k, k0, k1, _ES + np.uint64(g0 * k), nc * k)
+    xT = np.empty((d, nrows))
+    for r in range(nrows):
+        for j in range(d):
+            xT[j, r] = xb[r * d + j]
+    R = np.empty((k, nrows))
+    for m in range(k):
+        b = Wc[m, d]
+        for r in range(nrows):
+            R[m, r] = np.float64(t[trow0 + r * t_rstride + m]) - b
+        for j in range(d):
+            w = Wc[m, j]
+            for r in range(nrows):
+                R[m, r] -= w * xT[j, r]
+        for r in range(nrows):
+            R[m, r] = R[m, r] - se * ek[r * k + m]
+    for m in range(k):                      # L v = s
+        for p in range(m):
+            lmp = L[m, p]
+            for r in range(nrows):
+                R[m, r] -= lmp * R[p, r]
+        lmm = L[m, m]
+        for r in range(nrows):
+            R[m, r] = R[m, r] / lmm
+    for m in range(k - 1, -1, -1):          # L^T y = v
+        for p in range(m + 1, k):
+            lpm = L[p, m]
+            for r in range(nrows):
+                R[m, r] -= lpm * R[p, r]
+        lmm = L[m, m]
+        for r in range(nrows):
+            R[m, r] = R[m, r] / lmm
+    s_next = 0.0
+    for m in range(k):
+        acc = 0.0
+        for r in range(nrows):
+            res = dn * R[m, r] + se * ek[r * k + m]
+            acc += res * res
+        s_next += acc
+    for m in range(k):
+        for r in range(nrows):
+            R[m, r] = dx * R[m, r]
+        for j in range(d):
+            w = Wc[m, j]
+            for r in range(nrows):
+                xT[j, r] += w * R[m, r]
+    for r in range(nrows):
+        for j in range(d):
+            xb[r * d + j] = xT[j, r]
+    return s_next
+
+
+@njit(**_JIT)
+def _lg_rows_matheron_rowwise(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k0, k1,
+                              g0, nc):
+    """:func:`_lg_rows_matheron` row by row (narrow next layers, ``k < 4``: the batched form's
+    transposes cost more than they save); the same operations in the same order."""
+    sx = math.sqrt(dx)
+    se = math.sqrt(dn)
+    s_next = 0.0
+    rb = np.empty(k)
+    eb = np.empty(k)
+    for q in range(nrows * d):
+        xb[q] += sx * nb[q]
+    for r in range(nrows):
+        g = np.uint64(g0 + r * nc)
+        o = r * d
+        trow = trow0 + r * t_rstride
+        eb0 = _ES + g * np.uint64(k)
+        for m in range(k):
+            e = _ndtri(_uniform(k0, k1, eb0 + np.uint64(m)))
+            eb[m] = e
+            s = np.float64(t[trow + m]) - Wc[m, d]
+            for j in range(d):
+                s -= Wc[m, j] * xb[o + j]
+            rb[m] = s - se * e
+        for m in range(k):                      # L v = r
+            s = rb[m]
+            for p in range(m):
+                s -= L[m, p] * rb[p]
+            rb[m] = s / L[m, m]
+        for m in range(k - 1, -1, -1):          # L^T y = v
+            s = rb[m]
+            for p in range(m + 1, k):
+                s -= L[p, m] * rb[p]
+            rb[m] = s / L[m, m]
+        for m in range(k):
+            res = dn * rb[m] + se * eb[m]
+            s_next += res * res
+        for m in range(k):
+            ym = dx * rb[m]
+            for j in range(d):
+                xb[o + j] += Wc[m, j] * ym
+    return s_next
+
+
+@njit(**_JIT)
+def _lg_rows_cholesky(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, eb):
+    """The Cholesky form, row by row (``xb`` holds ``f(z)``, ``nb`` the ξ); returns
+    ``Σ‖t − b − Ŵx‖²``."""
+    sx = math.sqrt(dx)
+    ratio = dx / dn
+    s_next = 0.0
+    for r in range(nrows):
+        o = r * d
+        trow = trow0 + r * t_rstride
+        for m in range(k):
+            eb[m] = np.float64(t[trow + m]) - Wc[m, d]
+        for m in range(k):
+            em = ratio * eb[m]
+            for j in range(d):
+                xb[o + j] += em * Wc[m, j]
+        for j in range(d):                      # R v = rhs
+            xb[o + j] = (xb[o + j] - _dot_row(L, j, xb, o, j)) / L[j, j]
+        for j in range(d):                      # v += √Δ_X ξ
+            xb[o + j] += sx * nb[o + j]
+        for j in range(d - 1, -1, -1):          # R^T x = v
+            s = xb[o + j]
+            for p in range(j + 1, d):
+                s -= L[p, j] * xb[o + p]
+            xb[o + j] = s / L[j, j]
+        for m in range(k):
+            s = eb[m] - _dot_row(Wc, m, xb, o, d)
+            s_next += s * s
+    return s_next
+
+
+@njit(**_JIT)
+def _lg_store(xb, x, lo, m_all):
+    for q in range(m_all):
+        x[lo + q] = xb[q]
+
+
+@njit(**_JIT)
+def _lg_identity(nb, a, x, out, lo, nrows, d, nc, g0, dx, dz, k0, k1):
+    """The identity's Gaussian ``z | a, x`` (counter ``2i``)."""
+    ident_s = dx + dz
+    ident_sd = math.sqrt(dx * dz / ident_s)
+    q = 0
+    for r in range(nrows):
+        cb = np.uint64((g0 + r * nc) * d)
+        for j in range(d):
+            nb[q + j] = _uniform(k0, k1, (cb + np.uint64(j)) * _TWO)
+        q += d
+    for q in range(nrows * d):
+        xs = np.float64(x[lo + q])
+        av = np.float64(a[lo + q])
+        out[lo + q] = (dx * av + dz * xs) / ident_s + ident_sd * _ndtri(nb[q])
+
+
+@njit(**_JIT)
+def _lg_sx(x, zn, lo, m_all, slope, nb):
+    """``Σ(x − f(z_new))²`` (``nb``: scratch)."""
+    for q in range(m_all):
+        z = np.float64(zn[lo + q])
+        nb[q] = z if z >= 0.0 else slope * z
+    return _sq_diff_sum(x, lo, nb, 0, m_all)
 
 
 @njit(**_JIT)
@@ -948,10 +1241,7 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
     element ``(μ, j)`` uses counters ``2i, 2i + 1`` with ``i = g·d + j``, the identity's
     Gaussian ``Φ⁻¹(u(2i))``. ``out``: ``[Σ(z_old − a)², Σ‖t − b − Ŵx‖², Σ(x − f(z_new))²]``.
     """
-    sx = math.sqrt(dx)
     dn = dnext[c]
-    se = math.sqrt(dn)
-    ratio = dx / dn
     nrows = r1 - r0
     lo = (c * n + r0) * d
     hi = (c * n + r1) * d
@@ -960,127 +1250,51 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
     nb = np.empty(m_all)
     tb = np.empty(m_all)
     idx = np.empty(m_all, dtype=np.int64)
-    rb = np.empty(k)
     eb = np.empty(k)
     Wc = W[c]
     L = F[c]
-    s_in = 0.0
-    s_next = 0.0
-    s_x = 0.0
     tc = c if t_cs else 0
     row_stride = nc * d
     g0 = (row_offset + r0) * nc + c                   # g of the first row
+    trow0 = (tc * n + r0) * k
     # f(z_old) and Σ(z_old − a)²
-    if is32:
-        for q in range(m_all):
-            zo = np.float64(z32[lo + q])
-            a = np.float64(a32[lo + q])
-            s_in += (zo - a) * (zo - a)
-            xb[q] = zo if zo >= 0.0 else slope * zo
-    else:
-        for q in range(m_all):
-            zo = z64[lo + q]
-            a = a64[lo + q]
-            s_in += (zo - a) * (zo - a)
-            xb[q] = zo if zo >= 0.0 else slope * zo
+    s_in = _lg_fz(z32, a32, lo, m_all, slope, xb) if is32 else _lg_fz(z64, a64, lo, m_all, slope, xb)
     # ξ for every element of the rows
     _row_normals(nb, tb, idx, nrows, d, k0, k1, _XS + np.uint64(g0 * d), row_stride)
-    if method == 0:
-        for q in range(m_all):
-            xb[q] += sx * nb[q]
-    for r in range(nrows):
-        mu = r0 + r
-        g = np.uint64(g0 + r * nc)
-        o = r * d
-        trow = (tc * n + mu) * k
-        if method == 0:
-            eb0 = _ES + g * np.uint64(k)
-            for m in range(k):
-                e = _ndtri(_uniform(k0, k1, eb0 + np.uint64(m)))
-                eb[m] = e
-                s = (np.float64(t32[trow + m]) if is32 else t64[trow + m]) - Wc[m, d]
-                for j in range(d):
-                    s -= Wc[m, j] * xb[o + j]
-                rb[m] = s - se * e
-            for m in range(k):                      # L v = r
-                s = rb[m]
-                for p in range(m):
-                    s -= L[m, p] * rb[p]
-                rb[m] = s / L[m, m]
-            for m in range(k - 1, -1, -1):          # L^T y = v
-                s = rb[m]
-                for p in range(m + 1, k):
-                    s -= L[p, m] * rb[p]
-                rb[m] = s / L[m, m]
-            for m in range(k):
-                res = dn * rb[m] + se * eb[m]
-                s_next += res * res
-            for m in range(k):
-                ym = dx * rb[m]
-                for j in range(d):
-                    xb[o + j] += Wc[m, j] * ym
+    if method == 0 and k < 4:
+        if is32:
+            s_next = _lg_rows_matheron_rowwise(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn,
+                                               k0, k1, g0, nc)
         else:
-            for m in range(k):
-                eb[m] = (np.float64(t32[trow + m]) if is32 else t64[trow + m]) - Wc[m, d]
-            for m in range(k):
-                em = ratio * eb[m]
-                for j in range(d):
-                    xb[o + j] += em * Wc[m, j]
-            for j in range(d):                      # R v = rhs
-                s = xb[o + j]
-                for p in range(j):
-                    s -= L[j, p] * xb[o + p]
-                xb[o + j] = s / L[j, j]
-            for j in range(d):                      # v += √Δ_X ξ
-                xb[o + j] += sx * nb[o + j]
-            for j in range(d - 1, -1, -1):          # R^T x = v
-                s = xb[o + j]
-                for p in range(j + 1, d):
-                    s -= L[p, j] * xb[o + p]
-                xb[o + j] = s / L[j, j]
-            for m in range(k):
-                s = eb[m]
-                for j in range(d):
-                    s -= Wc[m, j] * xb[o + j]
-                s_next += s * s
-    if is32:
-        for q in range(m_all):
-            x32[lo + q] = np.float32(xb[q])
+            s_next = _lg_rows_matheron_rowwise(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn,
+                                               k0, k1, g0, nc)
+    elif method == 0:
+        if is32:
+            s_next = _lg_rows_matheron(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn, k0, k1,
+                                       g0, nc)
+        else:
+            s_next = _lg_rows_matheron(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn, k0, k1,
+                                       g0, nc)
     else:
-        for q in range(m_all):
-            x64[lo + q] = xb[q]
+        if is32:
+            s_next = _lg_rows_cholesky(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn, eb)
+        else:
+            s_next = _lg_rows_cholesky(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn, eb)
+    if is32:
+        _lg_store(xb, x32, lo, m_all)
+    else:
+        _lg_store(xb, x64, lo, m_all)
     if act == 0:
         _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2, sdp,
                     sdm, half_log, d, row_stride, g0 * d)
-    else:                                           # identity: Gaussian z | a, x
-        ident_s = dx + dz
-        ident_sd = math.sqrt(dx * dz / ident_s)
-        q = 0
-        for r in range(nrows):
-            cb = np.uint64((g0 + r * nc) * d)
-            for j in range(d):
-                nb[q + j] = _uniform(k0, k1, (cb + np.uint64(j)) * _TWO)
-            q += d
-        for q in range(m_all):
-            xs = np.float64(x32[lo + q]) if is32 else x64[lo + q]
-            a = np.float64(a32[lo + q]) if is32 else a64[lo + q]
-            zn = (dx * a + dz * xs) / ident_s + ident_sd * _ndtri(nb[q])
-            if is32:
-                o32[lo + q] = np.float32(zn)
-            else:
-                o64[lo + q] = zn
-    if is32:
-        for q in range(m_all):
-            xs = np.float64(x32[lo + q])
-            zn = np.float64(o32[lo + q])
-            fz = zn if zn >= 0.0 else slope * zn
-            s_x += (xs - fz) * (xs - fz)
+    elif is32:                                      # identity: Gaussian z | a, x
+        _lg_identity(nb, a32, x32, o32, lo, nrows, d, nc, g0, dx, dz, k0, k1)
     else:
-        for q in range(m_all):
-            xs = x64[lo + q]
-            zn = o64[lo + q]
-            fz = zn if zn >= 0.0 else slope * zn
-            s_x += (xs - fz) * (xs - fz)
+        _lg_identity(nb, a64, x64, o64, lo, nrows, d, nc, g0, dx, dz, k0, k1)
+    if is32:
+        s_x = _lg_sx(x32, o32, lo, m_all, slope, nb)
+    else:
+        s_x = _lg_sx(x64, o64, lo, m_all, slope, nb)
     out[0] = s_in
     out[1] = s_next
     out[2] = s_x
