@@ -43,14 +43,8 @@ FAMILIES = frozenset({"gibbs", "vi", "laplace", "distributed", "evaluate", "data
 PUBLIC_PRIVATE_PACKAGES = frozenset({"_backend"})
 NAMEDTUPLE_API = frozenset({"_replace", "_fields", "_asdict", "_make", "_field_defaults"})
 
-# --- allowlist: delete at merge (each entry owned by another helper of issue 11) -----------------
-KNOWN_EDGES = frozenset({
-    # GibbsResult (still in posterior.py) rebuilds its final GibbsState and its function-space
-    # summary from gibbs, imported lazily inside the methods (posterior.load no longer imports any
-    # family: the registry imports a result's module by name).
-    ("blockbayes.posterior", "blockbayes.gibbs"),
-    ("blockbayes.posterior", "blockbayes.gibbs.diagnostics"),
-})
+# --- allowlist: known violations being removed elsewhere (empty: none left) ---------------------
+KNOWN_EDGES = frozenset()
 KNOWN_PRIVATE = frozenset()
 
 

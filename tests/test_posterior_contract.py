@@ -156,7 +156,7 @@ def _h(a):
 def _draws(res, kw):
     """The weight draws (per draw a tuple of per-layer (d, k) arrays) and noise variances the
     result's predictive uses, read back through the public ``sample``."""
-    if isinstance(res, bb.posterior.GibbsResult):
+    if isinstance(res, bb.gibbs.GibbsResult):
         W = [_h(w) for w in res.sample()]
         dy = _h(res.delta_y).reshape(-1)
     elif isinstance(res, (PointPosterior, EnsemblePosterior)):
@@ -330,7 +330,7 @@ def test_foreign_or_corrupt_files_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="not a blockbayes result file"):
         PointPosterior.load(foreign)
     with pytest.raises(ValueError, match="does not hold a GibbsResult"):
-        bb.posterior.GibbsResult.load(good)
+        bb.gibbs.GibbsResult.load(good)
     with pytest.raises(FileNotFoundError):
         bb.posterior.load(tmp_path / "missing.npz")
 
@@ -360,7 +360,7 @@ def test_to_arviz_round_trip(name):
         lpd_kw = dict(num_samples=S_MC, seed=SEED)
     np.testing.assert_allclose(logsumexp(ll.reshape(C * D, -1), axis=0) - math.log(C * D),
                                _h(res.log_predictive_density(X, y, reduce=False, **lpd_kw)), rtol=1e-9)
-    if isinstance(res, bb.posterior.GibbsResult):
+    if isinstance(res, bb.gibbs.GibbsResult):
         assert "lp" in idata.sample_stats
         np.testing.assert_array_equal(idata.sample_stats["lp"].to_numpy(), _h(res.log_joint))
 

@@ -12,7 +12,7 @@ import numpy as np
 from .._backend import random as bbr
 from ..gibbs import Hyperprior, NonFiniteStateError, GibbsState
 from ..model import MLP
-from ..posterior import GibbsResult
+from ..gibbs.result import GibbsResult
 from . import _random as rnd
 from ._driver import draw_block, log_joint_from_stats, prior_weights
 from ._engine import DaskEngine, InProcessEngine, row_ranges

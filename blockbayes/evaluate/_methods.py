@@ -770,7 +770,7 @@ def _fit_hmc(arch, X, y, *, seed, num_warmup, num_samples, num_chains, thin, max
     predictions' R-hat / ESS are added to ``diagnostics`` when the predictor is scored.
     """
     from ..model import MLP
-    from ..posterior import GibbsResult
+    from ..gibbs.result import GibbsResult
     from . import reference
 
     if arch.task != "regression":

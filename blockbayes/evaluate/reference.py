@@ -69,7 +69,7 @@ class NUTSSamples(NamedTuple):
     ----------
     weights : tuple of arrays
         Per layer ``(chains, draws, d_{l+1}, d_l + 1)``, bias last (the layout of
-        :class:`blockbayes.posterior.GibbsResult`).
+        :class:`blockbayes.gibbs.GibbsResult`).
     delta_y : array, shape (chains, draws)
     info : dict
         ``num_divergent``, ``frac_max_tree_depth`` (share of transitions that hit the maximum tree

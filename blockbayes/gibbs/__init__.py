@@ -20,14 +20,14 @@ The scan goes from the output to the input: ``W^L, X^L, Z^L, W^{L-1}, X^{L-1}, â
 The algorithm is written BlackJAX-style: pure :func:`init` and :func:`step` over a
 :class:`GibbsState` (chains are a leading batch axis), and :func:`run`, the stateful
 convenience layer that resolves the device, loops with a progress bar and returns a
-:class:`~blockbayes.posterior.GibbsResult`.
+:class:`~blockbayes.gibbs.GibbsResult`.
 
 Modules: :mod:`~blockbayes.gibbs.conditionals` (the closed-form conditionals),
 :mod:`~blockbayes.gibbs.kernel` (states, ``init``, ``step``, ``log_joint``; the validation
 suite patches its twins there), :mod:`~blockbayes.gibbs.sampler` (``run``),
 :mod:`~blockbayes.gibbs.starts` (MAP starts), :mod:`~blockbayes.gibbs.moves` (non-centred
 moves), :mod:`~blockbayes.gibbs.anneal` (annealed warm-up), :mod:`~blockbayes.gibbs.diagnostics`
-(function-space R-hat/ESS).
+(function-space R-hat/ESS), :mod:`~blockbayes.gibbs.result` (``GibbsResult``).
 """
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ from .conditionals import (output_targets, sample_latent, sample_post, sample_pr
                            sample_rows)
 from .kernel import (GibbsCache, GibbsInfo, GibbsState, Hyperprior, NonFiniteStateError, first_nonfinite,
                      init, log_joint, precompute, step)
+from .result import GibbsResult
 from .sampler import run
 
-__all__ = ["GibbsState", "GibbsInfo", "GibbsCache", "Hyperprior", "init", "step", "run",
+__all__ = ["GibbsResult", "GibbsState", "GibbsInfo", "GibbsCache", "Hyperprior", "init", "step", "run",
            "precompute", "log_joint", "first_nonfinite", "NonFiniteStateError", "validate_data",
            "validate_labels", "num_classes", "sample_rows", "sample_post", "sample_pre",
            "sample_precision", "sample_latent", "output_targets", "conditionals", "kernel"]

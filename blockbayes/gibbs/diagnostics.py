@@ -126,7 +126,7 @@ def _chains_for_rhat(a):
 
 
 def function_summary(result, X_probe=None, *, prob=(0.05, 0.95)) -> FunctionSummary:
-    """Function-space summary of a :class:`~blockbayes.posterior.GibbsResult`.
+    """Function-space summary of a :class:`~blockbayes.gibbs.GibbsResult`.
 
     Parameters
     ----------

@@ -10,7 +10,7 @@ from .._backend.threads import default_kernel_threads, thread_limits
 from ..driver import check_count, deprecated_names, is_kept, run_kernel
 from ..inputs import prepare
 from ..model import MLP
-from ..posterior import GibbsResult
+from .result import GibbsResult
 from . import kernel as _k
 from .kernel import Hyperprior
 

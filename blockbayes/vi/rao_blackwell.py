@@ -38,7 +38,7 @@ from .._backend import linalg
 from .._backend import random as bbr
 from .. import gibbs as _gibbs
 from ..model import MLP
-from ..posterior import GibbsResult
+from ..gibbs.result import GibbsResult
 from ..blocks import augmented_cross, augmented_gram, diag_embed
 from ..driver import deprecated_names, one_blas_thread, is_kept, run_kernel
 from ..inputs import prepare
@@ -210,7 +210,7 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
         ``Δ_y``, ``λ``).
     keep_samples : bool
         Keep the raw Gibbs weight draws as ``result.extras["samples"]`` (a
-        :class:`~blockbayes.posterior.GibbsResult`), for comparison with the block Gaussian.
+        :class:`~blockbayes.gibbs.GibbsResult`), for comparison with the block Gaussian.
     check_every : int, optional
         Check the chains for non-finite values every this many sweeps (always after the last).
     checkpoint, checkpoint_every, resume

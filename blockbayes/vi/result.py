@@ -15,7 +15,7 @@ largest ELBO by default (``components="best"``), an equal-weight mixture of all 
 rows are independent, so cross-row and cross-layer correlations are absent by construction.
 
 Predictions are Monte Carlo: ``num_samples`` weight draws (reproducible with ``seed``), pushed
-through the network exactly as :class:`blockbayes.posterior.GibbsResult` does (the same code), so
+through the network exactly as :class:`blockbayes.gibbs.GibbsResult` does (the same code), so
 the predictive summaries of every family are comparable.
 """
 from __future__ import annotations
@@ -30,7 +30,8 @@ from .._backend import backend_name, device_of, to_numpy
 from .._backend import linalg
 from .._backend import random as bbr
 from ..model import MLP
-from ..posterior import (GibbsResult, NotAClassifierError, Posterior, jsonable, net_from_dict, register_result,
+from ..gibbs.result import GibbsResult
+from ..posterior import (NotAClassifierError, Posterior, jsonable, net_from_dict, register_result,
                          renamed_keywords)
 
 __all__ = ["VIResult", "load", "NotAClassifierError"]
@@ -205,7 +206,7 @@ class VIResult(Posterior):
         return tuple(layers), dy
 
     def as_samples(self, num_samples: int = 1000, *, seed=0, components="best") -> GibbsResult:
-        """``num_samples`` draws from ``q`` wrapped as a :class:`~blockbayes.posterior.GibbsResult`
+        """``num_samples`` draws from ``q`` wrapped as a :class:`~blockbayes.gibbs.GibbsResult`
         (one chain), which supplies the Monte Carlo predictive."""
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
