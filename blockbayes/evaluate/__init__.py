@@ -42,12 +42,11 @@ A run can be described by a dict or a TOML/JSON file (:func:`load_config`, :func
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from . import _methods
-from ._data import DataSpec, dataset_names, resolve_dataset, subset_dataset
+from ._data import DataSpec, dataset_names, read_config_file, resolve_dataset, subset_dataset
 from ._methods import (Arch, Method, MethodUnavailableError, Predictor, available_methods, get_method,
                        method_names, register_method)
 from ._report import effective_data_ratio, learning_curve_area, markdown, summarize
@@ -75,17 +74,7 @@ def load_config(config) -> dict:
     """
     if isinstance(config, (str, os.PathLike)):
         path = Path(config)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} not found")
-        text = path.read_text()
-        if path.suffix.lower() == ".toml":
-            import tomllib
-
-            cfg = tomllib.loads(text)
-        elif path.suffix.lower() == ".json":
-            cfg = json.loads(text)
-        else:
-            raise ValueError(f"config file must end in .toml or .json, got {path.name!r}")
+        cfg = read_config_file(path)
     elif isinstance(config, dict):
         cfg = dict(config)
     else:

@@ -236,3 +236,21 @@ def json_default(o):
     if isinstance(o, Path):
         return str(o)
     return str(o)
+
+
+def read_config_file(path) -> dict:
+    """The dict of a ``.toml`` or ``.json`` experiment config file (``blockbayes eval``).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for another suffix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} not found")
+    text = path.read_text()
+    if path.suffix.lower() == ".toml":
+        import tomllib
+
+        return tomllib.loads(text)
+    if path.suffix.lower() == ".json":
+        return json.loads(text)
+    raise ValueError(f"config file must end in .toml or .json, got {path.name!r}")

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._data import json_default as _json_default
 
-__all__ = ["summarize", "markdown", "write_reports", "learning_curve_area", "effective_data_ratio", "METRIC_INFO"]
+__all__ = ["summarize", "markdown", "write_reports", "learning_curve_area", "effective_data_ratio", "aulc", "METRIC_INFO"]
 
 # name -> (heading, higher is better)
 METRIC_INFO = {
@@ -312,6 +312,36 @@ def _plots(res, out: Path) -> dict:
     return paths
 
 
+def _curve(ns, values):
+    ns = np.asarray(ns, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if ns.shape != v.shape or ns.ndim != 1:
+        raise ValueError(f"sizes and values must be 1-D of one length, got {ns.shape} and {v.shape}")
+    if np.any(ns <= 0) or not np.all(np.isfinite(ns)):
+        raise ValueError("sizes must be positive and finite")
+    o = np.argsort(ns)
+    ns, v = ns[o], v[o]
+    if np.any(np.diff(ns) == 0):
+        raise ValueError("sizes must be distinct")
+    return ns, v
+
+
+def aulc(ns, values) -> float:
+    """Area under a learning curve on the log-n axis, normalised by the log range.
+
+    ``AULC = Σ_k ½ (m_k + m_{k+1}) (log n_{k+1} − log n_k) / (log n_K − log n_1)``: the mean of the
+    metric over the log grid (trapezoid rule). Needs at least two sizes and finite values.
+    """
+    ns, v = _curve(ns, values)
+    if ns.size < 2:
+        raise ValueError("AULC needs at least two sizes")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("AULC needs finite metric values")
+    x = np.log(ns)
+    return float(np.sum(0.5 * (v[1:] + v[:-1]) * np.diff(x)) / (x[-1] - x[0]))
+
+
+
 def learning_curve_area(summary, metric: str) -> dict:
     """Area under the learning curve on a log-n axis, per (dataset, method).
 
@@ -327,9 +357,9 @@ def learning_curve_area(summary, metric: str) -> dict:
     for k, pts in curves.items():
         if len(pts) < 2:
             continue
-        n = np.log(np.array(sorted(pts), dtype=float))
-        v = np.array([pts[m] for m in sorted(pts)])
-        out[k] = float(np.sum(0.5 * (v[1:] + v[:-1]) * np.diff(n)) / (n[-1] - n[0]))
+        ns = sorted(pts)
+        vals = [pts[m] for m in ns]
+        out[k] = aulc(ns, vals) if np.all(np.isfinite(vals)) else float("nan")
     return out
 
 

@@ -73,7 +73,8 @@ from typing import Optional
 
 import numpy as np
 
-from ._data import resolve_dataset, stable_hash, subset_dataset
+from ._data import read_config_file, resolve_dataset, stable_hash, subset_dataset
+from ._report import _curve, aulc
 
 __all__ = ["aulc", "effective_data_ratio", "cost_slope", "log_grid", "mnist1d_stream", "MNIST1D_SHIFT",
            "load_scale_config", "run_scale", "collect", "write_report", "main", "Source", "SCALE_VERSION"]
@@ -101,35 +102,6 @@ def log_grid(lo: float, hi: float, per_decade: int = 1) -> list:
     k = int(math.floor(per_decade * math.log10(hi / lo) + 1e-9))
     out = [int(round(10 ** (math.log10(lo) + i / per_decade))) for i in range(k + 1)]
     return sorted(set(out))
-
-
-def _curve(ns, values):
-    ns = np.asarray(ns, dtype=np.float64)
-    v = np.asarray(values, dtype=np.float64)
-    if ns.shape != v.shape or ns.ndim != 1:
-        raise ValueError(f"sizes and values must be 1-D of one length, got {ns.shape} and {v.shape}")
-    if np.any(ns <= 0) or not np.all(np.isfinite(ns)):
-        raise ValueError("sizes must be positive and finite")
-    o = np.argsort(ns)
-    ns, v = ns[o], v[o]
-    if np.any(np.diff(ns) == 0):
-        raise ValueError("sizes must be distinct")
-    return ns, v
-
-
-def aulc(ns, values) -> float:
-    """Area under a learning curve on the log-n axis, normalised by the log range.
-
-    ``AULC = Σ_k ½ (m_k + m_{k+1}) (log n_{k+1} − log n_k) / (log n_K − log n_1)``: the mean of the
-    metric over the log grid (trapezoid rule). Needs at least two sizes and finite values.
-    """
-    ns, v = _curve(ns, values)
-    if ns.size < 2:
-        raise ValueError("AULC needs at least two sizes")
-    if not np.all(np.isfinite(v)):
-        raise ValueError("AULC needs finite metric values")
-    x = np.log(ns)
-    return float(np.sum(0.5 * (v[1:] + v[:-1]) * np.diff(x)) / (x[-1] - x[0]))
 
 
 def _reach(ns, v, target, higher):
@@ -562,17 +534,7 @@ def load_scale_config(config) -> dict:
     base = None
     if isinstance(config, (str, os.PathLike)):
         path = Path(config)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} not found")
-        text = path.read_text()
-        if path.suffix.lower() == ".toml":
-            import tomllib
-
-            cfg = tomllib.loads(text)
-        elif path.suffix.lower() == ".json":
-            cfg = json.loads(text)
-        else:
-            raise ValueError(f"config file must end in .toml or .json, got {path.name!r}")
+        cfg = read_config_file(path)
         base = str(path)
     elif isinstance(config, dict):
         cfg = json.loads(json.dumps(config))
