@@ -344,6 +344,14 @@ def _latent_sums(xp, z_old, A, T, W, Xn, Zn, net):
                      xp.sum(Rx * Rx, axis=(-2, -1))], axis=-1)
 
 
+def _add_log_prior(xp, total, W, lw, lb, d_in, d_out):
+    """``total + log N(W̃; 0, Λ^{-1})`` per chain for one layer's weights ``W`` ``(C, d_out, d_in + 1)``
+    (precisions ``lw`` of the weights and ``lb`` of the biases, shape ``(C,)``)."""
+    Ww, b = W[..., :-1], W[..., -1]
+    total = total + d_out * (-(d_in + 1) / 2 * math.log(2.0 * math.pi) + 0.5 * (d_in * xp.log(lw) + xp.log(lb)))
+    return total - 0.5 * (lw * xp.sum(Ww * Ww, axis=(-2, -1)) + lb * xp.sum(b * b, axis=-1))
+
+
 def _fused_log_joint(xp, state: GibbsState, net: MLP, n: int, sums):
     """(log joint of ``state`` without the first layer's data term, that term of the input
     state) from the latent passes' sums (see :class:`GibbsInfo`); terms as :func:`log_joint`."""
@@ -353,10 +361,7 @@ def _fused_log_joint(xp, state: GibbsState, net: MLP, n: int, sums):
     total = xp.zeros(state.delta_y.shape, dtype=dt, device=device_of(state.delta_y))
     for l, W in enumerate(state.weights):
         d_in, d_out = net.widths[l], net.widths[l + 1]
-        lw, lb = state.lam_w[:, l], state.lam_b[:, l]
-        Ww, b = W[..., :-1], W[..., -1]
-        total = total + d_out * (-(d_in + 1) / 2 * math.log(two_pi) + 0.5 * (d_in * xp.log(lw) + xp.log(lb)))
-        total = total - 0.5 * (lw * xp.sum(Ww * Ww, axis=(-2, -1)) + lb * xp.sum(b * b, axis=-1))
+        total = _add_log_prior(xp, total, W, state.lam_w[:, l], state.lam_b[:, l], d_in, d_out)
         if l == L - 1:
             total = total - 0.5 * n * d_out * xp.log(two_pi * state.delta_y)
         else:
@@ -406,10 +411,7 @@ def log_joint(state: GibbsState, net: MLP, X, y):
     H = X
     for l, W in enumerate(state.weights):
         d_in, d_out = net.widths[l], net.widths[l + 1]
-        lw, lb = state.lam_w[:, l], state.lam_b[:, l]
-        Ww, b = W[..., :-1], W[..., -1]
-        total = total + d_out * (-(d_in + 1) / 2 * math.log(two_pi) + 0.5 * (d_in * xp.log(lw) + xp.log(lb)))
-        total = total - 0.5 * (lw * xp.sum(Ww * Ww, axis=(-2, -1)) + lb * xp.sum(b * b, axis=-1))
+        total = _add_log_prior(xp, total, W, state.lam_w[:, l], state.lam_b[:, l], d_in, d_out)
         A = affine(H, W)
         if l == L - 1:
             T, dl = output_targets(net, y, state.latent, state.delta_y.shape[0], X), state.delta_y
