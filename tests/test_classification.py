@@ -96,7 +96,7 @@ def test_multinomial_probit_predictive_matches_monte_carlo():
     net = bb.MLP([1, 3], "identity", likelihood="multinomial_probit")
     W = np.zeros((1, 1, 3, 2))
     W[..., -1] = a
-    res = bb.posterior.GibbsResult(net=net, weights=(W,), delta_y=np.ones((1, 1)),
+    res = bb.gibbs.GibbsResult(net=net, weights=(W,), delta_y=np.ones((1, 1)),
                                    lam_w=np.ones((1, 1, 1)), lam_b=np.ones((1, 1, 1)))
     p = res.predict_proba(np.zeros((1, 1)))[0]
     checks = [bt.proportion_check(f"class {c}", freq[c] * N, N, p[c], DELTA / 3) for c in range(3)]
