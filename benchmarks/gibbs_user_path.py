@@ -63,6 +63,9 @@ def one(name, split, variant, *, learn_prior, warmup, samples, chains, seed, del
 def reference(name, split, seed):
     """The evaluate runner's ensemble and map cells on the same split (original units)."""
     t = bb.evaluate.compare(["ensemble", "map"], name, split=split, seed=seed)
+    bad = [f"{r['method']}: {r.get('status')} {r.get('error')}" for r in t if "rmse" not in r]
+    if bad:
+        raise RuntimeError(f"runner cells failed on {name}: {bad}")
     return {r["method"]: (r["rmse"], r["ll"], r["fit_time_s"]) for r in t}
 
 
