@@ -46,7 +46,7 @@ def put(name, r, fields):
         elif v is not None:
             out[f"{name}.{f}"] = np.asarray(bb._backend.to_numpy(v))
 G = ["weights", "delta_y", "lam_w", "lam_b", "log_joint"]
-kw = dict(progress=False, diagnose=False)
+kw = dict(progress=False, diagnose=False, init="prior")
 put("g64", bb.gibbs.run(net, X, y, num_samples=5, num_warmup=3, num_chains=2, thin=2, seed=3, **kw), G)
 put("g32", bb.gibbs.run(net, X32, y32, num_samples=5, num_warmup=3, num_chains=2, seed=3, **kw), G)
 put("g1", bb.gibbs.run(net1, X, y, num_samples=4, num_chains=2, seed=3, learn_noise=True, learn_prior=True, **kw), G)

@@ -2,12 +2,17 @@
 
 Settings a new user would pick (issue 15, "Why"): 50 ReLU units, fan-in prior, Δ_Z = Δ_X = 1e-3
 (the MLP default), ``learn_noise=True``, ``learn_prior`` as given, 2 chains, 1500 warm-up + 500
-sweeps, Gal split ``--split``. Variants: ``init="prior"`` (today's default), ``init="map"``
-(each chain from its own MAP fit), and ``init="map"`` + non-centred moves. Reported in original
-units: test RMSE and mean test log-likelihood, max function-space R-hat on the 32 default
-probes, and wall-clock seconds (MAP fits included).
+sweeps, Gal split ``--split``. Variants: ``default`` (no ``init`` given: ``gibbs.run``'s default,
+``"map"`` since issue 15), ``init="prior"`` (the default before), ``init="map"`` (each chain from
+its own MAP fit), and ``init="map"`` + non-centred moves. Reported in original units: test RMSE
+and mean test log-likelihood, max function-space R-hat on the 32 default probes, wall-clock
+seconds (MAP fits included), mean Δ_y and the mean learned λ_W per layer. ``--reference`` adds the
+evaluate runner's ``ensemble`` and ``map`` cells on the same split (``bb.evaluate.compare``: 5 / 1
+L-BFGS fits, 50 units, λ = fan-in, Δ_y from a 10% holdout) and each variant's RMSE ratio to the
+ensemble.
 
-    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_user_path.py --datasets boston yacht energy
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_user_path.py --datasets boston yacht energy \
+        --variants default prior --reference
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from blockbayes.gibbs.diagnostics import ConvergenceWarning
 from blockbayes.gibbs.moves import NonCentredMove
 
 VARIANTS = {
+    "default": dict(),
     "prior": dict(init="prior"),
     "map": dict(init="map"),
     "map+move": dict(init="map", moves=NonCentredMove(steps=5)),
@@ -50,7 +56,17 @@ def one(name, split, variant, *, learn_prior, warmup, samples, chains, seed, del
     ll = float(r.log_predictive_density(Xte, yte)) - math.log(data.y_std)
     s = r.summary()
     dy = float(np.mean(np.asarray(r.delta_y))) * data.y_std ** 2
-    return rmse, ll, s.max_rhat, wall, dy
+    lam = "/".join(f"{float(np.mean(np.asarray(r.lam_w)[..., l])):.3g}" for l in range(net.num_layers))
+    return rmse, ll, s.max_rhat, wall, dy, lam
+
+
+def reference(name, split, seed):
+    """The evaluate runner's ensemble and map cells on the same split (original units)."""
+    t = bb.evaluate.compare(["ensemble", "map"], name, split=split, seed=seed)
+    bad = [f"{r['method']}: {r.get('status')} {r.get('error')}" for r in t if "rmse" not in r]
+    if bad:
+        raise RuntimeError(f"runner cells failed on {name}: {bad}")
+    return {r["method"]: (r["rmse"], r["ll"], r["fit_time_s"]) for r in t}
 
 
 def main(argv=None):
@@ -65,16 +81,24 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--delta", type=float, default=1e-3, help="Δ_Z = Δ_X")
     ap.add_argument("--steps", type=int, default=5, help="MALA steps per sweep of the move variants")
+    ap.add_argument("--reference", action="store_true", help="also run the runner's ensemble and map cells")
     a = ap.parse_args(argv)
     print(f"user path: 50 ReLU units, Δ_Z=Δ_X={a.delta:g}, move steps {a.steps}, learn_noise, learn_prior={bool(a.learn_prior)}, {a.chains} chains, "
           f"{a.warmup}+{a.samples} sweeps, split {a.split}; load avg (1 min) {os.getloadavg()[0]:.2f}")
-    print(f"{'dataset':>10} {'init':>11} {'RMSE':>8} {'test LL':>8} {'max R̂(f)':>10} {'wall s':>8} {'mean Δ_y':>9}")
+    print(f"{'dataset':>10} {'init':>11} {'RMSE':>8} {'test LL':>8} {'max R̂(f)':>10} {'wall s':>8} {'mean Δ_y':>9} "
+          f"{'RMSE/ens':>8}  mean λ_W per layer")
     for name in a.datasets:
-        for v in a.variants:
-            rmse, ll, rh, wall, dy = one(name, a.split, v, learn_prior=bool(a.learn_prior), warmup=a.warmup,
-                                     samples=a.samples, chains=a.chains, seed=a.seed, delta=a.delta, steps=a.steps)
-            print(f"{name:>10} {v:>11} {rmse:8.3f} {ll:8.3f} {rh:10.3f} {wall:8.1f} {dy:9.3g}  (load {os.getloadavg()[0]:.2f})",
+        ref = reference(name, a.split, a.seed) if a.reference else {}
+        for m, (rmse, ll, wall) in ref.items():
+            print(f"{name:>10} {m:>11} {rmse:8.3f} {ll:8.3f} {'':>10} {wall:8.1f}  (runner cell; load {os.getloadavg()[0]:.2f})",
                   flush=True)
+        for v in a.variants:
+            rmse, ll, rh, wall, dy, lam = one(name, a.split, v, learn_prior=bool(a.learn_prior), warmup=a.warmup,
+                                              samples=a.samples, chains=a.chains, seed=a.seed, delta=a.delta,
+                                              steps=a.steps)
+            ratio = f"{rmse / ref['ensemble'][0]:8.3f}" if "ensemble" in ref else f"{'':>8}"
+            print(f"{name:>10} {v:>11} {rmse:8.3f} {ll:8.3f} {rh:10.3f} {wall:8.1f} {dy:9.3g} {ratio}  {lam}  "
+                  f"(load {os.getloadavg()[0]:.2f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def _worker(sweeps: int, repeats: int) -> dict:
     X = rng.standard_normal((6, 1))
     y = X ** 2
     net = bb.MLP([1, 1, 1], delta=0.1)
-    kw = dict(num_chains=4, progress=False, diagnose=False)
+    kw = dict(num_chains=4, progress=False, diagnose=False, init="prior")
     bb.gibbs.run(net, X, y, num_samples=50, seed=0, **kw)            # compile / load kernels
     run_ms, step_ms = [], []
     for r in range(repeats):

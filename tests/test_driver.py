@@ -199,7 +199,7 @@ def test_gibbs_resume_equals_uninterrupted_run(tmp_path, monkeypatch, backend):
         xps = pytest.importorskip(backend)
         X, y = xps.asarray(X), xps.asarray(y)
     net = bb.MLP([2, 4, 3, 1], delta=0.05)
-    kw = dict(num_samples=5, num_warmup=2, num_chains=2, thin=2, seed=11, progress=False, diagnose=False)
+    kw = dict(num_samples=5, num_warmup=2, num_chains=2, thin=2, seed=11, progress=False, diagnose=False, init="prior")
     full = bb.gibbs.run(net, X, y, **kw)
     path = tmp_path / "g.ckpt"
     real = bb.gibbs.kernel.step
@@ -303,11 +303,11 @@ def test_gibbs_ctrl_c_returns_a_valid_truncated_result(monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    full = bb.gibbs.run(net, X, y, num_samples=8, num_warmup=1, num_chains=2, seed=4, progress=False, diagnose=False)
+    full = bb.gibbs.run(net, X, y, num_samples=8, num_warmup=1, num_chains=2, seed=4, progress=False, diagnose=False, init="prior")
     monkeypatch.setattr(bb.gibbs.kernel, "step", interrupting)
     with pytest.warns(RunInterrupted, match="returning the 4 kept samples"):
         res = bb.gibbs.run(net, X, y, num_samples=8, num_warmup=1, num_chains=2, seed=4, progress=False,
-                           diagnose=False)
+                           diagnose=False, init="prior")
     assert res.config["interrupted"] and res.config["num_samples"] == 4
     assert res.weights[0].shape == (2, 4) + net.weight_shapes()[0]
     np.testing.assert_array_equal(res.weights[1], full.weights[1][:, :4])

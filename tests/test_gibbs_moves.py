@@ -70,12 +70,12 @@ def test_run_with_move_schedule_and_summary(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         r = gibbs.run(net, X, y, num_samples=20, num_warmup=30, num_chains=2, seed=0, progress=False,
-                      moves=NonCentredMove(steps=3, refresh_every=10), schedule=AnnealedDelta(start=0.1), probe=8)
+                      moves=NonCentredMove(steps=3, refresh_every=10), schedule=AnnealedDelta(start=0.1), probe=8, init="prior")
         r_rows = gibbs.run(net, X, y, num_samples=20, num_warmup=30, num_chains=2, seed=0, progress=False,
-                           moves=NonCentredMove(steps=3, precond="rows"), diagnose=False)
+                           moves=NonCentredMove(steps=3, precond="rows"), diagnose=False, init="prior")
         assert 0 < r_rows.config["moves"]["accept"][0] <= 1
         r2 = gibbs.run(net, X, y, num_samples=20, num_warmup=30, num_chains=2, seed=0, progress=False,
-                       moves=NonCentredMove(steps=3, refresh_every=10), schedule=AnnealedDelta(start=0.1), probe=8)
+                       moves=NonCentredMove(steps=3, refresh_every=10), schedule=AnnealedDelta(start=0.1), probe=8, init="prior")
     for a, b in zip(r.weights, r2.weights):
         np.testing.assert_array_equal(a, b)                      # reproducible with the seed
     # the stored log joint is that of the state after the move
@@ -97,7 +97,7 @@ def test_unmixed_run_warns_and_single_chain_summary():
         gibbs.run(net, X, y, num_samples=10, num_warmup=0, num_chains=2, seed=0, progress=False, init="zero")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        r = gibbs.run(net, X, y, num_samples=10, num_warmup=0, num_chains=1, seed=0, progress=False, diagnose=False)
+        r = gibbs.run(net, X, y, num_samples=10, num_warmup=0, num_chains=1, seed=0, progress=False, diagnose=False, init="prior")
     assert np.isfinite(r.summary().max_rhat)                      # split halves of the one chain
     P = default_probe(X, 5)
     np.testing.assert_array_equal(P, X[[0, 10, 20, 29, 39]])
@@ -122,6 +122,30 @@ def test_map_starts():
     with pytest.raises(ValueError, match="kind"):
         map_starts(bbr.key(3), net, X, y, num_chains=3, kind="mode")
 
+
+
+def test_default_start_is_map():
+    """``gibbs.run``'s default start is ``init="map"`` (issue 15): without ``init`` the run is
+    bitwise the ``init="map"`` run, its first kept sample is near the MAP fits (not a prior
+    draw), and ``init="prior"`` still gives prior starts."""
+    import inspect
+
+    assert inspect.signature(gibbs.run).parameters["init"].default == "map"
+    X, y = _data()
+    net = bb.MLP([3, 6, 1], "relu", prior_prec=1.0, delta={"Z": 1e-3, "X": 1e-3, "y": 0.01})
+    kw = dict(num_samples=3, num_chains=2, seed=5, progress=False, learn_noise=True, diagnose=False)
+    d = gibbs.run(net, X, y, **kw)
+    m = gibbs.run(net, X, y, init="map", **kw)
+    p = gibbs.run(net, X, y, init="prior", **kw)
+    for a, b in zip(d.weights, m.weights):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(d.delta_y, m.delta_y)
+
+    def mse(r):       # training MSE of the first kept sample of each chain, noise-free forward pass
+        return [float(np.mean((bb.model.forward(net, tuple(W[c, 0] for W in r.weights), X) - y) ** 2))
+                for c in range(2)]
+
+    assert max(mse(d)) < 0.1 < min(mse(p))
 
 def test_annealed_delta_schedule():
     net = bb.MLP([3, 4, 4, 1], "relu", delta={"Z": [1e-4, 0.5], "X": 1e-4, "y": 0.1})

@@ -207,5 +207,6 @@ def warn_if_unmixed(result, *, rows: int = 5, stacklevel: int = 3) -> Optional[F
     if not s.mixed:
         warnings.warn("the chains have not mixed in function space (R-hat > "
                       f"{RHAT_THRESHOLD} on some probe): run longer, use more chains or a MAP start "
-                      "(init='map'); worst rows:" + s.worst(rows).format(), ConvergenceWarning, stacklevel=stacklevel)
+                      "(init='map', gibbs.run's default); worst rows:" + s.worst(rows).format(), ConvergenceWarning,
+                      stacklevel=stacklevel)
     return s

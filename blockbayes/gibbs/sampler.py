@@ -19,7 +19,7 @@ __all__ = ["run"]
 
 @deprecated_names(n_samples="num_samples", n_warmup="num_warmup", n_chains="num_chains")
 def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: int = 1, thin: int = 1,
-        seed=None, device=None, dtype=None, progress: bool = True, init="prior",
+        seed=None, device=None, dtype=None, progress: bool = True, init="map",
         learn_noise: bool = False, learn_prior: bool = False, hyperprior: Hyperprior = Hyperprior(),
         store_log_joint: bool = True, post_method: str = "auto", check_every: int = 1,
         num_threads: Optional[int] = None, blas_threads: Optional[int] = 1, moves=None, schedule=None,
@@ -62,10 +62,18 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         Compute dtype; default: ``X``'s.
     progress : bool
         Show a tqdm progress bar.
-    init : see :func:`init`; also ``"map"`` / ``"ensemble"`` (each chain from its own MAP fit of
-        the standard net, auxiliaries by the noisy forward pass; with ``learn_noise`` the starting
-        ``Δ_y`` is the fit's training MSE) and ``"map_shared"`` (one fit for all chains); see
-        :mod:`blockbayes.gibbs.starts`.
+    init : "map" (default), "ensemble", "map_shared", "prior", "zero", weights or GibbsState
+        ``"map"`` / ``"ensemble"`` (synonyms, the default): each chain from its own MAP fit of the
+        standard net (full-batch L-BFGS, :func:`blockbayes.laplace.map_fit`), auxiliaries by the
+        noisy forward pass; with ``learn_noise`` the starting ``Δ_y`` is the fit's training MSE.
+        ``"map_shared"``: one fit for all chains. See :mod:`blockbayes.gibbs.starts`. Anything
+        else goes to :func:`init` (``"prior"``: weights drawn from the prior, the default until
+        issue 15; ``"zero"``; given weights; a ``GibbsState``). The default is MAP because, in
+        the budgets people run, chains started from the prior stay far from where MAP-started
+        ones go (measured test RMSE and log-likelihood in docs/gibbs-moves.md, "Default start");
+        the fits cost seconds on UCI-sized data. The start changes only where the chains begin,
+        not what is sampled; checks that need a start drawn from the prior (stationary-start
+        exactness tests) pass ``init="prior"``.
     learn_noise, learn_prior, hyperprior : see :func:`step`
     store_log_joint : bool
         Record ``log p(W̃, Z, X, y)`` at every kept sample.
