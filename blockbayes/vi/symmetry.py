@@ -28,7 +28,7 @@ import itertools
 import math
 from typing import NamedTuple
 
-from .._backend import device_of, linalg, to_numpy
+from .._backend import device_of, linalg
 
 __all__ = ["GapEstimate", "invariance_gap", "unit_kl", "collapsed_share", "MAX_ENUMERATED_WIDTH"]
 

@@ -26,7 +26,6 @@ precision is ``ess · (s + δ)`` with ``ess = N`` (the posterior) or ``N/τ`` (t
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 from .._backend import namespace
