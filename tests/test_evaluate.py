@@ -312,9 +312,10 @@ def test_map_starts_are_the_ensemble_members():
                                    prior_prec="fan_in", delta_y=0.1)
     assert [a.shape for a in w] == [(3, 4, 4), (3, 1, 5)] and info["map_starts"] == 3 and dy > 0
     assert not np.allclose(w[0][0], w[0][1])                       # distinct fits
-    opts = {k: v for k, v in M._MAP_DEFAULTS.items() if k != "optimizer"}
-    net, w1, dy1, i1 = M._map_with_noise(arch, d.X_train, d.y_train, seed=M._int_seed([7, 101]),
-                                         method=M._MAP_DEFAULTS["optimizer"], **opts)
+    opts = {k: v for k, v in M._MAP_DEFAULTS.items() if k not in ("prior_prec", "delta_y")}
+    p1 = M._map_point(arch, d.X_train, d.y_train, seed=M._int_seed([7, 101]), prior_prec="fan_in",
+                      delta_y=M._MAP_DEFAULTS["delta_y"], **opts)
+    w1, i1 = p1.weights, p1.config
     assert i1.get("map_reused") and np.array_equal(np.asarray(w1[0]), w[0][1])
     ws, _, info_s = M._resolve_start(arch, d.X_train, d.y_train, seed=7, init="map_shared", num_chains=3,
                                      prior_prec="fan_in", delta_y=0.1)

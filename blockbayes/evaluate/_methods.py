@@ -8,6 +8,12 @@ A method is a :class:`Method`: a name, default options, the optional module it n
 (the noisy network's Δ for Gibbs and block VI, weight decay and noise for MAP / Laplace).
 
 Register your own with :func:`register_method`; the runner treats built-in and user methods alike.
+
+This module is a table of how to build each method: the fitting lives in the families' public
+API (MAP fits with a chosen noise variance and deep ensembles in :mod:`blockbayes.point_fit` on
+:func:`blockbayes.laplace.map_fit`'s ``noise=`` option, the samplers' MAP starts through the same
+builders), the predictions in the result objects; an adapter maps a method's options onto one
+such call and reads its diagnostics.
 """
 from __future__ import annotations
 
@@ -247,33 +253,6 @@ def _predictor(arch: Arch, post, *, predict_kw=None, proba_kw=None, diagnostics=
 
 # ----------------------------------------------------------------------------------- gibbs
 
-# Logistic and probit links agree best when the logit is scaled by 1/1.702 (Camilli 1994); a MAP
-# start for the probit models divides the output layer of a logistic MAP fit by this factor.
-_LOGIT_TO_PROBIT = 1.702
-
-
-def _map_starts(arch: Arch, X, y, *, seed, num_chains, prior_prec, map_options):
-    """One MAP fit per chain, stacked as chain-batched start weights for the noisy-network samplers.
-
-    Chain ``c`` starts from the MAP fit with seed ``[seed, 100 + c]`` — the same fits as the members
-    of the ``ensemble`` method (shared through the MAP memo when both run in one process), so that
-    the chains start in different modes and R-hat can see it. Returns ``(weights, delta_y, info)``:
-    ``weights[l]`` of shape ``(C, d_{l+1}, d_l + 1)``, the mean holdout noise variance of the fits
-    (regression; the starting ``Δ_y``) and ``info`` with the MAP time owed to the caller.
-    For classification the output layer is divided by 1.702 (logistic → probit scale).
-    """
-    fits = _member_fits(arch, X, y, seed=seed, count=num_chains, prior_prec=prior_prec, **map_options)
-    L = len(arch.widths) - 1
-    weights = [np.stack([_np(f[1][l]) for f in fits]) for l in range(L)]
-    if arch.task != "regression":
-        weights[-1] = weights[-1] / _LOGIT_TO_PROBIT
-    owed = sum(_owed(f[3]) for f in fits)
-    fresh = sum(float(f[3].get("map_time_s", 0.0)) for f in fits if not f[3].get("map_reused"))
-    info = {"map_starts": num_chains, "map_time_s": owed + fresh, "map_owed_s": owed,
-            "map_starts_converged": all(f[3].get("map_converged", True) for f in fits)}
-    return weights, float(np.mean([f[2] for f in fits])), info
-
-
 _MAP_INITS = ("map", "map_shared")
 _MAP_START_OPTIONS = ("max_iter", "holdout", "noise", "delta_y", "optimizer")
 
@@ -295,25 +274,36 @@ def _map_init_kind(init):
 def _resolve_start(arch, X, y, *, seed, init, num_chains, prior_prec, delta_y):
     """MAP starts for the noisy-network samplers; any other ``init`` passes through unchanged.
 
-    ``init="map"``: chain ``c`` starts from its own MAP fit (distinct modes, honest R-hat).
+    ``init="map"``: chain ``c`` starts from its own MAP fit — the ``ensemble`` method's member ``c``
+    with holdout noise (:func:`blockbayes.point_fit.ensemble_posterior`, seeds ``[seed, 100 + c]``,
+    shared through the fit memo), so the chains start in different modes and R-hat can see it.
     ``init="map_shared"``: every chain starts from the first of those fits (one mode; what a
     Rao–Blackwellised block posterior needs, since it averages natural parameters over chains and
     averaging over different modes — permuted hidden units — gives a meaningless posterior).
     ``init={"map": {...}}`` (or ``{"map_shared": {...}}``) overrides the MAP settings of the starts
     (``max_iter``, ``holdout``, ``noise``, ``delta_y``, ``optimizer``; defaults as for ``map``).
-    Returns ``(start, delta_y, info)``; ``delta_y`` is the MAP holdout noise for regression.
+    Classification: the output layer is divided by ``gibbs.starts.LOGIT_TO_PROBIT``.
+    Returns ``(start, delta_y, info)``: per layer ``(C, d_{l+1}, d_l + 1)``, the fits' mean noise
+    variance (regression; the starting ``Δ_y``) and the MAP time owed to the caller.
     """
+    from .. import point_fit
+    from ..gibbs.starts import LOGIT_TO_PROBIT
+
     kind, over = _map_init_kind(init)
     if kind is None:
         return init, delta_y, {}
-    mopts = {k: v for k, v in {**_MAP_DEFAULTS, **over}.items() if k != "prior_prec"}
-    mopts["method"] = mopts.pop("optimizer")
-    fits = num_chains if kind == "map" else 1
-    weights, dy, info = _map_starts(arch, X, y, seed=seed, num_chains=fits, prior_prec=prior_prec,
-                                    map_options=mopts)
-    if fits != num_chains:
-        weights = [np.repeat(w, num_chains, axis=0) for w in weights]
-    return weights, (dy if arch.task == "regression" else delta_y), info
+    o = {**_MAP_DEFAULTS, **over}
+    reg = arch.task == "regression"
+    ens = point_fit.ensemble_posterior(
+        _std_net(arch, prior_prec, o["delta_y"]), X, y, members=num_chains if kind == "map" else 1, seed=seed,
+        batched=False, cache=True, noise=o["noise"], holdout=o["holdout"], max_iter=o["max_iter"], method=o["optimizer"])
+    fits = ens.config["members"]
+    owed = sum(_owed(f) for f in fits)
+    fresh = sum(float(f.get("map_time_s", 0.0)) for f in fits if not f.get("map_reused"))
+    info = {"map_starts": len(fits), "map_time_s": owed + fresh, "map_owed_s": owed,
+            "map_starts_converged": all(f.get("map_converged", True) for f in fits)}
+    weights = point_fit.chain_starts(ens, num_chains, output_scale=1.0 if reg else LOGIT_TO_PROBIT)
+    return weights, (float(np.mean([f["delta_y"] for f in fits])) if reg else delta_y), info
 
 
 def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, thin, delta_z, delta_x,
@@ -366,124 +356,27 @@ def _std_net(arch: Arch, prior_prec, delta_y):
     return MLP(arch.widths, arch.activation, likelihood=lik, prior_prec=prior_prec, delta={"y": delta_y})
 
 
-_MAP_CACHE: dict = {}
-_MAP_CACHE_SIZE = 16
-
-
-def _map_with_noise(arch: Arch, X, y, **kw):
-    """Memoised :func:`_map_fit_noise`: ``map``, ``laplace_*`` and ``laplace_iterative`` with the same
-    MAP settings on the same data and seed share one fit. The fit's wall time is returned in
-    ``info["map_time_s"]`` so that every method is charged for it (``Predictor.extra_time_s``)."""
-    import hashlib
-    import time
-
-    h = hashlib.sha1()
-    for a in (X, y):
-        a = np.ascontiguousarray(_np(a))
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    key = (h.hexdigest(), repr(arch), repr(sorted(kw.items())))
-    hit = _MAP_CACHE.get(key)
-    if hit is not None:
-        net, w, dy, info = hit
-        return net, w, dy, dict(info, map_reused=True)
-    t0 = time.perf_counter()
-    net, w, dy, info = _map_fit_noise(arch, X, y, **kw)
-    info = dict(info, map_time_s=time.perf_counter() - t0)
-    if len(_MAP_CACHE) >= _MAP_CACHE_SIZE:
-        _MAP_CACHE.pop(next(iter(_MAP_CACHE)))
-    _MAP_CACHE[key] = (net, w, dy, info)
-    return net, w, dy, info
-
-
-def _map_fit_noise(arch: Arch, X, y, *, seed, prior_prec, delta_y, noise, holdout, max_iter, method,
-                   restarts=1, tol=None, ftol=None, noise_prior=(1.0, 1e-2)):
-    """MAP weights and (regression) a noise variance chosen without test data.
-
-    ``noise="joint"``: the MAP of ``(θ, log Δ_y)`` with ``1/Δ_y ~ Gamma(noise_prior)`` (the noise
-    learned jointly, :func:`blockbayes.laplace.map_fit` with ``learn_noise=True``), L-BFGS to the
-    gradient tolerance ``tol``, best of ``restarts`` starts.
-    ``noise="holdout"``: fit on a random ``1 - holdout`` part of the training set, take the mean
-    squared error on the held-out part as ``Δ_y``, refit on all points (warm start) with that
-    ``Δ_y``. ``noise="train"``: ``Δ_y`` = training MSE of the fit. ``noise="fixed"``: ``delta_y``.
-    """
-    from .. import laplace
-
-    reg = arch.task == "regression"
-    net = _std_net(arch, prior_prec, delta_y)
-    kw = dict(method=method, max_iter=max_iter, progress=False, return_info=True)
-    if tol is not None:
-        kw["tol"] = tol
-    if ftol is not None:
-        kw["ftol"] = ftol
-    if restarts != 1:
-        kw["restarts"] = restarts
-    info = {}
+def _map_kw(noise, holdout, max_iter, optimizer, restarts=1, tol=None, ftol=None, noise_prior=(1.0, 1e-2)) -> dict:
+    """:func:`blockbayes.point_fit.map_posterior` settings from a method's options (``restarts``,
+    ``tol``, ``ftol`` and the noise prior act with ``noise="joint"`` only)."""
+    kw = dict(noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer)
     if noise == "joint":
-        w, i1 = laplace.map_fit(net, X, y, seed=_int_seed([seed, 0]), learn_noise=reg,
-                                noise_prior=tuple(noise_prior), **kw)
-        dy = float(i1["delta_y"]) if reg else float(delta_y)
-        if reg:
-            net = _std_net(arch, prior_prec, dy)
-        info = {"map_converged": bool(i1["converged"]), "map_iters": int(i1["num_iter"]),
-                "map_fev": int(i1["num_fev"]), "map_grad_norm": float(i1["grad_norm"]),
-                "map_stop": i1["message"]}
-        if "restart_objectives" in i1:
-            info.update(map_restart_objectives=i1["restart_objectives"], map_restart_iters=i1["restart_iters"],
-                        map_best_restart=i1["best_restart"])
-        if reg:
-            info["delta_y"] = dy
-        return net, w, dy, info
-    if reg and noise == "holdout":
-        n = X.shape[0]
-        n_val = max(1, int(round(holdout * n)))
-        if n - n_val < 2:
-            raise ValueError(f"noise='holdout' needs more training points than {n}")
-        perm = np.random.default_rng(_int_seed([seed, 7])).permutation(n)
-        tr, va = perm[n_val:], perm[:n_val]
-        w0, i0 = laplace.map_fit(net, X[tr], y[tr], seed=_int_seed([seed, 0]), **kw)
-        F = _map_forward(net, w0, X[va])
-        dy = float(max(np.mean((F - _np(y[va])) ** 2), 1e-6))
-        net = _std_net(arch, prior_prec, dy)
-        w, i1 = laplace.map_fit(net, X, y, seed=_int_seed([seed, 0]), init=w0, **kw)
-        info = {"map_converged": bool(i0.get("converged", True) and i1.get("converged", True)),
-                "map_iters": int(i0.get("num_iter", 0)) + int(i1.get("num_iter", 0))}
-    else:
-        w, i1 = laplace.map_fit(net, X, y, seed=_int_seed([seed, 0]), **kw)
-        info = {"map_converged": bool(i1.get("converged", True)), "map_iters": int(i1.get("num_iter", 0))}
-        dy = float(delta_y)
-        if reg and noise == "train":
-            dy = float(max(np.mean((_map_forward(net, w, X) - _np(y)) ** 2), 1e-6))
-            net = _std_net(arch, prior_prec, dy)
-        elif reg and noise != "fixed":
-            raise ValueError(f"noise must be 'joint', 'holdout', 'train' or 'fixed', got {noise!r}")
-    if reg:
-        info["delta_y"] = dy
-    return net, w, dy, info
+        kw.update(restarts=restarts, tol=tol, ftol=ftol, noise_prior=tuple(noise_prior))
+    return kw
 
 
-def _map_forward(net, weights, X) -> np.ndarray:
-    from ..model import forward
+def _map_point(arch, X, y, *, seed, prior_prec, delta_y, **options):
+    """The memoised MAP fit of ``map``/``laplace_*``: the same settings on the same data and seed share
+    one fit; ``config["map_time_s"]`` charges its wall time to every method (``extra_time_s``)."""
+    from .. import point_fit
 
-    return _col(forward(net, tuple(weights), X))
-
-
-def _point(arch: Arch, net, weights, delta_y, info=None):
-    """A MAP fit as a :class:`~blockbayes.point.PointPosterior` of the standard net (the MLP's
-    probit likelihoods become the logistic / softmax links of the standard net)."""
-    from .._backend import to_numpy
-    from ..point import PointPosterior
-
-    return PointPosterior(net=net, weights=tuple(np.asarray(to_numpy(w)) for w in weights),
-                          delta_y=float(delta_y) if arch.task == "regression" else None, config=dict(info or {}))
+    return point_fit.map_posterior(_std_net(arch, prior_prec, delta_y), X, y, seed=seed, cache=True,
+                                   **_map_kw(**options))
 
 
-def _fit_map(arch, X, y, *, seed, prior_prec, delta_y, noise, holdout, max_iter, optimizer, restarts=1, tol=None,
-             ftol=None, noise_prior=(1.0, 1e-2)):
-    extra = {} if noise != "joint" else dict(restarts=restarts, tol=tol, ftol=ftol, noise_prior=tuple(noise_prior))
-    net, w, dy, info = _map_with_noise(arch, X, y, seed=seed, prior_prec=prior_prec, delta_y=delta_y,
-                                       noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer, **extra)
-    return _predictor(arch, _point(arch, net, w, dy), diagnostics=info, extra_time_s=_owed(info))
+def _fit_map(arch, X, y, *, seed, **options):
+    p = _map_point(arch, X, y, seed=seed, **options)
+    return _predictor(arch, p, diagnostics=p.config, extra_time_s=_owed(p.config))
 
 
 def _owed(info) -> float:
@@ -517,58 +410,19 @@ register_method(Method(
                 "hyperprior; L-BFGS to |grad|_inf <= 1e-6 per point, best of 3 starts)"))
 
 
-def _member_fits(arch: Arch, X, y, *, seed, count, **map_kw) -> list:
-    """The first ``count`` holdout-noise MAP fits with seeds ``[seed, 100 + k]`` (memoised).
+def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, **options):
+    from .. import point_fit
 
-    The MAP starts of the noisy-network samplers (and the members of ``ensemble`` when it is run
-    with ``noise="holdout"``). The default ``ensemble`` learns its noise jointly
-    (:func:`_joint_member_fits`) and no longer shares these fits.
-    """
-    return [_map_with_noise(arch, X, y, seed=_int_seed([seed, 100 + k]), **map_kw) for k in range(count)]
-
-
-def _joint_member_fits(arch, X, y, *, seed, members, prior_prec, delta_y, max_iter, restarts, tol, ftol,
-                       noise_prior) -> list:
-    """``members`` joint-noise MAP fits as one batched problem (:func:`blockbayes.laplace.map_ensemble`),
-    in the ``(net, weights, Δ_y, info)`` form of :func:`_member_fits`."""
-    from .. import laplace
-
-    reg = arch.task == "regression"
-    net = _std_net(arch, prior_prec, delta_y)
-    W, info = laplace.map_ensemble(net, X, y, members=members, restarts=restarts, seed=_int_seed([seed, 100]),
-                                   learn_noise=reg, noise_prior=tuple(noise_prior), max_iter=max_iter, tol=tol,
-                                   ftol=ftol, progress=False, return_info=True)
-    out = []
-    for k, mi in enumerate(info["members"]):
-        dy = float(mi["delta_y"]) if reg else float(delta_y)
-        out.append((_std_net(arch, prior_prec, dy), tuple(_np(w)[k] for w in W), dy,
-                    {"map_converged": bool(mi["converged"]), "map_iters": int(mi["num_iter"]),
-                     "map_stop": mi["message"]}))
-    return out
-
-
-def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, noise, holdout, max_iter, optimizer, restarts=1,
-                  tol=None, ftol=None, noise_prior=(1.0, 1e-2)):
-    from ..point import EnsemblePosterior
-
-    if noise == "joint":
-        if optimizer != "lbfgs":
-            raise ValueError("noise='joint' needs optimizer='lbfgs'")
-        fits = _joint_member_fits(arch, X, y, seed=seed, members=members, prior_prec=prior_prec, delta_y=delta_y,
-                                  max_iter=max_iter, restarts=restarts, tol=1e-7 if tol is None else tol,
-                                  ftol=ftol, noise_prior=noise_prior)
-    else:
-        fits = _member_fits(arch, X, y, seed=seed, count=members, prior_prec=prior_prec, delta_y=delta_y,
-                            noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer)
-    diag = {"members": members, "map_converged": all(f[3].get("map_converged", True) for f in fits)}
-    its = [f[3].get("map_iters") for f in fits if f[3].get("map_iters") is not None]
+    ens = point_fit.ensemble_posterior(_std_net(arch, prior_prec, delta_y), X, y, members=members, seed=seed,
+                                       cache=True, **_map_kw(**options))
+    fits = ens.config["members"]
+    diag = {"members": members, "map_converged": all(f.get("map_converged", True) for f in fits)}
+    its = [f.get("map_iters") for f in fits if f.get("map_iters") is not None]
     if its:
-        diag["map_iters_max"] = int(max(its))
-        diag["map_iters_mean"] = float(np.mean(its))
-        diag["map_converged_count"] = int(sum(bool(f[3].get("map_converged")) for f in fits))
-    ens = EnsemblePosterior.from_points([_point(arch, f[0], f[1], f[2]) for f in fits])
+        diag.update(map_iters_max=int(max(its)), map_iters_mean=float(np.mean(its)),
+                    map_converged_count=int(sum(bool(f.get("map_converged")) for f in fits)))
     if arch.task == "regression":
-        diag["delta_y_mean"] = float(np.mean([f[2] for f in fits]))
+        diag["delta_y_mean"] = float(np.mean([f["delta_y"] for f in fits]))
     return _predictor(arch, ens, diagnostics=diag)
 
 
@@ -587,12 +441,12 @@ def _fit_laplace(arch, X, y, *, seed, structure, subset, prior_prec, delta_y, no
                  optimizer, tune, prior_structure, pred_type, link, n_samples):
     from .. import laplace
 
-    net, w, dy, info = _map_with_noise(arch, X, y, seed=seed, prior_prec=prior_prec, delta_y=delta_y,
-                                       noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer)
-    la = laplace.fit(net, w, X, y, subset=subset, structure=structure)
+    p = _map_point(arch, X, y, seed=seed, prior_prec=prior_prec, delta_y=delta_y, noise=noise, holdout=holdout,
+                   max_iter=max_iter, optimizer=optimizer)
+    la = laplace.fit(p.net, p.weights, X, y, subset=subset, structure=structure)
     if tune:
         la.optimize_prior_precision(method=tune, prior_structure=prior_structure)
-    info = dict(info)
+    info = dict(p.config)
     info["prior_precision"] = [list(map(float, p)) for p in la.prior_precision]
     pseed = _int_seed([seed, 3])
     if arch.task == "regression":
@@ -624,11 +478,11 @@ def _fit_laplace_iterative(arch, X, y, *, seed, prior_prec, delta_y, noise, hold
                            num_sweeps, options):
     from .. import laplace
 
-    net, w, dy, info = _map_with_noise(arch, X, y, seed=seed, prior_prec=prior_prec, delta_y=delta_y,
-                                       noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer)
-    la = laplace.block(net, X, y, init=w, num_steps=num_sweeps, seed=_int_seed([seed, 5]),
-                      **{"progress": False, **dict(options or {})})
-    return _predictor(arch, la, diagnostics=dict(info), extra_time_s=_owed(info))
+    p = _map_point(arch, X, y, seed=seed, prior_prec=prior_prec, delta_y=delta_y, noise=noise, holdout=holdout,
+                   max_iter=max_iter, optimizer=optimizer)
+    la = laplace.block(p.net, X, y, init=p.weights, num_steps=num_sweeps, seed=_int_seed([seed, 5]),
+                       **{"progress": False, **dict(options or {})})
+    return _predictor(arch, la, diagnostics=dict(p.config), extra_time_s=_owed(p.config))
 
 
 register_method(Method(

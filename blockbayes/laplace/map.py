@@ -27,7 +27,7 @@ from .._backend import device_of, namespace, to_numpy
 from .._backend import random as bbr
 from ..driver import one_blas_thread
 from ..inputs import prepare
-from ..model import MLP
+from ..model import MLP, forward
 from . import _common as C
 from ..model import activate as _activate_model
 from ._mlp_grad import (activation_derivative, auto_chunk, chunks, loss_derivatives, objective,
@@ -416,7 +416,8 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
             noise_prior=(1.0, 1e-2), restarts: int = 1, max_iter: int = 2000, tol: float = 1e-7,
             ftol=None, history: int = 10, num_epochs: int = 200, batch_size: int = 128, lr: float = 1e-2,
             betas=(0.9, 0.999), eps: float = 1e-8, chunk_size=None, progress=True,
-            return_info: bool = False, device=None, dtype=None):
+            return_info: bool = False, device=None, dtype=None, noise=None, holdout: float = 0.1,
+            split_seed=None):
     """MAP weights of the standard MLP (and, optionally, of its noise variance).
 
     Parameters
@@ -483,6 +484,21 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
         ``X``'s device); the weights are returned there.
     dtype : None, "float32" or "float64"
         Compute dtype (default ``X``'s); the weights have it.
+    noise : None, float or {"fixed", "joint", "holdout", "train"}
+        How the Gaussian noise variance ``Δ_y`` is chosen (without test data). ``None``: as
+        ``delta_y``/``learn_noise`` say. A float: that ``Δ_y``. ``"fixed"``: ``delta_y`` (or
+        ``net.delta_y``). ``"joint"``: ``learn_noise=True``. ``"holdout"``: fit on a random
+        ``1 − holdout`` part of the data (rows ``perm[n_val:]`` of ``perm =
+        default_rng(split_seed).permutation(n)``, ``n_val = max(1, round(holdout·n))``), take
+        ``Δ_y = max(mean((F(x; θ₀) − y)²), 1e-6)`` over the held-out rows, and refit on all points
+        from ``θ₀`` with that ``Δ_y``. ``"train"``: ``Δ_y = max(mean((F(x; θ*) − y)²), 1e-6)`` on the
+        training points (no refit). Anything but ``None`` needs the gaussian likelihood; the chosen
+        ``Δ_y`` is ``info["delta_y"]``, and ``"holdout"`` adds ``info["holdout_fit"]`` (``num_iter``,
+        ``converged`` and ``num_val`` of the first fit).
+    holdout : float in (0, 1)
+        Held-out fraction for ``noise="holdout"``.
+    split_seed : None, int or SeedSequence
+        Seed of the holdout split (NumPy ``default_rng``); ``None``: fresh entropy.
 
     Returns
     -------
@@ -493,6 +509,21 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
     """
     lik = C.resolve_likelihood(net, likelihood)
     X, Y = prepare(net, X, y, device=device, dtype=dtype, task="standard", likelihood=lik)
+    if noise is not None:
+        mode, fixed = _noise_mode(noise, lik, learn_noise)
+        kw = dict(likelihood=lik, method=method, seed=seed, init=init, prior_precision=prior_precision,
+                  noise_prior=noise_prior, restarts=restarts, max_iter=max_iter, tol=tol, ftol=ftol, history=history,
+                  num_epochs=num_epochs, batch_size=batch_size, lr=lr, betas=betas, eps=eps, chunk_size=chunk_size,
+                  progress=progress)
+        if mode == "fixed":
+            dy = fixed if fixed is not None else delta_y
+            return map_fit(net, X, Y, delta_y=dy, sigma_noise=None if fixed is not None else sigma_noise,
+                           return_info=return_info, **kw)
+        if mode == "joint":
+            return map_fit(net, X, Y, learn_noise=True, return_info=return_info, **kw)
+        W, info = _map_fit_selected_noise(net, X, Y, mode, kw, delta_y=delta_y, sigma_noise=sigma_noise,
+                                          holdout=holdout, split_seed=split_seed)
+        return (W, info) if return_info else W
     lam_w, lam_b = C.resolve_prior(net, prior_precision)
     dy = C.resolve_noise(net, lik, delta_y, sigma_noise)
     if method not in ("lbfgs", "adam"):
@@ -538,6 +569,54 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
                  betas=betas, eps=C.positive("eps", eps), progress=progress, return_info=return_info)
 
 
+_NOISE_MODES = ("fixed", "joint", "holdout", "train")
+
+
+def _noise_mode(noise, lik, learn_noise):
+    """``(mode, fixed Δ_y or None)`` of :func:`map_fit`'s ``noise`` option (checked)."""
+    if lik != "gaussian":
+        raise ValueError(f"noise={noise!r} needs the gaussian likelihood (got {lik!r})")
+    if learn_noise:
+        raise ValueError("give noise=... or learn_noise=True, not both")
+    if isinstance(noise, str):
+        if noise not in _NOISE_MODES:
+            raise ValueError(f"noise must be a positive float or one of {_NOISE_MODES}, got {noise!r}")
+        return noise, None
+    return "fixed", C.positive("noise", noise)
+
+
+def _host_mse(net, W, X, Y) -> float:
+    """``max(mean((F(X; W) − Y)²), 1e-6)``, computed on the host in float64."""
+    F = np.asarray(to_numpy(forward(net, tuple(W), X)), dtype=np.float64).reshape(-1)
+    T = np.asarray(to_numpy(Y), dtype=np.float64).reshape(-1)
+    return float(max(np.mean((F - T) ** 2), 1e-6))
+
+
+def _map_fit_selected_noise(net, X, Y, mode, kw, *, delta_y, sigma_noise, holdout, split_seed):
+    """``noise="holdout"`` / ``"train"`` of :func:`map_fit` (``X``, ``Y`` already prepared)."""
+    if mode == "train":
+        W, info = map_fit(net, X, Y, delta_y=delta_y, sigma_noise=sigma_noise, return_info=True, **kw)
+        dy = _host_mse(net, W, X, Y)
+        return W, dict(info, delta_y=dy)
+    frac = float(holdout)
+    if not 0.0 < frac < 1.0:
+        raise ValueError(f"holdout must lie in (0, 1), got {holdout!r}")
+    n = int(X.shape[0])
+    n_val = max(1, int(round(frac * n)))
+    if n - n_val < 2:
+        raise ValueError(f"noise='holdout' needs more training points than {n}")
+    perm = np.random.default_rng(split_seed).permutation(n)
+    xp, dev = namespace(X), device_of(X)
+    tr, va = xp.asarray(perm[n_val:], device=dev), xp.asarray(perm[:n_val], device=dev)
+    W0, i0 = map_fit(net, xp.take(X, tr, axis=0), xp.take(Y, tr, axis=0), delta_y=delta_y, sigma_noise=sigma_noise,
+                     return_info=True, **kw)
+    dy = _host_mse(net, W0, xp.take(X, va, axis=0), xp.take(Y, va, axis=0))
+    W, info = map_fit(net, X, Y, delta_y=dy, return_info=True, **dict(kw, init=W0))
+    info["holdout_fit"] = dict(num_iter=int(i0.get("num_iter", 0)), converged=bool(i0.get("converged", True)),
+                               num_val=n_val, delta_y=dy)
+    return W, info
+
+
 def _member_info(res, i, n) -> dict:
     return dict(objective=float(res["f"][i]) * n, grad_norm=float(np.max(np.abs(res["g"][i]))) * n,
                 num_iter=int(res["num_iter"][i]), num_fev=int(res["num_fev"][i]),
@@ -549,7 +628,7 @@ def _member_info(res, i, n) -> dict:
 def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=None, likelihood=None,
                  prior_precision=None, delta_y=None, sigma_noise=None, learn_noise: bool = False,
                  noise_prior=(1.0, 1e-2), max_iter: int = 2000, tol: float = 1e-7, ftol=None, history: int = 10,
-                 chunk_size=None, progress=True, return_info: bool = False, device=None, dtype=None):
+                 chunk_size=None, progress=True, return_info: bool = False, device=None, dtype=None, noise=None):
     """``members`` independent MAP fits (a deep ensemble), all fitted as **one batched problem**.
 
     Member ``k`` is exactly ``map_fit(net, X, y, seed=seeds[k], restarts=restarts, ...)`` with
@@ -557,7 +636,9 @@ def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=No
     optimiser keeps each member's state separate and only shares the objective evaluations, one
     batched matmul per layer for all ``members × restarts`` weight sets).
 
-    Parameters are those of :func:`map_fit` (L-BFGS only; ``device=``/``dtype=`` included).
+    Parameters are those of :func:`map_fit` (L-BFGS only; ``device=``/``dtype=`` included);
+    ``noise`` takes ``None``, a float, ``"fixed"`` or ``"joint"`` (the holdout and training-MSE
+    choices refit per member: :func:`blockbayes.point_fit.ensemble_posterior`).
 
     Returns
     -------
@@ -569,6 +650,14 @@ def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=No
     """
     lik = C.resolve_likelihood(net, likelihood)
     X, Y = prepare(net, X, y, device=device, dtype=dtype, task="standard", likelihood=lik)
+    if noise is not None:
+        mode, fixed = _noise_mode(noise, lik, learn_noise)
+        if mode not in ("fixed", "joint"):
+            raise ValueError(f"map_ensemble takes noise=None, a float, 'fixed' or 'joint', got {noise!r} "
+                             "(per-member holdout fits: blockbayes.point_fit.ensemble_posterior)")
+        learn_noise = mode == "joint"
+        if fixed is not None:
+            delta_y, sigma_noise = fixed, None
     lam_w, lam_b = C.resolve_prior(net, prior_precision)
     dy = C.resolve_noise(net, lik, delta_y, sigma_noise)
     members = C.positive_int("members", members)
