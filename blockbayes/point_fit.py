@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from ._backend import to_numpy
+from ._backend import namespace, to_numpy
 from .laplace import map_ensemble, map_fit
 from .model import MLP
 from .nn import resolve_likelihood
@@ -210,19 +210,32 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
     return EnsemblePosterior(net=net, weights=tuple(W), delta_y=dy, likelihood=lik, config={"members": cfg})
 
 
-def chain_starts(ensemble: EnsemblePosterior, num_chains: int, *, output_scale: float = 1.0) -> list:
-    """Chain-batched start weights from an ensemble's members (host float64 NumPy).
+def chain_starts(members, num_chains: int, *, output_scale: float = 1.0, like=None) -> list:
+    """Chain-batched start weights from MAP fits (the MAP starts of the noisy-network samplers).
 
-    Chain ``c`` starts at member ``c``; a one-member ensemble starts every chain there. The output
-    layer is divided by ``output_scale`` (``gibbs.starts.LOGIT_TO_PROBIT`` turns a logistic fit into
-    a probit start). Returns per layer ``(num_chains, d_{l+1}, d_l + 1)``.
+    ``members``: an :class:`~blockbayes.point.EnsemblePosterior`, or its per-layer stacked weights
+    ``(M, d_{l+1}, d_l + 1)``. Chain ``c`` starts at member ``c``; a one-member ensemble starts
+    every chain there. The output layer is divided by ``output_scale``
+    (:data:`blockbayes.gibbs.starts.LOGIT_TO_PROBIT` turns a logistic fit into a probit start).
+
+    Returns
+    -------
+    list of arrays
+        Per layer ``(num_chains, d_{l+1}, d_l + 1)``: host float64 NumPy (``like=None``) or in
+        ``like``'s namespace, device and dtype (the cast comes before the division).
     """
-    M = ensemble.num_members
+    weights = members.weights if isinstance(members, EnsemblePosterior) else tuple(members)
+    M = int(weights[0].shape[0])
     if M not in (1, num_chains):
         raise ValueError(f"{M} members cannot start {num_chains} chains (give 1 or {num_chains})")
-    weights = [np.asarray(to_numpy(w), dtype=np.float64) for w in ensemble.weights]
+    if like is None:
+        weights = [np.asarray(to_numpy(w), dtype=np.float64) for w in weights]
+    else:
+        xp = namespace(like)
+        weights = [xp.astype(w, like.dtype) for w in weights]
     if output_scale != 1.0:
         weights[-1] = weights[-1] / output_scale
-    if M != num_chains:
-        weights = [np.repeat(w, num_chains, axis=0) for w in weights]
-    return weights
+    if like is None:
+        return [np.repeat(w, num_chains, axis=0) for w in weights] if M != num_chains else weights
+    return [xp.asarray(xp.broadcast_to(w, (num_chains,) + tuple(w.shape[1:])) if M != num_chains else w, copy=True)
+            for w in weights]

@@ -150,3 +150,10 @@ def test_chain_starts():
     assert w[0].shape == (3, 4, 4) and np.array_equal(w[0][2], w[0][0])
     with pytest.raises(ValueError, match="cannot start"):
         point_fit.chain_starts(ens, 3)
+    # stacked weights and a target array: cast to its dtype first, then scaled; repeated as copies
+    X32 = X.astype(np.float32)
+    w = point_fit.chain_starts(one.weights, 3, output_scale=2.0, like=X32)
+    assert [a.dtype for a in w] == [np.float32, np.float32] and w[1].shape == (3, 1, 5)
+    np.testing.assert_array_equal(w[1][2], np.asarray(one.weights[1][0]).astype(np.float32) / np.float32(2.0))
+    w[0][0, 0, 0] = 123.0
+    assert w[0][1, 0, 0] != 123.0                                  # a copy per chain, not a broadcast view

@@ -67,6 +67,7 @@ def map_starts(key, net: MLP, X, y, *, num_chains: int, kind: str = "map", max_i
         ``map_fits`` (number of fits), ``map_converged`` (all fits), ``map_iters`` (total).
     """
     from .. import laplace
+    from ..point_fit import chain_starts
 
     if kind not in MAP_INITS:
         raise ValueError(f"kind must be one of {MAP_INITS}, got {kind!r}")
@@ -87,20 +88,14 @@ def map_starts(key, net: MLP, X, y, *, num_chains: int, kind: str = "map", max_i
         converged = converged and bool(info.get("converged", True))
         iters += int(info.get("num_iter", 0))
         w = [xp.astype(W, X.dtype) for W in w]
-        if net.likelihood in ("probit", "multinomial_probit"):
-            w[-1] = w[-1] / LOGIT_TO_PROBIT
         all_w.append(w)
         if net.likelihood == "gaussian" and learn_noise:
             F = forward(net, tuple(w), X)
             R = yc - F
             sse.append(xp.mean(R * R))
-    L = net.num_layers
-    weights = []
-    for l in range(L):
-        Wl = xp.stack([w[l] for w in all_w], axis=0)
-        if fits != C:
-            Wl = xp.broadcast_to(Wl, (C,) + tuple(Wl.shape[1:]))
-        weights.append(xp.asarray(Wl, copy=True))
+    stacked = [xp.stack([w[l] for w in all_w], axis=0) for l in range(net.num_layers)]
+    probit = net.likelihood in ("probit", "multinomial_probit")
+    weights = chain_starts(stacked, C, output_scale=LOGIT_TO_PROBIT if probit else 1.0, like=X)
     delta_y: Optional[object] = None
     if sse:
         dy = xp.maximum(xp.stack(sse), xp.asarray(1e-6, dtype=X.dtype, device=device_of(X)))

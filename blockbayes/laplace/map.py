@@ -19,22 +19,25 @@ evaluations (:func:`map_ensemble`).
 """
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .._backend import device_of, namespace, to_numpy
 from .._backend import random as bbr
-from ..driver import one_blas_thread
+from ..driver import nonfinite_blocks, nonfinite_fields, one_blas_thread, run_kernel
 from ..inputs import prepare
 from ..model import MLP, forward
 from . import _common as C
 from ..model import activate as _activate_model
+from .iterative import _isatty
 from ._mlp_grad import (activation_derivative, auto_chunk, chunks, loss_derivatives, objective,
                         prior_vector)
 
 __all__ = ["map_fit", "map_ensemble", "member_keys", "neg_log_posterior", "init_weights", "batched_objective",
-           "lbfgs_batched"]
+           "lbfgs_batched", "lbfgs_step", "LBFGSState", "AdamState"]
 
 init_weights = C.init_weights
 
@@ -203,8 +206,147 @@ def batched_objective(net: MLP, weights, X, Y, *, likelihood: str, lam_w, lam_b,
     return E, tuple(grads), dy
 
 
+class LBFGSState(NamedTuple):
+    """State of ``M`` lock-step L-BFGS minimisations (:func:`lbfgs_batched`; host NumPy).
+
+    Attributes
+    ----------
+    x, g : arrays, shape (M, P)
+        Iterates and their gradients.
+    f : array, shape (M,)
+        Objective values.
+    S, Yh : arrays, shape (M, history, P)
+        Curvature pairs ``s_i = x_{i+1} − x_i``, ``y_i = g_{i+1} − g_i``, newest last.
+    cnt : int array, shape (M,)
+        Valid pairs per member.
+    nit, nfev : int arrays, shape (M,)
+        Iterations and objective evaluations per member.
+    status : int array, shape (M,)
+        ``-1`` while running, else the stopping reason (see :func:`lbfgs_batched`).
+    """
+
+    x: Any
+    f: Any
+    g: Any
+    S: Any
+    Yh: Any
+    cnt: Any
+    nit: Any
+    nfev: Any
+    status: Any
+
+
+_LBFGS_MESSAGES = {2: "iteration limit reached", 3: "line search found no decrease (numerical floor of f)",
+                   4: "interrupted (Ctrl-C)", 0: "gradient tolerance reached"}
+
+
+@functools.lru_cache(maxsize=8)
+def _pair_masks(m: int):
+    """``(I_m, upper-triangle mask)`` for :func:`lbfgs_step` (read only; cached per ``m``)."""
+    return np.eye(m), np.triu(np.ones((m, m), dtype=bool))
+
+
+def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch: int = 30,
+               c1: float = 1e-4) -> LBFGSState:
+    """One L-BFGS iteration of every running member (``status < 0``) of ``st`` (see
+    :func:`lbfgs_batched`); stopped members are left as they are. Returns the new state: fresh
+    arrays, except the curvature-pair buffers ``S``, ``Yh``, which are updated in place (copying
+    them every iteration tripled the cost of an iteration on a cheap objective)."""
+    S, Yh = st.S, st.Yh
+    x, f, g = st.x.copy(), st.f.copy(), st.g.copy()
+    cnt, nit, nfev, status = st.cnt.copy(), st.nit.copy(), st.nfev.copy(), st.status.copy()
+    M, m, P = S.shape
+    eye, tri = _pair_masks(m)
+    act = np.flatnonzero(status < 0)
+    if act.size == 0:
+        return LBFGSState(x, f, g, S, Yh, cnt, nit, nfev, status)
+    ga = g[act]
+    # ---- direction: compact L-BFGS form (zero pairs for members with fewer than m pairs)
+    Sa, Ya = S[act], Yh[act]
+    SY = np.matmul(Sa, np.swapaxes(Ya, 1, 2))                     # (k, m, m): s_i . y_j
+    YY = np.matmul(Ya, np.swapaxes(Ya, 1, 2))
+    valid = np.arange(m)[None, :] >= (m - cnt[act])[:, None]       # newest pairs at the end
+    sy_new = SY[:, -1, -1]
+    yy_new = YY[:, -1, -1]
+    gamma = np.where(cnt[act] > 0, sy_new / np.where(yy_new > 0, yy_new, 1.0), 0.0)
+    R = np.where(tri[None], SY, 0.0)
+    R = np.where(valid[:, :, None] & valid[:, None, :], R, 0.0) + eye[None] * (~valid)[:, :, None]
+    Dg = np.where(valid, np.diagonal(SY, axis1=1, axis2=2), 0.0)
+    p1 = np.einsum("kip,kp->ki", Sa, ga)
+    p2 = gamma[:, None] * np.einsum("kip,kp->ki", Ya, ga)
+    Rinv_p1 = np.linalg.solve(R, p1[..., None])[..., 0]
+    b_ = -Rinv_p1
+    inner = Dg * Rinv_p1 + gamma[:, None] * np.einsum("kij,kj->ki", YY, Rinv_p1) - p2
+    a_ = np.linalg.solve(np.swapaxes(R, 1, 2), inner[..., None])[..., 0]
+    Hg = gamma[:, None] * ga + np.einsum("ki,kip->kp", a_, Sa) + gamma[:, None] * np.einsum("ki,kip->kp", b_, Ya)
+    first = cnt[act] == 0
+    Hg[first] = ga[first]
+    d = -Hg
+    gd = np.einsum("kp,kp->k", ga, d)
+    bad = ~(gd < 0) | ~np.all(np.isfinite(d), axis=1)
+    if np.any(bad):                                              # lost descent: forget the pairs
+        d[bad] = -ga[bad]
+        gd[bad] = -np.einsum("kp,kp->k", ga[bad], ga[bad])
+        cnt[act[bad]] = 0
+        first = first | bad
+    t = np.where(first, np.minimum(1.0, 1.0 / np.maximum(np.linalg.norm(ga, axis=1), 1e-300)), 1.0)
+    # ---- backtracking line search, members independently
+    x_new = np.empty((act.size, P))
+    f_new = np.empty(act.size)
+    g_new = np.empty((act.size, P))
+    pend = np.arange(act.size)
+    ok = np.zeros(act.size, dtype=bool)
+    fa = f[act]
+    for _ in range(max_linesearch):
+        xt = x[act[pend]] + t[pend, None] * d[pend]
+        ft, gt = fun(xt, act[pend])
+        ft = np.asarray(ft, dtype=np.float64)
+        gt = np.asarray(gt, dtype=np.float64)
+        nfev[act[pend]] += 1
+        fin = np.isfinite(ft) & np.all(np.isfinite(gt), axis=1)
+        acc = fin & (ft <= fa[pend] + c1 * t[pend] * gd[pend])
+        i_acc = pend[acc]
+        x_new[i_acc], f_new[i_acc], g_new[i_acc] = xt[acc], ft[acc], gt[acc]
+        ok[i_acc] = True
+        rej = pend[~acc]
+        if rej.size == 0:
+            pend = rej
+            break
+        tr, fr = t[rej], np.where(fin[~acc], ft[~acc], np.inf)
+        denom = 2.0 * (fr - fa[rej] - gd[rej] * tr)
+        tq = np.where(np.isfinite(denom) & (denom > 0), -gd[rej] * tr * tr / np.where(denom > 0, denom, 1.0), 0.1 * tr)
+        t[rej] = np.clip(tq, 0.1 * tr, 0.5 * tr)
+        pend = rej
+    stalled = act[~ok]
+    status[stalled] = 3
+    acc_m = act[ok]
+    if acc_m.size:
+        xn, fn, gn = x_new[ok], f_new[ok], g_new[ok]
+        s = xn - x[acc_m]
+        yv = gn - g[acc_m]
+        sy = np.einsum("kp,kp->k", s, yv)
+        yy = np.einsum("kp,kp->k", yv, yv)
+        upd = sy > 1e-10 * yy
+        u = acc_m[upd]
+        if u.size:
+            S[u, :-1] = S[u, 1:]
+            Yh[u, :-1] = Yh[u, 1:]
+            S[u, -1] = s[upd]
+            Yh[u, -1] = yv[upd]
+            cnt[u] = np.minimum(cnt[u] + 1, m)
+        f_old = f[acc_m]
+        x[acc_m], f[acc_m], g[acc_m] = xn, fn, gn
+        nit[acc_m] += 1
+        conv_g = np.max(np.abs(gn), axis=1) <= gtol
+        conv_f = (f_old - fn) <= ftol * np.maximum(np.maximum(np.abs(f_old), np.abs(fn)), 1.0)
+        status[acc_m[conv_f]] = 1
+        status[acc_m[conv_g]] = 0
+    return LBFGSState(x, f, g, S, Yh, cnt, nit, nfev, status)
+
+
 def lbfgs_batched(fun, x0, *, max_iter: int = 1000, gtol: float = 1e-5, ftol: float = 0.0, history: int = 10,
-                  max_linesearch: int = 30, c1: float = 1e-4, callback=None):
+                  max_linesearch: int = 30, c1: float = 1e-4, callback=None, progress=False,
+                  desc: str = "L-BFGS", check_every=None):
     """``M`` independent L-BFGS minimisations run in lock step (host NumPy, float64).
 
     Each member keeps its own curvature pairs, step and stopping state, so its iterates are exactly
@@ -222,142 +364,63 @@ def lbfgs_batched(fun, x0, *, max_iter: int = 1000, gtol: float = 1e-5, ftol: fl
     |f_new|, 1)`` (converged in f; never with ``ftol = 0``), ``max_iter`` iterations, or no
     Armijo step within ``max_linesearch`` trials (stalled at the numerical floor of ``f``).
 
+    The iterations run on :func:`blockbayes.driver.run_kernel` (one :func:`lbfgs_step` a step, the
+    run stopped early once no member is running): progress bar, ``check_every`` finite checks of
+    the iterates, Ctrl-C (the members still running then get status 4 and the iterates so far).
+
     Parameters
     ----------
     fun : callable
         ``fun(x, idx) -> (f, g)`` for rows ``idx`` of the batch: ``x`` of shape ``(k, P)``, ``f``
         ``(k,)``, ``g`` ``(k, P)``. Non-finite ``f`` counts as a failed trial step.
     x0 : array, shape (M, P)
+    callback : callable ``(x, f, g, nit)``, optional
+        Called after each iteration with the state's arrays.
+    progress : bool
+        tqdm bar over the iterations (``desc``).
+    check_every : int, optional
+        Check the iterates for non-finite values every this many iterations (and after the last).
 
     Returns
     -------
     dict
         ``x (M, P)``, ``f (M,)``, ``g (M, P)``, ``num_iter (M,)``, ``num_fev (M,)``, ``status (M,)``
-        (0 gradient tolerance, 1 f tolerance, 2 iteration limit, 3 line search stalled),
-        ``message`` and ``history`` (``f`` after each iteration) per member.
+        (0 gradient tolerance, 1 f tolerance, 2 iteration limit, 3 line search stalled,
+        4 interrupted), ``message`` and ``history`` (``f`` after each iteration) per member.
     """
     x = np.array(x0, dtype=np.float64, copy=True)
     if x.ndim != 2:
         raise ValueError(f"x0 must have shape (M, P), got {x.shape}")
     M, P = x.shape
     m = int(history)
-    idx_all = np.arange(M)
-    f, g = fun(x, idx_all)
+    f, g = fun(x, np.arange(M))
     f = np.asarray(f, dtype=np.float64).copy()
     g = np.asarray(g, dtype=np.float64).copy()
     if not np.all(np.isfinite(f)) or not np.all(np.isfinite(g)):
         raise FloatingPointError("the objective is not finite at the starting point")
-    S = np.zeros((M, m, P))
-    Yh = np.zeros((M, m, P))
-    cnt = np.zeros(M, dtype=np.int64)
-    nit = np.zeros(M, dtype=np.int64)
-    nfev = np.ones(M, dtype=np.int64)
     status = np.full(M, -1, dtype=np.int64)
     status[np.max(np.abs(g), axis=1) <= gtol] = 0
-    trace = [[] for _ in range(M)]
-    eye = np.eye(m)
-    tri = np.triu(np.ones((m, m), dtype=bool))
-    while True:
-        act = np.flatnonzero(status < 0)
-        if act.size == 0:
-            break
-        lim = act[nit[act] >= max_iter]
-        status[lim] = 2
-        act = act[nit[act] < max_iter]
-        if act.size == 0:
-            break
-        ga = g[act]
-        # ---- direction: compact L-BFGS form (zero pairs for members with fewer than m pairs)
-        Sa, Ya = S[act], Yh[act]
-        SY = np.matmul(Sa, np.swapaxes(Ya, 1, 2))                     # (k, m, m): s_i . y_j
-        YY = np.matmul(Ya, np.swapaxes(Ya, 1, 2))
-        valid = np.arange(m)[None, :] >= (m - cnt[act])[:, None]       # newest pairs at the end
-        sy_new = SY[:, -1, -1]
-        yy_new = YY[:, -1, -1]
-        gamma = np.where(cnt[act] > 0, sy_new / np.where(yy_new > 0, yy_new, 1.0), 0.0)
-        R = np.where(tri[None], SY, 0.0)
-        R = np.where(valid[:, :, None] & valid[:, None, :], R, 0.0) + eye[None] * (~valid)[:, :, None]
-        Dg = np.where(valid, np.diagonal(SY, axis1=1, axis2=2), 0.0)
-        p1 = np.einsum("kip,kp->ki", Sa, ga)
-        p2 = gamma[:, None] * np.einsum("kip,kp->ki", Ya, ga)
-        Rinv_p1 = np.linalg.solve(R, p1[..., None])[..., 0]
-        b_ = -Rinv_p1
-        inner = Dg * Rinv_p1 + gamma[:, None] * np.einsum("kij,kj->ki", YY, Rinv_p1) - p2
-        a_ = np.linalg.solve(np.swapaxes(R, 1, 2), inner[..., None])[..., 0]
-        Hg = gamma[:, None] * ga + np.einsum("ki,kip->kp", a_, Sa) + gamma[:, None] * np.einsum("ki,kip->kp", b_, Ya)
-        first = cnt[act] == 0
-        Hg[first] = ga[first]
-        d = -Hg
-        gd = np.einsum("kp,kp->k", ga, d)
-        bad = ~(gd < 0) | ~np.all(np.isfinite(d), axis=1)
-        if np.any(bad):                                              # lost descent: forget the pairs
-            d[bad] = -ga[bad]
-            gd[bad] = -np.einsum("kp,kp->k", ga[bad], ga[bad])
-            cnt[act[bad]] = 0
-            first = first | bad
-        t = np.where(first, np.minimum(1.0, 1.0 / np.maximum(np.linalg.norm(ga, axis=1), 1e-300)), 1.0)
-        # ---- backtracking line search, members independently
-        x_new = np.empty((act.size, P))
-        f_new = np.empty(act.size)
-        g_new = np.empty((act.size, P))
-        pend = np.arange(act.size)
-        ok = np.zeros(act.size, dtype=bool)
-        fa = f[act]
-        for _ in range(max_linesearch):
-            xt = x[act[pend]] + t[pend, None] * d[pend]
-            ft, gt = fun(xt, act[pend])
-            ft = np.asarray(ft, dtype=np.float64)
-            gt = np.asarray(gt, dtype=np.float64)
-            nfev[act[pend]] += 1
-            fin = np.isfinite(ft) & np.all(np.isfinite(gt), axis=1)
-            acc = fin & (ft <= fa[pend] + c1 * t[pend] * gd[pend])
-            i_acc = pend[acc]
-            x_new[i_acc], f_new[i_acc], g_new[i_acc] = xt[acc], ft[acc], gt[acc]
-            ok[i_acc] = True
-            rej = pend[~acc]
-            if rej.size == 0:
-                pend = rej
-                break
-            tr, fr = t[rej], np.where(fin[~acc], ft[~acc], np.inf)
-            denom = 2.0 * (fr - fa[rej] - gd[rej] * tr)
-            tq = np.where(np.isfinite(denom) & (denom > 0), -gd[rej] * tr * tr / np.where(denom > 0, denom, 1.0), 0.1 * tr)
-            t[rej] = np.clip(tq, 0.1 * tr, 0.5 * tr)
-            pend = rej
-        stalled = act[~ok]
-        status[stalled] = 3
-        acc_m = act[ok]
-        if acc_m.size:
-            xn, fn, gn = x_new[ok], f_new[ok], g_new[ok]
-            s = xn - x[acc_m]
-            yv = gn - g[acc_m]
-            sy = np.einsum("kp,kp->k", s, yv)
-            yy = np.einsum("kp,kp->k", yv, yv)
-            upd = sy > 1e-10 * yy
-            u = acc_m[upd]
-            if u.size:
-                S[u, :-1] = S[u, 1:]
-                Yh[u, :-1] = Yh[u, 1:]
-                S[u, -1] = s[upd]
-                Yh[u, -1] = yv[upd]
-                cnt[u] = np.minimum(cnt[u] + 1, m)
-            f_old = f[acc_m]
-            x[acc_m], f[acc_m], g[acc_m] = xn, fn, gn
-            nit[acc_m] += 1
-            for i, v in zip(acc_m, fn):
-                trace[i].append(float(v))
-            conv_g = np.max(np.abs(gn), axis=1) <= gtol
-            conv_f = (f_old - fn) <= ftol * np.maximum(np.maximum(np.abs(f_old), np.abs(fn)), 1.0)
-            status[acc_m[conv_f]] = 1
-            status[acc_m[conv_g]] = 0
-        if callback is not None:
-            callback(x, f, g, nit)
-    msgs = {0: "gradient tolerance reached",
-            1: ("relative reduction of f below ftol" if ftol > 0 else
-                "no decrease of f (a kink of the objective or the float64 resolution of f)"),
-            2: "iteration limit reached",
-            3: "line search found no decrease (numerical floor of f)"}
-    return dict(x=x, f=f, g=g, num_iter=nit, num_fev=nfev, status=status,
-                message=[msgs[int(s_)] for s_ in status], history=trace)
+    st = LBFGSState(x=x, f=f, g=g, S=np.zeros((M, m, P)), Yh=np.zeros((M, m, P)), cnt=np.zeros(M, dtype=np.int64),
+                    nit=np.zeros(M, dtype=np.int64), nfev=np.ones(M, dtype=np.int64), status=status)
+    f_trace = np.zeros((M, 0))
+    if np.any(status < 0) and max_iter >= 1:
+        out = run_kernel(
+            None, st, lambda _, s, t: (lbfgs_step(fun, s, gtol=gtol, ftol=ftol, max_linesearch=max_linesearch,
+                                                  c1=c1), None),
+            num_steps=max_iter, collect=lambda s, info, t: {"f": s.f},
+            stop=lambda t, s, info, traces: not np.any(s.status < 0),
+            on_step=None if callback is None else (lambda t, s, info, traces, kept: callback(s.x, s.f, s.g, s.nit)),
+            check=lambda s, info: nonfinite_blocks(np, {"iterate": s.x}), check_every=check_every,
+            check_what="L-BFGS iterate", progress=progress, desc=desc, unit="it")
+        st = out.state
+        f_trace = out.traces["f"] if out.num_kept else f_trace
+        status = st.status.copy()
+        status[status < 0] = 4 if out.interrupted else 2
+    msgs = {**_LBFGS_MESSAGES, 1: ("relative reduction of f below ftol" if ftol > 0 else
+                                   "no decrease of f (a kink of the objective or the float64 resolution of f)")}
+    return dict(x=st.x, f=st.f, g=st.g, num_iter=st.nit, num_fev=st.nfev, status=status,
+                message=[msgs[int(s_)] for s_ in status],
+                history=[[float(v) for v in f_trace[i, :int(st.nit[i])]] for i in range(M)])
 
 
 def _fit_lbfgs_batch(net, inits, X, Y, *, lik, lam_w, lam_b, dy, noise_prior, max_iter, tol, ftol, history,
@@ -365,26 +428,14 @@ def _fit_lbfgs_batch(net, inits, X, Y, *, lik, lam_w, lam_b, dy, noise_prior, ma
     """Run :func:`lbfgs_batched` on ``E/n`` from the stacked starts ``inits`` (per layer ``(M, d, k)``)."""
     n = X.shape[0]
     kw = dict(likelihood=lik, lam_w=lam_w, lam_b=lam_b, delta_y=dy, noise_prior=noise_prior, chunk_size=chunk_size)
-    bar = C.progress_bar(max_iter, desc, progress)
-    last = [0]
 
     def fun(v, idx):
         W = _unflatten_batch(v, net, X)
         E, g, _ = batched_objective(net, W, X, Y, **kw)
         return np.asarray(to_numpy(E), dtype=np.float64) / n, _flatten_batch(g) / n
 
-    def callback(x, f, g, nit):
-        if bar is not None:
-            k = int(np.max(nit))
-            bar.update(k - last[0])
-            last[0] = k
-
-    try:
-        res = lbfgs_batched(fun, _flatten_batch(inits), max_iter=max_iter, gtol=tol, ftol=ftol, history=history,
-                            callback=callback)
-    finally:
-        if bar is not None:
-            bar.close()
+    res = lbfgs_batched(fun, _flatten_batch(inits), max_iter=max_iter, gtol=tol, ftol=ftol, history=history,
+                        progress=_isatty() if progress is None else bool(progress), desc=desc)
     W = _unflatten_batch(res["x"], net, X)
     _, _, dys = batched_objective(net, W, X, Y, **kw)
     res["delta_y"] = np.asarray(to_numpy(dys), dtype=np.float64)
@@ -702,54 +753,65 @@ def member_keys(seed, members: int) -> list:
     return list(bbr.split(bbr.key(seed), members))
 
 
+class AdamState(NamedTuple):
+    """State of the minibatch Adam MAP fit: weights ``W``, moments ``m1``, ``m2`` (tuples of per-layer
+    arrays), ``t`` (updates done) and ``loss`` (the last minibatch's scaled objective, 0-d)."""
+
+    W: tuple
+    m1: tuple
+    m2: tuple
+    t: int
+    loss: Any
+
+
 def _adam(net, W0, X, Y, kw, n, *, key, num_epochs, batch_size, lr, betas, eps, progress, return_info):
+    """Minibatch Adam on ``E/n``, one epoch a step of :func:`blockbayes.driver.run_kernel` (epoch
+    ``ep`` permutes the data with ``split(key, num_epochs)[ep]``; the weights are checked for
+    non-finite values after every epoch)."""
     xp = namespace(X)
     b1, b2 = (float(b) for b in betas)
     if not (0 <= b1 < 1 and 0 <= b2 < 1):
         raise ValueError(f"betas must lie in [0, 1), got {betas!r}")
     bs = min(batch_size, n)
-    W = tuple(W0)
-    m1 = [xp.zeros_like(w) for w in W]
-    m2 = [xp.zeros_like(w) for w in W]
-    t = 0
-    hist = []
     keys = bbr.split(key, num_epochs)
-    bar = C.progress_bar(num_epochs, "MAP (Adam)", progress)
-    try:
-        for ep in range(num_epochs):
-            u = bbr.uniform(keys[ep], (n,), like=X)
-            perm = xp.argsort(u)
-            ep_loss = 0.0
-            for s in range(0, n, bs):
-                idx = perm[s:s + bs]
-                Xb = xp.take(X, idx, axis=0)
-                Yb = xp.take(Y, idx, axis=0)
-                m = Xb.shape[0]
-                E, g = objective(net, W, Xb, Yb, grad=True, scale=n / m, **kw)
-                t += 1
-                newW = []
-                for l in range(len(W)):
-                    gl = g[l] / n
-                    m1[l] = b1 * m1[l] + (1 - b1) * gl
-                    m2[l] = b2 * m2[l] + (1 - b2) * gl * gl
-                    mh = m1[l] / (1 - b1 ** t)
-                    vh = m2[l] / (1 - b2 ** t)
-                    newW.append(W[l] - lr * mh / (xp.sqrt(vh) + eps))
-                W = tuple(newW)
-                ep_loss = E
-            if return_info or bar is not None:
-                hist.append(float(to_numpy(ep_loss)))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(E=f"{hist[-1]:.4g}")
-            if not all(bool(xp.all(xp.isfinite(w))) for w in W):
-                raise FloatingPointError(f"Adam diverged (non-finite weights) in epoch {ep}; lower lr")
-    finally:
-        if bar is not None:
-            bar.close()
+
+    def epoch(_, st, ep):
+        W, m1, m2, t = st.W, list(st.m1), list(st.m2), st.t
+        u = bbr.uniform(keys[ep], (n,), like=X)
+        perm = xp.argsort(u)
+        ep_loss = 0.0
+        for s in range(0, n, bs):
+            idx = perm[s:s + bs]
+            Xb = xp.take(X, idx, axis=0)
+            Yb = xp.take(Y, idx, axis=0)
+            m = Xb.shape[0]
+            E, g = objective(net, W, Xb, Yb, grad=True, scale=n / m, **kw)
+            t += 1
+            newW = []
+            for l in range(len(W)):
+                gl = g[l] / n
+                m1[l] = b1 * m1[l] + (1 - b1) * gl
+                m2[l] = b2 * m2[l] + (1 - b2) * gl * gl
+                mh = m1[l] / (1 - b1 ** t)
+                vh = m2[l] / (1 - b2 ** t)
+                newW.append(W[l] - lr * mh / (xp.sqrt(vh) + eps))
+            W = tuple(newW)
+            ep_loss = E
+        return AdamState(W, tuple(m1), tuple(m2), t, ep_loss), None
+
+    st = AdamState(tuple(W0), tuple(xp.zeros_like(w) for w in W0), tuple(xp.zeros_like(w) for w in W0), 0, None)
+    out = run_kernel(None, st, epoch, num_steps=num_epochs, collect=lambda s, info, ep: {"loss": s.loss},
+                     check=lambda s, info: nonfinite_fields(xp, s, ("W",)), check_every=1,
+                     check_what="Adam weights", check_hint="Adam diverged: lower lr",
+                     progress=_isatty() if progress is None else bool(progress),
+                     desc="MAP (Adam)", unit="epoch", postfix=lambda s, info: {"E": f"{float(to_numpy(s.loss)):.4g}"},
+                     postfix_every=1)
+    W = out.state.W
     if not return_info:
         return W
+    hist = [float(v) for v in to_numpy(out.traces["loss"])] if out.num_kept else []
     E, g = objective(net, W, X, Y, grad=True, **kw)
     info = dict(objective=float(to_numpy(E)), grad_norm=max(float(to_numpy(xp.max(xp.abs(x)))) for x in g),
-                num_iter=t, converged=True, message="completed all epochs", history=hist)
+                num_iter=out.state.t, converged=not out.interrupted,
+                message="interrupted (Ctrl-C)" if out.interrupted else "completed all epochs", history=hist)
     return W, info
