@@ -266,7 +266,7 @@ def test_cupy_results_stay_on_the_gpu_and_match_numpy():
     assert isinstance(rb.covs[0], cupy.ndarray) and bool(cupy.all(cupy.isfinite(rb.covs[0])))
     mf = mean_field.run(net, X, y, num_steps=5, seed=0, device="cuda", progress=False)
     assert isinstance(mf.means[0], cupy.ndarray)
-    sp = sampled.run(net, X, y, num_steps=2, num_samples=2, cavi_iters=2, seed=0, device="cuda", progress=False)
+    sp = sampled.run(net, X, y, num_steps=2, num_draws=2, cavi_iters=2, seed=0, device="cuda", progress=False)
     tp = targets.run(net, X, y, num_steps=2, seed=0, device="cuda", progress=False)
     assert isinstance(sp.means[0], cupy.ndarray) and isinstance(tp.means[0], cupy.ndarray)
 
@@ -401,7 +401,7 @@ def test_sampled_on_the_linear_model_is_exact():
     every step (ρ_0 = 1)."""
     X, y = _data()
     net = bb.MLP([3, 1], "identity", prior_prec=[(2.0, 0.5)], delta={"y": 0.1})
-    res = sampled.run(net, X, y, num_steps=3, num_samples=2, init="prior", seed=0, progress=False)
+    res = sampled.run(net, X, y, num_steps=3, num_draws=2, init="prior", seed=0, progress=False)
     m, S = _linear_exact(X, y[:, None], 2.0, 0.5, 0.1)
     np.testing.assert_allclose(res.means[0][0], m, rtol=1e-10)
     np.testing.assert_allclose(res.covs[0][0], S, rtol=1e-10, atol=1e-14)
@@ -411,7 +411,7 @@ def test_sampled_on_the_linear_model_is_exact():
 def test_sampled_shapes_and_positive_definite(net):
     X, y = _data()
     y = _y_for(net, y)
-    res = sampled.run(net, X, y, num_steps=4, num_samples=3, num_restarts=2, cavi_iters=3, seed=0,
+    res = sampled.run(net, X, y, num_steps=4, num_draws=3, num_restarts=2, cavi_iters=3, seed=0,
                       progress=False)
     for S in res.covs:
         assert np.all(np.linalg.eigvalsh(S) > 0)
