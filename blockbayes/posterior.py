@@ -19,6 +19,21 @@ predictive: ``"network"``/``"generative"`` for the noisy net, ``"glm"``/``"nn"``
 ``pred_type``, ``num``/``n`` of ``sample``) still work and raise a :class:`DeprecationWarning`.
 The prediction maths is :mod:`blockbayes.predictive`'s.
 
+Conventions (the same for every result; ``tests/test_posterior_contract.py`` enforces them):
+
+* ``predict`` returns the moments of the *observation*, each ``(n, d_out)``: for regression the
+  predictive mean and variance of ``y``; for a classifier the moments of the one-hot label,
+  ``(p, p(1 − p))`` with ``p`` from ``predict_proba`` — one column ``P(y = 1)`` for the
+  one-output links (``"bernoulli"``, ``"probit"``), ``K`` columns otherwise. The latent output's
+  moments are ``LaplaceResult.predict_f`` and ``GibbsResult.predict(latent=True)``.
+* ``num_samples=None`` (the default everywhere) means :attr:`Posterior.default_num_samples`:
+  every stored draw for results made of draws (Gibbs samples, ensemble members, the point), and a
+  fixed number of draws for distribution-valued results (VI: 1000; Laplace: 100,
+  laplace-torch's). ``sample()`` follows the same rule.
+* Predictions are reproducible: ``predict``, ``predict_proba``, ``log_predictive_density`` and
+  ``to_arviz`` default to ``seed=0`` (a result whose predictive draws nothing ignores it);
+  ``sample`` is a draw and defaults to ``seed=None`` (fresh entropy, like NumPy's generators).
+
 :func:`load` reads any result file: the saved ``kind`` names the class in a registry that each
 result module fills when imported (:func:`register_result`); the built-in families are imported
 on demand, so this module imports no family at import time.
@@ -310,7 +325,7 @@ class Posterior(abc.ABC):
         """``(weights per layer (chains, draws, d, k), delta_y (chains, draws) or None,
         extra posterior variables, sample_stats)``, NumPy or backend arrays."""
 
-    def to_arviz(self, X=None, y=None, *, num_samples: int = 1000, seed=0):
+    def to_arviz(self, X=None, y=None, *, num_samples=None, seed=0):
         """The posterior as an :class:`arviz.InferenceData` (needs the optional ``arviz``).
 
         Groups: ``posterior`` (weights ``W_l`` of shape ``(chain, draw, d_{l+1}, d_l + 1)``, bias last;
@@ -318,14 +333,15 @@ class Posterior(abc.ABC):
         (what the result has per draw: the Gibbs log joint as ``lp``) and, given data ``(X, y)``,
         ``log_likelihood`` (``log p(y_i | x_i, W_s)`` per draw and point, ``y`` of shape
         ``(chain, draw, n)``) with ``observed_data``. Results that hold a distribution rather than
-        draws (VI, Laplace) contribute ``num_samples`` draws (``seed``) as one chain; a point fit
-        is one draw, an ensemble one chain of its members.
+        draws (VI, Laplace) contribute ``num_samples`` draws (``seed``; default
+        :attr:`default_num_samples`) as one chain; a point fit is one draw, an ensemble one chain of
+        its members.
         """
         try:
             import arviz as az
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise ImportError("to_arviz needs the optional package arviz: pip install 'blockbayes[arviz]'") from exc
-        W, dy, extra, stats = self._arviz_draws(num_samples, seed)
+        W, dy, extra, stats = self._arviz_draws(self._num_draws(num_samples), seed)
         post, dims = {}, {}
         for l, w in enumerate(W):
             name = f"W_{l + 1}"

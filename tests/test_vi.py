@@ -421,6 +421,21 @@ def test_sampled_shapes_and_positive_definite(net):
     assert st.pre[0].shape == (6, X.shape[0], net.widths[1])
 
 
+def test_sampled_num_draws_and_its_deprecated_spelling():
+    """Draws per iteration are ``num_draws`` (``num_samples`` means samples kept everywhere else);
+    the old spelling warns and gives the same run."""
+    X, y = _data()
+    net = bb.MLP([3, 4, 1], delta=0.05)
+    new = sampled.run(net, X, y, num_steps=2, num_draws=2, init="prior", seed=0, progress=False)
+    with pytest.warns(DeprecationWarning, match="'num_samples' is deprecated, use 'num_draws'"):
+        old = sampled.run(net, X, y, num_steps=2, num_samples=2, init="prior", seed=0, progress=False)
+    for a, b in zip(old.means, new.means):
+        np.testing.assert_array_equal(a, b)
+    assert new.config["num_draws"] == 2 and "num_samples" not in new.config
+    with pytest.raises(TypeError, match="both 'num_draws'"):
+        sampled.run(net, X, y, num_steps=1, num_draws=2, num_samples=2, progress=False)
+
+
 # ------------------------------------------------------------------------------- target scheme
 
 def test_targets_linear_model_one_iteration_is_exact():
