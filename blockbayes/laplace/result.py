@@ -248,6 +248,12 @@ class LaplaceResult(StructuredGaussian, Posterior):
                 tr[(l, "b")] = _float(xp.sum(mv[l][:, -1]))
             return tr
 
+        def per_group(v, tr):
+            """``(λ_g, |g|, ‖θ*_g‖², tr Σ_gg)`` of each prior group at the log precisions ``v``."""
+            for gi, grp in enumerate(groups):
+                yield (gi, math.exp(v[gi]), sum(sc[l][2] if p == "w" else sc[l][3] for l, p in grp),
+                       sum(sc[l][0] if p == "w" else sc[l][1] for l, p in grp), sum(tr[m] for m in grp))
+
         def value_grad(v):
             apply(v)
             try:
@@ -259,11 +265,7 @@ class LaplaceResult(StructuredGaussian, Posterior):
                 return math.inf, np.zeros_like(v)
             g = np.zeros_like(v)
             lamtr = 0.0
-            for gi, grp in enumerate(groups):
-                lg = math.exp(v[gi])
-                cnt = sum(sc[l][2] if p == "w" else sc[l][3] for l, p in grp)
-                th2 = sum(sc[l][0] if p == "w" else sc[l][1] for l, p in grp)
-                t = sum(tr[m] for m in grp)
+            for gi, lg, cnt, th2, t in per_group(v, tr):
                 g[gi] = 0.5 * cnt - 0.5 * lg * th2 - 0.5 * lg * t
                 lamtr += lg * t
             if noise:
@@ -287,11 +289,7 @@ class LaplaceResult(StructuredGaussian, Posterior):
                 tr = stats()
                 newv = v.copy()
                 lamtr = 0.0
-                for gi, grp in enumerate(groups):
-                    lg = math.exp(v[gi])
-                    cnt = sum(sc[l][2] if p == "w" else sc[l][3] for l, p in grp)
-                    th2 = sum(sc[l][0] if p == "w" else sc[l][1] for l, p in grp)
-                    t = sum(tr[m] for m in grp)
+                for gi, lg, cnt, th2, t in per_group(v, tr):
                     gamma = cnt - lg * t
                     lamtr += lg * t
                     if th2 > 0 and gamma > 0:
