@@ -545,3 +545,26 @@ def test_gibbs_classifier_latent_moments_stay_reachable():
     dy = _h(res.delta_y).reshape(-1)
     np.testing.assert_allclose(_h(m), F.mean(axis=0), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(_h(v), F.var(axis=0) + dy.mean(), rtol=1e-10)
+
+
+def test_one_file_layer_for_results_and_checkpoints(tmp_path):
+    """Results and run checkpoints are written and read by blockbayes._backend.io: each refuses
+    the other's file with its own "not a blockbayes ..." message, and the metadata name is reserved."""
+    from blockbayes._backend.io import NotABlockbayesFile, load_npz, save_npz
+    from blockbayes.driver import load_checkpoint
+
+    res = _get("point_reg")[0]
+    path = tmp_path / "r.npz"
+    res.save(path)
+    with pytest.raises(ValueError, match="not a blockbayes checkpoint file"):
+        load_checkpoint(path)
+    arrays, meta = load_npz(path)
+    assert meta["kind"] == "PointPosterior" and set(arrays) == {f"weights_{l}" for l in range(res.net.num_layers)}
+    with pytest.raises(ValueError, match="reserved"):
+        save_npz(tmp_path / "x.npz", {"meta": np.zeros(1)}, {})
+    save_npz(tmp_path / "c.npz", {"a": np.arange(3)}, {"format": "other"}, meta_key="__meta__", atomic=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz", "r.npz"]      # no temporary left
+    with pytest.raises(NotABlockbayesFile, match="not a blockbayes result file"):
+        bb.posterior.load(tmp_path / "c.npz")
+    with pytest.raises(ValueError, match="not a blockbayes checkpoint file"):
+        load_checkpoint(tmp_path / "c.npz")
