@@ -38,6 +38,7 @@ import numpy as np
 
 from ._backend import backend_name, device_of, namespace, to_device, to_numpy
 from ._backend import random as bbr
+from ._backend.io import host_copy, load_npz, save_npz
 
 __all__ = ["run_kernel", "deprecated_names", "one_blas_thread", "nonfinite_fields", "RunOutput",
            "RunInterrupted", "NonFiniteStateError", "nonfinite_blocks",
@@ -273,15 +274,8 @@ def _save_checkpoint(path, *, state, key, traces, num_kept, num_done, config):
     for name, tr in traces.items():
         # trace layout (lead, S, ...): keep the filled samples only
         filled = tr[:num_kept] if tr.ndim == 1 else tr[:, :num_kept, ...]
-        arrays[f"trace_{name}"] = np.array(to_numpy(filled), copy=True)
-    arrays["__meta__"] = np.array(json.dumps(meta))
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        arrays[f"trace_{name}"] = host_copy(filled)
+    save_npz(path, arrays, meta, meta_key="__meta__", atomic=True)
 
 
 def load_checkpoint(path) -> dict:
@@ -295,17 +289,15 @@ def load_checkpoint(path) -> dict:
     ValueError
         The file is not a blockbayes checkpoint.
     """
+    what = "blockbayes checkpoint file"
+    arrays, meta = load_npz(path, meta_key="__meta__", what=what)
     try:
-        with np.load(os.fspath(path), allow_pickle=False) as f:
-            meta = json.loads(str(f["__meta__"][()]))
-            if meta.get("format") != _FORMAT:
-                raise ValueError
-            leaves = [f[f"leaf_{i}"] for i in range(sum(1 for k in f.files if k.startswith("leaf_")))]
-            traces = {name: f[f"trace_{name}"] for name in meta["traces"]}
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        raise ValueError(f"{os.fspath(path)!r} is not a blockbayes checkpoint file") from exc
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}")
+        leaves = [arrays[f"leaf_{i}"] for i in range(sum(1 for k in arrays if k.startswith("leaf_")))]
+        traces = {name: arrays[f"trace_{name}"] for name in meta["traces"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{os.fspath(path)!r} is not a {what} ({exc})") from None
     return dict(meta=meta, leaves=leaves, traces=traces)
 
 

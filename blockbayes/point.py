@@ -13,17 +13,17 @@ the common result interface of :mod:`blockbayes.posterior` and predict through
 """
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
-import numpy as np
-
-from ._backend import backend_name, device_of, namespace, to_numpy
+from ._backend import backend_name, device_of, move_like, namespace, to_numpy
 from ._backend import random as bbr
 from .model import MLP
 from .nn import resolve_likelihood
-from .posterior import Posterior, check_kind, jsonable, net_from_dict, register_result
+from ._backend.io import jsonable
+from .posterior import Posterior, check_kind, net_from_dict, register_result
 from . import predictive as P
 
 __all__ = ["PointPosterior", "EnsemblePosterior"]
@@ -40,13 +40,6 @@ def _standard_likelihood(net, likelihood):
     return resolve_likelihood(net, likelihood)
 
 
-def _classifier_moments(likelihood, p):
-    """Moments of the one-hot label: ``(p, p(1 − p))``; one column ``P(y = 1)`` for bernoulli."""
-    if likelihood == "bernoulli":
-        p = p[:, 1:]
-    return p, p * (1.0 - p)
-
-
 class _MixtureOfPoints(Posterior):
     """Shared predictive of :class:`PointPosterior` and :class:`EnsemblePosterior`: an equal-weight
     mixture of the standard net at ``M`` weight settings (``M = 1`` for a point)."""
@@ -56,9 +49,9 @@ class _MixtureOfPoints(Posterior):
     def _anchor(self):
         return self.weights[0]
 
+    @abc.abstractmethod
     def _stack(self):
         """Weights per layer ``(M, d, k)`` and noise variances ``(M,)``."""
-        raise NotImplementedError
 
     def _check_weights(self, lead: tuple):
         """Resolve the likelihood; weights: one array per layer of shape ``lead + (d_{l+1}, d_l + 1)``."""
@@ -71,7 +64,7 @@ class _MixtureOfPoints(Posterior):
                 raise ValueError(f"weights[{l}] must be an array of shape {tuple(lead) + shp}, "
                                  f"got {getattr(W, 'shape', type(W).__name__)}")
 
-    def predict(self, X_new, *, kind: str = "network", num_samples=None, seed=None, chunk=None):
+    def predict(self, X_new, *, kind: str = "network", num_samples=None, seed=0, chunk=None):
         """Predictive mean and variance of the observation.
 
         Regression: the mixture moments ``mean = (1/M) Σ_m F(x; θ_m)``,
@@ -86,12 +79,12 @@ class _MixtureOfPoints(Posterior):
         """
         check_kind(kind, ("network",))
         if self.is_classifier:
-            return _classifier_moments(self.likelihood, self.predict_proba(X_new, chunk=chunk))
+            return self._label_moments(self.predict_proba(X_new, chunk=chunk))
         X_new = self._prepare_X(X_new)
         W, dy = self._stack()
         return self._draw_predict(X_new, W, dy, chunk=chunk)
 
-    def predict_proba(self, X_new, *, num_samples=None, seed=None, chunk=None):
+    def predict_proba(self, X_new, *, num_samples=None, seed=0, chunk=None):
         """Class probabilities ``(1/M) Σ_m softmax/σ(F(x; θ_m))``, shape ``(n, K)``
         (``"bernoulli"``: columns ``[p(0), p(1)]``)."""
         self._require_classifier()
@@ -100,7 +93,7 @@ class _MixtureOfPoints(Posterior):
         return self._draw_proba(X_new, W, dy, chunk=chunk)
 
     def log_predictive_density(self, X_new, y_new, *, reduce=True, kind: str = "network", num_samples=None,
-                               seed=None, chunk=None):
+                               seed=0, chunk=None):
         """``log (1/M) Σ_m p(y | x, θ_m)``: Gaussian ``N(y; F(x; θ_m), Δ_y^{(m)} I)`` or the
         logistic/softmax probability of the label; mean over points if ``reduce``."""
         check_kind(kind, ("network",))
@@ -155,9 +148,9 @@ class PointPosterior(_MixtureOfPoints):
         dy = xp.full((1,), self.delta_y, dtype=self.weights[0].dtype, device=device_of(self.weights[0]))
         return W, dy
 
-    def sample(self, num_samples: int = 1, *, seed=None) -> tuple:
-        """The point repeated: per layer ``(num_samples, d_{l+1}, d_l + 1)``."""
-        _positive_count("num_samples", num_samples)
+    def sample(self, num_samples: Optional[int] = None, *, seed=None) -> tuple:
+        """The point repeated: per layer ``(num_samples, d_{l+1}, d_l + 1)`` (default: its one draw)."""
+        num_samples = 1 if num_samples is None else _positive_count("num_samples", num_samples)
         xp = self.xp
         return tuple(xp.broadcast_to(w[None, ...], (num_samples,) + tuple(w.shape)) + 0 for w in self.weights)
 
@@ -215,8 +208,10 @@ class EnsemblePosterior(_MixtureOfPoints):
             dy0 = float(self.net.delta_y) if self.likelihood == "gaussian" else 1.0
             self.delta_y = xp.full((M,), dy0, dtype=dt, device=dev)
         elif not hasattr(self.delta_y, "shape") or namespace(self.delta_y) is not xp:
-            self.delta_y = xp.asarray(np.asarray(to_numpy(self.delta_y) if hasattr(self.delta_y, "shape")
-                                                 else self.delta_y, dtype=np.float64), dtype=dt, device=dev)
+            dy = self.delta_y
+            if not hasattr(dy, "shape"):
+                dy = [float(v) for v in dy] if isinstance(dy, (list, tuple)) else float(dy)
+            self.delta_y = move_like(dy, self.weights[0], dtype=dt)
         if tuple(self.delta_y.shape) != (M,):
             raise ValueError(f"delta_y must have shape ({M},), got {tuple(self.delta_y.shape)}")
 
@@ -245,8 +240,8 @@ class EnsemblePosterior(_MixtureOfPoints):
 
     def members(self) -> list:
         """The members as :class:`PointPosterior` objects."""
-        dys = np.asarray(to_numpy(self.delta_y), dtype=np.float64)
-        return [PointPosterior(net=self.net, weights=tuple(w[m, ...] for w in self.weights), delta_y=float(dys[m]),
+        dys = [float(v) for v in to_numpy(self.delta_y)]
+        return [PointPosterior(net=self.net, weights=tuple(w[m, ...] for w in self.weights), delta_y=dys[m],
                                likelihood=self.likelihood) for m in range(self.num_members)]
 
     def _stack(self):

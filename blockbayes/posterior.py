@@ -19,22 +19,35 @@ predictive: ``"network"``/``"generative"`` for the noisy net, ``"glm"``/``"nn"``
 ``pred_type``, ``num``/``n`` of ``sample``) still work and raise a :class:`DeprecationWarning`.
 The prediction maths is :mod:`blockbayes.predictive`'s.
 
+Conventions (the same for every result; ``tests/test_posterior_contract.py`` enforces them):
+
+* ``predict`` returns the moments of the *observation*, each ``(n, d_out)``: for regression the
+  predictive mean and variance of ``y``; for a classifier the moments of the one-hot label,
+  ``(p, p(1 − p))`` with ``p`` from ``predict_proba`` — one column ``P(y = 1)`` for the
+  one-output links (``"bernoulli"``, ``"probit"``), ``K`` columns otherwise. The latent output's
+  moments are ``LaplaceResult.predict_f`` and ``GibbsResult.predict(latent=True)``.
+* ``num_samples=None`` (the default everywhere) means :attr:`Posterior.default_num_samples`:
+  every stored draw for results made of draws (Gibbs samples, ensemble members, the point), and a
+  fixed number of draws for distribution-valued results (VI: 1000; Laplace: 100,
+  laplace-torch's). ``sample()`` follows the same rule.
+* Predictions are reproducible: ``predict``, ``predict_proba``, ``log_predictive_density`` and
+  ``to_arviz`` default to ``seed=0`` (a result whose predictive draws nothing ignores it);
+  ``sample`` is a draw and defaults to ``seed=None`` (fresh entropy, like NumPy's generators).
+
 :func:`load` reads any result file: the saved ``kind`` names the class in a registry that each
 result module fills when imported (:func:`register_result`); the built-in families are imported
 on demand, so this module imports no family at import time.
 """
 from __future__ import annotations
 
+import abc
 import importlib
-import json
 import warnings
-import zipfile
 from typing import ClassVar
-
-import numpy as np
 
 from . import predictive as P
 from ._backend import device_of, namespace, resolve_device, to_device, to_numpy
+from ._backend.io import NotABlockbayesFile, jsonable, load_npz, save_npz
 from .inputs import prepare_X, validate_labels
 from .model import MLP
 
@@ -42,6 +55,10 @@ __all__ = ["Posterior", "load", "register_result",
            "read_result_file", "renamed_keywords", "check_kind", "jsonable", "net_to_dict", "net_from_dict",
            "NotAClassifierError"]
 
+
+
+#: classification likelihoods with one network output (``P(y = 1)``; ``K = 2``)
+ONE_OUTPUT_LINKS = ("bernoulli", "probit")
 
 
 class NotAClassifierError(ValueError, NotImplementedError):
@@ -60,21 +77,6 @@ def net_to_dict(net: MLP) -> dict:
 def net_from_dict(d: dict) -> MLP:
     return MLP(d["widths"], d["activation"], slope=d["slope"], likelihood=d["likelihood"],
                prior_prec=[tuple(p) for p in d["prior_prec"]], delta=d["delta"])
-
-
-def jsonable(obj):
-    """``obj`` with tuples as lists and anything not JSON-able as its ``repr``."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if hasattr(obj, "shape") and hasattr(obj, "dtype"):
-        return jsonable(np.asarray(to_numpy(obj)).tolist())
-    return repr(obj)
 
 
 # ----------------------------------------------------------------------------------- registry / files
@@ -103,31 +105,9 @@ def read_result_file(path):
         ``"... is not a blockbayes result file"`` for anything that is not an ``.npz`` written by
         a result's ``save`` (a corrupt archive, pickled data, a foreign ``.npz`` or ``.npy``).
     """
-    def bad(why):
-        return ValueError(f"{path} is not a blockbayes result file ({why})")
-
-    try:
-        f = np.load(path, allow_pickle=False)
-        if not hasattr(f, "files"):                       # an .npy file: a plain array
-            raise bad("not an .npz archive")
-        with f:
-            if "meta" not in f.files:
-                raise bad("no 'meta' entry")
-            arrays = {k: f[k] for k in f.files}
-    except ValueError as exc:
-        if "not a blockbayes result file" in str(exc):
-            raise
-        raise bad(f"{type(exc).__name__}: {exc}") from None
-    except FileNotFoundError:
-        raise
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise bad(f"{type(exc).__name__}: {exc}") from None
-    try:
-        meta = json.loads(str(arrays.pop("meta")))
-    except (TypeError, ValueError) as exc:
-        raise bad(f"unreadable metadata: {exc}") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("kind"), str) or "net" not in meta:
-        raise bad("metadata without 'kind' and 'net'")
+    arrays, meta = load_npz(path, meta_key="meta", what="blockbayes result file")
+    if not isinstance(meta.get("kind"), str) or "net" not in meta:
+        raise NotABlockbayesFile(f"{path} is not a blockbayes result file (metadata without 'kind' and 'net')")
     return arrays, meta
 
 
@@ -180,7 +160,7 @@ def renamed_keywords(owner: str, given: dict, aliases: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------- the interface
-class Posterior:
+class Posterior(abc.ABC):
     """The interface every blockbayes result answers (see the module docstring).
 
     Subclasses set ``result_kind`` (the name saved in files and looked up by :func:`load`),
@@ -190,14 +170,14 @@ class Posterior:
     """
 
     result_kind: ClassVar[str] = ""
+    #: predictive draws used when ``num_samples=None``: ``None`` = every stored draw (Gibbs samples,
+    #: ensemble members, the point); distribution-valued results (VI, Laplace) set a number
+    default_num_samples: ClassVar = None
 
     # -------------------------------------------------------------- common properties
     @property
     def xp(self):
         return namespace(self._anchor())
-
-    def _anchor(self):
-        raise NotImplementedError
 
     @property
     def is_classifier(self) -> bool:
@@ -206,7 +186,7 @@ class Posterior:
     @property
     def num_classes(self) -> int:
         """Number of classes ``K`` of a classifier (``2`` for the one-output links)."""
-        if self.likelihood in ("probit", "bernoulli"):
+        if self.likelihood in ONE_OUTPUT_LINKS:
             return 2
         return self.net.d_out
 
@@ -217,25 +197,50 @@ class Posterior:
                 f"(likelihood={self.likelihood!r}): use predict / log_predictive_density with real targets")
 
     # -------------------------------------------------------------- the protocol (each result implements it)
-    def predict(self, X_new, *, kind=None, num_samples=None, seed=None):
-        """Predictive mean and variance, each ``(n, d_out)``."""
-        raise NotImplementedError(f"{type(self).__name__}.predict")
+    @abc.abstractmethod
+    def predict(self, X_new, *, kind=None, num_samples=None, seed=0):
+        """Predictive mean and variance of the observation, each ``(n, d_out)`` (see the module docstring
+        for classifiers: the moments of the one-hot label)."""
 
-    def predict_proba(self, X_new, *, num_samples=None, seed=None):
+    @abc.abstractmethod
+    def predict_proba(self, X_new, *, num_samples=None, seed=0):
         """Predictive class probabilities ``(n, K)`` (classifiers; :class:`NotAClassifierError` otherwise)."""
-        raise NotImplementedError(f"{type(self).__name__}.predict_proba")
 
-    def log_predictive_density(self, X_new, y_new, *, reduce=True, kind=None, num_samples=None, seed=None):
+    @abc.abstractmethod
+    def log_predictive_density(self, X_new, y_new, *, reduce=True, kind=None, num_samples=None, seed=0):
         """``log p(y_i | x_i, data)`` per point ``(n,)`` or reduced (``reduce``: True = mean, "sum", "none")."""
-        raise NotImplementedError(f"{type(self).__name__}.log_predictive_density")
 
+    @abc.abstractmethod
     def sample(self, num_samples=None, *, seed=None):
         """Weight draws, per layer ``(num_samples, d_{l+1}, d_l + 1)``, bias last."""
-        raise NotImplementedError(f"{type(self).__name__}.sample")
 
+    @abc.abstractmethod
     def to_numpy(self):
         """A copy with every array on the host as NumPy."""
-        raise NotImplementedError(f"{type(self).__name__}.to_numpy")
+
+    @abc.abstractmethod
+    def _anchor(self):
+        """An array of the result (its namespace, device and dtype are the result's)."""
+
+    # -------------------------------------------------------------- the conventions
+    def _num_draws(self, num_samples):
+        """``num_samples`` resolved by the convention: ``None`` is :attr:`default_num_samples` (``None`` there:
+        every stored draw, returned as ``None``); otherwise a positive int (``ValueError``)."""
+        if num_samples is None:
+            num_samples = self.default_num_samples
+            if num_samples is None:
+                return None
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        return num_samples
+
+    def _label_moments(self, proba):
+        """Moments of the one-hot label from class probabilities ``(n, K)``: ``(p, p(1 − p))``; the
+        one-output links (``"bernoulli"``, ``"probit"``) give one column, ``p = P(y = 1)``, so the shape
+        is ``(n, d_out)`` for every classifier."""
+        if self.likelihood in ONE_OUTPUT_LINKS:
+            proba = proba[:, 1:]
+        return proba, proba * (1.0 - proba)
 
     # -------------------------------------------------------------- inputs
     def _prepare_X(self, X_new):
@@ -290,22 +295,21 @@ class Posterior:
                                        chunk=chunk, noise_key=noise_key, targets=Y, what="lpd", nodes=nodes)
 
     # -------------------------------------------------------------- disk
+    @abc.abstractmethod
     def _payload(self):
-        """``(arrays, meta)`` of the host copy: NumPy arrays by name and JSON-able settings."""
-        raise NotImplementedError
+        """``(arrays, meta)`` of the host copy: arrays by name and JSON-able settings."""
 
     @classmethod
+    @abc.abstractmethod
     def _from_file(cls, arrays, meta, mv, path):
-        raise NotImplementedError
+        """The result from :meth:`_payload`'s ``(arrays, meta)`` (``mv`` moves an array to the target device)."""
 
     def save(self, path) -> None:
         """Save to a ``.npz`` file (NumPy arrays and JSON metadata; no pickle). :func:`load` reads it back
         bit for bit."""
         arrays, meta = self._payload()
         meta = dict(meta, kind=self.result_kind, format=FORMAT, net=net_to_dict(self.net))
-        arrays = dict(arrays)
-        arrays["meta"] = np.asarray(json.dumps(meta))
-        np.savez(path, **arrays)
+        save_npz(path, arrays, meta, meta_key="meta")
 
     @classmethod
     def load(cls, path, *, device=None):
@@ -316,12 +320,12 @@ class Posterior:
         return cls._from_file(arrays, meta, _mover(device), path)
 
     # -------------------------------------------------------------- ArviZ
+    @abc.abstractmethod
     def _arviz_draws(self, num_samples, seed):
         """``(weights per layer (chains, draws, d, k), delta_y (chains, draws) or None,
         extra posterior variables, sample_stats)``, NumPy or backend arrays."""
-        raise NotImplementedError
 
-    def to_arviz(self, X=None, y=None, *, num_samples: int = 1000, seed=0):
+    def to_arviz(self, X=None, y=None, *, num_samples=None, seed=0):
         """The posterior as an :class:`arviz.InferenceData` (needs the optional ``arviz``).
 
         Groups: ``posterior`` (weights ``W_l`` of shape ``(chain, draw, d_{l+1}, d_l + 1)``, bias last;
@@ -329,26 +333,27 @@ class Posterior:
         (what the result has per draw: the Gibbs log joint as ``lp``) and, given data ``(X, y)``,
         ``log_likelihood`` (``log p(y_i | x_i, W_s)`` per draw and point, ``y`` of shape
         ``(chain, draw, n)``) with ``observed_data``. Results that hold a distribution rather than
-        draws (VI, Laplace) contribute ``num_samples`` draws (``seed``) as one chain; a point fit
-        is one draw, an ensemble one chain of its members.
+        draws (VI, Laplace) contribute ``num_samples`` draws (``seed``; default
+        :attr:`default_num_samples`) as one chain; a point fit is one draw, an ensemble one chain of
+        its members.
         """
         try:
             import arviz as az
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise ImportError("to_arviz needs the optional package arviz: pip install 'blockbayes[arviz]'") from exc
-        W, dy, extra, stats = self._arviz_draws(num_samples, seed)
+        W, dy, extra, stats = self._arviz_draws(self._num_draws(num_samples), seed)
         post, dims = {}, {}
         for l, w in enumerate(W):
             name = f"W_{l + 1}"
-            post[name] = np.asarray(to_numpy(w))
+            post[name] = to_numpy(w)
             dims[name] = [f"{name}_out", f"{name}_in"]
         if dy is not None and not self.is_classifier:
-            post["delta_y"] = np.asarray(to_numpy(dy))
+            post["delta_y"] = to_numpy(dy)
         for k, v in extra.items():
-            post[k] = np.asarray(to_numpy(v))
+            post[k] = to_numpy(v)
         groups = dict(posterior=post)
         if stats:
-            groups["sample_stats"] = {k: np.asarray(to_numpy(v)) for k, v in stats.items()}
+            groups["sample_stats"] = {k: to_numpy(v) for k, v in stats.items()}
         if X is not None and y is not None:
             Xp = self._prepare_X(X)
             Y = self._prepare_targets(y, Xp)
@@ -366,9 +371,8 @@ class Posterior:
             parts = [P.log_density_per_sample(self.likelihood, F, d, Y)
                      for F, d in P.forward_chunks(self.net, flat, Xp, delta_y=dyf, chunk=256)]
             ll = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
-            groups["log_likelihood"] = {"y": np.reshape(np.asarray(to_numpy(ll)), (C, S, -1))}
-            yo = np.asarray(to_numpy(y))
-            groups["observed_data"] = {"y": yo}
+            groups["log_likelihood"] = {"y": to_numpy(ll).reshape((C, S, -1))}
+            groups["observed_data"] = {"y": to_numpy(y)}
         return az.from_dict(**groups, dims=dims)
 
 

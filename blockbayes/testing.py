@@ -18,6 +18,9 @@ from __future__ import annotations
 import math
 from typing import Callable, NamedTuple
 
+# Host NumPy/SciPy on purpose: these are the statistical checks of the test and validation
+# suites, run on host copies of draws (KS distances, quantiles, whitening by a host Cholesky);
+# no algorithm calls them, so they stay outside the _backend rule (DESIGN.md: algorithm modules).
 import numpy as np
 from scipy import special, stats
 

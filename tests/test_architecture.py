@@ -1,6 +1,6 @@
 """The import rules of the architecture (DESIGN.md, issue 11), checked by walking the source.
 
-Two rules, both read from the code with :mod:`ast` (nothing is imported or run):
+Three rules, all read from the code with :mod:`ast` (nothing is imported or run):
 
 (a) **No cross-family private import.** A module may import a private name (``_x``) or from a
     private module (``pkg._x``) only inside its own family. Families are the packages
@@ -12,8 +12,8 @@ Two rules, both read from the code with :mod:`ast` (nothing is imported or run):
     ``_backend.linalg._helper`` is not). Caught forms: ``from pkg.fam import _x``,
     ``from pkg.fam._mod import x``, ``import pkg.fam._mod`` and attribute access
     ``alias._x`` on a name bound by such an import (``from blockbayes import gibbs;
-    gibbs._first_nonfinite``). Private attributes of *instances* (``result._prepare_X``) need
-    type inference and are not caught here. NamedTuple's public API (``_replace``, ``_fields``,
+    gibbs._first_nonfinite``). Private attributes of *instances* (``result._prepare_X``) are
+    rule (c). NamedTuple's public API (``_replace``, ``_fields``,
     ``_asdict``, ``_make``) is not private.
 
 (b) **No import cycle between modules.** Every import counts, module-level AND function-level
@@ -23,6 +23,15 @@ Two rules, both read from the code with :mod:`ast` (nothing is imported or run):
     ``if TYPE_CHECKING:`` do not count (they never run). ``from pkg import sub`` where ``sub``
     is a submodule is an edge to the submodule; importing ``pkg.a.b`` from outside ``pkg.a``
     also runs ``pkg/a/__init__.py``, so it adds an edge to ``pkg.a`` as well.
+
+(c) **No use of another family's private attributes on objects** (``result._prepare_X(...)`` in
+    ``vi`` on a Gibbs result). Without type inference the check works on names: every private
+    attribute a family *defines* (a ``def _x`` or ``_x = ...`` in a class body, an assignment to
+    ``self._x``/``cls._x``) belongs to that family (top-level modules such as ``posterior`` are
+    families of their own, as in (a)); ``obj._x`` with ``obj`` not ``self``/``cls``/``super()`` and
+    not an imported module is a violation when ``_x`` is defined by some other family and by none
+    of the module's own. A name several families define (``_anchor``) is not caught: the check is
+    cheap, not complete.
 
 ``KNOWN`` lists the violations that other helpers of issue 11 are removing at the same time
 (post11: the predictive layer and the result registry in ``posterior.load``). The coordinator
@@ -46,6 +55,7 @@ NAMEDTUPLE_API = frozenset({"_replace", "_fields", "_asdict", "_make", "_field_d
 # --- allowlist: known violations being removed elsewhere (empty: none left) ---------------------
 KNOWN_EDGES = frozenset()
 KNOWN_PRIVATE = frozenset()
+KNOWN_PRIVATE_ATTRS = frozenset()
 
 
 def _is_private(name: str) -> bool:
@@ -163,6 +173,53 @@ def scan(root: Path, pkg: str):
     return mods, edges, sorted(set(private))
 
 
+def _self_like(v) -> bool:
+    return ((isinstance(v, ast.Name) and v.id in ("self", "cls"))
+            or (isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "super"))
+
+
+def private_attrs(root: Path, pkg: str):
+    """``(module, line, name)`` of every ``obj._name`` whose ``_name`` only other families define
+    (rule (c) of the module docstring)."""
+    mods = _modules(root, pkg)
+    trees = {m: ast.parse(path.read_text(), filename=str(path)) for m, (path, _) in mods.items()}
+    owners: dict[str, set] = {}
+    for mod, tree in trees.items():
+        fam = _family(mod)
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        names.append(item.name)
+                    elif isinstance(item, ast.Assign):
+                        names += [t.id for t in item.targets if isinstance(t, ast.Name)]
+                    elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                        names.append(item.target.id)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names += [t.attr for t in targets if isinstance(t, ast.Attribute) and _self_like(t.value)]
+            for n in names:
+                if _is_private(n):
+                    owners.setdefault(n, set()).add(fam)
+    out = []
+    for mod, tree in trees.items():
+        fam = _family(mod)
+        aliases = set()                   # names bound to imported modules (rule (a) covers those)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                aliases.update((a.asname or a.name).split(".")[0] for a in node.names)
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Attribute) and _is_private(node.attr) and node.attr not in NAMEDTUPLE_API):
+                continue
+            if _self_like(node.value) or (isinstance(node.value, ast.Name) and node.value.id in aliases):
+                continue
+            fams = owners.get(node.attr, set())
+            if fams and fam not in fams:
+                out.append((mod, node.lineno, node.attr))
+    return sorted(set(out))
+
+
 def cycles(edges: dict[str, set], skip=frozenset()) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan), ignoring the
     ``(source, target)`` edges in ``skip`` (with the parent-package edges that import makes)."""
@@ -220,6 +277,12 @@ def test_no_cross_family_private_import(graph):
         f"  {m}:{ln} imports {d}" for m, ln, d in bad)
 
 
+def test_no_private_attribute_of_another_family():
+    bad = [p for p in private_attrs(ROOT, "blockbayes") if (p[0], p[2]) not in KNOWN_PRIVATE_ATTRS]
+    assert not bad, "private attributes of another family used on objects:\n" + "\n".join(
+        f"  {m}:{ln} uses .{a}" for m, ln, a in bad)
+
+
 def test_no_import_cycle(graph):
     _, edges, _ = graph
     found = cycles(edges, skip=KNOWN_EDGES)
@@ -234,6 +297,9 @@ def test_allowlist_is_still_needed(graph):
     real_private = {(m, d) for m, _, d in private}
     assert KNOWN_PRIVATE <= real_private, \
         f"stale KNOWN_PRIVATE: {sorted(KNOWN_PRIVATE - real_private)}"
+    real_attrs = {(m, a) for m, _, a in private_attrs(ROOT, "blockbayes")}
+    assert KNOWN_PRIVATE_ATTRS <= real_attrs, \
+        f"stale KNOWN_PRIVATE_ATTRS: {sorted(KNOWN_PRIVATE_ATTRS - real_attrs)}"
 
 
 # --- the checker catches planted violations (a synthetic package in tmp_path) -------------------
@@ -320,3 +386,16 @@ def test_checker_counts_the_parent_package_init(tmp_path):
     files["posterior.py"] = "P = 1\ndef f():\n    from .gibbs.kernel import step\n"
     _, edges, _ = scan(_plant(tmp_path, files), "fakepkg")
     assert any("fakepkg.gibbs" in c and "fakepkg.posterior" in c for c in cycles(edges))
+
+
+def test_checker_catches_another_familys_private_attribute(tmp_path):
+    """vi calling a Gibbs result's private method is caught; its own privates, ``self._x`` and
+    foreign-library privates (defined by no family) are not."""
+    files = dict(CLEAN)
+    files["gibbs/result.py"] = ("class GibbsResult:\n    def _prepare(self, X):\n        return X\n"
+                                "    def predict(self, X):\n        self._cache = 1\n        return self._prepare(X)\n")
+    files["vi/result.py"] = ("class VIResult:\n    def _own(self):\n        return 1\n"
+                             "def f(g, other, arr):\n    other._own()\n    arr._array\n    return g._prepare(1)\n"
+                             "def h(g):\n    return g._cache\n")
+    found = private_attrs(_plant(tmp_path, files), "fakepkg")
+    assert found == [("fakepkg.vi.result", 7, "_prepare"), ("fakepkg.vi.result", 9, "_cache")], found

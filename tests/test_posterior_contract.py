@@ -440,3 +440,131 @@ def test_float32_results_predict_in_float32():
         lpd = res.log_predictive_density(X, y, reduce=False)
         assert m.dtype == v.dtype == lpd.dtype == np.float32
         np.testing.assert_allclose(lpd, _brute_lpd(res, X, y, {}), rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------- the conventions
+ABSTRACT = ("predict", "predict_proba", "log_predictive_density", "sample", "to_numpy", "_anchor", "_payload",
+            "_from_file", "_arviz_draws")
+RESULT_CLASSES = ("gibbs.GibbsResult", "vi.VIResult", "laplace.LaplaceResult", "point.PointPosterior",
+                  "point.EnsemblePosterior")
+
+
+def _result_class(dotted):
+    mod, name = dotted.split(".")
+    return getattr(getattr(bb, mod) if mod != "point" else __import__("blockbayes.point", fromlist=["x"]), name)
+
+
+def _subclass(missing=None):
+    from blockbayes.posterior import Posterior
+
+    ns = {}
+    for name in ABSTRACT:
+        if name != missing:
+            def fn(self, *a, **k):
+                return None
+            ns[name] = classmethod(fn) if name == "_from_file" else fn
+    return type("Custom", (Posterior,), ns)
+
+
+def test_the_interface_is_abstract():
+    """Every protocol method of Posterior is abstract: a result lacking one cannot be built."""
+    from blockbayes.posterior import Posterior
+
+    assert set(Posterior.__abstractmethods__) == set(ABSTRACT)
+    _subclass()()                                   # complete: fine
+    for name in ABSTRACT:
+        with pytest.raises(TypeError, match=name):
+            _subclass(name)()
+    mixture_base = PointPosterior.__mro__[1]           # the point/ensemble base adds its own
+    assert "_stack" in mixture_base.__abstractmethods__
+    with pytest.raises(TypeError, match="_stack"):
+        type("NoStack", (mixture_base,), {k: v for k, v in vars(_subclass()).items() if k in ABSTRACT})()
+
+
+@pytest.mark.parametrize("cls", RESULT_CLASSES)
+def test_signatures_follow_the_convention(cls):
+    """num_samples=None everywhere; predictions default to seed=0, ``sample`` to seed=None."""
+    import inspect
+
+    c = _result_class(cls)
+    for meth in ("predict", "predict_proba", "log_predictive_density", "to_arviz"):
+        p = inspect.signature(getattr(c, meth)).parameters
+        assert p["num_samples"].default is None, (cls, meth)
+        assert p["seed"].default == 0 and p["seed"].default is not False, (cls, meth)
+    p = inspect.signature(c.sample).parameters
+    assert p["num_samples"].default is None and p["seed"].default is None, cls
+
+
+def _num_stored(res):
+    if isinstance(res, bb.gibbs.GibbsResult):
+        return res.num_chains * res.num_samples
+    if isinstance(res, EnsemblePosterior):
+        return res.num_members
+    return 1
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_predict_returns_the_observation_moments(name):
+    """Regression: the predictive moments of y; classifiers: the moments of the one-hot label,
+    ``(p, p(1 − p))`` with one column P(y = 1) for the one-output links; always ``(n, d_out)``."""
+    res, X, y, kw = _get(name)
+    m, v = res.predict(X, **kw)
+    assert _h(m).shape == _h(v).shape == (X.shape[0], res.net.d_out)
+    if res.is_classifier:
+        p = _h(res.predict_proba(X, **kw))
+        if res.likelihood in ("bernoulli", "probit"):
+            p = p[:, 1:]
+        np.testing.assert_array_equal(_h(m), p)
+        np.testing.assert_array_equal(_h(v), p * (1.0 - p))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_default_num_samples_and_seed(name):
+    """``num_samples=None`` is ``default_num_samples`` (every stored draw when that is None) and the
+    predictions' default seed is 0: two default calls agree bitwise, and equal the explicit call."""
+    res, X, y, kw = _get(name)
+    base = {k: v for k, v in kw.items() if k not in ("num_samples", "seed")}
+    dflt = _h(res.log_predictive_density(X, y, reduce=False, **base))
+    np.testing.assert_array_equal(dflt, _h(res.log_predictive_density(X, y, reduce=False, **base)))
+    explicit = dict(base, seed=0)
+    if res.default_num_samples is not None:
+        explicit["num_samples"] = res.default_num_samples
+    np.testing.assert_array_equal(dflt, _h(res.log_predictive_density(X, y, reduce=False, **explicit)))
+    assert res.sample()[0].shape[0] == (res.default_num_samples or _num_stored(res))
+    if res.default_num_samples is not None:
+        # not vacuous: these predictives do draw, so another seed gives other numbers
+        assert not np.array_equal(dflt, _h(res.log_predictive_density(X, y, reduce=False, **dict(base, seed=1))))
+
+
+def test_gibbs_classifier_latent_moments_stay_reachable():
+    """``predict(latent=True)``: the mixture moments of the latent Gaussian output (what a Gibbs
+    classifier's ``predict`` returned before the common convention)."""
+    res, X, y, kw = _get("gibbs_probit")
+    m, v = res.predict(X, latent=True)
+    F = _h(res.predict_samples(X)).reshape(-1, X.shape[0], 1)
+    dy = _h(res.delta_y).reshape(-1)
+    np.testing.assert_allclose(_h(m), F.mean(axis=0), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(_h(v), F.var(axis=0) + dy.mean(), rtol=1e-10)
+
+
+def test_one_file_layer_for_results_and_checkpoints(tmp_path):
+    """Results and run checkpoints are written and read by blockbayes._backend.io: each refuses
+    the other's file with its own "not a blockbayes ..." message, and the metadata name is reserved."""
+    from blockbayes._backend.io import NotABlockbayesFile, load_npz, save_npz
+    from blockbayes.driver import load_checkpoint
+
+    res = _get("point_reg")[0]
+    path = tmp_path / "r.npz"
+    res.save(path)
+    with pytest.raises(ValueError, match="not a blockbayes checkpoint file"):
+        load_checkpoint(path)
+    arrays, meta = load_npz(path)
+    assert meta["kind"] == "PointPosterior" and set(arrays) == {f"weights_{l}" for l in range(res.net.num_layers)}
+    with pytest.raises(ValueError, match="reserved"):
+        save_npz(tmp_path / "x.npz", {"meta": np.zeros(1)}, {})
+    save_npz(tmp_path / "c.npz", {"a": np.arange(3)}, {"format": "other"}, meta_key="__meta__", atomic=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz", "r.npz"]      # no temporary left
+    with pytest.raises(NotABlockbayesFile, match="not a blockbayes result file"):
+        bb.posterior.load(tmp_path / "c.npz")
+    with pytest.raises(ValueError, match="not a blockbayes checkpoint file"):
+        load_checkpoint(tmp_path / "c.npz")

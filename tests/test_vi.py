@@ -266,7 +266,7 @@ def test_cupy_results_stay_on_the_gpu_and_match_numpy():
     assert isinstance(rb.covs[0], cupy.ndarray) and bool(cupy.all(cupy.isfinite(rb.covs[0])))
     mf = mean_field.run(net, X, y, num_steps=5, seed=0, device="cuda", progress=False)
     assert isinstance(mf.means[0], cupy.ndarray)
-    sp = sampled.run(net, X, y, num_steps=2, num_samples=2, cavi_iters=2, seed=0, device="cuda", progress=False)
+    sp = sampled.run(net, X, y, num_steps=2, num_draws=2, cavi_iters=2, seed=0, device="cuda", progress=False)
     tp = targets.run(net, X, y, num_steps=2, seed=0, device="cuda", progress=False)
     assert isinstance(sp.means[0], cupy.ndarray) and isinstance(tp.means[0], cupy.ndarray)
 
@@ -401,7 +401,7 @@ def test_sampled_on_the_linear_model_is_exact():
     every step (ρ_0 = 1)."""
     X, y = _data()
     net = bb.MLP([3, 1], "identity", prior_prec=[(2.0, 0.5)], delta={"y": 0.1})
-    res = sampled.run(net, X, y, num_steps=3, num_samples=2, init="prior", seed=0, progress=False)
+    res = sampled.run(net, X, y, num_steps=3, num_draws=2, init="prior", seed=0, progress=False)
     m, S = _linear_exact(X, y[:, None], 2.0, 0.5, 0.1)
     np.testing.assert_allclose(res.means[0][0], m, rtol=1e-10)
     np.testing.assert_allclose(res.covs[0][0], S, rtol=1e-10, atol=1e-14)
@@ -411,7 +411,7 @@ def test_sampled_on_the_linear_model_is_exact():
 def test_sampled_shapes_and_positive_definite(net):
     X, y = _data()
     y = _y_for(net, y)
-    res = sampled.run(net, X, y, num_steps=4, num_samples=3, num_restarts=2, cavi_iters=3, seed=0,
+    res = sampled.run(net, X, y, num_steps=4, num_draws=3, num_restarts=2, cavi_iters=3, seed=0,
                       progress=False)
     for S in res.covs:
         assert np.all(np.linalg.eigvalsh(S) > 0)
@@ -419,6 +419,21 @@ def test_sampled_shapes_and_positive_definite(net):
     np.testing.assert_allclose(res.trace["rho"][0], [(t + 1) ** -0.7 for t in range(4)])
     st = res.final_state
     assert st.pre[0].shape == (6, X.shape[0], net.widths[1])
+
+
+def test_sampled_num_draws_and_its_deprecated_spelling():
+    """Draws per iteration are ``num_draws`` (``num_samples`` means samples kept everywhere else);
+    the old spelling warns and gives the same run."""
+    X, y = _data()
+    net = bb.MLP([3, 4, 1], delta=0.05)
+    new = sampled.run(net, X, y, num_steps=2, num_draws=2, init="prior", seed=0, progress=False)
+    with pytest.warns(DeprecationWarning, match="'num_samples' is deprecated, use 'num_draws'"):
+        old = sampled.run(net, X, y, num_steps=2, num_samples=2, init="prior", seed=0, progress=False)
+    for a, b in zip(old.means, new.means):
+        np.testing.assert_array_equal(a, b)
+    assert new.config["num_draws"] == 2 and "num_samples" not in new.config
+    with pytest.raises(TypeError, match="both 'num_draws'"):
+        sampled.run(net, X, y, num_steps=1, num_draws=2, num_samples=2, progress=False)
 
 
 # ------------------------------------------------------------------------------- target scheme

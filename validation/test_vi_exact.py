@@ -306,7 +306,7 @@ def tiny():
     out["cavi"] = vi.run(net, X, y, method="cavi", num_steps=200, num_restarts=8, seed=0, progress=False)
     out["rb"] = vi.run(net, X, y, method="rao_blackwell", num_samples=400, num_warmup=200, num_chains=32,
                        seed=0, progress=False)
-    out["sampled"] = vi.run(net, X, y, method="sampled", num_steps=100, num_samples=8, seed=0, progress=False)
+    out["sampled"] = vi.run(net, X, y, method="sampled", num_steps=100, num_draws=8, seed=0, progress=False)
     out["targets"] = vi.run(net, X, y, method="targets", num_steps=60, num_restarts=8, seed=0, progress=False)
     out["mf"] = vi.run(net, X, y, method="mean_field", num_steps=2000, num_mc=2, lr=2e-2, num_restarts=2,
                        seed=0, progress=False)

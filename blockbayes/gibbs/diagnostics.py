@@ -22,6 +22,11 @@ from typing import Any, Optional
 from .. import diagnostics
 from .._backend import device_of, namespace, to_numpy
 
+# The summary table is a host-side report: the probe outputs ``(C, S, P·d)`` are copied to the host
+# once (``to_numpy``) and the table's columns (quantiles, medians, NaN-aware maxima, sorting of the
+# worst rows) are computed there with function-local ``import numpy``, as ``print_summary`` tools do;
+# the per-sweep algorithm never touches them, so the _backend rule for algorithm code does not apply.
+
 __all__ = ["ConvergenceWarning", "FunctionSummary", "function_summary", "default_probe", "warn_if_unmixed",
            "RHAT_THRESHOLD"]
 

@@ -102,6 +102,7 @@ class GibbsResult(Posterior):
         return self._pick(num_samples, seed)[0]
 
     def _pick(self, num, seed):
+        """All stored draws (``num=None``) or ``num`` of them chosen uniformly without replacement."""
         flat = self.flat_weights()
         dy = self.xp.reshape(self.delta_y, (-1,))
         total = int(flat[0].shape[0])
@@ -125,12 +126,17 @@ class GibbsResult(Posterior):
         F = outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
         return xp.reshape(F, (self.num_chains, self.num_samples) + tuple(F.shape[1:]))
 
-    def predict(self, X_new, *, kind: str = "network", num_samples: Optional[int] = None, seed=None,
-                chunk: int = 256):
+    def predict(self, X_new, *, kind: str = "network", num_samples: Optional[int] = None, seed=0,
+                chunk: int = 256, latent: bool = False):
         """Posterior predictive mean and variance at ``X_new``.
 
-        ``mean = (1/S) Σ_s f_s(x)`` and ``var = (1/S) Σ_s (f_s(x)² + Δ_y^{(s)}) − mean²`` over the
-        ``S`` samples (the mixture's moments, :func:`blockbayes.predictive.mixture_moments`).
+        Regression: ``mean = (1/S) Σ_s f_s(x)`` and ``var = (1/S) Σ_s (f_s(x)² + Δ_y^{(s)}) − mean²``
+        over the ``S`` samples (the mixture's moments, :func:`blockbayes.predictive.mixture_moments`).
+        Classifiers (the common convention of :mod:`blockbayes.posterior`): the moments of the one-hot
+        label, ``(p, p(1 − p))`` with ``p`` from :meth:`predict_proba` (``"probit"``: one column,
+        ``P(y = 1)``); ``latent=True`` gives instead the mixture moments above of the latent Gaussian
+        output ``f_s(x) + ε``, ``ε ~ N(0, Δ_y^{(s)})`` that the probit links threshold (what this
+        method returned for classifiers before the convention).
 
         Parameters
         ----------
@@ -142,21 +148,27 @@ class GibbsResult(Posterior):
             reproducibility; adds the intermediate-noise variance, MATH.md §A.0).
         num_samples : int, optional
             Use a random subset of this many stored samples (``seed``); default all ``C·S``.
+        seed : int, SeedSequence or key
+            Default 0: predictions are reproducible.
         chunk : int
             Samples per forward batch (memory ``chunk · n · max width``).
+        latent : bool
+            Classifiers only: the latent output's moments instead of the label's.
 
         Returns
         -------
         mean, var : arrays, shape (n, d_out)
         """
         check_kind(kind)
+        if self.is_classifier and not latent:
+            return self._label_moments(self.predict_proba(X_new, num_samples=num_samples, seed=seed))
         X_new = self._prepare_X(X_new)
         W, dy = self._pick(num_samples, seed)
         noise_key = bbr.key(seed) if kind == "generative" else None
         return self._draw_predict(X_new, W, dy, noise_key=noise_key, chunk=chunk)
 
     def log_predictive_density(self, X_new, y_new, *, reduce=True, kind: str = "network",
-                               num_samples: Optional[int] = None, seed=None, chunk: int = 256):
+                               num_samples: Optional[int] = None, seed=0, chunk: int = 256):
         """Log posterior predictive density of test targets.
 
         ``lpd_i = log (1/S) Σ_s p(y_i | x_i, W_s)`` (a logsumexp over samples) with
@@ -179,7 +191,7 @@ class GibbsResult(Posterior):
         noise_key = bbr.key(seed) if kind == "generative" else None
         return P.reduce_points(self._draw_lpd(X_new, Y, W, dy, noise_key=noise_key, chunk=chunk), reduce)
 
-    def predict_proba(self, X_new, *, num_samples: Optional[int] = None, seed=None, chunk: int = 64,
+    def predict_proba(self, X_new, *, num_samples: Optional[int] = None, seed=0, chunk: int = 64,
                       nodes: int = 32):
         """Posterior predictive class probabilities, shape ``(n, K)``.
 

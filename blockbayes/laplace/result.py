@@ -9,14 +9,17 @@ from __future__ import annotations
 import math
 from typing import ClassVar, Optional
 
+# NumPy only for the evidence optimiser's host vector of at most 2L + 1 log hyperparameters (the
+# interface of scipy's L-BFGS-B); files and host copies go through blockbayes._backend.io
 import numpy as np
 
 from .. import predictive as P
 from .._backend import to_numpy
 from .._backend import random as bbr
+from .._backend.io import host_copy, jsonable
 from .._backend.linalg import cholesky, solve_triangular
 from ..model import MLP, forward
-from ..posterior import Posterior, jsonable, net_from_dict, register_result, renamed_keywords
+from ..posterior import Posterior, net_from_dict, register_result, renamed_keywords
 from . import _common as C
 from ._mlp_grad import auto_chunk, chunks
 from ._posterior import StructuredGaussian
@@ -73,6 +76,9 @@ class LaplaceResult(StructuredGaussian, Posterior):
 
     result_kind: ClassVar[str] = "LaplaceResult"
     model: ClassVar[str] = "standard"
+    #: Monte Carlo draws (``kind="nn"``, ``link="mc"``, :meth:`sample`) when ``num_samples=None``:
+    #: laplace-torch's ``n_samples=100``
+    default_num_samples: ClassVar[int] = 100
 
     def __init__(self, *, net: MLP, likelihood: str, structure: str, subset: str, layers, weights,
                  curv: dict, n: int, misfit, lam_w, lam_b, delta_y: float, kfac_bias: str = "joint",
@@ -242,6 +248,12 @@ class LaplaceResult(StructuredGaussian, Posterior):
                 tr[(l, "b")] = _float(xp.sum(mv[l][:, -1]))
             return tr
 
+        def per_group(v, tr):
+            """``(λ_g, |g|, ‖θ*_g‖², tr Σ_gg)`` of each prior group at the log precisions ``v``."""
+            for gi, grp in enumerate(groups):
+                yield (gi, math.exp(v[gi]), sum(sc[l][2] if p == "w" else sc[l][3] for l, p in grp),
+                       sum(sc[l][0] if p == "w" else sc[l][1] for l, p in grp), sum(tr[m] for m in grp))
+
         def value_grad(v):
             apply(v)
             try:
@@ -253,11 +265,7 @@ class LaplaceResult(StructuredGaussian, Posterior):
                 return math.inf, np.zeros_like(v)
             g = np.zeros_like(v)
             lamtr = 0.0
-            for gi, grp in enumerate(groups):
-                lg = math.exp(v[gi])
-                cnt = sum(sc[l][2] if p == "w" else sc[l][3] for l, p in grp)
-                th2 = sum(sc[l][0] if p == "w" else sc[l][1] for l, p in grp)
-                t = sum(tr[m] for m in grp)
+            for gi, lg, cnt, th2, t in per_group(v, tr):
                 g[gi] = 0.5 * cnt - 0.5 * lg * th2 - 0.5 * lg * t
                 lamtr += lg * t
             if noise:
@@ -281,11 +289,7 @@ class LaplaceResult(StructuredGaussian, Posterior):
                 tr = stats()
                 newv = v.copy()
                 lamtr = 0.0
-                for gi, grp in enumerate(groups):
-                    lg = math.exp(v[gi])
-                    cnt = sum(sc[l][2] if p == "w" else sc[l][3] for l, p in grp)
-                    th2 = sum(sc[l][0] if p == "w" else sc[l][1] for l, p in grp)
-                    t = sum(tr[m] for m in grp)
+                for gi, lg, cnt, th2, t in per_group(v, tr):
                     gamma = cnt - lg * t
                     lamtr += lg * t
                     if th2 > 0 and gamma > 0:
@@ -316,13 +320,13 @@ class LaplaceResult(StructuredGaussian, Posterior):
         return self
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, num_samples: int = 100, *, seed=None, **deprecated) -> tuple:
+    def sample(self, num_samples: Optional[int] = None, *, seed=None, **deprecated) -> tuple:
         """Draws ``θ ~ N(θ*, P^{-1})`` of all layers (inactive layers repeat the mode).
 
         Parameters
         ----------
-        num_samples : int
-            Number of draws (``n=`` is the deprecated spelling).
+        num_samples : int, optional
+            Number of draws (default :attr:`default_num_samples`, 100; ``n=`` is the deprecated spelling).
         seed : None, int, SeedSequence or key
 
         Returns
@@ -331,7 +335,7 @@ class LaplaceResult(StructuredGaussian, Posterior):
             Per layer ``(num_samples, d_{l+1}, d_l + 1)``, bias last.
         """
         n = renamed_keywords("LaplaceResult.sample", deprecated, {"n": "num_samples"}).get("num_samples", num_samples)
-        n = C.positive_int("num_samples", n)
+        n = C.positive_int("num_samples", self.default_num_samples if n is None else n)
         xp = self.xp
         keys = bbr.split(bbr.key(seed), len(self.layers))
         E = {}
@@ -410,7 +414,7 @@ class LaplaceResult(StructuredGaussian, Posterior):
         xp = self.xp
         return xp.full((S,), self._delta_y, dtype=self.dtype, device=self.device)
 
-    def predict(self, X_new, *, kind: str = "glm", link=None, num_samples: int = 100, seed=None,
+    def predict(self, X_new, *, kind: str = "glm", link=None, num_samples: Optional[int] = None, seed=0,
                 include_noise: bool = True, full_cov: bool = False, **deprecated):
         """Posterior predictive mean and variance of the observation ``y``.
 
@@ -431,9 +435,11 @@ class LaplaceResult(StructuredGaussian, Posterior):
             deprecated laplace-torch spelling).
         link : {None, "probit", "mc"}
             Classification only (see :meth:`predict_proba`).
-        num_samples : int
-            Monte Carlo draws (``kind="nn"`` or ``link="mc"``; ``n_samples=`` is deprecated).
+        num_samples : int, optional
+            Monte Carlo draws (``kind="nn"`` or ``link="mc"``; default :attr:`default_num_samples`, 100;
+            ``n_samples=`` is deprecated).
         seed : None, int, SeedSequence or key
+            Default 0 (reproducible predictions, the common convention).
         include_noise : bool
             Add the observation noise ``Δ_y`` (regression only).
         full_cov : bool
@@ -446,16 +452,15 @@ class LaplaceResult(StructuredGaussian, Posterior):
         """
         ren = renamed_keywords("LaplaceResult.predict", deprecated, _ALIASES)
         kind, num_samples = ren.get("kind", kind), ren.get("num_samples", num_samples)
+        num_samples = self.default_num_samples if num_samples is None else num_samples
         xp = self.xp
         if self.likelihood != "gaussian":
             if full_cov:
                 raise ValueError("full_cov is only available for regression; use predict_f for logits")
             if link is None:
                 link = "probit" if kind == "glm" else "mc"
-            p = self.predict_proba(X_new, kind=kind, link=link, num_samples=num_samples, seed=seed)
-            if self.likelihood == "bernoulli":
-                p = p[:, 1:]
-            return p, p * (1.0 - p)
+            return self._label_moments(self.predict_proba(X_new, kind=kind, link=link, num_samples=num_samples,
+                                                          seed=seed))
         if link is not None:
             raise ValueError("link only applies to classification likelihoods")
         self._check_pred(kind, "probit" if kind == "glm" else "mc")
@@ -473,8 +478,8 @@ class LaplaceResult(StructuredGaussian, Posterior):
         V = V + noise * eye[None, :, :]
         return (F, V) if full_cov else (F, xp.linalg.diagonal(V))
 
-    def predict_proba(self, X_new, *, kind: str = "glm", link=None, num_samples: int = 100,
-                      seed=None, **deprecated):
+    def predict_proba(self, X_new, *, kind: str = "glm", link=None, num_samples: Optional[int] = None,
+                      seed=0, **deprecated):
         """Posterior predictive class probabilities.
 
         ``link`` defaults to ``"probit"`` for GLM and ``"mc"`` for NN.
@@ -492,6 +497,7 @@ class LaplaceResult(StructuredGaussian, Posterior):
         """
         ren = renamed_keywords("LaplaceResult.predict_proba", deprecated, _ALIASES)
         kind, num_samples = ren.get("kind", kind), ren.get("num_samples", num_samples)
+        num_samples = self.default_num_samples if num_samples is None else num_samples
         self._require_classifier()   # NotAClassifierError (a ValueError) for regression
         if link is None:
             link = "probit" if kind == "glm" else "mc"
@@ -515,7 +521,7 @@ class LaplaceResult(StructuredGaussian, Posterior):
         return xp.mean(P.class_probs(self.likelihood, Fs), axis=0)
 
     def __call__(self, X_new, pred_type: str = "glm", link_approx: str = "probit", n_samples: int = 100,
-                 seed=None):
+                 seed=0):
         """laplace-torch style (its argument names): probabilities for classification, ``(mean, f_var)``
         for regression (``f_var`` **without** the noise, as laplace-torch returns it)."""
         if self.likelihood == "gaussian":
@@ -523,7 +529,7 @@ class LaplaceResult(StructuredGaussian, Posterior):
         return self.predict_proba(X_new, kind=pred_type, link=link_approx, num_samples=n_samples, seed=seed)
 
     def log_predictive_density(self, X_new, y_new, *, reduce=True, kind: str = "glm",
-                               link=None, num_samples: int = 100, seed=None, **deprecated):
+                               link=None, num_samples: Optional[int] = None, seed=0, **deprecated):
         """Log posterior predictive density of test targets.
 
         Regression, ``"glm"``: ``log N(y; μ, J Σ Jᵀ + Δ_y I)`` (full ``C×C`` covariance, by Cholesky).
@@ -545,6 +551,7 @@ class LaplaceResult(StructuredGaussian, Posterior):
         """
         ren = renamed_keywords("LaplaceResult.log_predictive_density", deprecated, _ALIASES)
         kind, num_samples = ren.get("kind", kind), ren.get("num_samples", num_samples)
+        num_samples = self.default_num_samples if num_samples is None else num_samples
         xp = self.xp
         X_new = self._prepare_X(X_new)
         if not hasattr(y_new, "shape"):
@@ -584,7 +591,7 @@ class LaplaceResult(StructuredGaussian, Posterior):
             if isinstance(obj, (tuple, list)):
                 return type(obj)(conv(v) for v in obj)
             if hasattr(obj, "shape") and hasattr(obj, "dtype"):
-                return np.array(to_numpy(obj), copy=True)
+                return host_copy(obj)
             return obj
 
         curv = {k: v for k, v in self._curv.items() if not k.startswith("_")}
@@ -610,7 +617,7 @@ class LaplaceResult(StructuredGaussian, Posterior):
             else:
                 curv_layout[k] = None
                 arrays[f"curv_{k}"] = v
-        arrays["misfit"] = np.asarray(h._misfit)
+        arrays["misfit"] = h._misfit
         meta = dict(likelihood=self.likelihood, structure=self.structure, subset=self.subset,
                     layers=list(self.layers), n=self.n, lam_w=list(self._lam_w), lam_b=list(self._lam_b),
                     delta_y=self._delta_y, kfac_bias=self.kfac_bias, chunk_size=self.chunk_size,

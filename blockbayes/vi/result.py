@@ -20,27 +20,22 @@ the predictive summaries of every family are comparable.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
-import numpy as np
-
 from .. import predictive as P
-from .._backend import backend_name, device_of, to_numpy
+from .._backend import backend_name, device_of, namespace, to_numpy
 from .._backend import linalg
 from .._backend import random as bbr
+from .._backend.io import jsonable
 from ..model import MLP
 from ..gibbs.result import GibbsResult
-from ..posterior import (NotAClassifierError, Posterior, jsonable, net_from_dict, register_result,
-                         renamed_keywords)
+from ..posterior import NotAClassifierError, Posterior, net_from_dict, register_result, renamed_keywords
 
 __all__ = ["VIResult", "load", "NotAClassifierError"]
 
 COV_KINDS = ("shared", "row", "diag")
-
-
-def _host_scalar_array(a):
-    return np.asarray(to_numpy(a), dtype=np.float64)
 
 
 @register_result
@@ -80,6 +75,8 @@ class VIResult(Posterior):
     """
 
     result_kind: ClassVar[str] = "VIResult"
+    #: Monte Carlo draws from ``q`` of the predictions and of :meth:`sample` when ``num_samples=None``
+    default_num_samples: ClassVar[int] = 1000
 
     net: MLP
     method: str
@@ -116,13 +113,14 @@ class VIResult(Posterior):
         if self.num_components == 1:
             return 0
         if self.elbo is not None:
-            e = _host_scalar_array(self.elbo)
+            e = self.elbo
         elif "score" in self.trace:
-            e = _host_scalar_array(self.trace["score"])[:, -1]
+            e = self.trace["score"][:, -1]
         else:
             return 0
-        e = np.where(np.isfinite(e), e, -np.inf)
-        return int(np.argmax(e))
+        xp = namespace(e)
+        e = xp.where(xp.isfinite(e), e, xp.full_like(e, -math.inf))
+        return int(xp.argmax(e))
 
     def _select(self, components):
         K = self.num_components
@@ -166,14 +164,17 @@ class VIResult(Posterior):
         return tuple(self.xp.sqrt(v) for v in self.marginal_var())
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, num_samples: int = 1000, *, seed=None, components="best", **deprecated) -> tuple:
+    def sample(self, num_samples: Optional[int] = None, *, seed=None, components="best", **deprecated) -> tuple:
         """Draw weights from ``q``: per layer an array ``(num_samples, d_{l+1}, d_l + 1)``.
 
         ``w̃_{l,i} = m_{l,i} + L_{l,i} ε`` with ``L L^⊤`` the row covariance (Cholesky) and
         ``ε ~ N(0, I)``; rows independent. With ``components="mixture"`` the draws are split
-        evenly over the components (in order). (``num=`` is the deprecated spelling.)
+        evenly over the components (in order). ``num_samples=None``: :attr:`default_num_samples` (1000).
+        (``num=`` is the deprecated spelling.)
         """
         num = renamed_keywords("VIResult.sample", deprecated, {"num": "num_samples"}).get("num_samples", num_samples)
+        if num is None:
+            num = self.default_num_samples
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             raise ValueError(f"num must be a positive int, got {num!r}")
         comps = self._select(components)
@@ -205,11 +206,10 @@ class VIResult(Posterior):
                        axis=0)
         return tuple(layers), dy
 
-    def as_samples(self, num_samples: int = 1000, *, seed=0, components="best") -> GibbsResult:
-        """``num_samples`` draws from ``q`` wrapped as a :class:`~blockbayes.gibbs.GibbsResult`
-        (one chain), which supplies the Monte Carlo predictive."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    def as_samples(self, num_samples: Optional[int] = None, *, seed=0, components="best") -> GibbsResult:
+        """``num_samples`` draws from ``q`` (default :attr:`default_num_samples`) wrapped as a
+        :class:`~blockbayes.gibbs.GibbsResult` (one chain), which supplies the Monte Carlo predictive."""
+        num_samples = self._num_draws(num_samples)
         xp = self.xp
         comps = self._select(components)
         W, dy = self._draw(num_samples, bbr.key(seed), comps)
@@ -229,16 +229,17 @@ class VIResult(Posterior):
                              "posterior belongs to the standard (noise-free) MLP: use kind='network'")
 
     def _draws(self, num_samples, seed, components):
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-        return self._draw(num_samples, bbr.key(seed), self._select(components))
+        return self._draw(self._num_draws(num_samples), bbr.key(seed), self._select(components))
 
-    def predict(self, X_new, *, kind: str = "network", num_samples: int = 1000, seed=0,
+    def predict(self, X_new, *, kind: str = "network", num_samples: Optional[int] = None, seed=0,
                 components="best", chunk: int = 256):
         """Posterior predictive mean and variance at ``X_new`` (Monte Carlo over ``q``).
 
         ``mean = (1/S) Σ_s f_s(x)``, ``var = (1/S) Σ_s (f_s(x)² + Δ_y) − mean²`` over ``S =
-        num_samples`` draws ``W_s ~ q`` (see :meth:`GibbsResult.predict` for ``kind``).
+        num_samples`` draws ``W_s ~ q`` (default :attr:`default_num_samples`, 1000; ``seed`` default 0;
+        see :meth:`GibbsResult.predict` for ``kind``). Classifiers (the mean-field baseline's): the
+        moments of the one-hot label, ``(p, p(1 − p))`` with ``p`` from :meth:`predict_proba`
+        (``"bernoulli"``: one column, ``P(y = 1)``).
 
         Returns
         -------
@@ -246,20 +247,21 @@ class VIResult(Posterior):
         """
         self._check_kind(kind)
         if self.is_classifier:
-            raise ValueError(f"this posterior is a classifier (likelihood={self.likelihood!r}); use predict_proba")
+            return self._label_moments(self.predict_proba(X_new, num_samples=num_samples, seed=seed,
+                                                          components=components, chunk=chunk))
         W, dy = self._draws(num_samples, seed, components)
         X_new = self._prepare_X(X_new)
         noise_key = bbr.key(seed) if kind == "generative" else None
         return self._draw_predict(X_new, W, dy, noise_key=noise_key, chunk=chunk)
 
-    def predict_samples(self, X_new, *, num_samples: int = 1000, seed=0, components="best"):
+    def predict_samples(self, X_new, *, num_samples: Optional[int] = None, seed=0, components="best"):
         """Network outputs of ``num_samples`` draws, shape ``(num_samples, n, d_out)``."""
         W, _ = self._draws(num_samples, seed, components)
         X_new = self._prepare_X(X_new)
         return next(P.forward_chunks(self.net, W, X_new))[0]
 
     def log_predictive_density(self, X_new, y_new, *, reduce=True, kind: str = "network",
-                               num_samples: int = 1000, seed=0, components="best", chunk: int = 256):
+                               num_samples: Optional[int] = None, seed=0, components="best", chunk: int = 256):
         """Log predictive density ``log (1/S) Σ_s p(y | x, W_s)`` (mean over points if ``reduce``).
 
         Regression: ``p = N(y; f_s(x), Δ_y I)``. Classifiers of the mean-field baseline: the
@@ -272,7 +274,8 @@ class VIResult(Posterior):
         noise_key = bbr.key(seed) if kind == "generative" and not self.is_classifier else None
         return P.reduce_points(self._draw_lpd(X_new, Y, W, dy, noise_key=noise_key, chunk=chunk), reduce)
 
-    def predict_proba(self, X_new, *, num_samples: int = 1000, seed=0, components="best", chunk: int = 256):
+    def predict_proba(self, X_new, *, num_samples: Optional[int] = None, seed=0, components="best",
+                      chunk: int = 256):
         """Predictive class probabilities ``(1/S) Σ_s p(c | x, W_s)``, shape ``(n, K)``.
 
         Only for the mean-field baseline's classifiers (``likelihood`` ``"bernoulli"``: columns

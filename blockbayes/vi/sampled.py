@@ -29,9 +29,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import numpy as np
-
-from .._backend import backend_name, device_of, namespace, to_numpy
+from .._backend import backend_name, device_of, namespace
 from .._backend import linalg
 from .._backend import random as bbr
 from .. import gibbs as _gibbs
@@ -100,9 +98,10 @@ def _natural(net, l, H, T, delta, like):
     return diag_embed(xp, lam) + G / delta, B / delta
 
 
-def init(rng_key, net: MLP, X, y, *, num_restarts: int = 1, num_samples: int = 8, init="cavi",
+@deprecated_names(num_samples="num_draws")
+def init(rng_key, net: MLP, X, y, *, num_restarts: int = 1, num_draws: int = 8, init="cavi",
          cavi_iters: int = 50, cavi_restarts: int = 8) -> SampledState:
-    """Initial natural parameters and auxiliary slots.
+    """Initial natural parameters and ``num_draws`` auxiliary slots per restart.
 
     ``init="cavi"``: ``η`` from the ``num_restarts`` best (by ELBO) of
     ``max(num_restarts, cavi_restarts)`` block-CAVI restarts of ``cavi_iters`` sweeps;
@@ -111,7 +110,7 @@ def init(rng_key, net: MLP, X, y, *, num_restarts: int = 1, num_samples: int = 8
     ``q``.
     """
     xp = namespace(X, y)
-    C, S, L = num_restarts, num_samples, net.num_layers
+    C, S, L = num_restarts, num_draws, net.num_layers
     k_c, k_w, k_aux = bbr.split(rng_key, 3)
     if init == "cavi":
         from . import cavi as _cavi
@@ -119,8 +118,7 @@ def init(rng_key, net: MLP, X, y, *, num_restarts: int = 1, num_samples: int = 8
         st = _cavi.init(k_c, net, X, y, num_restarts=max(C, cavi_restarts))
         for _ in range(cavi_iters):
             st, info = _cavi.step(st, net, X, y)
-        order = np.argsort(-np.asarray(to_numpy(info.elbo)))[:C]          # the C best restarts
-        idx = xp.asarray(order, device=device_of(X))
+        idx = xp.argsort(-info.elbo)[:C]                                   # the C best restarts
         moms = {h: _cavi.factor_moments(st, net, h) for h in range(L - 1)}
         n = X.shape[0]
         prec, lin = [], []
@@ -171,7 +169,8 @@ def _draw_weights(key, state: SampledState, S: int):
     return tuple(out)
 
 
-def step(rng_key, state: SampledState, net: MLP, X, y, *, num_samples: int = 8, aux_sweeps: int = 2,
+@deprecated_names(num_samples="num_draws")
+def step(rng_key, state: SampledState, net: MLP, X, y, *, num_draws: int = 8, aux_sweeps: int = 2,
          kappa: float = 0.7) -> tuple[SampledState, SampledInfo]:
     """One iteration: draw weights, move the auxiliaries given them, average, step (pure).
 
@@ -179,8 +178,9 @@ def step(rng_key, state: SampledState, net: MLP, X, y, *, num_samples: int = 8, 
     ----------
     rng_key : key
     state : SampledState
-    num_samples : int
-        ``S`` (must equal the number of auxiliary slots per restart).
+    num_draws : int
+        ``S`` weight draws (must equal the number of auxiliary slots per restart; ``num_samples`` is
+        the deprecated spelling).
     aux_sweeps : int
         Block-Gibbs sweeps of ``(X, Z) | W^{(s)}, y`` per iteration (``X^l`` by (A.2), ``Z^l``
         by (A.3), output to input).
@@ -190,7 +190,7 @@ def step(rng_key, state: SampledState, net: MLP, X, y, *, num_samples: int = 8, 
     xp = namespace(X, y)
     L = net.num_layers
     C = state.prec[0].shape[0]
-    S = num_samples
+    S = num_draws
     k_w, k_aux = bbr.split(rng_key, 2)
     W = _draw_weights(k_w, state, S)
     pre, post = list(state.pre), list(state.post)
@@ -235,9 +235,9 @@ def step(rng_key, state: SampledState, net: MLP, X, y, *, num_samples: int = 8, 
 _init = init  # `run` has an argument called `init`
 
 
-@deprecated_names(num_iters="num_steps")
+@deprecated_names(num_iters="num_steps", num_samples="num_draws")
 @one_blas_thread
-def run(net: MLP, X, y, *, num_steps: int = 300, num_samples: int = 8, aux_sweeps: int = 2,
+def run(net: MLP, X, y, *, num_steps: int = 300, num_draws: int = 8, aux_sweeps: int = 2,
         kappa: float = 0.7, num_restarts: int = 1, init="cavi", cavi_iters: int = 50, cavi_restarts: int = 8,
         seed=None, device=None, dtype=None, progress: bool = True, check_every=None, checkpoint=None,
         checkpoint_every=None, resume=None) -> VIResult:
@@ -251,8 +251,10 @@ def run(net: MLP, X, y, *, num_steps: int = 300, num_samples: int = 8, aux_sweep
     y : array, shape (n,) or (n, d_out)
     num_steps : int
         SVI iterations (deprecated spelling: ``num_iters``).
-    num_samples : int
-        Weight draws ``S`` per iteration and restart (and persistent auxiliary slots).
+    num_draws : int
+        Weight draws ``S`` per iteration and restart (and persistent auxiliary slots). The deprecated
+        spelling ``num_samples`` still works (with a :class:`DeprecationWarning`): everywhere else
+        ``num_samples`` means samples *kept*.
     aux_sweeps : int
         Gibbs sweeps of the auxiliaries given the drawn weights, per iteration.
     kappa : float in (0.5, 1]
@@ -272,7 +274,7 @@ def run(net: MLP, X, y, *, num_steps: int = 300, num_samples: int = 8, aux_sweep
         ``method="sampled"``, ``cov_kind="shared"``; ``trace["change"]`` ``(C, T)`` is the max
         absolute change of the row means per iteration, ``trace["rho"]`` the step sizes.
     """
-    for name, v, lo in (("num_steps", num_steps, 1), ("num_samples", num_samples, 1),
+    for name, v, lo in (("num_steps", num_steps, 1), ("num_draws", num_draws, 1),
                         ("aux_sweeps", aux_sweeps, 1), ("num_restarts", num_restarts, 1),
                         ("cavi_iters", cavi_iters, 1), ("cavi_restarts", cavi_restarts, 1)):
         check_int(name, v, lo)
@@ -282,11 +284,11 @@ def run(net: MLP, X, y, *, num_steps: int = 300, num_samples: int = 8, aux_sweep
     X, y = prepare(net, X, y, device=device, dtype=dtype, task="regression", method=NOISY_VI)
     xp = namespace(X, y)
     k_init, k_run = bbr.split(bbr.key(seed), 2)
-    state = _init(k_init, net, X, y, num_restarts=num_restarts, num_samples=num_samples, init=init,
+    state = _init(k_init, net, X, y, num_restarts=num_restarts, num_draws=num_draws, init=init,
                   cavi_iters=cavi_iters, cavi_restarts=cavi_restarts)
     dev, dt = device_of(X), X.dtype
     out = run_kernel(k_run, state,
-                     lambda sub, st, t: step(sub, st, net, X, y, num_samples=num_samples, aux_sweeps=aux_sweeps,
+                     lambda sub, st, t: step(sub, st, net, X, y, num_draws=num_draws, aux_sweeps=aux_sweeps,
                                              kappa=kappa),
                      num_steps=num_steps,
                      collect=lambda st, info, t: {"change": info.change,
@@ -296,7 +298,7 @@ def run(net: MLP, X, y, *, num_steps: int = 300, num_samples: int = 8, aux_sweep
                      progress=progress, desc="vi.sampled", unit="step", checkpoint=checkpoint,
                      checkpoint_every=checkpoint_every, resume=resume,
                      config=dict(family="vi.sampled", widths=list(net.widths), num_restarts=num_restarts,
-                                 num_samples=num_samples, aux_sweeps=aux_sweeps, kappa=kappa, dtype=str(dt)))
+                                 num_draws=num_draws, aux_sweeps=aux_sweeps, kappa=kappa, dtype=str(dt)))
     state = out.state
     changes, rhos = out.traces["change"], out.traces["rho"]
     means, covs = moments(state)
@@ -308,7 +310,7 @@ def run(net: MLP, X, y, *, num_steps: int = 300, num_samples: int = 8, aux_sweep
     return VIResult(net=net, method="sampled", means=means, covs=covs, cov_kind="shared",
                     delta_y=xp.full((C,), net.delta_y, dtype=dt, device=dev), elbo=None, trace=trace,
                     likelihood="gaussian", model="noisy", final_state=state,
-                    config=dict(num_steps=num_steps, num_samples=num_samples, aux_sweeps=aux_sweeps,
+                    config=dict(num_steps=num_steps, num_draws=num_draws, aux_sweeps=aux_sweeps,
                                 kappa=kappa, num_restarts=C, init=init if isinstance(init, str) else "given",
                                 cavi_iters=cavi_iters, cavi_restarts=cavi_restarts,
                                 backend=backend_name(xp), dtype=str(dt)))
