@@ -124,6 +124,32 @@ def test_map_starts():
 
 
 
+def test_map_starts_learn_noise_are_joint_fits():
+    """With ``learn_noise`` each chain starts from the joint (weights, Δ_y) MAP under the sampler's
+    noise hyperprior: chain c's weights and Δ_y are exactly ``map_fit(..., learn_noise=True)``
+    with chain c's key, and a different hyperprior gives a different Δ_y (the prior is passed on);
+    without ``learn_noise`` the fit is at the model's fixed Δ_y (``map_fit`` without noise)."""
+    from blockbayes import laplace
+    from blockbayes.gibbs.starts import JOINT_MAX_ITER, map_starts
+
+    X, y = _data()
+    net = bb.MLP([3, 6, 1], "relu", prior_prec=1.0, delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
+    w, dy, info = map_starts(bbr.key(5), net, X, y, num_chains=2, kind="map", learn_noise=True,
+                             noise_prior=(1.0, 1e-2))
+    keys = bbr.split(bbr.key(5), 2)
+    for c in range(2):
+        wc, ic = laplace.map_fit(net, X, y, seed=keys[c], learn_noise=True, noise_prior=(1.0, 1e-2), tol=1e-6,
+                                 ftol=0.0, max_iter=JOINT_MAX_ITER, progress=False, return_info=True)
+        assert all(np.array_equal(W[c], Wc) for W, Wc in zip(w, wc))
+        assert float(dy[c]) == pytest.approx(max(float(ic["delta_y"]), 1e-6), rel=1e-12)
+    _, dy_b, _ = map_starts(bbr.key(5), net, X, y, num_chains=2, kind="map", learn_noise=True,
+                            noise_prior=(1.0, 10.0))
+    assert np.all(np.asarray(dy_b) > np.asarray(dy))        # a heavier rate on 1/Δ_y: a larger Δ̂_y
+    w0, dy0, _ = map_starts(bbr.key(5), net, X, y, num_chains=2, kind="map", learn_noise=False)
+    wf = laplace.map_fit(net, X, y, seed=keys[0], max_iter=1000, progress=False)
+    assert dy0 is None and all(np.array_equal(W[0], Wf) for W, Wf in zip(w0, wf))
+
+
 def test_default_start_is_map():
     """``gibbs.run``'s default start is ``init="map"`` (issue 15): without ``init`` the run is
     bitwise the ``init="map"`` run, its first kept sample is near the MAP fits (not a prior

@@ -65,7 +65,8 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     init : "map" (default), "ensemble", "map_shared", "prior", "zero", weights or GibbsState
         ``"map"`` / ``"ensemble"`` (synonyms, the default): each chain from its own MAP fit of the
         standard net (full-batch L-BFGS, :func:`blockbayes.laplace.map_fit`), auxiliaries by the
-        noisy forward pass; with ``learn_noise`` the starting ``Δ_y`` is the fit's training MSE.
+        noisy forward pass; with ``learn_noise`` the fit is the joint MAP of the weights and ``Δ_y``
+        under ``hyperprior`` and the chain starts at its ``Δ̂_y``.
         ``"map_shared"``: one fit for all chains. See :mod:`blockbayes.gibbs.starts`. Anything
         else goes to :func:`init` (``"prior"``: weights drawn from the prior, the default until
         issue 15; ``"zero"``; given weights; a ``GibbsState``). The default is MAP because, in
@@ -163,7 +164,8 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         from .starts import map_starts
 
         k_map, k_init = bbr.split(k_init, 2)
-        init, map_dy, _ = map_starts(k_map, net, X, y, num_chains=num_chains, kind=init, learn_noise=learn_noise)
+        init, map_dy, _ = map_starts(k_map, net, X, y, num_chains=num_chains, kind=init, learn_noise=learn_noise,
+                                     noise_prior=(hyperprior.noise_shape, hyperprior.noise_rate))
     state = _k.init(k_init, net, X, y, num_chains=num_chains, init=init)
     if map_dy is not None:
         state = state._replace(delta_y=map_dy)
