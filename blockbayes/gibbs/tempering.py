@@ -281,7 +281,7 @@ def swap(rng_key, replicas: tuple, nets: tuple, X, y, parity: int):
     for j, k in enumerate(pairs):
         la = swap_log_ratio(reps[k], reps[k + 1], nets[k], nets[k + 1], X, y)
         la = xp.where(xp.isnan(la), xp.asarray(-math.inf, dtype=la.dtype, device=device_of(la)), la)
-        ok = xp.log(U[j]) < la
+        ok = xp.log(U[j, :]) < la
         probs[k] = xp.exp(xp.minimum(la, xp.zeros_like(la)))
         a = tuple(reps[k])
         b = tuple(reps[k + 1])
