@@ -37,7 +37,7 @@ def test_ladder_rule():
     assert abs(T.ladder_ratio(10 ** 6, 0.4795) - (1 + math.sqrt(2e-6))) < 1e-5
     net, x, y = _tiny()
     p = T.plan(net, 8)
-    assert p.active and p.noisy == 16 and p.factors[0] == 1.0 and abs(p.factors[-1] - 100.0) < 1e-9
+    assert p.active and p.noisy == 8 * (2 + 1) and p.output and p.factors[0] == 1.0 and abs(p.factors[-1] - 100.0) < 1e-9
     ratios = np.diff(np.log(p.factors))
     assert np.all(ratios <= math.log(p.ratio) + 1e-12) and len(p.factors) == p.needed
     # (50, 50, 1e4)-like problem: thousands of replicas, auto is off
@@ -49,6 +49,7 @@ def test_ladder_rule():
     assert not T.plan(bb.MLP([3, 1], "identity"), 10).active
     assert not T.plan(_tiny(delta=2.0)[0], 8).active
     assert T.plan(net, 8, T.Tempering.coerce([1, 2, 4])).factors == (1.0, 2.0, 4.0)
+    assert T.plan(net, 8, output=False).noisy == 16                 # learn_noise: Δ_y not tempered
     assert not T.plan(net, 8, T.Tempering.coerce("off")).active
 
 
@@ -103,6 +104,9 @@ def test_run_tempered_reports_and_reproduces():
     cfg = r.config["tempering"]
     assert cfg["active"] and cfg["replicas"] == len(cfg["factors"]) == cfg["replicas_needed"]
     assert len(cfg["swap_accept"]) == cfg["replicas"] - 1 and all(0 <= a <= 1 for a in cfg["swap_accept"])
+    assert cfg["delta_y_tempered"]
+    # Δ_y tempered: a parameter of each replica, never swapped — the kept chain has the user's Δ_y
+    np.testing.assert_array_equal(r.delta_y, np.full((2, 30), net.delta_y))
     for a, b in zip(r.weights, r2.weights):
         np.testing.assert_array_equal(a, b)
     assert r.weights[0].shape == (2, 30, 1, 2)
@@ -110,6 +114,7 @@ def test_run_tempered_reports_and_reproduces():
     np.testing.assert_allclose(r.log_joint[:, -1], gibbs.log_joint(r.final_state, net, x, y), rtol=1e-10)
     rl = gibbs.run(net, x, y, tempering=[1.0, 2.0], learn_noise=True, learn_prior=True, **kw)
     assert rl.config["tempering"]["factors"] == [1.0, 2.0] and np.all(np.isfinite(rl.delta_y))
+    assert not rl.config["tempering"]["delta_y_tempered"]
     with pytest.raises(ValueError, match="schedule"):
         gibbs.run(net, x, y, tempering="on", schedule=AnnealedDelta(start=0.5), **kw)
     ra = gibbs.run(net, x, y, schedule=AnnealedDelta(start=0.5), **kw)        # auto steps aside

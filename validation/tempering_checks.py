@@ -93,10 +93,12 @@ def install_swap_twin(name):
     elif name == "swap_mixed_normalisers":
         attr = "swap_log_ratio"
 
-        def new(a, b, net_a, net_b, X, y):
-            own = orig_lj(a, net_a, X, y) + orig_lj(b, net_b, X, y)
-            cross = (orig_lj(b, net_a, X, y) - _terms(b, net_a, X, y)[2]
-                     + orig_lj(a, net_b, X, y) - _terms(a, net_b, X, y)[2])
+        def new(a, b, net_a, net_b, X, y, output=False):
+            u = T.under
+            own = orig_lj(u(a, net_a, output), net_a, X, y) + orig_lj(u(b, net_b, output), net_b, X, y)
+            ba, ab = u(b, net_a, output), u(a, net_b, output)
+            cross = (orig_lj(ba, net_a, X, y) - _terms(ba, net_a, X, y)[2]
+                     + orig_lj(ab, net_b, X, y) - _terms(ab, net_b, X, y)[2])
             return cross - own
     else:
         raise ValueError(f"unknown swap twin {name!r}; choose from {SWAP_TWINS + SWAP_CONTROLS}")
@@ -108,20 +110,28 @@ def install_swap_twin(name):
         setattr(T, attr, old)
 
 
+def _y_given(F, nets):
+    """Mean and variance of ``π(y | s) ∝ Π_k N(y; F_k, Δ_y^{(k)})`` (``F`` of shape ``(M, ...)``)."""
+    prec = np.array([1.0 / nk.delta_y for nk in nets])
+    V = 1.0 / prec.sum()
+    m = np.tensordot(prec, F, axes=(0, 0)) * V
+    return m, V
+
+
 def _product_joint_draws(rng, nets, Xin, K, *, learn_prior, batch=20000):
     """``K`` exact draws of ``π(y, s_0..s_{M−1}) ∝ Π_k p_k(s_k, y)`` by rejection (see module doc).
-    Returns ``(per-replica JointDraw list, y, acceptance rate)``; ``Δ_y`` fixed (the nets')."""
+    Returns ``(per-replica JointDraw list, y, acceptance rate)``; ``Δ_y`` fixed (each net's)."""
     M = len(nets)
-    dy = nets[0].delta_y
     got, tried = [], 0
     while sum(len(g[1]) for g in got) < K:
         draws = [R.prior_joint_draw(rng, nk, Xin, batch, learn_prior=learn_prior, hyperprior=G.HP) for nk in nets]
         F = np.stack([R.affine(d.post[-1] if d.post else np.broadcast_to(Xin, (batch,) + Xin.shape), d.weights[-1])
                       for d in draws])                                         # (M, B, n, d_out)
-        Fb = F.mean(axis=0)
-        logw = -np.sum((F - Fb) ** 2, axis=(0, -2, -1)) / (2 * dy)
+        Fb, V = _y_given(F, nets)
+        dys = np.array([nk.delta_y for nk in nets])[:, None, None, None]
+        logw = -np.sum((F - Fb) ** 2 / dys, axis=(0, -2, -1)) / 2
         acc = np.log(rng.random(batch)) < logw
-        y = Fb[acc] + math.sqrt(dy / M) * rng.standard_normal(Fb[acc].shape)
+        y = Fb[acc] + math.sqrt(V) * rng.standard_normal(Fb[acc].shape)
         got.append(([_take(d, acc) for d in draws], y))
         tried += batch
     reps = [_concat([g[0][k] for g in got], K) for k in range(M)]
@@ -146,15 +156,16 @@ def _concat(ds, K):
 
 
 def check_geweke_tempered(seed, *, widths=(1, 2, 1), activation="relu", n=3, dz=0.3, dx=0.3, dy=1.0,
-                          factors=(1.0, 3.0), learn_prior=False, K=5000, rounds=21, delta=1e-8,
+                          factors=(1.0, 3.0), learn_prior=False, output=True, K=5000, rounds=21, delta=1e-8,
                           twin=None) -> list[Check]:
     """Geweke test of the tempered kernel on the product joint (module doc): ``K`` chains start
     at exact draws of ``π``, alternate one tempered sweep (:func:`blockbayes.gibbs.tempering.step`)
-    with ``y ~ N(F̄, Δ_y/M)`` for ``rounds`` rounds; the statistics of every replica
+    with ``y ~ π(y | s)`` (precision-weighted mean of the replicas' outputs; ``output``: ``Δ_y``
+    tempered as in ``gibbs.run`` with a fixed ``Δ_y``) for ``rounds`` rounds; the statistics of every replica
     (:func:`validation.gibbs_checks._stats_of`) are compared with ``K`` independent exact draws."""
     net = bb.MLP(list(widths), activation, slope=0.2 if activation == "leaky_relu" else 0.01, prior_prec=1.0,
                  delta={"Z": dz, "X": dx, "y": dy})
-    nets = T.replica_nets(net, factors)
+    nets = T.replica_nets(net, factors, output)
     M = len(nets)
     rng = np.random.default_rng(seed)
     Xin = rng.standard_normal((n, widths[0]))
@@ -165,14 +176,13 @@ def check_geweke_tempered(seed, *, widths=(1, 2, 1), activation="relu", n=3, dz=
                            np.zeros(M - 1), 0)
     caches = tuple(gibbs.precompute(nk, Xin, learn_prior=learn_prior) for nk in nets)
     key = bbr.key(seed)
-    swaps = []
     with install_swap_twin(twin):
         for _ in range(rounds):
             key, sub = bbr.split(key)
-            tst, _ = T.step(sub, tst, nets, caches, Xin, y, learn_prior=learn_prior, hyperprior=G.HP)
-            swaps.append(float(np.sum(tst.accept_sum)))
+            tst, _ = T.step(sub, tst, nets, caches, Xin, y, output=output, learn_prior=learn_prior, hyperprior=G.HP)
             F = np.stack([R.affine(r.post[-1], r.weights[-1]) for r in tst.replicas])
-            y = F.mean(axis=0) + math.sqrt(dy / M) * rng.standard_normal(y.shape)
+            m, V = _y_given(F, nets)
+            y = m + math.sqrt(V) * rng.standard_normal(y.shape)
     acc = tst.accept_sum.mean(axis=1) / np.maximum(tst.proposed, 1)
 
     def stats(k, st, yy):
@@ -187,6 +197,7 @@ def check_geweke_tempered(seed, *, widths=(1, 2, 1), activation="relu", n=3, dz=
         B.update(stats(k, tst.replicas[k], y))
         P.update(stats(k, pilot[k], pilot[k].y))
     tag = (f"geweke-tempered[{activation} {'x'.join(map(str, widths))} n={n} ladder {tuple(factors)}"
+           f"{' Δ_y tempered' if output else ''}"
            f"{' +prior' if learn_prior else ''}; swap accept {np.round(acc, 2).tolist()}, rejection rate {rate:.3f}]")
     out = [S.finite_check(f"{tag}: finite", *[a for r in tst.replicas for a in (*r.weights, *r.pre, *r.post)], y)]
     return out + G._compare(tag, A, B, G._scales(P), delta)
@@ -195,55 +206,57 @@ def check_geweke_tempered(seed, *, widths=(1, 2, 1), activation="relu", n=3, dz=
 _REPLICA_GRIDS = {}
 
 
-def _replica_grid(activation, t, G_fine=41, G_coarse=31):
-    """Grids of the suite's tiny problem (its data) with hidden ``Δ`` times ``t``."""
-    key = (activation, t, G_fine, G_coarse)
+def _replica_grid(activation, t, output=True, G_fine=41, G_coarse=31):
+    """Grids of the suite's tiny problem (its data) with hidden ``Δ`` (and ``Δ_y`` if ``output``) times ``t``."""
+    key = (activation, t, output, G_fine, G_coarse)
     if key not in _REPLICA_GRIDS:
         net, s, x, y, (dz, dx, dy), prec, fine, coarse, outside = G.tiny_reference(activation)
         if t == 1.0:
             _REPLICA_GRIDS[key] = (fine, coarse, outside)
         else:
-            f, (lo, hi), o = R.tiny_grid(x, y, prec, t * dz, t * dx, dy, s, G=G_fine)
-            _REPLICA_GRIDS[key] = (f, R.TinyGrid(x, y, prec, t * dz, t * dx, dy, s, lo, hi, G_coarse), o)
+            ty = t * dy if output else dy
+            f, (lo, hi), o = R.tiny_grid(x, y, prec, t * dz, t * dx, ty, s, G=G_fine)
+            _REPLICA_GRIDS[key] = (f, R.TinyGrid(x, y, prec, t * dz, t * dx, ty, s, lo, hi, G_coarse), o)
     return _REPLICA_GRIDS[key]
 
 
-def check_tiny_grid_tempered(seed, *, activation="relu", factors=(1.0, 3.0), K=2000, sweeps=11, delta=1e-8,
-                             twin=None) -> list[Check]:
+def check_tiny_grid_tempered(seed, *, activation="relu", factors=(1.0, 3.0), output=True, K=2000, sweeps=11,
+                             delta=1e-8, twin=None) -> list[Check]:
     """§E.2 with replica exchange: every replica of ``K`` chains starts at an exact draw of its own
     posterior (grid per replica, same data), ``sweeps`` tempered sweeps; the end states of replica
     0 and of the hottest replica are tested against their grid marginals (KS with the grid-error
     inflation and empirical Bernstein of ``E tanh((θ − μ)/sd)``, as
     :func:`validation.gibbs_checks.check_tiny_grid`; Bonferroni over ``delta``)."""
     net, s, x, y, (dz, dx, dy), prec, *_ = G.tiny_reference(activation)
-    nets = T.replica_nets(net, factors)
+    nets = T.replica_nets(net, factors, output)
     M = len(nets)
     rng = np.random.default_rng(seed)
     X, Y = x[:, None], y[:, None]
     reps, worst = [], 0.0
     for k, t in enumerate(factors):
-        fine, coarse, outside = _replica_grid(activation, float(t))
+        fine, coarse, outside = _replica_grid(activation, float(t), output)
         theta, wr, _ = R.tiny_exact_draws(rng, fine, K)
         worst = max(worst, wr)
-        Zs, Hs = R.tiny_aux_draws(rng, theta, x, y, t * dz, t * dx, dy, s)
+        ty = t * dy if output else dy
+        Zs, Hs = R.tiny_aux_draws(rng, theta, x, y, t * dz, t * dx, ty, s)
         reps.append(gibbs.GibbsState((theta[:, None, 0:2].copy(), theta[:, None, 2:4].copy()), (Zs[..., None],),
                                      (Hs[..., None],), np.tile(np.asarray(net.lam_w), (K, 1)),
-                                     np.tile(np.asarray(net.lam_b), (K, 1)), np.full(K, dy)))
+                                     np.tile(np.asarray(net.lam_b), (K, 1)), np.full(K, ty)))
     tst = T.TemperingState(tuple(reps), np.zeros((M - 1, K)), np.zeros(M - 1), 0)
     caches = tuple(gibbs.precompute(nk, X) for nk in nets)
     key = bbr.key(seed)
     with install_swap_twin(twin):
         for _ in range(sweeps):
             key, sub = bbr.split(key)
-            tst, _ = T.step(sub, tst, nets, caches, X, Y)
+            tst, _ = T.step(sub, tst, nets, caches, X, Y, output=output)
     acc = tst.accept_sum.mean(axis=1) / np.maximum(tst.proposed, 1)
-    tag = f"tiny-tempered[{activation} ladder {tuple(factors)}; swap accept {np.round(acc, 2).tolist()}]"
+    tag = f"tiny-tempered[{activation} ladder {tuple(factors)}{' Δ_y tempered' if output else ''}; swap accept {np.round(acc, 2).tolist()}]"
     out = [S.exact_check(f"{tag}: rejection envelopes valid (max p/q)", worst, 1.0)]
     tested = sorted({0, M - 1})
     d1 = delta / (len(tested) * 4 * 2)
     for k in tested:
         st = tst.replicas[k]
-        fine, coarse, outside = _replica_grid(activation, float(factors[k]))
+        fine, coarse, outside = _replica_grid(activation, float(factors[k]), output)
         end = np.stack([st.weights[0][:, 0, 0], st.weights[0][:, 0, 1], st.weights[1][:, 0, 0],
                         st.weights[1][:, 0, 1]], axis=1)
         out.append(S.finite_check(f"{tag} replica {k}: finite", end, st.pre[0], st.post[0]))

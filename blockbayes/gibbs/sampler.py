@@ -100,11 +100,12 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         :class:`blockbayes.gibbs.anneal.AnnealedDelta` (``Δ`` lowered to the net's values during
         warm-up; every kept sample is drawn at the net's ``Δ``).
     tempering : "auto" (default), "on", "off", a ladder of factors, or Tempering
-        Replica exchange over the hidden-layer noise (:mod:`blockbayes.gibbs.tempering`): replica
-        ``k`` sweeps the posterior with every hidden ``Δ_Z, Δ_X`` times ``t_k`` (``Δ_y``
-        untempered), adjacent replicas swap states with the exact Metropolis ratio, and only
-        replica 0 (the net's own ``Δ``) is kept. The ladder is computed from the number of noisy
-        variables ``N = 2 n Σ d_hidden`` (spacing ``r ≈ 1 + √(2.8/N)``, up to ``Δ = 1``); a
+        Replica exchange over the noise (:mod:`blockbayes.gibbs.tempering`): replica ``k`` sweeps
+        the posterior with every hidden ``Δ_Z, Δ_X`` — and ``Δ_y`` unless ``learn_noise`` or a
+        probit likelihood — times ``t_k``, adjacent replicas swap states with the exact
+        Metropolis ratio, and only replica 0 (the net's own ``Δ``) is kept. The ladder is
+        computed from the number of noisy variables ``N = n (2 Σ d_hidden + d_out)`` (spacing
+        ``r ≈ 1 + √(2.8/N)``, up to ``Δ = 1``); a
         tempered sweep costs about ``M`` sweeps (``M`` replicas). ``"auto"`` tempers only when
         ``M ≤ 16`` (tiny nets, few data: where single chains get trapped, e.g. a dead hidden
         unit) and is free otherwise (the run is then exactly the untempered one); ``"on"``
@@ -187,17 +188,17 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         tplan = _tp.TemperingPlan(False, (1.0,), _tp.noisy_count(net, X.shape[0]), None, None,
                                   "auto: off with a schedule")
     else:
-        tplan = _tp.plan(net, X.shape[0], tcfg)
+        tplan = _tp.plan(net, X.shape[0], tcfg, output=not learn_noise)
     if tplan.active and schedule is not None:
         raise ValueError("tempering and schedule cannot be combined (the ladder is over the net's Δ)")
     tstate = rep_nets = rep_caches = None
     if tplan.active:
         # every replica from the same start (a random one drawn independently per replica)
-        tstate = _tp.init(k_init, net, X, y, tplan.factors, num_chains=num_chains, init=init)
+        tstate = _tp.init(k_init, net, X, y, tplan.factors, num_chains=num_chains, init=init, output=tplan.output)
         if map_dy is not None:
             tstate = tstate._replace(replicas=tuple(r._replace(delta_y=map_dy) for r in tstate.replicas))
         state = tstate.replicas[0]
-        rep_nets = _tp.replica_nets(net, tplan.factors)
+        rep_nets = _tp.replica_nets(net, tplan.factors, tplan.output)
         rep_caches = tuple(_k.precompute(nk, X, learn_prior=learn_prior) for nk in rep_nets)
     else:
         state = _k.init(k_init, net, X, y, num_chains=num_chains, init=init)
@@ -226,7 +227,7 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
             cache_s = cache if net_s is net else _k.precompute(net_s, X, learn_prior=learn_prior)
         tst = carry.tempering
         if tst is not None:
-            tst, info = _tp.step(sub, tst, rep_nets, rep_caches, X, y, warmup=sweep < num_warmup,
+            tst, info = _tp.step(sub, tst, rep_nets, rep_caches, X, y, warmup=sweep < num_warmup, output=tplan.output,
                                  learn_noise=learn_noise, learn_prior=learn_prior, hyperprior=hyperprior,
                                  post_method=post_method, checked=True)
             state = tst.replicas[0]

@@ -5,16 +5,20 @@
 Target
 ------
 Replica ``k = 0 … M−1`` runs the block-Gibbs sweep of the noisy network with every hidden
-layer's noise scaled by ``t_k`` (``1 = t_0 < t_1 < … < t_{M−1}``)::
+layer's noise — and the output noise ``Δ_y`` when it is fixed — scaled by ``t_k``
+(``1 = t_0 < t_1 < … < t_{M−1}``)::
 
-    π_k(W̃, Z, X, Λ, Δ_y | y) ∝ p(W̃ | Λ) p(Λ) p(Δ_y) · Π_l N(Z^{l+1}; X̃^l W̃^{l⊤}, t_k Δ_Z^l)
-                                  · N(X^{l+1}; f(Z^{l+1}), t_k Δ_X^l) · N(y; X̃^L W̃^{L⊤}, Δ_y),
+    π_k(W̃, Z, X, Λ | y) ∝ p(W̃ | Λ) p(Λ) · Π_l N(Z^{l+1}; X̃^l W̃^{l⊤}, t_k Δ_Z^l)
+                           · N(X^{l+1}; f(Z^{l+1}), t_k Δ_X^l) · N(y; X̃^L W̃^{L⊤}, t_k Δ_y),
 
-so replica 0 is exactly the user's model. ``Δ_y`` (and, when learned, its hyperprior) is *not*
-tempered: with ``learn_noise`` it is a random variable of the model, not a parameter one may
-scale; and what traps the sweep at small ``Δ`` is the pinning of the weights by the latents at
-``√Δ_Z, √Δ_X`` (docs/gibbs-moves.md §1), which is what the ladder loosens — every replica still
-sees the data through the same output noise. The product ``Π_k π_k`` is sampled by the
+so replica 0 is exactly the user's model. Why ``Δ_y`` too: the hidden noise alone loosens the
+latents' pin on the weights, but not the barriers the *data* put between modes — measured on the
+suite's tiny net, a chain in the mirror mode (``w, v < 0``: the unit active on the other side)
+stays there at every ``Δ_Z = Δ_X`` up to 1 while ``Δ_y = 0.1`` is held (crossing ``v = 0`` costs
+``Σ(y − c)²/(2Δ_y) ≈ 24`` nats at every such replica). With ``learn_noise``, ``Δ_y`` is a random
+variable of the model (its conditional is the conjugate Gamma update), not a parameter one may
+scale, so only the hidden noise is tempered; likewise for the probit likelihoods (``Δ_y = 1``
+fixed by identifiability). The product ``Π_k π_k`` is sampled by the
 per-replica sweeps (each exact for its own ``π_k``) and by swaps: for an adjacent pair
 ``(k, k+1)`` of one chain with states ``(s, s')``, exchange them with probability
 ``min(1, α)``,
@@ -30,15 +34,16 @@ random walk's ``M²``). Only replica 0 is kept.
 
 Ladder
 ------
-With ``N = 2 n Σ_hidden d_l`` noisy variables, at equilibrium
-``Q_k = Σ‖Z − X̃W̃^⊤‖²/Δ_Z + Σ‖X − f(Z)‖²/Δ_X ≈ t_k χ²_N``, so for ``t_{k+1} = r t_k``
+With ``N = n (2 Σ_hidden d_l + d_out)`` noisy variables (``d_out`` only when ``Δ_y`` is
+tempered), at equilibrium the quadratic forms ``Q_k = Σ‖Z − X̃W̃^⊤‖²/Δ_Z + Σ‖X − f(Z)‖²/Δ_X
+[+ Σ‖y − F‖²/Δ_y] ≈ t_k χ²_N``, so for ``t_{k+1} = r t_k``
 
     log α ≈ (r − 1)/(2r) · (χ²_a − r χ²_b),   E log α ≈ −N (r − 1)²/(2r),
 
 and with ``log α ~ N(−m, 2m)`` the mean acceptance is ``2Φ(−√(m/2))``. :func:`ladder_ratio`
 solves ``N (r−1)²/(2r) = m`` for the ``m`` of a target swap acceptance (default 0.4:
 ``m ≈ 1.42``; the issue's ``r ≈ 1 + √(2/N)`` is ``m = 1``, acceptance 0.48). The ladder runs
-geometrically from ``t = 1`` to the factor that lifts the smallest hidden ``Δ`` to ``top``
+geometrically from ``t = 1`` to the factor that lifts the smallest tempered ``Δ`` to ``top``
 (default 1: the scale of a standardised hidden unit, where the latents no longer pin the
 weights), so it needs ``M = 1 + ⌈log(top/Δ*_min) / log r⌉`` replicas — ~11 for the tiny
 ``[1, 1, 1]`` net at ``Δ = 0.01``, ~5000 for a (50, 50, 1e4) net at ``Δ = 1e-3``. Each replica
@@ -57,7 +62,7 @@ from ..model import MLP
 from . import kernel as _k
 
 __all__ = ["Tempering", "TemperingPlan", "TemperingState", "noisy_count", "ladder_ratio", "plan",
-           "replica_nets", "replica_log_joint", "swap_log_ratio", "init", "swap", "step", "summary"]
+           "replica_nets", "replica_log_joint", "under", "swap_log_ratio", "init", "swap", "step", "summary"]
 
 
 class Tempering(NamedTuple):
@@ -126,7 +131,8 @@ class TemperingPlan(NamedTuple):
 
     ``active``: whether replicas run; ``factors``: the ladder (``(1.0,)`` when off);
     ``noisy``: ``N``; ``ratio``: the spacing ``r`` of the computed ladder; ``needed``: the
-    replica count the rule asks for (``None`` when it does not apply); ``reason``: why.
+    replica count the rule asks for (``None`` when it does not apply); ``reason``: why;
+    ``output``: whether ``Δ_y`` is tempered too.
     """
 
     active: bool
@@ -135,11 +141,13 @@ class TemperingPlan(NamedTuple):
     ratio: Optional[float]
     needed: Optional[int]
     reason: str
+    output: bool = True
 
 
-def noisy_count(net: MLP, n: int) -> int:
-    """``N = 2 n Σ_{hidden l} d_l``: the pre- and post-activations the hidden noise acts on."""
-    return 2 * int(n) * sum(net.widths[1:-1])
+def noisy_count(net: MLP, n: int, output: bool = True) -> int:
+    """``N = n (2 Σ_{hidden l} d_l + d_out)``: the pre- and post-activations the hidden noise acts
+    on, plus the outputs when ``Δ_y`` is tempered (``output``)."""
+    return int(n) * (2 * sum(net.widths[1:-1]) + (net.widths[-1] if output else 0))
 
 
 def ladder_ratio(noisy: int, swap_accept: float = 0.4) -> float:
@@ -157,41 +165,48 @@ def ladder_ratio(noisy: int, swap_accept: float = 0.4) -> float:
     return 1.0 + c + math.sqrt(c * c + 2.0 * c)
 
 
-def plan(net: MLP, n: int, tempering: Tempering = Tempering()) -> TemperingPlan:
+def plan(net: MLP, n: int, tempering: Tempering = Tempering(), *, output: bool = True) -> TemperingPlan:
     """The ladder for ``net`` on ``n`` data points, and whether to use it.
 
     Rule: ``r = ladder_ratio(N, swap_accept)``, ``t_max = top / min_l min(Δ_Z^l, Δ_X^l)``,
     ``M = 1 + ⌈log t_max / log r⌉`` and ``t_k = t_max^{k/(M−1)}`` (spacing ``≤ r``). ``"auto"``
     tempers when ``1 < M ≤ max_replicas``; ``"on"`` always (``factors`` if given); nets without
-    hidden layers, or whose ``Δ`` already reach ``top``, are never tempered.
+    hidden layers, or whose ``Δ`` already reach ``top``, are never tempered. ``output``: temper
+    ``Δ_y`` as well (``gibbs.run`` does when ``Δ_y`` is fixed and the likelihood Gaussian); then
+    ``Δ_y`` enters ``N`` and the minimum.
     """
     tempering.validate()
-    N = noisy_count(net, n)
+    output = bool(output) and net.likelihood == "gaussian"
+    N = noisy_count(net, n, output)
     if tempering.mode == "off":
-        return TemperingPlan(False, (1.0,), N, None, None, "off")
+        return TemperingPlan(False, (1.0,), N, None, None, "off", output)
     if net.num_layers < 2:
-        return TemperingPlan(False, (1.0,), N, None, None, "no hidden layer: no Δ to temper")
+        return TemperingPlan(False, (1.0,), N, None, None, "no hidden layer: no Δ to temper", output)
     if tempering.factors is not None:
         f = tuple(float(v) for v in tempering.factors)
         if len(f) < 2:
-            return TemperingPlan(False, f, N, None, None, "ladder of one replica")
-        return TemperingPlan(True, f, N, None, len(f), "explicit ladder")
+            return TemperingPlan(False, f, N, None, None, "ladder of one replica", output)
+        return TemperingPlan(True, f, N, None, len(f), "explicit ladder", output)
     r = ladder_ratio(N, tempering.swap_accept)
-    dmin = min(min(net.delta_z), min(net.delta_x))
+    dmin = min(min(net.delta_z), min(net.delta_x), *((net.delta_y,) if output else ()))
     t_max = tempering.top / dmin
     if t_max <= 1.0:
-        return TemperingPlan(False, (1.0,), N, r, 1, f"Δ* = {dmin:g} already at or above top = {tempering.top:g}")
+        return TemperingPlan(False, (1.0,), N, r, 1, f"Δ* = {dmin:g} already at or above top = {tempering.top:g}",
+                             output)
     M = 1 + math.ceil(math.log(t_max) / math.log(r) - 1e-9)
     if tempering.mode == "auto" and M > tempering.max_replicas:
         return TemperingPlan(False, (1.0,), N, r, M,
-                             f"auto: ladder needs {M} replicas > max_replicas = {tempering.max_replicas} (N = {N})")
+                             f"auto: ladder needs {M} replicas > max_replicas = {tempering.max_replicas} (N = {N})",
+                             output)
     factors = tuple(float(t_max ** (k / (M - 1))) for k in range(M))
     factors = (1.0,) + factors[1:-1] + (float(t_max),)
-    return TemperingPlan(True, factors, N, r, M, f"{tempering.mode}: {M} replicas, r = {r:.3f}, N = {N}")
+    return TemperingPlan(True, factors, N, r, M, f"{tempering.mode}: {M} replicas, r = {r:.3f}, N = {N}"
+                         + (", Δ_y tempered" if output else ", Δ_y not tempered"), output)
 
 
-def replica_nets(net: MLP, factors) -> tuple:
-    """``net`` with every hidden ``Δ_Z, Δ_X`` multiplied by each factor (``net`` itself for 1)."""
+def replica_nets(net: MLP, factors, output: bool = False) -> tuple:
+    """``net`` with every hidden ``Δ_Z, Δ_X`` (and ``Δ_y`` if ``output``) multiplied by each factor
+    (``net`` itself for 1)."""
     from ..posterior import net_from_dict, net_to_dict
 
     out = []
@@ -201,7 +216,7 @@ def replica_nets(net: MLP, factors) -> tuple:
             continue
         d = net_to_dict(net)
         d["delta"] = {"Z": [float(t) * v for v in net.delta_z], "X": [float(t) * v for v in net.delta_x],
-                      "y": net.delta_y}
+                      "y": float(t) * net.delta_y if output else net.delta_y}
         out.append(net_from_dict(d))
     return tuple(out)
 
@@ -228,11 +243,12 @@ class TemperingState(NamedTuple):
     sweeps: int
 
 
-def init(rng_key, net: MLP, X, y, factors, *, num_chains: int, init="prior") -> TemperingState:
+def init(rng_key, net: MLP, X, y, factors, *, num_chains: int, init="prior", output: bool = False) -> TemperingState:
     """Replica states: replica ``k`` from :func:`blockbayes.gibbs.kernel.init` under its own net
-    (same ``init``; a random one, such as ``"prior"``, independently per replica)."""
+    (:func:`replica_nets`; same ``init``; a random one, such as ``"prior"``, independently per
+    replica)."""
     xp = namespace(X)
-    nets = replica_nets(net, factors)
+    nets = replica_nets(net, factors, output)
     keys = bbr.split(rng_key, len(nets))
     reps = tuple(_k.init(keys[k], nk, X, y, num_chains=num_chains, init=init) for k, nk in enumerate(nets))
     M = len(nets)
@@ -248,11 +264,23 @@ def replica_log_joint(state, net: MLP, X, y):
     return _k.log_joint(state, net, X, y)
 
 
-def swap_log_ratio(state_a, state_b, net_a: MLP, net_b: MLP, X, y):
+def under(state, net: MLP, output: bool):
+    """``state`` as a state of ``net``'s replica: with ``output`` (``Δ_y`` tempered, a parameter
+    of the replica, not part of the state) its ``delta_y`` is the net's."""
+    if not output:
+        return state
+    xp = namespace(state.delta_y)
+    return state._replace(delta_y=xp.full(state.delta_y.shape, net.delta_y, dtype=state.delta_y.dtype,
+                                          device=device_of(state.delta_y)))
+
+
+def swap_log_ratio(state_a, state_b, net_a: MLP, net_b: MLP, X, y, output: bool = False):
     """``log α`` of exchanging ``state_a`` (replica ``a``) and ``state_b`` (replica ``b``), per chain:
-    ``log π_a(s_b) + log π_b(s_a) − log π_a(s_a) − log π_b(s_b)``, shape ``(C,)``."""
+    ``log π_a(s_b) + log π_b(s_a) − log π_a(s_a) − log π_b(s_b)``, shape ``(C,)`` (with
+    ``output``, each state is evaluated with the evaluating replica's ``Δ_y``: :func:`under`)."""
     lj = replica_log_joint
-    return (lj(state_b, net_a, X, y) - lj(state_a, net_a, X, y)) + (lj(state_a, net_b, X, y) - lj(state_b, net_b, X, y))
+    return ((lj(under(state_b, net_a, output), net_a, X, y) - lj(under(state_a, net_a, output), net_a, X, y))
+            + (lj(under(state_a, net_b, output), net_b, X, y) - lj(under(state_b, net_b, output), net_b, X, y)))
 
 
 def _select(xp, ok, a, b):
@@ -265,10 +293,12 @@ def _select(xp, ok, a, b):
     return xp.where(m, b, a)
 
 
-def swap(rng_key, replicas: tuple, nets: tuple, X, y, parity: int):
+def swap(rng_key, replicas: tuple, nets: tuple, X, y, parity: int, output: bool = False):
     """Propose the swaps of the pairs ``(k, k+1)`` with ``k ≡ parity (mod 2)``, every chain
     independently; returns ``(replicas, probs)`` with ``probs`` ``(M − 1, C)`` the acceptance
-    probabilities ``min(1, α)`` of the pairs proposed (0 elsewhere)."""
+    probabilities ``min(1, α)`` of the pairs proposed (0 elsewhere). Everything of the state is
+    exchanged (weights, latents, ``λ``, probit utilities, and ``Δ_y`` when it is learned); with
+    ``output`` each replica keeps its own tempered ``Δ_y``."""
     xp = namespace(X)
     M = len(replicas)
     C = replicas[0].delta_y.shape[0]
@@ -279,19 +309,19 @@ def swap(rng_key, replicas: tuple, nets: tuple, X, y, parity: int):
         return tuple(reps), (xp.stack(probs) if probs else xp.zeros((0, C), dtype=X.dtype, device=device_of(X)))
     U = bbr.uniform(rng_key, (len(pairs), C), like=X)
     for j, k in enumerate(pairs):
-        la = swap_log_ratio(reps[k], reps[k + 1], nets[k], nets[k + 1], X, y)
+        la = swap_log_ratio(reps[k], reps[k + 1], nets[k], nets[k + 1], X, y, output)
         la = xp.where(xp.isnan(la), xp.asarray(-math.inf, dtype=la.dtype, device=device_of(la)), la)
         ok = xp.log(U[j, :]) < la
         probs[k] = xp.exp(xp.minimum(la, xp.zeros_like(la)))
         a = tuple(reps[k])
         b = tuple(reps[k + 1])
-        reps[k] = type(reps[k])(*(_select(xp, ok, u, v) for u, v in zip(a, b)))
-        reps[k + 1] = type(reps[k + 1])(*(_select(xp, ok, v, u) for u, v in zip(a, b)))
+        reps[k] = under(type(reps[k])(*(_select(xp, ok, u, v) for u, v in zip(a, b))), nets[k], output)
+        reps[k + 1] = under(type(reps[k + 1])(*(_select(xp, ok, v, u) for u, v in zip(a, b))), nets[k + 1], output)
     return tuple(reps), xp.stack(probs)
 
 
 def step(rng_key, tstate: TemperingState, nets: tuple, caches: tuple, X, y, *, warmup: bool = False,
-         **step_kwargs):
+         output: bool = False, **step_kwargs):
     """One tempered sweep: a :func:`blockbayes.gibbs.kernel.step` per replica (under its net and
     cache), then the even or odd swaps. Returns ``(tstate, info)`` with ``info`` the cold
     replica's :class:`~blockbayes.gibbs.kernel.GibbsInfo` (pure)."""
@@ -303,7 +333,7 @@ def step(rng_key, tstate: TemperingState, nets: tuple, caches: tuple, X, y, *, w
         reps.append(st)
         if k == 0:
             info0 = info
-    reps, probs = swap(keys[M], tuple(reps), nets, X, y, tstate.sweeps)
+    reps, probs = swap(keys[M], tuple(reps), nets, X, y, tstate.sweeps, output)
     acc, prop = tstate.accept_sum, tstate.proposed
     if not warmup and M > 1:
         xp = namespace(X)
@@ -319,6 +349,7 @@ def summary(tplan: TemperingPlan, tstate: Optional[TemperingState] = None) -> di
     from .._backend import to_numpy
 
     out = dict(active=bool(tplan.active), reason=tplan.reason, noisy_variables=int(tplan.noisy),
+               delta_y_tempered=bool(tplan.output and tplan.active),
                ratio=None if tplan.ratio is None else float(tplan.ratio),
                replicas_needed=None if tplan.needed is None else int(tplan.needed),
                replicas=len(tplan.factors) if tplan.active else 1,

@@ -220,7 +220,7 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
         Checkpoints of the sweep loop, as in :func:`blockbayes.driver.run_kernel` (the CAVI
         initialiser is redone on resume: it is deterministic given ``seed``).
     tempering : "auto" (default), "on", "off", a ladder of factors, or Tempering
-        Replica exchange over the hidden-layer ``Δ``, as in :func:`blockbayes.gibbs.run`
+        Replica exchange over ``Δ``, as in :func:`blockbayes.gibbs.run`
         (:mod:`blockbayes.gibbs.tempering`): the statistics are accumulated from replica 0 (the
         net's own ``Δ``) only; ``"auto"`` tempers only where the ladder has at most 16 replicas
         and is otherwise exactly the untempered run. ``config["tempering"]`` says what ran.
@@ -255,12 +255,13 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
         init_arg = init
     from ..gibbs import tempering as _tp
 
-    tplan = _tp.plan(net, X.shape[0], _tp.Tempering.coerce(tempering))
+    tplan = _tp.plan(net, X.shape[0], _tp.Tempering.coerce(tempering), output=not learn_noise)
     tstate = rep_nets = rep_caches = None
     if tplan.active:
-        tstate = _tp.init(k_init, net, X, y, tplan.factors, num_chains=num_chains, init=init_arg)
+        tstate = _tp.init(k_init, net, X, y, tplan.factors, num_chains=num_chains, init=init_arg,
+                          output=tplan.output)
         state = tstate.replicas[0]
-        rep_nets = _tp.replica_nets(net, tplan.factors)
+        rep_nets = _tp.replica_nets(net, tplan.factors, tplan.output)
         rep_caches = tuple(_gibbs.precompute(nk, X, learn_prior=learn_prior) for nk in rep_nets)
     else:
         state = _gibbs.init(k_init, net, X, y, num_chains=num_chains, init=init_arg)
@@ -272,7 +273,7 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
     def step_fn(sub, carry, sweep):
         tst = carry.tempering
         if tst is not None:
-            tst, _ = _tp.step(sub, tst, rep_nets, rep_caches, X, y, warmup=sweep < num_warmup,
+            tst, _ = _tp.step(sub, tst, rep_nets, rep_caches, X, y, warmup=sweep < num_warmup, output=tplan.output,
                               learn_noise=learn_noise, learn_prior=learn_prior)
             st = tst.replicas[0]
         else:
