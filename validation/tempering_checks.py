@@ -5,13 +5,14 @@ Two experiments, both with the whole tempered kernel (a sweep per replica, then 
 * :func:`check_geweke_tempered` — a Geweke joint-distribution test on the *product* joint
   ``π(y, s_0, …, s_{M−1}) ∝ Π_k p_k(s_k, y)`` (``p_k`` the generative model with hidden ``Δ``
   times ``t_k``; ``y`` shared). Its conditional ``π(s | y) ∝ Π_k p_k(s_k | y)`` is exactly what the
-  tempered kernel targets, and ``π(y | s) ∝ Π_k N(y; F_k, Δ_y)`` is Gaussian
-  (mean ``F̄ = mean_k F_k``, variance ``Δ_y / M``), so the successive-conditional chain is
+  tempered kernel targets, and ``π(y | s) ∝ Π_k N(y; F_k, Δ_y^{(k)})`` is Gaussian
+  (``Δ_y^{(k)} = t_k Δ_y`` when ``Δ_y`` is tempered; mean ``m`` = the precision-weighted mean of
+  the ``F_k``, variance ``V = 1/Σ_k 1/Δ_y^{(k)}``), so the successive-conditional chain is
   kernel, then ``y`` redrawn. Exact joint draws: ``s_k ~ p_k`` forward (weights, latents) and
-  accept with probability ``exp(−Σ_k ‖F_k − F̄‖² / (2Δ_y))`` (the ``y``-marginal of the
-  product, ≤ 1), then ``y ~ N(F̄, Δ_y/M)``. Statistics of every replica, KS and empirical
+  accept with probability ``exp(−½ Σ_k ‖F_k − m‖² / Δ_y^{(k)})`` (the state-dependent part of
+  the ``y``-marginal of the product, ≤ 1), then ``y ~ N(m, V)``. Statistics of every replica, KS and empirical
   Bernstein, Bonferroni over ``delta``.
-* :func:`check_tiny_grid_tempered` — the §E.2 tiny net: ``K`` chains start every replica at
+* :func:`check_tiny_grid_tempered` (slow tier) — the §E.2 tiny net: ``K`` chains start every replica at
   an exact posterior draw of *that replica's* posterior (a quadrature grid per replica on the
   same data), run ``sweeps`` tempered sweeps; replica 0 and the hottest replica must still
   match their grid marginals.
