@@ -13,9 +13,10 @@ layer's noise — and the output noise ``Δ_y`` when it is fixed — scaled by `
 
 so replica 0 is exactly the user's model. Why ``Δ_y`` too: the hidden noise alone loosens the
 latents' pin on the weights, but not the barriers the *data* put between modes — measured on the
-suite's tiny net, a chain in the mirror mode (``w, v < 0``: the unit active on the other side)
-stays there at every ``Δ_Z = Δ_X`` up to 1 while ``Δ_y = 0.1`` is held (crossing ``v = 0`` costs
-``Σ(y − c)²/(2Δ_y) ≈ 24`` nats at every such replica). With ``learn_noise``, ``Δ_y`` is a random
+suite's tiny net (docs/gibbs-moves.md §4b), with hidden ``Δ`` tempered up to 1 and ``Δ_y = 0.1``
+held, chains started in the mirror mode (``w, v < 0``: the unit active on the other side) kept
+the pooled sd of ``v`` +236% off; with ``Δ_y`` in the ladder, +0% (crossing ``v = 0`` costs about
+``Σ(y − c)²/(2Δ_y) ≈ 24`` nats on every replica whose ``Δ_y`` is held). With ``learn_noise``, ``Δ_y`` is a random
 variable of the model (its conditional is the conjugate Gamma update), not a parameter one may
 scale, so only the hidden noise is tempered; likewise for the probit likelihoods (``Δ_y = 1``
 fixed by identifiability). The product ``Π_k π_k`` is sampled by the
