@@ -23,8 +23,8 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         learn_noise: bool = False, learn_prior: bool = False, hyperprior: Hyperprior = Hyperprior(),
         store_log_joint: bool = True, post_method: str = "auto", check_every: int = 1,
         num_threads: Optional[int] = None, blas_threads: Optional[int] = 1, moves=None, schedule=None,
-        diagnose: bool = True, probe=None, checkpoint=None, checkpoint_every: Optional[int] = None,
-        resume=None) -> GibbsResult:
+        tempering="auto", diagnose: bool = True, probe=None, checkpoint=None,
+        checkpoint_every: Optional[int] = None, resume=None) -> GibbsResult:
     """Run block-Gibbs chains on the noisy-MLP posterior and collect weight samples.
 
     Parameters
@@ -100,6 +100,19 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         A warm-up schedule of the hidden-layer noise, e.g.
         :class:`blockbayes.gibbs.anneal.AnnealedDelta` (``Δ`` lowered to the net's values during
         warm-up; every kept sample is drawn at the net's ``Δ``).
+    tempering : "auto" (default), "on", "off", a ladder of factors, or Tempering
+        Replica exchange over the noise (:mod:`blockbayes.gibbs.tempering`): replica ``k`` sweeps
+        the posterior with every hidden ``Δ_Z, Δ_X`` — and ``Δ_y`` unless ``learn_noise`` or a
+        probit likelihood — times ``t_k``, adjacent replicas swap states with the exact
+        Metropolis ratio, and only replica 0 (the net's own ``Δ``) is kept. The ladder is
+        computed from the number of noisy variables ``N = n (2 Σ d_hidden + d_out)`` (spacing
+        ``r ≈ 1 + √(2.8/N)``, up to ``Δ = 1``); a
+        tempered sweep costs about ``M`` sweeps (``M`` replicas). ``"auto"`` tempers only when
+        ``M ≤ 16`` (tiny nets, few data: where single chains get trapped, e.g. a dead hidden
+        unit) and is free otherwise (the run is then exactly the untempered one); ``"on"``
+        always; a sequence ``(1, t_1, …)`` gives the ladder. ``result.config["tempering"]``
+        says what ran (ladder, cost, swap acceptance per pair). Moves act on replica 0 only;
+        not combinable with ``schedule``.
     diagnose : bool
         After the run, compute the function-space diagnostics (:meth:`GibbsResult.summary`) and
         warn with the worst rows when some R-hat exceeds 1.01
@@ -134,7 +147,8 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
                     thin=thin, seed=seed, device=device, dtype=dtype, progress=progress, init=init,
                     learn_noise=learn_noise, learn_prior=learn_prior, hyperprior=hyperprior,
                     store_log_joint=store_log_joint, post_method=post_method, check_every=check_every,
-                    moves=moves, schedule=schedule, diagnose=diagnose, probe=probe, checkpoint=checkpoint,
+                    moves=moves, schedule=schedule, tempering=tempering, diagnose=diagnose, probe=probe,
+                    checkpoint=checkpoint,
                     checkpoint_every=checkpoint_every, resume=resume)
     finally:
         limits()
@@ -142,17 +156,22 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
 
 class GibbsCarry(NamedTuple):
     """What :func:`run` carries from sweep to sweep: the chains' state, the moves' state (or
-    ``None``) and the partial log joint of the last kept sweep awaiting its first term (or ``None``)."""
+    ``None``), the partial log joint of the last kept sweep awaiting its first term (or ``None``)
+    and, when tempering, the replicas (:class:`~blockbayes.gibbs.tempering.TemperingState`, whose
+    replica 0 is ``state``; else ``None``)."""
 
     state: _k.GibbsState
     moves: Any
     pending: Any
+    tempering: Any = None
 
 
 def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, dtype, progress, init,
          learn_noise, learn_prior, hyperprior, store_log_joint, post_method, check_every, moves, schedule,
-         diagnose, probe, checkpoint, checkpoint_every, resume) -> GibbsResult:
+         tempering, diagnose, probe, checkpoint, checkpoint_every, resume) -> GibbsResult:
     import time as _time
+
+    from . import tempering as _tp
 
     t_start = _time.perf_counter()
     X, y = prepare(net, X, y, device=device, dtype=dtype, num_chains=num_chains)
@@ -166,10 +185,28 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         k_map, k_init = bbr.split(k_init, 2)
         init, map_dy, _ = map_starts(k_map, net, X, y, num_chains=num_chains, kind=init, learn_noise=learn_noise,
                                      noise_prior=(hyperprior.noise_shape, hyperprior.noise_rate))
-    state = _k.init(k_init, net, X, y, num_chains=num_chains, init=init)
-    if map_dy is not None:
-        state = state._replace(delta_y=map_dy)
-    cache = _k.precompute(net, X, learn_prior=learn_prior)
+    tcfg = _tp.Tempering.coerce(tempering)
+    if schedule is not None and tcfg.mode == "auto":
+        tplan = _tp.TemperingPlan(False, (1.0,), _tp.noisy_count(net, X.shape[0]), None, None,
+                                  "auto: off with a schedule")
+    else:
+        tplan = _tp.plan(net, X.shape[0], tcfg, output=not learn_noise)
+    if tplan.active and schedule is not None:
+        raise ValueError("tempering and schedule cannot be combined (the ladder is over the net's Δ)")
+    tstate = rep_nets = rep_caches = None
+    if tplan.active:
+        # every replica from the same start (a random one drawn independently per replica)
+        tstate = _tp.init(k_init, net, X, y, tplan.factors, num_chains=num_chains, init=init, output=tplan.output)
+        if map_dy is not None:
+            tstate = tstate._replace(replicas=tuple(r._replace(delta_y=map_dy) for r in tstate.replicas))
+        state = tstate.replicas[0]
+        rep_nets = _tp.replica_nets(net, tplan.factors, tplan.output)
+        rep_caches = tuple(_k.precompute(nk, X, learn_prior=learn_prior) for nk in rep_nets)
+    else:
+        state = _k.init(k_init, net, X, y, num_chains=num_chains, init=init)
+        if map_dy is not None:
+            state = state._replace(delta_y=map_dy)
+    cache = rep_caches[0] if tplan.active else _k.precompute(net, X, learn_prior=learn_prior)
     C, S, L = num_chains, num_samples, net.num_layers
     dt = X.dtype
     probe_X = probe if hasattr(probe, "shape") else None
@@ -178,9 +215,9 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
 
         probe_X = default_probe(X, 32 if probe is None else int(probe))
     mstate = moves.init(state, net, X, y) if moves is not None else None
-    # log joint from the latent passes' sums, completed one sweep later; a move after the sweep
-    # changes the state those sums describe, so with moves it is computed directly
-    fused_lj = L > 1 and moves is None
+    # log joint from the latent passes' sums, completed one sweep later; a move or a swap after the
+    # sweep changes the state those sums describe, so with either it is computed directly
+    fused_lj = L > 1 and moves is None and not tplan.active
     store_direct = store_log_joint and not fused_lj
 
     def step_fn(keys, carry, sweep):
@@ -190,18 +227,27 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         if schedule is not None:
             net_s = schedule.net_at(net, sweep, num_warmup)
             cache_s = cache if net_s is net else _k.precompute(net_s, X, learn_prior=learn_prior)
-        state, info = _k.step(sub, carry.state, net_s, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
-                              hyperprior=hyperprior, cache=cache_s,
-                              compute_log_joint=keep and store_direct and moves is None,
-                              post_method=post_method, checked=True)
+        tst = carry.tempering
+        if tst is not None:
+            tst, info = _tp.step(sub, tst, rep_nets, rep_caches, X, y, warmup=sweep < num_warmup, output=tplan.output,
+                                 learn_noise=learn_noise, learn_prior=learn_prior, hyperprior=hyperprior,
+                                 post_method=post_method, checked=True)
+            state = tst.replicas[0]
+        else:
+            state, info = _k.step(sub, carry.state, net_s, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
+                                  hyperprior=hyperprior, cache=cache_s,
+                                  compute_log_joint=keep and store_direct and moves is None,
+                                  post_method=post_method, checked=True)
         mst = carry.moves
         if moves is not None:
             state, mst = moves.step(keys[1], mst, state, net_s, X, y, warmup=sweep < num_warmup,
                                     final_warmup=sweep == num_warmup - 1)
-            if keep and store_log_joint:
-                info = info._replace(log_joint=_k.log_joint(state, net, X, y))
+            if tst is not None:
+                tst = tst._replace(replicas=(state,) + tuple(tst.replicas[1:]))
+        if (moves is not None or tst is not None) and keep and store_log_joint:
+            info = info._replace(log_joint=_k.log_joint(state, net, X, y))
         pending = info.log_joint_partial if (keep and store_log_joint and fused_lj) else None
-        return GibbsCarry(state, mst, pending), (info, carry.pending)
+        return GibbsCarry(state, mst, pending, tst), (info, carry.pending)
 
     def lj_trace(traces):
         if "log_joint" not in traces:
@@ -232,9 +278,14 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         # and latent array of the new state, so it is finite iff they are
         if fused_lj and bool(xp.all(xp.isfinite(info.log_joint_partial + info.first_term_prev))):
             return []
+        if carry.tempering is not None:
+            bad = []
+            for k, r in enumerate(carry.tempering.replicas):
+                bad += [b if k == 0 else f"{b} (replica {k}, Δ × {tplan.factors[k]:.3g})" for b in _k.first_nonfinite(xp, r)]
+            return bad
         return _k.first_nonfinite(xp, carry.state)
 
-    start_carry = GibbsCarry(state, mstate, None)
+    start_carry = GibbsCarry(state, mstate, None, tstate)
     # the finite check every check_every sweeps replaces the per-Cholesky sync of the CuPy path
     with linalg.deferred_checks():
         out = run_kernel(k_run, start_carry, step_fn, num_samples=S, num_warmup=num_warmup, thin=thin,
@@ -246,7 +297,8 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
                          config=dict(family="gibbs", widths=list(net.widths), num_chains=C, dtype=str(dt),
                                      learn_noise=learn_noise, learn_prior=learn_prior,
                                      store_log_joint=store_log_joint, moves=moves is not None,
-                                     schedule=schedule is not None))
+                                     schedule=schedule is not None,
+                                     **({"tempering": [float(v) for v in tplan.factors]} if tplan.active else {})))
     carry, traces, k = out.state, out.traces, out.num_kept
     state = carry.state
     if fused_lj and store_log_joint and carry.pending is not None:
@@ -265,6 +317,7 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         result.config.update(interrupted=True, num_samples_requested=S, sweeps_done=out.num_done)
     if moves is not None and hasattr(moves, "summary"):
         result.config["moves"] = moves.summary(carry.moves)
+    result.config["tempering"] = _tp.summary(tplan, carry.tempering)
     if diagnose:
         from .diagnostics import warn_if_unmixed
 

@@ -70,10 +70,13 @@ class RBStats(NamedTuple):
 
 
 class RBState(NamedTuple):
-    """Final state of :func:`run`: the Gibbs chains and the accumulated statistics."""
+    """Final state of :func:`run`: the Gibbs chains, the accumulated statistics and, when
+    tempering, the replicas (:class:`blockbayes.gibbs.tempering.TemperingState`; replica 0 is
+    ``gibbs``)."""
 
     gibbs: Any
     stats: RBStats
+    tempering: Any = None
 
 
 def conditional_moments(state, net: MLP, X, y):
@@ -182,7 +185,7 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
         init="cavi", cavi_iters: int = 100, cavi_restarts: int = 8, seed=None, device=None, dtype=None,
         progress: bool = True, learn_noise: bool = False, learn_prior: bool = False,
         keep_samples: bool = True, check_every=None, checkpoint=None, checkpoint_every=None,
-        resume=None) -> VIResult:
+        resume=None, tempering="auto") -> VIResult:
     """Rao–Blackwellised block-Gaussian posterior of the noisy MLP (honest variances).
 
     Runs ``num_chains`` block-Gibbs chains (:func:`blockbayes.gibbs.step`) and, at every kept
@@ -216,6 +219,11 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
     checkpoint, checkpoint_every, resume
         Checkpoints of the sweep loop, as in :func:`blockbayes.driver.run_kernel` (the CAVI
         initialiser is redone on resume: it is deterministic given ``seed``).
+    tempering : "auto" (default), "on", "off", a ladder of factors, or Tempering
+        Replica exchange over ``Δ``, as in :func:`blockbayes.gibbs.run`
+        (:mod:`blockbayes.gibbs.tempering`): the statistics are accumulated from replica 0 (the
+        net's own ``Δ``) only; ``"auto"`` tempers only where the ladder has at most 16 replicas
+        and is otherwise exactly the untempered run. ``config["tempering"]`` says what ran.
 
     Returns
     -------
@@ -245,17 +253,39 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
         init_arg = start
     else:
         init_arg = init
-    state = _gibbs.init(k_init, net, X, y, num_chains=num_chains, init=init_arg)
-    cache = _gibbs.precompute(net, X, learn_prior=learn_prior)
+    from ..gibbs import tempering as _tp
+
+    tplan = _tp.plan(net, X.shape[0], _tp.Tempering.coerce(tempering), output=not learn_noise)
+    tstate = rep_nets = rep_caches = None
+    if tplan.active:
+        tstate = _tp.init(k_init, net, X, y, tplan.factors, num_chains=num_chains, init=init_arg,
+                          output=tplan.output)
+        state = tstate.replicas[0]
+        rep_nets = _tp.replica_nets(net, tplan.factors, tplan.output)
+        rep_caches = tuple(_gibbs.precompute(nk, X, learn_prior=learn_prior) for nk in rep_nets)
+    else:
+        state = _gibbs.init(k_init, net, X, y, num_chains=num_chains, init=init_arg)
+    cache = rep_caches[0] if tplan.active else _gibbs.precompute(net, X, learn_prior=learn_prior)
     stats = init_stats(net, num_chains, X)
     S, C, L = num_samples, num_chains, net.num_layers
     dt = X.dtype
 
     def step_fn(sub, carry, sweep):
-        st, _ = _gibbs.step(sub, carry.gibbs, net, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
-                            cache=cache)
+        tst = carry.tempering
+        if tst is not None:
+            tst, _ = _tp.step(sub, tst, rep_nets, rep_caches, X, y, warmup=sweep < num_warmup, output=tplan.output,
+                              learn_noise=learn_noise, learn_prior=learn_prior)
+            st = tst.replicas[0]
+        else:
+            st, _ = _gibbs.step(sub, carry.gibbs, net, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
+                                cache=cache)
         acc = accumulate(carry.stats, st, net, X, y) if is_kept(sweep, num_warmup, thin) else carry.stats
-        return RBState(st, acc), None
+        return RBState(st, acc, tst), None
+
+    def check(carry, info):
+        if carry.tempering is not None:
+            return [b for r in carry.tempering.replicas for b in _gibbs.first_nonfinite(xp, r)]
+        return _gibbs.first_nonfinite(xp, carry.gibbs)
 
     def collect(carry, info, sweep):
         st = carry.gibbs
@@ -263,15 +293,16 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
         out.update(delta_y=st.delta_y, lam_w=st.lam_w, lam_b=st.lam_b)
         return out
 
-    out = run_kernel(k_run, RBState(state, stats), step_fn, num_samples=S, num_warmup=num_warmup, thin=thin,
-                     collect=collect, check=lambda carry, info: _gibbs.first_nonfinite(xp, carry.gibbs),
+    out = run_kernel(k_run, RBState(state, stats, tstate), step_fn, num_samples=S, num_warmup=num_warmup, thin=thin,
+                     collect=collect, check=check,
                      check_every=check_every, check_what="Gibbs chains", progress=progress,
                      desc="vi.rao_blackwell", unit="sweep", checkpoint=checkpoint,
                      checkpoint_every=checkpoint_every, resume=resume,
                      config=dict(family="vi.rao_blackwell", widths=list(net.widths), num_chains=C,
                                  dtype=str(dt), learn_noise=learn_noise, learn_prior=learn_prior,
-                                 keep_samples=keep_samples))
-    state, stats = out.state
+                                 keep_samples=keep_samples,
+                                 **({"tempering": [float(v) for v in tplan.factors]} if tplan.active else {})))
+    state, stats, tstate = out.state
     tr, S = out.traces, out.num_kept
     tr_dy = tr["delta_y"]
     tr_lw, tr_lb = tr["lam_w"], tr["lam_b"]
@@ -290,9 +321,10 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
         extras["cavi_elbo"] = cavi_elbo
     return VIResult(net=net, method="rao_blackwell", means=means, covs=covs, cov_kind="row", delta_y=dy,
                    elbo=None, trace={}, likelihood="gaussian", model="noisy",
-                   final_state=RBState(state, stats),
+                   final_state=RBState(state, stats, tstate),
                    config=dict(num_samples=S, num_warmup=num_warmup, num_chains=C, thin=thin,
                                init=init if isinstance(init, str) else "given", cavi_iters=cavi_iters,
                                cavi_restarts=cavi_restarts, learn_noise=learn_noise, learn_prior=learn_prior,
-                               backend=backend_name(xp), dtype=str(dt)),
+                               backend=backend_name(xp), dtype=str(dt),
+                               tempering=_tp.summary(tplan, tstate)),
                     extras=extras)
