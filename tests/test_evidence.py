@@ -142,3 +142,47 @@ def test_bad_input():
         evidence_fit(net, X, y, noise_prior=(-1.0, 1.0))
     with pytest.raises(ValueError, match="max_outer"):
         evidence_fit(net, X, y, max_outer=0)
+
+
+# ----------------------------------------------------------------------------- wiring: noise="evidence"
+
+def _relu_data(n=60, seed=3):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 2))
+    y = np.sin(2 * X[:, 0]) + 0.1 * rng.normal(size=n)
+    return X, (y - y.mean()) / y.std()
+
+
+def test_map_fit_noise_evidence_is_evidence_fit():
+    X, y = _relu_data()
+    net = bb.MLP([2, 10, 1], "relu", prior_prec="fan_in", delta=1.0)
+    opts = dict(max_iter=300, rtol=1e-2)
+    W, info = bb.laplace.map_fit(net, X, y, seed=4, noise="evidence", max_iter=600, evidence=opts, progress=False,
+                                 return_info=True)
+    W2, info2 = evidence_fit(net, X, y, seed=4, final_max_iter=600, tol=1e-7, progress=False, **opts)  # map_fit tol
+    for a, b in zip(W, W2):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert info["delta_y"] == info2["delta_y"] and info["evidence"]["gamma"] == info2["gamma"]
+    assert info["num_iter"] == info2["num_iter"]
+    with pytest.raises(ValueError, match="evidence options"):
+        bb.laplace.map_fit(net, X, y, noise="evidence", evidence={"tol": 1.0}, progress=False)
+
+
+def test_point_fit_and_methods_evidence():
+    """The ensemble's members share the type-II hyperparameters of the MAP fit of the same seed (memo)."""
+    from blockbayes import point_fit
+    from blockbayes.evaluate import get_method
+
+    X, y = _relu_data()
+    net = bb.MLP([2, 10, 1], "relu", prior_prec="fan_in", delta=1.0)
+    kw = dict(noise="evidence", max_iter=400, evidence=dict(max_iter=200), cache=True)
+    point_fit.clear_cache()
+    p = point_fit.map_posterior(net, X, y, seed=1, **kw)
+    e = point_fit.ensemble_posterior(net, X, y, seed=1, members=3, **kw)
+    assert e.config["hyper_fit"]["map_reused"]
+    np.testing.assert_array_equal(np.asarray(e.delta_y), np.full(3, p.delta_y))
+    assert p.config["evidence_gamma"] > 0 and p.delta_y == p.config["delta_y"]
+    point_fit.clear_cache()
+    for name in ("map_evidence", "ensemble_evidence"):
+        o = get_method(name).options({})
+        assert o["noise"] == "evidence" and o["evidence"]["learn_prior"] is False and o["delta_y"] == 1.0
