@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from ._backend import to_numpy
-from .laplace import map_ensemble, map_fit
+from .laplace import evidence_fit, map_ensemble, map_fit
 from .model import MLP
 from .nn import resolve_likelihood
 from .point import EnsemblePosterior, PointPosterior
@@ -82,8 +82,10 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
     * ``"joint"``: the joint MAP of ``(θ, log Δ_y)`` under ``1/Δ_y ~ Gamma(noise_prior)``
       (best of ``restarts`` starts, L-BFGS to the gradient tolerance ``tol``);
     * ``"evidence"``: type-II ``Δ_y`` from the Laplace evidence (MacKay's fixed point,
-      :func:`blockbayes.laplace.evidence_fit`; starts at ``net.delta_y``; ``evidence``: its further
-      options), the weights the MAP at that ``Δ_y``;
+      :func:`blockbayes.laplace.evidence_fit`; starts at ``net.delta_y``; ``max_iter`` bounds its
+      final fit, ``restarts`` its first; ``evidence``: its further options ``learn_prior``,
+      ``structure``, ``max_outer``, ``rtol``, ``max_iter`` of the inner fits), the weights the MAP at
+      that ``Δ_y``;
     * ``"train"``: the training MSE of the fit;  ``"fixed"``: ``net.delta_y``;  a float: that value.
 
     Classifiers have no noise variance (``noise`` is ignored; ``Δ_y = 1``).
@@ -157,12 +159,15 @@ def _fit_point(net, X, y, *, lik, seed, noise, holdout, method, max_iter, restar
             info.update(map_restart_objectives=i1["restart_objectives"], map_restart_iters=i1["restart_iters"],
                         map_best_restart=i1["best_restart"])
     elif reg and noise == "evidence":
-        w, i1 = map_fit(net, X, y, seed=s0, noise="evidence", noise_prior=tuple(noise_prior), evidence=dict(evidence),
-                        **kw)
-        e = i1["evidence"]
-        info = {"map_converged": bool(i1["converged"]), "map_iters": int(i1["num_iter"]), "map_stop": i1["message"],
-                "evidence_gamma": e["gamma"], "evidence_outer": e["num_outer"], "evidence_converged": e["converged"],
-                "evidence_prior_precision": [list(p) for p in e["prior_precision"]],
+        if method != "lbfgs":
+            raise ValueError("noise='evidence' needs method='lbfgs'")
+        w, e = evidence_fit(net, X, y, seed=s0, noise_prior=tuple(noise_prior), restarts=restarts,
+                            final_max_iter=max_iter, tol=1e-7 if tol is None else tol, ftol=ftol, progress=False,
+                            **dict(evidence))
+        i1 = {"delta_y": e["delta_y"]}
+        info = {"map_converged": bool(e["map_info"]["converged"]), "map_iters": int(e["num_iter"]),
+                "map_stop": e["map_info"]["message"], "evidence_gamma": e["gamma"], "evidence_outer": e["num_outer"],
+                "evidence_converged": e["converged"], "evidence_prior_precision": [list(p) for p in e["prior_precision"]],
                 "evidence_log_marglik": e["log_marglik"]}
     elif reg and noise == "holdout":
         w, i1 = map_fit(net, X, y, seed=s0, noise="holdout", holdout=holdout, split_seed=derived_seed(seed, 7), **kw)

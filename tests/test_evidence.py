@@ -153,19 +153,21 @@ def _relu_data(n=60, seed=3):
     return X, (y - y.mean()) / y.std()
 
 
-def test_map_fit_noise_evidence_is_evidence_fit():
+def test_map_posterior_noise_evidence_is_evidence_fit():
+    from blockbayes import point_fit
+
     X, y = _relu_data()
     net = bb.MLP([2, 10, 1], "relu", prior_prec="fan_in", delta=1.0)
     opts = dict(max_iter=300, rtol=1e-2)
-    W, info = bb.laplace.map_fit(net, X, y, seed=4, noise="evidence", max_iter=600, evidence=opts, progress=False,
-                                 return_info=True)
-    W2, info2 = evidence_fit(net, X, y, seed=4, final_max_iter=600, tol=1e-7, progress=False, **opts)  # map_fit tol
-    for a, b in zip(W, W2):
+    p = point_fit.map_posterior(net, X, y, seed=4, noise="evidence", max_iter=600, tol=1e-6, evidence=opts)
+    W2, info2 = evidence_fit(net, X, y, seed=point_fit.derived_seed(4, 0), final_max_iter=600, tol=1e-6,
+                             progress=False, **opts)
+    for a, b in zip(p.weights, W2):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert info["delta_y"] == info2["delta_y"] and info["evidence"]["gamma"] == info2["gamma"]
-    assert info["num_iter"] == info2["num_iter"]
-    with pytest.raises(ValueError, match="evidence options"):
-        bb.laplace.map_fit(net, X, y, noise="evidence", evidence={"tol": 1.0}, progress=False)
+    assert p.delta_y == info2["delta_y"] and p.config["evidence_gamma"] == info2["gamma"]
+    assert p.config["map_iters"] == info2["num_iter"]
+    with pytest.raises(TypeError):
+        point_fit.map_posterior(net, X, y, noise="evidence", evidence={"tol": 1.0})
 
 
 def test_point_fit_and_methods_evidence():

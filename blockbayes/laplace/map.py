@@ -417,7 +417,7 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
             ftol=None, history: int = 10, num_epochs: int = 200, batch_size: int = 128, lr: float = 1e-2,
             betas=(0.9, 0.999), eps: float = 1e-8, chunk_size=None, progress=True,
             return_info: bool = False, device=None, dtype=None, noise=None, holdout: float = 0.1,
-            split_seed=None, evidence=None):
+            split_seed=None):
     """MAP weights of the standard MLP (and, optionally, of its noise variance).
 
     Parameters
@@ -484,7 +484,7 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
         ``X``'s device); the weights are returned there.
     dtype : None, "float32" or "float64"
         Compute dtype (default ``X``'s); the weights have it.
-    noise : None, float or {"fixed", "joint", "holdout", "train", "evidence"}
+    noise : None, float or {"fixed", "joint", "holdout", "train"}
         How the Gaussian noise variance ``Δ_y`` is chosen (without test data). ``None``: as
         ``delta_y``/``learn_noise`` say. A float: that ``Δ_y``. ``"fixed"``: ``delta_y`` (or
         ``net.delta_y``). ``"joint"``: ``learn_noise=True``. ``"holdout"``: fit on a random
@@ -494,18 +494,11 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
         from ``θ₀`` with that ``Δ_y``. ``"train"``: ``Δ_y = max(mean((F(x; θ*) − y)²), 1e-6)`` on the
         training points (no refit). Anything but ``None`` needs the gaussian likelihood; the chosen
         ``Δ_y`` is ``info["delta_y"]``, and ``"holdout"`` adds ``info["holdout_fit"]`` (``num_iter``,
-        ``converged`` and ``num_val`` of the first fit). ``"evidence"``: type-II ``Δ_y`` from the
-        Laplace evidence (MacKay's fixed point, :func:`blockbayes.laplace.evidence_fit`, starting at
-        ``delta_y`` with the ``noise_prior`` hyperprior; ``max_iter`` bounds the final fit,
-        ``restarts`` the first one); adds ``info["evidence"]`` (``prior_precision``, ``gamma``,
-        ``num_outer``, ``converged``, ``log_marglik``, ``structure``, ``history``).
+        ``converged`` and ``num_val`` of the first fit).
     holdout : float in (0, 1)
         Held-out fraction for ``noise="holdout"``.
     split_seed : None, int or SeedSequence
         Seed of the holdout split (NumPy ``default_rng``); ``None``: fresh entropy.
-    evidence : dict, optional
-        Further options of :func:`blockbayes.laplace.evidence_fit` for ``noise="evidence"``
-        (``learn_prior``, ``structure``, ``max_outer``, ``rtol``, ``max_iter`` of the inner fits).
 
     Returns
     -------
@@ -528,9 +521,6 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
                            return_info=return_info, **kw)
         if mode == "joint":
             return map_fit(net, X, Y, learn_noise=True, return_info=return_info, **kw)
-        if mode == "evidence":
-            W, info = _map_fit_evidence(net, X, Y, kw, delta_y=delta_y, sigma_noise=sigma_noise, options=evidence)
-            return (W, info) if return_info else W
         W, info = _map_fit_selected_noise(net, X, Y, mode, kw, delta_y=delta_y, sigma_noise=sigma_noise,
                                           holdout=holdout, split_seed=split_seed)
         return (W, info) if return_info else W
@@ -579,7 +569,7 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
                  betas=betas, eps=C.positive("eps", eps), progress=progress, return_info=return_info)
 
 
-_NOISE_MODES = ("fixed", "joint", "holdout", "train", "evidence")
+_NOISE_MODES = ("fixed", "joint", "holdout", "train")
 
 
 def _noise_mode(noise, lik, learn_noise):
@@ -624,27 +614,6 @@ def _map_fit_selected_noise(net, X, Y, mode, kw, *, delta_y, sigma_noise, holdou
     W, info = map_fit(net, X, Y, delta_y=dy, return_info=True, **dict(kw, init=W0))
     info["holdout_fit"] = dict(num_iter=int(i0.get("num_iter", 0)), converged=bool(i0.get("converged", True)),
                                num_val=n_val, delta_y=dy)
-    return W, info
-
-
-def _map_fit_evidence(net, X, Y, kw, *, delta_y, sigma_noise, options):
-    """``noise="evidence"`` of :func:`map_fit`: :func:`blockbayes.laplace.evidence_fit` (L-BFGS only)."""
-    from .evidence import evidence_fit
-
-    if kw["method"] != "lbfgs":
-        raise ValueError("noise='evidence' needs method='lbfgs'")
-    opts = dict(options or {})
-    bad = set(opts) - {"learn_prior", "structure", "max_outer", "rtol", "max_iter"}
-    if bad:
-        raise ValueError(f"evidence options must be among learn_prior, structure, max_outer, rtol, max_iter; got {sorted(bad)}")
-    dy = C.resolve_noise(net, "gaussian", delta_y, sigma_noise)
-    W, ei = evidence_fit(net, X, Y, seed=kw["seed"], init=kw["init"], delta_y=dy,
-                         prior_precision=kw["prior_precision"], noise_prior=kw["noise_prior"],
-                         restarts=kw["restarts"], final_max_iter=kw["max_iter"], tol=kw["tol"], ftol=kw["ftol"],
-                         chunk_size=kw["chunk_size"], progress=kw["progress"], **opts)
-    info = dict(ei["map_info"], delta_y=ei["delta_y"], num_iter=ei["num_iter"],
-                evidence={k: ei[k] for k in ("prior_precision", "gamma", "num_outer", "converged", "log_marglik",
-                                             "structure", "history")})
     return W, info
 
 
