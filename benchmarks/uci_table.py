@@ -72,6 +72,9 @@ METHODS = {
     # the strong point estimates of issue 16 (joint noise, L-BFGS to a gradient tolerance): opt-in
     "map_joint": {"method": "map_joint"},
     "ensemble_joint": {"method": "ensemble_joint", "members": 5},
+    # type-II noise from the Laplace evidence (MacKay; blockbayes.laplace.evidence_fit): opt-in
+    "map_evidence": {"method": "map_evidence"},
+    "ensemble_evidence": {"method": "ensemble_evidence", "members": 5},
     "vi_mf": {"method": "vi_mf"},
     "gibbs": {"method": "gibbs", "num_warmup": 300, "num_samples": 100, "thin": 3, "num_chains": 4,
               "delta_z": 1e-3, "delta_x": 1e-3, "init": "map"},
@@ -83,7 +86,8 @@ METHODS = {
     # Energy and Yacht) is what fits 2-3 minutes per split on this machine.
     "hmc": {"method": "hmc", "num_warmup": 100, "num_samples": 100, "num_chains": 4},
 }
-DEFAULT_METHODS = tuple(m for m in METHODS if m not in ("hmc", "map_joint", "ensemble_joint"))  # opt-in: --methods
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in ("hmc", "map_joint", "ensemble_joint", "map_evidence",
+                                                        "ensemble_evidence"))  # opt-in: --methods
 
 # The two large sets get a cheaper budget so that the whole table fits a 2-core afternoon: fewer
 # L-BFGS iterations for every MAP fit (shared by MAP, Laplace, the ensemble and the MAP starts)
@@ -146,6 +150,18 @@ def describe(cfg) -> str:
         return (f"{lead}: weights and noise variance jointly (MAP of (θ, log Δ_y), 1/Δ_y ~ Gamma"
                 f"{tuple(opts['noise_prior'])}, weight prior λ = fan-in), L-BFGS until max|∇E/n| ≤ {opts['tol']:g}, "
                 f"no further decrease, or {opts['max_iter']} iterations"
+                + ("; Gaussian-mixture predictive" if ens else "; predictive N(F(x), Δ_y)"))
+    if opts.get("noise") == "evidence":
+        ens = cfg["method"].startswith("ensemble")
+        ev_ = opts["evidence"]
+        prior = "layerwise λ by the evidence too" if ev_.get("learn_prior") else "weight prior λ = fan-in (fixed)"
+        lead = ("MAP" if not ens else f"{opts['members']} MAP fits (one batched L-BFGS problem) at the type-II "
+                "hyperparameters of the single fit")
+        return (f"{lead}: noise variance by the Laplace evidence (MacKay's fixed point Δ_y = (SSE/2 + b)/((n − γ)/2 + a), "
+                f"γ = effective number of parameters of the {ev_.get('structure', 'auto')} GGN Laplace, "
+                f"1/Δ_y ~ Gamma{tuple(opts['noise_prior'])}), {prior}, start Δ_y = {opts['delta_y']:g}, "
+                f"warm-started L-BFGS refits (≤ {ev_.get('max_iter', 2000)} its each) until |Δ log Δ_y| ≤ "
+                f"{ev_.get('rtol', 1e-2):g}, final fit ≤ {opts['max_iter']} its, max|∇E/n| ≤ {opts['tol']:g}"
                 + ("; Gaussian-mixture predictive" if ens else "; predictive N(F(x), Δ_y)"))
     if cfg["method"] in ("map", "ensemble"):
         lead = f"{opts['members']} MAP fits" if cfg["method"] == "ensemble" else "MAP"

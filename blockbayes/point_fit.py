@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from ._backend import namespace, to_numpy
-from .laplace import map_ensemble, map_fit
+from .laplace import evidence_fit, map_ensemble, map_fit
 from .model import MLP
 from .nn import resolve_likelihood
 from .point import EnsemblePosterior, PointPosterior
@@ -71,7 +71,7 @@ def _fingerprint(X, y) -> str:
 
 def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float = 0.1, method: str = "lbfgs",
                   max_iter: int = 1000, restarts: int = 1, tol: Optional[float] = None, ftol: Optional[float] = None,
-                  noise_prior=(1.0, 1e-2), likelihood=None, cache: bool = False) -> PointPosterior:
+                  noise_prior=(1.0, 1e-2), likelihood=None, cache: bool = False, evidence=None) -> PointPosterior:
     """A MAP fit of the standard MLP with its noise variance chosen by ``noise``, as a point posterior.
 
     ``θ* = argmin_θ E(θ)`` (:func:`blockbayes.laplace.map_fit`, initialised from seed ``[seed, 0]``)
@@ -81,6 +81,11 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
       the rest, then a refit on all points (warm start) at that ``Δ_y``;
     * ``"joint"``: the joint MAP of ``(θ, log Δ_y)`` under ``1/Δ_y ~ Gamma(noise_prior)``
       (best of ``restarts`` starts, L-BFGS to the gradient tolerance ``tol``);
+    * ``"evidence"``: type-II ``Δ_y`` from the Laplace evidence (MacKay's fixed point,
+      :func:`blockbayes.laplace.evidence_fit`; starts at ``net.delta_y``; ``max_iter`` bounds its
+      final fit, ``restarts`` its first; ``evidence``: its further options ``learn_prior``,
+      ``structure``, ``max_outer``, ``rtol``, ``max_iter`` of the inner fits), the weights the MAP at
+      that ``Δ_y``;
     * ``"train"``: the training MSE of the fit;  ``"fixed"``: ``net.delta_y``;  a float: that value.
 
     Classifiers have no noise variance (``noise`` is ignored; ``Δ_y = 1``).
@@ -106,11 +111,14 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
         namespace; ``config``: ``map_converged``, ``map_iters`` (both fits for ``"holdout"``),
         ``delta_y`` (gaussian), ``map_time_s`` (the fit's wall time), ``map_reused`` (memo hit);
         ``"joint"`` adds ``map_fev``, ``map_grad_norm``, ``map_stop`` and, with restarts,
-        ``map_restart_objectives``, ``map_restart_iters``, ``map_best_restart``.
+        ``map_restart_objectives``, ``map_restart_iters``, ``map_best_restart``; ``"evidence"`` adds
+        ``map_stop``, ``evidence_gamma``, ``evidence_outer``, ``evidence_converged``,
+        ``evidence_prior_precision``, ``evidence_log_marglik``.
     """
     lik = resolve_likelihood(net, likelihood)
     settings = dict(seed=seed, noise=noise, holdout=holdout, method=method, max_iter=max_iter, restarts=restarts,
-                    tol=tol, ftol=ftol, noise_prior=tuple(noise_prior), likelihood=lik)
+                    tol=tol, ftol=ftol, noise_prior=tuple(noise_prior), likelihood=lik,
+                    evidence=tuple(sorted(dict(evidence or {}).items())))
     key = None
     if cache:
         key = (_fingerprint(X, y), repr(net), repr(sorted(settings.items())))
@@ -129,10 +137,10 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
 
 
 def _fit_point(net, X, y, *, lik, seed, noise, holdout, method, max_iter, restarts, tol, ftol, noise_prior,
-               likelihood):
+               likelihood, evidence=()):
     reg = lik == "gaussian"
-    if reg and isinstance(noise, str) and noise not in ("joint", "holdout", "train", "fixed"):
-        raise ValueError(f"noise must be 'joint', 'holdout', 'train', 'fixed' or a float, got {noise!r}")
+    if reg and isinstance(noise, str) and noise not in ("joint", "holdout", "train", "fixed", "evidence"):
+        raise ValueError(f"noise must be 'joint', 'holdout', 'train', 'fixed', 'evidence' or a float, got {noise!r}")
     kw = dict(likelihood=lik, method=method, max_iter=max_iter, progress=False, return_info=True)
     if tol is not None:
         kw["tol"] = tol
@@ -150,6 +158,17 @@ def _fit_point(net, X, y, *, lik, seed, noise, holdout, method, max_iter, restar
         if "restart_objectives" in i1:
             info.update(map_restart_objectives=i1["restart_objectives"], map_restart_iters=i1["restart_iters"],
                         map_best_restart=i1["best_restart"])
+    elif reg and noise == "evidence":
+        if method != "lbfgs":
+            raise ValueError("noise='evidence' needs method='lbfgs'")
+        w, e = evidence_fit(net, X, y, seed=s0, noise_prior=tuple(noise_prior), restarts=restarts,
+                            final_max_iter=max_iter, tol=1e-7 if tol is None else tol, ftol=ftol, progress=False,
+                            **dict(evidence))
+        i1 = {"delta_y": e["delta_y"]}
+        info = {"map_converged": bool(e["map_info"]["converged"]), "map_iters": int(e["num_iter"]),
+                "map_stop": e["map_info"]["message"], "evidence_gamma": e["gamma"], "evidence_outer": e["num_outer"],
+                "evidence_converged": e["converged"], "evidence_prior_precision": [list(p) for p in e["prior_precision"]],
+                "evidence_log_marglik": e["log_marglik"]}
     elif reg and noise == "holdout":
         w, i1 = map_fit(net, X, y, seed=s0, noise="holdout", holdout=holdout, split_seed=derived_seed(seed, 7), **kw)
         h = i1["holdout_fit"]
@@ -170,7 +189,7 @@ def _fit_point(net, X, y, *, lik, seed, noise, holdout, method, max_iter, restar
 def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="holdout", batched=None,
                        holdout: float = 0.1, method: str = "lbfgs", max_iter: int = 1000, restarts: int = 1,
                        tol: Optional[float] = None, ftol: Optional[float] = None, noise_prior=(1.0, 1e-2),
-                       likelihood=None, cache: bool = False) -> EnsemblePosterior:
+                       likelihood=None, cache: bool = False, evidence=None) -> EnsemblePosterior:
     """A deep ensemble of ``members`` MAP fits (Lakshminarayanan et al. 2017) as a mixture posterior.
 
     ``batched=False``: member ``k`` is ``map_posterior(net, X, y, seed=derived_seed(seed, 100 + k),
@@ -178,6 +197,10 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
     ``batched=True`` (default when ``noise="joint"``): all members as one batched L-BFGS problem,
     :func:`blockbayes.laplace.map_ensemble` seeded with ``[seed, 100]`` (``noise`` ``"joint"``,
     ``"fixed"`` or a float; ``tol`` default ``1e-7``; ``restarts`` per member).
+    ``noise="evidence"`` (batched by default): the type-II ``Δ_y`` (and prior, with
+    ``evidence={"learn_prior": True}``) of ``map_posterior(net, X, y, seed=seed, noise="evidence", ...)``
+    (the ``map`` fit of the same seed, shared through ``cache``), then every member a MAP fit at those
+    fixed hyperparameters, batched as above; ``batched=False``: one evidence fit per member.
 
     Returns
     -------
@@ -187,17 +210,25 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
     """
     lik = resolve_likelihood(net, likelihood)
     if batched is None:
-        batched = noise == "joint"
+        batched = noise in ("joint", "evidence")
     if not batched:
         points = [map_posterior(net, X, y, seed=derived_seed(seed, 100 + k), noise=noise, holdout=holdout,
                                 method=method, max_iter=max_iter, restarts=restarts, tol=tol, ftol=ftol,
-                                noise_prior=noise_prior, likelihood=lik, cache=cache) for k in range(members)]
+                                noise_prior=noise_prior, likelihood=lik, cache=cache, evidence=evidence)
+                  for k in range(members)]
         return EnsemblePosterior.from_points(points, config={"members": [dict(p.config) for p in points]})
     if method != "lbfgs":
         raise ValueError(f"a batched ensemble (noise='joint') needs method='lbfgs', got {method!r}")
     reg = lik == "gaussian"
+    hyper, prior = {}, None
+    if reg and noise == "evidence":
+        p = map_posterior(net, X, y, seed=seed, noise="evidence", method=method, max_iter=max_iter, restarts=restarts,
+                          tol=tol, ftol=ftol, noise_prior=noise_prior, likelihood=lik, cache=cache, evidence=evidence)
+        noise, prior = float(p.delta_y), [tuple(v) for v in p.config["evidence_prior_precision"]]
+        hyper = {k: v for k, v in p.config.items() if k.startswith("evidence_") or k in ("map_time_s", "map_reused")}
     W, info = map_ensemble(net, X, y, members=members, restarts=restarts, seed=derived_seed(seed, 100),
                            likelihood=lik, noise=noise if reg else None, noise_prior=tuple(noise_prior),
+                           prior_precision=prior,
                            max_iter=max_iter, tol=1e-7 if tol is None else tol, ftol=ftol, progress=False,
                            return_info=True)
     cfg = []
@@ -207,7 +238,8 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
             c["delta_y"] = float(mi["delta_y"])
         cfg.append(c)
     dy = np.array([c["delta_y"] for c in cfg]) if reg else None
-    return EnsemblePosterior(net=net, weights=tuple(W), delta_y=dy, likelihood=lik, config={"members": cfg})
+    config = {"members": cfg, **({"hyper_fit": hyper} if hyper else {})}
+    return EnsemblePosterior(net=net, weights=tuple(W), delta_y=dy, likelihood=lik, config=config)
 
 
 def chain_starts(members, num_chains: int, *, output_scale: float = 1.0, like=None) -> list:

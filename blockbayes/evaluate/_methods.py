@@ -356,12 +356,16 @@ def _std_net(arch: Arch, prior_prec, delta_y):
     return MLP(arch.widths, arch.activation, likelihood=lik, prior_prec=prior_prec, delta={"y": delta_y})
 
 
-def _map_kw(noise, holdout, max_iter, optimizer, restarts=1, tol=None, ftol=None, noise_prior=(1.0, 1e-2)) -> dict:
+def _map_kw(noise, holdout, max_iter, optimizer, restarts=1, tol=None, ftol=None, noise_prior=(1.0, 1e-2),
+            evidence=None) -> dict:
     """:func:`blockbayes.point_fit.map_posterior` settings from a method's options (``restarts``,
-    ``tol``, ``ftol`` and the noise prior act with ``noise="joint"`` only)."""
+    ``tol``, ``ftol`` and the noise prior act with ``noise="joint"``/``"evidence"`` only, ``evidence``
+    with ``"evidence"`` only)."""
     kw = dict(noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer)
-    if noise == "joint":
+    if noise in ("joint", "evidence"):
         kw.update(restarts=restarts, tol=tol, ftol=ftol, noise_prior=tuple(noise_prior))
+    if noise == "evidence":
+        kw["evidence"] = dict(evidence or {})
     return kw
 
 
@@ -410,6 +414,23 @@ register_method(Method(
                 "hyperprior; L-BFGS to |grad|_inf <= 1e-6 per point, best of 3 starts)"))
 
 
+# Type-II noise (issue 16): Δ_y from the Laplace evidence, MacKay's fixed point Δ_y = (SSE/2 + b)/((n − γ)/2 + a)
+# (blockbayes.laplace.evidence_fit), the same Gamma(1, 1e-2) hyperprior and fixed fan-in prior as every
+# method of the comparison (learn_prior=False: chosen on Gal's validation splits, docs/reference.md),
+# started at Δ_y = 1 (the standardised targets' variance: the first fit is well regularised and the
+# iteration lowers Δ_y instead of starting inside an interpolating mode), warm-started refits of at most
+# 2000 L-BFGS iterations until |Δ log Δ_y| <= 0.01, then a final fit of at most 20000.
+_EVIDENCE_MAP_DEFAULTS = dict(_MAP_DEFAULTS, noise="evidence", delta_y=1.0, max_iter=20000, restarts=1, tol=1e-6,
+                              ftol=None, noise_prior=(1.0, 1e-2),
+                              evidence=dict(learn_prior=False, structure="auto", max_iter=2000, rtol=1e-2,
+                                            max_outer=30))
+
+register_method(Method(
+    "map_evidence", _fit_map, defaults=dict(_EVIDENCE_MAP_DEFAULTS), requires="blockbayes.laplace:evidence_fit",
+    description="MAP of the standard MLP with type-II noise from the Laplace evidence (MacKay's fixed point, "
+                "Gamma(1, 1e-2) hyperprior, fan-in prior)"))
+
+
 def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, **options):
     from .. import point_fit
 
@@ -423,7 +444,10 @@ def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, **options):
                     map_converged_count=int(sum(bool(f.get("map_converged")) for f in fits)))
     if arch.task == "regression":
         diag["delta_y_mean"] = float(np.mean([f["delta_y"] for f in fits]))
-    return _predictor(arch, ens, diagnostics=diag)
+    hyper = ens.config.get("hyper_fit")
+    if hyper:
+        diag.update({k: v for k, v in hyper.items() if k != "map_time_s"})
+    return _predictor(arch, ens, diagnostics=diag, extra_time_s=_owed(hyper or {}))
 
 
 register_method(Method(
@@ -434,6 +458,12 @@ register_method(Method(
     "ensemble_joint", _fit_ensemble, defaults=dict(_STRONG_MAP_DEFAULTS, members=5, restarts=1),
     requires="blockbayes.laplace:map_ensemble",
     description="deep ensemble of 5 joint-noise MAP fits from different seeds, fitted as one batched problem "
+                "(Gaussian-mixture predictive)"))
+
+register_method(Method(
+    "ensemble_evidence", _fit_ensemble, defaults=dict(_EVIDENCE_MAP_DEFAULTS, members=5),
+    requires="blockbayes.laplace:evidence_fit",
+    description="deep ensemble of 5 MAP fits (one batched problem) at the type-II noise of map_evidence's fit "
                 "(Gaussian-mixture predictive)"))
 
 

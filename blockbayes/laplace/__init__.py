@@ -17,6 +17,7 @@ Public API
 ----------
 :func:`map_fit`            MAP weights (full-batch L-BFGS or minibatch Adam; prior = weight decay).
 :func:`map_ensemble`       several MAP fits (a deep ensemble) as one batched problem.
+:func:`evidence_fit`       MAP with the noise (and optionally the prior) set by the Laplace evidence (MacKay).
 :func:`neg_log_posterior`  ``E(θ)`` and its hand-written gradient.
 :func:`fit`                standard Laplace at given weights → :class:`LaplaceResult`.
 :func:`block`              iterative block Laplace (mode or sample-based) → :class:`LaplaceResult`.
@@ -36,6 +37,7 @@ from .iterative import block
 from .map import batched_objective, init_weights, lbfgs_batched, map_ensemble, map_fit, member_keys, neg_log_posterior
 from .result import STRUCTURES, SUBSETS, LaplaceResult
 from .standard import fit
+from .evidence import evidence_fit, evidence_step
 
-__all__ = ["map_fit", "map_ensemble", "member_keys", "batched_objective", "lbfgs_batched", "neg_log_posterior", "init_weights", "fit", "block", "LaplaceResult",
+__all__ = ["map_fit", "map_ensemble", "evidence_fit", "evidence_step", "member_keys", "batched_objective", "lbfgs_batched", "neg_log_posterior", "init_weights", "fit", "block", "LaplaceResult",
            "STRUCTURES", "SUBSETS"]
