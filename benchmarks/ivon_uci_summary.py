@@ -70,7 +70,12 @@ def reference_hmc(doc: Path, ref_cells: Path | None) -> dict:
     if not doc.exists():
         return out
     text = doc.read_text().split("## Test log-likelihood", 1)[1]
-    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    lines = []
+    for ln in text.splitlines():                    # the first table after the heading only
+        if ln.startswith("|"):
+            lines.append(ln)
+        elif lines:
+            break
     head = [h.strip() for h in lines[0].strip("|").split("|")]
     j = head.index("hmc")
     inv = {v: k for k, v in SHORT.items()}
