@@ -270,19 +270,28 @@ def time_steps(quick):
                     loss.backward()
                 opt.step()
 
-            t_o, t_t = [], []
+            t_o, t_t, c_o, c_t = [], [], [], []
             for _ in range(10):
                 ours(); theirs()   # noqa: E702  warm-up
             for _ in range(reps):            # interleaved, so load changes hit both
-                t0 = time.perf_counter(); ours(); t_o.append(time.perf_counter() - t0)       # noqa: E702
-                t0 = time.perf_counter(); theirs(); t_t.append(time.perf_counter() - t0)     # noqa: E702
+                c0, t0 = time.thread_time(), time.perf_counter()
+                ours()
+                t_o.append(time.perf_counter() - t0); c_o.append(time.thread_time() - c0)   # noqa: E702
+                c0, t0 = time.thread_time(), time.perf_counter()
+                theirs()
+                t_t.append(time.perf_counter() - t0); c_t.append(time.thread_time() - c0)   # noqa: E702
             mo, mt = statistics.median(t_o), statistics.median(t_t)
-            rows.append((name, f"{d}-{'-'.join(map(str, hidden))}-{C}", B, np.dtype(dtype).name, mo * 1e6, mt * 1e6, mo / mt))
+            co, ct = statistics.median(c_o), statistics.median(c_t)
+            rows.append((name, f"{d}-{'-'.join(map(str, hidden))}-{C}", B, np.dtype(dtype).name, mo * 1e6, mt * 1e6, mo / mt,
+                         co * 1e6, ct * 1e6, co / ct))
     print(f"\n## 3. Time per step (1 thread each, median of {reps}; 1-min load average {os.getloadavg()[0]:.2f})\n")
-    print("| problem | net | batch | dtype | blockbayes µs | ivon-opt µs | ratio (ours / theirs) |")
-    print("|---|---|---|---|---|---|---|")
+    print("(wall: perf_counter; CPU: this thread's CPU time, which a loaded machine inflates less)\n")
+    print("| problem | net | batch | dtype | blockbayes µs | ivon-opt µs | ratio (ours / theirs) | "
+          "blockbayes CPU µs | ivon-opt CPU µs | CPU ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.0f} | {r[5]:.0f} | {r[6]:.2f} |")
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.0f} | {r[5]:.0f} | {r[6]:.2f} | "
+              f"{r[7]:.0f} | {r[8]:.0f} | {r[9]:.2f} |")
     return rows
 
 
