@@ -69,7 +69,8 @@ def fit_vi(name, X, y, H, seed):
         bs = min(o["batch_size"], n)
         return bb.vi.run(bb.MLP([D_IN, H, 1], "relu", delta={"y": o["delta_y"]}), X, y, method=o["vi_method"],
                          num_steps=o["epochs"] * (n // bs), batch_size=bs, lr=o["lr"], hess_init=o["hess_init"],
-                         beta2=o["beta2"], learn_noise=True, seed=seed, progress=False)
+                         beta2=o["beta2"], learn_noise=True, seed=seed, progress=False,
+                         max_steps=(o.get("options") or {}).get("max_steps"))
     if name == "vi_block":
         w, _ = bb.laplace.map_fit(std, X, y, seed=seed, progress=False, return_info=True)
         noisy = bb.MLP([D_IN, H, 1], "relu", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})

@@ -18,6 +18,10 @@ Three comparisons on the same ReLU MLP, data, hyperparameters and minibatch orde
 3. **Time per step** — one thread each (``OMP_NUM_THREADS=1``, ``torch.set_num_threads(1)``),
    float32 and float64, median over repeats, timed in the same process (ratios); the 1-minute
    load average is printed.
+4. **Normal generators** — the exact standard-normal draws available to an algorithm module
+   (``blockbayes._backend.random.normal``: NumPy's Philox + ziggurat, what IVON uses; the kernels'
+   counter-based ``Φ⁻¹(u)`` normals via ``blockbayes.kernels.truncated_normal`` with bound −∞)
+   next to ``torch.randn`` (what ``ivon-opt`` uses), for the weights of both nets, interleaved.
 """
 from __future__ import annotations
 
@@ -266,26 +270,79 @@ def time_steps(quick):
                     loss.backward()
                 opt.step()
 
-            t_o, t_t = [], []
+            t_o, t_t, c_o, c_t = [], [], [], []
             for _ in range(10):
                 ours(); theirs()   # noqa: E702  warm-up
             for _ in range(reps):            # interleaved, so load changes hit both
-                t0 = time.perf_counter(); ours(); t_o.append(time.perf_counter() - t0)       # noqa: E702
-                t0 = time.perf_counter(); theirs(); t_t.append(time.perf_counter() - t0)     # noqa: E702
+                c0, t0 = time.thread_time(), time.perf_counter()
+                ours()
+                t_o.append(time.perf_counter() - t0); c_o.append(time.thread_time() - c0)   # noqa: E702
+                c0, t0 = time.thread_time(), time.perf_counter()
+                theirs()
+                t_t.append(time.perf_counter() - t0); c_t.append(time.thread_time() - c0)   # noqa: E702
             mo, mt = statistics.median(t_o), statistics.median(t_t)
-            rows.append((name, f"{d}-{'-'.join(map(str, hidden))}-{C}", B, np.dtype(dtype).name, mo * 1e6, mt * 1e6, mo / mt))
+            co, ct = statistics.median(c_o), statistics.median(c_t)
+            rows.append((name, f"{d}-{'-'.join(map(str, hidden))}-{C}", B, np.dtype(dtype).name, mo * 1e6, mt * 1e6, mo / mt,
+                         co * 1e6, ct * 1e6, co / ct))
     print(f"\n## 3. Time per step (1 thread each, median of {reps}; 1-min load average {os.getloadavg()[0]:.2f})\n")
-    print("| problem | net | batch | dtype | blockbayes µs | ivon-opt µs | ratio (ours / theirs) |")
-    print("|---|---|---|---|---|---|---|")
+    print("(wall: perf_counter; CPU: this thread's CPU time, which a loaded machine inflates less)\n")
+    print("| problem | net | batch | dtype | blockbayes µs | ivon-opt µs | ratio (ours / theirs) | "
+          "blockbayes CPU µs | ivon-opt CPU µs | CPU ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.0f} | {r[5]:.0f} | {r[6]:.2f} |")
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.0f} | {r[5]:.0f} | {r[6]:.2f} | "
+              f"{r[7]:.0f} | {r[8]:.0f} | {r[9]:.2f} |")
+    return rows
+
+
+def rng_table(quick):
+    import torch
+
+    from blockbayes import kernels
+
+    torch.set_num_threads(1)
+    reps = 30 if quick else 200
+    rows = []
+    for P in (501, 79510):                     # weights of 8-50-1 and 784-100-10
+        for dtype in (np.float32, np.float64):
+            like = np.zeros(P, dtype)
+            ones = np.ones(P, dtype)
+            tdt = torch.float32 if dtype == np.float32 else torch.float64
+            gen = torch.Generator().manual_seed(0)
+            ks = bbr.key(0)                    # the cost of a draw does not depend on the key
+
+            def ours():
+                return bbr.normal(ks, (P,), like=like)
+
+            def counter():
+                return kernels.truncated_normal(ks, like, ones, -np.inf, False)
+
+            def theirs():
+                return torch.randn(P, dtype=tdt, generator=gen)
+
+            fns = (ours, counter, theirs)
+            ts = [[] for _ in fns]
+            for f in fns:
+                f()
+            for _ in range(reps):
+                for f, t in zip(fns, ts):
+                    t0 = time.perf_counter(); f(); t.append(time.perf_counter() - t0)   # noqa: E702
+            med = [statistics.median(t) * 1e6 for t in ts]
+            rows.append((P, np.dtype(dtype).name, *med))
+    print(f"\n## 4. Standard-normal draws (1 thread, median of {reps}, interleaved; "
+          f"1-min load average {os.getloadavg()[0]:.2f})\n")
+    print("| weights | dtype | bb random.normal (Philox, ziggurat) µs | kernels counter-based Φ⁻¹(u) µs | "
+          "torch.randn µs | ratio bb / torch |")
+    print("|---|---|---|---|---|---|")
+    for P, dt, a, b, c in rows:
+        print(f"| {P} | {dt} | {a:.0f} | {b:.0f} | {c:.0f} | {a / c:.2f} |")
     return rows
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", choices=["equivalence", "distribution", "timing"], default=None)
+    ap.add_argument("--only", choices=["equivalence", "distribution", "timing", "rng"], default=None)
     a = ap.parse_args(argv)
     import ivon
     import torch
@@ -297,6 +354,8 @@ def main(argv=None):
         distribution_table(a.quick)
     if a.only in (None, "timing"):
         time_steps(a.quick)
+    if a.only in (None, "rng"):
+        rng_table(a.quick)
 
 
 if __name__ == "__main__":

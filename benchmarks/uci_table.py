@@ -100,7 +100,7 @@ DATASET_OVERRIDES = {
         "gibbs": {"num_warmup": 200, "num_samples": 50, "thin": 4, "dtype": "float32", **_BIG_START},
         "vi_block": {"options": {"num_warmup": 50, "num_samples": 50}, "init": {"map_shared": _BIG_MAP}},
         "vi_mf": {"options": {"num_steps": 1000}},
-        "vi_ivon": {"epochs": 50}, "vi_vogn": {"epochs": 50},
+        "vi_vogn": {"epochs": 50},
     },
     "protein-tertiary-structure": {
         "map": _BIG_MAP, "laplace_kfac": _BIG_MAP, "laplace_diag": _BIG_MAP, "ensemble": _BIG_MAP,
@@ -109,7 +109,11 @@ DATASET_OVERRIDES = {
         "vi_block": {"options": {"num_warmup": 50, "num_samples": 50, "num_chains": 2},
                      "init": {"map_shared": _BIG_MAP}},
         "vi_mf": {"options": {"num_steps": 1000}},
-        "vi_ivon": {"epochs": 20}, "vi_vogn": {"epochs": 20},
+        # IVON: 50 epochs (64300 steps) instead of the registry's 20000 steps (16 epochs here): on
+        # Protein's inner validation split 60000 steps beat 20000 (val LL -1.093 vs -1.128; docs/
+        # ivon_vogn.md), i.e. the budget max(20000 steps, 50 epochs), which differs from the
+        # registry default on Protein only.
+        "vi_ivon": {"epochs": 50, "options": {}}, "vi_vogn": {"epochs": 20},
     },
 }
 
@@ -187,7 +191,9 @@ def describe(cfg) -> str:
     if cfg["method"] in ("vi_ivon", "vi_vogn"):
         name = "IVON (Shen et al. 2024; Price Hessian estimate)" if cfg["method"] == "vi_ivon" else \
             "VOGN (Osawa et al. 2019; Gauss-Newton diagonal)"
-        return (f"{name}, mean-field Gaussian of the standard MLP, {opts['epochs']} epochs of minibatches of "
+        cap = (opts.get("options") or {}).get("max_steps")
+        budget = f"{opts['epochs']} epochs" if cap is None else f"min({opts['epochs']} epochs, {cap} steps)"
+        return (f"{name}, mean-field Gaussian of the standard MLP, {budget} of minibatches of "
                 f"{opts['batch_size']} (cosine decay), lr {opts['lr']:g}, h0 {opts['hess_init']:g}, β2 {opts['beta2']:g}, "
                 f"ess = n/{opts['tempering']:g}, weight decay = fan-in prior / n, Δ_y learned from the residuals at the "
                 f"sampled weights, 1 MC draw per step, {opts['num_restarts']} restart(s); "

@@ -196,6 +196,24 @@ def test_regression_learned_noise(method):
     assert res.trace["delta_y"].shape == (1, 1500)
 
 
+@pytest.mark.parametrize("method", ["ivon", "vogn"])
+def test_max_steps_caps_the_run(method):
+    """``max_steps`` gives exactly the run of ``num_steps = min(num_steps, max_steps)`` (same schedule,
+    same draws); a cap above ``num_steps`` changes nothing; a bad cap is a ValueError."""
+    X, y = _toy_classification()
+    net = bb.MLP([4, 8, 3], likelihood="multinomial_probit")
+    kw = dict(method=method, batch_size=32, seed=4, progress=False, lr=0.05)
+    capped = bb.vi.run(net, X, y, num_steps=500, max_steps=12, **kw)
+    plain = bb.vi.run(net, X, y, num_steps=12, **kw)
+    loose = bb.vi.run(net, X, y, num_steps=12, max_steps=1000, **kw)
+    assert capped.trace["loss"].shape == (1, 12) and capped.config["num_steps"] == 12
+    for r in (capped, loose):
+        for a, b in zip(r.means + r.covs, plain.means + plain.covs):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="max_steps"):
+        bb.vi.run(net, X, y, num_steps=12, max_steps=0, **kw)
+
+
 def test_step_is_pure_and_reproducible():
     X, y = _toy_classification()
     net = bb.MLP([4, 6, 3], likelihood="multinomial_probit")

@@ -630,10 +630,10 @@ def _fit_vi_natural(arch, X, y, *, seed, vi_method, epochs, batch_size, lr, hess
 
 
 # Defaults chosen on validation splits carved out of training data only (benchmarks/vi_natural_tuning.py).
-_IVON_DEFAULTS = dict(vi_method="ivon", epochs=500, batch_size=32, lr=0.1, hess_init=10.0, beta1=0.9, beta2=0.9999,
+_IVON_DEFAULTS = dict(vi_method="ivon", epochs=5000, batch_size=32, lr=0.01, hess_init=10.0, beta1=0.9, beta2=0.9999,
                       tempering=1.0, prior_prec="fan_in", delta_y=1.0, learn_noise=True, noise_rate=0.01,
-                      num_restarts=1, components="best", num_pred_samples=500, options={})
-_VOGN_DEFAULTS = dict(_IVON_DEFAULTS, vi_method="vogn", lr=0.03, hess_init=1.0, beta2=0.999)
+                      num_restarts=1, components="best", num_pred_samples=500, options={"max_steps": 20000})
+_VOGN_DEFAULTS = dict(_IVON_DEFAULTS, vi_method="vogn", epochs=500, lr=0.03, hess_init=1.0, beta2=0.999, options={})
 
 register_method(Method(
     "vi_ivon", _fit_vi_natural, defaults=dict(_IVON_DEFAULTS), requires="blockbayes.vi.ivon:run",

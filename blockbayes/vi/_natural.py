@@ -161,12 +161,15 @@ def kl_to_prior(xp, mean, var, prior_prec) -> Any:
 def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, batch_size, num_restarts: int,
              likelihood, learn_noise: bool, ess, weight_decay_value, seed, device, dtype, progress: bool,
              init, hess_init: float, step_options: dict, config: dict, check_every=None, checkpoint=None,
-             checkpoint_every=None, resume=None) -> VIResult:
+             checkpoint_every=None, resume=None, max_steps=None) -> VIResult:
     """The stateful driver shared by :func:`blockbayes.vi.ivon.run` and :func:`blockbayes.vi.vogn.run`:
     moves the data once, runs epochs of shuffled minibatches (the last short batch dropped when
     ``batch_size`` does not divide ``n``), and returns a :class:`VIResult` with ``cov_kind="diag"``,
-    ``σ² = 1/(ess (h + δ))``."""
+    ``σ² = 1/(ess (h + δ))``. ``max_steps`` (optional) caps ``num_steps``: a caller that sizes the
+    run in epochs gets ``min(num_steps, max_steps)`` steps (the step-size schedule spans those)."""
     check_int("num_steps", num_steps)
+    if max_steps is not None:
+        num_steps = min(num_steps, check_int("max_steps", max_steps))
     check_int("num_restarts", num_restarts)
     if not isinstance(net, MLP):
         raise TypeError(f"net must be a blockbayes.MLP, got {type(net).__name__}")

@@ -116,7 +116,7 @@ _init = init  # `run` has an argument called `init`
 
 
 @one_blas_thread
-def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 0.1, ess: Optional[float] = None,
+def run(net: MLP, X, y, *, num_steps: int = 2000, max_steps: Optional[int] = None, lr: float = 0.1, ess: Optional[float] = None,
         weight_decay: Optional[float] = None, hess_init: float = 1.0, beta1: float = 0.9, beta2: float = 0.99999,
         num_mc: int = 1, batch_size: Optional[int] = None, clip_radius: float = math.inf,
         rescale_lr: bool = True, debias: bool = True, schedule: str = "cosine", num_restarts: int = 1,
@@ -135,6 +135,9 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 0.1, ess: Optional
         Regression targets ``(n,)``/``(n, d_out)`` or integer labels ``(n,)``.
     num_steps : int
         Optimiser steps (each on one minibatch).
+    max_steps : int, optional
+        Cap on ``num_steps`` (``min(num_steps, max_steps)`` steps): lets a caller that sizes the run in
+        epochs bound it on large data sets (``bb.evaluate``'s ``vi_ivon``: ``options={"max_steps": ...}``).
     lr : float
         Step size ``α`` (with ``rescale_lr`` multiplied by ``h_0 + δ``, as ``ivon-opt`` does).
     ess : float, optional
@@ -194,5 +197,5 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 0.1, ess: Optional
                     num_restarts=num_restarts, likelihood=likelihood, learn_noise=learn_noise, ess=ess,
                     weight_decay_value=weight_decay, seed=seed, device=device, dtype=dtype, progress=progress,
                     init=init, hess_init=hess_init, step_options=opts, check_every=check_every,
-                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, max_steps=max_steps,
                     config=dict(opts, schedule=schedule, method="ivon"))

@@ -78,7 +78,7 @@ _init = init  # `run` has an argument called `init`
 
 
 @one_blas_thread
-def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-3, ess: Optional[float] = None,
+def run(net: MLP, X, y, *, num_steps: int = 2000, max_steps: Optional[int] = None, lr: float = 1e-3, ess: Optional[float] = None,
         weight_decay: Optional[float] = None, hess_init: float = 1.0, beta1: float = 0.9, beta2: float = 0.999,
         num_mc: int = 1, batch_size: Optional[int] = None, curvature: str = "ggn", schedule: str = "cosine",
         num_restarts: int = 1, likelihood: Optional[str] = None, learn_noise: bool = False,
@@ -114,5 +114,5 @@ def run(net: MLP, X, y, *, num_steps: int = 2000, lr: float = 1e-3, ess: Optiona
                     num_restarts=num_restarts, likelihood=likelihood, learn_noise=learn_noise, ess=ess,
                     weight_decay_value=weight_decay, seed=seed, device=device, dtype=dtype, progress=progress,
                     init=init, hess_init=hess_init, step_options=opts, check_every=check_every,
-                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, max_steps=max_steps,
                     config=dict(opts, schedule=schedule, method="vogn"))
