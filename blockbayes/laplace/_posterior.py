@@ -27,6 +27,7 @@ no explicit inverse anywhere.
 """
 from __future__ import annotations
 
+import abc
 import math
 
 from .._backend import device_of, namespace
@@ -201,7 +202,7 @@ class StructuredGaussian:
 
 
 # ----------------------------------------------------------------------------------- strategies
-class Structure:
+class Structure(abc.ABC):
     """The linear algebra of one curvature structure (a strategy, as laplace-torch's
     ``DiagLaplace``/``KronLaplace``/``FullLaplace``).
 
@@ -229,20 +230,25 @@ class Structure:
         o = self.owner
         return self.xp.eye(k, dtype=o.dtype, device=o.device)
 
+    @abc.abstractmethod
     def factor(self, phi):
-        raise NotImplementedError
+        """Implemented by each structure (Diag, Block, KFAC, Full)."""
 
+    @abc.abstractmethod
     def cov_apply(self, fac, V):
-        raise NotImplementedError
+        """Implemented by each structure (Diag, Block, KFAC, Full)."""
 
+    @abc.abstractmethod
     def sqrt_apply(self, fac, E):
-        raise NotImplementedError
+        """Implemented by each structure (Diag, Block, KFAC, Full)."""
 
+    @abc.abstractmethod
     def log_det(self, fac):
-        raise NotImplementedError
+        """Implemented by each structure (Diag, Block, KFAC, Full)."""
 
+    @abc.abstractmethod
     def marginal_variance(self, fac) -> dict:
-        raise NotImplementedError
+        """Implemented by each structure (Diag, Block, KFAC, Full)."""
 
     def precision_apply_layer(self, phi, l, Vl):
         """``φ·GGN_l v`` (data part only) for ``Vl`` of shape ``(b, d, k)``."""
