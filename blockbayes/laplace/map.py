@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._backend import device_of, namespace, to_numpy
+from .._backend import device_of, is_numpy, namespace, to_numpy
 from .._backend import random as bbr
 from ..driver import nonfinite_blocks, nonfinite_fields, one_blas_thread, run_kernel
 from ..inputs import prepare
@@ -88,13 +88,16 @@ def _flatten_batch(weights) -> np.ndarray:
                            for W in weights], axis=1)
 
 
-def _unflatten_batch(vec: np.ndarray, net: MLP, like):
-    xp = namespace(like)
+def _unflatten_batch(vec: np.ndarray, net: MLP, like, *, xp=None, shapes=None, device=None):
+    """Per-layer ``(M, d, k)`` arrays like ``like`` from the host ``(M, P)`` rows (``xp``, ``shapes``
+    = ``net.weight_shapes()`` and ``device`` may be passed in when known)."""
+    xp = namespace(like) if xp is None else xp
+    dev = device_of(like) if device is None else device
     out, o = [], 0
     M = vec.shape[0]
-    for d, k in net.weight_shapes():
+    for d, k in (net.weight_shapes() if shapes is None else shapes):
         out.append(xp.asarray(np.ascontiguousarray(vec[:, o:o + d * k]).reshape(M, d, k), dtype=like.dtype,
-                              device=device_of(like)))
+                              device=dev))
         o += d * k
     return tuple(out)
 
@@ -132,78 +135,131 @@ def batched_objective(net: MLP, weights, X, Y, *, likelihood: str, lam_w, lam_b,
     Cost ``O(M n P)``: the layers' products are batched matmuls over the members; the data are
     processed in chunks of ``chunk_size`` points (default: ~16k elements per member and array).
     """
-    xp = namespace(X, *weights)
-    dtype, dev = X.dtype, device_of(X)
-    M = int(weights[0].shape[0])
-    n, C = int(Y.shape[0]), int(Y.shape[1])
-    L = len(weights)
-    learn = noise_prior is not None
-    if learn and likelihood != "gaussian":
-        raise ValueError("a learned noise variance needs the gaussian likelihood")
-    # chunks of ~16k elements per member (~80k for 5 members): the elementwise passes then stay in
-    # the cache (Energy-sized 8-50-1 net, 5 members: 2.0-2.6 ms per pass unchunked, 1.2 ms chunked).
-    # The chunk length does not depend on M, so a member's sums (and iterates) do not depend on the
-    # other members of the batch.
-    maxw = max(int(W.shape[1]) for W in weights)
-    step = auto_chunk(n, M * maxw, chunk_size) if chunk_size is not None else max(16, (1 << 14) // maxw)
-    data = xp.zeros((M,), dtype=dtype, device=dev)
-    grads = [xp.zeros_like(W) for W in weights]
-    # contiguous copies of the weight blocks: NumPy's batched matmul leaves BLAS for strided operands
-    Ww = [xp.asarray(W[:, :, :-1], copy=True) for W in weights]                    # (M, d_{l+1}, d_l)
-    WwT = [xp.asarray(xp.matrix_transpose(W[:, :, :-1]), copy=True) for W in weights]  # (M, d_l, d_{l+1})
-    for s, e in chunks(n, step):
-        H = X[s:e, :]
-        Hs, As = [], []
-        for l in range(L):
-            A = xp.matmul(H, WwT[l]) + weights[l][:, None, :, -1]        # (M, m, d_{l+1})
-            Hs.append(H)
-            As.append(A)
-            if l < L - 1:
-                H = _activate_model(xp, A, net.activation, net.slope)
-        F = As[-1]
-        Yc = Y[s:e, :]
+    namespace(X, *weights)                           # one array library (ValueError otherwise)
+    return _Objective(net, X, Y, likelihood=likelihood, lam_w=lam_w, lam_b=lam_b, delta_y=delta_y,
+                      noise_prior=noise_prior, chunk_size=chunk_size)(weights)
+
+
+class _Objective:
+    """:func:`batched_objective` on fixed data and settings: ``obj(weights) -> (E, grads, Δ_y)``.
+
+    What does not change between the evaluations of one fit (namespace, chunk views of the data,
+    the prior diagonals, the noise arrays) is set up once here; each call does exactly the
+    arithmetic of :func:`batched_objective` in the same order (the same bits), with the weight
+    blocks optionally given already split (``Ww``, ``WwT``: the ``(M, d_{l+1}, d_l)`` blocks and
+    their transposes, contiguous), so that L-BFGS's objective calls pay only for the arithmetic.
+    """
+
+    def __init__(self, net: MLP, X, Y, *, likelihood: str, lam_w, lam_b, delta_y: float = 1.0,
+                 noise_prior=None, chunk_size=None):
+        if noise_prior is not None and likelihood != "gaussian":
+            raise ValueError("a learned noise variance needs the gaussian likelihood")
+        xp = self.xp = namespace(X)
+        if is_numpy(xp) and hasattr(np, "astype"):
+            # NumPy >= 2.1 implements these functions itself: the same calls without
+            # array_api_compat's wrappers (the same results; ~2-5 us less per call)
+            xp = self.xp = np
+        self.dtype, self.dev = X.dtype, device_of(X)
+        self.net, self.X, self.Y, self.likelihood = net, X, Y, likelihood
+        self.delta_y, self.noise_prior, self.chunk_size = delta_y, noise_prior, chunk_size
+        self.n, self.C = int(Y.shape[0]), int(Y.shape[1])
+        self.lam = [prior_vector(xp, lam_w[l], lam_b[l], k - 1, dtype=self.dtype, device=self.dev)
+                    for l, (_, k) in enumerate(net.weight_shapes())]
+        self.zero = xp.zeros((), dtype=self.dtype, device=self.dev)
+        self._chunks = {}
+        self._full = {}
+
+    def _data_chunks(self, step):
+        """``[(X[s:e], Y[s:e], s, e)]`` for chunk length ``step`` (cached)."""
+        out = self._chunks.get(step)
+        if out is None:
+            out = self._chunks[step] = [(self.X[s:e, :], self.Y[s:e, :], s, e) for s, e in chunks(self.n, step)]
+        return out
+
+    def _filled(self, M, value):
+        key = (M, value)
+        out = self._full.get(key)
+        if out is None:
+            out = self._full[key] = self.xp.full((M,), value, dtype=self.dtype, device=self.dev)
+        return out
+
+    def __call__(self, weights, Ww=None, WwT=None):
+        xp, dtype, dev, net = self.xp, self.dtype, self.dev, self.net
+        likelihood, n, C = self.likelihood, self.n, self.C
+        M = int(weights[0].shape[0])
+        L = len(weights)
+        # chunks of ~16k elements per member (~80k for 5 members): the elementwise passes then stay in
+        # the cache (Energy-sized 8-50-1 net, 5 members: 2.0-2.6 ms per pass unchunked, 1.2 ms chunked).
+        # The chunk length does not depend on M, so a member's sums (and iterates) do not depend on the
+        # other members of the batch.
+        maxw = max(int(W.shape[1]) for W in weights)
+        chunk_size = self.chunk_size
+        step = auto_chunk(n, M * maxw, chunk_size) if chunk_size is not None else max(16, (1 << 14) // maxw)
+        data = xp.zeros((M,), dtype=dtype, device=dev)
+        # gradient accumulators of the weight blocks and the biases (concatenated at the end: the
+        # same sums, element by element, as accumulating the concatenation)
+        accW = [xp.zeros((M, W.shape[1], W.shape[2] - 1), dtype=W.dtype, device=dev) for W in weights]
+        accb = [xp.zeros((M, W.shape[1], 1), dtype=W.dtype, device=dev) for W in weights]
+        # contiguous copies of the weight blocks: NumPy's batched matmul leaves BLAS for strided operands
+        if Ww is None:
+            Ww = [xp.asarray(W[:, :, :-1], copy=True) for W in weights]                    # (M, d_{l+1}, d_l)
+        if WwT is None:
+            WwT = [xp.asarray(xp.matrix_transpose(W[:, :, :-1]), copy=True) for W in weights]  # (M, d_l, d_{l+1})
+        bias = [W[:, None, :, -1] for W in weights]                                     # (M, 1, d_{l+1})
+        relu = net.activation == "relu"           # f(A) = max(A, 0) with a 0-d zero of A's dtype
+        for H, Yc, s, e in self._data_chunks(step):
+            Hs, As = [], []
+            for l in range(L):
+                A = H @ WwT[l] + bias[l]                                    # (M, m, d_{l+1})
+                Hs.append(H)
+                As.append(A)
+                if l < L - 1:
+                    H = (xp.maximum(A, self.zero) if relu and A.dtype == dtype else
+                         _activate_model(xp, A, net.activation, net.slope))
+            F = As[-1]
+            if likelihood == "gaussian":
+                r = F - Yc[None, :, :]
+                data = data + 0.5 * xp.sum(xp.reshape(r * r, (M, -1)), axis=1)
+                d = r
+            else:
+                m = e - s
+                Yt = xp.reshape(xp.broadcast_to(Yc[None, :, :], (M, m, C)), (M * m, C))
+                loss, dF, _ = loss_derivatives(likelihood, xp.reshape(F, (M * m, C)), Yt, hessian_sqrt=False)
+                data = data + xp.sum(xp.reshape(loss, (M, m)), axis=1)
+                d = xp.reshape(dF, (M, m, C))
+            for l in range(L - 1, -1, -1):
+                accW[l] = accW[l] + xp.matrix_transpose(d) @ Hs[l]          # (M, d_{l+1}, d_l)
+                accb[l] = accb[l] + xp.sum(d, axis=1)[:, :, None]
+                if l > 0:
+                    fp = activation_derivative(xp, As[l - 1], net.activation, net.slope)
+                    if d.shape[2] == 1:                    # outer product: a broadcast multiply, not a K=1 matmul
+                        d = fp * (d * Ww[l])
+                    else:
+                        d = fp * (d @ Ww[l])
+        grads = [xp.concat([a, b], axis=2) for a, b in zip(accW, accb)]
         if likelihood == "gaussian":
-            r = F - Yc[None, :, :]
-            data = data + 0.5 * xp.sum(xp.reshape(r * r, (M, -1)), axis=1)
-            d = r
+            nC = n * C
+            if self.noise_prior is not None:
+                a, b = float(self.noise_prior[0]), float(self.noise_prior[1])
+                k = 0.5 * nC + a
+                D = data + b
+                dy = D / k
+                E = k * xp.log(D) + (k - k * math.log(k) + 0.5 * nC * math.log(2 * math.pi))
+                scale = 1.0 / dy
+            else:
+                delta_y = self.delta_y
+                dy = self._filled(M, float(delta_y))
+                E = data / delta_y + 0.5 * nC * math.log(2 * math.pi * delta_y)
+                scale = self._filled(M, 1.0 / delta_y)
+            grads = [g * scale[:, None, None] for g in grads]
         else:
-            m = e - s
-            Yt = xp.reshape(xp.broadcast_to(Yc[None, :, :], (M, m, C)), (M * m, C))
-            loss, dF, _ = loss_derivatives(likelihood, xp.reshape(F, (M * m, C)), Yt, hessian_sqrt=False)
-            data = data + xp.sum(xp.reshape(loss, (M, m)), axis=1)
-            d = xp.reshape(dF, (M, m, C))
-        for l in range(L - 1, -1, -1):
-            gW = xp.matmul(xp.matrix_transpose(d), Hs[l])                 # (M, d_{l+1}, d_l)
-            gb = xp.sum(d, axis=1)[:, :, None]
-            grads[l] = grads[l] + xp.concat([gW, gb], axis=2)
-            if l > 0:
-                fp = activation_derivative(xp, As[l - 1], net.activation, net.slope)
-                if d.shape[2] == 1:                    # outer product: a broadcast multiply, not a K=1 matmul
-                    d = fp * (d * Ww[l])
-                else:
-                    d = fp * xp.matmul(d, Ww[l])
-    if likelihood == "gaussian":
-        nC = n * C
-        if learn:
-            a, b = float(noise_prior[0]), float(noise_prior[1])
-            k = 0.5 * nC + a
-            D = data + b
-            dy = D / k
-            E = k * xp.log(D) + (k - k * math.log(k) + 0.5 * nC * math.log(2 * math.pi))
-            scale = 1.0 / dy
-        else:
-            dy = xp.full((M,), float(delta_y), dtype=dtype, device=dev)
-            E = data / delta_y + 0.5 * nC * math.log(2 * math.pi * delta_y)
-            scale = xp.full((M,), 1.0 / delta_y, dtype=dtype, device=dev)
-        grads = [g * scale[:, None, None] for g in grads]
-    else:
-        E = data
-        dy = xp.ones((M,), dtype=dtype, device=dev)
-    for l, W in enumerate(weights):
-        lam = prior_vector(xp, lam_w[l], lam_b[l], W.shape[2] - 1, dtype=dtype, device=dev)
-        E = E + 0.5 * xp.sum(xp.reshape(lam * W * W, (M, -1)), axis=1)
-        grads[l] = grads[l] + lam * W
-    return E, tuple(grads), dy
+            E = data
+            dy = self._filled(M, 1.0)
+        for l, W in enumerate(weights):
+            lam = self.lam[l]
+            E = E + 0.5 * xp.sum(xp.reshape(lam * W * W, (M, -1)), axis=1)
+            grads[l] = grads[l] + lam * W
+        return E, tuple(grads), dy
 
 
 class LBFGSState(NamedTuple):
@@ -260,18 +316,29 @@ def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch:
     act = np.flatnonzero(status < 0)
     if act.size == 0:
         return LBFGSState(x, f, g, S, Yh, cnt, nit, nfev, status)
-    ga = g[act]
+    every = act.size == M                        # all running (the usual case): views, no gathers
+    ga = g if every else g[act]                  # (g is this step's copy; read before it is updated)
+    cnt_a = cnt.copy() if every else cnt[act]
     # ---- direction: compact L-BFGS form (zero pairs for members with fewer than m pairs)
-    Sa, Ya = S[act], Yh[act]
+    Sa, Ya = (S, Yh) if every else (S[act], Yh[act])
     SY = np.matmul(Sa, np.swapaxes(Ya, 1, 2))                     # (k, m, m): s_i . y_j
     YY = np.matmul(Ya, np.swapaxes(Ya, 1, 2))
-    valid = np.arange(m)[None, :] >= (m - cnt[act])[:, None]       # newest pairs at the end
     sy_new = SY[:, -1, -1]
     yy_new = YY[:, -1, -1]
-    gamma = np.where(cnt[act] > 0, sy_new / np.where(yy_new > 0, yy_new, 1.0), 0.0)
-    R = np.where(tri[None], SY, 0.0)
-    R = np.where(valid[:, :, None] & valid[:, None, :], R, 0.0) + eye[None] * (~valid)[:, :, None]
-    Dg = np.where(valid, np.diagonal(SY, axis1=1, axis2=2), 0.0)
+    steady = bool((cnt_a == m).all()) and bool((yy_new > 0).all())
+    if steady:
+        # every member has its m pairs (the usual case after m iterations): the masks below are
+        # all true, so the same values come from fewer array operations (R + 0.0 as there)
+        gamma = sy_new / yy_new
+        R = np.where(tri[None], SY, 0.0)
+        R += 0.0
+        Dg = np.diagonal(SY, axis1=1, axis2=2)
+    else:
+        valid = np.arange(m)[None, :] >= (m - cnt_a)[:, None]      # newest pairs at the end
+        gamma = np.where(cnt_a > 0, sy_new / np.where(yy_new > 0, yy_new, 1.0), 0.0)
+        R = np.where(tri[None], SY, 0.0)
+        R = np.where(valid[:, :, None] & valid[:, None, :], R, 0.0) + eye[None] * (~valid)[:, :, None]
+        Dg = np.where(valid, np.diagonal(SY, axis1=1, axis2=2), 0.0)
     p1 = np.einsum("kip,kp->ki", Sa, ga)
     p2 = gamma[:, None] * np.einsum("kip,kp->ki", Ya, ga)
     Rinv_p1 = np.linalg.solve(R, p1[..., None])[..., 0]
@@ -279,17 +346,21 @@ def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch:
     inner = Dg * Rinv_p1 + gamma[:, None] * np.einsum("kij,kj->ki", YY, Rinv_p1) - p2
     a_ = np.linalg.solve(np.swapaxes(R, 1, 2), inner[..., None])[..., 0]
     Hg = gamma[:, None] * ga + np.einsum("ki,kip->kp", a_, Sa) + gamma[:, None] * np.einsum("ki,kip->kp", b_, Ya)
-    first = cnt[act] == 0
-    Hg[first] = ga[first]
+    first = cnt_a == 0
+    if not steady:
+        Hg[first] = ga[first]
     d = -Hg
     gd = np.einsum("kp,kp->k", ga, d)
-    bad = ~(gd < 0) | ~np.all(np.isfinite(d), axis=1)
-    if np.any(bad):                                              # lost descent: forget the pairs
+    bad = ~(gd < 0) | ~np.isfinite(d).all(axis=1)
+    if bad.any():                                                # lost descent: forget the pairs
         d[bad] = -ga[bad]
         gd[bad] = -np.einsum("kp,kp->k", ga[bad], ga[bad])
         cnt[act[bad]] = 0
         first = first | bad
-    t = np.where(first, np.minimum(1.0, 1.0 / np.maximum(np.linalg.norm(ga, axis=1), 1e-300)), 1.0)
+    if first.any():
+        t = np.where(first, np.minimum(1.0, 1.0 / np.maximum(np.linalg.norm(ga, axis=1), 1e-300)), 1.0)
+    else:
+        t = np.ones(act.size)
     # ---- backtracking line search, members independently
     x_new = np.empty((act.size, P))
     f_new = np.empty(act.size)
@@ -297,14 +368,27 @@ def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch:
     pend = np.arange(act.size)
     ok = np.zeros(act.size, dtype=bool)
     fa = f[act]
-    for _ in range(max_linesearch):
-        xt = x[act[pend]] + t[pend, None] * d[pend]
-        ft, gt = fun(xt, act[pend])
-        ft = np.asarray(ft, dtype=np.float64)
-        gt = np.asarray(gt, dtype=np.float64)
-        nfev[act[pend]] += 1
-        fin = np.isfinite(ft) & np.all(np.isfinite(gt), axis=1)
-        acc = fin & (ft <= fa[pend] + c1 * t[pend] * gd[pend])
+    whole = False                                # every member running and accepting its first trial
+    for trial in range(max_linesearch):
+        if trial == 0 and every:
+            xt = x + t[:, None] * d
+            ft, gt = fun(xt, act)
+            ft = np.asarray(ft, dtype=np.float64)
+            gt = np.asarray(gt, dtype=np.float64)
+            nfev += 1
+            fin = np.isfinite(ft) & np.isfinite(gt).all(axis=1)
+            acc = fin & (ft <= fa + c1 * t * gd)
+            if acc.all():
+                whole = True
+                break
+        else:
+            xt = x[act[pend]] + t[pend, None] * d[pend]
+            ft, gt = fun(xt, act[pend])
+            ft = np.asarray(ft, dtype=np.float64)
+            gt = np.asarray(gt, dtype=np.float64)
+            nfev[act[pend]] += 1
+            fin = np.isfinite(ft) & np.all(np.isfinite(gt), axis=1)
+            acc = fin & (ft <= fa[pend] + c1 * t[pend] * gd[pend])
         i_acc = pend[acc]
         x_new[i_acc], f_new[i_acc], g_new[i_acc] = xt[acc], ft[acc], gt[acc]
         ok[i_acc] = True
@@ -317,18 +401,28 @@ def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch:
         tq = np.where(np.isfinite(denom) & (denom > 0), -gd[rej] * tr * tr / np.where(denom > 0, denom, 1.0), 0.1 * tr)
         t[rej] = np.clip(tq, 0.1 * tr, 0.5 * tr)
         pend = rej
-    stalled = act[~ok]
-    status[stalled] = 3
-    acc_m = act[ok]
+    if whole:
+        acc_m, xn, fn, gn = act, xt, ft, gt
+        s, yv = xn - x, gn - g
+    else:
+        status[act[~ok]] = 3                     # stalled
+        acc_m = act[ok]
+        if acc_m.size:
+            xn, fn, gn = x_new[ok], f_new[ok], g_new[ok]
+            s = xn - x[acc_m]
+            yv = gn - g[acc_m]
     if acc_m.size:
-        xn, fn, gn = x_new[ok], f_new[ok], g_new[ok]
-        s = xn - x[acc_m]
-        yv = gn - g[acc_m]
         sy = np.einsum("kp,kp->k", s, yv)
         yy = np.einsum("kp,kp->k", yv, yv)
         upd = sy > 1e-10 * yy
         u = acc_m[upd]
-        if u.size:
+        if u.size == M:                          # every member takes its pair: shift by slices
+            S[:, :-1] = S[:, 1:]
+            Yh[:, :-1] = Yh[:, 1:]
+            S[:, -1] = s
+            Yh[:, -1] = yv
+            np.minimum(cnt + 1, m, out=cnt)
+        elif u.size:
             S[u, :-1] = S[u, 1:]
             Yh[u, :-1] = Yh[u, 1:]
             S[u, -1] = s[upd]
@@ -337,7 +431,7 @@ def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch:
         f_old = f[acc_m]
         x[acc_m], f[acc_m], g[acc_m] = xn, fn, gn
         nit[acc_m] += 1
-        conv_g = np.max(np.abs(gn), axis=1) <= gtol
+        conv_g = np.abs(gn).max(axis=1) <= gtol
         conv_f = (f_old - fn) <= ftol * np.maximum(np.maximum(np.abs(f_old), np.abs(fn)), 1.0)
         status[acc_m[conv_f]] = 1
         status[acc_m[conv_g]] = 0
@@ -427,18 +521,20 @@ def _fit_lbfgs_batch(net, inits, X, Y, *, lik, lam_w, lam_b, dy, noise_prior, ma
                      chunk_size, progress, desc="MAP (L-BFGS)"):
     """Run :func:`lbfgs_batched` on ``E/n`` from the stacked starts ``inits`` (per layer ``(M, d, k)``)."""
     n = X.shape[0]
-    kw = dict(likelihood=lik, lam_w=lam_w, lam_b=lam_b, delta_y=dy, noise_prior=noise_prior, chunk_size=chunk_size)
+    obj = _Objective(net, X, Y, likelihood=lik, lam_w=lam_w, lam_b=lam_b, delta_y=dy, noise_prior=noise_prior,
+                     chunk_size=chunk_size)
+
+    xpX, shapes, dev = namespace(X), tuple(net.weight_shapes()), device_of(X)
 
     def fun(v, idx):
-        W = _unflatten_batch(v, net, X)
-        E, g, _ = batched_objective(net, W, X, Y, **kw)
+        E, g, _ = obj(_unflatten_batch(v, net, X, xp=xpX, shapes=shapes, device=dev))
         return np.asarray(to_numpy(E), dtype=np.float64) / n, _flatten_batch(g) / n
 
     res = lbfgs_batched(fun, _flatten_batch(inits), max_iter=max_iter, gtol=tol, ftol=ftol, history=history,
                         progress=_isatty() if progress is None else bool(progress), desc=desc)
     W = _unflatten_batch(res["x"], net, X)
-    _, _, dys = batched_objective(net, W, X, Y, **kw)
-    res["delta_y"] = np.asarray(to_numpy(dys), dtype=np.float64)
+    _, _, dys = obj(W)
+    res["delta_y"] = np.array(to_numpy(dys), dtype=np.float64)
     return W, res
 
 
