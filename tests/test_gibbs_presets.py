@@ -74,3 +74,24 @@ def test_gold_preset_bad_use():
         gold().run(bb.MLP([3, 4, 1], likelihood="probit"), X, (y > 0).astype(np.int64))
     with pytest.raises(ValueError, match="preset sets"):
         gold().run(bb.MLP([3, 4, 1]), X, y, init="prior")
+
+
+def test_map_evidence_starts_are_evidence_fits_from_the_joint_maps():
+    """``init="map_evidence"``: chain c = evidence_fit warm-started at chain c's joint MAP fit
+    (Δ_y started at var(y)), its Δ_y the evidence one; needs learn_noise and a Gaussian net."""
+    from blockbayes import laplace
+    from blockbayes.gibbs.starts import map_starts
+
+    X, y = _data()
+    net = bb.MLP([3, 6, 1], "relu", prior_prec="fan_in", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
+    Xp, yp = bb.inputs.prepare(net, X, y, num_chains=2)
+    w, dy, _ = map_starts(bbr.key(3), net, Xp, yp, num_chains=2, kind="map_evidence", max_iter=60, learn_noise=True)
+    wj, dyj, _ = map_starts(bbr.key(3), net, Xp, yp, num_chains=2, kind="map", max_iter=60, learn_noise=True)
+    for c in range(2):
+        we, ie = laplace.evidence_fit(net, Xp, yp, init=[W[c] for W in wj], delta_y=float(np.var(np.asarray(yp))),
+                                      max_outer=10, max_iter=500, progress=False)
+        assert all(np.allclose(W[c], Wc, rtol=1e-10, atol=1e-12) for W, Wc in zip(w, we))
+        assert float(dy[c]) == pytest.approx(max(float(ie["delta_y"]), 1e-6), rel=1e-10)
+    assert not np.allclose(np.asarray(dy), np.asarray(dyj))
+    with pytest.raises(ValueError, match="learn_noise"):
+        gibbs.run(net, X, y, num_samples=2, num_chains=2, init="map_evidence", progress=False)
