@@ -33,6 +33,7 @@ VARIANTS = {
     "default": dict(),
     "prior": dict(init="prior"),
     "map": dict(init="map"),
+    "map_evidence": dict(init="map_evidence"),
     "map+move": dict(init="map", moves=NonCentredMove(steps=5)),
     "prior+move": dict(init="prior", moves=NonCentredMove(steps=5)),
 }

@@ -27,7 +27,8 @@ Modules: :mod:`~blockbayes.gibbs.conditionals` (the closed-form conditionals),
 suite patches its twins there), :mod:`~blockbayes.gibbs.sampler` (``run``),
 :mod:`~blockbayes.gibbs.starts` (MAP starts), :mod:`~blockbayes.gibbs.moves` (non-centred
 moves), :mod:`~blockbayes.gibbs.anneal` (annealed warm-up), :mod:`~blockbayes.gibbs.tempering`
-(replica exchange over Δ, ``run``'s ``tempering="auto"``), :mod:`~blockbayes.gibbs.diagnostics`
+(replica exchange over Δ, ``run``'s ``tempering="auto"``), :mod:`~blockbayes.gibbs.presets`
+(named settings: ``presets.gold()``), :mod:`~blockbayes.gibbs.diagnostics`
 (function-space R-hat/ESS), :mod:`~blockbayes.gibbs.result` (``GibbsResult``).
 """
 from __future__ import annotations
@@ -42,9 +43,10 @@ from .result import GibbsResult
 from .sampler import run
 from . import tempering
 from .tempering import Tempering
+from . import presets
 
 __all__ = ["GibbsResult", "GibbsState", "GibbsInfo", "GibbsCache", "Hyperprior", "init", "step", "run",
            "precompute", "log_joint", "first_nonfinite", "NonFiniteStateError", "validate_data",
            "validate_labels", "num_classes", "sample_rows", "sample_post", "sample_pre",
            "sample_precision", "sample_latent", "output_targets", "conditionals", "kernel", "tempering",
-           "Tempering"]
+           "Tempering", "presets"]

@@ -67,7 +67,8 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         standard net (full-batch L-BFGS, :func:`blockbayes.laplace.map_fit`), auxiliaries by the
         noisy forward pass; with ``learn_noise`` the fit is the joint MAP of the weights and ``Δ_y``
         under ``hyperprior`` and the chain starts at its ``Δ̂_y``.
-        ``"map_shared"``: one fit for all chains. See :mod:`blockbayes.gibbs.starts`. Anything
+        ``"map_shared"``: one fit for all chains. ``"map_evidence"`` (``learn_noise`` only): each
+        joint fit carried on to the Laplace-evidence noise. See :mod:`blockbayes.gibbs.starts`. Anything
         else goes to :func:`init` (``"prior"``: weights drawn from the prior, the default until
         issue 15; ``"zero"``; given weights; a ``GibbsState``). The default is MAP because, in
         the budgets people run, chains started from the prior stay far from where MAP-started
@@ -179,7 +180,7 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
     root = bbr.key(seed)
     k_init, k_run = bbr.split(root, 2)
     map_dy = None
-    if isinstance(init, str) and init in ("map", "ensemble", "map_shared"):
+    if isinstance(init, str) and init in ("map", "ensemble", "map_shared", "map_evidence"):
         from .starts import map_starts
 
         k_map, k_init = bbr.split(k_init, 2)

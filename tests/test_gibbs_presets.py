@@ -1,0 +1,97 @@
+"""Wiring of ``gibbs.presets.gold()`` (issue 15's gold-standard recipe). No timed assertions; the
+recipe's measured quality is in docs/gibbs-moves.md §6 and benchmarks/gibbs_gold.py."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import blockbayes as bb
+from blockbayes import gibbs
+from blockbayes._backend import random as bbr
+from blockbayes.gibbs.diagnostics import ConvergenceWarning
+from blockbayes.gibbs.presets import GoldPreset, gold, hidden_delta
+from blockbayes.gibbs.starts import map_starts
+
+
+def _data(n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    y = np.sin(X[:, 0]) + 0.3 * X[:, 1] + 0.05 * rng.normal(size=n)
+    return X, y
+
+
+def test_hidden_delta_rule():
+    assert hidden_delta([1e-4, 3e-4, 2e-4]) == pytest.approx(4e-6)           # 0.02 × median
+    assert hidden_delta([1e-4, 3e-4]) == pytest.approx(4e-6)                  # even count: mean of the middle two
+    assert hidden_delta([0.5, 0.2]) == 1e-3                                   # capped at the MLP default
+    assert hidden_delta([2e-4], ratio=0.1) == pytest.approx(2e-5)
+    assert hidden_delta([1e-9]) == 1e-6                                       # floored
+    assert hidden_delta(np.array([4e-3]), ratio=0.5, cap=1.0) == pytest.approx(2e-3)
+    for bad in ([], [0.0], [float("nan")], [-1.0]):
+        with pytest.raises(ValueError):
+            hidden_delta(bad)
+    with pytest.raises(ValueError):
+        hidden_delta([1e-3], ratio=0.0)
+    with pytest.raises(ValueError):
+        hidden_delta([1e-3], floor=1e-2, cap=1e-3)
+
+
+def test_gold_preset_is_the_documented_gibbs_run():
+    """The preset = MAP starts with learn_noise, Δ_Z = Δ_X by the rule, then gibbs.run from those
+    weights with learn_noise: bitwise the hand-written equivalent, reproducible by seed."""
+    X, y = _data()
+    net = bb.MLP([3, 6, 1], "relu", prior_prec="fan_in", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
+    p = gold(num_chains=2, num_warmup=3, num_samples=4, map_max_iter=40)
+    assert isinstance(p, GoldPreset) and p.ratio == 0.02 and p.cap == 1e-3 and p.moves is None
+    assert gold() == GoldPreset() and (gold().num_chains, gold().num_warmup, gold().num_samples) == (4, 1000, 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        r = p.run(net, X, y, seed=7)
+        r2 = p.run(net, X, y, seed=7)
+        k_map = bbr.split(bbr.split(bbr.key(7), 2)[0], 2)[0]       # gibbs.run(init="map")'s MAP key
+        Xp, yp = bb.inputs.prepare(net, X, y, num_chains=2)
+        w, dy, _ = map_starts(k_map, net, Xp, yp, num_chains=2, kind="map", max_iter=40, learn_noise=True)
+        d = hidden_delta(dy)
+        ref = gibbs.run(net.replace(delta={"Z": d, "X": d, "y": float(np.mean(np.asarray(dy)))}), Xp, yp,
+                        num_samples=4, num_warmup=3, num_chains=2, seed=7, init=w, learn_noise=True,
+                        progress=False)
+    cfg = r.config["preset"]
+    assert cfg["name"] == "gold" and cfg["hidden_delta"] == pytest.approx(d)
+    assert np.allclose(cfg["delta_y_hat"], np.asarray(dy))
+    assert r.net.delta_z == (d,) and r.net.delta_x == (d,)
+    assert r.config["total_wall_time_s"] >= cfg["map_time_s"] > 0
+    for a, b, c in zip(r.weights, ref.weights, r2.weights):
+        assert np.array_equal(np.asarray(a), np.asarray(b)) and np.array_equal(np.asarray(a), np.asarray(c))
+    assert np.array_equal(np.asarray(r.delta_y), np.asarray(ref.delta_y))
+    assert r.weights[0].shape == (2, 4, 6, 4)
+
+
+def test_gold_preset_bad_use():
+    X, y = _data()
+    with pytest.raises(ValueError, match="regression"):
+        gold().run(bb.MLP([3, 4, 1], likelihood="probit"), X, (y > 0).astype(np.int64))
+    with pytest.raises(ValueError, match="preset sets"):
+        gold().run(bb.MLP([3, 4, 1]), X, y, init="prior")
+
+
+def test_map_evidence_starts_are_evidence_fits_from_the_joint_maps():
+    """``init="map_evidence"``: chain c = evidence_fit warm-started at chain c's joint MAP fit
+    (Δ_y started at var(y)), its Δ_y the evidence one; needs learn_noise and a Gaussian net."""
+    from blockbayes import laplace
+    from blockbayes.gibbs.starts import map_starts
+
+    X, y = _data()
+    net = bb.MLP([3, 6, 1], "relu", prior_prec="fan_in", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
+    Xp, yp = bb.inputs.prepare(net, X, y, num_chains=2)
+    w, dy, _ = map_starts(bbr.key(3), net, Xp, yp, num_chains=2, kind="map_evidence", max_iter=60, learn_noise=True)
+    wj, dyj, _ = map_starts(bbr.key(3), net, Xp, yp, num_chains=2, kind="map", max_iter=60, learn_noise=True)
+    for c in range(2):
+        we, ie = laplace.evidence_fit(net, Xp, yp, init=[W[c] for W in wj], delta_y=float(np.var(np.asarray(yp))),
+                                      max_outer=10, max_iter=500, progress=False)
+        assert all(np.allclose(W[c], Wc, rtol=1e-10, atol=1e-12) for W, Wc in zip(w, we))
+        assert float(dy[c]) == pytest.approx(max(float(ie["delta_y"]), 1e-6), rel=1e-10)
+    assert not np.allclose(np.asarray(dy), np.asarray(dyj))
+    with pytest.raises(ValueError, match="learn_noise"):
+        gibbs.run(net, X, y, num_samples=2, num_chains=2, init="map_evidence", progress=False)
