@@ -89,6 +89,8 @@ def main():
     ap.add_argument("--tempering", nargs="+", default=["off", "auto"])
     ap.add_argument("--is-draws", type=int, default=2_000_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vi-budget", nargs=2, type=int, default=None, metavar=("WARMUP", "SAMPLES"),
+                    help="vi.run's num_warmup and num_samples (default: its own defaults)")
     a = ap.parse_args()
     act, kw = PROBLEMS[a.problem]
     net, s, x, y, (dz, dx, dy), prec, fine, coarse, outside = G.tiny_reference(act, **kw)
@@ -119,6 +121,8 @@ def main():
                         tcfg = r.config["tempering"]
                     else:
                         ikw = {} if init == "default" else dict(init=init)
+                        if a.vi_budget:
+                            ikw.update(num_warmup=a.vi_budget[0], num_samples=a.vi_budget[1])
                         r = bb.vi.run(net, X, Y, seed=a.seed, progress=False, tempering=temp, **ikw)
                         sd = np.array([math.sqrt(float(r.covs[0][0, 0, 0, 0])), math.sqrt(float(r.covs[0][0, 0, 1, 1])),
                                        math.sqrt(float(r.covs[1][0, 0, 0, 0])), math.sqrt(float(r.covs[1][0, 0, 1, 1]))])

@@ -34,7 +34,7 @@ import os
 import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
-import numpy as np
+from ._backend.host import np
 
 from ._backend import backend_name, device_of, namespace, to_device, to_numpy
 from ._backend import random as bbr

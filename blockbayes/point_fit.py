@@ -25,7 +25,7 @@ import hashlib
 import time
 from typing import Optional
 
-import numpy as np
+from ._backend.host import np
 
 from ._backend import namespace, to_numpy
 from .laplace import evidence_fit, map_ensemble, map_fit

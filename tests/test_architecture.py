@@ -33,6 +33,14 @@ Three rules, all read from the code with :mod:`ast` (nothing is imported or run)
     of the module's own. A name several families define (``_anchor``) is not caught: the check is
     cheap, not complete.
 
+(d) **No array library imported by algorithm code** (DESIGN.md: "algorithm modules never import
+    numpy, cupy, scipy or numba directly"). Only the edge packages in ``ARRAY_EDGES`` may import
+    ``numpy``, ``scipy``, ``numba``, ``cupy``, ``cupyx``, ``torch`` or ``jax`` (module-level or
+    lazily): ``_backend`` (whose ``host`` module is the door for deliberate host-side maths),
+    ``kernels``, ``datasets``, ``evaluate``, ``distributed``, ``diagnostics``, ``cli`` and
+    ``testing``. Everything else (``gibbs``, ``vi``, ``laplace``, ``driver``, ``point_fit``, ...)
+    goes through ``blockbayes._backend``.
+
 ``KNOWN`` lists the violations that other helpers of issue 11 are removing at the same time
 (post11: the predictive layer and the result registry in ``posterior.load``). The coordinator
 deletes each entry when those branches are merged; the test fails if an entry is no longer
@@ -262,6 +270,30 @@ def _describe(comp, edges):
                      for m in comp for t, lazy, ln, _ in sorted(edges[m]) if t in inside)
 
 
+ARRAY_LIBRARIES = frozenset({"numpy", "scipy", "numba", "cupy", "cupyx", "torch", "jax", "jaxlib"})
+ARRAY_EDGES = frozenset({"_backend", "kernels", "datasets", "evaluate", "distributed", "diagnostics",
+                         "cli", "testing"})
+
+
+def array_imports(root: Path, pkg: str):
+    """``(module, line, library)`` of every import of an array library outside ``ARRAY_EDGES``
+    (rule (d) of the module docstring); lazy imports count, ``TYPE_CHECKING`` ones do not."""
+    out = []
+    for mod, (path, _) in _modules(root, pkg).items():
+        if _family(mod) in ARRAY_EDGES:
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node, _lazy in _walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            out += [(mod, node.lineno, n.split(".")[0]) for n in names if n.split(".")[0] in ARRAY_LIBRARIES]
+    return sorted(out)
+
+
 ROOT = Path(blockbayes.__file__).parent
 
 
@@ -281,6 +313,12 @@ def test_no_private_attribute_of_another_family():
     bad = [p for p in private_attrs(ROOT, "blockbayes") if (p[0], p[2]) not in KNOWN_PRIVATE_ATTRS]
     assert not bad, "private attributes of another family used on objects:\n" + "\n".join(
         f"  {m}:{ln} uses .{a}" for m, ln, a in bad)
+
+
+def test_no_array_library_in_algorithm_code():
+    bad = array_imports(ROOT, "blockbayes")
+    assert not bad, "array libraries imported outside _backend and the edge packages:\n" + "\n".join(
+        f"  {m}:{ln} imports {lib}" for m, ln, lib in bad)
 
 
 def test_no_import_cycle(graph):
@@ -399,3 +437,21 @@ def test_checker_catches_another_familys_private_attribute(tmp_path):
                              "def h(g):\n    return g._cache\n")
     found = private_attrs(_plant(tmp_path, files), "fakepkg")
     assert found == [("fakepkg.vi.result", 7, "_prepare"), ("fakepkg.vi.result", 9, "_cache")], found
+
+
+@pytest.mark.parametrize("text", ["import numpy as np\n", "def f():\n    from scipy.optimize import minimize\n",
+                                  "import numba.cuda\n"])
+def test_checker_catches_a_planted_array_import(tmp_path, text):
+    root = _plant(tmp_path, {**CLEAN, "gibbs/conditionals.py": text})
+    assert [(m, lib) for m, _, lib in array_imports(root, "fakepkg")] == \
+        [("fakepkg.gibbs.conditionals", text.split("import ")[-1].split()[0].split(".")[0]
+          if text.startswith("import") else "scipy")]
+
+
+def test_checker_allows_array_imports_at_the_edges_and_through_the_host_door(tmp_path):
+    root = _plant(tmp_path, {**CLEAN, "_backend/host.py": "import numpy as np\n",
+                             "kernels/cpu.py": "import numba\n",
+                             "gibbs/kernel.py": "from .._backend.host import np\n",
+                             "vi/cavi.py": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                            "    import numpy\n")})
+    assert array_imports(root, "fakepkg") == []

@@ -21,11 +21,12 @@ from typing import Any, Optional
 
 from .. import diagnostics
 from .._backend import device_of, namespace, to_numpy
+from .._backend.host import np
 
 # The summary table is a host-side report: the probe outputs ``(C, S, P·d)`` are copied to the host
 # once (``to_numpy``) and the table's columns (quantiles, medians, NaN-aware maxima, sorting of the
-# worst rows) are computed there with function-local ``import numpy``, as ``print_summary`` tools do;
-# the per-sweep algorithm never touches them, so the _backend rule for algorithm code does not apply.
+# worst rows) are computed there through ``_backend.host``, as ``print_summary`` tools do; the
+# per-sweep algorithm never touches them.
 
 __all__ = ["ConvergenceWarning", "FunctionSummary", "function_summary", "default_probe", "warn_if_unmixed",
            "RHAT_THRESHOLD"]
@@ -71,7 +72,6 @@ class FunctionSummary:
     COLUMNS = ("mean", "std", "median", "5.0%", "95.0%", "n_eff", "ess_tail", "r_hat", "n_eff/s")
 
     def __init__(self, names, columns, wall_time_s, num_chains, num_samples):
-        import numpy as np
 
         self.names = list(names)
         self.columns = columns
@@ -88,7 +88,6 @@ class FunctionSummary:
 
     def worst(self, k: int = 5) -> "FunctionSummary":
         """The ``k`` rows with the largest R-hat (a smaller table)."""
-        import numpy as np
 
         r = np.nan_to_num(np.asarray(self.columns["r_hat"], dtype=float), nan=-np.inf)
         idx = list(np.argsort(-r, kind="stable")[:k])
@@ -96,7 +95,6 @@ class FunctionSummary:
                                self.wall_time_s, self.num_chains, self.num_samples)
 
     def format(self) -> str:
-        import numpy as np
 
         def fmt(c, v):
             if not np.isfinite(v):
@@ -150,7 +148,6 @@ def function_summary(result, X_probe=None, *, prob=(0.05, 0.95)) -> FunctionSumm
     ValueError
         No probe set given or stored, or fewer than 4 samples per chain.
     """
-    import numpy as np
 
     if X_probe is None:
         X_probe = getattr(result, "probe", None)

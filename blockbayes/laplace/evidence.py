@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+from .._backend.host import np
 
 from .._backend import to_numpy
 from ..driver import one_blas_thread

@@ -23,7 +23,7 @@ import functools
 import math
 from typing import Any, NamedTuple
 
-import numpy as np
+from .._backend.host import np
 
 from .._backend import device_of, is_numpy, namespace, to_numpy
 from .._backend import random as bbr

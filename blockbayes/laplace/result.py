@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from typing import ClassVar, Optional
 
-# NumPy only for the evidence optimiser's host vector of at most 2L + 1 log hyperparameters (the
+# host maths only for the evidence optimiser's vector of at most 2L + 1 log hyperparameters (the
 # interface of scipy's L-BFGS-B); files and host copies go through blockbayes._backend.io
-import numpy as np
+from .._backend.host import minimize, np
 
 from .. import predictive as P
 from .._backend import to_numpy
@@ -275,8 +275,6 @@ class LaplaceResult(StructuredGaussian, Posterior):
 
         v = np.asarray(start, dtype=np.float64)
         if method == "marglik":
-            from scipy.optimize import minimize
-
             lo, hi = math.log(1e-12), math.log(1e12)
             res = minimize(value_grad, v, jac=True, method="L-BFGS-B", bounds=[(lo, hi)] * len(v),
                            options=dict(maxiter=max_iter, gtol=tol, ftol=tol * 1e-3))
