@@ -1,4 +1,4 @@
-"""Rao–Blackwellised block VI with the probit likelihoods (docs/classification_vi.md).
+"""Rao–Blackwellised block VI with the probit likelihoods (docs/block_vi_probit.md).
 
 The output rows are Rao–Blackwellised over the Gibbs chain's latent utilities ``U``. The check is
 exact, not asymptotic: at the end of a sweep a layer's weights were drawn from the very conditional

@@ -309,7 +309,7 @@ def _resolve_start(arch, X, y, *, seed, init, num_chains, prior_prec, delta_y):
 def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, thin, delta_z, delta_x,
                delta_y, learn_noise, learn_prior, prior_prec, init, predictive, dtype, nodes=32):
     """Block Gibbs (:func:`blockbayes.gibbs.run`). Classification: ``nodes`` Gauss–Hermite nodes of
-    the multinomial-probit predictive (cost ``O(S n K² nodes)``; docs/classification_vi.md states
+    the multinomial-probit predictive (cost ``O(S n K² nodes)``; docs/block_vi_probit.md states
     the error of fewer nodes)."""
     from .. import gibbs
     from ..model import MLP

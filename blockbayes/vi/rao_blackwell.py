@@ -86,7 +86,7 @@ def conditional_moments(state, net: MLP, X, y):
     The output layer regresses on its targets ``T``: ``y`` (Gaussian), the one-hot labels
     (``"onehot_gaussian"``) or, for the probit likelihoods, the chain's latent utilities
     ``U^{(s)}`` (``state.latent``, ``Δ_y = 1``): given ``U`` the output rows are a Bayesian linear
-    regression exactly as in the Gaussian case (docs/classification_vi.md).
+    regression exactly as in the Gaussian case (docs/block_vi_probit.md).
 
     Parameters
     ----------
@@ -203,7 +203,7 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
     net : MLP
         ``likelihood`` ``"gaussian"``, or a classifier (``"probit"``, ``"multinomial_probit"``,
         ``"onehot_gaussian"``): the output rows are then Rao–Blackwellised over the Gibbs chain's
-        latent utilities ``U`` (or the one-hot targets), see docs/classification_vi.md.
+        latent utilities ``U`` (or the one-hot targets), see docs/block_vi_probit.md.
     X : array, shape (n, d_in)
     y : array, shape (n,) or (n, d_out); int class labels (n,) for the classifiers
     num_samples, num_warmup, num_chains, thin : int
