@@ -33,20 +33,46 @@ import blockbayes as bb  # noqa: E402
 from blockbayes import evaluate as ev  # noqa: E402
 from uci_table import METHODS as UCI_METHODS, describe  # noqa: E402
 
-REGRESSION = ("bostonHousing", "concrete", "energy")
+REGRESSION = ("yacht", "bostonHousing", "energy", "concrete", "wine-quality-red", "naval-propulsion-plant",
+              "protein-tertiary-structure")
 CLASSIFICATION = ("breast_cancer", "digits")
 SIZES = {"bostonHousing": [32, 64, 128, 256, "full"], "concrete": [32, 64, 128, 256, 512, "full"],
          "energy": [32, 64, 128, 256, 512, "full"], "breast_cancer": [32, 64, 128, 256, "full"],
-         "digits": [64, 128, 256, 512, 1024, "full"]}
+         "digits": [64, 128, 256, 512, 1024, "full"], "yacht": [32, 64, 128, "full"],
+         "wine-quality-red": [32, 64, 128, 256, 512, "full"], "naval-propulsion-plant": [64, 256, 1024, 4096, "full"],
+         "protein-tertiary-structure": [64, 256, 1024, 4096, 16384, "full"]}
+# --profile cheap (issue 13: all 7 UCI sets x 5 splits on the shared 2-core machine): three sizes per
+# set (Naval and Protein capped below their full split), MAP fits of <= 100 L-BFGS iterations shared by
+# MAP, the ensemble's 3 members and the MAP starts of Gibbs (2 chains, the ensemble's members 0-1) and
+# block VI (member 0), short chains.
+CHEAP_SIZES = {"bostonHousing": [64, 192, "full"], "concrete": [64, 256, "full"], "energy": [64, 192, "full"],
+               "yacht": [32, 96, "full"], "wine-quality-red": [64, 320, "full"],
+               "naval-propulsion-plant": [128, 1024, 4096], "protein-tertiary-structure": [128, 1024, 4096]}
+_CHEAP_MAP = {"max_iter": 100}
+CHEAP_METHODS = {
+    "map": {"method": "map", **_CHEAP_MAP},
+    "ensemble": {"method": "ensemble", "members": 3, **_CHEAP_MAP},
+    "gibbs": {"method": "gibbs", "num_chains": 2, "num_warmup": 60, "num_samples": 40, "thin": 1,
+              "delta_z": 1e-3, "delta_x": 1e-3, "init": {"map": _CHEAP_MAP}},
+    "vi_block": {"method": "vi_block", "init": {"map_shared": _CHEAP_MAP}, "num_pred_samples": 200,
+                 "options": {"num_warmup": 50, "num_samples": 50, "num_chains": 2}},
+}
 REG_METHODS = ("map", "laplace_kfac", "ensemble", "vi_mf", "gibbs", "vi_block")
 CLS_METHODS = ("map", "laplace_kfac", "ensemble", "vi_mf", "gibbs")
 KEY_METRIC = {"regression": ("ll", "rmse"), "classification": ("nll", "accuracy", "ece")}
 
 
+PROFILE = {"uci": (UCI_METHODS, SIZES), "cheap": (CHEAP_METHODS, CHEAP_SIZES)}
+_ACTIVE = {"profile": "uci"}
+
+
 def configs(names):
+    table = PROFILE[_ACTIVE["profile"]][0]
     out = []
     for n in names:
-        cfg = dict(UCI_METHODS[n], label=n)
+        if n not in table:
+            continue
+        cfg = dict(table[n], label=n)
         if cfg["method"] in ev.available_methods():
             out.append(cfg)
         else:
@@ -64,6 +90,9 @@ def available(ds) -> bool:
     return ds in bb.datasets.uci_names(available=True)
 
 
+COMMAND = {}
+
+
 def fmt_edr(r, bound) -> str:
     return {"=": f"{r:.2f}", "<=": f"≤ {r:.2f}", ">": f"> {r:.2f}"}[bound]
 
@@ -78,13 +107,17 @@ def render(results, datasets, splits, doc: Path) -> str:
              "and LL in original units. Classification: scikit-learn sets, split seeds, probit likelihoods "
              "for Gibbs, logistic/softmax for the MAP family. One hidden layer of 50 ReLU units. "
              "No hyperparameter was tuned on test data.", "",
-             "Method settings (as in docs/uci.md):", ""]
+             ("Method settings (as in docs/uci.md):" if _ACTIVE["profile"] == "uci" else
+              "Method settings (`--profile cheap`: short runs so that 7 sets × 5 splits fit the shared 2-core "
+              "machine; NOT the UCI-table settings of docs/uci.md; Naval and Protein stop at 4,096 training points):"),
+             ""]
     seen = set()
     for ds in datasets:
         for m in results[ds].config["methods"]:
             if m["label"] not in seen:
                 seen.add(m["label"])
-                lines.append(f"- **{m['label']}**: {describe(dict(UCI_METHODS[m['label']], label=m['label']))}.")
+                table = PROFILE[_ACTIVE["profile"]][0]
+                lines.append(f"- **{m['label']}**: {describe(dict(table[m['label']], label=m['label']))}.")
     lines += ["", "**Effective data ratio** (one definition for every report, "
               "`blockbayes.evaluate._report.effective_data_ratio_curve`, the same as docs/evaluation.md): "
               "r(n) = n_MAP(m(n)) / n, where m(n) is the method's mean test metric at n training points and "
@@ -124,8 +157,8 @@ def render(results, datasets, splits, doc: Path) -> str:
             img.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(plots[0], img)
             lines += [f"![learning curves, {ds}](img/{img.name})", ""]
-    lines += ["## Reproduce", "", "```", "python benchmarks/data_efficiency.py            # resumable; cells in results/data_efficiency",
-              "python benchmarks/data_efficiency.py --report-only", "```", ""]
+    cmd = COMMAND.get("cmd") or "python benchmarks/data_efficiency.py"
+    lines += ["## Reproduce", "", "```", f"{cmd}            # resumable", f"{cmd} --report-only", "```", ""]
     text = "\n".join(lines)
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
@@ -135,21 +168,27 @@ def render(results, datasets, splits, doc: Path) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--splits", type=int, default=5, help="splits (UCI) or split seeds (sklearn) per dataset")
-    ap.add_argument("--datasets", default=",".join(REGRESSION + CLASSIFICATION))
+    ap.add_argument("--datasets", default=None, help="comma list (default: every set of the profile's size grid)")
     ap.add_argument("--methods", default=None, help="comma list (default: all that apply to the task)")
     ap.add_argument("--out", default=str(ROOT / "results" / "data_efficiency"))
     ap.add_argument("--doc", default=str(ROOT / "docs" / "data_efficiency.md"))
     ap.add_argument("--threads", type=int, default=1, help="BLAS and Numba threads (default 1)")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--profile", choices=sorted(PROFILE), default="uci",
+                    help="method settings and size grids: 'uci' (the UCI table's) or 'cheap' (issue 13's 7 x 5 run)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    COMMAND["cmd"] = "python benchmarks/data_efficiency.py " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only")
     from blockbayes._backend.threads import thread_limits
 
     thread_limits(num_threads=args.threads, blas_threads=args.threads)
-    datasets = [d for d in args.datasets.split(",") if d]
-    unknown = [d for d in datasets if d not in SIZES]
+    _ACTIVE["profile"] = args.profile
+    grid = PROFILE[args.profile][1]
+    datasets = [d for d in (args.datasets or ",".join(d for d in REGRESSION + CLASSIFICATION if d in grid)).split(",") if d]
+    unknown = [d for d in datasets if d not in grid]
     if unknown:
-        raise SystemExit(f"no size grid for {unknown}; known: {', '.join(SIZES)}")
+        raise SystemExit(f"no size grid for {unknown}; known: {', '.join(grid)}")
     skipped = [d for d in datasets if not available(d)]
     for d in skipped:
         print(f"[data_efficiency] skipping {d}: UCI files not found (../shared/data/uci)", file=sys.stderr)
@@ -162,7 +201,7 @@ def main(argv=None) -> int:
         names = REG_METHODS if task_of(ds) == "regression" else CLS_METHODS
         if args.methods:
             names = [m for m in args.methods.split(",") if m in names]
-        results[ds] = ev.evaluate(configs(names), [{"name": ds, "splits": args.splits}], train_sizes=SIZES[ds],
+        results[ds] = ev.evaluate(configs(names), [{"name": ds, "splits": args.splits}], train_sizes=grid[ds],
                                   out_dir=Path(args.out) / ds, progress=not args.no_progress, plots=True,
                                   compute=not args.report_only, markdown_title=f"Data efficiency: {ds}")
         render(results, list(results), args.splits, Path(args.doc))

@@ -113,3 +113,23 @@ def test_classifier_options_are_checked():
         rao_blackwell.run(net, X, y, learn_noise=True, progress=False)
     with pytest.raises(TypeError, match="label"):
         rao_blackwell.run(net, X, y.astype(np.float64) + 0.5, progress=False)
+
+
+@pytest.mark.parametrize("name", ["vi_block", "gibbs"])
+def test_evaluate_adapters_classify_with_fewer_nodes(name):
+    """vi_block runs on classification through the evaluate registry; both adapters take ``nodes``."""
+    from blockbayes import evaluate as ev
+    from blockbayes.evaluate import Arch
+
+    X, y = _data(n=60, K=3, seed=2)
+    m = ev.get_method(name)
+    assert "classification" in m.tasks
+    arch = Arch(d_in=2, hidden=(4,), task="classification", n_classes=3)
+    small = dict(init={"map_shared": {"max_iter": 20}}, nodes=8)
+    small.update(dict(options={"num_warmup": 5, "num_samples": 5, "num_chains": 1}, num_pred_samples=5)
+                 if name == "vi_block" else dict(num_warmup=5, num_samples=5, num_chains=1, thin=1))
+    pred = m.fit(arch, X, y, seed=0, **m.options(small))
+    p = pred.predict_proba(X[:7])
+    assert p.shape == (7, 3) and np.all(p > 0) and np.allclose(p.sum(1), 1.0)
+    with pytest.raises(ValueError, match="nodes"):
+        m.fit(arch, X, y, seed=0, **m.options({**small, "nodes": 0}))

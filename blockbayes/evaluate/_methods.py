@@ -314,6 +314,7 @@ def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, t
     from .. import gibbs
     from ..model import MLP
 
+    _check_nodes(nodes)
     lik = _gibbs_likelihood(arch)
     start, delta_y, start_info = _resolve_start(arch, X, y, seed=seed, init=init, num_chains=num_chains,
                                                 prior_prec=prior_prec, delta_y=delta_y)
@@ -559,6 +560,7 @@ def _fit_vi(arch, X, y, *, seed, vi_method, delta_z, delta_x, delta_y, prior_pre
     from ..model import MLP
 
     reg = arch.task == "regression"
+    _check_nodes(nodes)
     kw = dict(options or {})
     start_info = {}
     if init is not None:

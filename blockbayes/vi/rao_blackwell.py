@@ -247,6 +247,7 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
                         ("num_chains", num_chains, 1), ("thin", thin, 1), ("cavi_iters", cavi_iters, 1),
                         ("cavi_restarts", cavi_restarts, 1)):
         check_int(name, v, lo)
+    X, y = prepare(net, X, y, device=device, dtype=dtype, task="noisy", per_chain=False, method=NOISY_VI)
     gaussian = net.likelihood == "gaussian"
     if init is None:
         init = "cavi" if gaussian else "prior"
@@ -255,7 +256,6 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
                          f"{net.likelihood!r}: start from 'prior', 'zero', given weights or a GibbsState")
     if learn_noise and not gaussian:
         raise ValueError(f"learn_noise is not available for likelihood={net.likelihood!r}")
-    X, y = prepare(net, X, y, device=device, dtype=dtype, task="noisy", per_chain=False, method=NOISY_VI)
     xp = namespace(X, y)
     root = bbr.key(seed)
     k_cavi, k_draw, k_init, k_run = bbr.split(root, 4)
