@@ -1025,7 +1025,9 @@ def write_report(res, *, doc=None, img_dir=None, command=None) -> dict:
           f"quality at n. `≤ r`: `{cfg['baseline']}` is already that good at its smallest size; `> r`: "
           f"`{cfg['baseline']}` never reaches it within its sizes. Where `{cfg['baseline']}`'s own curve has flattened "
           f"(or got slightly worse at a larger n), n_B is the first size that reached the plateau, so r < 1 there even "
-          f"for `{cfg['baseline']}` itself: the ratio is informative only where the baseline still improves with n.",
+          f"for `{cfg['baseline']}` itself: the ratio is informative only where the baseline still improves with n. "
+          f"One definition for every report (`blockbayes.evaluate.effective_data_ratio_curve`; docs/data_efficiency.md "
+          f"uses the same function).",
           "- **Cost slope**: least-squares slope b of log(fit time) = a + b log n over the sizes finished within "
           "budget (b = 1: linear in n); *last 2* is the slope between the two largest sizes, less affected by "
           "fixed costs at small n.", ""]
