@@ -107,6 +107,33 @@ def test_effective_data_ratio_hand_computed():
     assert out[1][1] != pytest.approx(5.5)
 
 
+def test_one_effective_data_ratio_definition_for_both_reports():
+    """Issue 13 (c): the scale report and the data-efficiency report use one function; the older
+    n*/n_full figure is that function with the roles swapped, read at the baseline's full size."""
+    from blockbayes import evaluate as ev
+    from blockbayes.evaluate import _report
+
+    assert scale.effective_data_ratio is ev.effective_data_ratio_curve is _report.effective_data_ratio_curve
+
+    def row(m, n, rmse):
+        return {"dataset": "d", "method": m, "n_train": n, "rmse": {"mean": rmse, "se": None}}
+
+    summ = [row("a", 10, 4.0), row("a", 100, 2.0), row("a", 1000, 1.0),
+            row("map", 10, 5.0), row("map", 100, 3.0), row("map", 1000, 2.0)]
+    per_n = ev.effective_data_ratios(summ, "rmse", "a", "map", "d")
+    direct = ev.effective_data_ratio_curve([10, 100, 1000], [4.0, 2.0, 1.0], [10, 100, 1000], [5.0, 3.0, 2.0],
+                                           higher_is_better=False)
+    assert per_n == direct
+    # a's 4.0 at 10: MAP reaches 4.0 halfway (log n) between 10 and 100 -> sqrt(10*100)/10; a's 2.0 at 100 is
+    # MAP's at 1000 -> 10; a's 1.0 at 1000: MAP never -> > 1
+    assert per_n[0][1] == pytest.approx(math.sqrt(1000) / 10) and per_n[1][1:] == (pytest.approx(10.0), "=")
+    assert per_n[2][1:] == (pytest.approx(1.0), ">")
+    # n*/n_full (docs/data_efficiency.md before): the swapped ratio at MAP's full size
+    swapped = ev.effective_data_ratio_curve([10, 100, 1000], [5.0, 3.0, 2.0], [10, 100, 1000], [4.0, 2.0, 1.0],
+                                            higher_is_better=False)[-1]
+    assert ev.effective_data_ratio(summ, "rmse", "a", "map", "d") == pytest.approx(swapped[1]) == pytest.approx(0.1)
+
+
 def test_cost_slope_hand_computed():
     n = np.array([1e3, 1e4, 1e5, 1e6])
     b, a = scale.cost_slope(n, 3.0 * n ** 1.5)

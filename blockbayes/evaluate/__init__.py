@@ -49,14 +49,15 @@ from . import _methods
 from ._data import DataSpec, dataset_names, read_config_file, resolve_dataset, subset_dataset
 from ._methods import (Arch, Method, MethodUnavailableError, Predictor, available_methods, get_method,
                        method_names, register_method)
-from ._report import effective_data_ratio, learning_curve_area, markdown, summarize
+from ._report import (effective_data_ratio, effective_data_ratio_curve, effective_data_ratios, learning_curve_area,
+                      markdown, summarize)
 from ._runner import (CLASSIFICATION_METRICS, PROTOCOL_VERSION, REGRESSION_METRICS, EvaluationResult, Table,
                       compare, evaluate, score)
 
 __all__ = ["evaluate", "compare", "score", "EvaluationResult", "Table", "Method", "Predictor", "Arch",
            "register_method", "get_method", "method_names", "available_methods", "MethodUnavailableError",
            "DataSpec", "resolve_dataset", "dataset_names", "subset_dataset", "summarize", "markdown",
-           "learning_curve_area", "effective_data_ratio",
+           "learning_curve_area", "effective_data_ratio", "effective_data_ratio_curve", "effective_data_ratios",
            "load_config", "run_config", "main", "REGRESSION_METRICS", "CLASSIFICATION_METRICS",
            "PROTOCOL_VERSION"]
 

@@ -307,10 +307,14 @@ def _resolve_start(arch, X, y, *, seed, init, num_chains, prior_prec, delta_y):
 
 
 def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, thin, delta_z, delta_x,
-               delta_y, learn_noise, learn_prior, prior_prec, init, predictive, dtype):
+               delta_y, learn_noise, learn_prior, prior_prec, init, predictive, dtype, nodes=32):
+    """Block Gibbs (:func:`blockbayes.gibbs.run`). Classification: ``nodes`` Gauss–Hermite nodes of
+    the multinomial-probit predictive (cost ``O(S n K² nodes)``; docs/block_vi_probit.md states
+    the error of fewer nodes)."""
     from .. import gibbs
     from ..model import MLP
 
+    _check_nodes(nodes)
     lik = _gibbs_likelihood(arch)
     start, delta_y, start_info = _resolve_start(arch, X, y, seed=seed, init=init, num_chains=num_chains,
                                                 prior_prec=prior_prec, delta_y=delta_y)
@@ -334,14 +338,21 @@ def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, t
         for l in range(net.num_layers):
             traces[f"lam_w{l + 1}"] = _thin_trace(res.lam_w[..., l])
     return _predictor(arch, res, predict_kw=dict(kind=predictive, seed=_int_seed([seed, 1])), diagnostics=diag,
-                      traces=traces, extra_time_s=start_info.get("map_owed_s", 0.0))
+                      traces=traces, extra_time_s=start_info.get("map_owed_s", 0.0),
+                      proba_kw=None if reg else dict(nodes=_check_nodes(nodes)))
+
+
+def _check_nodes(nodes):
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise ValueError(f"nodes must be a positive int (Gauss–Hermite nodes), got {nodes!r}")
+    return nodes
 
 
 register_method(Method(
     "gibbs", _fit_gibbs,
     defaults=dict(num_warmup=1000, num_samples=100, num_chains=4, thin=10, delta_z=1e-3, delta_x=1e-3,
                   delta_y=0.1, learn_noise=True, learn_prior=False, prior_prec="fan_in", init="map",
-                  predictive="network", dtype="float64"),
+                  predictive="network", dtype="float64", nodes=32),
     requires="blockbayes.gibbs",
     description="block-Gibbs on the noisy MLP (Δ_Z = Δ_X = 1e-3, learned Δ_y, fan-in prior, 4 chains from "
                 "4 MAP fits)"))
@@ -544,11 +555,12 @@ def _vi_diag(res) -> dict:
 
 
 def _fit_vi(arch, X, y, *, seed, vi_method, delta_z, delta_x, delta_y, prior_prec, learn_noise, learn_prior,
-            num_pred_samples, init, options):
+            num_pred_samples, init, options, nodes=32):
     from .. import vi
     from ..model import MLP
 
     reg = arch.task == "regression"
+    _check_nodes(nodes)
     kw = dict(options or {})
     start_info = {}
     if init is not None:
@@ -577,7 +589,13 @@ def _fit_vi(arch, X, y, *, seed, vi_method, delta_z, delta_x, delta_y, prior_pre
             diag["delta_y_mean"] = float(np.mean(_np(res.delta_y)))
         except Exception:
             pass
-    pred = _vi_predictor(arch, res, seed, num_pred_samples, diag)
+    if vi_method == "rao_blackwell" and not reg:
+        # multinomial-probit block VI: num_pred_samples draws from q through the Gibbs predictive,
+        # whose quadrature size (nodes) is the scale knob
+        draws = res.as_samples(num_pred_samples, seed=_int_seed([seed, 4]))
+        pred = _predictor(arch, draws, proba_kw=dict(nodes=_check_nodes(nodes)), diagnostics=diag)
+    else:
+        pred = _vi_predictor(arch, res, seed, num_pred_samples, diag)
     pred.extra_time_s = start_info.get("map_owed_s", 0.0)
     return pred
 
@@ -592,7 +610,9 @@ def _vi_variant(name, vi_method, desc, tasks=("regression",), **extra):
 
 
 _vi_variant("vi_block", "rao_blackwell", "block-Gaussian VI of the noisy MLP, Rao-Blackwellised, 4 chains from "
-            "one MAP fit (Δ_Z = Δ_X = 1e-3)", delta_z=1e-3, delta_x=1e-3, init="map_shared")
+            "one MAP fit (Δ_Z = Δ_X = 1e-3); classification: multinomial probit, output rows "
+            "Rao-Blackwellised over the Gibbs utilities", delta_z=1e-3, delta_x=1e-3, init="map_shared",
+            tasks=("regression", "classification"), nodes=32)
 _vi_variant("vi_cavi", "cavi", "block CAVI of the noisy MLP (conditional variances, MATH.md §C.5)")
 _vi_variant("vi_mf", "mean_field", "mean-field Gaussian VI of the standard MLP (Bayes by backprop)",
             tasks=("regression", "classification"))

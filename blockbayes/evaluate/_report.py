@@ -13,7 +13,8 @@ import numpy as np
 
 from ._data import json_default as _json_default
 
-__all__ = ["summarize", "markdown", "write_reports", "learning_curve_area", "effective_data_ratio", "aulc", "METRIC_INFO"]
+__all__ = ["summarize", "markdown", "write_reports", "learning_curve_area", "effective_data_ratio",
+           "effective_data_ratio_curve", "effective_data_ratios", "aulc", "METRIC_INFO"]
 
 # name -> (heading, higher is better)
 METRIC_INFO = {
@@ -363,32 +364,98 @@ def learning_curve_area(summary, metric: str) -> dict:
     return out
 
 
-def effective_data_ratio(summary, metric: str, method: str, baseline: str, dataset: str):
-    """``n*/n_max``: the training size at which ``method`` reaches ``baseline``'s metric at its
-    largest size, by linear interpolation of ``method``'s curve on log n (EVALUATION.md §1.5).
+def _reach(ns, v, target, higher):
+    """Smallest n (linear in log n between sizes) at which the curve reaches ``target``; bound flag."""
+    sign = 1.0 if higher else -1.0
+    good = sign * v >= sign * target
+    if good[0]:
+        return float(ns[0]), "<="
+    for i in range(1, ns.size):
+        if good[i]:
+            v0, v1 = v[i - 1], v[i]
+            t = (target - v0) / (v1 - v0)
+            x = math.log(ns[i - 1]) + t * (math.log(ns[i]) - math.log(ns[i - 1]))
+            return float(math.exp(x)), "="
+    return float(ns[-1]), ">"
 
-    Returns ``None`` when the curve never reaches it (a ratio > 1), and the smallest size's ratio
-    (an upper bound) when it is reached already there. "Better" follows :data:`METRIC_INFO`.
+
+def effective_data_ratio_curve(ns, values, base_ns, base_values, *, higher_is_better: bool) -> list:
+    """The effective data ratio of a method against a baseline at each of the method's sizes.
+
+    **The one definition** used by every report (docs/evaluation.md, docs/data_efficiency.md):
+
+    .. math::
+
+        r(n) = n_B\big(m(n)\big) / n ,
+
+    where ``m(n)`` is the method's mean test metric at ``n`` training points and ``n_B(v)`` the
+    smallest training size at which the baseline's curve — linear in ``log n`` between the sizes
+    it was run at — is as good as ``v``. ``r(n) > 1``: the baseline needs ``r`` times more data than
+    the method to match the method's metric at ``n`` (the method is more data-efficient).
+
+    Parameters
+    ----------
+    ns, values : sequence, shape (K,)
+        The method's sizes and mean metric.
+    base_ns, base_values : sequence, shape (K_B,)
+        The baseline's.
+    higher_is_better : bool
+        Direction of the metric (accuracy, log-likelihood: True; NLL, ECE, RMSE: False).
+
+    Returns
+    -------
+    list of (n, ratio, bound)
+        ``bound`` is ``"="`` (interpolated), ``"<="`` (the baseline is already as good at its
+        smallest size, so the ratio is at most this) or ``">"`` (the baseline never reaches the
+        method's value within its sizes: the ratio exceeds this).
     """
-    higher = METRIC_INFO.get(metric, (None, False))[1]
+    ns, v = _curve(ns, values)
+    bn, bv = _curve(base_ns, base_values)
+    if not (np.all(np.isfinite(v)) and np.all(np.isfinite(bv))):
+        raise ValueError("effective_data_ratio needs finite metric values")
+    out = []
+    for n, val in zip(ns, v):
+        nb, bound = _reach(bn, bv, float(val), bool(higher_is_better))
+        out.append((int(n) if float(n).is_integer() else float(n), nb / float(n), bound))
+    return out
+
+
+def _summary_curve(summary, metric, method, dataset):
+    return sorted((r["n_train"], r[metric]["mean"]) for r in summary
+                  if r["dataset"] == dataset and r["method"] == method and r.get(metric)
+                  and r[metric]["mean"] is not None)
+
+
+def _direction(metric):
+    higher = METRIC_INFO.get(metric, (None, None))[1]
     if higher is None:
         raise ValueError(f"metric {metric!r} has no better direction")
+    return higher
 
-    def curve(m):
-        return sorted((r["n_train"], r[metric]["mean"]) for r in summary
-                      if r["dataset"] == dataset and r["method"] == m and r.get(metric) and r[metric]["mean"] is not None)
 
-    a, b = curve(method), curve(baseline)
+def effective_data_ratios(summary, metric: str, method: str, baseline: str, dataset: str) -> list:
+    """:func:`effective_data_ratio_curve` of ``method`` against ``baseline`` from a summary
+    (:func:`summarize`): ``[(n, r(n), bound), ...]`` at each of the method's sizes."""
+    higher = _direction(metric)
+    a, b = _summary_curve(summary, metric, method, dataset), _summary_curve(summary, metric, baseline, dataset)
     if not a or not b:
         raise ValueError(f"no {metric!r} curve for {method!r} or {baseline!r} on {dataset!r}")
-    n_max, target = b[-1]
-    sign = 1.0 if higher else -1.0
-    ok = [sign * v >= sign * target for _, v in a]
-    if ok[0]:
-        return a[0][0] / n_max
-    for i in range(1, len(a)):
-        if ok[i]:
-            (n0, v0), (n1, v1) = a[i - 1], a[i]
-            t = (target - v0) / (v1 - v0)
-            return float(math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0)))) / n_max
-    return None
+    return effective_data_ratio_curve(*zip(*a), *zip(*b), higher_is_better=higher)
+
+
+def effective_data_ratio(summary, metric: str, method: str, baseline: str, dataset: str):
+    """``n*/n_full``: the fraction of the baseline's largest training size at which ``method``
+    reaches the baseline's metric there (EVALUATION.md §1.5).
+
+    Not a second definition: it is :func:`effective_data_ratio_curve` with the roles swapped,
+    read at the baseline's largest size ``N``, ``n*/N = r_{baseline vs method}(N)``, i.e. the
+    reciprocal reading "the method needs ``n*/N`` of the data". Returns ``None`` when the
+    method's curve never reaches it (bound ``">"``) and the smallest-size ratio (an upper bound,
+    ``"<="``) when reached already there.
+    """
+    higher = _direction(metric)
+    a, b = _summary_curve(summary, metric, method, dataset), _summary_curve(summary, metric, baseline, dataset)
+    if not a or not b:
+        raise ValueError(f"no {metric!r} curve for {method!r} or {baseline!r} on {dataset!r}")
+    n_full, ratio, bound = effective_data_ratio_curve(*zip(*b), *zip(*a), higher_is_better=higher)[-1]
+    return None if bound == ">" else ratio

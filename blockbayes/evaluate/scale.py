@@ -74,7 +74,7 @@ from typing import Optional
 import numpy as np
 
 from ._data import read_config_file, resolve_dataset, stable_hash, subset_dataset
-from ._report import _curve, aulc
+from ._report import _curve, aulc, effective_data_ratio_curve
 
 __all__ = ["aulc", "effective_data_ratio", "cost_slope", "log_grid", "mnist1d_stream", "MNIST1D_SHIFT",
            "load_scale_config", "run_scale", "collect", "write_report", "main", "Source", "SCALE_VERSION"]
@@ -104,52 +104,9 @@ def log_grid(lo: float, hi: float, per_decade: int = 1) -> list:
     return sorted(set(out))
 
 
-def _reach(ns, v, target, higher):
-    """Smallest n (log-linear interpolation) at which the curve reaches ``target``; bound flag."""
-    sign = 1.0 if higher else -1.0
-    good = sign * v >= sign * target
-    if good[0]:
-        return float(ns[0]), "<="
-    for i in range(1, ns.size):
-        if good[i]:
-            v0, v1 = v[i - 1], v[i]
-            t = (target - v0) / (v1 - v0)
-            x = math.log(ns[i - 1]) + t * (math.log(ns[i]) - math.log(ns[i - 1]))
-            return float(math.exp(x)), "="
-    return float(ns[-1]), ">"
-
-
-def effective_data_ratio(ns, values, base_ns, base_values, *, higher_is_better: bool) -> list:
-    """Effective data ratio of a method against a baseline at each of the method's sizes.
-
-    ``r(n) = n_B(m(n)) / n`` with ``n_B(v)`` the smallest size at which the baseline's curve,
-    linear in ``log n`` between its sizes, reaches ``v`` (as good or better).
-
-    Parameters
-    ----------
-    ns, values : sequence, shape (K,)
-        The method's sizes and mean metric.
-    base_ns, base_values : sequence, shape (K_B,)
-        The baseline's.
-    higher_is_better : bool
-        Direction of the metric (accuracy: True; NLL, ECE, RMSE: False).
-
-    Returns
-    -------
-    list of (n, ratio, bound)
-        ``bound`` is ``"="`` (interpolated), ``"<="`` (the baseline is already as good at its
-        smallest size, so the ratio is at most this) or ``">"`` (the baseline never reaches the
-        method's value: the ratio exceeds this).
-    """
-    ns, v = _curve(ns, values)
-    bn, bv = _curve(base_ns, base_values)
-    if not (np.all(np.isfinite(v)) and np.all(np.isfinite(bv))):
-        raise ValueError("effective_data_ratio needs finite metric values")
-    out = []
-    for n, val in zip(ns, v):
-        nb, bound = _reach(bn, bv, float(val), bool(higher_is_better))
-        out.append((int(n) if float(n).is_integer() else float(n), nb / float(n), bound))
-    return out
+#: The effective data ratio ``r(n) = n_B(m(n))/n`` (one definition, shared with the
+#: data-efficiency report): :func:`blockbayes.evaluate._report.effective_data_ratio_curve`.
+effective_data_ratio = effective_data_ratio_curve
 
 
 def cost_slope(ns, costs) -> tuple:
@@ -1068,7 +1025,9 @@ def write_report(res, *, doc=None, img_dir=None, command=None) -> dict:
           f"quality at n. `≤ r`: `{cfg['baseline']}` is already that good at its smallest size; `> r`: "
           f"`{cfg['baseline']}` never reaches it within its sizes. Where `{cfg['baseline']}`'s own curve has flattened "
           f"(or got slightly worse at a larger n), n_B is the first size that reached the plateau, so r < 1 there even "
-          f"for `{cfg['baseline']}` itself: the ratio is informative only where the baseline still improves with n.",
+          f"for `{cfg['baseline']}` itself: the ratio is informative only where the baseline still improves with n. "
+          f"One definition for every report (`blockbayes.evaluate.effective_data_ratio_curve`; docs/data_efficiency.md "
+          f"uses the same function).",
           "- **Cost slope**: least-squares slope b of log(fit time) = a + b log n over the sizes finished within "
           "budget (b = 1: linear in n); *last 2* is the slope between the two largest sizes, less affected by "
           "fixed costs at small n.", ""]

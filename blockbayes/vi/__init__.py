@@ -27,8 +27,9 @@ Methods (all return a :class:`VIResult`: a product of Gaussian node-row blocks w
 ``"vogn"`` — :mod:`.vogn`
     VOGN (Osawa et al. 2019): the same family with a closed-form Gauss–Newton diagonal.
 
-Only Gaussian regression is implemented for the noisy-network methods (no probit / multinomial
-factors); the mean-field baseline also fits logistic and softmax classifiers.
+The noisy-network methods implement Gaussian regression; ``"rao_blackwell"`` also the probit and
+multinomial-probit classifiers (output rows Rao–Blackwellised over the Gibbs chain's utilities,
+docs/block_vi_probit.md). The mean-field baseline also fits logistic and softmax classifiers.
 """
 from __future__ import annotations
 

@@ -39,6 +39,7 @@ from .._backend import random as bbr
 from .. import gibbs as _gibbs
 from ..model import MLP
 from ..gibbs.result import GibbsResult
+from ..gibbs.conditionals import output_targets
 from ..blocks import augmented_cross, augmented_gram, diag_embed
 from ..driver import deprecated_names, one_blas_thread, is_kept, run_kernel
 from ..inputs import prepare
@@ -82,12 +83,17 @@ class RBState(NamedTuple):
 def conditional_moments(state, net: MLP, X, y):
     """Per layer ``(m^{(s)}, P^{(s)-1})`` of the row conditionals (A.1) at a Gibbs state.
 
+    The output layer regresses on its targets ``T``: ``y`` (Gaussian), the one-hot labels
+    (``"onehot_gaussian"``) or, for the probit likelihoods, the chain's latent utilities
+    ``U^{(s)}`` (``state.latent``, ``Δ_y = 1``): given ``U`` the output rows are a Bayesian linear
+    regression exactly as in the Gaussian case (docs/block_vi_probit.md).
+
     Parameters
     ----------
     state : GibbsState
-        ``C`` chains; uses ``pre``, ``post``, ``lam_w``, ``lam_b``, ``delta_y``.
+        ``C`` chains; uses ``pre``, ``post``, ``lam_w``, ``lam_b``, ``delta_y`` and ``latent``.
     X : array, shape (n, d_in)
-    y : array, shape (n, d_out)
+    y : array, shape (n, d_out), or int labels (n,) for the classification likelihoods
 
     Returns
     -------
@@ -102,7 +108,7 @@ def conditional_moments(state, net: MLP, X, y):
     for l in range(L):
         H = X if l == 0 else state.post[l - 1]
         if l == L - 1:
-            T = xp.broadcast_to(y[None, ...], (C,) + tuple(y.shape))
+            T = output_targets(net, y, state.latent, C, X)
             delta = state.delta_y
         else:
             T = state.pre[l]
@@ -182,7 +188,7 @@ def finalize(stats: RBStats):
 @deprecated_names(n_samples="num_samples", n_warmup="num_warmup", n_chains="num_chains")
 @one_blas_thread
 def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_chains: int = 4, thin: int = 1,
-        init="cavi", cavi_iters: int = 100, cavi_restarts: int = 8, seed=None, device=None, dtype=None,
+        init=None, cavi_iters: int = 100, cavi_restarts: int = 8, seed=None, device=None, dtype=None,
         progress: bool = True, learn_noise: bool = False, learn_prior: bool = False,
         keep_samples: bool = True, check_every=None, checkpoint=None, checkpoint_every=None,
         resume=None, tempering="auto") -> VIResult:
@@ -195,13 +201,16 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
     Parameters
     ----------
     net : MLP
-        ``likelihood="gaussian"``.
+        ``likelihood`` ``"gaussian"``, or a classifier (``"probit"``, ``"multinomial_probit"``,
+        ``"onehot_gaussian"``): the output rows are then Rao–Blackwellised over the Gibbs chain's
+        latent utilities ``U`` (or the one-hot targets), see docs/block_vi_probit.md.
     X : array, shape (n, d_in)
-    y : array, shape (n,) or (n, d_out)
+    y : array, shape (n,) or (n, d_out); int class labels (n,) for the classifiers
     num_samples, num_warmup, num_chains, thin : int
         As in :func:`blockbayes.gibbs.run` (``num_samples`` kept sweeps per chain).
-    init : {"cavi", "prior", "zero"}, sequence of weights, mapping or GibbsState
-        ``"cavi"``: each chain starts from one draw of the best of ``cavi_restarts`` block-CAVI
+    init : None, {"cavi", "prior", "zero"}, sequence of weights, mapping or GibbsState
+        ``None`` (default): ``"cavi"`` for Gaussian regression, ``"prior"`` for the classifiers
+        (block CAVI is Gaussian-only). ``"cavi"``: each chain starts from one draw of the best of ``cavi_restarts`` block-CAVI
         restarts (``cavi_iters`` sweeps), with auxiliaries from the noisy forward pass. Anything
         else is passed to :func:`blockbayes.gibbs.init`.
     cavi_iters, cavi_restarts : int
@@ -238,7 +247,15 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
                         ("num_chains", num_chains, 1), ("thin", thin, 1), ("cavi_iters", cavi_iters, 1),
                         ("cavi_restarts", cavi_restarts, 1)):
         check_int(name, v, lo)
-    X, y = prepare(net, X, y, device=device, dtype=dtype, task="regression", method=NOISY_VI)
+    X, y = prepare(net, X, y, device=device, dtype=dtype, task="noisy", per_chain=False, method=NOISY_VI)
+    gaussian = net.likelihood == "gaussian"
+    if init is None:
+        init = "cavi" if gaussian else "prior"
+    if isinstance(init, str) and init == "cavi" and not gaussian:
+        raise ValueError(f"init='cavi' needs likelihood='gaussian' (block CAVI is Gaussian-only), got "
+                         f"{net.likelihood!r}: start from 'prior', 'zero', given weights or a GibbsState")
+    if learn_noise and not gaussian:
+        raise ValueError(f"learn_noise is not available for likelihood={net.likelihood!r}")
     xp = namespace(X, y)
     root = bbr.key(seed)
     k_cavi, k_draw, k_init, k_run = bbr.split(root, 4)
@@ -320,7 +337,7 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
     if cavi_elbo is not None:
         extras["cavi_elbo"] = cavi_elbo
     return VIResult(net=net, method="rao_blackwell", means=means, covs=covs, cov_kind="row", delta_y=dy,
-                   elbo=None, trace={}, likelihood="gaussian", model="noisy",
+                   elbo=None, trace={}, likelihood=net.likelihood, model="noisy",
                    final_state=RBState(state, stats, tstate),
                    config=dict(num_samples=S, num_warmup=num_warmup, num_chains=C, thin=thin,
                                init=init if isinstance(init, str) else "given", cavi_iters=cavi_iters,
