@@ -44,6 +44,11 @@ GRIDS = {
 # whose validation LL, averaged over the sets and the inner splits, is within 0.02 nats of E=5000's.
 GRIDS_ROUND3 = {"vi_ivon": [dict(epochs=e, lr=0.01, hess_init=10.0, options={"max_steps": 20000})
                             for e in (5000, 1000, 500, 250)]}
+# round 4: larger minibatches at fewer steps (same number of epochs), the step size scaled with the
+# batch (a step's cost barely grows with the batch at these sizes, so the fit time falls with the steps).
+GRIDS_ROUND4 = {"vi_ivon": [dict(epochs=5000, lr=0.01, hess_init=10.0, options={"max_steps": 20000})] +
+                           [dict(epochs=5000, batch_size=b, lr=lr, hess_init=10.0, options={"max_steps": st})
+                            for b, lr, st in ((64, 0.02, 10000), (64, 0.01, 10000), (128, 0.04, 5000))]}
 BUDGET_TOLERANCE = 0.02
 GRIDS_ROUND1 = {"vi_ivon": [dict(hess_init=h, epochs=e, lr=0.1, options={}) for h in (1.0, 3.0, 10.0)
                             for e in (200, 500)]}
@@ -61,6 +66,7 @@ def main(argv=None):
     ap.add_argument("--round1", action="store_true", help="the first round's IVON grid (epochs at lr 0.1)")
     ap.add_argument("--budget", action="store_true",
                     help="round 3: IVON's epoch budget (capped at 20000 steps) on the inner splits of --splits")
+    ap.add_argument("--batch", action="store_true", help="with --budget: round 4 (batch size x steps)")
     ap.add_argument("--splits", default="0", help="training splits whose inner validation split is used (--budget)")
     ap.add_argument("--jsonl", default=None, help="append every fit's result here (--budget)")
     a = ap.parse_args(argv)
@@ -95,14 +101,24 @@ def budget(a):
     validation split of each training split in ``--splits``. Fits whose capped step count equals an
     earlier grid point's are not repeated (same seed, same steps: the same fit)."""
     m = get_method("vi_ivon")
-    grid = GRIDS_ROUND3["vi_ivon"]
+    grid = (GRIDS_ROUND4 if a.batch else GRIDS_ROUND3)["vi_ivon"]
+    label = [f"bs={c.get('batch_size', 32)} lr={c['lr']} cap={c['options']['max_steps']}" if a.batch
+             else f"E={c['epochs']}" for c in grid]
     dsets = a.datasets.split(",") if a.datasets else list(DATASETS)
     splits = [int(s) for s in a.splits.split(",")]
     val = np.full((len(grid), len(dsets), len(splits)), np.nan)
     steps = np.zeros((len(grid), len(dsets)), dtype=int)
+    # fits already in --jsonl (same data, seed, options and code: the same fit) are read, not redone
+    seen = {}
+    if a.jsonl and os.path.exists(a.jsonl):
+        with open(a.jsonl) as f:
+            for ln in f:
+                r = json.loads(ln)
+                seen[(r["ds"], r["split"], r.get("batch_size", 32), r.get("lr", 0.01), r["steps"])] = \
+                    (r["val_lpd"], r["t"])
     out = open(a.jsonl, "a") if a.jsonl else None
     print("\n## vi_ivon: epoch budget (cap 20000 steps), inner validation LL (standardised y), seed 0\n")
-    print("| dataset | split | n_inner | " + " | ".join(f"E={c['epochs']}" for c in grid) + " |")
+    print("| dataset | split | n_inner | " + " | ".join(label) + " |")
     print("|---|---|---|" + "---|" * len(grid))
     for j, ds in enumerate(dsets):
         info = bb.datasets.uci_info(ds)
@@ -110,33 +126,36 @@ def budget(a):
             d = bb.datasets.uci(ds, sp, validation=True)
             n = d.X_train.shape[0]
             arch = Arch(d.X_train.shape[1], (info.n_hidden,), "regression")
-            done = {}
+            done = {k[2:]: v for k, v in seen.items() if k[:2] == (ds, sp)}
             cells = []
             for i, cfg in enumerate(grid):
-                st = min(cfg["epochs"] * (n // 32), cfg["options"]["max_steps"])
+                bs = cfg.get("batch_size", 32)
+                st = min(cfg["epochs"] * (n // bs), cfg["options"]["max_steps"])
                 steps[i, j] = st
-                if st not in done:
+                key = (bs, cfg["lr"], st)
+                if key not in done:
                     t0 = time.perf_counter()
                     p = m.fit(arch, d.X_train, d.y_train, seed=0, **m.options(cfg))
-                    done[st] = (float(np.mean(p.lpd(d.X_test, d.y_test))), time.perf_counter() - t0)
+                    done[key] = (float(np.mean(p.lpd(d.X_test, d.y_test))), time.perf_counter() - t0)
                     assert p.diagnostics["steps"] == st
                     if out:
                         out.write(json.dumps(dict(ds=ds, split=sp, n=n, epochs=cfg["epochs"], steps=st,
-                                                  val_lpd=done[st][0], t=round(done[st][1], 2),
+                                                  batch_size=bs, lr=cfg["lr"],
+                                                  val_lpd=done[key][0], t=round(done[key][1], 2),
                                                   load=os.getloadavg()[0])) + "\n")
                         out.flush()
-                val[i, j, s_i] = done[st][0]
-                cells.append(f"{done[st][0]:.3f} ({st} steps, {done[st][1]:.0f} s)")
+                val[i, j, s_i] = done[key][0]
+                cells.append(f"{done[key][0]:.3f} ({st} steps, {done[key][1]:.0f} s)")
             print(f"| {ds} | {sp} | {n} | " + " | ".join(cells) + f" |  load {os.getloadavg()[0]:.1f}", flush=True)
     mean = np.nanmean(val, axis=2)                      # (grid, datasets)
     gap = mean - mean[0:1]
-    print("\n| E | " + " | ".join(dsets) + " | mean gap to E=5000 |")
+    print(f"\n| config | " + " | ".join(dsets) + f" | mean gap to {label[0]} |")
     print("|---|" + "---|" * (len(dsets) + 1))
     for i, cfg in enumerate(grid):
-        print(f"| {cfg['epochs']} | " + " | ".join(f"{g:+.3f}" for g in gap[i]) + f" | {gap[i].mean():+.3f} |")
+        print(f"| {label[i]} | " + " | ".join(f"{g:+.3f}" for g in gap[i]) + f" | {gap[i].mean():+.3f} |")
     ok = [i for i in range(len(grid)) if gap[i].mean() >= -BUDGET_TOLERANCE]
-    pick = min(ok, key=lambda i: grid[i]["epochs"])
-    print(f"\npick (smallest E within {BUDGET_TOLERANCE} nats of E=5000 on the mean): epochs={grid[pick]['epochs']}")
+    pick = min(ok, key=lambda i: steps[i].sum())
+    print(f"\npick (fewest steps within {BUDGET_TOLERANCE} nats of {label[0]} on the mean): {label[pick]}")
 
 
 if __name__ == "__main__":
