@@ -297,8 +297,8 @@ def render(res, methods, datasets, splits_req, doc: Path, elapsed_note: str = ""
     modes = sorted({str(c.get("mem_mode", "tracemalloc")) for c in res.cells if c.get("status") == "ok"})
     mem_txt = {"tracemalloc": "peak traced memory (tracemalloc: Python/NumPy heap above the cell's start; "
                               "excludes Numba/BLAS workspaces)",
-               "rss": "peak memory from the process's resident set size (`--memory rss`: the process's peak, "
-                      "an upper bound on the cell's)",
+               "rss": "the growth of the process's peak resident set size during the cell (`--memory rss`; "
+                      "0 when an earlier cell of the process had already reached a higher peak)",
                "none": "no memory measurement (`--memory none`)"}
     lines += ["## Cost (ours)", "", "Mean fit wall time per split in seconds on a shared 2-core CPU (timings "
               "are inflated and noisy under load), and " + "; ".join(mem_txt.get(m, m) for m in modes or
