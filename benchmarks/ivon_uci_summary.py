@@ -37,18 +37,22 @@ NUTS_LL = {("bostonHousing", 0): -2.298, ("bostonHousing", 1): -2.371, ("bostonH
            ("yacht", 2): -0.001}
 
 
-def committed_column(doc: Path, section: str, column: str) -> dict:
-    """``{short name: (mean, se)}`` from a table of docs/uci.md."""
-    text = doc.read_text()
-    part = text.split(section, 1)[1]
+def first_table(text: str, section: str, column: str) -> tuple[list, int]:
+    """The rows of the first Markdown table after the heading ``section`` of ``text`` (header and rule
+    included) and the index of its column ``column``."""
     lines = []
-    for ln in part.splitlines():                    # the first table after the heading only
+    for ln in text.split(section, 1)[1].splitlines():
         if ln.startswith("|"):
             lines.append(ln)
         elif lines:
             break
     head = [h.strip() for h in lines[0].strip("|").split("|")]
-    j = head.index(column)
+    return lines, head.index(column)
+
+
+def committed_column(doc: Path, section: str, column: str) -> dict:
+    """``{short name: (mean, se)}`` from a table of docs/uci.md."""
+    lines, j = first_table(doc.read_text(), section, column)
     out = {}
     for ln in lines[2:]:
         cells = [c.strip() for c in ln.strip("|").split("|")]
@@ -69,15 +73,7 @@ def reference_hmc(doc: Path, ref_cells: Path | None) -> dict:
     out = {}
     if not doc.exists():
         return out
-    text = doc.read_text().split("## Test log-likelihood", 1)[1]
-    lines = []
-    for ln in text.splitlines():                    # the first table after the heading only
-        if ln.startswith("|"):
-            lines.append(ln)
-        elif lines:
-            break
-    head = [h.strip() for h in lines[0].strip("|").split("|")]
-    j = head.index("hmc")
+    lines, j = first_table(doc.read_text(), "## Test log-likelihood", "hmc")
     inv = {v: k for k, v in SHORT.items()}
     for ln in lines[2:]:
         cellv = [c.strip() for c in ln.strip("|").split("|")]

@@ -294,9 +294,15 @@ def render(res, methods, datasets, splits_req, doc: Path, elapsed_note: str = ""
         lines.append("")
     lines.append("† published, 20 splits (protein 5), see conventions above.")
     lines.append("")
+    modes = sorted({str(c.get("mem_mode", "tracemalloc")) for c in res.cells if c.get("status") == "ok"})
+    mem_txt = {"tracemalloc": "peak traced memory (tracemalloc: Python/NumPy heap above the cell's start; "
+                              "excludes Numba/BLAS workspaces)",
+               "rss": "the growth of the process's peak resident set size during the cell (`--memory rss`; "
+                      "0 when an earlier cell of the process had already reached a higher peak)",
+               "none": "no memory measurement (`--memory none`)"}
     lines += ["## Cost (ours)", "", "Mean fit wall time per split in seconds on a shared 2-core CPU (timings "
-              "are inflated and noisy under load), and peak traced memory (tracemalloc: Python/NumPy heap "
-              "above the cell's start; excludes Numba/BLAS workspaces).", "",
+              "are inflated and noisy under load), and " + "; ".join(mem_txt.get(m, m) for m in modes or
+                                                                     ["tracemalloc"]) + ".", "",
               "| dataset | " + " | ".join(f"{l} time (s)" for l in labels) + " | " + " | ".join(f"{l} MiB" for l in labels) + " |",
               "|---|" + "---|" * (2 * len(labels))]
     for ds in datasets:
@@ -442,6 +448,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="BLAS and Numba threads per process (default 1: run several processes on "
                          "disjoint --datasets instead; threaded BLAS made MAP fits 2-3x slower here)")
+    ap.add_argument("--memory", default="tracemalloc", choices=("tracemalloc", "rss", "none"),
+                    help="peak-memory measurement of each cell (not part of the cell's key); tracemalloc "
+                         "slows allocation-heavy Python loops such as IVON's 4-5x, rss does not")
     ap.add_argument("--order", default="cost", choices=("cost", "name"),
                     help="dataset order (cost: smallest first, so partial runs cover the cheap sets)")
     args = ap.parse_args(argv)
@@ -465,7 +474,7 @@ def main(argv=None) -> int:
     for i, ds in enumerate(datasets):
         if not args.report_only:
             ev.evaluate(methods, [ds], splits=parse_only(args.only_splits) or splits, out_dir=args.out,
-                        progress=not args.no_progress,
+                        progress=not args.no_progress, memory=args.memory,
                         plots=False, markdown_title=f"UCI {ds}")
             done = ev.evaluate(methods, datasets, splits=splits, out_dir=args.out, progress=False, plots=False,
                                compute=False, markdown_title="UCI regression")

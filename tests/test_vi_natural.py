@@ -289,3 +289,20 @@ def test_evaluate_methods_regression_and_classification(name):
     assert P.shape == (7, 2) and np.allclose(P.sum(axis=1), 1.0)
     with pytest.raises(ValueError, match="no option"):
         m.options({"num_steps": 3})
+
+
+@pytest.mark.parametrize("name", ["vi_ivon", "vi_vogn"])
+def test_evaluate_diagnostics_steps_after_the_cap(name):
+    """``diagnostics["steps"]`` is the number of steps the run did: ``min(epochs·⌊n/bs⌋, max_steps)``
+    (it used to record the uncapped epoch count)."""
+    from blockbayes.evaluate._methods import Arch, get_method
+
+    m = get_method(name)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(100, 2))
+    y = X[:, 0] + 0.1 * rng.normal(size=100)
+    arch = Arch(2, (5,), "regression")
+    p = m.fit(arch, X, y, seed=0, **m.options({"epochs": 10, "num_pred_samples": 20, "options": {"max_steps": 7}}))
+    assert p.diagnostics["steps"] == 7                      # 10 · ⌊100/32⌋ = 30 capped at 7
+    q = m.fit(arch, X, y, seed=0, **m.options({"epochs": 2, "num_pred_samples": 20, "options": {"max_steps": 7}}))
+    assert q.diagnostics["steps"] == 6                      # 2 · 3 = 6 below the cap

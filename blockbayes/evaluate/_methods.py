@@ -641,7 +641,8 @@ def _fit_vi_natural(arch, X, y, *, seed, vi_method, epochs, batch_size, lr, hess
                  beta1=beta1, beta2=beta2, ess=n / float(tempering), num_restarts=num_restarts,
                  learn_noise=bool(learn_noise and reg), noise_rate=noise_rate, seed=_int_seed([seed, 11]),
                  progress=False, **kw).to_numpy()
-    diag = {"steps": steps, "batch_size": bs, "elbo": float(np.max(_np(res.elbo)))}
+    # the steps the run did (``max_steps`` in ``options`` may cap the epoch count)
+    diag = {"steps": int(res.config["num_steps"]), "batch_size": bs, "elbo": float(np.max(_np(res.elbo)))}
     if reg:
         diag["delta_y_mean"] = float(np.mean(_np(res.delta_y)))
     pred = _vi_predictor(arch, res, seed, num_pred_samples, diag, components=components)

@@ -95,8 +95,11 @@ def init_state(rng_key, net: MLP, X, *, num_restarts: int = 1, init="prior", hes
 
 
 def sample_gradients(key, state: NGState, net: MLP, X, Y, *, likelihood: str, sd: tuple, num_mc: int,
-                     curvature: Optional[str] = None):
+                     curvature: Optional[str] = None, eps: Optional[tuple] = None):
     """Draw ``θ = m + σ ε`` (``num_mc`` per restart) and differentiate the minibatch mean loss there.
+
+    ``ε`` is drawn from ``key`` (one key per layer), or given as ``eps``: per layer standard normals
+    of shape ``(num_mc, C, d_{l+1}, d_l + 1)`` (what :func:`run_loop` draws for many steps at once).
 
     Returns
     -------
@@ -115,10 +118,12 @@ def sample_gradients(key, state: NGState, net: MLP, X, Y, *, likelihood: str, sd
     C = state.mean[0].shape[0]
     K = num_mc
     m = X.shape[0]
-    keys = bbr.split(key, L)
+    if eps is None:
+        keys = bbr.split(key, L)
+        eps = tuple(bbr.normal(keys[l], (K,) + tuple(M.shape), like=M) for l, M in enumerate(state.mean))
     noise, theta = [], []
     for l, (M, s) in enumerate(zip(state.mean, sd)):
-        e = bbr.normal(keys[l], (K,) + tuple(M.shape), like=M)
+        e = eps[l]
         z = s[None, ...] * e
         noise.append(z)
         theta.append(xp.reshape(M[None, ...] + z, (K * C,) + tuple(M.shape[1:])))
@@ -158,6 +163,17 @@ def kl_to_prior(xp, mean, var, prior_prec) -> Any:
     return kl
 
 
+NOISE_CHUNK_STEPS = 256
+NOISE_CHUNK_NUMBERS = 1 << 20
+
+
+def noise_chunk(num_mc: int, mean: tuple) -> int:
+    """Steps whose standard normals :func:`run_loop` draws at once: ``NOISE_CHUNK_STEPS``, fewer for big
+    nets so that one chunk holds at most ``NOISE_CHUNK_NUMBERS`` numbers (≥ 1 step)."""
+    per_step = num_mc * sum(int(math.prod(M.shape)) for M in mean)
+    return max(1, min(NOISE_CHUNK_STEPS, NOISE_CHUNK_NUMBERS // max(per_step, 1)))
+
+
 def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, batch_size, num_restarts: int,
              likelihood, learn_noise: bool, ess, weight_decay_value, seed, device, dtype, progress: bool,
              init, hess_init: float, step_options: dict, config: dict, check_every=None, checkpoint=None,
@@ -166,7 +182,13 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
     moves the data once, runs epochs of shuffled minibatches (the last short batch dropped when
     ``batch_size`` does not divide ``n``), and returns a :class:`VIResult` with ``cov_kind="diag"``,
     ``σ² = 1/(ess (h + δ))``. ``max_steps`` (optional) caps ``num_steps``: a caller that sizes the
-    run in epochs gets ``min(num_steps, max_steps)`` steps (the step-size schedule spans those)."""
+    run in epochs gets ``min(num_steps, max_steps)`` steps (the step-size schedule spans those).
+
+    The standard normals ``ε`` of the weight draws are drawn for :func:`noise_chunk` steps at once (one
+    draw per layer at every ``chunk``-th step, from that step's key) and handed to ``step`` as ``eps``:
+    the same distribution as drawing them step by step, without a generator set-up per step and layer
+    (which cost about a third of a small net's step). The chunk is carried in the loop state, so a
+    resumed run continues with the same draws."""
     check_int("num_steps", num_steps)
     if max_steps is not None:
         num_steps = min(num_steps, check_int("max_steps", max_steps))
@@ -188,10 +210,17 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
     state = init_fn(k_init, net, X, num_restarts=num_restarts, init=init, hess_init=hess_init)
     per_epoch = n // batch_size
     extra = {k: v for k, v in step_options.items() if k != "lr"}
+    num_mc = int(step_options.get("num_mc", 1))
+    chunk = noise_chunk(num_mc, state.mean)
 
     def step_ng(keys, carry, t):
         k_b, k_s = keys
-        st, perm = carry
+        st, perm, buf = carry
+        c = t % chunk
+        if c == 0:                                       # standard normals for the next `chunk` steps
+            ks = bbr.split(k_s, len(st.mean))
+            buf = tuple(bbr.normal(ks[l], (chunk, num_mc) + tuple(M.shape), like=M) for l, M in enumerate(st.mean))
+        eps = tuple(b[c, ...] for b in buf)
         if batch_size == n:
             Xb, Yb = X, Y
         else:
@@ -202,19 +231,20 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
             Xb, Yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
         st, info = step_fn(k_s, st, net, Xb, Yb, likelihood=lik, ess=ess, weight_decay=wd,
                            lr=lr_at(t, num_steps, step_options["lr"], config["schedule"]),
-                           learn_noise=learn_noise, **extra)
-        return (st, perm), info
+                           learn_noise=learn_noise, eps=eps, **extra)
+        return (st, perm, buf), info
 
     def collect(carry, info, t):
         return {"loss": info.loss, "delta_y": carry[0].delta_y} if learn_noise else {"loss": info.loss}
 
-    out = run_kernel(k_run, (state, None), step_ng, num_steps=num_steps, collect=collect,
+    out = run_kernel(k_run, (state, None, None), step_ng, num_steps=num_steps, collect=collect,
                      keys_per_step=2, key_mode="fan", progress=progress, desc=f"vi.{method}", unit="step",
                      check=(lambda carry, info: nonfinite_fields(xp, carry[0], ("mean", "hess", "delta_y")))
                      if check_every else None, check_every=check_every, check_what=f"{method} state",
                      postfix=lambda carry, info: {"loss": f"{float(xp.min(info.loss)):.4g}"}, postfix_every=50,
                      checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                      config=dict(config, family=f"vi.{method}", widths=list(net.widths), batch_size=batch_size,
+                                 noise_chunk=chunk,
                                  num_restarts=num_restarts, learn_noise=learn_noise, ess=ess, dtype=dtype_name(X)))
     state = out.state[0]
     num_steps_done = out.num_kept
@@ -232,7 +262,7 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
     trace = {"loss": tr}
     if learn_noise:
         trace["delta_y"] = out.traces["delta_y"]
-    cfg = dict(config, num_steps=num_steps, batch_size=batch_size, num_restarts=num_restarts, ess=ess,
+    cfg = dict(config, num_steps=num_steps, noise_chunk=chunk, batch_size=batch_size, num_restarts=num_restarts, ess=ess,
                weight_decay=weight_decay_value, learn_noise=learn_noise, hess_init=hess_init,
                backend=backend_name(xp), dtype=dtype_name(X), n=n)
     if out.interrupted:

@@ -63,7 +63,7 @@ def hessian_estimate(g, noise, hess, wd, ess):
 def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess: float, weight_decay: tuple,
          beta1: float = 0.9, beta2: float = 0.99999, hess_init: float = 1.0, num_mc: int = 1,
          clip_radius: float = math.inf, rescale_lr: bool = True, debias: bool = True,
-         learn_noise: bool = False, noise_rate: float = 0.01) -> tuple[NGState, NGInfo]:
+         learn_noise: bool = False, noise_rate: float = 0.01, eps: Optional[tuple] = None) -> tuple[NGState, NGInfo]:
     """One IVON step on a minibatch (pure).
 
     Parameters
@@ -82,6 +82,9 @@ def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess
         Draws per step (averaged).
     learn_noise : bool
         Gaussian: update ``Δ_y`` towards the mean squared residual at the draws (rate ``noise_rate``).
+    eps : tuple of arrays, optional
+        The step's standard normals ``ε`` per layer, ``(num_mc, C, d_{l+1}, d_l + 1)``; ``None``: drawn
+        from ``key`` (:func:`blockbayes.vi._natural.sample_gradients`).
 
     Returns
     -------
@@ -91,7 +94,8 @@ def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess
     xp = namespace(X)
     t = state.t + 1
     sd = tuple(1.0 / xp.sqrt(ess * (h + d)) for h, d in zip(state.hess, weight_decay))
-    g, noise, _, loss, F = sample_gradients(key, state, net, X, Y, likelihood=likelihood, sd=sd, num_mc=num_mc)
+    g, noise, _, loss, F = sample_gradients(key, state, net, X, Y, likelihood=likelihood, sd=sd, num_mc=num_mc,
+                                            eps=eps)
     new_m, new_h, new_g = [], [], []
     lr_eff_base = lr
     for M, h, mom, gl, nz, d in zip(state.mean, state.hess, state.momentum, g, noise, weight_decay):
