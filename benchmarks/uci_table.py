@@ -161,13 +161,13 @@ def describe(cfg) -> str:
                 + ("; Gaussian-mixture predictive" if ens else "; predictive N(F(x), Δ_y)"))
     if opts.get("noise") == "joint_select":
         ens = cfg["method"].startswith("ensemble")
-        lead = (f"the {opts['members']} best" if ens else "the best") + (
-            f" of {opts['starts']} joint-noise MAP fits (MAP of (θ, log Δ_y), 1/Δ_y ~ Gamma{tuple(opts['noise_prior'])}, "
-            f"weight prior λ = fan-in; L-BFGS until max|∇E/n| ≤ {opts['tol']:g}, no further decrease, or "
-            f"{opts['max_iter']} iterations) on {1 - opts['holdout']:.0%} of the training split, by their MSE on the "
-            f"other {opts['holdout']:.0%}, refitted on all of it (≤ {opts['refit_iter']} its)")
-        return lead + ("; Gaussian-mixture predictive, joint Δ_y per member" if ens
-                       else "; predictive N(F(x), Δ_y = the held-out MSE)")
+        lead = (f"{opts['starts']} joint-noise MAP fits (MAP of (θ, log Δ_y), 1/Δ_y ~ Gamma{tuple(opts['noise_prior'])}, "
+                f"weight prior λ = fan-in; L-BFGS until max|∇E/n| ≤ {opts['tol']:g}, no further decrease, or "
+                f"{opts['max_iter']} iterations) on {1 - opts['holdout']:.0%} of the training split, scored by their "
+                f"MSE on the other {opts['holdout']:.0%}, refitted on all of it (≤ {opts['refit_iter']} its); ")
+        return lead + (f"the {opts['members']} with the smallest held-out MSE, Gaussian-mixture predictive with "
+                       "Δ_y per member = its held-out MSE" if ens else
+                       "the refit with the lowest objective, predictive N(F(x), Δ_y = its held-out MSE)")
     if opts.get("noise") == "evidence":
         ens = cfg["method"].startswith("ensemble")
         ev_ = opts["evidence"]

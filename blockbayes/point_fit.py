@@ -91,11 +91,12 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
       ``structure``, ``max_outer``, ``rtol``, ``max_iter`` of the inner fits), the weights the MAP at
       that ``Δ_y``;
     * ``"joint_select"``: ``starts`` joint-noise MAP fits (as ``"joint"``, from different random
-      starts) on the ``1 − holdout`` part of the data (:func:`joint_select_candidates`); the start
-      with the smallest held-out MSE is refitted on all points (joint noise, warm start, at most
-      ``refit_iter`` L-BFGS iterations), and ``Δ_y`` is that start's held-out MSE (the joint
-      ``Δ̂_y`` of a net that interpolates its training data sits at the hyperprior's floor
-      ``b/(nC/2 + a)`` and is far too small for prediction; it is kept as ``delta_y_joint``);
+      starts) on the ``1 − holdout`` part of the data, each scored by its MSE on the held-out rest
+      and refitted on all points (joint noise, warm start, at most ``refit_iter`` L-BFGS
+      iterations; :func:`joint_select_candidates`); the refit with the lowest objective on all
+      points is kept, and ``Δ_y`` is its held-out MSE (the joint ``Δ̂_y`` of a net that interpolates
+      its training data sits near the hyperprior's floor ``b/(nC/2 + a)`` and is far too small for
+      prediction; it is kept as ``delta_y_joint``);
     * ``"train"``: the training MSE of the fit;  ``"fixed"``: ``net.delta_y``;  a float: that value.
 
     Classifiers have no noise variance (``noise`` is ignored; ``Δ_y = 1``).
@@ -127,7 +128,7 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
         ``map_restart_objectives``, ``map_restart_iters``, ``map_best_restart``; ``"evidence"`` adds
         ``map_stop``, ``evidence_gamma``, ``evidence_outer``, ``evidence_converged``,
         ``evidence_prior_precision``, ``evidence_log_marglik``; ``"joint_select"`` adds ``map_stop``,
-        ``delta_y_joint``, ``select_holdout_mse`` (per start), ``select_iters`` (per start),
+        ``delta_y_joint``, ``select_holdout_mse``, ``select_objectives`` and ``select_iters`` (per start),
         ``select_best``, ``select_time_s`` (the candidates' wall time, 0 when shared with the ensemble's
         fit), ``select_owed_s`` (their wall time when they were shared).
     """
@@ -166,14 +167,15 @@ def _fit_point(net, X, y, *, lik, seed, noise, holdout, method, max_iter, restar
         if not reg:
             raise ValueError("noise='joint_select' needs the gaussian likelihood")
         cand = joint_select_candidates(net, X, y, seed=seed, starts=starts, holdout=holdout, max_iter=max_iter,
-                                       tol=tol, ftol=ftol, noise_prior=noise_prior, method=method, cache=cache)
-        k = int(np.argmin(cand["holdout_mse"]))
-        w, i1 = _refit_joint(net, X, y, cand["weights"][k], refit_iter=refit_iter, tol=tol, ftol=ftol,
-                             noise_prior=noise_prior)
+                                       tol=tol, ftol=ftol, noise_prior=noise_prior, method=method, cache=cache,
+                                       refit_iter=refit_iter)
+        k = int(np.argmin(np.where(np.isfinite(cand["objective"]), cand["objective"], np.inf)))
+        w, i1 = cand["weights"][k], cand["refit_info"][k]
         dy = float(cand["holdout_mse"][k])
         info = {"map_converged": bool(i1["converged"]), "map_iters": int(cand["iters"][k]) + int(i1["num_iter"]),
                 "map_stop": i1["message"], "delta_y_joint": float(i1["delta_y"]),
                 "select_holdout_mse": [float(v) for v in cand["holdout_mse"]],
+                "select_objectives": [float(v) for v in cand["objective"]],
                 "select_iters": [int(v) for v in cand["iters"]], "select_best": k, "select_time_s": cand["time_s"],
                 "select_owed_s": cand["fit_time_s"] if cand["reused"] else 0.0, "delta_y": dy}
         return with_noise(net, dy), w, dy, info
@@ -224,24 +226,30 @@ def _fit_point(net, X, y, *, lik, seed, noise, holdout, method, max_iter, restar
 
 def joint_select_candidates(net: MLP, X, y, *, seed=None, starts: int = 8, holdout: float = 0.1,
                             max_iter: int = 20000, tol: Optional[float] = 1e-6, ftol: Optional[float] = 0.0,
-                            noise_prior=(1.0, 1e-2), method: str = "lbfgs", cache: bool = False) -> dict:
+                            noise_prior=(1.0, 1e-2), method: str = "lbfgs", cache: bool = False,
+                            refit_iter: int = 5000) -> dict:
     """Joint-noise MAP fits from ``starts`` random starts on a ``1 − holdout`` part of the data,
-    scored on the held-out rest (the candidates of ``noise="joint_select"``; memoised in-process).
+    scored on the held-out rest, then refitted on all points (the candidates of
+    ``noise="joint_select"``).
 
     Rows ``perm[n_val:]`` fit and rows ``perm[:n_val]`` score, ``perm =
     default_rng(derived_seed(seed, 7)).permutation(n)``, ``n_val = max(1, round(holdout·n))`` (the
     split of ``noise="holdout"``). Start ``k`` is :func:`blockbayes.laplace.map_fit` with
     ``noise="joint"`` (MAP of ``(θ, log Δ_y)``, ``1/Δ_y ~ Gamma(noise_prior)``) and seed
-    ``derived_seed(seed, 200 + k)``, L-BFGS until ``max|∇E/n| ≤ tol``, no decrease, or ``max_iter``.
+    ``derived_seed(seed, 200 + k)``, L-BFGS until ``max|∇E/n| ≤ tol``, no decrease, or ``max_iter``;
+    its refit is ``map_fit`` on all points from those weights (``noise="joint"``, ``refit_iter``
+    iterations).
     ``cache``: memoise the candidates in this process (with an integer ``seed``), so that the MAP and
     the ensemble of one seed share them.
 
     Returns
     -------
     dict
-        ``weights`` (list over starts of per-layer ``(d_{l+1}, d_l + 1)`` arrays), ``holdout_mse``
-        (``(starts,)``, ``max(mean((F(x) − y)²), 1e-6)`` over the held-out rows, standardised units
-        of ``y``), ``objective``, ``iters``, ``time_s`` (wall time of the fits; 0 on a memo hit),
+        ``weights`` (list over starts of the refits' per-layer ``(d_{l+1}, d_l + 1)`` arrays),
+        ``holdout_mse`` (``(starts,)``, ``max(mean((F(x) − y)²), 1e-6)`` of the fit on the
+        ``1 − holdout`` part over the held-out rows, in the units of ``y``), ``objective`` (the
+        refits' ``E`` on all points), ``iters`` (of the first fits), ``refit_info`` (the refits'
+        :func:`~blockbayes.laplace.map_fit` infos), ``time_s`` (wall time; 0 on a memo hit),
         ``reused``, ``fit_time_s`` (wall time of the fits when they were computed).
     """
     starts = int(starts)
@@ -256,7 +264,7 @@ def joint_select_candidates(net: MLP, X, y, *, seed=None, starts: int = 8, holdo
         seed = derived_seed(None)
         cache = False
     key = ("joint_select", _fingerprint(X, y), repr(net), seed, starts, frac, max_iter, tol, ftol,
-           tuple(noise_prior))
+           tuple(noise_prior), int(refit_iter))
     hit = _CACHE.get(key) if cache else None
     if hit is not None:
         return dict(hit, time_s=0.0, reused=True)
@@ -275,34 +283,25 @@ def joint_select_candidates(net: MLP, X, y, *, seed=None, starts: int = 8, holdo
     if ftol is not None:
         kw["ftol"] = ftol
     t0 = time.perf_counter()
-    weights, mse, obj, its = [], [], [], []
+    weights, mse, obj, its, rinfo = [], [], [], [], []
     yv_h = np.asarray(to_numpy(yv), dtype=np.float64).reshape(-1)
     for k in range(starts):
         w, info = map_fit(net, Xt, yt, seed=derived_seed(seed, 200 + k), **kw)
         F = np.asarray(to_numpy(forward(net, tuple(w), Xv)), dtype=np.float64).reshape(-1)
-        weights.append(tuple(w))
         mse.append(float(max(np.mean((F - yv_h) ** 2), 1e-6)))
-        obj.append(float(info["objective"]))
         its.append(int(info["num_iter"]))
+        wr, ir = map_fit(net, X, yy, init=w, **dict(kw, max_iter=int(refit_iter)))
+        weights.append(tuple(wr))
+        obj.append(float(ir["objective"]))
+        rinfo.append({k_: v for k_, v in ir.items() if k_ != "history"})
     dt = time.perf_counter() - t0
     out = dict(weights=weights, holdout_mse=np.array(mse), objective=np.array(obj), iters=np.array(its),
-               time_s=dt, fit_time_s=dt, reused=False)
+               refit_info=rinfo, time_s=dt, fit_time_s=dt, reused=False)
     if cache:
         if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = out
     return out
-
-
-def _refit_joint(net, X, y, init, *, refit_iter, tol, ftol, noise_prior):
-    """Warm-started joint-noise refit of a candidate on all points."""
-    kw = dict(noise="joint", noise_prior=tuple(noise_prior), max_iter=int(refit_iter), progress=False,
-              return_info=True, init=init)
-    if tol is not None:
-        kw["tol"] = tol
-    if ftol is not None:
-        kw["ftol"] = ftol
-    return map_fit(net, X, y, **kw)
 
 
 def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="holdout", batched=None,
@@ -321,12 +320,10 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
     ``evidence={"learn_prior": True}``) of ``map_posterior(net, X, y, seed=seed, noise="evidence", ...)``
     (the ``map`` fit of the same seed, shared through ``cache``), then every member a MAP fit at those
     fixed hyperparameters, batched as above; ``batched=False``: one evidence fit per member.
-    ``noise="joint_select"``: the ``members`` of the ``starts`` candidates of
+    ``noise="joint_select"``: the refits of the ``members`` of the ``starts`` candidates of
     :func:`joint_select_candidates` with the smallest held-out MSE (the candidates of the ``map``
-    fit of the same seed, shared in-process), each refitted on all points (joint noise, warm start,
-    ``refit_iter`` iterations); member ``Δ_y`` = its joint ``Δ̂_y`` (the mixture's spread supplies the
-    predictive variance the interpolating members lack; chosen on validation splits,
-    docs/reference.md).
+    fit of the same seed, shared in-process with ``cache``); member ``Δ_y`` = its held-out MSE
+    (chosen on validation splits, docs/reference.md).
 
     Returns
     -------
@@ -380,23 +377,22 @@ def _ensemble_select(net, X, y, *, lik, members, seed, starts, holdout, method, 
     if not 1 <= members <= int(starts):
         raise ValueError(f"noise='joint_select' keeps members <= starts, got members={members}, starts={starts}")
     cand = joint_select_candidates(net, X, y, seed=seed, starts=starts, holdout=holdout, max_iter=max_iter, tol=tol,
-                                   ftol=ftol, noise_prior=noise_prior, method=method, cache=cache)
+                                   ftol=ftol, noise_prior=noise_prior, method=method, cache=cache,
+                                   refit_iter=refit_iter)
     keep = [int(k) for k in np.argsort(cand["holdout_mse"], kind="stable")[:members]]
-    t0 = time.perf_counter()
     Ws, cfg = [], []
     for k in keep:
-        w, i1 = _refit_joint(net, X, y, cand["weights"][k], refit_iter=refit_iter, tol=tol, ftol=ftol,
-                             noise_prior=noise_prior)
-        Ws.append(w)
+        i1 = cand["refit_info"][k]
+        Ws.append(cand["weights"][k])
         cfg.append({"map_converged": bool(i1["converged"]), "map_iters": int(cand["iters"][k]) + int(i1["num_iter"]),
-                    "map_stop": i1["message"], "delta_y": float(i1["delta_y"]), "candidate": k,
-                    "holdout_mse": float(cand["holdout_mse"][k])})
+                    "map_stop": i1["message"], "delta_y": float(cand["holdout_mse"][k]), "candidate": k,
+                    "delta_y_joint": float(i1["delta_y"])})
     xp = namespace(Ws[0][0])
     W = tuple(xp.stack([w[l] for w in Ws]) for l in range(len(Ws[0])))
     dy = np.array([c["delta_y"] for c in cfg])
     hyper = {"select_time_s": float(cand["time_s"]), "select_reused": bool(cand["reused"]),
              "select_owed_s": float(cand["fit_time_s"]) if cand["reused"] else 0.0,
-             "select_holdout_mse": [float(v) for v in cand["holdout_mse"]], "refit_time_s": time.perf_counter() - t0}
+             "select_holdout_mse": [float(v) for v in cand["holdout_mse"]]}
     return EnsemblePosterior(net=net, weights=W, delta_y=dy, likelihood=lik, config={"members": cfg, "select": hyper})
 
 

@@ -434,19 +434,20 @@ register_method(Method(
                 "Gamma(1, 1e-2) hyperprior, fan-in prior)"))
 
 
-# Holdout-selected joint-noise fits (issue 16, session 6): 8 joint-noise MAP fits from random starts on
-# 90% of the training split (L-BFGS to |grad|_inf <= 1e-6 per point, no decrease, or 20000 its), scored
-# by their MSE on the held-out 10%; `map_joint_select` refits the best on all points (joint noise, warm
-# start, <= 5000 its) and predicts with Δ_y = its held-out MSE; `ensemble_joint_select` refits the best 5
-# (the same candidates, shared in-process) and keeps each member's joint Δ̂_y. Chosen on Gal's inner
-# validation splits (docs/reference.md). Opt-in: not yet shown not to regress on the other sets.
+# Joint-noise candidates with a holdout (issue 16, session 6): 8 joint-noise MAP fits from random starts
+# on 90% of the training split (L-BFGS to |grad|_inf <= 1e-6 per point, no decrease, or 20000 its), each
+# scored by its MSE on the held-out 10% and refitted on all points (joint noise, warm start, <= 5000 its).
+# `map_joint_select`: the refit with the lowest objective, predictive Δ_y = its held-out MSE;
+# `ensemble_joint_select`: the 5 refits with the smallest held-out MSE (the same candidates, shared
+# in-process), Δ_y per member = its held-out MSE. Chosen on Gal's inner validation splits
+# (docs/reference.md). Opt-in: not shown not to regress on the other sets.
 _SELECT_MAP_DEFAULTS = dict(_MAP_DEFAULTS, noise="joint_select", delta_y=1.0, max_iter=20000, starts=8,
                             refit_iter=5000, tol=1e-6, ftol=0.0, noise_prior=(1.0, 1e-2))
 
 register_method(Method(
     "map_joint_select", _fit_map, defaults=dict(_SELECT_MAP_DEFAULTS), requires="blockbayes.laplace:map_fit",
-    description="MAP of the standard MLP and its noise (joint), the best of 8 starts by a 10% holdout's MSE, "
-                "refitted on all points; predictive noise = that held-out MSE"))
+    description="MAP of the standard MLP and its noise (joint): 8 starts fitted on 90%, refitted on all points, "
+                "the lowest objective kept; predictive noise = its MSE on the held-out 10%"))
 
 
 def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, **options):
@@ -494,7 +495,7 @@ register_method(Method(
     "ensemble_joint_select", _fit_ensemble, defaults=dict(_SELECT_MAP_DEFAULTS, members=5),
     requires="blockbayes.laplace:map_fit",
     description="deep ensemble: the 5 best of 8 joint-noise MAP starts by a 10% holdout's MSE, each refitted "
-                "on all points (Gaussian-mixture predictive, joint Δ_y per member)"))
+                "on all points (Gaussian-mixture predictive, Δ_y per member = its held-out MSE)"))
 
 
 def _fit_laplace(arch, X, y, *, seed, structure, subset, prior_prec, delta_y, noise, holdout, max_iter,
