@@ -75,6 +75,9 @@ METHODS = {
     # type-II noise from the Laplace evidence (MacKay; blockbayes.laplace.evidence_fit): opt-in
     "map_evidence": {"method": "map_evidence"},
     "ensemble_evidence": {"method": "ensemble_evidence", "members": 5},
+    # joint noise, candidate starts selected on a 10% holdout (issue 16, session 6): opt-in
+    "map_joint_select": {"method": "map_joint_select"},
+    "ensemble_joint_select": {"method": "ensemble_joint_select", "members": 5},
     "vi_mf": {"method": "vi_mf"},
     "gibbs": {"method": "gibbs", "num_warmup": 300, "num_samples": 100, "thin": 3, "num_chains": 4,
               "delta_z": 1e-3, "delta_x": 1e-3, "init": "map"},
@@ -87,7 +90,8 @@ METHODS = {
     "hmc": {"method": "hmc", "num_warmup": 100, "num_samples": 100, "num_chains": 4},
 }
 DEFAULT_METHODS = tuple(m for m in METHODS if m not in ("hmc", "map_joint", "ensemble_joint", "map_evidence",
-                                                        "ensemble_evidence"))  # opt-in: --methods
+                                                        "ensemble_evidence", "map_joint_select",
+                                                        "ensemble_joint_select"))  # opt-in: --methods
 
 # The two large sets get a cheaper budget so that the whole table fits a 2-core afternoon: fewer
 # L-BFGS iterations for every MAP fit (shared by MAP, Laplace, the ensemble and the MAP starts)
@@ -155,6 +159,15 @@ def describe(cfg) -> str:
                 f"{tuple(opts['noise_prior'])}, weight prior λ = fan-in), L-BFGS until max|∇E/n| ≤ {opts['tol']:g}, "
                 f"no further decrease, or {opts['max_iter']} iterations"
                 + ("; Gaussian-mixture predictive" if ens else "; predictive N(F(x), Δ_y)"))
+    if opts.get("noise") == "joint_select":
+        ens = cfg["method"].startswith("ensemble")
+        lead = (f"{opts['starts']} joint-noise MAP fits (MAP of (θ, log Δ_y), 1/Δ_y ~ Gamma{tuple(opts['noise_prior'])}, "
+                f"weight prior λ = fan-in; L-BFGS until max|∇E/n| ≤ {opts['tol']:g}, no further decrease, or "
+                f"{opts['max_iter']} iterations) on {1 - opts['holdout']:.0%} of the training split, scored by their "
+                f"MSE on the other {opts['holdout']:.0%}, refitted on all of it (≤ {opts['refit_iter']} its); ")
+        return lead + (f"the {opts['members']} with the smallest held-out MSE, Gaussian-mixture predictive with "
+                       "Δ_y per member = its held-out MSE" if ens else
+                       "the refit with the lowest objective, predictive N(F(x), Δ_y = its held-out MSE)")
     if opts.get("noise") == "evidence":
         ens = cfg["method"].startswith("ensemble")
         ev_ = opts["evidence"]

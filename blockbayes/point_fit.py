@@ -12,6 +12,8 @@ Seeds. ``seed`` is :class:`numpy.random.SeedSequence` entropy (an int, or ``None
 entropy). A MAP fit initialises from ``[seed, 0]`` and splits its holdout with ``[seed, 7]``;
 ensemble member ``k`` is the MAP fit with seed ``[seed, 100 + k]``; the batched joint-noise
 ensemble (one :func:`~blockbayes.laplace.map_ensemble` problem) is seeded with ``[seed, 100]``.
+``noise="joint_select"``: candidate start ``k`` of the holdout-selected joint fits is seeded with
+``[seed, 200 + k]``, its holdout split with ``[seed, 7]`` (shared by the MAP and the ensemble).
 
 >>> import blockbayes as bb                                                          # doctest: +SKIP
 >>> net = bb.MLP([d, 50, 1], prior_prec="fan_in", delta={"y": 0.1})                  # doctest: +SKIP
@@ -29,11 +31,12 @@ from ._backend.host import np
 
 from ._backend import namespace, to_numpy
 from .laplace import evidence_fit, map_ensemble, map_fit
-from .model import MLP
+from .model import MLP, forward
 from .nn import resolve_likelihood
 from .point import EnsemblePosterior, PointPosterior
 
-__all__ = ["map_posterior", "ensemble_posterior", "chain_starts", "derived_seed", "clear_cache"]
+__all__ = ["map_posterior", "ensemble_posterior", "joint_select_candidates", "chain_starts", "derived_seed",
+           "clear_cache"]
 
 _CACHE: dict = {}
 _CACHE_SIZE = 16
@@ -71,7 +74,8 @@ def _fingerprint(X, y) -> str:
 
 def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float = 0.1, method: str = "lbfgs",
                   max_iter: int = 1000, restarts: int = 1, tol: Optional[float] = None, ftol: Optional[float] = None,
-                  noise_prior=(1.0, 1e-2), likelihood=None, cache: bool = False, evidence=None) -> PointPosterior:
+                  noise_prior=(1.0, 1e-2), likelihood=None, cache: bool = False, evidence=None,
+                  starts: int = 8, refit_iter: int = 5000) -> PointPosterior:
     """A MAP fit of the standard MLP with its noise variance chosen by ``noise``, as a point posterior.
 
     ``θ* = argmin_θ E(θ)`` (:func:`blockbayes.laplace.map_fit`, initialised from seed ``[seed, 0]``)
@@ -86,6 +90,13 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
       final fit, ``restarts`` its first; ``evidence``: its further options ``learn_prior``,
       ``structure``, ``max_outer``, ``rtol``, ``max_iter`` of the inner fits), the weights the MAP at
       that ``Δ_y``;
+    * ``"joint_select"``: ``starts`` joint-noise MAP fits (as ``"joint"``, from different random
+      starts) on the ``1 − holdout`` part of the data, each scored by its MSE on the held-out rest
+      and refitted on all points (joint noise, warm start, at most ``refit_iter`` L-BFGS
+      iterations; :func:`joint_select_candidates`); the refit with the lowest objective on all
+      points is kept, and ``Δ_y`` is its held-out MSE (the joint ``Δ̂_y`` of a net that interpolates
+      its training data sits near the hyperprior's floor ``b/(nC/2 + a)`` and is far too small for
+      prediction; it is kept as ``delta_y_joint``);
     * ``"train"``: the training MSE of the fit;  ``"fixed"``: ``net.delta_y``;  a float: that value.
 
     Classifiers have no noise variance (``noise`` is ignored; ``Δ_y = 1``).
@@ -103,6 +114,9 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
     cache : bool
         Memoise the fit in this process (16 fits at most, oldest dropped first), keyed by the data,
         the net and every setting: a repeated call returns the same fit with ``config["map_reused"]``.
+    starts, refit_iter : int
+        ``noise="joint_select"`` only: candidate starts, and L-BFGS iterations of the refit on all
+        points (``max_iter`` bounds each candidate's fit).
 
     Returns
     -------
@@ -113,12 +127,17 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
         ``"joint"`` adds ``map_fev``, ``map_grad_norm``, ``map_stop`` and, with restarts,
         ``map_restart_objectives``, ``map_restart_iters``, ``map_best_restart``; ``"evidence"`` adds
         ``map_stop``, ``evidence_gamma``, ``evidence_outer``, ``evidence_converged``,
-        ``evidence_prior_precision``, ``evidence_log_marglik``.
+        ``evidence_prior_precision``, ``evidence_log_marglik``; ``"joint_select"`` adds ``map_stop``,
+        ``delta_y_joint``, ``select_holdout_mse``, ``select_objectives`` and ``select_iters`` (per start),
+        ``select_best``, ``select_time_s`` (the candidates' wall time, 0 when shared with the ensemble's
+        fit), ``select_owed_s`` (their wall time when they were shared).
     """
     lik = resolve_likelihood(net, likelihood)
     settings = dict(seed=seed, noise=noise, holdout=holdout, method=method, max_iter=max_iter, restarts=restarts,
                     tol=tol, ftol=ftol, noise_prior=tuple(noise_prior), likelihood=lik,
                     evidence=tuple(sorted(dict(evidence or {}).items())))
+    if noise == "joint_select":
+        settings.update(starts=int(starts), refit_iter=int(refit_iter))
     key = None
     if cache:
         key = (_fingerprint(X, y), repr(net), repr(sorted(settings.items())))
@@ -127,7 +146,7 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
             fnet, w, dy, info = hit
             return PointPosterior(net=fnet, weights=w, delta_y=dy, likelihood=lik, config=dict(info, map_reused=True))
     t0 = time.perf_counter()
-    fnet, w, dy, info = _fit_point(net, X, y, lik=lik, **settings)
+    fnet, w, dy, info = _fit_point(net, X, y, lik=lik, cache=cache, **settings)
     info["map_time_s"] = time.perf_counter() - t0
     if cache:
         if len(_CACHE) >= _CACHE_SIZE:
@@ -136,11 +155,30 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
     return PointPosterior(net=fnet, weights=w, delta_y=dy, likelihood=lik, config=info)
 
 
+_NOISE = ("joint", "holdout", "train", "fixed", "evidence", "joint_select")
+
+
 def _fit_point(net, X, y, *, lik, seed, noise, holdout, method, max_iter, restarts, tol, ftol, noise_prior,
-               likelihood, evidence=()):
+               likelihood, evidence=(), starts=8, refit_iter=5000, cache=False):
     reg = lik == "gaussian"
-    if reg and isinstance(noise, str) and noise not in ("joint", "holdout", "train", "fixed", "evidence"):
-        raise ValueError(f"noise must be 'joint', 'holdout', 'train', 'fixed', 'evidence' or a float, got {noise!r}")
+    if reg and isinstance(noise, str) and noise not in _NOISE:
+        raise ValueError(f"noise must be one of {_NOISE} or a float, got {noise!r}")
+    if noise == "joint_select":
+        if not reg:
+            raise ValueError("noise='joint_select' needs the gaussian likelihood")
+        cand = joint_select_candidates(net, X, y, seed=seed, starts=starts, holdout=holdout, max_iter=max_iter,
+                                       tol=tol, ftol=ftol, noise_prior=noise_prior, method=method, cache=cache,
+                                       refit_iter=refit_iter)
+        k = int(np.argmin(np.where(np.isfinite(cand["objective"]), cand["objective"], np.inf)))
+        w, i1 = cand["weights"][k], cand["refit_info"][k]
+        dy = float(cand["holdout_mse"][k])
+        info = {"map_converged": bool(i1["converged"]), "map_iters": int(cand["iters"][k]) + int(i1["num_iter"]),
+                "map_stop": i1["message"], "delta_y_joint": float(i1["delta_y"]),
+                "select_holdout_mse": [float(v) for v in cand["holdout_mse"]],
+                "select_objectives": [float(v) for v in cand["objective"]],
+                "select_iters": [int(v) for v in cand["iters"]], "select_best": k, "select_time_s": cand["time_s"],
+                "select_owed_s": cand["fit_time_s"] if cand["reused"] else 0.0, "delta_y": dy}
+        return with_noise(net, dy), w, dy, info
     kw = dict(likelihood=lik, method=method, max_iter=max_iter, progress=False, return_info=True)
     if tol is not None:
         kw["tol"] = tol
@@ -186,10 +224,91 @@ def _fit_point(net, X, y, *, lik, seed, noise, holdout, method, max_iter, restar
     return (net if dy == net.delta_y else with_noise(net, dy)), w, dy, info
 
 
+def joint_select_candidates(net: MLP, X, y, *, seed=None, starts: int = 8, holdout: float = 0.1,
+                            max_iter: int = 20000, tol: Optional[float] = 1e-6, ftol: Optional[float] = 0.0,
+                            noise_prior=(1.0, 1e-2), method: str = "lbfgs", cache: bool = False,
+                            refit_iter: int = 5000) -> dict:
+    """Joint-noise MAP fits from ``starts`` random starts on a ``1 − holdout`` part of the data,
+    scored on the held-out rest, then refitted on all points (the candidates of
+    ``noise="joint_select"``).
+
+    Rows ``perm[n_val:]`` fit and rows ``perm[:n_val]`` score, ``perm =
+    default_rng(derived_seed(seed, 7)).permutation(n)``, ``n_val = max(1, round(holdout·n))`` (the
+    split of ``noise="holdout"``). Start ``k`` is :func:`blockbayes.laplace.map_fit` with
+    ``noise="joint"`` (MAP of ``(θ, log Δ_y)``, ``1/Δ_y ~ Gamma(noise_prior)``) and seed
+    ``derived_seed(seed, 200 + k)``, L-BFGS until ``max|∇E/n| ≤ tol``, no decrease, or ``max_iter``;
+    its refit is ``map_fit`` on all points from those weights (``noise="joint"``, ``refit_iter``
+    iterations).
+    ``cache``: memoise the candidates in this process (with an integer ``seed``), so that the MAP and
+    the ensemble of one seed share them.
+
+    Returns
+    -------
+    dict
+        ``weights`` (list over starts of the refits' per-layer ``(d_{l+1}, d_l + 1)`` arrays),
+        ``holdout_mse`` (``(starts,)``, ``max(mean((F(x) − y)²), 1e-6)`` of the fit on the
+        ``1 − holdout`` part over the held-out rows, in the units of ``y``), ``objective`` (the
+        refits' ``E`` on all points), ``iters`` (of the first fits), ``refit_info`` (the refits'
+        :func:`~blockbayes.laplace.map_fit` infos), ``time_s`` (wall time; 0 on a memo hit),
+        ``reused``, ``fit_time_s`` (wall time of the fits when they were computed).
+    """
+    starts = int(starts)
+    if starts < 1:
+        raise ValueError(f"starts must be >= 1, got {starts!r}")
+    frac = float(holdout)
+    if not 0.0 < frac < 1.0:
+        raise ValueError(f"holdout must lie in (0, 1), got {holdout!r}")
+    if method != "lbfgs":
+        raise ValueError(f"noise='joint_select' needs method='lbfgs', got {method!r}")
+    if seed is None:
+        seed = derived_seed(None)
+        cache = False
+    key = ("joint_select", _fingerprint(X, y), repr(net), seed, starts, frac, max_iter, tol, ftol,
+           tuple(noise_prior), int(refit_iter))
+    hit = _CACHE.get(key) if cache else None
+    if hit is not None:
+        return dict(hit, time_s=0.0, reused=True)
+    xp = namespace(X)
+    n = int(X.shape[0])
+    n_val = max(1, int(round(frac * n)))
+    if n - n_val < 2:
+        raise ValueError(f"noise='joint_select' needs more training points than {n}")
+    perm = np.random.default_rng(derived_seed(seed, 7)).permutation(n)
+    yy = xp.reshape(y, (n, -1)) if getattr(y, "ndim", 1) == 1 else y
+    tr, va = xp.asarray(perm[n_val:]), xp.asarray(perm[:n_val])
+    Xt, yt, Xv, yv = xp.take(X, tr, axis=0), xp.take(yy, tr, axis=0), xp.take(X, va, axis=0), xp.take(yy, va, axis=0)
+    kw = dict(noise="joint", noise_prior=tuple(noise_prior), max_iter=max_iter, progress=False, return_info=True)
+    if tol is not None:
+        kw["tol"] = tol
+    if ftol is not None:
+        kw["ftol"] = ftol
+    t0 = time.perf_counter()
+    weights, mse, obj, its, rinfo = [], [], [], [], []
+    yv_h = np.asarray(to_numpy(yv), dtype=np.float64).reshape(-1)
+    for k in range(starts):
+        w, info = map_fit(net, Xt, yt, seed=derived_seed(seed, 200 + k), **kw)
+        F = np.asarray(to_numpy(forward(net, tuple(w), Xv)), dtype=np.float64).reshape(-1)
+        mse.append(float(max(np.mean((F - yv_h) ** 2), 1e-6)))
+        its.append(int(info["num_iter"]))
+        wr, ir = map_fit(net, X, yy, init=w, **dict(kw, max_iter=int(refit_iter)))
+        weights.append(tuple(wr))
+        obj.append(float(ir["objective"]))
+        rinfo.append({k_: v for k_, v in ir.items() if k_ != "history"})
+    dt = time.perf_counter() - t0
+    out = dict(weights=weights, holdout_mse=np.array(mse), objective=np.array(obj), iters=np.array(its),
+               refit_info=rinfo, time_s=dt, fit_time_s=dt, reused=False)
+    if cache:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = out
+    return out
+
+
 def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="holdout", batched=None,
                        holdout: float = 0.1, method: str = "lbfgs", max_iter: int = 1000, restarts: int = 1,
                        tol: Optional[float] = None, ftol: Optional[float] = None, noise_prior=(1.0, 1e-2),
-                       likelihood=None, cache: bool = False, evidence=None) -> EnsemblePosterior:
+                       likelihood=None, cache: bool = False, evidence=None, starts: int = 8,
+                       refit_iter: int = 5000) -> EnsemblePosterior:
     """A deep ensemble of ``members`` MAP fits (Lakshminarayanan et al. 2017) as a mixture posterior.
 
     ``batched=False``: member ``k`` is ``map_posterior(net, X, y, seed=derived_seed(seed, 100 + k),
@@ -201,6 +320,10 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
     ``evidence={"learn_prior": True}``) of ``map_posterior(net, X, y, seed=seed, noise="evidence", ...)``
     (the ``map`` fit of the same seed, shared through ``cache``), then every member a MAP fit at those
     fixed hyperparameters, batched as above; ``batched=False``: one evidence fit per member.
+    ``noise="joint_select"``: the refits of the ``members`` of the ``starts`` candidates of
+    :func:`joint_select_candidates` with the smallest held-out MSE (the candidates of the ``map``
+    fit of the same seed, shared in-process with ``cache``); member ``Δ_y`` = its held-out MSE
+    (chosen on validation splits, docs/reference.md).
 
     Returns
     -------
@@ -209,6 +332,10 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
         ``config["members"]``: each member's fit diagnostics (as :func:`map_posterior`'s config).
     """
     lik = resolve_likelihood(net, likelihood)
+    if noise == "joint_select":
+        return _ensemble_select(net, X, y, lik=lik, members=members, seed=seed, starts=starts, holdout=holdout,
+                                method=method, max_iter=max_iter, tol=tol, ftol=ftol, noise_prior=noise_prior,
+                                refit_iter=refit_iter, cache=cache)
     if batched is None:
         batched = noise in ("joint", "evidence")
     if not batched:
@@ -240,6 +367,33 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
     dy = np.array([c["delta_y"] for c in cfg]) if reg else None
     config = {"members": cfg, **({"hyper_fit": hyper} if hyper else {})}
     return EnsemblePosterior(net=net, weights=tuple(W), delta_y=dy, likelihood=lik, config=config)
+
+
+def _ensemble_select(net, X, y, *, lik, members, seed, starts, holdout, method, max_iter, tol, ftol, noise_prior,
+                     refit_iter, cache):
+    if lik != "gaussian":
+        raise ValueError("noise='joint_select' needs the gaussian likelihood")
+    members = int(members)
+    if not 1 <= members <= int(starts):
+        raise ValueError(f"noise='joint_select' keeps members <= starts, got members={members}, starts={starts}")
+    cand = joint_select_candidates(net, X, y, seed=seed, starts=starts, holdout=holdout, max_iter=max_iter, tol=tol,
+                                   ftol=ftol, noise_prior=noise_prior, method=method, cache=cache,
+                                   refit_iter=refit_iter)
+    keep = [int(k) for k in np.argsort(cand["holdout_mse"], kind="stable")[:members]]
+    Ws, cfg = [], []
+    for k in keep:
+        i1 = cand["refit_info"][k]
+        Ws.append(cand["weights"][k])
+        cfg.append({"map_converged": bool(i1["converged"]), "map_iters": int(cand["iters"][k]) + int(i1["num_iter"]),
+                    "map_stop": i1["message"], "delta_y": float(cand["holdout_mse"][k]), "candidate": k,
+                    "delta_y_joint": float(i1["delta_y"])})
+    xp = namespace(Ws[0][0])
+    W = tuple(xp.stack([w[l] for w in Ws]) for l in range(len(Ws[0])))
+    dy = np.array([c["delta_y"] for c in cfg])
+    hyper = {"select_time_s": float(cand["time_s"]), "select_reused": bool(cand["reused"]),
+             "select_owed_s": float(cand["fit_time_s"]) if cand["reused"] else 0.0,
+             "select_holdout_mse": [float(v) for v in cand["holdout_mse"]]}
+    return EnsemblePosterior(net=net, weights=W, delta_y=dy, likelihood=lik, config={"members": cfg, "select": hyper})
 
 
 def chain_starts(members, num_chains: int, *, output_scale: float = 1.0, like=None) -> list:
