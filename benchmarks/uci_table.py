@@ -308,7 +308,9 @@ def render(res, methods, datasets, splits_req, doc: Path, elapsed_note: str = ""
     lines.append("† published, 20 splits (protein 5), see conventions above.")
     lines.append("")
     modes = sorted({str(c.get("mem_mode", "tracemalloc")) for c in res.cells if c.get("status") == "ok"})
-    mem_txt = {"tracemalloc": "peak traced memory (tracemalloc: Python/NumPy heap above the cell's start; "
+    mem_txt = {"peak_rss": "the peak resident set size of the process during the cell above its size at the "
+                           "cell's start (kernel high-water mark reset per cell; includes BLAS/Numba buffers)",
+               "tracemalloc": "peak traced memory (tracemalloc: Python/NumPy heap above the cell's start; "
                               "excludes Numba/BLAS workspaces)",
                "rss": "the growth of the process's peak resident set size during the cell (`--memory rss`; "
                       "0 when an earlier cell of the process had already reached a higher peak)",
@@ -461,9 +463,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="BLAS and Numba threads per process (default 1: run several processes on "
                          "disjoint --datasets instead; threaded BLAS made MAP fits 2-3x slower here)")
-    ap.add_argument("--memory", default="tracemalloc", choices=("tracemalloc", "rss", "none"),
-                    help="peak-memory measurement of each cell (not part of the cell's key); tracemalloc "
-                         "slows allocation-heavy Python loops such as IVON's 4-5x, rss does not")
+    ap.add_argument("--memory", default="peak_rss", choices=("peak_rss", "tracemalloc", "rss", "none"),
+                    help="peak-memory measurement of each cell (not part of the cell's key); peak_rss "
+                         "(default): peak resident set, no cost; tracemalloc slows allocation-heavy Python "
+                         "loops such as IVON's 4-5x")
     ap.add_argument("--order", default="cost", choices=("cost", "name"),
                     help="dataset order (cost: smallest first, so partial runs cover the cheap sets)")
     args = ap.parse_args(argv)

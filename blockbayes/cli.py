@@ -79,9 +79,9 @@ def _demo_body(args) -> int:
         print()
         print(f"Side by side on the same data and test set (standard-MLP baselines: {', '.join(methods)}):")
         t1 = time.perf_counter()
-        # memory="none" by default: tracemalloc (evaluate's default) hooks every allocation and
-        # slowed these baselines' fits 2-4x (L-BFGS MAP: 14.5 vs 3.8 s CPU; mean-field VI: 8.4 vs
-        # 5.6 s), which their fit_time_s would then report; --memory tracemalloc measures it
+        # memory="peak_rss" (evaluate's default): the peak resident set, no allocation hooks;
+        # --memory tracemalloc hooks every allocation and slowed these baselines' fits 2-4x
+        # (L-BFGS MAP: 14.5 vs 3.8 s CPU; mean-field VI: 8.4 vs 5.6 s)
         table = evaluate.compare(methods, data, seed=args.seed, memory=args.memory)
         print(table.to_markdown())
         print(f"| gibbs (above) | {args.n} | {rmse:.3f} | {lpd:.3f} | | {cover:.3f} | {wall:.3f} | | ok |")
@@ -137,9 +137,10 @@ def main(argv=None) -> int:
     d.add_argument("--compare", default="map,laplace_kfac,vi_mf",
                    help="comma-separated methods to run side by side after Gibbs ('' to skip); "
                         "see blockbayes.evaluate.method_names()")
-    d.add_argument("--memory", default="none", choices=("none", "tracemalloc", "rss"),
-                   help="peak memory of the baselines (blockbayes.evaluate's memory=; default none: "
-                        "tracemalloc slows their fits 2-4x, which the fit_time_s column would report)")
+    d.add_argument("--memory", default="peak_rss", choices=("peak_rss", "none", "tracemalloc", "rss"),
+                   help="peak memory of the baselines (blockbayes.evaluate's memory=; default peak_rss: "
+                        "the peak resident set, no cost; tracemalloc slows their fits 2-4x, which the "
+                        "fit_time_s column would report)")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_demo)
     v = sub.add_parser("validate", help="run the exactness report (validation suite)")

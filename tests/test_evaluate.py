@@ -161,13 +161,39 @@ def test_units_through_the_runner_with_subsets():
     assert r2["metrics"]["cov95"] == pytest.approx(r1["metrics"]["cov95"])
 
 
-@pytest.mark.parametrize("mode", ["rss", "none"])
+@pytest.mark.parametrize("mode", ["peak_rss", "rss", "none"])
 def test_memory_modes(mode):
     c = ev.evaluate(["test_blr"], [_regression_dataset()], memory=mode, progress=False, plots=False).cells[0]
     assert c["mem_mode"] == mode
     assert (c["peak_mem_mb"] is None) if mode == "none" else (c["peak_mem_mb"] >= 0)
     with pytest.raises(ValueError, match="memory must be one of"):
         ev.evaluate(["test_blr"], [_regression_dataset()], memory="psutil", progress=False)
+
+
+def test_peak_rss_meter_sees_a_peak_below_an_earlier_one():
+    """``memory="peak_rss"`` measures the cell's own peak: a 96 MiB buffer, written and freed inside
+    the block, shows up even after the process had held a larger (160 MiB) buffer earlier — where
+    the lifetime high-water mark (``"rss"``, the weaker twin) reports ~0. Deterministic (page
+    counts), with a 16 MiB margin for interpreter noise."""
+    from blockbayes.evaluate._budget import reset_peak_rss
+    from blockbayes.evaluate._runner import _Meter
+
+    if not reset_peak_rss():
+        pytest.skip("resident high-water mark cannot be reset here (not Linux)")
+    big = np.ones(160 * 2 ** 20 // 8)
+    del big
+
+    def cell():
+        buf = np.ones(96 * 2 ** 20 // 8)
+        return float(buf[-1])
+
+    with _Meter("rss") as weak:
+        cell()
+    with _Meter("peak_rss") as m:
+        cell()
+    assert m.mode_used == "peak_rss"
+    assert 96 - 16 <= m.peak_mb <= 96 + 64
+    assert weak.peak_mb < 16      # the lifetime mark hides the cell's peak
 
 
 # --------------------------------------------------------------------------------- errors and API

@@ -20,7 +20,8 @@ standard MLP) — each available when its module is (:func:`available_methods`) 
 ``noisy=True`` on the noisy network (:mod:`blockbayes.evaluate.reference`).
 
 Conventions: regression metrics are in original units (``rmse × σ_y``, ``ll = mean lpd − log σ_y``);
-peak memory is measured with :mod:`tracemalloc` by default (see :func:`evaluate`); each method is
+peak memory is the peak resident set during the cell by default (``memory="peak_rss"``, no
+allocation hooks, so fit times are not inflated; see :func:`evaluate`); each method is
 warmed up once per process so that imports and JIT compilation are not charged to a cell.
 
 A run can be described by a dict or a TOML/JSON file (:func:`load_config`, :func:`run_config`,

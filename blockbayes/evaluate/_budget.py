@@ -34,7 +34,7 @@ import time
 import traceback
 from typing import Callable, Optional
 
-__all__ = ["run_pool", "rss_mb", "OVER_BUDGET", "THREAD_ENV"]
+__all__ = ["run_pool", "rss_mb", "peak_rss_mb", "reset_peak_rss", "OVER_BUDGET", "THREAD_ENV"]
 
 OVER_BUDGET = "over_budget"
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
@@ -59,7 +59,19 @@ def rss_mb(pid="self") -> Optional[float]:
     return _status_field(pid, "VmRSS")
 
 
-def _reset_peak() -> bool:
+def peak_rss_mb(pid="self") -> Optional[float]:
+    """Resident high-water mark ``VmHWM`` of a process in MiB (Linux ``/proc``; ``None`` elsewhere)."""
+    return _status_field(pid, "VmHWM")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's resident high-water mark to its current resident set.
+
+    Writes ``5`` to ``/proc/self/clear_refs`` (Linux ≥ 4.0), after which ``VmHWM`` (see
+    :func:`peak_rss_mb`) is the peak resident set *since this call*. Costs one system call and
+    adds no hook to allocations. Returns ``False`` where it is not possible (not Linux, or
+    ``/proc`` not writable); then ``VmHWM`` still holds the peak over the process's lifetime.
+    """
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -118,7 +130,7 @@ def _worker_main(conn, target: str, plugins, nice: int, mem_mb: Optional[float],
                                                             hard))
                 except (ValueError, OSError):
                     pass
-        reset = _reset_peak()
+        reset = reset_peak_rss()
         conn.send(("start", key, base))
         t0 = time.perf_counter()
         try:

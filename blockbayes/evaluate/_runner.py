@@ -23,6 +23,7 @@ from typing import Optional
 
 import numpy as np
 
+from ._budget import peak_rss_mb, reset_peak_rss, rss_mb
 from ._data import DataSpec, resolve_dataset, stable_hash, subset_dataset
 from ._data import json_default as _json_default
 from ._methods import Arch, Method, get_method
@@ -33,7 +34,7 @@ __all__ = ["evaluate", "compare", "EvaluationResult", "Table", "score", "PROTOCO
 PROTOCOL_VERSION = 1
 REGRESSION_METRICS = ("rmse", "ll", "crps", "cov95")
 CLASSIFICATION_METRICS = ("accuracy", "nll", "brier", "ece", "mce")
-_MEMORY_MODES = ("tracemalloc", "rss", "none")
+_MEMORY_MODES = ("peak_rss", "tracemalloc", "rss", "none")
 
 
 # ----------------------------------------------------------------------------------- results
@@ -171,22 +172,35 @@ def score(predictor, data, *, ece_bins: int = 15) -> dict:
 # ----------------------------------------------------------------------------------- memory
 
 class _Meter:
-    """Wall time and peak memory of a block (``mode``: tracemalloc | rss | none)."""
+    """Wall time and peak memory of a block.
+
+    ``mode``: ``"peak_rss"`` (the resident high-water mark reset at entry and read at exit, minus
+    the resident set at entry; falls back to ``"rss"`` where the reset is impossible, and
+    :attr:`mode_used` says which ran), ``"tracemalloc"``, ``"rss"`` (growth of the process's
+    lifetime ``ru_maxrss``: a lower bound) or ``"none"``. Only ``"tracemalloc"`` hooks allocations
+    (and so slows allocation-heavy Python loops several-fold: measured 2–5× on L-BFGS MAP fits and
+    IVON); the others cost a system call at entry and exit.
+    """
 
     def __init__(self, mode):
         self.mode = mode
+        self.mode_used = mode
         self.peak_mb = None
 
     def __enter__(self):
-        self.t0 = time.perf_counter()
         if self.mode == "tracemalloc":
             self._started = not tracemalloc.is_tracing()
             if self._started:
                 tracemalloc.start()
             tracemalloc.reset_peak()
             self._base = tracemalloc.get_traced_memory()[0]
-        elif self.mode == "rss":
+        elif self.mode == "peak_rss":
+            self._base = rss_mb()
+            if self._base is None or not reset_peak_rss():
+                self.mode_used = "rss"
+        if self.mode_used == "rss":
             self._base = _maxrss_mb()
+        self.t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
@@ -196,7 +210,10 @@ class _Meter:
             if self._started:
                 tracemalloc.stop()
             self.peak_mb = max(0.0, (peak - self._base) / 2 ** 20)
-        elif self.mode == "rss":
+        elif self.mode_used == "peak_rss":
+            hwm = peak_rss_mb()
+            self.peak_mb = None if hwm is None else max(0.0, hwm - self._base)
+        elif self.mode_used == "rss":
             self.peak_mb = max(0.0, _maxrss_mb() - self._base)
         return False
 
@@ -283,7 +300,7 @@ def _write_json(path: Path, obj) -> None:
 
 
 def evaluate(methods, datasets, *, train_sizes=None, splits=None, seeds=None, out_dir=None,
-             memory: str = "tracemalloc", plots: bool = True, progress: bool = True,
+             memory: str = "peak_rss", plots: bool = True, progress: bool = True,
              on_error: str = "record", retry_errors: bool = True, ece_bins: int = 15,
              markdown_title: Optional[str] = None, compute: bool = True,
              warmup: bool = True) -> EvaluationResult:
@@ -315,13 +332,21 @@ def evaluate(methods, datasets, *, train_sizes=None, splits=None, seeds=None, ou
         Repeats: each seed gives a new subset order and new method randomness. ``k``: ``0..k-1``.
     out_dir : path or None
         Where cells and reports go; ``None`` keeps everything in memory (nothing resumable).
-    memory : {"tracemalloc", "rss", "none"}
-        Peak memory of fit + predict. ``"tracemalloc"``: the peak of Python-heap allocations
-        traced by :mod:`tracemalloc` above the level at the start of the cell (includes NumPy
-        buffers, excludes Numba/BLAS-internal workspaces and GPU memory; slows allocation-heavy
-        code a little). ``"rss"``: the increase of the process's maximum resident set size
-        (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) over the cell, a lower bound because the
+    memory : {"peak_rss", "tracemalloc", "rss", "none"}
+        Peak memory of fit + predict. ``"peak_rss"`` (default): the peak resident set of the
+        process during the cell above its resident set at the start (Linux: the kernel's
+        high-water mark ``VmHWM``, reset at the start of the cell through
+        ``/proc/self/clear_refs``; covers NumPy, BLAS and Numba buffers alike, costs two system
+        calls and nothing per allocation; where the reset is impossible it falls back to
+        ``"rss"`` and the cell's ``mem_mode`` says so). ``"tracemalloc"``: the peak of Python-heap
+        allocations traced by :mod:`tracemalloc` above the level at the start of the cell
+        (includes NumPy buffers, excludes Numba/BLAS-internal workspaces and GPU memory); it hooks
+        every allocation, which slows allocation-heavy Python loops several-fold (measured 2–5×
+        on L-BFGS MAP fits and IVON), so the fit times of such cells are not comparable with
+        untraced ones. ``"rss"``: the increase of the process's maximum resident set size
+        (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) over the cell, a lower bound because that
         high-water mark never decreases (0 for a cell that stays below an earlier peak).
+        ``"none"``: not measured. Not part of a cell's hash.
     plots : bool
         Write PNG learning curves, reliability diagrams and trace plots (needs matplotlib;
         skipped with a warning without it).
@@ -473,7 +498,7 @@ def _run_cell(meth: Method, label, opts, spec: DataSpec, data_full, split, seed,
                 sc = score(pred, data, ece_bins=ece_bins)
         owed = float(getattr(pred, "extra_time_s", 0.0) or 0.0)
         rec.update(status="ok", metrics=sc["metrics"], fit_time_s=tf.seconds + owed, predict_time_s=tp.seconds,
-                   wall_time_s=total.seconds + owed, peak_mem_mb=total.peak_mb,
+                   wall_time_s=total.seconds + owed, peak_mem_mb=total.peak_mb, mem_mode=total.mode_used,
                    diagnostics=dict(pred.diagnostics or {}), traces=dict(pred.traces or {}))
         if "reliability" in sc:
             rec["reliability"] = sc["reliability"]
@@ -508,7 +533,7 @@ def _warm_up(meth: Method, opts, spec: DataSpec, data) -> None:
 
 
 def compare(methods, data, *, split: int = 0, seed: int = 0, train_size=None, out_dir=None,
-            progress: bool = False, memory: str = "tracemalloc", **kw) -> Table:
+            progress: bool = False, memory: str = "peak_rss", **kw) -> Table:
     """Side-by-side table of several methods on one dataset (one split, one seed).
 
     Parameters
