@@ -15,7 +15,7 @@ import math
 from typing import Any, NamedTuple, Optional
 
 from .. import nn
-from .._backend import backend_name, device_of, dtype_name, namespace
+from .._backend import backend_name, device_of, dtype_name, fast_namespace, namespace
 from .._backend import random as bbr
 from ..driver import nonfinite_fields, run_kernel
 from ..inputs import prepare, resolve_likelihood
@@ -95,11 +95,12 @@ def init_state(rng_key, net: MLP, X, *, num_restarts: int = 1, init="prior", hes
 
 
 def sample_gradients(key, state: NGState, net: MLP, X, Y, *, likelihood: str, sd: tuple, num_mc: int,
-                     curvature: Optional[str] = None, eps: Optional[tuple] = None):
+                     curvature: Optional[str] = None, eps: Optional[tuple] = None, xp=None):
     """Draw ``θ = m + σ ε`` (``num_mc`` per restart) and differentiate the minibatch mean loss there.
 
     ``ε`` is drawn from ``key`` (one key per layer), or given as ``eps``: per layer standard normals
     of shape ``(num_mc, C, d_{l+1}, d_l + 1)`` (what :func:`run_loop` draws for many steps at once).
+    ``xp``: the arrays' namespace if known (:func:`blockbayes._backend.fast_namespace`; default: looked up).
 
     Returns
     -------
@@ -113,7 +114,8 @@ def sample_gradients(key, state: NGState, net: MLP, X, Y, *, likelihood: str, sd
         Mean loss per example.
     F : array, shape (K, C, |B|, d_out)
     """
-    xp = namespace(X)
+    if xp is None:
+        xp = namespace(X)
     L = net.num_layers
     C = state.mean[0].shape[0]
     K = num_mc
@@ -127,9 +129,9 @@ def sample_gradients(key, state: NGState, net: MLP, X, Y, *, likelihood: str, sd
         z = s[None, ...] * e
         noise.append(z)
         theta.append(xp.reshape(M[None, ...] + z, (K * C,) + tuple(M.shape[1:])))
-    dy = xp.reshape(xp.broadcast_to(state.delta_y[None, :], (K, C)), (K * C,))
+    dy = state.delta_y if K == 1 else xp.reshape(xp.broadcast_to(state.delta_y[None, :], (K, C)), (K * C,))
     E, grads, curv, F = nn.value_and_grad(net, theta, X, Y, likelihood=likelihood, delta_y=dy,
-                                          curvature=curvature)
+                                          curvature=curvature, xp=xp)
     g = tuple(xp.reshape(gr, (K,) + tuple(M.shape)) / m for gr, M in zip(grads, state.mean))
     cv = None if curv is None else tuple(xp.reshape(c, (K,) + tuple(M.shape)) / m
                                          for c, M in zip(curv, state.mean))
@@ -184,11 +186,15 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
     ``σ² = 1/(ess (h + δ))``. ``max_steps`` (optional) caps ``num_steps``: a caller that sizes the
     run in epochs gets ``min(num_steps, max_steps)`` steps (the step-size schedule spans those).
 
-    The standard normals ``ε`` of the weight draws are drawn for :func:`noise_chunk` steps at once (one
-    draw per layer at every ``chunk``-th step, from that step's key) and handed to ``step`` as ``eps``:
-    the same distribution as drawing them step by step, without a generator set-up per step and layer
-    (which cost about a third of a small net's step). The chunk is carried in the loop state, so a
-    resumed run continues with the same draws."""
+    The randomness is drawn for :func:`noise_chunk` steps at once: the driver splits keys at every
+    ``chunk``-th step only (``run_kernel(key_every=chunk)``: a key split costs about as much as a small
+    net's step), and that step draws the standard normals ``ε`` of the weight draws of the next
+    ``chunk`` steps (one draw per layer) and the shuffles of the epochs that start among them (one
+    draw). They are handed to ``step`` (as ``eps``) and used in order: the same distribution as
+    drawing them step by step, without a generator set-up per step and layer. Both are carried in the
+    loop state, so a resumed run continues with the same draws. An epoch's shuffled data are gathered
+    once (the minibatches are then contiguous slices), and the steps get the namespace looked up once
+    (:func:`blockbayes._backend.fast_namespace`: NumPy itself for NumPy arrays)."""
     check_int("num_steps", num_steps)
     if max_steps is not None:
         num_steps = min(num_steps, check_int("max_steps", max_steps))
@@ -198,6 +204,7 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
     lik = resolve_likelihood(net, likelihood, learn_noise=learn_noise)
     X, Y = prepare(net, X, y, device=device, dtype=dtype, task="standard", likelihood=lik)
     xp = namespace(X)
+    fxp = fast_namespace(X)
     n = X.shape[0]
     if batch_size is None:
         batch_size = n
@@ -212,33 +219,52 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
     extra = {k: v for k, v in step_options.items() if k != "lr"}
     num_mc = int(step_options.get("num_mc", 1))
     chunk = noise_chunk(num_mc, state.mean)
+    if batch_size < n:                                   # a chunk's shuffles: at most ~NOISE_CHUNK_NUMBERS indices
+        chunk = max(1, min(chunk, (NOISE_CHUNK_NUMBERS * per_epoch) // n))
+
+    L = net.num_layers
+    lr0, sched = step_options["lr"], config["schedule"]
+    gathered = {}                                        # epoch -> its shuffled data (not carried: a cache)
+
+    def draw_chunk(keys, t, st):
+        """At a chunk's first step ``t``: the standard normals of its steps and the shuffles of the
+        epochs that start in ``[t, t + chunk)`` (epoch ``e`` starts at step ``e · per_epoch``)."""
+        k_b, k_s = keys
+        ks = bbr.split(k_s, L)
+        buf = tuple(bbr.normal(ks[l], (chunk, num_mc) + tuple(M.shape), like=M) for l, M in enumerate(st.mean))
+        perms = None
+        if batch_size < n:
+            e0, e1 = -(-t // per_epoch), -(-(t + chunk) // per_epoch)
+            if e1 > e0:
+                perms = xp.argsort(bbr.uniform(k_b, (e1 - e0, n), like=X), axis=1)
+        return buf, perms
 
     def step_ng(keys, carry, t):
-        k_b, k_s = keys
-        st, perm, buf = carry
+        st, perm, buf, perms = carry
         c = t % chunk
-        if c == 0:                                       # standard normals for the next `chunk` steps
-            ks = bbr.split(k_s, len(st.mean))
-            buf = tuple(bbr.normal(ks[l], (chunk, num_mc) + tuple(M.shape), like=M) for l, M in enumerate(st.mean))
+        if c == 0:
+            buf, perms = draw_chunk(keys, t, st)
         eps = tuple(b[c, ...] for b in buf)
         if batch_size == n:
             Xb, Yb = X, Y
         else:
-            j = t % per_epoch
+            e, j = divmod(t, per_epoch)
             if j == 0:                                   # a fresh shuffle every epoch
-                perm = xp.argsort(bbr.uniform(k_b, (n,), like=X))
-            idx = perm[j * batch_size:(j + 1) * batch_size]
-            Xb, Yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
-        st, info = step_fn(k_s, st, net, Xb, Yb, likelihood=lik, ess=ess, weight_decay=wd,
-                           lr=lr_at(t, num_steps, step_options["lr"], config["schedule"]),
-                           learn_noise=learn_noise, eps=eps, **extra)
-        return (st, perm, buf), info
+                perm = perms[e - (-(-(t - c) // per_epoch)), :]
+            data = gathered.get(e)
+            if data is None:
+                gathered.clear()
+                data = gathered[e] = (xp.take(X, perm, axis=0), xp.take(Y, perm, axis=0))
+            Xb, Yb = data[0][j * batch_size:(j + 1) * batch_size, :], data[1][j * batch_size:(j + 1) * batch_size, :]
+        st, info = step_fn(None, st, net, Xb, Yb, likelihood=lik, ess=ess, weight_decay=wd,
+                           lr=lr_at(t, num_steps, lr0, sched), learn_noise=learn_noise, eps=eps, xp=fxp, **extra)
+        return (st, perm, buf, perms), info
 
     def collect(carry, info, t):
         return {"loss": info.loss, "delta_y": carry[0].delta_y} if learn_noise else {"loss": info.loss}
 
-    out = run_kernel(k_run, (state, None, None), step_ng, num_steps=num_steps, collect=collect,
-                     keys_per_step=2, key_mode="fan", progress=progress, desc=f"vi.{method}", unit="step",
+    out = run_kernel(k_run, (state, None, None, None), step_ng, num_steps=num_steps, collect=collect,
+                     keys_per_step=2, key_mode="fan", key_every=chunk, progress=progress, desc=f"vi.{method}", unit="step",
                      check=(lambda carry, info: nonfinite_fields(xp, carry[0], ("mean", "hess", "delta_y")))
                      if check_every else None, check_every=check_every, check_what=f"{method} state",
                      postfix=lambda carry, info: {"loss": f"{float(xp.min(info.loss)):.4g}"}, postfix_every=50,

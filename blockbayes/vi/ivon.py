@@ -55,15 +55,15 @@ def hessian_estimate(g, noise, hess, wd, ess):
     ``E[ĥ] = E_q[diag ∇²ℓ̄]`` (Price's theorem; Bonnet for the gradient). ``g`` and ``noise`` have a
     leading draw axis ``K`` that is averaged.
     """
-    xp = namespace(g)
-    gn = g[0, ...] * noise[0, ...] if g.shape[0] == 1 else xp.mean(g * noise, axis=0)
+    gn = g[0, ...] * noise[0, ...] if g.shape[0] == 1 else namespace(g).mean(g * noise, axis=0)
     return gn * (ess * (hess + wd))
 
 
 def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess: float, weight_decay: tuple,
          beta1: float = 0.9, beta2: float = 0.99999, hess_init: float = 1.0, num_mc: int = 1,
          clip_radius: float = math.inf, rescale_lr: bool = True, debias: bool = True,
-         learn_noise: bool = False, noise_rate: float = 0.01, eps: Optional[tuple] = None) -> tuple[NGState, NGInfo]:
+         learn_noise: bool = False, noise_rate: float = 0.01, eps: Optional[tuple] = None,
+         xp=None) -> tuple[NGState, NGInfo]:
     """One IVON step on a minibatch (pure).
 
     Parameters
@@ -85,17 +85,21 @@ def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess
     eps : tuple of arrays, optional
         The step's standard normals ``ε`` per layer, ``(num_mc, C, d_{l+1}, d_l + 1)``; ``None``: drawn
         from ``key`` (:func:`blockbayes.vi._natural.sample_gradients`).
+    xp : namespace, optional
+        The arrays' namespace, when the caller has looked it up once for many steps
+        (:func:`blockbayes._backend.fast_namespace`); default: looked up. The same arithmetic.
 
     Returns
     -------
     state : IVONState
     info : IVONInfo
     """
-    xp = namespace(X)
+    if xp is None:
+        xp = namespace(X)
     t = state.t + 1
     sd = tuple(1.0 / xp.sqrt(ess * (h + d)) for h, d in zip(state.hess, weight_decay))
     g, noise, _, loss, F = sample_gradients(key, state, net, X, Y, likelihood=likelihood, sd=sd, num_mc=num_mc,
-                                            eps=eps)
+                                            eps=eps, xp=xp)
     new_m, new_h, new_g = [], [], []
     lr_eff_base = lr
     for M, h, mom, gl, nz, d in zip(state.mean, state.hess, state.momentum, g, noise, weight_decay):
@@ -113,7 +117,7 @@ def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess
         new_g.append(mom)
     dy = noise_update(xp, state, F, Y, noise_rate) if learn_noise else state.delta_y
     return (NGState(tuple(new_m), tuple(new_h), tuple(new_g), dy, t),
-            NGInfo(loss=xp.mean(loss, axis=0), lr=lr))
+            NGInfo(loss=loss[0, ...] if num_mc == 1 else xp.mean(loss, axis=0), lr=lr))
 
 
 _init = init  # `run` has an argument called `init`
