@@ -289,6 +289,40 @@ def test_fast_namespace_changes_no_bit(method, monkeypatch):
         np.testing.assert_array_equal(fast.trace["loss"], slow.trace["loss"])
 
 
+@pytest.mark.parametrize("method", ["ivon", "vogn"])
+def test_flat_layout_step_equals_the_per_layer_step(method):
+    """``step(layout=...)`` on the flat state (what ``run_loop`` carries) gives, bit for bit, the
+    per-layer step's state (3 layers, 2 restarts, 2 draws, learned noise); a twin whose flat
+    normals are in another order (reversed) differs."""
+    mod = ivon if method == "ivon" else vogn
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3))
+    y = X[:, 0] - X[:, 2] ** 2
+    net = bb.MLP([3, 5, 4, 1], delta={"y": 0.5})
+    lik = nn.resolve_likelihood(net)
+    Y = nn.encode_targets(net, lik, X, y)
+    wd = _natural.weight_decay(net, 20, np, X)
+    lay = _natural.FlatLayout(net.weight_shapes())
+    st = mod.init(bb._backend.random.key(0), net, X, num_restarts=2)
+    st = st._replace(momentum=tuple(rng.normal(size=m.shape) for m in st.mean))
+    eps = tuple(rng.normal(size=(2,) + m.shape) for m in st.mean)
+    kw = dict(likelihood=lik, lr=0.05, ess=20.0, learn_noise=True, num_mc=2)
+    if method == "ivon":
+        kw["hess_init"] = 1.0
+    ref, info = mod.step(None, st, net, X, Y, weight_decay=wd, eps=eps, **kw)
+    flat, info_f = mod.step(None, lay.flatten_state(st, np), net, X, Y, weight_decay=(lay.join(wd, np),),
+                            eps=(lay.join(eps, np),), xp=np, layout=lay, **kw)
+    got = lay.unflatten_state(flat, np)
+    for a, b in zip(ref.mean + ref.hess + ref.momentum, got.mean + got.hess + got.momentum):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ref.delta_y, got.delta_y)
+    np.testing.assert_array_equal(info.loss, info_f.loss)
+    e_flat = lay.join(eps, np)
+    twin, _ = mod.step(None, lay.flatten_state(st, np), net, X, Y, weight_decay=(lay.join(wd, np),),
+                       eps=(e_flat[..., ::-1].copy(),), xp=np, layout=lay, **kw)
+    assert not np.array_equal(lay.unflatten_state(twin, np).mean[0], ref.mean[0])
+
+
 def test_minibatches_partition_each_epoch_across_noise_chunks(monkeypatch):
     """Every epoch's minibatches are disjoint rows of one shuffle (``per_epoch · batch`` distinct rows),
     the shuffles differ between epochs, and the normals of consecutive steps differ — also when the

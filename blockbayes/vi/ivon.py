@@ -63,7 +63,7 @@ def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess
          beta1: float = 0.9, beta2: float = 0.99999, hess_init: float = 1.0, num_mc: int = 1,
          clip_radius: float = math.inf, rescale_lr: bool = True, debias: bool = True,
          learn_noise: bool = False, noise_rate: float = 0.01, eps: Optional[tuple] = None,
-         xp=None) -> tuple[NGState, NGInfo]:
+         xp=None, layout=None) -> tuple[NGState, NGInfo]:
     """One IVON step on a minibatch (pure).
 
     Parameters
@@ -88,6 +88,11 @@ def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess
     xp : namespace, optional
         The arrays' namespace, when the caller has looked it up once for many steps
         (:func:`blockbayes._backend.fast_namespace`); default: looked up. The same arithmetic.
+    layout : blockbayes.vi._natural.FlatLayout, optional
+        The state's ``mean``, ``hess`` and ``momentum``, ``weight_decay`` and ``eps`` are each one flat
+        block (``(C, P)``, ``(1, P)``, ``(num_mc, C, P)``) of this layout, as
+        :func:`blockbayes.vi._natural.run_loop` carries them: the elementwise update then runs on all
+        layers at once (the same numbers as the per-layer update, element by element).
 
     Returns
     -------
@@ -97,16 +102,17 @@ def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess
     if xp is None:
         xp = namespace(X)
     t = state.t + 1
-    sd = tuple(1.0 / xp.sqrt(ess * (h + d)) for h, d in zip(state.hess, weight_decay))
+    hd = tuple(h + d for h, d in zip(state.hess, weight_decay))
+    sd = tuple(1.0 / xp.sqrt(ess * v) for v in hd)
     g, noise, _, loss, F = sample_gradients(key, state, net, X, Y, likelihood=likelihood, sd=sd, num_mc=num_mc,
-                                            eps=eps, xp=xp)
+                                            eps=eps, xp=xp, layout=layout)
     new_m, new_h, new_g = [], [], []
     lr_eff_base = lr
-    for M, h, mom, gl, nz, d in zip(state.mean, state.hess, state.momentum, g, noise, weight_decay):
+    for M, h, mom, gl, nz, d, v in zip(state.mean, state.hess, state.momentum, g, noise, weight_decay, hd):
         gbar = gl[0, ...] if num_mc == 1 else xp.mean(gl, axis=0)
         hhat = hessian_estimate(gl, nz, h, d, ess)
         mom = beta1 * mom + (1.0 - beta1) * gbar
-        h2 = beta2 * h + (1.0 - beta2) * hhat + (0.5 * (1.0 - beta2) ** 2) * (h - hhat) ** 2 / (h + d)
+        h2 = beta2 * h + (1.0 - beta2) * hhat + (0.5 * (1.0 - beta2) ** 2) * (h - hhat) ** 2 / v
         deb = (1.0 - beta1 ** t) if debias else 1.0
         upd = (mom / deb + d * M) / (h2 + d)
         if math.isfinite(clip_radius):
