@@ -280,8 +280,9 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
     if batch_size < n:                                   # a chunk's shuffles: at most ~NOISE_CHUNK_NUMBERS indices
         chunk = max(1, min(chunk, (NOISE_CHUNK_NUMBERS * per_epoch) // n))
 
-    L = net.num_layers
     lr0, sched = step_options["lr"], config["schedule"]
+    step_kw = dict(extra, likelihood=lik, ess=ess, weight_decay=wd_flat, learn_noise=learn_noise, xp=fxp,
+                   layout=layout)
     gathered = {}                                        # epoch -> its shuffled data (not carried: a cache)
 
     def draw_chunk(keys, t, st):
@@ -302,7 +303,7 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
         c = t % chunk
         if c == 0:
             buf, perms = draw_chunk(keys, t, st)
-        eps = tuple(b[c, ...] for b in buf)
+        eps = (buf[0][c, ...],)
         if batch_size == n:
             Xb, Yb = X, Y
         else:
@@ -314,9 +315,7 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
                 gathered.clear()
                 data = gathered[e] = (xp.take(X, perm, axis=0), xp.take(Y, perm, axis=0))
             Xb, Yb = data[0][j * batch_size:(j + 1) * batch_size, :], data[1][j * batch_size:(j + 1) * batch_size, :]
-        st, info = step_fn(None, st, net, Xb, Yb, likelihood=lik, ess=ess, weight_decay=wd_flat,
-                           lr=lr_at(t, num_steps, lr0, sched), learn_noise=learn_noise, eps=eps, xp=fxp,
-                           layout=layout, **extra)
+        st, info = step_fn(None, st, net, Xb, Yb, lr=lr_at(t, num_steps, lr0, sched), eps=eps, **step_kw)
         return (st, perm, buf, perms), info
 
     def collect(carry, info, t):
