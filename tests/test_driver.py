@@ -80,6 +80,10 @@ def test_keys_are_split_as_the_hand_written_loops_did():
         assert np.array_equal(got[0], a) and np.array_equal(got[1], b)
 
 
+def _raise(exc):
+    raise exc
+
+
 def test_key_every_splits_keys_at_every_kth_step_only(tmp_path):
     """``key_every=k``: steps 0, k, 2k, ... get the keys a ``key_every=1`` run gives its steps 0, 1, 2, ...;
     the others ``None``; a resumed run continues the same stream. Twin: a step that expects a key at
@@ -100,17 +104,10 @@ def test_key_every_splits_keys_at_every_kth_step_only(tmp_path):
 
     kw = dict(num_steps=8, key_every=3, collect=_collect, progress=False)
     full = run_kernel(bbr.key(3), _toy0(), step, **kw)
-    calls = [0]
-
-    def crashing(key, st, t):
-        calls[0] += 1
-        if calls[0] == 6:
-            raise _Crash
-        return step(key, st, t)
-
     path = tmp_path / "k.ckpt"
-    with pytest.raises(_Crash):
-        run_kernel(bbr.key(3), _toy0(), crashing, checkpoint=path, checkpoint_every=4, **kw)
+    with pytest.raises(_Crash):                                  # the 6th step fails; checkpoint after 4
+        run_kernel(bbr.key(3), _toy0(), lambda k, st, t: _raise(_Crash) if t == 5 else step(k, st, t),
+                   checkpoint=path, checkpoint_every=4, **kw)
     res = run_kernel(bbr.key(3), _toy0(), step, resume=path, **kw)
     np.testing.assert_array_equal(res.state.x, full.state.x)
     np.testing.assert_array_equal(res.traces["x"], full.traces["x"])
