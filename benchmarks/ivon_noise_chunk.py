@@ -5,8 +5,9 @@ Usage::
     python benchmarks/ivon_noise_chunk.py [--dataset yacht] [--steps 3000] [--repeats 3]
 
 ``bb.evaluate``'s ``vi_ivon`` on training split 0 of a UCI set, ``max_steps`` steps, with
-``blockbayes.vi._natural.noise_chunk`` forced to 1 (a fresh generator per step and layer: the draws
-cost of the session-5 code) and at its default (``NOISE_CHUNK_STEPS`` steps per draw), interleaved in
+``blockbayes.vi._natural.noise_chunk`` forced to 1 (since session 7: a key split, a fresh generator
+and a shuffle draw at every step; session 5 also had one generator per layer) and at its default
+(``NOISE_CHUNK_STEPS`` steps per draw), interleaved in
 one process, one thread, normal priority. Prints wall and process CPU seconds per variant, their ratio
 and the 1-minute load average.
 """

@@ -334,7 +334,7 @@ def run_kernel(key, state, step_fn: Callable, *, num_samples: Optional[int] = No
                check_what: str = "state", check_hint: str = "", progress: bool = True, desc: str = "run",
                unit: str = "step", postfix: Optional[Callable] = None, postfix_every: int = 10,
                on_step: Optional[Callable] = None, stop: Optional[Callable] = None,
-               keys_per_step: int = 1, key_mode: str = "chain", checkpoint=None,
+               keys_per_step: int = 1, key_mode: str = "chain", key_every: int = 1, checkpoint=None,
                checkpoint_every: Optional[int] = None, resume=None, config: Optional[dict] = None) -> RunOutput:
     """Run ``step_fn`` from ``state``: warm-up, thinning, traces, checks, progress, checkpoints.
 
@@ -369,6 +369,11 @@ def run_kernel(key, state, step_fn: Callable, *, num_samples: Optional[int] = No
     keys_per_step, key_mode : int, {"chain", "fan"}
         How the step's keys are split off: ``"chain"``: ``key, sub = split(key, 2)``,
         ``keys_per_step`` times; ``"fan"``: ``key, *subs = split(key, keys_per_step + 1)``.
+    key_every : int
+        Split keys only at the steps ``t`` with ``t % key_every == 0``; the other steps get ``None``
+        for a key. For algorithms that draw their randomness for ``key_every`` steps at once and
+        carry it in the state (one key split costs about as much as a small net's step). The key
+        stream of ``key_every = 1`` (every step) is the default.
     checkpoint : path, optional
         Write a checkpoint every ``checkpoint_every`` steps (atomically) and at the end.
     resume : path, optional
@@ -403,9 +408,12 @@ def run_kernel(key, state, step_fn: Callable, *, num_samples: Optional[int] = No
         checkpoint_every = check_count("checkpoint_every", 1 if checkpoint_every is None else checkpoint_every)
     if key_mode not in ("chain", "fan"):
         raise ValueError(f"key_mode must be 'chain' or 'fan', got {key_mode!r}")
+    key_every = check_count("key_every", key_every)
     total = num_warmup + S * thin
     cfg = dict(config or {}, num_samples=S, num_warmup=num_warmup, thin=thin, total=total,
                keys_per_step=keys_per_step, key_mode=key_mode)
+    if key_every != 1:
+        cfg["key_every"] = key_every
     cfg = json.loads(json.dumps(cfg, default=str))
     traces: dict = {}
     kept = 0
@@ -442,7 +450,10 @@ def run_kernel(key, state, step_fn: Callable, *, num_samples: Optional[int] = No
         while t < total:
             # the step is committed (state, key and counters together) only once it is complete,
             # so that an interrupt anywhere leaves them consistent (and a checkpoint resumable)
-            new_key, sub = _next_keys(key, keys_per_step, key_mode)
+            if key_every == 1 or t % key_every == 0:
+                new_key, sub = _next_keys(key, keys_per_step, key_mode)
+            else:
+                new_key, sub = key, None
             new_state, info = step_fn(sub, state, t)
             if on_step is not None:
                 on_step(t, new_state, info, traces, kept)

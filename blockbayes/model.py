@@ -236,9 +236,12 @@ def augment(X):
     return xp.concat([X, ones], axis=-1)
 
 
-def affine(H, W):
-    """``H W_w^T + b`` for ``W = [W_w b]`` of shape ``(..., d_out, d_in + 1)``, ``H`` of shape ``(..., n, d_in)``."""
-    xp = namespace(H, W)
+def affine(H, W, xp=None):
+    """``H W_w^T + b`` for ``W = [W_w b]`` of shape ``(..., d_out, d_in + 1)``, ``H`` of shape ``(..., n, d_in)``.
+
+    ``xp``: the arrays' namespace when the caller already knows it (hot loops; default: looked up)."""
+    if xp is None:
+        xp = namespace(H, W)
     Wt = xp.matrix_transpose(W[..., :-1])
     if H.ndim == 2 and W.ndim == 3 and W.shape[0] <= 64 and backend_name(xp) == "numpy":
         # shared inputs, per-chain weights: one BLAS GEMM per chain (NumPy's broadcast matmul
@@ -277,7 +280,7 @@ def forward(net: MLP, weights, X, *, return_hidden=False):
     return (pre[-1], list(hidden)) if return_hidden else pre[-1]
 
 
-def forward_layers(net: MLP, weights, X):
+def forward_layers(net: MLP, weights, X, xp=None):
     """The one noise-free forward loop: every layer's input and pre-activation.
 
     ``A^l = affine(H^l, W^l)``, ``H^{l+1} = f(A^l)`` with ``H^0 = X``; used by :func:`forward`
@@ -290,12 +293,16 @@ def forward_layers(net: MLP, weights, X):
         ``H[l]`` the input of layer ``l`` (``H[0] = X``), shape ``(..., n, d_l)``.
     A : tuple of arrays
         ``A[l]`` the pre-activation output of layer ``l``, ``(..., n, d_{l+1})``; ``A[-1] = F``.
+
+    ``xp`` (optional): the arrays' namespace, when the caller already knows it (a hot loop's saving of
+    the look-up; the same arithmetic).
     """
-    xp = namespace(X, *weights)
+    if xp is None:
+        xp = namespace(X, *weights)
     H, Hs, As = X, [], []
     L = len(weights)
     for l, W in enumerate(weights):
-        A = affine(H, W)
+        A = affine(H, W, xp)
         Hs.append(H)
         As.append(A)
         if l < L - 1:

@@ -106,7 +106,7 @@ def activation_derivative(xp, A, activation: str, slope: float = 0.0):
     raise ValueError(f"unknown activation {activation!r}")
 
 
-def forward(net: MLP, weights: Sequence, X) -> Pass:
+def forward(net: MLP, weights: Sequence, X, xp=None) -> Pass:
     """Forward pass of ``S`` networks on the same (or per-member) inputs.
 
     :func:`blockbayes.model.forward_layers` (the one forward loop, also behind
@@ -126,7 +126,7 @@ def forward(net: MLP, weights: Sequence, X) -> Pass:
     Pass
         Inputs ``H`` and pre-activations ``A`` of every layer. Cost ``O(S m P)``.
     """
-    return Pass(*forward_layers(net, weights, X))
+    return Pass(*forward_layers(net, weights, X, xp))
 
 
 def output(net: MLP, weights: Sequence, X):
@@ -158,7 +158,7 @@ def _delta_cols(xp, delta_y, F):
     return float(delta_y), float(delta_y)
 
 
-def loss_derivatives(likelihood: str, F, Y, delta_y=1.0):
+def loss_derivatives(likelihood: str, F, Y, delta_y=1.0, xp=None):
     """Per-example loss ``ℓ`` and its output gradient ``∇_Fℓ``.
 
     Parameters
@@ -176,7 +176,8 @@ def loss_derivatives(likelihood: str, F, Y, delta_y=1.0):
         Gaussian: ``‖y − F‖²/(2Δ_y) + (C/2) log(2πΔ_y)``.
     dF : array, shape (..., m, C)
     """
-    xp = namespace(F, Y)
+    if xp is None:
+        xp = namespace(F, Y)
     C = F.shape[-1]
     if likelihood == "gaussian":
         dl, dF_ = _delta_cols(xp, delta_y, F)
@@ -194,7 +195,7 @@ def loss_derivatives(likelihood: str, F, Y, delta_y=1.0):
     raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
 
 
-def hessian_sqrt(likelihood: str, F, delta_y=1.0, *, unit_noise: bool = False):
+def hessian_sqrt(likelihood: str, F, delta_y=1.0, *, unit_noise: bool = False, xp=None):
     """A square root ``S`` of the per-example loss Hessian, ``S Sᵀ = ∇²_Fℓ``.
 
     Parameters
@@ -209,7 +210,8 @@ def hessian_sqrt(likelihood: str, F, delta_y=1.0, *, unit_noise: bool = False):
     array, shape (..., m, C, R)
         ``R = C`` (Gaussian: ``I/√Δ_y``; categorical: ``(δ_{cr} − p_c)√p_r``), ``R = 1`` (Bernoulli).
     """
-    xp = namespace(F)
+    if xp is None:
+        xp = namespace(F)
     C = F.shape[-1]
     if likelihood == "gaussian":
         eye = xp.eye(C, dtype=F.dtype, device=device_of(F))
@@ -229,7 +231,7 @@ def hessian_sqrt(likelihood: str, F, delta_y=1.0, *, unit_noise: bool = False):
     raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
 
 
-def backprop_errors(net: MLP, weights: Sequence, fwd, dF, *, lowest: int = 0):
+def backprop_errors(net: MLP, weights: Sequence, fwd, dF, *, lowest: int = 0, xp=None):
     """Back-propagate ``∇_Fℓ`` to every layer's pre-activation.
 
     ``δ[L-1] = dF`` and ``δ[l-1] = f'(A[l-1]) ⊙ (δ[l] W_w[l])`` (``W_w`` = ``W`` without the bias
@@ -246,7 +248,8 @@ def backprop_errors(net: MLP, weights: Sequence, fwd, dF, *, lowest: int = 0):
     list of arrays
         ``δ[l]`` of shape ``(..., m, d_{l+1})``. Cost ``O(S m P)``.
     """
-    xp = namespace(dF)
+    if xp is None:
+        xp = namespace(dF)
     L = len(weights)
     deltas = [None] * L
     d = dF
@@ -258,7 +261,7 @@ def backprop_errors(net: MLP, weights: Sequence, fwd, dF, *, lowest: int = 0):
     return deltas
 
 
-def backprop_factors(net: MLP, weights: Sequence, fwd, V, layers: Sequence[int]):
+def backprop_factors(net: MLP, weights: Sequence, fwd, V, layers: Sequence[int], xp=None):
     """Back-propagate a stack of output vectors ``V`` to the requested layers.
 
     ``Q[L-1] = V`` and ``Q[l-1] = f'(A[l-1])[..., None] ⊙ (W_w[l]ᵀ Q[l])``, i.e.
@@ -279,7 +282,8 @@ def backprop_factors(net: MLP, weights: Sequence, fwd, V, layers: Sequence[int])
     dict
         ``{l: Q[l]}`` with ``Q[l]`` of shape ``(..., m, d_{l+1}, R)``. Cost ``O(S m R P)``.
     """
-    xp = namespace(V)
+    if xp is None:
+        xp = namespace(V)
     L = len(weights)
     want = set(int(l) for l in layers)
     out = {}
@@ -309,7 +313,7 @@ def _layer_outer(xp, D, H):
     return xp.concat([xp.matmul(_mT(xp, D), H), _sum_rows(xp, D)], axis=-1)
 
 
-def backward(net: MLP, weights: Sequence, fwd: Pass, dF, *, curvature: Optional[str] = None, Sq=None):
+def backward(net: MLP, weights: Sequence, fwd: Pass, dF, *, curvature: Optional[str] = None, Sq=None, xp=None):
     """Gradients of ``Σ_μ ℓ_μ`` and (optionally) a diagonal curvature, per layer.
 
     Parameters
@@ -334,10 +338,11 @@ def backward(net: MLP, weights: Sequence, fwd: Pass, dF, *, curvature: Optional[
         raise ValueError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
     if curvature == "ggn" and Sq is None:
         raise ValueError("curvature='ggn' needs the loss-Hessian square root Sq")
-    xp = namespace(dF, *weights)
+    if xp is None:
+        xp = namespace(dF, *weights)
     L = len(weights)
-    deltas = backprop_errors(net, weights, fwd, dF)
-    Q = backprop_factors(net, weights, fwd, Sq, range(L)) if curvature == "ggn" else None
+    deltas = backprop_errors(net, weights, fwd, dF, xp=xp)
+    Q = backprop_factors(net, weights, fwd, Sq, range(L), xp) if curvature == "ggn" else None
     grads = [_layer_outer(xp, deltas[l], fwd.H[l]) for l in range(L)]
     curv = None
     if curvature is not None:
@@ -349,7 +354,7 @@ def backward(net: MLP, weights: Sequence, fwd: Pass, dF, *, curvature: Optional[
 
 
 def value_and_grad(net: MLP, weights: Sequence, X, Y, *, likelihood: str, delta_y=1.0,
-                   curvature: Optional[str] = None):
+                   curvature: Optional[str] = None, xp=None):
     """Summed loss, its gradient and optional diagonal curvature of ``S`` networks on one batch.
 
     ``E_s = Σ_μ ℓ(y_μ, F_s(x_μ))`` for each batch member ``s``; one forward and one backward pass,
@@ -363,6 +368,10 @@ def value_and_grad(net: MLP, weights: Sequence, X, Y, *, likelihood: str, delta_
     likelihood : {"gaussian", "categorical", "bernoulli"}
     delta_y : float or array (S,)
     curvature : {None, "ggn", "ef"}
+    xp : namespace, optional
+        The arrays' namespace when the caller knows it already (hot loops of small steps, e.g.
+        NumPy's own namespace, see :func:`blockbayes._backend.fast_namespace`); default: looked up.
+        The same arithmetic either way.
 
     Returns
     -------
@@ -372,11 +381,12 @@ def value_and_grad(net: MLP, weights: Sequence, X, Y, *, likelihood: str, delta_
     F : array, shape (S, m, C)
         The outputs (for residual-based noise updates).
     """
-    xp = namespace(X, *weights)
-    fwd = forward(net, weights, X)
-    loss, dF = loss_derivatives(likelihood, fwd.F, Y, delta_y)
-    Sq = hessian_sqrt(likelihood, fwd.F, delta_y) if curvature == "ggn" else None
-    grads, curv = backward(net, weights, fwd, dF, curvature=curvature, Sq=Sq)
+    if xp is None:
+        xp = namespace(X, *weights)
+    fwd = forward(net, weights, X, xp)
+    loss, dF = loss_derivatives(likelihood, fwd.F, Y, delta_y, xp)
+    Sq = hessian_sqrt(likelihood, fwd.F, delta_y, xp=xp) if curvature == "ggn" else None
+    grads, curv = backward(net, weights, fwd, dF, curvature=curvature, Sq=Sq, xp=xp)
     return xp.sum(loss, axis=-1), grads, curv, fwd.F
 
 

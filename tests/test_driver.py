@@ -80,6 +80,45 @@ def test_keys_are_split_as_the_hand_written_loops_did():
         assert np.array_equal(got[0], a) and np.array_equal(got[1], b)
 
 
+def _raise(exc):
+    raise exc
+
+
+def test_key_every_splits_keys_at_every_kth_step_only(tmp_path):
+    """``key_every=k``: steps 0, k, 2k, ... get the keys a ``key_every=1`` run gives its steps 0, 1, 2, ...;
+    the others ``None``; a resumed run continues the same stream. Twin: a step that expects a key at
+    every step sees ``None`` (so the option is not a no-op)."""
+    seen = []
+    run_kernel(bbr.key(7), _toy0(), lambda k, s, t: (seen.append(k) or s, None), num_steps=7, keys_per_step=2,
+               key_mode="fan", key_every=3, progress=False)
+    ref = []
+    run_kernel(bbr.key(7), _toy0(), lambda k, s, t: (ref.append(k) or s, None), num_steps=3, keys_per_step=2,
+               key_mode="fan", progress=False)
+    assert [k is None for k in seen] == [False, True, True, False, True, True, False]
+    for got, want in zip(seen[::3], ref):
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+    def step(key, st, t):
+        x = st.x if key is None else st.x + bbr.normal(key, st.x.shape, like=st.x)
+        return Toy(x, st.n + 1), {"t": t}
+
+    kw = dict(num_steps=8, key_every=3, collect=_collect, progress=False)
+    full = run_kernel(bbr.key(3), _toy0(), step, **kw)
+    path = tmp_path / "k.ckpt"
+    with pytest.raises(_Crash):                                  # the 6th step fails; checkpoint after 4
+        run_kernel(bbr.key(3), _toy0(), lambda k, st, t: _raise(_Crash) if t == 5 else step(k, st, t),
+                   checkpoint=path, checkpoint_every=4, **kw)
+    res = run_kernel(bbr.key(3), _toy0(), step, resume=path, **kw)
+    np.testing.assert_array_equal(res.state.x, full.state.x)
+    np.testing.assert_array_equal(res.traces["x"], full.traces["x"])
+    with pytest.raises(ValueError, match="another run"):         # key_every is part of the run's identity
+        run_kernel(bbr.key(3), _toy0(), step, resume=path, **dict(kw, key_every=2))
+    with pytest.raises(ValueError, match="key_every"):
+        run_kernel(bbr.key(3), _toy0(), step, num_steps=2, key_every=0, progress=False)
+    with pytest.raises(TypeError):
+        run_kernel(bbr.key(3), _toy0(), _toy_step, num_steps=2, key_every=2, progress=False)
+
+
 def test_check_every_names_the_nonfinite_block_and_step():
     def step(key, st, t):
         a = np.full(2, np.nan) if t == 2 else np.zeros(2)

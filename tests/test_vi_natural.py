@@ -269,6 +269,118 @@ def test_float32_and_array_api_strict():
     assert np.all(np.isfinite(np.asarray(rs.covs[1])))
 
 
+@pytest.mark.parametrize("method", ["ivon", "vogn"])
+def test_fast_namespace_changes_no_bit(method, monkeypatch):
+    """The run loop hands the steps NumPy's own namespace (``fast_namespace``); with the
+    array_api_compat namespace instead the fit is bit for bit the same (regression with learned
+    noise, several restarts and draws; classification)."""
+    X, y = _toy_classification(n=70)
+    cases = [(bb.MLP([4, 6, 1], delta={"y": 0.5}), X[:, 0] - X[:, 1] ** 2, dict(learn_noise=True, num_mc=2)),
+             (bb.MLP([4, 6, 3], likelihood="multinomial_probit"), y, {})]
+    for net, yy, extra in cases:
+        kw = dict(method=method, num_steps=25, batch_size=16, num_restarts=2, seed=3, progress=False, lr=0.05,
+                  **extra)
+        fast = bb.vi.run(net, X, yy, **kw)
+        monkeypatch.setattr(_natural, "fast_namespace", bb._backend.namespace)
+        slow = bb.vi.run(net, X, yy, **kw)
+        monkeypatch.undo()
+        for a, b in zip(fast.means + fast.covs, slow.means + slow.covs):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(fast.trace["loss"], slow.trace["loss"])
+
+
+@pytest.mark.parametrize("method", ["ivon", "vogn"])
+def test_flat_layout_step_equals_the_per_layer_step(method):
+    """``step(layout=...)`` on the flat state (what ``run_loop`` carries) gives, bit for bit, the
+    per-layer step's state (3 layers, 2 restarts, 2 draws, learned noise); a twin whose flat
+    normals are in another order (reversed) differs."""
+    mod = ivon if method == "ivon" else vogn
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3))
+    y = X[:, 0] - X[:, 2] ** 2
+    net = bb.MLP([3, 5, 4, 1], delta={"y": 0.5})
+    lik = nn.resolve_likelihood(net)
+    Y = nn.encode_targets(net, lik, X, y)
+    wd = _natural.weight_decay(net, 20, np, X)
+    lay = _natural.FlatLayout(net.weight_shapes())
+    st = mod.init(bb._backend.random.key(0), net, X, num_restarts=2)
+    st = st._replace(momentum=tuple(rng.normal(size=m.shape) for m in st.mean))
+    eps = tuple(rng.normal(size=(2,) + m.shape) for m in st.mean)
+    kw = dict(likelihood=lik, lr=0.05, ess=20.0, learn_noise=True, num_mc=2)
+    if method == "ivon":
+        kw["hess_init"] = 1.0
+    ref, info = mod.step(None, st, net, X, Y, weight_decay=wd, eps=eps, **kw)
+    flat, info_f = mod.step(None, lay.flatten_state(st, np), net, X, Y, weight_decay=(lay.join(wd, np),),
+                            eps=(lay.join(eps, np),), xp=np, layout=lay, **kw)
+    got = lay.unflatten_state(flat, np)
+    for a, b in zip(ref.mean + ref.hess + ref.momentum, got.mean + got.hess + got.momentum):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ref.delta_y, got.delta_y)
+    np.testing.assert_array_equal(info.loss, info_f.loss)
+    e_flat = lay.join(eps, np)
+    twin, _ = mod.step(None, lay.flatten_state(st, np), net, X, Y, weight_decay=(lay.join(wd, np),),
+                       eps=(e_flat[..., ::-1].copy(),), xp=np, layout=lay, **kw)
+    assert not np.array_equal(lay.unflatten_state(twin, np).mean[0], ref.mean[0])
+
+
+def test_minibatches_partition_each_epoch_across_noise_chunks(monkeypatch):
+    """Every epoch's minibatches are disjoint rows of one shuffle (``per_epoch · batch`` distinct rows),
+    the shuffles differ between epochs, and the normals of consecutive steps differ — also when the
+    draws come in chunks of 5 steps, which cut epochs (of 4 steps) in the middle. Twin: the rows of a
+    run whose shuffle is the identity are caught as unshuffled."""
+    monkeypatch.setattr(_natural, "NOISE_CHUNK_STEPS", 5)
+    n, bs = 37, 9                                            # 4 steps per epoch, one row dropped
+    X = np.arange(n, dtype=float)[:, None] * np.ones((1, 2))
+    y = np.zeros(n)
+    net = bb.MLP([2, 3, 1], delta={"y": 1.0})
+    seen = []
+    real = ivon.step
+
+    def spy(key, st, net_, Xb, Yb, **k):
+        seen.append((Xb[:, 0].astype(int).tolist(), [e.copy() for e in k["eps"]]))
+        return real(key, st, net_, Xb, Yb, **k)
+
+    monkeypatch.setattr(ivon, "step", spy)
+    res = bb.vi.run(net, X, y, method="ivon", num_steps=16, batch_size=bs, seed=1, progress=False)
+    assert res.config["noise_chunk"] == 5 and len(seen) == 16
+    epochs = [sum((rows for rows, _ in seen[e * 4:(e + 1) * 4]), []) for e in range(4)]
+    for rows in epochs:
+        assert len(rows) == 36 and len(set(rows)) == 36
+    assert len({tuple(r) for r in epochs}) == 4
+    assert all(sorted(r) != r for r in epochs)                 # the twin (no shuffle) would be sorted
+    for (_, e1), (_, e2) in zip(seen[:-1], seen[1:]):
+        assert not np.array_equal(e1[0], e2[0])
+
+
+def test_resume_across_noise_chunks(tmp_path, monkeypatch):
+    """A run checkpointed inside a chunk of draws (chunks of 3 steps, checkpoint every 4) and resumed
+    gives the uninterrupted run bit for bit."""
+    monkeypatch.setattr(_natural, "NOISE_CHUNK_STEPS", 3)
+    X, y = _toy_classification(n=50)
+    net = bb.MLP([4, 5, 1], delta={"y": 0.5})
+    yy = X[:, 0] + 0.1 * y
+    kw = dict(num_steps=14, batch_size=12, seed=2, progress=False, learn_noise=True, num_restarts=2)
+    full = ivon.run(net, X, yy, **kw)
+    calls = [0]
+    real = ivon.step
+
+    def crashing(*a, **k):
+        calls[0] += 1
+        if calls[0] == 11:
+            raise RuntimeError("crash")
+        return real(*a, **k)
+
+    monkeypatch.setattr(ivon, "step", crashing)
+    path = tmp_path / "ivon.ckpt"
+    with pytest.raises(RuntimeError, match="crash"):
+        ivon.run(net, X, yy, checkpoint=path, checkpoint_every=4, **kw)
+    monkeypatch.setattr(ivon, "step", real)
+    res = ivon.run(net, X, yy, resume=path, **kw)
+    for a, b in zip(res.means + res.covs, full.means + full.covs):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(res.trace["loss"], full.trace["loss"])
+
+
 # ------------------------------------------------------------------------- bb.evaluate methods
 @pytest.mark.parametrize("name", ["vi_ivon", "vi_vogn"])
 def test_evaluate_methods_regression_and_classification(name):

@@ -15,7 +15,7 @@ import math
 from typing import Any, NamedTuple, Optional
 
 from .. import nn
-from .._backend import backend_name, device_of, dtype_name, namespace
+from .._backend import backend_name, device_of, dtype_name, fast_namespace, namespace
 from .._backend import random as bbr
 from ..driver import nonfinite_fields, run_kernel
 from ..inputs import prepare, resolve_likelihood
@@ -94,12 +94,59 @@ def init_state(rng_key, net: MLP, X, *, num_restarts: int = 1, init="prior", hes
     return NGState(mean, hess, mom, xp.full((C,), dy, dtype=X.dtype, device=dev), 0)
 
 
+class FlatLayout:
+    """The per-layer blocks ``(..., d_{l+1}, d_l + 1)`` of the MLP side by side in one flat array
+    ``(..., P)``, ``P = Σ_l d_{l+1}(d_l + 1)`` (layer 1 first, each block row-major).
+
+    IVON's and VOGN's updates are elementwise in every weight, so they can run on the flat arrays:
+    one NumPy call per operation for all layers instead of one per layer (half the calls of a
+    two-layer step, where each call on a few hundred numbers costs about its overhead). The result
+    is the same, element by element. :func:`run_loop` carries the state in this layout; the
+    per-layer blocks are views (:meth:`split`).
+    """
+
+    def __init__(self, shapes):
+        self.shapes = tuple(tuple(int(v) for v in s) for s in shapes)
+        self.bounds, off = [], 0
+        for s in self.shapes:
+            self.bounds.append((off, off + math.prod(s)))
+            off += math.prod(s)
+        self.size = off
+
+    def split(self, flat, xp) -> tuple:
+        """Per-layer views ``(..., d_{l+1}, d_l + 1)`` of ``flat`` ``(..., P)``."""
+        lead = tuple(flat.shape[:-1])
+        return tuple(xp.reshape(flat[..., a:b], lead + s) for (a, b), s in zip(self.bounds, self.shapes))
+
+    def join(self, blocks, xp):
+        """The flat array ``(..., P)`` of per-layer blocks ``(..., d_{l+1}, d_l + 1)`` (a copy); blocks
+        that broadcast over the rows (weight decay ``(..., 1, d_l + 1)``) are expanded first."""
+        lead = tuple(blocks[0].shape[:-2])
+        return xp.concat([xp.reshape(b if tuple(b.shape[-2:]) == s else xp.broadcast_to(b, lead + s), lead + (-1,))
+                          for b, s in zip(blocks, self.shapes)], axis=-1)
+
+    def flatten_state(self, state: NGState, xp) -> NGState:
+        """``state`` with ``mean``, ``hess`` and ``momentum`` each one flat block ``(C, P)``."""
+        return state._replace(mean=(self.join(state.mean, xp),), hess=(self.join(state.hess, xp),),
+                              momentum=(self.join(state.momentum, xp),))
+
+    def unflatten_state(self, state: NGState, xp) -> NGState:
+        """The per-layer state of a flat one (views)."""
+        return state._replace(mean=self.split(state.mean[0], xp), hess=self.split(state.hess[0], xp),
+                              momentum=self.split(state.momentum[0], xp))
+
+
 def sample_gradients(key, state: NGState, net: MLP, X, Y, *, likelihood: str, sd: tuple, num_mc: int,
-                     curvature: Optional[str] = None, eps: Optional[tuple] = None):
+                     curvature: Optional[str] = None, eps: Optional[tuple] = None, xp=None,
+                     layout: Optional[FlatLayout] = None):
     """Draw ``θ = m + σ ε`` (``num_mc`` per restart) and differentiate the minibatch mean loss there.
 
     ``ε`` is drawn from ``key`` (one key per layer), or given as ``eps``: per layer standard normals
     of shape ``(num_mc, C, d_{l+1}, d_l + 1)`` (what :func:`run_loop` draws for many steps at once).
+    ``xp``: the arrays' namespace if known (:func:`blockbayes._backend.fast_namespace`; default: looked up).
+    ``layout``: the state's blocks, ``sd`` and ``eps`` are single flat blocks ``(C, P)`` /
+    ``(num_mc, C, P)`` of this :class:`FlatLayout` (one draw from ``key`` when ``eps`` is ``None``), and so
+    are the returned ``g``, ``noise`` and ``curv`` (``(K, C, P)``).
 
     Returns
     -------
@@ -113,26 +160,37 @@ def sample_gradients(key, state: NGState, net: MLP, X, Y, *, likelihood: str, sd
         Mean loss per example.
     F : array, shape (K, C, |B|, d_out)
     """
-    xp = namespace(X)
+    if xp is None:
+        xp = namespace(X)
     L = net.num_layers
     C = state.mean[0].shape[0]
     K = num_mc
     m = X.shape[0]
     if eps is None:
-        keys = bbr.split(key, L)
-        eps = tuple(bbr.normal(keys[l], (K,) + tuple(M.shape), like=M) for l, M in enumerate(state.mean))
+        if layout is not None:
+            eps = (bbr.normal(key, (K,) + tuple(state.mean[0].shape), like=state.mean[0]),)
+        else:
+            keys = bbr.split(key, L)
+            eps = tuple(bbr.normal(keys[l], (K,) + tuple(M.shape), like=M) for l, M in enumerate(state.mean))
     noise, theta = [], []
     for l, (M, s) in enumerate(zip(state.mean, sd)):
         e = eps[l]
         z = s[None, ...] * e
         noise.append(z)
         theta.append(xp.reshape(M[None, ...] + z, (K * C,) + tuple(M.shape[1:])))
-    dy = xp.reshape(xp.broadcast_to(state.delta_y[None, :], (K, C)), (K * C,))
+    if layout is not None:
+        theta = layout.split(theta[0], xp)
+    dy = state.delta_y if K == 1 else xp.reshape(xp.broadcast_to(state.delta_y[None, :], (K, C)), (K * C,))
     E, grads, curv, F = nn.value_and_grad(net, theta, X, Y, likelihood=likelihood, delta_y=dy,
-                                          curvature=curvature)
-    g = tuple(xp.reshape(gr, (K,) + tuple(M.shape)) / m for gr, M in zip(grads, state.mean))
-    cv = None if curv is None else tuple(xp.reshape(c, (K,) + tuple(M.shape)) / m
-                                         for c, M in zip(curv, state.mean))
+                                          curvature=curvature, xp=xp)
+    if layout is not None:
+        g = (layout.join(tuple(xp.reshape(gr, (K, C) + s) for gr, s in zip(grads, layout.shapes)), xp) / m,)
+        cv = None if curv is None else \
+            (layout.join(tuple(xp.reshape(c, (K, C) + s) for c, s in zip(curv, layout.shapes)), xp) / m,)
+    else:
+        g = tuple(xp.reshape(gr, (K,) + tuple(M.shape)) / m for gr, M in zip(grads, state.mean))
+        cv = None if curv is None else tuple(xp.reshape(c, (K,) + tuple(M.shape)) / m
+                                             for c, M in zip(curv, state.mean))
     return g, tuple(noise), cv, xp.reshape(E, (K, C)) / m, xp.reshape(F, (K, C) + tuple(F.shape[1:]))
 
 
@@ -184,11 +242,15 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
     ``σ² = 1/(ess (h + δ))``. ``max_steps`` (optional) caps ``num_steps``: a caller that sizes the
     run in epochs gets ``min(num_steps, max_steps)`` steps (the step-size schedule spans those).
 
-    The standard normals ``ε`` of the weight draws are drawn for :func:`noise_chunk` steps at once (one
-    draw per layer at every ``chunk``-th step, from that step's key) and handed to ``step`` as ``eps``:
-    the same distribution as drawing them step by step, without a generator set-up per step and layer
-    (which cost about a third of a small net's step). The chunk is carried in the loop state, so a
-    resumed run continues with the same draws."""
+    The randomness is drawn for :func:`noise_chunk` steps at once: the driver splits keys at every
+    ``chunk``-th step only (``run_kernel(key_every=chunk)``: a key split costs about as much as a small
+    net's step), and that step draws the standard normals ``ε`` of the weight draws of the next
+    ``chunk`` steps (one draw per layer) and the shuffles of the epochs that start among them (one
+    draw). They are handed to ``step`` (as ``eps``) and used in order: the same distribution as
+    drawing them step by step, without a generator set-up per step and layer. Both are carried in the
+    loop state, so a resumed run continues with the same draws. An epoch's shuffled data are gathered
+    once (the minibatches are then contiguous slices), and the steps get the namespace looked up once
+    (:func:`blockbayes._backend.fast_namespace`: NumPy itself for NumPy arrays)."""
     check_int("num_steps", num_steps)
     if max_steps is not None:
         num_steps = min(num_steps, check_int("max_steps", max_steps))
@@ -198,6 +260,7 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
     lik = resolve_likelihood(net, likelihood, learn_noise=learn_noise)
     X, Y = prepare(net, X, y, device=device, dtype=dtype, task="standard", likelihood=lik)
     xp = namespace(X)
+    fxp = fast_namespace(X)
     n = X.shape[0]
     if batch_size is None:
         batch_size = n
@@ -212,41 +275,64 @@ def run_loop(method: str, init_fn, step_fn, net: MLP, X, y, *, num_steps: int, b
     extra = {k: v for k, v in step_options.items() if k != "lr"}
     num_mc = int(step_options.get("num_mc", 1))
     chunk = noise_chunk(num_mc, state.mean)
+    layout = FlatLayout(net.weight_shapes())
+    wd_flat = (layout.join(wd, xp),)                     # (1, P): broadcasts over the restarts
+    if batch_size < n:                                   # a chunk's shuffles: at most ~NOISE_CHUNK_NUMBERS indices
+        chunk = max(1, min(chunk, (NOISE_CHUNK_NUMBERS * per_epoch) // n))
+
+    lr0, sched = step_options["lr"], config["schedule"]
+    step_kw = dict(extra, likelihood=lik, ess=ess, weight_decay=wd_flat, learn_noise=learn_noise, xp=fxp,
+                   layout=layout)
+    gathered = {}                                        # epoch -> its shuffled data (not carried: a cache)
+
+    def draw_chunk(keys, t, st):
+        """At a chunk's first step ``t``: the standard normals of its steps and the shuffles of the
+        epochs that start in ``[t, t + chunk)`` (epoch ``e`` starts at step ``e · per_epoch``)."""
+        k_b, k_s = keys
+        M = st.mean[0]                                   # the flat means (C, P)
+        buf = (bbr.normal(k_s, (chunk, num_mc) + tuple(M.shape), like=M),)
+        perms = None
+        if batch_size < n:
+            e0, e1 = -(-t // per_epoch), -(-(t + chunk) // per_epoch)
+            if e1 > e0:
+                perms = xp.argsort(bbr.uniform(k_b, (e1 - e0, n), like=X), axis=1)
+        return buf, perms
 
     def step_ng(keys, carry, t):
-        k_b, k_s = keys
-        st, perm, buf = carry
+        st, perm, buf, perms = carry
         c = t % chunk
-        if c == 0:                                       # standard normals for the next `chunk` steps
-            ks = bbr.split(k_s, len(st.mean))
-            buf = tuple(bbr.normal(ks[l], (chunk, num_mc) + tuple(M.shape), like=M) for l, M in enumerate(st.mean))
-        eps = tuple(b[c, ...] for b in buf)
+        if c == 0:
+            buf, perms = draw_chunk(keys, t, st)
+        eps = (buf[0][c, ...],)
         if batch_size == n:
             Xb, Yb = X, Y
         else:
-            j = t % per_epoch
+            e, j = divmod(t, per_epoch)
             if j == 0:                                   # a fresh shuffle every epoch
-                perm = xp.argsort(bbr.uniform(k_b, (n,), like=X))
-            idx = perm[j * batch_size:(j + 1) * batch_size]
-            Xb, Yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
-        st, info = step_fn(k_s, st, net, Xb, Yb, likelihood=lik, ess=ess, weight_decay=wd,
-                           lr=lr_at(t, num_steps, step_options["lr"], config["schedule"]),
-                           learn_noise=learn_noise, eps=eps, **extra)
-        return (st, perm, buf), info
+                perm = perms[e - (-(-(t - c) // per_epoch)), :]
+            data = gathered.get(e)
+            if data is None:
+                gathered.clear()
+                data = gathered[e] = (xp.take(X, perm, axis=0), xp.take(Y, perm, axis=0))
+            Xb, Yb = data[0][j * batch_size:(j + 1) * batch_size, :], data[1][j * batch_size:(j + 1) * batch_size, :]
+        st, info = step_fn(None, st, net, Xb, Yb, lr=lr_at(t, num_steps, lr0, sched), eps=eps, **step_kw)
+        return (st, perm, buf, perms), info
 
     def collect(carry, info, t):
         return {"loss": info.loss, "delta_y": carry[0].delta_y} if learn_noise else {"loss": info.loss}
 
-    out = run_kernel(k_run, (state, None, None), step_ng, num_steps=num_steps, collect=collect,
-                     keys_per_step=2, key_mode="fan", progress=progress, desc=f"vi.{method}", unit="step",
-                     check=(lambda carry, info: nonfinite_fields(xp, carry[0], ("mean", "hess", "delta_y")))
+    out = run_kernel(k_run, (layout.flatten_state(state, xp), None, None, None), step_ng, num_steps=num_steps,
+                     collect=collect,
+                     keys_per_step=2, key_mode="fan", key_every=chunk, progress=progress, desc=f"vi.{method}", unit="step",
+                     check=(lambda carry, info: nonfinite_fields(xp, layout.unflatten_state(carry[0], xp),
+                                                                 ("mean", "hess", "delta_y")))
                      if check_every else None, check_every=check_every, check_what=f"{method} state",
                      postfix=lambda carry, info: {"loss": f"{float(xp.min(info.loss)):.4g}"}, postfix_every=50,
                      checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                      config=dict(config, family=f"vi.{method}", widths=list(net.widths), batch_size=batch_size,
                                  noise_chunk=chunk,
                                  num_restarts=num_restarts, learn_noise=learn_noise, ess=ess, dtype=dtype_name(X)))
-    state = out.state[0]
+    state = layout.unflatten_state(out.state[0], xp)
     num_steps_done = out.num_kept
     var = tuple(1.0 / (ess * (h + d)) for h, d in zip(state.hess, wd))
     for l, (M, V) in enumerate(zip(state.mean, var)):

@@ -55,15 +55,15 @@ def hessian_estimate(g, noise, hess, wd, ess):
     ``E[ĥ] = E_q[diag ∇²ℓ̄]`` (Price's theorem; Bonnet for the gradient). ``g`` and ``noise`` have a
     leading draw axis ``K`` that is averaged.
     """
-    xp = namespace(g)
-    gn = g[0, ...] * noise[0, ...] if g.shape[0] == 1 else xp.mean(g * noise, axis=0)
+    gn = g[0, ...] * noise[0, ...] if g.shape[0] == 1 else namespace(g).mean(g * noise, axis=0)
     return gn * (ess * (hess + wd))
 
 
 def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess: float, weight_decay: tuple,
          beta1: float = 0.9, beta2: float = 0.99999, hess_init: float = 1.0, num_mc: int = 1,
          clip_radius: float = math.inf, rescale_lr: bool = True, debias: bool = True,
-         learn_noise: bool = False, noise_rate: float = 0.01, eps: Optional[tuple] = None) -> tuple[NGState, NGInfo]:
+         learn_noise: bool = False, noise_rate: float = 0.01, eps: Optional[tuple] = None,
+         xp=None, layout=None) -> tuple[NGState, NGInfo]:
     """One IVON step on a minibatch (pure).
 
     Parameters
@@ -85,24 +85,34 @@ def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess
     eps : tuple of arrays, optional
         The step's standard normals ``ε`` per layer, ``(num_mc, C, d_{l+1}, d_l + 1)``; ``None``: drawn
         from ``key`` (:func:`blockbayes.vi._natural.sample_gradients`).
+    xp : namespace, optional
+        The arrays' namespace, when the caller has looked it up once for many steps
+        (:func:`blockbayes._backend.fast_namespace`); default: looked up. The same arithmetic.
+    layout : blockbayes.vi._natural.FlatLayout, optional
+        The state's ``mean``, ``hess`` and ``momentum``, ``weight_decay`` and ``eps`` are each one flat
+        block (``(C, P)``, ``(1, P)``, ``(num_mc, C, P)``) of this layout, as
+        :func:`blockbayes.vi._natural.run_loop` carries them: the elementwise update then runs on all
+        layers at once (the same numbers as the per-layer update, element by element).
 
     Returns
     -------
     state : IVONState
     info : IVONInfo
     """
-    xp = namespace(X)
+    if xp is None:
+        xp = namespace(X)
     t = state.t + 1
-    sd = tuple(1.0 / xp.sqrt(ess * (h + d)) for h, d in zip(state.hess, weight_decay))
+    hd = tuple(h + d for h, d in zip(state.hess, weight_decay))
+    sd = tuple(1.0 / xp.sqrt(ess * v) for v in hd)
     g, noise, _, loss, F = sample_gradients(key, state, net, X, Y, likelihood=likelihood, sd=sd, num_mc=num_mc,
-                                            eps=eps)
+                                            eps=eps, xp=xp, layout=layout)
     new_m, new_h, new_g = [], [], []
     lr_eff_base = lr
-    for M, h, mom, gl, nz, d in zip(state.mean, state.hess, state.momentum, g, noise, weight_decay):
+    for M, h, mom, gl, nz, d, v in zip(state.mean, state.hess, state.momentum, g, noise, weight_decay, hd):
         gbar = gl[0, ...] if num_mc == 1 else xp.mean(gl, axis=0)
         hhat = hessian_estimate(gl, nz, h, d, ess)
         mom = beta1 * mom + (1.0 - beta1) * gbar
-        h2 = beta2 * h + (1.0 - beta2) * hhat + (0.5 * (1.0 - beta2) ** 2) * (h - hhat) ** 2 / (h + d)
+        h2 = beta2 * h + (1.0 - beta2) * hhat + (0.5 * (1.0 - beta2) ** 2) * (h - hhat) ** 2 / v
         deb = (1.0 - beta1 ** t) if debias else 1.0
         upd = (mom / deb + d * M) / (h2 + d)
         if math.isfinite(clip_radius):
@@ -113,7 +123,7 @@ def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess
         new_g.append(mom)
     dy = noise_update(xp, state, F, Y, noise_rate) if learn_noise else state.delta_y
     return (NGState(tuple(new_m), tuple(new_h), tuple(new_g), dy, t),
-            NGInfo(loss=xp.mean(loss, axis=0), lr=lr))
+            NGInfo(loss=loss[0, ...] if num_mc == 1 else xp.mean(loss, axis=0), lr=lr))
 
 
 _init = init  # `run` has an argument called `init`

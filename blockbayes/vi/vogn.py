@@ -50,17 +50,20 @@ def init(rng_key, net: MLP, X, *, num_restarts: int = 1, init="prior", hess_init
 
 def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess: float, weight_decay: tuple,
          beta1: float = 0.9, beta2: float = 0.999, num_mc: int = 1, curvature: str = "ggn",
-         learn_noise: bool = False, noise_rate: float = 0.01, eps: Optional[tuple] = None) -> tuple[NGState, NGInfo]:
+         learn_noise: bool = False, noise_rate: float = 0.01, eps: Optional[tuple] = None,
+         xp=None, layout=None) -> tuple[NGState, NGInfo]:
     """One VOGN step on a minibatch (pure); parameters as :func:`blockbayes.vi.ivon.step` (``eps``: the
-    step's standard normals, or ``None`` to draw them from ``key``), plus ``curvature`` (``"ggn"`` or
-    ``"ef"``)."""
+    step's standard normals, or ``None`` to draw them from ``key``; ``xp``: the namespace if known;
+    ``layout``: flat blocks, as there), plus
+    ``curvature`` (``"ggn"`` or ``"ef"``)."""
     if curvature not in CURVATURES:
         raise ValueError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
-    xp = namespace(X)
+    if xp is None:
+        xp = namespace(X)
     t = state.t + 1
     sd = tuple(1.0 / xp.sqrt(ess * (s + d)) for s, d in zip(state.hess, weight_decay))
     g, _, curv, loss, F = sample_gradients(key, state, net, X, Y, likelihood=likelihood, sd=sd, num_mc=num_mc,
-                                           curvature=curvature, eps=eps)
+                                           curvature=curvature, eps=eps, xp=xp, layout=layout)
     new_m, new_s, new_u = [], [], []
     deb = 1.0 - beta1 ** t
     for M, s, u, gl, cl, d in zip(state.mean, state.hess, state.momentum, g, curv, weight_decay):
@@ -72,7 +75,7 @@ def step(key, state: NGState, net: MLP, X, Y, *, likelihood: str, lr: float, ess
         new_u.append(u)
     dy = noise_update(xp, state, F, Y, noise_rate) if learn_noise else state.delta_y
     return (NGState(tuple(new_m), tuple(new_s), tuple(new_u), dy, t),
-            NGInfo(loss=xp.mean(loss, axis=0), lr=lr))
+            NGInfo(loss=loss[0, ...] if num_mc == 1 else xp.mean(loss, axis=0), lr=lr))
 
 
 _init = init  # `run` has an argument called `init`
