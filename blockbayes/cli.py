@@ -160,18 +160,19 @@ def _kernel_warmup(spec_json: str) -> None:
     spec = json.loads(spec_json)
     warnings.simplefilter("ignore")
     threads = default_kernel_threads() if spec["threads"] is None else spec["threads"]
-    restore = thread_limits(threads, 1)        # as gibbs.run sets them
+    restore = thread_limits(threads)           # the kernel threads gibbs.run will set
     try:
         C, n, h = spec["chains"], spec["n"], spec["hidden"]
         z = np.zeros((C, n, h))
         kernels.latent_pass(bbr.key(0), z, z, np.zeros((1, n, 1)), np.zeros((C, 1, h + 1)),
                             spec["delta"], spec["delta"], spec["delta"])
-        net = bb.MLP([spec["d"], h, 1], "relu", delta=spec["delta"])
-        data, _ = datasets.teacher_student(net, n, 1, seed=spec["seed"])
-        gibbs.run(net, data.X_train, data.y_train, num_samples=2, num_warmup=1, num_chains=C,
-                  seed=spec["seed"], init="zero", progress=False, num_threads=spec["threads"])
     finally:
         restore()
+    net = bb.MLP([spec["d"], h, 1], "relu", delta=spec["delta"])
+    data, _ = datasets.teacher_student(net, n, 1, seed=spec["seed"])
+    gibbs.run(net, data.X_train, data.y_train, num_samples=2, num_warmup=1, num_chains=C,
+              seed=spec["seed"], init="zero", progress=False, diagnose=False,
+              num_threads=spec["threads"])
 
 
 def _warm_rows() -> None:
