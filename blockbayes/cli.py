@@ -112,16 +112,14 @@ def _start_kernel_warmup(args):
     if args.device not in (None, "cpu"):
         return None
     import json
-    import os
 
     spec = {k: getattr(args, k) for k in ("d", "hidden", "n", "delta", "chains", "seed", "threads")}
-    env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1])        # this very package, first on the path
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from blockbayes.cli import _kernel_warmup; "
+            "_kernel_warmup(sys.argv[2])")
     try:
-        return subprocess.Popen([sys.executable, "-c", "import sys; from blockbayes.cli import "
-                                 "_kernel_warmup; _kernel_warmup(sys.argv[1])", json.dumps(spec)],
-                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        return subprocess.Popen([sys.executable, "-c", code, root, json.dumps(spec)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     except OSError:
         return None
