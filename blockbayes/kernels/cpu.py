@@ -740,8 +740,8 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
                 x_b[j] = x64[start + j]
         _rr_pass1(m, cn_b, a_b, x_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, u_buf, pm_buf,
                   al_buf, sc_buf, sg_buf, fl_buf, sure_buf, z_b)
-        ntail = 0
-        k = 0
+        ntail = np.int64(0)     # not the literal 0: typing a call with a Literal[int](0) count
+        k = np.int64(0)         # compiles the callee once more for that literal type
         for j in range(m):
             f = fl_buf[j]
             idx_tail[ntail] = j
@@ -1327,10 +1327,14 @@ def _rows_kernel(G, pd, B, delta, R0, use_r0, k0, k1, out):
     v = np.empty(d1)
     for c in range(nc):
         if use_r0:
-            R[:, :] = R0
+            for a in range(d1):     # element loops: a slice assignment compiles Numba's
+                for b in range(d1):  # broadcasting and error-message code (~3 s at first use)
+                    R[a, b] = R0[a, b]
         else:
             g = G[c if G.shape[0] > 1 else 0]
-            M[:, :] = g
+            for a in range(d1):
+                for b in range(d1):
+                    M[a, b] = g[a, b]
             for a in range(d1):
                 M[a, a] += delta[c] * pd[c, a]
             _chol_lower(M, R)
@@ -1388,8 +1392,27 @@ def _flat(arr, dtype):
     return np.ascontiguousarray(arr, dtype=dtype).reshape(-1)
 
 
+def _ro(arr):
+    """``arr`` as a read-only view (no copy). Numba compiles one specialisation per argument
+    type, and the writeable flag is part of the type: every kernel input is passed read-only
+    (the kernels never write their inputs), so user arrays, broadcast views and the sampler's own
+    arrays all reuse one compiled kernel."""
+    if arr.flags.writeable:
+        arr = arr.view()
+        arr.flags.writeable = False
+    return arr
+
+
 _DUMMY64 = np.empty(1, dtype=np.float64)
 _DUMMY32 = np.empty(1, dtype=np.float32)
+# The kernels take their arrays in both dtypes and pick one set with ``is32``; the other set is
+# dummies of the SAME types as the live arrays, so that the branches of the other dtype call
+# the very specialisations of the live one: a float64 run compiles float64 code only (and a
+# float32 run float32 code only) instead of both, at first use.
+_RO64 = _ro(np.empty(1, dtype=np.float64))      # stand-ins for read-only inputs
+_RO32 = _ro(np.empty(1, dtype=np.float32))
+_RW64 = _DUMMY64                                # stand-ins for outputs (never written)
+_RW32 = _DUMMY32
 
 
 def _groups() -> int:
@@ -1400,13 +1423,13 @@ def _groups() -> int:
 def relu_preact(k0: int, k1: int, A, X, consts: C.ReluConstants, out_dtype):
     """Numba ReLU / leaky-ReLU pre-activation draw (NumPy arrays, validated arguments)."""
     dt = np.dtype(out_dtype)
-    a = _flat(A, dt)
-    x = _flat(X, dt)
+    a = _ro(_flat(A, dt))
+    x = _ro(_flat(X, dt))
     out = np.empty(a.shape[0], dtype=dt)
     if out.shape[0]:
         is32 = dt == np.float32
-        arrays = ((_DUMMY64, _DUMMY64, _DUMMY64, a, x, out) if is32
-                  else (a, x, out, _DUMMY32, _DUMMY32, _DUMMY32))
+        arrays = ((_RO32, _RO32, _RW32, a, x, out) if is32
+                  else (a, x, out, _RO64, _RO64, _RW64))
         if get_num_threads() > 1 and out.shape[0] >= _PARALLEL_MIN:
             _relu_kernel(*arrays, is32, np.uint64(k0), np.uint64(k1), *(float(v) for v in consts),
                          _groups())
@@ -1434,11 +1457,12 @@ def truncated_normal(k0: int, k1: int, mean, sd, bound, upper, shape, out_dtype)
     s, ss = _param(sd, shape, n, dt)
     b, bs = _param(bound, shape, n, dt)
     u, us = _param(upper, shape, n, np.bool_)
+    m, s, b, u = _ro(m), _ro(s), _ro(b), _ro(u)
     out = np.empty(n, dtype=dt)
     if n:
         is32 = dt == np.float32
-        arrays = ((_DUMMY64,) * 4 + (m, s, b, out) if is32
-                  else (m, s, b, out) + (_DUMMY32,) * 4)
+        arrays = ((_RO32,) * 3 + (_RW32, m, s, b, out) if is32
+                  else (m, s, b, out) + (_RO64,) * 3 + (_RW64,))
         if get_num_threads() > 1 and n >= _PARALLEL_MIN:
             _tn_kernel(*arrays, is32, ms, ss, bs, u, us, np.uint64(k0), np.uint64(k1), _groups())
         else:
@@ -1464,19 +1488,20 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
     k = T.shape[-1]
     is32 = dt == np.float32
     t_cs = not (T.shape[0] == 1 or (T.ndim == 3 and T.strides[0] == 0))
-    Tc = np.ascontiguousarray(T if t_cs else T[:1], dtype=dt).reshape(-1)
-    z = _flat(Z, dt)
-    a = _flat(A, dt)
-    W64 = np.ascontiguousarray(W, dtype=np.float64)
-    dn = np.ascontiguousarray(np.broadcast_to(np.asarray(dnext, dtype=np.float64).reshape(-1), (nc,)))
-    F = _latent_factors(W64, dn, float(dx), method)
+    Tc = _ro(np.ascontiguousarray(T if t_cs else T[:1], dtype=dt).reshape(-1))
+    z = _ro(_flat(Z, dt))
+    a = _ro(_flat(A, dt))
+    W64 = _ro(np.ascontiguousarray(W, dtype=np.float64))
+    dn = _ro(np.ascontiguousarray(np.broadcast_to(np.asarray(dnext, dtype=np.float64).reshape(-1), (nc,))))
+    F = _ro(_latent_factors(W64, dn, float(dx), method))
     xo = np.empty(nc * n * d, dtype=dt)
     zo = np.empty(nc * n * d, dtype=dt)
     threads = get_num_threads()
     ngroups = max(1, min(n, max(-(-n * d // _LATENT_TASK), -(-2 * threads // nc))))
     out = np.zeros((nc * ngroups, 3))
     if n and d:
-        arrs = ((_DUMMY64,) * 5 + (z, a, Tc, xo, zo)) if is32 else ((z, a, Tc, xo, zo) + (_DUMMY32,) * 5)
+        arrs = (((_RO32,) * 3 + (_RW32,) * 2 + (z, a, Tc, xo, zo)) if is32
+                else ((z, a, Tc, xo, zo) + (_RO64,) * 3 + (_RW64,) * 2))
         kern = _latent_kernel if (threads > 1 and nc * n * d >= _PARALLEL_MIN) else _latent_kernel_serial
         kern(*arrs, is32, W64, dn, F, n, d, k, nc, t_cs, int(row_offset), method, act,
                        float(slope), float(dx), float(dz), np.uint64(k0), np.uint64(k1),
@@ -1493,15 +1518,16 @@ def gaussian_rows(k0: int, k1: int, B, delta, gram, prior_diag, chol, out_dtype)
         from . import reference
 
         return reference.gaussian_rows(k0, k1, B, delta, gram, prior_diag, chol, out_dtype)
-    Bd = np.ascontiguousarray(B, dtype=np.float64)
-    dl = np.ascontiguousarray(np.broadcast_to(np.asarray(delta, dtype=np.float64), (nc,)))
+    Bd = _ro(np.ascontiguousarray(B, dtype=np.float64))
+    dl = _ro(np.ascontiguousarray(np.broadcast_to(np.asarray(delta, dtype=np.float64), (nc,))))
     out = np.empty((nc, k, d1))
     if chol is not None:
-        R0 = np.ascontiguousarray(chol, dtype=np.float64).reshape(d1, d1)
-        _rows_kernel(np.empty((1, 1, 1)), np.empty((1, 1)), Bd, dl, R0, True, np.uint64(k0),
-                     np.uint64(k1), out)
+        R0 = _ro(np.ascontiguousarray(chol, dtype=np.float64).reshape(d1, d1))
+        _rows_kernel(_ro(np.empty((1, 1, 1))), _ro(np.empty((1, 1))), Bd, dl, R0, True,
+                     np.uint64(k0), np.uint64(k1), out)
     else:
-        G = np.ascontiguousarray(gram, dtype=np.float64).reshape(-1, d1, d1)
-        pd = np.ascontiguousarray(np.broadcast_to(np.asarray(prior_diag, dtype=np.float64), (nc, d1)))
-        _rows_kernel(G, pd, Bd, dl, np.empty((1, 1)), False, np.uint64(k0), np.uint64(k1), out)
+        G = _ro(np.ascontiguousarray(gram, dtype=np.float64).reshape(-1, d1, d1))
+        pd = _ro(np.ascontiguousarray(np.broadcast_to(np.asarray(prior_diag, dtype=np.float64), (nc, d1))))
+        _rows_kernel(G, pd, Bd, dl, _ro(np.empty((1, 1))), False, np.uint64(k0), np.uint64(k1),
+                     out)
     return out.astype(out_dtype, copy=False)
