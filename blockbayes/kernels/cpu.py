@@ -513,8 +513,11 @@ def _relu_elem(a, x, i, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log):
     return scale * e, pos
 
 
-#: elements per block of the blocked loop (its scratch buffers, ~20 kB, stay in L1)
-_CHUNK = 128
+#: elements per block of the blocked loop (its scratch buffers, ~300 kB, stay in L2): the
+#: passes' fixed costs (calls, the vector loops' scalar remainders) are paid per block, and the
+#: rest path sees ~20 % of a block, so larger blocks keep its vectors full (128 → 1024: the ReLU
+#: draw ~25 % faster at (50, 50, 1e4), same arithmetic)
+_CHUNK = 1024
 
 
 # Each pass of the blocked ReLU loop is a function of its own: compiled inside one large
@@ -542,7 +545,7 @@ def _rr_pass1(m, cn_b, a_b, x_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, u_b
         al_buf[j] = alpha
         sc_buf[j] = sdp if sure_pos else -sdm
         sg_buf[j] = -1.0 if lo_u else 1.0
-        fl_buf[j] = (2 if abs(pm - 0.5) > 0.425 else 1) if simple else 0
+        fl_buf[j] = (2 if abs(pm - 0.5) > 0.425 else 1) if simple else (3 if sure_pos | sure_neg else 0)
         sure_buf[j] = (1 if sure_pos else -1) if (sure_pos | sure_neg) else 0
     for j in range(m):
         t = sg_buf[j] * _ndtri_central(pm_buf[j] - 0.5)
@@ -609,9 +612,27 @@ def _rr_pieces(k, idx_rest, a_b, x_b, sure_buf, u_buf, cn_b, p1, p2, n1, n2, r_b
 
 
 @njit(**_JIT)
+def _rr_sure(k0_, k, idx_rest, al_buf, u_buf, sc_buf, ar_b, ur_b, sc_r, hr_b, ec_b):
+    """The elements whose branch the bounds decided but whose inversion needs erfc(|α|/√2)
+    (entries ``k0_ .. k0_ + k − 1`` of the rest buffers): no pieces, no ℓ; erfc by
+    :func:`_erfc_pos` (ranges side by side), handed on as the hint where α < 0."""
+    for jj in range(k0_, k0_ + k):
+        j = idx_rest[jj]
+        ar_b[jj] = al_buf[j]
+        ur_b[jj] = u_buf[j]
+        sc_r[jj] = sc_buf[j]
+    for jj in range(k0_, k0_ + k):
+        alpha = ar_b[jj]
+        ec = _erfc_pos_sel(abs(alpha) * _INV_SQRT2)
+        ec_b[jj] = ec
+        hr_b[jj] = ec if alpha < 0.0 else -1.0
+
+
+@njit(**_JIT)
 def _rr_branch(k, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm, ar_b, sc_r, hr_b,
                ec_b):
-    """R3: ℓ, σ(ℓ), u₁, the branch; α, scale and hint of the chosen piece, erfc(|α|/√2)."""
+    """R3: ℓ, σ(ℓ), u₁, the branch; α, scale and hint of the chosen piece, erfc(|α|/√2)
+    (:func:`_ec_from_hint`: the hint itself for α < 0, computed only for the few α ≥ 0)."""
     for jj in range(k):
         ell = half_log + (q_b[jj] - q_b[k + jj]) + _log(big_b[jj] / big_b[k + jj])
         t = _exp(-abs(ell))
@@ -625,21 +646,40 @@ def _rr_branch(k, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm, 
         ar_b[jj] = alpha
         sc_r[jj] = sdp if pos else -sdm
         hr_b[jj] = hint
-        ec_b[jj] = _ec_from_hint_sel(alpha, hint)
+        ec_b[jj] = hint
+    for jj in range(k):                 # α ≥ 0 (a few %): erfc(α/√2) from the erfcx hint
+        if ar_b[jj] >= 0.0:
+            ec_b[jj] = _ec_from_hint(ar_b[jj], hr_b[jj])
 
 
 @njit(**_JIT)
-def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b):
+def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r, it_r, ct_r):
     """R4 (erfc(|α|/√2) where the chosen piece left no hint: rare), R5 (the inversion for
-    α < α₀, AS241's central and tail rationals side by side), R6 (α ≥ α₀: Newton in log
+    α < α₀: ``sign·Φ⁻¹(pm)`` as :func:`_ndtri` — AS241's central rational for every element,
+    the tail rational only for the gathered ``|pm − ½| > 0.425``), R6 (α ≥ α₀: Newton in log
     space, rare), scatter."""
     for jj in range(k):
         if hr_b[jj] < 0.0 and _tn_needs_ec(ar_b[jj], ur_b[jj]):
             ec_b[jj] = _erfc_pos(abs(ar_b[jj]) * _INV_SQRT2)
     for jj in range(k):
+        pm, sign = _tn_bulk_pm(ar_b[jj], ur_b[jj], ec_b[jj])
+        pm_r[jj] = pm
+        sg_r[jj] = sign
+    nt = 0
+    for jj in range(k):
+        it_r[nt] = jj
+        nt += abs(pm_r[jj] - 0.5) > 0.425
+    for q in range(nt):
+        ct_r[q] = pm_r[it_r[q]]
+    for q in range(nt):
+        ct_r[q] = _ndtri_tail(ct_r[q])
+    for jj in range(k):
+        res_b[jj] = _ndtri_central(pm_r[jj] - 0.5)
+    for q in range(nt):
+        res_b[it_r[q]] = ct_r[q]
+    for jj in range(k):
         alpha = ar_b[jj]
-        pm, sign = _tn_bulk_pm(alpha, ur_b[jj], ec_b[jj])
-        t = sign * _ndtri(pm)
+        t = sg_r[jj] * res_b[jj]
         if t < alpha:
             t = alpha
         res_b[jj] = sc_r[jj] * (t - alpha)
@@ -677,9 +717,12 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
       T = ∓Φ⁻¹(min(u₂, 1 − u₂)) — are ~78 % of a realistic sweep (Δ = 1e-3).
     * Pass 2: AS241's central rational for the whole block, the final value of the simple
       elements in AS241's central region; pass 3: AS241's tails for the other simple ones.
-    * The rest: Cody's three erfcx/erf rationals side by side for both pieces, exp(±y²), the
-      pieces' (q, R, hint) as :func:`_piece`, ℓ, σ(ℓ) and u₁, the branch, then the inversion
-      (AS241 central and tails side by side); Newton's tail (α ≥ 5) element by element.
+    * The rest, branch not decided by the bounds: Cody's three erfcx/erf rationals side by
+      side for both pieces, exp(±y²), the pieces' (q, R, hint) as :func:`_piece`, ℓ, σ(ℓ) and
+      u₁, the branch (:func:`_rr_pieces`, :func:`_rr_branch`). The rest whose branch the bounds
+      decided (sure, −12 ≤ α, u₂ > ½: ~3 %) skips all that and only gets erfc(|α|/√2)
+      (:func:`_rr_sure`). Then the inversion for both (AS241's tails on the gathered elements
+      that need them); Newton's tail (α ≥ 5) element by element (:func:`_rr_invert`).
     """
     c2 = 2 * _CHUNK
     u_buf = np.empty(_CHUNK)
@@ -691,6 +734,9 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
     sure_buf = np.empty(_CHUNK, dtype=np.int8)
     idx_tail = np.empty(_CHUNK, dtype=np.int64)
     idx_rest = np.empty(_CHUNK, dtype=np.int64)
+    idx_sure = np.empty(_CHUNK, dtype=np.int64)
+    pm_r = np.empty(_CHUNK)     # rest: pm and sign of the inversion
+    sg_r = np.empty(_CHUNK)
     ct_b = np.empty(_CHUNK)     # compact buffers of the tails: pm, scale, α, sign
     cs_b = np.empty(_CHUNK)
     ca_b = np.empty(_CHUNK)
@@ -742,12 +788,15 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
                   al_buf, sc_buf, sg_buf, fl_buf, sure_buf, z_b)
         ntail = 0
         k = 0
+        ks = 0
         for j in range(m):
             f = fl_buf[j]
             idx_tail[ntail] = j
             ntail += f == 2
             idx_rest[k] = j
             k += f == 0
+            idx_sure[ks] = j
+            ks += f == 3
         if ntail > 0:
             _rr_tails(ntail, idx_tail, pm_buf, sc_buf, al_buf, sg_buf, ct_b, cs_b, ca_b, cg_b,
                       res_b, z_b)
@@ -756,7 +805,14 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
                        ur_b, ir_b, es_b, xn_b, ex_b, big_b, h_b, q_b)
             _rr_branch(k, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm, ar_b,
                        sc_r, hr_b, ec_b)
-            _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b)
+        if ks > 0:
+            for jj in range(ks):
+                idx_rest[k + jj] = idx_sure[jj]
+            _rr_sure(k, ks, idx_rest, al_buf, u_buf, sc_buf, ar_b, ur_b, sc_r, hr_b, ec_b)
+            k += ks
+        if k > 0:
+            _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r, idx_tail,
+                       ct_b)
         # store; the float32 cast keeps the sign of every draw (+0.0 for the positive piece,
         # -0.0 for the negative one), and is clamped to it again all the same
         if is32:
@@ -1118,42 +1174,58 @@ def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k
 @njit(**_JIT)
 def _lg_rows_matheron_rowwise(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k0, k1,
                               g0, nc):
-    """:func:`_lg_rows_matheron` row by row (narrow next layers, ``k < 4``: the batched form's
-    transposes cost more than they save); the same operations in the same order."""
+    """:func:`_lg_rows_matheron` for narrow next layers (``k < 4``) without its transposes:
+    every row gets the same operations in the same order, and ``Σ‖t − b − Ŵx‖²`` is summed
+    row by row (``m`` innermost), as a row-by-row loop would.
+
+    The dot products ``Σ_j Ŵ_{mj} x₀_j`` run over the rows innermost (a strided read of ``xb``:
+    independent rows, so the loop vectorises; one row's sum alone is a serial chain of
+    dependent subtractions), and so do the substitutions; the ``e`` normals come from
+    :func:`_row_normals` (AS241 as :func:`_ndtri`, vectorised)."""
     sx = math.sqrt(dx)
     se = math.sqrt(dn)
-    s_next = 0.0
-    rb = np.empty(k)
-    eb = np.empty(k)
     for q in range(nrows * d):
         xb[q] += sx * nb[q]
+    ek = np.empty(nrows * k)                # e[r, m] = Φ⁻¹(u(STREAM_E + g_r·k + m))
+    tk = np.empty(nrows * k)
+    ik = np.empty(nrows * k, dtype=np.int64)
+    _row_normals(ek, tk, ik, nrows, k, k0, k1, _ES + np.uint64(g0 * k), nc * k)
+    R = np.empty((k, nrows))
+    for m in range(k):
+        b = Wc[m, d]
+        for r in range(nrows):
+            R[m, r] = np.float64(t[trow0 + r * t_rstride + m]) - b
+        for j in range(d):
+            w = Wc[m, j]
+            for r in range(nrows):
+                R[m, r] -= w * xb[r * d + j]
+        for r in range(nrows):
+            R[m, r] = R[m, r] - se * ek[r * k + m]
+    for m in range(k):                      # L v = s
+        for p in range(m):
+            lmp = L[m, p]
+            for r in range(nrows):
+                R[m, r] -= lmp * R[p, r]
+        lmm = L[m, m]
+        for r in range(nrows):
+            R[m, r] = R[m, r] / lmm
+    for m in range(k - 1, -1, -1):          # L^T y = v
+        for p in range(m + 1, k):
+            lpm = L[p, m]
+            for r in range(nrows):
+                R[m, r] -= lpm * R[p, r]
+        lmm = L[m, m]
+        for r in range(nrows):
+            R[m, r] = R[m, r] / lmm
+    s_next = 0.0
     for r in range(nrows):
-        g = np.uint64(g0 + r * nc)
-        o = r * d
-        trow = trow0 + r * t_rstride
-        eb0 = _ES + g * np.uint64(k)
         for m in range(k):
-            e = _ndtri(_uniform(k0, k1, eb0 + np.uint64(m)))
-            eb[m] = e
-            s = np.float64(t[trow + m]) - Wc[m, d]
-            for j in range(d):
-                s -= Wc[m, j] * xb[o + j]
-            rb[m] = s - se * e
-        for m in range(k):                      # L v = r
-            s = rb[m]
-            for p in range(m):
-                s -= L[m, p] * rb[p]
-            rb[m] = s / L[m, m]
-        for m in range(k - 1, -1, -1):          # L^T y = v
-            s = rb[m]
-            for p in range(m + 1, k):
-                s -= L[p, m] * rb[p]
-            rb[m] = s / L[m, m]
-        for m in range(k):
-            res = dn * rb[m] + se * eb[m]
+            res = dn * R[m, r] + se * ek[r * k + m]
             s_next += res * res
+    for r in range(nrows):
+        o = r * d
         for m in range(k):
-            ym = dx * rb[m]
+            ym = dx * R[m, r]
             for j in range(d):
                 xb[o + j] += Wc[m, j] * ym
     return s_next
