@@ -513,11 +513,11 @@ def _relu_elem(a, x, i, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log):
     return scale * e, pos
 
 
-#: elements per block of the blocked loop (its scratch buffers, ~300 kB, stay in L2): the
+#: elements per block of the blocked loop (its scratch buffers, ~0.6 MB, stay in L2): the
 #: passes' fixed costs (calls, the vector loops' scalar remainders) are paid per block, and the
-#: rest path sees ~20 % of a block, so larger blocks keep its vectors full (128 → 1024: the ReLU
-#: draw ~25 % faster at (50, 50, 1e4), same arithmetic)
-_CHUNK = 1024
+#: rest path sees ~20 % of a block, so larger blocks keep its vectors full (128 → 2048: the
+#: fused latent pass ~20 % faster at (50, 50, 1e4), same arithmetic)
+_CHUNK = 2048
 
 
 # Each pass of the blocked ReLU loop is a function of its own: compiled inside one large
@@ -766,6 +766,7 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
     base = 0 if row_len == 0 else ctr_base - lo
     for start in range(lo, hi, _CHUNK):
         m = min(_CHUNK, hi - start)
+        ks = np.int64(0)        # sure-but-not-simple elements of the block (_rr_sure)
         if contiguous:          # consecutive counters (one chain, or the plain ReLU kernel)
             for j in range(m):
                 cn_b[j] = np.uint64(base + start + j)
@@ -788,7 +789,6 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
                   al_buf, sc_buf, sg_buf, fl_buf, sure_buf, z_b)
         ntail = 0
         k = 0
-        ks = 0
         for j in range(m):
             f = fl_buf[j]
             idx_tail[ntail] = j
@@ -814,17 +814,15 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
             _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r, idx_tail,
                        ct_b)
         # store; the float32 cast keeps the sign of every draw (+0.0 for the positive piece,
-        # -0.0 for the negative one), and is clamped to it again all the same
+        # -0.0 for the negative one), and is clamped to it again all the same (selects, no
+        # branches: the sign is data-dependent, so a branch would mispredict half the time)
         if is32:
             for j in range(m):
                 z = z_b[j]
                 zc = np.float32(z)
-                if math.copysign(1.0, z) > 0.0:
-                    if zc < 0.0:
-                        zc = np.float32(0.0)
-                elif zc > 0.0:
-                    zc = np.float32(-0.0)
-                o32[start + j] = zc
+                zp = np.float32(0.0) if zc < 0.0 else zc
+                zn = np.float32(-0.0) if zc > 0.0 else zc
+                o32[start + j] = zp if math.copysign(1.0, z) > 0.0 else zn
         else:
             for j in range(m):
                 o64[start + j] = z_b[j]
