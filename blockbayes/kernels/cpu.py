@@ -693,8 +693,11 @@ def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r
 
 @njit(**_JIT)
 def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2, sdp, sdm,
-                half_log, row_len=0, row_stride=0, ctr_base=0):
-    """Elements lo..hi-1 in blocks of _CHUNK, organised as short branch-free passes.
+                half_log, row_len=0, row_stride=0, ctr_base=0, slope=0.0):
+    """Elements lo..hi-1 in blocks of _CHUNK, organised as short branch-free passes; returns
+    ``Σ(x − f(z))²`` over them (``f`` the leaky ReLU of ``slope``, ``z`` the stored draws),
+    summed exactly as :func:`_sq_diff_sum` sums it (the fused latent pass's third sum, without
+    a pass of its own).
 
     The arrays come in both dtypes (``is32`` picks ``a32, x32, o32`` over ``a64, x64, o64``;
     the others are dummies), so the function is compiled once for float32 and float64 data:
@@ -760,6 +763,11 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
     x_b = np.empty(_CHUNK)
     z_b = np.empty(_CHUNK)
     cn_b = np.empty(_CHUNK, dtype=np.uint64)
+    e_b = np.empty(_CHUNK)      # x − f(z) of the stored draws
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    m8 = ((hi - lo) // 8) * 8   # the elements _sq_diff_sum sums in its eight lanes
+    m = 0
+    jm = 0
     row = 0
     col = 0
     contiguous = row_len == 0 or row_stride == row_len
@@ -826,6 +834,32 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
         else:
             for j in range(m):
                 o64[start + j] = z_b[j]
+        # Σ(x − f(z))²: lane q mod 8 for q = start − lo + j < m8 (blocks start at multiples of
+        # 8 from lo), in order; the last < 8 elements after the lanes are joined
+        if is32:
+            for j in range(m):
+                z = np.float64(o32[start + j])
+                e_b[j] = x_b[j] - (z if z >= 0.0 else slope * z)
+        else:
+            for j in range(m):
+                z = o64[start + j]
+                e_b[j] = x_b[j] - (z if z >= 0.0 else slope * z)
+        jm = min(m, m8 - (start - lo))
+        j = 0
+        while j + 8 <= jm:
+            s0 += e_b[j] * e_b[j]
+            s1 += e_b[j + 1] * e_b[j + 1]
+            s2 += e_b[j + 2] * e_b[j + 2]
+            s3 += e_b[j + 3] * e_b[j + 3]
+            s4 += e_b[j + 4] * e_b[j + 4]
+            s5 += e_b[j + 5] * e_b[j + 5]
+            s6 += e_b[j + 6] * e_b[j + 6]
+            s7 += e_b[j + 7] * e_b[j + 7]
+            j += 8
+    s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    for j in range(jm, m):              # the last block's remainder
+        s += e_b[j] * e_b[j]
+    return s
 
 
 @njit(parallel=True, **_JIT)
@@ -1354,16 +1388,14 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
         _lg_store(xb, x32, lo, m_all)
     else:
         _lg_store(xb, x64, lo, m_all)
-    if act == 0:
-        _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2, sdp,
-                    sdm, half_log, d, row_stride, g0 * d)
+    if act == 0:                                    # the ReLU draw returns Σ(x − f(z_new))²
+        s_x = _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2,
+                          sdp, sdm, half_log, d, row_stride, g0 * d, slope)
     elif is32:                                      # identity: Gaussian z | a, x
         _lg_identity(nb, a32, x32, o32, lo, nrows, d, nc, g0, dx, dz, k0, k1)
-    else:
-        _lg_identity(nb, a64, x64, o64, lo, nrows, d, nc, g0, dx, dz, k0, k1)
-    if is32:
         s_x = _lg_sx(x32, o32, lo, m_all, slope, nb)
     else:
+        _lg_identity(nb, a64, x64, o64, lo, nrows, d, nc, g0, dx, dz, k0, k1)
         s_x = _lg_sx(x64, o64, lo, m_all, slope, nb)
     out[0] = s_in
     out[1] = s_next
