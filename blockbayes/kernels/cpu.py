@@ -342,6 +342,47 @@ def _ndtri_tail(p):
     return -x if q < 0.0 else x
 
 
+#: min(p, 1 − p) ≥ this puts AS241's r = √(−log min(p, 1 − p)) ≤ 4.97, inside its first tail
+#: range (r ≤ 5) with a margin far beyond rounding
+_TAIL_NEAR = 2e-11
+
+
+@njit(inline="always", **_JIT)
+def _ndtri_tail_near(p):
+    """:func:`_ndtri_tail` for ``min(p, 1 − p) ≥ _TAIL_NEAR``: the first tail rational only (the
+    same arithmetic as :func:`_ndtri_tail` there, without evaluating the second)."""
+    q = p - 0.5
+    r = math.sqrt(-_log(p if q <= 0.0 else 1.0 - p))
+    r1 = r - 1.6
+    num1 = _poly7(r1, 1.42343711074968357734e+0, 4.63033784615654529590e+0,
+                  5.76949722146069140550e+0, 3.64784832476320460504e+0,
+                  1.27045825245236838258e+0, 2.41780725177450611770e-1,
+                  2.27238449892691845833e-2, 7.74545014278341407640e-4)
+    den1 = _poly7(r1, 1.0, 2.05319162663775882187e+0, 1.67638483018380384940e+0,
+                  6.89767334985100004550e-1, 1.48103976427480074590e-1,
+                  1.51986665636164571966e-2, 5.47593808499534494600e-4,
+                  1.05075007164441684324e-9)
+    x = num1 / den1
+    return -x if q < 0.0 else x
+
+
+@njit(**_JIT)
+def _ndtri_tails(t, n):
+    """``t[i] ← _ndtri_tail(t[i])`` for ``i < n`` (gathered tail arguments): the first tail
+    rational alone (:func:`_ndtri_tail_near`) unless some ``min(p, 1 − p) < _TAIL_NEAR``
+    (probability ~4e-11 per element), then the full function for all."""
+    far = False
+    for i in range(n):
+        p = t[i]
+        far |= (p if p - 0.5 <= 0.0 else 1.0 - p) < _TAIL_NEAR
+    if far:
+        for i in range(n):
+            t[i] = _ndtri_tail(t[i])
+    else:
+        for i in range(n):
+            t[i] = _ndtri_tail_near(t[i])
+
+
 @njit(inline="always", **_JIT)
 def _ndtri(p):
     """Φ⁻¹(p) for 0 < p < 1 (Wichura's AS241, PPND16); branch-free, so loops vectorise."""
@@ -564,8 +605,9 @@ def _rr_tails(ntail, idx_tail, pm_buf, sc_buf, al_buf, sg_buf, ct_b, cs_b, ca_b,
         cs_b[jj] = sc_buf[j]
         ca_b[jj] = al_buf[j]
         cg_b[jj] = sg_buf[j]
+    _ndtri_tails(ct_b, ntail)
     for jj in range(ntail):
-        t = cg_b[jj] * _ndtri_tail(ct_b[jj])
+        t = cg_b[jj] * ct_b[jj]
         alpha = ca_b[jj]
         if t < alpha:
             t = alpha
@@ -671,8 +713,7 @@ def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r
         nt += abs(pm_r[jj] - 0.5) > 0.425
     for q in range(nt):
         ct_r[q] = pm_r[it_r[q]]
-    for q in range(nt):
-        ct_r[q] = _ndtri_tail(ct_r[q])
+    _ndtri_tails(ct_r, nt)
     for jj in range(k):
         res_b[jj] = _ndtri_central(pm_r[jj] - 0.5)
     for q in range(nt):
@@ -1061,8 +1102,7 @@ def _row_normals(nb, tb, idx, nrows, d, k0, k1, cb0, row_stride):
         nt += abs(nb[q] - 0.5) > 0.425
     for jj in range(nt):
         tb[jj] = nb[idx[jj]]
-    for jj in range(nt):
-        tb[jj] = _ndtri_tail(tb[jj])
+    _ndtri_tails(tb, nt)
     for q in range(m):
         nb[q] = _ndtri_central(nb[q] - 0.5)
     for jj in range(nt):
