@@ -21,8 +21,8 @@ from vectorising):
 All rationals are evaluated by Estrin's scheme with fused multiply-adds; the tests check every
 function against mpmath (relative error ≲ 5e-16).
 
-The ReLU kernel works in blocks of ``_CHUNK`` (2048) elements organised as short branch-free passes (see
-:func:`_relu_range`): the common case of a Gibbs sweep — branch decided by a bound of ``ℓ``,
+The ReLU kernel works in blocks of ``_CHUNK`` (2048) elements organised as short branch-free
+passes (see :func:`_relu_range`): the common case of a Gibbs sweep — branch decided by a bound of ``ℓ``,
 plain inversion of ``u₂`` — is vectorised, and the elements that need ``ℓ`` go through
 vectorised passes of their own. Shortcuts that leave every result unchanged: the branch is
 decided without evaluating ``ℓ``, ``σ(ℓ)`` or ``u₁`` whenever a bound puts ``|ℓ| ≥ 38``
