@@ -21,8 +21,8 @@ from vectorising):
 All rationals are evaluated by Estrin's scheme with fused multiply-adds; the tests check every
 function against mpmath (relative error ≲ 5e-16).
 
-The ReLU kernel works in blocks of 128 elements organised as short branch-free passes (see
-:func:`_relu_range`): the common case of a Gibbs sweep — branch decided by a bound of ``ℓ``,
+The ReLU kernel works in blocks of ``_CHUNK`` (2048) elements organised as short branch-free
+passes (see :func:`_relu_range`): the common case of a Gibbs sweep — branch decided by a bound of ``ℓ``,
 plain inversion of ``u₂`` — is vectorised, and the elements that need ``ℓ`` go through
 vectorised passes of their own. Shortcuts that leave every result unchanged: the branch is
 decided without evaluating ``ℓ``, ``σ(ℓ)`` or ``u₁`` whenever a bound puts ``|ℓ| ≥ 38``
@@ -342,6 +342,47 @@ def _ndtri_tail(p):
     return -x if q < 0.0 else x
 
 
+#: min(p, 1 − p) ≥ this puts AS241's r = √(−log min(p, 1 − p)) ≤ 4.97, inside its first tail
+#: range (r ≤ 5) with a margin far beyond rounding
+_TAIL_NEAR = 2e-11
+
+
+@njit(inline="always", **_JIT)
+def _ndtri_tail_near(p):
+    """:func:`_ndtri_tail` for ``min(p, 1 − p) ≥ _TAIL_NEAR``: the first tail rational only (the
+    same arithmetic as :func:`_ndtri_tail` there, without evaluating the second)."""
+    q = p - 0.5
+    r = math.sqrt(-_log(p if q <= 0.0 else 1.0 - p))
+    r1 = r - 1.6
+    num1 = _poly7(r1, 1.42343711074968357734e+0, 4.63033784615654529590e+0,
+                  5.76949722146069140550e+0, 3.64784832476320460504e+0,
+                  1.27045825245236838258e+0, 2.41780725177450611770e-1,
+                  2.27238449892691845833e-2, 7.74545014278341407640e-4)
+    den1 = _poly7(r1, 1.0, 2.05319162663775882187e+0, 1.67638483018380384940e+0,
+                  6.89767334985100004550e-1, 1.48103976427480074590e-1,
+                  1.51986665636164571966e-2, 5.47593808499534494600e-4,
+                  1.05075007164441684324e-9)
+    x = num1 / den1
+    return -x if q < 0.0 else x
+
+
+@njit(**_JIT)
+def _ndtri_tails(t, n):
+    """``t[i] ← _ndtri_tail(t[i])`` for ``i < n`` (gathered tail arguments): the first tail
+    rational alone (:func:`_ndtri_tail_near`) unless some ``min(p, 1 − p) < _TAIL_NEAR``
+    (probability ~4e-11 per element), then the full function for all."""
+    far = False
+    for i in range(n):
+        p = t[i]
+        far |= (p if p - 0.5 <= 0.0 else 1.0 - p) < _TAIL_NEAR
+    if far:
+        for i in range(n):
+            t[i] = _ndtri_tail(t[i])
+    else:
+        for i in range(n):
+            t[i] = _ndtri_tail_near(t[i])
+
+
 @njit(inline="always", **_JIT)
 def _ndtri(p):
     """Φ⁻¹(p) for 0 < p < 1 (Wichura's AS241, PPND16); branch-free, so loops vectorise."""
@@ -513,8 +554,11 @@ def _relu_elem(a, x, i, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log):
     return scale * e, pos
 
 
-#: elements per block of the blocked loop (its scratch buffers, ~20 kB, stay in L1)
-_CHUNK = 128
+#: elements per block of the blocked loop (its scratch buffers, ~0.6 MB, stay in L2): the
+#: passes' fixed costs (calls, the vector loops' scalar remainders) are paid per block, and the
+#: rest path sees ~20 % of a block, so larger blocks keep its vectors full (128 → 2048: the
+#: fused latent pass ~20 % faster at (50, 50, 1e4), same arithmetic)
+_CHUNK = 2048
 
 
 # Each pass of the blocked ReLU loop is a function of its own: compiled inside one large
@@ -542,7 +586,7 @@ def _rr_pass1(m, cn_b, a_b, x_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, u_b
         al_buf[j] = alpha
         sc_buf[j] = sdp if sure_pos else -sdm
         sg_buf[j] = -1.0 if lo_u else 1.0
-        fl_buf[j] = (2 if abs(pm - 0.5) > 0.425 else 1) if simple else 0
+        fl_buf[j] = (2 if abs(pm - 0.5) > 0.425 else 1) if simple else (3 if sure_pos | sure_neg else 0)
         sure_buf[j] = (1 if sure_pos else -1) if (sure_pos | sure_neg) else 0
     for j in range(m):
         t = sg_buf[j] * _ndtri_central(pm_buf[j] - 0.5)
@@ -561,8 +605,9 @@ def _rr_tails(ntail, idx_tail, pm_buf, sc_buf, al_buf, sg_buf, ct_b, cs_b, ca_b,
         cs_b[jj] = sc_buf[j]
         ca_b[jj] = al_buf[j]
         cg_b[jj] = sg_buf[j]
+    _ndtri_tails(ct_b, ntail)
     for jj in range(ntail):
-        t = cg_b[jj] * _ndtri_tail(ct_b[jj])
+        t = cg_b[jj] * ct_b[jj]
         alpha = ca_b[jj]
         if t < alpha:
             t = alpha
@@ -609,9 +654,27 @@ def _rr_pieces(k, idx_rest, a_b, x_b, sure_buf, u_buf, cn_b, p1, p2, n1, n2, r_b
 
 
 @njit(**_JIT)
+def _rr_sure(k0_, k, idx_rest, al_buf, u_buf, sc_buf, ar_b, ur_b, sc_r, hr_b, ec_b):
+    """The elements whose branch the bounds decided but whose inversion needs erfc(|α|/√2)
+    (entries ``k0_ .. k0_ + k − 1`` of the rest buffers): no pieces, no ℓ; erfc by
+    :func:`_erfc_pos` (ranges side by side), handed on as the hint where α < 0."""
+    for jj in range(k0_, k0_ + k):
+        j = idx_rest[jj]
+        ar_b[jj] = al_buf[j]
+        ur_b[jj] = u_buf[j]
+        sc_r[jj] = sc_buf[j]
+    for jj in range(k0_, k0_ + k):
+        alpha = ar_b[jj]
+        ec = _erfc_pos_sel(abs(alpha) * _INV_SQRT2)
+        ec_b[jj] = ec
+        hr_b[jj] = ec if alpha < 0.0 else -1.0
+
+
+@njit(**_JIT)
 def _rr_branch(k, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm, ar_b, sc_r, hr_b,
                ec_b):
-    """R3: ℓ, σ(ℓ), u₁, the branch; α, scale and hint of the chosen piece, erfc(|α|/√2)."""
+    """R3: ℓ, σ(ℓ), u₁, the branch; α, scale and hint of the chosen piece, erfc(|α|/√2)
+    (:func:`_ec_from_hint`: the hint itself for α < 0, computed only for the few α ≥ 0)."""
     for jj in range(k):
         ell = half_log + (q_b[jj] - q_b[k + jj]) + _log(big_b[jj] / big_b[k + jj])
         t = _exp(-abs(ell))
@@ -625,21 +688,39 @@ def _rr_branch(k, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm, 
         ar_b[jj] = alpha
         sc_r[jj] = sdp if pos else -sdm
         hr_b[jj] = hint
-        ec_b[jj] = _ec_from_hint_sel(alpha, hint)
+        ec_b[jj] = hint
+    for jj in range(k):                 # α ≥ 0 (a few %): erfc(α/√2) from the erfcx hint
+        if ar_b[jj] >= 0.0:
+            ec_b[jj] = _ec_from_hint(ar_b[jj], hr_b[jj])
 
 
 @njit(**_JIT)
-def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b):
+def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r, it_r, ct_r):
     """R4 (erfc(|α|/√2) where the chosen piece left no hint: rare), R5 (the inversion for
-    α < α₀, AS241's central and tail rationals side by side), R6 (α ≥ α₀: Newton in log
+    α < α₀: ``sign·Φ⁻¹(pm)`` as :func:`_ndtri` — AS241's central rational for every element,
+    the tail rational only for the gathered ``|pm − ½| > 0.425``), R6 (α ≥ α₀: Newton in log
     space, rare), scatter."""
     for jj in range(k):
         if hr_b[jj] < 0.0 and _tn_needs_ec(ar_b[jj], ur_b[jj]):
             ec_b[jj] = _erfc_pos(abs(ar_b[jj]) * _INV_SQRT2)
     for jj in range(k):
+        pm, sign = _tn_bulk_pm(ar_b[jj], ur_b[jj], ec_b[jj])
+        pm_r[jj] = pm
+        sg_r[jj] = sign
+    nt = 0
+    for jj in range(k):
+        it_r[nt] = jj
+        nt += abs(pm_r[jj] - 0.5) > 0.425
+    for q in range(nt):
+        ct_r[q] = pm_r[it_r[q]]
+    _ndtri_tails(ct_r, nt)
+    for jj in range(k):
+        res_b[jj] = _ndtri_central(pm_r[jj] - 0.5)
+    for q in range(nt):
+        res_b[it_r[q]] = ct_r[q]
+    for jj in range(k):
         alpha = ar_b[jj]
-        pm, sign = _tn_bulk_pm(alpha, ur_b[jj], ec_b[jj])
-        t = sign * _ndtri(pm)
+        t = sg_r[jj] * res_b[jj]
         if t < alpha:
             t = alpha
         res_b[jj] = sc_r[jj] * (t - alpha)
@@ -653,8 +734,11 @@ def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b):
 
 @njit(**_JIT)
 def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2, sdp, sdm,
-                half_log, row_len=0, row_stride=0, ctr_base=0):
-    """Elements lo..hi-1 in blocks of _CHUNK, organised as short branch-free passes.
+                half_log, row_len=0, row_stride=0, ctr_base=0, slope=0.0):
+    """Elements lo..hi-1 in blocks of _CHUNK, organised as short branch-free passes; returns
+    ``Σ(x − f(z))²`` over them (``f`` the leaky ReLU of ``slope``, ``z`` the stored draws),
+    summed exactly as :func:`_sq_diff_sum` sums it (the fused latent pass's third sum, without
+    a pass of its own).
 
     The arrays come in both dtypes (``is32`` picks ``a32, x32, o32`` over ``a64, x64, o64``;
     the others are dummies), so the function is compiled once for float32 and float64 data:
@@ -677,9 +761,12 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
       T = ∓Φ⁻¹(min(u₂, 1 − u₂)) — are ~78 % of a realistic sweep (Δ = 1e-3).
     * Pass 2: AS241's central rational for the whole block, the final value of the simple
       elements in AS241's central region; pass 3: AS241's tails for the other simple ones.
-    * The rest: Cody's three erfcx/erf rationals side by side for both pieces, exp(±y²), the
-      pieces' (q, R, hint) as :func:`_piece`, ℓ, σ(ℓ) and u₁, the branch, then the inversion
-      (AS241 central and tails side by side); Newton's tail (α ≥ 5) element by element.
+    * The rest, branch not decided by the bounds: Cody's three erfcx/erf rationals side by
+      side for both pieces, exp(±y²), the pieces' (q, R, hint) as :func:`_piece`, ℓ, σ(ℓ) and
+      u₁, the branch (:func:`_rr_pieces`, :func:`_rr_branch`). The rest whose branch the bounds
+      decided (sure, −12 ≤ α, u₂ > ½: ~3 %) skips all that and only gets erfc(|α|/√2)
+      (:func:`_rr_sure`). Then the inversion for both (AS241's tails on the gathered elements
+      that need them); Newton's tail (α ≥ 5) element by element (:func:`_rr_invert`).
     """
     c2 = 2 * _CHUNK
     u_buf = np.empty(_CHUNK)
@@ -691,6 +778,9 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
     sure_buf = np.empty(_CHUNK, dtype=np.int8)
     idx_tail = np.empty(_CHUNK, dtype=np.int64)
     idx_rest = np.empty(_CHUNK, dtype=np.int64)
+    idx_sure = np.empty(_CHUNK, dtype=np.int64)
+    pm_r = np.empty(_CHUNK)     # rest: pm and sign of the inversion
+    sg_r = np.empty(_CHUNK)
     ct_b = np.empty(_CHUNK)     # compact buffers of the tails: pm, scale, α, sign
     cs_b = np.empty(_CHUNK)
     ca_b = np.empty(_CHUNK)
@@ -714,12 +804,18 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
     x_b = np.empty(_CHUNK)
     z_b = np.empty(_CHUNK)
     cn_b = np.empty(_CHUNK, dtype=np.uint64)
+    e_b = np.empty(_CHUNK)      # x − f(z) of the stored draws
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    m8 = ((hi - lo) // 8) * 8   # the elements _sq_diff_sum sums in its eight lanes
+    m = 0
+    jm = 0
     row = 0
     col = 0
     contiguous = row_len == 0 or row_stride == row_len
     base = 0 if row_len == 0 else ctr_base - lo
     for start in range(lo, hi, _CHUNK):
         m = min(_CHUNK, hi - start)
+        ks = np.int64(0)        # sure-but-not-simple elements of the block (_rr_sure)
         if contiguous:          # consecutive counters (one chain, or the plain ReLU kernel)
             for j in range(m):
                 cn_b[j] = np.uint64(base + start + j)
@@ -748,6 +844,8 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
             ntail += f == 2
             idx_rest[k] = j
             k += f == 0
+            idx_sure[ks] = j
+            ks += f == 3
         if ntail > 0:
             _rr_tails(ntail, idx_tail, pm_buf, sc_buf, al_buf, sg_buf, ct_b, cs_b, ca_b, cg_b,
                       res_b, z_b)
@@ -756,22 +854,53 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
                        ur_b, ir_b, es_b, xn_b, ex_b, big_b, h_b, q_b)
             _rr_branch(k, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm, ar_b,
                        sc_r, hr_b, ec_b)
-            _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b)
+        if ks > 0:
+            for jj in range(ks):
+                idx_rest[k + jj] = idx_sure[jj]
+            _rr_sure(k, ks, idx_rest, al_buf, u_buf, sc_buf, ar_b, ur_b, sc_r, hr_b, ec_b)
+            k += ks
+        if k > 0:
+            _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r, idx_tail,
+                       ct_b)
         # store; the float32 cast keeps the sign of every draw (+0.0 for the positive piece,
-        # -0.0 for the negative one), and is clamped to it again all the same
+        # -0.0 for the negative one), and is clamped to it again all the same (selects, no
+        # branches: the sign is data-dependent, so a branch would mispredict half the time)
         if is32:
             for j in range(m):
                 z = z_b[j]
                 zc = np.float32(z)
-                if math.copysign(1.0, z) > 0.0:
-                    if zc < 0.0:
-                        zc = np.float32(0.0)
-                elif zc > 0.0:
-                    zc = np.float32(-0.0)
-                o32[start + j] = zc
+                zp = np.float32(0.0) if zc < 0.0 else zc
+                zn = np.float32(-0.0) if zc > 0.0 else zc
+                o32[start + j] = zp if math.copysign(1.0, z) > 0.0 else zn
         else:
             for j in range(m):
                 o64[start + j] = z_b[j]
+        # Σ(x − f(z))²: lane q mod 8 for q = start − lo + j < m8 (blocks start at multiples of
+        # 8 from lo), in order; the last < 8 elements after the lanes are joined
+        if is32:
+            for j in range(m):
+                z = np.float64(o32[start + j])
+                e_b[j] = x_b[j] - (z if z >= 0.0 else slope * z)
+        else:
+            for j in range(m):
+                z = o64[start + j]
+                e_b[j] = x_b[j] - (z if z >= 0.0 else slope * z)
+        jm = min(m, m8 - (start - lo))
+        j = 0
+        while j + 8 <= jm:
+            s0 += e_b[j] * e_b[j]
+            s1 += e_b[j + 1] * e_b[j + 1]
+            s2 += e_b[j + 2] * e_b[j + 2]
+            s3 += e_b[j + 3] * e_b[j + 3]
+            s4 += e_b[j + 4] * e_b[j + 4]
+            s5 += e_b[j + 5] * e_b[j + 5]
+            s6 += e_b[j + 6] * e_b[j + 6]
+            s7 += e_b[j + 7] * e_b[j + 7]
+            j += 8
+    s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    for j in range(jm, m):              # the last block's remainder
+        s += e_b[j] * e_b[j]
+    return s
 
 
 @njit(parallel=True, **_JIT)
@@ -973,8 +1102,7 @@ def _row_normals(nb, tb, idx, nrows, d, k0, k1, cb0, row_stride):
         nt += abs(nb[q] - 0.5) > 0.425
     for jj in range(nt):
         tb[jj] = nb[idx[jj]]
-    for jj in range(nt):
-        tb[jj] = _ndtri_tail(tb[jj])
+    _ndtri_tails(tb, nt)
     for q in range(m):
         nb[q] = _ndtri_central(nb[q] - 0.5)
     for jj in range(nt):
@@ -1118,42 +1246,58 @@ def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k
 @njit(**_JIT)
 def _lg_rows_matheron_rowwise(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k0, k1,
                               g0, nc):
-    """:func:`_lg_rows_matheron` row by row (narrow next layers, ``k < 4``: the batched form's
-    transposes cost more than they save); the same operations in the same order."""
+    """:func:`_lg_rows_matheron` for narrow next layers (``k < 4``) without its transposes:
+    every row gets the same operations in the same order, and ``Σ‖t − b − Ŵx‖²`` is summed
+    row by row (``m`` innermost), as a row-by-row loop would.
+
+    The dot products ``Σ_j Ŵ_{mj} x₀_j`` run over the rows innermost (a strided read of ``xb``:
+    independent rows, so the loop vectorises; one row's sum alone is a serial chain of
+    dependent subtractions), and so do the substitutions; the ``e`` normals come from
+    :func:`_row_normals` (AS241 as :func:`_ndtri`, vectorised)."""
     sx = math.sqrt(dx)
     se = math.sqrt(dn)
-    s_next = 0.0
-    rb = np.empty(k)
-    eb = np.empty(k)
     for q in range(nrows * d):
         xb[q] += sx * nb[q]
+    ek = np.empty(nrows * k)                # e[r, m] = Φ⁻¹(u(STREAM_E + g_r·k + m))
+    tk = np.empty(nrows * k)
+    ik = np.empty(nrows * k, dtype=np.int64)
+    _row_normals(ek, tk, ik, nrows, k, k0, k1, _ES + np.uint64(g0 * k), nc * k)
+    R = np.empty((k, nrows))
+    for m in range(k):
+        b = Wc[m, d]
+        for r in range(nrows):
+            R[m, r] = np.float64(t[trow0 + r * t_rstride + m]) - b
+        for j in range(d):
+            w = Wc[m, j]
+            for r in range(nrows):
+                R[m, r] -= w * xb[r * d + j]
+        for r in range(nrows):
+            R[m, r] = R[m, r] - se * ek[r * k + m]
+    for m in range(k):                      # L v = s
+        for p in range(m):
+            lmp = L[m, p]
+            for r in range(nrows):
+                R[m, r] -= lmp * R[p, r]
+        lmm = L[m, m]
+        for r in range(nrows):
+            R[m, r] = R[m, r] / lmm
+    for m in range(k - 1, -1, -1):          # L^T y = v
+        for p in range(m + 1, k):
+            lpm = L[p, m]
+            for r in range(nrows):
+                R[m, r] -= lpm * R[p, r]
+        lmm = L[m, m]
+        for r in range(nrows):
+            R[m, r] = R[m, r] / lmm
+    s_next = 0.0
     for r in range(nrows):
-        g = np.uint64(g0 + r * nc)
-        o = r * d
-        trow = trow0 + r * t_rstride
-        eb0 = _ES + g * np.uint64(k)
         for m in range(k):
-            e = _ndtri(_uniform(k0, k1, eb0 + np.uint64(m)))
-            eb[m] = e
-            s = np.float64(t[trow + m]) - Wc[m, d]
-            for j in range(d):
-                s -= Wc[m, j] * xb[o + j]
-            rb[m] = s - se * e
-        for m in range(k):                      # L v = r
-            s = rb[m]
-            for p in range(m):
-                s -= L[m, p] * rb[p]
-            rb[m] = s / L[m, m]
-        for m in range(k - 1, -1, -1):          # L^T y = v
-            s = rb[m]
-            for p in range(m + 1, k):
-                s -= L[p, m] * rb[p]
-            rb[m] = s / L[m, m]
-        for m in range(k):
-            res = dn * rb[m] + se * eb[m]
+            res = dn * R[m, r] + se * ek[r * k + m]
             s_next += res * res
+    for r in range(nrows):
+        o = r * d
         for m in range(k):
-            ym = dx * rb[m]
+            ym = dx * R[m, r]
             for j in range(d):
                 xb[o + j] += Wc[m, j] * ym
     return s_next
@@ -1284,16 +1428,14 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
         _lg_store(xb, x32, lo, m_all)
     else:
         _lg_store(xb, x64, lo, m_all)
-    if act == 0:
-        _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2, sdp,
-                    sdm, half_log, d, row_stride, g0 * d)
+    if act == 0:                                    # the ReLU draw returns Σ(x − f(z_new))²
+        s_x = _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2,
+                          sdp, sdm, half_log, d, row_stride, g0 * d, slope)
     elif is32:                                      # identity: Gaussian z | a, x
         _lg_identity(nb, a32, x32, o32, lo, nrows, d, nc, g0, dx, dz, k0, k1)
-    else:
-        _lg_identity(nb, a64, x64, o64, lo, nrows, d, nc, g0, dx, dz, k0, k1)
-    if is32:
         s_x = _lg_sx(x32, o32, lo, m_all, slope, nb)
     else:
+        _lg_identity(nb, a64, x64, o64, lo, nrows, d, nc, g0, dx, dz, k0, k1)
         s_x = _lg_sx(x64, o64, lo, m_all, slope, nb)
     out[0] = s_in
     out[1] = s_next
