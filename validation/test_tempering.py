@@ -65,6 +65,16 @@ def test_swap_twin_is_caught(name, twin):
     assert_checks(FAMILIES[name][0](twin), expect_pass=False)
 
 
+@pytest.mark.stochastic
+def test_batched_sweep_equals_replica_loop():
+    assert_checks(TC.check_batched_equals_loop(3, delta=DELTA_ITEM))
+
+
+@pytest.mark.parametrize("twin", TC.BATCH_TWINS)
+def test_batched_sweep_twin_is_caught(twin):
+    assert_checks(TC.check_batched_equals_loop(3, delta=DELTA_ITEM, twin=twin), expect_pass=False)
+
+
 @pytest.mark.slow
 @pytest.mark.stochastic
 @pytest.mark.parametrize("name", list(SLOW_FAMILIES))

@@ -273,16 +273,15 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
     from ..gibbs import tempering as _tp
 
     tplan = _tp.plan(net, X.shape[0], _tp.Tempering.coerce(tempering), output=not learn_noise)
-    tstate = rep_nets = rep_caches = None
+    tstate = lad = None
     if tplan.active:
         tstate = _tp.init(k_init, net, X, y, tplan.factors, num_chains=num_chains, init=init_arg,
                           output=tplan.output)
-        state = tstate.replicas[0]
-        rep_nets = _tp.replica_nets(net, tplan.factors, tplan.output)
-        rep_caches = tuple(_gibbs.precompute(nk, X, learn_prior=learn_prior) for nk in rep_nets)
+        state = tstate.replica(0)
+        lad = _tp.ladder(net, X, tplan.factors, num_chains, output=tplan.output, learn_prior=learn_prior)
     else:
         state = _gibbs.init(k_init, net, X, y, num_chains=num_chains, init=init_arg)
-    cache = rep_caches[0] if tplan.active else _gibbs.precompute(net, X, learn_prior=learn_prior)
+    cache = None if tplan.active else _gibbs.precompute(net, X, learn_prior=learn_prior)
     stats = init_stats(net, num_chains, X)
     S, C, L = num_samples, num_chains, net.num_layers
     dt = X.dtype
@@ -290,9 +289,9 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
     def step_fn(sub, carry, sweep):
         tst = carry.tempering
         if tst is not None:
-            tst, _ = _tp.step(sub, tst, rep_nets, rep_caches, X, y, warmup=sweep < num_warmup, output=tplan.output,
+            tst, _ = _tp.step(sub, tst, lad, X, y, warmup=sweep < num_warmup,
                               learn_noise=learn_noise, learn_prior=learn_prior)
-            st = tst.replicas[0]
+            st = tst.replica(0)
         else:
             st, _ = _gibbs.step(sub, carry.gibbs, net, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
                                 cache=cache)
@@ -301,7 +300,7 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
 
     def check(carry, info):
         if carry.tempering is not None:
-            return [b for r in carry.tempering.replicas for b in _gibbs.first_nonfinite(xp, r)]
+            return _gibbs.first_nonfinite(xp, carry.tempering.state)
         return _gibbs.first_nonfinite(xp, carry.gibbs)
 
     def collect(carry, info, sweep):
