@@ -237,7 +237,7 @@ def _as_chain_aux(xp, A, C, n, d, like, name):
 def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn_prior=False,
          hyperprior: Hyperprior = Hyperprior(), cache: Optional[GibbsCache] = None,
          compute_log_joint=False, post_method="auto", row_offset=0,
-         checked=False, delta_scale=None) -> tuple[GibbsState, GibbsInfo]:
+         checked=False, delta_scale=None, fused_log_joint=True) -> tuple[GibbsState, GibbsInfo]:
     """One systematic-scan sweep, output → input (pure: returns a new state).
 
     Order: ``[λ's if learned]``, then for ``l = L..1``: ``W̃^l | X^l, Z^{l+1}`` (A.1)
@@ -277,6 +277,9 @@ def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn
         Replica exchange (:mod:`blockbayes.gibbs.tempering`) runs all replicas of all chains
         as the chains of one call this way. ``cache`` must then come from
         :func:`precompute` with the same ``delta_scale``. ``None``: the net's ``Δ`` (``t = 1``).
+    fused_log_joint : bool
+        Assemble ``info.log_joint_partial`` and ``info.first_term_prev`` from the latent passes'
+        sums (default); ``False`` leaves them ``None`` (callers that do not read them).
 
     The post- and pre-activations of each hidden layer are drawn in one fused pass
     (:func:`blockbayes.kernels.latent_pass`): ``X^l`` from (A.2) and then ``Z^l`` from (A.3)
@@ -351,7 +354,7 @@ def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn
     new = GibbsState(tuple(weights), tuple(pre), tuple(post), lam_w, lam_b, delta_y, latent)
     lj = log_joint(new, net, X, y) if compute_log_joint else None
     partial = first = None
-    if L > 1:
+    if L > 1 and fused_log_joint:
         partial, first = _fused_log_joint(xp, new, net, X.shape[0], sums, delta_scale)
     return new, GibbsInfo(log_joint=lj, output_sse=output_sse, log_joint_partial=partial,
                           first_term_prev=first)

@@ -107,8 +107,8 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         probit likelihood — times ``t_k``, adjacent replicas swap states with the exact
         Metropolis ratio, and only replica 0 (the net's own ``Δ``) is kept. The ladder is
         computed from the number of noisy variables ``N = n (2 Σ d_hidden + d_out)`` (spacing
-        ``r ≈ 1 + √(2.8/N)``, up to ``Δ = 1``); a
-        tempered sweep costs about ``M`` sweeps (``M`` replicas). ``"auto"`` tempers only when
+        ``r ≈ 1 + √(2.8/N)``, up to ``Δ = 1``); the ``M`` replicas run as the ``M·C`` chains of
+        one sweep (the arithmetic of ``M`` sweeps, the calls of one). ``"auto"`` tempers only when
         ``M ≤ 16`` (tiny nets, few data: where single chains get trapped, e.g. a dead hidden
         unit) and is free otherwise (the run is then exactly the untempered one); ``"on"``
         always; a sequence ``(1, t_1, …)`` gives the ladder. ``result.config["tempering"]``

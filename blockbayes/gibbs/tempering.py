@@ -47,10 +47,26 @@ solves ``N (r−1)²/(2r) = m`` for the ``m`` of a target swap acceptance (defau
 geometrically from ``t = 1`` to the factor that lifts the smallest tempered ``Δ`` to ``top``
 (default 1: the scale of a standardised hidden unit, where the latents no longer pin the
 weights), so it needs ``M = 1 + ⌈log(top/Δ*_min) / log r⌉`` replicas — ~11 for the tiny
-``[1, 1, 1]`` net at ``Δ = 0.01``, ~5000 for a (50, 50, 1e4) net at ``Δ = 1e-3``. Each replica
-costs one sweep plus four forward passes per swap, so a tempered sweep costs about ``M``
-plain sweeps: ``tempering="auto"`` uses the ladder only when ``M ≤ max_replicas``
-(default 16) and the run's ``Δ*`` is below ``top``, and is "off" (no cost) otherwise.
+``[1, 1, 1]`` net at ``Δ = 0.01``, ~5000 for a (50, 50, 1e4) net at ``Δ = 1e-3``. The
+arithmetic of a tempered sweep is ``M`` sweeps' plus a forward pass of every replica for the
+swaps: ``tempering="auto"`` uses the ladder only when ``M ≤ max_replicas`` (default 16) and the
+run's ``Δ*`` is below ``top``, and is "off" (no cost) otherwise.
+
+Batched replicas
+----------------
+The ``M`` replicas of ``C`` chains are held as the ``M·C`` chains of one state (replica-major,
+:class:`TemperingState`) and swept by ONE :func:`blockbayes.gibbs.kernel.step` with a per-chain
+factor on the hidden ``Δ`` (``delta_scale``; every kernel takes per-chain ``Δ_Z, Δ_X``, and the
+replica's tempered ``Δ_y`` is the state's per-chain ``delta_y``). Chain ``c`` of replica ``k``
+gets exactly what :func:`~blockbayes.gibbs.kernel.step` under replica ``k``'s net gives it on
+the same chains and key (tests/test_tempering.py, bit for bit as measured); the random streams
+differ from a loop of per-replica calls (the fused kernels key their draws by the chain's index
+among all chains), which it equals in law (validation/test_tempering.py). The swap ratios of all
+pairs come from one pass of array operations over all chains (:func:`replica_terms`,
+:func:`pair_log_ratios`) and an accepted swap is one gather per array. The number of calls per
+sweep therefore does not grow with ``M``: on the tiny nets where ``"auto"`` tempers, the sweep
+is call-bound, and a tempered sweep costs ~3 untempered ones rather than ``M``
+(benchmarks/run_overhead.py).
 """
 from __future__ import annotations
 
@@ -552,6 +568,7 @@ def step(rng_key, tstate: TemperingState, lad: Ladder, X, y, *, warmup: bool = F
     M, C = len(lad.nets), lad.num_chains
     k_step, k_swap = bbr.split(rng_key, 2)
     y = replica_targets(y, M, C, lad.nets[0])
+    step_kwargs.setdefault("fused_log_joint", False)     # a swap changes the states those sums describe
     st, info = _k.step(k_step, tstate.state, lad.nets[0], X, y, cache=lad.cache, delta_scale=lad.scale,
                        **step_kwargs)
     st, probs = swap(k_swap, st, lad, X, y, tstate.sweeps)
