@@ -381,3 +381,109 @@ def test_parallel_and_serial_paths_agree(monkeypatch):
     for u, v in zip(par[:2], ser[:2]):
         np.testing.assert_array_equal(u, v)
     np.testing.assert_allclose(par[2], ser[2], rtol=1e-12)
+
+
+# ------------------------------------------------------------------------- per-chain Δ (replica exchange)
+
+def _chain_deltas(C, groups):
+    """Per-chain (Δ_X, Δ_Z): chains split into ``groups`` contiguous blocks, block k with Δ × 3^k."""
+    f = np.repeat(3.0 ** np.arange(groups), -(-C // groups))[:C]
+    return 0.02 * f, 0.05 * f, f
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpu"])
+@pytest.mark.parametrize("case", CASES[:4], ids=[f"{c[4]}-{c[5]}-{c[7]}" for c in CASES[:4]])
+def test_per_chain_deltas_equal_the_shared_calls(impl, case):
+    """A pass with per-chain Δ_X, Δ_Z gives each chain what the pass with that chain's Δ as the
+    shared value gives it (same key, same arrays: the counters do not depend on Δ) — bit for bit
+    (measured; asserted to 1e-13 relative, the per-chain constants being formed by NumPy rather
+    than by Python's math module)."""
+    C, n, d, k, method, act, slope, dtype = case
+    C = max(C, 3)
+    Z, A, T, W, dn = _inputs(C, n, d, k, dtype, seed=3)
+    dxs, dzs, f = _chain_deltas(C, 3)
+    key = bbr.key(17)
+    kw = dict(activation=act, slope=slope, method=method, impl=impl)
+    Xp, Zp, sp_ = kernels.latent_pass(key, Z, A, T, W, dxs, dzs, dn, **kw)
+    for c in range(C):
+        Xs, Zs, ss = kernels.latent_pass(key, Z, A, T, W, float(dxs[c]), float(dzs[c]), dn, **kw)
+        np.testing.assert_allclose(Xp[c], Xs[c], rtol=1e-13, atol=1e-300)
+        np.testing.assert_allclose(Zp[c], Zs[c], rtol=1e-13, atol=1e-300)
+        np.testing.assert_allclose(sp_[c], ss[c], rtol=1e-13)
+    # arrays of one value are the shared call
+    Xa, Za, sa = kernels.latent_pass(key, Z, A, T, W, np.full(C, 0.02), np.full(C, 0.05), dn, **kw)
+    Xb, Zb, sb = kernels.latent_pass(key, Z, A, T, W, 0.02, 0.05, dn, **kw)
+    np.testing.assert_allclose(Xa, Xb, rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(Za, Zb, rtol=1e-13, atol=1e-300)
+    with pytest.raises(ValueError):
+        kernels.latent_pass(key, Z, A, T, W, dxs[:-1], dzs, dn, **kw)
+    with pytest.raises(ValueError):
+        kernels.latent_pass(key, Z, A, T, W, -dxs, dzs, dn, **kw)
+
+
+@pytest.mark.parametrize("case", CASES[:4], ids=[f"{c[4]}-{c[5]}-{c[7]}" for c in CASES[:4]])
+def test_cuda_launcher_with_host_twin_per_chain_deltas(c_twin, monkeypatch, case):
+    """The CUDA source (host twin) with per-chain Δ equals the reference with per-chain Δ."""
+    from blockbayes.kernels import cuda
+
+    C, n, d, k, method, act, slope, dtype = case
+    C = max(C, 3)
+    calls = []
+    monkeypatch.setitem(sys.modules, "cupy", _FakeCupy(c_twin, calls))
+    cuda.kernel.cache_clear()
+    try:
+        Z, A, T, W, dn = _inputs(C, n, d, k, dtype, seed=8)
+        dxs, dzs, _ = _chain_deltas(C, 3)
+        key = bbr.key(23)
+        mth = _common.METHODS["matheron" if method == "auto" and k < d else
+                              ("cholesky" if method == "auto" else method)]
+        a = _common.ACTIVATIONS[act]
+        consts = _common.relu_constants_array(np, dzs, dxs, slope if a == 0 else 0.0)
+        v = lambda x: np.asarray(x).view(_HostArray)
+        Xt, Zt, st = cuda.latent_pass(int(key[0]), int(key[1]), v(Z), v(A), v(T), v(W), v(dn), dxs, dzs,
+                                      consts, a, slope, mth, 0, np.dtype(dtype))
+        Xr, Zr, sr = kernels.latent_pass(key, Z, A, T, W, dxs, dzs, dn, activation=act, slope=slope,
+                                         method=method, impl="reference")
+        assert calls == [f"bb_latent_pass_{_csrc.DTYPE_SUFFIX[dtype][1]}"]
+        np.testing.assert_array_less(np.abs(np.asarray(Xt, float) - Xr.astype(float)), _tol(Xr, dtype))
+        bad = np.abs(np.asarray(Zt, float) - Zr.astype(float)) > _tol(Zr, dtype) * 10
+        assert bad.mean() <= 0.002
+        np.testing.assert_allclose(np.asarray(st), sr, rtol=1e-3 if dtype == "float32" else 1e-9)
+    finally:
+        cuda.kernel.cache_clear()
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpu"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_relu_preact_per_chain_deltas(impl, dtype):
+    """relu_preact with per-chain Δ_Z, Δ_X (one per index of the leading axis) equals the shared
+    calls chain by chain (counters are flat indices either way)."""
+    rng = np.random.default_rng(4)
+    C, n, d = 6, 9, 3
+    A = rng.standard_normal((C, n, d)).astype(dtype)
+    X = np.maximum(A + 0.2 * rng.standard_normal((C, n, d)), 0).astype(dtype)
+    dxs, dzs, _ = _chain_deltas(C, 3)
+    key = bbr.key(9)
+    Zp = kernels.relu_preact(key, A, X, dzs, dxs, slope=0.1, impl=impl)
+    for c in range(C):
+        Zs = kernels.relu_preact(key, A, X, float(dzs[c]), float(dxs[c]), slope=0.1, impl=impl)
+        np.testing.assert_allclose(Zp[c], Zs[c], rtol=1e-13 if dtype == "float64" else 1e-6, atol=1e-300)
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpu"])
+def test_gaussian_rows_per_chain_cholesky(impl):
+    """A per-chain Cholesky factor (C, d+1, d+1) gives chain c what the shared factor R_c gives it."""
+    rng = np.random.default_rng(5)
+    C, d1, k = 4, 3, 2
+    B = rng.standard_normal((C, d1, k))
+    Rs = []
+    for c in range(C):
+        M = rng.standard_normal((d1, d1))
+        Rs.append(np.linalg.cholesky(M @ M.T + d1 * np.eye(d1)))
+    Rs = np.stack(Rs)
+    delta = 0.1 + rng.random(C)
+    key = bbr.key(3)
+    Wp = kernels.gaussian_rows(key, B, delta, chol=Rs, impl=impl)
+    for c in range(C):
+        Ws = kernels.gaussian_rows(key, B, delta, chol=Rs[c], impl=impl)
+        np.testing.assert_allclose(Wp[c], Ws[c], rtol=1e-13, atol=1e-300)

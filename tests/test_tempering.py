@@ -66,11 +66,15 @@ def test_swap_exchanges_whole_states_per_chain():
     assert nets[0] is net
     a = gibbs.init(bbr.key(1), net, x, y, num_chains=3, init="prior")
     b = gibbs.init(bbr.key(2), net, x, y, num_chains=3, init="prior")
-    (a2, b2), probs = T.swap(bbr.key(0), (a, b), nets, x, y, parity=0)
+    lad = T.ladder(net, x, (1.0, 1.0), 3)
+    both = T.stack_replicas((a, b))
+    st, probs = T.swap(bbr.key(0), both, lad, x, y, parity=0)
+    a2, b2 = T.chain_slice(st, 0, 3), T.chain_slice(st, 3, 6)
     np.testing.assert_array_equal(probs, np.ones((1, 3)))
     for u, v in zip(a2.weights + a2.pre + a2.post, b.weights + b.pre + b.post):
         np.testing.assert_array_equal(u, v)
-    (a3, b3), probs = T.swap(bbr.key(0), (a, b), nets, x, y, parity=1)     # no odd pair with M = 2
+    st, probs = T.swap(bbr.key(0), both, lad, x, y, parity=1)     # no odd pair with M = 2
+    a3 = T.chain_slice(st, 0, 3)
     np.testing.assert_array_equal(probs, np.zeros((1, 3)))
     np.testing.assert_array_equal(a3.weights[0], a.weights[0])
     # the ratio is the difference of the log joints under the two nets
@@ -148,3 +152,69 @@ def test_vi_run_inherits_tempering():
     off = bb.vi.run(net, x, y, num_samples=10, num_warmup=5, num_chains=2, seed=0, progress=False, tempering="off")
     assert not off.config["tempering"]["active"] and off.final_state.tempering is None
     assert np.all(np.isfinite(r.covs[0])) and np.all(np.isfinite(off.covs[0]))
+
+
+def _replica_setup(output=True, widths=(2, 3, 1), factors=(1.0, 2.0, 5.0), C=3, seed=0, act="relu"):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((7, widths[0]))
+    y = rng.standard_normal((7, widths[-1]))
+    net = bb.MLP(list(widths), act, slope=0.1 if act == "leaky_relu" else 0.01, prior_prec=1.0,
+                 delta={"Z": 0.05, "X": 0.02, "y": 0.1})
+    tst = T.init(bbr.key(seed), net, X, y, factors, num_chains=C, init="prior", output=output)
+    return net, X, y, tst, T.replica_nets(net, factors, output)
+
+
+@pytest.mark.parametrize("latent_pass", ["fused", "separate"])
+@pytest.mark.parametrize("act", ["relu", "identity"])
+def test_batched_step_is_each_replicas_step(monkeypatch, latent_pass, act):
+    """One kernel.step of all M·C chains with per-chain Δ (delta_scale) gives the chains of replica
+    k exactly what kernel.step under replica k's net (shared Δ) gives them, same key, same M·C
+    chains (measured bit for bit; asserted to 1e-12 relative): the per-chain Δ reach every
+    conditional, the cached first-layer Cholesky factors and the fused log joint."""
+    from blockbayes.gibbs import kernel as K
+
+    monkeypatch.setattr(K, "LATENT_PASS", latent_pass)
+    factors = (1.0, 2.0, 5.0)
+    net, X, y, tst, nets = _replica_setup(act=act, factors=factors)
+    C, M = 3, len(factors)
+    lad = T.ladder(net, X, factors, C, output=True)
+    key = bbr.key(42)
+    sb, ib = K.step(key, tst.state, net, X, y, cache=lad.cache, delta_scale=lad.scale, checked=True)
+    for k, nk in enumerate(nets):
+        sk, ik = K.step(key, tst.state, nk, X, y, cache=K.precompute(nk, X), checked=True)
+        rows = slice(k * C, (k + 1) * C)
+        for a, b in zip(sb.weights + sb.pre + sb.post, sk.weights + sk.pre + sk.post):
+            np.testing.assert_allclose(a[rows], b[rows], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(ib.log_joint_partial[rows], ik.log_joint_partial[rows], rtol=1e-12)
+        np.testing.assert_allclose(ib.first_term_prev[rows], ik.first_term_prev[rows], rtol=1e-12)
+        np.testing.assert_allclose(K.log_joint(sb, net, X, y, delta_scale=lad.scale)[rows],
+                                   K.log_joint(sb, nk, X, y)[rows], rtol=1e-12)
+    # learned hyperparameters: no cached factor, the per-chain Cholesky in the row sampler
+    sl, _ = K.step(key, tst.state, net, X, y, learn_prior=True, delta_scale=lad.scale)
+    for k, nk in enumerate(nets):
+        sk, _ = K.step(key, tst.state, nk, X, y, learn_prior=True)
+        rows = slice(k * C, (k + 1) * C)
+        for a, b in zip(sl.weights + sl.pre, sk.weights + sk.pre):
+            np.testing.assert_allclose(a[rows], b[rows], rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="delta_scale"):
+        K.step(key, tst.state, net, X, y, delta_scale=lad.scale[:-1])
+
+
+@pytest.mark.parametrize("output", [True, False])
+def test_pair_log_ratios_are_the_swap_ratio(output):
+    """The batched swap's log α of every adjacent pair (one replica_terms pass over all chains)
+    equals the definition from four full log joints (swap_log_ratio) to rounding."""
+    factors = (1.0, 2.0, 5.0, 9.0)
+    net, X, y, tst, nets = _replica_setup(output=output, factors=factors, widths=(2, 3, 2, 1), C=4)
+    if not output:      # Δ_y a state variable (learned): a different value per chain and replica
+        tst = tst._replace(state=tst.state._replace(delta_y=0.05 + np.arange(16) / 10.0))
+    lad = T.ladder(net, X, factors, 4, output=output)
+    M, C = len(factors), 4
+    terms = T.replica_terms(tst.state, net, X, y)
+    terms = T.ReplicaTerms(tuple(v.reshape(M, C) for v in terms.q_z), tuple(v.reshape(M, C) for v in terms.q_x),
+                           terms.q_y.reshape(M, C), terms.delta_y.reshape(M, C))
+    la = T.pair_log_ratios(terms, lad.levels, net, X.shape[0])
+    reps = tst.replicas if output else T.TemperingState(tst.state, tst.accept_sum, tst.proposed, 0).replicas
+    for k in range(M - 1):
+        ref = T.swap_log_ratio(reps[k], reps[k + 1], nets[k], nets[k + 1], X, y, output)
+        np.testing.assert_allclose(la[k], ref, rtol=1e-10, atol=1e-8)

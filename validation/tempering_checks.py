@@ -59,22 +59,22 @@ SWAP_TWINS = ("swap_likelihood_only", "swap_no_post_density", "swap_mixed_normal
 SWAP_CONTROLS = ("swap_no_normalisers",)
 
 
-def _terms(state, net, X, y):
-    """Per chain: (output term, post-activation densities, hidden normalising constants) of the
-    log joint (A.0), so that the twins can drop exactly one of them."""
-    n = X.shape[0]
-    out_T = gibbs.output_targets(net, y, state.latent, state.delta_y.shape[0], X)
-    H = state.post[-1] if state.post else np.broadcast_to(X, (state.delta_y.shape[0],) + X.shape)
-    Rr = out_T - R.affine(H, state.weights[-1])
-    out = -0.5 * n * net.d_out * np.log(2 * np.pi * state.delta_y) - np.sum(Rr ** 2, axis=(-2, -1)) / (2 * state.delta_y)
-    post = np.zeros_like(out)
-    norm = 0.0
+def _dropped(terms, levels, net, n, what):
+    """The part ``what`` of :func:`blockbayes.gibbs.tempering.replica_log_joint` (the twins drop
+    exactly it): ``"output"`` the output term ``log N(T; F, Δ_y)``, ``"post"`` the post-activation
+    densities ``log N(X; f(Z), Δ_X)``, ``"norm"`` the hidden layers' Gaussian normalising constants."""
+    two_pi = 2 * np.pi
+    if what == "output":
+        dy = terms.delta_y if levels.y is None else levels.y
+        return -0.5 * n * net.d_out * np.log(two_pi * dy) - terms.q_y / (2 * dy)
+    total = 0.0
     for h in range(net.num_layers - 1):
-        d = net.widths[h + 1]
-        Rx = state.post[h] - R.act(state.pre[h], net.activation, net.slope if net.activation == "leaky_relu" else 0.0)
-        post = post - 0.5 * n * d * math.log(2 * math.pi * net.delta_x[h]) - np.sum(Rx ** 2, axis=(-2, -1)) / (2 * net.delta_x[h])
-        norm = norm - 0.5 * n * d * (math.log(2 * math.pi * net.delta_x[h]) + math.log(2 * math.pi * net.delta_z[h]))
-    return out, post, norm
+        m = n * net.widths[h + 1]
+        if what == "post":
+            total = total - 0.5 * m * np.log(two_pi * levels.x[h]) - terms.q_x[h] / (2 * levels.x[h])
+        else:
+            total = total - 0.5 * m * (np.log(two_pi * levels.z[h]) + np.log(two_pi * levels.x[h]))
+    return total
 
 
 @contextlib.contextmanager
@@ -86,21 +86,23 @@ def install_swap_twin(name):
     orig_lj = T.replica_log_joint
     attr = "replica_log_joint"
     if name == "swap_likelihood_only":
-        new = lambda state, net, X, y: _terms(state, net, X, y)[0]
+        new = lambda terms, levels, net, n: _dropped(terms, levels, net, n, "output")
     elif name == "swap_no_post_density":
-        new = lambda state, net, X, y: gibbs_kernel.log_joint(state, net, X, y) - _terms(state, net, X, y)[1]
+        new = lambda terms, levels, net, n: orig_lj(terms, levels, net, n) - _dropped(terms, levels, net, n, "post")
     elif name == "swap_no_normalisers":
-        new = lambda state, net, X, y: gibbs_kernel.log_joint(state, net, X, y) - _terms(state, net, X, y)[2]
+        new = lambda terms, levels, net, n: orig_lj(terms, levels, net, n) - _dropped(terms, levels, net, n, "norm")
     elif name == "swap_mixed_normalisers":
-        attr = "swap_log_ratio"
+        attr = "pair_log_ratios"
 
-        def new(a, b, net_a, net_b, X, y, output=False):
-            u = T.under
-            own = orig_lj(u(a, net_a, output), net_a, X, y) + orig_lj(u(b, net_b, output), net_b, X, y)
-            ba, ab = u(b, net_a, output), u(a, net_b, output)
-            cross = (orig_lj(ba, net_a, X, y) - _terms(ba, net_a, X, y)[2]
-                     + orig_lj(ab, net_b, X, y) - _terms(ab, net_b, X, y)[2])
-            return cross - own
+        def new(terms, levels, net, n):
+            M = terms.q_y.shape[0]
+            rows = T._rows
+            own = orig_lj(terms, levels, net, n)
+            up_t, up_l = rows(terms, 0, M - 1), rows(levels, 1, M)
+            dn_t, dn_l = rows(terms, 1, M), rows(levels, 0, M - 1)
+            up = orig_lj(up_t, up_l, net, n) - _dropped(up_t, up_l, net, n, "norm")
+            down = orig_lj(dn_t, dn_l, net, n) - _dropped(dn_t, dn_l, net, n, "norm")
+            return (down - own[:M - 1]) + (up - own[1:])
     else:
         raise ValueError(f"unknown swap twin {name!r}; choose from {SWAP_TWINS + SWAP_CONTROLS}")
     old = getattr(T, attr)
@@ -173,14 +175,14 @@ def check_geweke_tempered(seed, *, widths=(1, 2, 1), activation="relu", n=3, dz=
     pilot, _, rate = _product_joint_draws(rng, nets, Xin, K, learn_prior=learn_prior)
     marg, _, _ = _product_joint_draws(rng, nets, Xin, K, learn_prior=learn_prior)
     start, y, _ = _product_joint_draws(rng, nets, Xin, K, learn_prior=learn_prior)
-    tst = T.TemperingState(tuple(G._make_state(d, np.float64) for d in start), np.zeros((M - 1, K)),
-                           np.zeros(M - 1), 0)
-    caches = tuple(gibbs.precompute(nk, Xin, learn_prior=learn_prior) for nk in nets)
+    tst = T.TemperingState.from_replicas([G._make_state(d, np.float64) for d in start], np.zeros((M - 1, K)),
+                                         np.zeros(M - 1), 0)
+    lad = T.ladder(net, Xin, factors, K, output=output, learn_prior=learn_prior)
     key = bbr.key(seed)
     with install_swap_twin(twin):
         for _ in range(rounds):
             key, sub = bbr.split(key)
-            tst, _ = T.step(sub, tst, nets, caches, Xin, y, output=output, learn_prior=learn_prior, hyperprior=G.HP)
+            tst, _ = T.step(sub, tst, lad, Xin, y, learn_prior=learn_prior, hyperprior=G.HP)
             F = np.stack([R.affine(r.post[-1], r.weights[-1]) for r in tst.replicas])
             m, V = _y_given(F, nets)
             y = m + math.sqrt(V) * rng.standard_normal(y.shape)
@@ -243,13 +245,13 @@ def check_tiny_grid_tempered(seed, *, activation="relu", factors=(1.0, 3.0), out
         reps.append(gibbs.GibbsState((theta[:, None, 0:2].copy(), theta[:, None, 2:4].copy()), (Zs[..., None],),
                                      (Hs[..., None],), np.tile(np.asarray(net.lam_w), (K, 1)),
                                      np.tile(np.asarray(net.lam_b), (K, 1)), np.full(K, ty)))
-    tst = T.TemperingState(tuple(reps), np.zeros((M - 1, K)), np.zeros(M - 1), 0)
-    caches = tuple(gibbs.precompute(nk, X) for nk in nets)
+    tst = T.TemperingState.from_replicas(reps, np.zeros((M - 1, K)), np.zeros(M - 1), 0)
+    lad = T.ladder(net, X, factors, K, output=output)
     key = bbr.key(seed)
     with install_swap_twin(twin):
         for _ in range(sweeps):
             key, sub = bbr.split(key)
-            tst, _ = T.step(sub, tst, nets, caches, X, Y, output=output)
+            tst, _ = T.step(sub, tst, lad, X, Y)
     acc = tst.accept_sum.mean(axis=1) / np.maximum(tst.proposed, 1)
     tag = f"tiny-tempered[{activation} ladder {tuple(factors)}{' Δ_y tempered' if output else ''}; swap accept {np.round(acc, 2).tolist()}]"
     out = [S.exact_check(f"{tag}: rejection envelopes valid (max p/q)", worst, 1.0)]
@@ -272,3 +274,57 @@ def check_tiny_grid_tempered(seed, *, activation="relu", factors=(1.0, 3.0), out
             out.append(S.eb_mean_check(f"{tag} replica {k} {p}: E tanh((θ-μ)/sd) vs grid", g(t_), fine.expect(j, g),
                                        -1.0, 1.0, d1, inflate=e_mean))
     return out
+
+
+BATCH_TWINS = ("replica_wrong_delta",)
+
+
+def check_batched_equals_loop(seed, *, widths=(1, 2, 1), n=3, dz=0.3, dx=0.3, dy=0.5, factors=(1.0, 2.0, 4.0),
+                              output=True, K=20000, delta=1e-8, twin=None) -> list[Check]:
+    """The batched sweep of the replicas equals the per-replica loop in law.
+
+    From one fixed state per replica (each tiled over ``K`` chains), one sweep of all replicas by
+    :func:`blockbayes.gibbs.tempering.step`'s kernel part — one
+    :func:`blockbayes.gibbs.kernel.step` of the ``M·K`` chains with per-chain ``Δ``
+    (``delta_scale``) — and one sweep per replica by :func:`blockbayes.gibbs.kernel.step` under
+    that replica's net (``K`` chains, its own key: the loop the tempered sweep was before it was
+    batched). The two use different random streams (the fused kernels key their draws by the
+    chain index among all chains), so they are compared in law: two-sample KS of every scalar of
+    every replica's new state (weights, ``Z``, ``X``), Bonferroni over ``delta`` (false failure
+    ≤ ``delta``). Twin ``"replica_wrong_delta"``: replica 1 swept with replica 2's factor in the
+    batched call (its ``Δ_y`` still its own)."""
+    from blockbayes.gibbs import kernel as K_
+
+    net = bb.MLP(list(widths), "relu", slope=0.01, prior_prec=1.0, delta={"Z": dz, "X": dx, "y": dy})
+    nets = T.replica_nets(net, factors, output)
+    M = len(nets)
+    rng = np.random.default_rng(seed)
+    Xin = rng.standard_normal((n, widths[0]))
+    y = rng.standard_normal((n, widths[-1]))
+    reps = []
+    for k, nk in enumerate(nets):
+        s1 = K_.init(bbr.key(seed + 100 + k), nk, Xin, y, num_chains=1, init="prior")
+        reps.append(T._map_state(lambda a: np.repeat(a, K, axis=0), s1))
+    start = T.stack_replicas(reps)
+    tf = tuple(factors)
+    if twin == "replica_wrong_delta":
+        tf = (tf[0], tf[2]) + tf[2:]
+    elif twin is not None:
+        raise ValueError(f"unknown twin {twin!r}; choose from {BATCH_TWINS}")
+    lad = T.ladder(net, Xin, tf, K, output=output)
+    kb, kl = bbr.split(bbr.key(seed), 2)
+    batched, _ = K_.step(kb, start, net, Xin, y, cache=lad.cache, delta_scale=lad.scale, checked=True)
+    keys = bbr.split(kl, M)
+    tag = f"batched-vs-loop[relu {'x'.join(map(str, widths))} n={n} ladder {tuple(factors)}{' Δ_y tempered' if output else ''}]"
+    pairs = []
+    for k, nk in enumerate(nets):
+        loop, _ = K_.step(keys[k], reps[k], nk, Xin, y, cache=K_.precompute(nk, Xin), checked=True)
+        b = T.chain_slice(batched, k * K, (k + 1) * K)
+        for name, u, v in ([(f"W{l + 1}", b.weights[l], loop.weights[l]) for l in range(len(widths) - 1)]
+                           + [(f"Z{h + 2}", b.pre[h], loop.pre[h]) for h in range(len(widths) - 2)]
+                           + [(f"X{h + 2}", b.post[h], loop.post[h]) for h in range(len(widths) - 2)]):
+            u2, v2 = u.reshape(K, -1), v.reshape(K, -1)
+            pairs += [(f"{tag} replica {k} {name}[{j}]", u2[:, j], v2[:, j]) for j in range(u2.shape[1])]
+    d1 = S.split(delta, len(pairs))
+    return [S.finite_check(f"{tag}: finite", *[a for _, a, _ in pairs])] + \
+        [S.two_sample_ks(nm, u, v, d1) for nm, u, v in pairs]

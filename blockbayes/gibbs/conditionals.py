@@ -79,8 +79,8 @@ def sample_post(key, F, W_next, T_next, delta_x, delta_next, *, method="auto"):
         Weights of the next layer (bias last).
     T_next : array, shape (C, n, k)
         Next layer's targets (``Z^{l+1}`` or ``y``).
-    delta_x : float
-        ``Δ_X^l``.
+    delta_x : float or array of shape (C,)
+        ``Δ_X^l``, shared or per chain.
     delta_next : array, shape (C,)
         ``Δ_Z^{l+1}`` (or ``Δ_y``) per chain.
     """
@@ -92,7 +92,11 @@ def sample_post(key, F, W_next, T_next, delta_x, delta_next, *, method="auto"):
     if method == "auto":
         method = "matheron" if k < d else "cholesky"
     k1, k2 = bbr.split(key, 2)
-    sx = math.sqrt(delta_x)
+    if isinstance(delta_x, (int, float)):
+        sx = math.sqrt(delta_x)
+    else:                                        # per chain, as (C, 1, 1)
+        delta_x = xp.reshape(xp.astype(delta_x, F.dtype), (C, 1, 1))
+        sx = xp.sqrt(delta_x)
     if method == "matheron":
         X0 = F + sx * bbr.normal(k1, (C, n, d), like=F)
         Res = (T_next - b[:, None, :] - xp.matmul(X0, xp.matrix_transpose(Wh))
@@ -104,10 +108,10 @@ def sample_post(key, F, W_next, T_next, delta_x, delta_next, *, method="auto"):
         return X0 + delta_x * xp.matmul(xp.matrix_transpose(Yt), Wh)
     if method != "cholesky":
         raise ValueError(f"method must be 'auto', 'cholesky' or 'matheron', got {method!r}")
-    ratio = delta_x / delta_next    # (C,)
-    Q = eye(xp, d, F) + ratio[:, None, None] * xp.matmul(xp.matrix_transpose(Wh), Wh)
+    ratio = delta_x / delta_next[:, None, None]    # (C, 1, 1)
+    Q = eye(xp, d, F) + ratio * xp.matmul(xp.matrix_transpose(Wh), Wh)
     R = linalg.cholesky(Q)
-    rhs = F + ratio[:, None, None] * xp.matmul(T_next - b[:, None, :], Wh)     # Δ_X r, (C, n, d)
+    rhs = F + ratio * xp.matmul(T_next - b[:, None, :], Wh)     # Δ_X r, (C, n, d)
     E = bbr.normal(k1, (C, d, n), like=F)
     Y = linalg.solve_triangular(R, xp.matrix_transpose(rhs), lower=True) + sx * E
     Xt = linalg.solve_triangular(R, Y, lower=True, trans=True)
@@ -119,9 +123,17 @@ def sample_pre(key, A, Xpost, delta_z, delta_x, activation, slope):
 
     ``p(z | a, x) ∝ exp(−(z − a)²/(2Δ_Z) − (x − f(z))²/(2Δ_X))`` elementwise: Gaussian for the
     identity, the two-piece truncated-normal mixture for ReLU / leaky ReLU (fused kernel).
+    ``delta_z``, ``delta_x``: floats, or arrays of shape ``(C,)`` (one per chain, ``A`` of shape
+    ``(C, n, d)``).
     """
     if activation == "identity":
         xp = namespace(A)
+        if not isinstance(delta_z, (int, float)) or not isinstance(delta_x, (int, float)):
+            shp = (A.shape[0],) + (1,) * (A.ndim - 1)
+            dz = xp.reshape(xp.astype(xp.asarray(delta_z) * xp.ones((A.shape[0],), dtype=A.dtype, device=device_of(A)), A.dtype), shp)
+            dx = xp.reshape(xp.astype(xp.asarray(delta_x) * xp.ones((A.shape[0],), dtype=A.dtype, device=device_of(A)), A.dtype), shp)
+            s = dx + dz
+            return (dx * A + dz * Xpost) / s + xp.sqrt(dx * dz / s) * bbr.normal(key, A.shape, like=A)
         s = delta_x + delta_z
         mean = (delta_x * A + delta_z * Xpost) / s
         return mean + math.sqrt(delta_x * delta_z / s) * bbr.normal(key, A.shape, like=A)

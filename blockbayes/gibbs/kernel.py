@@ -109,23 +109,31 @@ class GibbsCache(NamedTuple):
     """Per-data-set constants of a sweep (see :func:`precompute`).
 
     ``gram0``: the augmented Gram ``X̃^{1⊤} X̃^1``, shape ``(d_1 + 1, d_1 + 1)``;
-    ``chol0``: the Cholesky factor of ``Δ_Z^2 Λ_1 + G_1`` when it is the same for all chains and
-    sweeps (fixed hyperparameters, at least one hidden layer), else ``None``.
+    ``chol0``: the Cholesky factor of ``Δ_Z^2 Λ_1 + G_1`` when it is fixed for all sweeps (fixed
+    hyperparameters, at least one hidden layer), else ``None``: shape ``(d_1 + 1, d_1 + 1)``
+    (shared by the chains) or ``(C, d_1 + 1, d_1 + 1)`` (per chain, with a ``delta_scale``).
     """
 
     gram0: Any
     chol0: Any
 
 
-def precompute(net: MLP, X, *, learn_prior=False, dtype=None) -> GibbsCache:
-    """Constants of the sweep for data ``X`` (the input Gram and, if fixed, its Cholesky)."""
+def precompute(net: MLP, X, *, learn_prior=False, dtype=None, delta_scale=None) -> GibbsCache:
+    """Constants of the sweep for data ``X`` (the input Gram and, if fixed, its Cholesky).
+
+    ``delta_scale``: the per-chain factors on the hidden ``Δ`` that :func:`step` will be given
+    (shape ``(C,)``); the Cholesky factor is then one per chain, of ``G_1 + t_c Δ_Z^2 Λ_1``.
+    """
     xp = namespace(X)
     G0 = augmented_gram(xp, X)
     chol0 = None
     if net.num_layers > 1 and not learn_prior:
-        d = net.widths[0]
         lam = net.prior_precision_vector(0, xp, dtype=X.dtype, device=device_of(X))
-        chol0 = linalg.cholesky(G0 + diag_embed(xp, net.delta_z[0] * lam))
+        if delta_scale is None:
+            chol0 = linalg.cholesky(G0 + diag_embed(xp, net.delta_z[0] * lam))
+        else:
+            t = xp.astype(delta_scale, X.dtype)
+            chol0 = linalg.cholesky(G0[None, ...] + diag_embed(xp, (net.delta_z[0] * t)[:, None] * lam[None, :]))
     return GibbsCache(gram0=G0, chol0=chol0)
 
 
@@ -229,7 +237,7 @@ def _as_chain_aux(xp, A, C, n, d, like, name):
 def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn_prior=False,
          hyperprior: Hyperprior = Hyperprior(), cache: Optional[GibbsCache] = None,
          compute_log_joint=False, post_method="auto", row_offset=0,
-         checked=False) -> tuple[GibbsState, GibbsInfo]:
+         checked=False, delta_scale=None, fused_log_joint=True) -> tuple[GibbsState, GibbsInfo]:
     """One systematic-scan sweep, output → input (pure: returns a new state).
 
     Order: ``[λ's if learned]``, then for ``l = L..1``: ``W̃^l | X^l, Z^{l+1}`` (A.1)
@@ -263,6 +271,15 @@ def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn
         The caller guarantees the state's first-layer prior precisions equal the net's whenever
         ``cache.chol0`` is given and ``learn_prior`` is off (:func:`run` does: its states start
         from the net's hyperparameters), so ``step`` skips that device-synchronising check.
+    delta_scale : array of shape (C,), optional
+        Per-chain factors ``t_c > 0`` on every hidden ``Δ_Z^l, Δ_X^l``: chain ``c`` is swept
+        under the net with hidden noise ``t_c Δ`` (its ``Δ_y`` is the state's ``delta_y``).
+        Replica exchange (:mod:`blockbayes.gibbs.tempering`) runs all replicas of all chains
+        as the chains of one call this way. ``cache`` must then come from
+        :func:`precompute` with the same ``delta_scale``. ``None``: the net's ``Δ`` (``t = 1``).
+    fused_log_joint : bool
+        Assemble ``info.log_joint_partial`` and ``info.first_term_prev`` from the latent passes'
+        sums (default); ``False`` leaves them ``None`` (callers that do not read them).
 
     The post- and pre-activations of each hidden layer are drawn in one fused pass
     (:func:`blockbayes.kernels.latent_pass`): ``X^l`` from (A.2) and then ``Z^l`` from (A.3)
@@ -278,6 +295,14 @@ def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn
     if cache is None:
         cache = precompute(net, X, learn_prior=learn_prior)
     keys = list(bbr.split(rng_key, 3 * L + 3))
+    if delta_scale is None:
+        dz_l, dx_l = list(net.delta_z), list(net.delta_x)
+    else:   # per-chain hidden Δ (float64, for the kernels' per-chain parameters)
+        if tuple(delta_scale.shape) != (C,):
+            raise ValueError(f"delta_scale must have shape ({C},), got {tuple(delta_scale.shape)}")
+        t64 = xp.astype(delta_scale, xp.float64)
+        dz_l = [v * t64 for v in net.delta_z]
+        dx_l = [v * t64 for v in net.delta_x]
     weights = list(state.weights)
     pre, post = list(state.pre), list(state.post)
     sums = [None] * (L - 1)
@@ -304,7 +329,8 @@ def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn
             delta = delta_y
         else:
             T = pre[l]
-            delta = xp.full((C,), net.delta_z[l], dtype=X.dtype, device=device_of(X))
+            delta = (xp.full((C,), net.delta_z[l], dtype=X.dtype, device=device_of(X)) if delta_scale is None
+                     else xp.astype(dz_l[l], X.dtype))
         prior = prior_diag(xp, lam_w[:, l], lam_b[:, l], net.widths[l])
         if l == 0:
             chol = cache.chol0 if (L > 1 and not learn_prior and (checked or _prior_matches_net(xp, net, lam_w, lam_b))) else None
@@ -316,20 +342,20 @@ def step(rng_key, state: GibbsState, net: MLP, X, y, *, learn_noise=False, learn
             A = affine(Hprev, weights[l - 1])
             if LATENT_PASS == "fused":
                 post[h], pre[h], sums[h] = kernels.latent_pass(
-                    keys.pop(), pre[h], A, T, weights[l], net.delta_x[h], net.delta_z[h], delta,
+                    keys.pop(), pre[h], A, T, weights[l], dx_l[h], dz_l[h], delta,
                     activation=net.activation, slope=net.slope, method=post_method,
                     row_offset=row_offset)
             else:
                 F = activate(xp, pre[h], net.activation, net.slope)
                 z_old = pre[h]
-                post[h] = sample_post(keys.pop(), F, weights[l], T, net.delta_x[h], delta, method=post_method)
-                pre[h] = sample_pre(keys.pop(), A, post[h], net.delta_z[h], net.delta_x[h], net.activation, net.slope)
+                post[h] = sample_post(keys.pop(), F, weights[l], T, dx_l[h], delta, method=post_method)
+                pre[h] = sample_pre(keys.pop(), A, post[h], dz_l[h], dx_l[h], net.activation, net.slope)
                 sums[h] = _latent_sums(xp, z_old, A, T, weights[l], post[h], pre[h], net)
     new = GibbsState(tuple(weights), tuple(pre), tuple(post), lam_w, lam_b, delta_y, latent)
     lj = log_joint(new, net, X, y) if compute_log_joint else None
     partial = first = None
-    if L > 1:
-        partial, first = _fused_log_joint(xp, new, net, X.shape[0], sums)
+    if L > 1 and fused_log_joint:
+        partial, first = _fused_log_joint(xp, new, net, X.shape[0], sums, delta_scale)
     return new, GibbsInfo(log_joint=lj, output_sse=output_sse, log_joint_partial=partial,
                           first_term_prev=first)
 
@@ -352,12 +378,18 @@ def _add_log_prior(xp, total, W, lw, lb, d_in, d_out):
     return total - 0.5 * (lw * xp.sum(Ww * Ww, axis=(-2, -1)) + lb * xp.sum(b * b, axis=-1))
 
 
-def _fused_log_joint(xp, state: GibbsState, net: MLP, n: int, sums):
+def _fused_log_joint(xp, state: GibbsState, net: MLP, n: int, sums, delta_scale=None):
     """(log joint of ``state`` without the first layer's data term, that term of the input
-    state) from the latent passes' sums (see :class:`GibbsInfo`); terms as :func:`log_joint`."""
+    state) from the latent passes' sums (see :class:`GibbsInfo`); terms as :func:`log_joint`
+    (hidden ``Δ`` times ``delta_scale`` per chain when given)."""
     two_pi = 2.0 * math.pi
     L = net.num_layers
     dt = state.delta_y.dtype
+    if delta_scale is None:
+        t, log_t = 1.0, 0.0
+    else:
+        t = xp.astype(delta_scale, dt)
+        log_t = xp.log(t)
     total = xp.zeros(state.delta_y.shape, dtype=dt, device=device_of(state.delta_y))
     for l, W in enumerate(state.weights):
         d_in, d_out = net.widths[l], net.widths[l + 1]
@@ -365,14 +397,14 @@ def _fused_log_joint(xp, state: GibbsState, net: MLP, n: int, sums):
         if l == L - 1:
             total = total - 0.5 * n * d_out * xp.log(two_pi * state.delta_y)
         else:
-            total = total - 0.5 * n * d_out * math.log(two_pi * net.delta_z[l])
+            total = total - 0.5 * n * d_out * (math.log(two_pi * net.delta_z[l]) + log_t)
     for h in range(L - 1):
         s = xp.astype(sums[h], dt)
         d = net.widths[h + 1]
-        dx = net.delta_x[h]
-        d_next = state.delta_y if h == L - 2 else net.delta_z[h + 1]
-        total = total - s[:, 1] / (2 * d_next) - s[:, 2] / (2 * dx) - 0.5 * n * d * math.log(two_pi * dx)
-    first = -xp.astype(sums[0], dt)[:, 0] / (2 * net.delta_z[0])
+        dx = net.delta_x[h] * t
+        d_next = state.delta_y if h == L - 2 else net.delta_z[h + 1] * t
+        total = total - s[:, 1] / (2 * d_next) - s[:, 2] / (2 * dx) - 0.5 * n * d * (math.log(two_pi * net.delta_x[h]) + log_t)
+    first = -xp.astype(sums[0], dt)[:, 0] / (2 * (net.delta_z[0] * t))
     return total, first
 
 
@@ -396,8 +428,11 @@ def _sample_prior_precisions(key, net, weights, hp: Hyperprior, like):
     return xp.stack(lw, axis=-1), xp.stack(lb, axis=-1)
 
 
-def log_joint(state: GibbsState, net: MLP, X, y):
+def log_joint(state: GibbsState, net: MLP, X, y, delta_scale=None):
     """``log p(W̃, Z, X, y | X^1, λ, Δ)`` of (A.0) per chain, shape ``(C,)``.
+
+    ``delta_scale`` (shape ``(C,)``, optional): chain ``c`` under hidden noise ``t_c Δ`` (as
+    :func:`step`'s argument of that name).
 
     For the probit likelihoods the output term is the density of the latent utilities
     ``N(U; X̃^L W̃^{L⊤}, I)`` (the label indicator is 1 on the sampler's support); for
@@ -417,13 +452,19 @@ def log_joint(state: GibbsState, net: MLP, X, y):
             T, dl = output_targets(net, y, state.latent, state.delta_y.shape[0], X), state.delta_y
         else:
             T, dl = state.pre[l], xp.full(state.delta_y.shape, net.delta_z[l], dtype=X.dtype, device=device_of(X))
+            if delta_scale is not None:
+                dl = dl * xp.astype(delta_scale, X.dtype)
         R = T - A
         total = total - 0.5 * n * d_out * xp.log(two_pi * dl) - xp.sum(R * R, axis=(-2, -1)) / (2 * dl)
         if l < L - 1:
             Fz = activate(xp, state.pre[l], net.activation, net.slope)
             Rx = state.post[l] - Fz
-            dx = net.delta_x[l]
-            total = total - 0.5 * n * d_out * math.log(two_pi * dx) - xp.sum(Rx * Rx, axis=(-2, -1)) / (2 * dx)
+            if delta_scale is None:
+                dx = net.delta_x[l]
+                total = total - 0.5 * n * d_out * math.log(two_pi * dx) - xp.sum(Rx * Rx, axis=(-2, -1)) / (2 * dx)
+            else:
+                dx = net.delta_x[l] * xp.astype(delta_scale, X.dtype)
+                total = total - 0.5 * n * d_out * xp.log(two_pi * dx) - xp.sum(Rx * Rx, axis=(-2, -1)) / (2 * dx)
             H = state.post[l]
     return total
 

@@ -107,8 +107,8 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         probit likelihood — times ``t_k``, adjacent replicas swap states with the exact
         Metropolis ratio, and only replica 0 (the net's own ``Δ``) is kept. The ladder is
         computed from the number of noisy variables ``N = n (2 Σ d_hidden + d_out)`` (spacing
-        ``r ≈ 1 + √(2.8/N)``, up to ``Δ = 1``); a
-        tempered sweep costs about ``M`` sweeps (``M`` replicas). ``"auto"`` tempers only when
+        ``r ≈ 1 + √(2.8/N)``, up to ``Δ = 1``); the ``M`` replicas run as the ``M·C`` chains of
+        one sweep (the arithmetic of ``M`` sweeps, the calls of one). ``"auto"`` tempers only when
         ``M ≤ 16`` (tiny nets, few data: where single chains get trapped, e.g. a dead hidden
         unit) and is free otherwise (the run is then exactly the untempered one); ``"on"``
         always; a sequence ``(1, t_1, …)`` gives the ladder. ``result.config["tempering"]``
@@ -194,20 +194,20 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         tplan = _tp.plan(net, X.shape[0], tcfg, output=not learn_noise)
     if tplan.active and schedule is not None:
         raise ValueError("tempering and schedule cannot be combined (the ladder is over the net's Δ)")
-    tstate = rep_nets = rep_caches = None
+    tstate = lad = None
     if tplan.active:
         # every replica from the same start (a random one drawn independently per replica)
         tstate = _tp.init(k_init, net, X, y, tplan.factors, num_chains=num_chains, init=init, output=tplan.output)
-        if map_dy is not None:
-            tstate = tstate._replace(replicas=tuple(r._replace(delta_y=map_dy) for r in tstate.replicas))
-        state = tstate.replicas[0]
-        rep_nets = _tp.replica_nets(net, tplan.factors, tplan.output)
-        rep_caches = tuple(_k.precompute(nk, X, learn_prior=learn_prior) for nk in rep_nets)
+        if map_dy is not None:      # learn_noise (Δ_y not tempered): every replica starts at the MAP Δ̂_y
+            M = len(tplan.factors)
+            tstate = tstate._replace(state=tstate.state._replace(delta_y=xp.concat([map_dy] * M, axis=0)))
+        state = tstate.replica(0)
+        lad = _tp.ladder(net, X, tplan.factors, num_chains, output=tplan.output, learn_prior=learn_prior)
     else:
         state = _k.init(k_init, net, X, y, num_chains=num_chains, init=init)
         if map_dy is not None:
             state = state._replace(delta_y=map_dy)
-    cache = rep_caches[0] if tplan.active else _k.precompute(net, X, learn_prior=learn_prior)
+    cache = None if tplan.active else _k.precompute(net, X, learn_prior=learn_prior)
     C, S, L = num_chains, num_samples, net.num_layers
     dt = X.dtype
     probe_X = probe if hasattr(probe, "shape") else None
@@ -230,10 +230,10 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
             cache_s = cache if net_s is net else _k.precompute(net_s, X, learn_prior=learn_prior)
         tst = carry.tempering
         if tst is not None:
-            tst, info = _tp.step(sub, tst, rep_nets, rep_caches, X, y, warmup=sweep < num_warmup, output=tplan.output,
+            tst, info = _tp.step(sub, tst, lad, X, y, warmup=sweep < num_warmup,
                                  learn_noise=learn_noise, learn_prior=learn_prior, hyperprior=hyperprior,
                                  post_method=post_method, checked=True)
-            state = tst.replicas[0]
+            state = tst.replica(0)
         else:
             state, info = _k.step(sub, carry.state, net_s, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
                                   hyperprior=hyperprior, cache=cache_s,
@@ -244,7 +244,7 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
             state, mst = moves.step(keys[1], mst, state, net_s, X, y, warmup=sweep < num_warmup,
                                     final_warmup=sweep == num_warmup - 1)
             if tst is not None:
-                tst = tst._replace(replicas=(state,) + tuple(tst.replicas[1:]))
+                tst = tst.with_replica(0, state)
         if (moves is not None or tst is not None) and keep and store_log_joint:
             info = info._replace(log_joint=_k.log_joint(state, net, X, y))
         pending = info.log_joint_partial if (keep and store_log_joint and fused_lj) else None
@@ -281,6 +281,8 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
             return []
         if carry.tempering is not None:
             bad = []
+            if not _k.first_nonfinite(xp, carry.tempering.state):     # all replicas at once: one sync
+                return bad
             for k, r in enumerate(carry.tempering.replicas):
                 bad += [b if k == 0 else f"{b} (replica {k}, Δ × {tplan.factors[k]:.3g})" for b in _k.first_nonfinite(xp, r)]
             return bad

@@ -47,10 +47,26 @@ solves ``N (r−1)²/(2r) = m`` for the ``m`` of a target swap acceptance (defau
 geometrically from ``t = 1`` to the factor that lifts the smallest tempered ``Δ`` to ``top``
 (default 1: the scale of a standardised hidden unit, where the latents no longer pin the
 weights), so it needs ``M = 1 + ⌈log(top/Δ*_min) / log r⌉`` replicas — ~11 for the tiny
-``[1, 1, 1]`` net at ``Δ = 0.01``, ~5000 for a (50, 50, 1e4) net at ``Δ = 1e-3``. Each replica
-costs one sweep plus four forward passes per swap, so a tempered sweep costs about ``M``
-plain sweeps: ``tempering="auto"`` uses the ladder only when ``M ≤ max_replicas``
-(default 16) and the run's ``Δ*`` is below ``top``, and is "off" (no cost) otherwise.
+``[1, 1, 1]`` net at ``Δ = 0.01``, ~5000 for a (50, 50, 1e4) net at ``Δ = 1e-3``. The
+arithmetic of a tempered sweep is ``M`` sweeps' plus a forward pass of every replica for the
+swaps: ``tempering="auto"`` uses the ladder only when ``M ≤ max_replicas`` (default 16) and the
+run's ``Δ*`` is below ``top``, and is "off" (no cost) otherwise.
+
+Batched replicas
+----------------
+The ``M`` replicas of ``C`` chains are held as the ``M·C`` chains of one state (replica-major,
+:class:`TemperingState`) and swept by ONE :func:`blockbayes.gibbs.kernel.step` with a per-chain
+factor on the hidden ``Δ`` (``delta_scale``; every kernel takes per-chain ``Δ_Z, Δ_X``, and the
+replica's tempered ``Δ_y`` is the state's per-chain ``delta_y``). Chain ``c`` of replica ``k``
+gets exactly what :func:`~blockbayes.gibbs.kernel.step` under replica ``k``'s net gives it on
+the same chains and key (tests/test_tempering.py, bit for bit as measured); the random streams
+differ from a loop of per-replica calls (the fused kernels key their draws by the chain's index
+among all chains), which it equals in law (validation/test_tempering.py). The swap ratios of all
+pairs come from one pass of array operations over all chains (:func:`replica_terms`,
+:func:`pair_log_ratios`) and an accepted swap is one gather per array. The number of calls per
+sweep therefore does not grow with ``M``: on the tiny nets where ``"auto"`` tempers, the sweep
+is call-bound, and a tempered sweep costs ~3 untempered ones rather than ``M``
+(benchmarks/run_overhead.py).
 """
 from __future__ import annotations
 
@@ -59,11 +75,15 @@ from typing import Any, NamedTuple, Optional
 
 from .._backend import device_of, namespace
 from .._backend import random as bbr
-from ..model import MLP
+from ..model import MLP, activate, affine
 from . import kernel as _k
+from .conditionals import output_targets
 
-__all__ = ["Tempering", "TemperingPlan", "TemperingState", "noisy_count", "ladder_ratio", "plan",
-           "replica_nets", "replica_log_joint", "under", "swap_log_ratio", "init", "swap", "step", "summary"]
+__all__ = ["Tempering", "TemperingPlan", "TemperingState", "Ladder", "NoiseLevels", "ReplicaTerms", "noisy_count",
+           "ladder_ratio", "plan", "replica_nets", "ladder", "noise_levels", "replica_terms", "replica_log_joint",
+           "pair_log_ratios", "state_log_joint", "under", "swap_log_ratio", "chain_slice", "stack_replicas",
+           "replica_targets", "init",
+           "swap", "step", "summary"]
 
 
 class Tempering(NamedTuple):
@@ -223,12 +243,14 @@ def replica_nets(net: MLP, factors, output: bool = False) -> tuple:
 
 
 class TemperingState(NamedTuple):
-    """``M`` replicas of ``C`` chains.
+    """``M`` replicas of ``C`` chains, held as the ``M·C`` chains of one Gibbs state.
 
     Attributes
     ----------
-    replicas : tuple of GibbsState
-        Replica ``k`` targets ``π_k`` (hidden ``Δ`` times ``factors[k]``); replica 0 is kept.
+    state : GibbsState
+        ``M·C`` chains, replica-major: chain ``k·C + c`` is chain ``c`` of replica ``k``, which
+        targets ``π_k`` (hidden ``Δ`` times ``factors[k]``); replica 0 is kept. One
+        :func:`blockbayes.gibbs.kernel.step` sweeps them all (a per-chain ``delta_scale``).
     accept_sum : array, shape (M − 1, C)
         Per adjacent pair and chain, the summed swap acceptance probabilities ``min(1, α)`` of the
         proposals after warm-up.
@@ -238,30 +260,170 @@ class TemperingState(NamedTuple):
         Tempered sweeps done (sets the even/odd parity).
     """
 
-    replicas: tuple
+    state: Any
     accept_sum: Any
     proposed: Any
     sweeps: int
 
+    @property
+    def num_replicas(self) -> int:
+        return int(self.accept_sum.shape[0]) + 1
 
-def init(rng_key, net: MLP, X, y, factors, *, num_chains: int, init="prior", output: bool = False) -> TemperingState:
-    """Replica states: replica ``k`` from :func:`blockbayes.gibbs.kernel.init` under its own net
-    (:func:`replica_nets`; same ``init``; a random one, such as ``"prior"``, independently per
-    replica)."""
-    xp = namespace(X)
-    nets = replica_nets(net, factors, output)
-    keys = bbr.split(rng_key, len(nets))
-    reps = tuple(_k.init(keys[k], nk, X, y, num_chains=num_chains, init=init) for k, nk in enumerate(nets))
-    M = len(nets)
-    acc = xp.zeros((max(M - 1, 0), num_chains), dtype=X.dtype, device=device_of(X))
-    prop = xp.zeros((max(M - 1, 0),), dtype=X.dtype, device=device_of(X))
-    return TemperingState(reps, acc, prop, 0)
+    @property
+    def num_chains(self) -> int:
+        return int(self.state.delta_y.shape[0]) // self.num_replicas
+
+    def replica(self, k: int):
+        """Replica ``k``'s ``C`` chains as a :class:`~blockbayes.gibbs.kernel.GibbsState` (views)."""
+        C = self.num_chains
+        return chain_slice(self.state, k * C, (k + 1) * C)
+
+    @property
+    def replicas(self) -> tuple:
+        """Every replica's chains (:meth:`replica` for ``k = 0 … M−1``)."""
+        return tuple(self.replica(k) for k in range(self.num_replicas))
+
+    def with_replica(self, k: int, state) -> "TemperingState":
+        """A copy with replica ``k``'s chains replaced by ``state`` (``C`` chains)."""
+        reps = list(self.replicas)
+        reps[k] = state
+        return self._replace(state=stack_replicas(reps))
+
+    @classmethod
+    def from_replicas(cls, replicas, accept_sum, proposed, sweeps: int = 0) -> "TemperingState":
+        """From a sequence of per-replica states of ``C`` chains each."""
+        return cls(stack_replicas(replicas), accept_sum, proposed, sweeps)
 
 
-def replica_log_joint(state, net: MLP, X, y):
-    """``log π_k`` up to the evidence: the joint density (A.0) of ``state`` under replica ``k``'s
-    net (:func:`blockbayes.gibbs.kernel.log_joint`), shape ``(C,)``. Looked up at call time, so
-    the validation suite patches its twins here."""
+def _map_state(fn, *states):
+    """Apply ``fn`` to every array of one or more GibbsStates, field by field (``None`` kept)."""
+    s0 = states[0]
+    out = []
+    for f in s0._fields:
+        vals = [getattr(s, f) for s in states]
+        if vals[0] is None:
+            out.append(None)
+        elif isinstance(vals[0], tuple):
+            out.append(tuple(fn(*parts) for parts in zip(*vals)))
+        else:
+            out.append(fn(*vals))
+    return type(s0)(*out)
+
+
+def chain_slice(state, lo: int, hi: int):
+    """Chains ``lo … hi−1`` of a Gibbs state (views)."""
+    return _map_state(lambda a: a[lo:hi, ...], state)
+
+
+def stack_replicas(replicas):
+    """Per-replica states of ``C`` chains → one state of ``M·C`` chains (replica-major)."""
+    replicas = tuple(replicas)
+    xp = namespace(replicas[0].delta_y)
+    return _map_state(lambda *parts: xp.concat(parts, axis=0), *replicas)
+
+
+class NoiseLevels(NamedTuple):
+    """The noise variances a log density is evaluated under, one row per evaluating replica.
+
+    ``z``, ``x``: per hidden layer, arrays of shape ``(R, 1)`` (``Δ_Z^l``, ``Δ_X^l``); ``y``:
+    shape ``(R, 1)`` (tempered ``Δ_y``), or ``None`` (the state's own ``Δ_y``: learned noise,
+    probit)."""
+
+    z: tuple
+    x: tuple
+    y: Any
+
+
+def noise_levels(nets, output: bool, like) -> NoiseLevels:
+    """:class:`NoiseLevels` of the replica nets ``nets`` (one row each)."""
+    xp = namespace(like)
+    col = lambda vals: xp.asarray([[float(v)] for v in vals], dtype=like.dtype, device=device_of(like))
+    H = nets[0].num_layers - 1
+    return NoiseLevels(tuple(col([nk.delta_z[h] for nk in nets]) for h in range(H)),
+                       tuple(col([nk.delta_x[h] for nk in nets]) for h in range(H)),
+                       col([nk.delta_y for nk in nets]) if output else None)
+
+
+def _rows(v, lo, hi):
+    """Rows ``lo:hi`` of every array of a :class:`NoiseLevels` or :class:`ReplicaTerms`."""
+    if v is None:
+        return None
+    if isinstance(v, tuple):
+        return type(v)(*(_rows(u, lo, hi) for u in v)) if hasattr(v, "_fields") else tuple(_rows(u, lo, hi) for u in v)
+    return v[lo:hi, ...]
+
+
+class ReplicaTerms(NamedTuple):
+    """The quadratic forms of the noisy variables of a state, per chain (shape ``(M, C)`` for the
+    replicas' chains, or ``(C,)``): everything the replica densities depend on besides the prior.
+
+    ``q_z[h] = ‖Z − X̃W̃^⊤‖²`` and ``q_x[h] = ‖X − f(Z)‖²`` of hidden layer ``h``;
+    ``q_y = ‖T − X̃^L W̃^{L⊤}‖²`` of the output (targets ``y``, one-hot labels or utilities);
+    ``delta_y`` the state's own ``Δ_y``."""
+
+    q_z: tuple
+    q_x: tuple
+    q_y: Any
+    delta_y: Any
+
+
+def replica_terms(state, net: MLP, X, y) -> ReplicaTerms:
+    """:class:`ReplicaTerms` of every chain of ``state`` (all replicas at once: one pass of
+    array operations over the ``M·C`` chains, whatever ``M``)."""
+    xp = namespace(X, y)
+    H = X
+    qz, qx = [], []
+    L = net.num_layers
+    for l in range(L - 1):
+        R = state.pre[l] - affine(H, state.weights[l])
+        qz.append(xp.sum(R * R, axis=(-2, -1)))
+        Rx = state.post[l] - activate(xp, state.pre[l], net.activation, net.slope)
+        qx.append(xp.sum(Rx * Rx, axis=(-2, -1)))
+        H = state.post[l]
+    T = output_targets(net, y, state.latent, state.delta_y.shape[0], X)
+    R = T - affine(H, state.weights[L - 1])
+    return ReplicaTerms(tuple(qz), tuple(qx), xp.sum(R * R, axis=(-2, -1)), state.delta_y)
+
+
+def replica_log_joint(terms: ReplicaTerms, levels: NoiseLevels, net: MLP, n: int):
+    """``log π`` of the states whose :class:`ReplicaTerms` are ``terms`` under the noise
+    ``levels`` (rows broadcast against ``terms``' rows), *without the prior* ``log p(W̃ | λ) p(λ)``
+    (it does not depend on the replica, so it cancels in every swap ratio)::
+
+        − Σ_h [ (n d_h/2)(log 2πΔ_Z^h + log 2πΔ_X^h) + q_z^h/(2Δ_Z^h) + q_x^h/(2Δ_X^h) ]
+        − (n d_out/2) log 2πΔ_y − q_y/(2Δ_y)
+
+    (:func:`blockbayes.gibbs.kernel.log_joint` minus the prior). Looked up at call time, so the
+    validation suite patches its twins here."""
+    xp = namespace(terms.q_y)
+    two_pi = 2.0 * math.pi
+    total = 0.0
+    for h in range(net.num_layers - 1):
+        m = n * net.widths[h + 1]
+        dz, dx = levels.z[h], levels.x[h]
+        total = total - 0.5 * m * (xp.log(two_pi * dz) + xp.log(two_pi * dx)) \
+            - terms.q_z[h] / (2 * dz) - terms.q_x[h] / (2 * dx)
+    dy = terms.delta_y if levels.y is None else levels.y
+    return total - 0.5 * n * net.d_out * xp.log(two_pi * dy) - terms.q_y / (2 * dy)
+
+
+def pair_log_ratios(terms: ReplicaTerms, levels: NoiseLevels, net: MLP, n: int):
+    """``log α`` of swapping replicas ``k`` and ``k+1`` for every adjacent pair and chain, shape
+    ``(M − 1, C)``: ``log π_k(s_{k+1}) + log π_{k+1}(s_k) − log π_k(s_k) − log π_{k+1}(s_{k+1})``
+    (``terms`` of shape ``(M, C)``, ``levels`` of ``M`` rows; :func:`replica_log_joint`).
+    Looked up at call time (validation twins)."""
+    M = terms.q_y.shape[0]
+    lj = replica_log_joint
+    own = lj(terms, levels, net, n)                                        # log π_k(s_k)
+    up = lj(_rows(terms, 0, M - 1), _rows(levels, 1, M), net, n)           # log π_{k+1}(s_k)
+    down = lj(_rows(terms, 1, M), _rows(levels, 0, M - 1), net, n)         # log π_k(s_{k+1})
+    return (down - own[:M - 1, ...]) + (up - own[1:, ...])
+
+
+def state_log_joint(state, net: MLP, X, y):
+    """``log π_k(state)`` for the replica whose net is ``net``: the joint density (A.0),
+    :func:`blockbayes.gibbs.kernel.log_joint` (the definition the batched
+    :func:`pair_log_ratios` is tested against)."""
     return _k.log_joint(state, net, X, y)
 
 
@@ -278,70 +440,145 @@ def under(state, net: MLP, output: bool):
 def swap_log_ratio(state_a, state_b, net_a: MLP, net_b: MLP, X, y, output: bool = False):
     """``log α`` of exchanging ``state_a`` (replica ``a``) and ``state_b`` (replica ``b``), per chain:
     ``log π_a(s_b) + log π_b(s_a) − log π_a(s_a) − log π_b(s_b)``, shape ``(C,)`` (with
-    ``output``, each state is evaluated with the evaluating replica's ``Δ_y``: :func:`under`)."""
-    lj = replica_log_joint
+    ``output``, each state is evaluated with the evaluating replica's ``Δ_y``: :func:`under`).
+    The definition from four full log joints; the sampler computes the same numbers for all
+    pairs at once by :func:`pair_log_ratios`."""
+    lj = state_log_joint
     return ((lj(under(state_b, net_a, output), net_a, X, y) - lj(under(state_a, net_a, output), net_a, X, y))
             + (lj(under(state_a, net_b, output), net_b, X, y) - lj(under(state_b, net_b, output), net_b, X, y)))
 
 
-def _select(xp, ok, a, b):
-    """Per chain: ``b``'s value where ``ok``, else ``a``'s (``ok`` shape ``(C,)``)."""
-    if a is None:
-        return None
-    if isinstance(a, tuple):
-        return tuple(_select(xp, ok, u, v) for u, v in zip(a, b))
-    m = xp.reshape(ok, (ok.shape[0],) + (1,) * (a.ndim - 1))
-    return xp.where(m, b, a)
+class Ladder(NamedTuple):
+    """What a tempered sweep needs besides the state (built once per run by :func:`ladder`).
+
+    Attributes
+    ----------
+    nets : tuple of MLP
+        The replica nets (:func:`replica_nets`; ``nets[0]`` is the user's).
+    factors : tuple of float
+    output : bool
+        Whether ``Δ_y`` is tempered.
+    num_chains : int
+        ``C`` (chains per replica).
+    scale : array, shape (M·C,)
+        Per chain the factor ``t_k`` of its replica (the sweep's ``delta_scale``).
+    delta_y : array of shape (M·C,), or None
+        With ``output``, per chain its replica's ``Δ_y`` (restored after every swap).
+    levels : NoiseLevels
+        The replicas' noise, one row each (:func:`noise_levels`).
+    cache : GibbsCache
+        :func:`blockbayes.gibbs.kernel.precompute` of the ``M·C`` chains (a first-layer
+        Cholesky factor per chain when the hyperparameters are fixed).
+    """
+
+    nets: tuple
+    factors: tuple
+    output: bool
+    num_chains: int
+    scale: Any
+    delta_y: Any
+    levels: Any
+    cache: Any
 
 
-def swap(rng_key, replicas: tuple, nets: tuple, X, y, parity: int, output: bool = False):
-    """Propose the swaps of the pairs ``(k, k+1)`` with ``k ≡ parity (mod 2)``, every chain
-    independently; returns ``(replicas, probs)`` with ``probs`` ``(M − 1, C)`` the acceptance
-    probabilities ``min(1, α)`` of the pairs proposed (0 elsewhere). Everything of the state is
-    exchanged (weights, latents, ``λ``, probit utilities, and ``Δ_y`` when it is learned); with
-    ``output`` each replica keeps its own tempered ``Δ_y``."""
+def ladder(net: MLP, X, factors, num_chains: int, *, output: bool = False, learn_prior: bool = False) -> Ladder:
+    """The :class:`Ladder` of ``net`` on data ``X`` for ``num_chains`` chains per replica."""
     xp = namespace(X)
-    M = len(replicas)
-    C = replicas[0].delta_y.shape[0]
-    reps = list(replicas)
-    probs = [xp.zeros((C,), dtype=X.dtype, device=device_of(X)) for _ in range(max(M - 1, 0))]
-    pairs = list(range(parity % 2, M - 1, 2))
-    if not pairs:
-        return tuple(reps), (xp.stack(probs) if probs else xp.zeros((0, C), dtype=X.dtype, device=device_of(X)))
-    U = bbr.uniform(rng_key, (len(pairs), C), like=X)
-    for j, k in enumerate(pairs):
-        la = swap_log_ratio(reps[k], reps[k + 1], nets[k], nets[k + 1], X, y, output)
-        la = xp.where(xp.isnan(la), xp.asarray(-math.inf, dtype=la.dtype, device=device_of(la)), la)
-        ok = xp.log(U[j, :]) < la
-        probs[k] = xp.exp(xp.minimum(la, xp.zeros_like(la)))
-        a = tuple(reps[k])
-        b = tuple(reps[k + 1])
-        reps[k] = under(type(reps[k])(*(_select(xp, ok, u, v) for u, v in zip(a, b))), nets[k], output)
-        reps[k + 1] = under(type(reps[k + 1])(*(_select(xp, ok, v, u) for u, v in zip(a, b))), nets[k + 1], output)
-    return tuple(reps), xp.stack(probs)
+    nets = replica_nets(net, factors, output)
+    M, C = len(nets), int(num_chains)
+    dev = device_of(X)
+    scale = xp.asarray([float(t) for t in factors for _ in range(C)], dtype=X.dtype, device=dev)
+    dy = xp.asarray([nk.delta_y for nk in nets for _ in range(C)], dtype=X.dtype, device=dev) if output else None
+    cache = _k.precompute(net, X, learn_prior=learn_prior, delta_scale=scale)
+    return Ladder(nets, tuple(float(t) for t in factors), bool(output), C, scale, dy,
+                  noise_levels(nets, output, X), cache)
 
 
-def step(rng_key, tstate: TemperingState, nets: tuple, caches: tuple, X, y, *, warmup: bool = False,
-         output: bool = False, **step_kwargs):
-    """One tempered sweep: a :func:`blockbayes.gibbs.kernel.step` per replica (under its net and
-    cache), then the even or odd swaps. Returns ``(tstate, info)`` with ``info`` the cold
-    replica's :class:`~blockbayes.gibbs.kernel.GibbsInfo` (pure)."""
+def init(rng_key, net: MLP, X, y, factors, *, num_chains: int, init="prior", output: bool = False) -> TemperingState:
+    """Replica states: replica ``k`` from :func:`blockbayes.gibbs.kernel.init` under its own net
+    (:func:`replica_nets`; same ``init``; a random one, such as ``"prior"``, independently per
+    replica), stacked into one state of ``M·C`` chains."""
+    xp = namespace(X)
+    nets = replica_nets(net, factors, output)
+    keys = bbr.split(rng_key, len(nets))
+    reps = tuple(_k.init(keys[k], nk, X, y, num_chains=num_chains, init=init) for k, nk in enumerate(nets))
     M = len(nets)
-    keys = bbr.split(rng_key, M + 1)
-    reps, info0 = [], None
-    for k in range(M):
-        st, info = _k.step(keys[k], tstate.replicas[k], nets[k], X, y, cache=caches[k], **step_kwargs)
-        reps.append(st)
-        if k == 0:
-            info0 = info
-    reps, probs = swap(keys[M], tuple(reps), nets, X, y, tstate.sweeps, output)
+    acc = xp.zeros((max(M - 1, 0), num_chains), dtype=X.dtype, device=device_of(X))
+    prop = xp.zeros((max(M - 1, 0),), dtype=X.dtype, device=device_of(X))
+    return TemperingState.from_replicas(reps, acc, prop, 0)
+
+
+def swap(rng_key, state, lad: Ladder, X, y, parity: int):
+    """Propose the swaps of the pairs ``(k, k+1)`` with ``k ≡ parity (mod 2)``, every chain
+    independently, on the ``M·C`` chains of ``state``; returns ``(state, probs)`` with ``probs``
+    ``(M − 1, C)`` the acceptance probabilities ``min(1, α)`` of the pairs proposed (0 elsewhere).
+
+    ``log α`` of every pair from one :func:`replica_terms` pass over all chains
+    (:func:`pair_log_ratios`); a swap exchanges everything of the two chains' states (weights,
+    latents, ``λ``, probit utilities, and ``Δ_y`` when it is learned) by one gather per array;
+    with ``output`` each replica keeps its own tempered ``Δ_y``."""
+    xp = namespace(X)
+    M, C = len(lad.nets), lad.num_chains
+    dt, dev = X.dtype, device_of(X)
+    if M < 2:
+        return state, xp.zeros((0, C), dtype=dt, device=dev)
+    n = X.shape[0]
+    terms = replica_terms(state, lad.nets[0], X, y)
+    terms = ReplicaTerms(tuple(xp.reshape(v, (M, C)) for v in terms.q_z), tuple(xp.reshape(v, (M, C)) for v in terms.q_x),
+                         xp.reshape(terms.q_y, (M, C)), xp.reshape(terms.delta_y, (M, C)))
+    la = pair_log_ratios(terms, lad.levels, lad.nets[0], n)                              # (M − 1, C)
+    la = xp.where(xp.isnan(la), xp.asarray(-math.inf, dtype=la.dtype, device=device_of(la)), la)
+    proposed = xp.asarray([[(k % 2) == (parity % 2)] for k in range(M - 1)], dtype=xp.bool, device=dev)
+    U = bbr.uniform(rng_key, (M - 1, C), like=X)
+    ok = proposed & (xp.log(U) < la)
+    zero = xp.zeros_like(la)
+    probs = xp.where(proposed, xp.exp(xp.minimum(la, zero)), zero)
+    # new chain (k, c) takes the state of (k + 1, c) if pair k swapped, of (k − 1, c) if pair k − 1 did
+    oki = xp.astype(ok, xp.int64)
+    none = xp.zeros((1, C), dtype=xp.int64, device=dev)
+    src = (xp.arange(M * C, dtype=xp.int64, device=dev)
+           + C * xp.reshape(xp.concat([oki, none], axis=0) - xp.concat([none, oki], axis=0), (M * C,)))
+    new = _map_state(lambda a: xp.take(a, src, axis=0), state)
+    if lad.output:
+        new = new._replace(delta_y=lad.delta_y)
+    return new, probs
+
+
+def replica_targets(y, M: int, C: int, net: MLP):
+    """Per-chain targets ``y`` — shape ``(C, n, d_out)``, or labels ``(C, n)`` for the
+    classification likelihoods — repeated for the ``M`` replicas (the same data for every
+    replica); shared targets unchanged."""
+    per_chain = y.ndim == (3 if net.likelihood == "gaussian" else 2)
+    if not per_chain or y.shape[0] == M * C or M == 1:
+        return y
+    xp = namespace(y)
+    return xp.concat([y] * M, axis=0)
+
+
+def _info_rows(info, C: int):
+    """Replica 0's rows of a :class:`~blockbayes.gibbs.kernel.GibbsInfo` of the ``M·C`` chains."""
+    return type(info)(*(None if v is None else v[:C, ...] for v in info))
+
+
+def step(rng_key, tstate: TemperingState, lad: Ladder, X, y, *, warmup: bool = False, **step_kwargs):
+    """One tempered sweep: one :func:`blockbayes.gibbs.kernel.step` of all ``M·C`` chains (replica
+    ``k``'s under its hidden ``Δ``: ``delta_scale = lad.scale``, and its ``Δ_y`` in the state),
+    then the even or odd swaps (:func:`swap`). Returns ``(tstate, info)`` with ``info`` the cold
+    replica's rows of the sweep's :class:`~blockbayes.gibbs.kernel.GibbsInfo` (pure)."""
+    M, C = len(lad.nets), lad.num_chains
+    k_step, k_swap = bbr.split(rng_key, 2)
+    y = replica_targets(y, M, C, lad.nets[0])
+    step_kwargs.setdefault("fused_log_joint", False)     # a swap changes the states those sums describe
+    st, info = _k.step(k_step, tstate.state, lad.nets[0], X, y, cache=lad.cache, delta_scale=lad.scale,
+                       **step_kwargs)
+    st, probs = swap(k_swap, st, lad, X, y, tstate.sweeps)
     acc, prop = tstate.accept_sum, tstate.proposed
     if not warmup and M > 1:
         xp = namespace(X)
         acc = acc + probs
         pr = [1.0 if (k % 2) == (tstate.sweeps % 2) else 0.0 for k in range(M - 1)]
         prop = prop + xp.asarray(pr, dtype=X.dtype, device=device_of(X))
-    return TemperingState(reps, acc, prop, tstate.sweeps + 1), info0
+    return TemperingState(st, acc, prop, tstate.sweeps + 1), _info_rows(info, C)
 
 
 def summary(tplan: TemperingPlan, tstate: Optional[TemperingState] = None) -> dict:

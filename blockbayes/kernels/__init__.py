@@ -188,8 +188,10 @@ def relu_preact(key, A, X, dz, dx, *, slope=0.0, impl=None):
         Pre-activation means ``a = x̃·w̃``.
     X : array, same shape, namespace and device as ``A``, float32 or float64
         Post-activations ``x``.
-    dz, dx : float
-        ``Δ_Z`` and ``Δ_X``, positive.
+    dz, dx : float or array of shape (A.shape[0],)
+        ``Δ_Z`` and ``Δ_X``, positive; shared, or one per index of ``A``'s leading (chain) axis
+        (the element's counter stays its flat index). Per-chain values run the reference code
+        on CuPy arrays.
     slope : float, optional
         Negative-side slope ``s ∈ [0, 1)``; 0 (default) is the ReLU.
     impl : {None, "reference", "cpu", "cuda"}, optional
@@ -210,12 +212,24 @@ def relu_preact(key, A, X, dz, dx, *, slope=0.0, impl=None):
     _common.float_name(A.dtype)
     _common.float_name(X.dtype)
     out_dtype = xp.result_type(A.dtype, X.dtype)
-    dz = _common.check_positive("dz", dz)
-    dx = _common.check_positive("dx", dx)
     slope = _common.check_slope(slope)
-    consts = _common.relu_constants(dz, dx, slope)
     name = _choose(xp, impl)
-    return _module(name).relu_preact(k0, k1, A, X, consts, out_dtype)
+    if _common.is_scalar(dz) and _common.is_scalar(dx):
+        dz = _common.check_positive("dz", dz)
+        dx = _common.check_positive("dx", dx)
+        consts = _common.relu_constants(dz, dx, slope)
+        return _module(name).relu_preact(k0, k1, A, X, consts, out_dtype)
+    if A.ndim < 1:
+        raise ValueError("per-chain dz, dx need arrays with a leading chain axis")
+    nc = A.shape[0]
+    dz = _common.check_chain_param(xp, "dz", dz, nc, device_of(A))
+    dx = _common.check_chain_param(xp, "dx", dx, nc, device_of(A))
+    dz = dz if not _common.is_scalar(dz) else xp.full((nc,), dz, dtype=xp.float64, device=device_of(A))
+    dx = dx if not _common.is_scalar(dx) else xp.full((nc,), dx, dtype=xp.float64, device=device_of(A))
+    consts = _common.relu_constants_array(xp, dz, dx, slope)
+    if name == "cuda":      # per-chain constants: the reference code on the GPU
+        name = "reference"
+    return _module(name).relu_preact_chains(k0, k1, A, X, consts, out_dtype)
 
 
 def truncated_normal(key, mean, sd, bound, upper, *, impl=None):
@@ -294,8 +308,9 @@ def latent_pass(key, Z, A, T, W, delta_x, delta_z, delta_next, *, activation="re
         The next layer's targets (``Z^{l+1}``, ``y`` or the latent utilities).
     W : array, shape (C, k, d + 1)
         The next layer's weights, bias last.
-    delta_x, delta_z : float
-        ``Δ_X``, ``Δ_Z`` of this layer.
+    delta_x, delta_z : float or array of shape (C,)
+        ``Δ_X``, ``Δ_Z`` of this layer, shared or per chain (replica exchange runs its replicas
+        as the chains of one pass, each with its own ``Δ``: chain ``c`` uses element ``c``).
     delta_next : float or array of shape (C,)
         The next layer's noise ``Δ'`` per chain.
     activation : {"relu", "leaky_relu", "identity"}
@@ -326,8 +341,8 @@ def latent_pass(key, Z, A, T, W, delta_x, delta_z, delta_next, *, activation="re
         raise ValueError(f"W must have shape (C, k, d + 1) = {(nc, k, d + 1)}, got {tuple(W.shape)}")
     out_dtype = Z.dtype
     _common.float_name(out_dtype)
-    dx = _common.check_positive("delta_x", delta_x)
-    dz = _common.check_positive("delta_z", delta_z)
+    dx = _common.check_chain_param(xp, "delta_x", delta_x, nc, device_of(Z))
+    dz = _common.check_chain_param(xp, "delta_z", delta_z, nc, device_of(Z))
     if activation not in _common.ACTIVATIONS:
         raise ValueError(f"activation must be one of {tuple(_common.ACTIVATIONS)}, got {activation!r}")
     act = _common.ACTIVATIONS[activation]
@@ -343,7 +358,12 @@ def latent_pass(key, Z, A, T, W, delta_x, delta_z, delta_next, *, activation="re
         delta_next = xp.full((nc,), dn, dtype=xp.float64, device=device_of(Z))
     elif tuple(delta_next.shape) != (nc,):
         raise ValueError(f"delta_next must be a float or shape ({nc},), got {tuple(delta_next.shape)}")
-    consts = _common.relu_constants(dz, dx, slope if act == 0 else 0.0)
+    if _common.is_scalar(dx) and _common.is_scalar(dz):
+        consts = _common.relu_constants(dz, dx, slope if act == 0 else 0.0)
+    else:   # per chain: both as (C,) float64 arrays, the constants elementwise
+        dx = dx if not _common.is_scalar(dx) else xp.full((nc,), dx, dtype=xp.float64, device=device_of(Z))
+        dz = dz if not _common.is_scalar(dz) else xp.full((nc,), dz, dtype=xp.float64, device=device_of(Z))
+        consts = _common.relu_constants_array(xp, dz, dx, slope if act == 0 else 0.0)
     name = _choose(xp, impl)
     return _module(name).latent_pass(k0, k1, Z, A, T, W, delta_next, dx, dz, consts, act, slope,
                                      _common.METHODS[method], int(row_offset), out_dtype)
@@ -369,8 +389,8 @@ def gaussian_rows(key, B, delta, *, gram=None, prior_diag=None, chol=None, impl=
         ``H̃^⊤H̃`` (unless ``chol``).
     prior_diag : array, shape (C, d + 1)
         Diagonal of ``Λ`` (unless ``chol``).
-    chol : array, shape (d + 1, d + 1), optional
-        Lower Cholesky factor of ``G + ΔΛ`` shared by all chains.
+    chol : array, shape (d + 1, d + 1) or (C, d + 1, d + 1), optional
+        Lower Cholesky factor of ``G + ΔΛ``, shared by all chains or one per chain.
 
     Returns
     -------

@@ -97,6 +97,22 @@ def relu_constants(dz: float, dx: float, slope: float) -> ReluConstants:
     return ReluConstants(p1, p2, n1, n2, sd_pos, sd_neg, half_log)
 
 
+def relu_constants_array(xp, dz, dx, slope: float) -> ReluConstants:
+    """:func:`relu_constants` per chain: ``dz``, ``dx`` float64 arrays of one shape (any
+    namespace and device; the same formulas, elementwise), a :class:`ReluConstants` of arrays."""
+    s_pos = dx + dz
+    s_neg = dx + slope * slope * dz
+    p1 = xp.sqrt(dx / (s_pos * dz))
+    p2 = xp.sqrt(dz / (s_pos * dx))
+    n1 = xp.sqrt(dx / (s_neg * dz))
+    n2 = slope * xp.sqrt(dz / (s_neg * dx))
+    sd_pos = xp.sqrt(dz * dx / s_pos)
+    sd_neg = xp.sqrt(dz * dx / s_neg)
+    ratio = dz / dx
+    half_log = 0.5 * (xp.log1p(slope * slope * ratio) - xp.log1p(ratio))
+    return ReluConstants(p1, p2, n1, n2, sd_pos, sd_neg, half_log)
+
+
 # --- argument checks ------------------------------------------------------------------------
 
 def check_key(key) -> tuple[int, int]:
@@ -116,6 +132,21 @@ def check_positive(name: str, value) -> float:
     if not (math.isfinite(v) and v > 0.0):
         raise ValueError(f"{name} must be positive and finite, got {v!r}")
     return v
+
+
+def check_chain_param(xp, name: str, value, nc: int, device):
+    """A per-chain noise parameter: a positive float (returned as a Python float) or an array of
+    shape ``(nc,)`` (returned as float64 in ``xp`` on ``device``). Arrays on the host (NumPy) are
+    checked to be positive and finite; device arrays are not (that check would synchronise the
+    device on every call; the samplers pass products of validated positive floats)."""
+    if is_scalar(value):
+        return check_positive(name, value)
+    if tuple(value.shape) != (nc,):
+        raise ValueError(f"{name} must be a float or an array of shape ({nc},), got shape {tuple(value.shape)}")
+    arr = xp.astype(value, xp.float64)
+    if isinstance(arr, np.ndarray) and not bool(np.all(np.isfinite(arr) & (arr > 0.0))):
+        raise ValueError(f"{name} must be positive and finite, got {arr!r}")
+    return arr
 
 
 def check_slope(slope) -> float:

@@ -33,16 +33,16 @@ formulas. Kernel entry points, for
                          T* X, T* Zout, double* rowsums,
                          long long C, long long n, long long d, long long k,
                          long long row_offset, long long method, long long act, double slope,
-                         double dx, double dz, unsigned long long k0, unsigned long long k1,
-                         double p1, double p2, double n1, double n2,
-                         double sd_pos, double sd_neg, double half_log)
+                         const double* par, unsigned long long k0, unsigned long long k1)
 
 ``*_step`` is 1 for a full flat array and 0 for a broadcast scalar (element ``i`` reads
 ``x[i * step]``). ``bb_latent_pass`` is the fused latent pass of
 :func:`blockbayes.kernels.latent_pass` with one thread per row (chain ``c``, row ``μ``), the
 mathematics of :func:`blockbayes.kernels.cpu._latent_group` (``F``: the per-chain Cholesky
 factors, computed by the launcher; ``t_chains`` 0 when the targets are shared by the chains;
-``rowsums``: the three sums per row, reduced by the launcher); ``d, k ≤ LATENT_MAX``.
+``rowsums``: the three sums per row, reduced by the launcher; ``par``: per chain ``c`` the nine values ``par[9c..9c+8]`` =
+``(Δ_X, Δ_Z, p1, p2, n1, n2, sd_pos, sd_neg, half_log)``, so every chain may have its own
+``Δ``); ``d, k ≤ LATENT_MAX``.
 """
 from __future__ import annotations
 
@@ -418,9 +418,7 @@ BB_KERNEL bb_latent_pass_%(sfx)s(const %(T)s* BB_RESTRICT Z, const %(T)s* BB_RES
                                %(T)s* BB_RESTRICT Zo, double* BB_RESTRICT rs,
                                long long nc, long long n, long long d, long long k,
                                long long row_offset, long long method, long long act, double slope,
-                               double dx, double dz, bb_u64 k0, bb_u64 k1,
-                               double p1, double p2, double n1, double n2,
-                               double sdp, double sdm, double half_log)
+                               const double* BB_RESTRICT par, bb_u64 k0, bb_u64 k1)
 {
     BB_LOOP(r, nc * n) {
         double xb[BB_LATENT_MAX], nb[BB_LATENT_MAX], rb[BB_LATENT_MAX], eb[BB_LATENT_MAX];
@@ -428,6 +426,9 @@ BB_KERNEL bb_latent_pass_%(sfx)s(const %(T)s* BB_RESTRICT Z, const %(T)s* BB_RES
         long long fm = method == 0 ? k : d;
         const double* Wc = W + c * k * (d + 1);
         const double* L = F + c * fm * fm;
+        const double* pc = par + 9 * c;
+        double dx = pc[0], dz = pc[1], p1 = pc[2], p2 = pc[3], n1 = pc[4], n2 = pc[5];
+        double sdp = pc[6], sdm = pc[7], half_log = pc[8];
         double dn = dnext[c], se = sqrt(dn), sx = sqrt(dx), ratio = dx / dn;
         bb_u64 g = (bb_u64)(row_offset + mu) * (bb_u64)nc + (bb_u64)c;
         bb_u64 base = g * (bb_u64)d;

@@ -1040,15 +1040,17 @@ def _chol_lower(M, L):
 
 
 @njit(**_JIT)
-def _latent_factors(W, dnext, dx, method):
+def _latent_factors(W, dnext, dxs, method):
     """Per chain: Cholesky of ``S = Δ_X Ŵ Ŵ^⊤ + Δ' I`` (method 0, k × k) or of
-    ``Q = I + (Δ_X/Δ') Ŵ^⊤ Ŵ`` (method 1, d × d). ``W``: (C, k, d + 1) float64."""
+    ``Q = I + (Δ_X/Δ') Ŵ^⊤ Ŵ`` (method 1, d × d). ``W``: (C, k, d + 1) float64; ``dnext``,
+    ``dxs``: (C,) the chains' ``Δ'`` and ``Δ_X``."""
     nc, k, d1 = W.shape
     d = d1 - 1
     m = k if method == 0 else d
     F = np.zeros((nc, m, m))
     M = np.empty((m, m))
     for c in range(nc):
+        dx = dxs[c]
         if method == 0:
             for a in range(k):
                 for b in range(a + 1):
@@ -1444,8 +1446,7 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
 
 @njit(**_JIT)
 def _latent_kernel_serial(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F, n, d,
-                          k, nc, t_cs, row_offset, method, act, slope, dx, dz, k0, k1, p1, p2, n1,
-                          n2, sdp, sdm, half_log, ngroups, out):
+                          k, nc, t_cs, row_offset, method, act, slope, par, k0, k1, ngroups, out):
     """:func:`_latent_kernel` on the calling thread (small passes: no thread wake-ups, which
     stall behind busy cores)."""
     for gi in range(nc * ngroups):
@@ -1455,23 +1456,25 @@ def _latent_kernel_serial(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32
         r1 = (g + 1) * n // ngroups
         if r1 > r0:
             _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F,
-                          c, r0, r1, n, d, k, nc, t_cs, row_offset, method, act, slope, dx, dz,
-                          k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, out[gi])
+                          c, r0, r1, n, d, k, nc, t_cs, row_offset, method, act, slope, par[c, 0],
+                          par[c, 1], k0, k1, par[c, 2], par[c, 3], par[c, 4], par[c, 5], par[c, 6],
+                          par[c, 7], par[c, 8], out[gi])
 
 
 @njit(**_JIT)
 def _rows_kernel(G, pd, B, delta, R0, use_r0, k0, k1, out):
     """Gaussian node rows (A.1) of every chain: ``W̃^⊤ = R^{-⊤}(R^{-1}B + √Δ E)`` with
-    ``RR^⊤ = G + Δ diag(pd)`` (or ``R = R0``), ``E[c, i, m] = Φ⁻¹(u((c(d+1) + i)k + m))``."""
+    ``RR^⊤ = G + Δ diag(pd)`` (or ``R = R0[c]``, ``R0`` per chain or shared), ``E[c, i, m] = Φ⁻¹(u((c(d+1) + i)k + m))``."""
     nc, d1, k = B.shape
     R = np.empty((d1, d1))
     M = np.empty((d1, d1))
     v = np.empty(d1)
     for c in range(nc):
         if use_r0:
+            r0 = R0[c if R0.shape[0] > 1 else 0]
             for a in range(d1):     # element loops: a slice assignment compiles Numba's
                 for b in range(d1):  # broadcasting and error-message code (~3 s at first use)
-                    R[a, b] = R0[a, b]
+                    R[a, b] = r0[a, b]
         else:
             g = G[c if G.shape[0] > 1 else 0]
             for a in range(d1):
@@ -1500,8 +1503,9 @@ def _rows_kernel(G, pd, B, delta, R0, use_r0, k0, k1, out):
 
 @njit(parallel=True, **_JIT)
 def _latent_kernel(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F, n, d, k,
-                   nc, t_cs, row_offset, method, act, slope, dx, dz, k0, k1, p1, p2, n1, n2,
-                   sdp, sdm, half_log, ngroups, out):
+                   nc, t_cs, row_offset, method, act, slope, par, k0, k1, ngroups, out):
+    """Every chain's rows in parallel tasks; ``par[c]`` = chain ``c``'s ``(Δ_X, Δ_Z, p1, p2, n1,
+    n2, sd_pos, sd_neg, half_log)`` (:class:`._common.ReluConstants`)."""
     for gi in prange(nc * ngroups):
         c = gi // ngroups
         g = gi - c * ngroups
@@ -1509,8 +1513,9 @@ def _latent_kernel(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dn
         r1 = (g + 1) * n // ngroups
         if r1 > r0:
             _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F,
-                          c, r0, r1, n, d, k, nc, t_cs, row_offset, method, act, slope, dx, dz,
-                          k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, out[gi])
+                          c, r0, r1, n, d, k, nc, t_cs, row_offset, method, act, slope, par[c, 0],
+                          par[c, 1], k0, k1, par[c, 2], par[c, 3], par[c, 4], par[c, 5], par[c, 6],
+                          par[c, 7], par[c, 8], out[gi])
 
 
 # --------------------------------------------------------------------------------------------
@@ -1581,6 +1586,30 @@ def relu_preact(k0: int, k1: int, A, X, consts: C.ReluConstants, out_dtype):
     return out.reshape(A.shape)
 
 
+def relu_preact_chains(k0: int, k1: int, A, X, consts: C.ReluConstants, out_dtype):
+    """:func:`relu_preact` with per-chain constants (``(C,)`` arrays, ``C = A.shape[0]``): each
+    run of chains with equal constants is one range of the serial kernel (counters: the flat
+    indices, as with shared constants)."""
+    dt = np.dtype(out_dtype)
+    a = _flat(A, dt)
+    x = _flat(X, dt)
+    out = np.empty(a.shape[0], dtype=dt)
+    nc = A.shape[0]
+    par = chain_params(nc, 0.0, 0.0, consts)[:, 2:]
+    m = a.shape[0] // nc if nc else 0
+    if out.shape[0]:
+        is32 = dt == np.float32
+        arrays = ((_DUMMY64, _DUMMY64, _DUMMY64, a, x, out) if is32
+                  else (a, x, out, _DUMMY32, _DUMMY32, _DUMMY32))
+        c0 = 0
+        for c in range(1, nc + 1):
+            if c == nc or not np.array_equal(par[c], par[c0]):
+                _relu_range(*arrays, is32, c0 * m, c * m, np.uint64(k0), np.uint64(k1),
+                            *(float(v) for v in par[c0]))
+                c0 = c
+    return out.reshape(A.shape)
+
+
 def _param(v, shape, n, dt):
     """(flat array, step): step 0 for a broadcast scalar, 1 for a full array."""
     arr = np.asarray(v, dtype=dt)
@@ -1622,9 +1651,19 @@ _PARALLEL_MIN = 1 << 16
 _ROWS_MAX = 128
 
 
+def chain_params(nc: int, dx, dz, consts) -> np.ndarray:
+    """Per-chain parameters of the latent pass, ``(C, 9)`` float64: ``(Δ_X, Δ_Z, *consts)`` of
+    chain ``c`` in row ``c`` (each value a float, shared, or a ``(C,)`` array)."""
+    par = np.empty((nc, 9))
+    for j, v in enumerate((dx, dz, *consts)):
+        par[:, j] = v
+    return par
+
+
 def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConstants, act: int,
                 slope: float, method: int, row_offset: int, out_dtype):
-    """Numba fused latent pass (NumPy arrays, validated arguments): ``(X, Z, sums)``."""
+    """Numba fused latent pass (NumPy arrays, validated arguments): ``(X, Z, sums)``; ``dx``,
+    ``dz`` and the fields of ``consts`` floats (shared) or ``(C,)`` arrays (per chain)."""
     dt = np.dtype(out_dtype)
     nc, n, d = Z.shape
     k = T.shape[-1]
@@ -1635,7 +1674,8 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
     a = _ro(_flat(A, dt))
     W64 = _ro(np.ascontiguousarray(W, dtype=np.float64))
     dn = _ro(np.ascontiguousarray(np.broadcast_to(np.asarray(dnext, dtype=np.float64).reshape(-1), (nc,))))
-    F = _ro(_latent_factors(W64, dn, float(dx), method))
+    par = _ro(chain_params(nc, dx, dz, consts))
+    F = _ro(_latent_factors(W64, dn, par[:, 0], method))
     xo = np.empty(nc * n * d, dtype=dt)
     zo = np.empty(nc * n * d, dtype=dt)
     threads = get_num_threads()
@@ -1646,8 +1686,7 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
                 else ((z, a, Tc, xo, zo) + (_RO64,) * 3 + (_RW64,) * 2))
         kern = _latent_kernel if (threads > 1 and nc * n * d >= _PARALLEL_MIN) else _latent_kernel_serial
         kern(*arrs, is32, W64, dn, F, n, d, k, nc, t_cs, int(row_offset), method, act,
-                       float(slope), float(dx), float(dz), np.uint64(k0), np.uint64(k1),
-                       *(float(v) for v in consts), ngroups, out)
+             float(slope), par, np.uint64(k0), np.uint64(k1), ngroups, out)
     sums = out.reshape(nc, ngroups, 3).sum(axis=1)
     return xo.reshape(nc, n, d), zo.reshape(nc, n, d), sums
 
@@ -1664,12 +1703,12 @@ def gaussian_rows(k0: int, k1: int, B, delta, gram, prior_diag, chol, out_dtype)
     dl = _ro(np.ascontiguousarray(np.broadcast_to(np.asarray(delta, dtype=np.float64), (nc,))))
     out = np.empty((nc, k, d1))
     if chol is not None:
-        R0 = _ro(np.ascontiguousarray(chol, dtype=np.float64).reshape(d1, d1))
+        R0 = _ro(np.ascontiguousarray(chol, dtype=np.float64).reshape(-1, d1, d1))
         _rows_kernel(_ro(np.empty((1, 1, 1))), _ro(np.empty((1, 1))), Bd, dl, R0, True,
                      np.uint64(k0), np.uint64(k1), out)
     else:
         G = _ro(np.ascontiguousarray(gram, dtype=np.float64).reshape(-1, d1, d1))
         pd = _ro(np.ascontiguousarray(np.broadcast_to(np.asarray(prior_diag, dtype=np.float64), (nc, d1))))
-        _rows_kernel(G, pd, Bd, dl, _ro(np.empty((1, 1))), False, np.uint64(k0), np.uint64(k1),
+        _rows_kernel(G, pd, Bd, dl, _ro(np.empty((1, 1, 1))), False, np.uint64(k0), np.uint64(k1),
                      out)
     return out.astype(out_dtype, copy=False)

@@ -96,9 +96,16 @@ def truncated_normal(k0: int, k1: int, mean, sd, bound, upper, shape, out_dtype)
         return out.reshape(shape)
 
 
+def _chain_params(xp, nc, dx, dz, consts):
+    """``(C, 9)`` float64 in ``xp``: per chain ``(Δ_X, Δ_Z, *consts)`` (floats shared, arrays
+    ``(C,)`` per chain), the kernel's ``par``."""
+    cols = [xp.broadcast_to(xp.asarray(v, dtype=xp.float64), (nc,)) for v in (dx, dz, *consts)]
+    return xp.stack(cols, axis=-1)
+
+
 def _latent_factors(W, dnext, dx, method):
     """Per-chain Cholesky factors of the latent pass (float64, the arrays' namespace):
-    ``Δ_X ŴŴ^⊤ + Δ'I`` (method 0) or ``I + (Δ_X/Δ')Ŵ^⊤Ŵ`` (method 1)."""
+    ``Δ_X ŴŴ^⊤ + Δ'I`` (method 0) or ``I + (Δ_X/Δ')Ŵ^⊤Ŵ`` (method 1); ``dx`` shared or ``(C,)``."""
     from .._backend import linalg, namespace
 
     xp = namespace(W)
@@ -106,16 +113,18 @@ def _latent_factors(W, dnext, dx, method):
     d = W.shape[-1] - 1
     Wh = Wd[..., :d]
     dn = xp.astype(dnext, xp.float64)
+    dxc = dx if C.is_scalar(dx) else xp.reshape(xp.astype(dx, xp.float64), (-1, 1, 1))
     if method == 0:
-        M = dx * xp.matmul(Wh, xp.matrix_transpose(Wh)) + dn[:, None, None] * xp.eye(W.shape[-2], dtype=xp.float64)
+        M = dxc * xp.matmul(Wh, xp.matrix_transpose(Wh)) + dn[:, None, None] * xp.eye(W.shape[-2], dtype=xp.float64)
     else:
-        M = xp.eye(d, dtype=xp.float64) + (dx / dn)[:, None, None] * xp.matmul(xp.matrix_transpose(Wh), Wh)
+        M = xp.eye(d, dtype=xp.float64) + (dxc / dn[:, None, None]) * xp.matmul(xp.matrix_transpose(Wh), Wh)
     return Wd, linalg.cholesky(M)
 
 
 def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConstants, act: int,
                 slope: float, method: int, row_offset: int, out_dtype):
-    """CUDA fused latent pass (CuPy arrays, validated arguments): ``(X, Z, sums)``; layers wider
+    """CUDA fused latent pass (CuPy arrays, validated arguments): ``(X, Z, sums)``; ``dx``, ``dz``
+    and the fields of ``consts`` floats (shared) or ``(C,)`` arrays (per chain); layers wider
     than :data:`._csrc.LATENT_MAX` go through the reference code on the GPU."""
     nc, n, d = Z.shape
     k = T.shape[-1]
@@ -136,6 +145,9 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
         wd = cupy.ascontiguousarray(Wd).reshape(-1)
         dn = cupy.ascontiguousarray(cupy.asarray(dnext, dtype=np.float64)).reshape(-1)
         f = cupy.ascontiguousarray(F).reshape(-1)
+        from .._backend import namespace
+
+        par = cupy.ascontiguousarray(_chain_params(namespace(W), nc, dx, dz, consts)).reshape(-1)
         xo = cupy.empty(nc * n * d, dtype=dt)
         zo = cupy.empty(nc * n * d, dtype=dt)
         rs = cupy.empty(nc * n * 3, dtype=np.float64)
@@ -144,8 +156,7 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
             kern = kernel(f"bb_latent_pass_{_suffix(dt)}")
             args = (z, a, t, np.int64(t_chains), wd, dn, f, xo, zo, rs, np.int64(nc), np.int64(n),
                     np.int64(d), np.int64(k), np.int64(row_offset), np.int64(method), np.int64(act),
-                    np.float64(slope), np.float64(dx), np.float64(dz), np.uint64(k0), np.uint64(k1),
-                    *(np.float64(v) for v in consts))
+                    np.float64(slope), par, np.uint64(k0), np.uint64(k1))
             kern((_grid(rows),), (_THREADS,), args)
         sums = rs.reshape(nc, n, 3).sum(axis=1)
         return xo.reshape(nc, n, d), zo.reshape(nc, n, d), sums

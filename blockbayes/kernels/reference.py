@@ -151,6 +151,32 @@ def relu_preact(k0: int, k1: int, A, X, consts: C.ReluConstants, out_dtype):
                       shape)
 
 
+def _chain_shaped(xp, v, nc, ndim):
+    """A per-chain float64 array ``(C,)`` reshaped to ``(C, 1, …)`` (``ndim`` axes) to broadcast
+    against ``(C, …)`` arrays; a Python float unchanged."""
+    return v if C.is_scalar(v) else xp.reshape(v, (nc,) + (1,) * (ndim - 1))
+
+
+def _chain_consts(xp, consts, nc, ndim):
+    return C.ReluConstants(*(_chain_shaped(xp, v, nc, ndim) for v in consts))
+
+
+def relu_preact_chains(k0: int, k1: int, A, X, consts: C.ReluConstants, out_dtype):
+    """:func:`relu_preact` with per-chain constants (each a ``(C,)`` array for ``A.shape[0] = C``);
+    element counters are the flat indices, as with shared constants."""
+    xp = namespace(A, X)
+    dev = device_of(A)
+    shape = A.shape
+    nc = shape[0]
+    n = C.prod(shape)
+    m = n // nc if nc else 0
+    a = xp.reshape(xp.astype(A, xp.float64), (nc, m))
+    x = xp.reshape(xp.astype(X, xp.float64), (nc, m))
+    i = xp.reshape(_counters(xp, n, dev), (nc, m))
+    return xp.reshape(_relu_counters(xp, k0, k1, a, x, i, _chain_consts(xp, consts, nc, 2), out_dtype),
+                      shape)
+
+
 def _relu_counters(xp, k0, k1, a, x, i, consts, out_dtype):
     """ReLU draws for float64 ``a, x`` with element counters ``i`` (uniforms ``2i``, ``2i+1``)."""
     dev = device_of(a)
@@ -225,6 +251,9 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
     dn = xp.astype(dnext, f64)
     Wh = Wd[..., :d]
     b = Wd[..., d]
+    # Δ_X, Δ_Z shared (floats) or per chain (arrays, as (C, 1, 1))
+    dx = _chain_shaped(xp, dx, nc, 3)
+    dz = _chain_shaped(xp, dz, nc, 3)
     rows = xp.arange(n, dtype=xp.uint64, device=dev) + _u64(xp, int(row_offset), dev)
     ch = xp.arange(nc, dtype=xp.uint64, device=dev)
     g = rows[None, :, None] * _u64(xp, nc, dev) + ch[:, None, None]          # (C, n, 1)
@@ -247,7 +276,7 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
         x = x0 + dx * xp.matmul(Y, Wh)
         r = dn[:, None, None] * Y + se * e
     else:
-        ratio = (dx / dn)[:, None, None]
+        ratio = dx / dn[:, None, None]
         eye = xp.eye(d, dtype=f64, device=dev)
         R = linalg.cholesky(eye + ratio * xp.matmul(WhT, Wh))
         tb = t - b[:, None, :]
@@ -259,8 +288,9 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
     Xo = xp.astype(x, out_dtype)
     xs = xp.astype(Xo, f64)
     if act == 0:
-        Zo = xp.reshape(_relu_counters(xp, k0, k1, xp.reshape(a, (-1,)), xp.reshape(xs, (-1,)),
-                                       xp.reshape(i, (-1,)), consts, out_dtype), (nc, n, d))
+        Zo = xp.reshape(_relu_counters(xp, k0, k1, xp.reshape(a, (nc, -1)), xp.reshape(xs, (nc, -1)),
+                                       xp.reshape(i, (nc, -1)), _chain_consts(xp, consts, nc, 2), out_dtype),
+                        (nc, n, d))
     else:
         s = dx + dz
         u = _uniform_from_counters(xp, k0, k1, i * _u64(xp, 2, dev), dev)
@@ -282,7 +312,7 @@ def gaussian_rows(k0: int, k1: int, B, delta, gram, prior_diag, chol, out_dtype)
     Bd = xp.astype(B, f64)
     dl = xp.astype(delta, f64)
     if chol is not None:
-        R = xp.broadcast_to(xp.astype(xp.reshape(chol, (d1, d1)), f64), (nc, d1, d1))
+        R = xp.broadcast_to(xp.astype(xp.reshape(chol, (-1, d1, d1)), f64), (nc, d1, d1))
     else:
         eye = xp.eye(d1, dtype=f64, device=dev)
         M = xp.astype(gram, f64) + (dl[:, None] * xp.astype(prior_diag, f64))[:, :, None] * eye

@@ -31,7 +31,7 @@ the uncertainty estimate.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 from .._backend import backend_name, device_of, namespace
 from .._backend import linalg
@@ -185,9 +185,20 @@ def finalize(stats: RBStats):
     return tuple(means), tuple(covs), tuple(within)
 
 
+#: ``(num_warmup, num_samples, num_chains)`` of :func:`run` when not given: untempered, and when
+#: replica exchange is on (``tempering="auto"`` turns it on only for tiny problems — at most 16
+#: replicas — where a sweep costs a few ms and is call-bound: the replicas and chains run as the
+#: chains of one sweep, so 16 chains cost ~1.7× 4). Measured (benchmarks/gibbs_tiny_sd.py, both
+#: suite regimes, seeds 0–5, starts prior/zero/CAVI): 4 × (200 + 200) sweeps leave the pooled
+#: marginal sds 3–65% off; 16 × (500 + 1500) within 10% on all 36 rows (docs/gibbs-moves.md §4).
+DEFAULT_BUDGET = (200, 200, 4)
+TEMPERED_BUDGET = (500, 1500, 16)
+
+
 @deprecated_names(n_samples="num_samples", n_warmup="num_warmup", n_chains="num_chains")
 @one_blas_thread
-def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_chains: int = 4, thin: int = 1,
+def run(net: MLP, X, y, *, num_samples: Optional[int] = None, num_warmup: Optional[int] = None,
+        num_chains: Optional[int] = None, thin: int = 1,
         init=None, cavi_iters: int = 100, cavi_restarts: int = 8, seed=None, device=None, dtype=None,
         progress: bool = True, learn_noise: bool = False, learn_prior: bool = False,
         keep_samples: bool = True, check_every=None, checkpoint=None, checkpoint_every=None,
@@ -207,7 +218,11 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
     X : array, shape (n, d_in)
     y : array, shape (n,) or (n, d_out); int class labels (n,) for the classifiers
     num_samples, num_warmup, num_chains, thin : int
-        As in :func:`blockbayes.gibbs.run` (``num_samples`` kept sweeps per chain).
+        As in :func:`blockbayes.gibbs.run` (``num_samples`` kept sweeps per chain). Not given:
+        :data:`DEFAULT_BUDGET` (200 warm-up, 200 kept, 4 chains), or :data:`TEMPERED_BUDGET`
+        (500, 1500, 16 chains) when replica exchange runs (``config["tempering"]["active"]``:
+        only tiny problems, where sweeps are cheap and 4 × 200 sweeps leave the marginal sds
+        10–30% off).
     init : None, {"cavi", "prior", "zero"}, sequence of weights, mapping or GibbsState
         ``None`` (default): ``"cavi"`` for Gaussian regression, ``"prior"`` for the classifiers
         (block CAVI is Gaussian-only). ``"cavi"``: each chain starts from one draw of the best of ``cavi_restarts`` block-CAVI
@@ -244,7 +259,10 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
         ``final_state`` is an :class:`RBState` (continue with ``init=result.final_state.gibbs``).
     """
     for name, v, lo in (("num_samples", num_samples, 1), ("num_warmup", num_warmup, 0),
-                        ("num_chains", num_chains, 1), ("thin", thin, 1), ("cavi_iters", cavi_iters, 1),
+                        ("num_chains", num_chains, 1)):
+        if v is not None:
+            check_int(name, v, lo)
+    for name, v, lo in (("thin", thin, 1), ("cavi_iters", cavi_iters, 1),
                         ("cavi_restarts", cavi_restarts, 1)):
         check_int(name, v, lo)
     X, y = prepare(net, X, y, device=device, dtype=dtype, task="noisy", per_chain=False, method=NOISY_VI)
@@ -257,6 +275,13 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
     if learn_noise and not gaussian:
         raise ValueError(f"learn_noise is not available for likelihood={net.likelihood!r}")
     xp = namespace(X, y)
+    from ..gibbs import tempering as _tp
+
+    tplan = _tp.plan(net, X.shape[0], _tp.Tempering.coerce(tempering), output=not learn_noise)
+    budget = TEMPERED_BUDGET if tplan.active else DEFAULT_BUDGET
+    num_warmup = budget[0] if num_warmup is None else num_warmup
+    num_samples = budget[1] if num_samples is None else num_samples
+    num_chains = budget[2] if num_chains is None else num_chains
     root = bbr.key(seed)
     k_cavi, k_draw, k_init, k_run = bbr.split(root, 4)
     cavi_elbo = None
@@ -270,19 +295,15 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
         init_arg = start
     else:
         init_arg = init
-    from ..gibbs import tempering as _tp
-
-    tplan = _tp.plan(net, X.shape[0], _tp.Tempering.coerce(tempering), output=not learn_noise)
-    tstate = rep_nets = rep_caches = None
+    tstate = lad = None
     if tplan.active:
         tstate = _tp.init(k_init, net, X, y, tplan.factors, num_chains=num_chains, init=init_arg,
                           output=tplan.output)
-        state = tstate.replicas[0]
-        rep_nets = _tp.replica_nets(net, tplan.factors, tplan.output)
-        rep_caches = tuple(_gibbs.precompute(nk, X, learn_prior=learn_prior) for nk in rep_nets)
+        state = tstate.replica(0)
+        lad = _tp.ladder(net, X, tplan.factors, num_chains, output=tplan.output, learn_prior=learn_prior)
     else:
         state = _gibbs.init(k_init, net, X, y, num_chains=num_chains, init=init_arg)
-    cache = rep_caches[0] if tplan.active else _gibbs.precompute(net, X, learn_prior=learn_prior)
+    cache = None if tplan.active else _gibbs.precompute(net, X, learn_prior=learn_prior)
     stats = init_stats(net, num_chains, X)
     S, C, L = num_samples, num_chains, net.num_layers
     dt = X.dtype
@@ -290,9 +311,9 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
     def step_fn(sub, carry, sweep):
         tst = carry.tempering
         if tst is not None:
-            tst, _ = _tp.step(sub, tst, rep_nets, rep_caches, X, y, warmup=sweep < num_warmup, output=tplan.output,
+            tst, _ = _tp.step(sub, tst, lad, X, y, warmup=sweep < num_warmup,
                               learn_noise=learn_noise, learn_prior=learn_prior)
-            st = tst.replicas[0]
+            st = tst.replica(0)
         else:
             st, _ = _gibbs.step(sub, carry.gibbs, net, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
                                 cache=cache)
@@ -301,7 +322,7 @@ def run(net: MLP, X, y, *, num_samples: int = 200, num_warmup: int = 200, num_ch
 
     def check(carry, info):
         if carry.tempering is not None:
-            return [b for r in carry.tempering.replicas for b in _gibbs.first_nonfinite(xp, r)]
+            return _gibbs.first_nonfinite(xp, carry.tempering.state)
         return _gibbs.first_nonfinite(xp, carry.gibbs)
 
     def collect(carry, info, sweep):
