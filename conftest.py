@@ -11,6 +11,8 @@
 """
 import os
 
+import pytest
+
 try:
     from threadpoolctl import threadpool_limits
 
@@ -39,3 +41,17 @@ def pytest_configure(config):
     dev = config.getoption("--device", default=None)
     if dev is not None:
         os.environ["BLOCKBAYES_TEST_DEVICE"] = dev
+
+
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """BLAS limited to one thread for a module, re-applied after the module's imports (threadpoolctl
+    limits only the libraries loaded when it is called: SciPy's OpenBLAS may load later than this
+    file's session-wide limit). Use with ``pytestmark = pytest.mark.usefixtures("one_blas_thread")``."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with threadpool_limits(1):
+        yield

@@ -10,16 +10,7 @@ from blockbayes.laplace import LaplaceResult
 STRUCTS = ["diag", "kfac", "full", "block"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Tiny LAPACK calls are slowed 100x by BLAS thread oversubscription on the shared CI cores."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")   # BLAS on one thread (conftest.py)
 
 
 def _reg(seed=0, n=24, widths=(2, 5, 1)):

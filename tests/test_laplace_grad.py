@@ -15,16 +15,7 @@ ACTS = ["relu", "identity", "leaky_relu"]
 LIKS = [("gaussian", 2), ("categorical", 3), ("bernoulli", 1)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Tiny LAPACK calls are slowed 100x by BLAS thread oversubscription on the shared CI cores."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")   # BLAS on one thread (conftest.py)
 
 
 def _problem(widths, act, lik, n, seed, jitter=0.4):

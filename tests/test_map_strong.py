@@ -10,15 +10,7 @@ import blockbayes as bb
 from blockbayes.laplace import batched_objective, lbfgs_batched, map_ensemble, map_fit, member_keys
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")   # BLAS on one thread (conftest.py)
 
 
 def _data(seed=0, n=40, widths=(2, 6, 1), noise=0.1):

@@ -16,19 +16,7 @@ from blockbayes import vi
 from blockbayes._backend import random as bbr
 from blockbayes.vi import cavi, mean_field, rao_blackwell, sampled, targets
 
-try:  # BLAS threads fight over the shared cores; tiny matrices gain nothing from them
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    threadpool_limits = None
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    if threadpool_limits is None:
-        yield
-    else:
-        with threadpool_limits(1):
-            yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")   # BLAS on one thread (conftest.py)
 
 
 def _data(n=25, d=3, seed=0, dtype=np.float64, d_out=1):

@@ -20,21 +20,10 @@ import pytest
 import blockbayes as bb
 from blockbayes.vi import rao_blackwell
 
-try:
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    threadpool_limits = None
-
 Z_MAX = 4.5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    if threadpool_limits is None:
-        yield
-    else:
-        with threadpool_limits(1):
-            yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")   # BLAS on one thread (conftest.py)
 
 
 def _data(n=40, d=2, K=3, seed=0):

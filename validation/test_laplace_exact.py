@@ -26,16 +26,7 @@ from blockbayes.laplace import _mlp_grad as mg
 EXACT = ("full", "kfac", "block")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Tiny LAPACK calls are slowed 100x by BLAS thread oversubscription on the shared CI cores."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")   # BLAS on one thread (conftest.py)
 
 
 # ---------------------------------------------------------------------------- linear model

@@ -50,19 +50,7 @@ from blockbayes import vi
 from blockbayes._backend import random as bbr
 from blockbayes.vi import cavi
 
-try:
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    threadpool_limits = None
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    if threadpool_limits is None:
-        yield
-    else:
-        with threadpool_limits(1):
-            yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")   # BLAS on one thread (conftest.py)
 
 
 # ------------------------------------------------------------------------------- 1. linear model

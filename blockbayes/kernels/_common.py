@@ -83,23 +83,15 @@ class ReluConstants(NamedTuple):
 
 
 def relu_constants(dz: float, dx: float, slope: float) -> ReluConstants:
-    """Constants of :class:`ReluConstants` for ``Δ_Z = dz``, ``Δ_X = dx``, slope ``s``."""
-    s_pos = dx + dz
-    s_neg = dx + slope * slope * dz
-    p1 = math.sqrt(dx / (s_pos * dz))
-    p2 = math.sqrt(dz / (s_pos * dx))
-    n1 = math.sqrt(dx / (s_neg * dz))
-    n2 = slope * math.sqrt(dz / (s_neg * dx))
-    sd_pos = math.sqrt(dz * dx / s_pos)
-    sd_neg = math.sqrt(dz * dx / s_neg)
-    ratio = dz / dx
-    half_log = 0.5 * (math.log1p(slope * slope * ratio) - math.log1p(ratio))
-    return ReluConstants(p1, p2, n1, n2, sd_pos, sd_neg, half_log)
+    """Constants of :class:`ReluConstants` for ``Δ_Z = dz``, ``Δ_X = dx``, slope ``s`` (floats;
+    the formulas of :func:`relu_constants_array`, evaluated with :mod:`math`)."""
+    return relu_constants_array(math, dz, dx, slope)
 
 
 def relu_constants_array(xp, dz, dx, slope: float) -> ReluConstants:
-    """:func:`relu_constants` per chain: ``dz``, ``dx`` float64 arrays of one shape (any
-    namespace and device; the same formulas, elementwise), a :class:`ReluConstants` of arrays."""
+    """The constants of :class:`ReluConstants`, elementwise: ``dz``, ``dx`` float64 arrays of
+    one shape in namespace ``xp`` (any device; a :class:`ReluConstants` of arrays), or floats
+    with ``xp = math`` (:func:`relu_constants`)."""
     s_pos = dx + dz
     s_neg = dx + slope * slope * dz
     p1 = xp.sqrt(dx / (s_pos * dz))

@@ -1174,6 +1174,29 @@ def _lg_fz(zo, a, lo, m_all, slope, xb):
     return _sq_diff_sum(zo, lo, a, lo, m_all)
 
 
+@njit(inline="always", **_JIT)
+def _solve_llt_columns(R, L, k, nrows):
+    """``R[:, r] ← (L Lᵀ)⁻¹ R[:, r]`` for every column ``r < nrows`` in place (``L``: k × k lower
+    Cholesky factor): forward then backward substitution, the columns innermost (independent,
+    so the loops vectorise)."""
+    for m in range(k):                      # L v = s
+        for p in range(m):
+            lmp = L[m, p]
+            for r in range(nrows):
+                R[m, r] -= lmp * R[p, r]
+        lmm = L[m, m]
+        for r in range(nrows):
+            R[m, r] = R[m, r] / lmm
+    for m in range(k - 1, -1, -1):          # L^T y = v
+        for p in range(m + 1, k):
+            lpm = L[p, m]
+            for r in range(nrows):
+                R[m, r] -= lpm * R[p, r]
+        lmm = L[m, m]
+        for r in range(nrows):
+            R[m, r] = R[m, r] / lmm
+
+
 @njit(**_JIT)
 def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k0, k1, g0, nc):
     """Perturb and correct for all rows of the task at once (``xb`` holds ``f(z)``, ``nb`` the
@@ -1209,22 +1232,7 @@ def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k
                 R[m, r] -= w * xT[j, r]
         for r in range(nrows):
             R[m, r] = R[m, r] - se * ek[r * k + m]
-    for m in range(k):                      # L v = s
-        for p in range(m):
-            lmp = L[m, p]
-            for r in range(nrows):
-                R[m, r] -= lmp * R[p, r]
-        lmm = L[m, m]
-        for r in range(nrows):
-            R[m, r] = R[m, r] / lmm
-    for m in range(k - 1, -1, -1):          # L^T y = v
-        for p in range(m + 1, k):
-            lpm = L[p, m]
-            for r in range(nrows):
-                R[m, r] -= lpm * R[p, r]
-        lmm = L[m, m]
-        for r in range(nrows):
-            R[m, r] = R[m, r] / lmm
+    _solve_llt_columns(R, L, k, nrows)       # R ← (L Lᵀ)⁻¹ R, column by column
     s_next = 0.0
     for m in range(k):
         acc = 0.0
@@ -1275,22 +1283,7 @@ def _lg_rows_matheron_rowwise(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, d
                 R[m, r] -= w * xb[r * d + j]
         for r in range(nrows):
             R[m, r] = R[m, r] - se * ek[r * k + m]
-    for m in range(k):                      # L v = s
-        for p in range(m):
-            lmp = L[m, p]
-            for r in range(nrows):
-                R[m, r] -= lmp * R[p, r]
-        lmm = L[m, m]
-        for r in range(nrows):
-            R[m, r] = R[m, r] / lmm
-    for m in range(k - 1, -1, -1):          # L^T y = v
-        for p in range(m + 1, k):
-            lpm = L[p, m]
-            for r in range(nrows):
-                R[m, r] -= lpm * R[p, r]
-        lmm = L[m, m]
-        for r in range(nrows):
-            R[m, r] = R[m, r] / lmm
+    _solve_llt_columns(R, L, k, nrows)       # R ← (L Lᵀ)⁻¹ R, column by column
     s_next = 0.0
     for r in range(nrows):
         for m in range(k):
