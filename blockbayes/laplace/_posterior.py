@@ -250,9 +250,22 @@ class Structure(abc.ABC):
     def marginal_variance(self, fac) -> dict:
         """Implemented by each structure (Diag, Block, KFAC, Full)."""
 
+    @abc.abstractmethod
+    def dense_precision(self, phi):
+        """``P = φ·GGN + Λ`` as a dense ``(p, p)`` matrix over the active parameters (tests)."""
+
+    @abc.abstractmethod
+    def glm_cov(self, fac, Xc):
+        """``F(x)`` ``(m, C)`` and the linearised predictive covariance ``J Σ Jᵀ`` ``(m, C, C)``."""
+
+
+class Layerwise(Structure):
+    """A structure whose data precision acts layer by layer (Diag, Block, KFAC): the dense
+    precision is assembled from :meth:`precision_apply_layer`."""
+
+    @abc.abstractmethod
     def precision_apply_layer(self, phi, l, Vl):
         """``φ·GGN_l v`` (data part only) for ``Vl`` of shape ``(b, d, k)``."""
-        raise NotImplementedError
 
     def dense_precision(self, phi):
         o, xp = self.owner, self.xp
@@ -261,6 +274,11 @@ class Structure(abc.ABC):
         out = {l: self.precision_apply_layer(phi, l, V[l]) + V[l] * o._lam(l)[None, None, :] for l in o.layers}
         Pm = o._flatten(out)
         return (Pm + xp.matrix_transpose(Pm)) / 2
+
+
+class RowIndependent(Layerwise):
+    """A structure whose covariance is independent across a layer's rows (Diag, Block): the
+    predictive covariance needs only each node's ``h̃ᵀ Σ_{l,i} h̃`` (:meth:`row_var`)."""
 
     def glm_cov(self, fac, Xc):
         """``F(x)`` ``(m, C)`` and ``Σ_l G_l diag(h̃ᵀ Σ_{l,i} h̃) G_lᵀ`` ``(m, C, C)`` for the
@@ -276,11 +294,13 @@ class Structure(abc.ABC):
             V = V + xp.matmul(Gp * T[:, None, :], Gl)
         return F, V
 
+    @abc.abstractmethod
     def row_var(self, fac, l, H):
-        raise NotImplementedError
+        """``h̃ᵀ Σ_{l,i} h̃`` ``(m, d)`` per node ``i`` of layer ``l``, for the layer's augmented
+        inputs ``H`` (one row ``h̃`` per test point)."""
 
 
-class Diag(Structure):
+class Diag(RowIndependent):
     """``P = diag(φ·diag(GGN) + λ)``: ``d·k`` numbers per layer."""
 
     name = "diag"
@@ -311,7 +331,7 @@ class Diag(Structure):
         return xp.matmul(H * H, xp.matrix_transpose(1.0 / fac["prec"][l]))    # (m, d)
 
 
-class Block(Structure):
+class Block(RowIndependent):
     """Node blocks ``P_{l,i} = Λ_l + φ Σ_μ c_{μi} h̃_μ h̃_μᵀ`` by Cholesky: ``d·k²`` numbers per layer."""
 
     name = "block"
@@ -374,7 +394,7 @@ class Block(Structure):
         return xp.matrix_transpose(xp.sum(Z * Z, axis=1))                 # (m, d)
 
 
-class KFAC(Structure):
+class KFAC(Layerwise):
     """``P_l = φ B_l ⊗ A_l + I ⊗ Λ_l`` in the eigenbases of ``B_l`` and ``Λ^{-1/2} A_l Λ^{-1/2}``
     (``kfac_bias="separate"``: weight and bias column groups without cross terms)."""
 
