@@ -217,6 +217,30 @@ def test_recover_fallback_counts_and_stays_finite():
     assert all(np.isfinite(a).all() for a in pre + post)
 
 
+def test_live_workers_asks_the_scheduler_not_the_stale_cache():
+    """Regression (CI, stop 23): ``client.scheduler_info`` returned a cache that the client's
+    periodic refresh had just overwritten without per-worker entries, so a running LocalCluster
+    looked empty. ``live_workers`` must read the scheduler's own answer."""
+    from blockbayes.distributed._engine import live_workers
+
+    class Scheduler:
+        @staticmethod
+        def identity(n_workers=0):
+            assert n_workers == -1
+            return {"workers": {"tcp://b:2": {}, "tcp://a:1": {}}}
+
+    class StaleClient:
+        scheduler = Scheduler()
+
+        def scheduler_info(self, n_workers=5):  # what the periodic refresh leaves behind
+            return {"workers": {}}
+
+        def sync(self, fn, *a, **kw):
+            return fn(*a, **kw)
+
+    assert live_workers(StaleClient()) == ["tcp://a:1", "tcp://b:2"]
+
+
 def test_data_generator_is_chunk_deterministic(tmp_path):
     net = bb.MLP([4, 5, 1], delta=0.01)
     p1 = dd.data.write_teacher_student(str(tmp_path / "a"), net, 2500, seed=3, chunk_rows=1000)

@@ -11,7 +11,19 @@ import numpy as np
 
 from ._shard import Shard
 
-__all__ = ["row_ranges", "InProcessEngine", "DaskEngine", "ShardLost"]
+__all__ = ["row_ranges", "live_workers", "InProcessEngine", "DaskEngine", "ShardLost"]
+
+
+def live_workers(client) -> list:
+    """Addresses of the workers the scheduler knows now, sorted.
+
+    Asks the scheduler directly. ``client.scheduler_info(n_workers=-1)`` is not used: it refreshes
+    the client's cached identity and then returns the cache, which the client's own periodic
+    refresh (run with ``n_workers=0``, no per-worker entries) can overwrite in between, so it
+    sometimes reports a running cluster as having no workers.
+    """
+    info = client.sync(client.scheduler.identity, n_workers=-1)
+    return sorted(info.get("workers", {}))
 
 
 class ShardLost(RuntimeError):
@@ -127,16 +139,25 @@ class DaskEngine:
         _install_comm_counter()
         self.actors = [None] * len(ranges)
         self.where = [None] * len(ranges)
-        workers = self._workers()
-        if not workers:
-            raise ShardLost("the Dask cluster has no workers")
+        workers = self._wait_for_workers("the Dask cluster has no workers")
         futs = [self._create(i, workers[i % len(workers)]) for i in range(len(ranges))]
         for i, f in enumerate(futs):
             self.actors[i] = f.result()
 
     # ------------------------------------------------------------------ setup
     def _workers(self):
-        return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        return live_workers(self.client)
+
+    def _wait_for_workers(self, why: str) -> list:
+        """Live workers, waiting up to ``wait_workers`` seconds for at least one to appear."""
+        deadline = time.monotonic() + self.wait_workers
+        while True:
+            live = self._workers()
+            if live:
+                return live
+            if time.monotonic() > deadline:
+                raise ShardLost(f"{why}: none came within {self.wait_workers} s")
+            time.sleep(0.2)
 
     def _source(self, arr, a, b, addr):
         part = rows_of(arr, a, b)
@@ -189,14 +210,7 @@ class DaskEngine:
     def _recover(self, i, exc, weights, delta_y, rec_key, learn_noise, recover_tries):
         """Re-create shard ``i`` and redraw its latents exactly given the current weights."""
         t0 = time.perf_counter()
-        deadline = time.monotonic() + self.wait_workers
-        while True:
-            live = self._workers()
-            if live:
-                break
-            if time.monotonic() > deadline:
-                raise ShardLost(f"shard {i} lost ({exc!r}) and no worker came back within {self.wait_workers} s")
-            time.sleep(0.2)
+        live = self._wait_for_workers(f"shard {i} lost ({exc!r}) and no worker is left")
         load = {w: sum(1 for x in self.where if x == w) for w in live}
         addr = min(live, key=lambda w: (load[w], w))
         self.actors[i] = self._create(i, addr).result(timeout=self.timeout)

@@ -15,7 +15,7 @@ from ..model import MLP
 from ..gibbs.result import GibbsResult
 from . import _random as rnd
 from ._driver import draw_block, log_joint_from_stats, prior_weights
-from ._engine import DaskEngine, InProcessEngine, row_ranges
+from ._engine import DaskEngine, InProcessEngine, live_workers, row_ranges
 from ._shard import tree_sum
 
 __all__ = ["run", "step", "reduce_stats", "RunTimings"]
@@ -254,7 +254,7 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     N = int(X.shape[0])
     C, S, L = num_chains, num_samples, net.num_layers
     if num_shards is None:
-        num_shards = len(client.scheduler_info(n_workers=-1)["workers"]) if client is not None else 1
+        num_shards = len(live_workers(client)) if client is not None else 1
     _check_int("num_shards", num_shards, 1)
     ranges = row_ranges(N, num_shards, _chunk_edges(X))
     shard_kw = dict(num_chains=C, dtype=dt.name, block_rows=block_rows, latent_dir=latent_dir,
