@@ -8,9 +8,12 @@ inputs and run as the chains of ONE vectorised sampler (per-chain targets ``y`` 
 ``(C, n, 1)``). A chain has *thermalised* once the test MSE of its noise-free network against the
 teacher's noise-free network, on 2000 fresh inputs, is ≤ 3Δ (checked every ``--every`` sweeps).
 The move runs in warm-up mode throughout (step size and preconditioner adapting): everything in
-this experiment is warm-up.
+this experiment is warm-up. The optional ``map`` arm is not a zero start: each seed's chain starts
+from the best of ``--map-restarts`` L-BFGS MAP fits of the standard network, and the fits' wall
+time is charged to the arm's budget (what a user of ``gibbs.run(init="map")`` would pay).
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_thermalisation.py --delta 1e-3 1e-4 --seeds 32 --budget 150
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_thermalisation.py --delta 1e-4 --seeds 32 --budget 300 --arms plain map
 """
 from __future__ import annotations
 
@@ -48,18 +51,34 @@ def test_mse(state, Xt, ft):
     return np.mean((f - ft) ** 2, axis=(1, 2))
 
 
-def run_arm(net, X, y, Xt, ft, delta, *, moves, budget, every, seed):
+def map_start_weights(net, X, y, *, restarts, max_iter, seed):
+    """Per-seed MAP weights of the standard network (best of ``restarts`` L-BFGS fits each)."""
+    from blockbayes import laplace
+
+    per = [laplace.map_fit(net, X, y[c], seed=seed * 1000 + c, restarts=restarts, max_iter=max_iter,
+                           progress=False) for c in range(y.shape[0])]
+    return tuple(np.stack([w[l] for w in per]) for l in range(net.num_layers))
+
+
+def run_arm(net, X, y, Xt, ft, delta, *, moves, budget, every, seed, start=None):
+    """One arm. ``start``: None (zero init) or ``(restarts, max_iter)`` for MAP starts, whose
+    fitting time is charged to the arm's budget."""
     C = y.shape[0]
     key = bbr.key(seed)
     k0, key = bbr.split(key)
-    state = gibbs.init(k0, net, X, y, num_chains=C, init="zero")
+    t0 = time.perf_counter()
+    if start is None:
+        state = gibbs.init(k0, net, X, y, num_chains=C, init="zero")
+    else:
+        w = map_start_weights(net, X, y, restarts=start[0], max_iter=start[1], seed=seed)
+        state = gibbs.init(k0, net, X, y, num_chains=C, init=w)
     cache = gibbs.precompute(net, X)
     mstate = moves.init(state, net, X, y) if moves is not None else None
     hit_sweep = np.full(C, -1)
     hit_time = np.full(C, np.nan)
-    t0 = time.perf_counter()
+    fit_s = time.perf_counter() - t0
     sweeps = 0
-    while time.perf_counter() - t0 < budget:
+    while time.perf_counter() - t0 < budget or sweeps == 0:
         key, k1, k2 = bbr.split(key, 3)
         state, _ = gibbs.step(k1, state, net, X, y, cache=cache)
         if moves is not None:
@@ -71,7 +90,7 @@ def run_arm(net, X, y, Xt, ft, delta, *, moves, budget, every, seed):
             hit_sweep[new] = sweeps
             hit_time[new] = time.perf_counter() - t0
     mse = test_mse(state, Xt, ft)
-    return dict(sweeps=sweeps, frac=float(np.mean(hit_sweep >= 0)), hits=int(np.sum(hit_sweep >= 0)),
+    return dict(sweeps=sweeps, frac=float(np.mean(hit_sweep >= 0)), hits=int(np.sum(hit_sweep >= 0)), fit_s=fit_s,
                 t_med=float(np.nanmedian(hit_time)) if np.any(hit_sweep >= 0) else float("nan"),
                 mse_med=float(np.median(mse)), wall=time.perf_counter() - t0,
                 accept=(float(np.mean(mstate.accept[0])) if moves is not None else float("nan")))
@@ -85,6 +104,11 @@ def main(argv=None):
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arms", nargs="+", default=["plain", "nc"], choices=["plain", "nc", "map"],
+                    help="plain: Gibbs from zero; nc: Gibbs + non-centred moves from zero; map: Gibbs "
+                         "from per-seed MAP fits (fit time charged to the budget; not a zero start)")
+    ap.add_argument("--map-restarts", type=int, default=8)
+    ap.add_argument("--map-iter", type=int, default=1000)
     a = ap.parse_args(argv)
     print(f"planted teacher d=50 K=10 n=2084, {a.seeds} seeds (one vectorised sampler), from zero, "
           f"budget {a.budget:.0f} s per arm; thermalised = test MSE <= 3Δ; load avg (1 min) {os.getloadavg()[0]:.2f}")
@@ -92,9 +116,15 @@ def main(argv=None):
     for delta in a.delta:
         net = bb.MLP([50, 10, 1], "relu", prior_prec="fan_in", delta=delta)
         X, y, Xt, ft = teachers(a.seed, a.seeds, delta)
-        for name, mv in (("plain Gibbs", None), (f"Gibbs + NC-MALA x{a.steps}", NonCentredMove(steps=a.steps, refresh_every=50))):
-            r = run_arm(net, X, y, Xt, ft, delta, moves=mv, budget=a.budget, every=a.every, seed=a.seed)
+        arms = {"plain": ("plain Gibbs", None, None),
+                "nc": (f"Gibbs + NC-MALA x{a.steps}", NonCentredMove(steps=a.steps, refresh_every=50), None),
+                "map": (f"Gibbs from MAP (best of {a.map_restarts})", None, (a.map_restarts, a.map_iter))}
+        for arm in a.arms:
+            name, mv, start = arms[arm]
+            r = run_arm(net, X, y, Xt, ft, delta, moves=mv, budget=a.budget, every=a.every, seed=a.seed, start=start)
             acc = "" if mv is None else f"{r['accept']:.2f}"
+            if start is not None:
+                acc = f"fit {r['fit_s']:.0f}s"
             print(f"{delta:7.0e} {name:>22} {r['sweeps']:7d} {r['hits']:>5d}/{a.seeds:<3d}({r['frac']:.2f}) "
                   f"{r['t_med']:15.1f} {r['mse_med'] / delta:13.2f} {acc:>7}  (load {os.getloadavg()[0]:.2f})", flush=True)
 
