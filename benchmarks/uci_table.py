@@ -154,7 +154,8 @@ def describe(cfg) -> str:
     if cfg["method"] in ("map", "ensemble", "map_joint", "ensemble_joint") and opts.get("noise") == "joint":
         ens = cfg["method"].startswith("ensemble")
         lead = (f"{opts['members']} MAP fits (one batched L-BFGS problem, one start each)" if ens
-                else f"MAP (best objective of {opts['restarts']} starts, one batched L-BFGS problem)")
+                else f"MAP (best objective of {opts['restarts']} starts, one batched L-BFGS problem"
+                + (": the ensemble's members, one shared fit)" if opts.get("restart_seeds") == "ensemble" else ")"))
         return (f"{lead}: weights and noise variance jointly (MAP of (θ, log Δ_y), 1/Δ_y ~ Gamma"
                 f"{tuple(opts['noise_prior'])}, weight prior λ = fan-in), L-BFGS until max|∇E/n| ≤ {opts['tol']:g}, "
                 f"no further decrease, or {opts['max_iter']} iterations"
