@@ -219,3 +219,34 @@ def test_restart_seeds_errors():
             point_fit.map_posterior(net, X, y, seed=1, restart_seeds="ensemble", **bad)
     with pytest.raises(ValueError, match="members must be"):
         point_fit.joint_members(net, X, y, seed=1, members=0)
+
+
+def test_evaluate_map_joint_shared_reuses_the_ensemble_fit_and_owes_its_time():
+    """The runner's `map_joint_shared` after `ensemble_joint` (same data and seed) is the ensemble's
+    lowest-objective member, computed by that fit (memo) and charged its wall time."""
+    from blockbayes import evaluate as ev
+    from blockbayes import point_fit
+
+    net, X, y = _data(9, n=40, noise=0.05)
+    arch = ev.Arch(2, (6,), "regression")
+    point_fit.clear_cache()
+    try:
+        e = ev.get_method("ensemble_joint")
+        pe = e.fit(arch, X, y[:, 0], seed=0, **e.options({"max_iter": 1500, "members": 3}))
+        assert pe.diagnostics["members_owed_s"] == 0.0 and not pe.diagnostics["members_reused"]
+        m = ev.get_method("map_joint_shared")
+        assert m.defaults["restart_seeds"] == "ensemble" and ev.get_method("map_joint").defaults["restarts"] == 3
+        pm = m.fit(arch, X, y[:, 0], seed=0, **m.options({"max_iter": 1500, "restarts": 3}))
+        d = pm.diagnostics
+        assert d["members_owed_s"] == pytest.approx(pe.diagnostics["members_time_s"], rel=0) and d["members_owed_s"] > 0
+        assert pm.extra_time_s >= d["members_owed_s"]
+        k = d["map_best_restart"]
+        assert k == int(np.argmin(d["map_restart_objectives"]))
+        std = bb.MLP([2, 6, 1], "relu", likelihood="gaussian", prior_prec="fan_in", delta={"y": 0.1})
+        fit = point_fit.joint_members(std, X, y[:, 0], seed=0, members=3, max_iter=1500, tol=1e-6, ftol=0.0,
+                                      cache=True)
+        assert fit["reused"]                                        # the runner's fit, from the memo
+        F = np.asarray(bb.model.forward(std, tuple(np.asarray(w)[k] for w in fit["weights"]), X)).reshape(-1)
+        np.testing.assert_array_equal(np.asarray(pm.predict(X)[0]).reshape(-1), F)
+    finally:
+        point_fit.clear_cache()
