@@ -71,6 +71,8 @@ METHODS = {
     "ensemble": {"method": "ensemble", "members": 5},
     # the strong point estimates of issue 16 (joint noise, L-BFGS to a gradient tolerance): opt-in
     "map_joint": {"method": "map_joint"},
+    # the same, its starts those of ensemble_joint (one shared fit; issue 16, session 8): opt-in
+    "map_joint_shared": {"method": "map_joint_shared"},
     "ensemble_joint": {"method": "ensemble_joint", "members": 5},
     # type-II noise from the Laplace evidence (MacKay; blockbayes.laplace.evidence_fit): opt-in
     "map_evidence": {"method": "map_evidence"},
@@ -89,7 +91,7 @@ METHODS = {
     # Energy and Yacht) is what fits 2-3 minutes per split on this machine.
     "hmc": {"method": "hmc", "num_warmup": 100, "num_samples": 100, "num_chains": 4},
 }
-DEFAULT_METHODS = tuple(m for m in METHODS if m not in ("hmc", "map_joint", "ensemble_joint", "map_evidence",
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in ("hmc", "map_joint", "map_joint_shared", "ensemble_joint", "map_evidence",
                                                         "ensemble_evidence", "map_joint_select",
                                                         "ensemble_joint_select"))  # opt-in: --methods
 
@@ -151,10 +153,11 @@ def describe(cfg) -> str:
                 f"{opts['num_warmup']} warm-up + {opts['num_samples']}×{opts['thin']} sweeps per chain "
                 f"({sweeps} sweeps, {opts['num_chains'] * opts['num_samples']} samples kept); "
                 f"predictive: noise-free network + Δ_y per sample")
-    if cfg["method"] in ("map", "ensemble", "map_joint", "ensemble_joint") and opts.get("noise") == "joint":
+    if cfg["method"] in ("map", "ensemble", "map_joint", "map_joint_shared", "ensemble_joint") and opts.get("noise") == "joint":
         ens = cfg["method"].startswith("ensemble")
         lead = (f"{opts['members']} MAP fits (one batched L-BFGS problem, one start each)" if ens
-                else f"MAP (best objective of {opts['restarts']} starts, one batched L-BFGS problem)")
+                else f"MAP (best objective of {opts['restarts']} starts, one batched L-BFGS problem"
+                + (": the ensemble's members, one shared fit)" if opts.get("restart_seeds") == "ensemble" else ")"))
         return (f"{lead}: weights and noise variance jointly (MAP of (θ, log Δ_y), 1/Δ_y ~ Gamma"
                 f"{tuple(opts['noise_prior'])}, weight prior λ = fan-in), L-BFGS until max|∇E/n| ≤ {opts['tol']:g}, "
                 f"no further decrease, or {opts['max_iter']} iterations"

@@ -11,7 +11,9 @@ starts of the noisy-network samplers) fit it once.
 Seeds. ``seed`` is :class:`numpy.random.SeedSequence` entropy (an int, or ``None`` for fresh
 entropy). A MAP fit initialises from ``[seed, 0]`` and splits its holdout with ``[seed, 7]``;
 ensemble member ``k`` is the MAP fit with seed ``[seed, 100 + k]``; the batched joint-noise
-ensemble (one :func:`~blockbayes.laplace.map_ensemble` problem) is seeded with ``[seed, 100]``.
+ensemble (one :func:`~blockbayes.laplace.map_ensemble` problem) is seeded with ``[seed, 100]``; a
+joint-noise MAP with ``restart_seeds="ensemble"`` takes its starts from that same problem (the best
+member by objective: one fit serves both, :func:`joint_members`).
 ``noise="joint_select"``: candidate start ``k`` of the holdout-selected joint fits is seeded with
 ``[seed, 200 + k]``, its holdout split with ``[seed, 7]`` (shared by the MAP and the ensemble).
 
@@ -35,7 +37,7 @@ from .model import MLP, forward
 from .nn import resolve_likelihood
 from .point import EnsemblePosterior, PointPosterior
 
-__all__ = ["map_posterior", "ensemble_posterior", "joint_select_candidates", "chain_starts", "derived_seed",
+__all__ = ["map_posterior", "ensemble_posterior", "joint_members", "joint_select_candidates", "chain_starts", "derived_seed",
            "clear_cache"]
 
 _CACHE: dict = {}
@@ -75,7 +77,7 @@ def _fingerprint(X, y) -> str:
 def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float = 0.1, method: str = "lbfgs",
                   max_iter: int = 1000, restarts: int = 1, tol: Optional[float] = None, ftol: Optional[float] = None,
                   noise_prior=(1.0, 1e-2), likelihood=None, cache: bool = False, evidence=None,
-                  starts: int = 8, refit_iter: int = 5000) -> PointPosterior:
+                  starts: int = 8, refit_iter: int = 5000, restart_seeds: str = "map") -> PointPosterior:
     """A MAP fit of the standard MLP with its noise variance chosen by ``noise``, as a point posterior.
 
     ``θ* = argmin_θ E(θ)`` (:func:`blockbayes.laplace.map_fit`, initialised from seed ``[seed, 0]``)
@@ -84,7 +86,8 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
     * ``"holdout"``: MSE on a held-out ``holdout`` fraction (split seed ``[seed, 7]``) of a fit to
       the rest, then a refit on all points (warm start) at that ``Δ_y``;
     * ``"joint"``: the joint MAP of ``(θ, log Δ_y)`` under ``1/Δ_y ~ Gamma(noise_prior)``
-      (best of ``restarts`` starts, L-BFGS to the gradient tolerance ``tol``);
+      (best of ``restarts`` starts by the objective ``E``, L-BFGS to the gradient tolerance ``tol``;
+      ``restart_seeds`` says where the starts come from);
     * ``"evidence"``: type-II ``Δ_y`` from the Laplace evidence (MacKay's fixed point,
       :func:`blockbayes.laplace.evidence_fit`; starts at ``net.delta_y``; ``max_iter`` bounds its
       final fit, ``restarts`` its first; ``evidence``: its further options ``learn_prior``,
@@ -117,6 +120,12 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
     starts, refit_iter : int
         ``noise="joint_select"`` only: candidate starts, and L-BFGS iterations of the refit on all
         points (``max_iter`` bounds each candidate's fit).
+    restart_seeds : {"map", "ensemble"}
+        ``noise="joint"`` only. ``"map"``: :func:`~blockbayes.laplace.map_fit`'s restarts from seed
+        ``[seed, 0]``. ``"ensemble"``: the ``restarts`` starts are the members of
+        ``ensemble_posterior(net, X, y, members=restarts, seed=seed, noise="joint")`` (one batched
+        problem, :func:`joint_members`; with ``cache`` the MAP and the ensemble of one seed share
+        it), and the MAP is the member with the lowest objective.
 
     Returns
     -------
@@ -124,8 +133,10 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
         ``net`` carries the chosen ``Δ_y``; ``weights`` per layer ``(d_{l+1}, d_l + 1)`` in ``X``'s
         namespace; ``config``: ``map_converged``, ``map_iters`` (both fits for ``"holdout"``),
         ``delta_y`` (gaussian), ``map_time_s`` (the fit's wall time), ``map_reused`` (memo hit);
-        ``"joint"`` adds ``map_fev``, ``map_grad_norm``, ``map_stop`` and, with restarts,
-        ``map_restart_objectives``, ``map_restart_iters``, ``map_best_restart``; ``"evidence"`` adds
+        ``"joint"`` adds ``map_fev``, ``map_grad_norm`` (largest gradient component of ``E`` at the
+        end; ``tol`` bounds that of ``E/n``), ``map_stop`` and, with restarts, ``map_restart_objectives``, ``map_restart_iters``,
+        ``map_best_restart`` (``restart_seeds="ensemble"`` also ``map_restart_grad_norms``,
+        ``map_restart_stops`` and ``members_owed_s``: the shared fit's wall time when it was reused); ``"evidence"`` adds
         ``map_stop``, ``evidence_gamma``, ``evidence_outer``, ``evidence_converged``,
         ``evidence_prior_precision``, ``evidence_log_marglik``; ``"joint_select"`` adds ``map_stop``,
         ``delta_y_joint``, ``select_holdout_mse``, ``select_objectives`` and ``select_iters`` (per start),
@@ -138,6 +149,13 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
                     evidence=tuple(sorted(dict(evidence or {}).items())))
     if noise == "joint_select":
         settings.update(starts=int(starts), refit_iter=int(refit_iter))
+    if restart_seeds not in ("map", "ensemble"):
+        raise ValueError(f"restart_seeds must be 'map' or 'ensemble', got {restart_seeds!r}")
+    if restart_seeds == "ensemble":
+        if noise != "joint" or lik != "gaussian" or method != "lbfgs":
+            raise ValueError("restart_seeds='ensemble' needs noise='joint', the gaussian likelihood and "
+                             f"method='lbfgs' (got noise={noise!r}, likelihood={lik!r}, method={method!r})")
+        settings["restart_seeds"] = "ensemble"
     key = None
     if cache:
         key = (_fingerprint(X, y), repr(net), repr(sorted(settings.items())))
@@ -159,10 +177,13 @@ _NOISE = ("joint", "holdout", "train", "fixed", "evidence", "joint_select")
 
 
 def _fit_point(net, X, y, *, lik, seed, noise, holdout, method, max_iter, restarts, tol, ftol, noise_prior,
-               likelihood, evidence=(), starts=8, refit_iter=5000, cache=False):
+               likelihood, evidence=(), starts=8, refit_iter=5000, cache=False, restart_seeds="map"):
     reg = lik == "gaussian"
     if reg and isinstance(noise, str) and noise not in _NOISE:
         raise ValueError(f"noise must be one of {_NOISE} or a float, got {noise!r}")
+    if restart_seeds == "ensemble":
+        return _best_member(net, X, y, seed=seed, members=restarts, max_iter=max_iter, tol=tol, ftol=ftol,
+                            noise_prior=noise_prior, cache=cache)
     if noise == "joint_select":
         if not reg:
             raise ValueError("noise='joint_select' needs the gaussian likelihood")
@@ -222,6 +243,72 @@ def _fit_point(net, X, y, *, lik, seed, noise, holdout, method, max_iter, restar
     dy = float(i1["delta_y"])
     info["delta_y"] = dy
     return (net if dy == net.delta_y else with_noise(net, dy)), w, dy, info
+
+
+def joint_members(net: MLP, X, y, *, seed=None, members: int = 5, restarts: int = 1, max_iter: int = 1000,
+                  tol: Optional[float] = None, ftol: Optional[float] = None, noise_prior=(1.0, 1e-2),
+                  cache: bool = False) -> dict:
+    """The joint-noise MAP fits of the batched ensemble: ``members`` starts, one L-BFGS problem.
+
+    Exactly :func:`blockbayes.laplace.map_ensemble` with ``noise="joint"`` (MAP of ``(θ, log Δ_y)``
+    under ``1/Δ_y ~ Gamma(noise_prior)``), seed ``derived_seed(seed, 100)``, ``tol`` default
+    ``1e-7``: member ``k`` is ``map_fit(..., seed=member_keys(derived_seed(seed, 100), members)[k])``.
+    It is the fit of ``ensemble_posterior(noise="joint")``, and of ``map_posterior(noise="joint",
+    restart_seeds="ensemble")``, which keeps its lowest-objective member; ``cache`` (with an integer
+    ``seed``) memoises it in this process so that the two share one fit.
+
+    Returns
+    -------
+    dict
+        ``weights`` (per layer ``(members, d_{l+1}, d_l + 1)``), ``info`` (``map_ensemble``'s:
+        ``members``, a list of per-member dicts with ``objective``, ``grad_norm``, ``num_iter``,
+        ``converged``, ``message``, ``delta_y``), ``time_s`` (wall time; 0 on a memo hit),
+        ``reused``, ``fit_time_s`` (wall time of the fit when it was computed).
+    """
+    members = int(members)
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members!r}")
+    if seed is None:
+        seed = derived_seed(None)
+        cache = False
+    tol = 1e-7 if tol is None else tol
+    key = ("joint_members", _fingerprint(X, y), repr(net), seed, members, int(restarts), max_iter, tol, ftol,
+           tuple(noise_prior))
+    hit = _CACHE.get(key) if cache else None
+    if hit is not None:
+        return dict(hit, time_s=0.0, reused=True)
+    t0 = time.perf_counter()
+    W, info = map_ensemble(net, X, y, members=members, restarts=restarts, seed=derived_seed(seed, 100),
+                           likelihood="gaussian", noise="joint", noise_prior=tuple(noise_prior), max_iter=max_iter,
+                           tol=tol, ftol=ftol, progress=False, return_info=True)
+    dt = time.perf_counter() - t0
+    out = dict(weights=tuple(W), info=info, time_s=dt, fit_time_s=dt, reused=False)
+    if cache:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = out
+    return out
+
+
+def _best_member(net, X, y, *, seed, members, max_iter, tol, ftol, noise_prior, cache):
+    """``map_posterior(noise="joint", restart_seeds="ensemble")``: the lowest-objective member of
+    :func:`joint_members` (``(net with Δ_y, weights, Δ_y, info)``)."""
+    fit = joint_members(net, X, y, seed=seed, members=members, max_iter=max_iter, tol=tol, ftol=ftol,
+                        noise_prior=noise_prior, cache=cache)
+    mi = fit["info"]["members"]
+    obj = np.array([m["objective"] for m in mi], dtype=np.float64)
+    k = int(np.argmin(np.where(np.isfinite(obj), obj, np.inf)))
+    w = tuple(W[k, ...] for W in fit["weights"])
+    b = mi[k]
+    dy = float(b["delta_y"])
+    info = {"map_converged": bool(b["converged"]), "map_iters": int(b["num_iter"]), "map_fev": int(b["num_fev"]),
+            "map_grad_norm": float(b["grad_norm"]), "map_stop": b["message"],
+            "map_restart_objectives": [float(v) for v in obj],
+            "map_restart_iters": [int(m["num_iter"]) for m in mi], "map_best_restart": k,
+            "map_restart_grad_norms": [float(m["grad_norm"]) for m in mi],
+            "map_restart_stops": [m["message"] for m in mi],
+            "members_owed_s": float(fit["fit_time_s"]) if fit["reused"] else 0.0, "delta_y": dy}
+    return with_noise(net, dy), w, dy, info
 
 
 def joint_select_candidates(net: MLP, X, y, *, seed=None, starts: int = 8, holdout: float = 0.1,
@@ -315,7 +402,10 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
     noise=noise, ...)`` (fitted one after another, each memoised with ``cache``).
     ``batched=True`` (default when ``noise="joint"``): all members as one batched L-BFGS problem,
     :func:`blockbayes.laplace.map_ensemble` seeded with ``[seed, 100]`` (``noise`` ``"joint"``,
-    ``"fixed"`` or a float; ``tol`` default ``1e-7``; ``restarts`` per member).
+    ``"fixed"`` or a float; ``tol`` default ``1e-7``; ``restarts`` per member); with ``"joint"``
+    through :func:`joint_members`, memoised with ``cache`` and shared with ``map_posterior(noise=
+    "joint", restart_seeds="ensemble", restarts=members)`` of the same seed (``config["hyper_fit"]``:
+    ``members_time_s``, ``members_reused``, ``members_owed_s``).
     ``noise="evidence"`` (batched by default): the type-II ``Δ_y`` (and prior, with
     ``evidence={"learn_prior": True}``) of ``map_posterior(net, X, y, seed=seed, noise="evidence", ...)``
     (the ``map`` fit of the same seed, shared through ``cache``), then every member a MAP fit at those
@@ -329,7 +419,8 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
     -------
     EnsemblePosterior
         ``weights`` per layer ``(members, d_{l+1}, d_l + 1)``, ``delta_y`` ``(members,)``;
-        ``config["members"]``: each member's fit diagnostics (as :func:`map_posterior`'s config).
+        ``config["members"]``: each member's fit diagnostics (as :func:`map_posterior`'s config; the
+        batched fits add ``map_objective`` and ``map_grad_norm``).
     """
     lik = resolve_likelihood(net, likelihood)
     if noise == "joint_select":
@@ -353,14 +444,22 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
                           tol=tol, ftol=ftol, noise_prior=noise_prior, likelihood=lik, cache=cache, evidence=evidence)
         noise, prior = float(p.delta_y), [tuple(v) for v in p.config["evidence_prior_precision"]]
         hyper = {k: v for k, v in p.config.items() if k.startswith("evidence_") or k in ("map_time_s", "map_reused")}
-    W, info = map_ensemble(net, X, y, members=members, restarts=restarts, seed=derived_seed(seed, 100),
-                           likelihood=lik, noise=noise if reg else None, noise_prior=tuple(noise_prior),
-                           prior_precision=prior,
-                           max_iter=max_iter, tol=1e-7 if tol is None else tol, ftol=ftol, progress=False,
-                           return_info=True)
+    if reg and noise == "joint":
+        fit = joint_members(net, X, y, seed=seed, members=members, restarts=restarts, max_iter=max_iter, tol=tol,
+                            ftol=ftol, noise_prior=noise_prior, cache=cache)
+        W, info = fit["weights"], fit["info"]
+        hyper = {"members_time_s": float(fit["time_s"]), "members_reused": bool(fit["reused"]),
+                 "members_owed_s": float(fit["fit_time_s"]) if fit["reused"] else 0.0}
+    else:
+        W, info = map_ensemble(net, X, y, members=members, restarts=restarts, seed=derived_seed(seed, 100),
+                               likelihood=lik, noise=noise if reg else None, noise_prior=tuple(noise_prior),
+                               prior_precision=prior,
+                               max_iter=max_iter, tol=1e-7 if tol is None else tol, ftol=ftol, progress=False,
+                               return_info=True)
     cfg = []
     for mi in info["members"]:
-        c = {"map_converged": bool(mi["converged"]), "map_iters": int(mi["num_iter"]), "map_stop": mi["message"]}
+        c = {"map_converged": bool(mi["converged"]), "map_iters": int(mi["num_iter"]), "map_stop": mi["message"],
+             "map_objective": float(mi["objective"]), "map_grad_norm": float(mi["grad_norm"])}
         if reg:
             c["delta_y"] = float(mi["delta_y"])
         cfg.append(c)

@@ -151,3 +151,102 @@ def test_evaluate_joint_map_and_ensemble_learn_their_noise():
     pe = e.fit(arch, X, y[:, 0], seed=0, **e.options({"max_iter": 2000, "members": 3}))
     assert pe.diagnostics["members"] == 3 and pe.diagnostics["delta_y_mean"] < float(np.var(y))
     assert np.all(np.isfinite(pe.lpd(X, y[:, 0])))
+
+
+def test_map_from_the_ensemble_starts_is_its_lowest_objective_member_and_shares_the_fit():
+    """map_posterior(noise="joint", restart_seeds="ensemble", restarts=M) keeps the member of
+    ensemble_posterior(noise="joint", members=M) with the lowest objective (exactly its weights),
+    and with cache=True the second of the two reuses the first's fit and owes its wall time."""
+    from blockbayes import point_fit
+
+    net, X, y = _data(6, n=40)
+    kw = dict(noise="joint", max_iter=1500, tol=1e-6, ftol=0.0)
+    point_fit.clear_cache()
+    try:
+        ens = point_fit.ensemble_posterior(net, X, y, members=4, seed=3, cache=True, **kw)
+        assert not ens.config["hyper_fit"]["members_reused"] and ens.config["hyper_fit"]["members_owed_s"] == 0.0
+        p = point_fit.map_posterior(net, X, y, seed=3, restarts=4, restart_seeds="ensemble", cache=True, **kw)
+        objs = [m["map_objective"] for m in ens.config["members"]]
+        assert len(set(objs)) > 1                                   # the starts differ: the choice matters
+        k = int(np.argmin(objs))
+        assert p.config["map_best_restart"] == k and p.config["map_restart_objectives"] == objs
+        for l in range(2):
+            np.testing.assert_array_equal(np.asarray(p.weights[l]), np.asarray(ens.weights[l][k]))
+        assert p.delta_y == pytest.approx(ens.config["members"][k]["delta_y"], rel=0)
+        assert p.config["members_owed_s"] == pytest.approx(ens.config["hyper_fit"]["members_time_s"], rel=0)
+        assert p.config["members_owed_s"] > 0
+        # without the memo the fit is recomputed and gives the same member
+        q = point_fit.map_posterior(net, X, y, seed=3, restarts=4, restart_seeds="ensemble", **kw)
+        assert q.config["members_owed_s"] == 0.0 and q.config["map_best_restart"] == k
+        np.testing.assert_array_equal(np.asarray(q.weights[0]), np.asarray(p.weights[0]))
+    finally:
+        point_fit.clear_cache()
+
+
+def test_map_from_the_ensemble_starts_reports_its_convergence():
+    """map_grad_norm is the largest gradient component of the profiled joint objective E at the kept
+    weights (recomputed here); map_converged says whether max|∇E/n| <= tol; every start's stop reason
+    and iterations are reported."""
+    from blockbayes import point_fit
+
+    net, X, y = _data(7, n=40)
+    n = X.shape[0]
+    for max_iter, tol in ((3, 1e-6), (4000, 1e-3)):
+        p = point_fit.map_posterior(net, X, y, seed=1, noise="joint", restarts=3, restart_seeds="ensemble",
+                                    max_iter=max_iter, tol=tol, ftol=0.0)
+        c = p.config
+        Wb = tuple(np.asarray(w)[None] for w in p.weights)
+        lam_w, lam_b = net.lam_w, net.lam_b
+        _, g, dy = batched_objective(net, Wb, X, y, likelihood="gaussian", lam_w=lam_w, lam_b=lam_b,
+                                     noise_prior=(1.0, 1e-2))
+        gmax = max(float(np.max(np.abs(np.asarray(gl)))) for gl in g)
+        assert c["map_grad_norm"] == pytest.approx(gmax, rel=1e-9)
+        assert c["map_converged"] == (gmax / n <= tol)
+        assert p.delta_y == pytest.approx(float(dy[0]), rel=1e-12)
+        assert len(c["map_restart_stops"]) == len(c["map_restart_iters"]) == len(c["map_restart_grad_norms"]) == 3
+        if max_iter == 3:
+            assert c["map_iters"] == 3 and not c["map_converged"] and c["map_stop"] == "iteration limit reached"
+
+
+def test_restart_seeds_errors():
+    from blockbayes import point_fit
+
+    net, X, y = _data(8, n=20)
+    with pytest.raises(ValueError, match="restart_seeds must be"):
+        point_fit.map_posterior(net, X, y, seed=1, noise="joint", restart_seeds="members")
+    for bad in (dict(noise="holdout"), dict(noise="joint", method="adam")):
+        with pytest.raises(ValueError, match="restart_seeds='ensemble' needs"):
+            point_fit.map_posterior(net, X, y, seed=1, restart_seeds="ensemble", **bad)
+    with pytest.raises(ValueError, match="members must be"):
+        point_fit.joint_members(net, X, y, seed=1, members=0)
+
+
+def test_evaluate_map_joint_shared_reuses_the_ensemble_fit_and_owes_its_time():
+    """The runner's `map_joint_shared` after `ensemble_joint` (same data and seed) is the ensemble's
+    lowest-objective member, computed by that fit (memo) and charged its wall time."""
+    from blockbayes import evaluate as ev
+    from blockbayes import point_fit
+
+    net, X, y = _data(9, n=40, noise=0.05)
+    arch = ev.Arch(2, (6,), "regression")
+    point_fit.clear_cache()
+    try:
+        e = ev.get_method("ensemble_joint")
+        pe = e.fit(arch, X, y[:, 0], seed=0, **e.options({"max_iter": 1500, "members": 3}))
+        assert pe.diagnostics["members_owed_s"] == 0.0 and not pe.diagnostics["members_reused"]
+        m = ev.get_method("map_joint_shared")
+        assert m.defaults["restart_seeds"] == "ensemble" and ev.get_method("map_joint").defaults["restarts"] == 3
+        pm = m.fit(arch, X, y[:, 0], seed=0, **m.options({"max_iter": 1500, "restarts": 3}))
+        d = pm.diagnostics
+        assert d["members_owed_s"] == pytest.approx(pe.diagnostics["members_time_s"], rel=0) and d["members_owed_s"] > 0
+        assert pm.extra_time_s >= d["members_owed_s"]
+        k = d["map_best_restart"]
+        assert k == int(np.argmin(d["map_restart_objectives"]))
+        std = bb.MLP([2, 6, 1], "relu", likelihood="gaussian", prior_prec="fan_in", delta={"y": 0.1})
+        fit = point_fit.joint_members(std, X, y[:, 0], seed=0, members=3, max_iter=1500, tol=1e-6, ftol=0.0,
+                                      cache=True)
+        assert fit["reused"]                                        # the runner's fit, from the memo
+        F = np.asarray(bb.model.forward(std, tuple(np.asarray(w)[k] for w in fit["weights"]), X)).reshape(-1)
+        np.testing.assert_array_equal(np.asarray(pm.predict(X)[0]).reshape(-1), F)
+    finally:
+        point_fit.clear_cache()
