@@ -26,8 +26,10 @@ passes (see :func:`_relu_range`): the common case of a Gibbs sweep — branch de
 plain inversion of ``u₂`` — is vectorised, and the elements that need ``ℓ`` go through
 vectorised passes of their own. Shortcuts that leave every result unchanged: the branch is
 decided without evaluating ``ℓ``, ``σ(ℓ)`` or ``u₁`` whenever a bound puts ``|ℓ| ≥ 38``
-(``σ(ℓ)`` then rounds to 0 or 1 beyond every possible ``u₁``), and ``Φ(α)`` is not evaluated
-where it is below half an ulp of everything it is added to. Every element gets exactly the
+(``σ(ℓ)`` then rounds to 0 or 1 beyond every possible ``u₁``); the other elements' branch is
+taken from a bracket of ``ℓ`` (no special function) wherever ``u₁`` lies outside ``σ`` of the
+bracket with a margin (:func:`_rr_bounds`); and ``Φ(α)`` is not evaluated where it is below half
+an ulp of everything it is added to. Every element gets exactly the
 arithmetic of the scalar path :func:`_relu_elem` (the tests check this bit for bit).
 
 The mathematics is that of :mod:`.reference` and of the C source of :mod:`.cuda` (which calls
@@ -658,9 +660,12 @@ def _rr_bounds(k, idx_rest, a_b, x_b, cn_b, k0, k1, p1, p2, n1, n2, sdp, sdm, ha
     ``G(r) = r²/2 + log Φ(r)`` lies in ``[r²/2 − log 2, r²/2)`` for ``r > 0`` (``½ ≤ Φ(r) < 1``)
     and below ``−log 2`` for ``r ≤ 0`` (``Φ(r) ≤ ½``), so ``ℓ = ½log(S₋/S₊) + G(r₊) − G(r₋)``
     (the same computed ``r₊, r₋`` as pass 1) lies in ``[ℓ_lo, ℓ_hi]``. With the margins above,
-    ``u₁ < σ(ℓ_lo − δ)(1 − ε)`` implies that the exact comparison of :func:`_rr_branch`
-    (``ℓ ≥ 38``, or ``ℓ > −38`` and ``u₁ < σ(ℓ)``, both as computed there) picks the positive
-    piece, and ``u₁ ≥ σ(ℓ_hi + δ)(1 + ε)`` that it picks the negative one; the element then gets
+    ``u₁ < σ(t)(1 − ε)`` for a grid point ``t ≤ ℓ_lo − δ`` (table ``_SIG_LO``, exact to
+    ~1e-16 relative, the margin ``ε = 1e-12``) implies that the exact comparison of
+    :func:`_rr_branch` (``ℓ ≥ 38``, or ``ℓ > −38`` and ``u₁ < σ(ℓ)``, both as computed there:
+    ``ℓ ≥ t`` and the computed ``σ(ℓ) ≥ σ(t)(1 − 1e-15)``) picks the positive piece, and
+    ``u₁ ≥ σ(t')(1 + ε)`` for a grid point ``t' ≥ ℓ_hi + δ`` below 38 that it picks the negative
+    one (``ℓ < 38`` and the computed ``σ(ℓ) ≤ σ(t')(1 + 1e-15)``); the element then gets
     ``dec_b[jj] = ±1`` and its piece's ``α`` and scale in ``al_buf``, ``sc_buf`` and goes on as
     a sure element (:func:`_rr_sure`: the erfc of its own piece only). Else ``dec_b[jj] = 0``
     (the exact ℓ: :func:`_rr_pieces`, :func:`_rr_branch`). The draw of an element depends only
@@ -857,7 +862,8 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
       side for both pieces, exp(±y²), the pieces' (q, R, hint) as :func:`_piece`, ℓ, σ(ℓ) and
       u₁, the branch (:func:`_rr_pieces`, :func:`_rr_branch`). The rest whose branch the bounds
       decided (sure, −12 ≤ α, u₂ > ½: ~3 %) skips all that and only gets erfc(|α|/√2)
-      (:func:`_rr_sure`). Then the inversion for both (AS241's tails on the gathered elements
+      (:func:`_rr_sure`), and so do the rest elements whose branch a bracket of ℓ decides
+      against u₁ (:func:`_rr_bounds`: ~91 % of them at Δ = 1e-3). Then the inversion for both (AS241's tails on the gathered elements
       that need them); Newton's tail (α ≥ 5) element by element (:func:`_rr_invert`).
     """
     c2 = 2 * _CHUNK
