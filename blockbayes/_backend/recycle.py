@@ -54,13 +54,14 @@ def empty(shape, dtype):
         above, a view of a pooled buffer of exactly that many bytes that no live object refers
         to (a new one if none is free).
     """
-    dt = np.dtype(dtype)
-    shape = tuple(int(s) for s in shape)
+    dt = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
     nbytes = dt.itemsize
     for s in shape:
         nbytes *= s
-    if nbytes < MIN_BYTES:
+    if nbytes < MIN_BYTES:              # the common small case: no more than np.empty's cost
         return np.empty(shape, dtype=dt)
+    shape = tuple(int(s) for s in shape)
+    nbytes = int(nbytes)
     raw = None
     with _lock:
         n_free = 0
