@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from numbers import Real
 from typing import Mapping, Sequence
 
-from ._backend import backend_name, device_of, move_like, namespace
+from ._backend import backend_name, device_of, move_like, namespace, recycle
 
 __all__ = [
     "MLP", "forward", "forward_layers", "activate", "augment", "chain_weights",
@@ -250,11 +250,13 @@ def affine(H, W, xp=None):
         # call per chain, which dominates small problems with many chains)
         C, k = W.shape[0], W.shape[-2]
         if C == 1:
-            out = xp.matmul(H, Wt[0])[None, ...]
+            # a recycled buffer when large (its pages are not faulted in afresh every sweep)
+            out = recycle.empty((1, H.shape[0], k), xp.result_type(H.dtype, W.dtype))
+            xp.matmul(H, Wt[0], out=out[0])
         else:
             Wm = xp.reshape(xp.permute_dims(Wt, (1, 0, 2)), (H.shape[-1], C * k))
             P = xp.reshape(xp.matmul(H, Wm), (H.shape[0], C, k))
-            out = xp.empty((C, H.shape[0], k), dtype=xp.result_type(H.dtype, W.dtype), device=device_of(H))
+            out = recycle.empty((C, H.shape[0], k), xp.result_type(H.dtype, W.dtype))
             out[...] = xp.permute_dims(P, (1, 0, 2))
     else:
         out = xp.matmul(H, Wt)

@@ -412,6 +412,93 @@ def test_cpu_blocked_kernel_is_the_scalar_path_bit_for_bit():
         np.testing.assert_array_equal(z, zs)
 
 
+def _bound_cases():
+    """(a, x, dz, dx, slope) arrays whose elements mostly need ℓ (the 'rest' of the blocked
+    kernel): both pieces' means inside (huge r too), one inside with |ℓ| < 38, both outside,
+    at Δ from 1e-12 to 10."""
+    rng = np.random.default_rng(7)
+    out = []
+    for dz, dx, slope in ((1e-3, 1e-3, 0.0), (1e-12, 1e-12, 0.0), (1e-12, 1e-3, 0.0),
+                          (10.0, 10.0, 0.0), (1e-3, 1e-6, 0.2), (0.5, 1.0, 0.9)):
+        n = 6000
+        sz, sx = math.sqrt(dz), math.sqrt(dx)
+        kind = rng.integers(0, 4, n)
+        a = sz * rng.uniform(-12, 12, n)
+        x = np.maximum(a, 0) + sx * rng.uniform(-12, 12, n)
+        a = np.where(kind == 1, sz * rng.uniform(50, 5000, n), a)        # huge r₊, r₋ > 0
+        x = np.where(kind == 1, a * rng.uniform(0.0, 2.0, n), x)
+        a = np.where(kind == 2, sz * rng.uniform(-1, 1, n), a)          # near the kink
+        x = np.where(kind == 2, sx * rng.uniform(-1, 1, n), x)
+        x = np.where(kind == 3, -sx * rng.uniform(0, 12, n), x)          # x below zero
+        out.append((a, x, dz, dx, slope))
+    return out
+
+
+def test_relu_branch_bounds_decide_as_the_exact_comparison():
+    """The bracket of ℓ (``_rr_bounds``) decides a branch only where the exact comparison
+    ``u₁ < σ(ℓ)`` (scalar :func:`_branch`, the same computed ``r₊, r₋``) picks the same one; it
+    decides most of these elements; and the blocked kernel stays the scalar path bit for bit.
+
+    Deterministic (fixed inputs and keys): no false failures. A bracket shifted by one unit of
+    ℓ (a wrong bound) fails the check (asserted below on the same elements)."""
+    from blockbayes.kernels import cpu
+
+    decided = total = 0
+    for ci, (a, x, dz, dx, slope) in enumerate(_bound_cases()):
+        c = _common.relu_constants(dz, dx, slope)
+        p1, p2, n1, n2, sdp, sdm, hl = c
+        k0, k1 = np.uint64(ci + 11), np.uint64(3)
+        m = a.size
+        idx = np.arange(m, dtype=np.int64)
+        cn = np.arange(m, dtype=np.uint64)
+        dec = np.empty(m, dtype=np.int8)
+        al, sc_ = np.empty(m), np.empty(m)
+        scratch = [np.empty(m), np.empty(m), np.empty(m, dtype=np.uint64), np.empty(m), np.empty(m)]
+        cpu._rr_bounds(m, idx, a, x, cn, k0, k1, p1, p2, n1, n2, sdp, sdm, hl, dec, al, sc_, *scratch)
+        rp = a * p1 + x * p2
+        rm = -(a * n1 + x * n2)
+        exact = np.array([cpu._branch(rp[i], rm[i], hl, k0, k1, np.uint64(2 * i))[0] for i in range(m)])
+        d = dec != 0
+        np.testing.assert_array_equal(dec[d] > 0, exact[d])
+        np.testing.assert_array_equal(al[d], np.where(exact[d], -rp[d], -rm[d]))
+        np.testing.assert_array_equal(sc_[d], np.where(exact[d], sdp, -sdm))
+        decided += int(d.sum())
+        total += m
+        # a bracket one unit of ℓ too high decides against the exact comparison somewhere
+        u1 = np.array([cpu._uniform(k0, k1, np.uint64(2 * i)) for i in range(m)])
+        ell = np.array([cpu._log_odds(rp[i], rm[i], hl)[0] for i in range(m)])
+        broken = u1 < 1.0 / (1.0 + np.exp(-(ell + 1.0)))
+        if ci == 0:
+            assert np.any(broken != exact)
+        # blocked kernel == scalar path, bit for bit
+        key = np.array([ci + 11, 3], dtype=np.uint64)
+        z = kernels.relu_preact(key, a, x, dz, dx, slope=slope, impl="cpu")
+        zs = np.array([cpu._relu_elem(a[i], x[i], i, k0, k1, *c)[0] for i in range(m)])
+        np.testing.assert_array_equal(z, zs)
+    assert decided > 0.3 * total, (decided, total)
+
+
+def test_sigma_tables_bracket_sigma():
+    """The grid tables of ``_rr_bounds``: ``_SIG_LO ≤ σ ≤ _SIG_HI`` at every grid point with
+    the stated relative margin (mpmath), and the entries beyond ±38 decide nothing."""
+    import mpmath as mp
+
+    from blockbayes.kernels import cpu
+
+    mp.mp.dps = 40
+    for i in range(0, cpu._SIG_N + 1):
+        t = -cpu._SIG_OFF + i / cpu._SIG_STEP
+        s = 1 / (1 + mp.e ** (-mp.mpf(t)))
+        if t <= -38:
+            assert cpu._SIG_LO[i] == 0.0
+        else:
+            assert mp.mpf(cpu._SIG_LO[i]) <= s * (1 - mp.mpf(cpu._BOUND_SIG) / 2)
+        if t >= 38:
+            assert cpu._SIG_HI[i] == 2.0
+        else:
+            assert mp.mpf(cpu._SIG_HI[i]) >= s * (1 + mp.mpf(cpu._BOUND_SIG) / 2)
+
+
 # --------------------------------------------------------------------------------------------
 # equivalence: same key => cpu == reference to rounding (Hypothesis)
 # --------------------------------------------------------------------------------------------
