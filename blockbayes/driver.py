@@ -38,6 +38,7 @@ from ._backend.host import np
 
 from ._backend import backend_name, device_of, namespace, to_device, to_numpy
 from ._backend import random as bbr
+from ._backend import recycle
 from ._backend.io import host_copy, load_npz, save_npz
 
 __all__ = ["run_kernel", "deprecated_names", "one_blas_thread", "nonfinite_fields", "RunOutput",
@@ -446,6 +447,7 @@ def run_kernel(key, state, step_fn: Callable, *, num_samples: Optional[int] = No
     interrupted = stopped = False
     t = start
     info = None
+    recycle.enter()         # large per-step arrays come from recycled buffers inside the loop
     try:
         while t < total:
             # the step is committed (state, key and counters together) only once it is complete,
@@ -495,6 +497,7 @@ def run_kernel(key, state, step_fn: Callable, *, num_samples: Optional[int] = No
     finally:
         if bar is not None:
             bar.close()
+        recycle.exit()      # leaving the outermost scope returns the spare buffers to the allocator
     if checkpoint is not None:
         _save_checkpoint(checkpoint, state=state, key=key, traces=traces, num_kept=kept, num_done=t, config=cfg)
     traces = {k: _trim(v, kept) for k, v in traces.items()}

@@ -21,7 +21,8 @@ def pool_everything(monkeypatch):
     """Every array through the pool (MIN_BYTES = 1), the pool emptied before and after."""
     recycle.release()
     monkeypatch.setattr(recycle, "MIN_BYTES", 1)
-    yield
+    with recycle.scope():
+        yield
     recycle.release()
 
 
@@ -82,11 +83,44 @@ def test_sweeps_in_recycled_buffers_are_bitwise_plain(monkeypatch):
     recycle.release()
     plain = chain()
     monkeypatch.setattr(recycle, "MIN_BYTES", 1)
-    pooled = chain()
+    with recycle.scope():
+        pooled = chain()
     for p, q in zip(plain, pooled):
         np.testing.assert_array_equal(p, q)
     # the broken twin: every pooled buffer counts as free
     monkeypatch.setattr(recycle, "_FREE_REFS", 1 << 30)
-    broken = chain()
+    with recycle.scope():
+        broken = chain()
     assert any(not np.array_equal(p, q) for p, q in zip(plain, broken))
     recycle.release()
+
+
+def test_run_returns_spare_buffers_to_the_allocator(monkeypatch):
+    """Pooling is scoped: inside ``run_kernel``'s loop large arrays are recycled, and once the
+    run returns no spare buffer is held (the outermost scope released them) and arrays made
+    outside every scope are plain ``np.empty`` ones. A scope that never releases is caught."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((64, 3))
+    y = X[:, :1] ** 2
+    net = bb.MLP([3, 4, 1], "relu", delta=1e-2)
+    recycle.release()
+    monkeypatch.setattr(recycle, "MIN_BYTES", 1)
+
+    def spare():
+        import sys
+        return sum(1 for b in recycle._pool if sys.getrefcount(b) <= recycle._FREE_REFS)
+
+    def run():
+        return gibbs.run(net, X, y, num_samples=5, num_warmup=5, num_chains=2, seed=0, progress=False,
+                         init="prior", tempering="off", diagnose=False)
+
+    res = run()
+    assert res.weights[0].shape[:2] == (2, 5)
+    assert recycle._depth == 0 and spare() == 0
+    assert recycle.empty((8,), np.float64).flags.owndata           # outside any scope: plain
+    with pytest.raises(RuntimeError):
+        recycle.exit()
+    # the broken twin: leaving the outermost scope does not release
+    monkeypatch.setattr(recycle, "release", lambda: 0)
+    run()
+    assert spare() > 0

@@ -15,15 +15,22 @@ and so does anything exporting its memory (a memoryview, a Numba call in flight)
 reference count therefore says exactly when the memory can be handed out again; a buffer some
 caller still holds (a kept state, a trace) is never touched. At most ``_MAX_FREE`` free buffers
 are kept (the rest are dropped to the allocator), and :func:`release` drops them all.
+
+Pooling is **scoped**: :func:`empty` recycles only inside a :func:`scope` (entered by
+:func:`blockbayes.driver.run_kernel` around every sampling or fitting loop, and held by a
+distributed shard for its lifetime); elsewhere it is ``np.empty``. When the outermost scope
+exits, the spare buffers go back to the allocator, so no memory is held after a run returns.
+A hand-written loop over ``gibbs.step`` gets the same behaviour inside ``with recycle.scope():``.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 
 import numpy as np
 
-__all__ = ["empty", "release", "MIN_BYTES"]
+__all__ = ["empty", "release", "scope", "enter", "exit", "MIN_BYTES"]
 
 #: arrays below this size come from ``np.empty`` (the allocator keeps those blocks itself)
 MIN_BYTES = 32 << 20
@@ -32,6 +39,39 @@ _MAX_FREE = 8
 
 _lock = threading.Lock()
 _pool: list = []          # raw uint8 buffers; a buffer is in use while anything else refers to it
+
+
+_depth = 0                # scopes entered and not yet exited (all threads together)
+
+
+def enter() -> None:
+    """Enter a pooling scope (:func:`scope` without the ``with``); pair with :func:`exit`."""
+    global _depth
+    with _lock:
+        _depth += 1
+
+
+def exit() -> None:  # noqa: A001 - the pair of enter()
+    """Leave a pooling scope; leaving the outermost one releases the spare buffers."""
+    global _depth
+    with _lock:
+        if _depth <= 0:
+            raise RuntimeError("recycle.exit() without a matching enter()")
+        _depth -= 1
+        last = _depth == 0
+    if last:
+        release()
+
+
+@contextlib.contextmanager
+def scope():
+    """Recycle large buffers inside the block; release the spare ones when the outermost
+    scope ends."""
+    enter()
+    try:
+        yield
+    finally:
+        exit()
 
 
 #: references to a free pooled buffer seen by ``sys.getrefcount(name)`` in a loop over the pool:
@@ -50,15 +90,15 @@ def empty(shape, dtype):
     Returns
     -------
     numpy.ndarray
-        Uninitialised, C-contiguous, writeable. Below :data:`MIN_BYTES` a plain ``np.empty``;
-        above, a view of a pooled buffer of exactly that many bytes that no live object refers
+        Uninitialised, C-contiguous, writeable. Below :data:`MIN_BYTES`, or outside every
+        :func:`scope`, a plain ``np.empty``; otherwise a view of a pooled buffer of exactly that many bytes that no live object refers
         to (a new one if none is free).
     """
     dt = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
     nbytes = dt.itemsize
     for s in shape:
         nbytes *= s
-    if nbytes < MIN_BYTES:              # the common small case: no more than np.empty's cost
+    if nbytes < MIN_BYTES or _depth == 0:   # the common small case: no more than np.empty's cost
         return np.empty(shape, dtype=dt)
     shape = tuple(int(s) for s in shape)
     nbytes = int(nbytes)
