@@ -25,6 +25,10 @@ share (block-1 draws, reductions), and the ratios the issue asks for. From the 1
 the largest n it projects ``T(1e9 rows, N workers) = c·1e9/N + t_fixed`` with ``c`` the measured
 per-row shard time and ``t_fixed`` the measured per-sweep driver + round-trip time.
 Timings on a shared machine are noisy: the 1-minute load average is printed next to them.
+``--untrimmed-workers 1`` adds ``dask×1·``: the same cluster with the worker environment variable
+``MALLOC_TRIM_THRESHOLD_=65536`` that Dask's nanny sets by default left unset. Setting it turns
+off glibc's dynamic mmap threshold, so every array over 128 kB the worker allocates is a fresh
+``mmap`` that is page-faulted in on first touch (docs/distributed.md, Benchmark).
 ``--repeats R`` runs the configurations of each n R times in turn; the ratios are then taken
 within each repeat (configurations minutes apart at most) and their median reported.
 
@@ -65,6 +69,9 @@ def main(argv=None):
     ap.add_argument("--blocked-max", type=float, default=1e7, help="largest n for the in-process blocked run")
     ap.add_argument("--out-of-core", type=float, default=1e7, help="latents in .npy memory maps from this n")
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--untrimmed-workers", default="",
+                    help="worker counts to run again as 'dask×N·' with Dask's MALLOC_TRIM_THRESHOLD_=65536 worker "
+                         "environment left unset (glibc's dynamic mmap threshold back on), e.g. '1'")
     ap.add_argument("--repeats", type=int, default=1,
                     help="run the configurations of each n this many times in turn (gibbs.run, blocked, dask×1, "
                          "dask×2, gibbs.run, ...); the figures are medians of the ratios within each repeat")
@@ -77,10 +84,12 @@ def main(argv=None):
     import blockbayes as bb
     from blockbayes import distributed as dd
     from blockbayes import gibbs
+    import dask
     import distributed
 
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     workers = [int(w) for w in args.workers.split(",")]
+    untrimmed_workers = [int(w) for w in args.untrimmed_workers.split(",") if w.strip()]
     net = bb.MLP([10, 50, 1], "relu", delta=1e-3)
     os.makedirs(args.dir, exist_ok=True)
     rows = []
@@ -132,13 +141,15 @@ def main(argv=None):
                 t = r.config["distributed"]["timings"]
                 record(n, "blocked", sweeps, t["timed_loop"], t["timed_driver"], 0,
                        "(in process" + (", latents out of core)" if ooc else ")"))
-            for w in workers:
-                with distributed.LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                              memory_limit=0) as cl, distributed.Client(cl) as client:
+            for w, untrimmed in [(w, False) for w in workers] + [(w, True) for w in untrimmed_workers]:
+                env = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None} if untrimmed else {}
+                with dask.config.set(env), distributed.LocalCluster(
+                        n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
+                        memory_limit=0) as cl, distributed.Client(cl) as client:
                     r = dd.run(net, Xd, yd, client=client, comm_idle_probe=args.idle_probe, **kw)
                     t = r.config["distributed"]["timings"]
-                    record(n, f"dask×{w}", sweeps, t["timed_loop"], t["timed_driver"], t["timed_comm_bytes"],
-                           "(latents out of core)" if ooc else "", idle_rate=t["idle_comm_rate"])
+                    record(n, f"dask×{w}" + ("·" if untrimmed else ""), sweeps, t["timed_loop"], t["timed_driver"],
+                           t["timed_comm_bytes"], "(latents out of core)" if ooc else "", idle_rate=t["idle_comm_rate"])
         if lat_dir is not None and not args.keep:
             shutil.rmtree(lat_dir, ignore_errors=True)
 
@@ -174,6 +185,11 @@ def main(argv=None):
         print(f"  overhead dask×1 / blocked in process at n=1e6: {fmt_ratio(rb)} (target <= 1.3x)")
     if rg:
         print(f"  overhead dask×1 / gibbs.run (default scan) at n=1e6: {fmt_ratio(rg)} (target <= 1.3x)")
+    if 1 in untrimmed_workers:
+        for c2 in ("blocked", "gibbs.run"):
+            ru = ratios(1_000_000, "dask×1·", c2)
+            if ru:
+                print(f"  overhead dask×1· (worker without MALLOC_TRIM_THRESHOLD_) / {c2} at n=1e6: {fmt_ratio(ru)}")
     for w in workers:
         comm = [(n, get(n, f"dask×{w}")) for n in sizes]
         comm = [(n, r["comm"], r["net_comm"]) for n, r in comm if r is not None and r["comm"] is not None]
