@@ -26,9 +26,10 @@ the largest n it projects ``T(1e9 rows, N workers) = c·1e9/N + t_fixed`` with `
 per-row shard time and ``t_fixed`` the measured per-sweep driver + round-trip time.
 Timings on a shared machine are noisy: the 1-minute load average is printed next to them.
 ``--untrimmed-workers 1`` adds ``dask×1·``: the same cluster with the worker environment variable
-``MALLOC_TRIM_THRESHOLD_=65536`` that Dask's nanny sets by default left unset. Setting it turns
-off glibc's dynamic mmap threshold, so every array over 128 kB the worker allocates is a fresh
-``mmap`` that is page-faulted in on first touch (docs/distributed.md, Benchmark).
+``MALLOC_TRIM_THRESHOLD_=65536`` that Dask's nanny sets by default left unset. With it, glibc
+trims the heap's top whenever more than 64 kB of it are free (and stops adapting its mmap
+threshold), so memory a worker frees and allocates again in a loop (the fused latent kernel's
+per-group scratch) is page-faulted in again each time (docs/distributed.md, Scope and limits).
 ``--repeats R`` runs the configurations of each n R times in turn; the ratios are then taken
 within each repeat (configurations minutes apart at most) and their median reported.
 
@@ -143,9 +144,14 @@ def main(argv=None):
                        "(in process" + (", latents out of core)" if ooc else ")"))
             for w, untrimmed in [(w, False) for w in workers] + [(w, True) for w in untrimmed_workers]:
                 env = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None} if untrimmed else {}
+                if untrimmed:   # a nanny also writes its pre-spawn environment into this process's os.environ
+                    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
                 with dask.config.set(env), distributed.LocalCluster(
                         n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
                         memory_limit=0) as cl, distributed.Client(cl) as client:
+                    trim = set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values())
+                    if untrimmed and trim != {None}:
+                        raise RuntimeError(f"the untrimmed workers have MALLOC_TRIM_THRESHOLD_={trim}")
                     r = dd.run(net, Xd, yd, client=client, comm_idle_probe=args.idle_probe, **kw)
                     t = r.config["distributed"]["timings"]
                     record(n, f"dask×{w}" + ("·" if untrimmed else ""), sweeps, t["timed_loop"], t["timed_driver"],
