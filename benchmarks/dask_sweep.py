@@ -28,8 +28,8 @@ Timings on a shared machine are noisy: the 1-minute load average is printed next
 ``--untrimmed-workers 1`` adds ``dask×1·``: the same cluster with the worker environment variable
 ``MALLOC_TRIM_THRESHOLD_=65536`` that Dask's nanny sets by default left unset. With it, glibc
 trims the heap's top whenever more than 64 kB of it are free (and stops adapting its mmap
-threshold), so memory a worker frees and allocates again in a loop (the fused latent kernel's
-per-group scratch) is page-faulted in again each time (docs/distributed.md, Scope and limits).
+threshold), so memory a worker frees and allocates again in a loop (mostly inside the fused
+latent kernel) is page-faulted in again each time (docs/distributed.md, Scope and limits).
 ``--repeats R`` runs the configurations of each n R times in turn; the ratios are then taken
 within each repeat (configurations minutes apart at most) and their median reported.
 
