@@ -44,10 +44,47 @@ def test_counter_shift_and_uniforms_match_kernels():
     a = rnd.normals(k, 3, 10, 0, 10, 4, np.float64)
     b = rnd.normals(k, 3, 10, 4, 6, 4, np.float64)
     np.testing.assert_array_equal(a[:, 4:], b)
-    rng = np.random.default_rng(1)
-    A, Xp = rng.standard_normal((2, 3, 10, 4))
-    z = rnd.relu_preact(k, A, Xp, 0.1, 0.2, 0.0, 10, 0)
-    np.testing.assert_array_equal(z[:, 3:], rnd.relu_preact(k, A[:, 3:], Xp[:, 3:], 0.1, 0.2, 0.0, 10, 3))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_shard_sweep_is_the_fused_latent_pass_at_its_rows(dtype):
+    """Two shards (blocks of 7 rows) draw, at their rows, what kernels.latent_pass draws on all
+    rows (row_offset 0) with the same keys, layer by layer output → input; the statistics they
+    return (xr, sse from the passes' sums) equal those recomputed from the new latents."""
+    X, y = _data(n=50)
+    X, y = X.astype(dtype), y.astype(dtype)
+    C, N = 2, 50
+    W = [w.astype(dtype) for w in dd._driver.prior_weights(bbr.key(1), NET, C, np.float64)]
+    dy = np.array([0.05, 0.2])
+    rng = np.random.default_rng(3)
+    pre = [rng.standard_normal((C, N, d)).astype(dtype) for d in NET.widths[1:-1]]
+    post = [rng.standard_normal((C, N, d)).astype(dtype) for d in NET.widths[1:-1]]
+    key = bbr.key(7)
+    shards = [dd.Shard(NET, X[a:b], y[a:b], a, N, num_chains=C, dtype=dtype, block_rows=7) for a, b in [(0, 20), (20, 50)]]
+    stats = []
+    for sh, (a, b) in zip(shards, [(0, 20), (20, 50)]):
+        sh.set_latents([Z[:, a:b] for Z in pre], [Xh[:, a:b] for Xh in post])
+        stats.append(sh.sweep(W, dy, key, learn_noise=True))
+    L = NET.num_layers
+    for l in range(L - 1, 0, -1):
+        h = l - 1
+        T = np.broadcast_to(y[None], (C, N, NET.d_out)) if l == L - 1 else pre[l]
+        H = X[None] if h == 0 else post[h - 1]
+        A = np.matmul(H, np.swapaxes(W[h][..., :-1], -1, -2)) + W[h][:, None, :, -1]
+        dn = dy if l == L - 1 else np.full(C, NET.delta_z[l])
+        post[h], pre[h], _ = kernels.latent_pass(rnd.fold_in(key, h), pre[h], A, T, W[l], NET.delta_x[h],
+                                                 NET.delta_z[h], dn, activation=NET.activation, slope=NET.slope)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    got_pre = [np.concatenate(z, axis=1) for z in zip(*[sh.get_latents()[0] for sh in shards])]
+    got_post = [np.concatenate(x, axis=1) for x in zip(*[sh.get_latents()[1] for sh in shards])]
+    for a, b in zip(got_pre + got_post, pre + post):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    for sh, st in zip(shards, stats):
+        ref = sh.stats(W, learn_noise=True)
+        np.testing.assert_allclose(st["xr"], ref["xr"], rtol=1e-9 if dtype == np.float64 else 1e-4)
+        np.testing.assert_allclose(st["sse"], ref["sse"], rtol=1e-9 if dtype == np.float64 else 1e-4)
+        for a, b in zip(st["B"] + st["G"], ref["B"] + ref["G"]):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_row_ranges():

@@ -16,7 +16,10 @@ worker holds the row. Two mechanisms give that:
 Counter layout for a latent array of ``d`` columns and ``C`` chains: element
 ``(chain c, global row r, column j)`` has counter ``(r·C + c)·d + j`` (the C-order index in an
 ``(N, C, d)`` array), so a block of rows ``r0 .. r0+m`` (all chains) is the contiguous counter
-range starting at ``r0·C·d`` and takes one kernel call.
+range starting at ``r0·C·d`` and takes one kernel call (:func:`normals`, the initial latents).
+The sweep's latent update is :func:`blockbayes.kernels.latent_pass`, which keys its draws by the
+same index through its ``row_offset`` argument (its own disjoint streams for the ReLU draw, the
+post-activation normals and the next layer's noise), so it needs no shifted key.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import numpy as np
 from .. import kernels
 from .._backend import special
 
-__all__ = ["fold_in", "shift_key", "normals", "relu_preact", "counter_uniforms", "counter_normals", "sweep_keys",
+__all__ = ["fold_in", "shift_key", "normals", "counter_uniforms", "counter_normals", "sweep_keys",
            "step_keys"]
 
 GOLDEN = 0x9E3779B97F4A7C15
@@ -56,17 +59,6 @@ def normals(key, C: int, N: int, r0: int, m: int, d: int, dtype) -> np.ndarray:
     """
     zeros = np.zeros((m, C, d), dtype=dtype)
     out = kernels.truncated_normal(shift_key(key, r0 * C * d), zeros, 1.0, -np.inf, False)
-    return np.swapaxes(out, 0, 1)
-
-
-def relu_preact(key, A, Xpost, dz, dx, slope, N: int, r0: int) -> np.ndarray:
-    """ReLU / leaky-ReLU pre-activation draw of :func:`blockbayes.kernels.relu_preact` for the
-    rows ``r0 .. r0+m`` (``A``, ``Xpost``: ``(C, m, d)``); counters ``2i``, ``2i+1`` of the
-    index ``i = (r·C + c)·d + j`` (rows outermost, as in :func:`normals`)."""
-    C, m, d = A.shape
-    At = np.ascontiguousarray(np.swapaxes(A, 0, 1))
-    Xt = np.ascontiguousarray(np.swapaxes(Xpost, 0, 1))
-    out = kernels.relu_preact(shift_key(key, 2 * r0 * C * d), At, Xt, dz, dx, slope=slope)
     return np.swapaxes(out, 0, 1)
 
 

@@ -5,14 +5,15 @@ Its methods are the worker side of the blocked scan (docs/distributed.md):
 
 * :meth:`Shard.sweep` — block 2, all latents given all weights, row-local, output → input:
   for hidden ``l = L..2``: ``X^l | f(Z^l), Z^{l+1}, W^l`` (A.2), then ``Z^l | X̃^{l-1}W̃^{l-1⊤}, X^l``
-  (A.3); then the sufficient statistics of block 1 for the new latents.
+  (A.3), both in one fused pass over the rows (:func:`blockbayes.kernels.latent_pass`, the kernel
+  ``gibbs.step`` uses); then the sufficient statistics of block 1 for the new latents.
 * :meth:`Shard.recover` — a lost shard's latents drawn exactly from ``p(latents | W, x, y)``
   (rejection from the noisy forward pass, see the method).
 
 Rows are processed in blocks of ``block_rows`` so working memory is bounded whatever the
 shard size; latents can live in ``.npy`` memory maps (``latent_dir``) for out-of-core runs.
-Randomness is keyed by global row (:mod:`._random`), so the result does not depend on the
-shard or block boundaries.
+Randomness is keyed by global row (:mod:`._random`; the fused pass through its ``row_offset``),
+so the result does not depend on the shard or block boundaries.
 """
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ from typing import Optional
 
 import numpy as np
 
+from .. import kernels
 from .._backend import linalg
 from ..model import MLP
 from . import _random as rnd
 
-__all__ = ["Shard", "latent_post_draw", "latent_pre_draw", "block_stats"]
+__all__ = ["Shard", "latent_post_draw", "latent_layer_draw", "block_stats"]
 
 
 def _act(Z, activation, slope):
@@ -97,15 +99,23 @@ def latent_post_draw(factors, F, W_next, T_next, delta_x, delta_next, E1, E2):
     return np.swapaxes(linalg.solve_triangular(R, Y, lower=True, trans=True), -1, -2)
 
 
-def latent_pre_draw(key, A, Xpost, dz, dx, activation, slope, N, r0):
-    """Draw ``Z^l`` rows (A.3) for global rows ``r0..`` (the fused ReLU kernel, or the Gaussian
-    conditional for the identity), randomness keyed by global row."""
-    if activation == "identity":
-        s = dx + dz
-        E = rnd.normals(key, A.shape[0], N, r0, A.shape[1], A.shape[2], A.dtype)
-        return (dx * A + dz * Xpost) / s + math.sqrt(dx * dz / s) * E
-    # one-line switch point for a fused per-layer latent kernel with a row offset
-    return rnd.relu_preact(key, A, Xpost, dz, dx, slope if activation == "leaky_relu" else 0.0, N, r0)
+def latent_layer_draw(key, Z, A, T, W_next, delta_x, delta_z, delta_next, activation, slope, method, r0):
+    """Draw one hidden layer's ``X^l`` (A.2) and then ``Z^l`` (A.3) for the global rows ``r0..``
+    in one fused pass: :func:`blockbayes.kernels.latent_pass` (the dispatcher; Numba on NumPy
+    arrays), the kernel ``gibbs.step`` uses, with ``row_offset=r0``.
+
+    ``X ~ N(Q⁻¹r, Q⁻¹)``, ``Q = I/Δ_X + Ŵ^⊤Ŵ/Δ'``, ``r = f(z)/Δ_X + Ŵ^⊤(t − b)/Δ'`` (``[Ŵ b] = W_next``),
+    then ``z ~ p(z | a, x_new)`` elementwise. ``Z``, ``A``: (C, m, d) (current pre-activations and
+    their means ``X̃^{l-1}W̃^{l-1⊤}``); ``T``: (C, m, k) (the next layer's targets); ``W_next``:
+    (C, k, d + 1); ``delta_next``: (C,). Every draw is keyed by ``(key, global row, chain,
+    column)`` (counter ``(r·C + c)·d + j`` and its disjoint streams, :mod:`blockbayes.kernels`),
+    so the result does not depend on the shard or block boundaries.
+
+    Returns ``(X, Z, sums)``: (C, m, d) each in ``Z``'s dtype, and (C, 3) float64
+    ``[Σ(Z_old − A)², Σ‖T − X̃W^⊤‖², Σ(X − f(Z))²]`` of the new latents.
+    """
+    return kernels.latent_pass(key, Z, A, T, W_next, delta_x, delta_z, delta_next, activation=activation,
+                               slope=slope, method=method, row_offset=int(r0))
 
 
 def _aug_gram(H):
@@ -136,7 +146,7 @@ def _sumsq(R):
     return np.einsum("ci,ci->c", R2, R2).astype(np.float64)
 
 
-def block_stats(net: MLP, Xb, Tout, pre, post, weights=None, learn_noise=False):
+def block_stats(net: MLP, Xb, Tout, pre, post, weights=None, learn_noise=False, latent_sums=None):
     """Sufficient statistics of block 1 over a row block, float64 (summed over rows).
 
     Returns a dict: ``G`` list over layers ``l ≥ 2`` of ``X̃^{l⊤}X̃^l`` (C, d_l+1, d_l+1) (the
@@ -144,6 +154,11 @@ def block_stats(net: MLP, Xb, Tout, pre, post, weights=None, learn_noise=False):
     ``X̃^{l⊤}T^l`` (C, d_l+1, d_{l+1}); ``tt`` (C, L) ``‖T^l‖²``; ``xr`` (C, L−1)
     ``‖X^l − f(Z^l)‖²``; ``sse`` (C,) ``‖T^L − X̃^L W̃^{L⊤}‖²`` with ``weights`` (only if
     ``learn_noise``, else None).
+
+    ``latent_sums``: the (C, 3) sums the fused latent passes that drew ``pre``/``post`` returned,
+    one per hidden layer (:func:`latent_layer_draw`); ``xr`` is then their third column and
+    ``sse`` the second column of the last hidden layer's pass (the pass's ``W^⊤`` is
+    ``weights[L-1]``), instead of another pass over the rows.
     """
     L = net.num_layers
     G, B, tt, xr = [], [], [], []
@@ -155,12 +170,16 @@ def block_stats(net: MLP, Xb, Tout, pre, post, weights=None, learn_noise=False):
         B.append(_aug_cross(H, T))
         tt.append(_sumsq(np.ascontiguousarray(T)))
         if l < L - 1:
-            xr.append(_sumsq(post[l] - _act(pre[l], net.activation, net.slope)))
+            xr.append(latent_sums[l][:, 2] if latent_sums is not None else
+                      _sumsq(post[l] - _act(pre[l], net.activation, net.slope)))
     C = tt[0].shape[0]
     out = dict(G=G, B=B, tt=np.stack(tt, axis=-1), xr=np.stack(xr, axis=-1) if xr else np.zeros((C, 0)), sse=None)
     if learn_noise:
-        H = Xb[None] if L == 1 else post[L - 2]
-        out["sse"] = _sumsq(Tout - _affine(H, weights[L - 1]))
+        if latent_sums is not None and L > 1:
+            out["sse"] = np.asarray(latent_sums[L - 2][:, 1], dtype=np.float64)
+        else:
+            H = Xb[None] if L == 1 else post[L - 2]
+            out["sse"] = _sumsq(Tout - _affine(H, weights[L - 1]))
     return out
 
 
@@ -329,45 +348,40 @@ class Shard:
     def sweep(self, weights, delta_y, key, learn_noise=False, return_stats=True):
         """All latents | all weights (row-local), then block-1 statistics.
 
+        Per block of rows and hidden layer ``l = L..2`` (``h = l − 2`` in the lists): one
+        :func:`latent_layer_draw` (``X^l`` then ``Z^l``) with key ``fold_in(key, h)`` and the
+        block's global first row as ``row_offset``, given the new ``Z^{l+1}`` (or ``y``) and the
+        not yet updated ``X^{l-1}`` — the order of ``gibbs.step``'s latent updates.
+
         ``weights``: per layer (C, d_{l+1}, d_l + 1); ``delta_y``: (C,); ``key``: the sweep's
         latent key. Returns the statistics dict of the new latents (and, for ``sse``, the
-        given output weights).
+        given output weights); ``xr`` and ``sse`` come from the fused passes' sums.
         """
         net = self.net
         L = net.num_layers
         dt = self.dtype
         weights = [np.asarray(W, dtype=dt) for W in weights]
-        delta_y = np.asarray(delta_y, dtype=dt)
-        facs = {}
-        for l in range(L - 1, 0, -1):
-            dnext = delta_y if l == L - 1 else np.full(self.C, net.delta_z[l], dtype=dt)
-            facs[l] = (post_factors(weights[l], net.delta_x[l - 1], dnext, self.post_method), dnext)
+        delta_y = np.asarray(delta_y, dtype=np.float64)
+        dnext = {l: delta_y if l == L - 1 else np.full(self.C, net.delta_z[l]) for l in range(1, L)}
         acc = None
         for b0, b1 in self._blocks():
             Xb, Tout = self._data(b0, b1)
-            m = b1 - b0
-            g0 = self.r0 + b0
-            pre = [np.asarray(Z[:, b0:b1]) for Z in self.pre]
-            post = [np.asarray(Xh[:, b0:b1]) for Xh in self.post]
+            pre = [Z[:, b0:b1] for Z in self.pre]
+            post = [Xh[:, b0:b1] for Xh in self.post]
+            sums = [None] * (L - 1)
             for l in range(L - 1, 0, -1):
                 h = l - 1
-                d, k = net.widths[l], net.widths[l + 1]
                 T = Tout if l == L - 1 else pre[l]
-                fac, dnext = facs[l]
-                F = _act(pre[h], net.activation, net.slope)
-                E1 = rnd.normals(rnd.fold_in(key, h, 0), self.C, self.N, g0, m, d, dt)
-                E2 = (rnd.normals(rnd.fold_in(key, h, 1), self.C, self.N, g0, m, k, dt)
-                      if fac[0] == "matheron" else None)
-                post[h] = latent_post_draw(fac, F, weights[l], T, net.delta_x[h], dnext, E1, E2).astype(dt, copy=False)
                 Hprev = Xb[None] if h == 0 else post[h - 1]
                 A = _affine(Hprev, weights[h])
-                pre[h] = latent_pre_draw(rnd.fold_in(key, h, 2), A, post[h], net.delta_z[h], net.delta_x[h],
-                                         net.activation, net.slope, self.N, g0).astype(dt, copy=False)
+                post[h], pre[h], sums[h] = latent_layer_draw(
+                    rnd.fold_in(key, h), pre[h], A, T, weights[l], net.delta_x[h], net.delta_z[h], dnext[l],
+                    net.activation, net.slope, self.post_method, self.r0 + b0)
             for h in range(L - 1):
                 self.pre[h][:, b0:b1] = pre[h]
                 self.post[h][:, b0:b1] = post[h]
             if return_stats:
-                acc = add_stats(acc, block_stats(net, Xb, Tout, pre, post, weights, learn_noise))
+                acc = add_stats(acc, block_stats(net, Xb, Tout, pre, post, weights, learn_noise, sums))
         return acc
 
     # ------------------------------------------------------------------ fault recovery
