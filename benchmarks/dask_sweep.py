@@ -85,6 +85,7 @@ def main(argv=None):
     import blockbayes as bb
     from blockbayes import distributed as dd
     from blockbayes import gibbs
+    from blockbayes._backend import recycle
     import dask
     import distributed
 
@@ -130,11 +131,12 @@ def main(argv=None):
                 state = gibbs.init(rk.key(1), net, X, y)
                 cache = gibbs.precompute(net, X)
                 key = rk.key(2)
-                for i in range(sweeps + 1):
-                    if i == 1:
-                        t0 = time.perf_counter()
-                    key, sub = rk.split(key)
-                    state, _ = gibbs.step(sub, state, net, X, y, cache=cache)
+                with recycle.scope():   # as gibbs.run's loop (driver.run_kernel) holds one
+                    for i in range(sweeps + 1):
+                        if i == 1:
+                            t0 = time.perf_counter()
+                        key, sub = rk.split(key)
+                        state, _ = gibbs.step(sub, state, net, X, y, cache=cache)
                 record(n, "gibbs.run", sweeps, time.perf_counter() - t0, 0.0, None, "(gibbs.step, default scan, in memory)")
                 del X, y, state
             if n <= args.blocked_max:

@@ -309,6 +309,25 @@ def test_dask_same_chain_on_1_2_4_workers(client4):
         assert info["timings"]["comm_bytes"] > 0
 
 
+def test_dask_workers_get_the_large_block_allocator(client4):
+    """``worker_malloc="tuned"`` (default) applies glibc's mallopt on every worker (Dask's
+    nanny fixes the mmap threshold at 128 kB, so every block above it was faulted in afresh);
+    ``"as_is"`` leaves the workers alone; the chain is the same either way."""
+    import platform
+
+    X, y = _data()
+    r = dd.run(NET, X, y, client=client4, num_shards=2, **KW)
+    tuned = r.config["distributed"]["worker_malloc_tuned"]
+    assert len(tuned) == 4
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert all(tuned.values())
+    r2 = dd.run(NET, X, y, client=client4, num_shards=2, worker_malloc="as_is", **KW)
+    assert r2.config["distributed"]["worker_malloc_tuned"] == {}
+    _same(r, r2, 0.0)
+    with pytest.raises(ValueError, match="worker_malloc"):
+        dd.run(NET, X, y, client=client4, worker_malloc="fast", **KW)
+
+
 def test_dask_out_of_core_arrays_from_disk(client4, tmp_path):
     pytest.importorskip("dask")
     net = bb.MLP([4, 6, 1], delta=0.05)
