@@ -47,13 +47,54 @@ def test_latent_pass_compiles_one_dtype_per_call(dtype):
     b = kernels.latent_pass(bbr.key(1), Zro, Zro, T, W, 0.02, 0.05, 0.1, impl="cpu")
     for u, v in zip(a, b):                       # read-only inputs: the same draws
         np.testing.assert_array_equal(u, v)
+    form = tuple(numba.typeof(v) for v in cpu._selectors(0, k, 0))      # Matheron k < 4, ReLU
     sigs = [s for s in cpu._latent_kernel_serial.signatures
-            if str(_array_args(s)[0].dtype) == dtype]
+            if str(_array_args(s)[0].dtype) == dtype and tuple(s[20:25]) == form]
     assert len(sigs) == 1                        # writeable and read-only Z: one specialisation
     assert all(_homogeneous(s, 10) for s in cpu._latent_kernel_serial.signatures)
     # broken twin: the previous float32 dummies in a float64 call give a mixed signature
     mixed = (cpu._RO64,) * 5 + (cpu._DUMMY32,) * 5
     assert not _homogeneous(tuple(numba.typeof(v) for v in mixed), 10)
+
+
+def _group_callees(selectors):
+    """Names of the jitted functions :func:`cpu._latent_group`'s IR still calls once Numba's
+    dead-branch pruning has run for these selector types (the pass Numba runs before typing)."""
+    from numba.core import ir
+    from numba.core.analysis import dead_branch_prune
+    from numba.core.compiler import run_frontend
+
+    from blockbayes.kernels import cpu
+
+    func_ir = run_frontend(cpu._latent_group.py_func)
+    args = [numba.types.int64] * func_ir.arg_count
+    first = func_ir.arg_names.index("x_rowwise")
+    args[first:first + 5] = selectors
+    dead_branch_prune(func_ir, args)
+    used = set()
+    for blk in func_ir.blocks.values():
+        for stmt in blk.body:
+            if isinstance(stmt, ir.Assign) and isinstance(stmt.value, ir.Global) and stmt.value.name.startswith("_"):
+                used.add(stmt.value.name)
+    return used
+
+
+@pytest.mark.parametrize("method, k, act, keep", [
+    (0, 1, 0, {"_lg_rows_matheron_rowwise", "_relu_range"}),
+    (0, 5, 0, {"_lg_rows_matheron", "_relu_range"}),
+    (1, 1, 1, {"_lg_rows_cholesky", "_lg_identity", "_lg_sx"}),
+])
+def test_latent_group_compiles_only_its_form(method, k, act, keep):
+    """Each form of the latent pass (row sampler × activation) types only its own callees: the
+    others' branches are pruned before typing, so first use compiles no unused kernel. Broken
+    twin: int selectors everywhere (no None) keep every branch."""
+    from blockbayes.kernels import cpu
+
+    forms = {"_lg_rows_matheron_rowwise", "_lg_rows_matheron", "_lg_rows_cholesky", "_relu_range",
+             "_lg_identity", "_lg_sx"}
+    sel = [numba.typeof(v) for v in cpu._selectors(method, k, act)]
+    assert _group_callees(sel) & forms == keep
+    assert _group_callees([numba.types.int64] * 5) & forms == forms
 
 
 def test_gaussian_rows_one_specialisation_for_any_input_flags():

@@ -707,7 +707,7 @@ def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r
         pm, sign = _tn_bulk_pm(ar_b[jj], ur_b[jj], ec_b[jj])
         pm_r[jj] = pm
         sg_r[jj] = sign
-    nt = 0
+    nt = np.int64(0)            # not a literal 0: one specialisation of _ndtri_tails
     for jj in range(k):
         it_r[nt] = jj
         nt += abs(pm_r[jj] - 0.5) > 0.425
@@ -1098,7 +1098,7 @@ def _row_normals(nb, tb, idx, nrows, d, k0, k1, cb0, row_stride):
             nb[q + j] = _uniform(k0, k1, cb + np.uint64(j))
         q += d
     m = nrows * d
-    nt = 0
+    nt = np.int64(0)            # not a literal 0 (see _rr_invert)
     for q in range(m):
         idx[nt] = q
         nt += abs(nb[q] - 0.5) > 0.425
@@ -1363,8 +1363,8 @@ def _lg_sx(x, zn, lo, m_all, slope, nb):
 
 @njit(**_JIT)
 def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F, c, r0, r1,
-                  n, d, k, nc, t_cs, row_offset, method, act, slope, dx, dz, k0, k1,
-                  p1, p2, n1, n2, sdp, sdm, half_log, out):
+                  n, d, k, nc, t_cs, row_offset, x_rowwise, x_block, x_chol, z_relu, z_ident,
+                  slope, dx, dz, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, out):
     """Rows ``r0..r1-1`` of chain ``c``: X (row by row), then Z (blocked ReLU kernel), sums.
 
     Row ``μ`` (global row ``g_μ = row_offset + μ``, ``g = g_μ·C + c``) with ``x̃ = [x, 1]``,
@@ -1379,6 +1379,14 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
     ``ξ_j = Φ⁻¹(u(STREAM_X + g·d + j))``, ``e_m = Φ⁻¹(u(STREAM_E + g·k + m))``; the ReLU draw of
     element ``(μ, j)`` uses counters ``2i, 2i + 1`` with ``i = g·d + j``, the identity's
     Gaussian ``Φ⁻¹(u(2i))``. ``out``: ``[Σ(z_old − a)², Σ‖t − b − Ŵx‖², Σ(x − f(z_new))²]``.
+
+    The form is chosen by the selector arguments (:func:`_selectors`): of ``x_rowwise``
+    (method 0, ``k < 4``), ``x_block`` (method 0, ``k ≥ 4``), ``x_chol`` (method 1) exactly one
+    is ``0`` and the others ``None``, and likewise of ``z_relu``, ``z_ident``. A ``None``
+    argument is typed ``none``, and Numba's dead-branch pruning removes the ``is not None``
+    branches on it before typing, so each specialisation compiles only the code it runs (the
+    demo's ReLU net with ``k = 1``: the row-wise Matheron and the ReLU draw, not the other
+    two row forms nor the identity's Gaussian).
     """
     dn = dnext[c]
     nrows = r1 - r0
@@ -1400,21 +1408,22 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
     s_in = _lg_fz(z32, a32, lo, m_all, slope, xb) if is32 else _lg_fz(z64, a64, lo, m_all, slope, xb)
     # ξ for every element of the rows
     _row_normals(nb, tb, idx, nrows, d, k0, k1, _XS + np.uint64(g0 * d), row_stride)
-    if method == 0 and k < 4:
-        if is32:
+    s_next = 0.0
+    if x_rowwise is not None:                       # (each test on an argument alone: pruned
+        if is32:                                    # when the argument is None)
             s_next = _lg_rows_matheron_rowwise(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn,
                                                k0, k1, g0, nc)
         else:
             s_next = _lg_rows_matheron_rowwise(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn,
                                                k0, k1, g0, nc)
-    elif method == 0:
+    if x_block is not None:
         if is32:
             s_next = _lg_rows_matheron(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn, k0, k1,
                                        g0, nc)
         else:
             s_next = _lg_rows_matheron(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn, k0, k1,
                                        g0, nc)
-    else:
+    if x_chol is not None:
         if is32:
             s_next = _lg_rows_cholesky(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn, eb)
         else:
@@ -1423,15 +1432,17 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
         _lg_store(xb, x32, lo, m_all)
     else:
         _lg_store(xb, x64, lo, m_all)
-    if act == 0:                                    # the ReLU draw returns Σ(x − f(z_new))²
+    s_x = 0.0
+    if z_relu is not None:                          # the ReLU draw returns Σ(x − f(z_new))²
         s_x = _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2,
                           sdp, sdm, half_log, d, row_stride, g0 * d, slope)
-    elif is32:                                      # identity: Gaussian z | a, x
-        _lg_identity(nb, a32, x32, o32, lo, nrows, d, nc, g0, dx, dz, k0, k1)
-        s_x = _lg_sx(x32, o32, lo, m_all, slope, nb)
-    else:
-        _lg_identity(nb, a64, x64, o64, lo, nrows, d, nc, g0, dx, dz, k0, k1)
-        s_x = _lg_sx(x64, o64, lo, m_all, slope, nb)
+    if z_ident is not None:                         # identity: Gaussian z | a, x
+        if is32:
+            _lg_identity(nb, a32, x32, o32, lo, nrows, d, nc, g0, dx, dz, k0, k1)
+            s_x = _lg_sx(x32, o32, lo, m_all, slope, nb)
+        else:
+            _lg_identity(nb, a64, x64, o64, lo, nrows, d, nc, g0, dx, dz, k0, k1)
+            s_x = _lg_sx(x64, o64, lo, m_all, slope, nb)
     out[0] = s_in
     out[1] = s_next
     out[2] = s_x
@@ -1439,7 +1450,8 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
 
 @njit(**_JIT)
 def _latent_kernel_serial(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F, n, d,
-                          k, nc, t_cs, row_offset, method, act, slope, par, k0, k1, ngroups, out):
+                          k, nc, t_cs, row_offset, x_rowwise, x_block, x_chol, z_relu, z_ident,
+                          slope, par, k0, k1, ngroups, out):
     """:func:`_latent_kernel` on the calling thread (small passes: no thread wake-ups, which
     stall behind busy cores)."""
     for gi in range(nc * ngroups):
@@ -1449,7 +1461,8 @@ def _latent_kernel_serial(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32
         r1 = (g + 1) * n // ngroups
         if r1 > r0:
             _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F,
-                          c, r0, r1, n, d, k, nc, t_cs, row_offset, method, act, slope, par[c, 0],
+                          c, r0, r1, n, d, k, nc, t_cs, row_offset, x_rowwise, x_block, x_chol,
+                          z_relu, z_ident, slope, par[c, 0],
                           par[c, 1], k0, k1, par[c, 2], par[c, 3], par[c, 4], par[c, 5], par[c, 6],
                           par[c, 7], par[c, 8], out[gi])
 
@@ -1496,7 +1509,8 @@ def _rows_kernel(G, pd, B, delta, R0, use_r0, k0, k1, out):
 
 @njit(parallel=True, **_JIT)
 def _latent_kernel(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F, n, d, k,
-                   nc, t_cs, row_offset, method, act, slope, par, k0, k1, ngroups, out):
+                   nc, t_cs, row_offset, x_rowwise, x_block, x_chol, z_relu, z_ident, slope, par,
+                   k0, k1, ngroups, out):
     """Every chain's rows in parallel tasks; ``par[c]`` = chain ``c``'s ``(Δ_X, Δ_Z, p1, p2, n1,
     n2, sd_pos, sd_neg, half_log)`` (:class:`._common.ReluConstants`)."""
     for gi in prange(nc * ngroups):
@@ -1506,7 +1520,8 @@ def _latent_kernel(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dn
         r1 = (g + 1) * n // ngroups
         if r1 > r0:
             _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F,
-                          c, r0, r1, n, d, k, nc, t_cs, row_offset, method, act, slope, par[c, 0],
+                          c, r0, r1, n, d, k, nc, t_cs, row_offset, x_rowwise, x_block, x_chol,
+                          z_relu, z_ident, slope, par[c, 0],
                           par[c, 1], k0, k1, par[c, 2], par[c, 3], par[c, 4], par[c, 5], par[c, 6],
                           par[c, 7], par[c, 8], out[gi])
 
@@ -1644,6 +1659,14 @@ _PARALLEL_MIN = 1 << 16
 _ROWS_MAX = 128
 
 
+def _selectors(method: int, k: int, act: int) -> tuple:
+    """The selector arguments ``(x_rowwise, x_block, x_chol, z_relu, z_ident)`` of the latent
+    kernels (:func:`_latent_group`): ``0`` for the form used, ``None`` for the others. A
+    specialisation per form, each compiling only its own code (at first use of a form)."""
+    on = (method == 0 and k < 4, method == 0 and k >= 4, method == 1, act == 0, act == 1)
+    return tuple(0 if v else None for v in on)
+
+
 def chain_params(nc: int, dx, dz, consts) -> np.ndarray:
     """Per-chain parameters of the latent pass, ``(C, 9)`` float64: ``(Δ_X, Δ_Z, *consts)`` of
     chain ``c`` in row ``c`` (each value a float, shared, or a ``(C,)`` array)."""
@@ -1678,7 +1701,7 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
         arrs = (((_RO32,) * 3 + (_RW32,) * 2 + (z, a, Tc, xo, zo)) if is32
                 else ((z, a, Tc, xo, zo) + (_RO64,) * 3 + (_RW64,) * 2))
         kern = _latent_kernel if (threads > 1 and nc * n * d >= _PARALLEL_MIN) else _latent_kernel_serial
-        kern(*arrs, is32, W64, dn, F, n, d, k, nc, t_cs, int(row_offset), method, act,
+        kern(*arrs, is32, W64, dn, F, n, d, k, nc, t_cs, int(row_offset), *_selectors(method, k, act),
              float(slope), par, np.uint64(k0), np.uint64(k1), ngroups, out)
     sums = out.reshape(nc, ngroups, 3).sum(axis=1)
     return xo.reshape(nc, n, d), zo.reshape(nc, n, d), sums
