@@ -5,8 +5,11 @@
   (broadcast views, user arrays) do not compile a kernel twice, and a float64 call does not
   compile float32 code. Broken twin: passing the old float32 dummies in a float64 call (mixed
   signature) or a writeable input fails these checks (shown in the tests themselves).
-* ``blockbayes demo`` fits the baselines while a background process compiles the Gibbs kernels,
-  and prints what it printed before, in the same order.
+* ``blockbayes demo`` compiles the Gibbs kernels in two processes side by side (the demo's own:
+  the X draw and the row sampler, then the baselines; a background one: the ReLU draw, then the
+  whole pass once the demo's process releases it) and prints what it printed before, in the same
+  order.
+* Each form of the fused latent pass compiles only its own callees (None selectors pruned).
 
 No timing assertions (speed figures live in benchmarks/ and the notes).
 """
@@ -122,8 +125,11 @@ def test_gaussian_rows_one_specialisation_for_any_input_flags():
 def test_kernel_warmup_runs_the_demo_problem():
     from blockbayes import cli
 
-    cli._kernel_warmup(json.dumps(dict(d=3, hidden=4, n=40, delta=1e-2, chains=2, seed=0, threads=1)))
-    cli._warm_rows()
+    done = []
+    cli._warm_x_and_rows(4, None)
+    cli._kernel_warmup(json.dumps(dict(d=3, hidden=4, n=40, delta=1e-2, chains=2, seed=0, threads=1)),
+                       wait=lambda: done.append(1))
+    assert done == [1]
 
 
 def test_demo_prints_gibbs_then_baselines(capsys, monkeypatch):
@@ -150,3 +156,51 @@ def test_demo_without_baselines_starts_no_process(capsys, monkeypatch):
               "--warmup", "2", "--samples", "2", "--threads", "1", "--compare", "", "--no-progress"])
     out = capsys.readouterr().out
     assert "| test RMSE, Gibbs posterior mean |" in out and "Side by side" not in out
+
+
+_PARTS_SCRIPT = r"""
+import sys
+import numpy as np
+import numba
+from numba.core import event
+from blockbayes import kernels
+from blockbayes._backend import random as bbr
+from blockbayes.kernels import cpu
+
+numba.set_num_threads(1)
+parts = sys.argv[1].split(",") if sys.argv[1] else []
+for p in parts:
+    cpu.precompile_latent(p, 10, 1, 0, 0, np.float64)
+names = []
+class Rec(event.Listener):
+    def on_start(self, ev):
+        names.append(ev.data["dispatcher"].py_func.__qualname__)
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", Rec())
+z = np.zeros((4, 300, 10))
+kernels.latent_pass(bbr.key(0), z, z, np.zeros((1, 300, 1)), np.zeros((4, 1, 11)), 1e-2, 1e-2, 1e-2)
+print(",".join(sorted({n for n in names if n.startswith("_")})))
+"""
+
+
+@pytest.mark.slow          # compiles the latent pass from scratch (~20 s of CPU)
+def test_precompiled_parts_leave_only_the_top_of_the_pass(tmp_path):
+    """After ``precompile_latent("x")`` and ``("z")`` (the demo's warm-up split, here in one
+    process with a fresh cache), a first latent pass of the demo's form compiles only
+    :func:`_latent_group` and the kernel around it: the parts' specialisations are the ones the
+    pass calls. Broken twin: without the parts, the pass compiles the ReLU draw and the X draw's
+    kernels itself."""
+    import os
+    import subprocess
+    import sys
+
+    def compiled(parts, cache):
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / cache))
+        out = subprocess.run([sys.executable, "-c", _PARTS_SCRIPT, parts], env=env, check=True,
+                             capture_output=True, text=True, cwd=os.getcwd()).stdout
+        return set(out.strip().split(","))
+
+    assert compiled("x,z", "a") == {"_latent_group", "_latent_kernel_serial"}
+    twin = compiled("", "b")
+    assert {"_relu_range", "_lg_fz", "_row_normals", "_lg_rows_matheron_rowwise"} <= twin

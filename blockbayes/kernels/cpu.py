@@ -1677,9 +1677,11 @@ def chain_params(nc: int, dx, dz, consts) -> np.ndarray:
 
 
 def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConstants, act: int,
-                slope: float, method: int, row_offset: int, out_dtype):
+                slope: float, method: int, row_offset: int, out_dtype, *, draw_z: bool = True):
     """Numba fused latent pass (NumPy arrays, validated arguments): ``(X, Z, sums)``; ``dx``,
-    ``dz`` and the fields of ``consts`` floats (shared) or ``(C,)`` arrays (per chain)."""
+    ``dz`` and the fields of ``consts`` floats (shared) or ``(C,)`` arrays (per chain).
+    ``draw_z=False`` (:func:`precompile_latent` only) draws X alone: the returned Z is
+    uninitialised and the third sum 0."""
     dt = np.dtype(out_dtype)
     nc, n, d = Z.shape
     k = T.shape[-1]
@@ -1701,10 +1703,49 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
         arrs = (((_RO32,) * 3 + (_RW32,) * 2 + (z, a, Tc, xo, zo)) if is32
                 else ((z, a, Tc, xo, zo) + (_RO64,) * 3 + (_RW64,) * 2))
         kern = _latent_kernel if (threads > 1 and nc * n * d >= _PARALLEL_MIN) else _latent_kernel_serial
-        kern(*arrs, is32, W64, dn, F, n, d, k, nc, t_cs, int(row_offset), *_selectors(method, k, act),
+        sel = _selectors(method, k, act)
+        if not draw_z:
+            sel = sel[:3] + (None, None)
+        kern(*arrs, is32, W64, dn, F, n, d, k, nc, t_cs, int(row_offset), *sel,
              float(slope), par, np.uint64(k0), np.uint64(k1), ngroups, out)
     sums = out.reshape(nc, ngroups, 3).sum(axis=1)
     return xo.reshape(nc, n, d), zo.reshape(nc, n, d), sums
+
+
+def precompile_latent(part: str, d: int, k: int, act: int, method: int, out_dtype) -> None:
+    """Compile (or load from Numba's on-disk cache) one part of the kernels of
+    :func:`latent_pass` for a hidden layer of width ``d`` under a next layer of width ``k``
+    (``act``, ``method``: as :func:`latent_pass` takes them), in the specialisations the pass
+    uses, without the rest:
+
+    * ``"z"``: the ReLU draw :func:`_relu_range` with the argument types :func:`_latent_group`
+      passes it (a call on one element; nothing for the identity, whose Z draw is small);
+    * ``"x"``: :func:`_latent_factors` and the X draw's kernels (:func:`_lg_fz`,
+      :func:`_row_normals`, the row sampler of the form, :func:`_lg_store`), through a pass on
+      two chains of two rows that draws X only (a specialisation of the latent kernels of its
+      own, small; two chains, as one would make the chains' parameter column contiguous: another
+      argument type).
+
+    Numba compiles a kernel's callees first and takes each from the cache when it is there, so
+    two processes compiling the two parts side by side leave a first :func:`latent_pass` only
+    :func:`_latent_group` and the kernel around it to compile (the ReLU draw, the heaviest part,
+    is ~40 % of the whole)."""
+    dt = np.dtype(out_dtype)
+    if part == "z":
+        if act != 0:
+            return
+        is32 = dt == np.float32
+        a, x, o = _ro(np.zeros(1, dt)), np.zeros(1, dt), np.empty(1, dt)
+        arrs = (_RO32, _RW32, _RW32, a, x, o) if is32 else (a, x, o, _RO64, _RW64, _RW64)
+        consts = C.relu_constants(1.0, 1.0, 0.0)
+        _relu_range(*arrs, bool(is32), 0, 1, np.uint64(0), np.uint64(0), *(float(v) for v in consts),
+                    1, 1, 0, 0.0)
+    elif part == "x":
+        Z = np.zeros((2, 2, d), dt)
+        latent_pass(0, 0, Z, Z, np.zeros((1, 2, k), dt), np.zeros((2, k, d + 1)), 1.0, 1.0, 1.0,
+                    C.relu_constants(1.0, 1.0, 0.0), act, 0.0, method, 0, dt, draw_z=False)
+    else:
+        raise ValueError(f"part must be 'x' or 'z', got {part!r}")
 
 
 def gaussian_rows(k0: int, k1: int, B, delta, gram, prior_diag, chol, out_dtype):
