@@ -231,6 +231,7 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         tst = carry.tempering
         if tst is not None:
             tst, info = _tp.step(sub, tst, lad, X, y, warmup=sweep < num_warmup,
+                                 log_joint=keep and store_log_joint and moves is None,
                                  learn_noise=learn_noise, learn_prior=learn_prior, hyperprior=hyperprior,
                                  post_method=post_method, checked=True)
             state = tst.replica(0)
@@ -245,7 +246,7 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
                                     final_warmup=sweep == num_warmup - 1)
             if tst is not None:
                 tst = tst.with_replica(0, state)
-        if (moves is not None or tst is not None) and keep and store_log_joint:
+        if moves is not None and keep and store_log_joint:
             info = info._replace(log_joint=_k.log_joint(state, net, X, y))
         pending = info.log_joint_partial if (keep and store_log_joint and fused_lj) else None
         return GibbsCarry(state, mst, pending, tst), (info, carry.pending)
