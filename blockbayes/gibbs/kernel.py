@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional
 
 from .. import kernels
-from .._backend import device_of, namespace
+from .._backend import device_of, fast_namespace, namespace
 from .._backend import linalg
 from .._backend import random as bbr
 from ..blocks import augmented_gram, diag_embed, prior_diag
@@ -449,7 +449,7 @@ def residual_sums(state: GibbsState, net: MLP, X, y) -> tuple:
     """``(q_z, q_x, q_y)`` per chain: ``q_z[h] = ‖Z^h − X̃^{h−1}W̃^{h⊤}‖²`` and
     ``q_x[h] = ‖X^h − f(Z^h)‖²`` for each hidden layer (tuples), ``q_y = ‖T − X̃^L W̃^{L⊤}‖²``
     (targets ``T``: ``y``, one-hot labels or the probit utilities); each of shape ``(C,)``."""
-    xp = namespace(X, y)
+    xp = fast_namespace(X, y)
     H = X
     qz, qx = [], []
     L = net.num_layers
@@ -472,7 +472,7 @@ def log_joint_from_sums(state: GibbsState, net: MLP, X, sums, delta_scale=None):
 
     (``Δ_y`` the state's, per chain; hidden ``Δ`` times ``delta_scale`` when given), the terms
     added layer by layer in this order. ``X``: the data (``n``, dtype, device)."""
-    xp = namespace(X)
+    xp = fast_namespace(X)
     q_z, q_x, q_y = sums
     L = net.num_layers
     n = X.shape[0]

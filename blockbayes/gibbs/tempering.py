@@ -73,7 +73,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple, Optional
 
-from .._backend import device_of, namespace
+from .._backend import device_of, fast_namespace, namespace
 from .._backend import random as bbr
 from ..model import MLP
 from . import kernel as _k
@@ -388,7 +388,7 @@ def replica_log_joint(terms: ReplicaTerms, levels: NoiseLevels, net: MLP, n: int
 
     (:func:`blockbayes.gibbs.kernel.log_joint` minus the prior). Looked up at call time, so the
     validation suite patches its twins here."""
-    xp = namespace(terms.q_y)
+    xp = fast_namespace(terms.q_y)
     two_pi = 2.0 * math.pi
     total = 0.0
     for h in range(net.num_layers - 1):
@@ -546,7 +546,7 @@ def _swap(rng_key, state, lad: Ladder, X, y, parity: int):
     """:func:`swap`, returning ``(state, probs, terms, src)`` besides: ``terms`` the
     :class:`ReplicaTerms` of the input chains (flat, ``(M·C,)`` each) and ``src`` the gather
     (new chain ``i`` is input chain ``src[i]``); ``terms = src = None`` when ``M < 2``."""
-    xp = namespace(X)
+    xp = fast_namespace(X)
     M, C = len(lad.nets), lad.num_chains
     dt, dev = X.dtype, device_of(X)
     if M < 2:
@@ -612,7 +612,7 @@ def step(rng_key, tstate: TemperingState, lad: Ladder, X, y, *, warmup: bool = F
         if terms is None:
             lj = _k.log_joint(cold, lad.nets[0], X, y)
         else:
-            xp = namespace(X)
+            xp = fast_namespace(X)
             src0 = src[:C]
             take = lambda v: xp.take(v, src0, axis=0)
             sums = (tuple(take(v) for v in terms.q_z), tuple(take(v) for v in terms.q_x), take(terms.q_y))
