@@ -454,13 +454,15 @@ def residual_sums(state: GibbsState, net: MLP, X, y) -> tuple:
     qz, qx = [], []
     L = net.num_layers
     for l in range(L - 1):
-        R = state.pre[l] - affine(H, state.weights[l])
+        R = state.pre[l] - affine(H, state.weights[l], xp)
         qz.append(xp.sum(R * R, axis=(-2, -1)))
         Rx = state.post[l] - activate(xp, state.pre[l], net.activation, net.slope)
         qx.append(xp.sum(Rx * Rx, axis=(-2, -1)))
         H = state.post[l]
-    T = output_targets(net, y, state.latent, state.delta_y.shape[0], X)
-    R = T - affine(H, state.weights[L - 1])
+    # Gaussian targets broadcast in the subtraction itself (the same numbers as against
+    # output_targets' explicit broadcast, without building it)
+    T = y if net.likelihood == "gaussian" else output_targets(net, y, state.latent, state.delta_y.shape[0], X)
+    R = T - affine(H, state.weights[L - 1], xp)
     return tuple(qz), tuple(qx), xp.sum(R * R, axis=(-2, -1))
 
 

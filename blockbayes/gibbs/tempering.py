@@ -327,11 +327,15 @@ class NoiseLevels(NamedTuple):
 
     ``z``, ``x``: per hidden layer, arrays of shape ``(R, 1)`` (``Δ_Z^l``, ``Δ_X^l``); ``y``:
     shape ``(R, 1)`` (tempered ``Δ_y``), or ``None`` (the state's own ``Δ_y``: learned noise,
-    probit)."""
+    probit). ``log_z``, ``log_x``, ``log_y``: ``log 2πΔ`` of the same (computed once per run
+    by :func:`noise_levels`; ``None``: computed where needed, as for a ``None`` ``y``)."""
 
     z: tuple
     x: tuple
     y: Any
+    log_z: Any = None
+    log_x: Any = None
+    log_y: Any = None
 
 
 def noise_levels(nets, output: bool, like) -> NoiseLevels:
@@ -339,9 +343,11 @@ def noise_levels(nets, output: bool, like) -> NoiseLevels:
     xp = namespace(like)
     col = lambda vals: xp.asarray([[float(v)] for v in vals], dtype=like.dtype, device=device_of(like))
     H = nets[0].num_layers - 1
-    return NoiseLevels(tuple(col([nk.delta_z[h] for nk in nets]) for h in range(H)),
-                       tuple(col([nk.delta_x[h] for nk in nets]) for h in range(H)),
-                       col([nk.delta_y for nk in nets]) if output else None)
+    z = tuple(col([nk.delta_z[h] for nk in nets]) for h in range(H))
+    x = tuple(col([nk.delta_x[h] for nk in nets]) for h in range(H))
+    y = col([nk.delta_y for nk in nets]) if output else None
+    log = lambda d: xp.log(2.0 * math.pi * d)
+    return NoiseLevels(z, x, y, tuple(log(d) for d in z), tuple(log(d) for d in x), None if y is None else log(y))
 
 
 def _rows(v, lo, hi):
@@ -391,13 +397,15 @@ def replica_log_joint(terms: ReplicaTerms, levels: NoiseLevels, net: MLP, n: int
     xp = fast_namespace(terms.q_y)
     two_pi = 2.0 * math.pi
     total = 0.0
+    cached = levels.log_z is not None
     for h in range(net.num_layers - 1):
         m = n * net.widths[h + 1]
         dz, dx = levels.z[h], levels.x[h]
-        total = total - 0.5 * m * (xp.log(two_pi * dz) + xp.log(two_pi * dx)) \
-            - terms.q_z[h] / (2 * dz) - terms.q_x[h] / (2 * dx)
+        lz, lx = (levels.log_z[h], levels.log_x[h]) if cached else (xp.log(two_pi * dz), xp.log(two_pi * dx))
+        total = total - 0.5 * m * (lz + lx) - terms.q_z[h] / (2 * dz) - terms.q_x[h] / (2 * dx)
     dy = terms.delta_y if levels.y is None else levels.y
-    return total - 0.5 * n * net.d_out * xp.log(two_pi * dy) - terms.q_y / (2 * dy)
+    ly = levels.log_y if (cached and levels.y is not None) else xp.log(two_pi * dy)
+    return total - 0.5 * n * net.d_out * ly - terms.q_y / (2 * dy)
 
 
 def pair_log_ratios(terms: ReplicaTerms, levels: NoiseLevels, net: MLP, n: int):
@@ -608,9 +616,11 @@ def step(rng_key, tstate: TemperingState, lad: Ladder, X, y, *, warmup: bool = F
     st, probs, terms, src = _swap(k_swap, st, lad, X, y, tstate.sweeps)
     lj = None
     if log_joint:
-        cold = chain_slice(st, 0, C)
+        # the fields log_joint_from_sums reads (weights, precisions, Δ_y), of the cold chains
+        cold = st._replace(weights=tuple(w[:C, ...] for w in st.weights), lam_w=st.lam_w[:C, ...],
+                           lam_b=st.lam_b[:C, ...], delta_y=st.delta_y[:C, ...])
         if terms is None:
-            lj = _k.log_joint(cold, lad.nets[0], X, y)
+            lj = _k.log_joint(chain_slice(st, 0, C), lad.nets[0], X, y)
         else:
             xp = fast_namespace(X)
             src0 = src[:C]
