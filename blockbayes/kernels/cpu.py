@@ -1680,8 +1680,8 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
                 slope: float, method: int, row_offset: int, out_dtype, *, draw_z: bool = True):
     """Numba fused latent pass (NumPy arrays, validated arguments): ``(X, Z, sums)``; ``dx``,
     ``dz`` and the fields of ``consts`` floats (shared) or ``(C,)`` arrays (per chain).
-    ``draw_z=False`` (:func:`precompile_latent` only) draws X alone: the returned Z is
-    uninitialised and the third sum 0."""
+    ``draw_z=False`` (:func:`precompile_latent` only) calls :func:`_latent_group` directly on
+    chain 0's rows and draws X alone: only chain 0's X and first two sums are set."""
     dt = np.dtype(out_dtype)
     nc, n, d = Z.shape
     k = T.shape[-1]
@@ -1704,10 +1704,13 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
                 else ((z, a, Tc, xo, zo) + (_RO64,) * 3 + (_RW64,) * 2))
         kern = _latent_kernel if (threads > 1 and nc * n * d >= _PARALLEL_MIN) else _latent_kernel_serial
         sel = _selectors(method, k, act)
-        if not draw_z:
-            sel = sel[:3] + (None, None)
-        kern(*arrs, is32, W64, dn, F, n, d, k, nc, t_cs, int(row_offset), *sel,
-             float(slope), par, np.uint64(k0), np.uint64(k1), ngroups, out)
+        if draw_z:
+            kern(*arrs, is32, W64, dn, F, n, d, k, nc, t_cs, int(row_offset), *sel,
+                 float(slope), par, np.uint64(k0), np.uint64(k1), ngroups, out)
+        else:       # the group's callees with the kernels' argument types, no kernel compiled
+            _latent_group(*arrs, is32, W64, dn, F, 0, 0, n, n, d, k, nc, t_cs, int(row_offset), *sel[:3], None,
+                          None, float(slope), par[0, 0], par[0, 1], np.uint64(k0), np.uint64(k1), *par[0, 2:],
+                          out[0])
     sums = out.reshape(nc, ngroups, 3).sum(axis=1)
     return xo.reshape(nc, n, d), zo.reshape(nc, n, d), sums
 
@@ -1721,10 +1724,9 @@ def precompile_latent(part: str, d: int, k: int, act: int, method: int, out_dtyp
     * ``"z"``: the ReLU draw :func:`_relu_range` with the argument types :func:`_latent_group`
       passes it (a call on one element; nothing for the identity, whose Z draw is small);
     * ``"x"``: :func:`_latent_factors` and the X draw's kernels (:func:`_lg_fz`,
-      :func:`_row_normals`, the row sampler of the form, :func:`_lg_store`), through a pass on
-      two chains of two rows that draws X only (a specialisation of the latent kernels of its
-      own, small; two chains, as one would make the chains' parameter column contiguous: another
-      argument type).
+      :func:`_row_normals`, the row sampler of the form, :func:`_lg_store`), through an X-only
+      specialisation of :func:`_latent_group` called directly on two rows of two chains (two,
+      as one chain would make the chains' parameter column contiguous: another argument type).
 
     Numba compiles a kernel's callees first and takes each from the cache when it is there, so
     two processes compiling the two parts side by side leave a first :func:`latent_pass` only
