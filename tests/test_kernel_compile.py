@@ -5,8 +5,11 @@
   (broadcast views, user arrays) do not compile a kernel twice, and a float64 call does not
   compile float32 code. Broken twin: passing the old float32 dummies in a float64 call (mixed
   signature) or a writeable input fails these checks (shown in the tests themselves).
-* ``blockbayes demo`` fits the baselines while a background process compiles the Gibbs kernels,
-  and prints what it printed before, in the same order.
+* ``blockbayes demo`` compiles the Gibbs kernels in two processes side by side (the demo's own:
+  the X draw and the row sampler, then the baselines; a background one: the ReLU draw, then the
+  whole pass once the demo's process releases it) and prints what it printed before, in the same
+  order.
+* Each form of the fused latent pass compiles only its own callees (None selectors pruned).
 
 No timing assertions (speed figures live in benchmarks/ and the notes).
 """
@@ -47,13 +50,54 @@ def test_latent_pass_compiles_one_dtype_per_call(dtype):
     b = kernels.latent_pass(bbr.key(1), Zro, Zro, T, W, 0.02, 0.05, 0.1, impl="cpu")
     for u, v in zip(a, b):                       # read-only inputs: the same draws
         np.testing.assert_array_equal(u, v)
+    form = tuple(numba.typeof(v) for v in cpu._selectors(0, k, 0))      # Matheron k < 4, ReLU
     sigs = [s for s in cpu._latent_kernel_serial.signatures
-            if str(_array_args(s)[0].dtype) == dtype]
+            if str(_array_args(s)[0].dtype) == dtype and tuple(s[20:25]) == form]
     assert len(sigs) == 1                        # writeable and read-only Z: one specialisation
     assert all(_homogeneous(s, 10) for s in cpu._latent_kernel_serial.signatures)
     # broken twin: the previous float32 dummies in a float64 call give a mixed signature
     mixed = (cpu._RO64,) * 5 + (cpu._DUMMY32,) * 5
     assert not _homogeneous(tuple(numba.typeof(v) for v in mixed), 10)
+
+
+def _group_callees(selectors):
+    """Names of the jitted functions :func:`cpu._latent_group`'s IR still calls once Numba's
+    dead-branch pruning has run for these selector types (the pass Numba runs before typing)."""
+    from numba.core import ir
+    from numba.core.analysis import dead_branch_prune
+    from numba.core.compiler import run_frontend
+
+    from blockbayes.kernels import cpu
+
+    func_ir = run_frontend(cpu._latent_group.py_func)
+    args = [numba.types.int64] * func_ir.arg_count
+    first = func_ir.arg_names.index("x_rowwise")
+    args[first:first + 5] = selectors
+    dead_branch_prune(func_ir, args)
+    used = set()
+    for blk in func_ir.blocks.values():
+        for stmt in blk.body:
+            if isinstance(stmt, ir.Assign) and isinstance(stmt.value, ir.Global) and stmt.value.name.startswith("_"):
+                used.add(stmt.value.name)
+    return used
+
+
+@pytest.mark.parametrize("method, k, act, keep", [
+    (0, 1, 0, {"_lg_rows_matheron_rowwise", "_relu_range"}),
+    (0, 5, 0, {"_lg_rows_matheron", "_relu_range"}),
+    (1, 1, 1, {"_lg_rows_cholesky", "_lg_identity", "_lg_sx"}),
+])
+def test_latent_group_compiles_only_its_form(method, k, act, keep):
+    """Each form of the latent pass (row sampler × activation) types only its own callees: the
+    others' branches are pruned before typing, so first use compiles no unused kernel. Broken
+    twin: int selectors everywhere (no None) keep every branch."""
+    from blockbayes.kernels import cpu
+
+    forms = {"_lg_rows_matheron_rowwise", "_lg_rows_matheron", "_lg_rows_cholesky", "_relu_range",
+             "_lg_identity", "_lg_sx"}
+    sel = [numba.typeof(v) for v in cpu._selectors(method, k, act)]
+    assert _group_callees(sel) & forms == keep
+    assert _group_callees([numba.types.int64] * 5) & forms == forms
 
 
 def test_gaussian_rows_one_specialisation_for_any_input_flags():
@@ -81,8 +125,11 @@ def test_gaussian_rows_one_specialisation_for_any_input_flags():
 def test_kernel_warmup_runs_the_demo_problem():
     from blockbayes import cli
 
-    cli._kernel_warmup(json.dumps(dict(d=3, hidden=4, n=40, delta=1e-2, chains=2, seed=0, threads=1)))
-    cli._warm_rows()
+    done = []
+    cli._warm_x_and_rows(4, None)
+    cli._kernel_warmup(json.dumps(dict(d=3, hidden=4, n=40, delta=1e-2, chains=2, seed=0, threads=1)),
+                       wait=lambda: done.append(1))
+    assert done == [1]
 
 
 def test_demo_prints_gibbs_then_baselines(capsys, monkeypatch):
@@ -109,3 +156,51 @@ def test_demo_without_baselines_starts_no_process(capsys, monkeypatch):
               "--warmup", "2", "--samples", "2", "--threads", "1", "--compare", "", "--no-progress"])
     out = capsys.readouterr().out
     assert "| test RMSE, Gibbs posterior mean |" in out and "Side by side" not in out
+
+
+_PARTS_SCRIPT = r"""
+import sys
+import numpy as np
+import numba
+from numba.core import event
+from blockbayes import kernels
+from blockbayes._backend import random as bbr
+from blockbayes.kernels import cpu
+
+numba.set_num_threads(1)
+parts = sys.argv[1].split(",") if sys.argv[1] else []
+for p in parts:
+    cpu.precompile_latent(p, 10, 1, 0, 0, np.float64)
+names = []
+class Rec(event.Listener):
+    def on_start(self, ev):
+        names.append(ev.data["dispatcher"].py_func.__qualname__)
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", Rec())
+z = np.zeros((4, 300, 10))
+kernels.latent_pass(bbr.key(0), z, z, np.zeros((1, 300, 1)), np.zeros((4, 1, 11)), 1e-2, 1e-2, 1e-2)
+print(",".join(sorted({n for n in names if n.startswith("_")})))
+"""
+
+
+@pytest.mark.slow          # compiles the latent pass from scratch (~20 s of CPU)
+def test_precompiled_parts_leave_only_the_top_of_the_pass(tmp_path):
+    """After ``precompile_latent("x")`` and ``("z")`` (the demo's warm-up split, here in one
+    process with a fresh cache), a first latent pass of the demo's form compiles only
+    :func:`_latent_group` and the kernel around it: the parts' specialisations are the ones the
+    pass calls. Broken twin: without the parts, the pass compiles the ReLU draw and the X draw's
+    kernels itself."""
+    import os
+    import subprocess
+    import sys
+
+    def compiled(parts, cache):
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / cache))
+        out = subprocess.run([sys.executable, "-c", _PARTS_SCRIPT, parts], env=env, check=True,
+                             capture_output=True, text=True, cwd=os.getcwd()).stdout
+        return set(out.strip().split(","))
+
+    assert compiled("x,z", "a") == {"_latent_group", "_latent_kernel_serial"}
+    twin = compiled("", "b")
+    assert {"_relu_range", "_lg_fz", "_row_normals", "_lg_rows_matheron_rowwise"} <= twin

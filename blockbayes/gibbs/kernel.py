@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional
 
 from .. import kernels
-from .._backend import device_of, namespace
+from .._backend import device_of, fast_namespace, namespace
 from .._backend import linalg
 from .._backend import random as bbr
 from ..blocks import augmented_gram, diag_embed, prior_diag
@@ -22,7 +22,8 @@ from .conditionals import (initial_latent, output_targets, sample_latent, sample
                            sample_precision, sample_rows)
 
 __all__ = ["GibbsState", "GibbsInfo", "GibbsCache", "Hyperprior", "init", "step", "precompute",
-           "log_joint", "first_nonfinite", "NonFiniteStateError", "LATENT_PASS"]
+           "log_joint", "residual_sums", "log_joint_from_sums", "first_nonfinite", "NonFiniteStateError",
+           "LATENT_PASS"]
 
 
 #: How :func:`step` draws each hidden layer's ``X^l, Z^l``: ``"fused"`` (default) in one pass of
@@ -437,35 +438,65 @@ def log_joint(state: GibbsState, net: MLP, X, y, delta_scale=None):
     For the probit likelihoods the output term is the density of the latent utilities
     ``N(U; X̃^L W̃^{L⊤}, I)`` (the label indicator is 1 on the sampler's support); for
     ``"onehot_gaussian"`` the one-hot labels are the Gaussian targets.
+
+    :func:`log_joint_from_sums` of :func:`residual_sums` (the replica-exchange step passes the
+    sums its swap ratios already hold, and gets the same numbers bit for bit).
     """
-    xp = namespace(X, y)
+    return log_joint_from_sums(state, net, X, residual_sums(state, net, X, y), delta_scale)
+
+
+def residual_sums(state: GibbsState, net: MLP, X, y) -> tuple:
+    """``(q_z, q_x, q_y)`` per chain: ``q_z[h] = ‖Z^h − X̃^{h−1}W̃^{h⊤}‖²`` and
+    ``q_x[h] = ‖X^h − f(Z^h)‖²`` for each hidden layer (tuples), ``q_y = ‖T − X̃^L W̃^{L⊤}‖²``
+    (targets ``T``: ``y``, one-hot labels or the probit utilities); each of shape ``(C,)``."""
+    xp = fast_namespace(X, y)
+    H = X
+    qz, qx = [], []
+    L = net.num_layers
+    for l in range(L - 1):
+        R = state.pre[l] - affine(H, state.weights[l], xp)
+        qz.append(xp.sum(R * R, axis=(-2, -1)))
+        Rx = state.post[l] - activate(xp, state.pre[l], net.activation, net.slope)
+        qx.append(xp.sum(Rx * Rx, axis=(-2, -1)))
+        H = state.post[l]
+    # Gaussian targets broadcast in the subtraction itself (the same numbers as against
+    # output_targets' explicit broadcast, without building it)
+    T = y if net.likelihood == "gaussian" else output_targets(net, y, state.latent, state.delta_y.shape[0], X)
+    R = T - affine(H, state.weights[L - 1], xp)
+    return tuple(qz), tuple(qx), xp.sum(R * R, axis=(-2, -1))
+
+
+def log_joint_from_sums(state: GibbsState, net: MLP, X, sums, delta_scale=None):
+    """:func:`log_joint` from the state's :func:`residual_sums` ``sums = (q_z, q_x, q_y)``::
+
+        Σ_l log N(W̃^l; 0, Λ_l^{-1}) − Σ_h [ (n d_h/2)(log 2πΔ_Z^h + log 2πΔ_X^h)
+            + q_z^h/(2Δ_Z^h) + q_x^h/(2Δ_X^h) ] − (n d_out/2) log 2πΔ_y − q_y/(2Δ_y)
+
+    (``Δ_y`` the state's, per chain; hidden ``Δ`` times ``delta_scale`` when given), the terms
+    added layer by layer in this order. ``X``: the data (``n``, dtype, device)."""
+    xp = fast_namespace(X)
+    q_z, q_x, q_y = sums
     L = net.num_layers
     n = X.shape[0]
     two_pi = 2.0 * math.pi
     total = xp.zeros(state.delta_y.shape, dtype=X.dtype, device=device_of(X))
-    H = X
     for l, W in enumerate(state.weights):
         d_in, d_out = net.widths[l], net.widths[l + 1]
         total = _add_log_prior(xp, total, W, state.lam_w[:, l], state.lam_b[:, l], d_in, d_out)
-        A = affine(H, W)
         if l == L - 1:
-            T, dl = output_targets(net, y, state.latent, state.delta_y.shape[0], X), state.delta_y
+            q, dl = q_y, state.delta_y
         else:
-            T, dl = state.pre[l], xp.full(state.delta_y.shape, net.delta_z[l], dtype=X.dtype, device=device_of(X))
+            q, dl = q_z[l], xp.full(state.delta_y.shape, net.delta_z[l], dtype=X.dtype, device=device_of(X))
             if delta_scale is not None:
                 dl = dl * xp.astype(delta_scale, X.dtype)
-        R = T - A
-        total = total - 0.5 * n * d_out * xp.log(two_pi * dl) - xp.sum(R * R, axis=(-2, -1)) / (2 * dl)
+        total = total - 0.5 * n * d_out * xp.log(two_pi * dl) - q / (2 * dl)
         if l < L - 1:
-            Fz = activate(xp, state.pre[l], net.activation, net.slope)
-            Rx = state.post[l] - Fz
             if delta_scale is None:
                 dx = net.delta_x[l]
-                total = total - 0.5 * n * d_out * math.log(two_pi * dx) - xp.sum(Rx * Rx, axis=(-2, -1)) / (2 * dx)
+                total = total - 0.5 * n * d_out * math.log(two_pi * dx) - q_x[l] / (2 * dx)
             else:
                 dx = net.delta_x[l] * xp.astype(delta_scale, X.dtype)
-                total = total - 0.5 * n * d_out * xp.log(two_pi * dx) - xp.sum(Rx * Rx, axis=(-2, -1)) / (2 * dx)
-            H = state.post[l]
+                total = total - 0.5 * n * d_out * xp.log(two_pi * dx) - q_x[l] / (2 * dx)
     return total
 
 

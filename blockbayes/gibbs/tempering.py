@@ -73,13 +73,13 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple, Optional
 
-from .._backend import device_of, namespace
+from .._backend import device_of, fast_namespace, namespace
 from .._backend import random as bbr
-from ..model import MLP, activate, affine
+from ..model import MLP
 from . import kernel as _k
-from .conditionals import output_targets
 
-__all__ = ["Tempering", "TemperingPlan", "TemperingState", "Ladder", "NoiseLevels", "ReplicaTerms", "noisy_count",
+__all__ = ["Tempering", "TemperingPlan", "TemperingState", "Ladder", "SwapArrays", "NoiseLevels", "ReplicaTerms",
+           "noisy_count", "swap_arrays",
            "ladder_ratio", "plan", "replica_nets", "ladder", "noise_levels", "replica_terms", "replica_log_joint",
            "pair_log_ratios", "state_log_joint", "under", "swap_log_ratio", "chain_slice", "stack_replicas",
            "replica_targets", "init",
@@ -327,11 +327,15 @@ class NoiseLevels(NamedTuple):
 
     ``z``, ``x``: per hidden layer, arrays of shape ``(R, 1)`` (``Δ_Z^l``, ``Δ_X^l``); ``y``:
     shape ``(R, 1)`` (tempered ``Δ_y``), or ``None`` (the state's own ``Δ_y``: learned noise,
-    probit)."""
+    probit). ``log_z``, ``log_x``, ``log_y``: ``log 2πΔ`` of the same (computed once per run
+    by :func:`noise_levels`; ``None``: computed where needed, as for a ``None`` ``y``)."""
 
     z: tuple
     x: tuple
     y: Any
+    log_z: Any = None
+    log_x: Any = None
+    log_y: Any = None
 
 
 def noise_levels(nets, output: bool, like) -> NoiseLevels:
@@ -339,18 +343,24 @@ def noise_levels(nets, output: bool, like) -> NoiseLevels:
     xp = namespace(like)
     col = lambda vals: xp.asarray([[float(v)] for v in vals], dtype=like.dtype, device=device_of(like))
     H = nets[0].num_layers - 1
-    return NoiseLevels(tuple(col([nk.delta_z[h] for nk in nets]) for h in range(H)),
-                       tuple(col([nk.delta_x[h] for nk in nets]) for h in range(H)),
-                       col([nk.delta_y for nk in nets]) if output else None)
+    z = tuple(col([nk.delta_z[h] for nk in nets]) for h in range(H))
+    x = tuple(col([nk.delta_x[h] for nk in nets]) for h in range(H))
+    y = col([nk.delta_y for nk in nets]) if output else None
+    log = lambda d: xp.log(2.0 * math.pi * d)
+    return NoiseLevels(z, x, y, tuple(log(d) for d in z), tuple(log(d) for d in x), None if y is None else log(y))
 
 
 def _rows(v, lo, hi):
-    """Rows ``lo:hi`` of every array of a :class:`NoiseLevels` or :class:`ReplicaTerms`."""
+    """Rows ``lo:hi`` of every array of a :class:`NoiseLevels` or :class:`ReplicaTerms` (fields:
+    arrays, ``None`` or tuples of arrays; a swap slices six of them, so the two levels are
+    written out rather than recursed into)."""
     if v is None:
         return None
-    if isinstance(v, tuple):
-        return type(v)(*(_rows(u, lo, hi) for u in v)) if hasattr(v, "_fields") else tuple(_rows(u, lo, hi) for u in v)
-    return v[lo:hi, ...]
+    if not isinstance(v, tuple):
+        return v[lo:hi, ...]
+    out = [u if u is None else (tuple(_rows(w, lo, hi) for w in u) if isinstance(u, tuple) else u[lo:hi, ...])
+           for u in v]
+    return type(v)(*out) if hasattr(v, "_fields") else tuple(out)
 
 
 class ReplicaTerms(NamedTuple):
@@ -370,19 +380,8 @@ class ReplicaTerms(NamedTuple):
 def replica_terms(state, net: MLP, X, y) -> ReplicaTerms:
     """:class:`ReplicaTerms` of every chain of ``state`` (all replicas at once: one pass of
     array operations over the ``M·C`` chains, whatever ``M``)."""
-    xp = namespace(X, y)
-    H = X
-    qz, qx = [], []
-    L = net.num_layers
-    for l in range(L - 1):
-        R = state.pre[l] - affine(H, state.weights[l])
-        qz.append(xp.sum(R * R, axis=(-2, -1)))
-        Rx = state.post[l] - activate(xp, state.pre[l], net.activation, net.slope)
-        qx.append(xp.sum(Rx * Rx, axis=(-2, -1)))
-        H = state.post[l]
-    T = output_targets(net, y, state.latent, state.delta_y.shape[0], X)
-    R = T - affine(H, state.weights[L - 1])
-    return ReplicaTerms(tuple(qz), tuple(qx), xp.sum(R * R, axis=(-2, -1)), state.delta_y)
+    qz, qx, qy = _k.residual_sums(state, net, X, y)
+    return ReplicaTerms(qz, qx, qy, state.delta_y)
 
 
 def replica_log_joint(terms: ReplicaTerms, levels: NoiseLevels, net: MLP, n: int):
@@ -395,16 +394,18 @@ def replica_log_joint(terms: ReplicaTerms, levels: NoiseLevels, net: MLP, n: int
 
     (:func:`blockbayes.gibbs.kernel.log_joint` minus the prior). Looked up at call time, so the
     validation suite patches its twins here."""
-    xp = namespace(terms.q_y)
+    xp = fast_namespace(terms.q_y)
     two_pi = 2.0 * math.pi
     total = 0.0
+    cached = levels.log_z is not None
     for h in range(net.num_layers - 1):
         m = n * net.widths[h + 1]
         dz, dx = levels.z[h], levels.x[h]
-        total = total - 0.5 * m * (xp.log(two_pi * dz) + xp.log(two_pi * dx)) \
-            - terms.q_z[h] / (2 * dz) - terms.q_x[h] / (2 * dx)
+        lz, lx = (levels.log_z[h], levels.log_x[h]) if cached else (xp.log(two_pi * dz), xp.log(two_pi * dx))
+        total = total - 0.5 * m * (lz + lx) - terms.q_z[h] / (2 * dz) - terms.q_x[h] / (2 * dx)
     dy = terms.delta_y if levels.y is None else levels.y
-    return total - 0.5 * n * net.d_out * xp.log(two_pi * dy) - terms.q_y / (2 * dy)
+    ly = levels.log_y if (cached and levels.y is not None) else xp.log(two_pi * dy)
+    return total - 0.5 * n * net.d_out * ly - terms.q_y / (2 * dy)
 
 
 def pair_log_ratios(terms: ReplicaTerms, levels: NoiseLevels, net: MLP, n: int):
@@ -469,6 +470,9 @@ class Ladder(NamedTuple):
     cache : GibbsCache
         :func:`blockbayes.gibbs.kernel.precompute` of the ``M·C`` chains (a first-layer
         Cholesky factor per chain when the hyperparameters are fixed).
+    swap_arrays : SwapArrays or None
+        The constant arrays of a swap (:func:`swap_arrays`), made once per run; ``None``: made
+        at every swap.
     """
 
     nets: tuple
@@ -479,6 +483,31 @@ class Ladder(NamedTuple):
     delta_y: Any
     levels: Any
     cache: Any
+    swap_arrays: Any = None
+
+
+class SwapArrays(NamedTuple):
+    """The arrays a swap of ``M`` replicas of ``C`` chains uses that do not change from sweep to
+    sweep (:func:`swap_arrays`): ``proposed[p]`` ``(M − 1, 1)`` bool, pair ``k`` proposed at
+    parity ``p`` (``k ≡ p mod 2``); ``counts[p]`` ``(M − 1,)`` the same as 0/1 in the data
+    dtype; ``index`` ``arange(M·C)``; ``none`` ``(1, C)`` int64 zeros; ``neg_inf`` a scalar."""
+
+    proposed: tuple
+    counts: tuple
+    index: Any
+    none: Any
+    neg_inf: Any
+
+
+def swap_arrays(M: int, C: int, like) -> SwapArrays:
+    """:class:`SwapArrays` for ``M`` replicas of ``C`` chains on ``like``'s device and dtype."""
+    xp = namespace(like)
+    dt, dev = like.dtype, device_of(like)
+    proposed = tuple(xp.asarray([[(k % 2) == p] for k in range(M - 1)], dtype=xp.bool, device=dev) for p in (0, 1))
+    counts = tuple(xp.asarray([1.0 if (k % 2) == p else 0.0 for k in range(M - 1)], dtype=dt, device=dev)
+                   for p in (0, 1))
+    return SwapArrays(proposed, counts, xp.arange(M * C, dtype=xp.int64, device=dev),
+                      xp.zeros((1, C), dtype=xp.int64, device=dev), xp.asarray(-math.inf, dtype=dt, device=dev))
 
 
 def ladder(net: MLP, X, factors, num_chains: int, *, output: bool = False, learn_prior: bool = False) -> Ladder:
@@ -491,7 +520,7 @@ def ladder(net: MLP, X, factors, num_chains: int, *, output: bool = False, learn
     dy = xp.asarray([nk.delta_y for nk in nets for _ in range(C)], dtype=X.dtype, device=dev) if output else None
     cache = _k.precompute(net, X, learn_prior=learn_prior, delta_scale=scale)
     return Ladder(nets, tuple(float(t) for t in factors), bool(output), C, scale, dy,
-                  noise_levels(nets, output, X), cache)
+                  noise_levels(nets, output, X), cache, swap_arrays(M, C, X))
 
 
 def init(rng_key, net: MLP, X, y, factors, *, num_chains: int, init="prior", output: bool = False) -> TemperingState:
@@ -517,31 +546,39 @@ def swap(rng_key, state, lad: Ladder, X, y, parity: int):
     (:func:`pair_log_ratios`); a swap exchanges everything of the two chains' states (weights,
     latents, ``λ``, probit utilities, and ``Δ_y`` when it is learned) by one gather per array;
     with ``output`` each replica keeps its own tempered ``Δ_y``."""
-    xp = namespace(X)
+    new, probs, _, _ = _swap(rng_key, state, lad, X, y, parity)
+    return new, probs
+
+
+def _swap(rng_key, state, lad: Ladder, X, y, parity: int):
+    """:func:`swap`, returning ``(state, probs, terms, src)`` besides: ``terms`` the
+    :class:`ReplicaTerms` of the input chains (flat, ``(M·C,)`` each) and ``src`` the gather
+    (new chain ``i`` is input chain ``src[i]``); ``terms = src = None`` when ``M < 2``."""
+    xp = fast_namespace(X)
     M, C = len(lad.nets), lad.num_chains
     dt, dev = X.dtype, device_of(X)
     if M < 2:
-        return state, xp.zeros((0, C), dtype=dt, device=dev)
+        return state, xp.zeros((0, C), dtype=dt, device=dev), None, None
     n = X.shape[0]
-    terms = replica_terms(state, lad.nets[0], X, y)
+    flat = terms = replica_terms(state, lad.nets[0], X, y)
     terms = ReplicaTerms(tuple(xp.reshape(v, (M, C)) for v in terms.q_z), tuple(xp.reshape(v, (M, C)) for v in terms.q_x),
                          xp.reshape(terms.q_y, (M, C)), xp.reshape(terms.delta_y, (M, C)))
     la = pair_log_ratios(terms, lad.levels, lad.nets[0], n)                              # (M − 1, C)
-    la = xp.where(xp.isnan(la), xp.asarray(-math.inf, dtype=la.dtype, device=device_of(la)), la)
-    proposed = xp.asarray([[(k % 2) == (parity % 2)] for k in range(M - 1)], dtype=xp.bool, device=dev)
+    sa = lad.swap_arrays if lad.swap_arrays is not None else swap_arrays(M, C, X)
+    la = xp.where(xp.isnan(la), xp.astype(sa.neg_inf, la.dtype), la)
+    proposed = sa.proposed[parity % 2]
     U = bbr.uniform(rng_key, (M - 1, C), like=X)
     ok = proposed & (xp.log(U) < la)
     zero = xp.zeros_like(la)
     probs = xp.where(proposed, xp.exp(xp.minimum(la, zero)), zero)
     # new chain (k, c) takes the state of (k + 1, c) if pair k swapped, of (k − 1, c) if pair k − 1 did
     oki = xp.astype(ok, xp.int64)
-    none = xp.zeros((1, C), dtype=xp.int64, device=dev)
-    src = (xp.arange(M * C, dtype=xp.int64, device=dev)
-           + C * xp.reshape(xp.concat([oki, none], axis=0) - xp.concat([none, oki], axis=0), (M * C,)))
+    none = sa.none
+    src = sa.index + C * xp.reshape(xp.concat([oki, none], axis=0) - xp.concat([none, oki], axis=0), (M * C,))
     new = _map_state(lambda a: xp.take(a, src, axis=0), state)
     if lad.output:
         new = new._replace(delta_y=lad.delta_y)
-    return new, probs
+    return new, probs, flat, src
 
 
 def replica_targets(y, M: int, C: int, net: MLP):
@@ -560,25 +597,45 @@ def _info_rows(info, C: int):
     return type(info)(*(None if v is None else v[:C, ...] for v in info))
 
 
-def step(rng_key, tstate: TemperingState, lad: Ladder, X, y, *, warmup: bool = False, **step_kwargs):
+def step(rng_key, tstate: TemperingState, lad: Ladder, X, y, *, warmup: bool = False, log_joint: bool = False,
+         **step_kwargs):
     """One tempered sweep: one :func:`blockbayes.gibbs.kernel.step` of all ``M·C`` chains (replica
     ``k``'s under its hidden ``Δ``: ``delta_scale = lad.scale``, and its ``Δ_y`` in the state),
     then the even or odd swaps (:func:`swap`). Returns ``(tstate, info)`` with ``info`` the cold
-    replica's rows of the sweep's :class:`~blockbayes.gibbs.kernel.GibbsInfo` (pure)."""
+    replica's rows of the sweep's :class:`~blockbayes.gibbs.kernel.GibbsInfo` (pure); with
+    ``log_joint``, ``info.log_joint`` is the cold replica's :func:`~blockbayes.gibbs.kernel.log_joint`
+    after the swaps, assembled from the residual sums the swap ratios were computed from (a new
+    cold chain is an old chain of some replica, whose sums those are) — the same numbers, bit
+    for bit, without a second pass over the latents."""
     M, C = len(lad.nets), lad.num_chains
     k_step, k_swap = bbr.split(rng_key, 2)
     y = replica_targets(y, M, C, lad.nets[0])
     step_kwargs.setdefault("fused_log_joint", False)     # a swap changes the states those sums describe
     st, info = _k.step(k_step, tstate.state, lad.nets[0], X, y, cache=lad.cache, delta_scale=lad.scale,
                        **step_kwargs)
-    st, probs = swap(k_swap, st, lad, X, y, tstate.sweeps)
+    st, probs, terms, src = _swap(k_swap, st, lad, X, y, tstate.sweeps)
+    lj = None
+    if log_joint:
+        # the fields log_joint_from_sums reads (weights, precisions, Δ_y), of the cold chains
+        cold = st._replace(weights=tuple(w[:C, ...] for w in st.weights), lam_w=st.lam_w[:C, ...],
+                           lam_b=st.lam_b[:C, ...], delta_y=st.delta_y[:C, ...])
+        if terms is None:
+            lj = _k.log_joint(chain_slice(st, 0, C), lad.nets[0], X, y)
+        else:
+            xp = fast_namespace(X)
+            src0 = src[:C]
+            take = lambda v: xp.take(v, src0, axis=0)
+            sums = (tuple(take(v) for v in terms.q_z), tuple(take(v) for v in terms.q_x), take(terms.q_y))
+            lj = _k.log_joint_from_sums(cold, lad.nets[0], X, sums)
     acc, prop = tstate.accept_sum, tstate.proposed
     if not warmup and M > 1:
-        xp = namespace(X)
         acc = acc + probs
-        pr = [1.0 if (k % 2) == (tstate.sweeps % 2) else 0.0 for k in range(M - 1)]
-        prop = prop + xp.asarray(pr, dtype=X.dtype, device=device_of(X))
-    return TemperingState(st, acc, prop, tstate.sweeps + 1), _info_rows(info, C)
+        sa = lad.swap_arrays if lad.swap_arrays is not None else swap_arrays(M, C, X)
+        prop = prop + sa.counts[tstate.sweeps % 2]
+    info = _info_rows(info, C)
+    if lj is not None:
+        info = info._replace(log_joint=lj)
+    return TemperingState(st, acc, prop, tstate.sweeps + 1), info
 
 
 def summary(tplan: TemperingPlan, tstate: Optional[TemperingState] = None) -> dict:

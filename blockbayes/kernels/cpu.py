@@ -804,7 +804,7 @@ def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r
         pm, sign = _tn_bulk_pm(ar_b[jj], ur_b[jj], ec_b[jj])
         pm_r[jj] = pm
         sg_r[jj] = sign
-    nt = 0
+    nt = np.int64(0)            # not a literal 0: one specialisation of _ndtri_tails
     for jj in range(k):
         it_r[nt] = jj
         nt += abs(pm_r[jj] - 0.5) > 0.425
@@ -1211,7 +1211,7 @@ def _row_normals(nb, tb, idx, nrows, d, k0, k1, cb0, row_stride):
             nb[q + j] = _uniform(k0, k1, cb + np.uint64(j))
         q += d
     m = nrows * d
-    nt = 0
+    nt = np.int64(0)            # not a literal 0 (see _rr_invert)
     for q in range(m):
         idx[nt] = q
         nt += abs(nb[q] - 0.5) > 0.425
@@ -1476,8 +1476,8 @@ def _lg_sx(x, zn, lo, m_all, slope, nb):
 
 @njit(**_JIT)
 def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F, c, r0, r1,
-                  n, d, k, nc, t_cs, row_offset, method, act, slope, dx, dz, k0, k1,
-                  p1, p2, n1, n2, sdp, sdm, half_log, out):
+                  n, d, k, nc, t_cs, row_offset, x_rowwise, x_block, x_chol, z_relu, z_ident,
+                  slope, dx, dz, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, out):
     """Rows ``r0..r1-1`` of chain ``c``: X (row by row), then Z (blocked ReLU kernel), sums.
 
     Row ``μ`` (global row ``g_μ = row_offset + μ``, ``g = g_μ·C + c``) with ``x̃ = [x, 1]``,
@@ -1492,6 +1492,14 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
     ``ξ_j = Φ⁻¹(u(STREAM_X + g·d + j))``, ``e_m = Φ⁻¹(u(STREAM_E + g·k + m))``; the ReLU draw of
     element ``(μ, j)`` uses counters ``2i, 2i + 1`` with ``i = g·d + j``, the identity's
     Gaussian ``Φ⁻¹(u(2i))``. ``out``: ``[Σ(z_old − a)², Σ‖t − b − Ŵx‖², Σ(x − f(z_new))²]``.
+
+    The form is chosen by the selector arguments (:func:`_selectors`): of ``x_rowwise``
+    (method 0, ``k < 4``), ``x_block`` (method 0, ``k ≥ 4``), ``x_chol`` (method 1) exactly one
+    is ``0`` and the others ``None``, and likewise of ``z_relu``, ``z_ident``. A ``None``
+    argument is typed ``none``, and Numba's dead-branch pruning removes the ``is not None``
+    branches on it before typing, so each specialisation compiles only the code it runs (the
+    demo's ReLU net with ``k = 1``: the row-wise Matheron and the ReLU draw, not the other
+    two row forms nor the identity's Gaussian).
     """
     dn = dnext[c]
     nrows = r1 - r0
@@ -1513,21 +1521,22 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
     s_in = _lg_fz(z32, a32, lo, m_all, slope, xb) if is32 else _lg_fz(z64, a64, lo, m_all, slope, xb)
     # ξ for every element of the rows
     _row_normals(nb, tb, idx, nrows, d, k0, k1, _XS + np.uint64(g0 * d), row_stride)
-    if method == 0 and k < 4:
-        if is32:
+    s_next = 0.0
+    if x_rowwise is not None:                       # (each test on an argument alone: pruned
+        if is32:                                    # when the argument is None)
             s_next = _lg_rows_matheron_rowwise(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn,
                                                k0, k1, g0, nc)
         else:
             s_next = _lg_rows_matheron_rowwise(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn,
                                                k0, k1, g0, nc)
-    elif method == 0:
+    if x_block is not None:
         if is32:
             s_next = _lg_rows_matheron(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn, k0, k1,
                                        g0, nc)
         else:
             s_next = _lg_rows_matheron(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn, k0, k1,
                                        g0, nc)
-    else:
+    if x_chol is not None:
         if is32:
             s_next = _lg_rows_cholesky(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn, eb)
         else:
@@ -1536,15 +1545,17 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
         _lg_store(xb, x32, lo, m_all)
     else:
         _lg_store(xb, x64, lo, m_all)
-    if act == 0:                                    # the ReLU draw returns Σ(x − f(z_new))²
+    s_x = 0.0
+    if z_relu is not None:                          # the ReLU draw returns Σ(x − f(z_new))²
         s_x = _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2,
                           sdp, sdm, half_log, d, row_stride, g0 * d, slope)
-    elif is32:                                      # identity: Gaussian z | a, x
-        _lg_identity(nb, a32, x32, o32, lo, nrows, d, nc, g0, dx, dz, k0, k1)
-        s_x = _lg_sx(x32, o32, lo, m_all, slope, nb)
-    else:
-        _lg_identity(nb, a64, x64, o64, lo, nrows, d, nc, g0, dx, dz, k0, k1)
-        s_x = _lg_sx(x64, o64, lo, m_all, slope, nb)
+    if z_ident is not None:                         # identity: Gaussian z | a, x
+        if is32:
+            _lg_identity(nb, a32, x32, o32, lo, nrows, d, nc, g0, dx, dz, k0, k1)
+            s_x = _lg_sx(x32, o32, lo, m_all, slope, nb)
+        else:
+            _lg_identity(nb, a64, x64, o64, lo, nrows, d, nc, g0, dx, dz, k0, k1)
+            s_x = _lg_sx(x64, o64, lo, m_all, slope, nb)
     out[0] = s_in
     out[1] = s_next
     out[2] = s_x
@@ -1552,7 +1563,8 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
 
 @njit(**_JIT)
 def _latent_kernel_serial(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F, n, d,
-                          k, nc, t_cs, row_offset, method, act, slope, par, k0, k1, ngroups, out):
+                          k, nc, t_cs, row_offset, x_rowwise, x_block, x_chol, z_relu, z_ident,
+                          slope, par, k0, k1, ngroups, out):
     """:func:`_latent_kernel` on the calling thread (small passes: no thread wake-ups, which
     stall behind busy cores)."""
     for gi in range(nc * ngroups):
@@ -1562,7 +1574,8 @@ def _latent_kernel_serial(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32
         r1 = (g + 1) * n // ngroups
         if r1 > r0:
             _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F,
-                          c, r0, r1, n, d, k, nc, t_cs, row_offset, method, act, slope, par[c, 0],
+                          c, r0, r1, n, d, k, nc, t_cs, row_offset, x_rowwise, x_block, x_chol,
+                          z_relu, z_ident, slope, par[c, 0],
                           par[c, 1], k0, k1, par[c, 2], par[c, 3], par[c, 4], par[c, 5], par[c, 6],
                           par[c, 7], par[c, 8], out[gi])
 
@@ -1624,7 +1637,8 @@ def _rows_kernel(G, pd, B, delta, R0, use_r0, k0, k1, out):
 
 @njit(parallel=True, **_JIT)
 def _latent_kernel(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F, n, d, k,
-                   nc, t_cs, row_offset, method, act, slope, par, k0, k1, ngroups, out):
+                   nc, t_cs, row_offset, x_rowwise, x_block, x_chol, z_relu, z_ident, slope, par,
+                   k0, k1, ngroups, out):
     """Every chain's rows in parallel tasks; ``par[c]`` = chain ``c``'s ``(Δ_X, Δ_Z, p1, p2, n1,
     n2, sd_pos, sd_neg, half_log)`` (:class:`._common.ReluConstants`)."""
     for gi in prange(nc * ngroups):
@@ -1634,7 +1648,8 @@ def _latent_kernel(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dn
         r1 = (g + 1) * n // ngroups
         if r1 > r0:
             _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dnext, F,
-                          c, r0, r1, n, d, k, nc, t_cs, row_offset, method, act, slope, par[c, 0],
+                          c, r0, r1, n, d, k, nc, t_cs, row_offset, x_rowwise, x_block, x_chol,
+                          z_relu, z_ident, slope, par[c, 0],
                           par[c, 1], k0, k1, par[c, 2], par[c, 3], par[c, 4], par[c, 5], par[c, 6],
                           par[c, 7], par[c, 8], out[gi])
 
@@ -1772,6 +1787,14 @@ _PARALLEL_MIN = 1 << 16
 _ROWS_MAX = 128
 
 
+def _selectors(method: int, k: int, act: int) -> tuple:
+    """The selector arguments ``(x_rowwise, x_block, x_chol, z_relu, z_ident)`` of the latent
+    kernels (:func:`_latent_group`): ``0`` for the form used, ``None`` for the others. A
+    specialisation per form, each compiling only its own code (at first use of a form)."""
+    on = (method == 0 and k < 4, method == 0 and k >= 4, method == 1, act == 0, act == 1)
+    return tuple(0 if v else None for v in on)
+
+
 def chain_params(nc: int, dx, dz, consts) -> np.ndarray:
     """Per-chain parameters of the latent pass, ``(C, 9)`` float64: ``(Δ_X, Δ_Z, *consts)`` of
     chain ``c`` in row ``c`` (each value a float, shared, or a ``(C,)`` array)."""
@@ -1782,9 +1805,11 @@ def chain_params(nc: int, dx, dz, consts) -> np.ndarray:
 
 
 def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConstants, act: int,
-                slope: float, method: int, row_offset: int, out_dtype):
+                slope: float, method: int, row_offset: int, out_dtype, *, draw_z: bool = True):
     """Numba fused latent pass (NumPy arrays, validated arguments): ``(X, Z, sums)``; ``dx``,
-    ``dz`` and the fields of ``consts`` floats (shared) or ``(C,)`` arrays (per chain)."""
+    ``dz`` and the fields of ``consts`` floats (shared) or ``(C,)`` arrays (per chain).
+    ``draw_z=False`` (:func:`precompile_latent` only) calls :func:`_latent_group` directly on
+    chain 0's rows and draws X alone: only chain 0's X and first two sums are set."""
     dt = np.dtype(out_dtype)
     nc, n, d = Z.shape
     k = T.shape[-1]
@@ -1806,10 +1831,51 @@ def latent_pass(k0: int, k1: int, Z, A, T, W, dnext, dx, dz, consts: C.ReluConst
         arrs = (((_RO32,) * 3 + (_RW32,) * 2 + (z, a, Tc, xo, zo)) if is32
                 else ((z, a, Tc, xo, zo) + (_RO64,) * 3 + (_RW64,) * 2))
         kern = _latent_kernel if (threads > 1 and nc * n * d >= _PARALLEL_MIN) else _latent_kernel_serial
-        kern(*arrs, is32, W64, dn, F, n, d, k, nc, t_cs, int(row_offset), method, act,
-             float(slope), par, np.uint64(k0), np.uint64(k1), ngroups, out)
+        sel = _selectors(method, k, act)
+        if draw_z:
+            kern(*arrs, is32, W64, dn, F, n, d, k, nc, t_cs, int(row_offset), *sel,
+                 float(slope), par, np.uint64(k0), np.uint64(k1), ngroups, out)
+        else:       # the group's callees with the kernels' argument types, no kernel compiled
+            _latent_group(*arrs, is32, W64, dn, F, 0, 0, n, n, d, k, nc, t_cs, int(row_offset), *sel[:3], None,
+                          None, float(slope), par[0, 0], par[0, 1], np.uint64(k0), np.uint64(k1), *par[0, 2:],
+                          out[0])
     sums = out.reshape(nc, ngroups, 3).sum(axis=1)
     return xo.reshape(nc, n, d), zo.reshape(nc, n, d), sums
+
+
+def precompile_latent(part: str, d: int, k: int, act: int, method: int, out_dtype) -> None:
+    """Compile (or load from Numba's on-disk cache) one part of the kernels of
+    :func:`latent_pass` for a hidden layer of width ``d`` under a next layer of width ``k``
+    (``act``, ``method``: as :func:`latent_pass` takes them), in the specialisations the pass
+    uses, without the rest:
+
+    * ``"z"``: the ReLU draw :func:`_relu_range` with the argument types :func:`_latent_group`
+      passes it (a call on one element; nothing for the identity, whose Z draw is small);
+    * ``"x"``: :func:`_latent_factors` and the X draw's kernels (:func:`_lg_fz`,
+      :func:`_row_normals`, the row sampler of the form, :func:`_lg_store`), through an X-only
+      specialisation of :func:`_latent_group` called directly on two rows of two chains (two,
+      as one chain would make the chains' parameter column contiguous: another argument type).
+
+    Numba compiles a kernel's callees first and takes each from the cache when it is there, so
+    two processes compiling the two parts side by side leave a first :func:`latent_pass` only
+    :func:`_latent_group` and the kernel around it to compile (the ReLU draw, the heaviest part,
+    is ~40 % of the whole)."""
+    dt = np.dtype(out_dtype)
+    if part == "z":
+        if act != 0:
+            return
+        is32 = dt == np.float32
+        a, x, o = _ro(np.zeros(1, dt)), np.zeros(1, dt), np.empty(1, dt)
+        arrs = (_RO32, _RW32, _RW32, a, x, o) if is32 else (a, x, o, _RO64, _RW64, _RW64)
+        consts = C.relu_constants(1.0, 1.0, 0.0)
+        _relu_range(*arrs, bool(is32), 0, 1, np.uint64(0), np.uint64(0), *(float(v) for v in consts),
+                    1, 1, 0, 0.0)
+    elif part == "x":
+        Z = np.zeros((2, 2, d), dt)
+        latent_pass(0, 0, Z, Z, np.zeros((1, 2, k), dt), np.zeros((2, k, d + 1)), 1.0, 1.0, 1.0,
+                    C.relu_constants(1.0, 1.0, 0.0), act, 0.0, method, 0, dt, draw_z=False)
+    else:
+        raise ValueError(f"part must be 'x' or 'z', got {part!r}")
 
 
 def gaussian_rows(k0: int, k1: int, B, delta, gram, prior_diag, chol, out_dtype):
