@@ -1288,11 +1288,11 @@ def _lg_fz(zo, a, lo, m_all, slope, xb):
 
 
 @njit(inline="always", **_JIT)
-def _solve_llt_columns(R, L, k, nrows):
-    """``R[:, r] ← (L Lᵀ)⁻¹ R[:, r]`` for every column ``r < nrows`` in place (``L``: k × k lower
-    Cholesky factor): forward then backward substitution, the columns innermost (independent,
-    so the loops vectorise)."""
-    for m in range(k):                      # L v = s
+def _forward_columns(R, L, k, nrows):
+    """``R[:, r] ← L⁻¹ R[:, r]`` for every column ``r < nrows`` in place (``L``: k × k lower
+    triangular), the columns innermost (independent, so the loops vectorise); each column gets
+    the operations of a column-by-column forward substitution, in the same order."""
+    for m in range(k):
         for p in range(m):
             lmp = L[m, p]
             for r in range(nrows):
@@ -1300,7 +1300,13 @@ def _solve_llt_columns(R, L, k, nrows):
         lmm = L[m, m]
         for r in range(nrows):
             R[m, r] = R[m, r] / lmm
-    for m in range(k - 1, -1, -1):          # L^T y = v
+
+
+@njit(inline="always", **_JIT)
+def _backward_columns(R, L, k, nrows):
+    """``R[:, r] ← L⁻ᵀ R[:, r]`` for every column ``r < nrows`` in place (``L`` as in
+    :func:`_forward_columns`), the columns innermost."""
+    for m in range(k - 1, -1, -1):
         for p in range(m + 1, k):
             lpm = L[p, m]
             for r in range(nrows):
@@ -1308,6 +1314,14 @@ def _solve_llt_columns(R, L, k, nrows):
         lmm = L[m, m]
         for r in range(nrows):
             R[m, r] = R[m, r] / lmm
+
+
+@njit(inline="always", **_JIT)
+def _solve_llt_columns(R, L, k, nrows):
+    """``R[:, r] ← (L Lᵀ)⁻¹ R[:, r]`` for every column ``r < nrows`` in place (``L``: k × k lower
+    Cholesky factor): forward then backward substitution, the columns innermost."""
+    _forward_columns(R, L, k, nrows)        # L v = s
+    _backward_columns(R, L, k, nrows)       # L^T y = v
 
 
 @njit(**_JIT)
@@ -1609,27 +1623,14 @@ def _rows_kernel(G, pd, B, delta, R0, use_r0, k0, k1, out):
         for i in range(d1):
             for m in range(k):
                 V[i, m] = B[c, i, m]
-            for p in range(i):
-                rip = R[i, p]
-                for m in range(k):
-                    V[i, m] -= rip * V[p, m]
-            rii = R[i, i]
-            for m in range(k):
-                V[i, m] = V[i, m] / rii
+        _forward_columns(V, R, d1, k)           # R⁻¹ B
         for i in range(d1):
             cb = np.uint64((c * d1 + i) * k)
             for m in range(k):
                 U[i, m] = _uniform(k0, k1, cb + np.uint64(m))
             for m in range(k):
                 V[i, m] += sd * _ndtri(U[i, m])
-        for i in range(d1 - 1, -1, -1):
-            for p in range(i + 1, d1):
-                rpi = R[p, i]
-                for m in range(k):
-                    V[i, m] -= rpi * V[p, m]
-            rii = R[i, i]
-            for m in range(k):
-                V[i, m] = V[i, m] / rii
+        _backward_columns(V, R, d1, k)          # R^{-⊤}(R⁻¹B + √Δ E)
         for m in range(k):
             for i in range(d1):
                 out[c, m, i] = V[i, m]
