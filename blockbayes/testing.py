@@ -19,10 +19,11 @@ import math
 from typing import Callable, NamedTuple
 
 # Host NumPy/SciPy on purpose: these are the statistical checks of the test and validation
-# suites, run on host copies of draws (KS distances, quantiles, whitening by a host Cholesky);
-# no algorithm calls them, so they stay outside the _backend rule (DESIGN.md: algorithm modules).
-import numpy as np
-from scipy import special, stats
+# suites, run on host copies of draws (KS distances, quantiles, whitening by a host Cholesky),
+# reached through the one host door (_backend.host) like every other host-side module.
+from ._backend.host import np, scipy_special, scipy_stats
+
+special, stats = scipy_special(), scipy_stats()
 
 __all__ = ["Check", "dkw_epsilon", "z_threshold", "ks_check", "two_sample_ks_check", "mean_check",
            "proportion_check", "whiten", "gaussian_checks", "assert_checks"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["np", "minimize"]
+__all__ = ["np", "minimize", "scipy_special", "scipy_stats"]
 
 
 def minimize(fun, x0, **kwargs):
@@ -36,3 +36,17 @@ def minimize(fun, x0, **kwargs):
     from scipy.optimize import minimize as _minimize
 
     return _minimize(fun, x0, **kwargs)
+
+
+def scipy_special():
+    """:mod:`scipy.special` (imported on first use, so importing this module stays cheap)."""
+    import scipy.special
+
+    return scipy.special
+
+
+def scipy_stats():
+    """:mod:`scipy.stats` (imported on first use)."""
+    import scipy.stats
+
+    return scipy.stats

@@ -49,8 +49,9 @@ def mcse_quantile(draws, prob):
     -------
     array, shape param_shape
     """
-    import numpy as np
-    from scipy.special import betaincinv
+    from .._backend.host import np, scipy_special
+
+    betaincinv = scipy_special().betaincinv
 
     prob = float(prob)
     if not 0.0 < prob < 1.0:

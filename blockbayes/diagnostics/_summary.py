@@ -99,7 +99,7 @@ def format_summary(table, *, digits=3):
     -------
     str
     """
-    import numpy as np
+    from .._backend.host import np
 
     names = list(table["name"])
     cols = {c: np.asarray(to_numpy(table[c]), dtype=np.float64) for c in _SUMMARY_COLUMNS}
