@@ -1039,25 +1039,58 @@ def _erfc_pos_sel(y):
 
 
 @njit(inline="always", **_JIT)
-def _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, c0, k0, k1):
+def _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, idx, t_b):
     """Passes 2–5 of :func:`_tn_range` on one block already loaded into float64 buffers
     (mean ``m_b``, sd ``s_b``, bound ``b_b``, side ``g_b``: −1 from above, +1 from below):
-    ``z_b[j]`` ← the draw with counter ``c0 + j``, clamped to the bound in float64."""
+    ``z_b[j]`` ← the draw with counter ``c0 + j``, clamped to the bound in float64.
+
+    Each element gets the arithmetic of :func:`_erfc_pos_sel`, :func:`_tn_bulk_pm` and
+    :func:`_ndtri`, but each range's formula is evaluated only where it is used: erfc's middle
+    range (``0.46875 < y ≤ 4``, most elements) for every element, the others on the gathered
+    remainder; AS241's central rational for every element and its tail rationals on the
+    gathered ~15 % outside it (as :func:`_row_normals`). Scratch: ``ec_b``, ``pm_b``, ``t_b``
+    (float64) and ``idx`` (int64), each of at least ``cnt``.
+    """
     for j in range(cnt):
         u_b[j] = _uniform(k0, k1, c0 + np.uint64(j))
         s = s_b[j]
         diff = b_b[j] - m_b[j]
         al_b[j] = (-diff if g_b[j] < 0.0 else diff) / s
+    # erfc(|α|/√2): the middle range for all, the small and large ranges gathered
+    for j in range(cnt):        # (the heavy loops apart from the compactions: they vectorise)
+        y = abs(al_b[j]) * _INV_SQRT2
+        ec_b[j] = _erfcx_mid(y) * _exp_neg_sq(y)
+    ne = np.int64(0)            # not a literal 0 (see _rr_invert)
+    for j in range(cnt):
+        y = abs(al_b[j]) * _INV_SQRT2
+        idx[ne] = j
+        ne += (y <= 0.46875) | (y > 4.0)
+    for jj in range(ne):
+        j = idx[jj]
+        ec_b[j] = _erfc_pos_sel(abs(al_b[j]) * _INV_SQRT2)
+    # p of the inversion, its sign, and Φ⁻¹(p): central rational for all, tails gathered
+    for j in range(cnt):
+        pm, sign = _tn_bulk_pm(al_b[j], u_b[j], ec_b[j])
+        pm_b[j] = pm
+        ec_b[j] = sign
+    nt = np.int64(0)
+    for j in range(cnt):
+        idx[nt] = j
+        nt += abs(pm_b[j] - 0.5) > 0.425
+    for jj in range(nt):
+        t_b[jj] = pm_b[idx[jj]]
+    _ndtri_tails(t_b, nt)
+    for j in range(cnt):
+        z_b[j] = _ndtri_central(pm_b[j] - 0.5)
+    for jj in range(nt):
+        z_b[idx[jj]] = t_b[jj]
     for j in range(cnt):
         alpha = al_b[j]
-        u = u_b[j]
         m = m_b[j]
         s = s_b[j]
         b = b_b[j]
         g = g_b[j]
-        ec = _erfc_pos_sel(abs(alpha) * _INV_SQRT2)
-        pm, sign = _tn_bulk_pm(alpha, u, ec)
-        t = sign * _ndtri(pm)
+        t = ec_b[j] * z_b[j]
         if t < alpha:
             t = alpha
         gs = g * s
@@ -1092,6 +1125,10 @@ def _tn_range(m64, s64, b64, o64, m32, s32, b32, o32, is32, ms, ss, bs, upper, u
     al_b = np.empty(_CHUNK)
     u_b = np.empty(_CHUNK)
     z_b = np.empty(_CHUNK)
+    ec_b = np.empty(_CHUNK)
+    pm_b = np.empty(_CHUNK)
+    t_b = np.empty(_CHUNK)
+    idx = np.empty(_CHUNK, dtype=np.int64)
     for start in range(lo, hi, _CHUNK):
         cnt = min(_CHUNK, hi - start)
         for j in range(cnt):
@@ -1105,7 +1142,8 @@ def _tn_range(m64, s64, b64, o64, m32, s32, b32, o32, is32, ms, ss, bs, upper, u
                 s_b[j] = s64[i * ss]
                 b_b[j] = b64[i * bs]
             g_b[j] = -1.0 if upper[i * us] else 1.0
-        _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, np.uint64(start), k0, k1)
+        _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, np.uint64(start), k0, k1, ec_b, pm_b,
+                  idx, t_b)
         if is32:
             for j in range(cnt):
                 i = start + j
@@ -1154,6 +1192,10 @@ def _mnp_range(a64, u64, o64, a32, u32, o32, is32, lab, lab_cs, n, K, lo, hi, ky
     al_b = np.empty(R * K)
     u_b = np.empty(R * K)
     z_b = np.empty(R * K)
+    ec_b = np.empty(R * K)
+    pm_b = np.empty(R * K)
+    t_b = np.empty(R * K)
+    idx = np.empty(R * K, dtype=np.int64)
     y_b = np.empty(R, dtype=np.int64)
     uy64 = np.empty(R)
     uy32 = np.empty(R, dtype=np.float32)
@@ -1183,7 +1225,8 @@ def _mnp_range(a64, u64, o64, a32, u32, o32, is32, lab, lab_cs, n, K, lo, hi, ky
                 b_b[q] = mx
             s_b[q] = 1.0
             g_b[q] = 1.0
-        _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, np.uint64(start), ky0, ky1)
+        _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, np.uint64(start), ky0, ky1, ec_b, pm_b,
+                  idx, t_b)
         for q in range(cnt):
             if is32:
                 zc = np.float32(z_b[q])
@@ -1201,7 +1244,8 @@ def _mnp_range(a64, u64, o64, a32, u32, o32, is32, lab, lab_cs, n, K, lo, hi, ky
                 s_b[j] = 1.0
                 b_b[j] = uy64[q]
                 g_b[j] = -1.0
-        _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt * K, np.uint64(start * K), ko0, ko1)
+        _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt * K, np.uint64(start * K), ko0, ko1,
+                  ec_b, pm_b, idx, t_b)
         for q in range(cnt):
             base = (start + q) * K
             y = y_b[q]
