@@ -36,7 +36,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-PEER_DEFAULT = os.path.join(ROOT, "..", "shared", "peer")
+# ../shared/peer beside the checkout; a git worktree one level deeper (wt/<name>) looks one up
+PEER_DEFAULT = next((p for p in (os.path.join(ROOT, "..", "shared", "peer"),
+                                 os.path.join(ROOT, "..", "..", "shared", "peer"))
+                     if os.path.isdir(p)), os.path.join(ROOT, "..", "shared", "peer"))
 
 SIZES = [(50, 50, 10_000), (50, 10, 2084), (20, 10, 1000), (50, 10, 10_000)]
 if os.environ.get("BB_BENCH_SIZES"):

@@ -5,9 +5,14 @@ Usage::
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \\
         python benchmarks/gibbs_sweep_profile.py [d K n] [--sweeps 30]
+    ... python benchmarks/gibbs_sweep_profile.py 784 12 60000 --classes 10 --delta 2
 
 The problem is ``benchmarks/gibbs_sweep.py``'s (teacher–student data, Δ = 1e-3, prior start,
-one chain); the state is taken after ``--sweeps`` sweeps. Wall-clock medians; print the 1-minute
+one chain; with ``--classes`` its MNIST-shaped multinomial probit, Δ = 2 there); the state is
+taken after ``--sweeps`` sweeps. The in-place timers list every product and kernel of the
+sweep: ``affine`` (the GEMM ``X̃W̃^⊤`` of each layer), ``augmented_cross`` (``H̃^⊤T``, the first
+layer's as ``(Z^⊤X)^⊤``), ``augmented_gram`` (the output layer's; the first layer's Gram and
+Cholesky are cached per run), ``gaussian_rows``, ``latent_pass``, ``multinomial_utilities``. Wall-clock medians; print the 1-minute
 load with the figures (on a shared machine only same-process comparisons mean much).
 """
 from __future__ import annotations
@@ -26,6 +31,8 @@ def main():
     ap.add_argument("dims", nargs="*", type=int, default=[50, 50, 10_000])
     ap.add_argument("--sweeps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--classes", type=int, default=0, help="multinomial probit with this many classes")
+    ap.add_argument("--delta", type=float, default=None, help="Δ (default 1e-3, or 2 with --classes)")
     args = ap.parse_args()
     d, K, n = args.dims
 
@@ -38,7 +45,8 @@ def main():
     from blockbayes.kernels import _common as C
     from blockbayes.kernels import cpu
 
-    o = gs.Ours(d, K, n, "float32", "cpu", 0, 1e-3)
+    delta = args.delta if args.delta is not None else (2.0 if args.classes else 1e-3)
+    o = gs.Ours(d, K, n, "float32", "cpu", args.classes, delta)
     for _ in range(args.sweeps):
         o.sweep()
 
@@ -51,7 +59,7 @@ def main():
             ts.append(time.perf_counter() - t)
         return float(np.median(ts)) * 1e3
 
-    print(f"# ({d}, {K}, {n}) float32, load {os.getloadavg()[0]:.2f}")
+    print(f"# ({d}, {K}, {n}) float32, classes {args.classes}, Δ = {delta}, load {os.getloadavg()[0]:.2f}")
     print(f"sweep: {med(o.sweep):.3f} ms")
     timers = {}
 
@@ -70,7 +78,10 @@ def main():
     saved = [(gk, "sample_rows", wrap(gk, "sample_rows")), (gk, "affine", wrap(gk, "affine")),
              (gk, "_fused_log_joint", wrap(gk, "_fused_log_joint")),
              (gk.kernels, "latent_pass", wrap(gk.kernels, "latent_pass")),
-             (gc.kernels, "gaussian_rows", wrap(gc.kernels, "gaussian_rows"))]
+             (gc.kernels, "gaussian_rows", wrap(gc.kernels, "gaussian_rows")),
+             (gc, "augmented_cross", wrap(gc, "augmented_cross")),
+             (gc, "augmented_gram", wrap(gc, "augmented_gram")),
+             (gc.kernels, "multinomial_utilities", wrap(gc.kernels, "multinomial_utilities"))]
     R = args.repeats
     t0 = time.perf_counter()
     for _ in range(R):
@@ -81,6 +92,12 @@ def main():
     print(f"sweep with timers: {tot:.3f} ms")
     for name, v in timers.items():
         print(f"  {name}: {v / R * 1e3:.3f} ms")
+    inner = sum(v for k, v in timers.items() if k not in ("sample_rows", "augmented_cross", "augmented_gram",
+                                                          "gaussian_rows"))
+    inner += sum(timers.get(k, 0.0) for k in ("augmented_cross", "augmented_gram", "gaussian_rows"))
+    print(f"  rest (Python, small ops): {tot - inner / R * 1e3:.3f} ms")
+    if args.classes:
+        return
     st, X = o.state, o.X
     A = model.affine(X, st.weights[0])
     T = gc.output_targets(o.net, o.y, None, 1, X)

@@ -148,3 +148,95 @@ def test_multinomial_latent_update_broken_twin_is_caught():
         return np.where(oh, u_y[..., None], others)
 
     bt.assert_checks(_multinomial_invariance_checks(broken), expect_pass=False)
+
+
+# ------------------------------------------------------------------------- fused utility kernel
+
+def _utility_inputs(C, n, K, dtype, per_chain_labels, seed):
+    """Pre-activations over several sd's (bounds in both tails, α ≥ 5 included) and valid
+    previous utilities (argmax = label)."""
+    rng = np.random.default_rng(seed)
+    A = (rng.standard_normal((C, n, K)) * rng.choice([0.3, 3.0, 12.0], size=(C, n, 1))).astype(dtype)
+    labels = rng.integers(0, K, (C, n) if per_chain_labels else n)
+    oh = labels[..., None] == np.arange(K)
+    if not per_chain_labels:
+        oh = np.broadcast_to(oh[None], (C, n, K))
+    U = np.where(oh, 1.0 + rng.random((C, n, K)), -8.0 * rng.random((C, n, K))).astype(dtype)
+    return A, labels, U
+
+
+def _composed(key, A, labels, U, impl):
+    from blockbayes.kernels import _multinomial_composed
+
+    k1, k2 = bbr.split(key, 2)
+    return _multinomial_composed(np, k1, k2, A, labels, U, impl)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C,n,K,per_chain", [(1, 700, 10, False), (3, 301, 4, True), (2, 257, 2, False)])
+def test_fused_multinomial_utilities_equal_the_two_truncated_normal_calls(dtype, C, n, K, per_chain):
+    """The Numba kernel returns what the composed form (two cpu truncated_normal calls, the
+    code it replaced) returns, bit for bit, and agrees with the reference to rounding; the
+    support (argmax U = y) holds exactly. Deterministic: no false failures."""
+    from blockbayes import kernels
+
+    A, labels, U = _utility_inputs(C, n, K, dtype, per_chain, seed=C * n + K)
+    key = bbr.key(11)
+    fused = kernels.multinomial_utilities(key, A, labels, U, impl="cpu")
+    assert fused.dtype == np.dtype(dtype) and fused.shape == A.shape
+    np.testing.assert_array_equal(fused, _composed(key, A, labels, U, "cpu"))
+    lab = labels if per_chain else np.broadcast_to(labels, (C, n))
+    assert np.array_equal(np.argmax(fused, axis=-1), lab)
+    ref = kernels.multinomial_utilities(key, A, labels, U, impl="reference")
+    tol = 1e-12 * (1 + np.abs(ref.astype(np.float64)) + np.abs(A.astype(np.float64)))
+    if dtype == np.float32:
+        tol = tol + 2.0 * np.spacing(np.abs(ref)).astype(np.float64)
+    assert np.all(np.abs(fused.astype(np.float64) - ref.astype(np.float64)) <= tol)
+
+
+def test_fused_multinomial_utilities_equality_check_catches_a_broken_twin():
+    """The bitwise comparison above rejects a kernel whose second sub-step is keyed one
+    counter off (rows shifted by one): the check can fail."""
+    from blockbayes import kernels
+    from blockbayes.kernels import _multinomial_composed
+
+    A, labels, U = _utility_inputs(1, 500, 10, np.float32, False, seed=3)
+    key = bbr.key(12)
+
+    def broken(key, A, labels, U):
+        k1, k2 = bbr.split(key, 2)
+        k2 = np.array([k2[0], k2[1] + np.uint64(1)], dtype=np.uint64)
+        return _multinomial_composed(np, k1, k2, A, labels, U, "cpu")
+
+    fused = kernels.multinomial_utilities(key, A, labels, U, impl="cpu")
+    assert not np.array_equal(fused, broken(key, A, labels, U))
+    assert np.array_equal(fused, _composed(key, A, labels, U, "cpu"))
+
+
+def test_fused_multinomial_utilities_parallel_equals_serial(monkeypatch):
+    """The threaded kernel (≥ 2**16 elements with > 1 thread) draws what the serial one draws."""
+    from blockbayes import kernels
+    from blockbayes.kernels import cpu
+
+    A, labels, U = _utility_inputs(2, 4000, 10, np.float32, False, seed=4)
+    key = bbr.key(13)
+    monkeypatch.setattr(cpu, "get_num_threads", lambda: 2)
+    par = kernels.multinomial_utilities(key, A, labels, U, impl="cpu")
+    monkeypatch.setattr(cpu, "get_num_threads", lambda: 1)
+    ser = kernels.multinomial_utilities(key, A, labels, U, impl="cpu")
+    np.testing.assert_array_equal(par, ser)
+
+
+def test_fused_multinomial_utilities_errors():
+    from blockbayes import kernels
+
+    A, labels, U = _utility_inputs(1, 20, 3, np.float64, False, seed=5)
+    key = bbr.key(14)
+    with pytest.raises(ValueError, match="labels must lie"):
+        kernels.multinomial_utilities(key, A, labels + 3, U)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        kernels.multinomial_utilities(key, A, labels[:5], U)
+    with pytest.raises(TypeError, match="integers"):
+        kernels.multinomial_utilities(key, A, labels.astype(np.float64), U)
+    with pytest.raises(ValueError, match="one shape"):
+        kernels.multinomial_utilities(key, A, labels, U[:, :5])

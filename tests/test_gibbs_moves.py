@@ -194,3 +194,53 @@ def test_move_bad_layers():
         NonCentredMove(layers=(1,)).init(st, net, X, y)
     with pytest.raises(ValueError, match="steps"):
         NonCentredMove(steps=0).init(st, net, X, y)
+
+
+# ------------------------------------------------------------------------- schedule: the cached Gram
+
+def _annealed_run(seed=2):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((40, 3))
+    y = np.sin(X[:, :1]) + 0.1 * rng.standard_normal((40, 1))
+    net = bb.MLP([3, 6, 1], delta=1e-2)
+    res = gibbs.run(net, X, y, num_samples=3, num_warmup=6, num_chains=2, seed=seed, progress=False,
+                    diagnose=False, schedule=AnnealedDelta(start=0.3, fraction=1.0), init="prior")
+    return np.concatenate([np.asarray(w).ravel() for w in res.weights])
+
+
+def test_schedule_refactors_each_delta_from_the_runs_gram(monkeypatch):
+    """Under an annealed Δ the run reuses its first-layer Gram (data only) and re-factors
+    ``G + Δ_Z Λ`` for every new Δ: bitwise the run that recomputes everything each sweep.
+    The same comparison rejects a broken twin that keeps the target net's Cholesky factor
+    through the annealing (a cache not invalidated when Δ changes). Deterministic."""
+    from blockbayes.gibbs import kernel as K
+
+    ours = _annealed_run()
+    real = K.precompute
+    calls = []
+
+    def recompute_all(net, X, **kw):          # the former code: no Gram handed over
+        calls.append(kw.get("gram") is not None)
+        kw.pop("gram", None)
+        return real(net, X, **kw)
+
+    monkeypatch.setattr(K, "precompute", recompute_all)
+    fresh = _annealed_run()
+    assert any(calls), "the run handed its Gram to the per-Δ factorisations"
+    np.testing.assert_array_equal(ours, fresh)
+    target = {}
+
+    def stale(net, X, **kw):                  # broken twin: the first (target-net) cache for every Δ
+        if "c" not in target:
+            target["c"] = real(net, X, **kw)
+        return target["c"]
+
+    monkeypatch.setattr(K, "precompute", stale)
+    assert not np.array_equal(ours, _annealed_run())
+
+
+def test_precompute_gram_must_fit_the_data():
+    X = np.ones((5, 3))
+    net = bb.MLP([3, 2, 1], delta=1e-2)
+    with pytest.raises(ValueError, match="augmented Gram"):
+        gibbs.kernel.precompute(net, X, gram=np.eye(3))

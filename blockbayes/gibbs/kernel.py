@@ -119,14 +119,24 @@ class GibbsCache(NamedTuple):
     chol0: Any
 
 
-def precompute(net: MLP, X, *, learn_prior=False, dtype=None, delta_scale=None) -> GibbsCache:
+def precompute(net: MLP, X, *, learn_prior=False, dtype=None, delta_scale=None, gram=None) -> GibbsCache:
     """Constants of the sweep for data ``X`` (the input Gram and, if fixed, its Cholesky).
 
     ``delta_scale``: the per-chain factors on the hidden ``Δ`` that :func:`step` will be given
     (shape ``(C,)``); the Cholesky factor is then one per chain, of ``G_1 + t_c Δ_Z^2 Λ_1``.
+    ``gram``: ``X``'s augmented Gram ``X̃^⊤X̃`` from an earlier call on the *same* ``X`` (it
+    depends on the data alone, not on ``Δ`` or ``λ``): reused instead of recomputed, so a
+    schedule that changes ``Δ`` re-factors ``G_1 + Δ_Z Λ_1`` (``O(d_1³)``) without redoing the
+    ``O(n d_1²)`` product.
     """
     xp = namespace(X)
-    G0 = augmented_gram(xp, X)
+    if gram is None:
+        G0 = augmented_gram(xp, X)
+    else:
+        d1 = X.shape[-1] + 1
+        if tuple(gram.shape) != (d1, d1):
+            raise ValueError(f"gram must be X's augmented Gram, shape {(d1, d1)}; got {tuple(gram.shape)}")
+        G0 = gram
     chol0 = None
     if net.num_layers > 1 and not learn_prior:
         lam = net.prior_precision_vector(0, xp, dtype=X.dtype, device=device_of(X))

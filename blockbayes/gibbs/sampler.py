@@ -227,7 +227,9 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         net_s, cache_s = net, cache
         if schedule is not None:
             net_s = schedule.net_at(net, sweep, num_warmup)
-            cache_s = cache if net_s is net else _k.precompute(net_s, X, learn_prior=learn_prior)
+            # a new Δ: a new Cholesky factor of the first layer, from the run's Gram (fixed data)
+            cache_s = cache if net_s is net else _k.precompute(
+                net_s, X, learn_prior=learn_prior, gram=None if cache is None else cache.gram0)
         tst = carry.tempering
         if tst is not None:
             tst, info = _tp.step(sub, tst, lad, X, y, warmup=sweep < num_warmup,

@@ -107,7 +107,7 @@ import numpy as np
 from .._backend import backend_name, device_of, namespace, same_device
 from . import _common
 
-__all__ = ["relu_preact", "truncated_normal", "latent_pass", "gaussian_rows", "uniforms",
+__all__ = ["relu_preact", "truncated_normal", "multinomial_utilities", "latent_pass", "gaussian_rows", "uniforms",
            "available_impls"]
 
 _IMPLS = ("reference", "cpu", "cuda")
@@ -279,6 +279,85 @@ def truncated_normal(key, mean, sd, bound, upper, *, impl=None):
         return _module("reference").truncated_normal(k0, k1, mean, sd, bound, upper, shape,
                                                      out_dtype, xp, device_of(arrays[0]))
     return _module(name).truncated_normal(k0, k1, mean, sd, bound, upper, shape, out_dtype)
+
+
+def multinomial_utilities(key, A, labels, U_prev, *, impl=None):
+    r"""Draw the latent utilities of the multinomial probit (MATH.md §B, ``Δ_y = 1``).
+
+    Two exact conditional sub-steps per row ``μ`` with label ``y = y_μ`` and ``K`` classes:
+
+    .. math::
+
+        u_{μy} \sim \mathrm{TN}\big(a_{μy}, 1; (\max_{c≠y} u^{\text{prev}}_{μc}, ∞)\big),
+        \qquad u_{μc} \sim \mathrm{TN}(a_{μc}, 1; (−∞, u_{μy})) \quad (c ≠ y).
+
+    The key is split in two (:func:`blockbayes._backend.random.split`); the first draws
+    ``u_y`` with counter ``r`` (flat row ``r = c·n + μ`` of chain ``c``), the second draws a
+    bounded-above normal for *every* element with counter ``r·K + c`` (the one at ``c = y`` is
+    discarded): exactly two :func:`truncated_normal` calls, which is how the reference and
+    CUDA implementations compute it; the Numba kernel fuses the two calls and the row maxima
+    into one pass over the rows and returns the same numbers bit for bit.
+
+    Parameters
+    ----------
+    key : numpy.ndarray, shape (2,), uint64
+        A blockbayes key, used once.
+    A : array, shape (C, n, K), float32 or float64
+        Output pre-activations ``X̃^L W̃^{L⊤}``.
+    labels : int array, shape (n,) or (C, n)
+        Class labels in ``0..K−1``.
+    U_prev : array, shape (C, n, K)
+        Current utilities (``argmax U_prev = y`` row by row; the first sub-step reads their
+        maxima over ``c ≠ y``).
+    impl : {None, "reference", "cpu", "cuda"}
+
+    Returns
+    -------
+    U : array, shape (C, n, K), dtype ``result_type(A, U_prev)``
+        With ``argmax_c U_{μc} = y_μ`` (the bounds hold exactly in the output dtype).
+    """
+    from .._backend import random as bbr
+
+    xp = namespace(A, U_prev, labels)
+    same_device(A, U_prev, labels)
+    if A.ndim != 3 or tuple(U_prev.shape) != tuple(A.shape):
+        raise ValueError(f"A and U_prev must have one shape (C, n, K), got {tuple(A.shape)} and "
+                         f"{tuple(U_prev.shape)}")
+    nc, n, K = A.shape
+    if tuple(labels.shape) not in ((n,), (nc, n)):
+        raise ValueError(f"labels must have shape ({n},) or ({nc}, {n}), got {tuple(labels.shape)}")
+    if not xp.isdtype(labels.dtype, "integral"):
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    _common.float_name(A.dtype)
+    _common.float_name(U_prev.dtype)
+    out_dtype = xp.result_type(A.dtype, U_prev.dtype)
+    _common.check_key(key)
+    k1, k2 = bbr.split(key, 2)
+    name = _choose(xp, impl)
+    if name == "cpu":
+        if labels.size and (int(xp.min(labels)) < 0 or int(xp.max(labels)) >= K):
+            raise ValueError(f"labels must lie in 0..{K - 1}")
+        return _module("cpu").multinomial_utilities(_common.check_key(k1), _common.check_key(k2),
+                                                    A, labels, U_prev, out_dtype)
+    return _multinomial_composed(xp, k1, k2, A, labels, U_prev, name)
+
+
+def _multinomial_composed(xp, k1, k2, A, labels, U_prev, impl):
+    """:func:`multinomial_utilities` as two :func:`truncated_normal` calls on whole arrays
+    (the reference and CUDA implementations, and the Numba kernel's oracle)."""
+    from ..blocks import onehot
+
+    K = A.shape[-1]
+    oh = onehot(xp, labels, K, A.dtype)
+    if oh.ndim < A.ndim:
+        oh = xp.broadcast_to(oh[None, ...], A.shape)
+    is_y = oh > 0
+    neg_inf = xp.asarray(-xp.inf, dtype=A.dtype, device=device_of(A))
+    m = xp.max(xp.where(is_y, neg_inf, U_prev), axis=-1)        # max over c != y, (C, n)
+    a_y = xp.sum(A * oh, axis=-1)
+    u_y = truncated_normal(k1, a_y, 1.0, m, False, impl=impl)
+    others = truncated_normal(k2, A, 1.0, xp.broadcast_to(u_y[..., None], A.shape), True, impl=impl)
+    return xp.where(is_y, xp.broadcast_to(u_y[..., None], A.shape), others)
 
 
 def latent_pass(key, Z, A, T, W, delta_x, delta_z, delta_next, *, activation="relu", slope=0.0,

@@ -49,7 +49,7 @@ from numba.extending import intrinsic
 from .._backend import recycle
 from . import _common as C
 
-__all__ = ["relu_preact", "truncated_normal", "latent_pass", "gaussian_rows", "set_num_threads",
+__all__ = ["relu_preact", "truncated_normal", "multinomial_utilities", "latent_pass", "gaussian_rows", "set_num_threads",
            "get_num_threads"]
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")   # IEEE division: no zero checks
@@ -1038,14 +1038,85 @@ def _erfc_pos_sel(y):
     return small if y <= 0.46875 else (0.0 if y >= 27.3 else big)
 
 
+@njit(inline="always", **_JIT)
+def _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, idx, t_b):
+    """Passes 2–5 of :func:`_tn_range` on one block already loaded into float64 buffers
+    (mean ``m_b``, sd ``s_b``, bound ``b_b``, side ``g_b``: −1 from above, +1 from below):
+    ``z_b[j]`` ← the draw with counter ``c0 + j``, clamped to the bound in float64.
+
+    Each element gets the arithmetic of :func:`_erfc_pos_sel`, :func:`_tn_bulk_pm` and
+    :func:`_ndtri`, but each range's formula is evaluated only where it is used: erfc's middle
+    range (``0.46875 < y ≤ 4``, most elements) for every element, the others on the gathered
+    remainder; AS241's central rational for every element and its tail rationals on the
+    gathered ~15 % outside it (as :func:`_row_normals`). Scratch: ``ec_b``, ``pm_b``, ``t_b``
+    (float64) and ``idx`` (int64), each of at least ``cnt``.
+    """
+    for j in range(cnt):
+        u_b[j] = _uniform(k0, k1, c0 + np.uint64(j))
+        s = s_b[j]
+        diff = b_b[j] - m_b[j]
+        al_b[j] = (-diff if g_b[j] < 0.0 else diff) / s
+    # erfc(|α|/√2): the middle range for all, the small and large ranges gathered
+    for j in range(cnt):        # (the heavy loops apart from the compactions: they vectorise)
+        y = abs(al_b[j]) * _INV_SQRT2
+        ec_b[j] = _erfcx_mid(y) * _exp_neg_sq(y)
+    ne = np.int64(0)            # not a literal 0 (see _rr_invert)
+    for j in range(cnt):
+        y = abs(al_b[j]) * _INV_SQRT2
+        idx[ne] = j
+        ne += (y <= 0.46875) | (y > 4.0)
+    for jj in range(ne):
+        j = idx[jj]
+        ec_b[j] = _erfc_pos_sel(abs(al_b[j]) * _INV_SQRT2)
+    # p of the inversion, its sign, and Φ⁻¹(p): central rational for all, tails gathered
+    for j in range(cnt):
+        pm, sign = _tn_bulk_pm(al_b[j], u_b[j], ec_b[j])
+        pm_b[j] = pm
+        ec_b[j] = sign
+    nt = np.int64(0)
+    for j in range(cnt):
+        idx[nt] = j
+        nt += abs(pm_b[j] - 0.5) > 0.425
+    for jj in range(nt):
+        t_b[jj] = pm_b[idx[jj]]
+    _ndtri_tails(t_b, nt)
+    for j in range(cnt):
+        z_b[j] = _ndtri_central(pm_b[j] - 0.5)
+    for jj in range(nt):
+        z_b[idx[jj]] = t_b[jj]
+    for j in range(cnt):
+        alpha = al_b[j]
+        m = m_b[j]
+        s = s_b[j]
+        b = b_b[j]
+        g = g_b[j]
+        t = ec_b[j] * z_b[j]
+        if t < alpha:
+            t = alpha
+        gs = g * s
+        z = m + gs * t if alpha < 0.0 else b + gs * (t - alpha)
+        z_b[j] = z
+    for j in range(cnt):
+        s = s_b[j]
+        if not (s > 0.0):            # sd ≤ 0 (or NaN): the sd → 0 limit
+            z_b[j] = m_b[j]
+        elif al_b[j] >= _ALPHA0:
+            t, e = _std_tn(al_b[j], u_b[j], -1.0)
+            z_b[j] = b_b[j] + (g_b[j] * s) * e
+    for j in range(cnt):
+        z = z_b[j]
+        b = b_b[j]
+        z_b[j] = min(z, b) if g_b[j] < 0.0 else max(z, b)
+
+
 @njit(**_JIT)
 def _tn_range(m64, s64, b64, o64, m32, s32, b32, o32, is32, ms, ss, bs, upper, us, lo, hi, k0, k1):
     """Truncated normals lo..hi-1 in blocks of _CHUNK (both dtypes, as :func:`_relu_range`).
 
-    Pass 1 loads a block into float64 buffers and forms α; pass 2 (vectorised) does the
-    inversion for every element (erfc and AS241's ranges side by side) with exactly the
-    arithmetic of :func:`_std_tn`; Newton's tail (α ≥ 5) and sd ≤ 0 then run element by
-    element; the store casts and clamps to the bound in the output dtype.
+    Pass 1 loads a block into float64 buffers; then (:func:`_tn_block`) α is formed, pass 2
+    (vectorised) does the inversion for every element (erfc and AS241's ranges side by side)
+    with exactly the arithmetic of :func:`_std_tn`; Newton's tail (α ≥ 5) and sd ≤ 0 then run
+    element by element; the store casts and clamps to the bound in the output dtype.
     """
     m_b = np.empty(_CHUNK)
     s_b = np.empty(_CHUNK)
@@ -1054,6 +1125,10 @@ def _tn_range(m64, s64, b64, o64, m32, s32, b32, o32, is32, ms, ss, bs, upper, u
     al_b = np.empty(_CHUNK)
     u_b = np.empty(_CHUNK)
     z_b = np.empty(_CHUNK)
+    ec_b = np.empty(_CHUNK)
+    pm_b = np.empty(_CHUNK)
+    t_b = np.empty(_CHUNK)
+    idx = np.empty(_CHUNK, dtype=np.int64)
     for start in range(lo, hi, _CHUNK):
         cnt = min(_CHUNK, hi - start)
         for j in range(cnt):
@@ -1067,37 +1142,8 @@ def _tn_range(m64, s64, b64, o64, m32, s32, b32, o32, is32, ms, ss, bs, upper, u
                 s_b[j] = s64[i * ss]
                 b_b[j] = b64[i * bs]
             g_b[j] = -1.0 if upper[i * us] else 1.0
-        for j in range(cnt):
-            u_b[j] = _uniform(k0, k1, np.uint64(start + j))
-            s = s_b[j]
-            diff = b_b[j] - m_b[j]
-            al_b[j] = (-diff if g_b[j] < 0.0 else diff) / s
-        for j in range(cnt):
-            alpha = al_b[j]
-            u = u_b[j]
-            m = m_b[j]
-            s = s_b[j]
-            b = b_b[j]
-            g = g_b[j]
-            ec = _erfc_pos_sel(abs(alpha) * _INV_SQRT2)
-            pm, sign = _tn_bulk_pm(alpha, u, ec)
-            t = sign * _ndtri(pm)
-            if t < alpha:
-                t = alpha
-            gs = g * s
-            z = m + gs * t if alpha < 0.0 else b + gs * (t - alpha)
-            z_b[j] = z
-        for j in range(cnt):
-            s = s_b[j]
-            if not (s > 0.0):            # sd ≤ 0 (or NaN): the sd → 0 limit
-                z_b[j] = m_b[j]
-            elif al_b[j] >= _ALPHA0:
-                t, e = _std_tn(al_b[j], u_b[j], -1.0)
-                z_b[j] = b_b[j] + (g_b[j] * s) * e
-        for j in range(cnt):
-            z = z_b[j]
-            b = b_b[j]
-            z_b[j] = min(z, b) if g_b[j] < 0.0 else max(z, b)
+        _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, np.uint64(start), k0, k1, ec_b, pm_b,
+                  idx, t_b)
         if is32:
             for j in range(cnt):
                 i = start + j
@@ -1120,6 +1166,109 @@ def _tn_kernel(m64, s64, b64, o64, m32, s32, b32, o32, is32, ms, ss, bs, upper, 
         hi = min(((g + 1) * nchunks // ngroups) * _CHUNK, n)
         _tn_range(m64, s64, b64, o64, m32, s32, b32, o32, is32, ms, ss, bs, upper, us, lo, hi,
                   k0, k1)
+
+
+#: rows per block of the multinomial-probit utility kernel (its 10-class blocks fill _CHUNK)
+_MNP_ROWS = 256
+
+
+@njit(**_JIT)
+def _mnp_range(a64, u64, o64, a32, u32, o32, is32, lab, lab_cs, n, K, lo, hi, ky0, ky1, ko0, ko1):
+    """Multinomial-probit utilities of the flat rows ``lo..hi-1`` (row ``r`` = chain ``r // n``,
+    data row ``r % n``; ``K`` classes; labels ``lab[r]`` if ``lab_cs`` else ``lab[r % n]``).
+
+    The two exact sub-steps of :func:`blockbayes.kernels.multinomial_utilities`, per block of
+    rows: ``u_y ~ TN(a_y, 1; (max_{c≠y} u_c, ∞))`` with counter ``r`` of key ``(ky0, ky1)``,
+    then ``u_c ~ TN(a_c, 1; (−∞, u_y))`` with counter ``r·K + c`` of key ``(ko0, ko1)`` for
+    every ``c`` (the draw at ``c = y`` is made and discarded, as by the composed form), each
+    through :func:`_tn_block` with the loads and stores of :func:`_tn_range`: the results are
+    those of two :func:`truncated_normal` calls bit for bit.
+    """
+    R = _MNP_ROWS
+    m_b = np.empty(R * K)
+    s_b = np.empty(R * K)
+    b_b = np.empty(R * K)
+    g_b = np.empty(R * K)
+    al_b = np.empty(R * K)
+    u_b = np.empty(R * K)
+    z_b = np.empty(R * K)
+    ec_b = np.empty(R * K)
+    pm_b = np.empty(R * K)
+    t_b = np.empty(R * K)
+    idx = np.empty(R * K, dtype=np.int64)
+    y_b = np.empty(R, dtype=np.int64)
+    uy64 = np.empty(R)
+    uy32 = np.empty(R, dtype=np.float32)
+    for start in range(lo, hi, R):
+        cnt = min(R, hi - start)
+        # sub-step 1: the label's utility above the largest other one
+        for q in range(cnt):
+            r = start + q
+            y = lab[r] if lab_cs else lab[r % n]
+            y_b[q] = y
+            base = r * K
+            if is32:
+                mx32 = np.float32(-np.inf)
+                for c in range(K):
+                    if c != y:
+                        v = u32[base + c]
+                        mx32 = v if (v > mx32 or v != v) else mx32
+                m_b[q] = a32[base + y]
+                b_b[q] = mx32
+            else:
+                mx = -np.inf
+                for c in range(K):
+                    if c != y:
+                        v = u64[base + c]
+                        mx = v if (v > mx or v != v) else mx
+                m_b[q] = a64[base + y]
+                b_b[q] = mx
+            s_b[q] = 1.0
+            g_b[q] = 1.0
+        _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, np.uint64(start), ky0, ky1, ec_b, pm_b,
+                  idx, t_b)
+        for q in range(cnt):
+            if is32:
+                zc = np.float32(z_b[q])
+                bo = np.float32(b_b[q])
+                uy32[q] = max(zc, bo)
+                uy64[q] = uy32[q]
+            else:
+                uy64[q] = z_b[q]
+        # sub-step 2: every class below the label's new utility
+        for q in range(cnt):
+            base = (start + q) * K
+            for c in range(K):
+                j = q * K + c
+                m_b[j] = a32[base + c] if is32 else a64[base + c]
+                s_b[j] = 1.0
+                b_b[j] = uy64[q]
+                g_b[j] = -1.0
+        _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt * K, np.uint64(start * K), ko0, ko1,
+                  ec_b, pm_b, idx, t_b)
+        for q in range(cnt):
+            base = (start + q) * K
+            y = y_b[q]
+            for c in range(K):
+                j = q * K + c
+                if is32:
+                    bo = uy32[q]
+                    zc = np.float32(z_b[j])
+                    o32[base + c] = bo if c == y else min(zc, bo)
+                else:
+                    o64[base + c] = uy64[q] if c == y else z_b[j]
+
+
+@njit(parallel=True, **_JIT)
+def _mnp_kernel(a64, u64, o64, a32, u32, o32, is32, lab, lab_cs, n, K, rows, ky0, ky1, ko0, ko1,
+                ngroups):
+    nblocks = (rows + _MNP_ROWS - 1) // _MNP_ROWS
+    ngroups = max(1, min(nblocks, ngroups))
+    for g in prange(ngroups):
+        lo = (g * nblocks // ngroups) * _MNP_ROWS
+        hi = min(((g + 1) * nblocks // ngroups) * _MNP_ROWS, rows)
+        _mnp_range(a64, u64, o64, a32, u32, o32, is32, lab, lab_cs, n, K, lo, hi, ky0, ky1, ko0,
+                   ko1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1776,6 +1925,29 @@ def truncated_normal(k0: int, k1: int, mean, sd, bound, upper, shape, out_dtype)
         else:
             _tn_range(*arrays, is32, ms, ss, bs, u, us, 0, n, np.uint64(k0), np.uint64(k1))
     return out.reshape(shape)
+
+
+def multinomial_utilities(ky, ko, A, labels, U, out_dtype):
+    """Numba multinomial-probit utilities (NumPy arrays, validated arguments): ``A``, ``U`` of
+    shape ``(C, n, K)``, ``labels`` int ``(n,)`` or ``(C, n)``; ``ky``, ``ko``: the key words of
+    the two sub-steps."""
+    dt = np.dtype(out_dtype)
+    nc, n, K = A.shape
+    a = _ro(_flat(A, dt))
+    u = _ro(_flat(U, dt))
+    lab_cs = labels.ndim == 2
+    lab = _ro(np.ascontiguousarray(labels, dtype=np.int64).reshape(-1))
+    out = np.empty(a.shape[0], dtype=dt)
+    rows = nc * n
+    if rows and K:
+        is32 = dt == np.float32
+        arrays = ((_RO32, _RO32, _RW32, a, u, out) if is32 else (a, u, out, _RO32, _RO32, _RW32))
+        words = (np.uint64(ky[0]), np.uint64(ky[1]), np.uint64(ko[0]), np.uint64(ko[1]))
+        if get_num_threads() > 1 and rows * K >= _PARALLEL_MIN:
+            _mnp_kernel(*arrays, is32, lab, lab_cs, n, K, rows, *words, _groups())
+        else:
+            _mnp_range(*arrays, is32, lab, lab_cs, n, K, 0, rows, *words)
+    return out.reshape(A.shape)
 
 
 #: elements per task of the fused latent pass (rows of one chain; scratch stays in L2)
