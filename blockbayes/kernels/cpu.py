@@ -718,12 +718,13 @@ def _rr_pieces(k, idx_rest, a_b, x_b, sure_buf, u_buf, cn_b, p1, p2, n1, n2, r_b
                es_b, xn_b, ex_b, big_b, h_b, q_b):
     """R0 (gather the rest: r₊ in [0, k), r₋ in [k, 2k)), R1 (Cody's rationals for all three
     ranges of y = |r|/√2 and the exp factor) and R2 (the pieces' R, hint and q as _piece)."""
+    rm_b = r_b[k:2 * k]                 # r₋ as a view from 0 (see _NONNEG_NOTE)
     for jj in range(k):
         j = idx_rest[jj]
         a = a_b[j]
         x = x_b[j]
         r_b[jj] = a * p1 + x * p2
-        r_b[k + jj] = -(a * n1 + x * n2)
+        rm_b[jj] = -(a * n1 + x * n2)
         sr_b[jj] = sure_buf[j]
         ur_b[jj] = u_buf[j]
         ir_b[jj] = cn_b[j]
@@ -755,16 +756,19 @@ def _rr_sure(k0_, k, idx_rest, al_buf, u_buf, sc_buf, ar_b, ur_b, sc_r, hr_b, ec
     """The elements whose branch the bounds decided but whose inversion needs erfc(|α|/√2)
     (entries ``k0_ .. k0_ + k − 1`` of the rest buffers): no pieces, no ℓ; erfc by
     :func:`_erfc_pos` (ranges side by side), handed on as the hint where α < 0."""
-    for jj in range(k0_, k0_ + k):
-        j = idx_rest[jj]
-        ar_b[jj] = al_buf[j]
-        ur_b[jj] = u_buf[j]
-        sc_r[jj] = sc_buf[j]
-    for jj in range(k0_, k0_ + k):
-        alpha = ar_b[jj]
+    e = k0_ + k                 # views from entry k0_ (see _NONNEG_NOTE)
+    idx_v, ar_v, ur_v, sc_v, hr_v, ec_v = (idx_rest[k0_:e], ar_b[k0_:e], ur_b[k0_:e], sc_r[k0_:e],
+                                           hr_b[k0_:e], ec_b[k0_:e])
+    for jj in range(k):
+        j = idx_v[jj]
+        ar_v[jj] = al_buf[j]
+        ur_v[jj] = u_buf[j]
+        sc_v[jj] = sc_buf[j]
+    for jj in range(k):
+        alpha = ar_v[jj]
         ec = _erfc_pos_sel(abs(alpha) * _INV_SQRT2)
-        ec_b[jj] = ec
-        hr_b[jj] = ec if alpha < 0.0 else -1.0
+        ec_v[jj] = ec
+        hr_v[jj] = ec if alpha < 0.0 else -1.0
 
 
 @njit(**_JIT)
@@ -772,16 +776,17 @@ def _rr_branch(k, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm, 
                ec_b):
     """R3: ℓ, σ(ℓ), u₁, the branch; α, scale and hint of the chosen piece, erfc(|α|/√2)
     (:func:`_ec_from_hint`: the hint itself for α < 0, computed only for the few α ≥ 0)."""
+    q_m, big_m, r_m, h_m = q_b[k:2 * k], big_b[k:2 * k], r_b[k:2 * k], h_b[k:2 * k]   # r₋'s piece
     for jj in range(k):
-        ell = half_log + (q_b[jj] - q_b[k + jj]) + _log(big_b[jj] / big_b[k + jj])
+        ell = half_log + (q_b[jj] - q_m[jj]) + _log(big_b[jj] / big_m[jj])
         t = _exp(-abs(ell))
         pi = 1.0 / (1.0 + t) if ell >= 0.0 else t / (1.0 + t)
         u1 = _uniform(k0, k1, ir_b[jj] * _TWO)
         dec = (ell >= _ELL_SURE) | ((ell > -_ELL_SURE) & (u1 < pi))
         sure = sr_b[jj]
         pos = (sure > 0.0) | ((sure == 0.0) & dec)
-        alpha = -r_b[jj] if pos else -r_b[k + jj]
-        hint = -1.0 if sure != 0.0 else (h_b[jj] if pos else h_b[k + jj])
+        alpha = -r_b[jj] if pos else -r_m[jj]
+        hint = -1.0 if sure != 0.0 else (h_b[jj] if pos else h_m[jj])
         ar_b[jj] = alpha
         sc_r[jj] = sdp if pos else -sdm
         hr_b[jj] = hint
@@ -877,9 +882,9 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
     dec_b = np.empty(_CHUNK, dtype=np.int8)   # rest: branch by ℓ's bracket (±1) or 0
     a_r = np.empty(_CHUNK)      # rest: a, x gathered (_rr_bounds)
     x_r = np.empty(_CHUNK)
-    idx_tail = np.empty(_CHUNK, dtype=np.int64)
-    idx_rest = np.empty(_CHUNK, dtype=np.int64)
-    idx_sure = np.empty(_CHUNK, dtype=np.int64)
+    idx_tail = np.empty(_CHUNK, dtype=np.uint64)    # unsigned: gathers by them need no
+    idx_rest = np.empty(_CHUNK, dtype=np.uint64)    # negative-index wrap (_NONNEG_NOTE)
+    idx_sure = np.empty(_CHUNK, dtype=np.uint64)
     pm_r = np.empty(_CHUNK)     # rest: pm and sign of the inversion
     sg_r = np.empty(_CHUNK)
     ct_b = np.empty(_CHUNK)     # compact buffers of the tails: pm, scale, α, sign
@@ -1212,13 +1217,12 @@ def _row_normals(nb, tb, idx, nrows, d, k0, k1, cb0, row_stride):
     of uniforms outside the central region are gathered into ``tb`` and go through the tail
     rational there, contiguously (vectorised); then the central rational for every element in
     place, and the tails scattered back). ``tb`` and ``idx`` are scratch of ``nrows·d``."""
-    q = 0
+    m = nrows * d
+    nb2 = nb[:m].reshape((nrows, d))    # row r at nb2[r] (see _NONNEG_NOTE)
     for r in range(nrows):
         cb = cb0 + np.uint64(r * row_stride)
         for j in range(d):
-            nb[q + j] = _uniform(k0, k1, cb + np.uint64(j))
-        q += d
-    m = nrows * d
+            nb2[r, j] = _uniform(k0, k1, cb + np.uint64(j))
     nt = np.int64(0)            # not a literal 0 (see _rr_invert)
     for q in range(m):
         idx[nt] = q
@@ -1415,15 +1419,17 @@ def _lg_rows_matheron_rowwise(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, d
     tk = np.empty(nrows * k)
     ik = np.empty(nrows * k, dtype=np.int64)
     _row_normals(ek, tk, ik, nrows, k, k0, k1, _ES + np.uint64(g0 * k), nc * k)
+    x2 = xb[:nrows * d].reshape((nrows, d))     # views indexed from 0 (see _NONNEG_NOTE)
+    t2 = t[trow0:trow0 + nrows * t_rstride].reshape((nrows, t_rstride))
     R = np.empty((k, nrows))
     for m in range(k):
         b = Wc[m, d]
         for r in range(nrows):
-            R[m, r] = np.float64(t[trow0 + r * t_rstride + m]) - b
+            R[m, r] = np.float64(t2[r, m]) - b
         for j in range(d):
             w = Wc[m, j]
             for r in range(nrows):
-                R[m, r] -= w * xb[r * d + j]
+                R[m, r] -= w * x2[r, j]
         for r in range(nrows):
             R[m, r] = R[m, r] - se * ek[r * k + m]
     _solve_llt_columns(R, L, k, nrows)       # R ← (L Lᵀ)⁻¹ R, column by column
@@ -1433,11 +1439,10 @@ def _lg_rows_matheron_rowwise(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, d
             res = dn * R[m, r] + se * ek[r * k + m]
             s_next += res * res
     for r in range(nrows):
-        o = r * d
         for m in range(k):
             ym = dx * R[m, r]
             for j in range(d):
-                xb[o + j] += Wc[m, j] * ym
+                x2[r, j] += Wc[m, j] * ym
     return s_next
 
 
