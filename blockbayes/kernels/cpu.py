@@ -1453,26 +1453,29 @@ def _lg_rows_cholesky(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, e
     sx = math.sqrt(dx)
     ratio = dx / dn
     s_next = 0.0
+    x2 = xb[:nrows * d].reshape((nrows, d))     # views indexed from 0 (see _NONNEG_NOTE)
+    n2 = nb[:nrows * d].reshape((nrows, d))
+    t2 = t[trow0:trow0 + nrows * t_rstride].reshape((nrows, t_rstride))
     for r in range(nrows):
-        o = r * d
-        trow = trow0 + r * t_rstride
+        xr = x2[r]
+        nr = n2[r]
         for m in range(k):
-            eb[m] = np.float64(t[trow + m]) - Wc[m, d]
+            eb[m] = np.float64(t2[r, m]) - Wc[m, d]
         for m in range(k):
             em = ratio * eb[m]
             for j in range(d):
-                xb[o + j] += em * Wc[m, j]
+                xr[j] += em * Wc[m, j]
         for j in range(d):                      # R v = rhs
-            xb[o + j] = (xb[o + j] - _dot_row(L, j, xb, o, j)) / L[j, j]
+            xr[j] = (xr[j] - _dot_row(L, j, xr, 0, j)) / L[j, j]
         for j in range(d):                      # v += √Δ_X ξ
-            xb[o + j] += sx * nb[o + j]
+            xr[j] += sx * nr[j]
         for j in range(d - 1, -1, -1):          # R^T x = v
-            s = xb[o + j]
+            s = xr[j]
             for p in range(j + 1, d):
-                s -= L[p, j] * xb[o + p]
-            xb[o + j] = s / L[j, j]
+                s -= L[p, j] * xr[p]
+            xr[j] = s / L[j, j]
         for m in range(k):
-            s = eb[m] - _dot_row(Wc, m, xb, o, d)
+            s = eb[m] - _dot_row(Wc, m, xr, 0, d)
             s_next += s * s
     return s_next
 
