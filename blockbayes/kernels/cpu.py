@@ -986,7 +986,8 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
                        ct_b)
         # store; the float32 cast keeps the sign of every draw (+0.0 for the positive piece,
         # -0.0 for the negative one), and is clamped to it again all the same (selects, no
-        # branches: the sign is data-dependent, so a branch would mispredict half the time)
+        # branches: the sign is data-dependent, so a branch would mispredict half the time);
+        # with x − f(z) of the stored draw, for Σ(x − f(z))²
         if is32:
             o_v = o32[start:start + m]
             for j in range(m):
@@ -994,23 +995,18 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
                 zc = np.float32(z)
                 zp = np.float32(0.0) if zc < 0.0 else zc
                 zn = np.float32(-0.0) if zc > 0.0 else zc
-                o_v[j] = zp if math.copysign(1.0, z) > 0.0 else zn
+                zs = zp if math.copysign(1.0, z) > 0.0 else zn
+                o_v[j] = zs
+                zd = np.float64(zs)
+                e_b[j] = x_b[j] - (zd if zd >= 0.0 else slope * zd)
         else:
             o_v = o64[start:start + m]
             for j in range(m):
-                o_v[j] = z_b[j]
+                z = z_b[j]
+                o_v[j] = z
+                e_b[j] = x_b[j] - (z if z >= 0.0 else slope * z)
         # Σ(x − f(z))²: lane q mod 8 for q = start − lo + j < m8 (blocks start at multiples of
         # 8 from lo), in order; the last < 8 elements after the lanes are joined
-        if is32:
-            o_v = o32[start:start + m]
-            for j in range(m):
-                z = np.float64(o_v[j])
-                e_b[j] = x_b[j] - (z if z >= 0.0 else slope * z)
-        else:
-            o_v = o64[start:start + m]
-            for j in range(m):
-                z = o_v[j]
-                e_b[j] = x_b[j] - (z if z >= 0.0 else slope * z)
         jm = min(m, m8 - (start - lo))
         j = 0
         while j + 8 <= jm:
