@@ -1213,12 +1213,13 @@ def _row_normals(nb, tb, idx, nrows, d, k0, k1, cb0, row_stride):
     of uniforms outside the central region are gathered into ``tb`` and go through the tail
     rational there, contiguously (vectorised); then the central rational for every element in
     place, and the tails scattered back). ``tb`` and ``idx`` are scratch of ``nrows·d``."""
-    m = nrows * d
-    nb2 = nb[:m].reshape((nrows, d))    # row r at nb2[r] (see _NONNEG_NOTE)
+    q = 0
     for r in range(nrows):
         cb = cb0 + np.uint64(r * row_stride)
         for j in range(d):
-            nb2[r, j] = _uniform(k0, k1, cb + np.uint64(j))
+            nb[q + j] = _uniform(k0, k1, cb + np.uint64(j))
+        q += d
+    m = nrows * d
     nt = np.int64(0)            # not a literal 0 (see _rr_invert)
     for q in range(m):
         idx[nt] = q
