@@ -168,6 +168,12 @@ class _Objective:
         self.zero = xp.zeros((), dtype=self.dtype, device=self.dev)
         self._chunks = {}
         self._full = {}
+        # NumPy: the same arithmetic through the ufuncs themselves, in place where an operand is a
+        # temporary of this call (:meth:`_host_call`)
+        self.host = xp is np
+        self.L = net.num_layers
+        self.maxw = max(d for d, _ in net.weight_shapes())
+        self.relu = net.activation == "relu"
 
     def _data_chunks(self, step):
         """``[(X[s:e], Y[s:e], s, e)]`` for chunk length ``step`` (cached)."""
@@ -183,7 +189,26 @@ class _Objective:
             out = self._full[key] = self.xp.full((M,), value, dtype=self.dtype, device=self.dev)
         return out
 
+    def _zeros(self, M, shape):
+        """A cached zero array ``(M, *shape)`` (read only: every use adds to it into a new array)."""
+        key = (M,) + tuple(shape)
+        out = self._full.get(key)
+        if out is None:
+            out = self._full[key] = self.xp.zeros(key, dtype=self.dtype, device=self.dev)
+        return out
+
+    def _host_zeros(self, M):
+        """Cached zero starts ``(data (M,), accW, accb)`` of :meth:`_host_call`'s sums (read only)."""
+        out = self._full.get(("acc", M))
+        if out is None:
+            shapes = self.net.weight_shapes()
+            out = self._full[("acc", M)] = (self._zeros(M, ()), tuple(self._zeros(M, (d, k - 1)) for d, k in shapes),
+                                            tuple(self._zeros(M, (d, 1)) for d, _ in shapes))
+        return out
+
     def __call__(self, weights, Ww=None, WwT=None):
+        if self.host:
+            return self._host_call(weights, Ww, WwT)
         xp, dtype, dev, net = self.xp, self.dtype, self.dev, self.net
         likelihood, n, C = self.likelihood, self.n, self.C
         M = int(weights[0].shape[0])
@@ -262,6 +287,82 @@ class _Objective:
         return E, tuple(grads), dy
 
 
+    def _host_call(self, weights, Ww=None, WwT=None):
+        """:meth:`__call__` for NumPy arrays: each value computed by the same operations in the same
+        order (so the same bits), but through the ufuncs and methods themselves (``np.add.reduce``
+        is what ``np.sum`` calls), in place into the temporaries of this call, with cached zero
+        accumulators and no re-derivation of per-fit constants — a small net's evaluation is mostly
+        per-call Python cost (yacht-sized 6-50-1, n = 277: ~65 of ~125 us)."""
+        net, likelihood, n, C, L = self.net, self.likelihood, self.n, self.C, self.L
+        M = int(weights[0].shape[0])
+        chunk_size = self.chunk_size
+        step = (auto_chunk(n, M * self.maxw, chunk_size) if chunk_size is not None
+                else max(16, (1 << 14) // self.maxw))
+        add, mul, reduce = np.add, np.multiply, np.add.reduce
+        data, accW, accb = self._host_zeros(M)
+        accW, accb = list(accW), list(accb)
+        if Ww is None:                  # (M, d_{l+1}, d_l); the first layer's is not used
+            Ww = [None] + [np.array(W[:, :, :-1]) for W in weights[1:]]
+        if WwT is None:
+            WwT = [np.array(W[:, :, :-1].transpose(0, 2, 1)) for W in weights]              # (M, d_l, d_{l+1})
+        relu = self.relu and all(W.dtype == self.dtype for W in weights)
+        zero = self.zero
+        for H, Yc, s, e in self._data_chunks(step):
+            Hs, As = [], []
+            for l in range(L):
+                A = np.matmul(H, WwT[l])
+                add(A, weights[l][:, None, :, -1], out=A)                    # + bias, (M, m, d_{l+1})
+                Hs.append(H)
+                As.append(A)
+                if l < L - 1:
+                    H = np.maximum(A, zero) if relu else _activate_model(np, A, net.activation, net.slope)
+            F = As[-1]
+            if likelihood == "gaussian":
+                d = np.subtract(F, Yc, out=F)                               # r = F − y (F is not needed again)
+                data = data + 0.5 * reduce(mul(d, d).reshape(M, -1), axis=1)
+            else:
+                m = e - s
+                Yt = np.broadcast_to(Yc[None, :, :], (M, m, C)).reshape(M * m, C)
+                loss, dF, _ = loss_derivatives(likelihood, F.reshape(M * m, C), Yt, hessian_sqrt=False)
+                data = data + reduce(loss.reshape(M, m), axis=1)
+                d = dF.reshape(M, m, C)
+            for l in range(L - 1, -1, -1):
+                accW[l] = accW[l] + np.matmul(d.transpose(0, 2, 1), Hs[l])     # (M, d_{l+1}, d_l)
+                accb[l] = accb[l] + reduce(d, axis=1)[:, :, None]
+                if l > 0:
+                    if relu:
+                        fp = As[l - 1] > 0                                   # f' = 1[A > 0] (cast on use)
+                    else:
+                        fp = activation_derivative(np, As[l - 1], net.activation, net.slope)
+                    d = mul(d, Ww[l]) if d.shape[2] == 1 else np.matmul(d, Ww[l])
+                    d = mul(fp, d, out=d)
+        grads = [np.concatenate([a, b], axis=2) for a, b in zip(accW, accb)]
+        if likelihood == "gaussian":
+            nC = n * C
+            if self.noise_prior is not None:
+                a, b = float(self.noise_prior[0]), float(self.noise_prior[1])
+                k = 0.5 * nC + a
+                D = data + b
+                dy = D / k
+                E = k * np.log(D) + (k - k * math.log(k) + 0.5 * nC * math.log(2 * math.pi))
+                scale = 1.0 / dy
+            else:
+                delta_y = self.delta_y
+                dy = self._filled(M, float(delta_y))
+                E = data / delta_y + 0.5 * nC * math.log(2 * math.pi * delta_y)
+                scale = self._filled(M, 1.0 / delta_y)
+            for g in grads:
+                mul(g, scale[:, None, None], out=g)
+        else:
+            E = data
+            dy = self._filled(M, 1.0)
+        for l, W in enumerate(weights):
+            lW = mul(self.lam[l], W)
+            E = E + 0.5 * reduce(mul(lW, W).reshape(M, -1), axis=1)
+            add(grads[l], lW, out=grads[l])
+        return E, tuple(grads), dy
+
+
 class LBFGSState(NamedTuple):
     """State of ``M`` lock-step L-BFGS minimisations (:func:`lbfgs_batched`; host NumPy).
 
@@ -298,8 +399,107 @@ _LBFGS_MESSAGES = {2: "iteration limit reached", 3: "line search found no decrea
 
 @functools.lru_cache(maxsize=8)
 def _pair_masks(m: int):
-    """``(I_m, upper-triangle mask)`` for :func:`lbfgs_step` (read only; cached per ``m``)."""
-    return np.eye(m), np.triu(np.ones((m, m), dtype=bool))
+    """``(I_m, upper-triangle mask, the mask with a leading axis)`` for :func:`lbfgs_step` (read
+    only; cached per ``m``)."""
+    tri = np.triu(np.ones((m, m), dtype=bool))
+    return np.eye(m), tri, tri[None]
+
+
+def _solve(a, b):
+    """``np.linalg.solve(a, b)`` for stacked float64 ``a (k, m, m)``, ``b (k, m, 1)``: the same
+    LAPACK gufunc under the same floating-point error state (a singular ``a`` raises
+    ``LinAlgError``), without the wrapper's type and shape checks (~3 us of a ~5 us call)."""
+    with np.errstate(call=_raise_singular, invalid="call", over="ignore", divide="ignore", under="ignore"):
+        return _solve_gufunc(a, b, signature="dd->d")
+
+
+def _raise_singular(err, flag):
+    raise np.linalg.LinAlgError("Singular matrix")
+
+
+try:                                    # what np.einsum(..., optimize=False) calls, without its wrapper
+    from numpy._core.multiarray import c_einsum as _einsum
+except ImportError:                     # pragma: no cover - NumPy < 2
+    try:
+        from numpy.core.multiarray import c_einsum as _einsum
+    except ImportError:
+        _einsum = np.einsum
+
+try:                                    # NumPy's own stacked solver (behind np.linalg.solve)
+    from numpy.linalg import _umath_linalg as _uml
+    _solve_gufunc = _uml.solve
+except (ImportError, AttributeError):  # pragma: no cover - a NumPy without it: the public function
+    def _solve(a, b):  # noqa: F811
+        return np.linalg.solve(a, b)
+
+
+def _steady_step(fun, st: LBFGSState, gtol: float, ftol: float, c1: float):
+    """:func:`lbfgs_step` in its usual case, with the fewest array operations: every member running
+    and holding its ``m`` pairs, a descent direction for each, and every member accepting the unit
+    step. The operations that make the values are those of :func:`lbfgs_step` (the same bits); the
+    ones that only test for the other cases are cheaper equivalent (or stricter) tests. Returns the
+    new state; ``None`` (nothing changed, ``fun`` not called) outside that case before the trial
+    step; ``(xt, ft, gt)``, the trial, when some member rejects the unit step (``lbfgs_step`` then
+    goes on from that trial)."""
+    S, Yh, x, f, g = st.S, st.Yh, st.x, st.f, st.g
+    M, m, _ = S.shape
+    YT = Yh.transpose(0, 2, 1)
+    SY = np.matmul(S, YT)                                           # (M, m, m): s_i . y_j
+    YY = np.matmul(Yh, YT)
+    sy_new = SY[:, -1, -1]
+    yy_new = YY[:, -1, -1]
+    if not yy_new.min() > 0:
+        return None
+    gamma = sy_new / yy_new
+    gam = gamma[:, None]
+    R = np.where(_pair_masks(m)[2], SY, 0.0)
+    R += 0.0
+    Dg = SY.diagonal(0, 1, 2)
+    p1 = _einsum("kip,kp->ki", S, g)
+    p2 = gam * _einsum("kip,kp->ki", Yh, g)
+    Rinv_p1 = _solve(R, p1[..., None])[..., 0]
+    b_ = -Rinv_p1
+    inner = Dg * Rinv_p1 + gam * _einsum("kij,kj->ki", YY, Rinv_p1) - p2
+    a_ = _solve(R.transpose(0, 2, 1), inner[..., None])[..., 0]
+    Hg = gam * g + _einsum("ki,kip->kp", a_, S) + gam * _einsum("ki,kip->kp", b_, Yh)
+    d = -Hg
+    gd = _einsum("kp,kp->k", g, d)
+    # finite negative g.d for every member: descent, and d finite (a non-finite entry of d makes g.d
+    # non-finite); anything else goes the general way
+    if not (gd.max() < 0 and gd.min() > -np.inf):
+        return None
+    xt = x + d                                                      # t = 1: the same values as x + t d
+    ft, gt = fun(xt, np.arange(M))
+    ft = np.asarray(ft, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    if not ((ft <= f + c1 * gd).all() and np.isfinite(ft).all() and np.isfinite(gt).all()):
+        return xt, ft, gt
+    s = xt - x
+    yv = gt - g
+    sy = _einsum("kp,kp->k", s, yv)
+    yy = _einsum("kp,kp->k", yv, yv)
+    upd = sy > 1e-10 * yy
+    cnt = st.cnt.copy()
+    if upd.all():                            # every member takes its pair: shift by slices
+        S[:, :-1] = S[:, 1:]
+        Yh[:, :-1] = Yh[:, 1:]
+        S[:, -1] = s
+        Yh[:, -1] = yv
+        np.minimum(cnt + 1, m, out=cnt)
+    elif upd.any():
+        u = upd.nonzero()[0]
+        S[u, :-1] = S[u, 1:]
+        Yh[u, :-1] = Yh[u, 1:]
+        S[u, -1] = s[upd]
+        Yh[u, -1] = yv[upd]
+        cnt[u] = np.minimum(cnt[u] + 1, m)
+    fn = ft.copy()
+    conv_g = np.abs(gt).max(axis=1) <= gtol
+    conv_f = (f - fn) <= ftol * np.maximum(np.maximum(np.abs(f), np.abs(fn)), 1.0)
+    status = st.status.copy()
+    status[conv_f] = 1
+    status[conv_g] = 0
+    return LBFGSState(xt, fn, gt.copy(), S, Yh, cnt, st.nit + 1, st.nfev + 1, status)
 
 
 def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch: int = 30,
@@ -307,13 +507,22 @@ def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch:
     """One L-BFGS iteration of every running member (``status < 0``) of ``st`` (see
     :func:`lbfgs_batched`); stopped members are left as they are. Returns the new state: fresh
     arrays, except the curvature-pair buffers ``S``, ``Yh``, which are updated in place (copying
-    them every iteration tripled the cost of an iteration on a cheap objective)."""
+    them every iteration tripled the cost of an iteration on a cheap objective).
+
+    The usual iteration (every member running with its full history and accepting the unit step)
+    takes :func:`_steady_step`'s shorter way to the same values."""
     S, Yh = st.S, st.Yh
+    trial0 = None
+    if st.status.max() < 0 and st.cnt.min() == S.shape[1]:
+        out = _steady_step(fun, st, gtol, ftol, c1)
+        if isinstance(out, LBFGSState):
+            return out
+        trial0 = out                 # None, or the unit-step trial already evaluated (same direction)
     x, f, g = st.x.copy(), st.f.copy(), st.g.copy()
     cnt, nit, nfev, status = st.cnt.copy(), st.nit.copy(), st.nfev.copy(), st.status.copy()
     M, m, P = S.shape
-    eye, tri = _pair_masks(m)
-    act = np.flatnonzero(status < 0)
+    eye, tri, _ = _pair_masks(m)
+    act = (status < 0).nonzero()[0]
     if act.size == 0:
         return LBFGSState(x, f, g, S, Yh, cnt, nit, nfev, status)
     every = act.size == M                        # all running (the usual case): views, no gathers
@@ -371,8 +580,11 @@ def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch:
     whole = False                                # every member running and accepting its first trial
     for trial in range(max_linesearch):
         if trial == 0 and every:
-            xt = x + t[:, None] * d
-            ft, gt = fun(xt, act)
+            if trial0 is not None:           # evaluated by _steady_step (there t = 1, x + d = x + t d)
+                xt, ft, gt = trial0
+            else:
+                xt = x + t[:, None] * d
+                ft, gt = fun(xt, act)
             ft = np.asarray(ft, dtype=np.float64)
             gt = np.asarray(gt, dtype=np.float64)
             nfev += 1
@@ -502,7 +714,7 @@ def lbfgs_batched(fun, x0, *, max_iter: int = 1000, gtol: float = 1e-5, ftol: fl
             None, st, lambda _, s, t: (lbfgs_step(fun, s, gtol=gtol, ftol=ftol, max_linesearch=max_linesearch,
                                                   c1=c1), None),
             num_steps=max_iter, collect=lambda s, info, t: {"f": s.f},
-            stop=lambda t, s, info, traces: not np.any(s.status < 0),
+            stop=lambda t, s, info, traces: s.status.min() >= 0,            # no member running
             on_step=None if callback is None else (lambda t, s, info, traces, kept: callback(s.x, s.f, s.g, s.nit)),
             check=lambda s, info: nonfinite_blocks(np, {"iterate": s.x}), check_every=check_every,
             check_what="L-BFGS iterate", progress=progress, desc=desc, unit="it")
@@ -525,10 +737,24 @@ def _fit_lbfgs_batch(net, inits, X, Y, *, lik, lam_w, lam_b, dy, noise_prior, ma
                      chunk_size=chunk_size)
 
     xpX, shapes, dev = namespace(X), tuple(net.weight_shapes()), device_of(X)
+    if obj.host:
+        # NumPy: the layers are views of the host vector (float64) or cast copies, and the gradient
+        # is joined straight into float64 — the values of the general path below
+        offs = np.cumsum([0] + [d * k for d, k in shapes]).tolist()
+        dtype = X.dtype
 
-    def fun(v, idx):
-        E, g, _ = obj(_unflatten_batch(v, net, X, xp=xpX, shapes=shapes, device=dev))
-        return np.asarray(to_numpy(E), dtype=np.float64) / n, _flatten_batch(g) / n
+        def fun(v, idx):
+            M = v.shape[0]
+            W = tuple(v[:, o:o + d * k].reshape(M, d, k).astype(dtype, copy=False)
+                      for o, (d, k) in zip(offs, shapes))
+            E, g, _ = obj(W)
+            G = np.concatenate([gl.reshape(M, -1) for gl in g], axis=1, dtype=np.float64)
+            G /= n
+            return np.asarray(E, dtype=np.float64) / n, G
+    else:
+        def fun(v, idx):
+            E, g, _ = obj(_unflatten_batch(v, net, X, xp=xpX, shapes=shapes, device=dev))
+            return np.asarray(to_numpy(E), dtype=np.float64) / n, _flatten_batch(g) / n
 
     res = lbfgs_batched(fun, _flatten_batch(inits), max_iter=max_iter, gtol=tol, ftol=ftol, history=history,
                         progress=_isatty() if progress is None else bool(progress), desc=desc)
