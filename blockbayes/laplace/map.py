@@ -405,12 +405,11 @@ def _pair_masks(m: int):
     return np.eye(m), tri, tri[None]
 
 
-def _solve(a, b):
-    """``np.linalg.solve(a, b)`` for stacked float64 ``a (k, m, m)``, ``b (k, m, 1)``: the same
-    LAPACK gufunc under the same floating-point error state (a singular ``a`` raises
-    ``LinAlgError``), without the wrapper's type and shape checks (~3 us of a ~5 us call)."""
-    with np.errstate(call=_raise_singular, invalid="call", over="ignore", divide="ignore", under="ignore"):
-        return _solve_gufunc(a, b, signature="dd->d")
+def _solve_errstate():
+    """The floating-point error state of ``np.linalg.solve`` (a singular matrix raises
+    ``LinAlgError``), for calling its LAPACK gufunc ``_solve_gufunc(a, b, signature="dd->d")`` on
+    stacked float64 ``a (k, m, m)``, ``b (k, m, 1)`` without the wrapper's type and shape checks."""
+    return np.errstate(call=_raise_singular, invalid="call", over="ignore", divide="ignore", under="ignore")
 
 
 def _raise_singular(err, flag):
@@ -429,7 +428,7 @@ try:                                    # NumPy's own stacked solver (behind np.
     from numpy.linalg import _umath_linalg as _uml
     _solve_gufunc = _uml.solve
 except (ImportError, AttributeError):  # pragma: no cover - a NumPy without it: the public function
-    def _solve(a, b):  # noqa: F811
+    def _solve_gufunc(a, b, signature=None):
         return np.linalg.solve(a, b)
 
 
@@ -457,49 +456,51 @@ def _steady_step(fun, st: LBFGSState, gtol: float, ftol: float, c1: float):
     Dg = SY.diagonal(0, 1, 2)
     p1 = _einsum("kip,kp->ki", S, g)
     p2 = gam * _einsum("kip,kp->ki", Yh, g)
-    Rinv_p1 = _solve(R, p1[..., None])[..., 0]
-    b_ = -Rinv_p1
-    inner = Dg * Rinv_p1 + gam * _einsum("kij,kj->ki", YY, Rinv_p1) - p2
-    a_ = _solve(R.transpose(0, 2, 1), inner[..., None])[..., 0]
+    with _solve_errstate():
+        Rinv_p1 = _solve_gufunc(R, p1[..., None], signature="dd->d")[..., 0]
+        b_ = -Rinv_p1
+        inner = Dg * Rinv_p1 + gam * _einsum("kij,kj->ki", YY, Rinv_p1) - p2
+        a_ = _solve_gufunc(R.transpose(0, 2, 1), inner[..., None], signature="dd->d")[..., 0]
     Hg = gam * g + _einsum("ki,kip->kp", a_, S) + gam * _einsum("ki,kip->kp", b_, Yh)
     d = -Hg
     gd = _einsum("kp,kp->k", g, d)
+    # per-member scalars as Python floats (the same IEEE operations as NumPy's on float64)
+    gdl = gd.tolist()
     # finite negative g.d for every member: descent, and d finite (a non-finite entry of d makes g.d
     # non-finite); anything else goes the general way
-    if not (gd.max() < 0 and gd.min() > -np.inf):
+    if not all(-math.inf < v < 0 for v in gdl):
         return None
     xt = x + d                                                      # t = 1: the same values as x + t d
     ft, gt = fun(xt, np.arange(M))
     ft = np.asarray(ft, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
-    if not ((ft <= f + c1 * gd).all() and np.isfinite(ft).all() and np.isfinite(gt).all()):
+    fl, ftl = f.tolist(), ft.tolist()
+    # Armijo with t = 1 (f + c1·1·g.d), finite f and g; a finite sum of g means every entry finite
+    if not (all(a <= b + c1 * v for a, b, v in zip(ftl, fl, gdl)) and all(map(math.isfinite, ftl))
+            and math.isfinite(gt.sum())):
         return xt, ft, gt
     s = xt - x
     yv = gt - g
-    sy = _einsum("kp,kp->k", s, yv)
-    yy = _einsum("kp,kp->k", yv, yv)
-    upd = sy > 1e-10 * yy
-    cnt = st.cnt.copy()
-    if upd.all():                            # every member takes its pair: shift by slices
+    sy = _einsum("kp,kp->k", s, yv).tolist()
+    yy = _einsum("kp,kp->k", yv, yv).tolist()
+    upd = [a > 1e-10 * b for a, b in zip(sy, yy)]
+    if all(upd):                             # every member takes its pair: shift by slices
         S[:, :-1] = S[:, 1:]
         Yh[:, :-1] = Yh[:, 1:]
         S[:, -1] = s
         Yh[:, -1] = yv
-        np.minimum(cnt + 1, m, out=cnt)
-    elif upd.any():
-        u = upd.nonzero()[0]
+    elif any(upd):
+        u = np.flatnonzero(upd)
         S[u, :-1] = S[u, 1:]
         Yh[u, :-1] = Yh[u, 1:]
-        S[u, -1] = s[upd]
-        Yh[u, -1] = yv[upd]
-        cnt[u] = np.minimum(cnt[u] + 1, m)
-    fn = ft.copy()
-    conv_g = np.abs(gt).max(axis=1) <= gtol
-    conv_f = (f - fn) <= ftol * np.maximum(np.maximum(np.abs(f), np.abs(fn)), 1.0)
-    status = st.status.copy()
-    status[conv_f] = 1
-    status[conv_g] = 0
-    return LBFGSState(xt, fn, gt.copy(), S, Yh, cnt, st.nit + 1, st.nfev + 1, status)
+        S[u, -1] = s[u]
+        Yh[u, -1] = yv[u]
+    # every member holds m pairs, so the pair counts stay at m; stopping tests on finite values
+    gmax = np.abs(gt).max(axis=1).tolist()
+    status = [0 if gm <= gtol else 1 if (a - b) <= ftol * max(abs(a), abs(b), 1.0) else -1
+              for gm, a, b in zip(gmax, fl, ftl)]
+    status = np.array(status, dtype=np.int64) if any(v >= 0 for v in status) else st.status.copy()
+    return LBFGSState(xt, ft.copy(), gt.copy(), S, Yh, st.cnt.copy(), st.nit + 1, st.nfev + 1, status)
 
 
 def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch: int = 30,
