@@ -174,6 +174,8 @@ class _Objective:
         self.L = net.num_layers
         self.maxw = max(d for d, _ in net.weight_shapes())
         self.relu = net.activation == "relu"
+        self.shapes = tuple(net.weight_shapes())
+        self.offsets = np.cumsum([0] + [d * k for d, k in self.shapes]).tolist()
 
     def _data_chunks(self, step):
         """``[(X[s:e], Y[s:e], s, e)]`` for chunk length ``step`` (cached)."""
@@ -287,12 +289,15 @@ class _Objective:
         return E, tuple(grads), dy
 
 
-    def _host_call(self, weights, Ww=None, WwT=None):
+    def _host_call(self, weights, Ww=None, WwT=None, gout=None):
         """:meth:`__call__` for NumPy arrays: each value computed by the same operations in the same
         order (so the same bits), but through the ufuncs and methods themselves (``np.add.reduce``
         is what ``np.sum`` calls), in place into the temporaries of this call, with cached zero
         accumulators and no re-derivation of per-fit constants — a small net's evaluation is mostly
-        per-call Python cost (yacht-sized 6-50-1, n = 277: ~65 of ~125 us)."""
+        per-call Python cost (yacht-sized 6-50-1, n = 277: ~65 of ~125 us). The last chunk's sums go
+        straight into the gradient blocks (no joining copy); ``gout``, a float64 ``(M, P)`` array
+        (float64 weights only), receives the gradient as the rows of :func:`_flatten_batch` (the
+        returned blocks are views of it)."""
         net, likelihood, n, C, L = self.net, self.likelihood, self.n, self.C, self.L
         M = int(weights[0].shape[0])
         chunk_size = self.chunk_size
@@ -307,7 +312,13 @@ class _Objective:
             WwT = [np.array(W[:, :, :-1].transpose(0, 2, 1)) for W in weights]              # (M, d_l, d_{l+1})
         relu = self.relu and all(W.dtype == self.dtype for W in weights)
         zero = self.zero
-        for H, Yc, s, e in self._data_chunks(step):
+        if gout is None:
+            grads = [np.empty((M, d, k), dtype=self.dtype) for d, k in self.shapes]
+        else:
+            grads = [gout[:, o:o + d * k].reshape(M, d, k) for o, (d, k) in zip(self.offsets, self.shapes)]
+        data_chunks = self._data_chunks(step)
+        last = data_chunks[-1][2]
+        for H, Yc, s, e in data_chunks:
             Hs, As = [], []
             for l in range(L):
                 A = np.matmul(H, WwT[l])
@@ -327,8 +338,12 @@ class _Objective:
                 data = data + reduce(loss.reshape(M, m), axis=1)
                 d = dF.reshape(M, m, C)
             for l in range(L - 1, -1, -1):
-                accW[l] = accW[l] + np.matmul(d.transpose(0, 2, 1), Hs[l])     # (M, d_{l+1}, d_l)
-                accb[l] = accb[l] + reduce(d, axis=1)[:, :, None]
+                if s == last:                    # the final sums, written into the gradient blocks
+                    add(accW[l], np.matmul(d.transpose(0, 2, 1), Hs[l]), out=grads[l][:, :, :-1])
+                    add(accb[l], reduce(d, axis=1)[:, :, None], out=grads[l][:, :, -1:])
+                else:
+                    accW[l] = accW[l] + np.matmul(d.transpose(0, 2, 1), Hs[l])     # (M, d_{l+1}, d_l)
+                    accb[l] = accb[l] + reduce(d, axis=1)[:, :, None]
                 if l > 0:
                     if relu:
                         fp = As[l - 1] > 0                                   # f' = 1[A > 0] (cast on use)
@@ -336,7 +351,6 @@ class _Objective:
                         fp = activation_derivative(np, As[l - 1], net.activation, net.slope)
                     d = mul(d, Ww[l]) if d.shape[2] == 1 else np.matmul(d, Ww[l])
                     d = mul(fp, d, out=d)
-        grads = [np.concatenate([a, b], axis=2) for a, b in zip(accW, accb)]
         if likelihood == "gaussian":
             nC = n * C
             if self.noise_prior is not None:
@@ -741,15 +755,19 @@ def _fit_lbfgs_batch(net, inits, X, Y, *, lik, lam_w, lam_b, dy, noise_prior, ma
     if obj.host:
         # NumPy: the layers are views of the host vector (float64) or cast copies, and the gradient
         # is joined straight into float64 — the values of the general path below
-        offs = np.cumsum([0] + [d * k for d, k in shapes]).tolist()
-        dtype = X.dtype
+        offs, dtype, P = obj.offsets, X.dtype, obj.offsets[-1]
+        f64 = dtype == np.float64
 
         def fun(v, idx):
             M = v.shape[0]
             W = tuple(v[:, o:o + d * k].reshape(M, d, k).astype(dtype, copy=False)
                       for o, (d, k) in zip(offs, shapes))
-            E, g, _ = obj(W)
-            G = np.concatenate([gl.reshape(M, -1) for gl in g], axis=1, dtype=np.float64)
+            if f64:
+                G = np.empty((M, P))
+                E, _, _ = obj._host_call(W, gout=G)
+            else:
+                E, g, _ = obj._host_call(W)
+                G = np.concatenate([gl.reshape(M, -1) for gl in g], axis=1, dtype=np.float64)
             G /= n
             return np.asarray(E, dtype=np.float64) / n, G
     else:
