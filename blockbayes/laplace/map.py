@@ -446,28 +446,35 @@ except (ImportError, AttributeError):  # pragma: no cover - a NumPy without it: 
         return np.linalg.solve(a, b)
 
 
-def _steady_step(fun, st: LBFGSState, gtol: float, ftol: float, c1: float):
+def _usual_step(fun, st: LBFGSState, gtol: float, ftol: float, c1: float):
     """:func:`lbfgs_step` in its usual case, with the fewest array operations: every member running
-    and holding its ``m`` pairs, a descent direction for each, and every member accepting the unit
-    step. The operations that make the values are those of :func:`lbfgs_step` (the same bits); the
-    ones that only test for the other cases are cheaper equivalent (or stricter) tests. Returns the
-    new state; ``None`` (nothing changed, ``fun`` not called) outside that case before the trial
-    step; ``(xt, ft, gt)``, the trial, when some member rejects the unit step (``lbfgs_step`` then
-    goes on from that trial)."""
-    S, Yh, x, f, g = st.S, st.Yh, st.x, st.f, st.g
+    and holding at least one pair, a descent direction for each, and every member accepting the
+    unit step. The operations that make the values are those of :func:`lbfgs_step` (the same bits);
+    the ones that only test for the other cases are cheaper equivalent (or stricter) tests, on
+    Python floats where they are per-member scalars (the same IEEE operations). Returns the new
+    state; ``None`` (nothing changed, ``fun`` not called) when the direction is not a finite descent
+    for every member; ``(xt, ft, gt, d, gd)``, the unit-step trial and the direction, when some
+    member rejects the unit step (``lbfgs_step`` then goes on from that trial)."""
+    S, Yh, x, f, g, cnt = st.S, st.Yh, st.x, st.f, st.g, st.cnt
     M, m, _ = S.shape
     YT = Yh.transpose(0, 2, 1)
     SY = np.matmul(S, YT)                                           # (M, m, m): s_i . y_j
     YY = np.matmul(Yh, YT)
     sy_new = SY[:, -1, -1]
     yy_new = YY[:, -1, -1]
-    if not yy_new.min() > 0:
-        return None
-    gamma = sy_new / yy_new
+    eye, tri, tri1 = _pair_masks(m)
+    if cnt.min() == m and yy_new.min() > 0:      # lbfgs_step's "steady" branch
+        gamma = sy_new / yy_new
+        R = np.where(tri1, SY, 0.0)
+        R += 0.0
+        Dg = SY.diagonal(0, 1, 2)
+    else:                                        # fewer than m pairs (zero pairs masked out)
+        valid = np.arange(m)[None, :] >= (m - cnt)[:, None]
+        gamma = np.where(cnt > 0, sy_new / np.where(yy_new > 0, yy_new, 1.0), 0.0)
+        R = np.where(tri1, SY, 0.0)
+        R = np.where(valid[:, :, None] & valid[:, None, :], R, 0.0) + eye[None] * (~valid)[:, :, None]
+        Dg = np.where(valid, np.diagonal(SY, axis1=1, axis2=2), 0.0)
     gam = gamma[:, None]
-    R = np.where(_pair_masks(m)[2], SY, 0.0)
-    R += 0.0
-    Dg = SY.diagonal(0, 1, 2)
     p1 = _einsum("kip,kp->ki", S, g)
     p2 = gam * _einsum("kip,kp->ki", Yh, g)
     with _solve_errstate():
@@ -478,7 +485,6 @@ def _steady_step(fun, st: LBFGSState, gtol: float, ftol: float, c1: float):
     Hg = gam * g + _einsum("ki,kip->kp", a_, S) + gam * _einsum("ki,kip->kp", b_, Yh)
     d = -Hg
     gd = _einsum("kp,kp->k", g, d)
-    # per-member scalars as Python floats (the same IEEE operations as NumPy's on float64)
     gdl = gd.tolist()
     # finite negative g.d for every member: descent, and d finite (a non-finite entry of d makes g.d
     # non-finite); anything else goes the general way
@@ -492,29 +498,32 @@ def _steady_step(fun, st: LBFGSState, gtol: float, ftol: float, c1: float):
     # Armijo with t = 1 (f + c1·1·g.d), finite f and g; a finite sum of g means every entry finite
     if not (all(a <= b + c1 * v for a, b, v in zip(ftl, fl, gdl)) and all(map(math.isfinite, ftl))
             and math.isfinite(gt.sum())):
-        return xt, ft, gt
+        return xt, ft, gt, d, gd
     s = xt - x
     yv = gt - g
     sy = _einsum("kp,kp->k", s, yv).tolist()
     yy = _einsum("kp,kp->k", yv, yv).tolist()
     upd = [a > 1e-10 * b for a, b in zip(sy, yy)]
+    cnt = cnt.copy()
     if all(upd):                             # every member takes its pair: shift by slices
         S[:, :-1] = S[:, 1:]
         Yh[:, :-1] = Yh[:, 1:]
         S[:, -1] = s
         Yh[:, -1] = yv
+        np.minimum(cnt + 1, m, out=cnt)
     elif any(upd):
         u = np.flatnonzero(upd)
         S[u, :-1] = S[u, 1:]
         Yh[u, :-1] = Yh[u, 1:]
         S[u, -1] = s[u]
         Yh[u, -1] = yv[u]
-    # every member holds m pairs, so the pair counts stay at m; stopping tests on finite values
+        cnt[u] = np.minimum(cnt[u] + 1, m)
+    # stopping tests (on finite values)
     gmax = np.abs(gt).max(axis=1).tolist()
     status = [0 if gm <= gtol else 1 if (a - b) <= ftol * max(abs(a), abs(b), 1.0) else -1
               for gm, a, b in zip(gmax, fl, ftl)]
     status = np.array(status, dtype=np.int64) if any(v >= 0 for v in status) else st.status.copy()
-    return LBFGSState(xt, ft.copy(), gt.copy(), S, Yh, st.cnt.copy(), st.nit + 1, st.nfev + 1, status)
+    return LBFGSState(xt, ft.copy(), gt.copy(), S, Yh, cnt, st.nit + 1, st.nfev + 1, status)
 
 
 def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch: int = 30,
@@ -524,15 +533,15 @@ def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch:
     arrays, except the curvature-pair buffers ``S``, ``Yh``, which are updated in place (copying
     them every iteration tripled the cost of an iteration on a cheap objective).
 
-    The usual iteration (every member running with its full history and accepting the unit step)
-    takes :func:`_steady_step`'s shorter way to the same values."""
+    The usual iteration (every member running with at least one pair and accepting the unit step)
+    takes :func:`_usual_step`'s shorter way to the same values."""
     S, Yh = st.S, st.Yh
     trial0 = None
-    if st.status.max() < 0 and st.cnt.min() == S.shape[1]:
-        out = _steady_step(fun, st, gtol, ftol, c1)
+    if st.status.max() < 0 and st.cnt.min() > 0:
+        out = _usual_step(fun, st, gtol, ftol, c1)
         if isinstance(out, LBFGSState):
             return out
-        trial0 = out                 # None, or the unit-step trial already evaluated (same direction)
+        trial0 = out      # None, or the direction and its unit-step trial, evaluated there (the same values)
     x, f, g = st.x.copy(), st.f.copy(), st.g.copy()
     cnt, nit, nfev, status = st.cnt.copy(), st.nit.copy(), st.nfev.copy(), st.status.copy()
     M, m, P = S.shape
@@ -542,49 +551,53 @@ def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch:
         return LBFGSState(x, f, g, S, Yh, cnt, nit, nfev, status)
     every = act.size == M                        # all running (the usual case): views, no gathers
     ga = g if every else g[act]                  # (g is this step's copy; read before it is updated)
-    cnt_a = cnt.copy() if every else cnt[act]
-    # ---- direction: compact L-BFGS form (zero pairs for members with fewer than m pairs)
-    Sa, Ya = (S, Yh) if every else (S[act], Yh[act])
-    SY = np.matmul(Sa, np.swapaxes(Ya, 1, 2))                     # (k, m, m): s_i . y_j
-    YY = np.matmul(Ya, np.swapaxes(Ya, 1, 2))
-    sy_new = SY[:, -1, -1]
-    yy_new = YY[:, -1, -1]
-    steady = bool((cnt_a == m).all()) and bool((yy_new > 0).all())
-    if steady:
-        # every member has its m pairs (the usual case after m iterations): the masks below are
-        # all true, so the same values come from fewer array operations (R + 0.0 as there)
-        gamma = sy_new / yy_new
-        R = np.where(tri[None], SY, 0.0)
-        R += 0.0
-        Dg = np.diagonal(SY, axis1=1, axis2=2)
-    else:
-        valid = np.arange(m)[None, :] >= (m - cnt_a)[:, None]      # newest pairs at the end
-        gamma = np.where(cnt_a > 0, sy_new / np.where(yy_new > 0, yy_new, 1.0), 0.0)
-        R = np.where(tri[None], SY, 0.0)
-        R = np.where(valid[:, :, None] & valid[:, None, :], R, 0.0) + eye[None] * (~valid)[:, :, None]
-        Dg = np.where(valid, np.diagonal(SY, axis1=1, axis2=2), 0.0)
-    p1 = np.einsum("kip,kp->ki", Sa, ga)
-    p2 = gamma[:, None] * np.einsum("kip,kp->ki", Ya, ga)
-    Rinv_p1 = np.linalg.solve(R, p1[..., None])[..., 0]
-    b_ = -Rinv_p1
-    inner = Dg * Rinv_p1 + gamma[:, None] * np.einsum("kij,kj->ki", YY, Rinv_p1) - p2
-    a_ = np.linalg.solve(np.swapaxes(R, 1, 2), inner[..., None])[..., 0]
-    Hg = gamma[:, None] * ga + np.einsum("ki,kip->kp", a_, Sa) + gamma[:, None] * np.einsum("ki,kip->kp", b_, Ya)
-    first = cnt_a == 0
-    if not steady:
-        Hg[first] = ga[first]
-    d = -Hg
-    gd = np.einsum("kp,kp->k", ga, d)
-    bad = ~(gd < 0) | ~np.isfinite(d).all(axis=1)
-    if bad.any():                                                # lost descent: forget the pairs
-        d[bad] = -ga[bad]
-        gd[bad] = -np.einsum("kp,kp->k", ga[bad], ga[bad])
-        cnt[act[bad]] = 0
-        first = first | bad
-    if first.any():
-        t = np.where(first, np.minimum(1.0, 1.0 / np.maximum(np.linalg.norm(ga, axis=1), 1e-300)), 1.0)
-    else:
+    if trial0 is not None:                       # from _usual_step (every member running): its direction, t = 1
+        d, gd = trial0[3], trial0[4]
         t = np.ones(act.size)
+    else:
+        cnt_a = cnt.copy() if every else cnt[act]
+        # ---- direction: compact L-BFGS form (zero pairs for members with fewer than m pairs)
+        Sa, Ya = (S, Yh) if every else (S[act], Yh[act])
+        SY = np.matmul(Sa, np.swapaxes(Ya, 1, 2))                     # (k, m, m): s_i . y_j
+        YY = np.matmul(Ya, np.swapaxes(Ya, 1, 2))
+        sy_new = SY[:, -1, -1]
+        yy_new = YY[:, -1, -1]
+        steady = bool((cnt_a == m).all()) and bool((yy_new > 0).all())
+        if steady:
+            # every member has its m pairs (the usual case after m iterations): the masks below are
+            # all true, so the same values come from fewer array operations (R + 0.0 as there)
+            gamma = sy_new / yy_new
+            R = np.where(tri[None], SY, 0.0)
+            R += 0.0
+            Dg = np.diagonal(SY, axis1=1, axis2=2)
+        else:
+            valid = np.arange(m)[None, :] >= (m - cnt_a)[:, None]      # newest pairs at the end
+            gamma = np.where(cnt_a > 0, sy_new / np.where(yy_new > 0, yy_new, 1.0), 0.0)
+            R = np.where(tri[None], SY, 0.0)
+            R = np.where(valid[:, :, None] & valid[:, None, :], R, 0.0) + eye[None] * (~valid)[:, :, None]
+            Dg = np.where(valid, np.diagonal(SY, axis1=1, axis2=2), 0.0)
+        p1 = np.einsum("kip,kp->ki", Sa, ga)
+        p2 = gamma[:, None] * np.einsum("kip,kp->ki", Ya, ga)
+        Rinv_p1 = np.linalg.solve(R, p1[..., None])[..., 0]
+        b_ = -Rinv_p1
+        inner = Dg * Rinv_p1 + gamma[:, None] * np.einsum("kij,kj->ki", YY, Rinv_p1) - p2
+        a_ = np.linalg.solve(np.swapaxes(R, 1, 2), inner[..., None])[..., 0]
+        Hg = gamma[:, None] * ga + np.einsum("ki,kip->kp", a_, Sa) + gamma[:, None] * np.einsum("ki,kip->kp", b_, Ya)
+        first = cnt_a == 0
+        if not steady:
+            Hg[first] = ga[first]
+        d = -Hg
+        gd = np.einsum("kp,kp->k", ga, d)
+        bad = ~(gd < 0) | ~np.isfinite(d).all(axis=1)
+        if bad.any():                                                # lost descent: forget the pairs
+            d[bad] = -ga[bad]
+            gd[bad] = -np.einsum("kp,kp->k", ga[bad], ga[bad])
+            cnt[act[bad]] = 0
+            first = first | bad
+        if first.any():
+            t = np.where(first, np.minimum(1.0, 1.0 / np.maximum(np.linalg.norm(ga, axis=1), 1e-300)), 1.0)
+        else:
+            t = np.ones(act.size)
     # ---- backtracking line search, members independently
     x_new = np.empty((act.size, P))
     f_new = np.empty(act.size)
@@ -595,8 +608,8 @@ def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch:
     whole = False                                # every member running and accepting its first trial
     for trial in range(max_linesearch):
         if trial == 0 and every:
-            if trial0 is not None:           # evaluated by _steady_step (there t = 1, x + d = x + t d)
-                xt, ft, gt = trial0
+            if trial0 is not None:           # evaluated by _usual_step (there t = 1, x + d = x + t d)
+                xt, ft, gt = trial0[:3]
             else:
                 xt = x + t[:, None] * d
                 ft, gt = fun(xt, act)
