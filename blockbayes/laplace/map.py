@@ -174,6 +174,9 @@ class _Objective:
         self.L = net.num_layers
         self.maxw = max(d for d, _ in net.weight_shapes())
         self.relu = net.activation == "relu"
+        # the fixed noise variance's normaliser (n C / 2) log(2π Δ_y), as __call__ computes it
+        self._log_norm = (0.5 * (self.n * self.C) * math.log(2 * math.pi * delta_y)
+                          if likelihood == "gaussian" and noise_prior is None else None)
         self.shapes = tuple(net.weight_shapes())
         self.offsets = np.cumsum([0] + [d * k for d, k in self.shapes]).tolist()
 
@@ -363,7 +366,7 @@ class _Objective:
             else:
                 delta_y = self.delta_y
                 dy = self._filled(M, float(delta_y))
-                E = data / delta_y + 0.5 * nC * math.log(2 * math.pi * delta_y)
+                E = data / delta_y + self._log_norm
                 scale = self._filled(M, 1.0 / delta_y)
             for g in grads:
                 mul(g, scale[:, None, None], out=g)
