@@ -23,7 +23,8 @@ import functools
 import math
 from typing import Any, NamedTuple
 
-from .._backend.host import np
+from .._backend.host import c_einsum as _einsum, np
+from .._backend.host import stacked_solve as _solve_gufunc
 
 from .._backend import device_of, is_numpy, namespace, to_numpy
 from .._backend import random as bbr
@@ -431,22 +432,6 @@ def _solve_errstate():
 
 def _raise_singular(err, flag):
     raise np.linalg.LinAlgError("Singular matrix")
-
-
-try:                                    # what np.einsum(..., optimize=False) calls, without its wrapper
-    from numpy._core.multiarray import c_einsum as _einsum
-except ImportError:                     # pragma: no cover - NumPy < 2
-    try:
-        from numpy.core.multiarray import c_einsum as _einsum
-    except ImportError:
-        _einsum = np.einsum
-
-try:                                    # NumPy's own stacked solver (behind np.linalg.solve)
-    from numpy.linalg import _umath_linalg as _uml
-    _solve_gufunc = _uml.solve
-except (ImportError, AttributeError):  # pragma: no cover - a NumPy without it: the public function
-    def _solve_gufunc(a, b, signature=None):
-        return np.linalg.solve(a, b)
 
 
 def _usual_step(fun, st: LBFGSState, gtol: float, ftol: float, c1: float):
