@@ -321,34 +321,53 @@ def _lbfgs_problem(M=4):
     return fun, rng.normal(size=(M, 12)) * 2
 
 
-def test_usual_lbfgs_step_is_bitwise_the_general_step(monkeypatch):
-    """lbfgs_step's shorter way (_usual_step) gives the same iterates, objective values, counts and
-    stopping reasons as its general code, bit for bit, over whole batched runs that backtrack, fill
-    their history and stop members at different iterations."""
+@pytest.mark.parametrize("M", [4, 1])
+def test_usual_lbfgs_step_is_bitwise_the_general_step(monkeypatch, M):
+    """lbfgs_step's shorter way (_usual_step, and _backtrack_one for a single member) gives the same
+    iterates, objective values, counts and stopping reasons as its general code, bit for bit, over
+    whole runs that backtrack, fill their history and (batched) stop members at different
+    iterations; and a single member that stalls (no Armijo step) stalls the same way."""
     from blockbayes.laplace import map as mp
 
     fun, x0 = _lbfgs_problem()
+    x0 = x0[:M]
     used = []
-    real = mp._usual_step
+    real, real_bt = mp._usual_step, mp._backtrack_one
+    back = []
 
     def spy(*a, **k):
         out = real(*a, **k)
         used.append(type(out).__name__)
         return out
 
-    monkeypatch.setattr(mp, "_usual_step", spy)
-    fast = lbfgs_batched(fun, x0, max_iter=150, gtol=1e-6, ftol=1e-13, history=5)
-    monkeypatch.setattr(mp, "_usual_step", lambda *a, **k: None)    # always the general code
-    slow = lbfgs_batched(fun, x0, max_iter=150, gtol=1e-6, ftol=1e-13, history=5)
-    for k in ("x", "f", "g", "num_iter", "num_fev", "status"):
-        np.testing.assert_array_equal(_bits(np.asarray(fast[k], dtype=np.float64)),
-                                      _bits(np.asarray(slow[k], dtype=np.float64)), err_msg=k)
-    assert fast["history"] == slow["history"]
-    # the runs covered what they should: the short way taken and handing back a backtracking trial,
-    # members backtracking and stopping apart
-    assert used.count("LBFGSState") > 20 and used.count("tuple") > 0
+    def spy_bt(*a, **k):
+        out = real_bt(*a, **k)
+        back.append(out is not None and out[0] is not None)
+        return out
+
+    def runs(**kw):
+        monkeypatch.setattr(mp, "_usual_step", spy)
+        monkeypatch.setattr(mp, "_backtrack_one", spy_bt)
+        fast = lbfgs_batched(fun, x0, **kw)
+        monkeypatch.setattr(mp, "_usual_step", lambda *a, **k: None)    # always the general code
+        slow = lbfgs_batched(fun, x0, **kw)
+        for k in ("x", "f", "g", "num_iter", "num_fev", "status"):
+            np.testing.assert_array_equal(_bits(np.asarray(fast[k], dtype=np.float64)),
+                                          _bits(np.asarray(slow[k], dtype=np.float64)), err_msg=k)
+        assert fast["history"] == slow["history"]
+        return fast
+
+    fast = runs(max_iter=150, gtol=1e-6, ftol=1e-13, history=5)
+    # the runs covered what they should: the short way taken, members backtracking (handed back to
+    # the general line search when batched, done by _backtrack_one when single), stopping apart
+    assert used.count("LBFGSState") > 20
     assert np.any(fast["num_fev"] > fast["num_iter"] + 1)
-    assert len(set(fast["num_iter"].tolist())) > 1
+    if M > 1:
+        assert used.count("tuple") > 0 and len(set(fast["num_iter"].tolist())) > 1
+    else:
+        assert sum(back) > 0
+        stalled = runs(max_iter=400, gtol=1e-30, ftol=0.0, history=5, max_linesearch=3)
+        assert stalled["status"][0] == 3 and not back[-1]
 
 
 def test_blas_limits_through_the_cached_controller_are_applied_and_restored():

@@ -434,7 +434,7 @@ def _raise_singular(err, flag):
     raise np.linalg.LinAlgError("Singular matrix")
 
 
-def _usual_step(fun, st: LBFGSState, gtol: float, ftol: float, c1: float):
+def _usual_step(fun, st: LBFGSState, gtol: float, ftol: float, c1: float, max_linesearch: int = 30):
     """:func:`lbfgs_step` in its usual case, with the fewest array operations: every member running
     and holding at least one pair, a descent direction for each, and every member accepting the
     unit step. The operations that make the values are those of :func:`lbfgs_step` (the same bits);
@@ -442,7 +442,8 @@ def _usual_step(fun, st: LBFGSState, gtol: float, ftol: float, c1: float):
     Python floats where they are per-member scalars (the same IEEE operations). Returns the new
     state; ``None`` (nothing changed, ``fun`` not called) when the direction is not a finite descent
     for every member; ``(xt, ft, gt, d, gd)``, the unit-step trial and the direction, when some
-    member rejects the unit step (``lbfgs_step`` then goes on from that trial)."""
+    member of several rejects the unit step (``lbfgs_step`` then goes on from that trial). A single
+    member backtracks here (:func:`_backtrack_one`)."""
     S, Yh, x, f, g, cnt = st.S, st.Yh, st.x, st.f, st.g, st.cnt
     M, m, _ = S.shape
     YT = Yh.transpose(0, 2, 1)
@@ -484,9 +485,20 @@ def _usual_step(fun, st: LBFGSState, gtol: float, ftol: float, c1: float):
     gt = np.asarray(gt, dtype=np.float64)
     fl, ftl = f.tolist(), ft.tolist()
     # Armijo with t = 1 (f + c1·1·g.d), finite f and g; a finite sum of g means every entry finite
+    nfev = st.nfev + 1
     if not (all(a <= b + c1 * v for a, b, v in zip(ftl, fl, gdl)) and all(map(math.isfinite, ftl))
             and math.isfinite(gt.sum())):
-        return xt, ft, gt, d, gd
+        if M > 1:
+            return xt, ft, gt, d, gd
+        trial = _backtrack_one(fun, x, d, fl[0], gdl[0], ftl[0], gt, c1, max_linesearch)
+        if trial is None:                        # the unit step was accepted after all (a sum overflowed)
+            return xt, ft, gt, d, gd
+        xt, ft, gt, k = trial
+        nfev = nfev + k
+        if xt is None:                           # no acceptable step: stalled (status 3), nothing else changes
+            return LBFGSState(x.copy(), f.copy(), g.copy(), S, Yh, cnt.copy(), st.nit.copy(), nfev,
+                              np.full_like(st.status, 3))
+        ftl = ft.tolist()
     s = xt - x
     yv = gt - g
     sy = _einsum("kp,kp->k", s, yv).tolist()
@@ -511,7 +523,37 @@ def _usual_step(fun, st: LBFGSState, gtol: float, ftol: float, c1: float):
     status = [0 if gm <= gtol else 1 if (a - b) <= ftol * max(abs(a), abs(b), 1.0) else -1
               for gm, a, b in zip(gmax, fl, ftl)]
     status = np.array(status, dtype=np.int64) if any(v >= 0 for v in status) else st.status.copy()
-    return LBFGSState(xt, ft.copy(), gt.copy(), S, Yh, cnt, st.nit + 1, st.nfev + 1, status)
+    return LBFGSState(xt, ft.copy(), gt.copy(), S, Yh, cnt, st.nit + 1, nfev, status)
+
+
+def _backtrack_one(fun, x, d, fa: float, gd: float, f0: float, g0, c1: float, max_linesearch: int):
+    """:func:`lbfgs_step`'s backtracking for one member (``M = 1``) after the unit step ``t = 1``
+    gave ``f0``, ``g0``, on Python floats: the same trial steps ``t`` (safeguarded quadratic
+    interpolation, clipped to ``[0.1 t, 0.5 t]``), the same Armijo tests and trial points
+    ``x + t d``. Returns ``None`` if the unit step is in fact acceptable, else ``(xt, ft, gt,
+    trials after the first)``, with ``xt = ft = gt = None`` when no trial within
+    ``max_linesearch`` is acceptable."""
+    fin = math.isfinite(f0) and bool(np.isfinite(g0).all())
+    if fin and f0 <= fa + c1 * 1.0 * gd:
+        return None
+    fr, t, k = (f0 if fin else math.inf), 1.0, 0
+    idx = np.arange(1)
+    for _ in range(1, max_linesearch):
+        tr = t
+        denom = 2.0 * (fr - fa - gd * tr)
+        tq = -gd * tr * tr / denom if (math.isfinite(denom) and denom > 0) else 0.1 * tr
+        t = min(max(tq, 0.1 * tr), 0.5 * tr)
+        xt = x + t * d
+        ft, gt = fun(xt, idx)
+        ft = np.asarray(ft, dtype=np.float64)
+        gt = np.asarray(gt, dtype=np.float64)
+        k += 1
+        fv = ft.item()
+        fin = math.isfinite(fv) and bool(np.isfinite(gt).all())
+        if fin and fv <= fa + c1 * t * gd:
+            return xt, ft, gt, k
+        fr = fv if fin else math.inf
+    return None, None, None, k
 
 
 def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch: int = 30,
@@ -526,7 +568,7 @@ def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch:
     S, Yh = st.S, st.Yh
     trial0 = None
     if st.status.max() < 0 and st.cnt.min() > 0:
-        out = _usual_step(fun, st, gtol, ftol, c1)
+        out = _usual_step(fun, st, gtol, ftol, c1, max_linesearch)
         if isinstance(out, LBFGSState):
             return out
         trial0 = out      # None, or the direction and its unit-step trial, evaluated there (the same values)
