@@ -259,8 +259,8 @@ def _bits(a):
     return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
 
 
-@pytest.mark.parametrize("case", ["gaussian", "gaussian32", "noise_prior", "categorical", "bernoulli",
-                                  "chunks", "leaky", "deep"])
+@pytest.mark.parametrize("case", ["gaussian", "gaussian32", "noise_prior", "categorical", "categorical32",
+                                  "bernoulli", "chunks", "leaky", "deep"])
 def test_host_objective_is_bitwise_the_namespace_objective(case):
     """The NumPy path of the batched objective (ufuncs in place, last chunk's sums written into the
     gradient blocks, optionally into a flat float64 gradient) gives the same bits as the generic
@@ -269,10 +269,10 @@ def test_host_objective_is_bitwise_the_namespace_objective(case):
 
     rng = np.random.default_rng(3)
     n, d = 53, 4
-    widths = {"categorical": (d, 7, 3), "deep": (d, 7, 5, 1)}.get(case, (d, 7, 1))
-    lik = {"categorical": "categorical", "bernoulli": "bernoulli"}.get(case, "gaussian")
+    widths = {"categorical": (d, 7, 3), "categorical32": (d, 7, 3), "deep": (d, 7, 5, 1)}.get(case, (d, 7, 1))
+    lik = {"categorical": "categorical", "categorical32": "categorical", "bernoulli": "bernoulli"}.get(case, "gaussian")
     net = bb.MLP(list(widths), "leaky_relu" if case == "leaky" else "relu", prior_prec="fan_in", delta=0.3)
-    dtype = np.float32 if case == "gaussian32" else np.float64
+    dtype = np.float32 if case.endswith("32") else np.float64
     X = rng.normal(size=(n, d)).astype(dtype)
     if lik == "gaussian":
         Y = rng.normal(size=(n, 1)).astype(dtype)

@@ -33,6 +33,7 @@ from ..inputs import prepare
 from ..model import MLP, forward
 from . import _common as C
 from ..model import activate as _activate_model
+from ..nn import loss_derivatives as _loss_and_grad
 from .iterative import _isatty
 from ._mlp_grad import (activation_derivative, auto_chunk, chunks, loss_derivatives, objective,
                         prior_vector)
@@ -337,8 +338,9 @@ class _Objective:
                 data = data + 0.5 * reduce(mul(d, d).reshape(M, -1), axis=1)
             else:
                 m = e - s
-                Yt = np.broadcast_to(Yc[None, :, :], (M, m, C)).reshape(M * m, C)
-                loss, dF, _ = loss_derivatives(likelihood, F.reshape(M * m, C), Yt, hessian_sqrt=False)
+                Yt = Yc if M == 1 else np.broadcast_to(Yc[None, :, :], (M, m, C)).reshape(M * m, C)
+                # the loss of loss_derivatives(..., hessian_sqrt=False), in NumPy's own namespace
+                loss, dF = _loss_and_grad(likelihood, F.reshape(M * m, C), Yt, xp=np)
                 data = data + reduce(loss.reshape(M, m), axis=1)
                 d = dF.reshape(M, m, C)
             for l in range(L - 1, -1, -1):
