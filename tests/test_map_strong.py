@@ -250,3 +250,140 @@ def test_evaluate_map_joint_shared_reuses_the_ensemble_fit_and_owes_its_time():
         np.testing.assert_array_equal(np.asarray(pm.predict(X)[0]).reshape(-1), F)
     finally:
         point_fit.clear_cache()
+
+
+# ---------------------------------------------------------------- the host fast paths (issue 17 item 5)
+
+def _bits(a):
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+@pytest.mark.parametrize("case", ["gaussian", "gaussian32", "noise_prior", "categorical", "categorical32",
+                                  "bernoulli", "chunks", "leaky", "deep"])
+def test_host_objective_is_bitwise_the_namespace_objective(case):
+    """The NumPy path of the batched objective (ufuncs in place, last chunk's sums written into the
+    gradient blocks, optionally into a flat float64 gradient) gives the same bits as the generic
+    array-API path, for every likelihood, float32, the learned noise, several chunks and M = 3."""
+    from blockbayes.laplace import map as mp
+
+    rng = np.random.default_rng(3)
+    n, d = 53, 4
+    widths = {"categorical": (d, 7, 3), "categorical32": (d, 7, 3), "deep": (d, 7, 5, 1)}.get(case, (d, 7, 1))
+    lik = {"categorical": "categorical", "categorical32": "categorical", "bernoulli": "bernoulli"}.get(case, "gaussian")
+    net = bb.MLP(list(widths), "leaky_relu" if case == "leaky" else "relu", prior_prec="fan_in", delta=0.3)
+    dtype = np.float32 if case.endswith("32") else np.float64
+    X = rng.normal(size=(n, d)).astype(dtype)
+    if lik == "gaussian":
+        Y = rng.normal(size=(n, 1)).astype(dtype)
+    else:
+        lab = rng.integers(0, widths[-1] if lik == "categorical" else 2, n)
+        Y = (np.eye(widths[-1])[lab] if lik == "categorical" else lab[:, None]).astype(dtype)
+    L = net.num_layers
+    kw = dict(likelihood=lik, lam_w=tuple(1.37 + 0.29 * l for l in range(L)), lam_b=tuple(0.61 + 0.13 * l for l in range(L)),
+              delta_y=7.3,
+              noise_prior=(1.0, 0.01) if case == "noise_prior" else None, chunk_size=10 if case == "chunks" else None)
+    starts = [bb.laplace.init_weights(net, seed=s, like=X) for s in range(3)]
+    W = tuple(np.stack([np.asarray(w[l]) for w in starts]) for l in range(net.num_layers))
+    W = tuple(3 * w + rng.normal(size=w.shape).astype(dtype) for w in W)   # non-zero biases, dead units, prior term large
+    obj = mp._Objective(net, X, Y, **kw)
+    assert obj.host
+    E1, g1, dy1 = obj(W)
+    obj.host = False                                    # the generic path on the same object
+    E0, g0, dy0 = obj(W)
+    np.testing.assert_array_equal(_bits(E1), _bits(E0))
+    np.testing.assert_array_equal(_bits(dy1), _bits(dy0))
+    for a, b in zip(g1, g0):
+        assert a.dtype == b.dtype == dtype and a.shape == b.shape
+        np.testing.assert_array_equal(_bits(a), _bits(b))
+    if dtype == np.float64:                             # the flat float64 gradient: the rows of _flatten_batch
+        G = np.empty((3, obj.offsets[-1]))
+        E2, g2, _ = obj._host_call(W, gout=G)
+        np.testing.assert_array_equal(_bits(G), _bits(mp._flatten_batch(g0)))
+        assert all(np.shares_memory(a, G) for a in g2)
+
+
+def _lbfgs_problem(M=4):
+    """A non-convex batched objective with kinks (so some members backtrack) and members that stop at
+    different iterations."""
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(M, 12, 12))
+    scale = np.linspace(0.5, 3.0, M)[:, None]
+
+    def fun(x, idx):
+        z = np.einsum("kij,kj->ki", A[idx], x)
+        r = np.abs(z) + 0.1 * z ** 2 - 1.0
+        f = np.sum(r * r, axis=1) * scale[idx, 0] + np.sum((x - 1) ** 4, axis=1)
+        dr = (np.sign(z) + 0.2 * z) * 2 * r * scale[idx]
+        g = np.einsum("kij,ki->kj", A[idx], dr) + 4 * (x - 1) ** 3
+        return f, g
+
+    return fun, rng.normal(size=(M, 12)) * 2
+
+
+@pytest.mark.parametrize("M", [4, 1])
+def test_usual_lbfgs_step_is_bitwise_the_general_step(monkeypatch, M):
+    """lbfgs_step's shorter way (_usual_step, and _backtrack_one for a single member) gives the same
+    iterates, objective values, counts and stopping reasons as its general code, bit for bit, over
+    whole runs that backtrack, fill their history and (batched) stop members at different
+    iterations; and a single member that stalls (no Armijo step) stalls the same way."""
+    from blockbayes.laplace import map as mp
+
+    fun, x0 = _lbfgs_problem()
+    x0 = x0[:M]
+    used = []
+    real, real_bt = mp._usual_step, mp._backtrack_one
+    back = []
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        used.append(type(out).__name__)
+        return out
+
+    def spy_bt(*a, **k):
+        out = real_bt(*a, **k)
+        back.append(out is not None and out[0] is not None)
+        return out
+
+    def runs(**kw):
+        monkeypatch.setattr(mp, "_usual_step", spy)
+        monkeypatch.setattr(mp, "_backtrack_one", spy_bt)
+        fast = lbfgs_batched(fun, x0, **kw)
+        monkeypatch.setattr(mp, "_usual_step", lambda *a, **k: None)    # always the general code
+        slow = lbfgs_batched(fun, x0, **kw)
+        for k in ("x", "f", "g", "num_iter", "num_fev", "status"):
+            np.testing.assert_array_equal(_bits(np.asarray(fast[k], dtype=np.float64)),
+                                          _bits(np.asarray(slow[k], dtype=np.float64)), err_msg=k)
+        assert fast["history"] == slow["history"]
+        return fast
+
+    fast = runs(max_iter=150, gtol=1e-6, ftol=1e-13, history=5)
+    # the runs covered what they should: the short way taken, members backtracking (handed back to
+    # the general line search when batched, done by _backtrack_one when single), stopping apart
+    assert used.count("LBFGSState") > 20
+    assert np.any(fast["num_fev"] > fast["num_iter"] + 1)
+    if M > 1:
+        assert used.count("tuple") > 0 and len(set(fast["num_iter"].tolist())) > 1
+    else:
+        assert sum(back) > 0
+        stalled = runs(max_iter=400, gtol=1e-30, ftol=0.0, history=5, max_linesearch=3)
+        assert stalled["status"][0] == 3 and not back[-1]
+
+
+def test_blas_limits_through_the_cached_controller_are_applied_and_restored():
+    pytest.importorskip("threadpoolctl")
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from blockbayes._backend.threads import _blas_controller, thread_limits
+
+    def blas():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    with threadpool_limits(2, user_api="blas"):
+        before = blas()
+        restore = thread_limits(None, 1)
+        assert set(blas()) == {1}
+        restore()
+        assert blas() == before
+        assert _blas_controller() is _blas_controller()          # no rescan while nothing new is imported

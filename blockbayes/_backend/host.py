@@ -24,7 +24,23 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["np", "minimize", "scipy_special", "scipy_stats"]
+__all__ = ["np", "minimize", "scipy_special", "scipy_stats", "c_einsum", "stacked_solve"]
+
+try:        # what np.einsum(..., optimize=False) calls, without its Python wrapper (~0.7 us a call)
+    from numpy._core.multiarray import c_einsum
+except ImportError:                     # pragma: no cover - NumPy < 2
+    try:
+        from numpy.core.multiarray import c_einsum
+    except ImportError:
+        c_einsum = np.einsum
+
+try:        # the LAPACK gufunc behind np.linalg.solve: stacked_solve(a, b, signature="dd->d")
+    from numpy.linalg import _umath_linalg as _uml
+    stacked_solve = _uml.solve
+except (ImportError, AttributeError):  # pragma: no cover - a NumPy without it: the public function
+    def stacked_solve(a, b, signature=None):
+        """``np.linalg.solve(a, b)`` (this NumPy has no ``_umath_linalg.solve``)."""
+        return np.linalg.solve(a, b)
 
 
 def minimize(fun, x0, **kwargs):

@@ -23,7 +23,8 @@ import functools
 import math
 from typing import Any, NamedTuple
 
-from .._backend.host import np
+from .._backend.host import c_einsum as _einsum, np
+from .._backend.host import stacked_solve as _solve_gufunc
 
 from .._backend import device_of, is_numpy, namespace, to_numpy
 from .._backend import random as bbr
@@ -32,6 +33,7 @@ from ..inputs import prepare
 from ..model import MLP, forward
 from . import _common as C
 from ..model import activate as _activate_model
+from ..nn import loss_derivatives as _loss_and_grad
 from .iterative import _isatty
 from ._mlp_grad import (activation_derivative, auto_chunk, chunks, loss_derivatives, objective,
                         prior_vector)
@@ -168,6 +170,17 @@ class _Objective:
         self.zero = xp.zeros((), dtype=self.dtype, device=self.dev)
         self._chunks = {}
         self._full = {}
+        # NumPy: the same arithmetic through the ufuncs themselves, in place where an operand is a
+        # temporary of this call (:meth:`_host_call`)
+        self.host = xp is np
+        self.L = net.num_layers
+        self.maxw = max(d for d, _ in net.weight_shapes())
+        self.relu = net.activation == "relu"
+        # the fixed noise variance's normaliser (n C / 2) log(2π Δ_y), as __call__ computes it
+        self._log_norm = (0.5 * (self.n * self.C) * math.log(2 * math.pi * delta_y)
+                          if likelihood == "gaussian" and noise_prior is None else None)
+        self.shapes = tuple(net.weight_shapes())
+        self.offsets = np.cumsum([0] + [d * k for d, k in self.shapes]).tolist()
 
     def _data_chunks(self, step):
         """``[(X[s:e], Y[s:e], s, e)]`` for chunk length ``step`` (cached)."""
@@ -183,7 +196,26 @@ class _Objective:
             out = self._full[key] = self.xp.full((M,), value, dtype=self.dtype, device=self.dev)
         return out
 
+    def _zeros(self, M, shape):
+        """A cached zero array ``(M, *shape)`` (read only: every use adds to it into a new array)."""
+        key = (M,) + tuple(shape)
+        out = self._full.get(key)
+        if out is None:
+            out = self._full[key] = self.xp.zeros(key, dtype=self.dtype, device=self.dev)
+        return out
+
+    def _host_zeros(self, M):
+        """Cached zero starts ``(data (M,), accW, accb)`` of :meth:`_host_call`'s sums (read only)."""
+        out = self._full.get(("acc", M))
+        if out is None:
+            shapes = self.net.weight_shapes()
+            out = self._full[("acc", M)] = (self._zeros(M, ()), tuple(self._zeros(M, (d, k - 1)) for d, k in shapes),
+                                            tuple(self._zeros(M, (d, 1)) for d, _ in shapes))
+        return out
+
     def __call__(self, weights, Ww=None, WwT=None):
+        if self.host:
+            return self._host_call(weights, Ww, WwT)
         xp, dtype, dev, net = self.xp, self.dtype, self.dev, self.net
         likelihood, n, C = self.likelihood, self.n, self.C
         M = int(weights[0].shape[0])
@@ -262,6 +294,95 @@ class _Objective:
         return E, tuple(grads), dy
 
 
+    def _host_call(self, weights, Ww=None, WwT=None, gout=None):
+        """:meth:`__call__` for NumPy arrays: each value computed by the same operations in the same
+        order (so the same bits), but through the ufuncs and methods themselves (``np.add.reduce``
+        is what ``np.sum`` calls), in place into the temporaries of this call, with cached zero
+        accumulators and no re-derivation of per-fit constants — a small net's evaluation is mostly
+        per-call Python cost (yacht-sized 6-50-1, n = 277: ~65 of ~125 us). The last chunk's sums go
+        straight into the gradient blocks (no joining copy); ``gout``, a float64 ``(M, P)`` array
+        (float64 weights only), receives the gradient as the rows of :func:`_flatten_batch` (the
+        returned blocks are views of it)."""
+        net, likelihood, n, C, L = self.net, self.likelihood, self.n, self.C, self.L
+        M = int(weights[0].shape[0])
+        chunk_size = self.chunk_size
+        step = (auto_chunk(n, M * self.maxw, chunk_size) if chunk_size is not None
+                else max(16, (1 << 14) // self.maxw))
+        add, mul, reduce = np.add, np.multiply, np.add.reduce
+        data, accW, accb = self._host_zeros(M)
+        accW, accb = list(accW), list(accb)
+        if Ww is None:                  # (M, d_{l+1}, d_l); the first layer's is not used
+            Ww = [None] + [np.array(W[:, :, :-1]) for W in weights[1:]]
+        if WwT is None:
+            WwT = [np.array(W[:, :, :-1].transpose(0, 2, 1)) for W in weights]              # (M, d_l, d_{l+1})
+        relu = self.relu and all(W.dtype == self.dtype for W in weights)
+        zero = self.zero
+        if gout is None:
+            grads = [np.empty((M, d, k), dtype=self.dtype) for d, k in self.shapes]
+        else:
+            grads = [gout[:, o:o + d * k].reshape(M, d, k) for o, (d, k) in zip(self.offsets, self.shapes)]
+        data_chunks = self._data_chunks(step)
+        last = data_chunks[-1][2]
+        for H, Yc, s, e in data_chunks:
+            Hs, As = [], []
+            for l in range(L):
+                A = np.matmul(H, WwT[l])
+                add(A, weights[l][:, None, :, -1], out=A)                    # + bias, (M, m, d_{l+1})
+                Hs.append(H)
+                As.append(A)
+                if l < L - 1:
+                    H = np.maximum(A, zero) if relu else _activate_model(np, A, net.activation, net.slope)
+            F = As[-1]
+            if likelihood == "gaussian":
+                d = np.subtract(F, Yc, out=F)                               # r = F − y (F is not needed again)
+                data = data + 0.5 * reduce(mul(d, d).reshape(M, -1), axis=1)
+            else:
+                m = e - s
+                Yt = Yc if M == 1 else np.broadcast_to(Yc[None, :, :], (M, m, C)).reshape(M * m, C)
+                # the loss of loss_derivatives(..., hessian_sqrt=False), in NumPy's own namespace
+                loss, dF = _loss_and_grad(likelihood, F.reshape(M * m, C), Yt, xp=np)
+                data = data + reduce(loss.reshape(M, m), axis=1)
+                d = dF.reshape(M, m, C)
+            for l in range(L - 1, -1, -1):
+                if s == last:                    # the final sums, written into the gradient blocks
+                    add(accW[l], np.matmul(d.transpose(0, 2, 1), Hs[l]), out=grads[l][:, :, :-1])
+                    add(accb[l], reduce(d, axis=1)[:, :, None], out=grads[l][:, :, -1:])
+                else:
+                    accW[l] = accW[l] + np.matmul(d.transpose(0, 2, 1), Hs[l])     # (M, d_{l+1}, d_l)
+                    accb[l] = accb[l] + reduce(d, axis=1)[:, :, None]
+                if l > 0:
+                    if relu:
+                        fp = As[l - 1] > 0                                   # f' = 1[A > 0] (cast on use)
+                    else:
+                        fp = activation_derivative(np, As[l - 1], net.activation, net.slope)
+                    d = mul(d, Ww[l]) if d.shape[2] == 1 else np.matmul(d, Ww[l])
+                    d = mul(fp, d, out=d)
+        if likelihood == "gaussian":
+            nC = n * C
+            if self.noise_prior is not None:
+                a, b = float(self.noise_prior[0]), float(self.noise_prior[1])
+                k = 0.5 * nC + a
+                D = data + b
+                dy = D / k
+                E = k * np.log(D) + (k - k * math.log(k) + 0.5 * nC * math.log(2 * math.pi))
+                scale = 1.0 / dy
+            else:
+                delta_y = self.delta_y
+                dy = self._filled(M, float(delta_y))
+                E = data / delta_y + self._log_norm
+                scale = self._filled(M, 1.0 / delta_y)
+            for g in grads:
+                mul(g, scale[:, None, None], out=g)
+        else:
+            E = data
+            dy = self._filled(M, 1.0)
+        for l, W in enumerate(weights):
+            lW = mul(self.lam[l], W)
+            E = E + 0.5 * reduce(mul(lW, W).reshape(M, -1), axis=1)
+            add(grads[l], lW, out=grads[l])
+        return E, tuple(grads), dy
+
+
 class LBFGSState(NamedTuple):
     """State of ``M`` lock-step L-BFGS minimisations (:func:`lbfgs_batched`; host NumPy).
 
@@ -298,8 +419,143 @@ _LBFGS_MESSAGES = {2: "iteration limit reached", 3: "line search found no decrea
 
 @functools.lru_cache(maxsize=8)
 def _pair_masks(m: int):
-    """``(I_m, upper-triangle mask)`` for :func:`lbfgs_step` (read only; cached per ``m``)."""
-    return np.eye(m), np.triu(np.ones((m, m), dtype=bool))
+    """``(I_m, upper-triangle mask, the mask with a leading axis)`` for :func:`lbfgs_step` (read
+    only; cached per ``m``)."""
+    tri = np.triu(np.ones((m, m), dtype=bool))
+    return np.eye(m), tri, tri[None]
+
+
+def _solve_errstate():
+    """The floating-point error state of ``np.linalg.solve`` (a singular matrix raises
+    ``LinAlgError``), for calling its LAPACK gufunc ``_solve_gufunc(a, b, signature="dd->d")`` on
+    stacked float64 ``a (k, m, m)``, ``b (k, m, 1)`` without the wrapper's type and shape checks."""
+    return np.errstate(call=_raise_singular, invalid="call", over="ignore", divide="ignore", under="ignore")
+
+
+def _raise_singular(err, flag):
+    raise np.linalg.LinAlgError("Singular matrix")
+
+
+def _usual_step(fun, st: LBFGSState, gtol: float, ftol: float, c1: float, max_linesearch: int = 30):
+    """:func:`lbfgs_step` in its usual case, with the fewest array operations: every member running
+    and holding at least one pair, a descent direction for each, and every member accepting the
+    unit step. The operations that make the values are those of :func:`lbfgs_step` (the same bits);
+    the ones that only test for the other cases are cheaper equivalent (or stricter) tests, on
+    Python floats where they are per-member scalars (the same IEEE operations). Returns the new
+    state; ``None`` (nothing changed, ``fun`` not called) when the direction is not a finite descent
+    for every member; ``(xt, ft, gt, d, gd)``, the unit-step trial and the direction, when some
+    member of several rejects the unit step (``lbfgs_step`` then goes on from that trial). A single
+    member backtracks here (:func:`_backtrack_one`)."""
+    S, Yh, x, f, g, cnt = st.S, st.Yh, st.x, st.f, st.g, st.cnt
+    M, m, _ = S.shape
+    YT = Yh.transpose(0, 2, 1)
+    SY = np.matmul(S, YT)                                           # (M, m, m): s_i . y_j
+    YY = np.matmul(Yh, YT)
+    sy_new = SY[:, -1, -1]
+    yy_new = YY[:, -1, -1]
+    eye, tri, tri1 = _pair_masks(m)
+    if cnt.min() == m and yy_new.min() > 0:      # lbfgs_step's "steady" branch
+        gamma = sy_new / yy_new
+        R = np.where(tri1, SY, 0.0)
+        R += 0.0
+        Dg = SY.diagonal(0, 1, 2)
+    else:                                        # fewer than m pairs (zero pairs masked out)
+        valid = np.arange(m)[None, :] >= (m - cnt)[:, None]
+        gamma = np.where(cnt > 0, sy_new / np.where(yy_new > 0, yy_new, 1.0), 0.0)
+        R = np.where(tri1, SY, 0.0)
+        R = np.where(valid[:, :, None] & valid[:, None, :], R, 0.0) + eye[None] * (~valid)[:, :, None]
+        Dg = np.where(valid, np.diagonal(SY, axis1=1, axis2=2), 0.0)
+    gam = gamma[:, None]
+    p1 = _einsum("kip,kp->ki", S, g)
+    p2 = gam * _einsum("kip,kp->ki", Yh, g)
+    with _solve_errstate():
+        Rinv_p1 = _solve_gufunc(R, p1[..., None], signature="dd->d")[..., 0]
+        b_ = -Rinv_p1
+        inner = Dg * Rinv_p1 + gam * _einsum("kij,kj->ki", YY, Rinv_p1) - p2
+        a_ = _solve_gufunc(R.transpose(0, 2, 1), inner[..., None], signature="dd->d")[..., 0]
+    Hg = gam * g + _einsum("ki,kip->kp", a_, S) + gam * _einsum("ki,kip->kp", b_, Yh)
+    d = -Hg
+    gd = _einsum("kp,kp->k", g, d)
+    gdl = gd.tolist()
+    # finite negative g.d for every member: descent, and d finite (a non-finite entry of d makes g.d
+    # non-finite); anything else goes the general way
+    if not all(-math.inf < v < 0 for v in gdl):
+        return None
+    xt = x + d                                                      # t = 1: the same values as x + t d
+    ft, gt = fun(xt, np.arange(M))
+    ft = np.asarray(ft, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    fl, ftl = f.tolist(), ft.tolist()
+    # Armijo with t = 1 (f + c1·1·g.d), finite f and g; a finite sum of g means every entry finite
+    nfev = st.nfev + 1
+    if not (all(a <= b + c1 * v for a, b, v in zip(ftl, fl, gdl)) and all(map(math.isfinite, ftl))
+            and math.isfinite(gt.sum())):
+        if M > 1:
+            return xt, ft, gt, d, gd
+        trial = _backtrack_one(fun, x, d, fl[0], gdl[0], ftl[0], gt, c1, max_linesearch)
+        if trial is None:                        # the unit step was accepted after all (a sum overflowed)
+            return xt, ft, gt, d, gd
+        xt, ft, gt, k = trial
+        nfev = nfev + k
+        if xt is None:                           # no acceptable step: stalled (status 3), nothing else changes
+            return LBFGSState(x.copy(), f.copy(), g.copy(), S, Yh, cnt.copy(), st.nit.copy(), nfev,
+                              np.full_like(st.status, 3))
+        ftl = ft.tolist()
+    s = xt - x
+    yv = gt - g
+    sy = _einsum("kp,kp->k", s, yv).tolist()
+    yy = _einsum("kp,kp->k", yv, yv).tolist()
+    upd = [a > 1e-10 * b for a, b in zip(sy, yy)]
+    cnt = cnt.copy()
+    if all(upd):                             # every member takes its pair: shift by slices
+        S[:, :-1] = S[:, 1:]
+        Yh[:, :-1] = Yh[:, 1:]
+        S[:, -1] = s
+        Yh[:, -1] = yv
+        np.minimum(cnt + 1, m, out=cnt)
+    elif any(upd):
+        u = np.flatnonzero(upd)
+        S[u, :-1] = S[u, 1:]
+        Yh[u, :-1] = Yh[u, 1:]
+        S[u, -1] = s[u]
+        Yh[u, -1] = yv[u]
+        cnt[u] = np.minimum(cnt[u] + 1, m)
+    # stopping tests (on finite values)
+    gmax = np.abs(gt).max(axis=1).tolist()
+    status = [0 if gm <= gtol else 1 if (a - b) <= ftol * max(abs(a), abs(b), 1.0) else -1
+              for gm, a, b in zip(gmax, fl, ftl)]
+    status = np.array(status, dtype=np.int64) if any(v >= 0 for v in status) else st.status.copy()
+    return LBFGSState(xt, ft.copy(), gt.copy(), S, Yh, cnt, st.nit + 1, nfev, status)
+
+
+def _backtrack_one(fun, x, d, fa: float, gd: float, f0: float, g0, c1: float, max_linesearch: int):
+    """:func:`lbfgs_step`'s backtracking for one member (``M = 1``) after the unit step ``t = 1``
+    gave ``f0``, ``g0``, on Python floats: the same trial steps ``t`` (safeguarded quadratic
+    interpolation, clipped to ``[0.1 t, 0.5 t]``), the same Armijo tests and trial points
+    ``x + t d``. Returns ``None`` if the unit step is in fact acceptable, else ``(xt, ft, gt,
+    trials after the first)``, with ``xt = ft = gt = None`` when no trial within
+    ``max_linesearch`` is acceptable."""
+    fin = math.isfinite(f0) and bool(np.isfinite(g0).all())
+    if fin and f0 <= fa + c1 * 1.0 * gd:
+        return None
+    fr, t, k = (f0 if fin else math.inf), 1.0, 0
+    idx = np.arange(1)
+    for _ in range(1, max_linesearch):
+        tr = t
+        denom = 2.0 * (fr - fa - gd * tr)
+        tq = -gd * tr * tr / denom if (math.isfinite(denom) and denom > 0) else 0.1 * tr
+        t = min(max(tq, 0.1 * tr), 0.5 * tr)
+        xt = x + t * d
+        ft, gt = fun(xt, idx)
+        ft = np.asarray(ft, dtype=np.float64)
+        gt = np.asarray(gt, dtype=np.float64)
+        k += 1
+        fv = ft.item()
+        fin = math.isfinite(fv) and bool(np.isfinite(gt).all())
+        if fin and fv <= fa + c1 * t * gd:
+            return xt, ft, gt, k
+        fr = fv if fin else math.inf
+    return None, None, None, k
 
 
 def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch: int = 30,
@@ -307,60 +563,73 @@ def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch:
     """One L-BFGS iteration of every running member (``status < 0``) of ``st`` (see
     :func:`lbfgs_batched`); stopped members are left as they are. Returns the new state: fresh
     arrays, except the curvature-pair buffers ``S``, ``Yh``, which are updated in place (copying
-    them every iteration tripled the cost of an iteration on a cheap objective)."""
+    them every iteration tripled the cost of an iteration on a cheap objective).
+
+    The usual iteration (every member running with at least one pair and accepting the unit step)
+    takes :func:`_usual_step`'s shorter way to the same values."""
     S, Yh = st.S, st.Yh
+    trial0 = None
+    if st.status.max() < 0 and st.cnt.min() > 0:
+        out = _usual_step(fun, st, gtol, ftol, c1, max_linesearch)
+        if isinstance(out, LBFGSState):
+            return out
+        trial0 = out      # None, or the direction and its unit-step trial, evaluated there (the same values)
     x, f, g = st.x.copy(), st.f.copy(), st.g.copy()
     cnt, nit, nfev, status = st.cnt.copy(), st.nit.copy(), st.nfev.copy(), st.status.copy()
     M, m, P = S.shape
-    eye, tri = _pair_masks(m)
-    act = np.flatnonzero(status < 0)
+    eye, tri, _ = _pair_masks(m)
+    act = (status < 0).nonzero()[0]
     if act.size == 0:
         return LBFGSState(x, f, g, S, Yh, cnt, nit, nfev, status)
     every = act.size == M                        # all running (the usual case): views, no gathers
     ga = g if every else g[act]                  # (g is this step's copy; read before it is updated)
-    cnt_a = cnt.copy() if every else cnt[act]
-    # ---- direction: compact L-BFGS form (zero pairs for members with fewer than m pairs)
-    Sa, Ya = (S, Yh) if every else (S[act], Yh[act])
-    SY = np.matmul(Sa, np.swapaxes(Ya, 1, 2))                     # (k, m, m): s_i . y_j
-    YY = np.matmul(Ya, np.swapaxes(Ya, 1, 2))
-    sy_new = SY[:, -1, -1]
-    yy_new = YY[:, -1, -1]
-    steady = bool((cnt_a == m).all()) and bool((yy_new > 0).all())
-    if steady:
-        # every member has its m pairs (the usual case after m iterations): the masks below are
-        # all true, so the same values come from fewer array operations (R + 0.0 as there)
-        gamma = sy_new / yy_new
-        R = np.where(tri[None], SY, 0.0)
-        R += 0.0
-        Dg = np.diagonal(SY, axis1=1, axis2=2)
-    else:
-        valid = np.arange(m)[None, :] >= (m - cnt_a)[:, None]      # newest pairs at the end
-        gamma = np.where(cnt_a > 0, sy_new / np.where(yy_new > 0, yy_new, 1.0), 0.0)
-        R = np.where(tri[None], SY, 0.0)
-        R = np.where(valid[:, :, None] & valid[:, None, :], R, 0.0) + eye[None] * (~valid)[:, :, None]
-        Dg = np.where(valid, np.diagonal(SY, axis1=1, axis2=2), 0.0)
-    p1 = np.einsum("kip,kp->ki", Sa, ga)
-    p2 = gamma[:, None] * np.einsum("kip,kp->ki", Ya, ga)
-    Rinv_p1 = np.linalg.solve(R, p1[..., None])[..., 0]
-    b_ = -Rinv_p1
-    inner = Dg * Rinv_p1 + gamma[:, None] * np.einsum("kij,kj->ki", YY, Rinv_p1) - p2
-    a_ = np.linalg.solve(np.swapaxes(R, 1, 2), inner[..., None])[..., 0]
-    Hg = gamma[:, None] * ga + np.einsum("ki,kip->kp", a_, Sa) + gamma[:, None] * np.einsum("ki,kip->kp", b_, Ya)
-    first = cnt_a == 0
-    if not steady:
-        Hg[first] = ga[first]
-    d = -Hg
-    gd = np.einsum("kp,kp->k", ga, d)
-    bad = ~(gd < 0) | ~np.isfinite(d).all(axis=1)
-    if bad.any():                                                # lost descent: forget the pairs
-        d[bad] = -ga[bad]
-        gd[bad] = -np.einsum("kp,kp->k", ga[bad], ga[bad])
-        cnt[act[bad]] = 0
-        first = first | bad
-    if first.any():
-        t = np.where(first, np.minimum(1.0, 1.0 / np.maximum(np.linalg.norm(ga, axis=1), 1e-300)), 1.0)
-    else:
+    if trial0 is not None:                       # from _usual_step (every member running): its direction, t = 1
+        d, gd = trial0[3], trial0[4]
         t = np.ones(act.size)
+    else:
+        cnt_a = cnt.copy() if every else cnt[act]
+        # ---- direction: compact L-BFGS form (zero pairs for members with fewer than m pairs)
+        Sa, Ya = (S, Yh) if every else (S[act], Yh[act])
+        SY = np.matmul(Sa, np.swapaxes(Ya, 1, 2))                     # (k, m, m): s_i . y_j
+        YY = np.matmul(Ya, np.swapaxes(Ya, 1, 2))
+        sy_new = SY[:, -1, -1]
+        yy_new = YY[:, -1, -1]
+        steady = bool((cnt_a == m).all()) and bool((yy_new > 0).all())
+        if steady:
+            # every member has its m pairs (the usual case after m iterations): the masks below are
+            # all true, so the same values come from fewer array operations (R + 0.0 as there)
+            gamma = sy_new / yy_new
+            R = np.where(tri[None], SY, 0.0)
+            R += 0.0
+            Dg = np.diagonal(SY, axis1=1, axis2=2)
+        else:
+            valid = np.arange(m)[None, :] >= (m - cnt_a)[:, None]      # newest pairs at the end
+            gamma = np.where(cnt_a > 0, sy_new / np.where(yy_new > 0, yy_new, 1.0), 0.0)
+            R = np.where(tri[None], SY, 0.0)
+            R = np.where(valid[:, :, None] & valid[:, None, :], R, 0.0) + eye[None] * (~valid)[:, :, None]
+            Dg = np.where(valid, np.diagonal(SY, axis1=1, axis2=2), 0.0)
+        p1 = np.einsum("kip,kp->ki", Sa, ga)
+        p2 = gamma[:, None] * np.einsum("kip,kp->ki", Ya, ga)
+        Rinv_p1 = np.linalg.solve(R, p1[..., None])[..., 0]
+        b_ = -Rinv_p1
+        inner = Dg * Rinv_p1 + gamma[:, None] * np.einsum("kij,kj->ki", YY, Rinv_p1) - p2
+        a_ = np.linalg.solve(np.swapaxes(R, 1, 2), inner[..., None])[..., 0]
+        Hg = gamma[:, None] * ga + np.einsum("ki,kip->kp", a_, Sa) + gamma[:, None] * np.einsum("ki,kip->kp", b_, Ya)
+        first = cnt_a == 0
+        if not steady:
+            Hg[first] = ga[first]
+        d = -Hg
+        gd = np.einsum("kp,kp->k", ga, d)
+        bad = ~(gd < 0) | ~np.isfinite(d).all(axis=1)
+        if bad.any():                                                # lost descent: forget the pairs
+            d[bad] = -ga[bad]
+            gd[bad] = -np.einsum("kp,kp->k", ga[bad], ga[bad])
+            cnt[act[bad]] = 0
+            first = first | bad
+        if first.any():
+            t = np.where(first, np.minimum(1.0, 1.0 / np.maximum(np.linalg.norm(ga, axis=1), 1e-300)), 1.0)
+        else:
+            t = np.ones(act.size)
     # ---- backtracking line search, members independently
     x_new = np.empty((act.size, P))
     f_new = np.empty(act.size)
@@ -371,8 +640,11 @@ def lbfgs_step(fun, st: LBFGSState, *, gtol: float, ftol: float, max_linesearch:
     whole = False                                # every member running and accepting its first trial
     for trial in range(max_linesearch):
         if trial == 0 and every:
-            xt = x + t[:, None] * d
-            ft, gt = fun(xt, act)
+            if trial0 is not None:           # evaluated by _usual_step (there t = 1, x + d = x + t d)
+                xt, ft, gt = trial0[:3]
+            else:
+                xt = x + t[:, None] * d
+                ft, gt = fun(xt, act)
             ft = np.asarray(ft, dtype=np.float64)
             gt = np.asarray(gt, dtype=np.float64)
             nfev += 1
@@ -502,7 +774,7 @@ def lbfgs_batched(fun, x0, *, max_iter: int = 1000, gtol: float = 1e-5, ftol: fl
             None, st, lambda _, s, t: (lbfgs_step(fun, s, gtol=gtol, ftol=ftol, max_linesearch=max_linesearch,
                                                   c1=c1), None),
             num_steps=max_iter, collect=lambda s, info, t: {"f": s.f},
-            stop=lambda t, s, info, traces: not np.any(s.status < 0),
+            stop=lambda t, s, info, traces: s.status.min() >= 0,            # no member running
             on_step=None if callback is None else (lambda t, s, info, traces, kept: callback(s.x, s.f, s.g, s.nit)),
             check=lambda s, info: nonfinite_blocks(np, {"iterate": s.x}), check_every=check_every,
             check_what="L-BFGS iterate", progress=progress, desc=desc, unit="it")
@@ -525,10 +797,28 @@ def _fit_lbfgs_batch(net, inits, X, Y, *, lik, lam_w, lam_b, dy, noise_prior, ma
                      chunk_size=chunk_size)
 
     xpX, shapes, dev = namespace(X), tuple(net.weight_shapes()), device_of(X)
+    if obj.host:
+        # NumPy: the layers are views of the host vector (float64) or cast copies, and the gradient
+        # is joined straight into float64 — the values of the general path below
+        offs, dtype, P = obj.offsets, X.dtype, obj.offsets[-1]
+        f64 = dtype == np.float64
 
-    def fun(v, idx):
-        E, g, _ = obj(_unflatten_batch(v, net, X, xp=xpX, shapes=shapes, device=dev))
-        return np.asarray(to_numpy(E), dtype=np.float64) / n, _flatten_batch(g) / n
+        def fun(v, idx):
+            M = v.shape[0]
+            W = tuple(v[:, o:o + d * k].reshape(M, d, k).astype(dtype, copy=False)
+                      for o, (d, k) in zip(offs, shapes))
+            if f64:
+                G = np.empty((M, P))
+                E, _, _ = obj._host_call(W, gout=G)
+            else:
+                E, g, _ = obj._host_call(W)
+                G = np.concatenate([gl.reshape(M, -1) for gl in g], axis=1, dtype=np.float64)
+            G /= n
+            return np.asarray(E, dtype=np.float64) / n, G
+    else:
+        def fun(v, idx):
+            E, g, _ = obj(_unflatten_batch(v, net, X, xp=xpX, shapes=shapes, device=dev))
+            return np.asarray(to_numpy(E), dtype=np.float64) / n, _flatten_batch(g) / n
 
     res = lbfgs_batched(fun, _flatten_batch(inits), max_iter=max_iter, gtol=tol, ftol=ftol, history=history,
                         progress=_isatty() if progress is None else bool(progress), desc=desc)
