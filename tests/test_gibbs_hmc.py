@@ -13,8 +13,8 @@ import blockbayes as bb
 from blockbayes import gibbs
 from blockbayes._backend import random as bbr
 from blockbayes.gibbs.diagnostics import ConvergenceWarning
-from blockbayes.gibbs.hmc import (JointHMCMove, flatten_weights, joint_gauss_newton_precision,
-                                  joint_log_target_and_grad, unflatten_weights)
+from blockbayes.gibbs.hmc import (JointHMCMove, flatten_weights, joint_forward, joint_gauss_newton_precision,
+                                  joint_log_target_and_grad, prior_precision_vector, unflatten_weights)
 from blockbayes.gibbs.moves import frozen_noises
 
 
@@ -38,8 +38,7 @@ def test_joint_gradient_and_gauss_newton_match_finite_differences(widths, activa
     T = gibbs.output_targets(net, y, None, C, X)
     xi, eta = frozen_noises(st, net, X, 0)
     Ws = st.weights
-    args = (net, X, T, xi, eta, st.lam_w, st.lam_b, st.delta_y)
-    lp, g, pre, post = joint_log_target_and_grad(Ws, *args)
+    pre, post, _ = joint_forward(Ws, net, X, xi, eta)
     for m in range(net.num_layers - 1):                       # the forward pass reproduces the latents
         np.testing.assert_allclose(pre[m], st.pre[m], atol=1e-12)
         np.testing.assert_allclose(post[m], st.post[m], atol=1e-12)
@@ -47,17 +46,18 @@ def test_joint_gradient_and_gauss_newton_match_finite_differences(widths, activa
     theta = flatten_weights(Ws)
     for a, b in zip(unflatten_weights(theta, shapes), Ws):
         np.testing.assert_array_equal(a, b)
-    gf = flatten_weights(g)
+    args = (shapes, net, X, T, xi, eta, prior_precision_vector(st, net), st.delta_y)
+    lp, gf, _ = joint_log_target_and_grad(theta, *args)
     P = theta.shape[1]
     rng = np.random.default_rng(3)
     eps = 1e-6
-    f = lambda th: joint_log_target_and_grad(unflatten_weights(th, shapes), *args)[0]
+    f = lambda th: joint_log_target_and_grad(th, *args)[0]
     for _ in range(3):
         E = rng.standard_normal(theta.shape)
         fd = (f(theta + eps * E) - f(theta - eps * E)) / (2 * eps)
         np.testing.assert_allclose(np.sum(gf * E, axis=1), fd, rtol=1e-6, atol=1e-5)
     # Gauss–Newton: J of the network output over all weights by central differences
-    out = lambda th: bb.gibbs.hmc.joint_forward(unflatten_weights(th, shapes), net, X, xi, eta)[2]
+    out = lambda th: joint_forward(unflatten_weights(th, shapes), net, X, xi, eta)[2]
     J = np.zeros((C, out(theta)[0].size, P))
     for i in range(P):
         D = np.zeros(P)
@@ -91,15 +91,15 @@ def test_leapfrog_is_reversible_and_moves_all_layers():
     ms = move.init(st, net, X, y)
     xi, eta = frozen_noises(st, net, X, 0)
     shapes = [W.shape[1:] for W in st.weights]
-    args = (net, X, T, xi, eta, st.lam_w, st.lam_b, st.delta_y)
+    args = (shapes, net, X, T, xi, eta, prior_precision_vector(st, net), st.delta_y)
 
     def traj(theta, p, eps):
-        _, g, _, _ = joint_log_target_and_grad(unflatten_weights(theta, shapes), *args)
-        p = p + 0.5 * eps * flatten_weights(g)
+        _, g, _ = joint_log_target_and_grad(theta, *args)
+        p = p + 0.5 * eps * g
         for s in range(7):
             theta = theta + eps * np.einsum("cij,cj->ci", ms.inv_mass, p)
-            _, g, _, _ = joint_log_target_and_grad(unflatten_weights(theta, shapes), *args)
-            p = p + (0.5 if s == 6 else 1.0) * eps * flatten_weights(g)
+            _, g, _ = joint_log_target_and_grad(theta, *args)
+            p = p + (0.5 if s == 6 else 1.0) * eps * g
         return theta, p
 
     th0 = flatten_weights(st.weights)

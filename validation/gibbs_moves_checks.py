@@ -69,7 +69,7 @@ def install_move_twin(name):
         new = lambda lp0, lp1, p0, p1, inv_mass: lp1 - lp0
     elif name == "hmc_no_prior":
         module, attr = gibbs_hmc, "joint_log_target"
-        new = lambda Ws, out, T, lam_w, lam_b, dy: -np.sum((T - out) ** 2, axis=(-2, -1)) / (2.0 * dy)
+        new = lambda theta, out, T, lam, dy: -np.sum((T - out) ** 2, axis=(-2, -1)) / (2.0 * dy)
     elif name == "hmc_adapted_mass":
         module, attr = gibbs_hmc, "hmc_trajectories"
         orig = gibbs_hmc.hmc_trajectories
@@ -78,8 +78,8 @@ def install_move_twin(name):
             Rn, Mn = gibbs_hmc._mass(state, net, X, 256, 1.0)
             return orig(key, state, net, X, T, Rn, Mn, *a)
     elif name == "hmc_wrong_gradient":
-        module, attr = gibbs_hmc, "_dact"
-        new = lambda xp, Z, activation, slope: xp.ones_like(Z)
+        module, attr = gibbs_hmc, "_back"
+        new = lambda xp, delta, W, Z, activation, slope: np.matmul(delta, W[..., :-1])
     elif name == "mala_no_q":
         attr = "log_proposal_ratio"
         new = lambda R_, W, Wp, g, gp, h: np.zeros(W.shape[0], dtype=W.dtype)

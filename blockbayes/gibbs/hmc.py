@@ -30,7 +30,7 @@ weights, plus the prior precision), momentum ``p ~ N(0, M)``, ``K`` leapfrog ste
 Leapfrog is a composition of shears (volume preserving whatever the gradient field, so ReLU kinks
 do not matter) and reversible under momentum flip, hence exact with the MH accept. ``M`` and
 ``h`` are per chain; during warm-up ``M`` is recomputed at the chain's state every
-``refresh_every`` sweeps and at the last warm-up sweep, and ``log h`` follows Robbins–Monro
+``refresh_every`` sweeps (except at the last warm-up sweep), and ``log h`` follows Robbins–Monro
 towards ``target_accept`` (on the mean of ``min(1, α)``); both are frozen after warm-up, so every
 kept sample comes from a fixed, exact kernel.
 
@@ -52,7 +52,8 @@ from .moves import _dact, _factor, frozen_noises
 from ..model import MLP, activate, affine
 
 __all__ = ["JointHMCMove", "JointHMCState", "joint_forward", "joint_log_target", "joint_log_target_and_grad",
-           "joint_gauss_newton_precision", "hmc_log_accept", "flatten_weights", "unflatten_weights"]
+           "joint_gauss_newton_precision", "prior_precision_vector", "hmc_log_accept", "kinetic", "hmc_trajectories",
+           "flatten_weights", "unflatten_weights", "num_params"]
 
 
 DIVERGENCE = 1000.0
@@ -118,57 +119,78 @@ def joint_forward(Ws, net: MLP, X, xi, eta):
     H = X
     pre, post = [], []
     for m in range(net.num_layers - 1):
-        Z = affine(H, Ws[m], xp) + xi[m]
-        H = activate(xp, Z, net.activation, net.slope) + eta[m]
+        Z = affine(H, Ws[m], xp)
+        Z += xi[m]
+        H = activate(xp, Z, net.activation, net.slope)
+        if H is Z:                       # identity: activate returns Z itself
+            H = Z + eta[m]
+        else:
+            H += eta[m]
         pre.append(Z)
         post.append(H)
     return pre, post, affine(H, Ws[-1], xp)
 
 
-def joint_log_target(Ws, out, T, lam_w, lam_b, delta_y):
-    """``log π(θ)`` up to a constant, shape ``(C,)``:
-    ``−½ Σ_l (λ_W,l ‖W^l_w‖² + λ_b,l ‖b^l‖²) − ‖T − out‖² / (2Δ_y)``; ``lam_w, lam_b`` ``(C, L)``."""
+def prior_precision_vector(state: GibbsState, net: MLP):
+    """``λ`` of every weight in the order of :func:`flatten_weights`: ``(C, P)``."""
+    xp = namespace(state.lam_w)
+    C = state.lam_w.shape[0]
+    out = []
+    for l in range(net.num_layers):
+        k, d = net.widths[l + 1], net.widths[l]
+        row = xp.concat([xp.broadcast_to(state.lam_w[:, l:l + 1], (C, d)), state.lam_b[:, l:l + 1]], axis=-1)
+        out.append(xp.reshape(xp.broadcast_to(row[:, None, :], (C, k, d + 1)), (C, k * (d + 1))))
+    return xp.concat(out, axis=-1)
+
+
+def joint_log_target(theta, out, T, lam, delta_y):
+    """``log π(θ)`` up to a constant, shape ``(C,)``: ``−½ Σ_j λ_j θ_j² − ‖T − out‖² / (2Δ_y)``.
+
+    ``theta``, ``lam``: ``(C, P)`` (:func:`flatten_weights`, :func:`prior_precision_vector`);
+    ``out``, ``T``: ``(C, n, d_out)``; ``delta_y``: ``(C,)``.
+    """
     xp = namespace(out)
     R = T - out
-    lp = -xp.sum(R * R, axis=(-2, -1)) / (2.0 * delta_y)
-    for l, W in enumerate(Ws):
-        Ww, b = W[..., :-1], W[..., -1]
-        lp = lp - 0.5 * (lam_w[:, l] * xp.sum(Ww * Ww, axis=(-2, -1)) + lam_b[:, l] * xp.sum(b * b, axis=-1))
-    return lp
+    return -xp.sum(R * R, axis=(-2, -1)) / (2.0 * delta_y) - 0.5 * xp.sum(lam * theta * theta, axis=-1)
 
 
-def _grad_layer(xp, delta, H, W, lam_w, lam_b):
-    """``δ^⊤ X̃ − Λ W`` for one layer: ``δ`` ``(C, n, k)``, ``H`` ``(n, d)`` or ``(C, n, d)``."""
-    if H.ndim == 2:
-        C, n, k = delta.shape
-        # shared inputs: one GEMM (d, n) x (n, C·k) instead of a broadcast 3-D by 2-D matmul
-        D2 = xp.reshape(xp.permute_dims(delta, (1, 0, 2)), (n, C * k))
-        gw = xp.permute_dims(xp.reshape(xp.matmul(xp.matrix_transpose(H), D2), (H.shape[1], C, k)), (1, 2, 0))
-    else:
-        gw = xp.matmul(xp.matrix_transpose(delta), H)
+def _data_grad(xp, delta, H):
+    """``δ^⊤ X̃`` for one layer: ``δ`` ``(C, n, k)``, ``H`` ``(n, d)`` or ``(C, n, d)``; ``(C, k·(d+1))``."""
+    C, n, k = delta.shape
+    gw = xp.matmul(xp.matrix_transpose(delta), H)                  # (C, k, d); H 2-D broadcasts
     gb = xp.sum(delta, axis=-2)
-    return xp.concat([gw - lam_w[:, None, None] * W[..., :-1], (gb - lam_b[:, None] * W[..., -1])[..., None]], axis=-1)
+    return xp.reshape(xp.concat([gw, gb[..., None]], axis=-1), (C, -1))
 
 
-def joint_log_target_and_grad(Ws, net: MLP, X, T, xi, eta, lam_w, lam_b, delta_y):
-    """``(log π, ∇log π, pre, post)`` at ``Ws`` (hand-written backprop, one forward/backward).
+def _back(xp, delta, W, Z, activation, slope):
+    """``(δ W_{:, :-1}) ⊙ f'(Z)`` with few temporaries (an outer product when ``d_out = 1``)."""
+    Wk = W[..., :-1]
+    D = delta * Wk if delta.shape[-1] == 1 else xp.matmul(delta, Wk)
+    if activation == "identity":
+        return D
+    if activation == "relu":
+        return xp.where(Z > 0, D, xp.zeros((), dtype=D.dtype, device=device_of(D)))
+    return _dact(xp, Z, activation, slope) * D
+
+
+def joint_log_target_and_grad(theta, shapes, net: MLP, X, T, xi, eta, lam, delta_y):
+    """``(log π, ∇log π, out)`` at the flat weights ``theta`` ``(C, P)`` (one forward/backward).
 
     ``∇_{W^m} log π = δ^{m+1⊤} X̃^m − Λ_m W^m`` with ``δ^L = (T − out)/Δ_y`` and
-    ``δ^{m} = (δ^{m+1} W^m_{:, :-1}) ⊙ f'(Z^m)``. The gradient is a tuple of per-layer arrays of
-    the weights' shapes ``(C, d_{l+1}, d_l + 1)``.
+    ``δ^{m} = (δ^{m+1} W^m_{:, :-1}) ⊙ f'(Z^m)``; the gradient is flat, ``(C, P)``.
     """
     xp = namespace(X)
+    Ws = unflatten_weights(theta, shapes)
     pre, post, out = joint_forward(Ws, net, X, xi, eta)
-    lp = joint_log_target(Ws, out, T, lam_w, lam_b, delta_y)
+    lp = joint_log_target(theta, out, T, lam, delta_y)
     delta = (T - out) / delta_y[:, None, None]
     L = net.num_layers
     grads = [None] * L
     for m in range(L - 1, -1, -1):
-        H = X if m == 0 else post[m - 1]
-        grads[m] = _grad_layer(xp, delta, H, Ws[m], lam_w[:, m], lam_b[:, m])
+        grads[m] = _data_grad(xp, delta, X if m == 0 else post[m - 1])
         if m > 0:
-            delta = xp.matmul(delta, Ws[m][..., :-1]) * _dact(xp, pre[m - 1], net.activation, net.slope)
-    return lp, tuple(grads), pre, post
+            delta = _back(xp, delta, Ws[m], pre[m - 1], net.activation, net.slope)
+    return lp, xp.concat(grads, axis=-1) - lam * theta, out
 
 
 def joint_gauss_newton_precision(state: GibbsState, net: MLP, X, *, chunk: int = 256, prior_scale: float = 1.0):
@@ -208,12 +230,7 @@ def joint_gauss_newton_precision(state: GibbsState, net: MLP, X, *, chunk: int =
         J = xp.reshape(xp.concat(blocks, axis=-1), (C, c * d_out, P))
         GN = GN + xp.matmul(xp.matrix_transpose(J), J)
     GN = GN / state.delta_y[:, None, None]
-    lam = []
-    for l in range(L):
-        k, d = net.widths[l + 1], net.widths[l]
-        row = xp.concat([xp.broadcast_to(state.lam_w[:, l:l + 1], (C, d)), state.lam_b[:, l:l + 1]], axis=-1)
-        lam.append(xp.reshape(xp.broadcast_to(row[:, None, :], (C, k, d + 1)), (C, k * (d + 1))))
-    lam = xp.concat(lam, axis=-1)
+    lam = prior_precision_vector(state, net)
     return GN + (prior_scale * lam)[..., :, None] * xp.eye(P, dtype=X.dtype, device=dev)
 
 
@@ -312,9 +329,10 @@ class JointHMCMove(NamedTuple):
              final_warmup: bool = False):
         """``trajectories`` HMC trajectories on all weights; returns ``(state, mstate)``.
 
-        With ``warmup`` the step size adapts (and every ``refresh_every`` sweeps, and at
-        ``final_warmup``, the mass matrix is recomputed at the current state); otherwise the
-        kernel parameters are fixed and ``mstate`` only records the acceptance.
+        With ``warmup`` the step size adapts and every ``refresh_every`` sweeps the mass matrix
+        is recomputed at the current state (not at ``final_warmup``, so the kept samples use the
+        mass the step size was last adapted with); otherwise the kernel parameters are fixed and
+        ``mstate`` only records the acceptance.
         """
         xp = namespace(X)
         C = state.delta_y.shape[0]
@@ -328,7 +346,8 @@ class JointHMCMove(NamedTuple):
             log_step = log_step + gamma * (rate - self.target_accept)
         sweeps = mstate.sweeps + 1
         R, Minv = mstate.chol, mstate.inv_mass
-        if warmup and (sweeps % self.refresh_every == 0 or final_warmup):
+        if warmup and sweeps % self.refresh_every == 0 and not final_warmup:
+            # not at the last warm-up sweep: h is adapted to the mass it is used with
             R, Minv = _mass(state, net, X, self.chunk, self.prior_mass)
         acc_sum, sampled = mstate.accept_sum, mstate.sampled
         if not warmup:
@@ -378,11 +397,11 @@ def hmc_trajectories(key, state: GibbsState, net: MLP, X, T, R, inv_mass, h, lea
     C = state.delta_y.shape[0]
     shapes = [tuple(W.shape[1:]) for W in state.weights]
     xi, eta = frozen_noises(state, net, X, 0)
-    lam_w, lam_b, dy = state.lam_w, state.lam_b, state.delta_y
-    target = lambda Ws: joint_log_target_and_grad(Ws, net, X, T, xi, eta, lam_w, lam_b, dy)
-    Ws = tuple(state.weights)
-    lp, g, pre, post = target(Ws)
-    theta, gf = flatten_weights(Ws), flatten_weights(g)
+    lam = prior_precision_vector(state, net)
+    dy = state.delta_y
+    target = lambda th: joint_log_target_and_grad(th, shapes, net, X, T, xi, eta, lam, dy)
+    theta = flatten_weights(state.weights)
+    lp, gf, _ = target(theta)
     P = theta.shape[-1]
     k1, k2, k3 = bbr.split(key, 3)
     E = bbr.normal(k1, (trajectories, C, P, 1), like=X)
@@ -390,6 +409,7 @@ def hmc_trajectories(key, state: GibbsState, net: MLP, X, T, R, inv_mass, h, lea
     Ua = bbr.uniform(k3, (trajectories, C), like=X)
     rate = xp.zeros((C,), dtype=X.dtype, device=device_of(X))
     zero = xp.zeros((), dtype=X.dtype, device=device_of(X))
+    moved = xp.zeros((C,), dtype=xp.bool, device=device_of(X))
     with _np.errstate(over="ignore", invalid="ignore"):
         for t in range(trajectories):
             eps = h * (1.0 + jitter * (2.0 * Uj[t] - 1.0))
@@ -398,20 +418,17 @@ def hmc_trajectories(key, state: GibbsState, net: MLP, X, T, R, inv_mass, h, lea
             max_u = -lp
             div = xp.zeros((C,), dtype=xp.bool, device=device_of(X))
             p = p0 + (0.5 * eps)[:, None] * gf
-            th, lpp, gpf, prep, postp = theta, lp, gf, pre, post
+            th, lpp, gpf = theta, lp, gf
             for s in range(leapfrog):
                 e_eff = xp.where(div, zero, eps)[:, None]
                 cand = th + e_eff * _mv(inv_mass, p)
-                lpc, gc, prec, postc = target(unflatten_weights(cand, shapes))
-                bad = ~xp.isfinite(lpc) | (-lpc - H0 > DIVERGENCE)
-                div = div | bad
+                lpc, gc, _ = target(cand)
+                div = div | ~xp.isfinite(lpc) | (-lpc - H0 > DIVERGENCE)
                 keep = ~div
-                kv, kw = keep[:, None], keep[:, None, None]
+                kv = keep[:, None]
                 th = xp.where(kv, cand, th)
                 lpp = xp.where(keep, lpc, lpp)
-                gpf = xp.where(kv, flatten_weights(gc), gpf)
-                prep = [xp.where(kw, a, b) for a, b in zip(prec, prep)]
-                postp = [xp.where(kw, a, b) for a, b in zip(postc, postp)]
+                gpf = xp.where(kv, gc, gpf)
                 max_u = xp.where(keep, xp.maximum(max_u, -lpc), max_u)
                 half = 0.5 if s == leapfrog - 1 else 1.0
                 p = p + xp.where(kv, half * eps[:, None] * gpf, zero)
@@ -421,11 +438,15 @@ def hmc_trajectories(key, state: GibbsState, net: MLP, X, T, R, inv_mass, h, lea
             la = xp.where(div | ~xp.isfinite(log_alpha), xp.full_like(log_alpha, -math.inf), log_alpha)
             rate = rate + xp.exp(xp.minimum(la, zero))
             ok = xp.log(Ua[t]) < la
-            okv, okw = ok[:, None], ok[:, None, None]
+            okv = ok[:, None]
             theta = xp.where(okv, th, theta)
             gf = xp.where(okv, gpf, gf)
             lp = xp.where(ok, lpp, lp)
-            pre = [xp.where(okw, a, b) for a, b in zip(prep, pre)]
-            post = [xp.where(okw, a, b) for a, b in zip(postp, post)]
-    new = state._replace(weights=unflatten_weights(theta, shapes), pre=tuple(pre), post=tuple(post))
+            moved = moved | ok
+    Ws = unflatten_weights(theta, shapes)
+    pre, post, _ = joint_forward(Ws, net, X, xi, eta)          # the latents follow the weights
+    mw = moved[:, None, None]
+    pre = tuple(xp.where(mw, a, b) for a, b in zip(pre, state.pre))
+    post = tuple(xp.where(mw, a, b) for a, b in zip(post, state.post))
+    new = state._replace(weights=tuple(xp.where(mw, a, b) for a, b in zip(Ws, state.weights)), pre=pre, post=post)
     return new, rate / trajectories
