@@ -166,9 +166,11 @@ def gold_hmc(**overrides) -> GoldPreset:
     counts as :func:`gold`, plus :class:`~blockbayes.gibbs.hmc.JointHMCMove` (32 leapfrog steps,
     mass ``100 Λ + GN``) on all weight matrices. Measured against NUTS and against :func:`gold`
     in docs/gibbs-moves.md §6 ("Joint HMC move on the gold cells"): the chains leave their MAP
-    modes (function-space R-hat 1.14–1.64 instead of 1.77–2.58 on Yacht and Energy splits 0–2),
-    RMSE lower on all six cells, but at 8–17× the wall-clock of :func:`gold` (86–261 s per
-    split on the shared machine, load 2.9–4.7).
+    modes (function-space R-hat 1.14–1.64 instead of 1.77–2.58 on Yacht and Energy splits 0–2;
+    1.01 / 1.03 on Boston / Concrete split 0, where it matches NUTS's RMSE and LL), RMSE lower on
+    all six Yacht/Energy cells, at 5–17× the wall-clock of :func:`gold` (86–261 s per split at
+    load 1.7–4.7). ``gold_hmc(num_warmup=500, num_samples=500)``: 25–88 s per split at load
+    1.6–1.9, below NUTS's 100–210 s on all eight cells, figure met on four.
     """
     from .hmc import JointHMCMove
 
