@@ -170,7 +170,8 @@ def gold_hmc(**overrides) -> GoldPreset:
     1.01 / 1.03 on Boston / Concrete split 0, where it matches NUTS's RMSE and LL), RMSE lower on
     all six Yacht/Energy cells, at 5–17× the wall-clock of :func:`gold` (86–261 s per split at
     load 1.7–4.7). ``gold_hmc(num_warmup=500, num_samples=500)``: 25–88 s per split at load
-    1.6–1.9, below NUTS's 100–210 s on all eight cells, figure met on four.
+    1.6–2.9, below NUTS's 100–210 s on all eight cells, figure met on four (seed 0) and six
+    (seed 1) of them.
     """
     from .hmc import JointHMCMove
 
