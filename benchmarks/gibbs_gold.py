@@ -15,6 +15,11 @@ NUTS reference), ``Δ_Z = Δ_X = --delta``; chains from their own joint (weights
 ``--inner`` fraction of a fixed permutation, seed 12345), to choose settings without looking at the
 test split; NUTS columns are then blank.
 
+``--preset gold_hmc``: the gold recipe with :class:`~blockbayes.gibbs.hmc.JointHMCMove` (joint
+non-centred HMC on all weight matrices, dense Gauss–Newton mass) after every sweep
+(``--leapfrog``, ``--trajectories``, ``--prior-mass`` override its defaults); the ``acc``
+column is then its mean ``min(1, α)`` after warm-up.
+
 NUTS references (4 chains, NumPyro, same model): the issue-15 table (Boston 0–2, Concrete 0,
 Yacht 0–2, Energy 0) and, for Energy 1–2, the library's own NUTS cells (docs/uci_reference.md,
 issue 16). Concrete 1–2 have no NUTS reference; their rows compare against nothing.
@@ -38,6 +43,7 @@ from blockbayes import gibbs
 from blockbayes.gibbs.diagnostics import ConvergenceWarning
 from blockbayes.gibbs import starts as _starts
 from blockbayes.gibbs.moves import NonCentredMove
+from blockbayes.gibbs.hmc import JointHMCMove
 
 # (RMSE, LL, source); NUTS on the standard BNN, fan-in priors, Gamma(1, 1e-2) noise hyperprior
 NUTS = {
@@ -78,18 +84,20 @@ def inner_split(Xtr, ytr, frac, seed=12345):
 
 
 def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, learn_prior=False, preset=None,
-        ratio=None):
+        ratio=None, hmc=None):
     data = bb.datasets.uci(name, split)
     Xtr, ytr, Xte, yte = (np.asarray(a) for a in data[:4])
     if inner:
         Xtr, ytr, Xte, yte = inner_split(Xtr, ytr, inner)
     net = bb.MLP([Xtr.shape[1], 50, 1], "relu", prior_prec="fan_in", delta={"Z": delta, "X": delta, "y": 0.1})
     moves = NonCentredMove(steps=steps) if steps > 0 else None
+    if preset == "gold_hmc":
+        moves = JointHMCMove(**(hmc or {}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         _MAP_TIME[0] = 0.0
         t0 = time.perf_counter()
-        if preset == "gold":
+        if preset in ("gold", "gold_hmc"):
             p = gibbs.presets.gold(num_chains=chains, num_warmup=warmup, num_samples=samples, moves=moves,
                                    map_max_iter=_MAP_ITERS[0] or None,
                                    **({} if ratio is None else {"ratio": ratio}))
@@ -103,10 +111,10 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
     m, _ = r.predict(Xte)
     rmse = float(np.sqrt(np.mean((np.asarray(m)[:, 0] - yte.reshape(-1)) ** 2))) * data.y_std
     ll = float(r.log_predictive_density(Xte, yte)) - math.log(data.y_std)
-    acc = r.config.get("moves")
-    acc = acc.get("accept") if isinstance(acc, dict) else None
+    mcfg = r.config.get("moves")
+    acc = mcfg.get("accept") if isinstance(mcfg, dict) else None
     return dict(dataset=name, split=split, preset=preset, ratio=ratio if preset else None, rmse=rmse, ll=ll, wall_s=wall, map_s=_MAP_TIME[0], rhat_f=float(r.summary().max_rhat),
-                delta_y=float(np.mean(np.asarray(r.delta_y))) * data.y_std ** 2, accept=acc,
+                delta_y=float(np.mean(np.asarray(r.delta_y))) * data.y_std ** 2, accept=acc, move=mcfg,
                 chains=chains, warmup=warmup, samples=samples, delta=delta, steps=steps, seed=seed,
                 inner=inner, load=os.getloadavg()[0])
 
@@ -123,15 +131,21 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--inner", type=float, default=0.0, help="score on this fraction of the training rows instead")
     ap.add_argument("--map-iters", type=int, default=0, help="L-BFGS iterations per MAP start (0: default)")
-    ap.add_argument("--preset", choices=["gold"], default=None,
-                    help="gibbs.presets.gold(): Δ_Z = Δ_X from the MAP noise (--delta ignored)")
+    ap.add_argument("--preset", choices=["gold", "gold_hmc"], default=None,
+                    help="gibbs.presets.gold(): Δ_Z = Δ_X from the MAP noise (--delta ignored); gold_hmc: the "
+                         "same with the joint non-centred HMC move (JointHMCMove) after every sweep")
+    ap.add_argument("--leapfrog", type=int, default=None, help="gold_hmc: leapfrog steps per trajectory")
+    ap.add_argument("--trajectories", type=int, default=None, help="gold_hmc: trajectories per sweep")
+    ap.add_argument("--prior-mass", type=float, default=None, help="gold_hmc: s in the mass s·Λ + GN")
     ap.add_argument("--ratio", type=float, default=None,
                     help="--preset gold: Δ_Z = Δ_X = ratio × median Δ̂_y (default: the preset's)")
     ap.add_argument("--out", default=None, help="append one JSON line per cell here")
     a = ap.parse_args(argv)
     _MAP_ITERS[0] = a.map_iters
+    hmc = {k: v for k, v in dict(leapfrog=a.leapfrog, trajectories=a.trajectories, prior_mass=a.prior_mass).items()
+           if v is not None}
     print(f"gold: 50 ReLU, fan-in λ, learn_noise, init='map' (joint MAP), Δ_Z=Δ_X={'by the preset rule' if a.preset else f'{a.delta:g}'}, "
-          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
+          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
           f"{f', INNER validation {a.inner:g} of train' if a.inner else ', TEST split'}; "
           f"load avg (1 min) {os.getloadavg()[0]:.2f}", flush=True)
     print(f"{'set':>9} {'sp':>2} {'RMSE':>7} {'LL':>7} {'NUTS':>13} {'ratio':>6} {'ΔLL':>6} {'met':>5} "
@@ -139,7 +153,7 @@ def main(argv=None):
     for name in a.datasets:
         for split in a.splits:
             c = one(name, split, chains=a.chains, warmup=a.warmup, samples=a.samples, delta=a.delta,
-                    steps=a.steps, seed=a.seed, inner=a.inner, preset=a.preset, ratio=a.ratio)
+                    steps=a.steps, seed=a.seed, inner=a.inner, preset=a.preset, ratio=a.ratio, hmc=hmc)
             ref = None if a.inner else NUTS.get((name, split))
             if ref is not None:
                 ratio, dll = c["rmse"] / ref[0], c["ll"] - ref[1]

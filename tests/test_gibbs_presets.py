@@ -95,3 +95,18 @@ def test_map_evidence_starts_are_evidence_fits_from_the_joint_maps():
     assert not np.allclose(np.asarray(dy), np.asarray(dyj))
     with pytest.raises(ValueError, match="learn_noise"):
         gibbs.run(net, X, y, num_samples=2, num_chains=2, init="map_evidence", progress=False)
+
+
+def test_gold_hmc_preset_adds_the_joint_move():
+    from blockbayes.gibbs.hmc import JointHMCMove
+    from blockbayes.gibbs.presets import gold_hmc
+
+    assert gold_hmc() == GoldPreset(moves=JointHMCMove()) and gold_hmc(moves=None) == gold()
+    X, y = _data()
+    net = bb.MLP([3, 6, 1], "relu", prior_prec="fan_in", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        r = gold_hmc(num_chains=2, num_warmup=4, num_samples=3, map_max_iter=40,
+                     moves=JointHMCMove(leapfrog=3)).run(net, X, y, seed=1)
+    assert r.config["preset"]["name"] == "gold+JointHMCMove"
+    assert r.config["moves"]["move"] == "joint non-centred HMC" and r.weights[0].shape == (2, 3, 6, 4)

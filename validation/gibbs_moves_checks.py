@@ -18,6 +18,22 @@ twin                   planted bug
 ``move_stale_latents`` the latents above the moved layer do not follow the weights (``Z, X`` kept,
                        as if the move were centred)
 =====================  ==========================================================================
+
+Twins of the joint HMC move (:mod:`blockbayes.gibbs.hmc`, patched by the same function):
+
+=====================  ==========================================================================
+``hmc_no_kinetic``     acceptance ratio without the kinetic-energy change ``K(p) − K(p')``
+``hmc_no_prior``       acceptance ratio without the prior terms ``−½λ‖W‖²`` of the weights (the
+                       gradient still has them)
+``hmc_adapted_mass``   the mass matrix recomputed at the chain's current state before every
+                       trajectory (adaptation that never stops: a state-dependent kernel)
+=====================  ==========================================================================
+
+Control (must PASS — not a bug for exactness): ``hmc_wrong_gradient`` (the backprop drops the
+``f'(Z)`` factor). Leapfrog is a composition of shears whatever the force field, volume preserving
+and reversible, so HMC with any position-dependent force is exact; a wrong gradient only lowers
+the acceptance. It is caught by the finite-difference unit test (tests/test_gibbs_hmc.py), not by
+an exactness test.
 """
 from __future__ import annotations
 
@@ -35,7 +51,10 @@ from . import _refs as R
 from . import _stats as S
 from . import gibbs_checks as G
 
-MOVE_TWINS = ("mala_no_q", "move_no_prior", "move_stale_latents")
+from blockbayes.gibbs import hmc as gibbs_hmc
+
+MOVE_TWINS = ("mala_no_q", "move_no_prior", "move_stale_latents", "hmc_no_kinetic", "hmc_no_prior",
+              "hmc_adapted_mass", "hmc_wrong_gradient")
 
 
 @contextlib.contextmanager
@@ -44,7 +63,24 @@ def install_move_twin(name):
     if name is None:
         yield
         return
-    if name == "mala_no_q":
+    module = gibbs_moves
+    if name == "hmc_no_kinetic":
+        module, attr = gibbs_hmc, "hmc_log_accept"
+        new = lambda lp0, lp1, p0, p1, inv_mass: lp1 - lp0
+    elif name == "hmc_no_prior":
+        module, attr = gibbs_hmc, "joint_log_target"
+        new = lambda theta, out, T, lam, dy: -np.sum((T - out) ** 2, axis=(-2, -1)) / (2.0 * dy)
+    elif name == "hmc_adapted_mass":
+        module, attr = gibbs_hmc, "hmc_trajectories"
+        orig = gibbs_hmc.hmc_trajectories
+
+        def new(key, state, net, X, T, R_, inv_mass, *a):
+            Rn, Mn = gibbs_hmc._mass(state, net, X, 256, 1.0)
+            return orig(key, state, net, X, T, Rn, Mn, *a)
+    elif name == "hmc_wrong_gradient":
+        module, attr = gibbs_hmc, "_back"
+        new = lambda xp, delta, W, Z, activation, slope: np.matmul(delta, W[..., :-1])
+    elif name == "mala_no_q":
         attr = "log_proposal_ratio"
         new = lambda R_, W, Wp, g, gp, h: np.zeros(W.shape[0], dtype=W.dtype)
     elif name == "move_no_prior":
@@ -60,12 +96,12 @@ def install_move_twin(name):
                    [state.post[m] for m in range(l, net.num_layers - 1)], out
     else:
         raise ValueError(f"unknown move twin {name!r}; choose from {MOVE_TWINS}")
-    old = getattr(gibbs_moves, attr)
-    setattr(gibbs_moves, attr, new)
+    old = getattr(module, attr)
+    setattr(module, attr, new)
     try:
         yield
     finally:
-        setattr(gibbs_moves, attr, old)
+        setattr(module, attr, old)
 
 
 def _noise_stats(net, Xin, W, Z, Xh):
@@ -82,15 +118,26 @@ def _noise_stats(net, Xin, W, Z, Xh):
 
 
 def _fixed_kernel(move, pilot_state, net, X, y, step):
-    """Move state with preconditioners from ``pilot_state`` and a fixed step ``h``."""
+    """Move state with preconditioners (mass matrices) from ``pilot_state`` and a fixed step ``h``."""
     ms = move.init(pilot_state, net, X, y)
     C = pilot_state.delta_y.shape[0]
+    if isinstance(ms, gibbs_hmc.JointHMCState):
+        return ms._replace(log_step=np.full(C, np.log(step)))
     return ms._replace(log_step=tuple(np.full(C, np.log(step)) for _ in ms.layers))
+
+
+def _accept(ms):
+    return float(np.mean(ms.accept if isinstance(ms, gibbs_hmc.JointHMCState) else ms.accept[0]))
+
+
+def joint_hmc(leapfrog=5, prior_mass=1.0):
+    """The joint HMC move as the checks run it (no jitter-free special case: jitter 0.2)."""
+    return gibbs_hmc.JointHMCMove(leapfrog=leapfrog, prior_mass=prior_mass)
 
 
 def check_geweke_move(seed, *, widths=(2, 3, 1), activation="relu", n=4, dz=0.05, dx=0.05, dy=0.5,
                       learn_noise=False, learn_prior=False, with_sweep=True, K=3000, rounds=30, steps=3,
-                      step=0.8, precond="auto", delta=1e-8, twin=None) -> list[Check]:
+                      step=0.8, precond="auto", delta=1e-8, twin=None, move=None) -> list[Check]:
     """Geweke test (§E.4, parallel-chain form) of ``[gibbs.step +] move.step`` with ``y`` redrawn.
 
     ``K`` chains start at exact joint draws; each round applies (optionally) one Gibbs sweep and
@@ -108,7 +155,8 @@ def check_geweke_move(seed, *, widths=(2, 3, 1), activation="relu", n=4, dz=0.05
     pilot = R.prior_joint_draw(rng, net, Xin, K, **kw)
     marg = R.prior_joint_draw(rng, net, Xin, K, **kw)
     start = R.prior_joint_draw(rng, net, Xin, K, **kw)
-    move = gibbs_moves.NonCentredMove(steps=steps, precond=precond)
+    name = "NC-MALA" if move is None else "joint HMC"
+    move = gibbs_moves.NonCentredMove(steps=steps, precond=precond) if move is None else move
     ms = _fixed_kernel(move, G._make_state(pilot, np.float64), net, Xin, pilot.y, step)
     st = G._make_state(start, np.float64)
     y = start.y
@@ -122,7 +170,7 @@ def check_geweke_move(seed, *, widths=(2, 3, 1), activation="relu", n=4, dz=0.05
                 st, _ = gibbs.step(k1, st, net, Xin, y, learn_noise=learn_noise, learn_prior=learn_prior,
                                    hyperprior=G.HP, cache=cache)
             st, ms = move.step(k2, ms, st, net, Xin, y, warmup=False)
-            acc.append(float(np.mean(ms.accept[0])))
+            acc.append(_accept(ms))
             y = R.affine(st.post[-1], st.weights[-1]) + np.sqrt(st.delta_y)[:, None, None] * rng.standard_normal(y.shape)
     def f(D, y_=None):
         out = G._stats_of(net, Xin, D.weights, D.pre, D.post, D.y if y_ is None else y_, D.lam_w, D.lam_b,
@@ -132,13 +180,13 @@ def check_geweke_move(seed, *, widths=(2, 3, 1), activation="relu", n=4, dz=0.05
 
     A = f(marg)
     B = f(st, y)
-    tag = (f"geweke-move[{activation} {'x'.join(map(str, widths))} n={n}{' +sweep' if with_sweep else ' move only'}"
+    tag = (f"geweke-move[{name} {activation} {'x'.join(map(str, widths))} n={n}{' +sweep' if with_sweep else ' move only'}"
            f"{' +noise' if learn_noise else ''}{' +prior' if learn_prior else ''} precond={precond}; accept {np.mean(acc):.2f}]")
     return [S.finite_check(f"{tag}: finite", *st.weights, *st.pre, *st.post, y)] + G._compare(tag, A, B, G._scales(f(pilot)), delta)
 
 
 def check_tiny_grid_move(seed, *, activation="relu", K=2000, sweeps=10, steps=5, step=0.8, with_sweep=True,
-                         delta=1e-8, twin=None) -> list[Check]:
+                         delta=1e-8, twin=None, move=None) -> list[Check]:
     """§E.2 tiny-net grid with the move on: ``K`` chains started at exact posterior draws of the
     ``[1, 1, 1]`` net run ``sweeps`` rounds of [sweep +] ``steps`` MALA steps on ``(w, b₁)``; the
     end states must match the grid marginals (KS with the grid-error inflation, empirical
@@ -155,7 +203,8 @@ def check_tiny_grid_move(seed, *, activation="relu", K=2000, sweeps=10, steps=5,
     other = gibbs.GibbsState(tuple(np.roll(W, 1, axis=0) for W in st.weights), tuple(np.roll(Z, 1, axis=0) for Z in st.pre),
                              tuple(np.roll(H, 1, axis=0) for H in st.post), st.lam_w, st.lam_b, st.delta_y)
     X, Y = x[:, None], y[:, None]
-    move = gibbs_moves.NonCentredMove(steps=steps)
+    name = "NC-MALA" if move is None else "joint HMC"
+    move = gibbs_moves.NonCentredMove(steps=steps) if move is None else move
     ms = _fixed_kernel(move, other, net, X, Y, step)
     cache = gibbs.precompute(net, X)
     key = bbr.key(seed)
@@ -166,9 +215,9 @@ def check_tiny_grid_move(seed, *, activation="relu", K=2000, sweeps=10, steps=5,
             if with_sweep:
                 st, _ = gibbs.step(k1, st, net, X, Y, cache=cache)
             st, ms = move.step(k2, ms, st, net, X, Y, warmup=False)
-            acc.append(float(np.mean(ms.accept[0])))
+            acc.append(_accept(ms))
     end = np.stack([st.weights[0][:, 0, 0], st.weights[0][:, 0, 1], st.weights[1][:, 0, 0], st.weights[1][:, 0, 1]], axis=1)
-    tag = f"tiny-move[{activation}{' +sweep' if with_sweep else ' move only'}; accept {np.mean(acc):.2f}]"
+    tag = f"tiny-move[{name} {activation}{' +sweep' if with_sweep else ' move only'}; accept {np.mean(acc):.2f}]"
     out = [S.exact_check(f"{tag}: rejection envelope valid (max p/q)", worst_ratio, 1.0),
            S.finite_check(f"{tag}: finite", end, st.pre[0], st.post[0])]
     d1 = delta / (4 * 2)

@@ -3,7 +3,10 @@
 * ``test_move_family`` — the library passes (stochastic: false failure ≤ 1e-8 = ``DELTA_ITEM``
   each, Bonferroni over every statistic of the check).
 * ``test_move_twin_is_caught`` — the same experiment with one planted bug in the move (an
-  acceptance ratio with a dropped term, or latents that do not follow) fails.
+  acceptance ratio with a dropped term, latents that do not follow, an HMC mass matrix that keeps
+  adapting to the current state) fails.
+* ``test_hmc_wrong_gradient_stays_exact`` — control: HMC with a wrong gradient is still exact and
+  must pass (stochastic, same bound).
 
 Sizes: 3000 Geweke chains × 30 rounds (move alone: most power against a broken move; with the
 sweep, hyperparameters learned: the composition ``run`` uses), 2000 exact starts of the tiny net.
@@ -31,7 +34,22 @@ FAMILIES = {
     "tiny relu net vs grid, move only": (
         lambda twin: M.check_tiny_grid_move(3, with_sweep=False, step=1.5, sweeps=20, delta=DELTA_ITEM, twin=twin),
         ("move_no_prior",)),
+    # joint non-centred HMC on all layers (blockbayes.gibbs.hmc), GN mass from independent draws
+    "joint hmc: geweke relu 2x3x1, move only": (
+        lambda twin: M.check_geweke_move(11, with_sweep=False, move=M.joint_hmc(), step=0.3, delta=DELTA_ITEM,
+                                         twin=twin), ("hmc_no_kinetic", "hmc_no_prior")),
+    "joint hmc: geweke leaky 2x3x2x1 +sweep +noise +prior": (
+        lambda twin: M.check_geweke_move(12, widths=(2, 3, 2, 1), activation="leaky_relu", learn_noise=True,
+                                         learn_prior=True, move=M.joint_hmc(), step=0.3, delta=DELTA_ITEM, twin=twin),
+        ("hmc_no_kinetic", "hmc_no_prior", "hmc_adapted_mass")),
+    "joint hmc: tiny relu net vs grid, move only": (
+        lambda twin: M.check_tiny_grid_move(13, with_sweep=False, sweeps=20, move=M.joint_hmc(), step=0.3,
+                                            delta=DELTA_ITEM, twin=twin), ("hmc_no_prior", "hmc_adapted_mass")),
 }
+
+# controls: planted changes that are NOT exactness bugs; the family must still pass
+CONTROLS = [("joint hmc: geweke relu 2x3x1, move only", "hmc_wrong_gradient"),
+            ("joint hmc: tiny relu net vs grid, move only", "hmc_wrong_gradient")]
 
 
 @pytest.mark.stochastic
@@ -43,3 +61,12 @@ def test_move_family(name):
 @pytest.mark.parametrize("name, twin", [(n, t) for n, (_, ts) in FAMILIES.items() for t in ts])
 def test_move_twin_is_caught(name, twin):
     assert_checks(FAMILIES[name][0](twin), expect_pass=False)
+
+
+@pytest.mark.stochastic
+@pytest.mark.parametrize("name, control", CONTROLS)
+def test_hmc_wrong_gradient_stays_exact(name, control):
+    """HMC with a wrong force field is still exact (leapfrog = shears: volume preserving and
+    reversible whatever the force); only its acceptance drops. The wrong gradient is caught by
+    the finite-difference test in tests/test_gibbs_hmc.py."""
+    assert_checks(FAMILIES[name][0](control))
