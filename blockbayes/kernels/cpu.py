@@ -1129,7 +1129,8 @@ def _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, i
     range (``0.46875 < y ≤ 4``, most elements) for every element, the others on the gathered
     remainder; AS241's central rational for every element and its tail rationals on the
     gathered ~15 % outside it (as :func:`_row_normals`). Scratch: ``ec_b``, ``pm_b``, ``t_b``
-    (float64) and ``idx`` (int64), each of at least ``cnt``.
+    (float64) and ``idx`` (``uint64``: no negative-index wrap on the gathers, see
+    _NONNEG_NOTE), each of at least ``cnt``.
     """
     for j in range(cnt):
         u_b[j] = _uniform(k0, k1, c0 + np.uint64(j))
@@ -1143,7 +1144,7 @@ def _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, i
     ne = np.int64(0)            # not a literal 0 (see _rr_invert)
     for j in range(cnt):
         y = abs(al_b[j]) * _INV_SQRT2
-        idx[ne] = j
+        idx[ne] = np.uint64(j)
         ne += (y <= 0.46875) | (y > 4.0)
     for jj in range(ne):
         j = idx[jj]
@@ -1155,7 +1156,7 @@ def _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, i
         ec_b[j] = sign
     nt = np.int64(0)
     for j in range(cnt):
-        idx[nt] = j
+        idx[nt] = np.uint64(j)
         nt += abs(pm_b[j] - 0.5) > 0.425
     for jj in range(nt):
         t_b[jj] = pm_b[idx[jj]]
@@ -1176,17 +1177,35 @@ def _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, i
         gs = g * s
         z = m + gs * t if alpha < 0.0 else b + gs * (t - alpha)
         z_b[j] = z
+    nx = np.int64(0)            # counted first (vectorised): the loop with the call is rare
     for j in range(cnt):
-        s = s_b[j]
-        if not (s > 0.0):            # sd ≤ 0 (or NaN): the sd → 0 limit
-            z_b[j] = m_b[j]
-        elif al_b[j] >= _ALPHA0:
-            t, e = _std_tn(al_b[j], u_b[j], -1.0)
-            z_b[j] = b_b[j] + (g_b[j] * s) * e
+        nx += (not (s_b[j] > 0.0)) | (al_b[j] >= _ALPHA0)
+    if nx > 0:
+        for j in range(cnt):
+            s = s_b[j]
+            if not (s > 0.0):            # sd ≤ 0 (or NaN): the sd → 0 limit
+                z_b[j] = m_b[j]
+            elif al_b[j] >= _ALPHA0:
+                t, e = _std_tn(al_b[j], u_b[j], -1.0)
+                z_b[j] = b_b[j] + (g_b[j] * s) * e
     for j in range(cnt):
         z = z_b[j]
         b = b_b[j]
         z_b[j] = min(z, b) if g_b[j] < 0.0 else max(z, b)
+
+
+@njit(inline="always", **_JIT)
+def _tn_load(dst, src, start, cnt, step):
+    """``dst[j] = src[(start + j)·step]`` for ``j < cnt``, ``step`` 0 (a broadcast scalar) or 1,
+    through a view indexed from 0 (see _NONNEG_NOTE)."""
+    if step:
+        v = src[start:start + cnt]
+        for j in range(cnt):
+            dst[j] = v[j]
+    else:
+        v0 = src[0]
+        for j in range(cnt):
+            dst[j] = v0
 
 
 @njit(**_JIT)
@@ -1208,31 +1227,44 @@ def _tn_range(m64, s64, b64, o64, m32, s32, b32, o32, is32, ms, ss, bs, upper, u
     ec_b = np.empty(_CHUNK)
     pm_b = np.empty(_CHUNK)
     t_b = np.empty(_CHUNK)
-    idx = np.empty(_CHUNK, dtype=np.int64)
+    idx = np.empty(_CHUNK, dtype=np.uint64)
     for start in range(lo, hi, _CHUNK):
         cnt = min(_CHUNK, hi - start)
-        for j in range(cnt):
-            i = start + j
-            if is32:
-                m_b[j] = m32[i * ms]
-                s_b[j] = s32[i * ss]
-                b_b[j] = b32[i * bs]
-            else:
-                m_b[j] = m64[i * ms]
-                s_b[j] = s64[i * ss]
-                b_b[j] = b64[i * bs]
-            g_b[j] = -1.0 if upper[i * us] else 1.0
+        if is32:
+            _tn_load(m_b, m32, start, cnt, ms)
+            _tn_load(s_b, s32, start, cnt, ss)
+            _tn_load(b_b, b32, start, cnt, bs)
+        else:
+            _tn_load(m_b, m64, start, cnt, ms)
+            _tn_load(s_b, s64, start, cnt, ss)
+            _tn_load(b_b, b64, start, cnt, bs)
+        if us:
+            up_v = upper[start:start + cnt]     # views indexed from 0 (see _NONNEG_NOTE)
+            for j in range(cnt):
+                g_b[j] = -1.0 if up_v[j] else 1.0
+        else:
+            g0 = -1.0 if upper[0] else 1.0
+            for j in range(cnt):
+                g_b[j] = g0
         _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, np.uint64(start), k0, k1, ec_b, pm_b,
                   idx, t_b)
         if is32:
-            for j in range(cnt):
-                i = start + j
-                bo = b32[i * bs]
-                zc = np.float32(z_b[j])
-                o32[i] = min(zc, bo) if g_b[j] < 0.0 else max(zc, bo)
+            o_v = o32[start:start + cnt]
+            if bs:
+                b_v = b32[start:start + cnt]
+                for j in range(cnt):
+                    bo = b_v[j]
+                    zc = np.float32(z_b[j])
+                    o_v[j] = min(zc, bo) if g_b[j] < 0.0 else max(zc, bo)
+            else:
+                bo = b32[0]
+                for j in range(cnt):
+                    zc = np.float32(z_b[j])
+                    o_v[j] = min(zc, bo) if g_b[j] < 0.0 else max(zc, bo)
         else:
+            o_v64 = o64[start:start + cnt]
             for j in range(cnt):
-                o64[start + j] = z_b[j]
+                o_v64[j] = z_b[j]
 
 
 @njit(parallel=True, **_JIT)
@@ -1275,33 +1307,41 @@ def _mnp_range(a64, u64, o64, a32, u32, o32, is32, lab, lab_cs, n, K, lo, hi, ky
     ec_b = np.empty(R * K)
     pm_b = np.empty(R * K)
     t_b = np.empty(R * K)
-    idx = np.empty(R * K, dtype=np.int64)
+    idx = np.empty(R * K, dtype=np.uint64)
     y_b = np.empty(R, dtype=np.int64)
     uy64 = np.empty(R)
     uy32 = np.empty(R, dtype=np.float32)
     for start in range(lo, hi, R):
         cnt = min(R, hi - start)
+        e0, e1 = start * K, (start + cnt) * K     # the block's rows as 2-D views indexed from
+        if is32:                                  # 0 (see _NONNEG_NOTE)
+            a2_32 = a32[e0:e1].reshape((cnt, K))
+            u2_32 = u32[e0:e1].reshape((cnt, K))
+        else:
+            a2_64 = a64[e0:e1].reshape((cnt, K))
+            u2_64 = u64[e0:e1].reshape((cnt, K))
+        lab_v = lab[start:start + cnt] if lab_cs else lab
         # sub-step 1: the label's utility above the largest other one
         for q in range(cnt):
-            r = start + q
-            y = lab[r] if lab_cs else lab[r % n]
+            y = lab_v[q] if lab_cs else lab[(start + q) % n]
             y_b[q] = y
-            base = r * K
             if is32:
+                ur32 = u2_32[q]
                 mx32 = np.float32(-np.inf)
                 for c in range(K):
                     if c != y:
-                        v = u32[base + c]
+                        v = ur32[c]
                         mx32 = v if (v > mx32 or v != v) else mx32
-                m_b[q] = a32[base + y]
+                m_b[q] = a2_32[q, y]
                 b_b[q] = mx32
             else:
+                ur64 = u2_64[q]
                 mx = -np.inf
                 for c in range(K):
                     if c != y:
-                        v = u64[base + c]
+                        v = ur64[c]
                         mx = v if (v > mx or v != v) else mx
-                m_b[q] = a64[base + y]
+                m_b[q] = a2_64[q, y]
                 b_b[q] = mx
             s_b[q] = 1.0
             g_b[q] = 1.0
@@ -1316,27 +1356,46 @@ def _mnp_range(a64, u64, o64, a32, u32, o32, is32, lab, lab_cs, n, K, lo, hi, ky
             else:
                 uy64[q] = z_b[q]
         # sub-step 2: every class below the label's new utility
+        ck = cnt * K
+        if is32:
+            av32 = a32[e0:e1]
+            for j in range(ck):
+                m_b[j] = av32[j]
+        else:
+            av64 = a64[e0:e1]
+            for j in range(ck):
+                m_b[j] = av64[j]
+        for j in range(ck):
+            s_b[j] = 1.0
+            g_b[j] = -1.0
+        b2 = b_b[:ck].reshape((cnt, K))
         for q in range(cnt):
-            base = (start + q) * K
+            bq = uy64[q]
+            b2q = b2[q]
             for c in range(K):
-                j = q * K + c
-                m_b[j] = a32[base + c] if is32 else a64[base + c]
-                s_b[j] = 1.0
-                b_b[j] = uy64[q]
-                g_b[j] = -1.0
-        _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt * K, np.uint64(start * K), ko0, ko1,
-                  ec_b, pm_b, idx, t_b)
-        for q in range(cnt):
-            base = (start + q) * K
-            y = y_b[q]
-            for c in range(K):
-                j = q * K + c
-                if is32:
-                    bo = uy32[q]
-                    zc = np.float32(z_b[j])
-                    o32[base + c] = bo if c == y else min(zc, bo)
-                else:
-                    o64[base + c] = uy64[q] if c == y else z_b[j]
+                b2q[c] = bq
+        _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, ck, np.uint64(e0), ko0, ko1, ec_b, pm_b,
+                  idx, t_b)
+        z2 = z_b[:ck].reshape((cnt, K))
+        if is32:
+            o2_32 = o32[e0:e1].reshape((cnt, K))
+            for q in range(cnt):
+                y = y_b[q]
+                bo = uy32[q]
+                zq = z2[q]
+                oq = o2_32[q]
+                for c in range(K):
+                    zc = np.float32(zq[c])
+                    oq[c] = bo if c == y else min(zc, bo)
+        else:
+            o2_64 = o64[e0:e1].reshape((cnt, K))
+            for q in range(cnt):
+                y = y_b[q]
+                bq = uy64[q]
+                zq = z2[q]
+                oq = o2_64[q]
+                for c in range(K):
+                    oq[c] = bq if c == y else zq[c]
 
 
 @njit(parallel=True, **_JIT)
