@@ -922,8 +922,9 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
       α and a class per element. "Simple" elements — sure, and the chosen piece's bound so far
       out (α < −12, or α < −8.3 with u₂ ≤ ½) that the draw is the plain inversion
       T = ∓Φ⁻¹(min(u₂, 1 − u₂)) — are ~78 % of a realistic sweep (Δ = 1e-3).
-    * Pass 2: AS241's central rational for the whole block, the final value of the simple
-      elements in AS241's central region; pass 3: AS241's tails for the other simple ones.
+    * Pass 2 (:func:`_rr_central`, in blocks that have such elements): AS241's central
+      rational for the whole block, the final value of the simple elements in AS241's central
+      region; pass 3: AS241's tails for the other simple ones.
     * The rest, branch not decided by the bounds: Cody's three erfcx/erf rationals side by
       side for both pieces, exp(±y²), the pieces' (q, R, hint) as :func:`_piece`, ℓ, σ(ℓ) and
       u₁, the branch (:func:`_rr_pieces`, :func:`_rr_branch`). The rest whose branch the bounds
