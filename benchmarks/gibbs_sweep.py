@@ -215,7 +215,7 @@ def _floor(d, K, n, dtype, classes, repeats):
     u = np.empty(2 * m)
     nb = np.empty(m)
     tb = np.empty(m)
-    idx = np.empty(m, dtype=np.int64)
+    idx = np.empty(m, dtype=np.uint64)
     k0, k1 = np.uint64(1), np.uint64(2)
     t_rng = best(lambda: (cpu._row_uniforms(u, 2 * m, k0, k1),
                           cpu._row_normals(nb, tb, idx, n, K, k0, k1, np.uint64(7), K)), repeats * 3)

@@ -113,7 +113,7 @@ def main():
     print("latent pass parts, alone on the same arrays:")
     print(f"  latent_pass: {med(lambda: kernels.latent_pass(key, st.pre[0], A, T, st.weights[1], 1e-3, 1e-3, dn)):.3f} ms")
     print(f"  ReLU draw (_relu_range): {med(lambda: cpu._relu_range(D64, D64, D64, a, x, out, True, 0, m, k0, k1, *c, K, K, 0)):.3f} ms")
-    nb, tb, idx = np.empty(m), np.empty(m), np.empty(m, dtype=np.int64)
+    nb, tb, idx = np.empty(m), np.empty(m), np.empty(m, dtype=np.uint64)
     print(f"  X normals (_row_normals, {m}): {med(lambda: cpu._row_normals(nb, tb, idx, n, K, k0, k1, np.uint64(7), K)):.3f} ms")
     u = np.empty(2 * m)
     print(f"  counter hash alone ({2 * m} uniforms): {med(lambda: cpu._row_uniforms(u, 2 * m, k0, k1)):.3f} ms")

@@ -569,9 +569,8 @@ _CHUNK = 2048
 
 @njit(**_JIT)
 def _rr_pass1(m, cn_b, a_b, x_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, u_buf, pm_buf, al_buf,
-              sc_buf, sg_buf, fl_buf, sure_buf, z_b):
-    """Pass 1 (u₂, the branch bounds, α and the class) and pass 2 (AS241's central rational;
-    the final value of the simple central elements)."""
+              sc_buf, sg_buf, fl_buf, sure_buf):
+    """Pass 1: u₂, the branch bounds, α and the class of every element of the block."""
     for j in range(m):
         u = _uniform(k0, k1, cn_b[j] * _TWO + _ONE)
         a = a_b[j]
@@ -591,6 +590,14 @@ def _rr_pass1(m, cn_b, a_b, x_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, u_b
         sg_buf[j] = -1.0 if lo_u else 1.0
         fl_buf[j] = (2 if abs(pm - 0.5) > 0.425 else 1) if simple else (3 if sure_pos | sure_neg else 0)
         sure_buf[j] = (1 if sure_pos else -1) if (sure_pos | sure_neg) else 0
+
+
+@njit(**_JIT)
+def _rr_central(m, pm_buf, al_buf, sc_buf, sg_buf, z_b):
+    """Pass 2: AS241's central rational for the whole block, the final value of the simple
+    elements in AS241's central region (the others' ``z_b`` are overwritten by later passes;
+    a block without such elements — every element's branch undecided, as at Δ ~ 1 — skips
+    it)."""
     for j in range(m):
         t = sg_buf[j] * _ndtri_central(pm_buf[j] - 0.5)
         alpha = al_buf[j]
@@ -652,6 +659,35 @@ def _sigma_tables():
 _SIG_LO, _SIG_HI = _sigma_tables()
 
 
+@njit(inline="always", **_JIT)
+def _bound_elem(a, x, cn, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log):
+    """One element of :func:`_rr_bounds`: (decision ±1 or 0, α and scale of the piece)."""
+    rp = a * p1 + x * p2
+    rm = -(a * n1 + x * n2)
+    qp = 0.5 * rp * rp
+    qm = 0.5 * rm * rm
+    pp = rp > 0.0
+    pm_ = rm > 0.0
+    g_lo_p = qp - _LN2 if pp else -_G_NONE
+    g_hi_p = qp if pp else -_LN2
+    g_lo_m = qm - _LN2 if pm_ else -_G_NONE
+    g_hi_m = qm if pm_ else -_LN2
+    dl = _BOUND_ABS + _BOUND_REL * ((qp if pp else 0.0) + (qm if pm_ else 0.0))
+    lo = half_log + (g_lo_p - g_hi_m) - dl
+    hi = half_log + (g_hi_p - g_lo_m) + dl
+    # grid index below ℓ_lo and above ℓ_hi, clamped (NaN → an entry that decides nothing)
+    t_lo = (lo + _SIG_OFF) * _SIG_STEP
+    t_lo = t_lo if t_lo > 0.0 else 0.0
+    t_lo = t_lo if t_lo < _SIG_N else np.float64(_SIG_N)
+    t_hi = (hi + _SIG_OFF) * _SIG_STEP
+    t_hi = t_hi if t_hi < _SIG_N else np.float64(_SIG_N)
+    t_hi = t_hi if t_hi > 0.0 else 0.0
+    u1 = _uniform(k0, k1, cn * _TWO)
+    pos = u1 < _SIG_LO[np.int64(math.floor(t_lo))]
+    neg = u1 >= _SIG_HI[np.int64(math.ceil(t_hi))]
+    return (1 if pos else (-1 if neg else 0)), (-rp if pos else -rm), (sdp if pos else -sdm)
+
+
 @njit(**_JIT)
 def _rr_bounds(k, idx_rest, a_b, x_b, cn_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, dec_b,
                al_buf, sc_buf, ga_b, gx_b, gc_b, gal_b, gsc_b):
@@ -673,40 +709,25 @@ def _rr_bounds(k, idx_rest, a_b, x_b, cn_b, k0, k1, p1, p2, n1, n2, sdp, sdm, ha
     results are those of :func:`_relu_elem` bit for bit. ~91 % of the rest elements of a sweep
     at Δ = 1e-3 are decided here.
     """
+    if idx_rest[k - 1] == np.uint64(k - 1):     # all of 0..k-1 (indices ascending): no
+        for jj in range(k):                     # gather, no scatter (every element at Δ ~ 1)
+            d_, al, sc = _bound_elem(a_b[jj], x_b[jj], cn_b[jj], k0, k1, p1, p2, n1, n2, sdp,
+                                     sdm, half_log)
+            dec_b[jj] = d_
+            al_buf[jj] = al
+            sc_buf[jj] = sc
+        return
     for jj in range(k):             # gather, compute contiguously, scatter (vectorises)
         j = idx_rest[jj]
         ga_b[jj] = a_b[j]
         gx_b[jj] = x_b[j]
         gc_b[jj] = cn_b[j]
     for jj in range(k):
-        a = ga_b[jj]
-        x = gx_b[jj]
-        rp = a * p1 + x * p2
-        rm = -(a * n1 + x * n2)
-        qp = 0.5 * rp * rp
-        qm = 0.5 * rm * rm
-        pp = rp > 0.0
-        pm_ = rm > 0.0
-        g_lo_p = qp - _LN2 if pp else -_G_NONE
-        g_hi_p = qp if pp else -_LN2
-        g_lo_m = qm - _LN2 if pm_ else -_G_NONE
-        g_hi_m = qm if pm_ else -_LN2
-        dl = _BOUND_ABS + _BOUND_REL * ((qp if pp else 0.0) + (qm if pm_ else 0.0))
-        lo = half_log + (g_lo_p - g_hi_m) - dl
-        hi = half_log + (g_hi_p - g_lo_m) + dl
-        # grid index below ℓ_lo and above ℓ_hi, clamped (NaN → an entry that decides nothing)
-        t_lo = (lo + _SIG_OFF) * _SIG_STEP
-        t_lo = t_lo if t_lo > 0.0 else 0.0
-        t_lo = t_lo if t_lo < _SIG_N else np.float64(_SIG_N)
-        t_hi = (hi + _SIG_OFF) * _SIG_STEP
-        t_hi = t_hi if t_hi < _SIG_N else np.float64(_SIG_N)
-        t_hi = t_hi if t_hi > 0.0 else 0.0
-        u1 = _uniform(k0, k1, gc_b[jj] * _TWO)
-        pos = u1 < _SIG_LO[np.int64(math.floor(t_lo))]
-        neg = u1 >= _SIG_HI[np.int64(math.ceil(t_hi))]
-        dec_b[jj] = 1 if pos else (-1 if neg else 0)
-        gal_b[jj] = -rp if pos else -rm
-        gsc_b[jj] = sdp if pos else -sdm
+        d_, al, sc = _bound_elem(ga_b[jj], gx_b[jj], gc_b[jj], k0, k1, p1, p2, n1, n2, sdp, sdm,
+                                 half_log)
+        dec_b[jj] = d_
+        gal_b[jj] = al
+        gsc_b[jj] = sc
     for jj in range(k):
         j = idx_rest[jj]
         al_buf[j] = gal_b[jj]
@@ -728,13 +749,25 @@ def _rr_pieces(k, idx_rest, a_b, x_b, sure_buf, u_buf, cn_b, p1, p2, n1, n2, r_b
         sr_b[jj] = sure_buf[j]
         ur_b[jj] = u_buf[j]
         ir_b[jj] = cn_b[j]
+    nbig = np.int64(0)                  # y > 4 (none in most blocks at Δ ~ 1)
     for jj in range(2 * k):
-        r = r_b[jj]
-        y = abs(r) * _INV_SQRT2
-        es_b[jj] = _erf_small(y)
-        xn_b[jj] = _erfcx_mid(y) if y <= 4.0 else _erfcx_big(y)
-        yy = y * y
-        ex_b[jj] = _exp(yy if r <= 0.0 else -yy)
+        nbig += not (abs(r_b[jj]) * _INV_SQRT2 <= 4.0)     # (NaN: the full form)
+    if nbig > 0:
+        for jj in range(2 * k):
+            r = r_b[jj]
+            y = abs(r) * _INV_SQRT2
+            es_b[jj] = _erf_small(y)
+            xn_b[jj] = _erfcx_mid(y) if y <= 4.0 else _erfcx_big(y)
+            yy = y * y
+            ex_b[jj] = _exp(yy if r <= 0.0 else -yy)
+    else:                               # the same without the y > 4 rational
+        for jj in range(2 * k):
+            r = r_b[jj]
+            y = abs(r) * _INV_SQRT2
+            es_b[jj] = _erf_small(y)
+            xn_b[jj] = _erfcx_mid(y)
+            yy = y * y
+            ex_b[jj] = _exp(yy if r <= 0.0 else -yy)
     for jj in range(2 * k):
         r = r_b[jj]
         y = abs(r) * _INV_SQRT2
@@ -764,11 +797,21 @@ def _rr_sure(k0_, k, idx_rest, al_buf, u_buf, sc_buf, ar_b, ur_b, sc_r, hr_b, ec
         ar_v[jj] = al_buf[j]
         ur_v[jj] = u_buf[j]
         sc_v[jj] = sc_buf[j]
+    nbig = np.int64(0)                  # y > 4 (none in most blocks at Δ ~ 1)
     for jj in range(k):
-        alpha = ar_v[jj]
-        ec = _erfc_pos_sel(abs(alpha) * _INV_SQRT2)
-        ec_v[jj] = ec
-        hr_v[jj] = ec if alpha < 0.0 else -1.0
+        nbig += not (abs(ar_v[jj]) * _INV_SQRT2 <= 4.0)    # (NaN: the full form)
+    if nbig > 0:
+        for jj in range(k):
+            alpha = ar_v[jj]
+            ec = _erfc_pos_sel(abs(alpha) * _INV_SQRT2)
+            ec_v[jj] = ec
+            hr_v[jj] = ec if alpha < 0.0 else -1.0
+    else:                               # the same without the y > 4 rational
+        for jj in range(k):
+            alpha = ar_v[jj]
+            ec = _erfc_pos_mid(abs(alpha) * _INV_SQRT2)
+            ec_v[jj] = ec
+            hr_v[jj] = ec if alpha < 0.0 else -1.0
 
 
 @njit(**_JIT)
@@ -777,6 +820,7 @@ def _rr_branch(k, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm, 
     """R3: ℓ, σ(ℓ), u₁, the branch; α, scale and hint of the chosen piece, erfc(|α|/√2)
     (:func:`_ec_from_hint`: the hint itself for α < 0, computed only for the few α ≥ 0)."""
     q_m, big_m, r_m, h_m = q_b[k:2 * k], big_b[k:2 * k], r_b[k:2 * k], h_b[k:2 * k]   # r₋'s piece
+    na = np.int64(0)                    # elements with α ≥ 0
     for jj in range(k):
         ell = half_log + (q_b[jj] - q_m[jj]) + _log(big_b[jj] / big_m[jj])
         t = _exp(-abs(ell))
@@ -791,9 +835,18 @@ def _rr_branch(k, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm, 
         sc_r[jj] = sdp if pos else -sdm
         hr_b[jj] = hint
         ec_b[jj] = hint
-    for jj in range(k):                 # α ≥ 0 (a few %): erfc(α/√2) from the erfcx hint
-        if ar_b[jj] >= 0.0:
-            ec_b[jj] = _ec_from_hint(ar_b[jj], hr_b[jj])
+        na += alpha >= 0.0
+    # α ≥ 0: erfc(α/√2) from the erfcx hint. A few % of the elements at small Δ (a loop with a
+    # call where needed), over half at Δ ~ 1 (the vectorised form for all: same arithmetic)
+    if 8 * na >= k:
+        for jj in range(k):
+            alpha = ar_b[jj]
+            ec = _ec_from_hint_sel(alpha, hr_b[jj])
+            ec_b[jj] = ec if alpha >= 0.0 else ec_b[jj]
+    elif na > 0:
+        for jj in range(k):
+            if ar_b[jj] >= 0.0:
+                ec_b[jj] = _ec_from_hint(ar_b[jj], hr_b[jj])
 
 
 @njit(**_JIT)
@@ -802,9 +855,13 @@ def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r
     α < α₀: ``sign·Φ⁻¹(pm)`` as :func:`_ndtri` — AS241's central rational for every element,
     the tail rational only for the gathered ``|pm − ½| > 0.425``), R6 (α ≥ α₀: Newton in log
     space, rare), scatter."""
+    n4 = np.int64(0)            # counted first (vectorised): the loop with the call is rare
     for jj in range(k):
-        if hr_b[jj] < 0.0 and _tn_needs_ec(ar_b[jj], ur_b[jj]):
-            ec_b[jj] = _erfc_pos(abs(ar_b[jj]) * _INV_SQRT2)
+        n4 += (hr_b[jj] < 0.0) & _tn_needs_ec(ar_b[jj], ur_b[jj])
+    if n4 > 0:
+        for jj in range(k):
+            if hr_b[jj] < 0.0 and _tn_needs_ec(ar_b[jj], ur_b[jj]):
+                ec_b[jj] = _erfc_pos(abs(ar_b[jj]) * _INV_SQRT2)
     for jj in range(k):
         pm, sign = _tn_bulk_pm(ar_b[jj], ur_b[jj], ec_b[jj])
         pm_r[jj] = pm
@@ -826,10 +883,14 @@ def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r
         if t < alpha:
             t = alpha
         res_b[jj] = sc_r[jj] * (t - alpha)
+    n6 = np.int64(0)            # α ≥ α₀: Newton's tail (rare), counted first
     for jj in range(k):
-        if ar_b[jj] >= _ALPHA0:
-            t, e = _std_tn(ar_b[jj], ur_b[jj], hr_b[jj])
-            res_b[jj] = sc_r[jj] * e
+        n6 += ar_b[jj] >= _ALPHA0
+    if n6 > 0:
+        for jj in range(k):
+            if ar_b[jj] >= _ALPHA0:
+                t, e = _std_tn(ar_b[jj], ur_b[jj], hr_b[jj])
+                res_b[jj] = sc_r[jj] * e
     for jj in range(k):
         z_b[idx_rest[jj]] = res_b[jj]
 
@@ -861,8 +922,9 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
       α and a class per element. "Simple" elements — sure, and the chosen piece's bound so far
       out (α < −12, or α < −8.3 with u₂ ≤ ½) that the draw is the plain inversion
       T = ∓Φ⁻¹(min(u₂, 1 − u₂)) — are ~78 % of a realistic sweep (Δ = 1e-3).
-    * Pass 2: AS241's central rational for the whole block, the final value of the simple
-      elements in AS241's central region; pass 3: AS241's tails for the other simple ones.
+    * Pass 2 (:func:`_rr_central`, in blocks that have such elements): AS241's central
+      rational for the whole block, the final value of the simple elements in AS241's central
+      region; pass 3: AS241's tails for the other simple ones.
     * The rest, branch not decided by the bounds: Cody's three erfcx/erf rationals side by
       side for both pieces, exp(±y²), the pieces' (q, R, hint) as :func:`_piece`, ℓ, σ(ℓ) and
       u₁, the branch (:func:`_rr_pieces`, :func:`_rr_branch`). The rest whose branch the bounds
@@ -945,7 +1007,7 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
                 a_b[j] = a_v[j]
                 x_b[j] = x_v[j]
         _rr_pass1(m, cn_b, a_b, x_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, u_buf, pm_buf,
-                  al_buf, sc_buf, sg_buf, fl_buf, sure_buf, z_b)
+                  al_buf, sc_buf, sg_buf, fl_buf, sure_buf)
         ntail = np.int64(0)     # not the literal 0: typing a call with a Literal[int](0) count
         k = np.int64(0)         # compiles the callee once more for that literal type
         for j in range(m):
@@ -956,6 +1018,8 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
             k += f == 0
             idx_sure[ks] = j
             ks += f == 3
+        if ntail + k + ks < m:  # simple elements in AS241's central region
+            _rr_central(m, pm_buf, al_buf, sc_buf, sg_buf, z_b)
         if ntail > 0:
             _rr_tails(ntail, idx_tail, pm_buf, sc_buf, al_buf, sg_buf, ct_b, cs_b, ca_b, cg_b,
                       res_b, z_b)
@@ -1048,6 +1112,14 @@ def _erfc_pos_sel(y):
 
 
 @njit(inline="always", **_JIT)
+def _erfc_pos_mid(y):
+    """:func:`_erfc_pos_sel` for y ≤ 4 (its y > 4 rational left out: the same value there)."""
+    small = 1.0 - _erf_small(y)
+    big = _erfcx_mid(y) * _exp_neg_sq(y)
+    return small if y <= 0.46875 else (0.0 if y >= 27.3 else big)
+
+
+@njit(inline="always", **_JIT)
 def _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, idx, t_b):
     """Passes 2–5 of :func:`_tn_range` on one block already loaded into float64 buffers
     (mean ``m_b``, sd ``s_b``, bound ``b_b``, side ``g_b``: −1 from above, +1 from below):
@@ -1058,7 +1130,8 @@ def _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, i
     range (``0.46875 < y ≤ 4``, most elements) for every element, the others on the gathered
     remainder; AS241's central rational for every element and its tail rationals on the
     gathered ~15 % outside it (as :func:`_row_normals`). Scratch: ``ec_b``, ``pm_b``, ``t_b``
-    (float64) and ``idx`` (int64), each of at least ``cnt``.
+    (float64) and ``idx`` (``uint64``: no negative-index wrap on the gathers, see
+    _NONNEG_NOTE), each of at least ``cnt``.
     """
     for j in range(cnt):
         u_b[j] = _uniform(k0, k1, c0 + np.uint64(j))
@@ -1072,7 +1145,7 @@ def _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, i
     ne = np.int64(0)            # not a literal 0 (see _rr_invert)
     for j in range(cnt):
         y = abs(al_b[j]) * _INV_SQRT2
-        idx[ne] = j
+        idx[ne] = np.uint64(j)
         ne += (y <= 0.46875) | (y > 4.0)
     for jj in range(ne):
         j = idx[jj]
@@ -1084,7 +1157,7 @@ def _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, i
         ec_b[j] = sign
     nt = np.int64(0)
     for j in range(cnt):
-        idx[nt] = j
+        idx[nt] = np.uint64(j)
         nt += abs(pm_b[j] - 0.5) > 0.425
     for jj in range(nt):
         t_b[jj] = pm_b[idx[jj]]
@@ -1105,17 +1178,35 @@ def _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, i
         gs = g * s
         z = m + gs * t if alpha < 0.0 else b + gs * (t - alpha)
         z_b[j] = z
+    nx = np.int64(0)            # counted first (vectorised): the loop with the call is rare
     for j in range(cnt):
-        s = s_b[j]
-        if not (s > 0.0):            # sd ≤ 0 (or NaN): the sd → 0 limit
-            z_b[j] = m_b[j]
-        elif al_b[j] >= _ALPHA0:
-            t, e = _std_tn(al_b[j], u_b[j], -1.0)
-            z_b[j] = b_b[j] + (g_b[j] * s) * e
+        nx += (not (s_b[j] > 0.0)) | (al_b[j] >= _ALPHA0)
+    if nx > 0:
+        for j in range(cnt):
+            s = s_b[j]
+            if not (s > 0.0):            # sd ≤ 0 (or NaN): the sd → 0 limit
+                z_b[j] = m_b[j]
+            elif al_b[j] >= _ALPHA0:
+                t, e = _std_tn(al_b[j], u_b[j], -1.0)
+                z_b[j] = b_b[j] + (g_b[j] * s) * e
     for j in range(cnt):
         z = z_b[j]
         b = b_b[j]
         z_b[j] = min(z, b) if g_b[j] < 0.0 else max(z, b)
+
+
+@njit(inline="always", **_JIT)
+def _tn_load(dst, src, start, cnt, step):
+    """``dst[j] = src[(start + j)·step]`` for ``j < cnt``, ``step`` 0 (a broadcast scalar) or 1,
+    through a view indexed from 0 (see _NONNEG_NOTE)."""
+    if step:
+        v = src[start:start + cnt]
+        for j in range(cnt):
+            dst[j] = v[j]
+    else:
+        v0 = src[0]
+        for j in range(cnt):
+            dst[j] = v0
 
 
 @njit(**_JIT)
@@ -1137,31 +1228,44 @@ def _tn_range(m64, s64, b64, o64, m32, s32, b32, o32, is32, ms, ss, bs, upper, u
     ec_b = np.empty(_CHUNK)
     pm_b = np.empty(_CHUNK)
     t_b = np.empty(_CHUNK)
-    idx = np.empty(_CHUNK, dtype=np.int64)
+    idx = np.empty(_CHUNK, dtype=np.uint64)
     for start in range(lo, hi, _CHUNK):
         cnt = min(_CHUNK, hi - start)
-        for j in range(cnt):
-            i = start + j
-            if is32:
-                m_b[j] = m32[i * ms]
-                s_b[j] = s32[i * ss]
-                b_b[j] = b32[i * bs]
-            else:
-                m_b[j] = m64[i * ms]
-                s_b[j] = s64[i * ss]
-                b_b[j] = b64[i * bs]
-            g_b[j] = -1.0 if upper[i * us] else 1.0
+        if is32:
+            _tn_load(m_b, m32, start, cnt, ms)
+            _tn_load(s_b, s32, start, cnt, ss)
+            _tn_load(b_b, b32, start, cnt, bs)
+        else:
+            _tn_load(m_b, m64, start, cnt, ms)
+            _tn_load(s_b, s64, start, cnt, ss)
+            _tn_load(b_b, b64, start, cnt, bs)
+        if us:
+            up_v = upper[start:start + cnt]     # views indexed from 0 (see _NONNEG_NOTE)
+            for j in range(cnt):
+                g_b[j] = -1.0 if up_v[j] else 1.0
+        else:
+            g0 = -1.0 if upper[0] else 1.0
+            for j in range(cnt):
+                g_b[j] = g0
         _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, np.uint64(start), k0, k1, ec_b, pm_b,
                   idx, t_b)
         if is32:
-            for j in range(cnt):
-                i = start + j
-                bo = b32[i * bs]
-                zc = np.float32(z_b[j])
-                o32[i] = min(zc, bo) if g_b[j] < 0.0 else max(zc, bo)
+            o_v = o32[start:start + cnt]
+            if bs:
+                b_v = b32[start:start + cnt]
+                for j in range(cnt):
+                    bo = b_v[j]
+                    zc = np.float32(z_b[j])
+                    o_v[j] = min(zc, bo) if g_b[j] < 0.0 else max(zc, bo)
+            else:
+                bo = b32[0]
+                for j in range(cnt):
+                    zc = np.float32(z_b[j])
+                    o_v[j] = min(zc, bo) if g_b[j] < 0.0 else max(zc, bo)
         else:
+            o_v64 = o64[start:start + cnt]
             for j in range(cnt):
-                o64[start + j] = z_b[j]
+                o_v64[j] = z_b[j]
 
 
 @njit(parallel=True, **_JIT)
@@ -1204,33 +1308,41 @@ def _mnp_range(a64, u64, o64, a32, u32, o32, is32, lab, lab_cs, n, K, lo, hi, ky
     ec_b = np.empty(R * K)
     pm_b = np.empty(R * K)
     t_b = np.empty(R * K)
-    idx = np.empty(R * K, dtype=np.int64)
+    idx = np.empty(R * K, dtype=np.uint64)
     y_b = np.empty(R, dtype=np.int64)
     uy64 = np.empty(R)
     uy32 = np.empty(R, dtype=np.float32)
     for start in range(lo, hi, R):
         cnt = min(R, hi - start)
+        e0, e1 = start * K, (start + cnt) * K     # the block's rows as 2-D views indexed from
+        if is32:                                  # 0 (see _NONNEG_NOTE)
+            a2_32 = a32[e0:e1].reshape((cnt, K))
+            u2_32 = u32[e0:e1].reshape((cnt, K))
+        else:
+            a2_64 = a64[e0:e1].reshape((cnt, K))
+            u2_64 = u64[e0:e1].reshape((cnt, K))
+        lab_v = lab[start:start + cnt] if lab_cs else lab
         # sub-step 1: the label's utility above the largest other one
         for q in range(cnt):
-            r = start + q
-            y = lab[r] if lab_cs else lab[r % n]
+            y = lab_v[q] if lab_cs else lab[(start + q) % n]
             y_b[q] = y
-            base = r * K
             if is32:
+                ur32 = u2_32[q]
                 mx32 = np.float32(-np.inf)
                 for c in range(K):
                     if c != y:
-                        v = u32[base + c]
+                        v = ur32[c]
                         mx32 = v if (v > mx32 or v != v) else mx32
-                m_b[q] = a32[base + y]
+                m_b[q] = a2_32[q, y]
                 b_b[q] = mx32
             else:
+                ur64 = u2_64[q]
                 mx = -np.inf
                 for c in range(K):
                     if c != y:
-                        v = u64[base + c]
+                        v = ur64[c]
                         mx = v if (v > mx or v != v) else mx
-                m_b[q] = a64[base + y]
+                m_b[q] = a2_64[q, y]
                 b_b[q] = mx
             s_b[q] = 1.0
             g_b[q] = 1.0
@@ -1245,27 +1357,46 @@ def _mnp_range(a64, u64, o64, a32, u32, o32, is32, lab, lab_cs, n, K, lo, hi, ky
             else:
                 uy64[q] = z_b[q]
         # sub-step 2: every class below the label's new utility
+        ck = cnt * K
+        if is32:
+            av32 = a32[e0:e1]
+            for j in range(ck):
+                m_b[j] = av32[j]
+        else:
+            av64 = a64[e0:e1]
+            for j in range(ck):
+                m_b[j] = av64[j]
+        for j in range(ck):
+            s_b[j] = 1.0
+            g_b[j] = -1.0
+        b2 = b_b[:ck].reshape((cnt, K))
         for q in range(cnt):
-            base = (start + q) * K
+            bq = uy64[q]
+            b2q = b2[q]
             for c in range(K):
-                j = q * K + c
-                m_b[j] = a32[base + c] if is32 else a64[base + c]
-                s_b[j] = 1.0
-                b_b[j] = uy64[q]
-                g_b[j] = -1.0
-        _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt * K, np.uint64(start * K), ko0, ko1,
-                  ec_b, pm_b, idx, t_b)
-        for q in range(cnt):
-            base = (start + q) * K
-            y = y_b[q]
-            for c in range(K):
-                j = q * K + c
-                if is32:
-                    bo = uy32[q]
-                    zc = np.float32(z_b[j])
-                    o32[base + c] = bo if c == y else min(zc, bo)
-                else:
-                    o64[base + c] = uy64[q] if c == y else z_b[j]
+                b2q[c] = bq
+        _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, ck, np.uint64(e0), ko0, ko1, ec_b, pm_b,
+                  idx, t_b)
+        z2 = z_b[:ck].reshape((cnt, K))
+        if is32:
+            o2_32 = o32[e0:e1].reshape((cnt, K))
+            for q in range(cnt):
+                y = y_b[q]
+                bo = uy32[q]
+                zq = z2[q]
+                oq = o2_32[q]
+                for c in range(K):
+                    zc = np.float32(zq[c])
+                    oq[c] = bo if c == y else min(zc, bo)
+        else:
+            o2_64 = o64[e0:e1].reshape((cnt, K))
+            for q in range(cnt):
+                y = y_b[q]
+                bq = uy64[q]
+                zq = z2[q]
+                oq = o2_64[q]
+                for c in range(K):
+                    oq[c] = bq if c == y else zq[c]
 
 
 @njit(parallel=True, **_JIT)
@@ -1361,17 +1492,22 @@ def _row_normals(nb, tb, idx, nrows, d, k0, k1, cb0, row_stride):
     """``nb[r·d + j] = Φ⁻¹(u(cb0 + r·row_stride + j))`` (AS241 as :func:`_ndtri`: the ~15 %
     of uniforms outside the central region are gathered into ``tb`` and go through the tail
     rational there, contiguously (vectorised); then the central rational for every element in
-    place, and the tails scattered back). ``tb`` and ``idx`` are scratch of ``nrows·d``."""
-    q = 0
-    for r in range(nrows):
-        cb = cb0 + np.uint64(r * row_stride)
-        for j in range(d):
-            nb[q + j] = _uniform(k0, k1, cb + np.uint64(j))
-        q += d
+    place, and the tails scattered back). ``tb`` (float64) and ``idx`` (``uint64``: the gathers
+    through it need no negative-index wrap, see _NONNEG_NOTE) are scratch of ``nrows·d``."""
     m = nrows * d
+    if row_stride == d:         # consecutive counters (one chain): one long vectorised loop
+        for q in range(m):
+            nb[q] = _uniform(k0, k1, cb0 + np.uint64(q))
+    else:
+        n2 = nb[:m].reshape((nrows, d))     # row views indexed from 0 (see _NONNEG_NOTE)
+        for r in range(nrows):
+            cb = cb0 + np.uint64(r * row_stride)
+            nr = n2[r]
+            for j in range(d):
+                nr[j] = _uniform(k0, k1, cb + np.uint64(j))
     nt = np.int64(0)            # not a literal 0 (see _rr_invert)
     for q in range(m):
-        idx[nt] = q
+        idx[nt] = np.uint64(q)
         nt += abs(nb[q] - 0.5) > 0.425
     for jj in range(nt):
         tb[jj] = nb[idx[jj]]
@@ -1508,41 +1644,57 @@ def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k
         xb[q] += sx * nb[q]
     ek = np.empty(nrows * k)                # e[r, m] = Φ⁻¹(u(STREAM_E + g_r·k + m))
     tk = np.empty(nrows * k)
-    ik = np.empty(nrows * k, dtype=np.int64)
+    ik = np.empty(nrows * k, dtype=np.uint64)
     _row_normals(ek, tk, ik, nrows, k, k0, k1, _ES + np.uint64(g0 * k), nc * k)
+    x2 = xb[:m_all].reshape((nrows, d))     # views indexed from 0 (see _NONNEG_NOTE)
+    e2 = ek.reshape((nrows, k))
+    t2 = t[trow0:trow0 + nrows * t_rstride].reshape((nrows, t_rstride))
     xT = np.empty((d, nrows))
+    eT = np.empty((k, nrows))               # e transposed: read contiguously twice below
     for r in range(nrows):
+        xr = x2[r]
         for j in range(d):
-            xT[j, r] = xb[r * d + j]
+            xT[j, r] = xr[j]
+        er = e2[r]
+        for m in range(k):
+            eT[m, r] = er[m]
     R = np.empty((k, nrows))
     for m in range(k):
         b = Wc[m, d]
+        Rm = R[m]
+        em = eT[m]
         for r in range(nrows):
-            R[m, r] = np.float64(t[trow0 + r * t_rstride + m]) - b
+            Rm[r] = np.float64(t2[r, m]) - b
         for j in range(d):
             w = Wc[m, j]
+            xj = xT[j]
             for r in range(nrows):
-                R[m, r] -= w * xT[j, r]
+                Rm[r] -= w * xj[r]
         for r in range(nrows):
-            R[m, r] = R[m, r] - se * ek[r * k + m]
+            Rm[r] = Rm[r] - se * em[r]
     _solve_llt_columns(R, L, k, nrows)       # R ← (L Lᵀ)⁻¹ R, column by column
     s_next = 0.0
     for m in range(k):
         acc = 0.0
+        Rm = R[m]
+        em = eT[m]
         for r in range(nrows):
-            res = dn * R[m, r] + se * ek[r * k + m]
+            res = dn * Rm[r] + se * em[r]
             acc += res * res
         s_next += acc
     for m in range(k):
+        Rm = R[m]
         for r in range(nrows):
-            R[m, r] = dx * R[m, r]
+            Rm[r] = dx * Rm[r]
         for j in range(d):
             w = Wc[m, j]
+            xj = xT[j]
             for r in range(nrows):
-                xT[j, r] += w * R[m, r]
+                xj[r] += w * Rm[r]
     for r in range(nrows):
+        xr = x2[r]
         for j in range(d):
-            xb[r * d + j] = xT[j, r]
+            xr[j] = xT[j, r]
     return s_next
 
 
@@ -1563,7 +1715,7 @@ def _lg_rows_matheron_rowwise(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, d
         xb[q] += sx * nb[q]
     ek = np.empty(nrows * k)                # e[r, m] = Φ⁻¹(u(STREAM_E + g_r·k + m))
     tk = np.empty(nrows * k)
-    ik = np.empty(nrows * k, dtype=np.int64)
+    ik = np.empty(nrows * k, dtype=np.uint64)
     _row_normals(ek, tk, ik, nrows, k, k0, k1, _ES + np.uint64(g0 * k), nc * k)
     x2 = xb[:nrows * d].reshape((nrows, d))     # views indexed from 0 (see _NONNEG_NOTE)
     t2 = t[trow0:trow0 + nrows * t_rstride].reshape((nrows, t_rstride))
@@ -1699,7 +1851,7 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
     xb = np.empty(m_all)
     nb = np.empty(m_all)
     tb = np.empty(m_all)
-    idx = np.empty(m_all, dtype=np.int64)
+    idx = np.empty(m_all, dtype=np.uint64)
     eb = np.empty(k)
     Wc = W[c]
     L = F[c]
