@@ -54,25 +54,15 @@ def _ours(net, X, y, K, seed):
     return time.process_time() - t, info["num_iter"], info["num_fev"]
 
 
-def _sklearn(h, X, y, K, seed):
+def _sklearn(h, X, y, K, seed, classifier=False):
+    """scikit-learn's MLPRegressor (or MLPClassifier) fit by L-BFGS with K iterations at most:
+    (CPU seconds, iterations done, None)."""
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPRegressor
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-    m = MLPRegressor(hidden_layer_sizes=(h,), activation="relu", solver="lbfgs", alpha=1e-4, max_iter=K, tol=0.0,
-                     max_fun=10 * K, random_state=seed)
-    t = time.process_time()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        m.fit(X, y)
-    return time.process_time() - t, int(m.n_iter_), None
-
-
-def _sklearn_classifier(h, X, y, K, seed):
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
-
-    m = MLPClassifier(hidden_layer_sizes=(h,), activation="relu", solver="lbfgs", alpha=1e-4, max_iter=K, tol=0.0,
-                      max_fun=10 * K, random_state=seed)
+    model = MLPClassifier if classifier else MLPRegressor
+    m = model(hidden_layer_sizes=(h,), activation="relu", solver="lbfgs", alpha=1e-4, max_iter=K, tol=0.0,
+              max_fun=10 * K, random_state=seed)
     t = time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -167,8 +157,8 @@ def main(argv=None) -> int:
         h, K, C = 50, args.iters, int(y.max()) + 1
         net = bb.MLP([X.shape[1], h, C], "relu", likelihood="multinomial_probit", prior_prec="fan_in")
         _ours(net, X[:64], y[:64], 3, 0)
-        _sklearn_classifier(h, X[:64], y[:64], 3, 0)
-        o, s_ = _side_by_side(lambda r, k: _ours(net, X, y, k, r), lambda r, _: _sklearn_classifier(h, X, y, K, r),
+        _sklearn(h, X[:64], y[:64], 3, 0, classifier=True)
+        o, s_ = _side_by_side(lambda r, k: _ours(net, X, y, k, r), lambda r, _: _sklearn(h, X, y, K, r, classifier=True),
                               args.repeats, match=True)
         crows.append((name, X.shape[0], X.shape[1], h, C, s_[1], o, s_))
         print(f"[map_vs_sklearn] {name} (classification): ours {o[0] * 1e3:.3f} ms/it, sklearn {s_[0] * 1e3:.3f} ms/it",

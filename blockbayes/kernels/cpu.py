@@ -386,6 +386,26 @@ def _ndtri_tails(t, n):
             t[i] = _ndtri_tail_near(t[i])
 
 
+@njit(inline='always', **_JIT)
+def _ndtri_gathered(src, dst, idx, tb, cnt):
+    """``dst[j] = Φ⁻¹(src[j])`` for ``j < cnt`` (AS241): the elements outside the central region
+    (``|p − ½| > 0.425``, ~15 %) are gathered into ``tb`` through ``idx`` and go through the tail
+    rational contiguously (:func:`_ndtri_tails`), the central rational runs on every element
+    (vectorised), and the tails are scattered back. ``dst`` may be ``src``; ``idx`` (best
+    ``uint64``, see _NONNEG_NOTE) and ``tb`` are scratch of ``cnt``."""
+    nt = np.int64(0)            # not a literal 0: one specialisation of _ndtri_tails
+    for j in range(cnt):
+        idx[nt] = j
+        nt += abs(src[j] - 0.5) > 0.425
+    for jj in range(nt):
+        tb[jj] = src[idx[jj]]
+    _ndtri_tails(tb, nt)
+    for j in range(cnt):
+        dst[j] = _ndtri_central(src[j] - 0.5)
+    for jj in range(nt):
+        dst[idx[jj]] = tb[jj]
+
+
 @njit(inline="always", **_JIT)
 def _ndtri(p):
     """Φ⁻¹(p) for 0 < p < 1 (Wichura's AS241, PPND16); branch-free, so loops vectorise."""
@@ -866,17 +886,7 @@ def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r
         pm, sign = _tn_bulk_pm(ar_b[jj], ur_b[jj], ec_b[jj])
         pm_r[jj] = pm
         sg_r[jj] = sign
-    nt = np.int64(0)            # not a literal 0: one specialisation of _ndtri_tails
-    for jj in range(k):
-        it_r[nt] = jj
-        nt += abs(pm_r[jj] - 0.5) > 0.425
-    for q in range(nt):
-        ct_r[q] = pm_r[it_r[q]]
-    _ndtri_tails(ct_r, nt)
-    for jj in range(k):
-        res_b[jj] = _ndtri_central(pm_r[jj] - 0.5)
-    for q in range(nt):
-        res_b[it_r[q]] = ct_r[q]
+    _ndtri_gathered(pm_r, res_b, it_r, ct_r, k)
     for jj in range(k):
         alpha = ar_b[jj]
         t = sg_r[jj] * res_b[jj]
@@ -1155,17 +1165,7 @@ def _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, i
         pm, sign = _tn_bulk_pm(al_b[j], u_b[j], ec_b[j])
         pm_b[j] = pm
         ec_b[j] = sign
-    nt = np.int64(0)
-    for j in range(cnt):
-        idx[nt] = np.uint64(j)
-        nt += abs(pm_b[j] - 0.5) > 0.425
-    for jj in range(nt):
-        t_b[jj] = pm_b[idx[jj]]
-    _ndtri_tails(t_b, nt)
-    for j in range(cnt):
-        z_b[j] = _ndtri_central(pm_b[j] - 0.5)
-    for jj in range(nt):
-        z_b[idx[jj]] = t_b[jj]
+    _ndtri_gathered(pm_b, z_b, idx, t_b, cnt)
     for j in range(cnt):
         alpha = al_b[j]
         m = m_b[j]
@@ -1505,17 +1505,7 @@ def _row_normals(nb, tb, idx, nrows, d, k0, k1, cb0, row_stride):
             nr = n2[r]
             for j in range(d):
                 nr[j] = _uniform(k0, k1, cb + np.uint64(j))
-    nt = np.int64(0)            # not a literal 0 (see _rr_invert)
-    for q in range(m):
-        idx[nt] = np.uint64(q)
-        nt += abs(nb[q] - 0.5) > 0.425
-    for jj in range(nt):
-        tb[jj] = nb[idx[jj]]
-    _ndtri_tails(tb, nt)
-    for q in range(m):
-        nb[q] = _ndtri_central(nb[q] - 0.5)
-    for jj in range(nt):
-        nb[idx[jj]] = tb[jj]
+    _ndtri_gathered(nb, nb, idx, tb, m)
 
 
 @njit(inline="always", **_JIT)

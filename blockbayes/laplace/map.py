@@ -189,6 +189,26 @@ class _Objective:
             out = self._chunks[step] = [(self.X[s:e, :], self.Y[s:e, :], s, e) for s, e in chunks(self.n, step)]
         return out
 
+    def _gaussian_terms(self, xp, data, M, nC):
+        """Noise part of the Gaussian objective for the ``(M,)`` halved residual sums ``data``.
+
+        Returns ``(E, dy, scale)``: the data term of ``E`` (weights' prior not included), the
+        noise variance ``Δ_y`` per member and the factor ``1/Δ_y`` of the data gradient. With a
+        noise hyperprior ``Gamma(a, b)`` on ``1/Δ_y`` the noise is profiled out at its mode,
+        ``Δ_y = (data + b)/k`` with ``k = nC/2 + a``, giving ``E = k log(data + b) + k − k log k +
+        (nC/2) log 2π``; with a fixed ``Δ_y``, ``E = data/Δ_y + (nC/2) log(2πΔ_y)``.
+        """
+        if self.noise_prior is not None:
+            a, b = float(self.noise_prior[0]), float(self.noise_prior[1])
+            k = 0.5 * nC + a
+            D = data + b
+            dy = D / k
+            E = k * xp.log(D) + (k - k * math.log(k) + 0.5 * nC * math.log(2 * math.pi))
+            return E, dy, 1.0 / dy
+        delta_y = self.delta_y
+        E = data / delta_y + self._log_norm
+        return E, self._filled(M, float(delta_y)), self._filled(M, 1.0 / delta_y)
+
     def _filled(self, M, value):
         key = (M, value)
         out = self._full.get(key)
@@ -289,19 +309,7 @@ class _Objective:
                         d = fp * (d @ Ww[l])
         grads = [xp.concat([a, b], axis=2) for a, b in zip(accW, accb)]
         if likelihood == "gaussian":
-            nC = n * C
-            if self.noise_prior is not None:
-                a, b = float(self.noise_prior[0]), float(self.noise_prior[1])
-                k = 0.5 * nC + a
-                D = data + b
-                dy = D / k
-                E = k * xp.log(D) + (k - k * math.log(k) + 0.5 * nC * math.log(2 * math.pi))
-                scale = 1.0 / dy
-            else:
-                delta_y = self.delta_y
-                dy = self._filled(M, float(delta_y))
-                E = data / delta_y + 0.5 * nC * math.log(2 * math.pi * delta_y)
-                scale = self._filled(M, 1.0 / delta_y)
+            E, dy, scale = self._gaussian_terms(xp, data, M, n * C)
             grads = [g * scale[:, None, None] for g in grads]
         else:
             E = data
@@ -382,19 +390,7 @@ class _Objective:
                         d = mul(d, Ww[l]) if d.shape[2] == 1 else np.matmul(d, Ww[l])
                     d = mul(fp, d, out=d)
         if likelihood == "gaussian":
-            nC = n * C
-            if self.noise_prior is not None:
-                a, b = float(self.noise_prior[0]), float(self.noise_prior[1])
-                k = 0.5 * nC + a
-                D = data + b
-                dy = D / k
-                E = k * np.log(D) + (k - k * math.log(k) + 0.5 * nC * math.log(2 * math.pi))
-                scale = 1.0 / dy
-            else:
-                delta_y = self.delta_y
-                dy = self._filled(M, float(delta_y))
-                E = data / delta_y + self._log_norm
-                scale = self._filled(M, 1.0 / delta_y)
+            E, dy, scale = self._gaussian_terms(np, data, M, n * C)
             for g in grads:
                 mul(g, scale[:, None, None], out=g)
         else:
