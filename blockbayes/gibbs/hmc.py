@@ -48,8 +48,8 @@ from .._backend import random as bbr
 from .._backend.host import np as _np     # only for np.errstate: divergent trajectories overflow
 from .conditionals import output_targets
 from .kernel import GibbsState
-from .moves import _dact, _factor, frozen_noises
-from ..model import MLP, activate, affine
+from .moves import _dact, _factor, forward_with_noises, frozen_noises
+from ..model import MLP
 
 __all__ = ["JointHMCMove", "JointHMCState", "joint_forward", "joint_log_target", "joint_log_target_and_grad",
            "joint_gauss_newton_precision", "prior_precision_vector", "hmc_log_accept", "kinetic", "hmc_trajectories",
@@ -115,20 +115,7 @@ def joint_forward(Ws, net: MLP, X, xi, eta):
     (:func:`blockbayes.gibbs.moves.frozen_noises` with ``l = 0``). Returns ``(pre, post, out)``:
     the lists of ``Z^{m+1}``, ``X^{m+1}`` and the output ``X̃^{L-1} W^{L-1⊤}``, ``(C, n, d_out)``.
     """
-    xp = namespace(X)
-    H = X
-    pre, post = [], []
-    for m in range(net.num_layers - 1):
-        Z = affine(H, Ws[m], xp)
-        Z += xi[m]
-        H = activate(xp, Z, net.activation, net.slope)
-        if H is Z:                       # identity: activate returns Z itself
-            H = Z + eta[m]
-        else:
-            H += eta[m]
-        pre.append(Z)
-        post.append(H)
-    return pre, post, affine(H, Ws[-1], xp)
+    return forward_with_noises(X, Ws, net, xi, eta)
 
 
 def prior_precision_vector(state: GibbsState, net: MLP):

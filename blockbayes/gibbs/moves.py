@@ -49,7 +49,7 @@ from .conditionals import output_targets
 from .kernel import GibbsState
 from ..model import MLP, activate, affine
 
-__all__ = ["NonCentredMove", "MoveState", "frozen_noises", "frozen_noise_forward", "log_target",
+__all__ = ["NonCentredMove", "MoveState", "frozen_noises", "forward_with_noises", "frozen_noise_forward", "log_target",
            "log_target_and_grad", "gauss_newton_precision", "log_proposal_ratio"]
 
 
@@ -110,22 +110,36 @@ def frozen_noises(state: GibbsState, net: MLP, X, l):
     return xi, eta
 
 
+def forward_with_noises(H, Ws, net: MLP, xi, eta):
+    """The layers ``m, m+1, …, L−1`` of the network on input ``H`` with weights ``Ws`` (one per
+    layer, the output layer last) and the frozen unscaled noises ``xi[j] = √Δ_Z ξ``,
+    ``eta[j] = √Δ_X η`` of its hidden layers: ``Z = X̃ W̃^⊤ + xi[j]``, ``X = f(Z) + eta[j]``.
+
+    Returns ``(pre, post, out)``: lists of the ``Z`` and ``X`` of the hidden layers and the
+    output pre-activation, shape ``(C, n, d_out)``.
+    """
+    xp = namespace(H)
+    pre, post = [], []
+    for j, W in enumerate(Ws[:-1]):
+        Z = affine(H, W, xp)
+        Z += xi[j]
+        H = activate(xp, Z, net.activation, net.slope)
+        if H is Z:                       # identity: activate returns Z itself
+            H = Z + eta[j]
+        else:
+            H += eta[j]
+        pre.append(Z)
+        post.append(H)
+    return pre, post, affine(H, Ws[-1], xp)
+
+
 def frozen_noise_forward(Wl, state: GibbsState, net: MLP, X, l, xi, eta):
     """Run the network above ``H^l`` with weights ``Wl`` for layer ``l`` and frozen noises.
 
     Returns ``(pre, post, out)``: lists of ``Z^{m+1}``, ``X^{m+1}`` for ``m ≥ l`` and the output
-    pre-activation ``X̃^L W̃^{L⊤}``, shape ``(C, n, d_out)``.
+    pre-activation ``X̃^L W̃^{L⊤}``, shape ``(C, n, d_out)`` (:func:`forward_with_noises`).
     """
-    xp = namespace(X)
-    H = _input_of(state, X, l)
-    pre, post = [], []
-    for j, m in enumerate(range(l, net.num_layers - 1)):
-        W = Wl if m == l else state.weights[m]
-        Z = affine(H, W) + xi[j]
-        H = activate(xp, Z, net.activation, net.slope) + eta[j]
-        pre.append(Z)
-        post.append(H)
-    return pre, post, affine(H, state.weights[-1])
+    return forward_with_noises(_input_of(state, X, l), (Wl,) + tuple(state.weights[l + 1:]), net, xi, eta)
 
 
 def log_target(Wl, out, T, lam_w, lam_b, delta_y):
