@@ -4,7 +4,8 @@ Settings a new user would pick (issue 15, "Why"): 50 ReLU units, fan-in prior, �
 (the MLP default), ``learn_noise=True``, ``learn_prior`` as given, 2 chains, 1500 warm-up + 500
 sweeps, Gal split ``--split``. Variants: ``default`` (no ``init`` given: ``gibbs.run``'s default,
 ``"map"`` since issue 15), ``init="prior"`` (the default before), ``init="map"`` (each chain from
-its own MAP fit), and ``init="map"`` + non-centred moves. Reported in original units: test RMSE
+its own MAP fit), ``init="map"`` + non-centred moves, and the recipes ``gold`` / ``gold_hmc`` of
+:mod:`blockbayes.gibbs.presets` (their own chains, sweeps and hidden Δ; context, not the user path). Reported in original units: test RMSE
 and mean test log-likelihood, max function-space R-hat on the 32 default probes, wall-clock
 seconds (MAP fits included), mean Δ_y and the mean learned λ_W per layer. ``--reference`` adds the
 evaluate runner's ``ensemble`` and ``map`` cells on the same split (``bb.evaluate.compare``: 5 / 1
@@ -37,20 +38,25 @@ VARIANTS = {
     "map+move": dict(init="map", moves=NonCentredMove(steps=5)),
     "prior+move": dict(init="prior", moves=NonCentredMove(steps=5)),
 }
+#: Variants that run a named recipe of :mod:`blockbayes.gibbs.presets` with the recipe's own settings.
+PRESETS = ("gold", "gold_hmc")
 
 
 def one(name, split, variant, *, learn_prior, warmup, samples, chains, seed, delta=1e-3, steps=5):
     data = bb.datasets.uci(name, split)
     Xtr, ytr, Xte, yte = data[:4]
     net = bb.MLP([Xtr.shape[1], 50, 1], "relu", prior_prec="fan_in", delta={"Z": delta, "X": delta, "y": 0.1})
-    opts = dict(VARIANTS[variant])
+    opts = dict(VARIANTS.get(variant, {}))
     if "moves" in opts:
         opts["moves"] = NonCentredMove(steps=steps)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        r = gibbs.run(net, Xtr, ytr, num_samples=samples, num_warmup=warmup, num_chains=chains, seed=seed,
-                      learn_noise=True, learn_prior=learn_prior, progress=False, **opts)
+        if variant in PRESETS:  # a named recipe: its own chains, sweeps and hidden Δ (not the user path's)
+            r = getattr(gibbs.presets, variant)().run(net, Xtr, ytr, seed=seed)
+        else:
+            r = gibbs.run(net, Xtr, ytr, num_samples=samples, num_warmup=warmup, num_chains=chains, seed=seed,
+                          learn_noise=True, learn_prior=learn_prior, progress=False, **opts)
     wall = time.perf_counter() - t0
     m, _ = r.predict(Xte)
     rmse = float(np.sqrt(np.mean((np.asarray(m)[:, 0] - np.asarray(yte).reshape(-1)) ** 2))) * data.y_std
@@ -73,7 +79,7 @@ def reference(name, split, seed):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", nargs="+", default=["boston", "yacht", "energy"])
-    ap.add_argument("--variants", nargs="+", default=["prior", "map", "map+move"])
+    ap.add_argument("--variants", nargs="+", default=["prior", "map", "map+move"], choices=[*VARIANTS, *PRESETS])
     ap.add_argument("--split", type=int, default=0)
     ap.add_argument("--learn-prior", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=1500)
@@ -91,14 +97,14 @@ def main(argv=None):
     for name in a.datasets:
         ref = reference(name, a.split, a.seed) if a.reference else {}
         for m, (rmse, ll, wall) in ref.items():
-            print(f"{name:>10} {m:>11} {rmse:8.3f} {ll:8.3f} {'':>10} {wall:8.1f}  (runner cell; load {os.getloadavg()[0]:.2f})",
+            print(f"{name:>10} {m:>11} {rmse:8.4g} {ll:8.3f} {'':>10} {wall:8.1f}  (runner cell; load {os.getloadavg()[0]:.2f})",
                   flush=True)
         for v in a.variants:
             rmse, ll, rh, wall, dy, lam = one(name, a.split, v, learn_prior=bool(a.learn_prior), warmup=a.warmup,
                                               samples=a.samples, chains=a.chains, seed=a.seed, delta=a.delta,
                                               steps=a.steps)
             ratio = f"{rmse / ref['ensemble'][0]:8.3f}" if "ensemble" in ref else f"{'':>8}"
-            print(f"{name:>10} {v:>11} {rmse:8.3f} {ll:8.3f} {rh:10.3f} {wall:8.1f} {dy:9.3g} {ratio}  {lam}  "
+            print(f"{name:>10} {v:>11} {rmse:8.4g} {ll:8.3f} {rh:10.3f} {wall:8.1f} {dy:9.3g} {ratio}  {lam}  "
                   f"(load {os.getloadavg()[0]:.2f})", flush=True)
 
 
