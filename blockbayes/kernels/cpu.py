@@ -615,6 +615,31 @@ def _rr_pass1(m, cn_b, a_b, x_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, u_b
 
 
 @njit(**_JIT)
+def _rr_nsure(m, a_b, x_b, p1, p2, n1, n2, half_log):
+    """The number of elements of ``a_b[:m], x_b[:m]`` that pass 1 would find sure (the same
+    arithmetic as :func:`_rr_pass1`'s ``sure_pos | sure_neg``; a vectorised count)."""
+    ns = np.int64(0)
+    for j in range(m):
+        a = a_b[j]
+        x = x_b[j]
+        rp = a * p1 + x * p2
+        rm = -(a * n1 + x * n2)
+        sure_pos = (rm <= 0.0) & (rp > 0.0) & (half_log + 0.5 * rp * rp >= _ELL_SURE)
+        sure_neg = (rp <= 0.0) & (rm > 0.0) & (half_log - 0.5 * rm * rm <= -_ELL_SURE)
+        ns += sure_pos | sure_neg
+    return ns
+
+
+@njit(**_JIT)
+def _rr_u2(m, cn_b, k0, k1, u_buf, sure_buf):
+    """u₂ of every element and a zero sure flag: what the in-place path uses of pass 1 in a
+    block without sure elements (pass 1 skipped)."""
+    for j in range(m):
+        u_buf[j] = _uniform(k0, k1, cn_b[j] * _TWO + _ONE)
+        sure_buf[j] = 0
+
+
+@njit(**_JIT)
 def _rr_central(m, pm_buf, al_buf, sc_buf, sg_buf, z_b):
     """Pass 2: AS241's central rational for the whole block, the final value of the simple
     elements in AS241's central region (the others' ``z_b`` are overwritten by later passes;
@@ -1159,11 +1184,20 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
             for j in range(m):
                 a_b[j] = a_v[j]
                 x_b[j] = x_v[j]
-        _rr_pass1(m, cn_b, a_b, x_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, u_buf, pm_buf,
-                  al_buf, sc_buf, sg_buf, fl_buf, sure_buf)
-        nsimple = np.int64(0)   # counted first (vectorised): no simple element (as at Δ ~ 1)?
-        for j in range(m):
-            nsimple += (fl_buf[j] == 1) | (fl_buf[j] == 2)
+        # no element sure by the bounds of G (hence none simple: every block at Δ ~ 1)? The
+        # first 64 counted first: blocks at small Δ have sure elements among them
+        m0 = min(m, 64)
+        ns = _rr_nsure(m0, a_b, x_b, p1, p2, n1, n2, half_log)
+        if ns == 0 and m > m0:
+            ns = _rr_nsure(m - m0, a_b[m0:m], x_b[m0:m], p1, p2, n1, n2, half_log)
+        nsimple = np.int64(0)
+        if ns == 0:             # pass 1 would only give u₂ and zero flags
+            _rr_u2(m, cn_b, k0, k1, u_buf, sure_buf)
+        else:
+            _rr_pass1(m, cn_b, a_b, x_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, u_buf,
+                      pm_buf, al_buf, sc_buf, sg_buf, fl_buf, sure_buf)
+            for j in range(m):  # counted first (vectorised): no simple element?
+                nsimple += (fl_buf[j] == 1) | (fl_buf[j] == 2)
         if nsimple == 0:        # the block in place: no compaction, gather or scatter (pass 1's
             #                     sure elements are decided alike by the sharp bracket, or go
             #                     on to _rr_branch with their sure flag)
