@@ -499,6 +499,199 @@ def test_sigma_tables_bracket_sigma():
             assert mp.mpf(cpu._SIG_HI[i]) >= s * (1 + mp.mpf(cpu._BOUND_SIG) / 2)
 
 
+def _njit_twin(fn, **globals_):
+    """A recompiled copy of the Numba function ``fn`` with some of its globals replaced (the
+    deliberately broken twins below; nothing is cached)."""
+    from numba import njit
+
+    py = fn.py_func
+    g = dict(py.__globals__)
+    g.update(globals_)
+    return njit(nogil=True, error_model="numpy")(
+        types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__))
+
+
+def _h_exact(r):
+    """h(r) = G(r) − q(r): SciPy's ``log_ndtr`` for r > 0, ``log(erfcx(−r/√2)/2)`` for r ≤ 0
+    (no cancellation; relative error ~1e-16)."""
+    r = np.asarray(r, dtype=np.float64)
+    return np.where(r > 0.0, sc.log_ndtr(np.abs(r)), np.log(sc.erfcx(np.abs(r) / math.sqrt(2)) / 2))
+
+
+def test_h_table_brackets_h():
+    """The table of the sharp bracket (``cpu._H_TAB``) against mpmath at every grid point
+    (|error| ≤ 1e-13: r²/2 + log Φ(r) cancels to ~3e-14 at r = −16; the bracket allows
+    ``_H_ERR = 1e-12``), and ``_h_bracket``'s
+    ``h_lo ≤ h(r) ≤ h_hi`` on 2·10⁵ points in and beyond the grid (dense near grid points and
+    at 0, where h' is largest), with the width stated (√(2/π)/64 + 2e-12). Deterministic. The
+    twin without the width (``h_hi = h(r_i)``) fails the containment."""
+    from blockbayes.kernels import cpu
+
+    grid = -cpu._H_OFF + np.arange(cpu._H_N + 1) / cpu._H_STEP
+    assert abs(grid[-1] - 8.5) < 1e-15
+    with mp.workdps(40):
+        hm = np.array([float(mp.log(mp.ncdf(mp.mpf(v))) + (0 if v > 0 else mp.mpf(v) ** 2 / 2))
+                       for v in grid])
+    np.testing.assert_allclose(cpu._H_TAB, hm, rtol=0, atol=1e-13)      # stated: _H_ERR = 1e-12
+    rng = np.random.default_rng(3)
+    r = np.concatenate([rng.uniform(-20.0, 12.0, 100_000), rng.uniform(-1e-3, 1e-3, 20_000),
+                        (grid[:, None] + np.array([-1e-13, 0.0, 1e-13, 0.5 / 64, 1 / 64 - 1e-13])
+                         ).ravel(), -10.0 ** rng.uniform(1.2, 300, 1000),
+                        10.0 ** rng.uniform(0.9, 300, 1000)])
+    with np.errstate(over="ignore", invalid="ignore"):      # r² beyond the float range
+        h = _h_exact(r)
+        qx = np.where(r > 0, 0.5 * r * r, 0.0)
+    fin = np.isfinite(h)
+
+    def check(fn):
+        out = np.array([fn(v) for v in r])
+        q, lo, hi = out[:, 0], out[:, 1], out[:, 2]
+        np.testing.assert_array_equal(q, qx)
+        return bool(np.all(lo[fin] <= h[fin]) and np.all(h[fin] <= hi[fin])), hi - lo
+
+    ok, width = check(cpu._h_bracket)
+    assert ok
+    on = (r >= -cpu._H_OFF)
+    assert np.all(width[on] <= math.sqrt(2 / math.pi) / 64 * (1 + 1e-9) + 2.1e-12)
+    assert not check(_njit_twin(cpu._h_bracket, _H_WIDTH=0.0))[0]
+    q, lo, hi = cpu._h_bracket(np.nan)
+    assert math.isnan(q)
+
+
+def test_exp_dec_relative_error():
+    """``_exp_dec`` (the sharp bracket's σ tests) within its stated relative error 3e-10 of
+    e^x (mpmath, 40 digits) on x ∈ [−700, 0] (and x below, clamped at −700); a degree-6 twin
+    (truncation ~1e-7) is caught. Deterministic."""
+    from blockbayes.kernels import cpu
+
+    rng = np.random.default_rng(4)
+    x = np.concatenate([-rng.uniform(0, 700, 3000), -rng.uniform(0, 2, 3000),
+                        -np.log(2) * (np.arange(0, 1000) + 0.5), [0.0, -700.0]])
+    with mp.workdps(40):
+        exact = np.array([float(mp.e ** mp.mpf(float(v))) for v in x])
+
+    def rel(fn):
+        return np.max(np.abs(np.array([fn(v) for v in x]) - exact) / exact)
+
+    assert rel(cpu._exp_dec) < 3e-10
+    assert cpu._exp_dec(-1e5) == cpu._exp_dec(-700.0) > 0.0
+
+    def poly6(y, a0, a1, a2, a3, a4, a5, a6, a7, a8):     # the Taylor polynomial to r⁶ only
+        return cpu._poly8(y, a0, a1, a2, a3, a4, a5, a6, 0.0, 0.0)
+    from numba import njit
+    assert rel(_njit_twin(cpu._exp_dec, _poly8=njit(poly6))) > 3e-10
+
+
+def _open_bounds(fn, a, x, dz, dx, slope, k0, k1, kernel=False):
+    """(dec, α, scale) of ``_rr_bounds_open``'s element function ``fn`` over a, x (with
+    ``kernel``: checked equal to ``_rr_bounds_open``'s own decisions)."""
+    from blockbayes.kernels import cpu
+
+    p1, p2, n1, n2, sdp, sdm, hl = _common.relu_constants(dz, dx, slope)
+    m = a.size
+    out = np.array([fn(a[i], x[i], np.uint64(i), k0, k1, p1, p2, n1, n2, sdp, sdm, hl)
+                    for i in range(m)])
+    dec, al, sc_ = out[:, 0], out[:, 1], out[:, 2]
+    if kernel:
+        d2 = np.empty(m, dtype=np.int8)
+        al2, sc2 = np.empty(m), np.empty(m)
+        cpu._rr_bounds_open(m, a, x, np.arange(m, dtype=np.uint64), k0, k1, p1, p2, n1, n2, sdp,
+                            sdm, hl, d2, al2, sc2)
+        np.testing.assert_array_equal(d2, dec)
+        np.testing.assert_array_equal(al2, al)
+        np.testing.assert_array_equal(sc2, sc_)
+    return dec, al, sc_
+
+
+def _probit_like_cases():
+    """(a, x, Δ_Z, Δ_X, slope): pre-activations as in the probit sweep (a ~ N(0, 1),
+    x = relu(a) + noise) at Δ ~ 1, plus the bound cases of every regime."""
+    rng = np.random.default_rng(17)
+    out = []
+    for dz, dx, slope in ((2.0, 2.0, 0.0), (1.0, 0.5, 0.0), (2.0, 2.0, 0.2), (0.3, 3.0, 0.0)):
+        a = rng.standard_normal(20_000) * 1.5
+        x = np.maximum(a, 0) + math.sqrt(dx) * rng.standard_normal(a.size)
+        out.append((a, x, dz, dx, slope))
+    return out + _bound_cases()
+
+
+def test_relu_sharp_bounds_decide_as_the_exact_comparison():
+    """The sharp bracket of ℓ (``_rr_bounds_open``, the in-place path of blocks whose branches
+    are all open) decides a branch only where the exact comparison ``u₁ < σ(ℓ)`` (scalar
+    :func:`_branch`, the same computed ``r₊, r₋``) picks the same one, with the same α and
+    scale; it decides > 98 % of the Δ ~ 1 elements. Deterministic (fixed inputs and keys): no
+    false failures. Twins — the bracket without h's width, and σ's margin cut to −1e-3 (a
+    bracket that decides against the rounding) — decide against the exact comparison somewhere
+    on the same elements."""
+    from blockbayes.kernels import cpu
+
+    twins = [_njit_twin(cpu._bound_elem_sharp, _h_bracket=_njit_twin(cpu._h_bracket, _H_WIDTH=0.0)),
+             _njit_twin(cpu._bound_elem_sharp, _DEC_SIG=-1e-3)]
+    caught = [False] * len(twins)
+    for ci, (a, x, dz, dx, slope) in enumerate(_probit_like_cases()):
+        p1, p2, n1, n2, sdp, sdm, hl = _common.relu_constants(dz, dx, slope)
+        k0, k1 = np.uint64(ci + 5), np.uint64(9)
+        rp = a * p1 + x * p2
+        rm = -(a * n1 + x * n2)
+        exact = np.array([cpu._branch(rp[i], rm[i], hl, k0, k1, np.uint64(2 * i))[0]
+                          for i in range(a.size)])
+        dec, al, sc_ = _open_bounds(cpu._bound_elem_sharp, a, x, dz, dx, slope, k0, k1, True)
+        d = dec != 0
+        np.testing.assert_array_equal(dec[d] > 0, exact[d])
+        np.testing.assert_array_equal(al[d], np.where(exact[d], -rp[d], -rm[d]))
+        np.testing.assert_array_equal(sc_[d], np.where(exact[d], sdp, -sdm))
+        if ci < 4:
+            assert d.mean() > 0.98, (ci, d.mean())
+        for t, tw in enumerate(twins):
+            dt, _, _ = _open_bounds(tw, a, x, dz, dx, slope, k0, k1)
+            caught[t] |= bool(np.any((dt > 0)[dt != 0] != exact[dt != 0]))
+    assert all(caught), caught
+
+
+def test_relu_open_blocks_are_the_scalar_path_bit_for_bit():
+    """Blocks without simple elements (Δ ~ 1: the in-place path of ``_relu_range`` —
+    sharp bracket, erfc of every element, the exact ℓ for the undecided, inversion in place)
+    give exactly the scalar per-element arithmetic, float64 and float32, with a partial last
+    block, NaN inputs, pass 1's sure elements among them, a mixed block before them, and under the fused latent
+    pass's row layout of counters (``row_len < row_stride``)."""
+    from blockbayes.kernels import cpu
+
+    nsure, nblocks = 0, [0, 0]
+    for ci, (a, x, dz, dx, slope) in enumerate(_probit_like_cases()[:4]):
+        a, x = a[:7000].copy(), x[:7000].copy()
+        a[:100] = np.linspace(-300, 300, 100)       # block 0: some branches sure in pass 1
+        a[5000], x[5001] = np.nan, np.nan
+        c = _common.relu_constants(dz, dx, slope)
+        k0, k1 = np.uint64(ci + 21), np.uint64(4)
+        fl = np.empty(a.size, dtype=np.int8)
+        scratch = [np.empty(a.size) for _ in range(5)]
+        cpu._rr_pass1(a.size, np.arange(a.size, dtype=np.uint64), a, x, k0, k1, *c, *scratch, fl,
+                      np.empty(a.size, dtype=np.int8))
+        for b in range(0, a.size, 2048):            # blocks without simple elements: in place
+            f = fl[b:b + 2048]
+            inplace = not np.any((f == 1) | (f == 2))
+            nblocks[inplace] += 1
+            nsure += int(np.sum(f == 3)) if inplace else 0
+        for dt in (np.float64, np.float32):
+            A, X = a.astype(dt), x.astype(dt)
+            key = np.array([ci + 21, 4], dtype=np.uint64)
+            z = kernels.relu_preact(key, A, X, dz, dx, slope=slope, impl="cpu")
+            zs = np.array([cpu._relu_elem(np.float64(A[i]), np.float64(X[i]), i, k0, k1, *c)[0]
+                           for i in range(a.size)]).astype(dt)
+            np.testing.assert_array_equal(z.view(np.uint8), zs.view(np.uint8))
+        # rows of 12 in a stride of 36 (three chains' rows interleaved), counters from 1000
+        m = 12 * 400
+        o32 = np.empty(m, np.float32)
+        A32, X32 = a[2048:2048 + m].astype(np.float32), x[2048:2048 + m].astype(np.float32)
+        D = cpu._DUMMY64
+        cpu._relu_range(D, D, D, A32, X32, o32, True, 0, m, k0, k1, *c, 12, 36, 1000, slope)
+        ctr = (np.arange(m) // 12) * 36 + np.arange(m) % 12 + 1000
+        zs = np.array([cpu._relu_elem(np.float64(A32[i]), np.float64(X32[i]), ctr[i], k0, k1, *c)[0]
+                       for i in range(m)]).astype(np.float32)
+        np.testing.assert_array_equal(o32.view(np.uint8), zs.view(np.uint8))
+    assert nblocks[True] >= 6 and nblocks[False] >= 4 and nsure > 0, (nblocks, nsure)
+
+
 # --------------------------------------------------------------------------------------------
 # equivalence: same key => cpu == reference to rounding (Hypothesis)
 # --------------------------------------------------------------------------------------------

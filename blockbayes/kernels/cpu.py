@@ -28,7 +28,9 @@ vectorised passes of their own. Shortcuts that leave every result unchanged: the
 decided without evaluating ``ℓ``, ``σ(ℓ)`` or ``u₁`` whenever a bound puts ``|ℓ| ≥ 38``
 (``σ(ℓ)`` then rounds to 0 or 1 beyond every possible ``u₁``); the other elements' branch is
 taken from a bracket of ``ℓ`` (no special function) wherever ``u₁`` lies outside ``σ`` of the
-bracket with a margin (:func:`_rr_bounds`); and ``Φ(α)`` is not evaluated where it is below half
+bracket with a margin (:func:`_rr_bounds`; in blocks where pass 1 decides nothing, as at
+Δ ~ 1, a sharper bracket from a table of ``log Φ``: :func:`_rr_bounds_open`); and ``Φ(α)``
+is not evaluated where it is below half
 an ulp of everything it is added to. Every element gets exactly the
 arithmetic of the scalar path :func:`_relu_elem` (the tests check this bit for bit).
 
@@ -613,6 +615,31 @@ def _rr_pass1(m, cn_b, a_b, x_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, u_b
 
 
 @njit(**_JIT)
+def _rr_nsure(m, a_b, x_b, p1, p2, n1, n2, half_log):
+    """The number of elements of ``a_b[:m], x_b[:m]`` that pass 1 would find sure (the same
+    arithmetic as :func:`_rr_pass1`'s ``sure_pos | sure_neg``; a vectorised count)."""
+    ns = np.int64(0)
+    for j in range(m):
+        a = a_b[j]
+        x = x_b[j]
+        rp = a * p1 + x * p2
+        rm = -(a * n1 + x * n2)
+        sure_pos = (rm <= 0.0) & (rp > 0.0) & (half_log + 0.5 * rp * rp >= _ELL_SURE)
+        sure_neg = (rp <= 0.0) & (rm > 0.0) & (half_log - 0.5 * rm * rm <= -_ELL_SURE)
+        ns += sure_pos | sure_neg
+    return ns
+
+
+@njit(**_JIT)
+def _rr_u2(m, cn_b, k0, k1, u_buf, sure_buf):
+    """u₂ of every element and a zero sure flag: what the in-place path uses of pass 1 in a
+    block without sure elements (pass 1 skipped)."""
+    for j in range(m):
+        u_buf[j] = _uniform(k0, k1, cn_b[j] * _TWO + _ONE)
+        sure_buf[j] = 0
+
+
+@njit(**_JIT)
 def _rr_central(m, pm_buf, al_buf, sc_buf, sg_buf, z_b):
     """Pass 2: AS241's central rational for the whole block, the final value of the simple
     elements in AS241's central region (the others' ``z_b`` are overwritten by later passes;
@@ -677,6 +704,90 @@ def _sigma_tables():
 
 
 _SIG_LO, _SIG_HI = _sigma_tables()
+
+#: the sharp bracket of ℓ (:func:`_bound_elem_sharp`): ``h(r) = G(r) − q(r)`` (``q = r²/2`` for
+#: ``r > 0``, else 0; so ``h = log Φ(r)`` for r > 0 and ``r²/2 + log Φ(r)`` for r ≤ 0) on the
+#: grid ``r_i = −_H_OFF + i/_H_STEP``, ``i = 0.._H_N`` (``r_N = 8.5``). ``h`` is increasing
+#: with ``0 < h' ≤ √(2/π)`` (for r > 0, ``h' = φ/Φ``, decreasing by log-concavity; for
+#: r ≤ 0, ``h' = G' = r + φ/Φ``, increasing as ``G'' ≥ 0``; both ``√(2/π)`` at 0), so for
+#: ``r_i ≤ r < r_{i+1}``: ``h(r_i) ≤ h(r) ≤ h(r_i) + √(2/π)/_H_STEP``. Above the grid
+#: ``h(r_N) ≤ h(r) < 0``; below it ``h(r) < h(r_0)`` and no lower bound is used. ``_H_ERR``
+#: covers the table's rounding (≲ 3e-14: r²/2 + log Φ(r) cancels at r = −16) and an index
+#: one off at a grid point (h' ≤ 0.8 times ~4e-15 in r).
+_H_STEP = 64.0
+_H_OFF = 16.0
+_H_N = 1568
+_H_WIDTH = 0.79788456080286535588 / _H_STEP * (1.0 + 1e-9)
+_H_ERR = 1e-12
+
+
+def _h_table():
+    """h(r_i) on the grid of ``_H_STEP`` (``math.erfc``, ``math.log1p``; the tests check the
+    values against mpmath and the bracket against SciPy's ``log_ndtr``)."""
+    h = np.empty(_H_N + 1)
+    for i in range(_H_N + 1):
+        r = -_H_OFF + i / _H_STEP
+        if r > 0.0:
+            h[i] = math.log1p(-0.5 * math.erfc(r * _INV_SQRT2))
+        else:
+            h[i] = 0.5 * r * r + math.log(0.5 * math.erfc(-r * _INV_SQRT2))
+    return h
+
+
+_H_TAB = _h_table()
+
+
+@njit(inline="always", **_JIT)
+def _h_bracket(r):
+    """(q, h_lo, h_hi): ``q(r)`` and a bracket of ``h(r) = G(r) − q(r)`` from the table
+    (``_H_TAB``; ``h_lo = −_G_NONE`` below the grid). A NaN or infinite r gives a NaN q."""
+    t = (r + _H_OFF) * _H_STEP
+    t = t if t > 0.0 else 0.0
+    t = t if t < _H_N else np.float64(_H_N)
+    h = _H_TAB[np.int64(t)]
+    q = 0.5 * r * r if r > 0.0 else 0.0 * r
+    return q, (h - _H_ERR if r >= -_H_OFF else -_G_NONE), h + (_H_WIDTH + _H_ERR)
+
+
+#: relative margin of the sharp bracket's σ tests: covers :func:`_exp_dec`'s relative error
+#: (< 3e-10), the few roundings of the tests and of σ(ℓ) as :func:`_rr_branch` computes it
+_DEC_SIG = 1e-8
+
+
+@njit(inline="always", **_JIT)
+def _exp_dec(x):
+    """e^x for x ≤ 0 to a relative error < 3e-10 (for the bracket's decisions only), 0 is not
+    returned: x is clamped at −700 (e^x ≥ e^−700 > 0 then; the callers' tests are decided
+    there whatever the value). ``x = k ln 2 + r``, ``|r| ≤ ln 2/2 + 1e-13``; ``e^r`` by its
+    Taylor polynomial to r⁸ (truncation ≤ |r|⁹/9!·e^|r| < 2.8e-10), 2^k by the exponent bits."""
+    x = x if x > -700.0 else -700.0
+    kf = math.floor(x * _LOG2E + 0.5)
+    r = _fma(kf, -_LN2_HI, x)
+    r = _fma(kf, -_LN2_LO, r)
+    p = _poly8(r, 1.0, 1.0, 0.5, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0, 1.0 / 5040.0,
+               1.0 / 40320.0)
+    return p * _i2f((np.int64(kf) + 1023) << 52)
+
+
+@njit(inline="always", **_JIT)
+def _bound_elem_sharp(a, x, cn, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log):
+    """One element of :func:`_rr_bounds_open`: (decision ±1 or 0, α and scale of the piece)."""
+    rp = a * p1 + x * p2
+    rm = -(a * n1 + x * n2)
+    q_p, hl_p, hh_p = _h_bracket(rp)
+    q_m, hl_m, hh_m = _h_bracket(rm)
+    dl = _BOUND_ABS + _BOUND_REL * (q_p + q_m)
+    base = half_log + (q_p - q_m)
+    lo = base + (hl_p - hh_m) - dl
+    hi = base + (hh_p - hl_m) + dl
+    u1 = _uniform(k0, k1, cn * _TWO)
+    # u₁ < σ(s)(1 − ε) as u₁(1 + e) < (1 or e)(1 − ε), e = e^{−|s|}: σ = 1/(1 + e) for s ≥ 0,
+    # e/(1 + e) below (no division)
+    e_lo = _exp_dec(-abs(lo))
+    e_hi = _exp_dec(-abs(hi))
+    pos = (lo > -_ELL_SURE) & (u1 * (1.0 + e_lo) < (1.0 if lo >= 0.0 else e_lo) * (1.0 - _DEC_SIG))
+    neg = (hi < _ELL_SURE) & (u1 * (1.0 + e_hi) >= (1.0 if hi >= 0.0 else e_hi) * (1.0 + _DEC_SIG))
+    return (1 if pos else (-1 if neg else 0)), (-rp if pos else -rm), (sdp if pos else -sdm)
 
 
 @njit(inline="always", **_JIT)
@@ -755,6 +866,41 @@ def _rr_bounds(k, idx_rest, a_b, x_b, cn_b, k0, k1, p1, p2, n1, n2, sdp, sdm, ha
 
 
 @njit(**_JIT)
+def _rr_bounds_open(m, a_b, x_b, cn_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, dec_b, al_buf,
+                    sc_buf):
+    """A block whose branches are all open (:func:`_relu_range`'s in-place path, every
+    element at Δ ~ 1): each element's branch from a sharp bracket of ℓ where it decides (a
+    table of h, two short exps; no erfc, no log).
+
+    ``ℓ = ½log(S₋/S₊) + G(r₊) − G(r₋)`` (the same computed ``r₊, r₋`` as pass 1) with
+    ``G = q + h``: ``q(r) = r²/2`` for r > 0 (else 0) exactly as :func:`_piece` has it, and
+    ``h`` bracketed from its table (``_H_TAB``: ``h(r_i) ≤ h(r) ≤ h(r_i) + √(2/π)/64`` on the
+    grid, see there), so ``ℓ ∈ [ℓ_lo, ℓ_hi]`` with the absolute margin ``δ = _BOUND_ABS +
+    _BOUND_REL·(q₊ + q₋)`` on both ends (width ~0.025 inside the grid). The exact comparison
+    of :func:`_rr_branch` picks the positive piece iff ``ℓ ≥ 38`` or (``ℓ > −38`` and
+    ``u₁ < σ(ℓ)``), both as computed there (the computed ℓ within ~1e-15·(1 + q₊ + q₋) < δ of
+    the true one, the computed σ(ℓ) within ~1e-15 relative). So ``ℓ_lo > −38`` and
+    ``u₁ < σ(ℓ_lo)(1 − ε)`` imply the positive piece, ``ℓ_hi < 38`` and
+    ``u₁ ≥ σ(ℓ_hi)(1 + ε)`` the negative one (σ increasing), with ``ε = _DEC_SIG = 1e-8``
+    covering :func:`_exp_dec`'s relative error (< 3e-10) and the roundings of the tests
+    (written as ``u₁(1 + e) < (1 or e)(1 − ε)``, ``e = e^{−|ℓ_lo|}``: no division). The
+    element then gets ``dec_b[jj] = ±1`` and its piece's ``α`` and scale in ``al_buf``,
+    ``sc_buf`` and goes on as a sure element (:func:`_rr_erfc`: the erfc of its own piece
+    only). Else ``dec_b[jj] = 0`` (the exact ℓ: :func:`_rr_pieces`, :func:`_rr_branch`): u₁
+    within the bracket's σ, ~0.5 % of the elements at Δ = 2; a NaN or infinite r decides
+    nothing. The draw of an element depends only on its branch (the hints are caches of
+    values the inversion would compute anyway), so the results are those of
+    :func:`_relu_elem` bit for bit.
+    """
+    for j in range(m):
+        d_, al, sc = _bound_elem_sharp(a_b[j], x_b[j], cn_b[j], k0, k1, p1, p2, n1, n2, sdp, sdm,
+                                       half_log)
+        dec_b[j] = d_
+        al_buf[j] = al
+        sc_buf[j] = sc
+
+
+@njit(**_JIT)
 def _rr_pieces(k, idx_rest, a_b, x_b, sure_buf, u_buf, cn_b, p1, p2, n1, n2, r_b, sr_b, ur_b, ir_b,
                es_b, xn_b, ex_b, big_b, h_b, q_b):
     """R0 (gather the rest: r₊ in [0, k), r₋ in [k, 2k)), R1 (Cody's rationals for all three
@@ -805,18 +951,9 @@ def _rr_pieces(k, idx_rest, a_b, x_b, sure_buf, u_buf, cn_b, p1, p2, n1, n2, r_b
 
 
 @njit(**_JIT)
-def _rr_sure(k0_, k, idx_rest, al_buf, u_buf, sc_buf, ar_b, ur_b, sc_r, hr_b, ec_b):
-    """The elements whose branch the bounds decided but whose inversion needs erfc(|α|/√2)
-    (entries ``k0_ .. k0_ + k − 1`` of the rest buffers): no pieces, no ℓ; erfc by
-    :func:`_erfc_pos` (ranges side by side), handed on as the hint where α < 0."""
-    e = k0_ + k                 # views from entry k0_ (see _NONNEG_NOTE)
-    idx_v, ar_v, ur_v, sc_v, hr_v, ec_v = (idx_rest[k0_:e], ar_b[k0_:e], ur_b[k0_:e], sc_r[k0_:e],
-                                           hr_b[k0_:e], ec_b[k0_:e])
-    for jj in range(k):
-        j = idx_v[jj]
-        ar_v[jj] = al_buf[j]
-        ur_v[jj] = u_buf[j]
-        sc_v[jj] = sc_buf[j]
+def _rr_erfc(k, ar_v, hr_v, ec_v):
+    """erfc(|α|/√2) of entries ``0 .. k − 1`` (:func:`_erfc_pos`, ranges side by side) into
+    ``ec_v``, handed on as the hint ``hr_v`` where α < 0 (−1 elsewhere)."""
     nbig = np.int64(0)                  # y > 4 (none in most blocks at Δ ~ 1)
     for jj in range(k):
         nbig += not (abs(ar_v[jj]) * _INV_SQRT2 <= 4.0)    # (NaN: the full form)
@@ -832,6 +969,22 @@ def _rr_sure(k0_, k, idx_rest, al_buf, u_buf, sc_buf, ar_b, ur_b, sc_r, hr_b, ec
             ec = _erfc_pos_mid(abs(alpha) * _INV_SQRT2)
             ec_v[jj] = ec
             hr_v[jj] = ec if alpha < 0.0 else -1.0
+
+
+@njit(**_JIT)
+def _rr_sure(k0_, k, idx_rest, al_buf, u_buf, sc_buf, ar_b, ur_b, sc_r, hr_b, ec_b):
+    """The elements whose branch the bounds decided but whose inversion needs erfc(|α|/√2)
+    (entries ``k0_ .. k0_ + k − 1`` of the rest buffers): no pieces, no ℓ; gathered, then
+    :func:`_rr_erfc`."""
+    e = k0_ + k                 # views from entry k0_ (see _NONNEG_NOTE)
+    idx_v, ar_v, ur_v, sc_v, hr_v, ec_v = (idx_rest[k0_:e], ar_b[k0_:e], ur_b[k0_:e], sc_r[k0_:e],
+                                           hr_b[k0_:e], ec_b[k0_:e])
+    for jj in range(k):
+        j = idx_v[jj]
+        ar_v[jj] = al_buf[j]
+        ur_v[jj] = u_buf[j]
+        sc_v[jj] = sc_buf[j]
+    _rr_erfc(k, ar_v, hr_v, ec_v)
 
 
 @njit(**_JIT)
@@ -870,17 +1023,17 @@ def _rr_branch(k, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm, 
 
 
 @njit(**_JIT)
-def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r, it_r, ct_r):
+def _rr_invert_core(k, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, pm_r, sg_r, it_r, ct_r):
     """R4 (erfc(|α|/√2) where the chosen piece left no hint: rare), R5 (the inversion for
     α < α₀: ``sign·Φ⁻¹(pm)`` as :func:`_ndtri` — AS241's central rational for every element,
     the tail rational only for the gathered ``|pm − ½| > 0.425``), R6 (α ≥ α₀: Newton in log
-    space, rare), scatter."""
+    space, rare), into ``res_b``."""
     n4 = np.int64(0)            # counted first (vectorised): the loop with the call is rare
-    for jj in range(k):
-        n4 += (hr_b[jj] < 0.0) & _tn_needs_ec(ar_b[jj], ur_b[jj])
+    for jj in range(k):         # (ec_b < 0: not computed; _rr_sure computes it for all)
+        n4 += (ec_b[jj] < 0.0) & _tn_needs_ec(ar_b[jj], ur_b[jj])
     if n4 > 0:
         for jj in range(k):
-            if hr_b[jj] < 0.0 and _tn_needs_ec(ar_b[jj], ur_b[jj]):
+            if ec_b[jj] < 0.0 and _tn_needs_ec(ar_b[jj], ur_b[jj]):
                 ec_b[jj] = _erfc_pos(abs(ar_b[jj]) * _INV_SQRT2)
     for jj in range(k):
         pm, sign = _tn_bulk_pm(ar_b[jj], ur_b[jj], ec_b[jj])
@@ -901,6 +1054,12 @@ def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r
             if ar_b[jj] >= _ALPHA0:
                 t, e = _std_tn(ar_b[jj], ur_b[jj], hr_b[jj])
                 res_b[jj] = sc_r[jj] * e
+
+
+@njit(**_JIT)
+def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r, it_r, ct_r):
+    """:func:`_rr_invert_core`, then the scatter of the results into ``z_b``."""
+    _rr_invert_core(k, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, pm_r, sg_r, it_r, ct_r)
     for jj in range(k):
         z_b[idx_rest[jj]] = res_b[jj]
 
@@ -942,6 +1101,13 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
       (:func:`_rr_sure`), and so do the rest elements whose branch a bracket of ℓ decides
       against u₁ (:func:`_rr_bounds`: ~91 % of them at Δ = 1e-3). Then the inversion for both (AS241's tails on the gathered elements
       that need them); Newton's tail (α ≥ 5) element by element (:func:`_rr_invert`).
+    * A block without simple elements (every block at Δ ~ 1, where pass 1 decides nothing) is
+      done in place: the sharp bracket of ℓ for every element (:func:`_rr_bounds_open`: a
+      table of h and two short exps; it leaves ~0.5 % undecided at Δ = 2, against ~43 % for
+      the grid bracket), erfc(|α|/√2) of every element (:func:`_rr_erfc`), the exact ℓ
+      (:func:`_rr_pieces`, :func:`_rr_branch`) for the undecided only, their results put back
+      in place, and the inversion over the block (:func:`_rr_invert_core`): no compaction,
+      gather or scatter of the decided elements.
     """
     c2 = 2 * _CHUNK
     u_buf = np.empty(_CHUNK)
@@ -978,6 +1144,8 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
     hr_b = np.empty(_CHUNK)
     ec_b = np.empty(_CHUNK)
     res_b = np.empty(_CHUNK)
+    hf_b = np.empty(_CHUNK)     # a block in place: hint, erfc(|α|/√2) of every element
+    ef_b = np.empty(_CHUNK)
     a_b = np.empty(_CHUNK)
     x_b = np.empty(_CHUNK)
     z_b = np.empty(_CHUNK)
@@ -1016,48 +1184,85 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
             for j in range(m):
                 a_b[j] = a_v[j]
                 x_b[j] = x_v[j]
-        _rr_pass1(m, cn_b, a_b, x_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, u_buf, pm_buf,
-                  al_buf, sc_buf, sg_buf, fl_buf, sure_buf)
-        ntail = np.int64(0)     # not the literal 0: typing a call with a Literal[int](0) count
-        k = np.int64(0)         # compiles the callee once more for that literal type
-        for j in range(m):
-            f = fl_buf[j]
-            idx_tail[ntail] = j
-            ntail += f == 2
-            idx_rest[k] = j
-            k += f == 0
-            idx_sure[ks] = j
-            ks += f == 3
-        if ntail + k + ks < m:  # simple elements in AS241's central region
-            _rr_central(m, pm_buf, al_buf, sc_buf, sg_buf, z_b)
-        if ntail > 0:
-            _rr_tails(ntail, idx_tail, pm_buf, sc_buf, al_buf, sg_buf, ct_b, cs_b, ca_b, cg_b,
-                      res_b, z_b)
-        if k > 0:               # the rest: branch by ℓ's bracket where it decides
-            _rr_bounds(k, idx_rest, a_b, x_b, cn_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log,
-                       dec_b, al_buf, sc_buf, a_r, x_r, ir_b, ar_b, sc_r)
+        # no element sure by the bounds of G (hence none simple: every block at Δ ~ 1)? The
+        # first 64 counted first: blocks at small Δ have sure elements among them
+        m0 = min(m, 64)
+        ns = _rr_nsure(m0, a_b, x_b, p1, p2, n1, n2, half_log)
+        if ns == 0 and m > m0:
+            ns = _rr_nsure(m - m0, a_b[m0:m], x_b[m0:m], p1, p2, n1, n2, half_log)
+        nsimple = np.int64(0)
+        if ns == 0:             # pass 1 would only give u₂ and zero flags
+            _rr_u2(m, cn_b, k0, k1, u_buf, sure_buf)
+        else:
+            _rr_pass1(m, cn_b, a_b, x_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, u_buf,
+                      pm_buf, al_buf, sc_buf, sg_buf, fl_buf, sure_buf)
+            for j in range(m):  # counted first (vectorised): no simple element?
+                nsimple += (fl_buf[j] == 1) | (fl_buf[j] == 2)
+        if nsimple == 0:        # the block in place: no compaction, gather or scatter (pass 1's
+            #                     sure elements are decided alike by the sharp bracket, or go
+            #                     on to _rr_branch with their sure flag)
+            _rr_bounds_open(m, a_b, x_b, cn_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, dec_b,
+                            al_buf, sc_buf)
+            _rr_erfc(m, al_buf, hf_b, ef_b)     # (the undecided ones' are replaced below)
             ku = np.int64(0)
-            for jj in range(k):
-                j = idx_rest[jj]
-                dj = dec_b[jj]
-                idx_rest[ku] = j        # ku ≤ jj: compaction in place
-                ku += dj == 0
+            for j in range(m):
+                if dec_b[j] == 0:   # rare (~0.5 % at Δ = 2): a well-predicted branch
+                    idx_rest[ku] = j
+                    ku += 1
+            if ku > 0:              # the exact ℓ for the undecided, results put in place
+                _rr_pieces(ku, idx_rest, a_b, x_b, sure_buf, u_buf, cn_b, p1, p2, n1, n2, r_b,
+                           sr_b, ur_b, ir_b, es_b, xn_b, ex_b, big_b, h_b, q_b)
+                _rr_branch(ku, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm,
+                           ar_b, sc_r, hr_b, ec_b)
+                for jj in range(ku):
+                    j = idx_rest[jj]
+                    al_buf[j] = ar_b[jj]
+                    sc_buf[j] = sc_r[jj]
+                    hf_b[j] = hr_b[jj]
+                    ef_b[j] = ec_b[jj]
+            _rr_invert_core(m, al_buf, u_buf, hf_b, ef_b, sc_buf, z_b, pm_r, sg_r, idx_tail,
+                            ct_b)
+        else:
+            ntail = np.int64(0)     # not the literal 0: typing a call with a Literal[int](0) count
+            k = np.int64(0)         # compiles the callee once more for that literal type
+            for j in range(m):
+                f = fl_buf[j]
+                idx_tail[ntail] = j
+                ntail += f == 2
+                idx_rest[k] = j
+                k += f == 0
                 idx_sure[ks] = j
-                ks += dj != 0
-            k = ku
-        if k > 0:
-            _rr_pieces(k, idx_rest, a_b, x_b, sure_buf, u_buf, cn_b, p1, p2, n1, n2, r_b, sr_b,
-                       ur_b, ir_b, es_b, xn_b, ex_b, big_b, h_b, q_b)
-            _rr_branch(k, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm, ar_b,
-                       sc_r, hr_b, ec_b)
-        if ks > 0:
-            for jj in range(ks):
-                idx_rest[k + jj] = idx_sure[jj]
-            _rr_sure(k, ks, idx_rest, al_buf, u_buf, sc_buf, ar_b, ur_b, sc_r, hr_b, ec_b)
-            k += ks
-        if k > 0:
-            _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r, idx_tail,
-                       ct_b)
+                ks += f == 3
+            if ntail + k + ks < m:  # simple elements in AS241's central region
+                _rr_central(m, pm_buf, al_buf, sc_buf, sg_buf, z_b)
+            if ntail > 0:
+                _rr_tails(ntail, idx_tail, pm_buf, sc_buf, al_buf, sg_buf, ct_b, cs_b, ca_b, cg_b,
+                          res_b, z_b)
+            if k > 0:               # the rest: branch by ℓ's bracket where it decides
+                _rr_bounds(k, idx_rest, a_b, x_b, cn_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log,
+                           dec_b, al_buf, sc_buf, a_r, x_r, ir_b, ar_b, sc_r)
+                ku = np.int64(0)
+                for jj in range(k):
+                    j = idx_rest[jj]
+                    dj = dec_b[jj]
+                    idx_rest[ku] = j        # ku ≤ jj: compaction in place
+                    ku += dj == 0
+                    idx_sure[ks] = j
+                    ks += dj != 0
+                k = ku
+            if k > 0:
+                _rr_pieces(k, idx_rest, a_b, x_b, sure_buf, u_buf, cn_b, p1, p2, n1, n2, r_b, sr_b,
+                           ur_b, ir_b, es_b, xn_b, ex_b, big_b, h_b, q_b)
+                _rr_branch(k, k0, k1, q_b, big_b, h_b, r_b, sr_b, ir_b, half_log, sdp, sdm, ar_b,
+                           sc_r, hr_b, ec_b)
+            if ks > 0:
+                for jj in range(ks):
+                    idx_rest[k + jj] = idx_sure[jj]
+                _rr_sure(k, ks, idx_rest, al_buf, u_buf, sc_buf, ar_b, ur_b, sc_r, hr_b, ec_b)
+                k += ks
+            if k > 0:
+                _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r, idx_tail,
+                           ct_b)
         # store; the float32 cast keeps the sign of every draw (+0.0 for the positive piece,
         # -0.0 for the negative one), and is clamped to it again all the same (selects, no
         # branches: the sign is data-dependent, so a branch would mispredict half the time);
