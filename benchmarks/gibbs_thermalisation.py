@@ -84,6 +84,13 @@ def planted_net(delta):
     return bb.MLP([50, 10, 1], "relu", prior_prec="fan_in", delta=delta)
 
 
+def jit_warmup(net, X, y):
+    """One untimed sweep on one chain, so that no arm pays the kernels' first-call (numba cache
+    load or compile) cost inside its budget."""
+    state = gibbs.init(bbr.key(0), net, X, y[:1], num_chains=1, init="zero")
+    gibbs.step(bbr.key(1), state, net, X, y[:1], cache=gibbs.precompute(net, X))
+
+
 def run_arm(net, X, y, Xt, ft, delta, *, moves, budget, every, seed, start=None, delay=0, anneal=None,
             anneal_duration=0.0, start_weights=None, max_sweeps=None):
     """One arm. ``start``: None (zero init) or ``(restarts, max_iter)`` for MAP starts, whose
@@ -184,6 +191,7 @@ def main(argv=None):
     for delta in a.delta:
         net = planted_net(delta)
         X, y, Xt, ft = teachers(a.seed, a.seeds, delta)
+        jit_warmup(net, X, y)
         hmc_name = f"Gibbs + joint HMC x{a.leapfrog}" + (" +ann" if a.hmc_anneal else "")
         arms = {"plain": ("plain Gibbs", None, None, {}),
                 "nc": (f"Gibbs + NC-MALA x{a.steps}", NonCentredMove(steps=a.steps, refresh_every=50), None, {}),
