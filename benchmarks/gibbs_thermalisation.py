@@ -19,7 +19,8 @@ them: per-chain mass matrices ``(C, P, P)``, ``P = 521``). A hit counts only at 
 (test MSE ≤ 3Δ* checked once the annealing is over), and the ``end`` column counts the chains
 with test MSE ≤ 3Δ at the budget's end. The optional ``map`` arm is not a zero start: each seed's chain starts
 from the best of ``--map-restarts`` L-BFGS MAP fits of the standard network, and the fits' wall
-time is charged to the arm's budget (what a user of ``gibbs.run(init="map")`` would pay).
+time is charged to the arm's budget (what a user of ``gibbs.run(init="map")`` would pay); the
+optional ``maphmc`` arm adds the ``hmc`` arm's move to those starts (no annealing, no delay).
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_thermalisation.py --delta 1e-3 1e-4 --seeds 32 --budget 150
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_thermalisation.py --delta 1e-4 --seeds 32 --budget 300 --arms plain map
@@ -161,10 +162,11 @@ def main(argv=None):
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--arms", nargs="+", default=["plain", "nc"], choices=["plain", "nc", "hmc", "map"],
+    ap.add_argument("--arms", nargs="+", default=["plain", "nc"], choices=["plain", "nc", "hmc", "map", "maphmc"],
                     help="plain: Gibbs from zero; nc: Gibbs + non-centred moves from zero; hmc: Gibbs + joint "
                          "all-layer HMC move from zero; map: Gibbs from per-seed MAP fits (fit time charged "
-                         "to the budget; not a zero start)")
+                         "to the budget; not a zero start); maphmc: the map arm's starts + the hmc arm's move, no "
+                         "annealing (not a zero start)")
     ap.add_argument("--leapfrog", type=int, default=32, help="hmc arm: leapfrog steps per trajectory")
     ap.add_argument("--prior-mass", type=float, default=100.0, help="hmc arm: s in M = s Λ + GN")
     ap.add_argument("--refresh-every", type=int, default=25, help="hmc arm: sweeps between mass refreshes")
@@ -198,14 +200,17 @@ def main(argv=None):
                 "hmc": (hmc_name, JointHMCMove(leapfrog=a.leapfrog, prior_mass=a.prior_mass,
                                                refresh_every=a.refresh_every, init_step=a.init_step), None,
                         dict(delay=a.hmc_delay, anneal=a.hmc_anneal, anneal_duration=a.anneal_frac * a.budget)),
-                "map": (f"Gibbs from MAP (best of {a.map_restarts})", None, (a.map_restarts, a.map_iter), {})}
+                "map": (f"Gibbs from MAP (best of {a.map_restarts})", None, (a.map_restarts, a.map_iter), {}),
+                "maphmc": (f"MAP (best of {a.map_restarts}) + HMC x{a.leapfrog}",
+                           JointHMCMove(leapfrog=a.leapfrog, prior_mass=a.prior_mass, refresh_every=a.refresh_every,
+                                        init_step=a.init_step), (a.map_restarts, a.map_iter), {})}
         for arm in a.arms:
             name, mv, start, extra = arms[arm]
             r = run_arm(net, X, y, Xt, ft, delta, moves=mv, budget=a.budget, every=a.every, seed=a.seed, start=start,
                         **extra)
             acc = "" if mv is None else f"{r['accept']:.2f}"
             if start is not None:
-                acc = f"fit {r['fit_s']:.0f}s"
+                acc = f"fit {r['fit_s']:.0f}s" + ("" if mv is None else f" acc {r['accept']:.2f}")
             print(f"{delta:7.0e} {name:>22} {r['sweeps']:7d} {r['hits']:>5d}/{a.seeds:<3d}({r['frac']:.2f}) "
                   f"{r['t_med']:15.1f} {r['mse_med'] / delta:13.2f} {r['end']:4d} {acc:>7}  "
                   f"(load {os.getloadavg()[0]:.2f})", flush=True)

@@ -108,3 +108,10 @@ def test_main_smoke_all_zero_start_arms(capsys, tmp_path):
     assert "joint HMC x2 +ann" in rows[2]
     d = np.load(out)
     assert sorted(d.files) == ["hmc_0.001", "nc_0.001", "plain_0.001"] and d["hmc_0.001"].shape == (2,)
+
+
+def test_main_smoke_map_start_arms(capsys):
+    T.main(["--delta", "1e-3", "--seeds", "2", "--budget", "0.5", "--arms", "map", "maphmc", "--leapfrog", "2",
+            "--map-restarts", "1", "--map-iter", "3"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.lstrip().startswith("1e-03")]
+    assert len(rows) == 2 and "MAP (best of 1) + HMC x2" in rows[1] and " acc " in rows[1]
