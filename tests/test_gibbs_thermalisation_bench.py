@@ -1,0 +1,117 @@
+"""The planted-teacher benchmark's arms (benchmarks/gibbs_thermalisation.py): the ``hmc`` arm's
+wiring (delay, annealed Δ seen by the sweep and the move, hits counted only at Δ*) and a smoke run
+of ``main`` with every zero-start arm. No timing is asserted; the figure is in docs/gibbs-moves.md.
+Seconds (the teachers are Piccioli's size, n = 2084, with 2 seeds)."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from blockbayes.gibbs.hmc import JointHMCMove
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "benchmarks")
+
+
+def _load(name):
+    if BENCH not in sys.path:
+        sys.path.insert(0, BENCH)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+T = _load("gibbs_thermalisation")
+
+
+def test_annealed_delta_schedule():
+    d, d0 = 1e-4, 1e-2
+    assert T.annealed_delta(d, d0, 0.0, 10.0) == pytest.approx(d0)
+    assert T.annealed_delta(d, d0, 5.0, 10.0) == pytest.approx(1e-3)          # geometric midpoint
+    assert T.annealed_delta(d, d0, 10.0, 10.0) == d
+    assert T.annealed_delta(d, d0, 99.0, 10.0) == d
+    assert T.annealed_delta(d, None, 0.0, 10.0) == d                          # off
+    assert T.annealed_delta(d, 1e-5, 0.0, 10.0) == d                          # start below Δ*: off
+    assert T.annealed_delta(d, d0, 0.0, 0.0) == d
+
+
+class _Recorder(JointHMCMove):
+    """The real move, recording the Δ's it is called with (``step`` stays the library's)."""
+
+    def init(self, state, net, X, y):
+        _Recorder.seen.append(("init", float(net.delta_z[0]), float(np.max(state.delta_y)), float(np.min(state.delta_y))))
+        return JointHMCMove.init(self, state, net, X, y)
+
+    def step(self, key, mstate, state, net, X, y, *, warmup=False, final_warmup=False):
+        _Recorder.seen.append(("step", float(net.delta_z[0]), float(np.max(state.delta_y)), float(np.min(state.delta_y))))
+        return JointHMCMove.step(self, key, mstate, state, net, X, y, warmup=warmup, final_warmup=final_warmup)
+
+
+def _problem(delta, C=2):
+    X, y, Xt, ft = T.teachers(3, C, delta)
+    return T.planted_net(delta), X, y, Xt, ft
+
+
+def test_hmc_arm_delay_and_annealed_delta_reach_the_move():
+    delta = 1e-3
+    net, X, y, Xt, ft = _problem(delta)
+    _Recorder.seen = []
+    mv = _Recorder(leapfrog=2, refresh_every=3)
+    r = T.run_arm(net, X, y, Xt, ft, delta, moves=mv, budget=1e9, every=1, seed=0, delay=2, anneal=1e-1,
+                  anneal_duration=1e9, max_sweeps=6)
+    assert r["sweeps"] == 6
+    seen = _Recorder.seen
+    assert seen[0][0] == "init" and [s[0] for s in seen[1:]] == ["step"] * 4        # 2 delayed sweeps
+    for kind, dz, dy_max, dy_min in seen:
+        # the sweep's net and the state's Δ_y follow the schedule together (still ≈ Δ_0: the
+        # annealing lasts 1e9 s), never the target Δ*
+        assert dz == dy_max == dy_min
+        assert 1e-1 / 1.01 < dz <= 1e-1
+    # no hit can be counted before the annealing reaches Δ*
+    assert r["hits"] == 0 and math.isnan(r["t_med"]) and r["delta_end"] > delta
+
+
+def test_hmc_arm_counts_hits_at_target_delta():
+    """From the teachers' own weights (MSE 0 ≤ 3Δ) every chain is a hit at the first check once
+    Δ = Δ*; with an annealing that never ends (Δ_0 = 1.001 Δ*, so the chains stay at the teacher),
+    none is."""
+    delta = 1e-3
+    net, X, y, Xt, ft = _problem(delta)
+    C = y.shape[0]
+    rng = np.random.default_rng(3)            # teachers(3, ...) draws X, Xt, then the weights
+    rng.standard_normal((2084, 50)), rng.standard_normal((2000, 50))
+    W1 = rng.standard_normal((C, 10, 51)) / np.sqrt(50)
+    W2 = rng.standard_normal((C, 1, 11)) / np.sqrt(10)
+    assert np.allclose(T.test_mse(type("S", (), {"weights": (W1, W2)})(), Xt, ft), 0.0)
+    mv = JointHMCMove(leapfrog=2)
+    r = T.run_arm(net, X, y, Xt, ft, delta, moves=mv, budget=1e9, every=1, seed=0, start_weights=(W1, W2),
+                  max_sweeps=2)
+    assert r["hits"] == C and r["end"] == C
+    r = T.run_arm(net, X, y, Xt, ft, delta, moves=mv, budget=1e9, every=1, seed=0, start_weights=(W1, W2),
+                  anneal=1.001 * delta, anneal_duration=1e9, max_sweeps=2)
+    assert r["hits"] == 0 and r["end"] == C    # still at the teacher, but Δ ≠ Δ*: not counted
+
+
+def test_main_smoke_all_zero_start_arms(capsys, tmp_path):
+    out = tmp_path / "mse.npz"
+    T.main(["--delta", "1e-3", "--seeds", "2", "--budget", "0.5", "--arms", "plain", "nc", "hmc", "--leapfrog", "2",
+            "--hmc-anneal", "1e-2", "--hmc-delay", "1", "--dump", str(out)])
+    text = capsys.readouterr().out
+    rows = [ln for ln in text.splitlines() if ln.lstrip().startswith("1e-03")]
+    assert len(rows) == 3
+    assert "joint HMC x2 +ann" in rows[2]
+    d = np.load(out)
+    assert sorted(d.files) == ["hmc_0.001", "nc_0.001", "plain_0.001"] and d["hmc_0.001"].shape == (2,)
+
+
+def test_main_smoke_map_start_arms(capsys):
+    T.main(["--delta", "1e-3", "--seeds", "2", "--budget", "0.5", "--arms", "map", "maphmc", "--leapfrog", "2",
+            "--map-restarts", "1", "--map-iter", "3"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.lstrip().startswith("1e-03")]
+    assert len(rows) == 2 and "MAP (best of 1) + HMC x2" in rows[1] and " acc " in rows[1]
