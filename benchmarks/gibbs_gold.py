@@ -4,7 +4,9 @@ The figure: on each split, Gibbs test LL within 0.1 nats of NUTS's and RMSE with
 wall-clock below NUTS's (100–210 s per split in the issue). One row per (set, split): our test
 RMSE / mean test log-likelihood (original units, the mixture predictive over every kept sample of
 every chain, noise-free network, per-sample Δ_y), the NUTS reference, the RMSE ratio, ΔLL, met or
-short, our wall-clock (MAP fits + sweeps, as ``result.config["wall_time_s"]``), the max
+short, our wall-clock (MAP fits + sweeps, as ``result.config["wall_time_s"]``) and the process's
+CPU time over the same span (one BLAS/OpenMP thread: what the wall-clock would be on an idle
+core; the shared machine's load inflates the wall-clock, not the CPU time), the max
 function-space R-hat over the 32 default probes, the mean learned Δ_y (original units), the move's
 acceptance and the 1-min load average.
 
@@ -99,7 +101,7 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         _MAP_TIME[0] = 0.0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if preset in ("gold", "gold_hmc"):
             p = gibbs.presets.gold(num_chains=chains, num_warmup=warmup, num_samples=samples, moves=moves,
                                    map_max_iter=_MAP_ITERS[0] or None,
@@ -110,13 +112,13 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
         else:
             r = gibbs.run(net, Xtr, ytr, num_samples=samples, num_warmup=warmup, num_chains=chains, seed=seed,
                           init="map", learn_noise=True, learn_prior=learn_prior, moves=moves, progress=False)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     m, _ = r.predict(Xte)
     rmse = float(np.sqrt(np.mean((np.asarray(m)[:, 0] - yte.reshape(-1)) ** 2))) * data.y_std
     ll = float(r.log_predictive_density(Xte, yte)) - math.log(data.y_std)
     mcfg = r.config.get("moves")
     acc = mcfg.get("accept") if isinstance(mcfg, dict) else None
-    return dict(dataset=name, split=split, preset=preset, ratio=ratio if preset else None, rmse=rmse, ll=ll, wall_s=wall, map_s=_MAP_TIME[0], rhat_f=float(r.summary().max_rhat),
+    return dict(dataset=name, split=split, preset=preset, ratio=ratio if preset else None, rmse=rmse, ll=ll, wall_s=wall, cpu_s=cpu, map_s=_MAP_TIME[0], rhat_f=float(r.summary().max_rhat),
                 delta_y=float(np.mean(np.asarray(r.delta_y))) * data.y_std ** 2, accept=acc, move=mcfg,
                 chains=chains, warmup=warmup, samples=samples, delta=delta, steps=steps, seed=seed,
                 inner=inner, load=os.getloadavg()[0])
@@ -140,19 +142,23 @@ def main(argv=None):
     ap.add_argument("--leapfrog", type=int, default=None, help="gold_hmc: leapfrog steps per trajectory")
     ap.add_argument("--trajectories", type=int, default=None, help="gold_hmc: trajectories per sweep")
     ap.add_argument("--prior-mass", type=float, default=None, help="gold_hmc: s in the mass s·Λ + GN")
+    ap.add_argument("--average-from", type=float, default=None,
+                    help="gold_hmc: warm-up fraction after which the mass is the averaged GN (1: single-state)")
+    ap.add_argument("--terminal", type=float, default=None, help="gold_hmc: terminal step-size-only warm-up fraction")
     ap.add_argument("--ratio", type=float, default=None,
                     help="--preset gold: Δ_Z = Δ_X = ratio × median Δ̂_y (default: the preset's)")
     ap.add_argument("--out", default=None, help="append one JSON line per cell here")
     a = ap.parse_args(argv)
     _MAP_ITERS[0] = a.map_iters
-    hmc = {k: v for k, v in dict(leapfrog=a.leapfrog, trajectories=a.trajectories, prior_mass=a.prior_mass).items()
+    hmc = {k: v for k, v in dict(leapfrog=a.leapfrog, trajectories=a.trajectories, prior_mass=a.prior_mass,
+                                     average_from=a.average_from, terminal=a.terminal).items()
            if v is not None}
     print(f"gold: 50 ReLU, fan-in λ, learn_noise, init='map' (joint MAP), Δ_Z=Δ_X={'by the preset rule' if a.preset else f'{a.delta:g}'}, "
           f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
           f"{f', INNER validation {a.inner:g} of train' if a.inner else ', TEST split'}; "
           f"load avg (1 min) {os.getloadavg()[0]:.2f}", flush=True)
     print(f"{'set':>9} {'sp':>2} {'RMSE':>7} {'LL':>7} {'NUTS':>13} {'ratio':>6} {'ΔLL':>6} {'met':>5} "
-          f"{'wall s':>7} {'MAP s':>6} {'Δ_Z=Δ_X':>8} {'R̂(f)':>6} {'Δ_y':>8} {'acc':>5} {'load':>5}")
+          f"{'wall s':>7} {'CPU s':>6} {'MAP s':>6} {'Δ_Z=Δ_X':>8} {'R̂(f)':>6} {'Δ_y':>8} {'acc':>5} {'load':>5}")
     for name in a.datasets:
         for split in a.splits:
             c = one(name, split, chains=a.chains, warmup=a.warmup, samples=a.samples, delta=a.delta,
@@ -167,7 +173,7 @@ def main(argv=None):
             else:
                 refs, cols = "–", f"{'':>6} {'':>6} {'':>5}"
             acc = f"{float(np.mean(c['accept'])):5.2f}" if c["accept"] is not None else f"{'':>5}"
-            print(f"{name:>9} {split:2d} {c['rmse']:7.3f} {c['ll']:+7.3f} {refs:>13} {cols} {c['wall_s']:7.1f} {c['map_s']:6.1f} {c['delta']:8.2g} "
+            print(f"{name:>9} {split:2d} {c['rmse']:7.3f} {c['ll']:+7.3f} {refs:>13} {cols} {c['wall_s']:7.1f} {c['cpu_s']:6.1f} {c['map_s']:6.1f} {c['delta']:8.2g} "
                   f"{c['rhat_f']:6.2f} {c['delta_y']:8.3g} {acc} {c['load']:5.2f}", flush=True)
             if a.out:
                 with open(a.out, "a") as f:

@@ -143,6 +143,104 @@ def test_joint_hmc_errors():
     with pytest.raises(ValueError, match="max_params"):
         JointHMCMove(max_params=10).init(st, net, X, y)
     for bad in (dict(leapfrog=0), dict(jitter=1.0), dict(target_accept=1.0), dict(init_step=-1.0),
-                dict(trajectories=1.5)):
+                dict(trajectories=1.5), dict(average_from=1.5), dict(terminal=1.0), dict(average_every=0)):
         with pytest.raises(ValueError):
             JointHMCMove(**bad).validate()
+    with pytest.raises(ValueError, match="num_warmup"):
+        JointHMCMove().init(st, net, X, y, num_warmup=-1)
+
+
+def _warm_up(move, W, seed=3, C=2, record=None):
+    """Run ``W`` warm-up calls of the move alone (no sweep) on a small net; returns the pieces.
+
+    ``record``: list that receives ``(sweeps after the call, state, mstate)`` of every call."""
+    X, y = _data()
+    net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-4, "X": 1e-4, "y": 0.05})
+    st = gibbs.init(bbr.key(seed), net, X, y, num_chains=C, init="prior")
+    ms = move.init(st, net, X, y, num_warmup=W)
+    key = bbr.key(seed + 1)
+    for i in range(W):
+        key, k = bbr.split(key)
+        st, ms = move.step(k, ms, st, net, X, y, warmup=True, final_warmup=i == W - 1)
+        if record is not None:
+            record.append((i + 1, st, ms))
+    return net, X, y, st, ms, key
+
+
+def _kernel_fixed_after_warmup(move, W=12, kept=6):
+    """True when the kept calls leave the mass and the step size bitwise unchanged (the exactness
+    condition of an adaptive kernel: every kept sample from ONE fixed kernel)."""
+    net, X, y, st, ms, key = _warm_up(move, W)
+    frozen = (np.array(ms.chol), np.array(ms.inv_mass), np.array(ms.log_step))
+    for _ in range(kept):
+        key, k = bbr.split(key)
+        st, ms = move.step(k, ms, st, net, X, y, warmup=False)
+        now = (np.array(ms.chol), np.array(ms.inv_mass), np.array(ms.log_step))
+        if not all(np.array_equal(a, b) for a, b in zip(frozen, now)):
+            return False
+    return ms.sampled == kept
+
+
+class _AdaptsWhileSampling(JointHMCMove):
+    """Broken twin: keeps adapting (step size and the mass windows) after warm-up."""
+
+    def step(self, key, mstate, state, net, X, y, *, warmup=False, final_warmup=False):
+        return JointHMCMove.step(self, key, mstate, state, net, X, y, warmup=True, final_warmup=False)
+
+
+def test_kernel_is_fixed_after_warmup_and_the_check_catches_adaptation_while_sampling():
+    """Exactness needs every kept sample to come from one fixed kernel: after warm-up the mass and
+    the step size must not change. The check fails for a twin that keeps adapting (deterministic:
+    its Robbins–Monro step moves ``log h`` unless the acceptance is exactly 0.8)."""
+    for kw in (dict(), dict(average_from=1.0, terminal=0.0), dict(average_from=0.0, terminal=0.5)):
+        move = JointHMCMove(leapfrog=3, refresh_every=2, average_every=2, **kw)
+        assert _kernel_fixed_after_warmup(move), kw
+        assert not _kernel_fixed_after_warmup(_AdaptsWhileSampling(leapfrog=3, refresh_every=2, average_every=2, **kw)), kw
+
+
+def test_warmup_windows_average_the_gauss_newton_mass_and_the_terminal_step():
+    """W = 40, average_from 0.5, terminal 0.15, average_every 5: terminal window [34, 40), the
+    Gauss–Newton matrices at the states after calls 20, 25 and 30 averaged into the kept mass
+    ``s Λ + mean GN``; the kept ``log h`` is the mean of the iterates of calls 38–40 (the window's
+    second half, sweep indices 37–39)."""
+    move = JointHMCMove(leapfrog=3, refresh_every=10)
+    sch = move.schedule(40)
+    assert (sch.average_start, sch.terminal_start, sch.mean_start) == (20, 34, 37)
+    rec = []
+    net, X, y, st, ms, _ = _warm_up(move, 40, record=rec)
+    assert ms.gn_count == 3 and ms.gn_sum is None and ms.log_step_count == 3
+    gns = [joint_gauss_newton_precision(s, net, X, prior_scale=0.0) for n, s, _ in rec if n in (20, 25, 30)]
+    lam = prior_precision_vector(st, net)
+    M = np.mean(gns, axis=0) + 100.0 * lam[..., :, None] * np.eye(lam.shape[-1])
+    np.testing.assert_allclose(np.einsum("cij,cjk->cik", ms.inv_mass, M), np.broadcast_to(np.eye(M.shape[-1]), M.shape),
+                               atol=1e-8)
+    # iterates of sweeps 37, 38 (recorded after calls 38, 39) and 39 (Robbins–Monro, gain restarted
+    # at the window's start 34: 1/sqrt(1 + 5/10)); the kept log h is their mean
+    it = {n: np.array(m.log_step) for n, _, m in rec if n in (38, 39)}
+    it40 = it[39] + (rec[-1][2].accept - 0.8) / np.sqrt(1.5)
+    np.testing.assert_allclose(ms.log_step, (it[38] + it[39] + it40) / 3, rtol=1e-12)
+    assert not np.allclose(ms.log_step, it40)
+    # mass unchanged over the terminal window
+    for n, _, m in rec:
+        if n >= 31:
+            np.testing.assert_array_equal(m.inv_mass, ms.inv_mass)
+
+
+def test_without_num_warmup_the_single_state_rule_is_kept():
+    """``init`` without ``num_warmup`` (direct use of the move) = ``average_from=1, terminal=0``:
+    single-state refreshes every ``refresh_every`` calls, the last iterate's ``h``."""
+    X, y = _data()
+    net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-4, "X": 1e-4, "y": 0.05})
+    out = []
+    for move, W in ((JointHMCMove(leapfrog=3, refresh_every=4), None),
+                    (JointHMCMove(leapfrog=3, refresh_every=4, average_from=1.0, terminal=0.0), 10)):
+        st = gibbs.init(bbr.key(5), net, X, y, num_chains=2, init="prior")
+        ms = move.init(st, net, X, y, num_warmup=W)
+        key = bbr.key(6)
+        for i in range(10):
+            key, k = bbr.split(key)
+            st, ms = move.step(k, ms, st, net, X, y, warmup=True, final_warmup=i == 9)
+        out.append(ms)
+    np.testing.assert_array_equal(out[0].inv_mass, out[1].inv_mass)
+    np.testing.assert_array_equal(out[0].log_step, out[1].log_step)
+    assert out[0].gn_count == out[1].gn_count == 0

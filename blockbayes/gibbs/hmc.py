@@ -51,7 +51,7 @@ from .kernel import GibbsState
 from .moves import _dact, _factor, forward_with_noises, frozen_noises
 from ..model import MLP
 
-__all__ = ["JointHMCMove", "JointHMCState", "joint_forward", "joint_log_target", "joint_log_target_and_grad",
+__all__ = ["JointHMCMove", "JointHMCState", "WarmupSchedule", "joint_forward", "joint_log_target", "joint_log_target_and_grad",
            "joint_gauss_newton_precision", "prior_precision_vector", "hmc_log_accept", "kinetic", "hmc_trajectories",
            "flatten_weights", "unflatten_weights", "num_params"]
 
@@ -79,6 +79,17 @@ class JointHMCState(NamedTuple):
         Sum of ``accept`` over the calls after warm-up.
     sampled : int
         Calls after warm-up.
+    num_warmup : int or None
+        Warm-up sweeps of the run (``None``: unknown — single-state refreshes only, no averaged
+        mass, no terminal window; see :meth:`JointHMCMove.schedule`).
+    gn_sum : array, shape (C, P, P) or None
+        Sum of the Gauss–Newton matrices accumulated in the averaging window.
+    gn_count : int
+        How many were accumulated.
+    log_step_sum : array, shape (C,) or None
+        Sum of ``log h`` over the second half of the terminal window.
+    log_step_count : int
+        How many were summed.
     """
 
     chol: object
@@ -88,6 +99,11 @@ class JointHMCState(NamedTuple):
     accept: object
     accept_sum: object = None
     sampled: int = 0
+    num_warmup: object = None
+    gn_sum: object = None
+    gn_count: int = 0
+    log_step_sum: object = None
+    log_step_count: int = 0
 
 
 def flatten_weights(Ws):
@@ -237,8 +253,45 @@ def hmc_log_accept(lp0, lp1, p0, p1, inv_mass):
     return lp1 - kinetic(p1, inv_mass) - lp0 + kinetic(p0, inv_mass)
 
 
+class WarmupSchedule(NamedTuple):
+    """Sweep indices of the joint HMC move's warm-up windows (``W`` warm-up sweeps).
+
+    Attributes
+    ----------
+    average_start : int
+        First sweep count at which a Gauss–Newton matrix enters the averaged mass.
+    terminal_start : int
+        Sweep index from which the mass is frozen and only ``h`` adapts (Stan's terminal window).
+    mean_start : int
+        Sweep index from which ``log h`` enters the final step size's mean.
+    """
+
+    average_start: float
+    terminal_start: float
+    mean_start: float
+
+
 class JointHMCMove(NamedTuple):
     """Configuration of the joint non-centred HMC move (pass as ``gibbs.run(..., moves=...)``).
+
+    Warm-up (``W`` sweeps, known from :func:`blockbayes.gibbs.run`; see :meth:`schedule`):
+
+    1. sweeps ``[0, a)``, ``a = round(average_from · W)``: every ``refresh_every`` sweeps the mass
+       is recomputed at the chain's state (it follows the chain out of its MAP start);
+    2. sweeps ``[a, t)``, ``t = W − round(terminal · W)``: every ``average_every`` sweeps the
+       Gauss–Newton matrix at the chain's state is added to a running sum, and every
+       ``refresh_every`` sweeps (and at the last addition) the mass becomes
+       ``M = s Λ + mean(GN)`` — the Gauss–Newton matrix averaged over the visited states;
+    3. sweeps ``[t, W)`` (terminal window): ``M`` frozen, ``log h`` adapted with a restarted
+       Robbins–Monro gain; the kept ``h`` is ``exp`` of the mean ``log h`` over the window's
+       second half.
+
+    Why (docs/gibbs-moves.md §6, design note 38): at ``Δ_y ~ 10⁻⁴`` the data directions of
+    the posterior are ~10³ times stiffer than the prior ones and they rotate as the chain moves;
+    a mass from ONE state goes stale within ~25 sweeps (Yacht 0, warm-up: mean ``min(1, α)``
+    0.87 right after a refresh, 0.71 25 sweeps later), and after warm-up the acceptance fell from
+    0.8 to 0.2–0.7 on Yacht and to ~0 (chains stuck for hundreds of sweeps) on Energy. The
+    averaged mass covers the stiff directions of many states. After warm-up everything is fixed.
 
     Attributes
     ----------
@@ -249,7 +302,7 @@ class JointHMCMove(NamedTuple):
     target_accept : float
         Warm-up target of the mean ``min(1, α)``.
     refresh_every : int
-        During warm-up, recompute the mass matrix every this many sweeps.
+        During warm-up, recompute (phase 1) or re-average (phase 2) the mass every this many sweeps.
     init_step : float
         Initial ``h`` (in units of the mass matrix: ``h ≈ 1`` is the leapfrog stability limit's
         half on an exactly preconditioned Gaussian).
@@ -269,6 +322,14 @@ class JointHMCMove(NamedTuple):
         median energy error 62 nats with ``s = 1``, 0.9 with ``s = 100``, 0.15 with ``s = 1000``).
         Any fixed ``M`` keeps the move exact; ``s`` only trades speed along those directions
         for a larger step along the data-determined ones.
+    average_from : float
+        Fraction of warm-up after which the mass is the averaged Gauss–Newton matrix, in
+        ``[0, 1]`` (1: single-state refreshes throughout, session 9's rule).
+    average_every : int
+        Sweeps between the Gauss–Newton matrices averaged.
+    terminal : float
+        Fraction of warm-up at its end with the mass frozen and only ``h`` adapted, in
+        ``[0, 1)`` (0 and ``average_from = 1``: session 9's rule, the last iterate's ``h`` kept).
     """
 
     leapfrog: int = 32
@@ -280,9 +341,12 @@ class JointHMCMove(NamedTuple):
     max_params: int = 4000
     chunk: int = 256
     prior_mass: float = 100.0
+    average_from: float = 0.5
+    average_every: int = 5
+    terminal: float = 0.15
 
     def validate(self, net: MLP = None):
-        for name in ("leapfrog", "trajectories", "refresh_every", "max_params", "chunk"):
+        for name in ("leapfrog", "trajectories", "refresh_every", "max_params", "chunk", "average_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
@@ -294,6 +358,10 @@ class JointHMCMove(NamedTuple):
             raise ValueError(f"prior_mass must be positive and finite, got {self.prior_mass!r}")
         if not 0.0 <= self.jitter < 1.0:
             raise ValueError(f"jitter must lie in [0, 1), got {self.jitter!r}")
+        if not 0.0 <= self.average_from <= 1.0:
+            raise ValueError(f"average_from must lie in [0, 1], got {self.average_from!r}")
+        if not 0.0 <= self.terminal < 1.0:
+            raise ValueError(f"terminal must lie in [0, 1), got {self.terminal!r}")
         if net is not None:
             P = num_params(net)
             if P > self.max_params:
@@ -301,24 +369,45 @@ class JointHMCMove(NamedTuple):
                                  f"{list(net.widths)}), above max_params={self.max_params}; raise max_params if "
                                  "memory and O(P^2) per leapfrog step are affordable, or use NonCentredMove")
 
-    def init(self, state: GibbsState, net: MLP, X, y) -> JointHMCState:
-        """Kernel parameters at ``state`` (mass matrix from its joint Gauss–Newton matrix)."""
+    def schedule(self, num_warmup) -> WarmupSchedule:
+        """The warm-up windows for ``num_warmup`` sweeps (``None``: phase 1 only, no final mean).
+
+        ``terminal_start = W − round(terminal · W)``, ``average_start = min(round(average_from · W),
+        terminal_start)``, ``mean_start = terminal_start + (W − terminal_start) // 2``.
+        """
+        if num_warmup is None:
+            return WarmupSchedule(math.inf, math.inf, math.inf)
+        W = int(num_warmup)
+        t = W - int(round(self.terminal * W))
+        a = min(int(round(self.average_from * W)), t)
+        return WarmupSchedule(a, t, t + (W - t) // 2 if t < W else math.inf)
+
+    def init(self, state: GibbsState, net: MLP, X, y, *, num_warmup=None) -> JointHMCState:
+        """Kernel parameters at ``state`` (mass matrix from its joint Gauss–Newton matrix).
+
+        ``num_warmup``: the run's warm-up sweeps (:func:`blockbayes.gibbs.run` passes it), which
+        place the averaging and terminal windows; ``None``: single-state refreshes only.
+        """
         self.validate(net)
+        if num_warmup is not None and (isinstance(num_warmup, bool) or not isinstance(num_warmup, int)
+                                       or num_warmup < 0):
+            raise ValueError(f"num_warmup must be an int >= 0 or None, got {num_warmup!r}")
         xp = namespace(X)
         C = state.delta_y.shape[0]
         R, Minv = _mass(state, net, X, self.chunk, self.prior_mass)
         ls = xp.full((C,), math.log(self.init_step), dtype=X.dtype, device=device_of(X))
         acc = xp.zeros((C,), dtype=X.dtype, device=device_of(X))
-        return JointHMCState(R, Minv, ls, 0, acc, None, 0)
+        return JointHMCState(R, Minv, ls, 0, acc, None, 0, num_warmup)
 
     def step(self, key, mstate: JointHMCState, state: GibbsState, net: MLP, X, y, *, warmup: bool = False,
              final_warmup: bool = False):
         """``trajectories`` HMC trajectories on all weights; returns ``(state, mstate)``.
 
-        With ``warmup`` the step size adapts and every ``refresh_every`` sweeps the mass matrix
-        is recomputed at the current state (not at ``final_warmup``, so the kept samples use the
-        mass the step size was last adapted with); otherwise the kernel parameters are fixed and
-        ``mstate`` only records the acceptance.
+        With ``warmup`` the kernel adapts by the windows of :meth:`schedule` (the mass is never
+        changed at the last warm-up sweep, so the kept samples use the mass the step size was
+        last adapted with); otherwise the kernel parameters are fixed and ``mstate`` only records
+        the acceptance. ``final_warmup`` marks the last warm-up sweep (without ``num_warmup``
+        the mass is not refreshed there either).
         """
         xp = namespace(X)
         C = state.delta_y.shape[0]
@@ -326,27 +415,48 @@ class JointHMCMove(NamedTuple):
         h = xp.exp(mstate.log_step)
         state, rate = hmc_trajectories(key, state, net, X, T, mstate.chol, mstate.inv_mass, h, self.leapfrog,
                                        self.trajectories, self.jitter)
-        log_step = mstate.log_step
-        if warmup:
-            gamma = 1.0 / math.sqrt(1.0 + mstate.sweeps / 10.0)
-            log_step = log_step + gamma * (rate - self.target_accept)
-        sweeps = mstate.sweeps + 1
-        R, Minv = mstate.chol, mstate.inv_mass
-        if warmup and sweeps % self.refresh_every == 0 and not final_warmup:
-            # not at the last warm-up sweep: h is adapted to the mass it is used with
-            R, Minv = _mass(state, net, X, self.chunk, self.prior_mass)
-        acc_sum, sampled = mstate.accept_sum, mstate.sampled
         if not warmup:
-            acc_sum = rate if acc_sum is None else acc_sum + rate
-            sampled += 1
-        return state, JointHMCState(R, Minv, log_step, sweeps, rate, acc_sum, sampled)
+            acc_sum = rate if mstate.accept_sum is None else mstate.accept_sum + rate
+            return state, mstate._replace(sweeps=mstate.sweeps + 1, accept=rate, accept_sum=acc_sum,
+                                          sampled=mstate.sampled + 1)
+        return state, self._adapt(mstate, state, net, X, rate, final_warmup)
+
+    def _adapt(self, mstate: JointHMCState, state: GibbsState, net: MLP, X, rate, final_warmup: bool):
+        """One warm-up sweep's adaptation (sweep index ``mstate.sweeps``): ``h``, then the mass."""
+        sch = self.schedule(mstate.num_warmup)
+        s = mstate.sweeps
+        t0 = sch.terminal_start if s >= sch.terminal_start else 0        # the terminal window restarts the gain
+        gamma = 1.0 / math.sqrt(1.0 + (s - t0) / 10.0)
+        log_step = mstate.log_step + gamma * (rate - self.target_accept)
+        ls_sum, ls_n = mstate.log_step_sum, mstate.log_step_count
+        if s >= sch.mean_start:
+            ls_sum, ls_n = (log_step if ls_sum is None else ls_sum + log_step), ls_n + 1
+        sweeps = s + 1
+        R, Minv = mstate.chol, mstate.inv_mass
+        gn_sum, gn_n = mstate.gn_sum, mstate.gn_count
+        last = final_warmup or (mstate.num_warmup is not None and sweeps >= mstate.num_warmup)
+        if not last and sweeps < sch.terminal_start:
+            if sweeps >= sch.average_start:
+                if (sweeps - sch.average_start) % self.average_every == 0:
+                    G = joint_gauss_newton_precision(state, net, X, chunk=self.chunk, prior_scale=0.0)
+                    gn_sum, gn_n = (G if gn_sum is None else gn_sum + G), gn_n + 1
+                    if sweeps % self.refresh_every == 0 or sweeps + self.average_every >= sch.terminal_start:
+                        R, Minv = _mass_from(gn_sum / gn_n, state, net, self.prior_mass)
+            elif sweeps % self.refresh_every == 0:
+                R, Minv = _mass(state, net, X, self.chunk, self.prior_mass)
+        if last and ls_n:
+            log_step = ls_sum / ls_n                     # the kept h: mean log h of the window's second half
+        return mstate._replace(chol=R, inv_mass=Minv, log_step=log_step, sweeps=sweeps, accept=rate,
+                               gn_sum=None if last else gn_sum, gn_count=gn_n, log_step_sum=ls_sum,
+                               log_step_count=ls_n)
 
     def summary(self, mstate: JointHMCState) -> dict:
         """JSON-able report: mean ``min(1, α)`` after warm-up, final step sizes, settings."""
         from .._backend import to_numpy
 
         out = {"move": "joint non-centred HMC", "layers": "all", "leapfrog": self.leapfrog,
-               "trajectories": self.trajectories}
+               "trajectories": self.trajectories, "average_from": self.average_from, "terminal": self.terminal,
+               "averaged_gn": mstate.gn_count}
         if mstate.sampled:
             out["accept"] = [float(to_numpy(mstate.accept_sum).mean()) / mstate.sampled]
         out["step_size"] = [float(math.exp(float(to_numpy(mstate.log_step).mean())))]
@@ -362,6 +472,15 @@ def _mass(state, net, X, chunk, prior_scale):
     """``(R, M^{-1})`` of the mass matrix ``M = s Λ + GN`` at ``state``."""
     xp = namespace(X)
     R, Rinv = _factor(joint_gauss_newton_precision(state, net, X, chunk=chunk, prior_scale=prior_scale))
+    return R, xp.matmul(xp.matrix_transpose(Rinv), Rinv)
+
+
+def _mass_from(gn, state, net, prior_scale):
+    """``(R, M^{-1})`` of ``M = s Λ + GN`` for a given (averaged) Gauss–Newton matrix ``gn`` ``(C, P, P)``."""
+    xp = namespace(gn)
+    lam = prior_precision_vector(state, net)
+    M = gn + (prior_scale * lam)[..., :, None] * xp.eye(gn.shape[-1], dtype=gn.dtype, device=device_of(gn))
+    R, Rinv = _factor(M)
     return R, xp.matmul(xp.matrix_transpose(Rinv), Rinv)
 
 

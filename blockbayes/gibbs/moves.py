@@ -313,8 +313,12 @@ class NonCentredMove(NamedTuple):
         if not (self.init_step > 0 and math.isfinite(self.init_step)):
             raise ValueError(f"init_step must be positive, got {self.init_step!r}")
 
-    def init(self, state: GibbsState, net: MLP, X, y) -> MoveState:
-        """Kernel parameters at ``state`` (preconditioners from its Gauss–Newton matrices)."""
+    def init(self, state: GibbsState, net: MLP, X, y, *, num_warmup=None) -> MoveState:
+        """Kernel parameters at ``state`` (preconditioners from its Gauss–Newton matrices).
+
+        ``num_warmup`` (the run's warm-up sweeps, passed by :func:`blockbayes.gibbs.run`) is
+        not used: this move's warm-up rule needs only the ``final_warmup`` flag.
+        """
         self.validate()
         xp = namespace(X)
         layers = self.chosen_layers(net)

@@ -164,7 +164,10 @@ def gold_hmc(**overrides) -> GoldPreset:
 
     ``GoldPreset(moves=JointHMCMove(), **overrides)``: the same MAP starts, hidden-noise rule and
     counts as :func:`gold`, plus :class:`~blockbayes.gibbs.hmc.JointHMCMove` (32 leapfrog steps,
-    mass ``100 Λ + GN``) on all weight matrices. Measured against NUTS and against :func:`gold`
+    mass ``100 Λ + GN``, since session 10 with the Gauss–Newton matrix averaged over the second
+    half of warm-up and a terminal step-size window — design note 38) on all weight matrices.
+    The figures below are session 9's (single-state mass); session 10's are in docs/gibbs-moves.md
+    §6 ("Acceptance after warm-up"). Measured against NUTS and against :func:`gold`
     in docs/gibbs-moves.md §6 ("Joint HMC move on the gold cells"): the chains leave their MAP
     modes (function-space R-hat 1.14–1.64 instead of 1.77–2.58 on Yacht and Energy splits 0–2;
     1.01 / 1.03 on Boston / Concrete split 0, where it matches NUTS's RMSE and LL), RMSE lower on

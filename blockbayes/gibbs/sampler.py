@@ -215,7 +215,7 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         from .diagnostics import default_probe
 
         probe_X = default_probe(X, 32 if probe is None else int(probe))
-    mstate = moves.init(state, net, X, y) if moves is not None else None
+    mstate = moves.init(state, net, X, y, num_warmup=num_warmup) if moves is not None else None
     # log joint from the latent passes' sums, completed one sweep later; a move or a swap after the
     # sweep changes the state those sums describe, so with either it is computed directly
     fused_lj = L > 1 and moves is None and not tplan.active
