@@ -173,6 +173,13 @@ def _sse(xp, T, out):
     return xp.sum(R * R, axis=(-2, -1))
 
 
+def _columns(xp, A):
+    """``(C, n, K)`` → list of ``K`` contiguous ``(C, n)`` columns (one copy: strided columns are slow)."""
+    C, n, K = A.shape
+    At = xp.reshape(xp.reshape(xp.permute_dims(A, (2, 0, 1)), (K, C * n)), (K, C, n))
+    return [At[k] for k in range(K)]
+
+
 def unit_redraws(key, state: GibbsState, net: MLP, X, T, l, proposals):
     """``proposals`` independence-MH prior redraws of each row of ``W^l`` in turn, noises frozen.
 
@@ -186,7 +193,6 @@ def unit_redraws(key, state: GibbsState, net: MLP, X, T, l, proposals):
     k_units, d = net.widths[l + 1], net.widths[l]
     xi, eta = frozen_noises(state, net, X, 0)          # unscaled noises of every hidden layer
     H = X if l == 0 else state.post[l - 1]              # (n, d) or (C, n, d): unchanged by this move
-    Hc = H if H.ndim == 3 else H[None, ...]
     Ws = list(state.weights)
     pre, post = list(state.pre), list(state.post)
     out = forward_with_noises(post[L - 2], Ws[-1:], net, [], [])[2]
@@ -197,6 +203,8 @@ def unit_redraws(key, state: GibbsState, net: MLP, X, T, l, proposals):
     U = bbr.uniform(k2, (proposals, k_units, C), like=X)
     eye = xp.eye(k_units, dtype=X.dtype, device=dev)
     last = l == L - 2
+    # the layer's latents as per-unit columns (C, n): a proposal touches one column only
+    zc, xc, xic, etac = (_columns(xp, A) for A in (pre[l], post[l], xi[l], eta[l]))
     rate = []
     with _np.errstate(over="ignore", invalid="ignore"):
         for k in range(k_units):
@@ -205,29 +213,34 @@ def unit_redraws(key, state: GibbsState, net: MLP, X, T, l, proposals):
             for r in range(proposals):
                 w_old = Ws[l][:, k, :]                                         # (C, d+1)
                 w_new = prior_row_draw(E[r, k], lam_row)
-                z_new = xp.matmul(Hc, w_new[:, :-1, None])[..., 0] + w_new[:, None, -1] + xi[l][..., k]   # (C, n)
-                x_new = activate(xp, z_new, net.activation, net.slope) + eta[l][..., k]
-                dx = x_new - post[l][..., k]
-                Z_p = pre[l] + (z_new - pre[l][..., k])[..., None] * e_k
-                X_p = post[l] + dx[..., None] * e_k
+                if H.ndim == 2:
+                    a = xp.matrix_transpose(xp.matmul(H, xp.matrix_transpose(w_new[:, :-1])))   # (C, n)
+                else:
+                    a = xp.matmul(H, w_new[:, :-1, None])[..., 0]
+                z_new = a + w_new[:, -1:] + xic[k]
+                x_new = activate(xp, z_new, net.activation, net.slope) + etac[k]
+                dx = x_new - xc[k]
                 if last:
                     out_p = out + dx[..., None] * Ws[-1][:, None, :, k]         # rank one: (C, n, d_out)
                     up_pre, up_post = [], []
                 else:
+                    X_p = xp.stack(xc[:k] + [x_new] + xc[k + 1:], axis=-1)
                     up_pre, up_post, out_p = forward_with_noises(X_p, Ws[l + 1:], net, xi[l + 1:], eta[l + 1:])
                 sse_p = _sse(xp, T, out_p)
                 la = redraw_log_accept(sse_p, sse, w_new, w_old, lam_row, state.delta_y)
                 ok = (xp.log(U[r, k]) < la) & xp.isfinite(sse_p)
-                o3 = ok[:, None, None]
+                o2, o3 = ok[:, None], ok[:, None, None]
                 Ws[l] = xp.where(o3 & (e_k[None, :, None] > 0), w_new[:, None, :], Ws[l])
-                pre[l] = xp.where(o3, Z_p, pre[l])
-                post[l] = xp.where(o3, X_p, post[l])
-                for j, (a, b) in enumerate(zip(up_pre, up_post)):
-                    pre[l + 1 + j] = xp.where(o3, a, pre[l + 1 + j])
-                    post[l + 1 + j] = xp.where(o3, b, post[l + 1 + j])
+                zc[k] = xp.where(o2, z_new, zc[k])
+                xc[k] = xp.where(o2, x_new, xc[k])
+                for j, (a_, b_) in enumerate(zip(up_pre, up_post)):
+                    pre[l + 1 + j] = xp.where(o3, a_, pre[l + 1 + j])
+                    post[l + 1 + j] = xp.where(o3, b_, post[l + 1 + j])
                 out = xp.where(o3, out_p, out)
                 sse = xp.where(ok, sse_p, sse)
                 acc_k = acc_k + xp.astype(ok, X.dtype)
             rate.append(acc_k / proposals)
+    pre[l] = xp.stack(zc, axis=-1)
+    post[l] = xp.stack(xc, axis=-1)
     new = state._replace(weights=tuple(Ws), pre=tuple(pre), post=tuple(post))
     return new, xp.stack(rate, axis=-1)
