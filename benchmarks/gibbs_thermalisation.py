@@ -25,6 +25,11 @@ optional ``maphmc`` arm adds the ``hmc`` arm's move to those starts (no annealin
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_thermalisation.py --delta 1e-3 1e-4 --seeds 32 --budget 150
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_thermalisation.py --delta 1e-4 --seeds 32 --budget 300 --arms plain map
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_thermalisation.py --delta 1e-4 --seeds 32 --budget 300 --arms plain hmc
+    ... --arms plain hmc --leapfrog 8 --hmc-anneal 1e-1 --anneal-frac 0.6 --redraw 1   # + unit prior redraw
+
+``--redraw R`` adds the exact unit prior-redraw move (:class:`~blockbayes.gibbs.redraw.UnitRedrawMove`,
+``R`` independent prior proposals of every hidden unit's input row per sweep, noises frozen) to
+the hmc/maphmc arms, after the HMC move; its mean acceptance is printed as ``rd``.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ from blockbayes import gibbs
 from blockbayes._backend import random as bbr
 from blockbayes.gibbs.hmc import JointHMCMove
 from blockbayes.gibbs.moves import NonCentredMove
+from blockbayes.gibbs.redraw import UnitRedrawMove
 
 
 def teachers(seed, C, delta, d=50, K=10, n=2084, n_test=2000):
@@ -93,14 +99,15 @@ def jit_warmup(net, X, y):
 
 
 def run_arm(net, X, y, Xt, ft, delta, *, moves, budget, every, seed, start=None, delay=0, anneal=None,
-            anneal_duration=0.0, start_weights=None, max_sweeps=None):
+            anneal_duration=0.0, start_weights=None, max_sweeps=None, redraw=None):
     """One arm. ``start``: None (zero init) or ``(restarts, max_iter)`` for MAP starts, whose
     fitting time is charged to the arm's budget. ``delay``: plain sweeps before ``moves`` start
     (their ``init`` is then done at that state, inside the budget). ``anneal``: ``Δ_0`` of a
     wall-clock annealing of every ``Δ`` (hidden and ``Δ_y``) down to ``delta`` over
     ``anneal_duration`` seconds; hits are counted only once ``Δ = delta``. ``start_weights``: given
     per-layer ``(C, d_{l+1}, d_l + 1)`` weights instead of zero (tests); ``max_sweeps``: stop there
-    even inside the budget (tests)."""
+    even inside the budget (tests). ``redraw``: a :class:`~blockbayes.gibbs.redraw.UnitRedrawMove`
+    run after ``moves`` (same delay)."""
     xp = np
     C = y.shape[0]
     key = bbr.key(seed)
@@ -117,7 +124,8 @@ def run_arm(net, X, y, Xt, ft, delta, *, moves, budget, every, seed, start=None,
     gram = cache.gram0
     cur_delta = float(delta)
     net_t = net
-    mstate = None
+    mstate = rstate = None
+    rd_acc = []
     hit_sweep = np.full(C, -1)
     hit_time = np.full(C, np.nan)
     fit_s = time.perf_counter() - t0
@@ -136,6 +144,12 @@ def run_arm(net, X, y, Xt, ft, delta, *, moves, budget, every, seed, start=None,
             if mstate is None:
                 mstate = moves.init(state, net_t, X, y)
             state, mstate = moves.step(k2, mstate, state, net_t, X, y, warmup=True)
+        if redraw is not None and sweeps >= delay:
+            if rstate is None:
+                rstate = redraw.init(state, net_t, X, y)
+            key, k3 = bbr.split(key)
+            state, rstate = redraw.step(k3, rstate, state, net_t, X, y, warmup=True)
+            rd_acc.append(float(np.mean(np.asarray(rstate.accept[0]))))
         sweeps += 1
         if sweeps % every == 0 and cur_delta == delta:
             mse = test_mse(state, Xt, ft)
@@ -149,7 +163,8 @@ def run_arm(net, X, y, Xt, ft, delta, *, moves, budget, every, seed, start=None,
     return dict(sweeps=sweeps, frac=float(np.mean(hit_sweep >= 0)), hits=int(np.sum(hit_sweep >= 0)), fit_s=fit_s,
                 t_med=float(np.nanmedian(hit_time)) if np.any(hit_sweep >= 0) else float("nan"),
                 mse_med=float(np.median(mse)), wall=time.perf_counter() - t0, accept=acc,
-                end=int(np.sum(mse <= 3 * delta)), mse=mse, delta_end=cur_delta,
+                end=int(np.sum(mse <= 3 * delta)), mse=mse, delta_end=cur_delta, weights=tuple(state.weights),
+                redraw_accept=float(np.mean(rd_acc)) if rd_acc else float("nan"),
                 step=(float(np.exp(np.mean(np.asarray(mstate.log_step))))
                       if mstate is not None and hasattr(mstate, "log_step") else float("nan")))
 
@@ -176,7 +191,11 @@ def main(argv=None):
                     help="hmc arm: Δ_0 of an annealed warm-up of every Δ (Δ_y included) down to Δ*")
     ap.add_argument("--anneal-frac", type=float, default=0.5,
                     help="part of the budget (wall-clock) over which --hmc-anneal falls to Δ*")
-    ap.add_argument("--dump", default=None, help="write each arm's final per-seed test MSE/Δ to this .npz")
+    ap.add_argument("--redraw", type=int, default=0,
+                    help="hmc/maphmc arms: also run the exact unit prior-redraw move (UnitRedrawMove) after the "
+                         "HMC move, this many proposals per hidden unit per sweep (0: off)")
+    ap.add_argument("--dump", default=None,
+                    help="write each arm's final per-seed test MSE/Δ and final weights (key suffix _W<l>) to this .npz")
     ap.add_argument("--map-restarts", type=int, default=8)
     ap.add_argument("--map-iter", type=int, default=1000)
     a = ap.parse_args(argv)
@@ -186,6 +205,7 @@ def main(argv=None):
         print(f"hmc arm: JointHMCMove(leapfrog={a.leapfrog}, prior_mass={a.prior_mass:g}, refresh_every="
               f"{a.refresh_every}, init_step={a.init_step:g}), delay {a.hmc_delay} sweeps, anneal "
               + (f"Δ_0={a.hmc_anneal:g} over {a.anneal_frac:g} of the budget" if a.hmc_anneal else "off")
+              + (f", unit redraw {a.redraw} proposals/unit/sweep" if a.redraw else "")
               + f"; teachers/inputs seed {a.seed}")
     print(f"{'Δ':>7} {'sampler':>22} {'sweeps':>7} {'thermalised':>12} {'median t_hit s':>15} {'median MSE/Δ':>13} "
           f"{'end':>4} {'accept':>7}")
@@ -194,16 +214,18 @@ def main(argv=None):
         net = planted_net(delta)
         X, y, Xt, ft = teachers(a.seed, a.seeds, delta)
         jit_warmup(net, X, y)
-        hmc_name = f"Gibbs + joint HMC x{a.leapfrog}" + (" +ann" if a.hmc_anneal else "")
+        hmc_name = f"Gibbs + joint HMC x{a.leapfrog}" + (" +ann" if a.hmc_anneal else "") + \
+            (f" +rd{a.redraw}" if a.redraw else "")
+        rd = dict(redraw=UnitRedrawMove(proposals=a.redraw)) if a.redraw else {}
         arms = {"plain": ("plain Gibbs", None, None, {}),
                 "nc": (f"Gibbs + NC-MALA x{a.steps}", NonCentredMove(steps=a.steps, refresh_every=50), None, {}),
                 "hmc": (hmc_name, JointHMCMove(leapfrog=a.leapfrog, prior_mass=a.prior_mass,
                                                refresh_every=a.refresh_every, init_step=a.init_step), None,
-                        dict(delay=a.hmc_delay, anneal=a.hmc_anneal, anneal_duration=a.anneal_frac * a.budget)),
+                        dict(delay=a.hmc_delay, anneal=a.hmc_anneal, anneal_duration=a.anneal_frac * a.budget, **rd)),
                 "map": (f"Gibbs from MAP (best of {a.map_restarts})", None, (a.map_restarts, a.map_iter), {}),
                 "maphmc": (f"MAP (best of {a.map_restarts}) + HMC x{a.leapfrog}",
                            JointHMCMove(leapfrog=a.leapfrog, prior_mass=a.prior_mass, refresh_every=a.refresh_every,
-                                        init_step=a.init_step), (a.map_restarts, a.map_iter), {})}
+                                        init_step=a.init_step), (a.map_restarts, a.map_iter), rd)}
         for arm in a.arms:
             name, mv, start, extra = arms[arm]
             r = run_arm(net, X, y, Xt, ft, delta, moves=mv, budget=a.budget, every=a.every, seed=a.seed, start=start,
@@ -211,10 +233,14 @@ def main(argv=None):
             acc = "" if mv is None else f"{r['accept']:.2f}"
             if start is not None:
                 acc = f"fit {r['fit_s']:.0f}s" + ("" if mv is None else f" acc {r['accept']:.2f}")
+            if extra.get("redraw") is not None:
+                acc += f" rd {r['redraw_accept']:.3f}"
             print(f"{delta:7.0e} {name:>22} {r['sweeps']:7d} {r['hits']:>5d}/{a.seeds:<3d}({r['frac']:.2f}) "
                   f"{r['t_med']:15.1f} {r['mse_med'] / delta:13.2f} {r['end']:4d} {acc:>7}  "
                   f"(load {os.getloadavg()[0]:.2f})", flush=True)
             dump[f"{arm}_{delta:g}"] = r["mse"] / delta
+            for l, W in enumerate(r["weights"]):
+                dump[f"{arm}_{delta:g}_W{l}"] = W
     if a.dump:
         np.savez(a.dump, **dump)
 

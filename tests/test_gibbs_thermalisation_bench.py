@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from blockbayes.gibbs.hmc import JointHMCMove
+from blockbayes.gibbs.redraw import UnitRedrawMove
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks")
@@ -51,6 +52,14 @@ class _Recorder(JointHMCMove):
     def step(self, key, mstate, state, net, X, y, *, warmup=False, final_warmup=False):
         _Recorder.seen.append(("step", float(net.delta_z[0]), float(np.max(state.delta_y)), float(np.min(state.delta_y))))
         return JointHMCMove.step(self, key, mstate, state, net, X, y, warmup=warmup, final_warmup=final_warmup)
+
+
+class _RedrawRecorder(UnitRedrawMove):
+    """The real redraw move, recording the Δ's its steps are called with."""
+
+    def step(self, key, mstate, state, net, X, y, *, warmup=False, final_warmup=False):
+        _RedrawRecorder.seen.append((float(net.delta_z[0]), float(np.max(state.delta_y)), float(np.min(state.delta_y))))
+        return UnitRedrawMove.step(self, key, mstate, state, net, X, y, warmup=warmup, final_warmup=final_warmup)
 
 
 def _problem(delta, C=2):
@@ -107,7 +116,8 @@ def test_main_smoke_all_zero_start_arms(capsys, tmp_path):
     assert len(rows) == 3
     assert "joint HMC x2 +ann" in rows[2]
     d = np.load(out)
-    assert sorted(d.files) == ["hmc_0.001", "nc_0.001", "plain_0.001"] and d["hmc_0.001"].shape == (2,)
+    assert sorted(f for f in d.files if "_W" not in f) == ["hmc_0.001", "nc_0.001", "plain_0.001"]
+    assert d["hmc_0.001"].shape == (2,) and d["hmc_0.001_W0"].shape == (2, 10, 51) and d["plain_0.001_W1"].shape == (2, 1, 11)
 
 
 def test_main_smoke_map_start_arms(capsys):
@@ -115,3 +125,18 @@ def test_main_smoke_map_start_arms(capsys):
             "--map-restarts", "1", "--map-iter", "3"])
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.lstrip().startswith("1e-03")]
     assert len(rows) == 2 and "MAP (best of 1) + HMC x2" in rows[1] and " acc " in rows[1]
+
+
+def test_hmc_arm_redraw_follows_delay_and_annealed_delta(capsys):
+    delta = 1e-3
+    net, X, y, Xt, ft = _problem(delta)
+    _RedrawRecorder.seen = []
+    r = T.run_arm(net, X, y, Xt, ft, delta, moves=JointHMCMove(leapfrog=2), budget=1e9, every=1, seed=0, delay=2,
+                  anneal=1e-1, anneal_duration=1e9, max_sweeps=5, redraw=_RedrawRecorder(proposals=2))
+    assert len(_RedrawRecorder.seen) == 3                                   # 2 delayed sweeps
+    for dz, dy_max, dy_min in _RedrawRecorder.seen:
+        assert dz == dy_max == dy_min and 1e-1 / 1.01 < dz <= 1e-1
+    assert 0.0 <= r["redraw_accept"] <= 1.0
+    T.main(["--delta", "1e-3", "--seeds", "2", "--budget", "0.5", "--arms", "hmc", "--leapfrog", "2", "--redraw", "1"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.lstrip().startswith("1e-03")]
+    assert len(rows) == 1 and "+rd1" in rows[0] and " rd " in rows[0]

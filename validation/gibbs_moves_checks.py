@@ -29,6 +29,14 @@ Twins of the joint HMC move (:mod:`blockbayes.gibbs.hmc`, patched by the same fu
                        trajectory (adaptation that never stops: a state-dependent kernel)
 =====================  ==========================================================================
 
+Twins of the unit redraw move (:mod:`blockbayes.gibbs.redraw`, patched by the same function):
+
+=====================  ==========================================================================
+``redraw_wide``        the row proposed at 2× the prior sd, the ratio not corrected for it
+``redraw_prior_ratio`` the row's prior ratio ``−½λ(‖w'‖² − ‖w‖²)`` added to the likelihood ratio
+                       (it already cancels against the proposal)
+=====================  ==========================================================================
+
 Control (must PASS — not a bug for exactness): ``hmc_wrong_gradient`` (the backprop drops the
 ``f'(Z)`` factor). Leapfrog is a composition of shears whatever the force field, volume preserving
 and reversible, so HMC with any position-dependent force is exact; a wrong gradient only lowers
@@ -52,9 +60,10 @@ from . import _stats as S
 from . import gibbs_checks as G
 
 from blockbayes.gibbs import hmc as gibbs_hmc
+from blockbayes.gibbs import redraw as gibbs_redraw
 
 MOVE_TWINS = ("mala_no_q", "move_no_prior", "move_stale_latents", "hmc_no_kinetic", "hmc_no_prior",
-              "hmc_adapted_mass", "hmc_wrong_gradient")
+              "hmc_adapted_mass", "hmc_wrong_gradient", "redraw_wide", "redraw_prior_ratio")
 
 
 @contextlib.contextmanager
@@ -80,6 +89,13 @@ def install_move_twin(name):
     elif name == "hmc_wrong_gradient":
         module, attr = gibbs_hmc, "_back"
         new = lambda xp, delta, W, Z, activation, slope: np.matmul(delta, W[..., :-1])
+    elif name == "redraw_wide":
+        module, attr = gibbs_redraw, "prior_row_draw"
+        new = lambda E, lam_row: 2.0 * E / np.sqrt(lam_row)
+    elif name == "redraw_prior_ratio":
+        module, attr = gibbs_redraw, "redraw_log_accept"
+        new = lambda sse_new, sse_old, w_new, w_old, lam_row, dy: (sse_old - sse_new) / (2.0 * dy) - \
+            0.5 * np.sum(lam_row * (w_new ** 2 - w_old ** 2), axis=-1)
     elif name == "mala_no_q":
         attr = "log_proposal_ratio"
         new = lambda R_, W, Wp, g, gp, h: np.zeros(W.shape[0], dtype=W.dtype)
@@ -121,6 +137,8 @@ def _fixed_kernel(move, pilot_state, net, X, y, step):
     """Move state with preconditioners (mass matrices) from ``pilot_state`` and a fixed step ``h``."""
     ms = move.init(pilot_state, net, X, y)
     C = pilot_state.delta_y.shape[0]
+    if isinstance(ms, gibbs_redraw.RedrawState):        # nothing tuned
+        return ms
     if isinstance(ms, gibbs_hmc.JointHMCState):
         return ms._replace(log_step=np.full(C, np.log(step)))
     return ms._replace(log_step=tuple(np.full(C, np.log(step)) for _ in ms.layers))
@@ -128,6 +146,17 @@ def _fixed_kernel(move, pilot_state, net, X, y, step):
 
 def _accept(ms):
     return float(np.mean(ms.accept if isinstance(ms, gibbs_hmc.JointHMCState) else ms.accept[0]))
+
+
+def unit_redraw(proposals=2):
+    """The unit redraw move as the checks run it."""
+    return gibbs_redraw.UnitRedrawMove(proposals=proposals)
+
+
+def _move_name(move):
+    if move is None:
+        return "NC-MALA"
+    return "unit redraw" if isinstance(move, gibbs_redraw.UnitRedrawMove) else "joint HMC"
 
 
 def joint_hmc(leapfrog=5, prior_mass=1.0):
@@ -155,7 +184,7 @@ def check_geweke_move(seed, *, widths=(2, 3, 1), activation="relu", n=4, dz=0.05
     pilot = R.prior_joint_draw(rng, net, Xin, K, **kw)
     marg = R.prior_joint_draw(rng, net, Xin, K, **kw)
     start = R.prior_joint_draw(rng, net, Xin, K, **kw)
-    name = "NC-MALA" if move is None else "joint HMC"
+    name = _move_name(move)
     move = gibbs_moves.NonCentredMove(steps=steps, precond=precond) if move is None else move
     ms = _fixed_kernel(move, G._make_state(pilot, np.float64), net, Xin, pilot.y, step)
     st = G._make_state(start, np.float64)
@@ -203,7 +232,7 @@ def check_tiny_grid_move(seed, *, activation="relu", K=2000, sweeps=10, steps=5,
     other = gibbs.GibbsState(tuple(np.roll(W, 1, axis=0) for W in st.weights), tuple(np.roll(Z, 1, axis=0) for Z in st.pre),
                              tuple(np.roll(H, 1, axis=0) for H in st.post), st.lam_w, st.lam_b, st.delta_y)
     X, Y = x[:, None], y[:, None]
-    name = "NC-MALA" if move is None else "joint HMC"
+    name = _move_name(move)
     move = gibbs_moves.NonCentredMove(steps=steps) if move is None else move
     ms = _fixed_kernel(move, other, net, X, Y, step)
     cache = gibbs.precompute(net, X)

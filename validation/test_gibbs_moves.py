@@ -4,7 +4,8 @@
   each, Bonferroni over every statistic of the check).
 * ``test_move_twin_is_caught`` — the same experiment with one planted bug in the move (an
   acceptance ratio with a dropped term, latents that do not follow, an HMC mass matrix that keeps
-  adapting to the current state) fails.
+  adapting to the current state, a redraw proposal wider than the prior or a redraw ratio with the
+  prior added) fails.
 * ``test_hmc_wrong_gradient_stays_exact`` — control: HMC with a wrong gradient is still exact and
   must pass (stochastic, same bound).
 
@@ -45,6 +46,21 @@ FAMILIES = {
     "joint hmc: tiny relu net vs grid, move only": (
         lambda twin: M.check_tiny_grid_move(13, with_sweep=False, sweeps=20, move=M.joint_hmc(), step=0.3,
                                             delta=DELTA_ITEM, twin=twin), ("hmc_no_prior", "hmc_adapted_mass")),
+    # exact prior redraw of each hidden unit's input row (blockbayes.gibbs.redraw)
+    "unit redraw: geweke relu 2x3x1, move only": (
+        lambda twin: M.check_geweke_move(21, with_sweep=False, move=M.unit_redraw(), delta=DELTA_ITEM, twin=twin),
+        ("redraw_wide", "redraw_prior_ratio")),
+    "unit redraw: geweke leaky 2x3x2x1, move only": (
+        lambda twin: M.check_geweke_move(22, widths=(2, 3, 2, 1), activation="leaky_relu", with_sweep=False,
+                                         move=M.unit_redraw(), delta=DELTA_ITEM, twin=twin),
+        ("redraw_wide", "redraw_prior_ratio")),
+    "unit redraw: geweke leaky 2x3x2x1 +sweep +noise +prior": (
+        lambda twin: M.check_geweke_move(23, widths=(2, 3, 2, 1), activation="leaky_relu", learn_noise=True,
+                                         learn_prior=True, move=M.unit_redraw(), delta=DELTA_ITEM, twin=twin),
+        ("redraw_wide",)),
+    "unit redraw: tiny relu net vs grid, move only": (
+        lambda twin: M.check_tiny_grid_move(24, with_sweep=False, sweeps=20, move=M.unit_redraw(), delta=DELTA_ITEM,
+                                            twin=twin), ("redraw_wide", "redraw_prior_ratio")),
 }
 
 # controls: planted changes that are NOT exactness bugs; the family must still pass
