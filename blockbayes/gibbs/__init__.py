@@ -46,9 +46,10 @@ from .tempering import Tempering
 from . import presets
 from . import redraw
 from .redraw import UnitRedrawMove
+from .moves import ComposedMove
 
 __all__ = ["GibbsResult", "GibbsState", "GibbsInfo", "GibbsCache", "Hyperprior", "init", "step", "run",
            "precompute", "log_joint", "first_nonfinite", "NonFiniteStateError", "validate_data",
            "validate_labels", "num_classes", "sample_rows", "sample_post", "sample_pre",
            "sample_precision", "sample_latent", "output_targets", "conditionals", "kernel", "tempering",
-           "Tempering", "presets", "redraw", "UnitRedrawMove"]
+           "Tempering", "presets", "redraw", "UnitRedrawMove", "ComposedMove"]

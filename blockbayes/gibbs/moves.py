@@ -49,7 +49,7 @@ from .conditionals import output_targets
 from .kernel import GibbsState
 from ..model import MLP, activate, affine
 
-__all__ = ["NonCentredMove", "MoveState", "frozen_noises", "forward_with_noises", "frozen_noise_forward", "log_target",
+__all__ = ["NonCentredMove", "ComposedMove", "MoveState", "frozen_noises", "forward_with_noises", "frozen_noise_forward", "log_target",
            "log_target_and_grad", "gauss_newton_precision", "log_proposal_ratio"]
 
 
@@ -410,3 +410,50 @@ def _mala_layer(key, state: GibbsState, net: MLP, X, T, l, factors, h, steps):
         post_all[m] = post[j]
     new = state._replace(weights=tuple(weights), pre=tuple(pre_all), post=tuple(post_all))
     return new, accepted / steps
+
+
+class ComposedMove(NamedTuple):
+    """Several exact moves applied in order after every sweep: ``moves=ComposedMove((m1, m2))``.
+
+    Each component leaves the noisy-MLP posterior invariant, so their composition does too (a
+    product of π-invariant kernels is π-invariant); nothing is adapted here — every component keeps
+    its own warm-up rule. Component ``i`` gets key ``split(key, k)[i]`` of the sweep's move key.
+
+    Typical use (the planted-teacher recipe of docs/gibbs-moves.md §6): the joint HMC move followed
+    by the unit prior redraw, ``ComposedMove((JointHMCMove(leapfrog=8), UnitRedrawMove(proposals=1)))``.
+
+    Parameters
+    ----------
+    moves : tuple
+        Two or more moves with the protocol of :class:`NonCentredMove` (``init``, ``step``,
+        ``summary``).
+    """
+
+    moves: tuple
+
+    def validate(self):
+        """Raise ``ValueError`` unless ``moves`` is a tuple/list of ≥ 2 objects with the move protocol."""
+        if not isinstance(self.moves, (tuple, list)) or len(self.moves) < 2:
+            raise ValueError(f"ComposedMove needs a tuple of two or more moves, got {self.moves!r}")
+        for i, m in enumerate(self.moves):
+            if isinstance(m, ComposedMove) or not all(callable(getattr(m, a, None)) for a in ("init", "step", "summary")):
+                raise ValueError(f"moves[{i}] is not a move (needs init, step and summary, not nested): {m!r}")
+
+    def init(self, state: GibbsState, net: MLP, X, y, *, num_warmup=None) -> tuple:
+        """The components' states, in order (``num_warmup`` passed on to each)."""
+        self.validate()
+        return tuple(m.init(state, net, X, y, num_warmup=num_warmup) for m in self.moves)
+
+    def step(self, key, mstate: tuple, state: GibbsState, net: MLP, X, y, *, warmup: bool = False,
+             final_warmup: bool = False):
+        """Apply the components in order; returns ``(state, mstate)``."""
+        keys = bbr.split(key, len(self.moves))
+        out = []
+        for i, (m, ms) in enumerate(zip(self.moves, mstate)):
+            state, ms = m.step(keys[i], ms, state, net, X, y, warmup=warmup, final_warmup=final_warmup)
+            out.append(ms)
+        return state, tuple(out)
+
+    def summary(self, mstate: tuple) -> dict:
+        """JSON-able report: the components' summaries, in order."""
+        return {"move": "composed", "components": [m.summary(ms) for m, ms in zip(self.moves, mstate)]}

@@ -128,8 +128,12 @@ class UnitRedrawMove(NamedTuple):
                                  f"got {net.likelihood!r}")
             self.chosen_layers(net)
 
-    def init(self, state: GibbsState, net: MLP, X, y) -> RedrawState:
-        """Bookkeeping at ``state`` (nothing to tune)."""
+    def init(self, state: GibbsState, net: MLP, X, y, *, num_warmup=None) -> RedrawState:
+        """Bookkeeping at ``state`` (nothing to tune).
+
+        ``num_warmup`` (the run's warm-up sweeps, passed by :func:`blockbayes.gibbs.run` to every
+        move) is not used: this kernel adapts nothing.
+        """
         self.validate(net)
         xp = namespace(X)
         C = state.delta_y.shape[0]
