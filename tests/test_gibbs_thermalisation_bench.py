@@ -4,28 +4,18 @@ of ``main`` with every zero-start arm. No timing is asserted; the figure is in d
 Seconds (the teachers are Piccioli's size, n = 2084, with 2 seeds)."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 import sys
 
 import numpy as np
 import pytest
+from _bench_loader import BENCH, ROOT, load_benchmark
 
 from blockbayes.gibbs.hmc import JointHMCMove
 from blockbayes.gibbs.redraw import UnitRedrawMove
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "benchmarks")
 
-
-def _load(name):
-    if BENCH not in sys.path:
-        sys.path.insert(0, BENCH)
-    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+_load = load_benchmark
 
 
 T = _load("gibbs_thermalisation")

@@ -1,12 +1,10 @@
 """IVON and VOGN (blockbayes.vi.ivon / .vogn): exactness on a linear-Gaussian model, broken twins,
 equivalence with the authors' ivon-opt, and the result interface."""
-import importlib.util
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
+from _bench_loader import load_benchmark
 
 import blockbayes as bb
 from blockbayes import nn
@@ -110,11 +108,7 @@ def test_tempering_scales_variance():
 
 # ------------------------------------------------------------------------- ivon-opt equivalence
 def _bench_module():
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "ivon_vs_torch.py")
-    spec = importlib.util.spec_from_file_location("ivon_vs_torch", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("ivon_vs_torch")
 
 
 @pytest.mark.parametrize("kind", ["regression", "classification"])
