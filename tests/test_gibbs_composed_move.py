@@ -98,3 +98,33 @@ def test_errors():
                 (UnitRedrawMove(), ComposedMove((UnitRedrawMove(), UnitRedrawMove())))):
         with pytest.raises(ValueError, match="ComposedMove|not a move"):
             ComposedMove(bad).init(st, net, X, y)
+
+
+def _follows_protocol(cls) -> bool:
+    """What :func:`blockbayes.gibbs.run` calls on a move: ``init(state, net, X, y, num_warmup=…)``,
+    ``step(key, mstate, state, net, X, y, warmup=…, final_warmup=…)`` and ``summary(mstate)``."""
+    import inspect
+
+    try:
+        init = inspect.signature(cls.init).parameters
+        step = inspect.signature(cls.step).parameters
+        summ = inspect.signature(cls.summary).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+    kw = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return ("num_warmup" in init and init["num_warmup"].kind in kw
+            and all(k in step and step[k].kind in kw for k in ("warmup", "final_warmup")) and len(summ) == 2)
+
+
+class _OldInit(UnitRedrawMove):
+    """Twin: a move whose ``init`` predates ``num_warmup`` (the session-10 merge break)."""
+
+    def init(self, state, net, X, y):  # noqa: D102
+        return super().init(state, net, X, y)
+
+
+@pytest.mark.parametrize("cls", [NonCentredMove, JointHMCMove, UnitRedrawMove, ComposedMove])
+def test_every_move_takes_what_run_passes(cls):
+    """Each exported move has the signature ``gibbs.run`` calls; the twin without ``num_warmup`` fails."""
+    assert _follows_protocol(cls)
+    assert not _follows_protocol(_OldInit)
