@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _helpers import sine_data
 
 import blockbayes as bb
 from blockbayes import gibbs
@@ -16,13 +17,6 @@ from blockbayes.gibbs.diagnostics import ConvergenceWarning
 from blockbayes.gibbs.hmc import JointHMCMove
 from blockbayes.gibbs.moves import ComposedMove, NonCentredMove
 from blockbayes.gibbs.redraw import UnitRedrawMove
-
-
-def _data(n=30, d=3, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d))
-    y = np.sin(X[:, :1]) + 0.1 * rng.standard_normal((n, 1))
-    return X, y
 
 
 class _SameKeyComposed(ComposedMove):
@@ -50,7 +44,7 @@ def _by_hand(parts, key, st, net, X, y):
 def test_components_in_order_with_split_keys(cls, same):
     """The composed step is the components' steps in order, component i on key split(key, k)[i]
     (bitwise); the same-key twin is not (the test of the twin asserts the difference)."""
-    X, y = _data()
+    X, y = sine_data(n=30)
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta=1e-2)
     st = gibbs.init(bbr.key(1), net, X, y, num_chains=2, init="prior")
     parts = (NonCentredMove(steps=2), UnitRedrawMove(proposals=2))
@@ -76,7 +70,7 @@ def _same_state(a, b):
 
 def test_run_with_hmc_and_redraw():
     """The planted-teacher recipe through ``gibbs.run``: both components report; finite log joint."""
-    X, y = _data()
+    X, y = sine_data(n=30)
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta=1e-3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -91,7 +85,7 @@ def test_run_with_hmc_and_redraw():
 
 
 def test_errors():
-    X, y = _data()
+    X, y = sine_data(n=30)
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta=1e-2)
     st = gibbs.init(bbr.key(1), net, X, y, num_chains=1, init="prior")
     for bad in ((), (UnitRedrawMove(),), UnitRedrawMove(), (UnitRedrawMove(), "hmc"),

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _helpers import sine_data
 
 import blockbayes as bb
 from blockbayes import gibbs
@@ -18,17 +19,10 @@ from blockbayes.gibbs.hmc import (JointHMCMove, flatten_weights, joint_forward, 
 from blockbayes.gibbs.moves import frozen_noises
 
 
-def _data(n=40, d=3, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d))
-    y = np.sin(X[:, :1]) + 0.1 * rng.standard_normal((n, 1))
-    return X, y
-
-
 @pytest.mark.parametrize("widths, activation", [([3, 4, 1], "relu"), ([3, 4, 3, 2], "leaky_relu"),
                                                 ([3, 2, 2], "identity"), ([3, 2], "relu")])
 def test_joint_gradient_and_gauss_newton_match_finite_differences(widths, activation):
-    X, y = _data()
+    X, y = sine_data()
     y = np.repeat(y, widths[-1], axis=1)
     net = bb.MLP(widths, activation, slope=0.2, prior_prec=1.0, delta={"Z": 1e-2, "X": 1e-2, "y": 0.1})
     C = 2
@@ -83,7 +77,7 @@ def test_leapfrog_is_reversible_and_moves_all_layers():
     are those of the frozen-noise forward pass."""
     from blockbayes.gibbs import hmc
 
-    X, y = _data()
+    X, y = sine_data()
     net = bb.MLP([3, 4, 2, 1], "relu", prior_prec=1.0, delta={"Z": 1e-4, "X": 1e-4, "y": 1.0})
     st = gibbs.init(bbr.key(2), net, X, y, num_chains=3, init="prior")
     T = gibbs.output_targets(net, y, None, 3, X)
@@ -118,7 +112,7 @@ def test_leapfrog_is_reversible_and_moves_all_layers():
 
 
 def test_run_with_joint_hmc_learn_noise_and_probit():
-    X, y = _data()
+    X, y = sine_data()
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-5, "X": 1e-5, "y": 0.1})
     kw = dict(num_samples=15, num_warmup=30, num_chains=2, seed=0, progress=False, init="prior", diagnose=False)
     r = gibbs.run(net, X, y, moves=JointHMCMove(leapfrog=5, refresh_every=10), learn_noise=True, **kw)
@@ -137,7 +131,7 @@ def test_run_with_joint_hmc_learn_noise_and_probit():
 
 
 def test_joint_hmc_errors():
-    X, y = _data()
+    X, y = sine_data()
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0)
     st = gibbs.init(bbr.key(0), net, X, y, num_chains=1, init="prior")
     with pytest.raises(ValueError, match="max_params"):
@@ -154,7 +148,7 @@ def _warm_up(move, W, seed=3, C=2, record=None):
     """Run ``W`` warm-up calls of the move alone (no sweep) on a small net; returns the pieces.
 
     ``record``: list that receives ``(sweeps after the call, state, mstate)`` of every call."""
-    X, y = _data()
+    X, y = sine_data()
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-4, "X": 1e-4, "y": 0.05})
     st = gibbs.init(bbr.key(seed), net, X, y, num_chains=C, init="prior")
     ms = move.init(st, net, X, y, num_warmup=W)
@@ -229,7 +223,7 @@ def test_warmup_windows_average_the_gauss_newton_mass_and_the_terminal_step():
 def test_without_num_warmup_the_single_state_rule_is_kept():
     """``init`` without ``num_warmup`` (direct use of the move) = ``average_from=1, terminal=0``:
     single-state refreshes every ``refresh_every`` calls, the last iterate's ``h``."""
-    X, y = _data()
+    X, y = sine_data()
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-4, "X": 1e-4, "y": 0.05})
     out = []
     for move, W in ((JointHMCMove(leapfrog=3, refresh_every=4), None),

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _helpers import sine_data
 
 import blockbayes as bb
 from blockbayes import gibbs
@@ -16,17 +17,10 @@ from blockbayes.gibbs.diagnostics import ConvergenceWarning, default_probe, func
 from blockbayes.gibbs.moves import (NonCentredMove, frozen_noises, gauss_newton_precision, log_target_and_grad)
 
 
-def _data(n=40, d=3, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d))
-    y = np.sin(X[:, :1]) + 0.1 * rng.standard_normal((n, 1))
-    return X, y
-
-
 @pytest.mark.parametrize("widths, activation", [([3, 4, 1], "relu"), ([3, 4, 3, 2], "leaky_relu"),
                                                 ([3, 2, 2], "identity")])
 def test_gradient_and_gauss_newton_match_finite_differences(widths, activation):
-    X, y = _data()
+    X, y = sine_data()
     y = np.repeat(y, widths[-1], axis=1)
     net = bb.MLP(widths, activation, slope=0.2, prior_prec=1.0, delta={"Z": 1e-2, "X": 1e-2, "y": 0.1})
     st = gibbs.init(bbr.key(1), net, X, y, num_chains=2)
@@ -65,7 +59,7 @@ def test_gradient_and_gauss_newton_match_finite_differences(widths, activation):
 
 
 def test_run_with_move_schedule_and_summary(tmp_path):
-    X, y = _data()
+    X, y = sine_data()
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -91,7 +85,7 @@ def test_run_with_move_schedule_and_summary(tmp_path):
 
 
 def test_unmixed_run_warns_and_single_chain_summary():
-    X, y = _data()
+    X, y = sine_data()
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-4, "X": 1e-4, "y": 0.01})
     with pytest.warns(ConvergenceWarning, match="not mixed"):
         gibbs.run(net, X, y, num_samples=10, num_warmup=0, num_chains=2, seed=0, progress=False, init="zero")
@@ -104,7 +98,7 @@ def test_unmixed_run_warns_and_single_chain_summary():
 
 
 def test_map_starts():
-    X, y = _data()
+    X, y = sine_data()
     net = bb.MLP([3, 6, 1], "relu", prior_prec=1.0, delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
     st_map = gibbs.run(net, X, y, num_samples=4, num_chains=3, seed=0, progress=False, init="map", learn_noise=True,
                        diagnose=False)
@@ -123,7 +117,6 @@ def test_map_starts():
         map_starts(bbr.key(3), net, X, y, num_chains=3, kind="mode")
 
 
-
 def test_map_starts_learn_noise_are_joint_fits():
     """With ``learn_noise`` each chain starts from the joint (weights, Δ_y) MAP under the sampler's
     noise hyperprior: chain c's weights and Δ_y are exactly ``map_fit(..., learn_noise=True)``
@@ -132,7 +125,7 @@ def test_map_starts_learn_noise_are_joint_fits():
     from blockbayes import laplace
     from blockbayes.gibbs.starts import JOINT_MAX_ITER, map_starts
 
-    X, y = _data()
+    X, y = sine_data()
     net = bb.MLP([3, 6, 1], "relu", prior_prec=1.0, delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
     w, dy, info = map_starts(bbr.key(5), net, X, y, num_chains=2, kind="map", learn_noise=True,
                              noise_prior=(1.0, 1e-2))
@@ -157,7 +150,7 @@ def test_default_start_is_map():
     import inspect
 
     assert inspect.signature(gibbs.run).parameters["init"].default == "map"
-    X, y = _data()
+    X, y = sine_data()
     net = bb.MLP([3, 6, 1], "relu", prior_prec=1.0, delta={"Z": 1e-3, "X": 1e-3, "y": 0.01})
     kw = dict(num_samples=3, num_chains=2, seed=5, progress=False, learn_noise=True, diagnose=False)
     d = gibbs.run(net, X, y, **kw)
@@ -187,7 +180,7 @@ def test_annealed_delta_schedule():
 
 
 def test_move_bad_layers():
-    X, y = _data()
+    X, y = sine_data()
     net = bb.MLP([3, 4, 1], "relu")
     st = gibbs.init(bbr.key(0), net, X, y, num_chains=1)
     with pytest.raises(ValueError, match="moved layers"):
@@ -239,7 +232,7 @@ def test_schedule_refactors_each_delta_from_the_runs_gram(monkeypatch):
     assert not np.array_equal(ours, _annealed_run())
 
 
-def test_precompute_gram_must_fit_the_data():
+def test_precompute_gram_must_fit_thesine_data():
     X = np.ones((5, 3))
     net = bb.MLP([3, 2, 1], delta=1e-2)
     with pytest.raises(ValueError, match="augmented Gram"):

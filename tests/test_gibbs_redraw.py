@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _helpers import sine_data
 
 import blockbayes as bb
 from blockbayes import gibbs
@@ -18,19 +19,12 @@ from blockbayes.gibbs.moves import forward_with_noises, frozen_noises
 from blockbayes.model import affine
 
 
-def _data(n=40, d=3, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d))
-    y = np.sin(X[:, :1]) + 0.1 * rng.standard_normal((n, 1))
-    return X, y
-
-
 @pytest.mark.parametrize("widths, activation, dy", [([3, 4, 1], "relu", 0.1), ([3, 4, 3, 2], "leaky_relu", 0.1),
                                                     ([3, 4, 3, 2], "leaky_relu", 1e3)])
 def test_noises_stay_frozen_and_latents_follow(widths, activation, dy):
     """After the move the standardised noises of every hidden layer are those before it, rows of
     the redrawn layers changed only where accepted, and the other layers are untouched."""
-    X, y = _data()
+    X, y = sine_data()
     y = np.repeat(y, widths[-1], axis=1)
     net = bb.MLP(widths, activation, slope=0.2, prior_prec=1.0, delta={"Z": 1e-2, "X": 1e-2, "y": dy})
     C = 3
@@ -54,7 +48,7 @@ def test_noises_stay_frozen_and_latents_follow(widths, activation, dy):
 
 def test_log_accept_matches_direct_forward():
     """The incremental (rank-one) output update gives the same sum of squares as a full pass."""
-    X, y = _data()
+    X, y = sine_data()
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-2, "X": 1e-2, "y": 1e3})
     st = gibbs.init(bbr.key(1), net, X, y, num_chains=2, init="prior")
     new, rate = R.unit_redraws(bbr.key(5), st, net, X, np.broadcast_to(y, (2,) + y.shape), 0, 4)
@@ -84,7 +78,7 @@ def test_dead_unit_redrawn_pinned_unit_kept():
 
 
 def test_run_with_redraw_move():
-    X, y = _data()
+    X, y = sine_data()
     net = bb.MLP([3, 4, 2, 1], "relu", prior_prec=1.0, delta=1e-2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -97,7 +91,7 @@ def test_run_with_redraw_move():
 
 
 def test_errors():
-    X, y = _data()
+    X, y = sine_data()
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta=1e-2)
     st = gibbs.init(bbr.key(1), net, X, y, num_chains=1, init="prior")
     for bad in (0, 1.5, True):

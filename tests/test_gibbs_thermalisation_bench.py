@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from _bench_loader import BENCH, ROOT, load_benchmark
+from _helpers import BENCH, ROOT, load_benchmark
 
 from blockbayes.gibbs.hmc import JointHMCMove
 from blockbayes.gibbs.redraw import UnitRedrawMove

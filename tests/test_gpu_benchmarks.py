@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 import pytest
-from _bench_loader import BENCH, ROOT, load_benchmark
+from _helpers import BENCH, ROOT, load_benchmark
 
 
 _load = load_benchmark

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from _bench_loader import load_benchmark
+from _helpers import load_benchmark
 
 import blockbayes as bb
 from blockbayes import nn

@@ -352,10 +352,10 @@ class JointHMCMove(NamedTuple):
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
         if not 0.0 < self.target_accept < 1.0:
             raise ValueError(f"target_accept must lie in (0, 1), got {self.target_accept!r}")
-        if not (self.init_step > 0 and math.isfinite(self.init_step)):
-            raise ValueError(f"init_step must be positive and finite, got {self.init_step!r}")
-        if not (self.prior_mass > 0 and math.isfinite(self.prior_mass)):
-            raise ValueError(f"prior_mass must be positive and finite, got {self.prior_mass!r}")
+        for name in ("init_step", "prior_mass"):
+            v = getattr(self, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be positive and finite, got {v!r}")
         if not 0.0 <= self.jitter < 1.0:
             raise ValueError(f"jitter must lie in [0, 1), got {self.jitter!r}")
         if not 0.0 <= self.average_from <= 1.0:

@@ -1,0 +1,31 @@
+"""Helpers shared by several test modules: :func:`load_benchmark` imports a script of
+``benchmarks/`` as a module (``benchmarks/`` is put on ``sys.path`` first so that the script's own
+``import _devtools`` works); :func:`sine_data` is the small regression set of the move tests."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "benchmarks")
+
+
+def load_benchmark(name: str):
+    """The module ``benchmarks/<name>.py``, executed afresh under the module name ``name``."""
+    if BENCH not in sys.path:
+        sys.path.insert(0, BENCH)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def sine_data(n: int = 40, d: int = 3, seed: int = 0):
+    """``X ~ N(0, I)`` of shape ``(n, d)`` and ``y = sin(X[:, :1]) + 0.1 ε``, shape ``(n, 1)``."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    y = np.sin(X[:, :1]) + 0.1 * rng.standard_normal((n, 1))
+    return X, y
