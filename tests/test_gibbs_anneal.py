@@ -210,8 +210,9 @@ def test_warns_when_the_mass_average_starts_while_annealing():
     X, y = sine_data(n=30)
     kw = dict(num_warmup=10, num_samples=2, progress=False, diagnose=False, init="prior",
               schedule=AnnealedDelta(start=0.1, fraction=0.8, output=True))
-    with pytest.warns(UserWarning, match="average_from"):
+    with pytest.warns(UserWarning, match="average_from") as rec:
         gibbs.run(_net(), X, y, moves=ComposedMove((JointHMCMove(leapfrog=2, average_from=0.5), UnitRedrawMove())), **kw)
+    assert any(w.filename == __file__ for w in rec)                       # points at the caller
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         gibbs.run(_net(), X, y, moves=JointHMCMove(leapfrog=2, average_from=0.8), **kw)

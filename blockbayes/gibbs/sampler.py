@@ -364,4 +364,4 @@ def _warn_windows_before_annealing_end(moves, schedule, num_warmup):
         if a < Ta and a < windows(num_warmup).terminal_start:
             warnings.warn(f"{type(m).__name__} averages its mass from warm-up sweep {a}, before the annealing "
                           f"ends at sweep {Ta}: the averaged mass mixes hot-Δ states (set average_from >= "
-                          f"the schedule's fraction, here {schedule.fraction:g})", UserWarning, stacklevel=4)
+                          f"the schedule's fraction, here {schedule.fraction:g})", UserWarning, stacklevel=5)
