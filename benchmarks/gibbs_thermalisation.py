@@ -30,6 +30,18 @@ optional ``maphmc`` arm adds the ``hmc`` arm's move to those starts (no annealin
 ``--redraw R`` adds the exact unit prior-redraw move (:class:`~blockbayes.gibbs.redraw.UnitRedrawMove`,
 ``R`` independent prior proposals of every hidden unit's input row per sweep, noises frozen) to
 the hmc/maphmc arms, after the HMC move; its mean acceptance is printed as ``rd``.
+
+The ``run`` arm is the same recipe as ``gibbs.run`` calls, what a user runs (session 11): one call
+per seed (``--run-batched``: one call, seeds as chains), from zero, on a *sweep* budget
+``--run-sweeps`` (default 925, the sweeps the vectorised ``hmc`` arm did in 300 s in session 10's
+figure run), with ``schedule=AnnealedDelta(--hmc-anneal, fraction, output=True)`` annealing every
+Δ (``Δ_y`` included) over the first ``--anneal-frac`` of the sweeps, then ``--run-settle`` warm-up
+sweeps at ``Δ*`` (the HMC move's averaged-mass window, then its step-size window), then kept samples
+every ``--run-thin`` sweeps; ``moves = ComposedMove((JointHMCMove(...), UnitRedrawMove(--redraw)))``.
+A seed counts as thermalised when some kept sample (exact draws at ``Δ*``) has test MSE ≤ 3Δ*.
+Wall and CPU time are printed for every arm.
+
+    ... --arms plain hmc run --leapfrog 8 --hmc-anneal 1e-1 --anneal-frac 0.6 --redraw 1
 """
 from __future__ import annotations
 
