@@ -216,3 +216,8 @@ def test_warns_when_the_mass_average_starts_while_annealing():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         gibbs.run(_net(), X, y, moves=JointHMCMove(leapfrog=2, average_from=0.8), **kw)
+        # average_from = fraction where round and ceiling differ (x.4): no warning either
+        for W, f in ((7, 0.2), (655, 555 / 655), (13, 0.42)):
+            assert JointHMCMove(average_from=f).schedule(W).average_start >= AnnealedDelta(fraction=f).annealing_sweeps(W) - 1
+        gibbs.run(_net(), X, y, moves=JointHMCMove(leapfrog=2, average_from=0.42),
+                  **dict(kw, num_warmup=13, schedule=AnnealedDelta(start=0.1, fraction=0.42, output=True)))

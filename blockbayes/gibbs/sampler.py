@@ -349,8 +349,9 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
 
 
 def _warn_windows_before_annealing_end(moves, schedule, num_warmup):
-    """Warn when a move's averaging window (:meth:`JointHMCMove.schedule`) starts before the
-    schedule's annealing ends: the averaged mass would mix Gauss–Newton matrices of hot ``Δ``."""
+    """Warn when a move's averaging window (:meth:`JointHMCMove.schedule`) starts more than one
+    sweep before the schedule's annealing ends: the averaged mass would mix Gauss–Newton matrices
+    of hot ``Δ``."""
     import warnings
 
     if not hasattr(schedule, "annealing_sweeps"):
@@ -361,7 +362,9 @@ def _warn_windows_before_annealing_end(moves, schedule, num_warmup):
         if not callable(windows):
             continue
         a = windows(num_warmup).average_start
-        if a < Ta and a < windows(num_warmup).terminal_start:
+        # one sweep of slack: the windows round (average_from · W), the schedule takes the ceiling
+        # of (fraction · W), so average_from = fraction may place them one sweep apart
+        if a < Ta - 1 and a < windows(num_warmup).terminal_start:
             warnings.warn(f"{type(m).__name__} averages its mass from warm-up sweep {a}, before the annealing "
                           f"ends at sweep {Ta}: the averaged mass mixes hot-Δ states (set average_from >= "
                           f"the schedule's fraction, here {schedule.fraction:g})", UserWarning, stacklevel=5)
