@@ -30,6 +30,18 @@ optional ``maphmc`` arm adds the ``hmc`` arm's move to those starts (no annealin
 ``--redraw R`` adds the exact unit prior-redraw move (:class:`~blockbayes.gibbs.redraw.UnitRedrawMove`,
 ``R`` independent prior proposals of every hidden unit's input row per sweep, noises frozen) to
 the hmc/maphmc arms, after the HMC move; its mean acceptance is printed as ``rd``.
+
+The ``run`` arm is the same recipe as ``gibbs.run`` calls, what a user runs (session 11): one call
+per seed (``--run-batched``: one call, seeds as chains), from zero, on a *sweep* budget
+``--run-sweeps`` (default 925, the sweeps the vectorised ``hmc`` arm did in 300 s in session 10's
+figure run), with ``schedule=AnnealedDelta(--hmc-anneal, fraction, output=True)`` annealing every
+Δ (``Δ_y`` included) over the first ``--anneal-frac`` of the sweeps, then ``--run-settle`` warm-up
+sweeps at ``Δ*`` (the HMC move's averaged-mass window, then its step-size window), then kept samples
+every ``--run-thin`` sweeps; ``moves = ComposedMove((JointHMCMove(...), UnitRedrawMove(--redraw)))``.
+A seed counts as thermalised when some kept sample (exact draws at ``Δ*``) has test MSE ≤ 3Δ*.
+Wall and CPU time are printed for every arm.
+
+    ... --arms plain hmc run --leapfrog 8 --hmc-anneal 1e-1 --anneal-frac 0.6 --redraw 1
 """
 from __future__ import annotations
 
@@ -42,6 +54,7 @@ import numpy as np
 import blockbayes as bb
 from blockbayes import gibbs
 from blockbayes._backend import random as bbr
+from blockbayes.gibbs.anneal import AnnealedDelta
 from blockbayes.gibbs.hmc import JointHMCMove
 from blockbayes.gibbs.moves import NonCentredMove
 from blockbayes.gibbs.redraw import UnitRedrawMove
@@ -112,7 +125,7 @@ def run_arm(net, X, y, Xt, ft, delta, *, moves, budget, every, seed, start=None,
     C = y.shape[0]
     key = bbr.key(seed)
     k0, key = bbr.split(key)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if start_weights is not None:
         state = gibbs.init(k0, net, X, y, num_chains=C, init=tuple(start_weights))
     elif start is None:
@@ -162,11 +175,92 @@ def run_arm(net, X, y, Xt, ft, delta, *, moves, budget, every, seed, start=None,
         acc = float(np.mean(mstate.accept[0] if isinstance(moves, NonCentredMove) else mstate.accept))
     return dict(sweeps=sweeps, frac=float(np.mean(hit_sweep >= 0)), hits=int(np.sum(hit_sweep >= 0)), fit_s=fit_s,
                 t_med=float(np.nanmedian(hit_time)) if np.any(hit_sweep >= 0) else float("nan"),
-                mse_med=float(np.median(mse)), wall=time.perf_counter() - t0, accept=acc,
+                mse_med=float(np.median(mse)), wall=time.perf_counter() - t0, cpu=time.process_time() - c0, accept=acc,
                 end=int(np.sum(mse <= 3 * delta)), mse=mse, delta_end=cur_delta, weights=tuple(state.weights),
                 redraw_accept=float(np.mean(rd_acc)) if rd_acc else float("nan"),
                 step=(float(np.exp(np.mean(np.asarray(mstate.log_step))))
                       if mstate is not None and hasattr(mstate, "log_step") else float("nan")))
+
+
+def run_plan(total, anneal_frac, settle, thin):
+    """Sweep counts of the ``run`` arm: ``(num_warmup, fraction, num_samples, average_from, terminal)``.
+
+    ``T_a = round(anneal_frac · total)`` annealed sweeps (the wall-clock recipe's 60% of its budget,
+    in sweeps), then ``settle`` warm-up sweeps at ``Δ*`` — the first half the joint HMC move's
+    averaged-mass window, the second half its step-size-only terminal window — so ``num_warmup =
+    T_a + settle``, ``fraction = T_a / num_warmup``, ``average_from = fraction`` (averaging starts
+    when the annealing ends), ``terminal = ⌊settle/2⌋ / num_warmup``; the rest of ``total`` is kept
+    every ``thin`` sweeps."""
+    Ta = int(round(anneal_frac * total))
+    W = Ta + int(settle)
+    S = (int(total) - W) // int(thin)
+    if Ta < 1 or S < 1:
+        raise ValueError(f"total={total} leaves no annealing or no kept sample (T_a={Ta}, warm-up {W}, thin {thin})")
+    return W, Ta / W, S, Ta / W, (int(settle) // 2) / W
+
+
+def recipe_moves(leapfrog, redraw, *, average_from, terminal, prior_mass=100.0, refresh_every=25, init_step=0.3):
+    """The recipe's moves for ``gibbs.run``: the joint HMC move, then (``redraw > 0``) the unit redraw."""
+    hmc = JointHMCMove(leapfrog=leapfrog, prior_mass=prior_mass, refresh_every=refresh_every, init_step=init_step,
+                       average_from=average_from, terminal=terminal)
+    return gibbs.ComposedMove((hmc, UnitRedrawMove(proposals=redraw))) if redraw else hmc
+
+
+def run_recipe_arm(net, X, y, Xt, ft, delta, *, total, anneal, anneal_frac, settle, thin, leapfrog, redraw, seed,
+                   batched=False, prior_mass=100.0, refresh_every=25, init_step=0.3, progress=False,
+                   start_weights=None):
+    """The recipe through ``gibbs.run`` itself: one call per seed (one chain on that seed's
+    targets; ``batched``: one call with the seeds as chains, per-chain targets), from zero, every Δ
+    annealed from ``anneal`` by :class:`~blockbayes.gibbs.anneal.AnnealedDelta` ``(output=True)``
+    over the first ``anneal_frac`` of ``total`` sweeps, the moves of :func:`recipe_moves`. A seed is
+    thermalised when some kept sample (all at ``Δ*``, exact) has test MSE ≤ 3Δ*; ``end``: the last one.
+    ``start_weights``: per-layer ``(C, d_{l+1}, d_l + 1)`` starts instead of zero (tests)."""
+    W, frac, S, avg, term = run_plan(total, anneal_frac, settle, thin)
+    C = y.shape[0]
+    sch = AnnealedDelta(start=anneal, fraction=frac, output=True)
+    mv = recipe_moves(leapfrog, redraw, average_from=avg, terminal=term, prior_mass=prior_mass,
+                      refresh_every=refresh_every, init_step=init_step)
+    kw = dict(num_warmup=W, num_samples=S, thin=thin, init="zero", schedule=sch, moves=mv, progress=progress,
+              diagnose=False, store_log_joint=False)
+    groups = [list(range(C))] if batched else [[c] for c in range(C)]
+    hit = np.zeros(C, bool)
+    end_mse = np.zeros(C)
+    first = np.full(C, -1)
+    last_W = []
+    acc, walls, cpus = [], [], []
+    for g in groups:
+        t0, c0 = time.perf_counter(), time.process_time()
+        if start_weights is not None:
+            kw["init"] = tuple(np.asarray(w)[g] for w in start_weights)
+        r = gibbs.run(net, X, y[g] if batched else y[g[0]], num_chains=len(g),
+                      seed=1000 * seed + (0 if batched else g[0]), **kw)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        W1, W2 = r.weights                                   # (len(g), S, ...)
+        for j, c in enumerate(g):
+            mses = np.array([test_mse(_Weights((W1[j:j + 1, s], W2[j:j + 1, s])), Xt, ft[c:c + 1])[0]
+                             for s in range(S)])
+            ok = mses <= 3 * delta
+            hit[c] = bool(ok.any())
+            first[c] = int(np.argmax(ok)) if ok.any() else -1
+            end_mse[c] = mses[-1]
+            last_W.append((W1[j, -1], W2[j, -1]))
+        m = r.config.get("moves", {})
+        m = m["components"][0] if "components" in m else m          # the HMC move's summary
+        if "accept" in m:
+            acc.append(float(np.mean(m["accept"])))
+    weights = (np.stack([w[0] for w in last_W]), np.stack([w[1] for w in last_W]))
+    return dict(sweeps=W + S * thin, warmup=W, samples=S, frac=float(np.mean(hit)), hits=int(hit.sum()),
+                first_kept=first, mse=end_mse, mse_med=float(np.median(end_mse)), end=int(np.sum(end_mse <= 3 * delta)),
+                wall=float(np.sum(walls)), cpu=float(np.sum(cpus)), wall_per_call=float(np.median(walls)),
+                calls=len(groups), accept=float(np.mean(acc)) if acc else float("nan"), weights=weights)
+
+
+class _Weights:
+    """The one attribute :func:`test_mse` reads, from kept-sample weights."""
+
+    def __init__(self, weights):
+        self.weights = weights
 
 
 def main(argv=None):
@@ -177,11 +271,21 @@ def main(argv=None):
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--arms", nargs="+", default=["plain", "nc"], choices=["plain", "nc", "hmc", "map", "maphmc"],
+    ap.add_argument("--arms", nargs="+", default=["plain", "nc"], choices=["plain", "nc", "hmc", "map", "maphmc", "run"],
                     help="plain: Gibbs from zero; nc: Gibbs + non-centred moves from zero; hmc: Gibbs + joint "
                          "all-layer HMC move from zero; map: Gibbs from per-seed MAP fits (fit time charged "
                          "to the budget; not a zero start); maphmc: the map arm's starts + the hmc arm's move, no "
-                         "annealing (not a zero start)")
+                         "annealing (not a zero start); run: the hmc arm's recipe (--leapfrog, --hmc-anneal, "
+                         "--anneal-frac, --redraw) as gibbs.run calls, one per seed, on a sweep budget "
+                         "(--run-sweeps; not wall-clock)")
+    ap.add_argument("--run-sweeps", type=int, default=925,
+                    help="run arm: total sweeps per chain (warm-up + kept); 925 = what the vectorised hmc arm "
+                         "reached in 300 s in session 10's figure run")
+    ap.add_argument("--run-settle", type=int, default=100,
+                    help="run arm: warm-up sweeps at Δ* after the annealing (mass averaging, then step-size window)")
+    ap.add_argument("--run-thin", type=int, default=10, help="run arm: kept every this many sweeps (hits checked there)")
+    ap.add_argument("--run-batched", action="store_true",
+                    help="run arm: one gibbs.run call with the seeds as its chains instead of one call per seed")
     ap.add_argument("--leapfrog", type=int, default=32, help="hmc arm: leapfrog steps per trajectory")
     ap.add_argument("--prior-mass", type=float, default=100.0, help="hmc arm: s in M = s Λ + GN")
     ap.add_argument("--refresh-every", type=int, default=25, help="hmc arm: sweeps between mass refreshes")
@@ -227,6 +331,29 @@ def main(argv=None):
                            JointHMCMove(leapfrog=a.leapfrog, prior_mass=a.prior_mass, refresh_every=a.refresh_every,
                                         init_step=a.init_step), (a.map_restarts, a.map_iter), rd)}
         for arm in a.arms:
+            if arm == "run":
+                if not a.hmc_anneal:
+                    raise SystemExit("the run arm needs --hmc-anneal Δ_0")
+                W, frac, S, _, _ = run_plan(a.run_sweeps, a.anneal_frac, a.run_settle, a.run_thin)
+                print(f"run arm: gibbs.run(num_warmup={W}, num_samples={S}, thin={a.run_thin}, init='zero', "
+                      f"schedule=AnnealedDelta(start={a.hmc_anneal:g}, fraction={frac:.4f}, output=True), "
+                      f"moves=JointHMCMove(leapfrog={a.leapfrog}, average_from={frac:.4f}, terminal="
+                      f"{(a.run_settle // 2) / W:.4f})" + (f" + UnitRedrawMove({a.redraw})" if a.redraw else "")
+                      + f"), {'one call, seeds as chains' if a.run_batched else 'one call per seed'}", flush=True)
+                r = run_recipe_arm(net, X, y, Xt, ft, delta, total=a.run_sweeps, anneal=a.hmc_anneal,
+                                   anneal_frac=a.anneal_frac, settle=a.run_settle, thin=a.run_thin,
+                                   leapfrog=a.leapfrog, redraw=a.redraw, seed=a.seed, batched=a.run_batched,
+                                   prior_mass=a.prior_mass, refresh_every=a.refresh_every, init_step=a.init_step)
+                name = "gibbs.run recipe" + (" batched" if a.run_batched else "")
+                print(f"{delta:7.0e} {name:>22} {r['sweeps']:7d} {r['hits']:>5d}/{a.seeds:<3d}({r['frac']:.2f}) "
+                      f"{'-':>15} {r['mse_med'] / delta:13.2f} {r['end']:4d} {r['accept']:7.2f}  wall {r['wall']:.1f} s "
+                      f"cpu {r['cpu']:.1f} s ({r['calls']} calls, median {r['wall_per_call']:.1f} s)  "
+                      f"(load {os.getloadavg()[0]:.2f})", flush=True)
+                dump[f"run_{delta:g}"] = r["mse"] / delta
+                dump[f"run_{delta:g}_first_kept"] = r["first_kept"]
+                for l, Wl in enumerate(r["weights"]):
+                    dump[f"run_{delta:g}_W{l}"] = Wl
+                continue
             name, mv, start, extra = arms[arm]
             r = run_arm(net, X, y, Xt, ft, delta, moves=mv, budget=a.budget, every=a.every, seed=a.seed, start=start,
                         **extra)
@@ -237,7 +364,7 @@ def main(argv=None):
                 acc += f" rd {r['redraw_accept']:.3f}"
             print(f"{delta:7.0e} {name:>22} {r['sweeps']:7d} {r['hits']:>5d}/{a.seeds:<3d}({r['frac']:.2f}) "
                   f"{r['t_med']:15.1f} {r['mse_med'] / delta:13.2f} {r['end']:4d} {acc:>7}  "
-                  f"(load {os.getloadavg()[0]:.2f})", flush=True)
+                  f"wall {r['wall']:.1f} s cpu {r['cpu']:.1f} s  (load {os.getloadavg()[0]:.2f})", flush=True)
             dump[f"{arm}_{delta:g}"] = r["mse"] / delta
             for l, W in enumerate(r["weights"]):
                 dump[f"{arm}_{delta:g}_W{l}"] = W

@@ -130,3 +130,49 @@ def test_hmc_arm_redraw_follows_delay_and_annealed_delta(capsys):
     T.main(["--delta", "1e-3", "--seeds", "2", "--budget", "0.5", "--arms", "hmc", "--leapfrog", "2", "--redraw", "1"])
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.lstrip().startswith("1e-03")]
     assert len(rows) == 1 and "+rd1" in rows[0] and " rd " in rows[0]
+
+
+def test_run_arm_plan():
+    W, frac, S, avg, term = T.run_plan(925, 0.6, 100, 10)
+    assert (W, S) == (655, 27) and W + S * 10 == 925
+    assert frac == avg == 555 / 655 and term == 50 / 655
+    from blockbayes.gibbs.anneal import AnnealedDelta
+    assert AnnealedDelta(fraction=frac).annealing_sweeps(W) == 555          # annealing ends where averaging starts
+    assert JointHMCMove(average_from=avg, terminal=term).schedule(W).average_start == 555
+    with pytest.raises(ValueError, match="no kept sample"):
+        T.run_plan(100, 0.6, 100, 10)
+
+
+def _teacher_weights(C):
+    rng = np.random.default_rng(3)            # teachers(3, ...) draws X, Xt, then the weights
+    rng.standard_normal((2084, 50)), rng.standard_normal((2000, 50))
+    return rng.standard_normal((C, 10, 51)) / np.sqrt(50), rng.standard_normal((C, 1, 11)) / np.sqrt(10)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_run_arm_judges_each_seed_on_its_own_teacher(batched):
+    """From each seed's own teacher weights, with a Δ_0 barely above Δ* (the chains stay there),
+    every seed is a hit on its kept samples, one call per seed or batched; from the seeds' teachers
+    swapped, none is (a seed judged against another seed's teacher would pass one of the two)."""
+    delta = 1e-3
+    net, X, y, Xt, ft = _problem(delta)
+    W1, W2 = _teacher_weights(2)
+    kw = dict(total=30, anneal=1.001 * delta, anneal_frac=0.5, settle=4, thin=5, leapfrog=2, redraw=1, seed=0,
+              batched=batched)
+    r = T.run_recipe_arm(net, X, y, Xt, ft, delta, start_weights=(W1, W2), **kw)
+    assert r["hits"] == 2 and r["end"] == 2 and r["sweeps"] == 29 and r["calls"] == (1 if batched else 2)
+    assert r["weights"][0].shape == (2, 10, 51) and 0.0 <= r["accept"] <= 1.0
+    r = T.run_recipe_arm(net, X, y, Xt, ft, delta, start_weights=(W1[::-1], W2[::-1]), **kw)
+    assert r["hits"] == 0
+
+
+def test_main_smoke_run_arm(capsys, tmp_path):
+    out = tmp_path / "run.npz"
+    T.main(["--delta", "1e-3", "--seeds", "2", "--arms", "run", "--leapfrog", "2", "--hmc-anneal", "1e-2",
+            "--redraw", "1", "--run-sweeps", "30", "--run-settle", "4", "--run-thin", "5", "--dump", str(out)])
+    text = capsys.readouterr().out
+    rows = [ln for ln in text.splitlines() if ln.lstrip().startswith("1e-03")]
+    assert len(rows) == 1 and "gibbs.run recipe" in rows[0] and "cpu" in rows[0] and "2 calls" in rows[0]
+    assert "AnnealedDelta(start=0.01" in text and "output=True" in text
+    d = np.load(out)
+    assert d["run_0.001"].shape == (2,) and d["run_0.001_W0"].shape == (2, 10, 51)

@@ -98,9 +98,14 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         Extra exact moves after every sweep, e.g. :class:`blockbayes.gibbs.moves.NonCentredMove`
         (non-centred layer moves that mix at small ``Δ_Z, Δ_X``; adapted during warm-up only).
     schedule : optional
-        A warm-up schedule of the hidden-layer noise, e.g.
-        :class:`blockbayes.gibbs.anneal.AnnealedDelta` (``Δ`` lowered to the net's values during
-        warm-up; every kept sample is drawn at the net's ``Δ``).
+        A warm-up schedule of the noise, e.g. :class:`blockbayes.gibbs.anneal.AnnealedDelta`
+        (``Δ_Z, Δ_X`` — and with ``output=True`` the chains' ``Δ_y`` — lowered to the net's values
+        during warm-up; every kept sample is drawn at the net's ``Δ``). The sweep and every move
+        see the sweep's ``Δ`` (the annealed net, and ``Δ_y`` in the state). A move whose
+        adaptation averages over warm-up states (:class:`~blockbayes.gibbs.hmc.JointHMCMove`'s
+        averaged mass) should start averaging after the annealing (``average_from >= fraction``;
+        a :class:`UserWarning` says so otherwise): a Gauss–Newton matrix taken at a hot ``Δ_y`` is
+        ``Δ_y/Δ_y*`` times too soft for the target.
     tempering : "auto" (default), "on", "off", a ladder of factors, or Tempering
         Replica exchange over the noise (:mod:`blockbayes.gibbs.tempering`): replica ``k`` sweeps
         the posterior with every hidden ``Δ_Z, Δ_X`` — and ``Δ_y`` unless ``learn_noise`` or a
@@ -138,6 +143,8 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         check_count(name, v, lo)
     if learn_noise and net.likelihood in ("probit", "multinomial_probit"):
         raise ValueError(f"learn_noise is not available for likelihood={net.likelihood!r}: Δ_y = 1 is fixed")
+    if schedule is not None and hasattr(schedule, "check"):
+        schedule.check(net, learn_noise=learn_noise)
     # the thread settings hold for the whole run (start, precomputation, sweeps, last log joint):
     # float32 samples depend on the BLAS thread count (measured: 2 threads instead of 1 moved
     # the weights by 5e-5 after 20 sweeps), so none of the run's BLAS calls may see whatever
@@ -215,6 +222,8 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         from .diagnostics import default_probe
 
         probe_X = default_probe(X, 32 if probe is None else int(probe))
+    if schedule is not None and moves is not None:
+        _warn_windows_before_annealing_end(moves, schedule, num_warmup)
     mstate = moves.init(state, net, X, y, num_warmup=num_warmup) if moves is not None else None
     # log joint from the latent passes' sums, completed one sweep later; a move or a swap after the
     # sweep changes the state those sums describe, so with either it is computed directly
@@ -224,12 +233,17 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
     def step_fn(keys, carry, sweep):
         sub = keys[0] if moves is not None else keys
         keep = is_kept(sweep, num_warmup, thin)
-        net_s, cache_s = net, cache
+        net_s, cache_s, state = net, cache, carry.state
         if schedule is not None:
             net_s = schedule.net_at(net, sweep, num_warmup)
-            # a new Δ: a new Cholesky factor of the first layer, from the run's Gram (fixed data)
-            cache_s = cache if net_s is net else _k.precompute(
+            # a new hidden Δ: a new Cholesky factor of the first layer, from the run's Gram (fixed
+            # data); a new Δ_y alone (output annealing) leaves the hidden layers' factor as it is
+            hidden_same = (tuple(net_s.delta_z) == tuple(net.delta_z)
+                           and tuple(net_s.delta_x) == tuple(net.delta_x))
+            cache_s = cache if hidden_same else _k.precompute(
                 net_s, X, learn_prior=learn_prior, gram=None if cache is None else cache.gram0)
+            if hasattr(schedule, "state_at"):      # Δ_y of the sweep (and back to the net's at T_a)
+                state = schedule.state_at(state, net, sweep, num_warmup)
         tst = carry.tempering
         if tst is not None:
             tst, info = _tp.step(sub, tst, lad, X, y, warmup=sweep < num_warmup,
@@ -238,7 +252,7 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
                                  post_method=post_method, checked=True)
             state = tst.replica(0)
         else:
-            state, info = _k.step(sub, carry.state, net_s, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
+            state, info = _k.step(sub, state, net_s, X, y, learn_noise=learn_noise, learn_prior=learn_prior,
                                   hyperprior=hyperprior, cache=cache_s,
                                   compute_log_joint=keep and store_direct and moves is None,
                                   post_method=post_method, checked=True)
@@ -332,3 +346,25 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         # frames: warn_if_unmixed, _run, run, the deprecated_names wrapper, then the caller
         warn_if_unmixed(result, stacklevel=5)
     return result
+
+
+def _warn_windows_before_annealing_end(moves, schedule, num_warmup):
+    """Warn when a move's averaging window (:meth:`JointHMCMove.schedule`) starts more than one
+    sweep before the schedule's annealing ends: the averaged mass would mix Gauss–Newton matrices
+    of hot ``Δ``."""
+    import warnings
+
+    if not hasattr(schedule, "annealing_sweeps"):
+        return
+    Ta = schedule.annealing_sweeps(num_warmup)
+    for m in getattr(moves, "moves", (moves,)):
+        windows = getattr(m, "schedule", None)
+        if not callable(windows):
+            continue
+        a = windows(num_warmup).average_start
+        # one sweep of slack: the windows round (average_from · W), the schedule takes the ceiling
+        # of (fraction · W), so average_from = fraction may place them one sweep apart
+        if a < Ta - 1 and a < windows(num_warmup).terminal_start:
+            warnings.warn(f"{type(m).__name__} averages its mass from warm-up sweep {a}, before the annealing "
+                          f"ends at sweep {Ta}: the averaged mass mixes hot-Δ states (set average_from >= "
+                          f"the schedule's fraction, here {schedule.fraction:g})", UserWarning, stacklevel=5)
