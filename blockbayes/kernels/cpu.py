@@ -1859,33 +1859,89 @@ def _lg_fz(zo, a, lo, m_all, slope, xb):
     return _sq_diff_sum(zs, 0, As, 0, m_all)
 
 
+#: _JAM_NOTE: ``dst[r] ∓= c_p·S[p, r]`` for p = p0, p0 + 1, … is one pass over the columns
+#: ``r`` per ``p`` (a load and a store of ``dst`` for every multiply: the loops are bound by
+#: the stores). :func:`_sub_rows` and :func:`_add_rows` take four ``p`` per pass,
+#: ``dst[r] = (((dst[r] − c₀S₀) − c₁S₁) − c₂S₂) − c₃S₃`` (the remainder one at a time): each
+#: element gets the same operations in the same order (one rounding per multiply and per
+#: subtraction, ascending p), so the same bits, with a quarter of the loads and stores of
+#: ``dst`` (the Matheron rows' products ~20 % faster alone, in a loaded process).
+
+
+@njit(inline="always", **_JIT)
+def _sub_rows(dst, S, c, p0, p1, nrows):
+    """``dst[r] ← dst[r] − Σ_p c[p − p0]·S[p, r]`` for ``p0 ≤ p < p1``, subtracted one ``p`` at
+    a time in ascending ``p``, for every ``r < nrows`` (see _JAM_NOTE)."""
+    p = p0
+    while p + 4 <= p1:
+        c0 = c[p - p0]
+        c1 = c[p - p0 + 1]
+        c2 = c[p - p0 + 2]
+        c3 = c[p - p0 + 3]
+        s0 = S[p]
+        s1 = S[p + 1]
+        s2 = S[p + 2]
+        s3 = S[p + 3]
+        for r in range(nrows):
+            dst[r] = (((dst[r] - c0 * s0[r]) - c1 * s1[r]) - c2 * s2[r]) - c3 * s3[r]
+        p += 4
+    while p < p1:
+        cp = c[p - p0]
+        sp = S[p]
+        for r in range(nrows):
+            dst[r] -= cp * sp[r]
+        p += 1
+
+
+@njit(inline="always", **_JIT)
+def _add_rows(dst, S, c, p0, p1, nrows):
+    """``dst[r] ← dst[r] + Σ_p c[p − p0]·S[p, r]`` for ``p0 ≤ p < p1``, added one ``p`` at a
+    time in ascending ``p``, for every ``r < nrows`` (see _JAM_NOTE)."""
+    p = p0
+    while p + 4 <= p1:
+        c0 = c[p - p0]
+        c1 = c[p - p0 + 1]
+        c2 = c[p - p0 + 2]
+        c3 = c[p - p0 + 3]
+        s0 = S[p]
+        s1 = S[p + 1]
+        s2 = S[p + 2]
+        s3 = S[p + 3]
+        for r in range(nrows):
+            dst[r] = (((dst[r] + c0 * s0[r]) + c1 * s1[r]) + c2 * s2[r]) + c3 * s3[r]
+        p += 4
+    while p < p1:
+        cp = c[p - p0]
+        sp = S[p]
+        for r in range(nrows):
+            dst[r] += cp * sp[r]
+        p += 1
+
+
 @njit(inline="always", **_JIT)
 def _forward_columns(R, L, k, nrows):
     """``R[:, r] ← L⁻¹ R[:, r]`` for every column ``r < nrows`` in place (``L``: k × k lower
     triangular), the columns innermost (independent, so the loops vectorise); each column gets
-    the operations of a column-by-column forward substitution, in the same order."""
+    the operations of a column-by-column forward substitution, in the same order (four terms
+    per pass over the columns, see _JAM_NOTE)."""
     for m in range(k):
-        for p in range(m):
-            lmp = L[m, p]
-            for r in range(nrows):
-                R[m, r] -= lmp * R[p, r]
+        Rm = R[m]
+        _sub_rows(Rm, R, L[m], 0, m, nrows)
         lmm = L[m, m]
         for r in range(nrows):
-            R[m, r] = R[m, r] / lmm
+            Rm[r] = Rm[r] / lmm
 
 
 @njit(inline="always", **_JIT)
 def _backward_columns(R, L, k, nrows):
     """``R[:, r] ← L⁻ᵀ R[:, r]`` for every column ``r < nrows`` in place (``L`` as in
-    :func:`_forward_columns`), the columns innermost."""
+    :func:`_forward_columns`), the columns innermost (four terms per pass, see _JAM_NOTE)."""
     for m in range(k - 1, -1, -1):
-        for p in range(m + 1, k):
-            lpm = L[p, m]
-            for r in range(nrows):
-                R[m, r] -= lpm * R[p, r]
+        Rm = R[m]
+        _sub_rows(Rm, R, L[m + 1:k, m], m + 1, k, nrows)
         lmm = L[m, m]
         for r in range(nrows):
-            R[m, r] = R[m, r] / lmm
+            Rm[r] = Rm[r] / lmm
 
 
 @njit(inline="always", **_JIT)
@@ -1935,11 +1991,7 @@ def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k
         em = eT[m]
         for r in range(nrows):
             Rm[r] = np.float64(t2[r, m]) - b
-        for j in range(d):
-            w = Wc[m, j]
-            xj = xT[j]
-            for r in range(nrows):
-                Rm[r] -= w * xj[r]
+        _sub_rows(Rm, xT, Wc[m], 0, d, nrows)   # − Ŵ_{mj} x₀_j, ascending j (_JAM_NOTE)
         for r in range(nrows):
             Rm[r] = Rm[r] - se * em[r]
     _solve_llt_columns(R, L, k, nrows)       # R ← (L Lᵀ)⁻¹ R, column by column
@@ -1956,11 +2008,8 @@ def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k
         Rm = R[m]
         for r in range(nrows):
             Rm[r] = dx * Rm[r]
-        for j in range(d):
-            w = Wc[m, j]
-            xj = xT[j]
-            for r in range(nrows):
-                xj[r] += w * Rm[r]
+    for j in range(d):                      # x_j += Ŵ_{mj} (Δ_X y_m), ascending m (_JAM_NOTE)
+        _add_rows(xT[j], R, Wc[:, j], 0, k, nrows)
     for r in range(nrows):
         xr = x2[r]
         for j in range(d):
