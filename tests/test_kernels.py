@@ -397,6 +397,107 @@ def test_cpu_special_functions_against_mpmath():
             assert np.all(np.abs(got[~ok] - exact[~ok]) < 1e-310)   # subnormal results
 
 
+def test_masked_compaction_keeps_the_gathered_ndtri_bit_for_bit():
+    """``_ndtri_gathered`` compacts its tail elements through 64-bit masks (``_push_bits``):
+    the result is the scalar ``_ndtri`` of every element bit for bit, for lengths around the
+    64-element masks, tails at the masks' first and last bits, none, all, and NaN; the set
+    bits come out as ``np.flatnonzero`` has them. A twin whose ``_push_bits`` drops bit 63 of
+    each mask is caught (those tail elements would keep the central rational)."""
+    from numba import njit
+
+    from blockbayes.kernels import cpu
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        bits = rng.random(64) < rng.choice([0.0, 0.15, 0.5, 1.0])
+        mask = np.uint64(sum(1 << int(b) for b in np.flatnonzero(bits)))
+        idx = np.zeros(70, np.uint64)
+        n = cpu._push_bits(mask, np.uint64(128), idx, 3)
+        assert n == 3 + bits.sum()
+        assert np.array_equal(idx[3:n], 128 + np.flatnonzero(bits))
+
+    def cases():
+        for cnt in (0, 1, 5, 63, 64, 65, 127, 128, 129, 1000, 2048):
+            yield rng.random(cnt)                                   # ~15 % in the tails
+            yield rng.uniform(0.1, 0.9, cnt)                        # none
+            yield np.where(rng.random(cnt) < 0.5, rng.uniform(1e-300, 0.07, cnt), 0.95)   # all
+        p = rng.uniform(0.1, 0.9, 256)
+        p[[0, 63, 64, 127, 128, 255]] = [0.01, 0.99, 1e-20, 0.5 + 0.426, 0.074, 1 - 1e-12]
+        p[10] = np.nan
+        yield p
+
+    def gathered(f, p):
+        out = np.empty_like(p)
+        f(p, out, np.empty(p.size, np.uint64), np.empty(p.size), p.size)
+        return out
+
+    def same(got, want):    # bit for bit; a NaN input gives a NaN (its sign bit differs
+        nan = np.isnan(want)  # between the scalar and the gathered form, as before the masks)
+        return (np.array_equal(np.isnan(got), nan)
+                and np.array_equal(got[~nan].view(np.uint64), want[~nan].view(np.uint64)))
+
+    for p in cases():
+        want = np.array([cpu._ndtri(float(v)) for v in p])
+        assert same(gathered(cpu._ndtri_gathered, p), want), p.size
+        got_inplace = p.copy()          # dst = src, as _row_normals calls it
+        cpu._ndtri_gathered(got_inplace, got_inplace, np.empty(p.size, np.uint64), np.empty(p.size), p.size)
+        assert same(got_inplace, want)
+
+    push = cpu._push_bits
+
+    @njit
+    def push_without_bit63(mask, base, idx, n):
+        return push(mask & np.uint64(0x7FFFFFFFFFFFFFFF), base, idx, n)
+
+    twin = _njit_twin(cpu._ndtri_gathered, _push_bits=push_without_bit63)
+    p = rng.uniform(0.1, 0.9, 256)
+    p[63] = 0.01
+    want = np.array([cpu._ndtri(float(v)) for v in p])
+    assert same(gathered(cpu._ndtri_gathered, p), want)
+    assert not same(gathered(twin, p), want)
+
+
+def test_unit_truncated_normal_block_is_the_general_block_bit_for_bit():
+    """``_tn_block_unit`` (sd 1, one side for the block: the multinomial-probit utilities) is
+    ``_tn_block`` with ``s_b = 1`` and ``g_b = ±1`` bit for bit, over α from −40 to 45 (erfc's
+    three ranges, AS241's tails, Newton's tail α ≥ 5), bounds at ±inf and NaN, both sides,
+    block lengths around the 64-element masks. A twin without Newton's tail (``_ALPHA0 = 50``)
+    is caught."""
+    from blockbayes.kernels import cpu
+
+    rng = np.random.default_rng(4)
+
+    def run(f, m, b, g, cnt, unit):
+        al, u, z, ec, pm, t = (np.empty(cnt) for _ in range(6))
+        idx = np.empty(cnt, np.uint64)
+        if unit:
+            f(m, b, g, al, u, z, cnt, np.uint64(7), np.uint64(11), np.uint64(13), ec, pm, idx, t)
+        else:
+            f(m, np.ones(cnt), b, np.full(cnt, g), al, u, z, cnt, np.uint64(7), np.uint64(11),
+              np.uint64(13), ec, pm, idx, t)
+        return z
+
+    def same(a, b):
+        return np.array_equal(np.isnan(a), np.isnan(b)) and np.array_equal(
+            a[~np.isnan(a)].view(np.uint64), b[~np.isnan(b)].view(np.uint64))
+
+    for cnt in (1, 63, 64, 65, 300, 2048):
+        m = rng.normal(0, 3, cnt)
+        b = m + rng.choice([-1, 1], cnt) * np.concatenate([rng.uniform(0, 45, cnt // 2),
+                                                            rng.uniform(0, 2, cnt - cnt // 2)])
+        if cnt > 8:
+            b[:4] = [np.inf, -np.inf, np.nan, m[3]]
+        for g in (1.0, -1.0):
+            want = run(cpu._tn_block, m, b, g, cnt, False)
+            assert same(run(cpu._tn_block_unit, m, b, g, cnt, True), want), (cnt, g)
+    m = np.zeros(64)
+    b = np.linspace(5.0, 30.0, 64)      # α ≥ 5 from below: Newton's tail
+    want = run(cpu._tn_block, m, b, 1.0, 64, False)
+    assert same(run(cpu._tn_block_unit, m, b, 1.0, 64, True), want)
+    twin = _njit_twin(cpu._tn_block_unit, _ALPHA0=50.0)
+    assert not same(run(twin, m, b, 1.0, 64, True), want)
+
+
 def test_cpu_blocked_kernel_is_the_scalar_path_bit_for_bit():
     """The blocked, vectorised ReLU kernel gives exactly the scalar per-element arithmetic."""
     from blockbayes.kernels import cpu

@@ -492,3 +492,129 @@ def test_gaussian_rows_per_chain_cholesky(impl):
     for c in range(C):
         Ws = kernels.gaussian_rows(key, B, delta, chol=Rs[c], impl=impl)
         np.testing.assert_allclose(Wp[c], Ws[c], rtol=1e-13, atol=1e-300)
+
+
+def _sub_rows_sum_first(dst, S, c, p0, p1, nrows):
+    """A broken twin of ``cpu._sub_rows``: the products summed first, then one subtraction
+    (the same value in exact arithmetic, other roundings)."""
+    for r in range(nrows):
+        acc = 0.0
+        for p in range(p0, p1):
+            acc += c[p - p0] * S[p, r]
+        dst[r] = dst[r] - acc
+
+
+def test_jammed_row_updates_are_the_one_term_passes_bit_for_bit():
+    """``cpu._sub_rows`` / ``_add_rows`` (four terms per pass over the columns) give every column
+    the one-term-per-pass updates ``dst[r] ∓= c_p S[p, r]`` in ascending p bit for bit, for 0–11
+    terms (remainders of the groups of four), an offset ``p0``, a strided coefficient column, and
+    1–700 columns; the sum-first twin is caught."""
+    from blockbayes.kernels import cpu
+
+    rng = np.random.default_rng(5)
+    S = rng.standard_normal((14, 700)) * 10.0 ** rng.uniform(-3, 3, (14, 700))
+    C2 = rng.standard_normal((14, 14))
+    caught = False
+    for nrows in (1, 7, 64, 700):
+        for p0, p1 in [(0, 0), (0, 1), (0, 3), (0, 4), (0, 5), (0, 8), (0, 11), (2, 12), (3, 14)]:
+            for add, f in ((False, cpu._sub_rows), (True, cpu._add_rows)):
+                c = C2[:, 5][p0:p1]                      # a strided column, as the solves pass
+                d0 = rng.standard_normal(nrows)
+                want = d0.copy()
+                for p in range(p0, p1):
+                    want = want + c[p - p0] * S[p, :nrows] if add else want - c[p - p0] * S[p, :nrows]
+                got = d0.copy()
+                f(got, S, c, p0, p1, nrows)
+                assert np.array_equal(got.view(np.uint64), want.view(np.uint64)), (nrows, p0, p1, add)
+                if not add and p1 - p0 >= 3:
+                    tw = d0.copy()
+                    _sub_rows_sum_first(tw, S, c, p0, p1, nrows)
+                    caught |= not np.array_equal(tw.view(np.uint64), want.view(np.uint64))
+    assert caught
+
+
+def _matheron_rows_python(xb, nb, ek, t, nrows, d, k, W, L, dx, dn):
+    """The perturb-and-correct X draw row by row in Python floats (IEEE doubles), in the order
+    ``cpu._lg_rows_matheron``'s docstring states; returns (x, Σ‖t − b − Ŵx‖²)."""
+    sx, se = math.sqrt(dx), math.sqrt(dn)
+    X = np.empty((nrows, d))
+    res = np.empty((k, nrows))
+    for r in range(nrows):
+        x0 = [float(xb[r * d + j]) + sx * float(nb[r * d + j]) for j in range(d)]
+        v = []
+        for m in range(k):
+            s = float(np.float64(t[r * k + m])) - float(W[m, d])
+            for j in range(d):
+                s = s - float(W[m, j]) * x0[j]
+            v.append(s - se * float(ek[r * k + m]))
+        for m in range(k):
+            for p in range(m):
+                v[m] = v[m] - float(L[m, p]) * v[p]
+            v[m] = v[m] / float(L[m, m])
+        for m in range(k - 1, -1, -1):
+            for p in range(m + 1, k):
+                v[m] = v[m] - float(L[p, m]) * v[p]
+            v[m] = v[m] / float(L[m, m])
+        for m in range(k):
+            res[m, r] = dn * v[m] + se * float(ek[r * k + m])
+        y = [dx * v[m] for m in range(k)]
+        for j in range(d):
+            xj = x0[j]
+            for m in range(k):
+                xj = xj + float(W[m, j]) * y[m]
+            X[r, j] = xj
+    s_next = 0.0
+    for m in range(k):
+        acc = 0.0
+        for r in range(nrows):
+            acc = acc + res[m, r] * res[m, r]
+        s_next = s_next + acc
+    return X.reshape(-1), s_next
+
+
+@pytest.mark.parametrize("d,k,nrows", [(12, 10, 83), (6, 5, 40), (9, 4, 17)])
+def test_matheron_rows_are_the_row_by_row_form_bit_for_bit(d, k, nrows):
+    """``cpu._lg_rows_matheron`` (rows innermost, four terms per pass) is the row-by-row
+    perturb-and-correct draw bit for bit (X and the residual sum); the twin whose products are
+    summed before they are subtracted is caught."""
+    from blockbayes.kernels import cpu
+
+    rng = np.random.default_rng(d * 100 + k)
+    xb = rng.standard_normal(nrows * d)
+    nb = rng.standard_normal(nrows * d)
+    t = rng.standard_normal(nrows * k).astype(np.float32)
+    W = rng.standard_normal((k, d + 1)) / math.sqrt(d)
+    dx, dn = 0.7, 1.3
+    L = np.linalg.cholesky(dx * W[:, :d] @ W[:, :d].T + dn * np.eye(k))
+    k0, k1, g0 = np.uint64(3), np.uint64(4), 11
+    ek = np.empty(nrows * k)
+    cpu._row_normals(ek, np.empty(nrows * k), np.empty(nrows * k, np.uint64), nrows, k, k0, k1,
+                     cpu._ES + np.uint64(g0 * k), k)
+    want_x, want_s = _matheron_rows_python(xb, nb, ek, t, nrows, d, k, W, L, dx, dn)
+
+    def run(f):
+        x = xb.copy()
+        s = f(x, nb, t, 0, k, nrows, d, k, W, L, dx, dn, k0, k1, g0, 1)
+        return x, s
+
+    x, s = run(cpu._lg_rows_matheron)
+    assert np.array_equal(x.view(np.uint64), want_x.view(np.uint64))
+    assert np.float64(s).view(np.uint64) == np.float64(want_s).view(np.uint64)
+    from numba import njit
+
+    twin = _njit_twin_latent(cpu._lg_rows_matheron, _sub_rows=njit(_sub_rows_sum_first))
+    xt, _ = run(twin)
+    assert not np.array_equal(xt.view(np.uint64), want_x.view(np.uint64))
+
+
+def _njit_twin_latent(fn, **globals_):
+    """A recompiled copy of the Numba function ``fn`` with some of its globals replaced."""
+    import types as _types
+
+    from numba import njit
+
+    py = fn.py_func
+    g = dict(py.__globals__)
+    g.update(globals_)
+    return njit(nogil=True, error_model="numpy")(
+        _types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__))
