@@ -1869,40 +1869,16 @@ def _lg_fz(zo, a, lo, m_all, slope, xb):
 
 
 @njit(inline="always", **_JIT)
-def _sub_rows(dst, S, c, p0, p1, nrows):
-    """``dst[r] ← dst[r] − Σ_p c[p − p0]·S[p, r]`` for ``p0 ≤ p < p1``, subtracted one ``p`` at
-    a time in ascending ``p``, for every ``r < nrows`` (see _JAM_NOTE)."""
+def _axpy_rows(dst, S, c, p0, p1, nrows, sign):
+    """``dst[r] ← dst[r] + Σ_p (sign·c[p − p0])·S[p, r]`` for ``p0 ≤ p < p1``, one ``p`` at a time
+    in ascending ``p``, for every ``r < nrows``; ``sign`` is ±1, so ``sign·c`` is exact and
+    ``dst + (−c)·s`` rounds as ``dst − c·s`` (no fast-math: nothing is contracted) — see _JAM_NOTE."""
     p = p0
     while p + 4 <= p1:
-        c0 = c[p - p0]
-        c1 = c[p - p0 + 1]
-        c2 = c[p - p0 + 2]
-        c3 = c[p - p0 + 3]
-        s0 = S[p]
-        s1 = S[p + 1]
-        s2 = S[p + 2]
-        s3 = S[p + 3]
-        for r in range(nrows):
-            dst[r] = (((dst[r] - c0 * s0[r]) - c1 * s1[r]) - c2 * s2[r]) - c3 * s3[r]
-        p += 4
-    while p < p1:
-        cp = c[p - p0]
-        sp = S[p]
-        for r in range(nrows):
-            dst[r] -= cp * sp[r]
-        p += 1
-
-
-@njit(inline="always", **_JIT)
-def _add_rows(dst, S, c, p0, p1, nrows):
-    """``dst[r] ← dst[r] + Σ_p c[p − p0]·S[p, r]`` for ``p0 ≤ p < p1``, added one ``p`` at a
-    time in ascending ``p``, for every ``r < nrows`` (see _JAM_NOTE)."""
-    p = p0
-    while p + 4 <= p1:
-        c0 = c[p - p0]
-        c1 = c[p - p0 + 1]
-        c2 = c[p - p0 + 2]
-        c3 = c[p - p0 + 3]
+        c0 = sign * c[p - p0]
+        c1 = sign * c[p - p0 + 1]
+        c2 = sign * c[p - p0 + 2]
+        c3 = sign * c[p - p0 + 3]
         s0 = S[p]
         s1 = S[p + 1]
         s2 = S[p + 2]
@@ -1911,11 +1887,23 @@ def _add_rows(dst, S, c, p0, p1, nrows):
             dst[r] = (((dst[r] + c0 * s0[r]) + c1 * s1[r]) + c2 * s2[r]) + c3 * s3[r]
         p += 4
     while p < p1:
-        cp = c[p - p0]
+        cp = sign * c[p - p0]
         sp = S[p]
         for r in range(nrows):
             dst[r] += cp * sp[r]
         p += 1
+
+
+@njit(inline="always", **_JIT)
+def _sub_rows(dst, S, c, p0, p1, nrows):
+    """``dst[r] ← dst[r] − Σ_p c[p − p0]·S[p, r]``, subtracted one ``p`` at a time (_axpy_rows)."""
+    _axpy_rows(dst, S, c, p0, p1, nrows, -1.0)
+
+
+@njit(inline="always", **_JIT)
+def _add_rows(dst, S, c, p0, p1, nrows):
+    """``dst[r] ← dst[r] + Σ_p c[p − p0]·S[p, r]``, added one ``p`` at a time (_axpy_rows)."""
+    _axpy_rows(dst, S, c, p0, p1, nrows, 1.0)
 
 
 @njit(inline="always", **_JIT)
