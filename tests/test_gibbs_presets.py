@@ -189,3 +189,20 @@ def test_map_starts_reports_each_fits_objective():
         _, i = laplace.map_fit(net, Xp, yp, seed=kc, max_iter=30, progress=False, return_info=True,
                                learn_noise=True, noise_prior=(1.0, 1e-2), tol=1e-6, ftol=0.0)
         assert info["map_objectives"][c] == i["objective"]
+
+
+def test_gold_hmc_long_is_gold_hmc_at_500_500_with_64_leapfrog_steps():
+    from blockbayes.gibbs.hmc import JointHMCMove
+    from blockbayes.gibbs.presets import gold_hmc, gold_hmc_long
+
+    p = gold_hmc_long()
+    assert p == GoldPreset(num_warmup=500, num_samples=500, moves=JointHMCMove(leapfrog=64))
+    assert p == gold_hmc(num_warmup=500, num_samples=500, moves=JointHMCMove(leapfrog=64))
+    assert p != gold_hmc(num_warmup=500, num_samples=500)                # the 32-step setting differs
+    assert gold_hmc_long(num_chains=2).num_chains == 2 and gold_hmc_long(num_chains=2).moves.leapfrog == 64
+    X, y = _data()
+    net = bb.MLP([3, 6, 1], "relu", prior_prec="fan_in", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        r = gold_hmc_long(num_chains=2, num_warmup=3, num_samples=2, map_max_iter=30).run(net, X, y, seed=2)
+    assert r.config["moves"]["leapfrog"] == 64 and r.config["preset"]["name"] == "gold+JointHMCMove"
