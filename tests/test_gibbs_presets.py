@@ -206,3 +206,30 @@ def test_gold_hmc_long_is_gold_hmc_at_500_500_with_64_leapfrog_steps():
         warnings.simplefilter("ignore", ConvergenceWarning)
         r = gold_hmc_long(num_chains=2, num_warmup=3, num_samples=2, map_max_iter=30).run(net, X, y, seed=2)
     assert r.config["moves"]["leapfrog"] == 64 and r.config["preset"]["name"] == "gold+JointHMCMove"
+
+
+def test_gold_benchmark_composes_the_redraw_and_passes_map_fits(monkeypatch):
+    """benchmarks/gibbs_gold.py: ``redraw=R`` runs ComposedMove((JointHMCMove, UnitRedrawMove(R)))
+    and reports the HMC move's acceptance; ``map_fits`` reaches the preset (chosen fits recorded)."""
+    from collections import namedtuple
+
+    from blockbayes.gibbs import starts as _starts
+    from tests._helpers import load_benchmark
+
+    monkeypatch.setattr(_starts, "map_starts", _starts.map_starts)      # the script wraps it; undone after
+    gg = load_benchmark("gibbs_gold")
+    D = namedtuple("D", "X_train y_train X_test y_test y_std")
+    X, y = _data(n=36, seed=5)
+    monkeypatch.setattr(gg.bb.datasets, "uci", lambda name, split: D(X[:30], y[:30], X[30:], y[30:], 2.0))
+    kw = dict(chains=2, warmup=2, samples=4, delta=1e-3, steps=0, seed=0, inner=0.0, preset="gold_hmc",
+              hmc={"leapfrog": 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        c = gg.one("toy", 0, redraw=1, map_fits=3, **kw)
+        c0 = gg.one("toy", 0, **kw)
+    assert c["move"]["move"] == "composed"
+    hmc_sum, rd_sum = c["move"]["components"]
+    assert hmc_sum["move"] == "joint non-centred HMC" and rd_sum["move"] == "unit prior redraw"
+    assert c["accept"] == hmc_sum["accept"] and rd_sum["proposals"] == 1
+    assert len(c["map_objectives"]) == 3 and c["chosen_fits"] == _best_of(c["map_objectives"], 2)
+    assert c0["move"]["move"] == "joint non-centred HMC" and c0["chosen_fits"] == [0, 1]
