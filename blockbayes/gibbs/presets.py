@@ -235,9 +235,10 @@ def gold_hmc_long(**overrides) -> GoldPreset:
     ``gold_hmc(num_warmup=500, num_samples=500)`` its held-out LL was +0.024, +0.041, +0.049 and
     −0.016 nats (mean +0.025) and its RMSE ×0.987, ×1.007, ×0.935, ×1.016 (Yacht 0, Yacht 1,
     Energy 0, Energy 1) — the only variant ahead on three of the four cells, though each gap is
-    within the ±0.05-nat spread of the variants on a cell. On that split Yacht 0 also ran NUTS
-    (4 × 1000 + 1000, the issue's reference model): RMSE 0.533, LL −0.482 against this preset's
-    0.519 / −0.483. Cost: 1.6–1.8× the CPU time of the 32-step setting (Yacht ~45 s, Energy
+    within the ±0.05-nat spread of the variants on a cell. NUTS (4 × 1000 + 1000, the issue's
+    reference model) on the same inner splits, run after the choice: Yacht 0 0.533 / −0.482,
+    Yacht 1 0.558 / −0.520, against this preset's 0.519 / −0.483 and 0.580 / −0.598 (the 32-step
+    setting: 0.526 / −0.507 and 0.576 / −0.639). Cost: 1.6–1.8× the CPU time of the 32-step setting (Yacht ~45 s, Energy
     ~100 s per split on an idle core). Test-split figures in docs/gibbs-moves.md §6.
     """
     from .hmc import JointHMCMove
