@@ -46,6 +46,8 @@ from blockbayes.gibbs.diagnostics import ConvergenceWarning
 from blockbayes.gibbs import starts as _starts
 from blockbayes.gibbs.moves import NonCentredMove
 from blockbayes.gibbs.hmc import JointHMCMove
+from blockbayes.gibbs.moves import ComposedMove
+from blockbayes.gibbs.redraw import UnitRedrawMove
 
 # (RMSE, LL, source); NUTS on the standard BNN, fan-in priors, Gamma(1, 1e-2) noise hyperprior
 NUTS = {
@@ -89,7 +91,7 @@ def inner_split(Xtr, ytr, frac, seed=12345):
 
 
 def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, learn_prior=False, preset=None,
-        ratio=None, hmc=None):
+        ratio=None, hmc=None, redraw=0, map_fits=None):
     data = bb.datasets.uci(name, split)
     Xtr, ytr, Xte, yte = (np.asarray(a) for a in data[:4])
     if inner:
@@ -98,13 +100,15 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
     moves = NonCentredMove(steps=steps) if steps > 0 else None
     if preset == "gold_hmc":
         moves = JointHMCMove(**(hmc or {}))
+        if redraw:
+            moves = ComposedMove((moves, UnitRedrawMove(proposals=redraw)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         _MAP_TIME[0] = 0.0
         t0, c0 = time.perf_counter(), time.process_time()
         if preset in ("gold", "gold_hmc"):
             p = gibbs.presets.gold(num_chains=chains, num_warmup=warmup, num_samples=samples, moves=moves,
-                                   map_max_iter=_MAP_ITERS[0] or None,
+                                   map_max_iter=_MAP_ITERS[0] or None, map_fits=map_fits,
                                    **({} if ratio is None else {"ratio": ratio}))
             ratio = p.ratio
             r = p.run(net, Xtr, ytr, seed=seed, learn_prior=learn_prior)
@@ -118,10 +122,14 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
     ll = float(r.log_predictive_density(Xte, yte)) - math.log(data.y_std)
     mcfg = r.config.get("moves")
     acc = mcfg.get("accept") if isinstance(mcfg, dict) else None
+    if isinstance(mcfg, dict) and mcfg.get("move") == "composed":
+        acc = mcfg["components"][0].get("accept")        # the HMC move's; the redraw's stays in "move"
     return dict(dataset=name, split=split, preset=preset, ratio=ratio if preset else None, rmse=rmse, ll=ll, wall_s=wall, cpu_s=cpu, map_s=_MAP_TIME[0], rhat_f=float(r.summary().max_rhat),
                 delta_y=float(np.mean(np.asarray(r.delta_y))) * data.y_std ** 2, accept=acc, move=mcfg,
                 chains=chains, warmup=warmup, samples=samples, delta=delta, steps=steps, seed=seed,
-                inner=inner, load=os.getloadavg()[0])
+                inner=inner, load=os.getloadavg()[0], map_fits=map_fits,
+                chosen_fits=(r.config.get("preset") or {}).get("chosen_fits"),
+                map_objectives=(r.config.get("preset") or {}).get("map_objectives"))
 
 
 def main(argv=None):
@@ -145,6 +153,11 @@ def main(argv=None):
     ap.add_argument("--average-from", type=float, default=None,
                     help="gold_hmc: warm-up fraction after which the mass is the averaged GN (1: single-state)")
     ap.add_argument("--terminal", type=float, default=None, help="gold_hmc: terminal step-size-only warm-up fraction")
+    ap.add_argument("--redraw", type=int, default=0,
+                    help="gold_hmc: also UnitRedrawMove(proposals=R) after the HMC move (ComposedMove); 0: none")
+    ap.add_argument("--map-fits", type=int, default=None,
+                    help="--preset gold/gold_hmc: start the chains from the best --chains of this many MAP fits "
+                         "(lowest MAP objective; default: one fit per chain)")
     ap.add_argument("--ratio", type=float, default=None,
                     help="--preset gold: Δ_Z = Δ_X = ratio × median Δ̂_y (default: the preset's)")
     ap.add_argument("--out", default=None, help="append one JSON line per cell here")
@@ -154,7 +167,7 @@ def main(argv=None):
                                      average_from=a.average_from, terminal=a.terminal).items()
            if v is not None}
     print(f"gold: 50 ReLU, fan-in λ, learn_noise, init='map' (joint MAP), Δ_Z=Δ_X={'by the preset rule' if a.preset else f'{a.delta:g}'}, "
-          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
+          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' + UnitRedrawMove(proposals={a.redraw})' if a.redraw else ''}{f', starts: best {a.chains} of {a.map_fits} MAP fits' if a.map_fits else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
           f"{f', INNER validation {a.inner:g} of train' if a.inner else ', TEST split'}; "
           f"load avg (1 min) {os.getloadavg()[0]:.2f}", flush=True)
     print(f"{'set':>9} {'sp':>2} {'RMSE':>7} {'LL':>7} {'NUTS':>13} {'ratio':>6} {'ΔLL':>6} {'met':>5} "
@@ -162,7 +175,8 @@ def main(argv=None):
     for name in a.datasets:
         for split in a.splits:
             c = one(name, split, chains=a.chains, warmup=a.warmup, samples=a.samples, delta=a.delta,
-                    steps=a.steps, seed=a.seed, inner=a.inner, preset=a.preset, ratio=a.ratio, hmc=hmc)
+                    steps=a.steps, seed=a.seed, inner=a.inner, preset=a.preset, ratio=a.ratio, hmc=hmc,
+                    redraw=a.redraw, map_fits=a.map_fits)
             ref = None if a.inner else NUTS.get((name, split))
             if ref is not None:
                 ratio, dll = c["rmse"] / ref[0], c["ll"] - ref[1]

@@ -28,13 +28,13 @@ import math
 import time
 from typing import NamedTuple, Optional
 
-from .._backend import namespace, to_numpy
+from .._backend import device_of, namespace, to_numpy
 from .._backend import random as bbr
 from ..inputs import prepare
 from ..model import MLP
 from .kernel import Hyperprior
 
-__all__ = ["GoldPreset", "gold", "gold_hmc", "hidden_delta"]
+__all__ = ["GoldPreset", "gold", "gold_hmc", "gold_hmc_long", "hidden_delta", "select_fits"]
 
 
 def hidden_delta(delta_y_hat, *, ratio: float = 0.02, floor: float = 1e-6, cap: float = 1e-3) -> float:
@@ -78,6 +78,12 @@ class GoldPreset(NamedTuple):
     moves : optional
         Extra moves passed to :func:`blockbayes.gibbs.run` (none by default: measured, the
         non-centred move did not improve the held-out fit at these budgets).
+    map_fits : int or None
+        MAP fits to choose the starts from (``None``: ``num_chains``, one fit per chain). With
+        ``K = map_fits > num_chains``, fits ``0 … K−1`` are made (fit ``c < num_chains`` is the
+        one ``map_fits=None`` would start chain ``c`` from) and the chains start from the
+        ``num_chains`` fits with the lowest final MAP objective (:func:`select_fits`). Only the
+        starts change: every chain is the same exact sampler of the noisy-MLP posterior.
     """
 
     num_chains: int = 4
@@ -88,6 +94,7 @@ class GoldPreset(NamedTuple):
     cap: float = 1e-3
     map_max_iter: Optional[int] = None
     moves: object = None
+    map_fits: Optional[int] = None
 
     def run(self, net: MLP, X, y, *, seed=None, hyperprior: Hyperprior = Hyperprior(), progress: bool = False,
             **run_kw):
@@ -123,15 +130,26 @@ class GoldPreset(NamedTuple):
         clash = {"init", "learn_noise", "num_chains", "num_warmup", "num_samples", "moves"} & set(run_kw)
         if clash:
             raise ValueError(f"the gold preset sets {sorted(clash)}; change them on the preset (gold(...)) instead")
+        C = self.num_chains
+        K = C if self.map_fits is None else self.map_fits
+        if isinstance(K, bool) or not isinstance(K, int) or K < C:
+            raise ValueError(f"map_fits must be None or an int >= num_chains={C}, got {self.map_fits!r}")
         t0 = time.perf_counter()
         Xp, yp = prepare(net, X, y, device=run_kw.get("device"), dtype=run_kw.get("dtype"),
-                         num_chains=self.num_chains)
+                         num_chains=C)
         root = bbr.key(seed)
         # the same fits as gibbs.run(init="map", seed=seed): its MAP key is split(split(root, 2)[0], 2)[0]
+        # (split(key, K)[:C] == split(key, C), so fits 0 … C−1 are those fits whatever K is)
         k_map = bbr.split(bbr.split(root, 2)[0], 2)[0]
-        weights, dy, info = map_starts(k_map, net, Xp, yp, num_chains=self.num_chains, kind="map",
+        weights, dy, info = map_starts(k_map, net, Xp, yp, num_chains=K, kind="map",
                                        max_iter=self.map_max_iter, learn_noise=True,
                                        noise_prior=(hyperprior.noise_shape, hyperprior.noise_rate))
+        chosen = select_fits(info["map_objectives"], C)
+        if K > C:
+            xp0 = namespace(Xp)
+            idx = xp0.asarray(chosen, device=device_of(Xp))
+            weights = tuple(xp0.take(W, idx, axis=0) for W in weights)
+            dy = xp0.take(dy, idx, axis=0)
         d = hidden_delta(dy, ratio=self.ratio, floor=self.floor, cap=self.cap)
         xp = namespace(Xp)
         dy_start = float(xp.mean(dy))
@@ -142,9 +160,26 @@ class GoldPreset(NamedTuple):
                   moves=self.moves, progress=progress, **run_kw)
         name = "gold" if self.moves is None else f"gold+{type(self.moves).__name__}"
         res.config["preset"] = dict(name=name, hidden_delta=d, delta_y_hat=[float(v) for v in to_numpy(dy)],
-                                    map_time_s=t_map, map_converged=info["map_converged"])
+                                    map_time_s=t_map, map_converged=info["map_converged"],
+                                    map_objectives=list(info["map_objectives"]), chosen_fits=list(chosen))
         res.config["total_wall_time_s"] = time.perf_counter() - t0
         return res
+
+
+def select_fits(objectives, num_chains: int) -> tuple:
+    """Indices of the ``num_chains`` lowest objectives, in increasing index order.
+
+    Ties keep the lower index (a stable sort). ``objectives``: one final MAP objective per fit
+    (``len >= num_chains``; lower is better). With ``len == num_chains`` this is
+    ``(0, …, num_chains − 1)``.
+    """
+    obj = [float(v) for v in objectives]
+    if isinstance(num_chains, bool) or not isinstance(num_chains, int) or not 1 <= num_chains <= len(obj):
+        raise ValueError(f"num_chains must be an int in [1, {len(obj)}], got {num_chains!r}")
+    if any(math.isnan(v) for v in obj):
+        raise ValueError(f"objectives must not be NaN, got {obj!r}")
+    order = sorted(range(len(obj)), key=lambda i: (obj[i], i))
+    return tuple(sorted(order[:num_chains]))
 
 
 def gold(**overrides) -> GoldPreset:
@@ -175,8 +210,45 @@ def gold_hmc(**overrides) -> GoldPreset:
     load 1.7–4.7). ``gold_hmc(num_warmup=500, num_samples=500)``: 25–88 s per split at load
     1.6–2.9, below NUTS's 100–210 s on all eight cells, figure met on four (seed 0) and six
     (seed 1) of them.
+
+    Session 11 (docs/gibbs-moves.md §6, "Spending the wall-clock headroom"): on the inner
+    validation split of Yacht and Energy splits 0–1 (seed 0, 500 + 500 unless stated), neither
+    more chains (8 × 500 + 500: mean ΔLL −0.03 nats against this setting; 8 × 250 + 250: −0.05),
+    longer chains (4 × 1000 + 1000: −0.02 on three cells), the unit prior redraw after the move
+    (+0.015 / −0.025 on Yacht 0 / Energy 0) nor starts from the best 4 of 8 or 12 MAP fits
+    (``map_fits``: +0.01 / −0.01) beat it beyond the spread of these variants (RMSE ±5%,
+    LL ±0.05 nats per cell); the defaults were kept.
     """
     from .hmc import JointHMCMove
 
     overrides.setdefault("moves", JointHMCMove())
+    return GoldPreset(**overrides)
+
+
+def gold_hmc_long(**overrides) -> GoldPreset:
+    """:func:`gold_hmc` at 500 + 500 sweeps with trajectories twice as long (64 leapfrog steps).
+
+    ``GoldPreset(num_warmup=500, num_samples=500, moves=JointHMCMove(leapfrog=64), **overrides)``
+    (session 11, docs/gibbs-moves.md §6, "Spending the wall-clock headroom"). Chosen on the inner
+    validation split (20% of the training rows; Yacht and Energy splits 0–1, seed 0) among seven
+    ways of spending the wall-clock that Yacht and Energy have below NUTS's: against
+    ``gold_hmc(num_warmup=500, num_samples=500)`` its held-out LL was +0.024, +0.041, +0.049 and
+    −0.016 nats (mean +0.025) and its RMSE ×0.987, ×1.007, ×0.935, ×1.016 (Yacht 0, Yacht 1,
+    Energy 0, Energy 1) — the only variant ahead on three of the four cells, though each gap is
+    within the ±0.05-nat spread of the variants on a cell. NUTS (4 × 1000 + 1000, the issue's
+    reference model) on the same inner splits, run after the choice: Yacht 0 0.533 / −0.482,
+    Yacht 1 0.558 / −0.520, against this preset's 0.519 / −0.483 and 0.580 / −0.598 (the 32-step
+    setting: 0.526 / −0.507 and 0.576 / −0.639). Cost: 1.6–1.8× the CPU time of the 32-step setting (Yacht ~45 s, Energy
+    ~100 s per split on an idle core). Test split (docs/gibbs-moves.md §6): the gold figure met on
+    11 of 12 cells at seed 0 and 10 of 12 at seed 1 (32 steps: 8 and 10), 4 of 6 Yacht/Energy
+    cells at seed 2 (32 steps: 3); short on Energy 0 at every seed (LL −0.11 … −0.15), Energy 1
+    at seed 1, Yacht 1 at seed 2. Boston/Concrete cost 110–147 s CPU per split with it, inside
+    NUTS's 100–210 s rather than below; ``gold_hmc(num_warmup=500, num_samples=500)`` (67–96 s)
+    meets the figure there too.
+    """
+    from .hmc import JointHMCMove
+
+    overrides.setdefault("moves", JointHMCMove(leapfrog=64))
+    overrides.setdefault("num_warmup", 500)
+    overrides.setdefault("num_samples", 500)
     return GoldPreset(**overrides)

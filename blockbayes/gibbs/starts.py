@@ -90,7 +90,9 @@ def map_starts(key, net: MLP, X, y, *, num_chains: int, kind: str = "map", max_i
     delta_y : array of shape (C,), or None
         Starting ``Δ_y`` per chain (only for regression with ``learn_noise``).
     info : dict
-        ``map_fits`` (number of fits), ``map_converged`` (all fits), ``map_iters`` (total).
+        ``map_fits`` (number of fits), ``map_converged`` (all fits), ``map_iters`` (total),
+        ``map_objectives`` (each fit's final MAP objective ``E`` of :func:`blockbayes.laplace.map_fit`,
+        in fit order; for ``"map_evidence"`` the joint fit's, before the evidence step).
     """
     from .. import laplace
     from ..point_fit import chain_starts
@@ -113,13 +115,14 @@ def map_starts(key, net: MLP, X, y, *, num_chains: int, kind: str = "map", max_i
         max_iter = JOINT_MAX_ITER if joint else 1000
     fit_kw = dict(learn_noise=True, noise_prior=tuple(float(v) for v in noise_prior), tol=1e-6, ftol=0.0) if joint else {}
     keys = bbr.split(key, fits)
-    all_w, sse, converged, iters = [], [], True, 0
+    all_w, sse, converged, iters, objectives = [], [], True, 0, []
     for c in range(fits):
         yc = y[c] if per_chain_y else y
         w, info = laplace.map_fit(net, X, yc, seed=keys[c], max_iter=max_iter, progress=False,
                                   return_info=True, **fit_kw)
         converged = converged and bool(info.get("converged", True))
         iters += int(info.get("num_iter", 0))
+        objectives.append(float(info["objective"]))
         if evidence:
             w, info = laplace.evidence_fit(net, X, yc, init=w, delta_y=max(float(xp.mean(xp.var(yc, axis=0))), 1e-6),
                                            noise_prior=fit_kw["noise_prior"], max_outer=10, max_iter=500,
@@ -135,4 +138,5 @@ def map_starts(key, net: MLP, X, y, *, num_chains: int, kind: str = "map", max_i
     if sse:
         dy = xp.maximum(xp.stack(sse), xp.asarray(1e-6, dtype=X.dtype, device=device_of(X)))
         delta_y = xp.asarray(xp.broadcast_to(dy, (C,)) if fits != C else dy, copy=True)
-    return tuple(weights), delta_y, {"map_fits": fits, "map_converged": converged, "map_iters": iters}
+    return tuple(weights), delta_y, {"map_fits": fits, "map_converged": converged, "map_iters": iters,
+                                     "map_objectives": objectives}
