@@ -75,8 +75,9 @@ def teachers(seed, C, delta, d=50, K=10, n=2084, n_test=2000):
     return X, y, Xt, ft
 
 
-def test_mse(state, Xt, ft):
-    W1, W2 = state.weights
+def test_mse(weights, Xt, ft):
+    """Per-chain test MSE of the noise-free network ``weights = (W1, W2)`` (leading chain axis)."""
+    W1, W2 = weights
     Z = np.einsum("nd,ckd->cnk", Xt, W1[..., :-1]) + W1[:, None, :, -1]
     f = np.einsum("cnk,cok->cno", np.maximum(Z, 0), W2[..., :-1]) + W2[:, None, :, -1]
     return np.mean((f - ft) ** 2, axis=(1, 2))
@@ -165,11 +166,11 @@ def run_arm(net, X, y, Xt, ft, delta, *, moves, budget, every, seed, start=None,
             rd_acc.append(float(np.mean(np.asarray(rstate.accept[0]))))
         sweeps += 1
         if sweeps % every == 0 and cur_delta == delta:
-            mse = test_mse(state, Xt, ft)
+            mse = test_mse(state.weights, Xt, ft)
             new = (hit_sweep < 0) & (mse <= 3 * delta)
             hit_sweep[new] = sweeps
             hit_time[new] = time.perf_counter() - t0
-    mse = test_mse(state, Xt, ft)
+    mse = test_mse(state.weights, Xt, ft)
     acc = float("nan")
     if mstate is not None:
         acc = float(np.mean(mstate.accept[0] if isinstance(moves, NonCentredMove) else mstate.accept))
@@ -238,7 +239,7 @@ def run_recipe_arm(net, X, y, Xt, ft, delta, *, total, anneal, anneal_frac, sett
         cpus.append(time.process_time() - c0)
         W1, W2 = r.weights                                   # (len(g), S, ...)
         for j, c in enumerate(g):
-            mses = np.array([test_mse(_Weights((W1[j:j + 1, s], W2[j:j + 1, s])), Xt, ft[c:c + 1])[0]
+            mses = np.array([test_mse((W1[j:j + 1, s], W2[j:j + 1, s]), Xt, ft[c:c + 1])[0]
                              for s in range(S)])
             ok = mses <= 3 * delta
             hit[c] = bool(ok.any())
@@ -254,13 +255,6 @@ def run_recipe_arm(net, X, y, Xt, ft, delta, *, total, anneal, anneal_frac, sett
                 first_kept=first, mse=end_mse, mse_med=float(np.median(end_mse)), end=int(np.sum(end_mse <= 3 * delta)),
                 wall=float(np.sum(walls)), cpu=float(np.sum(cpus)), wall_per_call=float(np.median(walls)),
                 calls=len(groups), accept=float(np.mean(acc)) if acc else float("nan"), weights=weights)
-
-
-class _Weights:
-    """The one attribute :func:`test_mse` reads, from kept-sample weights."""
-
-    def __init__(self, weights):
-        self.weights = weights
 
 
 def main(argv=None):

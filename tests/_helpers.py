@@ -1,11 +1,13 @@
 """Helpers shared by several test modules: :func:`load_benchmark` imports a script of
 ``benchmarks/`` as a module (``benchmarks/`` is put on ``sys.path`` first so that the script's own
-``import _devtools`` works); :func:`sine_data` is the small regression set of the move tests."""
+``import _devtools`` works); :func:`sine_data` is the small regression set of the move tests;
+:func:`njit_twin` recompiles a Numba kernel with some globals replaced (the broken twins)."""
 from __future__ import annotations
 
 import importlib.util
 import os
 import sys
+import types
 
 import numpy as np
 
@@ -29,3 +31,15 @@ def sine_data(n: int = 40, d: int = 3, seed: int = 0):
     X = rng.standard_normal((n, d))
     y = np.sin(X[:, :1]) + 0.1 * rng.standard_normal((n, 1))
     return X, y
+
+
+def njit_twin(fn, **globals_):
+    """A recompiled copy of the Numba function ``fn`` with some of its globals replaced (the
+    deliberately broken twins of the kernel tests; nothing is cached)."""
+    from numba import njit
+
+    py = fn.py_func
+    g = dict(py.__globals__)
+    g.update(globals_)
+    return njit(nogil=True, error_model="numpy")(
+        types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__))

@@ -87,7 +87,7 @@ def test_hmc_arm_counts_hits_at_target_delta():
     rng.standard_normal((2084, 50)), rng.standard_normal((2000, 50))
     W1 = rng.standard_normal((C, 10, 51)) / np.sqrt(50)
     W2 = rng.standard_normal((C, 1, 11)) / np.sqrt(10)
-    assert np.allclose(T.test_mse(type("S", (), {"weights": (W1, W2)})(), Xt, ft), 0.0)
+    assert np.allclose(T.test_mse((W1, W2), Xt, ft), 0.0)
     mv = JointHMCMove(leapfrog=2)
     r = T.run_arm(net, X, y, Xt, ft, delta, moves=mv, budget=1e9, every=1, seed=0, start_weights=(W1, W2),
                   max_sweeps=2)

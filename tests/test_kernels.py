@@ -22,6 +22,7 @@ import scipy.special as sc
 import scipy.stats as st
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
+from _helpers import njit_twin
 
 from blockbayes import kernels
 from blockbayes._backend.random import key as make_key
@@ -449,7 +450,7 @@ def test_masked_compaction_keeps_the_gathered_ndtri_bit_for_bit():
     def push_without_bit63(mask, base, idx, n):
         return push(mask & np.uint64(0x7FFFFFFFFFFFFFFF), base, idx, n)
 
-    twin = _njit_twin(cpu._ndtri_gathered, _push_bits=push_without_bit63)
+    twin = njit_twin(cpu._ndtri_gathered, _push_bits=push_without_bit63)
     p = rng.uniform(0.1, 0.9, 256)
     p[63] = 0.01
     want = np.array([cpu._ndtri(float(v)) for v in p])
@@ -494,7 +495,7 @@ def test_unit_truncated_normal_block_is_the_general_block_bit_for_bit():
     b = np.linspace(5.0, 30.0, 64)      # α ≥ 5 from below: Newton's tail
     want = run(cpu._tn_block, m, b, 1.0, 64, False)
     assert same(run(cpu._tn_block_unit, m, b, 1.0, 64, True), want)
-    twin = _njit_twin(cpu._tn_block_unit, _ALPHA0=50.0)
+    twin = njit_twin(cpu._tn_block_unit, _ALPHA0=50.0)
     assert not same(run(twin, m, b, 1.0, 64, True), want)
 
 
@@ -600,18 +601,6 @@ def test_sigma_tables_bracket_sigma():
             assert mp.mpf(cpu._SIG_HI[i]) >= s * (1 + mp.mpf(cpu._BOUND_SIG) / 2)
 
 
-def _njit_twin(fn, **globals_):
-    """A recompiled copy of the Numba function ``fn`` with some of its globals replaced (the
-    deliberately broken twins below; nothing is cached)."""
-    from numba import njit
-
-    py = fn.py_func
-    g = dict(py.__globals__)
-    g.update(globals_)
-    return njit(nogil=True, error_model="numpy")(
-        types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__))
-
-
 def _h_exact(r):
     """h(r) = G(r) − q(r): SciPy's ``log_ndtr`` for r > 0, ``log(erfcx(−r/√2)/2)`` for r ≤ 0
     (no cancellation; relative error ~1e-16)."""
@@ -654,7 +643,7 @@ def test_h_table_brackets_h():
     assert ok
     on = (r >= -cpu._H_OFF)
     assert np.all(width[on] <= math.sqrt(2 / math.pi) / 64 * (1 + 1e-9) + 2.1e-12)
-    assert not check(_njit_twin(cpu._h_bracket, _H_WIDTH=0.0))[0]
+    assert not check(njit_twin(cpu._h_bracket, _H_WIDTH=0.0))[0]
     q, lo, hi = cpu._h_bracket(np.nan)
     assert math.isnan(q)
 
@@ -680,7 +669,7 @@ def test_exp_dec_relative_error():
     def poly6(y, a0, a1, a2, a3, a4, a5, a6, a7, a8):     # the Taylor polynomial to r⁶ only
         return cpu._poly8(y, a0, a1, a2, a3, a4, a5, a6, 0.0, 0.0)
     from numba import njit
-    assert rel(_njit_twin(cpu._exp_dec, _poly8=njit(poly6))) > 3e-10
+    assert rel(njit_twin(cpu._exp_dec, _poly8=njit(poly6))) > 3e-10
 
 
 def _open_bounds(fn, a, x, dz, dx, slope, k0, k1, kernel=False):
@@ -726,8 +715,8 @@ def test_relu_sharp_bounds_decide_as_the_exact_comparison():
     on the same elements."""
     from blockbayes.kernels import cpu
 
-    twins = [_njit_twin(cpu._bound_elem_sharp, _h_bracket=_njit_twin(cpu._h_bracket, _H_WIDTH=0.0)),
-             _njit_twin(cpu._bound_elem_sharp, _DEC_SIG=-1e-3)]
+    twins = [njit_twin(cpu._bound_elem_sharp, _h_bracket=njit_twin(cpu._h_bracket, _H_WIDTH=0.0)),
+             njit_twin(cpu._bound_elem_sharp, _DEC_SIG=-1e-3)]
     caught = [False] * len(twins)
     for ci, (a, x, dz, dx, slope) in enumerate(_probit_like_cases()):
         p1, p2, n1, n2, sdp, sdm, hl = _common.relu_constants(dz, dx, slope)

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.special as sc
+from _helpers import njit_twin
 
 import blockbayes as bb
 from blockbayes import gibbs, kernels
@@ -602,19 +603,6 @@ def test_matheron_rows_are_the_row_by_row_form_bit_for_bit(d, k, nrows):
     assert np.float64(s).view(np.uint64) == np.float64(want_s).view(np.uint64)
     from numba import njit
 
-    twin = _njit_twin_latent(cpu._lg_rows_matheron, _sub_rows=njit(_sub_rows_sum_first))
+    twin = njit_twin(cpu._lg_rows_matheron, _sub_rows=njit(_sub_rows_sum_first))
     xt, _ = run(twin)
     assert not np.array_equal(xt.view(np.uint64), want_x.view(np.uint64))
-
-
-def _njit_twin_latent(fn, **globals_):
-    """A recompiled copy of the Numba function ``fn`` with some of its globals replaced."""
-    import types as _types
-
-    from numba import njit
-
-    py = fn.py_func
-    g = dict(py.__globals__)
-    g.update(globals_)
-    return njit(nogil=True, error_model="numpy")(
-        _types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__))

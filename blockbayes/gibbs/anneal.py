@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from .._backend import device_of, namespace
 from ..model import MLP
 from ..posterior import net_from_dict, net_to_dict
 
@@ -124,8 +125,6 @@ class AnnealedDelta(NamedTuple):
         """
         if not self.output or sweep > self.annealing_sweeps(num_warmup):
             return state
-        from .._backend import device_of, namespace
-
         dy = state.delta_y
         xp = namespace(dy)
         return state._replace(delta_y=xp.full(dy.shape, self.delta_y_at(net, sweep, num_warmup),

@@ -145,13 +145,12 @@ class GoldPreset(NamedTuple):
                                        max_iter=self.map_max_iter, learn_noise=True,
                                        noise_prior=(hyperprior.noise_shape, hyperprior.noise_rate))
         chosen = select_fits(info["map_objectives"], C)
-        if K > C:
-            xp0 = namespace(Xp)
-            idx = xp0.asarray(chosen, device=device_of(Xp))
-            weights = tuple(xp0.take(W, idx, axis=0) for W in weights)
-            dy = xp0.take(dy, idx, axis=0)
-        d = hidden_delta(dy, ratio=self.ratio, floor=self.floor, cap=self.cap)
         xp = namespace(Xp)
+        if K > C:
+            idx = xp.asarray(chosen, device=device_of(Xp))
+            weights = tuple(xp.take(W, idx, axis=0) for W in weights)
+            dy = xp.take(dy, idx, axis=0)
+        d = hidden_delta(dy, ratio=self.ratio, floor=self.floor, cap=self.cap)
         dy_start = float(xp.mean(dy))
         net_d = net.replace(delta={"Z": d, "X": d, "y": dy_start})
         t_map = time.perf_counter() - t0
