@@ -21,6 +21,7 @@ import blockbayes as bb
 from blockbayes import gibbs, kernels
 from blockbayes._backend import random as bbr
 from blockbayes.kernels import _common, _csrc
+from blockbayes.kernels._vec import vget, vload, vsplat
 
 DELTA = 1e-6
 
@@ -573,11 +574,30 @@ def _matheron_rows_python(xb, nb, ek, t, nrows, d, k, W, L, dx, dn):
     return X.reshape(-1), s_next
 
 
-@pytest.mark.parametrize("d,k,nrows", [(12, 10, 83), (6, 5, 40), (9, 4, 17)])
+def _vsub_terms_sum_first(acc, c, p0, p1, S, stride, b):
+    """A broken twin of ``cpu._vsub_terms``: the products summed first, then one subtraction."""
+    s = vsplat(0.0)
+    for p in range(p0, p1):
+        s = s + vsplat(c[p - p0]) * vload(S, p * stride + b)
+    return acc - s
+
+
+def _vsum_into_pairwise(acc, v, n):
+    """A broken twin of ``_vec.vsum_into``: the lanes summed pairwise, then added."""
+    if n < 4:
+        for lane in range(n):
+            acc += vget(v, lane)
+        return acc
+    return acc + ((vget(v, 0) + vget(v, 1)) + (vget(v, 2) + vget(v, 3)))
+
+
+@pytest.mark.parametrize("d,k,nrows", [(12, 10, 683), (12, 10, 83), (12, 10, 2), (6, 5, 40), (9, 4, 17)])
 def test_matheron_rows_are_the_row_by_row_form_bit_for_bit(d, k, nrows):
-    """``cpu._lg_rows_matheron`` (rows innermost, four terms per pass) is the row-by-row
-    perturb-and-correct draw bit for bit (X and the residual sum); the twin whose products are
-    summed before they are subtracted is caught."""
+    """``cpu._lg_rows_matheron`` (rows four at a time as vector values, padded to whole
+    vectors: nrows % 4 = 3, 3, 2, 0, 1 here; 683 is the 784-12-10 sweep's task) is the row-by-row
+    perturb-and-correct draw bit for bit (X and the residual sum). Two twins are caught: products
+    summed before they are subtracted (X), and a block's four residual terms summed pairwise (the
+    sum; checked at 683 rows, where its roundings show: at 17–83 rows they may all coincide)."""
     from blockbayes.kernels import cpu
 
     rng = np.random.default_rng(d * 100 + k)
@@ -603,6 +623,11 @@ def test_matheron_rows_are_the_row_by_row_form_bit_for_bit(d, k, nrows):
     assert np.float64(s).view(np.uint64) == np.float64(want_s).view(np.uint64)
     from numba import njit
 
-    twin = njit_twin(cpu._lg_rows_matheron, _sub_rows=njit(_sub_rows_sum_first))
-    xt, _ = run(twin)
+    block = njit_twin(cpu._matheron_block, _vsub_terms=njit(_vsub_terms_sum_first))
+    xt, _ = run(njit_twin(cpu._lg_rows_matheron, _matheron_block=block))
     assert not np.array_equal(xt.view(np.uint64), want_x.view(np.uint64))
+    if nrows >= 600:
+        block = njit_twin(cpu._matheron_block, vsum_into=njit(_vsum_into_pairwise))
+        xt, st = run(njit_twin(cpu._lg_rows_matheron, _matheron_block=block))
+        assert np.array_equal(xt.view(np.uint64), want_x.view(np.uint64))
+        assert np.float64(st).view(np.uint64) != np.float64(want_s).view(np.uint64)

@@ -50,6 +50,7 @@ from numba.extending import intrinsic
 
 from .._backend import recycle
 from . import _common as C
+from ._vec import LANES, vload, vsplat, vstore, vsum_into
 
 __all__ = ["relu_preact", "truncated_normal", "multinomial_utilities", "latent_pass", "gaussian_rows", "set_num_threads",
            "get_num_threads"]
@@ -1940,6 +1941,110 @@ def _solve_llt_columns(R, L, k, nrows):
     _backward_columns(R, L, k, nrows)       # L^T y = v
 
 
+#: _VEC_NOTE: the Matheron rows in blocks of ``LANES`` (32) rows held as vector values
+#: (:mod:`._vec`): per block, ``r = t − b − Ŵx₀ − √Δ' e``, both substitutions, the residual
+#: sum and ``x₀ + Ŵ^⊤(Δ_X y)`` run with the block's accumulators in registers (two ``m`` or
+#: two ``j`` per pass share the loads), reading the block's ``x₀``, ``e`` and ``y`` from L1
+#: (the column passes of _JAM_NOTE re-read and re-wrote every row of ``R`` or ``x`` once per
+#: four terms). Each lane gets the scalar operations in the same order, so the same bits
+#: (design note 44).
+
+
+@njit(**_JIT)
+def _row_normals_t(nT, tb, idx, npad, d, k0, k1, cb0, row_stride):
+    """``nT[j·npad + r] = Φ⁻¹(u(cb0 + r·row_stride + j))``: :func:`_row_normals` for rows
+    ``r < npad`` written transposed (each element the same function of its counter, so the same
+    bits wherever it is stored). ``tb``, ``idx``: scratch of at least ``npad·d``."""
+    for j in range(d):
+        nj = nT[j * npad:(j + 1) * npad]    # views indexed from 0 (see _NONNEG_NOTE)
+        cj = cb0 + np.uint64(j)
+        for r in range(npad):
+            nj[r] = _uniform(k0, k1, cj + np.uint64(r) * np.uint64(row_stride))
+    _ndtri_gathered(nT, nT, idx, tb, npad * d)
+
+
+@njit(inline="always", **_JIT)
+def _vsub_terms(acc, c, p0, p1, S, stride, b):
+    """``acc − c[0]·S_{p0} − c[1]·S_{p0+1} − …`` for ``p0 ≤ p < p1``, one term at a time in
+    ascending ``p`` (``S_p = S[p·stride + b : + LANES]``)."""
+    for p in range(p0, p1):
+        acc = acc - vsplat(c[p - p0]) * vload(S, p * stride + b)
+    return acc
+
+
+@njit(inline="always", **_JIT)
+def _vadd_terms(acc, c, p0, p1, S, stride, b):
+    """``acc + c[0]·S_{p0} + c[1]·S_{p0+1} + …``, ascending ``p`` (as :func:`_vsub_terms`)."""
+    for p in range(p0, p1):
+        acc = acc + vsplat(c[p - p0]) * vload(S, p * stride + b)
+    return acc
+
+
+@njit(inline="always", **_JIT)
+def _vsub_terms2(a0, a1, c0, c1, p1, S, stride, b):
+    """:func:`_vsub_terms` for two accumulators over the same ``S_p`` (``p0 = 0``), each
+    one term at a time in ascending ``p`` (one load of ``S_p`` for both)."""
+    for p in range(p1):
+        s = vload(S, p * stride + b)
+        a0 = a0 - vsplat(c0[p]) * s
+        a1 = a1 - vsplat(c1[p]) * s
+    return a0, a1
+
+
+@njit(inline="always", **_JIT)
+def _vadd_terms2(a0, a1, c0, c1, p1, S, stride, b):
+    """:func:`_vadd_terms` for two accumulators over the same ``S_p`` (``p0 = 0``)."""
+    for p in range(p1):
+        s = vload(S, p * stride + b)
+        a0 = a0 + vsplat(c0[p]) * s
+        a1 = a1 + vsplat(c1[p]) * s
+    return a0, a1
+
+
+@njit(inline="always", **_JIT)
+def _matheron_block(xT, eT, RT, yb, racc, Wc, L, d, k, npad, b, nlive, vse, vdn, vdx):
+    """Rows ``b..b+LANES−1`` of :func:`_lg_rows_matheron` (``RT`` holds ``t − b``; the first
+    ``nlive`` rows are real, the others padding kept out of ``racc``, the per-``m`` residual
+    sums; ``yb``: scratch of ``k·LANES``)."""
+    m = 0
+    while m < k:                                    # r = t − b − Ŵx₀ − √Δ' e, two m at once
+        o = m * npad + b
+        if m + 1 < k:
+            a0, a1 = _vsub_terms2(vload(RT, o), vload(RT, o + npad), Wc[m], Wc[m + 1], d, xT,
+                                  npad, b)
+            vstore(RT, o, a0 - vse * vload(eT, o))
+            vstore(RT, o + npad, a1 - vse * vload(eT, o + npad))
+            m += 2
+        else:
+            acc = _vsub_terms(vload(RT, o), Wc[m], 0, d, xT, npad, b)
+            vstore(RT, o, acc - vse * vload(eT, o))
+            m += 1
+    for m in range(k):                              # L v = r
+        o = m * npad + b
+        acc = _vsub_terms(vload(RT, o), L[m], 0, m, RT, npad, b)
+        vstore(RT, o, acc / vsplat(L[m, m]))
+    for m in range(k - 1, -1, -1):                  # L^T y = v
+        o = m * npad + b
+        acc = _vsub_terms(vload(RT, o), L[m + 1:k, m], m + 1, k, RT, npad, b)
+        y = acc / vsplat(L[m, m])
+        vstore(RT, o, y)
+        res = vdn * y + vse * vload(eT, o)          # t − b − Ŵx = Δ'y + √Δ' e
+        racc[m] = vsum_into(racc[m], res * res, nlive)
+        vstore(yb, m * LANES, vdx * y)
+    j = 0
+    while j < d:                                    # x = x₀ + Ŵ^⊤(Δ_X y), ascending m
+        o = j * npad + b
+        if j + 1 < d:
+            a0, a1 = _vadd_terms2(vload(xT, o), vload(xT, o + npad), Wc[:, j], Wc[:, j + 1], k,
+                                  yb, LANES, 0)
+            vstore(xT, o, a0)
+            vstore(xT, o + npad, a1)
+            j += 2
+        else:
+            vstore(xT, o, _vadd_terms(vload(xT, o), Wc[:, j], 0, k, yb, LANES, 0))
+            j += 1
+
+
 @njit(**_JIT)
 def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k0, k1, g0, nc):
     """Perturb and correct for all rows of the task at once (``xb`` holds ``f(z)``, ``nb`` the
@@ -1947,61 +2052,51 @@ def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k
 
     Row ``r``: ``x₀ = f(z) + √Δ_X ξ``, ``s_m = t_m − b_m − Σ_j Ŵ_{mj} x₀_j − √Δ' e_m`` (the sum
     in ascending ``j``), ``L v = s``, ``L^⊤ y = v`` (substitutions in the usual order),
-    ``x = x₀ + Σ_m Ŵ_{m·} (Δ_X y_m)`` (ascending ``m``). The loops run over the rows innermost
-    (transposed scratch), so they vectorise; every row gets exactly the operations, in the same
-    order, of the row-by-row form.
+    ``x = x₀ + Σ_m Ŵ_{m·} (Δ_X y_m)`` (ascending ``m``); the sum is ``Σ_m Σ_r (Δ'y_m + √Δ' e_m)²``
+    (rows in order, then ``m`` ascending). The rows go ``LANES`` at a time as vector values
+    (transposed, padded scratch; see _VEC_NOTE): every row gets exactly the operations, in the
+    same order, of the row-by-row form.
     """
     sx = math.sqrt(dx)
     se = math.sqrt(dn)
     m_all = nrows * d
     for q in range(m_all):
         xb[q] += sx * nb[q]
-    ek = np.empty(nrows * k)                # e[r, m] = Φ⁻¹(u(STREAM_E + g_r·k + m))
-    tk = np.empty(nrows * k)
-    ik = np.empty(nrows * k, dtype=np.uint64)
-    _row_normals(ek, tk, ik, nrows, k, k0, k1, _ES + np.uint64(g0 * k), nc * k)
     x2 = xb[:m_all].reshape((nrows, d))     # views indexed from 0 (see _NONNEG_NOTE)
-    e2 = ek.reshape((nrows, k))
     t2 = t[trow0:trow0 + nrows * t_rstride].reshape((nrows, t_rstride))
-    xT = np.empty((d, nrows))
-    eT = np.empty((k, nrows))               # e transposed: read contiguously twice below
+    npad = (nrows + LANES - 1) // LANES * LANES
+    xT = np.empty(d * npad)                 # xT[j·npad + r] = x₀[r, j]; rows ≥ nrows are 0
+    eT = np.empty(k * npad)                 # eT[m·npad + r] = e[r, m] (rows ≥ nrows: unused)
+    RT = np.empty(k * npad)                 # t − b, then r, v, y in place
+    _row_normals_t(eT, RT, np.empty(k * npad, dtype=np.uint64), npad, k, k0, k1,
+                   _ES + np.uint64(g0 * k), nc * k)      # e[r, m] = Φ⁻¹(u(STREAM_E + g_r·k + m))
     for r in range(nrows):
         xr = x2[r]
         for j in range(d):
-            xT[j, r] = xr[j]
-        er = e2[r]
+            xT[j * npad + r] = xr[j]
+        tr = t2[r]
         for m in range(k):
-            eT[m, r] = er[m]
-    R = np.empty((k, nrows))
-    for m in range(k):
-        b = Wc[m, d]
-        Rm = R[m]
-        em = eT[m]
-        for r in range(nrows):
-            Rm[r] = np.float64(t2[r, m]) - b
-        _sub_rows(Rm, xT, Wc[m], 0, d, nrows)   # − Ŵ_{mj} x₀_j, ascending j (_JAM_NOTE)
-        for r in range(nrows):
-            Rm[r] = Rm[r] - se * em[r]
-    _solve_llt_columns(R, L, k, nrows)       # R ← (L Lᵀ)⁻¹ R, column by column
+            RT[m * npad + r] = np.float64(tr[m]) - Wc[m, d]
+    for r in range(nrows, npad):
+        for j in range(d):
+            xT[j * npad + r] = 0.0
+        for m in range(k):
+            RT[m * npad + r] = 0.0
+    yb = np.empty(k * LANES)
+    racc = np.zeros(k)
+    vse = vsplat(se)
+    vdn = vsplat(dn)
+    vdx = vsplat(dx)
+    for b in range(0, npad, LANES):
+        _matheron_block(xT, eT, RT, yb, racc, Wc, L, d, k, npad, b, min(LANES, nrows - b), vse,
+                        vdn, vdx)
     s_next = 0.0
     for m in range(k):
-        acc = 0.0
-        Rm = R[m]
-        em = eT[m]
-        for r in range(nrows):
-            res = dn * Rm[r] + se * em[r]
-            acc += res * res
-        s_next += acc
-    for m in range(k):
-        Rm = R[m]
-        for r in range(nrows):
-            Rm[r] = dx * Rm[r]
-    for j in range(d):                      # x_j += Ŵ_{mj} (Δ_X y_m), ascending m (_JAM_NOTE)
-        _add_rows(xT[j], R, Wc[:, j], 0, k, nrows)
+        s_next += racc[m]
     for r in range(nrows):
         xr = x2[r]
         for j in range(d):
-            xr[j] = xT[j, r]
+            xr[j] = xT[j * npad + r]
     return s_next
 
 
