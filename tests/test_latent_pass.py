@@ -21,7 +21,7 @@ import blockbayes as bb
 from blockbayes import gibbs, kernels
 from blockbayes._backend import random as bbr
 from blockbayes.kernels import _common, _csrc
-from blockbayes.kernels._vec import vget, vload, vsplat
+from blockbayes.kernels._vec import vload, vsplat
 
 DELTA = 1e-6
 
@@ -582,13 +582,15 @@ def _vsub_terms_sum_first(acc, c, p0, p1, S, stride, b):
     return acc - s
 
 
-def _vsum_into_pairwise(acc, v, n):
-    """A broken twin of ``_vec.vsum_into``: the lanes summed pairwise, then added."""
-    if n < 4:
-        for lane in range(n):
-            acc += vget(v, lane)
-        return acc
-    return acc + ((vget(v, 0) + vget(v, 1)) + (vget(v, 2) + vget(v, 3)))
+def _sum_rows_into_pairwise(racc, sq, k, nlive):
+    """A broken twin of ``cpu._sum_rows_into``: the block's rows summed in pairs first."""
+    for m in range(k):
+        i = 0
+        while i + 2 <= nlive:
+            racc[m] += sq[m * 32 + i] + sq[m * 32 + i + 1]
+            i += 2
+        if i < nlive:
+            racc[m] += sq[m * 32 + i]
 
 
 @pytest.mark.parametrize("d,k,nrows", [(12, 10, 683), (12, 10, 83), (12, 10, 2), (6, 5, 40), (9, 4, 17)])
@@ -598,6 +600,9 @@ def test_matheron_rows_are_the_row_by_row_form_bit_for_bit(d, k, nrows):
     perturb-and-correct draw bit for bit (X and the residual sum). Two twins are caught: products
     summed before they are subtracted (X), and a block's four residual terms summed pairwise (the
     sum; checked at 683 rows, where its roundings show: at 17–83 rows they may all coincide)."""
+    from blockbayes.kernels import _vec
+
+    assert _vec.LANES == 32                 # the pairwise twin's stride
     from blockbayes.kernels import cpu
 
     rng = np.random.default_rng(d * 100 + k)
@@ -627,7 +632,46 @@ def test_matheron_rows_are_the_row_by_row_form_bit_for_bit(d, k, nrows):
     xt, _ = run(njit_twin(cpu._lg_rows_matheron, _matheron_block=block))
     assert not np.array_equal(xt.view(np.uint64), want_x.view(np.uint64))
     if nrows >= 600:
-        block = njit_twin(cpu._matheron_block, vsum_into=njit(_vsum_into_pairwise))
+        block = njit_twin(cpu._matheron_block, _sum_rows_into=njit(_sum_rows_into_pairwise))
         xt, st = run(njit_twin(cpu._lg_rows_matheron, _matheron_block=block))
         assert np.array_equal(xt.view(np.uint64), want_x.view(np.uint64))
         assert np.float64(st).view(np.uint64) != np.float64(want_s).view(np.uint64)
+
+
+def _transpose4_straight(src, s0, sstride, dst, d0, dstride):
+    """A broken twin of ``_vec.transpose4``: the tile copied without transposing it."""
+    for a in range(4):
+        for b in range(4):
+            dst[d0 + a * dstride + b] = src[s0 + a * sstride + b]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tiled_transposition_is_the_element_copy(dtype):
+    """``cpu._transpose`` (4 × 4 tiles through ``_vec.transpose4``, the edges element by
+    element) writes ``dst[d0 + b·dstride + a] = float64(src[s0 + a·sstride + b])`` and nothing
+    else, for shapes with and without edges, a source offset and row stride wider than the rows
+    (as the targets' rows), float32 widened exactly; the untransposed-tile twin is caught."""
+    from numba import njit
+
+    from blockbayes.kernels import cpu
+
+    rng = np.random.default_rng(3)
+    caught = False
+    for na, nb, extra, s0, d0 in [(4, 4, 0, 0, 0), (83, 12, 0, 0, 0), (683, 10, 0, 20, 0),
+                                  (12, 83, 5, 3, 7), (3, 2, 1, 1, 0), (9, 7, 0, 0, 64)]:
+        sstride = nb + extra
+        dstride = na + 9
+        src = (rng.standard_normal(s0 + na * sstride + 8) * 1e3).astype(dtype)
+        want = np.full(d0 + nb * dstride + 4, -7.5)
+        for a in range(na):
+            for b in range(nb):
+                want[d0 + b * dstride + a] = np.float64(src[s0 + a * sstride + b])
+        got = np.full_like(want, -7.5)
+        cpu._transpose(src, s0, sstride, na, nb, got, d0, dstride)
+        assert np.array_equal(got.view(np.uint64), want.view(np.uint64)), (na, nb)
+        twin = njit_twin(cpu._transpose, transpose4=njit(_transpose4_straight))
+        tw = np.full_like(want, -7.5)
+        twin(src, s0, sstride, na, nb, tw, d0, dstride)
+        caught |= not np.array_equal(tw.view(np.uint64), want.view(np.uint64))
+    assert caught
+

@@ -50,7 +50,7 @@ from numba.extending import intrinsic
 
 from .._backend import recycle
 from . import _common as C
-from ._vec import LANES, vload, vsplat, vstore, vsum_into
+from ._vec import LANES, transpose4, vload, vsplat, vstore
 
 __all__ = ["relu_preact", "truncated_normal", "multinomial_utilities", "latent_pass", "gaussian_rows", "set_num_threads",
            "get_num_threads"]
@@ -1964,6 +1964,24 @@ def _row_normals_t(nT, tb, idx, npad, d, k0, k1, cb0, row_stride):
 
 
 @njit(inline="always", **_JIT)
+def _transpose(src, s0, sstride, na, nb, dst, d0, dstride):
+    """``dst[d0 + b·dstride + a] = src[s0 + a·sstride + b]`` for ``a < na``, ``b < nb`` (a copy,
+    widened to float64): 4 × 4 tiles through :func:`._vec.transpose4`, the edges one element at
+    a time."""
+    a4 = na // 4 * 4
+    b4 = nb // 4 * 4
+    for a in range(0, a4, 4):
+        for b in range(0, b4, 4):
+            transpose4(src, s0 + a * sstride + b, sstride, dst, d0 + b * dstride + a, dstride)
+        for b in range(b4, nb):
+            for i in range(a, a + 4):
+                dst[d0 + b * dstride + i] = src[s0 + i * sstride + b]
+    for a in range(a4, na):
+        for b in range(nb):
+            dst[d0 + b * dstride + a] = src[s0 + a * sstride + b]
+
+
+@njit(inline="always", **_JIT)
 def _vsub_terms(acc, c, p0, p1, S, stride, b):
     """``acc − c[0]·S_{p0} − c[1]·S_{p0+1} − …`` for ``p0 ≤ p < p1``, one term at a time in
     ascending ``p`` (``S_p = S[p·stride + b : + LANES]``)."""
@@ -2002,10 +2020,20 @@ def _vadd_terms2(a0, a1, c0, c1, p1, S, stride, b):
 
 
 @njit(inline="always", **_JIT)
-def _matheron_block(xT, eT, RT, yb, racc, Wc, L, d, k, npad, b, nlive, vse, vdn, vdx):
+def _sum_rows_into(racc, sq, k, nlive):
+    """``racc[m] += sq[m·LANES + i]`` for ``i < nlive`` in ascending ``i`` (each ``racc[m]`` a
+    plain loop's sum over the rows), the ``k`` chains interleaved: one chain of ``LANES`` adds
+    alone waits on the adder's latency."""
+    for i in range(nlive):
+        for m in range(k):
+            racc[m] += sq[m * LANES + i]
+
+
+@njit(inline="always", **_JIT)
+def _matheron_block(xT, eT, RT, yb, sq, racc, Wc, L, d, k, npad, b, nlive, vse, vdn, vdx):
     """Rows ``b..b+LANES−1`` of :func:`_lg_rows_matheron` (``RT`` holds ``t − b``; the first
     ``nlive`` rows are real, the others padding kept out of ``racc``, the per-``m`` residual
-    sums; ``yb``: scratch of ``k·LANES``)."""
+    sums; ``yb``, ``sq``: scratch of ``k·LANES``)."""
     m = 0
     while m < k:                                    # r = t − b − Ŵx₀ − √Δ' e, two m at once
         o = m * npad + b
@@ -2029,8 +2057,9 @@ def _matheron_block(xT, eT, RT, yb, racc, Wc, L, d, k, npad, b, nlive, vse, vdn,
         y = acc / vsplat(L[m, m])
         vstore(RT, o, y)
         res = vdn * y + vse * vload(eT, o)          # t − b − Ŵx = Δ'y + √Δ' e
-        racc[m] = vsum_into(racc[m], res * res, nlive)
+        vstore(sq, m * LANES, res * res)
         vstore(yb, m * LANES, vdx * y)
+    _sum_rows_into(racc, sq, k, nlive)
     j = 0
     while j < d:                                    # x = x₀ + Ŵ^⊤(Δ_X y), ascending m
         o = j * npad + b
@@ -2062,41 +2091,37 @@ def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k
     m_all = nrows * d
     for q in range(m_all):
         xb[q] += sx * nb[q]
-    x2 = xb[:m_all].reshape((nrows, d))     # views indexed from 0 (see _NONNEG_NOTE)
-    t2 = t[trow0:trow0 + nrows * t_rstride].reshape((nrows, t_rstride))
     npad = (nrows + LANES - 1) // LANES * LANES
     xT = np.empty(d * npad)                 # xT[j·npad + r] = x₀[r, j]; rows ≥ nrows are 0
     eT = np.empty(k * npad)                 # eT[m·npad + r] = e[r, m] (rows ≥ nrows: unused)
     RT = np.empty(k * npad)                 # t − b, then r, v, y in place
     _row_normals_t(eT, RT, np.empty(k * npad, dtype=np.uint64), npad, k, k0, k1,
                    _ES + np.uint64(g0 * k), nc * k)      # e[r, m] = Φ⁻¹(u(STREAM_E + g_r·k + m))
-    for r in range(nrows):
-        xr = x2[r]
-        for j in range(d):
-            xT[j * npad + r] = xr[j]
-        tr = t2[r]
-        for m in range(k):
-            RT[m * npad + r] = np.float64(tr[m]) - Wc[m, d]
+    _transpose(xb, 0, d, nrows, d, xT, 0, npad)
+    _transpose(t, trow0, t_rstride, nrows, k, RT, 0, npad)
+    for m in range(k):
+        Rm = RT[m * npad:m * npad + nrows]  # views indexed from 0 (see _NONNEG_NOTE)
+        b = Wc[m, d]
+        for r in range(nrows):
+            Rm[r] = Rm[r] - b               # t − b (t widened exactly by the transposition)
     for r in range(nrows, npad):
         for j in range(d):
             xT[j * npad + r] = 0.0
         for m in range(k):
             RT[m * npad + r] = 0.0
     yb = np.empty(k * LANES)
+    sq = np.empty(k * LANES)
     racc = np.zeros(k)
     vse = vsplat(se)
     vdn = vsplat(dn)
     vdx = vsplat(dx)
     for b in range(0, npad, LANES):
-        _matheron_block(xT, eT, RT, yb, racc, Wc, L, d, k, npad, b, min(LANES, nrows - b), vse,
+        _matheron_block(xT, eT, RT, yb, sq, racc, Wc, L, d, k, npad, b, min(LANES, nrows - b), vse,
                         vdn, vdx)
     s_next = 0.0
     for m in range(k):
         s_next += racc[m]
-    for r in range(nrows):
-        xr = x2[r]
-        for j in range(d):
-            xr[j] = xT[j * npad + r]
+    _transpose(xT, 0, npad, d, nrows, xb, 0, d)
     return s_next
 
 
