@@ -2022,11 +2022,31 @@ def _vadd_terms2(a0, a1, c0, c1, p1, S, stride, b):
 @njit(inline="always", **_JIT)
 def _sum_rows_into(racc, sq, k, nlive):
     """``racc[m] += sq[m·LANES + i]`` for ``i < nlive`` in ascending ``i`` (each ``racc[m]`` a
-    plain loop's sum over the rows), the ``k`` chains interleaved: one chain of ``LANES`` adds
-    alone waits on the adder's latency."""
+    plain loop's sum over the rows), five chains at a time in registers: one chain of ``LANES``
+    adds alone waits on the adder's latency, and chains kept in ``racc`` on the store."""
+    m = 0
+    while m + 5 <= k:
+        s0 = racc[m]
+        s1 = racc[m + 1]
+        s2 = racc[m + 2]
+        s3 = racc[m + 3]
+        s4 = racc[m + 4]
+        q = m * LANES
+        for i in range(nlive):
+            s0 += sq[q + i]
+            s1 += sq[q + LANES + i]
+            s2 += sq[q + 2 * LANES + i]
+            s3 += sq[q + 3 * LANES + i]
+            s4 += sq[q + 4 * LANES + i]
+        racc[m] = s0
+        racc[m + 1] = s1
+        racc[m + 2] = s2
+        racc[m + 3] = s3
+        racc[m + 4] = s4
+        m += 5
     for i in range(nlive):
-        for m in range(k):
-            racc[m] += sq[m * LANES + i]
+        for mm in range(m, k):
+            racc[mm] += sq[mm * LANES + i]
 
 
 @njit(inline="always", **_JIT)
