@@ -619,9 +619,10 @@ def test_matheron_rows_are_the_row_by_row_form_bit_for_bit(d, k, nrows):
     want_x, want_s = _matheron_rows_python(xb, nb, ek, t, nrows, d, k, W, L, dx, dn)
 
     def run(f):
-        x = xb.copy()
-        s = f(x, nb, t, 0, k, nrows, d, k, W, L, dx, dn, k0, k1, g0, 1)
-        return x, s
+        x = np.full(nrows * d + 9, np.nan)
+        s = f(xb.copy(), nb, t, 0, k, nrows, d, k, W, L, dx, dn, k0, k1, g0, 1, x, 5)
+        assert np.isnan(x[:5]).all() and np.isnan(x[5 + nrows * d:]).all()
+        return x[5:5 + nrows * d], s
 
     x, s = run(cpu._lg_rows_matheron)
     assert np.array_equal(x.view(np.uint64), want_x.view(np.uint64))
@@ -645,12 +646,14 @@ def _transpose4_straight(src, s0, sstride, dst, d0, dstride):
             dst[d0 + a * dstride + b] = src[s0 + a * sstride + b]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_tiled_transposition_is_the_element_copy(dtype):
+@pytest.mark.parametrize("dtype,otype", [(np.float32, np.float64), (np.float64, np.float64),
+                                         (np.float64, np.float32)])
+def test_tiled_transposition_is_the_element_copy(dtype, otype):
     """``cpu._transpose`` (4 × 4 tiles through ``_vec.transpose4``, the edges element by
-    element) writes ``dst[d0 + b·dstride + a] = float64(src[s0 + a·sstride + b])`` and nothing
-    else, for shapes with and without edges, a source offset and row stride wider than the rows
-    (as the targets' rows), float32 widened exactly; the untransposed-tile twin is caught."""
+    element) writes ``dst[d0 + b·dstride + a] = src[s0 + a·sstride + b]`` cast to ``dst``'s dtype
+    and nothing else, for shapes with and without edges, a source offset and row stride wider
+    than the rows (as the targets' rows), float32 widened exactly and float64 stored as float32
+    rounded as NumPy's cast; the untransposed-tile twin is caught."""
     from numba import njit
 
     from blockbayes.kernels import cpu
@@ -662,16 +665,16 @@ def test_tiled_transposition_is_the_element_copy(dtype):
         sstride = nb + extra
         dstride = na + 9
         src = (rng.standard_normal(s0 + na * sstride + 8) * 1e3).astype(dtype)
-        want = np.full(d0 + nb * dstride + 4, -7.5)
+        want = np.full(d0 + nb * dstride + 4, -7.5, dtype=otype)
         for a in range(na):
             for b in range(nb):
-                want[d0 + b * dstride + a] = np.float64(src[s0 + a * sstride + b])
+                want[d0 + b * dstride + a] = otype(src[s0 + a * sstride + b])
         got = np.full_like(want, -7.5)
         cpu._transpose(src, s0, sstride, na, nb, got, d0, dstride)
-        assert np.array_equal(got.view(np.uint64), want.view(np.uint64)), (na, nb)
+        assert np.array_equal(got.view(np.uint8), want.view(np.uint8)), (na, nb)
         twin = njit_twin(cpu._transpose, transpose4=njit(_transpose4_straight))
         tw = np.full_like(want, -7.5)
         twin(src, s0, sstride, na, nb, tw, d0, dstride)
-        caught |= not np.array_equal(tw.view(np.uint64), want.view(np.uint64))
+        caught |= not np.array_equal(tw.view(np.uint8), want.view(np.uint8))
     assert caught
 

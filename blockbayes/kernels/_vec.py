@@ -15,7 +15,7 @@ one LLVM instruction with no fast-math flag:
 * :func:`vsplat`: one float64 in every lane;
 * ``+``, ``−``, ``*``, ``/`` between two ``f64v``: lane by lane, each lane rounded exactly as
   the scalar operation (IEEE, round to nearest; nothing is contracted into an FMA);
-* :func:`transpose4`: a 4 × 4 tile copied transposed (float32 or float64 in, float64 out)
+* :func:`transpose4`: a 4 × 4 tile copied transposed (float32 or float64 either side)
   through shuffles in registers.
 
 So a kernel written with them gives every lane the bits of the scalar code with the same
@@ -145,15 +145,15 @@ def _shuffle(builder, a, b, lanes):
 
 @intrinsic
 def transpose4(typingctx, src, s0, sstride, dst, d0, dstride):
-    """``dst[d0 + b·dstride + a] = float64(src[s0 + a·sstride + b])`` for ``a, b < 4``: a 4 × 4
-    tile copied transposed, through four ``<4 x double>`` loads, eight shuffles and four stores
-    (the element-by-element transposition is ~2 cycles per element; this ~0.3). ``src``:
-    contiguous 1-D float64 or float32 (widened exactly); ``dst``: contiguous 1-D float64; no
-    bounds check."""
-    if not (isinstance(src, types.Array) and src.ndim == 1 and src.layout == "C"
-            and src.dtype in (types.float32, types.float64)):
-        raise TypeError(f"transpose4 reads a contiguous 1-D float array, got {src}")
-    _check_array(dst)
+    """``dst[d0 + b·dstride + a] = src[s0 + a·sstride + b]`` for ``a, b < 4``: a 4 × 4 tile
+    copied transposed, through four vector loads, eight shuffles of ``<4 x double>`` and four
+    stores (element by element a transposition costs ~2 cycles per element; this ~0.3).
+    ``src``, ``dst``: contiguous 1-D float32 or float64 (float32 widened exactly, float64 stored
+    into float32 rounded to nearest, as an element assignment casts); no bounds check."""
+    for a in (src, dst):
+        if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                and a.dtype in (types.float32, types.float64)):
+            raise TypeError(f"transpose4 copies between contiguous 1-D float arrays, got {a}")
     sig = types.void(src, types.intp, types.intp, dst, types.intp, types.intp)
 
     def codegen(context, builder, signature, args):
@@ -168,7 +168,7 @@ def transpose4(typingctx, src, s0, sstride, dst, d0, dstride):
             p = builder.bitcast(builder.gep(sdata, [off]), ir.VectorType(ety, 4).as_pointer())
             v = builder.load(p, align=4)        # float32 or float64: 4 is a valid bound
             if not isinstance(ety, ir.DoubleType):
-                v = builder.fpext(v, _V4)
+                v = builder.fpext(v, _V4)       # exact
             rows.append(v)
         t0 = _shuffle(builder, rows[0], rows[1], [0, 4, 1, 5])
         t1 = _shuffle(builder, rows[0], rows[1], [2, 6, 3, 7])
@@ -176,10 +176,14 @@ def transpose4(typingctx, src, s0, sstride, dst, d0, dstride):
         t3 = _shuffle(builder, rows[2], rows[3], [2, 6, 3, 7])
         cols = [_shuffle(builder, t0, t2, [0, 1, 4, 5]), _shuffle(builder, t0, t2, [2, 3, 6, 7]),
                 _shuffle(builder, t1, t3, [0, 1, 4, 5]), _shuffle(builder, t1, t3, [2, 3, 6, 7])]
+        dety = ddata.type.pointee
         for b in range(4):
             off = builder.add(d0, builder.mul(ds, ir.Constant(ds.type, b)))
-            p = builder.bitcast(builder.gep(ddata, [off]), _V4.as_pointer())
-            builder.store(cols[b], p, align=8)
+            v = cols[b]
+            if not isinstance(dety, ir.DoubleType):
+                v = builder.fptrunc(v, ir.VectorType(dety, 4))  # round to nearest, as a cast
+            p = builder.bitcast(builder.gep(ddata, [off]), ir.VectorType(dety, 4).as_pointer())
+            builder.store(v, p, align=4)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -1966,8 +1966,8 @@ def _row_normals_t(nT, tb, idx, npad, d, k0, k1, cb0, row_stride):
 @njit(inline="always", **_JIT)
 def _transpose(src, s0, sstride, na, nb, dst, d0, dstride):
     """``dst[d0 + b·dstride + a] = src[s0 + a·sstride + b]`` for ``a < na``, ``b < nb`` (a copy,
-    widened to float64): 4 × 4 tiles through :func:`._vec.transpose4`, the edges one element at
-    a time."""
+    cast to ``dst``'s dtype): 4 × 4 tiles through :func:`._vec.transpose4`, the edges one element
+    at a time."""
     a4 = na // 4 * 4
     b4 = nb // 4 * 4
     for a in range(0, a4, 4):
@@ -2095,9 +2095,11 @@ def _matheron_block(xT, eT, RT, yb, sq, racc, Wc, L, d, k, npad, b, nlive, vse, 
 
 
 @njit(**_JIT)
-def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k0, k1, g0, nc):
+def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k0, k1, g0, nc,
+                      xo, lo):
     """Perturb and correct for all rows of the task at once (``xb`` holds ``f(z)``, ``nb`` the
-    ξ); returns ``Σ‖t − b − Ŵx‖²``.
+    ξ; ``x`` is stored into ``xo[lo:lo + nrows·d]``, cast to its dtype, and ``xb`` is left as
+    scratch); returns ``Σ‖t − b − Ŵx‖²``.
 
     Row ``r``: ``x₀ = f(z) + √Δ_X ξ``, ``s_m = t_m − b_m − Σ_j Ŵ_{mj} x₀_j − √Δ' e_m`` (the sum
     in ascending ``j``), ``L v = s``, ``L^⊤ y = v`` (substitutions in the usual order),
@@ -2141,7 +2143,7 @@ def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k
     s_next = 0.0
     for m in range(k):
         s_next += racc[m]
-    _transpose(xT, 0, npad, d, nrows, xb, 0, d)
+    _transpose(xT, 0, npad, d, nrows, xo, lo, d)      # x, stored (the cast of _lg_store)
     return s_next
 
 
@@ -2318,22 +2320,23 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
         else:
             s_next = _lg_rows_matheron_rowwise(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn,
                                                k0, k1, g0, nc)
-    if x_block is not None:
+    if x_block is not None:                         # stores x itself (with its transposition)
         if is32:
             s_next = _lg_rows_matheron(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn, k0, k1,
-                                       g0, nc)
+                                       g0, nc, x32, lo)
         else:
             s_next = _lg_rows_matheron(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn, k0, k1,
-                                       g0, nc)
+                                       g0, nc, x64, lo)
     if x_chol is not None:
         if is32:
             s_next = _lg_rows_cholesky(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn, eb)
         else:
             s_next = _lg_rows_cholesky(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn, eb)
-    if is32:
-        _lg_store(xb, x32, lo, m_all)
-    else:
-        _lg_store(xb, x64, lo, m_all)
+    if x_block is None:
+        if is32:
+            _lg_store(xb, x32, lo, m_all)
+        else:
+            _lg_store(xb, x64, lo, m_all)
     s_x = 0.0
     if z_relu is not None:                          # the ReLU draw returns Σ(x − f(z_new))²
         s_x = _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2,
