@@ -593,20 +593,36 @@ def _sum_rows_into_pairwise(racc, sq, k, nlive):
             racc[m] += sq[m * 32 + i]
 
 
-@pytest.mark.parametrize("d,k,nrows", [(12, 10, 683), (12, 10, 83), (12, 10, 2), (6, 5, 40), (9, 4, 17)])
-def test_matheron_rows_are_the_row_by_row_form_bit_for_bit(d, k, nrows):
-    """``cpu._lg_rows_matheron`` (rows four at a time as vector values, padded to whole
-    vectors: nrows % 4 = 3, 3, 2, 0, 1 here; 683 is the 784-12-10 sweep's task) is the row-by-row
-    perturb-and-correct draw bit for bit (X and the residual sum). Two twins are caught: products
-    summed before they are subtracted (X), and a block's four residual terms summed pairwise (the
-    sum; checked at 683 rows, where its roundings show: at 17–83 rows they may all coincide)."""
-    from blockbayes.kernels import _vec
+def _transpose4_x0_f_last(z, zs0, xi, xs0, sstride, slope, sx, dst, d0, dstride):
+    """A broken twin of ``_vec.transpose4_x0``: ``f(z + sx·ξ)`` instead of ``f(z) + sx·ξ``."""
+    for a in range(4):
+        for b in range(4):
+            v = np.float64(z[zs0 + a * sstride + b]) + sx * xi[xs0 + a * sstride + b]
+            dst[d0 + b * dstride + a] = v if v >= 0.0 else slope * v
+
+
+@pytest.mark.parametrize("d,k,nrows,zdt", [(12, 10, 683, np.float32), (12, 10, 83, np.float32),
+                                           (12, 10, 2, np.float32), (6, 5, 40, np.float32),
+                                           (9, 4, 17, np.float64)])
+def test_matheron_rows_are_the_row_by_row_form_bit_for_bit(d, k, nrows, zdt):
+    """``cpu._lg_rows_matheron`` (rows 32 at a time as vector values, padded to whole vectors:
+    nrows % 4 = 3, 3, 2, 0, 1 here for the 4 × 4 transposition tiles; 683 is the 784-12-10
+    sweep's task; ``x₀ = f(z) + √Δ_X ξ`` formed in the transposition from a leaky ReLU's z, at
+    an offset into z and x) is the row-by-row perturb-and-correct draw bit for bit (X and the
+    residual sum). Three twins are caught: products summed before they are subtracted (X),
+    ``f`` applied after adding ξ (X), and a block's residual terms summed pairwise (the sum;
+    checked at 683 rows, where its roundings show: at 17–83 rows they may all coincide)."""
+    from numba import njit
+
+    from blockbayes.kernels import _vec, cpu
 
     assert _vec.LANES == 32                 # the pairwise twin's stride
-    from blockbayes.kernels import cpu
-
     rng = np.random.default_rng(d * 100 + k)
-    xb = rng.standard_normal(nrows * d)
+    lo, slope = 5, 0.1
+    z = np.full(nrows * d + 9, np.nan, dtype=zdt)
+    z[lo:lo + nrows * d] = rng.standard_normal(nrows * d)
+    zr = z[lo:lo + nrows * d].astype(np.float64)
+    xb = np.where(zr >= 0.0, zr, slope * zr)          # f(z), as cpu._lg_fz
     nb = rng.standard_normal(nrows * d)
     t = rng.standard_normal(nrows * k).astype(np.float32)
     W = rng.standard_normal((k, d + 1)) / math.sqrt(d)
@@ -620,18 +636,21 @@ def test_matheron_rows_are_the_row_by_row_form_bit_for_bit(d, k, nrows):
 
     def run(f):
         x = np.full(nrows * d + 9, np.nan)
-        s = f(xb.copy(), nb, t, 0, k, nrows, d, k, W, L, dx, dn, k0, k1, g0, 1, x, 5)
-        assert np.isnan(x[:5]).all() and np.isnan(x[5 + nrows * d:]).all()
-        return x[5:5 + nrows * d], s
+        s = f(z, slope, nb, t, 0, k, nrows, d, k, W, L, dx, dn, k0, k1, g0, 1, x, lo)
+        assert np.isnan(x[:lo]).all() and np.isnan(x[lo + nrows * d:]).all()
+        return x[lo:lo + nrows * d], s
 
     x, s = run(cpu._lg_rows_matheron)
     assert np.array_equal(x.view(np.uint64), want_x.view(np.uint64))
     assert np.float64(s).view(np.uint64) == np.float64(want_s).view(np.uint64)
-    from numba import njit
 
     block = njit_twin(cpu._matheron_block, _vsub_terms=njit(_vsub_terms_sum_first))
     xt, _ = run(njit_twin(cpu._lg_rows_matheron, _matheron_block=block))
     assert not np.array_equal(xt.view(np.uint64), want_x.view(np.uint64))
+    if nrows >= 4 and d >= 4:
+        tx = njit_twin(cpu._transpose_x0, transpose4_x0=njit(_transpose4_x0_f_last))
+        xt, _ = run(njit_twin(cpu._lg_rows_matheron, _transpose_x0=tx))
+        assert not np.array_equal(xt.view(np.uint64), want_x.view(np.uint64))
     if nrows >= 600:
         block = njit_twin(cpu._matheron_block, _sum_rows_into=njit(_sum_rows_into_pairwise))
         xt, st = run(njit_twin(cpu._lg_rows_matheron, _matheron_block=block))

@@ -50,7 +50,7 @@ from numba.extending import intrinsic
 
 from .._backend import recycle
 from . import _common as C
-from ._vec import LANES, transpose4, vload, vsplat, vstore
+from ._vec import LANES, transpose4, transpose4_x0, vload, vsplat, vstore
 
 __all__ = ["relu_preact", "truncated_normal", "multinomial_utilities", "latent_pass", "gaussian_rows", "set_num_threads",
            "get_num_threads"]
@@ -1860,6 +1860,12 @@ def _lg_fz(zo, a, lo, m_all, slope, xb):
     return _sq_diff_sum(zs, 0, As, 0, m_all)
 
 
+@njit(**_JIT)
+def _lg_zsum(zo, a, lo, m_all):
+    """``Σ(z_old − a)²`` of :func:`_lg_fz` alone (the same sum)."""
+    return _sq_diff_sum(zo[lo:lo + m_all], 0, a[lo:lo + m_all], 0, m_all)
+
+
 #: _JAM_NOTE: ``dst[r] ∓= c_p·S[p, r]`` for p = p0, p0 + 1, … is one pass over the columns
 #: ``r`` per ``p`` (a load and a store of ``dst`` for every multiply: the loops are bound by
 #: the stores). :func:`_sub_rows` and :func:`_add_rows` take four ``p`` per pass,
@@ -1982,6 +1988,34 @@ def _transpose(src, s0, sstride, na, nb, dst, d0, dstride):
 
 
 @njit(inline="always", **_JIT)
+def _x0(zv, xv, slope, sx):
+    """``f(z) + sx·ξ`` (``f(z) = z`` if ``z ≥ 0`` else ``slope·z``, in float64), as
+    :func:`_lg_fz` then ``xb += sx·nb`` compute it."""
+    zz = np.float64(zv)
+    f = zz if zz >= 0.0 else slope * zz
+    return f + sx * xv
+
+
+@njit(inline="always", **_JIT)
+def _transpose_x0(z, zlo, xi, slope, sx, na, nb, dst, dstride):
+    """``dst[b·dstride + a] = f(z[zlo + a·nb + b]) + sx·xi[a·nb + b]`` (:func:`_x0`) for
+    ``a < na``, ``b < nb``: 4 × 4 tiles through :func:`._vec.transpose4_x0`, the edges one
+    element at a time."""
+    a4 = na // 4 * 4
+    b4 = nb // 4 * 4
+    for a in range(0, a4, 4):
+        for b in range(0, b4, 4):
+            transpose4_x0(z, zlo + a * nb + b, xi, a * nb + b, nb, slope, sx, dst,
+                          b * dstride + a, dstride)
+        for b in range(b4, nb):
+            for i in range(a, a + 4):
+                dst[b * dstride + i] = _x0(z[zlo + i * nb + b], xi[i * nb + b], slope, sx)
+    for a in range(a4, na):
+        for b in range(nb):
+            dst[b * dstride + a] = _x0(z[zlo + a * nb + b], xi[a * nb + b], slope, sx)
+
+
+@njit(inline="always", **_JIT)
 def _vsub_terms(acc, c, p0, p1, S, stride, b):
     """``acc − c[0]·S_{p0} − c[1]·S_{p0+1} − …`` for ``p0 ≤ p < p1``, one term at a time in
     ascending ``p`` (``S_p = S[p·stride + b : + LANES]``)."""
@@ -2095,11 +2129,11 @@ def _matheron_block(xT, eT, RT, yb, sq, racc, Wc, L, d, k, npad, b, nlive, vse, 
 
 
 @njit(**_JIT)
-def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k0, k1, g0, nc,
-                      xo, lo):
-    """Perturb and correct for all rows of the task at once (``xb`` holds ``f(z)``, ``nb`` the
-    ξ; ``x`` is stored into ``xo[lo:lo + nrows·d]``, cast to its dtype, and ``xb`` is left as
-    scratch); returns ``Σ‖t − b − Ŵx‖²``.
+def _lg_rows_matheron(z, slope, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k0, k1, g0,
+                      nc, xo, lo):
+    """Perturb and correct for all rows of the task at once (``z[lo:lo + nrows·d]`` the rows'
+    ``z_old``, ``f(z) = z`` if ``z ≥ 0`` else ``slope·z``; ``nb`` the ξ; ``x`` is stored into
+    ``xo[lo:lo + nrows·d]``, cast to its dtype); returns ``Σ‖t − b − Ŵx‖²``.
 
     Row ``r``: ``x₀ = f(z) + √Δ_X ξ``, ``s_m = t_m − b_m − Σ_j Ŵ_{mj} x₀_j − √Δ' e_m`` (the sum
     in ascending ``j``), ``L v = s``, ``L^⊤ y = v`` (substitutions in the usual order),
@@ -2110,16 +2144,13 @@ def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k
     """
     sx = math.sqrt(dx)
     se = math.sqrt(dn)
-    m_all = nrows * d
-    for q in range(m_all):
-        xb[q] += sx * nb[q]
     npad = (nrows + LANES - 1) // LANES * LANES
     xT = np.empty(d * npad)                 # xT[j·npad + r] = x₀[r, j]; rows ≥ nrows are 0
     eT = np.empty(k * npad)                 # eT[m·npad + r] = e[r, m] (rows ≥ nrows: unused)
     RT = np.empty(k * npad)                 # t − b, then r, v, y in place
     _row_normals_t(eT, RT, np.empty(k * npad, dtype=np.uint64), npad, k, k0, k1,
                    _ES + np.uint64(g0 * k), nc * k)      # e[r, m] = Φ⁻¹(u(STREAM_E + g_r·k + m))
-    _transpose(xb, 0, d, nrows, d, xT, 0, npad)
+    _transpose_x0(z, lo, nb, slope, sx, nrows, d, xT, npad)     # x₀ = f(z) + √Δ_X ξ
     _transpose(t, trow0, t_rstride, nrows, k, RT, 0, npad)
     for m in range(k):
         Rm = RT[m * npad:m * npad + nrows]  # views indexed from 0 (see _NONNEG_NOTE)
@@ -2308,8 +2339,12 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
     row_stride = nc * d
     g0 = (row_offset + r0) * nc + c                   # g of the first row
     trow0 = (tc * n + r0) * k
-    # f(z_old) and Σ(z_old − a)²
-    s_in = _lg_fz(z32, a32, lo, m_all, slope, xb) if is32 else _lg_fz(z64, a64, lo, m_all, slope, xb)
+    # f(z_old) and Σ(z_old − a)² (the block form makes f(z_old) inside its transposition)
+    if x_block is not None:
+        s_in = _lg_zsum(z32, a32, lo, m_all) if is32 else _lg_zsum(z64, a64, lo, m_all)
+    else:
+        s_in = (_lg_fz(z32, a32, lo, m_all, slope, xb) if is32
+                else _lg_fz(z64, a64, lo, m_all, slope, xb))
     # ξ for every element of the rows
     _row_normals(nb, tb, idx, nrows, d, k0, k1, _XS + np.uint64(g0 * d), row_stride)
     s_next = 0.0
@@ -2322,11 +2357,11 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
                                                k0, k1, g0, nc)
     if x_block is not None:                         # stores x itself (with its transposition)
         if is32:
-            s_next = _lg_rows_matheron(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn, k0, k1,
-                                       g0, nc, x32, lo)
+            s_next = _lg_rows_matheron(z32, slope, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn,
+                                       k0, k1, g0, nc, x32, lo)
         else:
-            s_next = _lg_rows_matheron(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn, k0, k1,
-                                       g0, nc, x64, lo)
+            s_next = _lg_rows_matheron(z64, slope, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn,
+                                       k0, k1, g0, nc, x64, lo)
     if x_chol is not None:
         if is32:
             s_next = _lg_rows_cholesky(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn, eb)
