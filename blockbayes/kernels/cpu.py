@@ -2688,8 +2688,9 @@ def precompile_latent(part: str, d: int, k: int, act: int, method: int, out_dtyp
 
     * ``"z"``: the ReLU draw :func:`_relu_range` with the argument types :func:`_latent_group`
       passes it (a call on one element; nothing for the identity, whose Z draw is small);
-    * ``"x"``: :func:`_latent_factors` and the X draw's kernels (:func:`_lg_fz`,
-      :func:`_row_normals`, the row sampler of the form, :func:`_lg_store`), through an X-only
+    * ``"x"``: :func:`_latent_factors` and the X draw's kernels (:func:`_lg_fz` and
+      :func:`_lg_store`, or :func:`_lg_zsum` for the block Matheron form, which makes f(z) and
+      stores x itself; :func:`_row_normals`, the row sampler of the form), through an X-only
       specialisation of :func:`_latent_group` called directly on two rows of two chains (two,
       as one chain would make the chains' parameter column contiguous: another argument type).
 
