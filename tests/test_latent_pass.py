@@ -21,6 +21,7 @@ import blockbayes as bb
 from blockbayes import gibbs, kernels
 from blockbayes._backend import random as bbr
 from blockbayes.kernels import _common, _csrc
+from blockbayes.kernels._vec import vload, vsplat
 
 DELTA = 1e-6
 
@@ -573,15 +574,55 @@ def _matheron_rows_python(xb, nb, ek, t, nrows, d, k, W, L, dx, dn):
     return X.reshape(-1), s_next
 
 
-@pytest.mark.parametrize("d,k,nrows", [(12, 10, 83), (6, 5, 40), (9, 4, 17)])
-def test_matheron_rows_are_the_row_by_row_form_bit_for_bit(d, k, nrows):
-    """``cpu._lg_rows_matheron`` (rows innermost, four terms per pass) is the row-by-row
-    perturb-and-correct draw bit for bit (X and the residual sum); the twin whose products are
-    summed before they are subtracted is caught."""
-    from blockbayes.kernels import cpu
+def _vsub_terms_sum_first(acc, c, p0, p1, S, stride, b):
+    """A broken twin of ``cpu._vsub_terms``: the products summed first, then one subtraction."""
+    s = vsplat(0.0)
+    for p in range(p0, p1):
+        s = s + vsplat(c[p - p0]) * vload(S, p * stride + b)
+    return acc - s
 
+
+def _sum_rows_into_pairwise(racc, sq, k, nlive):
+    """A broken twin of ``cpu._sum_rows_into``: the block's rows summed in pairs first."""
+    for m in range(k):
+        i = 0
+        while i + 2 <= nlive:
+            racc[m] += sq[m * 32 + i] + sq[m * 32 + i + 1]
+            i += 2
+        if i < nlive:
+            racc[m] += sq[m * 32 + i]
+
+
+def _transpose4_x0_f_last(z, zs0, xi, xs0, sstride, slope, sx, dst, d0, dstride):
+    """A broken twin of ``_vec.transpose4_x0``: ``f(z + sx·ξ)`` instead of ``f(z) + sx·ξ``."""
+    for a in range(4):
+        for b in range(4):
+            v = np.float64(z[zs0 + a * sstride + b]) + sx * xi[xs0 + a * sstride + b]
+            dst[d0 + b * dstride + a] = v if v >= 0.0 else slope * v
+
+
+@pytest.mark.parametrize("d,k,nrows,zdt", [(12, 10, 683, np.float32), (12, 10, 83, np.float32),
+                                           (12, 10, 2, np.float32), (6, 5, 40, np.float32),
+                                           (9, 4, 17, np.float64)])
+def test_matheron_rows_are_the_row_by_row_form_bit_for_bit(d, k, nrows, zdt):
+    """``cpu._lg_rows_matheron`` (rows 32 at a time as vector values, padded to whole vectors:
+    nrows % 4 = 3, 3, 2, 0, 1 here for the 4 × 4 transposition tiles; 683 is the 784-12-10
+    sweep's task; ``x₀ = f(z) + √Δ_X ξ`` formed in the transposition from a leaky ReLU's z, at
+    an offset into z and x) is the row-by-row perturb-and-correct draw bit for bit (X and the
+    residual sum). Three twins are caught: products summed before they are subtracted (X),
+    ``f`` applied after adding ξ (X), and a block's residual terms summed pairwise (the sum;
+    checked at 683 rows, where its roundings show: at 17–83 rows they may all coincide)."""
+    from numba import njit
+
+    from blockbayes.kernels import _vec, cpu
+
+    assert _vec.LANES == 32                 # the pairwise twin's stride
     rng = np.random.default_rng(d * 100 + k)
-    xb = rng.standard_normal(nrows * d)
+    lo, slope = 5, 0.1
+    z = np.full(nrows * d + 9, np.nan, dtype=zdt)
+    z[lo:lo + nrows * d] = rng.standard_normal(nrows * d)
+    zr = z[lo:lo + nrows * d].astype(np.float64)
+    xb = np.where(zr >= 0.0, zr, slope * zr)          # f(z), as cpu._lg_fz
     nb = rng.standard_normal(nrows * d)
     t = rng.standard_normal(nrows * k).astype(np.float32)
     W = rng.standard_normal((k, d + 1)) / math.sqrt(d)
@@ -594,15 +635,65 @@ def test_matheron_rows_are_the_row_by_row_form_bit_for_bit(d, k, nrows):
     want_x, want_s = _matheron_rows_python(xb, nb, ek, t, nrows, d, k, W, L, dx, dn)
 
     def run(f):
-        x = xb.copy()
-        s = f(x, nb, t, 0, k, nrows, d, k, W, L, dx, dn, k0, k1, g0, 1)
-        return x, s
+        x = np.full(nrows * d + 9, np.nan)
+        s = f(z, slope, nb, t, 0, k, nrows, d, k, W, L, dx, dn, k0, k1, g0, 1, x, lo)
+        assert np.isnan(x[:lo]).all() and np.isnan(x[lo + nrows * d:]).all()
+        return x[lo:lo + nrows * d], s
 
     x, s = run(cpu._lg_rows_matheron)
     assert np.array_equal(x.view(np.uint64), want_x.view(np.uint64))
     assert np.float64(s).view(np.uint64) == np.float64(want_s).view(np.uint64)
+
+    block = njit_twin(cpu._matheron_block, _vsub_terms=njit(_vsub_terms_sum_first))
+    xt, _ = run(njit_twin(cpu._lg_rows_matheron, _matheron_block=block))
+    assert not np.array_equal(xt.view(np.uint64), want_x.view(np.uint64))
+    if nrows >= 4 and d >= 4:
+        tx = njit_twin(cpu._transpose_x0, transpose4_x0=njit(_transpose4_x0_f_last))
+        xt, _ = run(njit_twin(cpu._lg_rows_matheron, _transpose_x0=tx))
+        assert not np.array_equal(xt.view(np.uint64), want_x.view(np.uint64))
+    if nrows >= 600:
+        block = njit_twin(cpu._matheron_block, _sum_rows_into=njit(_sum_rows_into_pairwise))
+        xt, st = run(njit_twin(cpu._lg_rows_matheron, _matheron_block=block))
+        assert np.array_equal(xt.view(np.uint64), want_x.view(np.uint64))
+        assert np.float64(st).view(np.uint64) != np.float64(want_s).view(np.uint64)
+
+
+def _transpose4_straight(src, s0, sstride, dst, d0, dstride):
+    """A broken twin of ``_vec.transpose4``: the tile copied without transposing it."""
+    for a in range(4):
+        for b in range(4):
+            dst[d0 + a * dstride + b] = src[s0 + a * sstride + b]
+
+
+@pytest.mark.parametrize("dtype,otype", [(np.float32, np.float64), (np.float64, np.float64),
+                                         (np.float64, np.float32)])
+def test_tiled_transposition_is_the_element_copy(dtype, otype):
+    """``cpu._transpose`` (4 × 4 tiles through ``_vec.transpose4``, the edges element by
+    element) writes ``dst[d0 + b·dstride + a] = src[s0 + a·sstride + b]`` cast to ``dst``'s dtype
+    and nothing else, for shapes with and without edges, a source offset and row stride wider
+    than the rows (as the targets' rows), float32 widened exactly and float64 stored as float32
+    rounded as NumPy's cast; the untransposed-tile twin is caught."""
     from numba import njit
 
-    twin = njit_twin(cpu._lg_rows_matheron, _sub_rows=njit(_sub_rows_sum_first))
-    xt, _ = run(twin)
-    assert not np.array_equal(xt.view(np.uint64), want_x.view(np.uint64))
+    from blockbayes.kernels import cpu
+
+    rng = np.random.default_rng(3)
+    caught = False
+    for na, nb, extra, s0, d0 in [(4, 4, 0, 0, 0), (83, 12, 0, 0, 0), (683, 10, 0, 20, 0),
+                                  (12, 83, 5, 3, 7), (3, 2, 1, 1, 0), (9, 7, 0, 0, 64)]:
+        sstride = nb + extra
+        dstride = na + 9
+        src = (rng.standard_normal(s0 + na * sstride + 8) * 1e3).astype(dtype)
+        want = np.full(d0 + nb * dstride + 4, -7.5, dtype=otype)
+        for a in range(na):
+            for b in range(nb):
+                want[d0 + b * dstride + a] = otype(src[s0 + a * sstride + b])
+        got = np.full_like(want, -7.5)
+        cpu._transpose(src, s0, sstride, na, nb, got, d0, dstride)
+        assert np.array_equal(got.view(np.uint8), want.view(np.uint8)), (na, nb)
+        twin = njit_twin(cpu._transpose, transpose4=njit(_transpose4_straight))
+        tw = np.full_like(want, -7.5)
+        twin(src, s0, sstride, na, nb, tw, d0, dstride)
+        caught |= not np.array_equal(tw.view(np.uint8), want.view(np.uint8))
+    assert caught
+

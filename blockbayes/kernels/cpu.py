@@ -50,6 +50,7 @@ from numba.extending import intrinsic
 
 from .._backend import recycle
 from . import _common as C
+from ._vec import LANES, transpose4, transpose4_x0, vload, vsplat, vstore
 
 __all__ = ["relu_preact", "truncated_normal", "multinomial_utilities", "latent_pass", "gaussian_rows", "set_num_threads",
            "get_num_threads"]
@@ -1859,6 +1860,12 @@ def _lg_fz(zo, a, lo, m_all, slope, xb):
     return _sq_diff_sum(zs, 0, As, 0, m_all)
 
 
+@njit(**_JIT)
+def _lg_zsum(zo, a, lo, m_all):
+    """``Σ(z_old − a)²`` of :func:`_lg_fz` alone (the same sum)."""
+    return _sq_diff_sum(zo[lo:lo + m_all], 0, a[lo:lo + m_all], 0, m_all)
+
+
 #: _JAM_NOTE: ``dst[r] ∓= c_p·S[p, r]`` for p = p0, p0 + 1, … is one pass over the columns
 #: ``r`` per ``p`` (a load and a store of ``dst`` for every multiply: the loops are bound by
 #: the stores). :func:`_sub_rows` and :func:`_add_rows` take four ``p`` per pass,
@@ -1940,68 +1947,234 @@ def _solve_llt_columns(R, L, k, nrows):
     _backward_columns(R, L, k, nrows)       # L^T y = v
 
 
+#: _VEC_NOTE: the Matheron rows in blocks of ``LANES`` (32) rows held as vector values
+#: (:mod:`._vec`): per block, ``r = t − b − Ŵx₀ − √Δ' e``, both substitutions, the residual
+#: sum and ``x₀ + Ŵ^⊤(Δ_X y)`` run with the block's accumulators in registers (two ``m`` or
+#: two ``j`` per pass share the loads), reading the block's ``x₀``, ``e`` and ``y`` from L1
+#: (the column passes of _JAM_NOTE re-read and re-wrote every row of ``R`` or ``x`` once per
+#: four terms). Each lane gets the scalar operations in the same order, so the same bits
+#: (design note 44).
+
+
 @njit(**_JIT)
-def _lg_rows_matheron(xb, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k0, k1, g0, nc):
-    """Perturb and correct for all rows of the task at once (``xb`` holds ``f(z)``, ``nb`` the
-    ξ); returns ``Σ‖t − b − Ŵx‖²``.
+def _row_normals_t(nT, tb, idx, npad, d, k0, k1, cb0, row_stride):
+    """``nT[j·npad + r] = Φ⁻¹(u(cb0 + r·row_stride + j))``: :func:`_row_normals` for rows
+    ``r < npad`` written transposed (each element the same function of its counter, so the same
+    bits wherever it is stored). ``tb``, ``idx``: scratch of at least ``npad·d``."""
+    for j in range(d):
+        nj = nT[j * npad:(j + 1) * npad]    # views indexed from 0 (see _NONNEG_NOTE)
+        cj = cb0 + np.uint64(j)
+        for r in range(npad):
+            nj[r] = _uniform(k0, k1, cj + np.uint64(r) * np.uint64(row_stride))
+    _ndtri_gathered(nT, nT, idx, tb, npad * d)
+
+
+@njit(inline="always", **_JIT)
+def _transpose(src, s0, sstride, na, nb, dst, d0, dstride):
+    """``dst[d0 + b·dstride + a] = src[s0 + a·sstride + b]`` for ``a < na``, ``b < nb`` (a copy,
+    cast to ``dst``'s dtype): 4 × 4 tiles through :func:`._vec.transpose4`, the edges one element
+    at a time."""
+    a4 = na // 4 * 4
+    b4 = nb // 4 * 4
+    for a in range(0, a4, 4):
+        for b in range(0, b4, 4):
+            transpose4(src, s0 + a * sstride + b, sstride, dst, d0 + b * dstride + a, dstride)
+        for b in range(b4, nb):
+            for i in range(a, a + 4):
+                dst[d0 + b * dstride + i] = src[s0 + i * sstride + b]
+    for a in range(a4, na):
+        for b in range(nb):
+            dst[d0 + b * dstride + a] = src[s0 + a * sstride + b]
+
+
+@njit(inline="always", **_JIT)
+def _x0(zv, xv, slope, sx):
+    """``f(z) + sx·ξ`` (``f(z) = z`` if ``z ≥ 0`` else ``slope·z``, in float64), as
+    :func:`_lg_fz` then ``xb += sx·nb`` compute it."""
+    zz = np.float64(zv)
+    f = zz if zz >= 0.0 else slope * zz
+    return f + sx * xv
+
+
+@njit(inline="always", **_JIT)
+def _transpose_x0(z, zlo, xi, slope, sx, na, nb, dst, dstride):
+    """``dst[b·dstride + a] = f(z[zlo + a·nb + b]) + sx·xi[a·nb + b]`` (:func:`_x0`) for
+    ``a < na``, ``b < nb``: 4 × 4 tiles through :func:`._vec.transpose4_x0`, the edges one
+    element at a time."""
+    a4 = na // 4 * 4
+    b4 = nb // 4 * 4
+    for a in range(0, a4, 4):
+        for b in range(0, b4, 4):
+            transpose4_x0(z, zlo + a * nb + b, xi, a * nb + b, nb, slope, sx, dst,
+                          b * dstride + a, dstride)
+        for b in range(b4, nb):
+            for i in range(a, a + 4):
+                dst[b * dstride + i] = _x0(z[zlo + i * nb + b], xi[i * nb + b], slope, sx)
+    for a in range(a4, na):
+        for b in range(nb):
+            dst[b * dstride + a] = _x0(z[zlo + a * nb + b], xi[a * nb + b], slope, sx)
+
+
+@njit(inline="always", **_JIT)
+def _vsub_terms(acc, c, p0, p1, S, stride, b):
+    """``acc − c[0]·S_{p0} − c[1]·S_{p0+1} − …`` for ``p0 ≤ p < p1``, one term at a time in
+    ascending ``p`` (``S_p = S[p·stride + b : + LANES]``)."""
+    for p in range(p0, p1):
+        acc = acc - vsplat(c[p - p0]) * vload(S, p * stride + b)
+    return acc
+
+
+@njit(inline="always", **_JIT)
+def _vadd_terms(acc, c, p0, p1, S, stride, b):
+    """``acc + c[0]·S_{p0} + c[1]·S_{p0+1} + …``, ascending ``p`` (as :func:`_vsub_terms`)."""
+    for p in range(p0, p1):
+        acc = acc + vsplat(c[p - p0]) * vload(S, p * stride + b)
+    return acc
+
+
+@njit(inline="always", **_JIT)
+def _vsub_terms2(a0, a1, c0, c1, p1, S, stride, b):
+    """:func:`_vsub_terms` for two accumulators over the same ``S_p`` (``p0 = 0``), each
+    one term at a time in ascending ``p`` (one load of ``S_p`` for both)."""
+    for p in range(p1):
+        s = vload(S, p * stride + b)
+        a0 = a0 - vsplat(c0[p]) * s
+        a1 = a1 - vsplat(c1[p]) * s
+    return a0, a1
+
+
+@njit(inline="always", **_JIT)
+def _vadd_terms2(a0, a1, c0, c1, p1, S, stride, b):
+    """:func:`_vadd_terms` for two accumulators over the same ``S_p`` (``p0 = 0``)."""
+    for p in range(p1):
+        s = vload(S, p * stride + b)
+        a0 = a0 + vsplat(c0[p]) * s
+        a1 = a1 + vsplat(c1[p]) * s
+    return a0, a1
+
+
+@njit(inline="always", **_JIT)
+def _sum_rows_into(racc, sq, k, nlive):
+    """``racc[m] += sq[m·LANES + i]`` for ``i < nlive`` in ascending ``i`` (each ``racc[m]`` a
+    plain loop's sum over the rows), five chains at a time in registers: one chain of ``LANES``
+    adds alone waits on the adder's latency, and chains kept in ``racc`` on the store."""
+    m = 0
+    while m + 5 <= k:
+        s0 = racc[m]
+        s1 = racc[m + 1]
+        s2 = racc[m + 2]
+        s3 = racc[m + 3]
+        s4 = racc[m + 4]
+        q = m * LANES
+        for i in range(nlive):
+            s0 += sq[q + i]
+            s1 += sq[q + LANES + i]
+            s2 += sq[q + 2 * LANES + i]
+            s3 += sq[q + 3 * LANES + i]
+            s4 += sq[q + 4 * LANES + i]
+        racc[m] = s0
+        racc[m + 1] = s1
+        racc[m + 2] = s2
+        racc[m + 3] = s3
+        racc[m + 4] = s4
+        m += 5
+    for i in range(nlive):
+        for mm in range(m, k):
+            racc[mm] += sq[mm * LANES + i]
+
+
+@njit(inline="always", **_JIT)
+def _matheron_block(xT, eT, RT, yb, sq, racc, Wc, L, d, k, npad, b, nlive, vse, vdn, vdx):
+    """Rows ``b..b+LANES−1`` of :func:`_lg_rows_matheron` (``RT`` holds ``t − b``; the first
+    ``nlive`` rows are real, the others padding kept out of ``racc``, the per-``m`` residual
+    sums; ``yb``, ``sq``: scratch of ``k·LANES``)."""
+    m = 0
+    while m < k:                                    # r = t − b − Ŵx₀ − √Δ' e, two m at once
+        o = m * npad + b
+        if m + 1 < k:
+            a0, a1 = _vsub_terms2(vload(RT, o), vload(RT, o + npad), Wc[m], Wc[m + 1], d, xT,
+                                  npad, b)
+            vstore(RT, o, a0 - vse * vload(eT, o))
+            vstore(RT, o + npad, a1 - vse * vload(eT, o + npad))
+            m += 2
+        else:
+            acc = _vsub_terms(vload(RT, o), Wc[m], 0, d, xT, npad, b)
+            vstore(RT, o, acc - vse * vload(eT, o))
+            m += 1
+    for m in range(k):                              # L v = r
+        o = m * npad + b
+        acc = _vsub_terms(vload(RT, o), L[m], 0, m, RT, npad, b)
+        vstore(RT, o, acc / vsplat(L[m, m]))
+    for m in range(k - 1, -1, -1):                  # L^T y = v
+        o = m * npad + b
+        acc = _vsub_terms(vload(RT, o), L[m + 1:k, m], m + 1, k, RT, npad, b)
+        y = acc / vsplat(L[m, m])
+        vstore(RT, o, y)
+        res = vdn * y + vse * vload(eT, o)          # t − b − Ŵx = Δ'y + √Δ' e
+        vstore(sq, m * LANES, res * res)
+        vstore(yb, m * LANES, vdx * y)
+    _sum_rows_into(racc, sq, k, nlive)
+    j = 0
+    while j < d:                                    # x = x₀ + Ŵ^⊤(Δ_X y), ascending m
+        o = j * npad + b
+        if j + 1 < d:
+            a0, a1 = _vadd_terms2(vload(xT, o), vload(xT, o + npad), Wc[:, j], Wc[:, j + 1], k,
+                                  yb, LANES, 0)
+            vstore(xT, o, a0)
+            vstore(xT, o + npad, a1)
+            j += 2
+        else:
+            vstore(xT, o, _vadd_terms(vload(xT, o), Wc[:, j], 0, k, yb, LANES, 0))
+            j += 1
+
+
+@njit(**_JIT)
+def _lg_rows_matheron(z, slope, nb, t, trow0, t_rstride, nrows, d, k, Wc, L, dx, dn, k0, k1, g0,
+                      nc, xo, lo):
+    """Perturb and correct for all rows of the task at once (``z[lo:lo + nrows·d]`` the rows'
+    ``z_old``, ``f(z) = z`` if ``z ≥ 0`` else ``slope·z``; ``nb`` the ξ; ``x`` is stored into
+    ``xo[lo:lo + nrows·d]``, cast to its dtype); returns ``Σ‖t − b − Ŵx‖²``.
 
     Row ``r``: ``x₀ = f(z) + √Δ_X ξ``, ``s_m = t_m − b_m − Σ_j Ŵ_{mj} x₀_j − √Δ' e_m`` (the sum
     in ascending ``j``), ``L v = s``, ``L^⊤ y = v`` (substitutions in the usual order),
-    ``x = x₀ + Σ_m Ŵ_{m·} (Δ_X y_m)`` (ascending ``m``). The loops run over the rows innermost
-    (transposed scratch), so they vectorise; every row gets exactly the operations, in the same
-    order, of the row-by-row form.
+    ``x = x₀ + Σ_m Ŵ_{m·} (Δ_X y_m)`` (ascending ``m``); the sum is ``Σ_m Σ_r (Δ'y_m + √Δ' e_m)²``
+    (rows in order, then ``m`` ascending). The rows go ``LANES`` at a time as vector values
+    (transposed, padded scratch; see _VEC_NOTE): every row gets exactly the operations, in the
+    same order, of the row-by-row form.
     """
     sx = math.sqrt(dx)
     se = math.sqrt(dn)
-    m_all = nrows * d
-    for q in range(m_all):
-        xb[q] += sx * nb[q]
-    ek = np.empty(nrows * k)                # e[r, m] = Φ⁻¹(u(STREAM_E + g_r·k + m))
-    tk = np.empty(nrows * k)
-    ik = np.empty(nrows * k, dtype=np.uint64)
-    _row_normals(ek, tk, ik, nrows, k, k0, k1, _ES + np.uint64(g0 * k), nc * k)
-    x2 = xb[:m_all].reshape((nrows, d))     # views indexed from 0 (see _NONNEG_NOTE)
-    e2 = ek.reshape((nrows, k))
-    t2 = t[trow0:trow0 + nrows * t_rstride].reshape((nrows, t_rstride))
-    xT = np.empty((d, nrows))
-    eT = np.empty((k, nrows))               # e transposed: read contiguously twice below
-    for r in range(nrows):
-        xr = x2[r]
-        for j in range(d):
-            xT[j, r] = xr[j]
-        er = e2[r]
-        for m in range(k):
-            eT[m, r] = er[m]
-    R = np.empty((k, nrows))
+    npad = (nrows + LANES - 1) // LANES * LANES
+    xT = np.empty(d * npad)                 # xT[j·npad + r] = x₀[r, j]; rows ≥ nrows are 0
+    eT = np.empty(k * npad)                 # eT[m·npad + r] = e[r, m] (rows ≥ nrows: unused)
+    RT = np.empty(k * npad)                 # t − b, then r, v, y in place
+    _row_normals_t(eT, RT, np.empty(k * npad, dtype=np.uint64), npad, k, k0, k1,
+                   _ES + np.uint64(g0 * k), nc * k)      # e[r, m] = Φ⁻¹(u(STREAM_E + g_r·k + m))
+    _transpose_x0(z, lo, nb, slope, sx, nrows, d, xT, npad)     # x₀ = f(z) + √Δ_X ξ
+    _transpose(t, trow0, t_rstride, nrows, k, RT, 0, npad)
     for m in range(k):
+        Rm = RT[m * npad:m * npad + nrows]  # views indexed from 0 (see _NONNEG_NOTE)
         b = Wc[m, d]
-        Rm = R[m]
-        em = eT[m]
         for r in range(nrows):
-            Rm[r] = np.float64(t2[r, m]) - b
-        _sub_rows(Rm, xT, Wc[m], 0, d, nrows)   # − Ŵ_{mj} x₀_j, ascending j (_JAM_NOTE)
-        for r in range(nrows):
-            Rm[r] = Rm[r] - se * em[r]
-    _solve_llt_columns(R, L, k, nrows)       # R ← (L Lᵀ)⁻¹ R, column by column
+            Rm[r] = Rm[r] - b               # t − b (t widened exactly by the transposition)
+    for r in range(nrows, npad):
+        for j in range(d):
+            xT[j * npad + r] = 0.0
+        for m in range(k):
+            RT[m * npad + r] = 0.0
+    yb = np.empty(k * LANES)
+    sq = np.empty(k * LANES)
+    racc = np.zeros(k)
+    vse = vsplat(se)
+    vdn = vsplat(dn)
+    vdx = vsplat(dx)
+    for b in range(0, npad, LANES):
+        _matheron_block(xT, eT, RT, yb, sq, racc, Wc, L, d, k, npad, b, min(LANES, nrows - b), vse,
+                        vdn, vdx)
     s_next = 0.0
     for m in range(k):
-        acc = 0.0
-        Rm = R[m]
-        em = eT[m]
-        for r in range(nrows):
-            res = dn * Rm[r] + se * em[r]
-            acc += res * res
-        s_next += acc
-    for m in range(k):
-        Rm = R[m]
-        for r in range(nrows):
-            Rm[r] = dx * Rm[r]
-    for j in range(d):                      # x_j += Ŵ_{mj} (Δ_X y_m), ascending m (_JAM_NOTE)
-        _add_rows(xT[j], R, Wc[:, j], 0, k, nrows)
-    for r in range(nrows):
-        xr = x2[r]
-        for j in range(d):
-            xr[j] = xT[j, r]
+        s_next += racc[m]
+    _transpose(xT, 0, npad, d, nrows, xo, lo, d)      # x, stored (the cast of _lg_store)
     return s_next
 
 
@@ -2166,8 +2339,12 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
     row_stride = nc * d
     g0 = (row_offset + r0) * nc + c                   # g of the first row
     trow0 = (tc * n + r0) * k
-    # f(z_old) and Σ(z_old − a)²
-    s_in = _lg_fz(z32, a32, lo, m_all, slope, xb) if is32 else _lg_fz(z64, a64, lo, m_all, slope, xb)
+    # f(z_old) and Σ(z_old − a)² (the block form makes f(z_old) inside its transposition)
+    if x_block is not None:
+        s_in = _lg_zsum(z32, a32, lo, m_all) if is32 else _lg_zsum(z64, a64, lo, m_all)
+    else:
+        s_in = (_lg_fz(z32, a32, lo, m_all, slope, xb) if is32
+                else _lg_fz(z64, a64, lo, m_all, slope, xb))
     # ξ for every element of the rows
     _row_normals(nb, tb, idx, nrows, d, k0, k1, _XS + np.uint64(g0 * d), row_stride)
     s_next = 0.0
@@ -2178,22 +2355,23 @@ def _latent_group(z64, a64, t64, x64, o64, z32, a32, t32, x32, o32, is32, W, dne
         else:
             s_next = _lg_rows_matheron_rowwise(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn,
                                                k0, k1, g0, nc)
-    if x_block is not None:
+    if x_block is not None:                         # stores x itself (with its transposition)
         if is32:
-            s_next = _lg_rows_matheron(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn, k0, k1,
-                                       g0, nc)
+            s_next = _lg_rows_matheron(z32, slope, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn,
+                                       k0, k1, g0, nc, x32, lo)
         else:
-            s_next = _lg_rows_matheron(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn, k0, k1,
-                                       g0, nc)
+            s_next = _lg_rows_matheron(z64, slope, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn,
+                                       k0, k1, g0, nc, x64, lo)
     if x_chol is not None:
         if is32:
             s_next = _lg_rows_cholesky(xb, nb, t32, trow0, k, nrows, d, k, Wc, L, dx, dn, eb)
         else:
             s_next = _lg_rows_cholesky(xb, nb, t64, trow0, k, nrows, d, k, Wc, L, dx, dn, eb)
-    if is32:
-        _lg_store(xb, x32, lo, m_all)
-    else:
-        _lg_store(xb, x64, lo, m_all)
+    if x_block is None:
+        if is32:
+            _lg_store(xb, x32, lo, m_all)
+        else:
+            _lg_store(xb, x64, lo, m_all)
     s_x = 0.0
     if z_relu is not None:                          # the ReLU draw returns Σ(x − f(z_new))²
         s_x = _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2,
@@ -2510,8 +2688,9 @@ def precompile_latent(part: str, d: int, k: int, act: int, method: int, out_dtyp
 
     * ``"z"``: the ReLU draw :func:`_relu_range` with the argument types :func:`_latent_group`
       passes it (a call on one element; nothing for the identity, whose Z draw is small);
-    * ``"x"``: :func:`_latent_factors` and the X draw's kernels (:func:`_lg_fz`,
-      :func:`_row_normals`, the row sampler of the form, :func:`_lg_store`), through an X-only
+    * ``"x"``: :func:`_latent_factors` and the X draw's kernels (:func:`_lg_fz` and
+      :func:`_lg_store`, or :func:`_lg_zsum` for the block Matheron form, which makes f(z) and
+      stores x itself; :func:`_row_normals`, the row sampler of the form), through an X-only
       specialisation of :func:`_latent_group` called directly on two rows of two chains (two,
       as one chain would make the chains' parameter column contiguous: another argument type).
 
