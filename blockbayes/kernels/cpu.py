@@ -1217,7 +1217,8 @@ def _erfc32(y, hi, lo):
                  _F32(1.85777706184603153e-1))
     den = _p4_32(z, _F32(2.84423683343917062e3), _F32(1.28261652607737228e3),
                  _F32(2.44024637934444173e2), _F32(2.36012909523441209e1), _F32(1.0))
-    small = _F32(1.0) - y * num / den
+    num_s = den - y * num       # 1 − erf(y) = (den − y·num)/den
+    den_s = den
     num = _p8_32(y, _F32(1.23033935479799725e3), _F32(2.05107837782607147e3),
                  _F32(1.71204761263407058e3), _F32(8.81952221241769090e2),
                  _F32(2.98635138197400131e2), _F32(6.61191906371416295e1),
@@ -1227,54 +1228,40 @@ def _erfc32(y, hi, lo):
                  _F32(4.36261909014324716e3), _F32(3.29079923573345963e3),
                  _F32(1.62138957456669019e3), _F32(5.37181101862009858e2),
                  _F32(1.17693950891312499e2), _F32(1.57449261107098347e1), _F32(1.0))
-    big = (num / den) * (_exp32(-hi) * (_F32(1.0) - lo))
-    return small if y <= _F32(0.46875) else big
+    small = y <= _F32(0.46875)  # one division for both ranges
+    num = num_s if small else num * (_exp32(-hi) * (_F32(1.0) - lo))
+    return num / (den_s if small else den)
 
 
 @njit(inline="always", **_JIT)
-def _ndtri_central32(q):
-    """Φ⁻¹(q + ½) in float32 for |q| ≤ 0.425: AS241's PPND7 central rational (relative error
-    ~1e-7 of Wichura's fit, the float32 evaluation's roundings on top; note 45)."""
+def _ndtri32(q, p, far):
+    """Φ⁻¹(½ + q) in float32, ``p = min(½ + q, ½ − q)`` (normal): PPND7's central rational
+    where |q| ≤ 0.425, else its tail rational of p (the second range r > 5 only when
+    ``far``); both for every element (branch-free) and one division, of the selected
+    numerator and denominator. Coefficients: Wichura (1988), AS241 PPND7 (relative error
+    ~1e-7 as fitted; with the float32 roundings ≤ 5 float32 ulps, tested)."""
     r = _F32(0.180625) - q * q
     r2 = r * r
-    num = _fma32(_fma32(_F32(59.109374720), r, _F32(159.29113202)), r2,
-                 _fma32(_F32(50.434271938), r, _F32(3.3871327179)))
-    den = _fma32(_fma32(_F32(67.187563600), r, _F32(78.757757664)), r2,
-                 _fma32(_F32(17.895169469), r, _F32(1.0)))
-    return q * num / den
-
-
-@njit(inline="always", **_JIT)
-def _ndtri_lower32(p, far):
-    """Φ⁻¹(p) in float32 for normal 0 < p < 0.075: AS241's PPND7 tail rationals, the second
-    (r > 5) only when ``far`` (some p of the batch below ``_TAIL_NEAR``)."""
-    r = math.sqrt(-_log32(p))
-    r1 = r - _F32(1.6)
-    num = _fma32(_fma32(_F32(0.17023821103), r1, _F32(1.3067284816)), r1 * r1,
-                 _fma32(_F32(2.7568153900), r1, _F32(1.4234372777)))
-    den = _fma32(_fma32(_F32(0.12021132975), r1, _F32(0.73700164250)), r1, _F32(1.0))
-    x = num / den
+    num_c = q * _fma32(_fma32(_F32(59.109374720), r, _F32(159.29113202)), r2,
+                       _fma32(_F32(50.434271938), r, _F32(3.3871327179)))
+    den_c = _fma32(_fma32(_F32(67.187563600), r, _F32(78.757757664)), r2,
+                   _fma32(_F32(17.895169469), r, _F32(1.0)))
+    rt = math.sqrt(-_log32(p))
+    r1 = rt - _F32(1.6)
+    num_t = _fma32(_fma32(_F32(0.17023821103), r1, _F32(1.3067284816)), r1 * r1,
+                   _fma32(_F32(2.7568153900), r1, _F32(1.4234372777)))
+    den_t = _fma32(_fma32(_F32(0.12021132975), r1, _F32(0.73700164250)), r1, _F32(1.0))
     if far:
-        r2 = r - _F32(5.0)
-        num = _fma32(_fma32(_F32(0.017337203997), r2, _F32(0.42868294337)), r2 * r2,
-                     _fma32(_F32(3.0812263860), r2, _F32(6.6579051150)))
-        den = _fma32(_fma32(_F32(0.012258202635), r2, _F32(0.24197894225)), r2, _F32(1.0))
-        x = x if r <= _F32(5.0) else num / den
-    return -x
-
-
-@njit(**_JIT)
-def _ndtri_lower32_all(t, n):
-    """``t[i] ← Φ⁻¹(t[i])`` (:func:`_ndtri_lower32`) for ``i < n``, contiguous."""
-    far = False
-    for i in range(n):
-        far |= t[i] < _F32(_TAIL_NEAR)
-    if far:
-        for i in range(n):
-            t[i] = _ndtri_lower32(t[i], True)
-    else:
-        for i in range(n):
-            t[i] = _ndtri_lower32(t[i], False)
+        r2_ = rt - _F32(5.0)
+        num_f = _fma32(_fma32(_F32(0.017337203997), r2_, _F32(0.42868294337)), r2_ * r2_,
+                       _fma32(_F32(3.0812263860), r2_, _F32(6.6579051150)))
+        den_f = _fma32(_fma32(_F32(0.012258202635), r2_, _F32(0.24197894225)), r2_, _F32(1.0))
+        near = rt <= _F32(5.0)
+        num_t = num_t if near else num_f
+        den_t = den_t if near else den_f
+    num_t = -num_t if q < _F32(0.0) else num_t
+    central = abs(q) <= _F32(0.425)
+    return (num_c if central else num_t) / (den_c if central else den_t)
 
 
 #: the float32-lane inversion (:func:`_rr_invert32`) takes elements with |α| < this (α < α₀:
@@ -1317,9 +1304,7 @@ def _rr_t32(m, pm_f, sg_f, t_f, far):
     branch-free (the tails are ~30 % of the elements at Δ ~ 1: no gather)."""
     for j in range(m):
         pm = pm_f[j]
-        tc = _ndtri_central32(pm - _F32(0.5))
-        tt = _ndtri_lower32(pm, far)
-        t_f[j] = sg_f[j] * (tt if pm < _F32(0.075) else tc)
+        t_f[j] = sg_f[j] * _ndtri32(pm - _F32(0.5), pm, far)
 
 
 @njit(**_JIT)
@@ -1328,7 +1313,7 @@ def _rr_invert32(m, al_buf, u_buf, sc_buf, z_b, kappa, pm_f, sg_f, t_f, tb_f, id
 
     ``z_b[j] ← scale·(T − α)``, T ~ N(0, 1) | T ≥ α by inversion of u₂ (as
     :func:`_rr_invert_core`): erfc and p in float32 lanes (:func:`_rr_pm32`), Φ⁻¹(p) in float32
-    (AS241's PPND16: its tails on the gathered p < 0.075, the central rational for all), then
+    (:func:`_ndtri32`: AS241's PPND7, branch-free), then
     ``T = sign·Φ⁻¹(p)`` widened to float64, clamped at α, and ``e = T − α`` in float64 (α
     exact). Elements with |α| ≥ ``_A32_MAX``, a NaN, or ``κ·e ≤ |T|`` (the cancellation in
     T − α; ``kappa = _KAPPA32``) are listed in ``idx[:n]`` for the float64 inversion (their
