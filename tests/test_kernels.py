@@ -751,7 +751,7 @@ def _f32_lanes(alpha, u, kappa=None, invert=None):
     invert = invert or cpu._rr_invert32
     kappa = cpu._KAPPA32 if kappa is None else kappa
     m = 2048
-    f = np.empty((4, m), np.float32)
+    f = np.empty((3, m), np.float32)
     idx = np.empty(m, np.uint64)
     e = np.empty(alpha.size)
     kept = np.ones(alpha.size, bool)

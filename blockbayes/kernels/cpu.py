@@ -1268,8 +1268,9 @@ def _ndtri32(q, p, far):
 #: no Newton tail; |α|/√2 < 3.6: erfc's small and middle ranges only; α ≥ −8.3: p's middle
 #: form only); the rest go to the float64 inversion
 _A32_MAX = 5.0
-#: an element whose float32-lane draw has ``κ·e ≤ |T|`` goes to the float64 inversion: the
-#: |T|-proportional part of the error bound (note 45) is then ≤ κ·B float32 ulps of the draw
+#: an element whose float32-lane draw has ``κ·e ≤ |T|`` (the cancellation in T − α) goes to
+#: the float64 inversion: for the others the bound of note 45 reads ``|e − e*| ≤ (12 +
+#: 6(κ + 1)·e*)·2⁻²⁴`` (max(|T|, |α|) < (κ + 1)·e)
 _KAPPA32 = 16.0
 
 
@@ -1301,14 +1302,14 @@ def _rr_pm32(m, al_buf, u_buf, pm_f, sg_f):
 @njit(**_JIT)
 def _rr_t32(m, pm_f, sg_f, t_f, far):
     """``t_f[j] ← sign·Φ⁻¹(p)`` in float32 lanes: both rationals for every element,
-    branch-free (the tails are ~30 % of the elements at Δ ~ 1: no gather)."""
+    branch-free (the tails gathered, as :func:`_ndtri_gathered` does, measured no faster)."""
     for j in range(m):
         pm = pm_f[j]
         t_f[j] = sg_f[j] * _ndtri32(pm - _F32(0.5), pm, far)
 
 
 @njit(**_JIT)
-def _rr_invert32(m, al_buf, u_buf, sc_buf, z_b, kappa, pm_f, sg_f, t_f, tb_f, idx):
+def _rr_invert32(m, al_buf, u_buf, sc_buf, z_b, kappa, pm_f, sg_f, t_f, idx):
     """The inversion of a float32 sweep's in-place ReLU block in float32 lanes.
 
     ``z_b[j] ← scale·(T − α)``, T ~ N(0, 1) | T ≥ α by inversion of u₂ (as
@@ -1318,7 +1319,8 @@ def _rr_invert32(m, al_buf, u_buf, sc_buf, z_b, kappa, pm_f, sg_f, t_f, tb_f, id
     exact). Elements with |α| ≥ ``_A32_MAX``, a NaN, or ``κ·e ≤ |T|`` (the cancellation in
     T − α; ``kappa = _KAPPA32``) are listed in ``idx[:n]`` for the float64 inversion (their
     ``z_b`` is then overwritten); returns n. Error against the exact quantile T* of the same
-    u₂ for the others: ``|T − T*| ≤ (A + B|T*|)·2⁻²⁴`` (note 45).
+    u₂ for the others: ``|e − e*| ≤ (12 + 6·max(|T*|, |α|))·2⁻²⁴`` (design note 45). ``pm_f``,
+    ``sg_f``, ``t_f`` (float32) and ``idx`` are scratch of m.
     """
     _rr_pm32(m, al_buf, u_buf, pm_f, sg_f)
     far = False                 # some p below _TAIL_NEAR (r > 5: AS241's second tail)?
@@ -1359,7 +1361,8 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
     each block is loaded into float64 buffers, processed, and stored back with the cast.
 
     Every element gets exactly the arithmetic of :func:`_relu_elem` (same functions, same
-    operations in the same order); only the order in which the work is done differs. The
+    operations in the same order; except the inversion of a float32 block in place, below);
+    only the order in which the work is done differs. The
     element-by-element loop is latency bound and mispredicts its data-dependent branches; the
     passes below have no branches and no calls (exp and log are inlined polynomials), so LLVM
     vectorises them, and the few data-dependent steps are compact gathers/scatters.
@@ -1389,7 +1392,10 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
       the grid bracket), erfc(|α|/√2) of every element (:func:`_rr_erfc`), the exact ℓ
       (:func:`_rr_pieces`, :func:`_rr_branch`) for the undecided only, their results put back
       in place, and the inversion over the block (:func:`_rr_invert_core`): no compaction,
-      gather or scatter of the decided elements.
+      gather or scatter of the decided elements. For float32 data the inversion of such a block
+      runs in float32 lanes (:func:`_rr_invert32`, no :func:`_rr_erfc`; the same branches,
+      draws within the bound of design note 45), the elements it leaves (|α| ≥ 5, NaN,
+      cancellations in T − α: ~2 % at Δ = 2) through :func:`_rr_invert` as before.
     """
     c2 = 2 * _CHUNK
     u_buf = np.empty(_CHUNK)
@@ -1433,7 +1439,7 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
     z_b = np.empty(_CHUNK)
     cn_b = np.empty(_CHUNK, dtype=np.uint64)
     e_b = np.empty(_CHUNK)      # x − f(z) of the stored draws
-    f32_b = np.empty((4, _CHUNK), dtype=np.float32)    # float32 lanes (_rr_invert32)
+    f32_b = np.empty((3, _CHUNK), dtype=np.float32)    # float32 lanes (_rr_invert32)
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
     m8 = ((hi - lo) // 8) * 8   # the elements _sq_diff_sum sums in its eight lanes
     m = 0
@@ -1506,7 +1512,7 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
                     ef_b[j] = ec_b[jj]
             if is32:                # float32 lanes; the elements they leave: float64 (note 45)
                 nf = _rr_invert32(m, al_buf, u_buf, sc_buf, z_b, _KAPPA32, f32_b[0], f32_b[1],
-                                  f32_b[2], f32_b[3], idx_tail)
+                                  f32_b[2], idx_tail)
                 if nf > 0:          # hint and erfc recomputed (-1): the same values
                     for jj in range(nf):
                         j = idx_tail[jj]
