@@ -1154,14 +1154,6 @@ def _p4_32(y, a0, a1, a2, a3, a4):
 
 
 @njit(inline="always", **_JIT)
-def _p7_32(y, a0, a1, a2, a3, a4, a5, a6, a7):
-    y2 = y * y
-    lo = _fma32(_fma32(a3, y, a2), y2, _fma32(a1, y, a0))
-    hi = _fma32(_fma32(a7, y, a6), y2, _fma32(a5, y, a4))
-    return _fma32(hi, y2 * y2, lo)
-
-
-@njit(inline="always", **_JIT)
 def _p8_32(y, a0, a1, a2, a3, a4, a5, a6, a7, a8):
     y2 = y * y
     y4 = y2 * y2
