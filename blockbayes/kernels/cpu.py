@@ -1104,6 +1104,243 @@ def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r
         z_b[idx_rest[jj]] = res_b[jj]
 
 
+# --------------------------------------------------------------------------------------------
+# float32 lanes for the inversion of a float32 sweep's ReLU draw (design note 45)
+# --------------------------------------------------------------------------------------------
+
+@intrinsic
+def _fma32(typingctx, a, b, c):
+    """Fused multiply-add in float32 (LLVM ``llvm.fma.f32``)."""
+    sig = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        f = ir.FloatType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f, [f, f, f]),
+                                            "llvm.fma.f32")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@intrinsic
+def _i2f32(typingctx, i):
+    """Reinterpret the bits of an int32 as a float32."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _f2i32(typingctx, x):
+    """Reinterpret the bits of a float32 as an int32."""
+    sig = types.int32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return sig, codegen
+
+
+_F32 = np.float32
+_I32 = np.int32
+
+
+@njit(inline="always", **_JIT)
+def _p4_32(y, a0, a1, a2, a3, a4):
+    y2 = y * y
+    return _fma32(_fma32(a4, y2, _fma32(a3, y, a2)), y2, _fma32(a1, y, a0))
+
+
+@njit(inline="always", **_JIT)
+def _p8_32(y, a0, a1, a2, a3, a4, a5, a6, a7, a8):
+    y2 = y * y
+    y4 = y2 * y2
+    lo = _fma32(_fma32(a3, y, a2), y2, _fma32(a1, y, a0))
+    hi = _fma32(_fma32(a7, y, a6), y2, _fma32(a5, y, a4))
+    return _fma32(a8, y4 * y4, _fma32(hi, y4, lo))
+
+
+@njit(inline="always", **_JIT)
+def _exp32(x):
+    """e^x in float32 for −87 ≤ x ≤ 0 (the callers': x = −y², y² ≤ 12.5): Cody–Waite with
+    ``ln 2 = 0.693359375 − 2.12194440e-4`` (k·hi exact for |k| < 2¹⁵), e^r by its Taylor
+    polynomial to r⁷ on |r| ≤ ln 2/2 (truncation < 5.3e-9 relative), 2^k by the exponent bits."""
+    x = x if x > _F32(-87.0) else _F32(-87.0)
+    kf = math.floor(_fma32(x, _F32(1.44269504088896341), _F32(0.5)))
+    r = _fma32(kf, _F32(-0.693359375), x)
+    r = _fma32(kf, _F32(2.12194440e-4), r)
+    r2 = r * r
+    lo = _fma32(_fma32(_F32(1.0 / 6.0), r, _F32(0.5)), r2, _fma32(_F32(1.0), r, _F32(1.0)))
+    hi = _fma32(_fma32(_F32(1.0 / 5040.0), r, _F32(1.0 / 720.0)), r2,
+                _fma32(_F32(1.0 / 120.0), r, _F32(1.0 / 24.0)))
+    p = _fma32(hi, r2 * r2, lo)
+    return p * _i2f32((_I32(kf) + _I32(127)) << _I32(23))
+
+
+@njit(inline="always", **_JIT)
+def _log32(x):
+    """log(x) in float32 for normal x > 0: fdlibm's arrangement (as :func:`_log`) with the
+    series to z⁵ (z = s² ≤ 0.0295: truncation < 1e-10)."""
+    bits = _f2i32(x)
+    e = ((bits >> _I32(23)) & _I32(0xFF)) - _I32(127)
+    m = _i2f32((bits & _I32(0x007FFFFF)) | _I32(0x3F800000))
+    big = m > _F32(1.41421356)
+    m = m * _F32(0.5) if big else m
+    e = e + _I32(1) if big else e
+    f = m - _F32(1.0)
+    s = f / (_F32(2.0) + f)
+    z = s * s
+    z2 = z * z
+    big_r = z * _fma32(_fma32(_F32(2.0 / 11.0), z, _F32(2.0 / 9.0)), z2 * z,
+                       _fma32(_fma32(_F32(2.0 / 7.0), z, _F32(2.0 / 5.0)), z, _F32(2.0 / 3.0)))
+    lf = f - s * (f - big_r)
+    return _fma32(_F32(e), _F32(0.693147180559945309), lf)
+
+
+@njit(inline="always", **_JIT)
+def _erfc32(y, hi, lo):
+    """erfc(y) in float32 for 0 ≤ y ≤ 4 (Cody's small-y erf and middle erfcx rationals, the
+    coefficients rounded to float32), ``hi + lo = y²`` exactly (``lo = fma(y, y, −hi)``)."""
+    z = y * y
+    num = _p4_32(z, _F32(3.20937758913846947e3), _F32(3.77485237685302021e2),
+                 _F32(1.13864154151050156e2), _F32(3.16112374387056560e0),
+                 _F32(1.85777706184603153e-1))
+    den = _p4_32(z, _F32(2.84423683343917062e3), _F32(1.28261652607737228e3),
+                 _F32(2.44024637934444173e2), _F32(2.36012909523441209e1), _F32(1.0))
+    num_s = den - y * num       # 1 − erf(y) = (den − y·num)/den
+    den_s = den
+    num = _p8_32(y, _F32(1.23033935479799725e3), _F32(2.05107837782607147e3),
+                 _F32(1.71204761263407058e3), _F32(8.81952221241769090e2),
+                 _F32(2.98635138197400131e2), _F32(6.61191906371416295e1),
+                 _F32(8.88314979438837594e0), _F32(5.64188496988670089e-1),
+                 _F32(2.15311535474403846e-8))
+    den = _p8_32(y, _F32(1.23033935480374942e3), _F32(3.43936767414372164e3),
+                 _F32(4.36261909014324716e3), _F32(3.29079923573345963e3),
+                 _F32(1.62138957456669019e3), _F32(5.37181101862009858e2),
+                 _F32(1.17693950891312499e2), _F32(1.57449261107098347e1), _F32(1.0))
+    small = y <= _F32(0.46875)  # one division for both ranges
+    num = num_s if small else num * (_exp32(-hi) * (_F32(1.0) - lo))
+    return num / (den_s if small else den)
+
+
+@njit(inline="always", **_JIT)
+def _ndtri32(q, p, far):
+    """Φ⁻¹(½ + q) in float32, ``p = min(½ + q, ½ − q)`` (normal): PPND7's central rational
+    where |q| ≤ 0.425, else its tail rational of p (the second range r > 5 only when
+    ``far``); both for every element (branch-free) and one division, of the selected
+    numerator and denominator. Coefficients: Wichura (1988), AS241 PPND7 (relative error
+    ~1e-7 as fitted; with the float32 roundings ≤ 5 float32 ulps, tested)."""
+    r = _F32(0.180625) - q * q
+    r2 = r * r
+    num_c = q * _fma32(_fma32(_F32(59.109374720), r, _F32(159.29113202)), r2,
+                       _fma32(_F32(50.434271938), r, _F32(3.3871327179)))
+    den_c = _fma32(_fma32(_F32(67.187563600), r, _F32(78.757757664)), r2,
+                   _fma32(_F32(17.895169469), r, _F32(1.0)))
+    rt = math.sqrt(-_log32(p))
+    r1 = rt - _F32(1.6)
+    num_t = _fma32(_fma32(_F32(0.17023821103), r1, _F32(1.3067284816)), r1 * r1,
+                   _fma32(_F32(2.7568153900), r1, _F32(1.4234372777)))
+    den_t = _fma32(_fma32(_F32(0.12021132975), r1, _F32(0.73700164250)), r1, _F32(1.0))
+    if far:
+        r2_ = rt - _F32(5.0)
+        num_f = _fma32(_fma32(_F32(0.017337203997), r2_, _F32(0.42868294337)), r2_ * r2_,
+                       _fma32(_F32(3.0812263860), r2_, _F32(6.6579051150)))
+        den_f = _fma32(_fma32(_F32(0.012258202635), r2_, _F32(0.24197894225)), r2_, _F32(1.0))
+        near = rt <= _F32(5.0)
+        num_t = num_t if near else num_f
+        den_t = den_t if near else den_f
+    num_t = -num_t if q < _F32(0.0) else num_t
+    central = abs(q) <= _F32(0.425)
+    return (num_c if central else num_t) / (den_c if central else den_t)
+
+
+#: the float32-lane inversion (:func:`_rr_invert32`) takes elements with |α| < this (α < α₀:
+#: no Newton tail; |α|/√2 < 3.6: erfc's small and middle ranges only; α ≥ −8.3: p's middle
+#: form only); the rest go to the float64 inversion
+_A32_MAX = 5.0
+#: an element whose float32-lane draw has ``κ·e ≤ |T|`` (the cancellation in T − α) goes to
+#: the float64 inversion: for the others the bound of note 45 reads ``|e − e*| ≤ (12 +
+#: 6(κ + 1)·e*)·2⁻²⁴`` (max(|T|, |α|) < (κ + 1)·e)
+_KAPPA32 = 16.0
+
+
+@njit(**_JIT)
+def _rr_pm32(m, al_buf, u_buf, pm_f, sg_f):
+    """p of the inversion and its sign in float32 lanes: :func:`_tn_bulk_pm`'s middle form
+    with ``w = erfc(|α|/√2)/2`` from :func:`_erfc32`, its inputs correctly rounded casts of
+    the float64 ``|α|/√2``, u₂ and 1 − u₂ (exact in float64). Every term of p is positive, so p
+    keeps a relative error of a few float32 ulps beyond that of erfc's rounded argument
+    (note 45)."""
+    for j in range(m):
+        alpha = al_buf[j]
+        u64 = u_buf[j]
+        y = np.float32(abs(alpha) * _INV_SQRT2)
+        hi = y * y
+        lo = _fma32(y, y, -hi)
+        w = _F32(0.5) * _erfc32(y, hi, lo)
+        u = np.float32(u64)
+        v = np.float32(1.0 - u64)
+        nonneg = alpha >= 0.0
+        c = w if nonneg else _F32(1.0) - w
+        d = _F32(1.0) - w if nonneg else w
+        p = u * c
+        lo_mid = p <= _F32(0.5)
+        pm_f[j] = p if lo_mid else d + v * c
+        sg_f[j] = _F32(-1.0) if lo_mid else _F32(1.0)
+
+
+@njit(**_JIT)
+def _rr_t32(m, pm_f, sg_f, t_f, far):
+    """``t_f[j] ← sign·Φ⁻¹(p)`` in float32 lanes: both rationals for every element,
+    branch-free (the tails gathered, as :func:`_ndtri_gathered` does, measured no faster)."""
+    for j in range(m):
+        pm = pm_f[j]
+        t_f[j] = sg_f[j] * _ndtri32(pm - _F32(0.5), pm, far)
+
+
+@njit(**_JIT)
+def _rr_invert32(m, al_buf, u_buf, sc_buf, z_b, kappa, pm_f, sg_f, t_f, idx):
+    """The inversion of a float32 sweep's in-place ReLU block in float32 lanes.
+
+    ``z_b[j] ← scale·(T − α)``, T ~ N(0, 1) | T ≥ α by inversion of u₂ (as
+    :func:`_rr_invert_core`): erfc and p in float32 lanes (:func:`_rr_pm32`), Φ⁻¹(p) in float32
+    (:func:`_ndtri32`: AS241's PPND7, branch-free), then
+    ``T = sign·Φ⁻¹(p)`` widened to float64, clamped at α, and ``e = T − α`` in float64 (α
+    exact). Elements with |α| ≥ ``_A32_MAX``, a NaN, or ``κ·e ≤ |T|`` (the cancellation in
+    T − α; ``kappa = _KAPPA32``) are listed in ``idx[:n]`` for the float64 inversion (their
+    ``z_b`` is then overwritten); returns n. Error against the exact quantile T* of the same
+    u₂ for the others: ``|e − e*| ≤ (12 + 6·max(|T*|, |α|))·2⁻²⁴`` (design note 45). ``pm_f``,
+    ``sg_f``, ``t_f`` (float32) and ``idx`` are scratch of m.
+    """
+    _rr_pm32(m, al_buf, u_buf, pm_f, sg_f)
+    far = False                 # some p below _TAIL_NEAR (r > 5: AS241's second tail)?
+    for j in range(m):
+        far |= pm_f[j] < _F32(_TAIL_NEAR)
+    if far:
+        _rr_t32(m, pm_f, sg_f, t_f, True)
+    else:
+        _rr_t32(m, pm_f, sg_f, t_f, False)
+    for j in range(m):          # e = T − α in float64; the elements for float64 flagged
+        t = np.float64(t_f[j])
+        alpha = al_buf[j]
+        t = alpha if t < alpha else t
+        e = t - alpha
+        z_b[j] = sc_buf[j] * e
+        pm_f[j] = _F32(0.0) if (abs(alpha) < _A32_MAX) & (kappa * e > abs(t)) else _F32(1.0)
+    nf = np.int64(0)
+    for b0 in range(0, m, 64):  # (by 64-bit masks)
+        nb = min(64, m - b0)
+        blk = pm_f[b0:b0 + nb]
+        mask = np.uint64(0)
+        for j in range(nb):
+            mask |= np.uint64(blk[j] != _F32(0.0)) << np.uint64(j)
+        nf = _push_bits(mask, np.uint64(b0), idx, nf)
+    return nf
+
+
 @njit(**_JIT)
 def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, n2, sdp, sdm,
                 half_log, row_len=0, row_stride=0, ctr_base=0, slope=0.0):
@@ -1117,7 +1354,8 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
     each block is loaded into float64 buffers, processed, and stored back with the cast.
 
     Every element gets exactly the arithmetic of :func:`_relu_elem` (same functions, same
-    operations in the same order); only the order in which the work is done differs. The
+    operations in the same order; except the inversion of a float32 block in place, below);
+    only the order in which the work is done differs. The
     element-by-element loop is latency bound and mispredicts its data-dependent branches; the
     passes below have no branches and no calls (exp and log are inlined polynomials), so LLVM
     vectorises them, and the few data-dependent steps are compact gathers/scatters.
@@ -1147,7 +1385,10 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
       the grid bracket), erfc(|α|/√2) of every element (:func:`_rr_erfc`), the exact ℓ
       (:func:`_rr_pieces`, :func:`_rr_branch`) for the undecided only, their results put back
       in place, and the inversion over the block (:func:`_rr_invert_core`): no compaction,
-      gather or scatter of the decided elements.
+      gather or scatter of the decided elements. For float32 data the inversion of such a block
+      runs in float32 lanes (:func:`_rr_invert32`, no :func:`_rr_erfc`; the same branches,
+      draws within the bound of design note 45), the elements it leaves (|α| ≥ 5, NaN,
+      cancellations in T − α: ~2 % at Δ = 2) through :func:`_rr_invert` as before.
     """
     c2 = 2 * _CHUNK
     u_buf = np.empty(_CHUNK)
@@ -1191,6 +1432,7 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
     z_b = np.empty(_CHUNK)
     cn_b = np.empty(_CHUNK, dtype=np.uint64)
     e_b = np.empty(_CHUNK)      # x − f(z) of the stored draws
+    f32_b = np.empty((3, _CHUNK), dtype=np.float32)    # float32 lanes (_rr_invert32)
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
     m8 = ((hi - lo) // 8) * 8   # the elements _sq_diff_sum sums in its eight lanes
     m = 0
@@ -1243,7 +1485,8 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
             #                     on to _rr_branch with their sure flag)
             _rr_bounds_open(m, a_b, x_b, cn_b, k0, k1, p1, p2, n1, n2, sdp, sdm, half_log, dec_b,
                             al_buf, sc_buf)
-            _rr_erfc(m, al_buf, hf_b, ef_b)     # (the undecided ones' are replaced below)
+            if not is32:            # (float32: erfc in float32 lanes, _rr_invert32)
+                _rr_erfc(m, al_buf, hf_b, ef_b)     # (the undecided ones' are replaced below)
             ku = np.int64(0)
             for j in range(m):
                 if dec_b[j] == 0:   # rare (~0.5 % at Δ = 2): a well-predicted branch
@@ -1260,8 +1503,22 @@ def _relu_range(a64, x64, o64, a32, x32, o32, is32, lo, hi, k0, k1, p1, p2, n1, 
                     sc_buf[j] = sc_r[jj]
                     hf_b[j] = hr_b[jj]
                     ef_b[j] = ec_b[jj]
-            _rr_invert_core(m, al_buf, u_buf, hf_b, ef_b, sc_buf, z_b, pm_r, sg_r, idx_tail,
-                            ct_b)
+            if is32:                # float32 lanes; the elements they leave: float64 (note 45)
+                nf = _rr_invert32(m, al_buf, u_buf, sc_buf, z_b, _KAPPA32, f32_b[0], f32_b[1],
+                                  f32_b[2], idx_tail)
+                if nf > 0:          # hint and erfc recomputed (-1): the same values
+                    for jj in range(nf):
+                        j = idx_tail[jj]
+                        ar_b[jj] = al_buf[j]
+                        ur_b[jj] = u_buf[j]
+                        sc_r[jj] = sc_buf[j]
+                        hr_b[jj] = -1.0
+                        ec_b[jj] = -1.0
+                    _rr_invert(nf, idx_tail, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r,
+                               idx_sure, ct_b)
+            else:
+                _rr_invert_core(m, al_buf, u_buf, hf_b, ef_b, sc_buf, z_b, pm_r, sg_r, idx_tail,
+                                ct_b)
         else:
             ntail = np.int64(0)     # not the literal 0: typing a call with a Literal[int](0) count
             k = np.int64(0)         # compiles the callee once more for that literal type
