@@ -823,6 +823,31 @@ def test_float32_lane_inversion_is_the_exact_draw_within_its_bound():
     α ≈ 13, instead of the float64 Newton tail) the absolute bound fails."""
     from blockbayes.kernels import cpu
 
+    alpha, u, t_ref, e_ref = _f32_lane_cases()
+    for a in (-4.99, -1e-3, 0.0, 2.0, 4.99):        # the float64 reference against mpmath
+        for v in TN_US:
+            t_exact = float(_exact_quantile(a, v))
+            assert abs(cpu._std_tn(a, v, -1.0)[0] - t_exact) <= 1e-14 * (1 + abs(t_exact))
+
+    def violations(e, kept):
+        return _f32_lane_violations(e, kept, alpha, t_ref, e_ref)
+
+    e, kept = _f32_lanes(alpha, u)
+    assert not np.any(kept & ~(np.abs(alpha) < 5.0)), "|α| ≥ 5 or NaN kept in float32"
+    assert kept.mean() > 0.5          # (adversarial inputs: ~1/3 are cancellations)
+    assert violations(e, kept) == (0, 0)
+    e0, kept0 = _f32_lanes(alpha, u, kappa=1e30)       # every |α| < 5 kept
+    assert violations(e0, kept0)[1] > 0
+    wide = njit_twin(cpu._rr_invert32, _A32_MAX=50.0)
+    assert violations(*_f32_lanes(alpha, u, kappa=1e30, invert=wide))[0] > 0
+
+
+def _f32_lane_cases():
+    """Adversarial (α, u) for the float32-lane inversions and the exact (T*, e* = T* − α) of
+    the float64 ``_std_tn``: α uniform on (−5, 5), near 0 and near ±5, ±0 and ±1e-300, some
+    |α| ≥ 5 and a NaN; u near 0, near 1 (down to 2⁻⁵³ away), near ½ and uniform."""
+    from blockbayes.kernels import cpu
+
     rng = np.random.default_rng(45)
     n = 60000
     alpha = np.concatenate([rng.uniform(-5, 5, n), rng.uniform(-0.05, 0.05, n // 4),
@@ -838,27 +863,131 @@ def test_float32_lane_inversion_is_the_exact_draw_within_its_bound():
     u = np.clip(u, 2.0 ** -54, 1 - 2.0 ** -53)
     ref = np.array([cpu._std_tn(a, v, -1.0) if a == a else (np.nan, np.nan)
                     for a, v in zip(alpha, u)])
-    t_ref, e_ref = ref[:, 0], ref[:, 1]
-    for a in (-4.99, -1e-3, 0.0, 2.0, 4.99):        # the float64 reference against mpmath
-        for v in TN_US:
-            t_exact = float(_exact_quantile(a, v))
-            assert abs(cpu._std_tn(a, v, -1.0)[0] - t_exact) <= 1e-14 * (1 + abs(t_exact))
+    return alpha, u, ref[:, 0], ref[:, 1]
 
-    def violations(e, kept):
-        err = np.abs(e - e_ref)[kept] / 2.0 ** -24
-        big = np.maximum(np.abs(t_ref), np.abs(alpha))[kept]
-        absolute = err > F32_A + F32_B * big
-        relative = err > F32_A + F32_B * (cpu._KAPPA32 + 1.0) * e_ref[kept]
-        return int(absolute.sum()), int(relative.sum())
 
-    e, kept = _f32_lanes(alpha, u)
+def _f32_lane_violations(e, kept, alpha, t_ref, e_ref):
+    """(absolute, relative): how many kept elements break note 45's bound
+    ``|e − e*| ≤ (12 + 6·max(|T*|, |α|))·2⁻²⁴``, and its relative form
+    ``≤ (12 + 6(κ + 1)·e*)·2⁻²⁴``."""
+    from blockbayes.kernels import cpu
+
+    err = np.abs(e - e_ref)[kept] / 2.0 ** -24
+    big = np.maximum(np.abs(t_ref), np.abs(alpha))[kept]
+    absolute = err > F32_A + F32_B * big
+    relative = err > F32_A + F32_B * (cpu._KAPPA32 + 1.0) * e_ref[kept]
+    return int(absolute.sum()), int(relative.sum())
+
+
+def _tn_lanes(alpha, u, kappa=None, invert=None):
+    """``_tn_invert32`` (the utilities' float32-lane inversion) over blocks of 2560:
+    (T, e = T − α, kept)."""
+    from blockbayes.kernels import cpu
+
+    invert = invert or cpu._tn_invert32
+    kappa = cpu._KAPPA32 if kappa is None else kappa
+    m = 2560
+    f = np.empty((3, m), np.float32)
+    idx = np.empty(m, np.uint64)
+    t = np.empty(alpha.size)
+    kept = np.ones(alpha.size, bool)
+    for b in range(0, alpha.size, m):
+        mm = min(m, alpha.size - b)
+        zb, ec = np.empty(mm), np.empty(mm)
+        nf = invert(mm, alpha[b:b + mm].copy(), u[b:b + mm].copy(), zb, ec, kappa, *f, idx)
+        assert np.all(ec == 1.0)
+        t[b:b + mm] = zb
+        kept[b + idx[:nf].astype(np.int64)] = False
+    return t, t - alpha, kept
+
+
+def test_float32_lane_utilities_inversion_is_the_exact_draw_within_its_bound():
+    """``_tn_invert32`` (a float32 sweep's multinomial-probit utilities: note 45's float32
+    lanes, design note 47) on the adversarial (α, u) of ``_f32_lane_cases``: for the elements
+    it keeps, T within ``(12 + 6·max(|T*|, |α|))·2⁻²⁴`` of the exact T*, and e = T − α within
+    the relative form ``(12 + 6(κ + 1)·e*)·2⁻²⁴``; every |α| ≥ 5 and NaN is left to float64.
+    Twins: without the cancellation test (κ = 1e30) the relative form fails; with the |α|
+    limit lifted to 50 as well the absolute one fails."""
+    from blockbayes.kernels import cpu
+
+    alpha, u, t_ref, e_ref = _f32_lane_cases()
+    t, e, kept = _tn_lanes(alpha, u)
     assert not np.any(kept & ~(np.abs(alpha) < 5.0)), "|α| ≥ 5 or NaN kept in float32"
-    assert kept.mean() > 0.5          # (adversarial inputs: ~1/3 are cancellations)
-    assert violations(e, kept) == (0, 0)
-    e0, kept0 = _f32_lanes(alpha, u, kappa=1e30)       # every |α| < 5 kept
-    assert violations(e0, kept0)[1] > 0
-    wide = njit_twin(cpu._rr_invert32, _A32_MAX=50.0)
-    assert violations(*_f32_lanes(alpha, u, kappa=1e30, invert=wide))[0] > 0
+    assert kept.mean() > 0.5
+    assert np.all(t[kept] >= alpha[kept])
+    assert _f32_lane_violations(t, kept, alpha, t_ref, t_ref)[0] == 0
+    assert _f32_lane_violations(e, kept, alpha, t_ref, e_ref) == (0, 0)
+    _, e0, kept0 = _tn_lanes(alpha, u, kappa=1e30)
+    assert _f32_lane_violations(e0, kept0, alpha, t_ref, e_ref)[1] > 0
+    wide = njit_twin(cpu._tn_invert32, _A32_MAX=50.0)
+    t1, _, kept1 = _tn_lanes(alpha, u, kappa=1e30, invert=wide)
+    assert _f32_lane_violations(t1, kept1, alpha, t_ref, t_ref)[0] > 0
+
+
+def test_float32_lane_utilities_block_against_the_float64_block():
+    """``_tn_block_unit32`` (the utilities' block of a float32 sweep) against
+    ``_tn_block_unit`` (float64, the exact inversion to ~1e-14) on the same counters, α from
+    −40 to 45, bounds ±inf and NaN, both sides: elements with |α| ≥ 5 or a NaN bit for bit;
+    the others within note 45's bound of the draw z = m + g·T (α < 0) or b + g·e (α ≥ 0):
+    ``(12 + 6·max(|T|, |α|))·2⁻²⁴``, and for α ≥ 0 also the relative form
+    ``(12 + 102·e)·2⁻²⁴`` (e = |z − b|), each + 4·2⁻⁵³·(|m| + |b| + |z|) for the float64
+    roundings; > 1000 draws from the float32 lanes. Twin: no cancellation fallback
+    (``_KAPPA32 = 1e30``) breaks the relative form."""
+    from blockbayes.kernels import cpu
+
+    rng = np.random.default_rng(47)
+
+    def run(f, m, b, g, cnt, lanes):
+        al, u, z, ec, pm, t, ar, ur, zr, er = (np.empty(cnt) for _ in range(10))
+        idx, ir = np.empty(cnt, np.uint64), np.empty(cnt, np.uint64)
+        args = (m, b, g, al, u, z, cnt, np.uint64(7), np.uint64(11), np.uint64(13), ec, pm, idx, t)
+        if lanes:
+            f(*args, np.empty((3, cnt), np.float32), ar, ur, zr, er, ir)
+        else:
+            f(*args)
+        return z, al
+
+    blk32 = njit_twin(cpu._tn_block_unit32)     # (inline="always": a callable copy)
+    no_fallback = njit_twin(cpu._tn_block_unit32, _KAPPA32=1e30)
+    counts = [0, 0]
+    for cnt in (1, 63, 64, 65, 300, 2560):
+        for g in (1.0, -1.0):
+            m = rng.normal(0, 3, cnt)
+            spread = np.concatenate([rng.uniform(0, 45, cnt // 4), rng.uniform(0, 2, cnt // 4),
+                                     rng.uniform(0, 1e-3, cnt - 2 * (cnt // 4))])
+            b = m + rng.choice([-1, 1], cnt) * spread
+            if cnt > 8:
+                b[:4] = [np.inf, -np.inf, np.nan, m[3]]
+            with np.errstate(invalid="ignore"):     # (±inf bounds: compared bit for bit)
+                _block_unit_case(run, blk32, no_fallback, m, b, g, cnt, counts)
+    assert counts[0] > 1000
+    assert counts[1] > 0
+
+
+def _block_unit_case(run, blk32, no_fallback, m, b, g, cnt, counts):
+    """One case of the test above; counts ← [draws from the lanes, twin violations]."""
+    from blockbayes.kernels import cpu
+
+    want, alpha = run(cpu._tn_block_unit, m, b, g, cnt, False)
+    got, _ = run(blk32, m, b, g, cnt, True)
+    f64 = ~(np.abs(alpha) < 5.0)
+    gf, wf = got[f64], want[f64]
+    assert np.array_equal(np.isnan(gf), np.isnan(wf))
+    assert np.array_equal(gf[~np.isnan(wf)].view(np.uint64), wf[~np.isnan(wf)].view(np.uint64))
+    ok = ~f64
+    t = np.where(alpha < 0, g * (want - m), alpha + g * (want - b))
+    e = np.abs(want - b)
+    err = np.abs(got - want)[ok] / 2.0 ** -24
+    rnd = 4.0 * 2.0 ** -53 * (np.abs(m) + np.abs(b) + np.abs(want))[ok] / 2.0 ** -24
+    big = np.maximum(np.abs(t), np.abs(alpha))[ok]
+    assert np.all(err <= F32_A + F32_B * big + rnd)
+    pos = alpha[ok] >= 0
+    rel = F32_A + F32_B * (cpu._KAPPA32 + 1.0) * e[ok] + rnd
+    assert np.all((err <= rel)[pos])
+    counts[0] += int(np.sum(got[ok] != want[ok]))
+    zt, _ = run(no_fallback, m, b, g, cnt, True)
+    errt = np.abs(zt - want)[ok] / 2.0 ** -24
+    counts[1] += int(np.sum((errt > rel)[pos]))
 
 
 def _assert_f32_lane_draws(z, zs, A, X, c):

@@ -1315,6 +1315,22 @@ def _rr_invert32(m, al_buf, u_buf, sc_buf, z_b, kappa, pm_f, sg_f, t_f, idx):
     u₂ for the others: ``|e − e*| ≤ (12 + 6·max(|T*|, |α|))·2⁻²⁴`` (design note 45). ``pm_f``,
     ``sg_f``, ``t_f`` (float32) and ``idx`` are scratch of m.
     """
+    _rr_lanes32(m, al_buf, u_buf, pm_f, sg_f, t_f)
+    for j in range(m):          # e = T − α in float64; the elements for float64 flagged
+        t = np.float64(t_f[j])
+        alpha = al_buf[j]
+        t = alpha if t < alpha else t
+        e = t - alpha
+        z_b[j] = sc_buf[j] * e
+        pm_f[j] = _F32(0.0) if (abs(alpha) < _A32_MAX) & (kappa * e > abs(t)) else _F32(1.0)
+    return _flagged32(m, pm_f, idx)
+
+
+@njit(**_JIT)
+def _rr_lanes32(m, al_buf, u_buf, pm_f, sg_f, t_f):
+    """``t_f[j] ← T = sign·Φ⁻¹(p)`` (float32) of the inversion for α = ``al_buf[j]``, u =
+    ``u_buf[j]`` (float64, |α| < ``_A32_MAX``): :func:`_rr_pm32`, then :func:`_rr_t32` with
+    AS241's second tail compiled in only if some p needs it."""
     _rr_pm32(m, al_buf, u_buf, pm_f, sg_f)
     far = False                 # some p below _TAIL_NEAR (r > 5: AS241's second tail)?
     for j in range(m):
@@ -1323,17 +1339,16 @@ def _rr_invert32(m, al_buf, u_buf, sc_buf, z_b, kappa, pm_f, sg_f, t_f, idx):
         _rr_t32(m, pm_f, sg_f, t_f, True)
     else:
         _rr_t32(m, pm_f, sg_f, t_f, False)
-    for j in range(m):          # e = T − α in float64; the elements for float64 flagged
-        t = np.float64(t_f[j])
-        alpha = al_buf[j]
-        t = alpha if t < alpha else t
-        e = t - alpha
-        z_b[j] = sc_buf[j] * e
-        pm_f[j] = _F32(0.0) if (abs(alpha) < _A32_MAX) & (kappa * e > abs(t)) else _F32(1.0)
+
+
+@njit(**_JIT)
+def _flagged32(m, fl_f, idx):
+    """``idx[:n] ←`` the j < m with ``fl_f[j] ≠ 0`` (float32 flags, by 64-bit masks), in
+    order; returns n."""
     nf = np.int64(0)
-    for b0 in range(0, m, 64):  # (by 64-bit masks)
+    for b0 in range(0, m, 64):
         nb = min(64, m - b0)
-        blk = pm_f[b0:b0 + nb]
+        blk = fl_f[b0:b0 + nb]
         mask = np.uint64(0)
         for j in range(nb):
             mask |= np.uint64(blk[j] != _F32(0.0)) << np.uint64(j)
@@ -1708,17 +1723,19 @@ def _tn_block(m_b, s_b, b_b, g_b, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, i
 
 
 @njit(inline="always", **_JIT)
-def _tn_block_unit(m_b, b_b, g, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, idx, t_b):
-    """:func:`_tn_block` for sd 1 and one side ``g`` (±1.0) for the whole block (the
-    multinomial-probit utilities): no sd or side buffers, no division. The same values bit for
-    bit: with ``s = 1`` and ``g = ±1`` its ``(±diff)/s``, ``g·s`` and ``(g·s)·e`` are exact
-    (division by 1, multiplication by ±1), so each element gets the same numbers in the same
-    operations otherwise."""
+def _tn_unit_alpha(m_b, b_b, g, al_b, u_b, cnt, c0, k0, k1):
+    """Pass 1 of :func:`_tn_block_unit`: ``u_b[j]`` (counter ``c0 + j``) and
+    ``al_b[j] = ±(b − m)`` (``g`` = ±1.0)."""
     for j in range(cnt):
         u_b[j] = _uniform(k0, k1, c0 + np.uint64(j))
         diff = b_b[j] - m_b[j]
         al_b[j] = -diff if g < 0.0 else diff
-    _tn_core(al_b, u_b, z_b, cnt, ec_b, pm_b, idx, t_b)
+
+
+@njit(inline="always", **_JIT)
+def _tn_unit_finish(m_b, b_b, g, al_b, u_b, z_b, cnt, ec_b):
+    """The last passes of :func:`_tn_block_unit`: T = ``ec_b[j]·z_b[j]`` clamped at α, the draw
+    ``m + g·T`` (α < 0) or ``b + g·(T − α)``, Newton's tail for α ≥ α₀, clamped to the bound."""
     for j in range(cnt):
         alpha = al_b[j]
         t = ec_b[j] * z_b[j]
@@ -1737,6 +1754,65 @@ def _tn_block_unit(m_b, b_b, g, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, idx
         z = z_b[j]
         b = b_b[j]
         z_b[j] = min(z, b) if g < 0.0 else max(z, b)
+
+
+@njit(inline="always", **_JIT)
+def _tn_block_unit(m_b, b_b, g, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, idx, t_b):
+    """:func:`_tn_block` for sd 1 and one side ``g`` (±1.0) for the whole block (the
+    multinomial-probit utilities): no sd or side buffers, no division. The same values bit for
+    bit: with ``s = 1`` and ``g = ±1`` its ``(±diff)/s``, ``g·s`` and ``(g·s)·e`` are exact
+    (division by 1, multiplication by ±1), so each element gets the same numbers in the same
+    operations otherwise."""
+    _tn_unit_alpha(m_b, b_b, g, al_b, u_b, cnt, c0, k0, k1)
+    _tn_core(al_b, u_b, z_b, cnt, ec_b, pm_b, idx, t_b)
+    _tn_unit_finish(m_b, b_b, g, al_b, u_b, z_b, cnt, ec_b)
+
+
+@njit(**_JIT)
+def _tn_invert32(cnt, al_b, u_b, z_b, ec_b, kappa, pm_f, sg_f, t_f, idx):
+    """The inversion of :func:`_tn_block_unit` in float32 lanes (a float32 sweep's
+    utilities; design note 47): ``z_b[j] ← T``, ``ec_b[j] ← 1`` with T = sign·Φ⁻¹(p) from
+    :func:`_rr_lanes32` (note 45's erfc, p and Φ⁻¹ in float32 lanes) widened to float64 and
+    clamped at α. Elements with |α| ≥ ``_A32_MAX``, a NaN, or ``κ·(T − α) ≤ |T|`` (the
+    cancellation in T − α, ``kappa = _KAPPA32``; float64) are listed in ``idx[:n]`` for the
+    float64 inversion; returns n. For the others, against the exact quantile T* of the same u:
+    ``|T − T*| ≤ (12 + 6·max(|T*|, |α|))·2⁻²⁴`` and ``≤ (12 + 6(κ + 1)·(T* − α))·2⁻²⁴``
+    (note 45's bound: the same T). ``pm_f``, ``sg_f``, ``t_f`` (float32) and ``idx`` are
+    scratch of cnt."""
+    _rr_lanes32(cnt, al_b, u_b, pm_f, sg_f, t_f)
+    for j in range(cnt):
+        t = np.float64(t_f[j])
+        alpha = al_b[j]
+        t = alpha if t < alpha else t
+        z_b[j] = t
+        ec_b[j] = 1.0
+        pm_f[j] = (_F32(0.0) if (abs(alpha) < _A32_MAX) & (kappa * (t - alpha) > abs(t))
+                   else _F32(1.0))
+    return _flagged32(cnt, pm_f, idx)
+
+
+@njit(inline="always", **_JIT)
+def _tn_block_unit32(m_b, b_b, g, al_b, u_b, z_b, cnt, c0, k0, k1, ec_b, pm_b, idx, t_b, f32_b,
+                     ar_b, ur_b, zr_b, er_b, ir_b):
+    """:func:`_tn_block_unit` for a float32 sweep (design note 47): the inversion in float32
+    lanes (:func:`_tn_invert32`); the elements it flags (|α| ≥ 5, NaN, the cancellation in
+    T − α) through :func:`_tn_core` on their gathered α, u (``ar_b``, ``ur_b``; results
+    ``zr_b``, ``er_b``; ``ir_b`` its index scratch): the same values as the float64 block, bit
+    for bit, for those. Every other step is :func:`_tn_block_unit`'s. ``f32_b``: (3, ≥ cnt)
+    float32 scratch."""
+    _tn_unit_alpha(m_b, b_b, g, al_b, u_b, cnt, c0, k0, k1)
+    nf = _tn_invert32(cnt, al_b, u_b, z_b, ec_b, _KAPPA32, f32_b[0], f32_b[1], f32_b[2], idx)
+    if nf > 0:
+        for jj in range(nf):
+            j = idx[jj]
+            ar_b[jj] = al_b[j]
+            ur_b[jj] = u_b[j]
+        _tn_core(ar_b, ur_b, zr_b, nf, er_b, pm_b, ir_b, t_b)
+        for jj in range(nf):
+            j = idx[jj]
+            z_b[j] = zr_b[jj]
+            ec_b[j] = er_b[jj]
+    _tn_unit_finish(m_b, b_b, g, al_b, u_b, z_b, cnt, ec_b)
 
 
 @njit(inline="always", **_JIT)
@@ -1852,6 +1928,12 @@ def _mnp_range(a64, u64, o64, a32, u32, o32, is32, lab, lab_cs, n, K, lo, hi, ky
     pm_b = np.empty(R * K)
     t_b = np.empty(R * K)
     idx = np.empty(R * K, dtype=np.uint64)
+    f32_b = np.empty((3, R * K), dtype=np.float32)   # float32 lanes (_tn_block_unit32)
+    ar_b = np.empty(R * K)
+    ur_b = np.empty(R * K)
+    zr_b = np.empty(R * K)
+    er_b = np.empty(R * K)
+    ir_b = np.empty(R * K, dtype=np.uint64)
     y_b = np.empty(R, dtype=np.int64)
     uy64 = np.empty(R)
     uy32 = np.empty(R, dtype=np.float32)
@@ -1887,8 +1969,12 @@ def _mnp_range(a64, u64, o64, a32, u32, o32, is32, lab, lab_cs, n, K, lo, hi, ky
                         mx = v if (v > mx or v != v) else mx
                 m_b[q] = a2_64[q, y]
                 b_b[q] = mx
-        _tn_block_unit(m_b, b_b, 1.0, al_b, u_b, z_b, cnt, np.uint64(start), ky0, ky1, ec_b, pm_b,
-                       idx, t_b)
+        if is32:
+            _tn_block_unit32(m_b, b_b, 1.0, al_b, u_b, z_b, cnt, np.uint64(start), ky0, ky1, ec_b,
+                             pm_b, idx, t_b, f32_b, ar_b, ur_b, zr_b, er_b, ir_b)
+        else:
+            _tn_block_unit(m_b, b_b, 1.0, al_b, u_b, z_b, cnt, np.uint64(start), ky0, ky1, ec_b,
+                           pm_b, idx, t_b)
         for q in range(cnt):
             if is32:
                 zc = np.float32(z_b[q])
@@ -1913,8 +1999,12 @@ def _mnp_range(a64, u64, o64, a32, u32, o32, is32, lab, lab_cs, n, K, lo, hi, ky
             b2q = b2[q]
             for c in range(K):
                 b2q[c] = bq
-        _tn_block_unit(m_b, b_b, -1.0, al_b, u_b, z_b, ck, np.uint64(e0), ko0, ko1, ec_b, pm_b,
-                       idx, t_b)
+        if is32:
+            _tn_block_unit32(m_b, b_b, -1.0, al_b, u_b, z_b, ck, np.uint64(e0), ko0, ko1, ec_b,
+                             pm_b, idx, t_b, f32_b, ar_b, ur_b, zr_b, er_b, ir_b)
+        else:
+            _tn_block_unit(m_b, b_b, -1.0, al_b, u_b, z_b, ck, np.uint64(e0), ko0, ko1, ec_b,
+                           pm_b, idx, t_b)
         z2 = z_b[:ck].reshape((cnt, K))
         if is32:
             o2_32 = o32[e0:e1].reshape((cnt, K))
