@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import sys
 import types
@@ -33,13 +34,23 @@ def sine_data(n: int = 40, d: int = 3, seed: int = 0):
     return X, y
 
 
+_TWIN_IDS = itertools.count()
+
+
 def njit_twin(fn, **globals_):
     """A recompiled copy of the Numba function ``fn`` with some of its globals replaced (the
-    deliberately broken twins of the kernel tests; nothing is cached)."""
+    deliberately broken twins of the kernel tests; nothing is cached).
+
+    The copy gets its own ``__qualname__`` (``<name>__twin<k>``). Numba names a compiled
+    function's symbol by its qualified name and a per-process counter; a kernel loaded later
+    from the disk cache carries symbols named in another process, so a twin under the original
+    name can collide with one of them, and the cached kernel then links the twin's code
+    (design note 47, "Noticed": a parallel kernel drew a broken twin's numbers)."""
     from numba import njit
 
     py = fn.py_func
     g = dict(py.__globals__)
     g.update(globals_)
-    return njit(nogil=True, error_model="numpy")(
-        types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__))
+    twin = types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__)
+    twin.__qualname__ = f"{py.__qualname__}__twin{next(_TWIN_IDS)}"
+    return njit(nogil=True, error_model="numpy")(twin)

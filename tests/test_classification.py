@@ -262,8 +262,7 @@ def test_float32_utility_tolerance_catches_a_sloppy_float32_lane():
     """The float32 comparison above can fail: a kernel whose float32-lane T is 2⁻¹⁴ relative
     off (a few hundred float32 ulps: e.g. a too-short rational) is rejected by
     ``utility_tolerance``, while the kernel itself passes on the same inputs. (In a
-    subprocess: a Numba twin shares its functions' names with the disk-cached kernels, and a
-    kernel loaded from the cache after it can link the twin's code.)"""
+    subprocess, so that the module-level patch of ``cpu._mnp_range`` cannot outlive the test.)"""
     import os
     import subprocess
     import sys
@@ -322,3 +321,76 @@ def test_fused_multinomial_utilities_errors():
         kernels.multinomial_utilities(key, A, labels.astype(np.float64), U)
     with pytest.raises(ValueError, match="one shape"):
         kernels.multinomial_utilities(key, A, labels, U[:, :5])
+
+
+_TWIN_THEN_CACHED = """
+import sys
+import numpy as np
+sys.path.insert(0, "tests")
+from _helpers import njit_twin
+from test_classification import _utility_inputs
+from blockbayes._backend import random as bbr
+from blockbayes import kernels
+from blockbayes.kernels import cpu
+
+if sys.argv[1] == "same_name":   # the broken helper: the twin keeps its original qualified name
+    def njit_twin(fn, **g):
+        import types
+        from numba import njit
+        py = fn.py_func
+        gl = dict(py.__globals__); gl.update(g)
+        return njit(nogil=True, error_model="numpy")(
+            types.FunctionType(py.__code__, gl, py.__name__, py.__defaults__, py.__closure__))
+
+A, labels, U = _utility_inputs(2, 4000, 10, np.float32, False, seed=4)
+key = bbr.key(13)
+
+def run(t):
+    cpu.get_num_threads = lambda: t
+    return kernels.multinomial_utilities(key, A, labels, U, impl="cpu")
+
+serial = run(1)
+if sys.argv[2] == "twin":
+    lanes = cpu._rr_lanes32
+    from numba import njit
+
+    @njit
+    def sloppy(m, al_buf, u_buf, pm_f, sg_f, t_f):
+        lanes(m, al_buf, u_buf, pm_f, sg_f, t_f)
+        for j in range(m):
+            t_f[j] = t_f[j] * np.float32(1.0 + 2.0 ** -14)
+
+    inv = njit_twin(cpu._tn_invert32, _rr_lanes32=sloppy)
+    orig = cpu._mnp_range
+    cpu._mnp_range = njit_twin(cpu._mnp_range,
+                               _tn_block_unit32=njit_twin(cpu._tn_block_unit32, _tn_invert32=inv))
+    run(1)
+    cpu._mnp_range = orig
+print(bool(np.array_equal(run(2), serial)))
+"""
+
+
+def test_njit_twin_never_leaks_into_a_kernel_loaded_from_the_disk_cache(tmp_path):
+    """A broken twin built by ``tests/_helpers.njit_twin`` must not change any kernel compiled or
+    loaded after it. A first process fills a fresh Numba cache with the serial and the threaded
+    utility kernels; a second builds a broken twin of the serial kernel's inner functions, runs
+    it, then loads the threaded kernel from the cache, which must still draw the serial kernel's
+    numbers. Deterministic (no statistics). The check can fail: with the twin under its
+    original qualified name (the helper before session 12) the cached threaded kernel links
+    the twin's code and draws other numbers."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    def equal(helper, mode):
+        out = subprocess.run([sys.executable, "-c", _TWIN_THEN_CACHED, helper, mode], cwd=root,
+                             env=env, check=True, capture_output=True, text=True).stdout.split()
+        return out[-1] == "True"
+
+    assert equal("ours", "warm")                 # fills the cache; threaded == serial
+    assert equal("ours", "twin")
+    assert not equal("same_name", "twin")        # the broken helper is caught
