@@ -79,40 +79,36 @@ _SQRT_2_PI = 0.79788456080286535588     # sqrt(2/pi)
 _INV_SQRT_PI = 5.6418958354775628695e-1  # 1/sqrt(pi)
 
 
-@intrinsic
-def _fma(typingctx, a, b, c):
-    """Fused multiply-add a*b + c with one rounding (LLVM ``llvm.fma.f64``)."""
-    sig = types.float64(types.float64, types.float64, types.float64)
+def _fma_intrinsic(nb_type, ir_type, name):
+    """An intrinsic ``(a, b, c) -> a*b + c`` with one rounding (LLVM ``llvm.fma.<name>``)."""
+    @intrinsic
+    def fma(typingctx, a, b, c):
+        def codegen(context, builder, signature, args):
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir_type, [ir_type] * 3), f"llvm.fma.{name}")
+            return builder.call(fn, args)
 
-    def codegen(context, builder, signature, args):
-        d = ir.DoubleType()
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(d, [d, d, d]),
-                                            "llvm.fma.f64")
-        return builder.call(fn, args)
+        return nb_type(nb_type, nb_type, nb_type), codegen
 
-    return sig, codegen
-
-
-@intrinsic
-def _i2f(typingctx, i):
-    """Reinterpret the bits of an int64 as a float64."""
-    sig = types.float64(types.int64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return sig, codegen
+    return fma
 
 
-@intrinsic
-def _f2i(typingctx, x):
-    """Reinterpret the bits of a float64 as an int64."""
-    sig = types.int64(types.float64)
+def _bitcast_intrinsic(nb_from, nb_to, ir_to):
+    """An intrinsic reinterpreting the bits of a ``nb_from`` as a ``nb_to`` of the same width."""
+    @intrinsic
+    def bitcast(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir_to)
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
+        return nb_to(nb_from), codegen
 
-    return sig, codegen
+    return bitcast
+
+
+#: Fused multiply-add in float64; the bits of an int64 as a float64 and back.
+_fma = _fma_intrinsic(types.float64, ir.DoubleType(), "f64")
+_i2f = _bitcast_intrinsic(types.int64, types.float64, ir.DoubleType())
+_f2i = _bitcast_intrinsic(types.float64, types.int64, ir.IntType(64))
 
 
 @intrinsic
@@ -1108,40 +1104,10 @@ def _rr_invert(k, idx_rest, ar_b, ur_b, hr_b, ec_b, sc_r, res_b, z_b, pm_r, sg_r
 # float32 lanes for the inversion of a float32 sweep's ReLU draw (design note 45)
 # --------------------------------------------------------------------------------------------
 
-@intrinsic
-def _fma32(typingctx, a, b, c):
-    """Fused multiply-add in float32 (LLVM ``llvm.fma.f32``)."""
-    sig = types.float32(types.float32, types.float32, types.float32)
-
-    def codegen(context, builder, signature, args):
-        f = ir.FloatType()
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f, [f, f, f]),
-                                            "llvm.fma.f32")
-        return builder.call(fn, args)
-
-    return sig, codegen
-
-
-@intrinsic
-def _i2f32(typingctx, i):
-    """Reinterpret the bits of an int32 as a float32."""
-    sig = types.float32(types.int32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return sig, codegen
-
-
-@intrinsic
-def _f2i32(typingctx, x):
-    """Reinterpret the bits of a float32 as an int32."""
-    sig = types.int32(types.float32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return sig, codegen
+#: The same in float32 / int32 (design note 45).
+_fma32 = _fma_intrinsic(types.float32, ir.FloatType(), "f32")
+_i2f32 = _bitcast_intrinsic(types.int32, types.float32, ir.FloatType())
+_f2i32 = _bitcast_intrinsic(types.float32, types.int32, ir.IntType(32))
 
 
 _F32 = np.float32
