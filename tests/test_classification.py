@@ -224,24 +224,35 @@ def utility_tolerance(ref, A, lab, U):
     return np.where(oh, tol_y[..., None], tol_c)
 
 
+def _sloppy_mnp_range(twin):
+    """A broken twin of ``cpu._mnp_range`` whose float32-lane ``T`` is 2⁻¹⁴ relative off (a few
+    hundred float32 ulps), built with ``twin`` (``tests/_helpers.njit_twin`` or a variant);
+    used in the subprocess scripts below."""
+    from numba import njit
+
+    from blockbayes.kernels import cpu
+
+    lanes = cpu._rr_lanes32
+
+    @njit
+    def sloppy(m, al_buf, u_buf, pm_f, sg_f, t_f):
+        lanes(m, al_buf, u_buf, pm_f, sg_f, t_f)
+        for j in range(m):
+            t_f[j] = t_f[j] * np.float32(1.0 + 2.0 ** -14)
+
+    inv = twin(cpu._tn_invert32, _rr_lanes32=sloppy)
+    return twin(cpu._mnp_range, _tn_block_unit32=twin(cpu._tn_block_unit32, _tn_invert32=inv))
+
+
 _SLOPPY = """
 import sys
 import numpy as np
-from numba import njit
 sys.path.insert(0, "tests")
 from _helpers import njit_twin
-from test_classification import _composed, _utility_inputs, utility_tolerance
+from test_classification import _composed, _sloppy_mnp_range, _utility_inputs, utility_tolerance
 from blockbayes import kernels
 from blockbayes._backend import random as bbr
 from blockbayes.kernels import cpu
-
-lanes = cpu._rr_lanes32
-
-@njit
-def sloppy(m, al_buf, u_buf, pm_f, sg_f, t_f):
-    lanes(m, al_buf, u_buf, pm_f, sg_f, t_f)
-    for j in range(m):
-        t_f[j] = t_f[j] * np.float32(1.0 + 2.0 ** -14)
 
 A, labels, U = _utility_inputs(1, 700, 10, np.float32, False, seed=710)
 key = bbr.key(11)
@@ -249,9 +260,7 @@ composed = _composed(key, A, labels, U, "cpu")
 tol = utility_tolerance(composed, A, np.broadcast_to(labels, (1, 700)), U)
 cpu.get_num_threads = lambda: 1
 good = kernels.multinomial_utilities(key, A, labels, U, impl="cpu")
-inv = njit_twin(cpu._tn_invert32, _rr_lanes32=sloppy)
-cpu._mnp_range = njit_twin(cpu._mnp_range,
-                           _tn_block_unit32=njit_twin(cpu._tn_block_unit32, _tn_invert32=inv))
+cpu._mnp_range = _sloppy_mnp_range(njit_twin)
 bad = kernels.multinomial_utilities(key, A, labels, U, impl="cpu")
 print(float(np.max(np.abs(good - composed.astype(np.float64)) / tol)),
       float(np.max(np.abs(bad - composed.astype(np.float64)) / tol)))
@@ -328,7 +337,7 @@ import sys
 import numpy as np
 sys.path.insert(0, "tests")
 from _helpers import njit_twin
-from test_classification import _utility_inputs
+from test_classification import _sloppy_mnp_range, _utility_inputs
 from blockbayes._backend import random as bbr
 from blockbayes import kernels
 from blockbayes.kernels import cpu
@@ -351,19 +360,8 @@ def run(t):
 
 serial = run(1)
 if sys.argv[2] == "twin":
-    lanes = cpu._rr_lanes32
-    from numba import njit
-
-    @njit
-    def sloppy(m, al_buf, u_buf, pm_f, sg_f, t_f):
-        lanes(m, al_buf, u_buf, pm_f, sg_f, t_f)
-        for j in range(m):
-            t_f[j] = t_f[j] * np.float32(1.0 + 2.0 ** -14)
-
-    inv = njit_twin(cpu._tn_invert32, _rr_lanes32=sloppy)
     orig = cpu._mnp_range
-    cpu._mnp_range = njit_twin(cpu._mnp_range,
-                               _tn_block_unit32=njit_twin(cpu._tn_block_unit32, _tn_invert32=inv))
+    cpu._mnp_range = _sloppy_mnp_range(njit_twin)
     run(1)
     cpu._mnp_range = orig
 print(bool(np.array_equal(run(2), serial)))
