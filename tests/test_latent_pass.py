@@ -507,7 +507,8 @@ def _sub_rows_sum_first(dst, S, c, p0, p1, nrows):
 
 
 def test_jammed_row_updates_are_the_one_term_passes_bit_for_bit():
-    """``cpu._sub_rows`` / ``_add_rows`` (four terms per pass over the columns) give every column
+    """``cpu._axpy_rows`` with sign −1 (``_sub_rows``) and +1 (four terms per pass over the
+    columns) give every column
     the one-term-per-pass updates ``dst[r] ∓= c_p S[p, r]`` in ascending p bit for bit, for 0–11
     terms (remainders of the groups of four), an offset ``p0``, a strided coefficient column, and
     1–700 columns; the sum-first twin is caught."""
@@ -519,7 +520,8 @@ def test_jammed_row_updates_are_the_one_term_passes_bit_for_bit():
     caught = False
     for nrows in (1, 7, 64, 700):
         for p0, p1 in [(0, 0), (0, 1), (0, 3), (0, 4), (0, 5), (0, 8), (0, 11), (2, 12), (3, 14)]:
-            for add, f in ((False, cpu._sub_rows), (True, cpu._add_rows)):
+            for add, f in ((False, cpu._sub_rows),
+                           (True, lambda *a: cpu._axpy_rows(*a, 1.0))):
                 c = C2[:, 5][p0:p1]                      # a strided column, as the solves pass
                 d0 = rng.standard_normal(nrows)
                 want = d0.copy()

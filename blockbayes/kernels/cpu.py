@@ -2181,7 +2181,7 @@ def _lg_zsum(zo, a, lo, m_all):
 
 #: _JAM_NOTE: ``dst[r] ∓= c_p·S[p, r]`` for p = p0, p0 + 1, … is one pass over the columns
 #: ``r`` per ``p`` (a load and a store of ``dst`` for every multiply: the loops are bound by
-#: the stores). :func:`_sub_rows` and :func:`_add_rows` take four ``p`` per pass,
+#: the stores). :func:`_axpy_rows` (:func:`_sub_rows`) takes four ``p`` per pass,
 #: ``dst[r] = (((dst[r] − c₀S₀) − c₁S₁) − c₂S₂) − c₃S₃`` (the remainder one at a time): each
 #: element gets the same operations in the same order (one rounding per multiply and per
 #: subtraction, ascending p), so the same bits, with a quarter of the loads and stores of
@@ -2218,12 +2218,6 @@ def _axpy_rows(dst, S, c, p0, p1, nrows, sign):
 def _sub_rows(dst, S, c, p0, p1, nrows):
     """``dst[r] ← dst[r] − Σ_p c[p − p0]·S[p, r]``, subtracted one ``p`` at a time (_axpy_rows)."""
     _axpy_rows(dst, S, c, p0, p1, nrows, -1.0)
-
-
-@njit(inline="always", **_JIT)
-def _add_rows(dst, S, c, p0, p1, nrows):
-    """``dst[r] ← dst[r] + Σ_p c[p − p0]·S[p, r]``, added one ``p`` at a time (_axpy_rows)."""
-    _axpy_rows(dst, S, c, p0, p1, nrows, 1.0)
 
 
 @njit(inline="always", **_JIT)
