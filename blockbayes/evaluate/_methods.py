@@ -368,13 +368,16 @@ def _std_net(arch: Arch, prior_prec, delta_y):
 
 
 def _map_kw(noise, holdout, max_iter, optimizer, restarts=1, tol=None, ftol=None, noise_prior=(1.0, 1e-2),
-            evidence=None, starts=8, refit_iter=5000, restart_seeds="map") -> dict:
+            evidence=None, starts=8, refit_iter=5000, restart_seeds="map", anchored=False, target_noise=None) -> dict:
     """:func:`blockbayes.point_fit.map_posterior` settings from a method's options (``restarts``,
-    ``tol``, ``ftol`` and the noise prior act with ``noise="joint"``/``"evidence"`` only, ``evidence``
-    with ``"evidence"`` only, ``restart_seeds`` with ``"joint"`` only)."""
+    ``tol``, ``ftol`` and the noise prior act with ``noise="joint"``/``"evidence"``/``"joint_holdout"``
+    only, ``evidence`` with ``"evidence"`` only, ``restart_seeds`` with ``"joint"`` only; ``anchored``
+    and ``target_noise``: the anchored ensemble of ``ensemble_posterior``, passed only when set)."""
     kw = dict(noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer)
-    if noise in ("joint", "evidence"):
+    if noise in ("joint", "evidence", "joint_holdout"):
         kw.update(restarts=restarts, tol=tol, ftol=ftol, noise_prior=tuple(noise_prior))
+    if anchored or target_noise is not None:
+        kw.update(anchored=bool(anchored), target_noise=target_noise)
     if restart_seeds != "map":
         kw["restart_seeds"] = restart_seeds
     if noise == "evidence":
@@ -490,6 +493,12 @@ def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, **options):
     hyper = ens.config.get("hyper_fit")
     if hyper:
         diag.update({k: v for k, v in hyper.items() if k != "map_time_s"})
+    anc = ens.config.get("anchored")
+    if anc:
+        diag.update(anchored=anc["anchored"], target_noise=anc["target_noise"], members_time_s=anc["members_time_s"])
+        if "pilot" in anc:
+            diag.update(pilot_delta_y=anc["pilot"]["delta_y"], pilot_delta_y_joint=anc["pilot"]["delta_y_joint"],
+                        pilot_iters=anc["pilot"]["iters"], pilot_time_s=anc["pilot"]["time_s"])
     sel = ens.config.get("select")
     if sel:
         diag.update(sel)
