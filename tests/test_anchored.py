@@ -250,3 +250,25 @@ def test_anchored_ensemble_is_seeded_and_its_members_differ():
     pilot = point_fit.joint_holdout_noise(net, X, y, seed=5, max_iter=300)
     cand = point_fit.joint_select_candidates(net, X, y, seed=5, starts=1, max_iter=300, refit_iter=1)
     assert pilot["delta_y"] == float(cand["holdout_mse"][0])
+
+
+def test_runner_method_ensemble_anchored():
+    """The registered method: its defaults (ensemble_joint's, plus the anchor), and one cell end to end
+    whose ensemble is ensemble_posterior's anchored fit of the same seed (the runner adds nothing)."""
+    from blockbayes import evaluate as ev
+    from blockbayes.datasets import Dataset
+
+    o = ev.get_method("ensemble_anchored").options({})
+    j = ev.get_method("ensemble_joint").options({})
+    assert o["anchored"] is True and o["target_noise"] is None
+    assert {k: v for k, v in o.items() if k not in ("anchored", "target_noise")} == j
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 2))
+    y = np.sin(X[:, 0]) + 0.1 * rng.standard_normal(50)
+    ds = Dataset(X[:35], y[:35], X[35:], y[35:], name="toy", task="regression", x_mean=np.zeros(2),
+                 x_std=np.ones(2), y_mean=0.0, y_std=1.0, info={"standardized": True})
+    cell = ev.evaluate([{"method": "ensemble_anchored", "max_iter": 200}], [ds], progress=False,
+                       plots=False, memory="none").cells[0]
+    assert cell["status"] == "ok", cell.get("error")
+    assert cell["diagnostics"]["anchored"] is True and cell["diagnostics"]["members"] == 5
+    assert math.isfinite(cell["metrics"]["rmse"])

@@ -532,6 +532,21 @@ register_method(Method(
                 "on all points (Gaussian-mixture predictive, Δ_y per member = its held-out MSE)"))
 
 
+# Anchored (randomize-then-optimize) ensemble (issue 16, session 13, design note 49): 5 members, one
+# batched L-BFGS problem as ensemble_joint (same tolerance, iteration cap, hyperprior), but member k's
+# weight prior is centred at its own draw θ₀ᵏ ~ N(0, Λ⁻¹) (fan-in: variance 1/d_l for every weight and
+# bias of layer l) and the fit starts there; the noise is learned jointly per member (profiled, as
+# ensemble_joint), the targets are not perturbed. Chosen on Gal's inner validation splits of Yacht and
+# Energy among: joint noise (this), fixed noise at a pilot fit's held-out MSE or at its joint Δ̂_y, each
+# with and without target perturbation (docs/reference.md "Session 13"). Opt-in.
+register_method(Method(
+    "ensemble_anchored", _fit_ensemble,
+    defaults=dict(_STRONG_MAP_DEFAULTS, members=5, restarts=1, anchored=True, target_noise=None),
+    requires="blockbayes.laplace:map_ensemble",
+    description="anchored ensemble: 5 joint-noise MAP fits, each with its weight prior centred at its own prior "
+                "draw (randomize-then-optimize), one batched problem (Gaussian-mixture predictive)"))
+
+
 def _fit_laplace(arch, X, y, *, seed, structure, subset, prior_prec, delta_y, noise, holdout, max_iter,
                  optimizer, tune, prior_structure, pred_type, link, n_samples):
     from .. import laplace
