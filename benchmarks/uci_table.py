@@ -80,6 +80,8 @@ METHODS = {
     # joint noise, candidate starts selected on a 10% holdout (issue 16, session 6): opt-in
     "map_joint_select": {"method": "map_joint_select"},
     "ensemble_joint_select": {"method": "ensemble_joint_select", "members": 5},
+    # anchored (randomize-then-optimize) joint-noise ensemble (issue 16, session 13): opt-in
+    "ensemble_anchored": {"method": "ensemble_anchored", "members": 5},
     "vi_mf": {"method": "vi_mf"},
     "gibbs": {"method": "gibbs", "num_warmup": 300, "num_samples": 100, "thin": 3, "num_chains": 4,
               "delta_z": 1e-3, "delta_x": 1e-3, "init": "map"},
@@ -93,7 +95,7 @@ METHODS = {
 }
 DEFAULT_METHODS = tuple(m for m in METHODS if m not in ("hmc", "map_joint", "map_joint_shared", "ensemble_joint", "map_evidence",
                                                         "ensemble_evidence", "map_joint_select",
-                                                        "ensemble_joint_select"))  # opt-in: --methods
+                                                        "ensemble_joint_select", "ensemble_anchored"))  # opt-in: --methods
 
 # The two large sets get a cheaper budget so that the whole table fits a 2-core afternoon: fewer
 # L-BFGS iterations for every MAP fit (shared by MAP, Laplace, the ensemble and the MAP starts)
@@ -153,9 +155,14 @@ def describe(cfg) -> str:
                 f"{opts['num_warmup']} warm-up + {opts['num_samples']}×{opts['thin']} sweeps per chain "
                 f"({sweeps} sweeps, {opts['num_chains'] * opts['num_samples']} samples kept); "
                 f"predictive: noise-free network + Δ_y per sample")
-    if cfg["method"] in ("map", "ensemble", "map_joint", "map_joint_shared", "ensemble_joint") and opts.get("noise") == "joint":
+    if cfg["method"] in ("map", "ensemble", "map_joint", "map_joint_shared", "ensemble_joint",
+                         "ensemble_anchored") and opts.get("noise") == "joint":
         ens = cfg["method"].startswith("ensemble")
-        lead = (f"{opts['members']} MAP fits (one batched L-BFGS problem, one start each)" if ens
+        anch = (", each member's weight prior centred at its own draw θ₀ ~ N(0, Λ⁻¹) and started there "
+                "(anchored, randomize-then-optimize" + (f"; targets + N(0, {opts['target_noise']})"
+                                                          if opts.get("target_noise") is not None else "") + ")"
+                if opts.get("anchored") else "")
+        lead = (f"{opts['members']} MAP fits (one batched L-BFGS problem, one start each{anch})" if ens
                 else f"MAP (best objective of {opts['restarts']} starts, one batched L-BFGS problem"
                 + (": the ensemble's members, one shared fit)" if opts.get("restart_seeds") == "ensemble" else ")"))
         return (f"{lead}: weights and noise variance jointly (MAP of (θ, log Δ_y), 1/Δ_y ~ Gamma"

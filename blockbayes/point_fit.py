@@ -16,6 +16,10 @@ joint-noise MAP with ``restart_seeds="ensemble"`` takes its starts from that sam
 member by objective: one fit serves both, :func:`joint_members`).
 ``noise="joint_select"``: candidate start ``k`` of the holdout-selected joint fits is seeded with
 ``[seed, 200 + k]``, its holdout split with ``[seed, 7]`` (shared by the MAP and the ensemble).
+Anchored ensembles (``ensemble_posterior(anchored=True)``): one batched problem seeded with
+``[seed, 100]`` (member ``k``'s anchor, target perturbation and restarts from its own key, see
+:func:`~blockbayes.laplace.map_ensemble`); ``noise="joint_holdout"``'s pilot fit is seeded with
+``[seed, 200]`` and split with ``[seed, 7]`` (:func:`joint_holdout_noise`).
 
 >>> import blockbayes as bb                                                          # doctest: +SKIP
 >>> net = bb.MLP([d, 50, 1], prior_prec="fan_in", delta={"y": 0.1})                  # doctest: +SKIP
@@ -37,7 +41,7 @@ from .model import MLP, forward
 from .nn import resolve_likelihood
 from .point import EnsemblePosterior, PointPosterior
 
-__all__ = ["map_posterior", "ensemble_posterior", "joint_members", "joint_select_candidates", "chain_starts", "derived_seed",
+__all__ = ["map_posterior", "ensemble_posterior", "joint_members", "joint_select_candidates", "joint_holdout_noise", "chain_starts", "derived_seed",
            "clear_cache"]
 
 _CACHE: dict = {}
@@ -311,6 +315,53 @@ def _best_member(net, X, y, *, seed, members, max_iter, tol, ftol, noise_prior, 
     return with_noise(net, dy), w, dy, info
 
 
+def _holdout_split(X, y, seed, frac, what):
+    """``(y as (n, C), X_fit, y_fit, X_val, y_val)``: rows ``perm[n_val:]`` fit, rows ``perm[:n_val]``
+    score, ``perm = default_rng(derived_seed(seed, 7)).permutation(n)``, ``n_val = max(1, round(frac·n))``."""
+    xp = namespace(X)
+    n = int(X.shape[0])
+    n_val = max(1, int(round(frac * n)))
+    if n - n_val < 2:
+        raise ValueError(f"{what} needs more training points than {n}")
+    perm = np.random.default_rng(derived_seed(seed, 7)).permutation(n)
+    yy = xp.reshape(y, (n, -1)) if getattr(y, "ndim", 1) == 1 else y
+    tr, va = xp.asarray(perm[n_val:]), xp.asarray(perm[:n_val])
+    return yy, xp.take(X, tr, axis=0), xp.take(yy, tr, axis=0), xp.take(X, va, axis=0), xp.take(yy, va, axis=0)
+
+
+def joint_holdout_noise(net: MLP, X, y, *, seed=None, holdout: float = 0.1, max_iter: int = 20000,
+                        tol: Optional[float] = 1e-6, ftol: Optional[float] = 0.0, noise_prior=(1.0, 1e-2)) -> dict:
+    """A noise variance for fixed-noise fits: the held-out MSE of one joint-noise MAP fit.
+
+    The split of ``noise="joint_select"`` (rows ``perm[n_val:]`` fit, ``perm[:n_val]`` score, split seed
+    ``[seed, 7]``); the fit is :func:`blockbayes.laplace.map_fit` with ``noise="joint"`` (MAP of
+    ``(θ, log Δ_y)``, ``1/Δ_y ~ Gamma(noise_prior)``), seed ``derived_seed(seed, 200)`` — candidate 0 of
+    :func:`joint_select_candidates`, without its refit — and
+
+    ``Δ_y = max(mean over held-out rows of (F(x; θ̂) − y)², 1e-6)``  (units of ``y``).
+
+    Returns
+    -------
+    dict
+        ``delta_y``, ``delta_y_joint`` (the fit's own ``Δ̂_y``), ``iters``, ``stop``, ``time_s``.
+    """
+    frac = float(holdout)
+    if not 0.0 < frac < 1.0:
+        raise ValueError(f"holdout must lie in (0, 1), got {holdout!r}")
+    _, Xt, yt, Xv, yv = _holdout_split(X, y, seed, frac, "noise='joint_holdout'")
+    kw = dict(noise="joint", noise_prior=tuple(noise_prior), max_iter=max_iter, progress=False, return_info=True)
+    if tol is not None:
+        kw["tol"] = tol
+    if ftol is not None:
+        kw["ftol"] = ftol
+    t0 = time.perf_counter()
+    w, info = map_fit(net, Xt, yt, seed=derived_seed(seed, 200), **kw)
+    F = np.asarray(to_numpy(forward(net, tuple(w), Xv)), dtype=np.float64).reshape(-1)
+    yv_h = np.asarray(to_numpy(yv), dtype=np.float64).reshape(-1)
+    return dict(delta_y=float(max(np.mean((F - yv_h) ** 2), 1e-6)), delta_y_joint=float(info["delta_y"]),
+                iters=int(info["num_iter"]), stop=info["message"], time_s=time.perf_counter() - t0)
+
+
 def joint_select_candidates(net: MLP, X, y, *, seed=None, starts: int = 8, holdout: float = 0.1,
                             max_iter: int = 20000, tol: Optional[float] = 1e-6, ftol: Optional[float] = 0.0,
                             noise_prior=(1.0, 1e-2), method: str = "lbfgs", cache: bool = False,
@@ -355,15 +406,7 @@ def joint_select_candidates(net: MLP, X, y, *, seed=None, starts: int = 8, holdo
     hit = _CACHE.get(key) if cache else None
     if hit is not None:
         return dict(hit, time_s=0.0, reused=True)
-    xp = namespace(X)
-    n = int(X.shape[0])
-    n_val = max(1, int(round(frac * n)))
-    if n - n_val < 2:
-        raise ValueError(f"noise='joint_select' needs more training points than {n}")
-    perm = np.random.default_rng(derived_seed(seed, 7)).permutation(n)
-    yy = xp.reshape(y, (n, -1)) if getattr(y, "ndim", 1) == 1 else y
-    tr, va = xp.asarray(perm[n_val:]), xp.asarray(perm[:n_val])
-    Xt, yt, Xv, yv = xp.take(X, tr, axis=0), xp.take(yy, tr, axis=0), xp.take(X, va, axis=0), xp.take(yy, va, axis=0)
+    yy, Xt, yt, Xv, yv = _holdout_split(X, y, seed, frac, "noise='joint_select'")
     kw = dict(noise="joint", noise_prior=tuple(noise_prior), max_iter=max_iter, progress=False, return_info=True)
     if tol is not None:
         kw["tol"] = tol
@@ -395,7 +438,7 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
                        holdout: float = 0.1, method: str = "lbfgs", max_iter: int = 1000, restarts: int = 1,
                        tol: Optional[float] = None, ftol: Optional[float] = None, noise_prior=(1.0, 1e-2),
                        likelihood=None, cache: bool = False, evidence=None, starts: int = 8,
-                       refit_iter: int = 5000) -> EnsemblePosterior:
+                       refit_iter: int = 5000, anchored: bool = False, target_noise=None) -> EnsemblePosterior:
     """A deep ensemble of ``members`` MAP fits (Lakshminarayanan et al. 2017) as a mixture posterior.
 
     ``batched=False``: member ``k`` is ``map_posterior(net, X, y, seed=derived_seed(seed, 100 + k),
@@ -415,6 +458,17 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
     fit of the same seed, shared in-process with ``cache``); member ``Δ_y`` = its held-out MSE
     (chosen on validation splits, docs/reference.md).
 
+    **Anchored** (randomize-then-optimize) ensembles, ``anchored=True`` and/or ``target_noise``: one
+    batched :func:`blockbayes.laplace.map_ensemble` problem seeded with ``[seed, 100]`` in which member
+    ``k`` minimises ``E_k(θ) = Σ_μ ℓ(yᵏ_μ, F_μ(θ)) + ½(θ − θ₀ᵏ)ᵀΛ(θ − θ₀ᵏ)`` with its own prior draw
+    ``θ₀ᵏ ~ N(0, Λ⁻¹)`` and targets ``yᵏ = y + εᵏ``, ``εᵏ ~ N(0, Δ_ε)`` (see ``map_ensemble``). The
+    noise, by ``noise``: ``"joint"`` (profiled per member, as ``ensemble_joint``; member ``Δ_y`` = its
+    ``Δ̂_y``), ``"joint_holdout"`` (fixed at the held-out MSE of one joint-noise fit on ``1 − holdout``
+    of the data, :func:`joint_holdout_noise`), ``"fixed"`` (``net.delta_y``) or a float.
+    ``target_noise``: ``None`` (targets not perturbed), a float ``Δ_ε``, or ``"noise"``: ``Δ_ε`` = the
+    fixed ``Δ_y`` (the exact-sampling recipe for a linear-Gaussian model; not with ``"joint"``).
+    ``config["anchored"]``: the settings, ``target_noise`` used and the noise fit's diagnostics.
+
     Returns
     -------
     EnsemblePosterior
@@ -423,6 +477,10 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
         batched fits add ``map_objective`` and ``map_grad_norm``).
     """
     lik = resolve_likelihood(net, likelihood)
+    if anchored or target_noise is not None:
+        return _ensemble_anchored(net, X, y, lik=lik, members=members, seed=seed, noise=noise, holdout=holdout,
+                                  method=method, max_iter=max_iter, restarts=restarts, tol=tol, ftol=ftol,
+                                  noise_prior=noise_prior, anchored=anchored, target_noise=target_noise)
     if noise == "joint_select":
         return _ensemble_select(net, X, y, lik=lik, members=members, seed=seed, starts=starts, holdout=holdout,
                                 method=method, max_iter=max_iter, tol=tol, ftol=ftol, noise_prior=noise_prior,
@@ -466,6 +524,59 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
     dy = np.array([c["delta_y"] for c in cfg]) if reg else None
     config = {"members": cfg, **({"hyper_fit": hyper} if hyper else {})}
     return EnsemblePosterior(net=net, weights=tuple(W), delta_y=dy, likelihood=lik, config=config)
+
+
+_ANCHORED_NOISE = ("joint", "joint_holdout", "fixed")
+
+
+def _ensemble_anchored(net, X, y, *, lik, members, seed, noise, holdout, method, max_iter, restarts, tol, ftol,
+                       noise_prior, anchored, target_noise):
+    """``ensemble_posterior(anchored=True / target_noise=...)``: one batched anchored ``map_ensemble``."""
+    if method != "lbfgs":
+        raise ValueError(f"an anchored ensemble needs method='lbfgs', got {method!r}")
+    if not isinstance(anchored, bool):
+        raise TypeError(f"anchored must be a bool, got {type(anchored).__name__}")
+    reg = lik == "gaussian"
+    if reg and isinstance(noise, str) and noise not in _ANCHORED_NOISE:
+        raise ValueError(f"an anchored ensemble takes noise in {_ANCHORED_NOISE} or a float, got {noise!r}")
+    if isinstance(target_noise, str) and target_noise != "noise":
+        raise ValueError(f"target_noise must be None, a positive float or 'noise', got {target_noise!r}")
+    if target_noise == "noise" and noise == "joint":
+        raise ValueError("target_noise='noise' needs a fixed noise variance (noise='joint_holdout', 'fixed' or a "
+                         "float), not noise='joint'")
+    hyper = {"anchored": bool(anchored), "noise": noise if isinstance(noise, str) else float(noise)}
+    kw = dict(members=members, restarts=restarts, seed=derived_seed(seed, 100), likelihood=lik, max_iter=max_iter,
+              tol=1e-7 if tol is None else tol, ftol=ftol, progress=False, return_info=True, anchored=anchored)
+    t0 = time.perf_counter()
+    if reg:
+        if noise == "joint":
+            kw.update(noise="joint", noise_prior=tuple(noise_prior))
+        else:
+            if noise == "joint_holdout":
+                pilot = joint_holdout_noise(net, X, y, seed=seed, holdout=holdout, max_iter=max_iter, tol=tol,
+                                            ftol=ftol, noise_prior=noise_prior)
+                dy = pilot["delta_y"]
+                hyper["pilot"] = pilot
+            else:
+                dy = float(net.delta_y) if noise == "fixed" else float(noise)
+            kw["noise"] = dy
+            if target_noise == "noise":
+                target_noise = dy
+    elif target_noise is not None:
+        raise ValueError(f"target_noise needs the gaussian likelihood (got {lik!r})")
+    W, info = map_ensemble(net, X, y, target_noise=target_noise, **kw)
+    hyper.update(target_noise=None if target_noise is None else float(target_noise),
+                 members_time_s=time.perf_counter() - t0)
+    cfg = []
+    for mi in info["members"]:
+        c = {"map_converged": bool(mi["converged"]), "map_iters": int(mi["num_iter"]), "map_stop": mi["message"],
+             "map_objective": float(mi["objective"]), "map_grad_norm": float(mi["grad_norm"])}
+        if reg:
+            c["delta_y"] = float(mi["delta_y"])
+        cfg.append(c)
+    dy = np.array([c["delta_y"] for c in cfg]) if reg else None
+    return EnsemblePosterior(net=net, weights=tuple(W), delta_y=dy, likelihood=lik,
+                             config={"members": cfg, "anchored": hyper})
 
 
 def _ensemble_select(net, X, y, *, lik, members, seed, starts, holdout, method, max_iter, tol, ftol, noise_prior,

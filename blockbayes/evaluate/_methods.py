@@ -368,13 +368,16 @@ def _std_net(arch: Arch, prior_prec, delta_y):
 
 
 def _map_kw(noise, holdout, max_iter, optimizer, restarts=1, tol=None, ftol=None, noise_prior=(1.0, 1e-2),
-            evidence=None, starts=8, refit_iter=5000, restart_seeds="map") -> dict:
+            evidence=None, starts=8, refit_iter=5000, restart_seeds="map", anchored=False, target_noise=None) -> dict:
     """:func:`blockbayes.point_fit.map_posterior` settings from a method's options (``restarts``,
-    ``tol``, ``ftol`` and the noise prior act with ``noise="joint"``/``"evidence"`` only, ``evidence``
-    with ``"evidence"`` only, ``restart_seeds`` with ``"joint"`` only)."""
+    ``tol``, ``ftol`` and the noise prior act with ``noise="joint"``/``"evidence"``/``"joint_holdout"``
+    only, ``evidence`` with ``"evidence"`` only, ``restart_seeds`` with ``"joint"`` only; ``anchored``
+    and ``target_noise``: the anchored ensemble of ``ensemble_posterior``, passed only when set)."""
     kw = dict(noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer)
-    if noise in ("joint", "evidence"):
+    if noise in ("joint", "evidence", "joint_holdout"):
         kw.update(restarts=restarts, tol=tol, ftol=ftol, noise_prior=tuple(noise_prior))
+    if anchored or target_noise is not None:
+        kw.update(anchored=bool(anchored), target_noise=target_noise)
     if restart_seeds != "map":
         kw["restart_seeds"] = restart_seeds
     if noise == "evidence":
@@ -490,6 +493,12 @@ def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, **options):
     hyper = ens.config.get("hyper_fit")
     if hyper:
         diag.update({k: v for k, v in hyper.items() if k != "map_time_s"})
+    anc = ens.config.get("anchored")
+    if anc:
+        diag.update(anchored=anc["anchored"], target_noise=anc["target_noise"], members_time_s=anc["members_time_s"])
+        if "pilot" in anc:
+            diag.update(pilot_delta_y=anc["pilot"]["delta_y"], pilot_delta_y_joint=anc["pilot"]["delta_y_joint"],
+                        pilot_iters=anc["pilot"]["iters"], pilot_time_s=anc["pilot"]["time_s"])
     sel = ens.config.get("select")
     if sel:
         diag.update(sel)
@@ -521,6 +530,21 @@ register_method(Method(
     requires="blockbayes.laplace:map_fit",
     description="deep ensemble: the 5 best of 8 joint-noise MAP starts by a 10% holdout's MSE, each refitted "
                 "on all points (Gaussian-mixture predictive, Δ_y per member = its held-out MSE)"))
+
+
+# Anchored (randomize-then-optimize) ensemble (issue 16, session 13, design note 49): 5 members, one
+# batched L-BFGS problem as ensemble_joint (same tolerance, iteration cap, hyperprior), but member k's
+# weight prior is centred at its own draw θ₀ᵏ ~ N(0, Λ⁻¹) (fan-in: variance 1/d_l for every weight and
+# bias of layer l) and the fit starts there; the noise is learned jointly per member (profiled, as
+# ensemble_joint), the targets are not perturbed. Chosen on Gal's inner validation splits of Yacht and
+# Energy among: joint noise (this), fixed noise at a pilot fit's held-out MSE or at its joint Δ̂_y, each
+# with and without target perturbation (docs/reference.md "Session 13"). Opt-in.
+register_method(Method(
+    "ensemble_anchored", _fit_ensemble,
+    defaults=dict(_STRONG_MAP_DEFAULTS, members=5, restarts=1, anchored=True, target_noise=None),
+    requires="blockbayes.laplace:map_ensemble",
+    description="anchored ensemble: 5 joint-noise MAP fits, each with its weight prior centred at its own prior "
+                "draw (randomize-then-optimize), one batched problem (Gaussian-mixture predictive)"))
 
 
 def _fit_laplace(arch, X, y, *, seed, structure, subset, prior_prec, delta_y, noise, holdout, max_iter,

@@ -38,7 +38,7 @@ from .iterative import _isatty
 from ._mlp_grad import (activation_derivative, auto_chunk, chunks, loss_derivatives, objective,
                         prior_vector)
 
-__all__ = ["map_fit", "map_ensemble", "member_keys", "neg_log_posterior", "init_weights", "batched_objective",
+__all__ = ["map_fit", "map_ensemble", "member_keys", "neg_log_posterior", "init_weights", "batched_objective", "anchor_draw",
            "lbfgs_batched", "lbfgs_step", "LBFGSState", "AdamState"]
 
 init_weights = C.init_weights
@@ -105,7 +105,7 @@ def _unflatten_batch(vec: np.ndarray, net: MLP, like, *, xp=None, shapes=None, d
 
 
 def batched_objective(net: MLP, weights, X, Y, *, likelihood: str, lam_w, lam_b, delta_y: float = 1.0,
-                      noise_prior=None, chunk_size=None):
+                      noise_prior=None, chunk_size=None, prior_mean=None, member_targets=None):
     """Negative log posteriors of ``M`` independent weight sets in one pass, and their gradients.
 
     Member ``m`` has weights ``weights[l][m]`` (shape ``(M, d_{l+1}, d_l + 1)``, bias last). With
@@ -127,6 +127,12 @@ def batched_objective(net: MLP, weights, X, Y, *, likelihood: str, lam_w, lam_b,
     the joint gradient at ``ŝ`` (``∇SSE/(2Δ̂_y) + Λθ``), so a minimiser of it is the joint MAP of
     ``(θ, log Δ_y)`` (the Gamma density transformed to ``s``, Jacobian included).
 
+    **Anchored** (randomize-then-optimize) members: with ``prior_mean`` (per layer ``(M, d_{l+1},
+    d_l + 1)``, the anchors ``θ₀ᵐ``) the prior term is centred there, ``½ (θ_m − θ₀ᵐ)ᵀΛ(θ_m − θ₀ᵐ)``
+    (gradient ``Λ(θ_m − θ₀ᵐ)``); with ``member_targets`` (Gaussian only, ``(M, n, C)``) member ``m``
+    fits its own targets ``yᵐ`` (e.g. ``y + εᵐ``) in the data term (SSE and the profiled noise
+    included). Both ``None``: the objective above, computed exactly as before.
+
     Returns
     -------
     E : array, shape (M,)
@@ -139,7 +145,8 @@ def batched_objective(net: MLP, weights, X, Y, *, likelihood: str, lam_w, lam_b,
     """
     namespace(X, *weights)                           # one array library (ValueError otherwise)
     return _Objective(net, X, Y, likelihood=likelihood, lam_w=lam_w, lam_b=lam_b, delta_y=delta_y,
-                      noise_prior=noise_prior, chunk_size=chunk_size)(weights)
+                      noise_prior=noise_prior, chunk_size=chunk_size, prior_mean=prior_mean,
+                      member_targets=member_targets)(weights)
 
 
 class _Objective:
@@ -153,9 +160,16 @@ class _Objective:
     """
 
     def __init__(self, net: MLP, X, Y, *, likelihood: str, lam_w, lam_b, delta_y: float = 1.0,
-                 noise_prior=None, chunk_size=None):
+                 noise_prior=None, chunk_size=None, prior_mean=None, member_targets=None):
         if noise_prior is not None and likelihood != "gaussian":
             raise ValueError("a learned noise variance needs the gaussian likelihood")
+        # anchored members (None: the plain objective, untouched): per-layer prior means (M, d, k)
+        # and per-member targets (M, n, C); __call__(rows=...) takes the rows of the members evaluated
+        self.anchor = None if prior_mean is None else _check_anchor(net, prior_mean, X)
+        self.Ym = None if member_targets is None else _check_member_targets(member_targets, X, Y, likelihood)
+        if self.anchor is not None and self.Ym is not None and int(self.anchor[0].shape[0]) != int(self.Ym.shape[0]):
+            raise ValueError(f"prior_mean has {int(self.anchor[0].shape[0])} members, member_targets "
+                             f"{int(self.Ym.shape[0])}")
         xp = self.xp = namespace(X)
         if is_numpy(xp) and hasattr(np, "astype"):
             # NumPy >= 2.1 implements these functions itself: the same calls without
@@ -188,6 +202,22 @@ class _Objective:
         if out is None:
             out = self._chunks[step] = [(self.X[s:e, :], self.Y[s:e, :], s, e) for s, e in chunks(self.n, step)]
         return out
+
+    def _member_chunks(self, step, rows):
+        """:meth:`_data_chunks` with the per-member targets ``Ym[rows, s:e]`` ``(M, m, C)`` as the
+        targets (every member when ``rows`` is ``None``)."""
+        Ym = self.Ym if rows is None else self.xp.take(self.Ym, self._rows(rows), axis=0)
+        return [(Xc, Ym[:, s:e, :], s, e) for Xc, _, s, e in self._data_chunks(step)]
+
+    def _rows(self, rows):
+        return self.xp.asarray(np.asarray(rows, dtype=np.int64), device=self.dev)
+
+    def _anchor_rows(self, rows):
+        """The anchors of members ``rows`` (all when ``None``), per layer ``(M, d, k)``."""
+        if rows is None:
+            return self.anchor
+        idx = self._rows(rows)
+        return tuple(self.xp.take(A, idx, axis=0) for A in self.anchor)
 
     def _gaussian_terms(self, xp, data, M, nC):
         """Noise part of the Gaussian objective for the ``(M,)`` halved residual sums ``data``.
@@ -252,9 +282,20 @@ class _Objective:
             out = self._full[key] = (A, H, D, F)
         return out
 
-    def __call__(self, weights, Ww=None, WwT=None):
+    def member_rows(self, rows):
+        """``rows`` (the anchored members evaluated), or ``None`` for all of them in order (and always
+        for the plain objective, which has no per-member data)."""
+        if rows is None or (self.anchor is None and self.Ym is None):
+            return None
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= self._members())):
+            raise ValueError(f"rows must index the {self._members()} anchored members, got {rows!r}")
+        return None if rows.size == self._members() and np.array_equal(rows, np.arange(rows.size)) else rows
+
+    def __call__(self, weights, Ww=None, WwT=None, rows=None):
+        rows = self.member_rows(rows)
         if self.host:
-            return self._host_call(weights, Ww, WwT)
+            return self._host_call(weights, Ww, WwT, rows=rows)
         xp, dtype, dev, net = self.xp, self.dtype, self.dev, self.net
         likelihood, n, C = self.likelihood, self.n, self.C
         M = int(weights[0].shape[0])
@@ -278,7 +319,8 @@ class _Objective:
             WwT = [xp.asarray(xp.matrix_transpose(W[:, :, :-1]), copy=True) for W in weights]  # (M, d_l, d_{l+1})
         bias = [W[:, None, :, -1] for W in weights]                                     # (M, 1, d_{l+1})
         relu = net.activation == "relu"           # f(A) = max(A, 0) with a 0-d zero of A's dtype
-        for H, Yc, s, e in self._data_chunks(step):
+        data_chunks = self._data_chunks(step) if self.Ym is None else self._member_chunks(step, rows)
+        for H, Yc, s, e in data_chunks:
             Hs, As = [], []
             for l in range(L):
                 A = H @ WwT[l] + bias[l]                                    # (M, m, d_{l+1})
@@ -289,7 +331,7 @@ class _Objective:
                          _activate_model(xp, A, net.activation, net.slope))
             F = As[-1]
             if likelihood == "gaussian":
-                r = F - Yc[None, :, :]
+                r = F - (Yc[None, :, :] if Yc.ndim == 2 else Yc)
                 data = data + 0.5 * xp.sum(xp.reshape(r * r, (M, -1)), axis=1)
                 d = r
             else:
@@ -314,14 +356,23 @@ class _Objective:
         else:
             E = data
             dy = self._filled(M, 1.0)
+        if self.anchor is not None:                  # ½ (θ − θ₀)ᵀΛ(θ − θ₀), gradient Λ(θ − θ₀)
+            for l, (W, W0) in enumerate(zip(weights, self._anchor_rows(rows))):
+                lam, D = self.lam[l], W - W0
+                E = E + 0.5 * xp.sum(xp.reshape(lam * D * D, (M, -1)), axis=1)
+                grads[l] = grads[l] + lam * D
+            return E, tuple(grads), dy
         for l, W in enumerate(weights):
             lam = self.lam[l]
             E = E + 0.5 * xp.sum(xp.reshape(lam * W * W, (M, -1)), axis=1)
             grads[l] = grads[l] + lam * W
         return E, tuple(grads), dy
 
+    def _members(self):
+        return int(self.anchor[0].shape[0]) if self.anchor is not None else int(self.Ym.shape[0])
 
-    def _host_call(self, weights, Ww=None, WwT=None, gout=None):
+
+    def _host_call(self, weights, Ww=None, WwT=None, gout=None, rows=None):
         """:meth:`__call__` for NumPy arrays: each value computed by the same operations in the same
         order (so the same bits), but through the ufuncs and methods themselves (``np.add.reduce``
         is what ``np.sum`` calls), in place into the temporaries of this call, with cached zero
@@ -348,7 +399,7 @@ class _Objective:
             grads = [np.empty((M, d, k), dtype=self.dtype) for d, k in self.shapes]
         else:
             grads = [gout[:, o:o + d * k].reshape(M, d, k) for o, (d, k) in zip(self.offsets, self.shapes)]
-        data_chunks = self._data_chunks(step)
+        data_chunks = self._data_chunks(step) if self.Ym is None else self._member_chunks(step, rows)
         last = data_chunks[-1][2]
         for H, Yc, s, e in data_chunks:
             Hs, As = [], []
@@ -396,6 +447,13 @@ class _Objective:
         else:
             E = data
             dy = self._filled(M, 1.0)
+        if self.anchor is not None:                  # ½ (θ − θ₀)ᵀΛ(θ − θ₀), gradient Λ(θ − θ₀)
+            for l, (W, W0) in enumerate(zip(weights, self._anchor_rows(rows))):
+                D = np.subtract(W, W0)
+                lD = mul(self.lam[l], D)
+                E = E + 0.5 * reduce(mul(lD, D).reshape(M, -1), axis=1)
+                add(grads[l], lD, out=grads[l])
+            return E, tuple(grads), dy
         for l, W in enumerate(weights):
             lW = mul(self.lam[l], W)
             E = E + 0.5 * reduce(mul(lW, W).reshape(M, -1), axis=1)
@@ -810,12 +868,16 @@ def lbfgs_batched(fun, x0, *, max_iter: int = 1000, gtol: float = 1e-5, ftol: fl
 
 
 def _fit_lbfgs_batch(net, inits, X, Y, *, lik, lam_w, lam_b, dy, noise_prior, max_iter, tol, ftol, history,
-                     chunk_size, progress, desc="MAP (L-BFGS)"):
-    """Run :func:`lbfgs_batched` on ``E/n`` from the stacked starts ``inits`` (per layer ``(M, d, k)``)."""
+                     chunk_size, progress, desc="MAP (L-BFGS)", prior_mean=None, member_targets=None):
+    """Run :func:`lbfgs_batched` on ``E/n`` from the stacked starts ``inits`` (per layer ``(M, d, k)``);
+    ``prior_mean`` / ``member_targets``: anchored members (:func:`batched_objective`), one row of each
+    per start."""
     n = X.shape[0]
     obj = _Objective(net, X, Y, likelihood=lik, lam_w=lam_w, lam_b=lam_b, delta_y=dy, noise_prior=noise_prior,
-                     chunk_size=chunk_size)
-
+                     chunk_size=chunk_size, prior_mean=prior_mean, member_targets=member_targets)
+    # anchored members: each evaluation passes the rows of the members it evaluates (the line search
+    # evaluates subsets of members); the plain objective ignores them
+    anch = prior_mean is not None or member_targets is not None
     xpX, shapes, dev = namespace(X), tuple(net.weight_shapes()), device_of(X)
     if obj.host:
         # NumPy: the layers are views of the host vector (float64) or cast copies, and the gradient
@@ -827,17 +889,19 @@ def _fit_lbfgs_batch(net, inits, X, Y, *, lik, lam_w, lam_b, dy, noise_prior, ma
             M = v.shape[0]
             W = tuple(v[:, o:o + d * k].reshape(M, d, k).astype(dtype, copy=False)
                       for o, (d, k) in zip(offs, shapes))
+            rows = obj.member_rows(idx) if anch else None
             if f64:
                 G = np.empty((M, P))
-                E, _, _ = obj._host_call(W, gout=G)
+                E, _, _ = obj._host_call(W, gout=G, rows=rows)
             else:
-                E, g, _ = obj._host_call(W)
+                E, g, _ = obj._host_call(W, rows=rows)
                 G = np.concatenate([gl.reshape(M, -1) for gl in g], axis=1, dtype=np.float64)
             G /= n
             return np.asarray(E, dtype=np.float64) / n, G
     else:
         def fun(v, idx):
-            E, g, _ = obj(_unflatten_batch(v, net, X, xp=xpX, shapes=shapes, device=dev))
+            E, g, _ = obj(_unflatten_batch(v, net, X, xp=xpX, shapes=shapes, device=dev),
+                          rows=idx if anch else None)
             return np.asarray(to_numpy(E), dtype=np.float64) / n, _flatten_batch(g) / n
 
     res = lbfgs_batched(fun, _flatten_batch(inits), max_iter=max_iter, gtol=tol, ftol=ftol, history=history,
@@ -846,6 +910,75 @@ def _fit_lbfgs_batch(net, inits, X, Y, *, lik, lam_w, lam_b, dy, noise_prior, ma
     _, _, dys = obj(W)
     res["delta_y"] = np.array(to_numpy(dys), dtype=np.float64)
     return W, res
+
+
+def _check_anchor(net, prior_mean, X):
+    """Per-layer anchors ``(M, d_{l+1}, d_l + 1)``: finite, of one member count, in ``X``'s namespace and dtype."""
+    if isinstance(prior_mean, (str, bytes)) or not hasattr(prior_mean, "__len__"):
+        raise TypeError(f"prior_mean must be a tuple of per-layer (M, d, k) arrays, got {type(prior_mean).__name__}")
+    shapes = net.weight_shapes()
+    if len(prior_mean) != len(shapes):
+        raise ValueError(f"prior_mean must have {len(shapes)} layers, got {len(prior_mean)}")
+    xp = namespace(X)
+    out, M = [], None
+    for l, (A, shp) in enumerate(zip(prior_mean, shapes)):
+        if not hasattr(A, "shape") or A.ndim != 3 or tuple(A.shape[1:]) != shp:
+            raise ValueError(f"prior_mean[{l}] must have shape (M,) + {shp}, got {getattr(A, 'shape', None)}")
+        if M is None:
+            M = int(A.shape[0])
+        elif int(A.shape[0]) != M:
+            raise ValueError(f"prior_mean layers disagree on the member count ({M} and {int(A.shape[0])})")
+        A = xp.astype(C.as_namespace_of(A, X), X.dtype)
+        if not bool(xp.all(xp.isfinite(A))):
+            raise ValueError(f"prior_mean[{l}] contains NaN or infinite values")
+        out.append(A)
+    return tuple(out)
+
+
+def _check_member_targets(member_targets, X, Y, likelihood):
+    """Per-member targets ``(M, n, C)`` (Gaussian only), finite, in ``X``'s namespace and dtype."""
+    if likelihood != "gaussian":
+        raise ValueError(f"per-member targets need the gaussian likelihood, got {likelihood!r}")
+    xp = namespace(X)
+    T = xp.astype(C.as_namespace_of(member_targets, X), X.dtype)
+    if T.ndim != 3 or tuple(T.shape[1:]) != tuple(Y.shape):
+        raise ValueError(f"member_targets must have shape (M,) + {tuple(Y.shape)}, got {tuple(T.shape)}")
+    if not bool(xp.all(xp.isfinite(T))):
+        raise ValueError("member_targets contains NaN or infinite values")
+    return T
+
+
+def anchor_draw(net: MLP, key, *, like, prior_precision=None):
+    """One anchor ``θ₀ ~ N(0, Λ⁻¹)`` of the weight prior (randomize-then-optimize ensembles).
+
+    Row ``i`` of layer ``l`` is ``w̃_{l,i} ~ N(0, diag(λ_W, …, λ_W, λ_b)⁻¹)`` (bias last): with
+    ``prior_prec="fan_in"`` every weight and bias of layer ``l`` has variance ``1/d_l``. Layer ``l``
+    draws with ``split(key(key), L)[l]``.
+
+    Parameters
+    ----------
+    net : MLP
+    key : int, SeedSequence or key
+    like : array
+        Namespace, device and dtype of the result.
+    prior_precision : None, float or per-layer sequence
+        Overrides the net's ``(λ_W, λ_b)`` (as in :func:`map_fit`).
+
+    Returns
+    -------
+    tuple of arrays
+        Per layer ``(d_{l+1}, d_l + 1)``.
+    """
+    lam_w, lam_b = C.resolve_prior(net, prior_precision)
+    xp = namespace(like)
+    keys = bbr.split(bbr.key(key), net.num_layers)
+    out = []
+    for l, (d, k) in enumerate(net.weight_shapes()):
+        Z = xp.asarray(bbr.normal(keys[l], (d, k), like=like), dtype=like.dtype, device=device_of(like))
+        sd = prior_vector(xp, 1.0 / math.sqrt(lam_w[l]), 1.0 / math.sqrt(lam_b[l]), k - 1, dtype=like.dtype,
+                          device=device_of(like))
+        out.append(Z * sd)
+    return tuple(out)
 
 
 def _check_noise_prior(noise_prior):
@@ -1085,7 +1218,8 @@ def _member_info(res, i, n) -> dict:
 def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=None, likelihood=None,
                  prior_precision=None, delta_y=None, sigma_noise=None, learn_noise: bool = False,
                  noise_prior=(1.0, 1e-2), max_iter: int = 2000, tol: float = 1e-7, ftol=None, history: int = 10,
-                 chunk_size=None, progress=True, return_info: bool = False, device=None, dtype=None, noise=None):
+                 chunk_size=None, progress=True, return_info: bool = False, device=None, dtype=None, noise=None,
+                 anchored: bool = False, target_noise=None):
     """``members`` independent MAP fits (a deep ensemble), all fitted as **one batched problem**.
 
     Member ``k`` is exactly ``map_fit(net, X, y, seed=seeds[k], restarts=restarts, ...)`` with
@@ -1093,9 +1227,31 @@ def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=No
     optimiser keeps each member's state separate and only shares the objective evaluations, one
     batched matmul per layer for all ``members × restarts`` weight sets).
 
+    **Anchored ensemble** (randomize-then-optimize; Pearce et al. 2020, Osband et al. 2018): with
+    ``anchored=True`` and/or ``target_noise`` member ``k`` instead splits its seed into
+    ``(k_anchor, k_target, k_data) = split(key(seeds[k]), 3)``, draws an anchor
+    ``θ₀ᵏ ~ N(0, Λ⁻¹)`` (:func:`anchor_draw` with ``k_anchor``; ``anchored=False``: ``θ₀ᵏ = 0``)
+    and perturbed targets ``yᵏ = y + εᵏ``, ``εᵏ ~ N(0, target_noise·I)`` (``normal(k_target, (n, C))``;
+    ``target_noise=None``: ``εᵏ = 0``), and minimises
+
+    .. math:: E_k(\\theta) = \\sum_\\mu \\ell(y^k_\\mu, F_\\mu(\\theta))
+              + \\tfrac12 (\\theta - \\theta_0^k)^\\top\\Lambda(\\theta - \\theta_0^k)
+
+    (``ℓ`` Gaussian at the fixed ``Δ_y``, or the profiled joint noise with ``noise="joint"``, as in
+    :func:`batched_objective`), starting from ``θ₀ᵏ`` (further restarts from ``k_data``, as
+    ``_restart_inits``). For a model linear in ``θ`` with fixed ``Δ_y = target_noise`` the minimiser is
+    an exact draw from the posterior ``N(A⁻¹Jᵀy/Δ_y, A⁻¹)``, ``A = JᵀJ/Δ_y + Λ``: it is
+    ``A⁻¹(Jᵀ(y + ε)/Δ_y + Λθ₀)``, Gaussian with that mean and covariance
+    ``A⁻¹(JᵀJ/Δ_y + Λ)A⁻¹ = A⁻¹``. For the MLP it is an approximation.
+
     Parameters are those of :func:`map_fit` (L-BFGS only; ``device=``/``dtype=`` included);
     ``noise`` takes ``None``, a float, ``"fixed"`` or ``"joint"`` (the holdout and training-MSE
     choices refit per member: :func:`blockbayes.point_fit.ensemble_posterior`).
+    anchored : bool
+        Centre each member's prior at its own draw ``θ₀ᵏ ~ N(0, Λ⁻¹)`` (and start there).
+    target_noise : None or float
+        Variance of the members' target perturbations (Gaussian likelihood only; in the units of
+        ``y``); ``None``: the targets are not perturbed.
 
     Returns
     -------
@@ -1103,7 +1259,8 @@ def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=No
         Per layer ``(members, d_{l+1}, d_l + 1)``.
     info : dict
         Only with ``return_info``: ``members`` (a list of the per-member dicts of :func:`map_fit`)
-        and ``delta_y`` (array ``(members,)``).
+        and ``delta_y`` (array ``(members,)``); anchored ensembles add ``anchors`` (per layer
+        ``(members, d_{l+1}, d_l + 1)``).
     """
     lik = C.resolve_likelihood(net, likelihood)
     X, Y = prepare(net, X, y, device=device, dtype=dtype, task="standard", likelihood=lik)
@@ -1126,17 +1283,39 @@ def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=No
         npr = _check_noise_prior(noise_prior)
     tol = C.positive("tol", tol)
     ftol = tol * 1e-3 if ftol is None else float(ftol)
+    if not isinstance(anchored, bool):
+        raise TypeError(f"anchored must be a bool, got {type(anchored).__name__}")
+    if target_noise is not None:
+        if lik != "gaussian":
+            raise ValueError(f"target_noise needs the gaussian likelihood (got {lik!r})")
+        target_noise = C.positive("target_noise", target_noise)
     xp = namespace(X)
     parts = []
+    randomized = anchored or target_noise is not None
+    anchors, targets = [], []
     for k in member_keys(seed, members):
+        if randomized:
+            k_anchor, k_target, k_data = bbr.split(bbr.key(k), 3)
+            A0, Yk = _anchored_member(net, X, Y, k_anchor, k_target, anchored=anchored, target_noise=target_noise,
+                                      prior_precision=prior_precision)
+            anchors.append(tuple(xp.stack([a] * restarts) for a in A0))
+            if Yk is not None:
+                targets.append(xp.stack([Yk] * restarts))
+            parts.append(_restart_inits(net, X, k_data, restarts, first=A0))
+            continue
         k_init, k_data = bbr.split(bbr.key(k), 2)
         W0 = C.init_weights(net, seed=k_init, like=X)
         parts.append(_restart_inits(net, X, k_data, restarts, first=W0))
     inits = tuple(xp.concat([p[l] for p in parts], axis=0) for l in range(net.num_layers))
+    extra = {}
+    if randomized:
+        extra["prior_mean"] = tuple(xp.concat([a[l] for a in anchors], axis=0) for l in range(net.num_layers))
+        if targets:
+            extra["member_targets"] = xp.concat(targets, axis=0)
     W, res = _fit_lbfgs_batch(net, inits, X, Y, lik=lik, lam_w=lam_w, lam_b=lam_b, dy=dy, noise_prior=npr,
                               max_iter=C.positive_int("max_iter", max_iter), tol=tol, ftol=ftol,
                               history=C.positive_int("history", history), chunk_size=chunk_size,
-                              progress=progress, desc=f"MAP ensemble ({members}x{restarts}, L-BFGS)")
+                              progress=progress, desc=f"MAP ensemble ({members}x{restarts}, L-BFGS)", **extra)
     f = np.where(np.isfinite(res["f"]), res["f"], np.inf).reshape(members, restarts)
     best = np.arange(members) * restarts + np.argmin(f, axis=1)
     Wm = tuple(xp.take(w, xp.asarray(best, device=device_of(X)), axis=0) for w in W)
@@ -1151,7 +1330,25 @@ def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=No
             i.update(restart_objectives=[float(v) * n for v in res["f"][sl]],
                      restart_iters=[int(v) for v in res["num_iter"][sl]], best_restart=int(b - k * restarts))
         infos.append(i)
-    return Wm, dict(members=infos, delta_y=np.array([i["delta_y"] for i in infos]))
+    out = dict(members=infos, delta_y=np.array([i["delta_y"] for i in infos]))
+    if randomized:
+        out["anchors"] = tuple(xp.stack([a[l][0] for a in anchors]) for l in range(net.num_layers))
+    return Wm, out
+
+
+def _anchored_member(net, X, Y, k_anchor, k_target, *, anchored, target_noise, prior_precision):
+    """An anchored member's prior mean ``θ₀`` (:func:`anchor_draw`, or zeros when not ``anchored``) and
+    its targets ``Y + ε``, ``ε ~ N(0, target_noise)`` (``None`` without ``target_noise``)."""
+    xp = namespace(X)
+    if anchored:
+        A0 = anchor_draw(net, k_anchor, like=X, prior_precision=prior_precision)
+    else:
+        A0 = tuple(xp.zeros((d, k), dtype=X.dtype, device=device_of(X)) for d, k in net.weight_shapes())
+    Yk = None
+    if target_noise is not None:
+        eps = xp.asarray(bbr.normal(k_target, tuple(Y.shape), like=X), dtype=X.dtype, device=device_of(X))
+        Yk = Y + math.sqrt(target_noise) * eps
+    return A0, Yk
 
 
 def member_keys(seed, members: int) -> list:
