@@ -19,11 +19,19 @@ ddof 1); the pooled reference = the mixture over all runs' draws (per-point dens
 runs with equal weights — every run has the same number of draws — RMSE of the averaged mean) and
 the R-hat of F across all chains of all runs. ``--json PATH`` writes the pooled cells in the format
 ``benchmarks/gibbs_gold.py --reference PATH`` reads (also the single runs, for scoring against each).
+Runs at another budget (``run --num-warmup W --num-samples S``; files ``..._w<W>n<S>.npz``) are
+printed in their own rows and kept out of the pooled file.
+
+``score``: the ``gold_hmc_long()`` test cells of docs/gibbs-moves.md §6 (``GOLD_LONG``, seeds 0–2)
+against (a) ``gibbs_gold.NUTS`` (the issue's table; the library's cells where it has none), (b)
+each single run of the file, (c) the pooled reference, and how often the figure is met under each.
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 nice -n 10 python \\
         benchmarks/nuts_reference_spread.py run --dataset energy --split 0 --seeds 0 1 2 3 \\
         --out-dir /work/scratch/nuts15
     PYTHONPATH=$PWD python benchmarks/nuts_reference_spread.py report --out-dir /work/scratch/nuts15 \\
+        --json /work/scratch/nuts15/pooled_reference.json
+    PYTHONPATH=$PWD python benchmarks/nuts_reference_spread.py score \
         --json /work/scratch/nuts15/pooled_reference.json
 """
 from __future__ import annotations
@@ -67,6 +75,37 @@ def run_path(out_dir, dataset, split, seed, budget=(100, 100)):
     return os.path.join(out_dir, f"nuts_{dataset}_s{split}_r{seed}{tag}.npz")
 
 
+def pin_after_start(cpu):
+    """Import JAX as the runner does (its ``requires="numpyro"`` check imports it before
+    ``reference.nuts`` could set XLA_FLAGS), create the CPU client — its Eigen pool is sized by the
+    CPUs this process may use (2 here) — and only then pin every thread to ``cpu``. The pool size
+    changes the summation order of the large contractions (Energy's, not Yacht's), so a process
+    pinned from its start (a 1-thread pool) does not reproduce the runner's Energy cells."""
+    import numpyro  # noqa: F401
+    import jax
+
+    jax.devices()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), {int(cpu)})
+        except OSError:
+            pass
+    return thread_names()
+
+
+def thread_names():
+    """``{thread name: count}`` of this process (``tf_XLAEigen``: the XLA CPU pool's threads)."""
+    names = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                n = f.read().strip()
+            names[n] = names.get(n, 0) + 1
+        except OSError:
+            pass
+    return names
+
+
 def run_one(dataset, split, seed, out_dir, budget=(100, 100)):
     """One runner cell of ``hmc`` at runner seed ``seed`` (``budget``: warm-up and draws per chain);
     its draws are captured from :func:`reference.nuts` (the runner's own call) and saved with the
@@ -106,7 +145,7 @@ def run_one(dataset, split, seed, out_dir, budget=(100, 100)):
         mean=pp.mean * s, lpd=pp.lpd - math.log(s), chain_means=F.mean(axis=1) * s,
         runner_rmse=cell["metrics"]["rmse"], runner_ll=cell["metrics"]["ll"], nuts_seed=int(kw["seed"]),
         cpu_s=cpu, wall_s=wall, load=os.getloadavg()[0],
-        info=json.dumps(res.info), diag=json.dumps(diag), xla_flags=os.environ.get("XLA_FLAGS", ""),
+        info=json.dumps(res.info), diag=json.dumps(diag), xla_pool=thread_names().get("tf_XLAEigen", 0), xla_flags=os.environ.get("XLA_FLAGS", ""),
         dataset=dataset, split=split, seed=seed, finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     rmse = float(np.sqrt(np.mean((pp.mean - y) ** 2))) * s
     ll = float(np.mean(pp.lpd)) - math.log(s)
@@ -226,6 +265,9 @@ def main(argv=None):
     r.add_argument("--seeds", type=int, nargs="+", required=True)
     r.add_argument("--out-dir", default="/work/scratch/nuts15")
     r.add_argument("--force", action="store_true", help="rerun cells whose npz exists")
+    r.add_argument("--pin", type=int, default=None,
+                   help="pin every thread to this CPU after the JAX client is created (keeps the runner's "
+                        "2-thread XLA pool on this 2-core machine; see pin_after_start)")
     r.add_argument("--num-warmup", type=int, default=100, help="per chain (the runner's hmc cell: 100)")
     r.add_argument("--num-samples", type=int, default=100, help="per chain (the runner's hmc cell: 100)")
     p = sub.add_parser("report")
@@ -241,6 +283,8 @@ def main(argv=None):
         os.makedirs(a.out_dir, exist_ok=True)
         print(f"blockbayes from {bb.__file__}; load {os.getloadavg()[0]:.2f}", flush=True)
         budget = (a.num_warmup, a.num_samples)
+        if a.pin is not None:
+            print(f"pinned to CPU {a.pin} after the JAX client started; threads {pin_after_start(a.pin)}", flush=True)
         for seed in a.seeds:
             if os.path.exists(run_path(a.out_dir, a.dataset, a.split, seed, budget)) and not a.force:
                 print(f"skip {a.dataset} {a.split} r{seed}: exists", flush=True)
