@@ -75,6 +75,8 @@ def load_reference(path):
         raw = json.load(f)
     out = {}
     for key, v in raw.items():
+        if key.startswith("_"):          # "_budgets": runs at other budgets, not the pooled reference
+            continue
         ds, sp = key.split("/")
         out[(ds, int(sp))] = (float(v["pooled"][0]), float(v["pooled"][1]), f"pooled {v['runs']} runs")
     return out

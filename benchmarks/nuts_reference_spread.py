@@ -195,8 +195,11 @@ def report(out_dir, json_path=None):
         if (ds, sp) in ISSUE:
             r0, l0 = ISSUE[(ds, sp)]
             print(f"{ds:>7} {sp:2d} {'issue':>5} {r0:7.3f} {l0:+7.3f}   (the issue-15 table)")
-        if tag:          # a longer budget: printed, not part of the pooled reference file
+        if tag:          # another budget: printed, and kept under "_budgets", not as the pooled reference
             print(f"{ds:>7} {sp:2d} {'':>5} (runs above: budget {tag[2:]})")
+            out.setdefault("_budgets", {})[f"{ds}/{sp}/{tag[2:]}"] = {
+                "pooled": [prmse, pll], "pooled_rhat_f_max": dall["rhat_pred_max"], "runs": k,
+                "single": {str(r): list(v) for r, v in singles.items()}}
             continue
         out[f"{ds}/{sp}"] = {"pooled": [prmse, pll], "pooled_rhat_f_max": dall["rhat_pred_max"], "runs": k,
                              "single": {str(r): list(v) for r, v in singles.items()},
@@ -221,7 +224,9 @@ def score(pooled_json):
           f"figure: RMSE ×≤1.15 and ΔLL ≥ −0.1")
     print(f"{'cell':>10} {'seed':>4} {'RMSE / LL':>15} | {'table (gibbs_gold.NUTS)':>33} | "
           f"{'single NUTS runs r0, r1, ...: ratio/ΔLL met':<60} | {'pooled':>30}")
-    tally = {"table": [0, 0], "pooled": [0, 0], "single": [0, 0], "all_single": [0, 0], "any_single": [0, 0]}
+    tally = {"table": [0, 0], "pooled": [0, 0], "single": [0, 0], "all_single": [0, 0], "any_single": [0, 0],
+             "other_budget": [0, 0]}
+    budgets = ref.get("_budgets", {})
     for (ds, sp, gs), (rm, ll) in sorted(GOLD_LONG.items(), key=lambda t: (t[0][0], t[0][1], t[0][2])):
         key = f"{ds}/{sp}"
         if key not in ref:
@@ -244,14 +249,25 @@ def score(pooled_json):
         tally["pooled"][0] += pm
         tally["pooled"][1] += 1
         ss = " ".join(f"{x[1]:.2f}/{x[2]:+.2f}{'' if x[3] else '*'}" for x in singles)
+        extra = []
+        for bkey, b in sorted(budgets.items()):
+            if not bkey.startswith(key + "/"):
+                continue
+            for r, v in sorted(b["single"].items(), key=lambda kv: int(kv[0])):
+                br, bd, bm = figure(rm, ll, v)
+                tally["other_budget"][0] += bm
+                tally["other_budget"][1] += 1
+                extra.append(f"{bkey.split('/')[-1]} r{r} {v[0]:.3f}/{v[1]:+.3f}: {br:.2f}/{bd:+.2f} {'met' if bm else 'SHORT'}")
         print(f"{ds + ' ' + str(sp):>10} {gs:4d} {rm:7.3f}/{ll:+.3f} | {t[0]:.3f}/{t[1]:+.3f} ({t[2]:>13}) "
               f"{tr:.2f}/{td:+.2f} {'met' if tm else 'SHORT':>5} | {ss:<60} | "
-              f"{ref[key]['pooled'][0]:.3f}/{ref[key]['pooled'][1]:+.3f} {pr:.2f}/{pd:+.2f} {'met' if pm else 'SHORT':>5}")
+              f"{ref[key]['pooled'][0]:.3f}/{ref[key]['pooled'][1]:+.3f} {pr:.2f}/{pd:+.2f} {'met' if pm else 'SHORT':>5}"
+              + (" | " + "; ".join(extra) if extra else ""))
     print("(* = short against that single run)")
     for k, (m, n) in tally.items():
         label = {"table": "the default table (issue's; library cells where the issue has none)",
                  "single": "single NUTS runs (cell × run pairs)", "all_single": "every single run at once",
-                 "any_single": "at least one single run", "pooled": "the pooled reference"}[k]
+                 "any_single": "at least one single run", "pooled": "the pooled reference",
+                 "other_budget": "single runs at another budget (cell × run pairs)"}[k]
         print(f"met against {label}: {m} of {n}")
     return tally
 
