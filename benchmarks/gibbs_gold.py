@@ -24,7 +24,13 @@ column is then its mean ``min(1, α)`` after warm-up.
 
 NUTS references (4 chains, NumPyro, same model): the issue-15 table (Boston 0–2, Concrete 0,
 Yacht 0–2, Energy 0) and, for Energy 1–2, the library's own NUTS cells (docs/uci_reference.md,
-issue 16). Concrete 1–2 have no NUTS reference; their rows compare against nothing.
+issue 16). Concrete 1–2 have no issue-table NUTS reference; the library's ``hmc`` cells stand in.
+
+``--reference PATH``: also score every cell against the NUTS reference pooled over several
+independent runs (the JSON written by ``benchmarks/nuts_reference_spread.py report --json``; its
+``"dataset/split"`` entries' ``"pooled"`` RMSE / LL); the table above stays the first reading and
+is printed beside it (``pool``, ``p.ratio``, ``p.ΔLL``, ``p.met`` columns; blank where the file has
+no entry for the cell).
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 19 python benchmarks/gibbs_gold.py \\
         --datasets yacht energy boston concrete --splits 0 1 2
@@ -61,6 +67,25 @@ NUTS = {
     ("concrete", 1): (4.973, -3.012, "lib hmc"), ("concrete", 2): (4.828, -2.977, "lib hmc"),
 }
 RMSE_TOL, LL_TOL = 1.15, 0.1
+
+
+def load_reference(path):
+    """``{(dataset, split): (RMSE, LL, "pooled k runs")}`` from a nuts_reference_spread.py JSON."""
+    with open(path) as f:
+        raw = json.load(f)
+    out = {}
+    for key, v in raw.items():
+        if key.startswith("_"):          # "_budgets": runs at other budgets, not the pooled reference
+            continue
+        ds, sp = key.split("/")
+        out[(ds, int(sp))] = (float(v["pooled"][0]), float(v["pooled"][1]), f"pooled {v['runs']} runs")
+    return out
+
+
+def figure(rmse, ll, ref):
+    """(ratio, ΔLL, met) of one cell against one reference ``(RMSE, LL, ...)``."""
+    ratio, dll = rmse / ref[0], ll - ref[1]
+    return ratio, dll, bool(ratio <= RMSE_TOL and dll >= -LL_TOL)
 
 _MAP_TIME = [0.0]
 _MAP_ITERS = [0]       # 0: map_starts' own default (JOINT_MAX_ITER)
@@ -161,8 +186,12 @@ def main(argv=None):
     ap.add_argument("--ratio", type=float, default=None,
                     help="--preset gold: Δ_Z = Δ_X = ratio × median Δ̂_y (default: the preset's)")
     ap.add_argument("--out", default=None, help="append one JSON line per cell here")
+    ap.add_argument("--reference", default=None,
+                    help="also score against this pooled NUTS reference (nuts_reference_spread.py report --json); "
+                         "the issue's table stays the first reading")
     a = ap.parse_args(argv)
     _MAP_ITERS[0] = a.map_iters
+    pooled = load_reference(a.reference) if a.reference else None
     hmc = {k: v for k, v in dict(leapfrog=a.leapfrog, trajectories=a.trajectories, prior_mass=a.prior_mass,
                                      average_from=a.average_from, terminal=a.terminal).items()
            if v is not None}
@@ -171,7 +200,8 @@ def main(argv=None):
           f"{f', INNER validation {a.inner:g} of train' if a.inner else ', TEST split'}; "
           f"load avg (1 min) {os.getloadavg()[0]:.2f}", flush=True)
     print(f"{'set':>9} {'sp':>2} {'RMSE':>7} {'LL':>7} {'NUTS':>13} {'ratio':>6} {'ΔLL':>6} {'met':>5} "
-          f"{'wall s':>7} {'CPU s':>6} {'MAP s':>6} {'Δ_Z=Δ_X':>8} {'R̂(f)':>6} {'Δ_y':>8} {'acc':>5} {'load':>5}")
+          f"{'wall s':>7} {'CPU s':>6} {'MAP s':>6} {'Δ_Z=Δ_X':>8} {'R̂(f)':>6} {'Δ_y':>8} {'acc':>5} {'load':>5}"
+          + (f" {'pool':>13} {'p.ratio':>7} {'p.ΔLL':>6} {'p.met':>5}" if pooled is not None else ""))
     for name in a.datasets:
         for split in a.splits:
             c = one(name, split, chains=a.chains, warmup=a.warmup, samples=a.samples, delta=a.delta,
@@ -179,16 +209,25 @@ def main(argv=None):
                     redraw=a.redraw, map_fits=a.map_fits)
             ref = None if a.inner else NUTS.get((name, split))
             if ref is not None:
-                ratio, dll = c["rmse"] / ref[0], c["ll"] - ref[1]
-                met = ratio <= RMSE_TOL and dll >= -LL_TOL
+                ratio, dll, met = figure(c["rmse"], c["ll"], ref)
                 c.update(nuts_rmse=ref[0], nuts_ll=ref[1], nuts_source=ref[2], ratio=ratio, dll=dll, met=met)
                 refs = f"{ref[0]:.3g}/{ref[1]:+.2f}"
                 cols = f"{ratio:6.3f} {dll:+6.2f} {'met' if met else 'SHORT':>5}"
             else:
                 refs, cols = "–", f"{'':>6} {'':>6} {'':>5}"
             acc = f"{float(np.mean(c['accept'])):5.2f}" if c["accept"] is not None else f"{'':>5}"
+            pcols = ""
+            if pooled is not None:
+                pref = None if a.inner else pooled.get((name, split))
+                if pref is not None:
+                    pr, pd, pm = figure(c["rmse"], c["ll"], pref)
+                    c.update(pooled_rmse=pref[0], pooled_ll=pref[1], pooled_source=pref[2], pooled_ratio=pr,
+                             pooled_dll=pd, pooled_met=pm)
+                    pcols = f" {f'{pref[0]:.3f}/{pref[1]:+.3f}':>13} {pr:7.3f} {pd:+6.2f} {'met' if pm else 'SHORT':>5}"
+                else:
+                    pcols = f" {'–':>13} {'':>7} {'':>6} {'':>5}"
             print(f"{name:>9} {split:2d} {c['rmse']:7.3f} {c['ll']:+7.3f} {refs:>13} {cols} {c['wall_s']:7.1f} {c['cpu_s']:6.1f} {c['map_s']:6.1f} {c['delta']:8.2g} "
-                  f"{c['rhat_f']:6.2f} {c['delta_y']:8.3g} {acc} {c['load']:5.2f}", flush=True)
+                  f"{c['rhat_f']:6.2f} {c['delta_y']:8.3g} {acc} {c['load']:5.2f}{pcols}", flush=True)
             if a.out:
                 with open(a.out, "a") as f:
                     f.write(json.dumps(c, default=float) + "\n")

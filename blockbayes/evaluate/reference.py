@@ -30,7 +30,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["available", "nuts", "NUTSSamples", "forward_samples", "prediction_diagnostics"]
+__all__ = ["available", "nuts", "NUTSSamples", "forward_samples", "prediction_diagnostics", "PooledPredictive",
+           "pooled_predictive"]
 
 
 def available() -> bool:
@@ -275,3 +276,81 @@ def prediction_diagnostics(F) -> dict:
             "rhat_pred_share_1.01": float(np.mean(r <= 1.01)), "rhat_pred_share_1.1": float(np.mean(r <= 1.1)),
             "ess_bulk_pred_min": float(e.min()) if e.size else None,
             "ess_bulk_pred_median": float(np.median(e)) if e.size else None}
+
+
+class PooledPredictive(NamedTuple):
+    """The Gaussian-mixture predictive of :func:`pooled_predictive` (the units of ``F``).
+
+    Attributes
+    ----------
+    mean : array, shape (n,)
+        ``μ(x_i) = (1/R) Σ_r μ_r(x_i)``, ``μ_r`` the mean of run ``r``'s draws' ``F``.
+    lpd : array, shape (n,)
+        ``log p(y_i) = log (1/R) Σ_r p_r(y_i)``; ``None`` when no ``y`` was given.
+    run_mean : array, shape (R, n)
+    run_lpd : array, shape (R, n)
+        ``log p_r(y_i) = log (1/S_r) Σ_s N(y_i; F_s(x_i), Δ_y,s)`` over run ``r``'s ``S_r`` draws
+        (all its chains); ``None`` without ``y``.
+    """
+
+    mean: np.ndarray
+    lpd: Optional[np.ndarray]
+    run_mean: np.ndarray
+    run_lpd: Optional[np.ndarray]
+
+
+def pooled_predictive(F_runs, delta_y_runs, y=None) -> PooledPredictive:
+    """Predictive of several independent sampler runs pooled with equal weight per run.
+
+    Run ``r`` gives draws ``(F_s(x_i), Δ_y,s)`` (noise-free network output and noise variance of
+    every draw of every chain) and the per-run predictive ``p_r(y | x) = (1/S_r) Σ_s N(y; F_s(x),
+    Δ_y,s)``. The pooled predictive is the equal-weight mixture ``p(y | x) = (1/R) Σ_r p_r(y | x)``;
+    when every run has the same number of draws it is the mixture over all runs' draws.
+    Computed with log-sum-exp (no underflow for far-off points).
+
+    Parameters
+    ----------
+    F_runs : sequence of arrays, each (chains_r, draws_r, n) or (draws_r, n)
+        Per run, the network outputs at the ``n`` test points (one output).
+    delta_y_runs : sequence of arrays, each (chains_r, draws_r) or (draws_r,)
+        Per run, the noise variance of every draw (same leading shape as its ``F``).
+    y : array, shape (n,), optional
+        Targets, for the log predictive densities.
+
+    Returns
+    -------
+    PooledPredictive
+    """
+    F_runs, delta_y_runs = list(F_runs), list(delta_y_runs)
+    if not F_runs or len(F_runs) != len(delta_y_runs):
+        raise ValueError(f"need one delta_y per run and at least one run, got {len(F_runs)} F and "
+                         f"{len(delta_y_runs)} delta_y")
+    flat_F, flat_d = [], []
+    for r, (F, d) in enumerate(zip(F_runs, delta_y_runs)):
+        F = np.asarray(F, dtype=np.float64)
+        d = np.asarray(d, dtype=np.float64)
+        if F.ndim not in (2, 3) or d.shape != F.shape[:-1]:
+            raise ValueError(f"run {r}: F must be (chains, draws, n) or (draws, n) and delta_y its leading "
+                             f"shape, got {F.shape} and {d.shape}")
+        if not (np.all(np.isfinite(F)) and np.all(np.isfinite(d)) and np.all(d > 0)):
+            raise ValueError(f"run {r}: F must be finite and delta_y finite and positive")
+        flat_F.append(F.reshape(-1, F.shape[-1]))
+        flat_d.append(d.reshape(-1))
+    n = flat_F[0].shape[1]
+    if any(f.shape[1] != n for f in flat_F):
+        raise ValueError(f"every run must predict the same {n} points, got {[f.shape[1] for f in flat_F]}")
+    run_mean = np.stack([f.mean(axis=0) for f in flat_F])
+    mean = run_mean.mean(axis=0)
+    if y is None:
+        return PooledPredictive(mean, None, run_mean, None)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if y.shape != (n,):
+        raise ValueError(f"y must have {n} entries, got shape {y.shape}")
+
+    def _lse_mean(a, axis):
+        m = np.max(a, axis=axis, keepdims=True)
+        return np.squeeze(m, axis) + np.log(np.mean(np.exp(a - m), axis=axis))
+
+    run_lpd = np.stack([_lse_mean(-0.5 * (np.log(2 * np.pi * d)[:, None] + (y[None] - f) ** 2 / d[:, None]), 0)
+                        for f, d in zip(flat_F, flat_d)])
+    return PooledPredictive(mean, _lse_mean(run_lpd, 0), run_mean, run_lpd)
