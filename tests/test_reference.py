@@ -77,3 +77,34 @@ def test_hmc_method_through_the_runner(tmp_path):
     assert "rhat_pred_max" in p.diagnostics and "frac_max_tree_depth" in p.diagnostics
     with pytest.raises(ValueError, match="no option"):
         m.options({"chains": 2})
+
+
+_FRESH_PROCESS = r"""
+import os, sys
+os.environ.pop("XLA_FLAGS", None)
+from blockbayes import evaluate as ev
+from blockbayes.evaluate import reference
+names = ev.available_methods()
+ev.get_method("hmc")
+ok = reference.available()
+print("hmc" in names, ok, "jax" in sys.modules, "numpyro" in sys.modules)
+reference._import(1)
+print(os.environ.get("XLA_FLAGS", ""))
+"""
+
+
+def test_availability_checks_leave_jax_unimported_so_the_thread_option_applies():
+    """``available_methods()`` / ``get_method("hmc")`` / ``reference.available()`` must not import JAX:
+    its CPU thread pools are fixed at first import, so an availability check that imports it makes
+    ``nuts(threads=...)`` (and the runner's ``threads`` option) silently do nothing. Run in a fresh
+    interpreter; deterministic (no false failures). Caught: the previous checks, which imported
+    ``numpyro`` (and with it ``jax``) to see whether it was installed."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FRESH_PROCESS], capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    first, flags = out.stdout.strip().splitlines()[-2:]
+    assert first == "True True False False", first
+    assert "intra_op_parallelism_threads=1" in flags and "--xla_cpu_multi_thread_eigen=false" in flags, flags

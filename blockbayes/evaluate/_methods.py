@@ -18,6 +18,7 @@ such call and reads its diagnostics.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -157,9 +158,20 @@ def get_method(name: str) -> Method:
 
 
 def _requirement_met(req: Optional[str]) -> bool:
+    """Whether ``req`` (``"module"`` or ``"module:attr.path"``) is available.
+
+    A bare third-party module is looked up, not imported (``importlib.util.find_spec``): importing
+    JAX here would fix its thread pools before :func:`blockbayes.evaluate.reference.nuts` can set
+    ``XLA_FLAGS`` (its ``threads`` option). ``module:attr`` requirements are imported and walked.
+    """
     if not req:
         return True
     mod, _, attr = req.partition(":")
+    if not attr and not mod.startswith("blockbayes"):
+        try:
+            return importlib.util.find_spec(mod) is not None
+        except (ImportError, ValueError):
+            return False
     try:
         obj = importlib.import_module(mod)
     except Exception:

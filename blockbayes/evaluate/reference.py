@@ -23,6 +23,7 @@ centred form at these prior scales.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import time
@@ -35,13 +36,12 @@ __all__ = ["available", "nuts", "NUTSSamples", "forward_samples", "prediction_di
 
 
 def available() -> bool:
-    """Whether ``numpyro`` and ``jax`` import."""
+    """Whether ``numpyro`` and ``jax`` are installed (looked up, not imported: importing JAX would
+    fix its CPU thread pools before :func:`nuts` can apply its ``threads`` option)."""
     try:
-        import jax  # noqa: F401
-        import numpyro  # noqa: F401
-    except Exception:
+        return all(importlib.util.find_spec(m) is not None for m in ("jax", "numpyro"))
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 def _import(threads: Optional[int] = 1):
