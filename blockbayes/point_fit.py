@@ -315,6 +315,16 @@ def _best_member(net, X, y, *, seed, members, max_iter, tol, ftol, noise_prior, 
     return with_noise(net, dy), w, dy, info
 
 
+def _joint_fit_kw(max_iter, tol, ftol, noise_prior) -> dict:
+    """``map_fit`` keywords of a joint-noise (θ, log Δ_y) fit; ``tol``/``ftol`` ``None``: ``map_fit``'s own."""
+    kw = dict(noise="joint", noise_prior=tuple(noise_prior), max_iter=max_iter, progress=False, return_info=True)
+    if tol is not None:
+        kw["tol"] = tol
+    if ftol is not None:
+        kw["ftol"] = ftol
+    return kw
+
+
 def _holdout_split(X, y, seed, frac, what):
     """``(y as (n, C), X_fit, y_fit, X_val, y_val)``: rows ``perm[n_val:]`` fit, rows ``perm[:n_val]``
     score, ``perm = default_rng(derived_seed(seed, 7)).permutation(n)``, ``n_val = max(1, round(frac·n))``."""
@@ -349,11 +359,7 @@ def joint_holdout_noise(net: MLP, X, y, *, seed=None, holdout: float = 0.1, max_
     if not 0.0 < frac < 1.0:
         raise ValueError(f"holdout must lie in (0, 1), got {holdout!r}")
     _, Xt, yt, Xv, yv = _holdout_split(X, y, seed, frac, "noise='joint_holdout'")
-    kw = dict(noise="joint", noise_prior=tuple(noise_prior), max_iter=max_iter, progress=False, return_info=True)
-    if tol is not None:
-        kw["tol"] = tol
-    if ftol is not None:
-        kw["ftol"] = ftol
+    kw = _joint_fit_kw(max_iter, tol, ftol, noise_prior)
     t0 = time.perf_counter()
     w, info = map_fit(net, Xt, yt, seed=derived_seed(seed, 200), **kw)
     F = np.asarray(to_numpy(forward(net, tuple(w), Xv)), dtype=np.float64).reshape(-1)
@@ -407,11 +413,7 @@ def joint_select_candidates(net: MLP, X, y, *, seed=None, starts: int = 8, holdo
     if hit is not None:
         return dict(hit, time_s=0.0, reused=True)
     yy, Xt, yt, Xv, yv = _holdout_split(X, y, seed, frac, "noise='joint_select'")
-    kw = dict(noise="joint", noise_prior=tuple(noise_prior), max_iter=max_iter, progress=False, return_info=True)
-    if tol is not None:
-        kw["tol"] = tol
-    if ftol is not None:
-        kw["ftol"] = ftol
+    kw = _joint_fit_kw(max_iter, tol, ftol, noise_prior)
     t0 = time.perf_counter()
     weights, mse, obj, its, rinfo = [], [], [], [], []
     yv_h = np.asarray(to_numpy(yv), dtype=np.float64).reshape(-1)
@@ -514,6 +516,14 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
                                prior_precision=prior,
                                max_iter=max_iter, tol=1e-7 if tol is None else tol, ftol=ftol, progress=False,
                                return_info=True)
+    cfg, dy = _members_config(info, reg)
+    config = {"members": cfg, **({"hyper_fit": hyper} if hyper else {})}
+    return EnsemblePosterior(net=net, weights=tuple(W), delta_y=dy, likelihood=lik, config=config)
+
+
+def _members_config(info, reg: bool):
+    """Per-member fit records of a batched ``map_ensemble`` and, for regression, the members' ``Δ_y``
+    (``(M,)`` array; ``None`` otherwise)."""
     cfg = []
     for mi in info["members"]:
         c = {"map_converged": bool(mi["converged"]), "map_iters": int(mi["num_iter"]), "map_stop": mi["message"],
@@ -521,9 +531,7 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
         if reg:
             c["delta_y"] = float(mi["delta_y"])
         cfg.append(c)
-    dy = np.array([c["delta_y"] for c in cfg]) if reg else None
-    config = {"members": cfg, **({"hyper_fit": hyper} if hyper else {})}
-    return EnsemblePosterior(net=net, weights=tuple(W), delta_y=dy, likelihood=lik, config=config)
+    return cfg, (np.array([c["delta_y"] for c in cfg]) if reg else None)
 
 
 _ANCHORED_NOISE = ("joint", "joint_holdout", "fixed")
@@ -567,14 +575,7 @@ def _ensemble_anchored(net, X, y, *, lik, members, seed, noise, holdout, method,
     W, info = map_ensemble(net, X, y, target_noise=target_noise, **kw)
     hyper.update(target_noise=None if target_noise is None else float(target_noise),
                  members_time_s=time.perf_counter() - t0)
-    cfg = []
-    for mi in info["members"]:
-        c = {"map_converged": bool(mi["converged"]), "map_iters": int(mi["num_iter"]), "map_stop": mi["message"],
-             "map_objective": float(mi["objective"]), "map_grad_norm": float(mi["grad_norm"])}
-        if reg:
-            c["delta_y"] = float(mi["delta_y"])
-        cfg.append(c)
-    dy = np.array([c["delta_y"] for c in cfg]) if reg else None
+    cfg, dy = _members_config(info, reg)
     return EnsemblePosterior(net=net, weights=tuple(W), delta_y=dy, likelihood=lik,
                              config={"members": cfg, "anchored": hyper})
 

@@ -54,3 +54,15 @@ def njit_twin(fn, **globals_):
     twin = types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__)
     twin.__qualname__ = f"{py.__qualname__}__twin{next(_TWIN_IDS)}"
     return njit(nogil=True, error_model="numpy")(twin)
+
+
+def small_regression(seed=0, n=40, widths=(2, 6, 1), noise=0.1):
+    """``(net, X, y)``: a ReLU ``MLP(widths)`` (fan-in prior, Δ = 0.3) and ``y = sin(2x₁) + x₂²/2 +
+    noise·ε`` at ``n`` standard-normal inputs, ``y`` of shape ``(n, 1)`` (the MAP / ensemble tests)."""
+    import blockbayes as bb
+
+    rng = np.random.default_rng(seed)
+    net = bb.MLP(list(widths), "relu", prior_prec="fan_in", delta=0.3)
+    X = rng.normal(size=(n, widths[0]))
+    y = np.sin(2 * X[:, :1]) + X[:, 1:2] ** 2 / 2 + noise * rng.normal(size=(n, 1))
+    return net, X, y

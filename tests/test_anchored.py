@@ -13,16 +13,12 @@ from blockbayes import point_fit
 from blockbayes.laplace import anchor_draw, batched_objective, map_ensemble
 from blockbayes.laplace import map as map_mod
 
+from _helpers import small_regression as _data
+
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")   # BLAS on one thread (conftest.py)
 
 
-def _data(seed=0, n=40, widths=(2, 6, 1), noise=0.1):
-    rng = np.random.default_rng(seed)
-    net = bb.MLP(list(widths), "relu", prior_prec="fan_in", delta=0.3)
-    X = rng.normal(size=(n, widths[0]))
-    y = np.sin(2 * X[:, :1]) + X[:, 1:2] ** 2 / 2 + noise * rng.normal(size=(n, 1))
-    return net, X, y
 
 
 def _stack(ws):

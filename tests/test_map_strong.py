@@ -7,18 +7,14 @@ import numpy as np
 import pytest
 
 import blockbayes as bb
+from _helpers import small_regression
 from blockbayes.laplace import batched_objective, lbfgs_batched, map_ensemble, map_fit, member_keys
 
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")   # BLAS on one thread (conftest.py)
 
 
-def _data(seed=0, n=40, widths=(2, 6, 1), noise=0.1):
-    rng = np.random.default_rng(seed)
-    net = bb.MLP(list(widths), "relu", prior_prec="fan_in", delta=0.3)
-    X = rng.normal(size=(n, widths[0]))
-    y = np.sin(2 * X[:, :1]) + X[:, 1:2] ** 2 / 2 + noise * rng.normal(size=(n, 1))
-    return net, X, y
+_data = small_regression
 
 
 def test_batched_objective_equals_the_per_member_objective_and_its_gradient():
