@@ -347,10 +347,9 @@ def pooled_predictive(F_runs, delta_y_runs, y=None) -> PooledPredictive:
     if y.shape != (n,):
         raise ValueError(f"y must have {n} entries, got shape {y.shape}")
 
-    def _lse_mean(a, axis):
-        m = np.max(a, axis=axis, keepdims=True)
-        return np.squeeze(m, axis) + np.log(np.mean(np.exp(a - m), axis=axis))
+    from ..metrics import log_predictive_gaussian_mixture
+    from ..predictive import mixture_log_density
 
-    run_lpd = np.stack([_lse_mean(-0.5 * (np.log(2 * np.pi * d)[:, None] + (y[None] - f) ** 2 / d[:, None]), 0)
+    run_lpd = np.stack([np.asarray(log_predictive_gaussian_mixture(y, f, d[:, None], reduction="none"))
                         for f, d in zip(flat_F, flat_d)])
-    return PooledPredictive(mean, _lse_mean(run_lpd, 0), run_mean, run_lpd)
+    return PooledPredictive(mean, mixture_log_density([run_lpd]), run_mean, run_lpd)
