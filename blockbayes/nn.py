@@ -61,7 +61,8 @@ from .model import MLP, forward_layers
 
 __all__ = ["LIKELIHOODS", "Pass", "forward", "output", "activation_derivative", "loss_derivatives",
            "hessian_sqrt", "backprop_errors", "backprop_factors", "backward", "value_and_grad",
-           "resolve_likelihood", "check_X", "encode_targets", "log_softmax", "logsumexp", "softplus"]
+           "resolve_likelihood", "check_X", "encode_targets", "log_softmax", "logsumexp", "softplus",
+           "smoothed_activation", "SMOOTHABLE"]
 
 # the likelihood names of the standard net and their resolution live in the input gate
 from .inputs import LIKELIHOODS, resolve_likelihood  # noqa: E402,F401
@@ -137,6 +138,47 @@ def output(net: MLP, weights: Sequence, X):
 def softplus(xp, x):
     """``log(1 + e^x)`` without overflow: ``max(x, 0) + log1p(e^{-|x|})``."""
     return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+#: Hidden activations that :func:`smoothed_activation` smooths (``"identity"`` is smooth already).
+SMOOTHABLE = ("relu", "leaky_relu")
+
+
+def smoothed_activation(xp, A, activation: str, slope: float, beta: float):
+    """The softplus smoothing of a (leaky) ReLU and its derivative, ``(f_β(A), f_β'(A))``.
+
+    .. math:: s_β(a) = \\frac{\\log(1 + e^{βa})}{β} = \\max(a, 0) + \\frac{\\log1p(e^{-β|a|})}{β},
+              \\qquad s_β'(a) = σ(βa),
+
+    ``relu``: ``f_β = s_β``, ``f_β' = σ(βA)``; ``leaky_relu`` (``f(a) = slope·a + (1 − slope)·max(a, 0)``):
+    ``f_β = slope·A + (1 − slope)·s_β(A)``, ``f_β' = slope + (1 − slope)·σ(βA)``. Both tend to the
+    activation and its derivative (away from 0) as ``β → ∞``: ``0 ≤ f_β − f ≤ (1 − slope)·log 2/β``.
+    The sigmoid is ``1/(1 + e)`` for ``βA ≥ 0`` and ``e/(1 + e)`` otherwise, with ``e = e^{−β|A|} ∈ (0, 1]``:
+    no exponential of a positive number, so nothing overflows in float32 or float64.
+
+    Parameters
+    ----------
+    A : array, any shape (pre-activations)
+    activation : {"relu", "leaky_relu"}
+    slope : float
+        Negative-side slope of ``"leaky_relu"`` (ignored for ``"relu"``).
+    beta : float
+        Sharpness ``β > 0``.
+
+    Returns
+    -------
+    H, fp : arrays shaped like ``A``, in its dtype
+    """
+    if activation not in SMOOTHABLE:
+        raise ValueError(f"only {SMOOTHABLE} hidden activations can be smoothed, got {activation!r}")
+    z = beta * A
+    e = xp.exp(-xp.abs(z))                                   # in (0, 1]
+    s = xp.maximum(A, xp.zeros_like(A)) + xp.log1p(e) / beta
+    one = 1.0 + e
+    sig = xp.where(z >= 0, 1.0 / one, e / one)
+    if activation == "relu":
+        return s, sig
+    return slope * A + (1.0 - slope) * s, slope + (1.0 - slope) * sig
 
 
 def logsumexp(xp, x, axis=-1, keepdims=False):

@@ -36,7 +36,8 @@ from typing import Optional
 from ._backend.host import np
 
 from ._backend import namespace, to_numpy
-from .laplace import evidence_fit, map_ensemble, map_fit
+from .laplace import evidence_fit, evidence_noise, map_ensemble, map_fit
+from .laplace.map import check_smoothing
 from .model import MLP, forward
 from .nn import resolve_likelihood
 from .point import EnsemblePosterior, PointPosterior
@@ -81,7 +82,9 @@ def _fingerprint(X, y) -> str:
 def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float = 0.1, method: str = "lbfgs",
                   max_iter: int = 1000, restarts: int = 1, tol: Optional[float] = None, ftol: Optional[float] = None,
                   noise_prior=(1.0, 1e-2), likelihood=None, cache: bool = False, evidence=None,
-                  starts: int = 8, refit_iter: int = 5000, restart_seeds: str = "map") -> PointPosterior:
+                  starts: int = 8, refit_iter: int = 5000, restart_seeds: str = "map", smoothing=None,
+                  smoothing_iter: int = 5000, smoothing_tol: float = 1e-6,
+                  predictive_noise: str = "joint") -> PointPosterior:
     """A MAP fit of the standard MLP with its noise variance chosen by ``noise``, as a point posterior.
 
     ``θ* = argmin_θ E(θ)`` (:func:`blockbayes.laplace.map_fit`, initialised from seed ``[seed, 0]``)
@@ -130,6 +133,17 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
         ``ensemble_posterior(net, X, y, members=restarts, seed=seed, noise="joint")`` (one batched
         problem, :func:`joint_members`; with ``cache`` the MAP and the ensemble of one seed share
         it), and the MAP is the member with the lowest objective.
+    smoothing, smoothing_iter, smoothing_tol :
+        ``noise="joint"`` only: the smoothing continuation of :func:`blockbayes.laplace.map_fit`
+        (β schedule, e.g. ``(8, 32, 128, 512)``; iterations and gradient tolerance per stage) before
+        each start's fit of the joint objective. ``None``: none.
+    predictive_noise : {"joint", "holdout", "evidence"}
+        ``noise="joint"`` only: the ``Δ_y`` the posterior predicts with (the weights are the joint
+        MAP's in every case). ``"joint"``: the fit's own ``Δ̂_y``. ``"holdout"``: the held-out MSE of
+        one fit of the same kind on ``1 − holdout`` of the data (:func:`joint_holdout_noise`, with the
+        same smoothing; memoised with ``cache``). ``"evidence"``: one MacKay update at the fitted
+        weights, ``(SSE/2 + b)/((nC − γ)/2 + a)`` (:func:`blockbayes.laplace.evidence_noise`). The
+        joint ``Δ̂_y`` is kept as ``config["delta_y_joint"]``.
 
     Returns
     -------
@@ -160,6 +174,8 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
             raise ValueError("restart_seeds='ensemble' needs noise='joint', the gaussian likelihood and "
                              f"method='lbfgs' (got noise={noise!r}, likelihood={lik!r}, method={method!r})")
         settings["restart_seeds"] = "ensemble"
+    settings.update(_smoothing_settings(net, lik, noise, method, smoothing, smoothing_iter, smoothing_tol,
+                                        predictive_noise))
     key = None
     if cache:
         key = (_fingerprint(X, y), repr(net), repr(sorted(settings.items())))
@@ -180,14 +196,73 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
 _NOISE = ("joint", "holdout", "train", "fixed", "evidence", "joint_select")
 
 
+_PREDICTIVE_NOISE = ("joint", "holdout", "evidence")
+
+
+def _smoothing_settings(net, lik, noise, method, smoothing, smoothing_iter, smoothing_tol, predictive_noise) -> dict:
+    """The checked smoothing / predictive-noise settings of :func:`map_posterior` and
+    :func:`ensemble_posterior` (empty for the defaults, so the other settings' memo keys stay)."""
+    if predictive_noise not in _PREDICTIVE_NOISE:
+        raise ValueError(f"predictive_noise must be one of {_PREDICTIVE_NOISE}, got {predictive_noise!r}")
+    out = {}
+    betas = check_smoothing(smoothing, net)
+    joint = noise == "joint" and lik == "gaussian" and method == "lbfgs"
+    if betas is not None:
+        if not joint:
+            raise ValueError("smoothing needs noise='joint', the gaussian likelihood and method='lbfgs' "
+                             f"(got noise={noise!r}, likelihood={lik!r}, method={method!r})")
+        si, st = int(smoothing_iter), float(smoothing_tol)
+        if si < 1 or not (st > 0 and np.isfinite(st)):
+            raise ValueError(f"smoothing_iter must be >= 1 and smoothing_tol > 0, got {smoothing_iter!r}, "
+                             f"{smoothing_tol!r}")
+        out.update(smoothing=betas, smoothing_iter=si, smoothing_tol=st)
+    if predictive_noise != "joint":
+        if not joint:
+            raise ValueError(f"predictive_noise={predictive_noise!r} needs noise='joint' and the gaussian "
+                             f"likelihood (got noise={noise!r}, likelihood={lik!r})")
+        out["predictive_noise"] = predictive_noise
+    return out
+
+
+def _smooth_kw(smoothing=None, smoothing_iter=5000, smoothing_tol=1e-6) -> dict:
+    """``map_fit`` / ``map_ensemble`` keywords of the continuation (none without one)."""
+    return {} if smoothing is None else dict(smoothing=smoothing, smoothing_iter=smoothing_iter,
+                                             smoothing_tol=smoothing_tol)
+
+
+def _predictive_dy(net, X, y, w, dy_joint, *, mode, seed, holdout, max_iter, tol, ftol, noise_prior, smooth,
+                   cache) -> tuple:
+    """``(Δ_y, info)``: the predictive noise of a joint-noise fit ``w`` by ``mode`` (see ``predictive_noise``
+    of :func:`map_posterior`)."""
+    if mode == "holdout":
+        p = joint_holdout_noise(net, X, y, seed=seed, holdout=holdout, max_iter=max_iter, tol=tol, ftol=ftol,
+                                noise_prior=noise_prior, cache=cache, **smooth)
+        return p["delta_y"], {"pilot_delta_y_joint": p["delta_y_joint"], "pilot_iters": p["iters"],
+                              "pilot_time_s": p["time_s"], "pilot_owed_s": p["fit_time_s"] if p["reused"] else 0.0}
+    e = evidence_noise(net, w, X, y, delta_y=dy_joint, noise_prior=tuple(noise_prior))
+    return e["delta_y"], {"evidence_gamma": e["gamma"]}
+
+
 def _fit_point(net, X, y, *, lik, seed, noise, holdout, method, max_iter, restarts, tol, ftol, noise_prior,
-               likelihood, evidence=(), starts=8, refit_iter=5000, cache=False, restart_seeds="map"):
+               likelihood, evidence=(), starts=8, refit_iter=5000, cache=False, restart_seeds="map", smoothing=None,
+               smoothing_iter=5000, smoothing_tol=1e-6, predictive_noise="joint"):
     reg = lik == "gaussian"
     if reg and isinstance(noise, str) and noise not in _NOISE:
         raise ValueError(f"noise must be one of {_NOISE} or a float, got {noise!r}")
+    smooth = _smooth_kw(smoothing, smoothing_iter, smoothing_tol)
+    if predictive_noise != "joint":
+        fnet, w, dy0, info = _fit_point(net, X, y, lik=lik, seed=seed, noise=noise, holdout=holdout, method=method,
+                                        max_iter=max_iter, restarts=restarts, tol=tol, ftol=ftol,
+                                        noise_prior=noise_prior, likelihood=likelihood, cache=cache,
+                                        restart_seeds=restart_seeds, **smooth)
+        dy, extra = _predictive_dy(net, X, y, w, dy0, mode=predictive_noise, seed=seed, holdout=holdout,
+                                   max_iter=max_iter, tol=tol, ftol=ftol, noise_prior=noise_prior, smooth=smooth,
+                                   cache=cache)
+        info.update(extra, delta_y_joint=dy0, delta_y=dy, predictive_noise=predictive_noise)
+        return with_noise(net, dy), w, dy, info
     if restart_seeds == "ensemble":
         return _best_member(net, X, y, seed=seed, members=restarts, max_iter=max_iter, tol=tol, ftol=ftol,
-                            noise_prior=noise_prior, cache=cache)
+                            noise_prior=noise_prior, cache=cache, **smooth)
     if noise == "joint_select":
         if not reg:
             raise ValueError("noise='joint_select' needs the gaussian likelihood")
@@ -214,13 +289,17 @@ def _fit_point(net, X, y, *, lik, seed, noise, holdout, method, max_iter, restar
     s0 = derived_seed(seed, 0)
     if noise == "joint":
         if reg:
-            kw.update(noise="joint", noise_prior=tuple(noise_prior))
+            kw.update(noise="joint", noise_prior=tuple(noise_prior), **smooth)
         w, i1 = map_fit(net, X, y, seed=s0, **kw)
         info = {"map_converged": bool(i1["converged"]), "map_iters": int(i1["num_iter"]),
                 "map_fev": int(i1["num_fev"]), "map_grad_norm": float(i1["grad_norm"]), "map_stop": i1["message"]}
         if "restart_objectives" in i1:
             info.update(map_restart_objectives=i1["restart_objectives"], map_restart_iters=i1["restart_iters"],
                         map_best_restart=i1["best_restart"])
+        if smooth:
+            info.update(_stages_config(i1))
+            if "restart_smoothing_iters" in i1:
+                info["map_restart_smoothing_iters"] = i1["restart_smoothing_iters"]
     elif reg and noise == "evidence":
         if method != "lbfgs":
             raise ValueError("noise='evidence' needs method='lbfgs'")
@@ -249,9 +328,20 @@ def _fit_point(net, X, y, *, lik, seed, noise, holdout, method, max_iter, restar
     return (net if dy == net.delta_y else with_noise(net, dy)), w, dy, info
 
 
+def _stages_config(i1) -> dict:
+    """The continuation's record of a ``map_fit`` info for a posterior's config: ``map_smoothing_iters``
+    (per stage), ``map_smoothing_stops``, ``map_smoothing_objectives`` (the unsmoothed ``E`` after each
+    stage)."""
+    st = i1["smoothing_stages"]
+    return {"map_smoothing_betas": [s["beta"] for s in st], "map_smoothing_iters": [s["num_iter"] for s in st],
+            "map_smoothing_stops": [s["message"] for s in st],
+            "map_smoothing_objectives": [s["objective"] for s in st]}
+
+
 def joint_members(net: MLP, X, y, *, seed=None, members: int = 5, restarts: int = 1, max_iter: int = 1000,
                   tol: Optional[float] = None, ftol: Optional[float] = None, noise_prior=(1.0, 1e-2),
-                  cache: bool = False) -> dict:
+                  cache: bool = False, smoothing=None, smoothing_iter: int = 5000,
+                  smoothing_tol: float = 1e-6) -> dict:
     """The joint-noise MAP fits of the batched ensemble: ``members`` starts, one L-BFGS problem.
 
     Exactly :func:`blockbayes.laplace.map_ensemble` with ``noise="joint"`` (MAP of ``(θ, log Δ_y)``
@@ -259,7 +349,8 @@ def joint_members(net: MLP, X, y, *, seed=None, members: int = 5, restarts: int 
     ``1e-7``: member ``k`` is ``map_fit(..., seed=member_keys(derived_seed(seed, 100), members)[k])``.
     It is the fit of ``ensemble_posterior(noise="joint")``, and of ``map_posterior(noise="joint",
     restart_seeds="ensemble")``, which keeps its lowest-objective member; ``cache`` (with an integer
-    ``seed``) memoises it in this process so that the two share one fit.
+    ``seed``) memoises it in this process so that the two share one fit. ``smoothing``: the smoothing
+    continuation of ``map_ensemble`` (``None``: none).
 
     Returns
     -------
@@ -276,15 +367,16 @@ def joint_members(net: MLP, X, y, *, seed=None, members: int = 5, restarts: int 
         seed = derived_seed(None)
         cache = False
     tol = 1e-7 if tol is None else tol
+    smooth = _smooth_kw(smoothing, smoothing_iter, smoothing_tol)
     key = ("joint_members", _fingerprint(X, y), repr(net), seed, members, int(restarts), max_iter, tol, ftol,
-           tuple(noise_prior))
+           tuple(noise_prior)) + ((tuple(sorted(smooth.items())),) if smooth else ())
     hit = _CACHE.get(key) if cache else None
     if hit is not None:
         return dict(hit, time_s=0.0, reused=True)
     t0 = time.perf_counter()
     W, info = map_ensemble(net, X, y, members=members, restarts=restarts, seed=derived_seed(seed, 100),
                            likelihood="gaussian", noise="joint", noise_prior=tuple(noise_prior), max_iter=max_iter,
-                           tol=tol, ftol=ftol, progress=False, return_info=True)
+                           tol=tol, ftol=ftol, progress=False, return_info=True, **smooth)
     dt = time.perf_counter() - t0
     out = dict(weights=tuple(W), info=info, time_s=dt, fit_time_s=dt, reused=False)
     if cache:
@@ -294,11 +386,11 @@ def joint_members(net: MLP, X, y, *, seed=None, members: int = 5, restarts: int 
     return out
 
 
-def _best_member(net, X, y, *, seed, members, max_iter, tol, ftol, noise_prior, cache):
+def _best_member(net, X, y, *, seed, members, max_iter, tol, ftol, noise_prior, cache, **smooth):
     """``map_posterior(noise="joint", restart_seeds="ensemble")``: the lowest-objective member of
     :func:`joint_members` (``(net with Δ_y, weights, Δ_y, info)``)."""
     fit = joint_members(net, X, y, seed=seed, members=members, max_iter=max_iter, tol=tol, ftol=ftol,
-                        noise_prior=noise_prior, cache=cache)
+                        noise_prior=noise_prior, cache=cache, **smooth)
     mi = fit["info"]["members"]
     obj = np.array([m["objective"] for m in mi], dtype=np.float64)
     k = int(np.argmin(np.where(np.isfinite(obj), obj, np.inf)))
@@ -312,6 +404,8 @@ def _best_member(net, X, y, *, seed, members, max_iter, tol, ftol, noise_prior, 
             "map_restart_grad_norms": [float(m["grad_norm"]) for m in mi],
             "map_restart_stops": [m["message"] for m in mi],
             "members_owed_s": float(fit["fit_time_s"]) if fit["reused"] else 0.0, "delta_y": dy}
+    if smooth:
+        info.update(_stages_config(b))
     return with_noise(net, dy), w, dy, info
 
 
@@ -340,7 +434,9 @@ def _holdout_split(X, y, seed, frac, what):
 
 
 def joint_holdout_noise(net: MLP, X, y, *, seed=None, holdout: float = 0.1, max_iter: int = 20000,
-                        tol: Optional[float] = 1e-6, ftol: Optional[float] = 0.0, noise_prior=(1.0, 1e-2)) -> dict:
+                        tol: Optional[float] = 1e-6, ftol: Optional[float] = 0.0, noise_prior=(1.0, 1e-2),
+                        cache: bool = False, smoothing=None, smoothing_iter: int = 5000,
+                        smoothing_tol: float = 1e-6) -> dict:
     """A noise variance for fixed-noise fits: the held-out MSE of one joint-noise MAP fit.
 
     The split of ``noise="joint_select"`` (rows ``perm[n_val:]`` fit, ``perm[:n_val]`` score, split seed
@@ -350,22 +446,41 @@ def joint_holdout_noise(net: MLP, X, y, *, seed=None, holdout: float = 0.1, max_
 
     ``Δ_y = max(mean over held-out rows of (F(x; θ̂) − y)², 1e-6)``  (units of ``y``).
 
+    ``smoothing``: the fit runs the smoothing continuation of ``map_fit`` first (``None``: none).
+    ``cache`` (with an integer ``seed``): memoise the result in this process (a MAP and an ensemble of
+    one seed share it).
+
     Returns
     -------
     dict
-        ``delta_y``, ``delta_y_joint`` (the fit's own ``Δ̂_y``), ``iters``, ``stop``, ``time_s``.
+        ``delta_y``, ``delta_y_joint`` (the fit's own ``Δ̂_y``), ``iters``, ``stop``, ``time_s`` (0 on a
+        memo hit), ``reused``, ``fit_time_s`` (the fit's wall time when it was computed).
     """
     frac = float(holdout)
     if not 0.0 < frac < 1.0:
         raise ValueError(f"holdout must lie in (0, 1), got {holdout!r}")
+    smooth = _smooth_kw(smoothing, smoothing_iter, smoothing_tol)
+    if seed is None:
+        cache = False
+    key = ("joint_holdout", _fingerprint(X, y), repr(net), seed, frac, max_iter, tol, ftol, tuple(noise_prior),
+           tuple(sorted(smooth.items())))
+    hit = _CACHE.get(key) if cache else None
+    if hit is not None:
+        return dict(hit, time_s=0.0, reused=True)
     _, Xt, yt, Xv, yv = _holdout_split(X, y, seed, frac, "noise='joint_holdout'")
     kw = _joint_fit_kw(max_iter, tol, ftol, noise_prior)
     t0 = time.perf_counter()
-    w, info = map_fit(net, Xt, yt, seed=derived_seed(seed, 200), **kw)
+    w, info = map_fit(net, Xt, yt, seed=derived_seed(seed, 200), **kw, **smooth)
     F = np.asarray(to_numpy(forward(net, tuple(w), Xv)), dtype=np.float64).reshape(-1)
     yv_h = np.asarray(to_numpy(yv), dtype=np.float64).reshape(-1)
-    return dict(delta_y=float(max(np.mean((F - yv_h) ** 2), 1e-6)), delta_y_joint=float(info["delta_y"]),
-                iters=int(info["num_iter"]), stop=info["message"], time_s=time.perf_counter() - t0)
+    dt = time.perf_counter() - t0
+    out = dict(delta_y=float(max(np.mean((F - yv_h) ** 2), 1e-6)), delta_y_joint=float(info["delta_y"]),
+               iters=int(info["num_iter"]), stop=info["message"], time_s=dt, fit_time_s=dt, reused=False)
+    if cache:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = out
+    return out
 
 
 def joint_select_candidates(net: MLP, X, y, *, seed=None, starts: int = 8, holdout: float = 0.1,
@@ -440,7 +555,9 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
                        holdout: float = 0.1, method: str = "lbfgs", max_iter: int = 1000, restarts: int = 1,
                        tol: Optional[float] = None, ftol: Optional[float] = None, noise_prior=(1.0, 1e-2),
                        likelihood=None, cache: bool = False, evidence=None, starts: int = 8,
-                       refit_iter: int = 5000, anchored: bool = False, target_noise=None) -> EnsemblePosterior:
+                       refit_iter: int = 5000, anchored: bool = False, target_noise=None, smoothing=None,
+                       smoothing_iter: int = 5000, smoothing_tol: float = 1e-6,
+                       predictive_noise: str = "joint") -> EnsemblePosterior:
     """A deep ensemble of ``members`` MAP fits (Lakshminarayanan et al. 2017) as a mixture posterior.
 
     ``batched=False``: member ``k`` is ``map_posterior(net, X, y, seed=derived_seed(seed, 100 + k),
@@ -471,6 +588,14 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
     fixed ``Δ_y`` (the exact-sampling recipe for a linear-Gaussian model; not with ``"joint"``).
     ``config["anchored"]``: the settings, ``target_noise`` used and the noise fit's diagnostics.
 
+    **Smoothing continuation** (``noise="joint"``, batched): ``smoothing``, ``smoothing_iter``,
+    ``smoothing_tol`` as for :func:`map_posterior`, run by every member inside the one batched problem
+    (:func:`joint_members`). ``predictive_noise`` (``noise="joint"`` only): the members' predictive
+    ``Δ_y`` — ``"joint"``: each member's ``Δ̂_y``; ``"holdout"``: for every member the held-out MSE of
+    :func:`joint_holdout_noise` (the same smoothing; shared with the MAP of the same seed through
+    ``cache``); ``"evidence"``: per member one MacKay update at its weights
+    (:func:`blockbayes.laplace.evidence_noise`). Member configs keep ``delta_y_joint``.
+
     Returns
     -------
     EnsemblePosterior
@@ -479,6 +604,11 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
         batched fits add ``map_objective`` and ``map_grad_norm``).
     """
     lik = resolve_likelihood(net, likelihood)
+    smooth_set = _smoothing_settings(net, lik, noise, method, smoothing, smoothing_iter, smoothing_tol,
+                                     predictive_noise)
+    if smooth_set and (anchored or target_noise is not None or batched is False):
+        raise ValueError("smoothing / predictive_noise are options of the batched joint-noise ensemble "
+                         "(not anchored, not batched=False)")
     if anchored or target_noise is not None:
         return _ensemble_anchored(net, X, y, lik=lik, members=members, seed=seed, noise=noise, holdout=holdout,
                                   method=method, max_iter=max_iter, restarts=restarts, tol=tol, ftol=ftol,
@@ -505,11 +635,34 @@ def ensemble_posterior(net: MLP, X, y, *, members: int = 5, seed=None, noise="ho
         noise, prior = float(p.delta_y), [tuple(v) for v in p.config["evidence_prior_precision"]]
         hyper = {k: v for k, v in p.config.items() if k.startswith("evidence_") or k in ("map_time_s", "map_reused")}
     if reg and noise == "joint":
+        smooth = _smooth_kw(*(smooth_set[k] for k in ("smoothing", "smoothing_iter", "smoothing_tol"))) \
+            if "smoothing" in smooth_set else {}
         fit = joint_members(net, X, y, seed=seed, members=members, restarts=restarts, max_iter=max_iter, tol=tol,
-                            ftol=ftol, noise_prior=noise_prior, cache=cache)
+                            ftol=ftol, noise_prior=noise_prior, cache=cache, **smooth)
         W, info = fit["weights"], fit["info"]
         hyper = {"members_time_s": float(fit["time_s"]), "members_reused": bool(fit["reused"]),
                  "members_owed_s": float(fit["fit_time_s"]) if fit["reused"] else 0.0}
+        if predictive_noise != "joint" or smooth:
+            cfg, dy = _members_config(info, reg)
+            if smooth:
+                for c, mi in zip(cfg, info["members"]):
+                    c.update(_stages_config(mi))
+            if predictive_noise != "joint":
+                t0 = time.perf_counter()
+                pkw = dict(mode=predictive_noise, seed=seed, holdout=holdout, max_iter=max_iter, tol=tol, ftol=ftol,
+                           noise_prior=noise_prior, smooth=smooth, cache=cache)
+                if predictive_noise == "holdout":          # one pilot fit, every member's Δ_y
+                    d, extra = _predictive_dy(net, X, y, None, None, **pkw)
+                    hyper.update(extra)
+                for k, c in enumerate(cfg):
+                    if predictive_noise == "evidence":
+                        d, extra = _predictive_dy(net, X, y, tuple(Wl[k, ...] for Wl in W), c["delta_y"], **pkw)
+                        c.update(extra)
+                    c.update(delta_y_joint=c["delta_y"], delta_y=float(d))
+                hyper.update(predictive_noise=predictive_noise, predictive_noise_time_s=time.perf_counter() - t0)
+                dy = np.array([c["delta_y"] for c in cfg])
+            return EnsemblePosterior(net=net, weights=tuple(W), delta_y=dy, likelihood=lik,
+                                     config={"members": cfg, "hyper_fit": hyper})
     else:
         W, info = map_ensemble(net, X, y, members=members, restarts=restarts, seed=derived_seed(seed, 100),
                                likelihood=lik, noise=noise if reg else None, noise_prior=tuple(noise_prior),

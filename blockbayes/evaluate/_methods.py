@@ -380,12 +380,19 @@ def _std_net(arch: Arch, prior_prec, delta_y):
 
 
 def _map_kw(noise, holdout, max_iter, optimizer, restarts=1, tol=None, ftol=None, noise_prior=(1.0, 1e-2),
-            evidence=None, starts=8, refit_iter=5000, restart_seeds="map", anchored=False, target_noise=None) -> dict:
+            evidence=None, starts=8, refit_iter=5000, restart_seeds="map", anchored=False, target_noise=None,
+            smoothing=None, smoothing_iter=5000, smoothing_tol=1e-6, predictive_noise="joint") -> dict:
     """:func:`blockbayes.point_fit.map_posterior` settings from a method's options (``restarts``,
     ``tol``, ``ftol`` and the noise prior act with ``noise="joint"``/``"evidence"``/``"joint_holdout"``
     only, ``evidence`` with ``"evidence"`` only, ``restart_seeds`` with ``"joint"`` only; ``anchored``
-    and ``target_noise``: the anchored ensemble of ``ensemble_posterior``, passed only when set)."""
+    and ``target_noise``: the anchored ensemble of ``ensemble_posterior``, passed only when set;
+    ``smoothing`` (with its ``smoothing_iter``, ``smoothing_tol``) and ``predictive_noise``: the
+    smoothing continuation and predictive noise of ``noise="joint"``, passed only when set)."""
     kw = dict(noise=noise, holdout=holdout, max_iter=max_iter, method=optimizer)
+    if smoothing is not None:
+        kw.update(smoothing=tuple(smoothing), smoothing_iter=smoothing_iter, smoothing_tol=smoothing_tol)
+    if predictive_noise != "joint":
+        kw["predictive_noise"] = predictive_noise
     if noise in ("joint", "evidence", "joint_holdout"):
         kw.update(restarts=restarts, tol=tol, ftol=ftol, noise_prior=tuple(noise_prior))
     if anchored or target_noise is not None:
@@ -412,7 +419,7 @@ def _fit_map(arch, X, y, *, seed, **options):
     p = _map_point(arch, X, y, seed=seed, **options)
     return _predictor(arch, p, diagnostics=p.config,
                       extra_time_s=_owed(p.config) + float(p.config.get("select_owed_s", 0.0))
-                      + float(p.config.get("members_owed_s", 0.0)))
+                      + float(p.config.get("members_owed_s", 0.0)) + float(p.config.get("pilot_owed_s", 0.0)))
 
 
 def _owed(info) -> float:
@@ -517,7 +524,7 @@ def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, **options):
         diag["member_candidates"] = [f["candidate"] for f in fits]
     return _predictor(arch, ens, diagnostics=diag,
                       extra_time_s=_owed(hyper or {}) + float((sel or {}).get("select_owed_s", 0.0))
-                      + float((hyper or {}).get("members_owed_s", 0.0)))
+                      + float((hyper or {}).get("members_owed_s", 0.0)) + float((hyper or {}).get("pilot_owed_s", 0.0)))
 
 
 register_method(Method(
@@ -557,6 +564,31 @@ register_method(Method(
     requires="blockbayes.laplace:map_ensemble",
     description="anchored ensemble: 5 joint-noise MAP fits, each with its weight prior centred at its own prior "
                 "draw (randomize-then-optimize), one batched problem (Gaussian-mixture predictive)"))
+
+
+# Smoothing continuation (issue 16, session 14, design note 50): map_joint / ensemble_joint (same starts,
+# tolerance, iteration cap, hyperprior) with every start first minimising the joint objective with its
+# hidden ReLUs replaced by softplus_β(a) = log(1 + e^{βa})/β for β = 8, 32, 128, 512 (≤ 5000 L-BFGS
+# iterations each, max|∇E_β/n| ≤ 1e-6, warm-started stage to stage; the schedule of session 12's script,
+# fixed in advance), then the ReLU fit from there. The predictive noise was chosen on Gal's inner
+# validation splits of Yacht and Energy (benchmarks/map_smoothing_validation.py; docs/reference.md
+# "Session 14"). Opt-in.
+_SMOOTH_DEFAULTS = dict(_STRONG_MAP_DEFAULTS, smoothing=(8.0, 32.0, 128.0, 512.0), smoothing_iter=5000,
+                        smoothing_tol=1e-6)
+_SMOOTH_MAP_NOISE = "joint"
+_SMOOTH_ENS_NOISE = "joint"
+
+register_method(Method(
+    "map_joint_smooth", _fit_map, defaults=dict(_SMOOTH_DEFAULTS, predictive_noise=_SMOOTH_MAP_NOISE),
+    requires="blockbayes.laplace:map_fit",
+    description="map_joint after a softplus smoothing continuation (β = 8, 32, 128, 512, then the ReLU fit)"))
+
+register_method(Method(
+    "ensemble_joint_smooth", _fit_ensemble,
+    defaults=dict(_SMOOTH_DEFAULTS, members=5, restarts=1, predictive_noise=_SMOOTH_ENS_NOISE),
+    requires="blockbayes.laplace:map_ensemble",
+    description="ensemble_joint after a softplus smoothing continuation (β = 8, 32, 128, 512, then the ReLU "
+                "fit), one batched problem (Gaussian-mixture predictive)"))
 
 
 def _fit_laplace(arch, X, y, *, seed, structure, subset, prior_prec, delta_y, noise, holdout, max_iter,

@@ -37,7 +37,7 @@ from .iterative import block
 from .map import anchor_draw, batched_objective, init_weights, lbfgs_batched, map_ensemble, map_fit, member_keys, neg_log_posterior
 from .result import STRUCTURES, SUBSETS, LaplaceResult
 from .standard import fit
-from .evidence import evidence_fit, evidence_step
+from .evidence import evidence_fit, evidence_noise, evidence_step
 
-__all__ = ["map_fit", "map_ensemble", "evidence_fit", "evidence_step", "member_keys", "batched_objective", "anchor_draw", "lbfgs_batched", "neg_log_posterior", "init_weights", "fit", "block", "LaplaceResult",
+__all__ = ["map_fit", "map_ensemble", "evidence_fit", "evidence_step", "evidence_noise", "member_keys", "batched_objective", "anchor_draw", "lbfgs_batched", "neg_log_posterior", "init_weights", "fit", "block", "LaplaceResult",
            "STRUCTURES", "SUBSETS"]

@@ -41,7 +41,7 @@ from ._mlp_grad import data_misfit
 from .map import map_fit
 from .standard import fit as laplace_fit
 
-__all__ = ["evidence_fit", "evidence_step"]
+__all__ = ["evidence_fit", "evidence_step", "evidence_noise"]
 
 _STRUCTURES = ("auto", "full", "kfac", "block", "diag")
 
@@ -247,3 +247,50 @@ def evidence_fit(net: MLP, X, y, *, seed=None, init=None, delta_y=None, prior_pr
                 learn_prior=bool(learn_prior), history=history, map_info=minfo,
                 num_iter=int(sum(h["num_iter"] for h in history) + minfo["num_iter"]))
     return (W, info) if return_info else W
+
+
+def evidence_noise(net: MLP, weights, X, y, *, delta_y: float, noise_prior=(1.0, 1e-2), structure: str = "auto",
+                   chunk_size=None) -> dict:
+    """One MacKay update of the noise variance at given weights (no refit): a predictive ``Δ_y``.
+
+    A GGN Laplace fit at ``weights`` with noise variance ``delta_y`` and the net's prior
+    (:func:`blockbayes.laplace.fit`, every layer), then :func:`evidence_step`,
+
+    ``Δ_y = (SSE/2 + b)/((nC − γ)/2 + a)``, ``γ = Σ_g (|g| − λ_g tr Σ_gg)``.
+
+    At a joint-noise MAP (``delta_y`` = its ``Δ̂_y = (SSE/2 + b)/(nC/2 + a)``) this divides the
+    same residual sum by ``nC − γ`` instead of ``nC``: the noise with the parameters' degrees of
+    freedom taken off (the joint ``Δ̂_y`` of an interpolating fit is ``γ``-blind and too small).
+
+    Parameters
+    ----------
+    net : MLP
+        Gaussian-likelihood network (its prior precisions are used).
+    weights : sequence of arrays ``(d_{l+1}, d_l + 1)``
+    X : array, shape (n, d_in)
+    y : array, shape (n,) or (n, d_out)
+    delta_y : float
+        Noise variance of the Laplace fit (the GGN is scaled by ``1/delta_y``).
+    noise_prior : (float, float) or None
+        ``(a, b)`` of the Gamma prior on ``1/Δ_y``.
+    structure : {"auto", "full", "kfac", "block", "diag"}
+        ``"auto"``: ``"full"`` up to 2000 parameters, else ``"kfac"``.
+
+    Returns
+    -------
+    dict
+        ``delta_y`` (the update), ``gamma``, ``sse``, ``structure``.
+    """
+    lik = C.resolve_likelihood(net, None)
+    if lik != "gaussian":
+        raise ValueError("evidence_noise needs a regression (gaussian likelihood) network")
+    if structure not in _STRUCTURES:
+        raise ValueError(f"structure must be one of {_STRUCTURES}, got {structure!r}")
+    structure = _auto_structure(net, structure)
+    dy = C.positive("delta_y", delta_y)
+    Xp, Yp = prepare(net, X, y, task="standard", likelihood=lik)
+    W = C.check_weights(net, weights, Xp, name="weights")
+    sse = float(to_numpy(data_misfit(net, W, Xp, Yp, likelihood=lik, chunk_size=chunk_size)))
+    la = laplace_fit(net, W, Xp, Yp, subset="all", structure=structure, delta_y=dy, chunk_size=chunk_size)
+    step = evidence_step(la, sse, noise_prior=noise_prior)
+    return dict(delta_y=float(step["delta_y"]), gamma=float(step["gamma"]), sse=sse, structure=structure)

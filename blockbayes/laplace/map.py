@@ -37,9 +37,10 @@ from ..nn import loss_derivatives as _loss_and_grad
 from .iterative import _isatty
 from ._mlp_grad import (activation_derivative, auto_chunk, chunks, loss_derivatives, objective,
                         prior_vector)
+from ..nn import SMOOTHABLE, smoothed_activation
 
 __all__ = ["map_fit", "map_ensemble", "member_keys", "neg_log_posterior", "init_weights", "batched_objective", "anchor_draw",
-           "lbfgs_batched", "lbfgs_step", "LBFGSState", "AdamState"]
+           "lbfgs_batched", "lbfgs_step", "LBFGSState", "AdamState", "check_smoothing"]
 
 init_weights = C.init_weights
 
@@ -105,7 +106,7 @@ def _unflatten_batch(vec: np.ndarray, net: MLP, like, *, xp=None, shapes=None, d
 
 
 def batched_objective(net: MLP, weights, X, Y, *, likelihood: str, lam_w, lam_b, delta_y: float = 1.0,
-                      noise_prior=None, chunk_size=None, prior_mean=None, member_targets=None):
+                      noise_prior=None, chunk_size=None, prior_mean=None, member_targets=None, smoothing=None):
     """Negative log posteriors of ``M`` independent weight sets in one pass, and their gradients.
 
     Member ``m`` has weights ``weights[l][m]`` (shape ``(M, d_{l+1}, d_l + 1)``, bias last). With
@@ -133,6 +134,13 @@ def batched_objective(net: MLP, weights, X, Y, *, likelihood: str, lam_w, lam_b,
     fits its own targets ``yᵐ`` (e.g. ``y + εᵐ``) in the data term (SSE and the profiled noise
     included). Both ``None``: the objective above, computed exactly as before.
 
+    **Smoothed** hidden activations: with ``smoothing = β`` (a float ``> 0``) every hidden (leaky)
+    ReLU is replaced by its softplus smoothing ``f_β`` (:func:`blockbayes.nn.smoothed_activation`:
+    ``s_β(a) = log(1 + e^{βa})/β``, derivative ``σ(βa)``) in the forward and the hand-written
+    backward pass — the objective of one stage of the smoothing continuation of :func:`map_fit`.
+    It tends to the ReLU objective as ``β → ∞``. ``None``: the objective above, computed exactly as
+    before.
+
     Returns
     -------
     E : array, shape (M,)
@@ -146,7 +154,7 @@ def batched_objective(net: MLP, weights, X, Y, *, likelihood: str, lam_w, lam_b,
     namespace(X, *weights)                           # one array library (ValueError otherwise)
     return _Objective(net, X, Y, likelihood=likelihood, lam_w=lam_w, lam_b=lam_b, delta_y=delta_y,
                       noise_prior=noise_prior, chunk_size=chunk_size, prior_mean=prior_mean,
-                      member_targets=member_targets)(weights)
+                      member_targets=member_targets, smoothing=smoothing)(weights)
 
 
 class _Objective:
@@ -160,9 +168,11 @@ class _Objective:
     """
 
     def __init__(self, net: MLP, X, Y, *, likelihood: str, lam_w, lam_b, delta_y: float = 1.0,
-                 noise_prior=None, chunk_size=None, prior_mean=None, member_targets=None):
+                 noise_prior=None, chunk_size=None, prior_mean=None, member_targets=None, smoothing=None):
         if noise_prior is not None and likelihood != "gaussian":
             raise ValueError("a learned noise variance needs the gaussian likelihood")
+        # smoothed hidden activations (a continuation stage; None: the plain objective, untouched)
+        self.beta = None if smoothing is None else _check_beta(smoothing, net)
         # anchored members (None: the plain objective, untouched): per-layer prior means (M, d, k)
         # and per-member targets (M, n, C); __call__(rows=...) takes the rows of the members evaluated
         self.anchor = None if prior_mean is None else _check_anchor(net, prior_mean, X)
@@ -189,7 +199,7 @@ class _Objective:
         self.host = xp is np
         self.L = net.num_layers
         self.maxw = max(d for d, _ in net.weight_shapes())
-        self.relu = net.activation == "relu"
+        self.relu = net.activation == "relu" and self.beta is None
         # the fixed noise variance's normaliser (n C / 2) log(2π Δ_y), as __call__ computes it
         self._log_norm = (0.5 * (self.n * self.C) * math.log(2 * math.pi * delta_y)
                           if likelihood == "gaussian" and noise_prior is None else None)
@@ -319,14 +329,19 @@ class _Objective:
             WwT = [xp.asarray(xp.matrix_transpose(W[:, :, :-1]), copy=True) for W in weights]  # (M, d_l, d_{l+1})
         bias = [W[:, None, :, -1] for W in weights]                                     # (M, 1, d_{l+1})
         relu = net.activation == "relu"           # f(A) = max(A, 0) with a 0-d zero of A's dtype
+        beta = self.beta                          # a smoothing stage's β (None: the activation itself)
         data_chunks = self._data_chunks(step) if self.Ym is None else self._member_chunks(step, rows)
         for H, Yc, s, e in data_chunks:
-            Hs, As = [], []
+            Hs, As, fps = [], [], []                                        # fps: f_β'(A_l), smoothing only
             for l in range(L):
                 A = H @ WwT[l] + bias[l]                                    # (M, m, d_{l+1})
                 Hs.append(H)
                 As.append(A)
                 if l < L - 1:
+                    if beta is not None:
+                        H, fp = smoothed_activation(xp, A, net.activation, net.slope, beta)
+                        fps.append(fp)
+                        continue
                     H = (xp.maximum(A, self.zero) if relu and A.dtype == dtype else
                          _activate_model(xp, A, net.activation, net.slope))
             F = As[-1]
@@ -344,7 +359,8 @@ class _Objective:
                 accW[l] = accW[l] + xp.matrix_transpose(d) @ Hs[l]          # (M, d_{l+1}, d_l)
                 accb[l] = accb[l] + xp.sum(d, axis=1)[:, :, None]
                 if l > 0:
-                    fp = activation_derivative(xp, As[l - 1], net.activation, net.slope)
+                    fp = (activation_derivative(xp, As[l - 1], net.activation, net.slope) if beta is None
+                          else fps[l - 1])
                     if d.shape[2] == 1:                    # outer product: a broadcast multiply, not a K=1 matmul
                         d = fp * (d * Ww[l])
                     else:
@@ -395,6 +411,7 @@ class _Objective:
             WwT = [np.array(W[:, :, :-1].transpose(0, 2, 1)) for W in weights]              # (M, d_l, d_{l+1})
         relu = self.relu and all(W.dtype == self.dtype for W in weights)
         zero = self.zero
+        beta = self.beta
         if gout is None:
             grads = [np.empty((M, d, k), dtype=self.dtype) for d, k in self.shapes]
         else:
@@ -402,7 +419,7 @@ class _Objective:
         data_chunks = self._data_chunks(step) if self.Ym is None else self._member_chunks(step, rows)
         last = data_chunks[-1][2]
         for H, Yc, s, e in data_chunks:
-            Hs, As = [], []
+            Hs, As, fps = [], [], []
             if relu:                     # cached work arrays (no fresh pages per call)
                 wA, wH, wD, wF = self._host_work(M, e - s)
             for l in range(L):
@@ -411,6 +428,10 @@ class _Objective:
                 Hs.append(H)
                 As.append(A)
                 if l < L - 1:
+                    if beta is not None:        # a smoothing stage: f_β(A) and f_β'(A) (kept for the backward pass)
+                        H, fp = smoothed_activation(np, A, net.activation, net.slope, beta)
+                        fps.append(fp)
+                        continue
                     H = (np.maximum(A, zero, out=wH[l + 1]) if relu else
                          _activate_model(np, A, net.activation, net.slope))
             F = As[-1]
@@ -437,7 +458,8 @@ class _Objective:
                         d = (mul(d, Ww[l], out=wD[l]) if d.shape[2] == 1 else
                              np.matmul(d, Ww[l], out=wD[l]))
                     else:
-                        fp = activation_derivative(np, As[l - 1], net.activation, net.slope)
+                        fp = (activation_derivative(np, As[l - 1], net.activation, net.slope) if beta is None
+                              else fps[l - 1])
                         d = mul(d, Ww[l]) if d.shape[2] == 1 else np.matmul(d, Ww[l])
                     d = mul(fp, d, out=d)
         if likelihood == "gaussian":
@@ -868,16 +890,39 @@ def lbfgs_batched(fun, x0, *, max_iter: int = 1000, gtol: float = 1e-5, ftol: fl
 
 
 def _fit_lbfgs_batch(net, inits, X, Y, *, lik, lam_w, lam_b, dy, noise_prior, max_iter, tol, ftol, history,
-                     chunk_size, progress, desc="MAP (L-BFGS)", prior_mean=None, member_targets=None):
+                     chunk_size, progress, desc="MAP (L-BFGS)", prior_mean=None, member_targets=None,
+                     smoothing=None, smoothing_iter=5000, smoothing_tol=1e-6):
     """Run :func:`lbfgs_batched` on ``E/n`` from the stacked starts ``inits`` (per layer ``(M, d, k)``);
     ``prior_mean`` / ``member_targets``: anchored members (:func:`batched_objective`), one row of each
-    per start."""
+    per start. ``smoothing``: the checked β schedule of the continuation (:func:`_continuation`) run
+    before the fit on the objective itself, which starts where the last stage ended; its record is
+    ``res["smoothing"]``."""
     n = X.shape[0]
-    obj = _Objective(net, X, Y, likelihood=lik, lam_w=lam_w, lam_b=lam_b, delta_y=dy, noise_prior=noise_prior,
-                     chunk_size=chunk_size, prior_mean=prior_mean, member_targets=member_targets)
-    # anchored members: each evaluation passes the rows of the members it evaluates (the line search
-    # evaluates subsets of members); the plain objective ignores them
-    anch = prior_mean is not None or member_targets is not None
+    okw = dict(likelihood=lik, lam_w=lam_w, lam_b=lam_b, delta_y=dy, noise_prior=noise_prior, chunk_size=chunk_size,
+               prior_mean=prior_mean, member_targets=member_targets)
+    obj = _Objective(net, X, Y, **okw)
+    fun = _flat_objective(obj, net, X, n)
+    x0 = _flatten_batch(inits)
+    stages = None
+    if smoothing is not None:
+        x0, stages = _continuation(net, X, Y, okw, fun, x0, smoothing, max_iter=smoothing_iter, tol=smoothing_tol,
+                                   history=history, progress=progress, desc=desc)
+    res = lbfgs_batched(fun, x0, max_iter=max_iter, gtol=tol, ftol=ftol, history=history,
+                        progress=_isatty() if progress is None else bool(progress), desc=desc)
+    W = _unflatten_batch(res["x"], net, X)
+    _, _, dys = obj(W)
+    res["delta_y"] = np.array(to_numpy(dys), dtype=np.float64)
+    if stages is not None:
+        res["smoothing"] = stages
+    return W, res
+
+
+def _flat_objective(obj, net, X, n):
+    """``fun(v, idx) -> (E/n, ∇E/n)`` of :func:`lbfgs_batched` for :class:`_Objective` ``obj``: host
+    float64 rows ``v (k, P)`` of the members ``idx`` (anchored members: each evaluation passes the rows
+    of the members it evaluates, since the line search evaluates subsets; the plain objective ignores
+    them)."""
+    anch = obj.anchor is not None or obj.Ym is not None
     xpX, shapes, dev = namespace(X), tuple(net.weight_shapes()), device_of(X)
     if obj.host:
         # NumPy: the layers are views of the host vector (float64) or cast copies, and the gradient
@@ -903,13 +948,69 @@ def _fit_lbfgs_batch(net, inits, X, Y, *, lik, lam_w, lam_b, dy, noise_prior, ma
             E, g, _ = obj(_unflatten_batch(v, net, X, xp=xpX, shapes=shapes, device=dev),
                           rows=idx if anch else None)
             return np.asarray(to_numpy(E), dtype=np.float64) / n, _flatten_batch(g) / n
+    return fun
 
-    res = lbfgs_batched(fun, _flatten_batch(inits), max_iter=max_iter, gtol=tol, ftol=ftol, history=history,
-                        progress=_isatty() if progress is None else bool(progress), desc=desc)
-    W = _unflatten_batch(res["x"], net, X)
-    _, _, dys = obj(W)
-    res["delta_y"] = np.array(to_numpy(dys), dtype=np.float64)
-    return W, res
+
+def _continuation(net, X, Y, okw, fun, x0, betas, *, max_iter, tol, history, progress, desc):
+    """The smoothing continuation: for each ``β`` of ``betas`` (increasing), :func:`lbfgs_batched` on
+    the smoothed ``E_β/n`` (:func:`batched_objective` with ``smoothing=β``; hidden (leaky) ReLUs
+    replaced by ``log(1 + e^{βa})/β``), started where the previous stage ended (the first at ``x0``),
+    with fresh curvature pairs, at most ``max_iter`` iterations, ``max|∇E_β/n| ≤ tol`` or no decrease
+    (``ftol = 0``). Returns the last stage's iterates ``(M, P)`` and the record: per stage ``beta``,
+    ``num_iter``, ``num_fev``, ``status`` (``(M,)`` arrays), ``f`` (``E_β/n`` at its end) and
+    ``f_relu`` (the unsmoothed ``E/n`` there, through ``fun``)."""
+    n = X.shape[0]
+    x = x0
+    out = []
+    for beta in betas:
+        sfun = _flat_objective(_Objective(net, X, Y, smoothing=beta, **okw), net, X, n)
+        r = lbfgs_batched(sfun, x, max_iter=max_iter, gtol=tol, ftol=0.0, history=history,
+                          progress=_isatty() if progress is None else bool(progress), desc=f"{desc} β={beta:g}")
+        x = r["x"]
+        f_relu, _ = fun(x, np.arange(x.shape[0]))
+        out.append(dict(beta=float(beta), num_iter=r["num_iter"], num_fev=r["num_fev"], status=r["status"],
+                        message=r["message"], f=r["f"], f_relu=np.asarray(f_relu, dtype=np.float64)))
+    return x, out
+
+
+def _check_beta(beta, net) -> float:
+    """One smoothing sharpness ``β``: a finite positive real, for a net whose hidden activation can be
+    smoothed (:data:`blockbayes.nn.SMOOTHABLE`)."""
+    if net.activation not in SMOOTHABLE:
+        raise ValueError(f"smoothing needs a {' or '.join(SMOOTHABLE)} hidden activation, got {net.activation!r} "
+                         "(only the kinked activations are smoothed)")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)):
+        raise TypeError(f"a smoothing beta must be a real number, got {type(beta).__name__}")
+    b = float(beta)
+    if not (math.isfinite(b) and b > 0):
+        raise ValueError(f"a smoothing beta must be finite and > 0, got {beta!r}")
+    return b
+
+
+def check_smoothing(smoothing, net):
+    """The β schedule of a smoothing continuation as a tuple of floats (``None`` passes through).
+
+    ``smoothing``: a real ``β`` or a non-empty sequence of them, each finite and ``> 0``, strictly
+    increasing (the continuation sharpens towards the ReLU); the net's hidden activation must be
+    ``"relu"`` or ``"leaky_relu"``. Raises ``ValueError`` / ``TypeError`` otherwise."""
+    if smoothing is None:
+        return None
+    if isinstance(smoothing, (str, bytes)) or isinstance(smoothing, bool):
+        raise TypeError(f"smoothing must be None, a real beta or a sequence of them, got {smoothing!r}")
+    seq = (smoothing,) if np.ndim(smoothing) == 0 else tuple(np.asarray(smoothing, dtype=object).reshape(-1))
+    if not seq:
+        raise ValueError("smoothing must hold at least one beta (None: no continuation)")
+    betas = tuple(_check_beta(b, net) for b in seq)
+    if any(b1 <= b0 for b0, b1 in zip(betas, betas[1:])):
+        raise ValueError(f"smoothing betas must increase strictly, got {betas}")
+    return betas
+
+
+def _stage_info(stages, i, n) -> list:
+    """Member ``i``'s record of the continuation stages (objectives in units of ``E``)."""
+    return [dict(beta=s["beta"], num_iter=int(s["num_iter"][i]), num_fev=int(s["num_fev"][i]),
+                 message=s["message"][i], objective_smoothed=float(s["f"][i]) * n,
+                 objective=float(s["f_relu"][i]) * n) for s in stages]
 
 
 def _check_anchor(net, prior_mean, X):
@@ -1007,7 +1108,7 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
             ftol=None, history: int = 10, num_epochs: int = 200, batch_size: int = 128, lr: float = 1e-2,
             betas=(0.9, 0.999), eps: float = 1e-8, chunk_size=None, progress=True,
             return_info: bool = False, device=None, dtype=None, noise=None, holdout: float = 0.1,
-            split_seed=None):
+            split_seed=None, smoothing=None, smoothing_iter: int = 5000, smoothing_tol: float = 1e-6):
     """MAP weights of the standard MLP (and, optionally, of its noise variance).
 
     Parameters
@@ -1089,13 +1190,29 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
         Held-out fraction for ``noise="holdout"``.
     split_seed : None, int or SeedSequence
         Seed of the holdout split (NumPy ``default_rng``); ``None``: fresh entropy.
+    smoothing : None, float or sequence of floats
+        ``"lbfgs"`` only: a **smoothing continuation** before the fit. For each ``β`` of the schedule
+        (finite, ``> 0``, strictly increasing; e.g. ``(8, 32, 128, 512)``) L-BFGS minimises the
+        objective with every hidden (leaky) ReLU replaced by ``s_β(a) = log(1 + e^{βa})/β``
+        (:func:`batched_objective` with ``smoothing=β``), started where the previous stage ended
+        (fresh curvature pairs, ``ftol = 0``); the fit of the objective itself then starts where the
+        last stage ended (every restart goes through the stages). ``None``: no continuation (the
+        fit exactly as without the option). Only ``"relu"`` and ``"leaky_relu"`` nets.
+    smoothing_iter : int
+        L-BFGS iterations per stage (at most).
+    smoothing_tol : float
+        A stage stops when ``max|∇E_β/n| ≤ smoothing_tol`` (or on no decrease).
 
     Returns
     -------
     params : tuple of arrays
         Per layer ``(d_{l+1}, d_l + 1)``, bias last, in ``X``'s namespace/device/dtype.
     info : dict
-        Only with ``return_info``.
+        Only with ``return_info``; with ``smoothing`` also ``smoothing_stages`` (per stage ``beta``,
+        ``num_iter``, ``num_fev``, ``message``, ``objective_smoothed`` (``E_β``) and ``objective`` (the
+        unsmoothed ``E``) at its end) and ``smoothing_iters`` (their iterations in all); with
+        restarts ``restart_smoothing_iters`` (per restart, per stage). ``num_iter`` counts the final
+        fit's iterations only.
     """
     lik = C.resolve_likelihood(net, likelihood)
     X, Y = prepare(net, X, y, device=device, dtype=dtype, task="standard", likelihood=lik)
@@ -1104,7 +1221,7 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
         kw = dict(likelihood=lik, method=method, seed=seed, init=init, prior_precision=prior_precision,
                   noise_prior=noise_prior, restarts=restarts, max_iter=max_iter, tol=tol, ftol=ftol, history=history,
                   num_epochs=num_epochs, batch_size=batch_size, lr=lr, betas=betas, eps=eps, chunk_size=chunk_size,
-                  progress=progress)
+                  progress=progress, smoothing=smoothing, smoothing_iter=smoothing_iter, smoothing_tol=smoothing_tol)
         if mode == "fixed":
             dy = fixed if fixed is not None else delta_y
             return map_fit(net, X, Y, delta_y=dy, sigma_noise=None if fixed is not None else sigma_noise,
@@ -1128,6 +1245,12 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
         npr = _check_noise_prior(noise_prior)
     if restarts > 1 and method != "lbfgs":
         raise ValueError("restarts need method='lbfgs'")
+    smoothing = check_smoothing(smoothing, net)
+    if smoothing is not None:
+        if method != "lbfgs":
+            raise ValueError("smoothing needs method='lbfgs'")
+        smoothing_iter = C.positive_int("smoothing_iter", smoothing_iter)
+        smoothing_tol = C.positive("smoothing_tol", smoothing_tol)
     k_init, k_data = bbr.split(bbr.key(seed), 2)
     if init is None:
         W0 = C.init_weights(net, seed=k_init, like=X)
@@ -1143,7 +1266,8 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
         W, res = _fit_lbfgs_batch(net, inits, X, Y, lik=lik, lam_w=lam_w, lam_b=lam_b, dy=dy, noise_prior=npr,
                                   max_iter=C.positive_int("max_iter", max_iter), tol=tol, ftol=ftol,
                                   history=C.positive_int("history", history), chunk_size=chunk_size,
-                                  progress=progress)
+                                  progress=progress, smoothing=smoothing, smoothing_iter=smoothing_iter,
+                                  smoothing_tol=smoothing_tol)
         best = int(np.argmin(np.where(np.isfinite(res["f"]), res["f"], np.inf)))
         Wb = tuple(w[best, ...] for w in W)
         if not return_info:
@@ -1152,6 +1276,9 @@ def map_fit(net: MLP, X, y, *, likelihood=None, method: str = "lbfgs", seed=None
         if restarts > 1:
             info.update(restart_objectives=[float(v) * n for v in res["f"]],
                         restart_iters=[int(v) for v in res["num_iter"]], best_restart=best)
+            if smoothing is not None:
+                info["restart_smoothing_iters"] = [[int(s["num_iter"][r]) for s in res["smoothing"]]
+                                                   for r in range(restarts)]
         return Wb, info
     kw = dict(likelihood=lik, lam_w=lam_w, lam_b=lam_b, delta_y=dy)
     return _adam(net, W0, X, Y, kw, n, key=k_data, num_epochs=C.positive_int("num_epochs", num_epochs),
@@ -1208,10 +1335,14 @@ def _map_fit_selected_noise(net, X, Y, mode, kw, *, delta_y, sigma_noise, holdou
 
 
 def _member_info(res, i, n) -> dict:
-    return dict(objective=float(res["f"][i]) * n, grad_norm=float(np.max(np.abs(res["g"][i]))) * n,
-                num_iter=int(res["num_iter"][i]), num_fev=int(res["num_fev"][i]),
-                converged=bool(res["status"][i] == 0), message=res["message"][i],
-                delta_y=float(res["delta_y"][i]), history=[v * n for v in res["history"][i]])
+    out = dict(objective=float(res["f"][i]) * n, grad_norm=float(np.max(np.abs(res["g"][i]))) * n,
+               num_iter=int(res["num_iter"][i]), num_fev=int(res["num_fev"][i]),
+               converged=bool(res["status"][i] == 0), message=res["message"][i],
+               delta_y=float(res["delta_y"][i]), history=[v * n for v in res["history"][i]])
+    if "smoothing" in res:
+        out["smoothing_stages"] = _stage_info(res["smoothing"], i, n)
+        out["smoothing_iters"] = sum(s["num_iter"] for s in out["smoothing_stages"])
+    return out
 
 
 @one_blas_thread
@@ -1219,7 +1350,8 @@ def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=No
                  prior_precision=None, delta_y=None, sigma_noise=None, learn_noise: bool = False,
                  noise_prior=(1.0, 1e-2), max_iter: int = 2000, tol: float = 1e-7, ftol=None, history: int = 10,
                  chunk_size=None, progress=True, return_info: bool = False, device=None, dtype=None, noise=None,
-                 anchored: bool = False, target_noise=None):
+                 anchored: bool = False, target_noise=None, smoothing=None, smoothing_iter: int = 5000,
+                 smoothing_tol: float = 1e-6):
     """``members`` independent MAP fits (a deep ensemble), all fitted as **one batched problem**.
 
     Member ``k`` is exactly ``map_fit(net, X, y, seed=seeds[k], restarts=restarts, ...)`` with
@@ -1252,6 +1384,9 @@ def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=No
     target_noise : None or float
         Variance of the members' target perturbations (Gaussian likelihood only; in the units of
         ``y``); ``None``: the targets are not perturbed.
+    smoothing, smoothing_iter, smoothing_tol :
+        The smoothing continuation of :func:`map_fit`, run for all members in the same batched
+        problem (each member's stages are its own; the batch only shares the evaluations).
 
     Returns
     -------
@@ -1289,6 +1424,10 @@ def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=No
         if lik != "gaussian":
             raise ValueError(f"target_noise needs the gaussian likelihood (got {lik!r})")
         target_noise = C.positive("target_noise", target_noise)
+    smoothing = check_smoothing(smoothing, net)
+    if smoothing is not None:
+        smoothing_iter = C.positive_int("smoothing_iter", smoothing_iter)
+        smoothing_tol = C.positive("smoothing_tol", smoothing_tol)
     xp = namespace(X)
     parts = []
     randomized = anchored or target_noise is not None
@@ -1315,7 +1454,8 @@ def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=No
     W, res = _fit_lbfgs_batch(net, inits, X, Y, lik=lik, lam_w=lam_w, lam_b=lam_b, dy=dy, noise_prior=npr,
                               max_iter=C.positive_int("max_iter", max_iter), tol=tol, ftol=ftol,
                               history=C.positive_int("history", history), chunk_size=chunk_size,
-                              progress=progress, desc=f"MAP ensemble ({members}x{restarts}, L-BFGS)", **extra)
+                              progress=progress, desc=f"MAP ensemble ({members}x{restarts}, L-BFGS)",
+                              smoothing=smoothing, smoothing_iter=smoothing_iter, smoothing_tol=smoothing_tol, **extra)
     f = np.where(np.isfinite(res["f"]), res["f"], np.inf).reshape(members, restarts)
     best = np.arange(members) * restarts + np.argmin(f, axis=1)
     Wm = tuple(xp.take(w, xp.asarray(best, device=device_of(X)), axis=0) for w in W)
@@ -1329,6 +1469,9 @@ def map_ensemble(net: MLP, X, y, *, members: int = 5, restarts: int = 1, seed=No
             sl = slice(k * restarts, (k + 1) * restarts)
             i.update(restart_objectives=[float(v) * n for v in res["f"][sl]],
                      restart_iters=[int(v) for v in res["num_iter"][sl]], best_restart=int(b - k * restarts))
+            if smoothing is not None:
+                i["restart_smoothing_iters"] = [[int(s["num_iter"][r]) for s in res["smoothing"]]
+                                                for r in range(k * restarts, (k + 1) * restarts)]
         infos.append(i)
     out = dict(members=infos, delta_y=np.array([i["delta_y"] for i in infos]))
     if randomized:
