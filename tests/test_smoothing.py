@@ -444,3 +444,5 @@ def test_runner_methods():
         assert math.isfinite(cell["metrics"]["rmse"]) and math.isfinite(cell["metrics"]["ll"])
     dm = res.cells[0]["diagnostics"]
     assert len(dm["map_smoothing_iters"]) == 4 and all(1 <= v <= 20 for v in dm["map_smoothing_iters"])
+    de = res.cells[1]["diagnostics"]
+    assert len(de["member_smoothing_iters"]) == 5 and all(len(v) == 4 for v in de["member_smoothing_iters"])

@@ -509,6 +509,10 @@ def _fit_ensemble(arch, X, y, *, seed, members, prior_prec, delta_y, **options):
                     map_converged_count=int(sum(bool(f.get("map_converged")) for f in fits)))
     if arch.task == "regression":
         diag["delta_y_mean"] = float(np.mean([f["delta_y"] for f in fits]))
+    if fits and "map_smoothing_iters" in fits[0]:          # the smoothing continuation, per member and stage
+        diag["member_smoothing_iters"] = [f["map_smoothing_iters"] for f in fits]
+        if "delta_y_joint" in fits[0]:
+            diag["delta_y_joint_mean"] = float(np.mean([f["delta_y_joint"] for f in fits]))
     hyper = ens.config.get("hyper_fit")
     if hyper:
         diag.update({k: v for k, v in hyper.items() if k != "map_time_s"})
