@@ -159,7 +159,12 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
         ``evidence_prior_precision``, ``evidence_log_marglik``; ``"joint_select"`` adds ``map_stop``,
         ``delta_y_joint``, ``select_holdout_mse``, ``select_objectives`` and ``select_iters`` (per start),
         ``select_best``, ``select_time_s`` (the candidates' wall time, 0 when shared with the ensemble's
-        fit), ``select_owed_s`` (their wall time when they were shared).
+        fit), ``select_owed_s`` (their wall time when they were shared); ``smoothing`` adds
+        ``map_smoothing_betas``, ``map_smoothing_iters``, ``map_smoothing_stops``, ``map_smoothing_objectives``
+        (per stage, the returned start) and with restarts ``map_restart_smoothing_iters``; ``predictive_noise``
+        other than ``"joint"`` adds ``predictive_noise``, ``delta_y_joint`` and ``pilot_delta_y_joint``,
+        ``pilot_iters``, ``pilot_time_s``, ``pilot_owed_s`` (``"holdout"``) or ``evidence_gamma``
+        (``"evidence"``).
     """
     lik = resolve_likelihood(net, likelihood)
     settings = dict(seed=seed, noise=noise, holdout=holdout, method=method, max_iter=max_iter, restarts=restarts,
