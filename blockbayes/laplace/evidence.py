@@ -128,6 +128,18 @@ def _noise_prior(noise_prior):
 
 
 @one_blas_thread
+def _regression_structure(net: MLP, structure: str, caller: str):
+    """``(likelihood, structure)`` of a type-II noise computation: the net must be a regression
+    (Gaussian likelihood) network and ``structure`` one of :data:`_STRUCTURES` (``"auto"``
+    resolved by :func:`_auto_structure`); ``ValueError`` naming ``caller`` otherwise."""
+    lik = C.resolve_likelihood(net, None)
+    if lik != "gaussian":
+        raise ValueError(f"{caller} needs a regression (gaussian likelihood) network")
+    if structure not in _STRUCTURES:
+        raise ValueError(f"structure must be one of {_STRUCTURES}, got {structure!r}")
+    return lik, _auto_structure(net, structure)
+
+
 def evidence_fit(net: MLP, X, y, *, seed=None, init=None, delta_y=None, prior_precision=None,
                  noise_prior=(1.0, 1e-2), learn_prior: bool = False, structure: str = "auto",
                  max_outer: int = 30, rtol: float = 1e-2, max_iter: int = 2000, final_max_iter=None,
@@ -204,12 +216,7 @@ def evidence_fit(net: MLP, X, y, *, seed=None, init=None, delta_y=None, prior_pr
     ValueError
         Non-Gaussian likelihood, bad structure or counts, non-finite input.
     """
-    lik = C.resolve_likelihood(net, None)
-    if lik != "gaussian":
-        raise ValueError("evidence_fit needs a regression (gaussian likelihood) network")
-    if structure not in _STRUCTURES:
-        raise ValueError(f"structure must be one of {_STRUCTURES}, got {structure!r}")
-    structure = _auto_structure(net, structure)
+    lik, structure = _regression_structure(net, structure, "evidence_fit")
     max_outer = C.positive_int("max_outer", max_outer)
     rtol = C.positive("rtol", rtol)
     if noise_prior is not None:
@@ -281,12 +288,7 @@ def evidence_noise(net: MLP, weights, X, y, *, delta_y: float, noise_prior=(1.0,
     dict
         ``delta_y`` (the update), ``gamma``, ``sse``, ``structure``.
     """
-    lik = C.resolve_likelihood(net, None)
-    if lik != "gaussian":
-        raise ValueError("evidence_noise needs a regression (gaussian likelihood) network")
-    if structure not in _STRUCTURES:
-        raise ValueError(f"structure must be one of {_STRUCTURES}, got {structure!r}")
-    structure = _auto_structure(net, structure)
+    lik, structure = _regression_structure(net, structure, "evidence_noise")
     dy = C.positive("delta_y", delta_y)
     Xp, Yp = prepare(net, X, y, task="standard", likelihood=lik)
     W = C.check_weights(net, weights, Xp, name="weights")
