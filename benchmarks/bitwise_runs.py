@@ -23,6 +23,8 @@ import blockbayes as bb
 from blockbayes.gibbs.moves import NonCentredMove
 from blockbayes.gibbs.anneal import AnnealedDelta
 warnings.simplefilter("ignore")
+if len(sys.argv) != 3 or sys.argv[1] not in ("save", "compare"):
+    sys.exit(__doc__ + "\nerror: expected `save PATH` or `compare PATH`")
 mode, path = sys.argv[1], sys.argv[2]
 rng = np.random.default_rng(0)
 n, d = 60, 3
