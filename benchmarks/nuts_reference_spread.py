@@ -13,6 +13,8 @@ holding ``F`` (chains, draws, n_test: the network output of every draw, standard
 predictive mean and log predictive density of the run (original units), the per-chain means, the
 runner's own RMSE / LL for the cell, the NUTS info and the process CPU / wall seconds.
 Runner seed ``r`` is ``bb.evaluate(..., seeds=[r])``: seed 0 is the cell of docs/uci_reference.md.
+``--save-weights`` also keeps every draw's weights (``W0, W1, …``, ``(chains, draws, d_out, d_in + 1)``, bias
+last) and ``widths``: ``benchmarks/gibbs_gold.py --start-from-npz`` starts Gibbs chains from them (session 14).
 
 ``report``: per run RMSE / LL / max R-hat(F) / CPU s; the spread across runs (sd of LL and RMSE,
 ddof 1); the pooled reference = the mixture over all runs' draws (per-point density averaged over
