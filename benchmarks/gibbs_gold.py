@@ -26,6 +26,18 @@ NUTS references (4 chains, NumPyro, same model): the issue-15 table (Boston 0–
 Yacht 0–2, Energy 0) and, for Energy 1–2, the library's own NUTS cells (docs/uci_reference.md,
 issue 16). Concrete 1–2 have no issue-table NUTS reference; the library's ``hmc`` cells stand in.
 
+``--start-from-npz PATH`` (with ``--preset gold`` / ``gold_hmc``): start chain ``c`` from draw
+``--draw`` (default the last) of chain ``c`` of a NUTS run saved by ``benchmarks/nuts_reference_spread.py
+run --save-weights`` (``W0, W1, …`` of shape ``(chains, draws, d_out, d_in + 1)``, ``delta_y``
+``(chains, draws)``, the runner's standardised units) instead of the MAP fits, through
+``GoldPreset.run(start=(weights, delta_y))``: the draws' ``Δ_y`` take the MAP ``Δ̂_y``'s role (the
+rule sets ``Δ_Z = Δ_X`` from their median, the chains start at their mean); everything else is the
+preset's. The file must be of the same set and split, with ``--chains`` chains. ``--trace`` adds,
+from the kept draws' test predictions, the per-chain test RMSE of each chain's mean (and the NUTS
+file's, and of its start draws), the RMSE / LL of the running mixture after the first ``k`` kept
+sweeps, and R-hat / bulk ESS of the test predictions (``reference.prediction_diagnostics``, as the
+NUTS runs report them).
+
 ``--reference PATH``: also score every cell against the NUTS reference pooled over several
 independent runs (the JSON written by ``benchmarks/nuts_reference_spread.py report --json``; its
 ``"dataset/split"`` entries' ``"pooled"`` RMSE / LL); the table above stays the first reading and
@@ -115,12 +127,67 @@ def inner_split(Xtr, ytr, frac, seed=12345):
     return Xtr[tr], ytr[tr], Xtr[va], ytr[va]
 
 
+def npz_start(path, name, split, chains, draw=-1):
+    """``(weights, delta_y)`` of draw ``draw`` of every chain of a saved NUTS run (``nuts_reference_spread.py
+    run --save-weights``): per layer ``W<l>[:, draw]`` of shape ``(chains, d_out, d_in + 1)``, and
+    ``delta_y[:, draw]`` of shape ``(chains,)``; the file must be of ``name`` / ``split`` with ``chains`` chains."""
+    z = np.load(path)
+    if "W0" not in z.files:
+        raise ValueError(f"{path} holds no weights (run nuts_reference_spread.py with --save-weights)")
+    ds, sp = str(z["dataset"]), int(z["split"])
+    if bb.datasets.uci_info(ds).name != bb.datasets.uci_info(name).name or sp != split:
+        raise ValueError(f"{path} is {ds} split {sp}, not {name} split {split}")
+    L = sum(1 for k in z.files if k.startswith("W") and k[1:].isdigit())
+    weights = tuple(np.asarray(z[f"W{l}"], dtype=np.float64)[:, draw] for l in range(L))
+    dy = np.asarray(z["delta_y"], dtype=np.float64)[:, draw]
+    if weights[0].shape[0] != chains:
+        raise ValueError(f"{path} has {weights[0].shape[0]} chains, the run {chains}")
+    return weights, dy
+
+
+TRACE_AT = (1, 10, 50, 100, 250, 500, 1000)
+
+
+def trace(net, weights, delta_y, Xte, yte, y_std, start_npz=None, draw=-1):
+    """Test-set diagnostics of the kept draws (original units): per-chain RMSE of each chain's mean
+    prediction, RMSE / LL of the running mixture over the first ``k`` kept sweeps of every chain
+    (``k`` in :data:`TRACE_AT`), R-hat / bulk ESS of the test predictions; with ``start_npz``, the
+    NUTS file's per-chain RMSE (chain means) and its start draws' RMSE."""
+    from blockbayes.evaluate import reference
+
+    W = tuple(np.asarray(w, dtype=np.float64) for w in weights)
+    F = reference.forward_samples(net, W, Xte)[..., 0]                        # (C, S, n)
+    dy = np.asarray(delta_y, dtype=np.float64)                                # (C, S)
+    y = np.asarray(yte, dtype=np.float64).reshape(-1)
+    rm = lambda m: float(np.sqrt(np.mean((m - y) ** 2))) * y_std              # noqa: E731
+    out = dict(chain_rmse=[rm(F[c].mean(axis=0)) for c in range(F.shape[0])],
+               first_draw_rmse=[rm(F[c, 0]) for c in range(F.shape[0])], running=[])
+    for k in TRACE_AT:
+        if k > F.shape[1]:
+            break
+        pp = reference.pooled_predictive([F[:, :k]], [dy[:, :k]], y)
+        out["running"].append((k, rm(pp.mean), float(np.mean(pp.lpd)) - math.log(y_std)))
+    out.update(reference.prediction_diagnostics(F))
+    if start_npz:
+        z = np.load(start_npz)
+        out["nuts_chain_rmse"] = [float(np.sqrt(np.mean((m - y * y_std) ** 2))) for m in z["chain_means"]]
+        out["nuts_start_rmse"] = [rm(z["F"][c, draw]) for c in range(z["F"].shape[0])]
+    return out
+
+
 def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, learn_prior=False, preset=None,
-        ratio=None, hmc=None, redraw=0, map_fits=None):
+        ratio=None, hmc=None, redraw=0, map_fits=None, floor=None, start_npz=None, draw=-1, want_trace=False):
     data = bb.datasets.uci(name, split)
     Xtr, ytr, Xte, yte = (np.asarray(a) for a in data[:4])
     if inner:
+        if start_npz:
+            raise ValueError("--start-from-npz starts from draws fitted to the whole training split; not with --inner")
         Xtr, ytr, Xte, yte = inner_split(Xtr, ytr, inner)
+    start = None
+    if start_npz:
+        if preset not in ("gold", "gold_hmc"):
+            raise ValueError("--start-from-npz needs --preset gold or gold_hmc")
+        start = npz_start(start_npz, name, split, chains, draw)
     net = bb.MLP([Xtr.shape[1], 50, 1], "relu", prior_prec="fan_in", delta={"Z": delta, "X": delta, "y": 0.1})
     moves = NonCentredMove(steps=steps) if steps > 0 else None
     if preset == "gold_hmc":
@@ -134,9 +201,10 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
         if preset in ("gold", "gold_hmc"):
             p = gibbs.presets.gold(num_chains=chains, num_warmup=warmup, num_samples=samples, moves=moves,
                                    map_max_iter=_MAP_ITERS[0] or None, map_fits=map_fits,
-                                   **({} if ratio is None else {"ratio": ratio}))
+                                   **({} if ratio is None else {"ratio": ratio}),
+                                   **({} if floor is None else {"floor": floor}))
             ratio = p.ratio
-            r = p.run(net, Xtr, ytr, seed=seed, learn_prior=learn_prior)
+            r = p.run(net, Xtr, ytr, seed=seed, learn_prior=learn_prior, start=start)
             delta = r.config["preset"]["hidden_delta"]
         else:
             r = gibbs.run(net, Xtr, ytr, num_samples=samples, num_warmup=warmup, num_chains=chains, seed=seed,
@@ -145,6 +213,7 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
     m, _ = r.predict(Xte)
     rmse = float(np.sqrt(np.mean((np.asarray(m)[:, 0] - yte.reshape(-1)) ** 2))) * data.y_std
     ll = float(r.log_predictive_density(Xte, yte)) - math.log(data.y_std)
+    tr = trace(r.net, r.weights, r.delta_y, Xte, yte, float(data.y_std), start_npz, draw) if want_trace else None
     mcfg = r.config.get("moves")
     acc = mcfg.get("accept") if isinstance(mcfg, dict) else None
     if isinstance(mcfg, dict) and mcfg.get("move") == "composed":
@@ -154,7 +223,9 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
                 chains=chains, warmup=warmup, samples=samples, delta=delta, steps=steps, seed=seed,
                 inner=inner, load=os.getloadavg()[0], map_fits=map_fits,
                 chosen_fits=(r.config.get("preset") or {}).get("chosen_fits"),
-                map_objectives=(r.config.get("preset") or {}).get("map_objectives"))
+                map_objectives=(r.config.get("preset") or {}).get("map_objectives"),
+                start_npz=start_npz, draw=draw if start_npz else None,
+                start_delta_y=None if start is None else [float(v) for v in start[1]], trace=tr)
 
 
 def main(argv=None):
@@ -185,18 +256,28 @@ def main(argv=None):
                          "(lowest MAP objective; default: one fit per chain)")
     ap.add_argument("--ratio", type=float, default=None,
                     help="--preset gold: Δ_Z = Δ_X = ratio × median Δ̂_y (default: the preset's)")
+    ap.add_argument("--floor", type=float, default=None,
+                    help="--preset gold: the hidden-noise rule's floor (default: the preset's)")
+    ap.add_argument("--start-from-npz", default=None, metavar="PATH",
+                    help="--preset gold/gold_hmc: start chain c from draw --draw of chain c of this saved NUTS run "
+                         "(nuts_reference_spread.py run --save-weights) instead of the MAP fits; one set/split")
+    ap.add_argument("--draw", type=int, default=-1, help="--start-from-npz: which draw of each chain (default last)")
+    ap.add_argument("--trace", action="store_true",
+                    help="print per-chain test RMSE, the running mixture's RMSE / LL and test-prediction R-hat / ESS")
     ap.add_argument("--out", default=None, help="append one JSON line per cell here")
     ap.add_argument("--reference", default=None,
                     help="also score against this pooled NUTS reference (nuts_reference_spread.py report --json); "
                          "the issue's table stays the first reading")
     a = ap.parse_args(argv)
+    if a.start_from_npz and (len(a.datasets) != 1 or len(a.splits) != 1):
+        ap.error("--start-from-npz is for one set and one split (--datasets D --splits S)")
     _MAP_ITERS[0] = a.map_iters
     pooled = load_reference(a.reference) if a.reference else None
     hmc = {k: v for k, v in dict(leapfrog=a.leapfrog, trajectories=a.trajectories, prior_mass=a.prior_mass,
                                      average_from=a.average_from, terminal=a.terminal).items()
            if v is not None}
     print(f"gold: 50 ReLU, fan-in λ, learn_noise, init='map' (joint MAP), Δ_Z=Δ_X={'by the preset rule' if a.preset else f'{a.delta:g}'}, "
-          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' + UnitRedrawMove(proposals={a.redraw})' if a.redraw else ''}{f', starts: best {a.chains} of {a.map_fits} MAP fits' if a.map_fits else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
+          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' + UnitRedrawMove(proposals={a.redraw})' if a.redraw else ''}{f', starts: best {a.chains} of {a.map_fits} MAP fits' if a.map_fits else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}{f' floor {a.floor:g}' if a.floor else ''}{f', starts: NUTS draws {a.draw} of {a.start_from_npz}' if a.start_from_npz else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
           f"{f', INNER validation {a.inner:g} of train' if a.inner else ', TEST split'}; "
           f"load avg (1 min) {os.getloadavg()[0]:.2f}", flush=True)
     print(f"{'set':>9} {'sp':>2} {'RMSE':>7} {'LL':>7} {'NUTS':>13} {'ratio':>6} {'ΔLL':>6} {'met':>5} "
@@ -206,7 +287,8 @@ def main(argv=None):
         for split in a.splits:
             c = one(name, split, chains=a.chains, warmup=a.warmup, samples=a.samples, delta=a.delta,
                     steps=a.steps, seed=a.seed, inner=a.inner, preset=a.preset, ratio=a.ratio, hmc=hmc,
-                    redraw=a.redraw, map_fits=a.map_fits)
+                    redraw=a.redraw, map_fits=a.map_fits, floor=a.floor, start_npz=a.start_from_npz, draw=a.draw,
+                    want_trace=a.trace)
             ref = None if a.inner else NUTS.get((name, split))
             if ref is not None:
                 ratio, dll, met = figure(c["rmse"], c["ll"], ref)
@@ -228,6 +310,21 @@ def main(argv=None):
                     pcols = f" {'–':>13} {'':>7} {'':>6} {'':>5}"
             print(f"{name:>9} {split:2d} {c['rmse']:7.3f} {c['ll']:+7.3f} {refs:>13} {cols} {c['wall_s']:7.1f} {c['cpu_s']:6.1f} {c['map_s']:6.1f} {c['delta']:8.2g} "
                   f"{c['rhat_f']:6.2f} {c['delta_y']:8.3g} {acc} {c['load']:5.2f}{pcols}", flush=True)
+            if c["trace"] is not None:
+                t = c["trace"]
+                print(f"   trace: start {'NUTS ' + a.start_from_npz + f' draw {a.draw}' if a.start_from_npz else 'MAP'}"
+                      + (f" (start Δ_y {', '.join(f'{v:.3g}' for v in c['start_delta_y'])} std units)"
+                         if c["start_delta_y"] else ""), flush=True)
+                print(f"   per-chain RMSE of chain means: {' '.join(f'{v:.3f}' for v in t['chain_rmse'])}; "
+                      f"of each chain's first kept draw: {' '.join(f'{v:.3f}' for v in t['first_draw_rmse'])}")
+                if "nuts_chain_rmse" in t:
+                    print(f"   NUTS file: per-chain RMSE of chain means {' '.join(f'{v:.3f}' for v in t['nuts_chain_rmse'])}; "
+                          f"of the start draws {' '.join(f'{v:.3f}' for v in t['nuts_start_rmse'])}")
+                print("   running mixture (first k kept sweeps of every chain) k: RMSE / LL  "
+                      + ", ".join(f"{k}: {r_:.3f} / {l_:+.3f}" for k, r_, l_ in t["running"]))
+                print(f"   test predictions: R-hat max {t.get('rhat_pred_max', float('nan')):.3f}, median "
+                      f"{t.get('rhat_pred_median', float('nan')):.3f}; bulk ESS min {t.get('ess_bulk_pred_min', float('nan')):.1f}, "
+                      f"median {t.get('ess_bulk_pred_median', float('nan')):.1f}", flush=True)
             if a.out:
                 with open(a.out, "a") as f:
                     f.write(json.dumps(c, default=float) + "\n")

@@ -13,6 +13,8 @@ holding ``F`` (chains, draws, n_test: the network output of every draw, standard
 predictive mean and log predictive density of the run (original units), the per-chain means, the
 runner's own RMSE / LL for the cell, the NUTS info and the process CPU / wall seconds.
 Runner seed ``r`` is ``bb.evaluate(..., seeds=[r])``: seed 0 is the cell of docs/uci_reference.md.
+``--save-weights`` also keeps every draw's weights (``W0, W1, …``, ``(chains, draws, d_out, d_in + 1)``, bias
+last) and ``widths``: ``benchmarks/gibbs_gold.py --start-from-npz`` starts Gibbs chains from them (session 14).
 
 ``report``: per run RMSE / LL / max R-hat(F) / CPU s; the spread across runs (sd of LL and RMSE,
 ddof 1); the pooled reference = the mixture over all runs' draws (per-point density averaged over
@@ -113,10 +115,12 @@ def thread_names():
     return names
 
 
-def run_one(dataset, split, seed, out_dir, budget=(100, 100)):
+def run_one(dataset, split, seed, out_dir, budget=(100, 100), save_weights=False):
     """One runner cell of ``hmc`` at runner seed ``seed`` (``budget``: warm-up and draws per chain);
     its draws are captured from :func:`reference.nuts` (the runner's own call) and saved with the
-    runner's scores."""
+    runner's scores. ``save_weights``: also every draw's weights, ``W<l>`` of shape
+    ``(chains, draws, d_{l+1}, d_l + 1)`` (bias last, the layout of ``gibbs.run``'s ``init``
+    arrays), and ``widths`` (``gibbs_gold.py --start-from-npz`` starts chains from them)."""
     from blockbayes import evaluate as ev
 
     captured = []
@@ -153,7 +157,9 @@ def run_one(dataset, split, seed, out_dir, budget=(100, 100)):
         runner_rmse=cell["metrics"]["rmse"], runner_ll=cell["metrics"]["ll"], nuts_seed=int(kw["seed"]),
         cpu_s=cpu, wall_s=wall, load=os.getloadavg()[0],
         info=json.dumps(res.info), diag=json.dumps(diag), xla_pool=thread_names().get("tf_XLAEigen", 0), xla_flags=os.environ.get("XLA_FLAGS", ""),
-        dataset=dataset, split=split, seed=seed, finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        dataset=dataset, split=split, seed=seed, finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **({f"W{l}": np.asarray(w) for l, w in enumerate(res.weights)} if save_weights else {}),
+        **({"widths": np.asarray(net_widths)} if save_weights else {}))
     rmse = float(np.sqrt(np.mean((pp.mean - y) ** 2))) * s
     ll = float(np.mean(pp.lpd)) - math.log(s)
     print(f"{dataset:>7} {split:2d} r{seed} {budget[0]}+{budget[1]} runner {cell['metrics']['rmse']:.3f} / {cell['metrics']['ll']:+.3f}  "
@@ -296,6 +302,8 @@ def main(argv=None):
                         "2-thread XLA pool on this 2-core machine; see pin_after_start)")
     r.add_argument("--num-warmup", type=int, default=100, help="per chain (the runner's hmc cell: 100)")
     r.add_argument("--num-samples", type=int, default=100, help="per chain (the runner's hmc cell: 100)")
+    r.add_argument("--save-weights", action="store_true",
+                   help="also save every draw's weights (W0, W1, ...; for gibbs_gold.py --start-from-npz)")
     p = sub.add_parser("report")
     p.add_argument("--out-dir", default="/work/scratch/nuts15")
     p.add_argument("--json", default=None)
@@ -315,7 +323,7 @@ def main(argv=None):
             if os.path.exists(run_path(a.out_dir, a.dataset, a.split, seed, budget)) and not a.force:
                 print(f"skip {a.dataset} {a.split} r{seed}: exists", flush=True)
                 continue
-            run_one(a.dataset, a.split, seed, a.out_dir, budget)
+            run_one(a.dataset, a.split, seed, a.out_dir, budget, save_weights=a.save_weights)
     else:
         report(a.out_dir, a.json)
     return 0

@@ -233,3 +233,89 @@ def test_gold_benchmark_composes_the_redraw_and_passes_map_fits(monkeypatch):
     assert c["accept"] == hmc_sum["accept"] and rd_sum["proposals"] == 1
     assert len(c["map_objectives"]) == 3 and c["chosen_fits"] == _best_of(c["map_objectives"], 2)
     assert c0["move"]["move"] == "joint non-centred HMC" and c0["chosen_fits"] == [0, 1]
+
+
+def test_gold_preset_given_start_replaces_the_map_fits_chain_by_chain():
+    """``start=(weights, Δ_y)`` takes the MAP fits' place: given the very fits the default makes, the run
+    is the default bitwise (same sampler stream); the same starts with the chains swapped — a start
+    that ignored which chain gets which weights would not notice — give other samples, and chain c of
+    the swapped run is chain c of a hand-written ``gibbs.run`` from chain (1−c)'s fit."""
+    X, y = _data()
+    net = bb.MLP([3, 6, 1], "relu", prior_prec="fan_in", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
+    p = gold(num_chains=2, num_warmup=3, num_samples=4, map_max_iter=40)
+    k_map = bbr.split(bbr.split(bbr.key(7), 2)[0], 2)[0]
+    Xp, yp = bb.inputs.prepare(net, X, y, num_chains=2)
+    w, dy, _ = map_starts(k_map, net, Xp, yp, num_chains=2, kind="map", max_iter=40, learn_noise=True)
+    w, dy = tuple(np.asarray(a) for a in w), np.asarray(dy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        r = p.run(net, X, y, seed=7)
+        g = p.run(net, X, y, seed=7, start=(w, dy))
+        swapped = p.run(net, X, y, seed=7, start=(tuple(a[::-1] for a in w), dy[::-1]))
+        d = hidden_delta(dy)
+        ref = gibbs.run(net.replace(delta={"Z": d, "X": d, "y": float(np.mean(dy))}), Xp, yp, num_samples=4,
+                        num_warmup=3, num_chains=2, seed=7, init=tuple(a[::-1] for a in w), learn_noise=True,
+                        progress=False)
+    assert r.config["preset"]["start"] == "map" and g.config["preset"]["start"] == "given"
+    assert g.config["preset"]["hidden_delta"] == r.config["preset"]["hidden_delta"]
+    for a, b, s, h in zip(r.weights, g.weights, swapped.weights, ref.weights):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+        assert not np.array_equal(np.asarray(a), np.asarray(s))
+        assert np.array_equal(np.asarray(s), np.asarray(h))
+    assert np.array_equal(np.asarray(r.delta_y), np.asarray(g.delta_y))
+
+
+def test_gold_preset_given_start_bad_use():
+    X, y = _data()
+    net = bb.MLP([3, 6, 1], "relu", prior_prec="fan_in")
+    w = (np.zeros((2, 6, 4)), np.zeros((2, 1, 7)))
+    p = gold(num_chains=2, num_warmup=1, num_samples=1)
+    for start, msg in (((w[:1], [0.1, 0.1]), "2 weight arrays"), (((w[0][:1], w[1]), [0.1, 0.1]), "shape"),
+                       (((w[0] + np.nan, w[1]), [0.1, 0.1]), "finite"), ((w, [0.1]), "2 positive"),
+                       ((w, [0.1, 0.0]), "2 positive"), ((w,), "pair")):
+        with pytest.raises(ValueError, match=msg):
+            p.run(net, X, y, start=start)
+    with pytest.raises(ValueError, match="map_fits"):
+        gold(num_chains=2, map_fits=3).run(net, X, y, start=(w, [0.1, 0.1]))
+
+
+def test_gold_benchmark_starts_each_chain_from_its_npz_draw(monkeypatch, tmp_path):
+    """benchmarks/gibbs_gold.py ``--start-from-npz``: chain c starts at draw ``draw`` of chain c of the
+    saved run (weights and Δ_y), bitwise the preset run with ``start=(W[:, draw], Δ_y[:, draw])``; another
+    draw gives other samples; a file of another set is refused."""
+    from collections import namedtuple
+
+    from blockbayes.gibbs import starts as _starts
+    from blockbayes.gibbs.hmc import JointHMCMove
+    from tests._helpers import load_benchmark
+
+    monkeypatch.setattr(_starts, "map_starts", _starts.map_starts)      # the script wraps it; undone after
+    gg = load_benchmark("gibbs_gold")
+    D = namedtuple("D", "X_train y_train X_test y_test y_std")
+    X, y = _data(n=36, seed=5)
+    monkeypatch.setattr(gg.bb.datasets, "uci", lambda name, split: D(X[:30], y[:30], X[30:], y[30:], 2.0))
+    monkeypatch.setattr(gg.bb.datasets, "uci_info", lambda name: namedtuple("I", "name")(name))
+    rng = np.random.default_rng(0)
+    C, S = 2, 3
+    W0, W1 = rng.normal(size=(C, S, 50, 4)) * 0.5, rng.normal(size=(C, S, 1, 51)) * 0.2
+    dys = rng.uniform(0.05, 0.2, size=(C, S))
+    path = tmp_path / "nuts_toy.npz"
+    np.savez(path, W0=W0, W1=W1, delta_y=dys, dataset="toy", split=0, F=rng.normal(size=(C, S, 6)),
+             chain_means=rng.normal(size=(C, 6)))
+    kw = dict(chains=C, warmup=2, samples=4, delta=1e-3, steps=0, seed=4, inner=0.0, preset="gold_hmc",
+              hmc={"leapfrog": 2})
+    net = bb.MLP([3, 50, 1], "relu", prior_prec="fan_in", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        c = gg.one("toy", 0, start_npz=str(path), draw=1, want_trace=True, **kw)
+        c_last = gg.one("toy", 0, start_npz=str(path), **kw)
+        ref = gold(num_chains=C, num_warmup=2, num_samples=4, moves=JointHMCMove(leapfrog=2)).run(
+            net, X[:30], y[:30], seed=4, start=((W0[:, 1], W1[:, 1]), dys[:, 1]))
+    m = np.asarray(ref.predict(X[30:])[0])[:, 0]
+    assert c["rmse"] == float(np.sqrt(np.mean((m - y[30:]) ** 2))) * 2.0
+    assert c["start_delta_y"] == list(dys[:, 1]) and c_last["start_delta_y"] == list(dys[:, -1])
+    assert c["delta"] == hidden_delta(dys[:, 1]) and c["rmse"] != c_last["rmse"]
+    assert len(c["trace"]["chain_rmse"]) == C and c["trace"]["running"][0][0] == 1 and c_last["trace"] is None
+    monkeypatch.setattr(gg.bb.datasets, "uci_info", lambda name: namedtuple("I", "name")(name + "x" * (name != "toy")))
+    with pytest.raises(ValueError, match="not other split 0"):
+        gg.one("other", 0, start_npz=str(path), **kw)

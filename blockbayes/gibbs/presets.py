@@ -34,7 +34,7 @@ from ..inputs import prepare
 from ..model import MLP
 from .kernel import Hyperprior
 
-__all__ = ["GoldPreset", "gold", "gold_hmc", "gold_hmc_long", "hidden_delta", "select_fits"]
+__all__ = ["GoldPreset", "gold", "gold_hmc", "gold_hmc_long", "given_start", "hidden_delta", "select_fits"]
 
 
 def hidden_delta(delta_y_hat, *, ratio: float = 0.02, floor: float = 1e-6, cap: float = 1e-3) -> float:
@@ -97,7 +97,7 @@ class GoldPreset(NamedTuple):
     map_fits: Optional[int] = None
 
     def run(self, net: MLP, X, y, *, seed=None, hyperprior: Hyperprior = Hyperprior(), progress: bool = False,
-            **run_kw):
+            start=None, **run_kw):
         """Fit the MAP starts, set ``Δ_Z = Δ_X`` by the rule, and run the chains.
 
         Parameters
@@ -112,6 +112,13 @@ class GoldPreset(NamedTuple):
             ``gibbs.run(net, X, y, init="map", learn_noise=True, seed=seed)``.
         hyperprior : Hyperprior
             Noise hyperprior of the MAP fits and of the sampler.
+        start : None or (weights, delta_y)
+            Given starts instead of the MAP fits (e.g. draws of another sampler): ``weights`` a
+            sequence of per-layer arrays of shape ``(C, d_{l+1}, d_l + 1)`` (bias last; chain
+            ``c`` starts at ``weights[l][c]``), ``delta_y`` shape ``(C,)`` (positive; the units of
+            ``y``) in the role of the fits' ``Δ̂_y``: the rule sets ``Δ_Z = Δ_X`` from it and the
+            chains start at its mean, as from MAP fits. The seed's sampler stream is the same, so
+            starts equal to the MAP fits give the default run bitwise. Not with ``map_fits``.
         **run_kw
             Further :func:`blockbayes.gibbs.run` arguments (``device``, ``dtype``, ``thin``, …);
             not ``init``, ``learn_noise`` or the counts the preset sets.
@@ -134,18 +141,25 @@ class GoldPreset(NamedTuple):
         K = C if self.map_fits is None else self.map_fits
         if isinstance(K, bool) or not isinstance(K, int) or K < C:
             raise ValueError(f"map_fits must be None or an int >= num_chains={C}, got {self.map_fits!r}")
+        if start is not None and self.map_fits is not None:
+            raise ValueError("start= replaces the MAP fits; it cannot be combined with map_fits")
         t0 = time.perf_counter()
         Xp, yp = prepare(net, X, y, device=run_kw.get("device"), dtype=run_kw.get("dtype"),
                          num_chains=C)
         root = bbr.key(seed)
-        # the same fits as gibbs.run(init="map", seed=seed): its MAP key is split(split(root, 2)[0], 2)[0]
-        # (split(key, K)[:C] == split(key, C), so fits 0 … C−1 are those fits whatever K is)
-        k_map = bbr.split(bbr.split(root, 2)[0], 2)[0]
-        weights, dy, info = map_starts(k_map, net, Xp, yp, num_chains=K, kind="map",
-                                       max_iter=self.map_max_iter, learn_noise=True,
-                                       noise_prior=(hyperprior.noise_shape, hyperprior.noise_rate))
-        chosen = select_fits(info["map_objectives"], C)
         xp = namespace(Xp)
+        if start is not None:
+            weights, dy = given_start(start, net, C, Xp)
+            info = dict(map_converged=None, map_objectives=[])
+            chosen = tuple(range(C))
+        else:
+            # the same fits as gibbs.run(init="map", seed=seed): its MAP key is split(split(root, 2)[0], 2)[0]
+            # (split(key, K)[:C] == split(key, C), so fits 0 … C−1 are those fits whatever K is)
+            k_map = bbr.split(bbr.split(root, 2)[0], 2)[0]
+            weights, dy, info = map_starts(k_map, net, Xp, yp, num_chains=K, kind="map",
+                                           max_iter=self.map_max_iter, learn_noise=True,
+                                           noise_prior=(hyperprior.noise_shape, hyperprior.noise_rate))
+            chosen = select_fits(info["map_objectives"], C)
         if K > C:
             idx = xp.asarray(chosen, device=device_of(Xp))
             weights = tuple(xp.take(W, idx, axis=0) for W in weights)
@@ -158,11 +172,41 @@ class GoldPreset(NamedTuple):
                   num_chains=self.num_chains, seed=root, init=weights, learn_noise=True, hyperprior=hyperprior,
                   moves=self.moves, progress=progress, **run_kw)
         name = "gold" if self.moves is None else f"gold+{type(self.moves).__name__}"
-        res.config["preset"] = dict(name=name, hidden_delta=d, delta_y_hat=[float(v) for v in to_numpy(dy)],
+        res.config["preset"] = dict(name=name, start="map" if start is None else "given", hidden_delta=d,
+                                    delta_y_hat=[float(v) for v in to_numpy(dy)],
                                     map_time_s=t_map, map_converged=info["map_converged"],
                                     map_objectives=list(info["map_objectives"]), chosen_fits=list(chosen))
         res.config["total_wall_time_s"] = time.perf_counter() - t0
         return res
+
+
+def given_start(start, net: MLP, num_chains: int, X):
+    """Validate ``GoldPreset.run``'s ``start=(weights, delta_y)``; returns them as arrays like ``X``.
+
+    ``weights[l]``: shape ``(C, d_{l+1}, d_l + 1)``, finite; ``delta_y``: shape ``(C,)``, positive
+    and finite (``C = num_chains``).
+    """
+    xp = namespace(X)
+    dev, dt = device_of(X), X.dtype
+    try:
+        weights, dy = start
+    except (TypeError, ValueError):
+        raise ValueError("start must be a pair (weights, delta_y)") from None
+    shapes = net.weight_shapes()
+    if len(weights) != len(shapes):
+        raise ValueError(f"start needs {len(shapes)} weight arrays (one per layer), got {len(weights)}")
+    out = []
+    for l, (w, s) in enumerate(zip(weights, shapes)):
+        w = to_numpy(w)
+        if tuple(w.shape) != (num_chains,) + tuple(s):
+            raise ValueError(f"start weights[{l}] must have shape {(num_chains,) + tuple(s)}, got {tuple(w.shape)}")
+        if not bool((abs(w) < math.inf).all()):
+            raise ValueError(f"start weights[{l}] must be finite")
+        out.append(xp.asarray(w, dtype=dt, device=dev))
+    d = to_numpy(dy).reshape(-1) if hasattr(dy, "shape") else [float(v) for v in dy]
+    if len(d) != num_chains or not all(float(v) > 0 and math.isfinite(float(v)) for v in d):
+        raise ValueError(f"start delta_y must hold {num_chains} positive finite values, got {list(d)!r}")
+    return tuple(out), xp.asarray([float(v) for v in d], dtype=dt, device=dev)
 
 
 def select_fits(objectives, num_chains: int) -> tuple:
