@@ -176,7 +176,8 @@ def trace(net, weights, delta_y, Xte, yte, y_std, start_npz=None, draw=-1):
 
 
 def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, learn_prior=False, preset=None,
-        ratio=None, hmc=None, redraw=0, map_fits=None, floor=None, start_npz=None, draw=-1, want_trace=False):
+        ratio=None, hmc=None, redraw=0, map_fits=None, floor=None, start_npz=None, draw=-1, want_trace=False,
+        map_smoothing=None, map_smoothing_iter=5000):
     data = bb.datasets.uci(name, split)
     Xtr, ytr, Xte, yte = (np.asarray(a) for a in data[:4])
     if inner:
@@ -201,6 +202,8 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
         if preset in ("gold", "gold_hmc"):
             p = gibbs.presets.gold(num_chains=chains, num_warmup=warmup, num_samples=samples, moves=moves,
                                    map_max_iter=_MAP_ITERS[0] or None, map_fits=map_fits,
+                                   map_smoothing=tuple(map_smoothing) if map_smoothing else None,
+                                   map_smoothing_iter=map_smoothing_iter,
                                    **({} if ratio is None else {"ratio": ratio}),
                                    **({} if floor is None else {"floor": floor}))
             ratio = p.ratio
@@ -218,13 +221,15 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
     acc = mcfg.get("accept") if isinstance(mcfg, dict) else None
     if isinstance(mcfg, dict) and mcfg.get("move") == "composed":
         acc = mcfg["components"][0].get("accept")        # the HMC move's; the redraw's stays in "move"
-    return dict(dataset=name, split=split, preset=preset, ratio=ratio if preset else None, rmse=rmse, ll=ll, wall_s=wall, cpu_s=cpu, map_s=_MAP_TIME[0], rhat_f=float(r.summary().max_rhat),
+    return dict(dataset=name, split=split, preset=preset, ratio=ratio if preset else None, rmse=rmse, ll=ll, wall_s=wall, cpu_s=cpu, map_s=(r.config.get("preset") or {}).get("map_time_s", _MAP_TIME[0]), rhat_f=float(r.summary().max_rhat),
                 delta_y=float(np.mean(np.asarray(r.delta_y))) * data.y_std ** 2, accept=acc, move=mcfg,
                 chains=chains, warmup=warmup, samples=samples, delta=delta, steps=steps, seed=seed,
                 inner=inner, load=os.getloadavg()[0], map_fits=map_fits,
                 chosen_fits=(r.config.get("preset") or {}).get("chosen_fits"),
                 map_objectives=(r.config.get("preset") or {}).get("map_objectives"),
                 start_npz=start_npz, draw=draw if start_npz else None,
+                map_smoothing=list(map_smoothing) if map_smoothing else None,
+                map_smoothing_iter=map_smoothing_iter if map_smoothing else None,
                 start_delta_y=None if start is None else [float(v) for v in start[1]], trace=tr)
 
 
@@ -261,6 +266,11 @@ def main(argv=None):
     ap.add_argument("--start-from-npz", default=None, metavar="PATH",
                     help="--preset gold/gold_hmc: start chain c from draw --draw of chain c of this saved NUTS run "
                          "(nuts_reference_spread.py run --save-weights) instead of the MAP fits; one set/split")
+    ap.add_argument("--map-smoothing", type=float, nargs="+", default=None, metavar="BETA",
+                    help="--preset gold/gold_hmc: a softplus smoothing continuation before each MAP start "
+                         "(GoldPreset.map_smoothing, e.g. 8 32 128 512)")
+    ap.add_argument("--map-smoothing-iter", type=int, default=5000,
+                    help="--map-smoothing: L-BFGS iterations per stage")
     ap.add_argument("--draw", type=int, default=-1, help="--start-from-npz: which draw of each chain (default last)")
     ap.add_argument("--trace", action="store_true",
                     help="print per-chain test RMSE, the running mixture's RMSE / LL and test-prediction R-hat / ESS")
@@ -277,7 +287,7 @@ def main(argv=None):
                                      average_from=a.average_from, terminal=a.terminal).items()
            if v is not None}
     print(f"gold: 50 ReLU, fan-in λ, learn_noise, init='map' (joint MAP), Δ_Z=Δ_X={'by the preset rule' if a.preset else f'{a.delta:g}'}, "
-          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' + UnitRedrawMove(proposals={a.redraw})' if a.redraw else ''}{f', starts: best {a.chains} of {a.map_fits} MAP fits' if a.map_fits else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}{f' floor {a.floor:g}' if a.floor else ''}{f', starts: NUTS draws {a.draw} of {a.start_from_npz}' if a.start_from_npz else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
+          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' + UnitRedrawMove(proposals={a.redraw})' if a.redraw else ''}{f', starts: best {a.chains} of {a.map_fits} MAP fits' if a.map_fits else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}{f' floor {a.floor:g}' if a.floor else ''}{f', starts: NUTS draws {a.draw} of {a.start_from_npz}' if a.start_from_npz else ''}{f', MAP smoothing β={a.map_smoothing} × {a.map_smoothing_iter} its' if a.map_smoothing else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
           f"{f', INNER validation {a.inner:g} of train' if a.inner else ', TEST split'}; "
           f"load avg (1 min) {os.getloadavg()[0]:.2f}", flush=True)
     print(f"{'set':>9} {'sp':>2} {'RMSE':>7} {'LL':>7} {'NUTS':>13} {'ratio':>6} {'ΔLL':>6} {'met':>5} "
@@ -288,7 +298,7 @@ def main(argv=None):
             c = one(name, split, chains=a.chains, warmup=a.warmup, samples=a.samples, delta=a.delta,
                     steps=a.steps, seed=a.seed, inner=a.inner, preset=a.preset, ratio=a.ratio, hmc=hmc,
                     redraw=a.redraw, map_fits=a.map_fits, floor=a.floor, start_npz=a.start_from_npz, draw=a.draw,
-                    want_trace=a.trace)
+                    want_trace=a.trace, map_smoothing=a.map_smoothing, map_smoothing_iter=a.map_smoothing_iter)
             ref = None if a.inner else NUTS.get((name, split))
             if ref is not None:
                 ratio, dll, met = figure(c["rmse"], c["ll"], ref)

@@ -265,6 +265,58 @@ def test_gold_preset_given_start_replaces_the_map_fits_chain_by_chain():
     assert np.array_equal(np.asarray(r.delta_y), np.asarray(g.delta_y))
 
 
+def test_map_starts_smoothing_is_map_fits_smoothing_per_chain():
+    """``map_starts(smoothing=β…)``: chain c's start is ``map_fit(seed=split(key, C)[c], smoothing=β…)``
+    (the joint fit's keywords otherwise unchanged); ``smoothing=None`` is the plain start bitwise, and a
+    smoothed start differs from it (the continuation ran)."""
+    from blockbayes import laplace
+
+    X, y = _data()
+    net = bb.MLP([3, 5, 1], "relu", prior_prec="fan_in", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
+    Xp, yp = bb.inputs.prepare(net, X, y, num_chains=2)
+    k = bbr.key(4)
+    kw = dict(num_chains=2, kind="map", max_iter=40, learn_noise=True)
+    w0, dy0, _ = map_starts(k, net, Xp, yp, **kw)
+    wn, dyn, _ = map_starts(k, net, Xp, yp, smoothing=None, **kw)
+    assert all(np.array_equal(a, b) for a, b in zip(w0, wn)) and np.array_equal(dy0, dyn)
+    ws, dys, info = map_starts(k, net, Xp, yp, smoothing=(4.0, 16.0), smoothing_iter=30, **kw)
+    for c, kc in enumerate(bbr.split(k, 2)):
+        wf, i = laplace.map_fit(net, Xp, yp, seed=kc, max_iter=40, progress=False, return_info=True,
+                                learn_noise=True, noise_prior=(1.0, 1e-2), tol=1e-6, ftol=0.0,
+                                smoothing=(4.0, 16.0), smoothing_iter=30)
+        assert all(np.array_equal(W[c], Wf) for W, Wf in zip(ws, wf))
+        assert float(dys[c]) == max(float(i["delta_y"]), 1e-6)
+        assert info["map_objectives"][c] == i["objective"]
+    assert not all(np.allclose(a, b) for a, b in zip(w0, ws))
+
+
+def test_gold_preset_map_smoothing_reaches_map_starts():
+    """``GoldPreset(map_smoothing=…)`` passes the schedule and its iteration cap to ``map_starts``;
+    the default passes ``None`` (the plain fits)."""
+    from blockbayes.gibbs import starts
+
+    X, y = _data()
+    net = bb.MLP([3, 4, 1], "relu", prior_prec="fan_in")
+    seen = []
+    real = starts.map_starts
+
+    def spy(*a, **kw):
+        seen.append((kw.get("smoothing"), kw.get("smoothing_iter")))
+        return real(*a, **kw)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mp = pytest.MonkeyPatch()
+        mp.setattr(starts, "map_starts", spy)
+        try:
+            gold(num_chains=2, num_warmup=1, num_samples=1, map_max_iter=20).run(net, X, y, seed=0)
+            gold(num_chains=2, num_warmup=1, num_samples=1, map_max_iter=20, map_smoothing=(4.0,),
+                 map_smoothing_iter=15).run(net, X, y, seed=0)
+        finally:
+            mp.undo()
+    assert seen == [(None, 5000), ((4.0,), 15)]
+
+
 def test_gold_preset_given_start_bad_use():
     X, y = _data()
     net = bb.MLP([3, 6, 1], "relu", prior_prec="fan_in")
@@ -277,6 +329,8 @@ def test_gold_preset_given_start_bad_use():
             p.run(net, X, y, start=start)
     with pytest.raises(ValueError, match="map_fits"):
         gold(num_chains=2, map_fits=3).run(net, X, y, start=(w, [0.1, 0.1]))
+    with pytest.raises(ValueError, match="map_smoothing"):
+        gold(num_chains=2, map_smoothing=(8.0, 32.0)).run(net, X, y, start=(w, [0.1, 0.1]))
 
 
 def test_gold_benchmark_starts_each_chain_from_its_npz_draw(monkeypatch, tmp_path):

@@ -84,6 +84,11 @@ class GoldPreset(NamedTuple):
         one ``map_fits=None`` would start chain ``c`` from) and the chains start from the
         ``num_chains`` fits with the lowest final MAP objective (:func:`select_fits`). Only the
         starts change: every chain is the same exact sampler of the noisy-MLP posterior.
+    map_smoothing : None or sequence of floats
+        A softplus smoothing continuation before each MAP fit (:func:`blockbayes.laplace.map_fit`'s
+        ``smoothing``, e.g. ``(8, 32, 128, 512)``), with ``map_smoothing_iter`` L-BFGS iterations
+        per stage. ``None`` (default): the fits as without it. Only the starts change.
+    map_smoothing_iter : int
     """
 
     num_chains: int = 4
@@ -95,6 +100,8 @@ class GoldPreset(NamedTuple):
     map_max_iter: Optional[int] = None
     moves: object = None
     map_fits: Optional[int] = None
+    map_smoothing: Optional[tuple] = None
+    map_smoothing_iter: int = 5000
 
     def run(self, net: MLP, X, y, *, seed=None, hyperprior: Hyperprior = Hyperprior(), progress: bool = False,
             start=None, **run_kw):
@@ -141,8 +148,8 @@ class GoldPreset(NamedTuple):
         K = C if self.map_fits is None else self.map_fits
         if isinstance(K, bool) or not isinstance(K, int) or K < C:
             raise ValueError(f"map_fits must be None or an int >= num_chains={C}, got {self.map_fits!r}")
-        if start is not None and self.map_fits is not None:
-            raise ValueError("start= replaces the MAP fits; it cannot be combined with map_fits")
+        if start is not None and (self.map_fits is not None or self.map_smoothing is not None):
+            raise ValueError("start= replaces the MAP fits; it cannot be combined with map_fits or map_smoothing")
         t0 = time.perf_counter()
         Xp, yp = prepare(net, X, y, device=run_kw.get("device"), dtype=run_kw.get("dtype"),
                          num_chains=C)
@@ -158,7 +165,8 @@ class GoldPreset(NamedTuple):
             k_map = bbr.split(bbr.split(root, 2)[0], 2)[0]
             weights, dy, info = map_starts(k_map, net, Xp, yp, num_chains=K, kind="map",
                                            max_iter=self.map_max_iter, learn_noise=True,
-                                           noise_prior=(hyperprior.noise_shape, hyperprior.noise_rate))
+                                           noise_prior=(hyperprior.noise_shape, hyperprior.noise_rate),
+                                           smoothing=self.map_smoothing, smoothing_iter=self.map_smoothing_iter)
             chosen = select_fits(info["map_objectives"], C)
         if K > C:
             idx = xp.asarray(chosen, device=device_of(Xp))

@@ -56,7 +56,7 @@ on Yacht split 0 (0.291 vs 0.296 after Gibbs at Δ = 1e-5) at a fifth of the cos
 
 
 def map_starts(key, net: MLP, X, y, *, num_chains: int, kind: str = "map", max_iter: Optional[int] = None,
-               learn_noise: bool = False, noise_prior=(1.0, 1e-2)):
+               learn_noise: bool = False, noise_prior=(1.0, 1e-2), smoothing=None, smoothing_iter: int = 5000):
     """Start weights for ``num_chains`` chains from MAP fits of the standard network.
 
     Parameters
@@ -82,6 +82,11 @@ def map_starts(key, net: MLP, X, y, *, num_chains: int, kind: str = "map", max_i
     noise_prior : (float, float)
         Shape and rate ``(a, b)`` of the Gamma hyperprior on ``1/Δ_y`` (the sampler's
         ``Hyperprior.noise_shape``, ``noise_rate``).
+    smoothing : None or sequence of floats
+        A softplus smoothing continuation before each fit (:func:`blockbayes.laplace.map_fit`'s
+        ``smoothing``, e.g. ``(8, 32, 128, 512)``; ``None``: the fits exactly as without it).
+    smoothing_iter : int
+        L-BFGS iterations per smoothing stage (``map_fit``'s ``smoothing_iter``).
 
     Returns
     -------
@@ -114,6 +119,8 @@ def map_starts(key, net: MLP, X, y, *, num_chains: int, kind: str = "map", max_i
     if max_iter is None:
         max_iter = JOINT_MAX_ITER if joint else 1000
     fit_kw = dict(learn_noise=True, noise_prior=tuple(float(v) for v in noise_prior), tol=1e-6, ftol=0.0) if joint else {}
+    if smoothing is not None:
+        fit_kw.update(smoothing=smoothing, smoothing_iter=smoothing_iter)
     keys = bbr.split(key, fits)
     all_w, sse, converged, iters, objectives = [], [], True, 0, []
     for c in range(fits):
