@@ -64,6 +64,7 @@ from blockbayes.gibbs.diagnostics import ConvergenceWarning
 from blockbayes.gibbs import starts as _starts
 from blockbayes.gibbs.moves import NonCentredMove
 from blockbayes.gibbs.hmc import JointHMCMove
+from blockbayes.gibbs.anneal import AnnealedDelta
 from blockbayes.gibbs.moves import ComposedMove
 from blockbayes.gibbs.redraw import UnitRedrawMove
 
@@ -177,7 +178,7 @@ def trace(net, weights, delta_y, Xte, yte, y_std, start_npz=None, draw=-1):
 
 def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, learn_prior=False, preset=None,
         ratio=None, hmc=None, redraw=0, map_fits=None, floor=None, start_npz=None, draw=-1, want_trace=False,
-        map_smoothing=None, map_smoothing_iter=5000):
+        map_smoothing=None, map_smoothing_iter=5000, anneal=None):
     data = bb.datasets.uci(name, split)
     Xtr, ytr, Xte, yte = (np.asarray(a) for a in data[:4])
     if inner:
@@ -207,7 +208,8 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
                                    **({} if ratio is None else {"ratio": ratio}),
                                    **({} if floor is None else {"floor": floor}))
             ratio = p.ratio
-            r = p.run(net, Xtr, ytr, seed=seed, learn_prior=learn_prior, start=start)
+            sched = {} if not anneal else {"schedule": AnnealedDelta(start=anneal[0], fraction=anneal[1])}
+            r = p.run(net, Xtr, ytr, seed=seed, learn_prior=learn_prior, start=start, **sched)
             delta = r.config["preset"]["hidden_delta"]
         else:
             r = gibbs.run(net, Xtr, ytr, num_samples=samples, num_warmup=warmup, num_chains=chains, seed=seed,
@@ -230,6 +232,7 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
                 start_npz=start_npz, draw=draw if start_npz else None,
                 map_smoothing=list(map_smoothing) if map_smoothing else None,
                 map_smoothing_iter=map_smoothing_iter if map_smoothing else None,
+                anneal=list(anneal) if anneal else None,
                 start_delta_y=None if start is None else [float(v) for v in start[1]], trace=tr)
 
 
@@ -271,6 +274,9 @@ def main(argv=None):
                          "(GoldPreset.map_smoothing, e.g. 8 32 128 512)")
     ap.add_argument("--map-smoothing-iter", type=int, default=5000,
                     help="--map-smoothing: L-BFGS iterations per stage")
+    ap.add_argument("--anneal", type=float, nargs=2, default=None, metavar=("START", "FRACTION"),
+                    help="--preset gold/gold_hmc: AnnealedDelta(start, fraction) warm-up of the hidden Δ_Z = Δ_X "
+                         "(standardised units) down to the rule's Δ (Δ_y is learned, so it is not annealed)")
     ap.add_argument("--draw", type=int, default=-1, help="--start-from-npz: which draw of each chain (default last)")
     ap.add_argument("--trace", action="store_true",
                     help="print per-chain test RMSE, the running mixture's RMSE / LL and test-prediction R-hat / ESS")
@@ -287,7 +293,7 @@ def main(argv=None):
                                      average_from=a.average_from, terminal=a.terminal).items()
            if v is not None}
     print(f"gold: 50 ReLU, fan-in λ, learn_noise, init='map' (joint MAP), Δ_Z=Δ_X={'by the preset rule' if a.preset else f'{a.delta:g}'}, "
-          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' + UnitRedrawMove(proposals={a.redraw})' if a.redraw else ''}{f', starts: best {a.chains} of {a.map_fits} MAP fits' if a.map_fits else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}{f' floor {a.floor:g}' if a.floor else ''}{f', starts: NUTS draws {a.draw} of {a.start_from_npz}' if a.start_from_npz else ''}{f', MAP smoothing β={a.map_smoothing} × {a.map_smoothing_iter} its' if a.map_smoothing else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
+          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' + UnitRedrawMove(proposals={a.redraw})' if a.redraw else ''}{f', starts: best {a.chains} of {a.map_fits} MAP fits' if a.map_fits else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}{f' floor {a.floor:g}' if a.floor else ''}{f', starts: NUTS draws {a.draw} of {a.start_from_npz}' if a.start_from_npz else ''}{f', MAP smoothing β={a.map_smoothing} × {a.map_smoothing_iter} its' if a.map_smoothing else ''}{f', AnnealedDelta(start={a.anneal[0]:g}, fraction={a.anneal[1]:g})' if a.anneal else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
           f"{f', INNER validation {a.inner:g} of train' if a.inner else ', TEST split'}; "
           f"load avg (1 min) {os.getloadavg()[0]:.2f}", flush=True)
     print(f"{'set':>9} {'sp':>2} {'RMSE':>7} {'LL':>7} {'NUTS':>13} {'ratio':>6} {'ΔLL':>6} {'met':>5} "
@@ -298,7 +304,8 @@ def main(argv=None):
             c = one(name, split, chains=a.chains, warmup=a.warmup, samples=a.samples, delta=a.delta,
                     steps=a.steps, seed=a.seed, inner=a.inner, preset=a.preset, ratio=a.ratio, hmc=hmc,
                     redraw=a.redraw, map_fits=a.map_fits, floor=a.floor, start_npz=a.start_from_npz, draw=a.draw,
-                    want_trace=a.trace, map_smoothing=a.map_smoothing, map_smoothing_iter=a.map_smoothing_iter)
+                    want_trace=a.trace, map_smoothing=a.map_smoothing, map_smoothing_iter=a.map_smoothing_iter,
+                    anneal=a.anneal)
             ref = None if a.inner else NUTS.get((name, split))
             if ref is not None:
                 ratio, dll, met = figure(c["rmse"], c["ll"], ref)
