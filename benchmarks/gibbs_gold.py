@@ -23,8 +23,8 @@ non-centred HMC on all weight matrices, dense Gauss–Newton mass) after every s
 column is then its mean ``min(1, α)`` after warm-up.
 
 NUTS references (4 chains, NumPyro, same model): the issue-15 table (Boston 0–2, Concrete 0,
-Yacht 0–2, Energy 0) and, for Energy 1–2, the library's own NUTS cells (docs/uci_reference.md,
-issue 16). Concrete 1–2 have no issue-table NUTS reference; the library's ``hmc`` cells stand in.
+Yacht 0–2, Energy 0) and, for Energy 1–2, one 4 × (1000 + 1000) run each (design note 48; until
+session 13 the library's 4 × (100 + 100) NUTS cells of docs/uci_reference.md stood in). Concrete 1–2 have no issue-table NUTS reference; the library's ``hmc`` cells stand in.
 
 ``--start-from-npz PATH`` (with ``--preset gold`` / ``gold_hmc``): start chain ``c`` from draw
 ``--draw`` (default the last) of chain ``c`` of a NUTS run saved by ``benchmarks/nuts_reference_spread.py
@@ -74,7 +74,10 @@ NUTS = {
     ("boston", 2): (2.30, -2.30, "issue"), ("concrete", 0): (5.29, -3.06, "issue"),
     ("yacht", 0): (0.24, 0.03, "issue"), ("yacht", 1): (0.22, -0.03, "issue"),
     ("yacht", 2): (0.20, -0.00, "issue"), ("energy", 0): (0.22, 0.09, "issue"),
-    ("energy", 1): (0.445, -0.985, "uci_reference"), ("energy", 2): (0.282, -0.144, "uci_reference"),
+    # no issue entry: one 4 x (1000 + 1000) NUTS run each (design note 48; lead, session 13,
+    # nuts_reference_spread.py run --num-warmup 1000 --num-samples 1000, docs/gibbs-moves.md §6); until
+    # session 13 the library's 4 x (100 + 100) cells stood in (0.445 / -0.985, 0.282 / -0.144)
+    ("energy", 1): (0.444, -1.131, "nuts 1000+1000"), ("energy", 2): (0.217, 0.105, "nuts 1000+1000"),
     # the library's `hmc` method at its defaults (4 chains x (100 + 100)), session 9:
     # uci_table.py --methods hmc --datasets concrete --splits 3 --only-splits 1,2
     ("concrete", 1): (4.973, -3.012, "lib hmc"), ("concrete", 2): (4.828, -2.977, "lib hmc"),
