@@ -65,6 +65,7 @@ from blockbayes.gibbs import starts as _starts
 from blockbayes.gibbs.moves import NonCentredMove
 from blockbayes.gibbs.hmc import JointHMCMove
 from blockbayes.gibbs.anneal import AnnealedDelta
+from blockbayes._backend import random as bbr
 from blockbayes.gibbs.moves import ComposedMove
 from blockbayes.gibbs.redraw import UnitRedrawMove
 
@@ -181,7 +182,7 @@ def trace(net, weights, delta_y, Xte, yte, y_std, start_npz=None, draw=-1):
 
 def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, learn_prior=False, preset=None,
         ratio=None, hmc=None, redraw=0, map_fits=None, floor=None, start_npz=None, draw=-1, want_trace=False,
-        map_smoothing=None, map_smoothing_iter=5000, anneal=None):
+        map_smoothing=None, map_smoothing_iter=5000, anneal=None, temper=None):
     data = bb.datasets.uci(name, split)
     Xtr, ytr, Xte, yte = (np.asarray(a) for a in data[:4])
     if inner:
@@ -211,6 +212,11 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
                                    **({} if ratio is None else {"ratio": ratio}),
                                    **({} if floor is None else {"floor": floor}))
             ratio = p.ratio
+            if temper:
+                if start is not None or map_fits or map_smoothing:
+                    raise ValueError("--temper-output makes its own starts: not with --start-from-npz, --map-fits "
+                                     "or --map-smoothing")
+                start = tempered_start(net, Xtr, ytr, seed=seed, chains=chains, temper=temper, hmc=hmc)
             sched = {} if not anneal else {"schedule": AnnealedDelta(start=anneal[0], fraction=anneal[1])}
             r = p.run(net, Xtr, ytr, seed=seed, learn_prior=learn_prior, start=start, **sched)
             delta = r.config["preset"]["hidden_delta"]
@@ -235,8 +241,33 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
                 start_npz=start_npz, draw=draw if start_npz else None,
                 map_smoothing=list(map_smoothing) if map_smoothing else None,
                 map_smoothing_iter=map_smoothing_iter if map_smoothing else None,
-                anneal=list(anneal) if anneal else None,
+                anneal=list(anneal) if anneal else None, temper=list(temper) if temper else None,
                 start_delta_y=None if start is None else [float(v) for v in start[1]], trace=tr)
+
+
+def tempered_start(net, X, y, *, seed, chains, temper, hmc=None):
+    """Starts of the tempered-output arm (``--temper-output START SWEEPS``), for ``GoldPreset.run(start=)``.
+
+    The preset's own joint MAP fits (the key ``GoldPreset.run`` derives from ``seed``), then ``SWEEPS``
+    sweeps of ``gibbs.run`` with the joint HMC move at a *fixed* ``Δ_y`` annealed geometrically from
+    ``START`` (standardised units) to the fits' mean ``Δ̂_y`` over the first 80 % of them
+    (``AnnealedDelta(START, 0.8, output=True)``, ``learn_noise=False``; the hidden ``Δ_Z = Δ_X`` fall
+    with it to the preset's rule), the move's mass averaged from 80 % on. Its last states and the fits'
+    ``Δ̂_y`` are returned, so the main run is the preset's from these weights (rule, ``Δ_y`` start and
+    sampler stream as from its MAP fits). A tempered likelihood lets the chains cross between basins
+    the MAP fits pin them in; the kept samples come only from the main run, which is the exact sampler.
+    """
+    T0, sweeps = float(temper[0]), int(temper[1])
+    Xp, yp = bb.inputs.prepare(net, X, y, num_chains=chains)
+    k_map = bbr.split(bbr.split(bbr.key(seed), 2)[0], 2)[0]
+    w, dy, _ = _starts.map_starts(k_map, net, Xp, yp, num_chains=chains, kind="map",
+                                  max_iter=_MAP_ITERS[0] or None, learn_noise=True, noise_prior=(1.0, 1e-2))
+    d = gibbs.presets.hidden_delta(dy)
+    net1 = net.replace(delta={"Z": d, "X": d, "y": float(np.mean(np.asarray(dy)))})
+    r1 = gibbs.run(net1, Xp, yp, num_samples=1, num_warmup=sweeps, num_chains=chains, seed=seed + 10_000,
+                   init=w, learn_noise=False, schedule=AnnealedDelta(start=T0, fraction=0.8, output=True),
+                   moves=JointHMCMove(**{**(hmc or {}), "average_from": 0.8}), progress=False)
+    return tuple(np.asarray(W) for W in r1.final_state.weights), np.asarray(dy)
 
 
 def main(argv=None):
@@ -280,6 +311,9 @@ def main(argv=None):
     ap.add_argument("--anneal", type=float, nargs=2, default=None, metavar=("START", "FRACTION"),
                     help="--preset gold/gold_hmc: AnnealedDelta(start, fraction) warm-up of the hidden Δ_Z = Δ_X "
                          "(standardised units) down to the rule's Δ (Δ_y is learned, so it is not annealed)")
+    ap.add_argument("--temper-output", type=float, nargs=2, default=None, metavar=("START", "SWEEPS"),
+                    help="--preset gold_hmc: before the preset's run, SWEEPS sweeps from its MAP fits at a fixed Δ_y "
+                         "annealed from START (standardised) to the fits' Δ̂_y (tempered_start); the run starts there")
     ap.add_argument("--draw", type=int, default=-1, help="--start-from-npz: which draw of each chain (default last)")
     ap.add_argument("--trace", action="store_true",
                     help="print per-chain test RMSE, the running mixture's RMSE / LL and test-prediction R-hat / ESS")
@@ -296,7 +330,7 @@ def main(argv=None):
                                      average_from=a.average_from, terminal=a.terminal).items()
            if v is not None}
     print(f"gold: 50 ReLU, fan-in λ, learn_noise, init='map' (joint MAP), Δ_Z=Δ_X={'by the preset rule' if a.preset else f'{a.delta:g}'}, "
-          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' + UnitRedrawMove(proposals={a.redraw})' if a.redraw else ''}{f', starts: best {a.chains} of {a.map_fits} MAP fits' if a.map_fits else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}{f' floor {a.floor:g}' if a.floor else ''}{f', starts: NUTS draws {a.draw} of {a.start_from_npz}' if a.start_from_npz else ''}{f', MAP smoothing β={a.map_smoothing} × {a.map_smoothing_iter} its' if a.map_smoothing else ''}{f', AnnealedDelta(start={a.anneal[0]:g}, fraction={a.anneal[1]:g})' if a.anneal else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
+          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' + UnitRedrawMove(proposals={a.redraw})' if a.redraw else ''}{f', starts: best {a.chains} of {a.map_fits} MAP fits' if a.map_fits else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}{f' floor {a.floor:g}' if a.floor else ''}{f', starts: NUTS draws {a.draw} of {a.start_from_npz}' if a.start_from_npz else ''}{f', MAP smoothing β={a.map_smoothing} × {a.map_smoothing_iter} its' if a.map_smoothing else ''}{f', AnnealedDelta(start={a.anneal[0]:g}, fraction={a.anneal[1]:g})' if a.anneal else ''}{f', tempered-output start (Δ_y from {a.temper_output[0]:g}, {int(a.temper_output[1])} sweeps)' if a.temper_output else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
           f"{f', INNER validation {a.inner:g} of train' if a.inner else ', TEST split'}; "
           f"load avg (1 min) {os.getloadavg()[0]:.2f}", flush=True)
     print(f"{'set':>9} {'sp':>2} {'RMSE':>7} {'LL':>7} {'NUTS':>13} {'ratio':>6} {'ΔLL':>6} {'met':>5} "
@@ -308,7 +342,7 @@ def main(argv=None):
                     steps=a.steps, seed=a.seed, inner=a.inner, preset=a.preset, ratio=a.ratio, hmc=hmc,
                     redraw=a.redraw, map_fits=a.map_fits, floor=a.floor, start_npz=a.start_from_npz, draw=a.draw,
                     want_trace=a.trace, map_smoothing=a.map_smoothing, map_smoothing_iter=a.map_smoothing_iter,
-                    anneal=a.anneal)
+                    anneal=a.anneal, temper=a.temper_output)
             ref = None if a.inner else NUTS.get((name, split))
             if ref is not None:
                 ratio, dll, met = figure(c["rmse"], c["ll"], ref)
