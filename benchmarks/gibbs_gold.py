@@ -183,6 +183,9 @@ def trace(net, weights, delta_y, Xte, yte, y_std, start_npz=None, draw=-1):
 def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, learn_prior=False, preset=None,
         ratio=None, hmc=None, redraw=0, map_fits=None, floor=None, start_npz=None, draw=-1, want_trace=False,
         map_smoothing=None, map_smoothing_iter=5000, anneal=None, temper=None):
+    if temper and (start_npz or map_fits or map_smoothing or preset != "gold_hmc"):
+        raise ValueError("--temper-output needs --preset gold_hmc and makes its own starts: not with "
+                         "--start-from-npz, --map-fits or --map-smoothing")
     data = bb.datasets.uci(name, split)
     Xtr, ytr, Xte, yte = (np.asarray(a) for a in data[:4])
     if inner:
@@ -213,9 +216,6 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
                                    **({} if floor is None else {"floor": floor}))
             ratio = p.ratio
             if temper:
-                if start is not None or map_fits or map_smoothing:
-                    raise ValueError("--temper-output makes its own starts: not with --start-from-npz, --map-fits "
-                                     "or --map-smoothing")
                 start = tempered_start(net, Xtr, ytr, seed=seed, chains=chains, temper=temper, hmc=hmc)
             sched = {} if not anneal else {"schedule": AnnealedDelta(start=anneal[0], fraction=anneal[1])}
             r = p.run(net, Xtr, ytr, seed=seed, learn_prior=learn_prior, start=start, **sched)

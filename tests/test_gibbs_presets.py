@@ -373,3 +373,27 @@ def test_gold_benchmark_starts_each_chain_from_its_npz_draw(monkeypatch, tmp_pat
     monkeypatch.setattr(gg.bb.datasets, "uci_info", lambda name: namedtuple("I", "name")(name + "x" * (name != "toy")))
     with pytest.raises(ValueError, match="not other split 0"):
         gg.one("other", 0, start_npz=str(path), **kw)
+
+
+def test_gold_benchmark_tempered_start_begins_at_the_presets_own_fits():
+    """benchmarks/gibbs_gold.py ``tempered_start``: the MAP fits are the preset's own (same key: their
+    ``Δ̂_y`` equal ``GoldPreset.run``'s ``delta_y_hat`` bitwise), the tempered sweeps move the weights
+    away from those fits, and the arm refuses other start options."""
+    from tests._helpers import load_benchmark
+
+    gg = load_benchmark("gibbs_gold")
+    X, y = _data(n=40)
+    net = bb.MLP([3, 5, 1], "relu", prior_prec="fan_in", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        w, dy = gg.tempered_start(net, X, y, seed=3, chains=2, temper=(0.1, 10), hmc=dict(leapfrog=4))
+        r = gold(num_chains=2, num_warmup=1, num_samples=1).run(net, X, y, seed=3)
+    assert [float(v) for v in dy] == r.config["preset"]["delta_y_hat"]
+    Xp, yp = bb.inputs.prepare(net, X, y, num_chains=2)
+    k_map = bbr.split(bbr.split(bbr.key(3), 2)[0], 2)[0]
+    wm, _, _ = map_starts(k_map, net, Xp, yp, num_chains=2, kind="map", learn_noise=True)
+    assert all(a.shape == np.asarray(b).shape and not np.allclose(a, np.asarray(b)) for a, b in zip(w, wm))
+    for bad in (dict(map_fits=6), dict(map_smoothing=[8.0])):
+        with pytest.raises(ValueError, match="temper-output"):
+            gg.one("yacht", 0, chains=2, warmup=1, samples=1, delta=1e-3, steps=0, seed=0, inner=0.0,
+                   preset="gold_hmc", temper=(0.1, 5), **bad)
