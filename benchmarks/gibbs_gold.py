@@ -38,6 +38,13 @@ file's, and of its start draws), the RMSE / LL of the running mixture after the 
 sweeps, and R-hat / bulk ESS of the test predictions (``reference.prediction_diagnostics``, as the
 NUTS runs report them).
 
+Start and warm-up arms of session 14 (docs/gibbs-moves.md §6, all measured and not adopted):
+``--map-smoothing B1 B2 …`` (``GoldPreset(map_smoothing=…)``: each MAP start through the softplus
+continuation, ``--map-smoothing-iter`` iterations per stage); ``--anneal START FRACTION`` (the hidden
+``Δ_Z = Δ_X`` annealed in warm-up, ``AnnealedDelta(START, FRACTION)``); ``--temper-output START SWEEPS``
+(:func:`tempered_start`: the preset's run from states after SWEEPS tempered-likelihood sweeps of its own
+MAP fits).
+
 ``--reference PATH``: also score every cell against the NUTS reference pooled over several
 independent runs (the JSON written by ``benchmarks/nuts_reference_spread.py report --json``; its
 ``"dataset/split"`` entries' ``"pooled"`` RMSE / LL); the table above stays the first reading and
