@@ -43,7 +43,8 @@ Start and warm-up arms of session 14 (docs/gibbs-moves.md §6, all measured and 
 continuation, ``--map-smoothing-iter`` iterations per stage); ``--anneal START FRACTION`` (the hidden
 ``Δ_Z = Δ_X`` annealed in warm-up, ``AnnealedDelta(START, FRACTION)``); ``--temper-output START SWEEPS``
 (:func:`tempered_start`: the preset's run from states after SWEEPS tempered-likelihood sweeps of its own
-MAP fits).
+MAP fits); ``--adam-starts EPOCHS`` (:func:`adam_start`: chains from minibatch-Adam fits at the MAP fits'
+``Δ̂_y``; a test-split diagnostic only).
 
 ``--reference PATH``: also score every cell against the NUTS reference pooled over several
 independent runs (the JSON written by ``benchmarks/nuts_reference_spread.py report --json``; its
@@ -189,10 +190,11 @@ def trace(net, weights, delta_y, Xte, yte, y_std, start_npz=None, draw=-1):
 
 def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, learn_prior=False, preset=None,
         ratio=None, hmc=None, redraw=0, map_fits=None, floor=None, start_npz=None, draw=-1, want_trace=False,
-        map_smoothing=None, map_smoothing_iter=5000, anneal=None, temper=None):
-    if temper and (start_npz or map_fits or map_smoothing or preset != "gold_hmc"):
-        raise ValueError("--temper-output needs --preset gold_hmc and makes its own starts: not with "
-                         "--start-from-npz, --map-fits or --map-smoothing")
+        map_smoothing=None, map_smoothing_iter=5000, anneal=None, temper=None, adam_epochs=0):
+    if (temper or adam_epochs) and (start_npz or map_fits or map_smoothing or preset != "gold_hmc"
+                                    or (temper and adam_epochs)):
+        raise ValueError("--temper-output / --adam-starts need --preset gold_hmc and make their own starts: not "
+                         "with each other, --start-from-npz, --map-fits or --map-smoothing")
     data = bb.datasets.uci(name, split)
     Xtr, ytr, Xte, yte = (np.asarray(a) for a in data[:4])
     if inner:
@@ -222,6 +224,8 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
                                    **({} if ratio is None else {"ratio": ratio}),
                                    **({} if floor is None else {"floor": floor}))
             ratio = p.ratio
+            if adam_epochs:
+                start = adam_start(net, Xtr, ytr, seed=seed, chains=chains, epochs=adam_epochs)
             if temper:
                 start = tempered_start(net, Xtr, ytr, seed=seed, chains=chains, temper=temper, hmc=hmc)
             sched = {} if not anneal else {"schedule": AnnealedDelta(start=anneal[0], fraction=anneal[1])}
@@ -249,6 +253,7 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
                 map_smoothing=list(map_smoothing) if map_smoothing else None,
                 map_smoothing_iter=map_smoothing_iter if map_smoothing else None,
                 anneal=list(anneal) if anneal else None, temper=list(temper) if temper else None,
+                adam_epochs=adam_epochs or None,
                 start_delta_y=None if start is None else [float(v) for v in start[1]], trace=tr)
 
 
@@ -275,6 +280,28 @@ def tempered_start(net, X, y, *, seed, chains, temper, hmc=None):
                    init=w, learn_noise=False, schedule=AnnealedDelta(start=T0, fraction=0.8, output=True),
                    moves=JointHMCMove(**{**(hmc or {}), "average_from": 0.8}), progress=False)
     return tuple(np.asarray(W) for W in r1.final_state.weights), np.asarray(dy)
+
+
+def adam_start(net, X, y, *, seed, chains, epochs, batch_size=32, lr=1e-2):
+    """Starts of the minibatch-Adam arm (``--adam-starts EPOCHS``), for ``GoldPreset.run(start=)``.
+
+    The preset's own joint MAP fits (the key ``GoldPreset.run`` derives from ``seed``) give ``Δ̂_y``
+    (so the rule and the ``Δ_y`` start are the preset's); the weights are ``chains`` fits of the
+    standard net at the fixed ``Δ_y = mean Δ̂_y`` by plain minibatch Adam (``laplace.map_fit(method="adam",
+    batch_size=32, lr=1e-2)``, ``EPOCHS`` epochs, no decay) from fresh inits (key ``seed + 20000``):
+    minibatch noise ends in different, typically wider basins than full-batch L-BFGS.
+    """
+    from blockbayes import laplace
+
+    Xp, yp = bb.inputs.prepare(net, X, y, num_chains=chains)
+    k_map = bbr.split(bbr.split(bbr.key(seed), 2)[0], 2)[0]
+    _, dy, _ = _starts.map_starts(k_map, net, Xp, yp, num_chains=chains, kind="map",
+                                  max_iter=_MAP_ITERS[0] or None, learn_noise=True, noise_prior=(1.0, 1e-2))
+    dyv = float(np.mean(np.asarray(dy)))
+    fits = [laplace.map_fit(net, Xp, yp, method="adam", seed=k, delta_y=dyv, num_epochs=int(epochs),
+                            batch_size=batch_size, lr=lr, progress=False)
+            for k in bbr.split(bbr.key(seed + 20_000), chains)]
+    return tuple(np.stack([np.asarray(f[l]) for f in fits]) for l in range(net.num_layers)), np.asarray(dy)
 
 
 def main(argv=None):
@@ -321,6 +348,9 @@ def main(argv=None):
     ap.add_argument("--temper-output", type=float, nargs=2, default=None, metavar=("START", "SWEEPS"),
                     help="--preset gold_hmc: before the preset's run, SWEEPS sweeps from its MAP fits at a fixed Δ_y "
                          "annealed from START (standardised) to the fits' Δ̂_y (tempered_start); the run starts there")
+    ap.add_argument("--adam-starts", type=int, default=0, metavar="EPOCHS",
+                    help="--preset gold_hmc: start the chains from minibatch-Adam fits (adam_start; EPOCHS epochs) "
+                         "at the MAP fits' Δ̂_y instead of the L-BFGS fits")
     ap.add_argument("--draw", type=int, default=-1, help="--start-from-npz: which draw of each chain (default last)")
     ap.add_argument("--trace", action="store_true",
                     help="print per-chain test RMSE, the running mixture's RMSE / LL and test-prediction R-hat / ESS")
@@ -337,7 +367,7 @@ def main(argv=None):
                                      average_from=a.average_from, terminal=a.terminal).items()
            if v is not None}
     print(f"gold: 50 ReLU, fan-in λ, learn_noise, init='map' (joint MAP), Δ_Z=Δ_X={'by the preset rule' if a.preset else f'{a.delta:g}'}, "
-          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' + UnitRedrawMove(proposals={a.redraw})' if a.redraw else ''}{f', starts: best {a.chains} of {a.map_fits} MAP fits' if a.map_fits else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}{f' floor {a.floor:g}' if a.floor else ''}{f', starts: NUTS draws {a.draw} of {a.start_from_npz}' if a.start_from_npz else ''}{f', MAP smoothing β={a.map_smoothing} × {a.map_smoothing_iter} its' if a.map_smoothing else ''}{f', AnnealedDelta(start={a.anneal[0]:g}, fraction={a.anneal[1]:g})' if a.anneal else ''}{f', tempered-output start (Δ_y from {a.temper_output[0]:g}, {int(a.temper_output[1])} sweeps)' if a.temper_output else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
+          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' + UnitRedrawMove(proposals={a.redraw})' if a.redraw else ''}{f', starts: best {a.chains} of {a.map_fits} MAP fits' if a.map_fits else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}{f' floor {a.floor:g}' if a.floor else ''}{f', starts: NUTS draws {a.draw} of {a.start_from_npz}' if a.start_from_npz else ''}{f', MAP smoothing β={a.map_smoothing} × {a.map_smoothing_iter} its' if a.map_smoothing else ''}{f', AnnealedDelta(start={a.anneal[0]:g}, fraction={a.anneal[1]:g})' if a.anneal else ''}{f', tempered-output start (Δ_y from {a.temper_output[0]:g}, {int(a.temper_output[1])} sweeps)' if a.temper_output else ''}{f', Adam starts ({a.adam_starts} epochs)' if a.adam_starts else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
           f"{f', INNER validation {a.inner:g} of train' if a.inner else ', TEST split'}; "
           f"load avg (1 min) {os.getloadavg()[0]:.2f}", flush=True)
     print(f"{'set':>9} {'sp':>2} {'RMSE':>7} {'LL':>7} {'NUTS':>13} {'ratio':>6} {'ΔLL':>6} {'met':>5} "
@@ -349,7 +379,7 @@ def main(argv=None):
                     steps=a.steps, seed=a.seed, inner=a.inner, preset=a.preset, ratio=a.ratio, hmc=hmc,
                     redraw=a.redraw, map_fits=a.map_fits, floor=a.floor, start_npz=a.start_from_npz, draw=a.draw,
                     want_trace=a.trace, map_smoothing=a.map_smoothing, map_smoothing_iter=a.map_smoothing_iter,
-                    anneal=a.anneal, temper=a.temper_output)
+                    anneal=a.anneal, temper=a.temper_output, adam_epochs=a.adam_starts)
             ref = None if a.inner else NUTS.get((name, split))
             if ref is not None:
                 ratio, dll, met = figure(c["rmse"], c["ll"], ref)

@@ -394,6 +394,31 @@ def test_gold_benchmark_tempered_start_begins_at_the_presets_own_fits():
     wm, _, _ = map_starts(k_map, net, Xp, yp, num_chains=2, kind="map", learn_noise=True)
     assert all(a.shape == np.asarray(b).shape and not np.allclose(a, np.asarray(b)) for a, b in zip(w, wm))
     for bad in (dict(map_fits=6), dict(map_smoothing=[8.0])):
-        with pytest.raises(ValueError, match="temper-output"):
+        with pytest.raises(ValueError, match="temper-output / --adam-starts"):
             gg.one("yacht", 0, chains=2, warmup=1, samples=1, delta=1e-3, steps=0, seed=0, inner=0.0,
                    preset="gold_hmc", temper=(0.1, 5), **bad)
+
+
+def test_gold_benchmark_adam_start_fits_adam_at_the_presets_noise():
+    """benchmarks/gibbs_gold.py ``adam_start``: ``Δ̂_y`` are the preset's own fits' (bitwise), chain c's
+    weights are ``map_fit(method="adam", seed=split(key(seed + 20000), C)[c], delta_y=mean Δ̂_y)``, and
+    the arm refuses to combine with the tempered one."""
+    from blockbayes import laplace
+    from tests._helpers import load_benchmark
+
+    gg = load_benchmark("gibbs_gold")
+    X, y = _data(n=40)
+    net = bb.MLP([3, 5, 1], "relu", prior_prec="fan_in", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        w, dy = gg.adam_start(net, X, y, seed=5, chains=2, epochs=3)
+        r = gold(num_chains=2, num_warmup=1, num_samples=1).run(net, X, y, seed=5)
+    assert [float(v) for v in dy] == r.config["preset"]["delta_y_hat"]
+    Xp, yp = bb.inputs.prepare(net, X, y, num_chains=2)
+    for c, k in enumerate(bbr.split(bbr.key(5 + 20_000), 2)):
+        wf = laplace.map_fit(net, Xp, yp, method="adam", seed=k, delta_y=float(np.mean(dy)), num_epochs=3,
+                             batch_size=32, lr=1e-2, progress=False)
+        assert all(np.array_equal(W[c], np.asarray(Wf)) for W, Wf in zip(w, wf))
+    with pytest.raises(ValueError, match="not with each other"):
+        gg.one("yacht", 0, chains=2, warmup=1, samples=1, delta=1e-3, steps=0, seed=0, inner=0.0,
+               preset="gold_hmc", temper=(0.1, 5), adam_epochs=3)
