@@ -257,6 +257,16 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
                 start_delta_y=None if start is None else [float(v) for v in start[1]], trace=tr)
 
 
+def _preset_fits(net, X, y, *, seed, chains):
+    """``(X, y, weights, Δ̂_y)``: the data as the preset prepares them and the joint MAP fits
+    ``GoldPreset.run`` would start from at ``seed`` (its key ``split(split(key(seed), 2)[0], 2)[0]``)."""
+    Xp, yp = bb.inputs.prepare(net, X, y, num_chains=chains)
+    k_map = bbr.split(bbr.split(bbr.key(seed), 2)[0], 2)[0]
+    w, dy, _ = _starts.map_starts(k_map, net, Xp, yp, num_chains=chains, kind="map",
+                                  max_iter=_MAP_ITERS[0] or None, learn_noise=True, noise_prior=(1.0, 1e-2))
+    return Xp, yp, w, dy
+
+
 def tempered_start(net, X, y, *, seed, chains, temper, hmc=None):
     """Starts of the tempered-output arm (``--temper-output START SWEEPS``), for ``GoldPreset.run(start=)``.
 
@@ -270,10 +280,7 @@ def tempered_start(net, X, y, *, seed, chains, temper, hmc=None):
     the MAP fits pin them in; the kept samples come only from the main run, which is the exact sampler.
     """
     T0, sweeps = float(temper[0]), int(temper[1])
-    Xp, yp = bb.inputs.prepare(net, X, y, num_chains=chains)
-    k_map = bbr.split(bbr.split(bbr.key(seed), 2)[0], 2)[0]
-    w, dy, _ = _starts.map_starts(k_map, net, Xp, yp, num_chains=chains, kind="map",
-                                  max_iter=_MAP_ITERS[0] or None, learn_noise=True, noise_prior=(1.0, 1e-2))
+    Xp, yp, w, dy = _preset_fits(net, X, y, seed=seed, chains=chains)
     d = gibbs.presets.hidden_delta(dy)
     net1 = net.replace(delta={"Z": d, "X": d, "y": float(np.mean(np.asarray(dy)))})
     r1 = gibbs.run(net1, Xp, yp, num_samples=1, num_warmup=sweeps, num_chains=chains, seed=seed + 10_000,
@@ -293,10 +300,7 @@ def adam_start(net, X, y, *, seed, chains, epochs, batch_size=32, lr=1e-2):
     """
     from blockbayes import laplace
 
-    Xp, yp = bb.inputs.prepare(net, X, y, num_chains=chains)
-    k_map = bbr.split(bbr.split(bbr.key(seed), 2)[0], 2)[0]
-    _, dy, _ = _starts.map_starts(k_map, net, Xp, yp, num_chains=chains, kind="map",
-                                  max_iter=_MAP_ITERS[0] or None, learn_noise=True, noise_prior=(1.0, 1e-2))
+    Xp, yp, _, dy = _preset_fits(net, X, y, seed=seed, chains=chains)
     dyv = float(np.mean(np.asarray(dy)))
     fits = [laplace.map_fit(net, Xp, yp, method="adam", seed=k, delta_y=dyv, num_epochs=int(epochs),
                             batch_size=batch_size, lr=lr, progress=False)

@@ -56,6 +56,14 @@ def derived_seed(seed, *path: int) -> int:
     return int(np.random.SeedSequence([seed, *path] if path else seed).generate_state(1)[0])
 
 
+def _memo_store(key, value) -> None:
+    """Memoise ``value`` under ``key`` in :data:`_CACHE`, dropping the oldest entry when it holds
+    :data:`_CACHE_SIZE` already."""
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = value
+
+
 def clear_cache() -> None:
     """Forget every memoised fit (see ``cache=`` of :func:`map_posterior`)."""
     _CACHE.clear()
@@ -192,9 +200,7 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
     fnet, w, dy, info = _fit_point(net, X, y, lik=lik, cache=cache, **settings)
     info["map_time_s"] = time.perf_counter() - t0
     if cache:
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = (fnet, w, dy, dict(info))
+        _memo_store(key, (fnet, w, dy, dict(info)))
     return PointPosterior(net=fnet, weights=w, delta_y=dy, likelihood=lik, config=info)
 
 
@@ -385,9 +391,7 @@ def joint_members(net: MLP, X, y, *, seed=None, members: int = 5, restarts: int 
     dt = time.perf_counter() - t0
     out = dict(weights=tuple(W), info=info, time_s=dt, fit_time_s=dt, reused=False)
     if cache:
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = out
+        _memo_store(key, out)
     return out
 
 
@@ -482,9 +486,7 @@ def joint_holdout_noise(net: MLP, X, y, *, seed=None, holdout: float = 0.1, max_
     out = dict(delta_y=float(max(np.mean((F - yv_h) ** 2), 1e-6)), delta_y_joint=float(info["delta_y"]),
                iters=int(info["num_iter"]), stop=info["message"], time_s=dt, fit_time_s=dt, reused=False)
     if cache:
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = out
+        _memo_store(key, out)
     return out
 
 
@@ -550,9 +552,7 @@ def joint_select_candidates(net: MLP, X, y, *, seed=None, starts: int = 8, holdo
     out = dict(weights=weights, holdout_mse=np.array(mse), objective=np.array(obj), iters=np.array(its),
                refit_info=rinfo, time_s=dt, fit_time_s=dt, reused=False)
     if cache:
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = out
+        _memo_store(key, out)
     return out
 
 

@@ -188,3 +188,29 @@ def test_point_fit_and_methods_evidence():
     for name in ("map_evidence", "ensemble_evidence"):
         o = get_method(name).options({})
         assert o["noise"] == "evidence" and o["evidence"]["learn_prior"] is False and o["delta_y"] == 1.0
+
+
+def test_evidence_fit_and_noise_hold_one_blas_thread(monkeypatch):
+    """Both type-II entry points run their Laplace fits on one BLAS thread whatever the process
+    setting (``driver.one_blas_thread``; float32 results depend on the thread count). Broken twin: the
+    decorator moved off ``evidence_fit`` (session 14's first version of ``_regression_structure``)
+    leaves the fit at the process's 2 threads."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import blockbayes.laplace.evidence as ev
+
+    seen = []
+    real = ev.laplace_fit
+
+    def spy(*a, **kw):
+        seen.append(max(i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ev, "laplace_fit", spy)
+    X, y = _linear_data()
+    net = bb.MLP([3, 1], "identity", prior_prec=1.0, delta={"y": 0.1})
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        if max(i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas") < 2:
+            pytest.skip("BLAS cannot take 2 threads here")
+        w, _ = ev.evidence_fit(net, X, y, seed=0, max_outer=2, progress=False)
+        ev.evidence_noise(net, w, X, y, delta_y=0.1)
+    assert seen and all(t == 1 for t in seen)

@@ -127,7 +127,6 @@ def _noise_prior(noise_prior):
     return a, b
 
 
-@one_blas_thread
 def _regression_structure(net: MLP, structure: str, caller: str):
     """``(likelihood, structure)`` of a type-II noise computation: the net must be a regression
     (Gaussian likelihood) network and ``structure`` one of :data:`_STRUCTURES` (``"auto"``
@@ -140,6 +139,7 @@ def _regression_structure(net: MLP, structure: str, caller: str):
     return lik, _auto_structure(net, structure)
 
 
+@one_blas_thread
 def evidence_fit(net: MLP, X, y, *, seed=None, init=None, delta_y=None, prior_precision=None,
                  noise_prior=(1.0, 1e-2), learn_prior: bool = False, structure: str = "auto",
                  max_outer: int = 30, rtol: float = 1e-2, max_iter: int = 2000, final_max_iter=None,
@@ -256,6 +256,7 @@ def evidence_fit(net: MLP, X, y, *, seed=None, init=None, delta_y=None, prior_pr
     return (W, info) if return_info else W
 
 
+@one_blas_thread
 def evidence_noise(net: MLP, weights, X, y, *, delta_y: float, noise_prior=(1.0, 1e-2), structure: str = "auto",
                    chunk_size=None) -> dict:
     """One MacKay update of the noise variance at given weights (no refit): a predictive ``Δ_y``.
