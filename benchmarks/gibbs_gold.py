@@ -44,7 +44,8 @@ continuation, ``--map-smoothing-iter`` iterations per stage); ``--anneal START F
 ``Δ_Z = Δ_X`` annealed in warm-up, ``AnnealedDelta(START, FRACTION)``); ``--temper-output START SWEEPS``
 (:func:`tempered_start`: the preset's run from states after SWEEPS tempered-likelihood sweeps of its own
 MAP fits); ``--adam-starts EPOCHS`` (:func:`adam_start`: chains from minibatch-Adam fits at the MAP fits'
-``Δ̂_y``; a test-split diagnostic only).
+``Δ̂_y``; a test-split diagnostic only). Session 15: ``--start-prior-scale S`` (:func:`prior_scaled_start`:
+chains from joint MAP fits under the prior precisions × S, sampled under the unchanged prior).
 
 ``--reference PATH``: also score every cell against the NUTS reference pooled over several
 independent runs (the JSON written by ``benchmarks/nuts_reference_spread.py report --json``; its
@@ -190,11 +191,12 @@ def trace(net, weights, delta_y, Xte, yte, y_std, start_npz=None, draw=-1):
 
 def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, learn_prior=False, preset=None,
         ratio=None, hmc=None, redraw=0, map_fits=None, floor=None, start_npz=None, draw=-1, want_trace=False,
-        map_smoothing=None, map_smoothing_iter=5000, anneal=None, temper=None, adam_epochs=0):
-    if (temper or adam_epochs) and (start_npz or map_fits or map_smoothing or preset != "gold_hmc"
-                                    or (temper and adam_epochs)):
-        raise ValueError("--temper-output / --adam-starts need --preset gold_hmc and make their own starts: not "
-                         "with each other, --start-from-npz, --map-fits or --map-smoothing")
+        map_smoothing=None, map_smoothing_iter=5000, anneal=None, temper=None, adam_epochs=0,
+        prior_scale=None):
+    if (temper or adam_epochs or prior_scale) and (start_npz or map_fits or map_smoothing or preset != "gold_hmc"
+                                                   or sum(map(bool, (temper, adam_epochs, prior_scale))) > 1):
+        raise ValueError("--temper-output / --adam-starts / --start-prior-scale need --preset gold_hmc and make "
+                         "their own starts: not with each other, --start-from-npz, --map-fits or --map-smoothing")
     data = bb.datasets.uci(name, split)
     Xtr, ytr, Xte, yte = (np.asarray(a) for a in data[:4])
     if inner:
@@ -226,6 +228,8 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
             ratio = p.ratio
             if adam_epochs:
                 start = adam_start(net, Xtr, ytr, seed=seed, chains=chains, epochs=adam_epochs)
+            if prior_scale:
+                start = prior_scaled_start(net, Xtr, ytr, seed=seed, chains=chains, scale=prior_scale)
             if temper:
                 start = tempered_start(net, Xtr, ytr, seed=seed, chains=chains, temper=temper, hmc=hmc)
             sched = {} if not anneal else {"schedule": AnnealedDelta(start=anneal[0], fraction=anneal[1])}
@@ -253,7 +257,7 @@ def one(name, split, *, chains, warmup, samples, delta, steps, seed, inner, lear
                 map_smoothing=list(map_smoothing) if map_smoothing else None,
                 map_smoothing_iter=map_smoothing_iter if map_smoothing else None,
                 anneal=list(anneal) if anneal else None, temper=list(temper) if temper else None,
-                adam_epochs=adam_epochs or None,
+                adam_epochs=adam_epochs or None, prior_scale=prior_scale,
                 start_delta_y=None if start is None else [float(v) for v in start[1]], trace=tr)
 
 
@@ -287,6 +291,25 @@ def tempered_start(net, X, y, *, seed, chains, temper, hmc=None):
                    init=w, learn_noise=False, schedule=AnnealedDelta(start=T0, fraction=0.8, output=True),
                    moves=JointHMCMove(**{**(hmc or {}), "average_from": 0.8}), progress=False)
     return tuple(np.asarray(W) for W in r1.final_state.weights), np.asarray(dy)
+
+
+def prior_scaled_start(net, X, y, *, seed, chains, scale):
+    """Starts of the weak-prior arm (``--start-prior-scale S``), for ``GoldPreset.run(start=)``.
+
+    The preset's own joint MAP fits give ``Δ̂_y`` (so the hidden-noise rule and the ``Δ_y`` start are
+    the preset's); the weights are joint MAP fits of the same standard net with every prior precision
+    multiplied by ``S`` (key ``seed + 30000``). NUTS's draws sit at larger weights than the fan-in
+    MAP fits (½Σλw² 400–470 against 260–295 on Energy, design note 51) and fit the training rows
+    better; a weaker prior lands the starts nearer those basins. The chains then sample the posterior
+    of the unchanged prior: only the starts change.
+    """
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"--start-prior-scale must be a positive finite number, got {scale!r}")
+    Xp, yp, _, dy = _preset_fits(net, X, y, seed=seed, chains=chains)
+    weak = net.replace(prior_prec=[(lw * scale, lb * scale) for lw, lb in zip(net.lam_w, net.lam_b)])
+    w, _, _ = _starts.map_starts(bbr.key(seed + 30_000), weak, Xp, yp, num_chains=chains, kind="map",
+                                 max_iter=_MAP_ITERS[0] or None, learn_noise=True, noise_prior=(1.0, 1e-2))
+    return tuple(np.asarray(W) for W in w), np.asarray(dy)
 
 
 def adam_start(net, X, y, *, seed, chains, epochs, batch_size=32, lr=1e-2):
@@ -352,6 +375,9 @@ def main(argv=None):
     ap.add_argument("--temper-output", type=float, nargs=2, default=None, metavar=("START", "SWEEPS"),
                     help="--preset gold_hmc: before the preset's run, SWEEPS sweeps from its MAP fits at a fixed Δ_y "
                          "annealed from START (standardised) to the fits' Δ̂_y (tempered_start); the run starts there")
+    ap.add_argument("--start-prior-scale", type=float, default=None, metavar="S",
+                    help="--preset gold_hmc: start the chains from joint MAP fits with every prior precision × S "
+                         "(prior_scaled_start); the chains sample under the unchanged prior")
     ap.add_argument("--adam-starts", type=int, default=0, metavar="EPOCHS",
                     help="--preset gold_hmc: start the chains from minibatch-Adam fits (adam_start; EPOCHS epochs) "
                          "at the MAP fits' Δ̂_y instead of the L-BFGS fits")
@@ -371,7 +397,7 @@ def main(argv=None):
                                      average_from=a.average_from, terminal=a.terminal).items()
            if v is not None}
     print(f"gold: 50 ReLU, fan-in λ, learn_noise, init='map' (joint MAP), Δ_Z=Δ_X={'by the preset rule' if a.preset else f'{a.delta:g}'}, "
-          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' + UnitRedrawMove(proposals={a.redraw})' if a.redraw else ''}{f', starts: best {a.chains} of {a.map_fits} MAP fits' if a.map_fits else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}{f' floor {a.floor:g}' if a.floor else ''}{f', starts: NUTS draws {a.draw} of {a.start_from_npz}' if a.start_from_npz else ''}{f', MAP smoothing β={a.map_smoothing} × {a.map_smoothing_iter} its' if a.map_smoothing else ''}{f', AnnealedDelta(start={a.anneal[0]:g}, fraction={a.anneal[1]:g})' if a.anneal else ''}{f', tempered-output start (Δ_y from {a.temper_output[0]:g}, {int(a.temper_output[1])} sweeps)' if a.temper_output else ''}{f', Adam starts ({a.adam_starts} epochs)' if a.adam_starts else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
+          f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' + UnitRedrawMove(proposals={a.redraw})' if a.redraw else ''}{f', starts: best {a.chains} of {a.map_fits} MAP fits' if a.map_fits else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}{f' floor {a.floor:g}' if a.floor else ''}{f', starts: NUTS draws {a.draw} of {a.start_from_npz}' if a.start_from_npz else ''}{f', MAP smoothing β={a.map_smoothing} × {a.map_smoothing_iter} its' if a.map_smoothing else ''}{f', AnnealedDelta(start={a.anneal[0]:g}, fraction={a.anneal[1]:g})' if a.anneal else ''}{f', tempered-output start (Δ_y from {a.temper_output[0]:g}, {int(a.temper_output[1])} sweeps)' if a.temper_output else ''}{f', Adam starts ({a.adam_starts} epochs)' if a.adam_starts else ''}{f', starts at prior × {a.start_prior_scale:g}' if a.start_prior_scale else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"
           f"{f', INNER validation {a.inner:g} of train' if a.inner else ', TEST split'}; "
           f"load avg (1 min) {os.getloadavg()[0]:.2f}", flush=True)
     print(f"{'set':>9} {'sp':>2} {'RMSE':>7} {'LL':>7} {'NUTS':>13} {'ratio':>6} {'ΔLL':>6} {'met':>5} "
@@ -383,7 +409,7 @@ def main(argv=None):
                     steps=a.steps, seed=a.seed, inner=a.inner, preset=a.preset, ratio=a.ratio, hmc=hmc,
                     redraw=a.redraw, map_fits=a.map_fits, floor=a.floor, start_npz=a.start_from_npz, draw=a.draw,
                     want_trace=a.trace, map_smoothing=a.map_smoothing, map_smoothing_iter=a.map_smoothing_iter,
-                    anneal=a.anneal, temper=a.temper_output, adam_epochs=a.adam_starts)
+                    anneal=a.anneal, temper=a.temper_output, adam_epochs=a.adam_starts, prior_scale=a.start_prior_scale)
             ref = None if a.inner else NUTS.get((name, split))
             if ref is not None:
                 ratio, dll, met = figure(c["rmse"], c["ll"], ref)

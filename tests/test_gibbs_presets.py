@@ -422,3 +422,34 @@ def test_gold_benchmark_adam_start_fits_adam_at_the_presets_noise():
     with pytest.raises(ValueError, match="not with each other"):
         gg.one("yacht", 0, chains=2, warmup=1, samples=1, delta=1e-3, steps=0, seed=0, inner=0.0,
                preset="gold_hmc", temper=(0.1, 5), adam_epochs=3)
+
+
+def test_gold_benchmark_prior_scaled_start_fits_under_the_weaker_prior():
+    """benchmarks/gibbs_gold.py ``prior_scaled_start``: ``Δ̂_y`` are the preset's own fits' (bitwise), the
+    weights are the joint MAP fits of the net with every prior precision × S at ``key(seed + 30000)``,
+    they are not the preset's fits, and a non-positive scale raises."""
+    from blockbayes.gibbs import starts
+    from tests._helpers import load_benchmark
+
+    gg = load_benchmark("gibbs_gold")
+    X, y = _data(n=40)
+    net = bb.MLP([3, 5, 1], "relu", prior_prec="fan_in", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        w, dy = gg.prior_scaled_start(net, X, y, seed=5, chains=2, scale=0.3)
+        r = gold(num_chains=2, num_warmup=1, num_samples=1).run(net, X, y, seed=5)
+    assert [float(v) for v in dy] == r.config["preset"]["delta_y_hat"]
+    Xp, yp = bb.inputs.prepare(net, X, y, num_chains=2)
+    weak = net.replace(prior_prec=[(0.3 * a, 0.3 * b) for a, b in zip(net.lam_w, net.lam_b)])
+    assert weak.lam_w == tuple(0.3 * a for a in net.lam_w)
+    wf, _, _ = starts.map_starts(bbr.key(5 + 30_000), weak, Xp, yp, num_chains=2, kind="map", learn_noise=True,
+                                 noise_prior=(1.0, 1e-2))
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(w, wf))
+    _, _, wp, _ = gg._preset_fits(net, X, y, seed=5, chains=2)
+    assert not all(np.allclose(a, np.asarray(b)) for a, b in zip(w, wp))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="start-prior-scale"):
+            gg.prior_scaled_start(net, X, y, seed=5, chains=2, scale=bad)
+    with pytest.raises(ValueError, match="not with each other"):
+        gg.one("yacht", 0, chains=2, warmup=1, samples=1, delta=1e-3, steps=0, seed=0, inner=0.0,
+               preset="gold_hmc", adam_epochs=3, prior_scale=0.3)

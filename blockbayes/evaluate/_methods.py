@@ -263,6 +263,36 @@ def _predictor(arch: Arch, post, *, predict_kw=None, proba_kw=None, diagnostics=
     return Predictor(predict_proba=lambda Xn: _proba2(post.predict_proba(Xn, **qkw)), **common)
 
 
+class _ScoredPredictions:
+    """A sampler's predictive whose scoring also records the convergence of its test predictions.
+
+    ``predict`` / ``log_predictive_density`` pass through to ``post``; on the first call with a
+    given ``X`` they add :func:`blockbayes.evaluate.reference.prediction_diagnostics` of
+    ``forward(X)`` (the noise-free outputs ``F(x_i; θ_{c,s})``, shape ``(chains, draws, n)``) to
+    ``diag`` — the rank-normalised split R-hat and bulk ESS of every test prediction
+    (``rhat_pred_max``, ``rhat_pred_median``, ``rhat_pred_share_1.1``, ``ess_bulk_pred_min``, …).
+    The cell is scored after the fit, so these land in its saved diagnostics.
+    """
+
+    def __init__(self, post, forward: Callable, diag: dict):
+        self._post, self._forward, self._diag, self._seen = post, forward, diag, None
+
+    def _note(self, Xn):
+        if self._seen is not Xn:
+            from . import reference
+
+            self._diag.update(reference.prediction_diagnostics(_np(self._forward(Xn))))
+            self._seen = Xn
+
+    def predict(self, Xn, **kw):
+        self._note(Xn)
+        return self._post.predict(Xn, **kw)
+
+    def log_predictive_density(self, Xn, yn, **kw):
+        self._note(Xn)
+        return self._post.log_predictive_density(Xn, yn, **kw)
+
+
 # ----------------------------------------------------------------------------------- gibbs
 
 _MAP_INITS = ("map", "map_shared")
@@ -349,9 +379,61 @@ def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, t
     if learn_prior:
         for l in range(net.num_layers):
             traces[f"lam_w{l + 1}"] = _thin_trace(res.lam_w[..., l])
-    return _predictor(arch, res, predict_kw=dict(kind=predictive, seed=_int_seed([seed, 1])), diagnostics=diag,
+    post = _ScoredPredictions(res, lambda Xn: res.predict_samples(Xn)[..., 0], diag) if reg else res
+    return _predictor(arch, post, predict_kw=dict(kind=predictive, seed=_int_seed([seed, 1])), diagnostics=diag,
                       traces=traces, extra_time_s=start_info.get("map_owed_s", 0.0),
                       proba_kw=None if reg else dict(nodes=_check_nodes(nodes)))
+
+
+_GOLD_PRESETS = ("gold", "gold_hmc", "gold_hmc_long")
+
+
+def _fit_gibbs_gold(arch: Arch, X, y, *, seed, preset, num_warmup, num_samples, num_chains, prior_prec, dtype):
+    """Block Gibbs by a gold-standard recipe of :mod:`blockbayes.gibbs.presets` (regression only).
+
+    ``preset`` names the recipe (default ``"gold_hmc_long"``: 4 chains from joint MAP fits, hidden
+    ``Δ_Z = Δ_X`` from the fits' noise by :func:`~blockbayes.gibbs.presets.hidden_delta`, the joint
+    HMC move with 64 leapfrog steps, 500 + 500 sweeps); ``num_warmup`` / ``num_samples`` /
+    ``num_chains`` override the recipe's when not ``None``. Predictive: the noise-free network per
+    sample with its ``Δ_y`` (as ``gibbs``'s ``predictive="network"``). Diagnostics: R-hat / ESS of
+    ``Δ_y`` and the log joint, the hidden ``Δ``, the MAP time, and, once scored, the test
+    predictions' R-hat / ESS.
+    """
+    from ..gibbs import presets
+    from ..model import MLP
+
+    if arch.task != "regression":
+        raise ValueError("gibbs_gold supports regression only (the gold recipes learn a Gaussian noise)")
+    if preset not in _GOLD_PRESETS:
+        raise ValueError(f"preset must be one of {_GOLD_PRESETS}, got {preset!r}")
+    over = {k: v for k, v in dict(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains).items()
+            if v is not None}
+    recipe = getattr(presets, preset)(**over)
+    net = MLP(arch.widths, arch.activation, likelihood="gaussian", prior_prec=prior_prec)
+    res = recipe.run(net, X, y, seed=_int_seed([seed, 21]), dtype=dtype).to_numpy()
+    cfg = res.config["preset"]
+    diag = {"preset": preset, "hidden_delta": float(cfg["hidden_delta"]), "map_time_s": float(cfg["map_time_s"]),
+            "sweeps_per_chain": recipe.num_warmup + recipe.num_samples,
+            "samples": recipe.num_chains * recipe.num_samples, "delta_y_mean": float(np.mean(res.delta_y))}
+    mv = res.config.get("moves")
+    if isinstance(mv, dict) and mv.get("accept") is not None:
+        diag["move_accept"] = mv["accept"]
+    traces = {"delta_y": _thin_trace(res.delta_y)}
+    diag.update(_chain_diagnostics("delta_y", res.delta_y))
+    if res.log_joint is not None:
+        traces["log_joint"] = _thin_trace(res.log_joint)
+        diag.update(_chain_diagnostics("log_joint", res.log_joint))
+    post = _ScoredPredictions(res, lambda Xn: res.predict_samples(Xn)[..., 0], diag)
+    return _predictor(arch, post, predict_kw=dict(kind="network"), diagnostics=diag, traces=traces)
+
+
+register_method(Method(
+    "gibbs_gold", _fit_gibbs_gold,
+    defaults=dict(preset="gold_hmc_long", num_warmup=None, num_samples=None, num_chains=None, prior_prec="fan_in",
+                  dtype="float64"),
+    requires="blockbayes.gibbs", tasks=("regression",),
+    description="block-Gibbs by the gold recipe (gold_hmc_long: 4 chains from joint MAP fits, hidden Δ from "
+                "their noise, joint HMC move, 500 + 500 sweeps)"))
 
 
 def _check_nodes(nodes):
@@ -818,22 +900,8 @@ def _fit_hmc(arch, X, y, *, seed, num_warmup, num_samples, num_chains, thin, max
                           lam_b=np.broadcast_to(np.asarray(net.lam_b, dtype=np.float64), (C, S, L)),
                           config=dict(source="evaluate.reference.nuts"))
 
-    class _Scored:
-        """The NUTS draws' predictive; scoring also records the test predictions' R-hat / ESS."""
-
-        def _note(self, Xn):
-            F = reference.forward_samples(net, res.weights, Xn)[..., 0]            # (C, S, n)
-            diag.update(reference.prediction_diagnostics(F))
-
-        def predict(self, Xn, **kw):
-            self._note(Xn)
-            return samples.predict(Xn, **kw)
-
-        def log_predictive_density(self, Xn, yn, **kw):
-            self._note(Xn)
-            return samples.log_predictive_density(Xn, yn, **kw)
-
-    return _predictor(arch, _Scored(), diagnostics=diag, traces=traces)
+    scored = _ScoredPredictions(samples, lambda Xn: reference.forward_samples(net, res.weights, Xn)[..., 0], diag)
+    return _predictor(arch, scored, diagnostics=diag, traces=traces)
 
 
 register_method(Method(

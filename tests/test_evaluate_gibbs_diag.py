@@ -1,0 +1,143 @@
+"""Function-space convergence in the evaluation runner (issue 15, item 5): the ``gibbs`` and
+``gibbs_gold`` cells record the R-hat / bulk ESS of their test predictions when scored, and
+``gibbs_gold`` is exactly the preset's run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import blockbayes as bb
+from blockbayes import gibbs
+from blockbayes.evaluate import _methods as M
+from blockbayes.evaluate import reference
+
+
+def _teacher(n=120, seed=3):
+    d, _ = bb.datasets.teacher_student(bb.MLP([3, 6, 1], "relu", delta=1e-3), n, 40, seed=seed, return_aux=False)
+    return d
+
+
+class _Fake:
+    """A posterior that records what it was asked."""
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, Xn, **kw):
+        self.calls.append(("predict", kw))
+        return np.zeros(len(Xn)), np.ones(len(Xn))
+
+    def log_predictive_density(self, Xn, yn, **kw):
+        self.calls.append(("lpd", kw))
+        return np.zeros(len(Xn))
+
+
+def test_scored_predictions_pass_through_and_record_once_per_input():
+    rng = np.random.default_rng(0)
+    F = rng.normal(size=(3, 50, 7))
+    seen = []
+
+    def forward(Xn):
+        seen.append(Xn)
+        return F
+
+    diag = {"other": 1}
+    post = _Fake()
+    s = M._ScoredPredictions(post, forward, diag)
+    X = np.zeros((7, 2))
+    s.predict(X, kind="network")
+    s.log_predictive_density(X, np.zeros(7), reduce=False)
+    assert post.calls == [("predict", {"kind": "network"}), ("lpd", {"reduce": False})]
+    assert len(seen) == 1                                    # one forward pass per scored input
+    want = reference.prediction_diagnostics(F)
+    assert {k: diag[k] for k in want} == want and diag["other"] == 1
+    s.predict(np.ones((7, 2)))                               # a new input is diagnosed again
+    assert len(seen) == 2
+
+
+def test_scored_predictions_flag_chains_apart():
+    """The broken-twin check of the recorded figure: chains shifted apart must read as unmixed."""
+    rng = np.random.default_rng(1)
+    F = rng.normal(size=(4, 100, 5))
+    good, bad = {}, {}
+    M._ScoredPredictions(_Fake(), lambda Xn: F, good).predict(np.zeros((5, 1)))
+    M._ScoredPredictions(_Fake(), lambda Xn: F + 3 * np.arange(4)[:, None, None], bad).predict(np.zeros((5, 1)))
+    assert good["rhat_pred_max"] < 1.05 and good["rhat_pred_share_1.1"] == 1.0
+    assert bad["rhat_pred_median"] > 1.5 and bad["rhat_pred_share_1.1"] == 0.0
+
+
+def test_gibbs_cell_records_test_prediction_convergence():
+    d = _teacher()
+    g = M.get_method("gibbs")
+    p = g.fit(M.Arch(3, (6,), "regression"), d.X_train, d.y_train, seed=0,
+              **g.options(dict(num_warmup=10, num_samples=12, thin=1, num_chains=2)))
+    assert "rhat_pred_max" not in p.diagnostics               # recorded when scored, on the scored rows
+    m, v = p.predict(d.X_test)
+    assert m.shape == (40,) and np.all(v > 0)
+    dg = p.diagnostics
+    assert 1.0 - 0.2 < dg["rhat_pred_median"] <= dg["rhat_pred_max"] and np.isfinite(dg["rhat_pred_max"])
+    assert 0.0 <= dg["rhat_pred_share_1.1"] <= 1.0 and dg["ess_bulk_pred_min"] > 0
+
+
+def test_gibbs_gold_cell_is_the_preset_run():
+    """``gibbs_gold`` through the runner = ``presets.<preset>(...).run`` at the derived seed, bitwise."""
+    d = _teacher()
+    g = M.get_method("gibbs_gold")
+    arch = M.Arch(3, (6,), "regression")
+    opts = g.options(dict(preset="gold", num_warmup=8, num_samples=6, num_chains=2))
+    p = g.fit(arch, d.X_train, d.y_train, seed=5, **opts)
+    m, v = p.predict(d.X_test)
+    net = bb.MLP([3, 6, 1], "relu", likelihood="gaussian", prior_prec="fan_in")
+    r = gibbs.presets.gold(num_warmup=8, num_samples=6, num_chains=2).run(
+        net, d.X_train, d.y_train, seed=M._int_seed([5, 21]), dtype="float64")
+    m2, v2 = r.predict(d.X_test, kind="network")
+    np.testing.assert_array_equal(m, np.asarray(m2).reshape(-1))
+    np.testing.assert_array_equal(v, np.asarray(v2).reshape(-1))
+    dg = p.diagnostics
+    assert dg["preset"] == "gold" and dg["hidden_delta"] == r.config["preset"]["hidden_delta"]
+    assert dg["sweeps_per_chain"] == 14 and dg["samples"] == 12 and "rhat_pred_max" in dg
+    assert np.isfinite(p.lpd(d.X_test, d.y_test)).all()
+
+
+def test_gibbs_gold_default_is_the_long_hmc_recipe_and_rejects_bad_input():
+    g = M.get_method("gibbs_gold")
+    assert g.defaults["preset"] == "gold_hmc_long"
+    d = _teacher(n=40)
+    arch = M.Arch(3, (6,), "regression")
+    p = g.fit(arch, d.X_train, d.y_train, seed=0, **g.options(dict(num_warmup=4, num_samples=4, num_chains=2)))
+    p.predict(d.X_test)
+    assert p.diagnostics["preset"] == "gold_hmc_long" and "move_accept" in p.diagnostics
+    with pytest.raises(ValueError, match="preset must be one of"):
+        g.fit(arch, d.X_train, d.y_train, seed=0, **g.options(dict(preset="fast")))
+    with pytest.raises(ValueError, match="regression only"):
+        g.fit(M.Arch(3, (6,), "classification", n_classes=2), d.X_train, (d.y_train > 0).astype(int), seed=0,
+              **g.options({}))
+
+
+def _cell(method, ds, split, ll, t, rmax=None, rmed=None, name=None):
+    diag = {} if rmax is None else {"rhat_pred_max": rmax, "rhat_pred_median": rmed, "ess_bulk_pred_min": 40.0}
+    return dict(method=method, method_name=name or method, dataset=ds, split=split, seed=0, status="ok",
+                metrics={"ll": ll, "rmse": 1.0}, fit_time_s=t, diagnostics=diag)
+
+
+def test_uci_table_renders_the_issue_15_figure_per_set():
+    """benchmarks/uci_table.py ``sampler_figure_section``: per set the median over splits of the per-split
+    max R-hat(F), the splits ≤ 1.1, ΔLL against the ensemble paired by split, and the time ratio."""
+    from types import SimpleNamespace
+
+    from tests._helpers import load_benchmark
+
+    ut = load_benchmark("uci_table")
+    cells = [_cell("ensemble", "yacht", s, -1.0, 2.0) for s in (0, 1, 2)]
+    cells += [_cell("gibbs", "yacht", 0, -0.5, 3.0, 1.02, 1.00), _cell("gibbs", "yacht", 1, -1.2, 3.0, 1.30, 1.05),
+              _cell("gibbs", "yacht", 2, -0.9, 3.0, 1.04, 1.01)]
+    cells += [_cell("ensemble", "energy", 0, -1.0, 1.0), _cell("gibbs", "energy", 0, -1.5, 5.0, 1.2, 1.1)]
+    cells += [_cell("gibbs", "energy", 1, -9.0, 5.0, 1.0, 1.0) | {"status": "error"}]
+    lines = ut.sampler_figure_section(SimpleNamespace(cells=cells), ["ensemble", "gibbs"], ["yacht", "energy"])
+    text = "\n".join(lines)
+    assert "| Yacht | gibbs | 0, 1, 2 | 1.040 | 1.300 | 2 of 3 | 1.010 | 40 |" in text
+    assert "| 2 of 3 | 1.50 |" in text                      # LL ≥ ensemble on splits 0 and 2; 9 s / 6 s
+    assert "| Energy | gibbs | 0 | 1.200 | 1.200 | 0 of 1 |" in text and "| 0 of 1 | 5.00 |" in text
+    assert ("**gibbs**: LL ≥ the ensemble's (mean over paired splits) on 1 of 2 sets; time ratio ≤ 2 on 1 of 2; "
+            "median over splits of max R-hat(F) ≤ 1.05 on 1 of 2 sets; splits with max R-hat(F) ≤ 1.1: 2 of 4.") in text
+    assert ut.sampler_figure_section(SimpleNamespace(cells=cells[:3]), ["ensemble"], ["yacht"]) == []
