@@ -399,11 +399,9 @@ def test_gold_benchmark_tempered_start_begins_at_the_presets_own_fits():
                    preset="gold_hmc", temper=(0.1, 5), **bad)
 
 
-def test_gold_benchmark_adam_start_fits_adam_at_the_presets_noise():
-    """benchmarks/gibbs_gold.py ``adam_start``: ``Δ̂_y`` are the preset's own fits' (bitwise), chain c's
-    weights are ``map_fit(method="adam", seed=split(key(seed + 20000), C)[c], delta_y=mean Δ̂_y)``, and
-    the arm refuses to combine with the tempered one."""
-    from blockbayes import laplace
+def _benchmark_start(arm, **kw):
+    """``(gg, net, X, y, weights, Δ̂_y)`` of the gibbs_gold.py start ``arm`` at seed 5, 2 chains, after
+    checking that its ``Δ̂_y`` are the preset's own fits' (bitwise)."""
     from tests._helpers import load_benchmark
 
     gg = load_benchmark("gibbs_gold")
@@ -411,9 +409,19 @@ def test_gold_benchmark_adam_start_fits_adam_at_the_presets_noise():
     net = bb.MLP([3, 5, 1], "relu", prior_prec="fan_in", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        w, dy = gg.adam_start(net, X, y, seed=5, chains=2, epochs=3)
+        w, dy = getattr(gg, arm)(net, X, y, seed=5, chains=2, **kw)
         r = gold(num_chains=2, num_warmup=1, num_samples=1).run(net, X, y, seed=5)
     assert [float(v) for v in dy] == r.config["preset"]["delta_y_hat"]
+    return gg, net, X, y, w, dy
+
+
+def test_gold_benchmark_adam_start_fits_adam_at_the_presets_noise():
+    """benchmarks/gibbs_gold.py ``adam_start``: ``Δ̂_y`` are the preset's own fits' (bitwise), chain c's
+    weights are ``map_fit(method="adam", seed=split(key(seed + 20000), C)[c], delta_y=mean Δ̂_y)``, and
+    the arm refuses to combine with the tempered one."""
+    from blockbayes import laplace
+
+    gg, net, X, y, w, dy = _benchmark_start("adam_start", epochs=3)
     Xp, yp = bb.inputs.prepare(net, X, y, num_chains=2)
     for c, k in enumerate(bbr.split(bbr.key(5 + 20_000), 2)):
         wf = laplace.map_fit(net, Xp, yp, method="adam", seed=k, delta_y=float(np.mean(dy)), num_epochs=3,
@@ -429,16 +437,8 @@ def test_gold_benchmark_prior_scaled_start_fits_under_the_weaker_prior():
     weights are the joint MAP fits of the net with every prior precision × S at ``key(seed + 30000)``,
     they are not the preset's fits, and a non-positive scale raises."""
     from blockbayes.gibbs import starts
-    from tests._helpers import load_benchmark
 
-    gg = load_benchmark("gibbs_gold")
-    X, y = _data(n=40)
-    net = bb.MLP([3, 5, 1], "relu", prior_prec="fan_in", delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        w, dy = gg.prior_scaled_start(net, X, y, seed=5, chains=2, scale=0.3)
-        r = gold(num_chains=2, num_warmup=1, num_samples=1).run(net, X, y, seed=5)
-    assert [float(v) for v in dy] == r.config["preset"]["delta_y_hat"]
+    gg, net, X, y, w, dy = _benchmark_start("prior_scaled_start", scale=0.3)
     Xp, yp = bb.inputs.prepare(net, X, y, num_chains=2)
     weak = net.replace(prior_prec=[(0.3 * a, 0.3 * b) for a, b in zip(net.lam_w, net.lam_b)])
     assert weak.lam_w == tuple(0.3 * a for a in net.lam_w)
