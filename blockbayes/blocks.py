@@ -55,6 +55,50 @@ def augmented_cross(xp, H, T):
     return xp.concat([HtT, s], axis=-2)
 
 
+#: Rows per block of the float64 products on lower-precision inputs (memory: ``rows × width``
+#: float64 values per chain).
+F64_BLOCK_ROWS = 16384
+
+
+def augmented_gram64(xp, H, *, block_rows: int = F64_BLOCK_ROWS):
+    """:func:`augmented_gram` accumulated in float64: ``(..., n, d)`` → ``(..., d+1, d+1)`` float64.
+
+    Float64 ``H``: ``augmented_gram(H)`` itself. Lower precision: the Grams of ``block_rows``-row
+    blocks cast to float64, summed (memory bounded by the block, not by ``n``). Why: the row
+    conditionals of the Gibbs sweep factor ``G + ΔΛ`` in float64 (:func:`blockbayes.kernels.gaussian_rows`),
+    but a Gram *stored* in float32 already carries an error of ``~ε₃₂ |G_ij|`` per entry, which on
+    collinear inputs, or on hidden units pinned by a small ``Δ`` above them, exceeds ``G``'s smallest
+    eigenvalue (design note 52: Naval's output-layer Gram, eigenvalues 0.12 … 1.9·10⁶, was
+    indefinite in float32).
+    """
+    return augmented_stats64(xp, H, None, block_rows=block_rows)[0]
+
+
+def augmented_stats64(xp, H, T, *, block_rows: int = F64_BLOCK_ROWS):
+    """``(G, B) = ([H 1]^⊤[H 1], [H 1]^⊤T)`` accumulated in float64 (``B`` is ``None`` without ``T``).
+
+    ``H`` ``(..., n, d)``, ``T`` ``(..., n, k)``. Float64 inputs: :func:`augmented_gram` and
+    :func:`augmented_cross` themselves. Lower precision: each ``block_rows``-row block of ``H`` (and
+    ``T``) is cast to float64 once and both products are taken from it, summed over the blocks. The
+    mean ``P⁻¹B/Δ`` of a row conditional amplifies an error in ``B`` by ``1/λ_min(G + ΔΛ)``, so on an
+    ill-conditioned ``G`` the cross products need float64 as much as ``G`` does (a float32 ``B`` put a
+    synthetic collinear pair 35 posterior sds off; tests/test_gibbs_precision.py).
+    """
+    f64 = xp.float64
+    if H.dtype == f64 and (T is None or T.dtype == f64):
+        return augmented_gram(xp, H), (None if T is None else augmented_cross(xp, H, T))
+    G = B = None
+    b = int(block_rows)
+    for a in range(0, H.shape[-2], b):
+        Hb = xp.astype(H[..., a:a + b, :], f64)
+        g = augmented_gram(xp, Hb)
+        G = g if G is None else G + g
+        if T is not None:
+            c = augmented_cross(xp, Hb, xp.astype(T[..., a:a + b, :], f64))
+            B = c if B is None else B + c
+    return G, B
+
+
 def diag_embed(xp, v):
     """``(..., k)`` → ``(..., k, k)`` diagonal matrices."""
     k = v.shape[-1]

@@ -121,10 +121,12 @@ def latent_layer_draw(key, Z, A, T, W_next, delta_x, delta_z, delta_next, activa
 def _aug_gram(H):
     """``[H 1]^⊤[H 1]`` of one row block: H (C|1, m, d) → (C|1, d+1, d+1), float64.
 
-    The block's products run in ``H``'s dtype (like the single-process sweep's Gram over all
-    ``n`` rows) and are accumulated across blocks and shards in float64."""
+    The block's products run in float64 whatever ``H``'s dtype (as the single-process sweep's,
+    :func:`blockbayes.blocks.augmented_gram64`: a float32 Gram can be indefinite where a small
+    ``Δ`` pins some directions; design note 52) and are accumulated across blocks and shards."""
     m = H.shape[-2]
-    HtH = np.matmul(np.swapaxes(H, -1, -2), H).astype(np.float64)
+    H = np.asarray(H, dtype=np.float64)
+    HtH = np.matmul(np.swapaxes(H, -1, -2), H)
     s = H.sum(axis=-2, dtype=np.float64)
     top = np.concatenate([HtH, s[..., :, None]], axis=-1)
     bot = np.concatenate([s[..., None, :], np.full(s.shape[:-1] + (1, 1), float(m))], axis=-1)
@@ -132,7 +134,8 @@ def _aug_gram(H):
 
 
 def _aug_cross(H, T):
-    """``[H 1]^⊤ T`` of one row block: (C|1, m, d), (C, m, k) → (C, d+1, k), float64."""
+    """``[H 1]^⊤ T`` of one row block: (C|1, m, d), (C, m, k) → (C, d+1, k), float64 (the block's
+    products in ``H``'s dtype, as the single-process sweep's)."""
     HtT = np.matmul(np.swapaxes(H, -1, -2), T).astype(np.float64)
     s = T.sum(axis=-2, dtype=np.float64)[..., None, :]
     HtT = np.broadcast_to(HtT, s.shape[:-2] + HtT.shape[-2:])
@@ -287,7 +290,10 @@ class Shard:
 
     # ------------------------------------------------------------------ statistics
     def data_gram(self):
-        """``X̃^{1⊤} X̃^1`` over the shard's rows (float64, (d_in+1, d_in+1)); constant."""
+        """``X̃^{1⊤} X̃^1`` over the shard's rows (float64, (d_in+1, d_in+1)); constant. The products
+        run in float64 whatever the data's dtype, as in the single-process sweep
+        (:func:`blockbayes.gibbs.kernel.data_gram`: collinear inputs make the first layer's factor
+        ill-conditioned)."""
         G = None
         for b0, b1 in self._blocks():
             Xb, _ = self._data(b0, b1)

@@ -12,7 +12,7 @@ from .. import kernels
 from .._backend import device_of, namespace
 from .._backend import linalg
 from .._backend import random as bbr
-from ..blocks import augmented_cross, augmented_gram, diag_embed, eye, onehot
+from ..blocks import augmented_cross, augmented_stats64, diag_embed, eye, onehot
 from ..model import MLP
 
 __all__ = ["sample_rows", "sample_post", "sample_pre", "sample_precision", "sample_latent",
@@ -45,16 +45,28 @@ def sample_rows(key, H, T, prior_diag, delta, *, gram=None, chol=None):
 
     Returns
     -------
-    W : array, shape (C, k, d + 1)
+    W : array, shape (C, k, d + 1), ``T``'s dtype
+
+    Precision (design note 52): the factorisation and solves run in float64 whatever the chain's
+    dtype, and so do the products they are given when neither ``gram`` nor ``chol`` is (the hidden
+    and output layers: :func:`blockbayes.blocks.augmented_stats64`, one float64 cast of each row
+    block for both ``G`` and ``H̃^⊤T``). A float32 Gram made the output layer's ``G + ΔΛ``
+    indefinite on Naval; a float32 ``H̃^⊤T`` moves the mean along ill-conditioned directions by
+    many posterior sds. With ``gram``/``chol`` given (the data layer: a float64 Gram from
+    :func:`blockbayes.gibbs.kernel.precompute`), ``H̃^⊤T`` is taken in the data's dtype — recasting
+    the data every sweep would cost more than the sweep on wide inputs; pass float64 data where
+    the inputs are collinear and that rounding matters.
     """
     xp = namespace(T)
-    C, k = T.shape[0], T.shape[-1]
-    d1 = H.shape[-1] + 1
-    B = augmented_cross(xp, H, T)  # (C, d+1, k)
+    if chol is None and gram is None:
+        G, B = augmented_stats64(xp, H, T)
+    else:
+        G, B = gram, augmented_cross(xp, H, T)
     if chol is None:
-        G = augmented_gram(xp, H) if gram is None else gram
-        return kernels.gaussian_rows(key, B, delta, gram=G, prior_diag=prior_diag)
-    return kernels.gaussian_rows(key, B, delta, chol=chol)
+        W = kernels.gaussian_rows(key, B, delta, gram=G, prior_diag=prior_diag)
+    else:
+        W = kernels.gaussian_rows(key, B, delta, chol=chol)
+    return W if W.dtype == T.dtype else xp.astype(W, T.dtype)
 
 
 def sample_post(key, F, W_next, T_next, delta_x, delta_next, *, method="auto"):
