@@ -133,9 +133,12 @@ def _aug_gram(H):
     return np.concatenate([top, bot], axis=-2)
 
 
-def _aug_cross(H, T):
-    """``[H 1]^⊤ T`` of one row block: (C|1, m, d), (C, m, k) → (C, d+1, k), float64 (the block's
-    products in ``H``'s dtype, as the single-process sweep's)."""
+def _aug_cross(H, T, f64=False):
+    """``[H 1]^⊤ T`` of one row block: (C|1, m, d), (C, m, k) → (C, d+1, k), float64. The block's
+    products run in ``H``'s dtype for the data layer and in float64 for the others (``f64``), as
+    the single-process sweep's (:func:`blockbayes.gibbs.conditionals.sample_rows`)."""
+    if f64:
+        H, T = np.asarray(H, dtype=np.float64), np.asarray(T, dtype=np.float64)
     HtT = np.matmul(np.swapaxes(H, -1, -2), T).astype(np.float64)
     s = T.sum(axis=-2, dtype=np.float64)[..., None, :]
     HtT = np.broadcast_to(HtT, s.shape[:-2] + HtT.shape[-2:])
@@ -170,7 +173,7 @@ def block_stats(net: MLP, Xb, Tout, pre, post, weights=None, learn_noise=False, 
         T = Tout if l == L - 1 else pre[l]
         if l > 0:
             G.append(_aug_gram(H))
-        B.append(_aug_cross(H, T))
+        B.append(_aug_cross(H, T, f64=l > 0))
         tt.append(_sumsq(np.ascontiguousarray(T)))
         if l < L - 1:
             xr.append(latent_sums[l][:, 2] if latent_sums is not None else

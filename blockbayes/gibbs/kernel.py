@@ -163,8 +163,8 @@ def data_gram(xp, X, *, block_rows: int = GRAM_BLOCK_ROWS):
     ``G`` from 0.13 to 1.5·10⁵, ``Δ_Z λ = 0.016``). A float32 Gram and factor then carry a relative
     error of order ``κ ε₃₂`` ≈ 0.06: the drawn rows' covariance was up to 30 % off along the
     collinear directions, and the error in the factor leaked the mean's large components into
-    them every sweep until the weights diverged (NonFiniteStateError after 96–204 sweeps on 3 of
-    20 Naval splits in float32; float64 ran them). The hidden layers' inputs carry their own
+    them every sweep until the weights diverged (Naval split 18 in float32: NonFiniteStateError at
+    sweep 96; float64 ran it). The hidden layers' inputs carry their own
     noise ``Δ_X`` per point, but a small ``Δ`` above them pins some directions just as hard, so
     :func:`~blockbayes.gibbs.conditionals.sample_rows` accumulates every layer's Gram in float64
     too (design note 52). Cost here: one ``O(n d²)`` float64 pass per run.
