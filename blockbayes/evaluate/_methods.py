@@ -293,6 +293,25 @@ class _ScoredPredictions:
         return self._post.log_predictive_density(Xn, yn, **kw)
 
 
+def _chain_traces(diag: dict, *, log_joint=None, delta_y=None) -> dict:
+    """Thinned traces of a sampler's ``(chains, draws)`` log joint and ``Δ_y`` (those given), their
+    R-hat / bulk ESS added to ``diag`` (and the mean ``Δ_y``); returns the traces."""
+    traces = {}
+    if log_joint is not None:
+        traces["log_joint"] = _thin_trace(log_joint)
+        diag.update(_chain_diagnostics("log_joint", log_joint))
+    if delta_y is not None:
+        traces["delta_y"] = _thin_trace(delta_y)
+        diag.update(_chain_diagnostics("delta_y", delta_y))
+        diag["delta_y_mean"] = float(np.mean(delta_y))
+    return traces
+
+
+def _scored_samples(res, diag: dict) -> "_ScoredPredictions":
+    """A Gibbs result (host arrays) whose scoring records its test predictions' R-hat / ESS."""
+    return _ScoredPredictions(res, lambda Xn: res.predict_samples(Xn)[..., 0], diag)
+
+
 # ----------------------------------------------------------------------------------- gibbs
 
 _MAP_INITS = ("map", "map_shared")
@@ -368,18 +387,11 @@ def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, t
                     init=start, dtype=dtype, progress=False).to_numpy()
     diag = {"sweeps_per_chain": num_warmup + num_samples * thin, "samples": num_chains * num_samples,
             **start_info}
-    traces = {}
-    if res.log_joint is not None:
-        traces["log_joint"] = _thin_trace(res.log_joint)
-        diag.update(_chain_diagnostics("log_joint", res.log_joint))
-    if reg and learn_noise:
-        traces["delta_y"] = _thin_trace(res.delta_y)
-        diag.update(_chain_diagnostics("delta_y", res.delta_y))
-        diag["delta_y_mean"] = float(np.mean(res.delta_y))
+    traces = _chain_traces(diag, log_joint=res.log_joint, delta_y=res.delta_y if reg and learn_noise else None)
     if learn_prior:
         for l in range(net.num_layers):
             traces[f"lam_w{l + 1}"] = _thin_trace(res.lam_w[..., l])
-    post = _ScoredPredictions(res, lambda Xn: res.predict_samples(Xn)[..., 0], diag) if reg else res
+    post = _scored_samples(res, diag) if reg else res
     return _predictor(arch, post, predict_kw=dict(kind=predictive, seed=_int_seed([seed, 1])), diagnostics=diag,
                       traces=traces, extra_time_s=start_info.get("map_owed_s", 0.0),
                       proba_kw=None if reg else dict(nodes=_check_nodes(nodes)))
@@ -414,17 +426,13 @@ def _fit_gibbs_gold(arch: Arch, X, y, *, seed, preset, num_warmup, num_samples, 
     cfg = res.config["preset"]
     diag = {"preset": preset, "hidden_delta": float(cfg["hidden_delta"]), "map_time_s": float(cfg["map_time_s"]),
             "sweeps_per_chain": recipe.num_warmup + recipe.num_samples,
-            "samples": recipe.num_chains * recipe.num_samples, "delta_y_mean": float(np.mean(res.delta_y))}
+            "samples": recipe.num_chains * recipe.num_samples}
     mv = res.config.get("moves")
     if isinstance(mv, dict) and mv.get("accept") is not None:
         diag["move_accept"] = mv["accept"]
-    traces = {"delta_y": _thin_trace(res.delta_y)}
-    diag.update(_chain_diagnostics("delta_y", res.delta_y))
-    if res.log_joint is not None:
-        traces["log_joint"] = _thin_trace(res.log_joint)
-        diag.update(_chain_diagnostics("log_joint", res.log_joint))
-    post = _ScoredPredictions(res, lambda Xn: res.predict_samples(Xn)[..., 0], diag)
-    return _predictor(arch, post, predict_kw=dict(kind="network"), diagnostics=diag, traces=traces)
+    traces = _chain_traces(diag, log_joint=res.log_joint, delta_y=res.delta_y)
+    return _predictor(arch, _scored_samples(res, diag), predict_kw=dict(kind="network"), diagnostics=diag,
+                      traces=traces)
 
 
 register_method(Method(
@@ -889,9 +897,7 @@ def _fit_hmc(arch, X, y, *, seed, num_warmup, num_samples, num_chains, thin, max
                          seed=_int_seed([seed, 11]), max_tree_depth=max_tree_depth, target_accept=target_accept,
                          threads=threads)
     diag = dict(res.info)
-    diag.update(_chain_diagnostics("delta_y", res.delta_y))
-    diag["delta_y_mean"] = float(np.mean(res.delta_y))
-    traces = {"delta_y": _thin_trace(res.delta_y)}
+    traces = _chain_traces(diag, delta_y=res.delta_y)
     C, S = res.delta_y.shape
     L = net.num_layers
     samples = GibbsResult(net=net, weights=tuple(np.asarray(w, dtype=np.float64) for w in res.weights),

@@ -137,7 +137,7 @@ def precompute(net: MLP, X, *, learn_prior=False, dtype=None, delta_scale=None, 
         d1 = X.shape[-1] + 1
         if tuple(gram.shape) != (d1, d1):
             raise ValueError(f"gram must be X's augmented Gram, shape {(d1, d1)}; got {tuple(gram.shape)}")
-        G0 = xp.astype(gram, xp.float64)
+        G0 = xp.astype(gram, xp.float64, copy=False)   # sampler.run passes the float64 cache.gram0
     chol0 = None
     if net.num_layers > 1 and not learn_prior:
         lam = net.prior_precision_vector(0, xp, dtype=xp.float64, device=device_of(X))
@@ -149,11 +149,7 @@ def precompute(net: MLP, X, *, learn_prior=False, dtype=None, delta_scale=None, 
     return GibbsCache(gram0=G0, chol0=chol0)
 
 
-#: Rows per float64 block of :func:`data_gram` on lower-precision data (memory ``rows × d``).
-GRAM_BLOCK_ROWS = F64_BLOCK_ROWS
-
-
-def data_gram(xp, X, *, block_rows: int = GRAM_BLOCK_ROWS):
+def data_gram(xp, X, *, block_rows: int = F64_BLOCK_ROWS):
     """The input layer's augmented Gram ``X̃^⊤X̃`` in float64, shape ``(d + 1, d + 1)``.
 
     Float64 data: ``augmented_gram(X)`` as it is. Float32 (or lower) data: the products of
