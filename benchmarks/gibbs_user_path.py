@@ -4,10 +4,12 @@ Settings a new user would pick (issue 15, "Why"): 50 ReLU units, fan-in prior, �
 (the MLP default), ``learn_noise=True``, ``learn_prior`` as given, 2 chains, 1500 warm-up + 500
 sweeps, Gal split ``--split``. Variants: ``default`` (no ``init`` given: ``gibbs.run``'s default,
 ``"map"`` since issue 15), ``init="prior"`` (the default before), ``init="map"`` (each chain from
-its own MAP fit), ``init="map"`` + non-centred moves, and the recipes ``gold`` / ``gold_hmc`` of
+its own MAP fit), ``init="map"`` + non-centred moves, ``init="map"`` + the joint non-centred HMC move
+(``map+hmc``, ``JointHMCMove(leapfrog=--leapfrog)``), and the recipes ``gold`` / ``gold_hmc`` of
 :mod:`blockbayes.gibbs.presets` (their own chains, sweeps and hidden Δ; context, not the user path). Reported in original units: test RMSE
 and mean test log-likelihood, max function-space R-hat on the 32 default probes, wall-clock
-seconds (MAP fits included), mean Δ_y and the mean learned λ_W per layer. ``--reference`` adds the
+seconds (MAP fits included), mean Δ_y, the median R-hat and the smallest bulk ESS of the probe outputs and
+that ESS per wall-clock second, and the mean learned λ_W per layer. ``--reference`` adds the
 evaluate runner's ``ensemble`` and ``map`` cells on the same split (``bb.evaluate.compare``: 5 / 1
 L-BFGS fits, 50 units, λ = fan-in, Δ_y from a 10% holdout) and each variant's RMSE ratio to the
 ensemble.
@@ -28,6 +30,7 @@ import numpy as np
 import blockbayes as bb
 from blockbayes import gibbs
 from blockbayes.gibbs.diagnostics import ConvergenceWarning
+from blockbayes.gibbs.hmc import JointHMCMove
 from blockbayes.gibbs.moves import NonCentredMove
 
 VARIANTS = {
@@ -37,17 +40,20 @@ VARIANTS = {
     "map_evidence": dict(init="map_evidence"),
     "map+move": dict(init="map", moves=NonCentredMove(steps=5)),
     "prior+move": dict(init="prior", moves=NonCentredMove(steps=5)),
+    "map+hmc": dict(init="map", moves="hmc"),
 }
 #: Variants that run a named recipe of :mod:`blockbayes.gibbs.presets` with the recipe's own settings.
 PRESETS = ("gold", "gold_hmc")
 
 
-def one(name, split, variant, *, learn_prior, warmup, samples, chains, seed, delta=1e-3, steps=5):
+def one(name, split, variant, *, learn_prior, warmup, samples, chains, seed, delta=1e-3, steps=5, leapfrog=32):
     data = bb.datasets.uci(name, split)
     Xtr, ytr, Xte, yte = data[:4]
     net = bb.MLP([Xtr.shape[1], 50, 1], "relu", prior_prec="fan_in", delta={"Z": delta, "X": delta, "y": 0.1})
     opts = dict(VARIANTS.get(variant, {}))
-    if "moves" in opts:
+    if opts.get("moves") == "hmc":
+        opts["moves"] = JointHMCMove(leapfrog=leapfrog)
+    elif "moves" in opts:
         opts["moves"] = NonCentredMove(steps=steps)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -64,7 +70,10 @@ def one(name, split, variant, *, learn_prior, warmup, samples, chains, seed, del
     s = r.summary()
     dy = float(np.mean(np.asarray(r.delta_y))) * data.y_std ** 2
     lam = "/".join(f"{float(np.mean(np.asarray(r.lam_w)[..., l])):.3g}" for l in range(net.num_layers))
-    return rmse, ll, s.max_rhat, wall, dy, lam
+    f_rows = [i for i, nm in enumerate(s.names) if nm.startswith("f[")]
+    ess_min = float(np.nanmin(np.asarray(s.columns["n_eff"])[f_rows]))
+    rhat_med = float(np.nanmedian(np.asarray(s.columns["r_hat"])[f_rows]))
+    return rmse, ll, s.max_rhat, wall, dy, lam, rhat_med, ess_min
 
 
 def reference(name, split, seed):
@@ -88,24 +97,25 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--delta", type=float, default=1e-3, help="Δ_Z = Δ_X")
     ap.add_argument("--steps", type=int, default=5, help="MALA steps per sweep of the move variants")
+    ap.add_argument("--leapfrog", type=int, default=32, help="leapfrog steps of the map+hmc variant (JointHMCMove)")
     ap.add_argument("--reference", action="store_true", help="also run the runner's ensemble and map cells")
     a = ap.parse_args(argv)
     print(f"user path: 50 ReLU units, Δ_Z=Δ_X={a.delta:g}, move steps {a.steps}, learn_noise, learn_prior={bool(a.learn_prior)}, {a.chains} chains, "
           f"{a.warmup}+{a.samples} sweeps, split {a.split}; load avg (1 min) {os.getloadavg()[0]:.2f}")
     print(f"{'dataset':>10} {'init':>11} {'RMSE':>8} {'test LL':>8} {'max R̂(f)':>10} {'wall s':>8} {'mean Δ_y':>9} "
-          f"{'RMSE/ens':>8}  mean λ_W per layer")
+          f"{'RMSE/ens':>8} {'med R̂(f)':>9} {'min ESS(f)':>10} {'ESS/s':>7}  mean λ_W per layer")
     for name in a.datasets:
         ref = reference(name, a.split, a.seed) if a.reference else {}
         for m, (rmse, ll, wall) in ref.items():
             print(f"{name:>10} {m:>11} {rmse:8.4g} {ll:8.3f} {'':>10} {wall:8.1f}  (runner cell; load {os.getloadavg()[0]:.2f})",
                   flush=True)
         for v in a.variants:
-            rmse, ll, rh, wall, dy, lam = one(name, a.split, v, learn_prior=bool(a.learn_prior), warmup=a.warmup,
-                                              samples=a.samples, chains=a.chains, seed=a.seed, delta=a.delta,
-                                              steps=a.steps)
+            rmse, ll, rh, wall, dy, lam, rmed, ess = one(
+                name, a.split, v, learn_prior=bool(a.learn_prior), warmup=a.warmup, samples=a.samples,
+                chains=a.chains, seed=a.seed, delta=a.delta, steps=a.steps, leapfrog=a.leapfrog)
             ratio = f"{rmse / ref['ensemble'][0]:8.3f}" if "ensemble" in ref else f"{'':>8}"
-            print(f"{name:>10} {v:>11} {rmse:8.4g} {ll:8.3f} {rh:10.3f} {wall:8.1f} {dy:9.3g} {ratio}  {lam}  "
-                  f"(load {os.getloadavg()[0]:.2f})", flush=True)
+            print(f"{name:>10} {v:>11} {rmse:8.4g} {ll:8.3f} {rh:10.3f} {wall:8.1f} {dy:9.3g} {ratio} {rmed:9.3f} "
+                  f"{ess:10.1f} {ess / wall:7.2f}  {lam}  (load {os.getloadavg()[0]:.2f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -54,8 +54,10 @@ def _demo_run(args, methods, warm) -> int:
     X, y, Xt, yt = data.X_train, data.y_train, data.X_test, data.y_test
     print(f"blockbayes {bb.__version__} demo: teacher-student regression, noisy ReLU MLP {list(net.widths)}, "
           f"Δ_Z = Δ_X = Δ_y = {args.delta:g}, λ = fan-in")
+    moves = _demo_moves(args.moves)
     print(f"  n_train = {args.n}, n_test = {args.n_test}, {args.chains} chains from zero, "
-          f"{args.warmup} warm-up + {args.samples} kept sweeps, device = {args.device}")
+          f"{args.warmup} warm-up + {args.samples} kept sweeps, device = {args.device}"
+          + ("" if moves is None else f", moves = {args.moves} ({type(moves).__name__}, {moves.leapfrog} leapfrog steps)"))
     sys.stdout.flush()
     if warm is not None:
         _warm_x_and_rows(args.hidden, warm)
@@ -72,9 +74,10 @@ def _demo_run(args, methods, warm) -> int:
     t0 = time.perf_counter()
     res = gibbs.run(net, X, y, num_samples=args.samples, num_warmup=args.warmup, num_chains=args.chains,
                     seed=args.seed, init="zero", device=args.device, progress=not args.no_progress,
-                    num_threads=args.threads)
+                    num_threads=args.threads, moves=moves)
     wall = time.perf_counter() - t0
     res = res.to_numpy()
+    diag = _probe_mixing(res)
     mean, var = res.predict(Xt)
     yt2 = np.asarray(yt).reshape(-1, 1)
     rmse = float(np.sqrt(np.mean((mean - yt2) ** 2)))
@@ -93,6 +96,9 @@ def _demo_run(args, methods, warm) -> int:
     print(f"| ratio Gibbs / floor | {rmse / floor:.3f} |")
     print(f"| test log predictive density (per point) | {lpd:.3f} |")
     print(f"| 95% interval coverage | {cover:.3f} |")
+    if diag is not None:
+        print(f"| max R-hat of the probe outputs (mixed: <= 1.01) | {diag[0]:.3f} |")
+        print(f"| min bulk ESS of the probe outputs | {diag[1]:.1f} ({diag[1] / wall:.2f} per s) |")
     print(f"| wall time | {wall:.1f} s ({1e3 * wall / (args.warmup + args.samples):.2f} ms per sweep of {args.chains} chains) |")
     ok = math.isfinite(rmse) and rmse < prior_rmse
     if methods:
@@ -102,6 +108,32 @@ def _demo_run(args, methods, warm) -> int:
         print(f"| gibbs (above) | {args.n} | {rmse:.3f} | {lpd:.3f} | | {cover:.3f} | {wall:.3f} | | ok |")
         print(f"(compared in {t_cmp:.1f} s)")
     return 0 if ok else 1
+
+
+def _demo_moves(name: str):
+    """The demo's ``--moves``: ``"none"`` (the sweep alone) or ``"hmc"`` (the joint non-centred HMC
+    move after every sweep, :class:`~blockbayes.gibbs.hmc.JointHMCMove` with 32 leapfrog steps)."""
+    if name == "none":
+        return None
+    if name == "hmc":
+        from .gibbs.hmc import JointHMCMove
+
+        return JointHMCMove(leapfrog=32)
+    raise ValueError(f"--moves must be 'none' or 'hmc', got {name!r}")
+
+
+def _probe_mixing(res):
+    """``(max R-hat, min bulk ESS)`` of the noise-free outputs at the run's probe inputs
+    (:meth:`GibbsResult.summary`'s ``f[...]`` rows), or ``None`` with too few draws."""
+    import numpy as np
+
+    try:
+        s = res.summary()
+    except ValueError:
+        return None
+    rows = [i for i, nm in enumerate(s.names) if nm.startswith("f[")]
+    return (float(np.nanmax(np.asarray(s.columns["r_hat"])[rows])),
+            float(np.nanmin(np.asarray(s.columns["n_eff"])[rows])))
 
 
 def _start_kernel_warmup(args):
@@ -278,6 +310,10 @@ def main(argv=None) -> int:
     d.add_argument("--samples", type=int, default=500)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default=None, help="cpu (default) or cuda")
+    d.add_argument("--moves", default="none", choices=("none", "hmc"),
+                   help="extra exact moves after every sweep: 'hmc' adds the joint non-centred HMC move "
+                        "(JointHMCMove, 32 leapfrog steps): the chains mix in function space at ~8x the "
+                        "wall-clock (docs/gibbs-moves.md §6, session 16)")
     d.add_argument("--threads", type=int, default=None, help="CPU threads (default: the libraries' own)")
     d.add_argument("--compare", default="map,laplace_kfac,vi_mf",
                    help="comma-separated methods to run side by side after Gibbs ('' to skip); "

@@ -87,8 +87,14 @@ def test_run_with_move_schedule_and_summary(tmp_path):
 def test_unmixed_run_warns_and_single_chain_summary():
     X, y = sine_data()
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-4, "X": 1e-4, "y": 0.01})
-    with pytest.warns(ConvergenceWarning, match="not mixed"):
+    with pytest.warns(ConvergenceWarning, match="not mixed.*JointHMCMove"):
         gibbs.run(net, X, y, num_samples=10, num_warmup=0, num_chains=2, seed=0, progress=False, init="zero")
+    # a run that already has moves is told to run longer, not pointed at the move it has
+    with pytest.warns(ConvergenceWarning, match="not mixed") as rec:
+        gibbs.run(net, X, y, num_samples=10, num_warmup=4, num_chains=2, seed=0, progress=False, init="zero",
+                  moves=NonCentredMove(steps=1))
+    msg = str(rec[0].message)
+    assert "run longer" in msg and "JointHMCMove" not in msg
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         r = gibbs.run(net, X, y, num_samples=10, num_warmup=0, num_chains=1, seed=0, progress=False, diagnose=False, init="prior")

@@ -204,3 +204,29 @@ def test_precompiled_parts_leave_only_the_top_of_the_pass(tmp_path):
     assert compiled("x,z", "a") == {"_latent_group", "_latent_kernel_serial"}
     twin = compiled("", "b")
     assert {"_relu_range", "_lg_fz", "_row_normals", "_lg_rows_matheron_rowwise"} <= twin
+
+
+def test_demo_moves_hmc_reaches_gibbs_run_and_prints_mixing(capsys, monkeypatch):
+    """``--moves hmc`` hands a JointHMCMove to ``gibbs.run`` and the table reports function-space
+    mixing (max R-hat and min bulk ESS of the probe outputs); ``--moves none`` passes no move."""
+    from blockbayes import cli, gibbs
+    from blockbayes.gibbs.hmc import JointHMCMove
+
+    seen = []
+    run = gibbs.run
+    monkeypatch.setattr(gibbs, "run", lambda *a, **k: seen.append(k.get("moves")) or run(*a, **k))
+    base = ["demo", "--d", "3", "--hidden", "4", "--n", "40", "--n-test", "20", "--chains", "2",
+            "--warmup", "4", "--samples", "6", "--threads", "1", "--compare", "", "--no-progress"]
+    cli.main(base + ["--moves", "hmc"])
+    out = capsys.readouterr().out
+    assert isinstance(seen[-1], JointHMCMove) and seen[-1].leapfrog == 32
+    assert "moves = hmc (JointHMCMove, 32 leapfrog steps)" in out
+    assert "| max R-hat of the probe outputs (mixed: <= 1.01) |" in out
+    assert "| min bulk ESS of the probe outputs |" in out
+    cli.main(base)
+    out = capsys.readouterr().out
+    assert seen[-1] is None and "moves =" not in out and "| max R-hat of the probe outputs" in out
+    with pytest.raises(SystemExit):
+        cli.main(base + ["--moves", "nuts"])
+    with pytest.raises(ValueError, match="--moves"):
+        cli._demo_moves("nuts")
