@@ -82,6 +82,9 @@ METHODS = {
     "ensemble_joint_select": {"method": "ensemble_joint_select", "members": 5},
     # anchored (randomize-then-optimize) joint-noise ensemble (issue 16, session 13): opt-in
     "ensemble_anchored": {"method": "ensemble_anchored", "members": 5},
+    # the joint rows after a softplus smoothing continuation (issue 16, session 14, design note 50): opt-in
+    "map_joint_smooth": {"method": "map_joint_smooth"},
+    "ensemble_joint_smooth": {"method": "ensemble_joint_smooth", "members": 5},
     "vi_mf": {"method": "vi_mf"},
     "gibbs": {"method": "gibbs", "num_warmup": 300, "num_samples": 100, "thin": 3, "num_chains": 4,
               "delta_z": 1e-3, "delta_x": 1e-3, "init": "map"},
@@ -101,7 +104,8 @@ METHODS = {
 }
 DEFAULT_METHODS = tuple(m for m in METHODS if m not in ("hmc", "gibbs_gold", "gibbs_rule", "map_joint", "map_joint_shared", "ensemble_joint", "map_evidence",
                                                         "ensemble_evidence", "map_joint_select",
-                                                        "ensemble_joint_select", "ensemble_anchored"))  # opt-in: --methods
+                                                        "ensemble_joint_select", "ensemble_anchored",
+                                                        "map_joint_smooth", "ensemble_joint_smooth"))  # opt-in: --methods
 
 # The two large sets get a cheaper budget so that the whole table fits a 2-core afternoon: fewer
 # L-BFGS iterations for every MAP fit (shared by MAP, Laplace, the ensemble and the MAP starts)
@@ -171,7 +175,7 @@ def describe(cfg) -> str:
                 f"{p.num_warmup} warm-up + {p.num_samples} kept sweeps per chain; predictive: noise-free network "
                 f"+ Δ_y per sample")
     if cfg["method"] in ("map", "ensemble", "map_joint", "map_joint_shared", "ensemble_joint",
-                         "ensemble_anchored") and opts.get("noise") == "joint":
+                         "ensemble_anchored", "map_joint_smooth", "ensemble_joint_smooth") and opts.get("noise") == "joint":
         ens = cfg["method"].startswith("ensemble")
         anch = (", each member's weight prior centred at its own draw θ₀ ~ N(0, Λ⁻¹) and started there "
                 "(anchored, randomize-then-optimize" + (f"; targets + N(0, {opts['target_noise']})"
@@ -180,10 +184,18 @@ def describe(cfg) -> str:
         lead = (f"{opts['members']} MAP fits (one batched L-BFGS problem, one start each{anch})" if ens
                 else f"MAP (best objective of {opts['restarts']} starts, one batched L-BFGS problem"
                 + (": the ensemble's members, one shared fit)" if opts.get("restart_seeds") == "ensemble" else ")"))
-        return (f"{lead}: weights and noise variance jointly (MAP of (θ, log Δ_y), 1/Δ_y ~ Gamma"
+        smooth = opts.get("smoothing")
+        pre = ("" if not smooth else
+               f", each start first through a softplus smoothing continuation (β = "
+               f"{', '.join(f'{b:g}' for b in smooth)}, ≤ {opts['smoothing_iter']} L-BFGS its per stage)")
+        pn = opts.get("predictive_noise", "joint")
+        noise = {"joint": "Δ_y", "holdout": "Δ_y = held-out MSE of a smooth joint fit on 90%",
+                 "evidence": "Δ_y by one MacKay evidence update at the weights"}.get(pn, pn)
+        return (f"{lead}{pre}: weights and noise variance jointly (MAP of (θ, log Δ_y), 1/Δ_y ~ Gamma"
                 f"{tuple(opts['noise_prior'])}, weight prior λ = fan-in), L-BFGS until max|∇E/n| ≤ {opts['tol']:g}, "
                 f"no further decrease, or {opts['max_iter']} iterations"
-                + ("; Gaussian-mixture predictive" if ens else "; predictive N(F(x), Δ_y)"))
+                + (f"; Gaussian-mixture predictive ({noise} per member)" if ens and pn != "joint"
+                   else "; Gaussian-mixture predictive" if ens else f"; predictive N(F(x), {noise})"))
     if opts.get("noise") == "joint_select":
         ens = cfg["method"].startswith("ensemble")
         lead = (f"{opts['starts']} joint-noise MAP fits (MAP of (θ, log Δ_y), 1/Δ_y ~ Gamma{tuple(opts['noise_prior'])}, "

@@ -141,3 +141,21 @@ def test_uci_table_renders_the_issue_15_figure_per_set():
     assert ("**gibbs**: LL ≥ the ensemble's (mean over paired splits) on 1 of 2 sets; time ratio ≤ 2 on 1 of 2; "
             "median over splits of max R-hat(F) ≤ 1.05 on 1 of 2 sets; splits with max R-hat(F) ≤ 1.1: 2 of 4.") in text
     assert ut.sampler_figure_section(SimpleNamespace(cells=cells[:3]), ["ensemble"], ["yacht"]) == []
+
+
+def test_uci_table_describes_every_row_and_the_smoothing_rows():
+    """Every row of benchmarks/uci_table.py renders its settings line from the method's own options; the
+    smoothing rows (opt-in) state the β schedule and their predictive noise, the plain joint rows do not."""
+    from tests._helpers import load_benchmark
+
+    ut = load_benchmark("uci_table")
+    for name, cfg in ut.METHODS.items():
+        assert ut.describe(cfg), name
+    for name in ("map_joint_smooth", "ensemble_joint_smooth"):
+        assert name not in ut.DEFAULT_METHODS
+        text = ut.describe(ut.METHODS[name])
+        assert "softplus smoothing continuation (β = 8, 32, 128, 512" in text, text
+    assert "held-out MSE" in ut.describe(ut.METHODS["map_joint_smooth"])
+    assert "MacKay evidence update" in ut.describe(ut.METHODS["ensemble_joint_smooth"])
+    plain = ut.describe(ut.METHODS["ensemble_joint"])
+    assert "smoothing" not in plain and "MacKay" not in plain
