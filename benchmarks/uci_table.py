@@ -389,6 +389,7 @@ def render(res, methods, datasets, splits_req, doc: Path, elapsed_note: str = ""
                   *diag_rows, ""]
     lines += sampler_figure_section(res, labels, datasets)
     lines += reference_sections(res, labels, datasets)
+    lines += per_split_reference_section(res, labels, datasets)
     lines += ["## Reproduce", "", "```", "python benchmarks/uci_table.py --splits K      # resumable; cells in results/uci/cells",
               "python benchmarks/uci_table.py --splits K --report-only", "```", "",
               "Per-split numbers: `results/uci/cells.csv`; per-cell JSON (metrics, timings, diagnostics, "
@@ -513,6 +514,52 @@ def reference_sections(res, labels, datasets) -> list:
         if any(v != "–" for v in dll + rr):
             lines.append(f"| {SHORT.get(ds, ds)} | " + " | ".join(dll) + " | " + " | ".join(rr) + " |")
     lines.append("")
+    return lines
+
+
+#: Issue 16's figure: a method's test RMSE within this factor of NUTS's, split by split.
+REF_RMSE_WITHIN = 1.25
+
+
+def per_split_reference_section(res, labels, datasets) -> list:
+    """Every method against NUTS split by split: RMSE / LL, the RMSE ratio (met when ≤ 1.25, issue 16's
+    figure) and ΔLL, with a tally per method over the splits where both ran."""
+    if REF not in labels:
+        return []
+    ok = [c for c in res.cells if c.get("status") == "ok"]
+    ref = {(c["dataset"], c["split"], c["seed"]): c for c in ok if c["method"] == REF}
+    others = [l for l in labels if l != REF]
+    if not ref or not others:
+        return []
+    cell = {(c["method"], c["dataset"], c["split"], c["seed"]): c for c in ok}
+    lines = ["### Per split against the reference", "",
+             f"RMSE / LL (original units), then RMSE(method)/RMSE(NUTS) — *met* when ≤ {REF_RMSE_WITHIN:g} (issue 16's "
+             "figure) — and ΔLL = LL(method) − LL(NUTS). NUTS's own max R-hat(F) is in brackets: where it exceeds "
+             "1.1 the reference has not mixed and the ratio carries its Monte Carlo error.", "",
+             "| set, split | NUTS RMSE / LL (max R-hat F) | " + " | ".join(others) + " |",
+             "|---|---|" + "---|" * len(others)]
+    met = {l: [0, 0] for l in others}
+    for ds in datasets:
+        for key in sorted((k for k in ref if k[0] == ds), key=lambda k: (k[1], k[2])):
+            r = ref[key]
+            rm = r["diagnostics"].get("rhat_pred_max")
+            row = [f"{SHORT.get(ds, ds)} {key[1]}",
+                   f"{r['metrics']['rmse']:.4g} / {r['metrics']['ll']:.3f}"
+                   + (f" ({rm:.2f})" if rm is not None and math.isfinite(rm) else "")]
+            for l in others:
+                c = cell.get((l,) + key)
+                if c is None:
+                    row.append("–")
+                    continue
+                ratio = c["metrics"]["rmse"] / r["metrics"]["rmse"]
+                ok_ = ratio <= REF_RMSE_WITHIN
+                met[l][0] += ok_
+                met[l][1] += 1
+                row.append(f"{c['metrics']['rmse']:.4g} / {c['metrics']['ll']:.3f}: ×{ratio:.2f} "
+                           + ("met" if ok_ else "**short**") + f", ΔLL {c['metrics']['ll'] - r['metrics']['ll']:+.2f}")
+            lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Within " + f"{REF_RMSE_WITHIN:g}× NUTS's RMSE: "
+              + "; ".join(f"{l} {m} of {n}" for l, (m, n) in met.items() if n) + ".", ""]
     return lines
 
 

@@ -159,3 +159,28 @@ def test_uci_table_describes_every_row_and_the_smoothing_rows():
     assert "MacKay evidence update" in ut.describe(ut.METHODS["ensemble_joint_smooth"])
     plain = ut.describe(ut.METHODS["ensemble_joint"])
     assert "smoothing" not in plain and "MacKay" not in plain
+
+
+def test_uci_table_renders_every_split_against_nuts():
+    """``per_split_reference_section``: per split the RMSE ratio to NUTS, met at ≤ 1.25 (issue 16's figure),
+    ΔLL, NUTS's own max R-hat(F) in brackets, a split a method lacks shown as '–', error cells ignored, and a
+    tally per method over the splits where both ran."""
+    from types import SimpleNamespace
+
+    from tests._helpers import load_benchmark
+
+    ut = load_benchmark("uci_table")
+
+    def c(method, split, rmse, ll, status="ok", rmax=None):
+        return dict(method=method, dataset="yacht", split=split, seed=0, status=status,
+                    metrics={"rmse": rmse, "ll": ll}, diagnostics={} if rmax is None else {"rhat_pred_max": rmax})
+
+    cells = [c("hmc", 0, 0.2, 0.0, rmax=1.34), c("hmc", 1, 0.4, -1.0),
+             c("map", 0, 0.25, -0.5), c("map", 1, 0.51, -1.2),          # ×1.25 met, ×1.275 short
+             c("ensemble", 0, 0.3, -9.0, status="error"), c("ensemble", 1, 0.3, -0.7)]
+    text = "\n".join(ut.per_split_reference_section(SimpleNamespace(cells=cells), ["map", "ensemble", "hmc"],
+                                                    ["yacht"]))
+    assert "| Yacht 0 | 0.2 / 0.000 (1.34) | 0.25 / -0.500: ×1.25 met, ΔLL -0.50 | – |" in text
+    assert "| Yacht 1 | 0.4 / -1.000 | 0.51 / -1.200: ×1.27 **short**, ΔLL -0.20 | 0.3 / -0.700: ×0.75 met, ΔLL +0.30 |" in text
+    assert "Within 1.25× NUTS's RMSE: map 1 of 2; ensemble 1 of 1." in text
+    assert ut.per_split_reference_section(SimpleNamespace(cells=cells), ["map", "ensemble"], ["yacht"]) == []
