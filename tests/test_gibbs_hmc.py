@@ -335,3 +335,27 @@ def test_explore_leapfrog_errors():
         JointHMCMove(explore_leapfrog=8, terminal=0.0).init(st, net, X, y, num_warmup=10)
     JointHMCMove(explore_leapfrog=8).init(st, net, X, y, num_warmup=10)
     JointHMCMove(explore_leapfrog=8, terminal=0.0).init(st, net, X, y, num_warmup=0)
+
+
+def test_gold_benchmark_passes_explore_leapfrog(monkeypatch):
+    """benchmarks/gibbs_gold.py ``--explore-leapfrog K`` reaches the JointHMCMove settings of each cell
+    (``one(..., hmc=...)``); without the flag the key is absent (the move's default ``None``)."""
+    from _helpers import load_benchmark
+
+    gg = load_benchmark("gibbs_gold")
+    seen = []
+
+    class _Stop(Exception):
+        pass
+
+    def fake_one(name, split, **kw):
+        seen.append(kw["hmc"])
+        raise _Stop
+
+    monkeypatch.setattr(gg, "one", fake_one)
+    base = ["--preset", "gold_hmc", "--leapfrog", "64", "--datasets", "energy", "--splits", "0"]
+    for extra in (["--explore-leapfrog", "256"], []):
+        with pytest.raises(_Stop):
+            gg.main(base + extra)
+    assert seen == [{"leapfrog": 64, "explore_leapfrog": 256}, {"leapfrog": 64}]
+    assert JointHMCMove(**seen[0]).explore_leapfrog == 256 and JointHMCMove(**seen[1]).explore_leapfrog is None
