@@ -286,6 +286,13 @@ class JointHMCMove(NamedTuple):
        Robbins–Monro gain; the kept ``h`` is ``exp`` of the mean ``log h`` over the window's
        second half.
 
+    Why (docs/gibbs-moves.md §6, design note 38): at ``Δ_y ~ 10⁻⁴`` the data directions of
+    the posterior are ~10³ times stiffer than the prior ones and they rotate as the chain moves;
+    a mass from ONE state goes stale within ~25 sweeps (Yacht 0, warm-up: mean ``min(1, α)``
+    0.87 right after a refresh, 0.71 25 sweeps later), and after warm-up the acceptance fell from
+    0.8 to 0.2–0.7 on Yacht and to ~0 (chains stuck for hundreds of sweeps) on Energy. The
+    averaged mass covers the stiff directions of many states. After warm-up everything is fixed.
+
     With ``explore_leapfrog = K_e`` the sweeps of phases 1 and 2 (sweep index ``< t``) run
     trajectories of ``K_e`` leapfrog steps instead of ``leapfrog``; the terminal window and every
     kept sweep use ``leapfrog``, so the step size is last adapted, and the samples are drawn, with
@@ -299,14 +306,11 @@ class JointHMCMove(NamedTuple):
     terminal window (``W − t`` sweeps, which must be non-empty) re-adapts ``h`` for ``leapfrog``.
     Cost: ``t · (K_e − leapfrog)`` more gradient evaluations per chain (``gold_hmc_long``, W = 500,
     t = 425: the run's 64 000 leapfrog steps per chain become 145 600 at ``K_e = 256`` (2.3×) and
-    472 000 at ``K_e = 1024`` (7.4×)).
-
-    Why (docs/gibbs-moves.md §6, design note 38): at ``Δ_y ~ 10⁻⁴`` the data directions of
-    the posterior are ~10³ times stiffer than the prior ones and they rotate as the chain moves;
-    a mass from ONE state goes stale within ~25 sweeps (Yacht 0, warm-up: mean ``min(1, α)``
-    0.87 right after a refresh, 0.71 25 sweeps later), and after warm-up the acceptance fell from
-    0.8 to 0.2–0.7 on Yacht and to ~0 (chains stuck for hundreds of sweeps) on Energy. The
-    averaged mass covers the stiff directions of many states. After warm-up everything is fixed.
+    472 000 at ``K_e = 1024`` (7.4×)). Measured (session 16, design note 53; inner validation
+    splits Energy 0, 2 and Yacht 0, seed 0, against the default rerun on the same machine): mean
+    held-out ΔLL +0.004 nats at ``K_e = 256`` and +0.014 at 1024 (Energy 0 +0.066 at seed 0,
+    −0.060 at seed 1), at 1.6–2.0× and 4.4–6.4× the CPU time — below the +0.02 adoption rule, so
+    off by default.
 
     Attributes
     ----------
