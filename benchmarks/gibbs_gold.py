@@ -19,7 +19,7 @@ test split; NUTS columns are then blank.
 
 ``--preset gold_hmc``: the gold recipe with :class:`~blockbayes.gibbs.hmc.JointHMCMove` (joint
 non-centred HMC on all weight matrices, dense Gauss–Newton mass) after every sweep
-(``--leapfrog``, ``--trajectories``, ``--prior-mass`` override its defaults); the ``acc``
+(``--leapfrog``, ``--trajectories``, ``--prior-mass``, ``--explore-leapfrog`` override its defaults); the ``acc``
 column is then its mean ``min(1, α)`` after warm-up.
 
 NUTS references (4 chains, NumPyro, same model): the issue-15 table (Boston 0–2, Concrete 0,
@@ -352,6 +352,9 @@ def main(argv=None):
     ap.add_argument("--average-from", type=float, default=None,
                     help="gold_hmc: warm-up fraction after which the mass is the averaged GN (1: single-state)")
     ap.add_argument("--terminal", type=float, default=None, help="gold_hmc: terminal step-size-only warm-up fraction")
+    ap.add_argument("--explore-leapfrog", type=int, default=None, metavar="K",
+                    help="gold_hmc: leapfrog steps of the warm-up sweeps before the terminal window "
+                         "(JointHMCMove.explore_leapfrog; kept sweeps keep --leapfrog)")
     ap.add_argument("--redraw", type=int, default=0,
                     help="gold_hmc: also UnitRedrawMove(proposals=R) after the HMC move (ComposedMove); 0: none")
     ap.add_argument("--map-fits", type=int, default=None,
@@ -394,7 +397,8 @@ def main(argv=None):
     _MAP_ITERS[0] = a.map_iters
     pooled = load_reference(a.reference) if a.reference else None
     hmc = {k: v for k, v in dict(leapfrog=a.leapfrog, trajectories=a.trajectories, prior_mass=a.prior_mass,
-                                     average_from=a.average_from, terminal=a.terminal).items()
+                                     average_from=a.average_from, terminal=a.terminal,
+                                     explore_leapfrog=a.explore_leapfrog).items()
            if v is not None}
     print(f"gold: 50 ReLU, fan-in λ, learn_noise, init='map' (joint MAP), Δ_Z=Δ_X={'by the preset rule' if a.preset else f'{a.delta:g}'}, "
           f"{a.chains} chains, {a.warmup}+{a.samples} sweeps, move steps {a.steps}, preset {a.preset}{f' {JointHMCMove(**hmc)}' if a.preset == 'gold_hmc' else ''}{f' + UnitRedrawMove(proposals={a.redraw})' if a.redraw else ''}{f', starts: best {a.chains} of {a.map_fits} MAP fits' if a.map_fits else ''}{f' ratio {a.ratio or gibbs.presets.GoldPreset().ratio:g}' if a.preset else ''}{f' floor {a.floor:g}' if a.floor else ''}{f', starts: NUTS draws {a.draw} of {a.start_from_npz}' if a.start_from_npz else ''}{f', MAP smoothing β={a.map_smoothing} × {a.map_smoothing_iter} its' if a.map_smoothing else ''}{f', AnnealedDelta(start={a.anneal[0]:g}, fraction={a.anneal[1]:g})' if a.anneal else ''}{f', tempered-output start (Δ_y from {a.temper_output[0]:g}, {int(a.temper_output[1])} sweeps)' if a.temper_output else ''}{f', Adam starts ({a.adam_starts} epochs)' if a.adam_starts else ''}{f', starts at prior × {a.start_prior_scale:g}' if a.start_prior_scale else ''}, seed {a.seed}, MAP its {a.map_iters or 'default'}"

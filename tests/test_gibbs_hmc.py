@@ -238,3 +238,124 @@ def test_without_num_warmup_the_single_state_rule_is_kept():
     np.testing.assert_array_equal(out[0].inv_mass, out[1].inv_mass)
     np.testing.assert_array_equal(out[0].log_step, out[1].log_step)
     assert out[0].gn_count == out[1].gn_count == 0
+
+
+def _gradients_per_call(move, W, kept, monkeypatch, run=False):
+    """Gradient evaluations of each call of the move: ``W`` warm-up calls then ``kept`` kept ones.
+
+    Counts the calls of ``joint_log_target_and_grad`` inside each ``hmc_trajectories`` call (one
+    trajectory per call: 1 at the start + the leapfrog steps). ``run``: through ``gibbs.run``
+    (which passes ``num_warmup`` and the flags) instead of calling the move directly."""
+    from blockbayes.gibbs import hmc as H
+
+    n = [0]
+    counts = []
+    grad, traj = H.joint_log_target_and_grad, H.hmc_trajectories
+
+    def counting_grad(*a, **k):
+        n[0] += 1
+        return grad(*a, **k)
+
+    def recording_traj(*a, **k):
+        n0 = n[0]
+        out = traj(*a, **k)
+        counts.append(n[0] - n0)
+        return out
+
+    monkeypatch.setattr(H, "joint_log_target_and_grad", counting_grad)
+    monkeypatch.setattr(H, "hmc_trajectories", recording_traj)
+    X, y = sine_data()
+    net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-4, "X": 1e-4, "y": 0.05})
+    if run:
+        gibbs.run(net, X, y, num_chains=2, num_warmup=W, num_samples=kept, init="prior", seed=2, moves=move,
+                  progress=False, diagnose=False)
+    else:
+        _, X, y, st, ms, key = _warm_up(move, W)
+        for _ in range(kept):
+            key, k = bbr.split(key)
+            st, ms = move.step(k, ms, st, net, X, y, warmup=False)
+    return counts
+
+
+class _ExploresWhileSampling(JointHMCMove):
+    """Broken twin: the long trajectory in every sweep, the kept ones included."""
+
+    def trajectory_length(self, mstate, warmup):
+        return self.explore_leapfrog
+
+
+class _ExploresThroughTheTerminalWindow(JointHMCMove):
+    """Broken twin: the long trajectory in the whole warm-up (the step size then never sees ``leapfrog``)."""
+
+    def trajectory_length(self, mstate, warmup):
+        return self.explore_leapfrog if warmup else self.leapfrog
+
+
+def test_explore_leapfrog_only_before_the_terminal_window(monkeypatch):
+    """``explore_leapfrog=7``, ``leapfrog=2``, W = 20 (terminal window [17, 20)): the warm-up calls
+    0–16 take 1 + 7 gradients, the terminal window and the kept calls 1 + 2 — directly and through
+    ``gibbs.run``. Two broken twins (long trajectories in the kept sweeps; through the terminal
+    window) give other counts and fail the check."""
+    kw = dict(leapfrog=2, refresh_every=5, average_every=2, explore_leapfrog=7)
+    assert JointHMCMove(**kw).schedule(20).terminal_start == 17
+    want = [8] * 17 + [3] * 3 + [3] * 4
+    assert _gradients_per_call(JointHMCMove(**kw), 20, 4, monkeypatch) == want
+    assert _gradients_per_call(JointHMCMove(**kw), 20, 4, monkeypatch, run=True) == want
+    assert _gradients_per_call(JointHMCMove(**{**kw, "explore_leapfrog": None}), 20, 4, monkeypatch) == [3] * 24
+    assert _gradients_per_call(_ExploresWhileSampling(**kw), 20, 4, monkeypatch) != want
+    assert _gradients_per_call(_ExploresThroughTheTerminalWindow(**kw), 20, 4, monkeypatch) != want
+
+
+def test_explore_leapfrog_equal_to_leapfrog_is_bitwise_the_default():
+    """``explore_leapfrog = leapfrog`` runs the default kernel bitwise (same keys, same steps), and
+    the kernel is fixed after a warm-up with exploration."""
+    out = []
+    for ex in (None, 3):
+        move = JointHMCMove(leapfrog=3, refresh_every=4, average_every=2, explore_leapfrog=ex)
+        _, _, _, st, ms, _ = _warm_up(move, 16)
+        out.append((st, ms))
+    (s0, m0), (s1, m1) = out
+    for a, b in zip(s0.weights + (m0.inv_mass, m0.log_step), s1.weights + (m1.inv_mass, m1.log_step)):
+        np.testing.assert_array_equal(a, b)
+    move = JointHMCMove(leapfrog=3, refresh_every=2, average_every=2, explore_leapfrog=9)
+    assert _kernel_fixed_after_warmup(move)
+    assert move.summary(m1)["explore_leapfrog"] == 9 and "explore_leapfrog" not in JointHMCMove().summary(m0)
+
+
+def test_explore_leapfrog_errors():
+    X, y = sine_data()
+    net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0)
+    st = gibbs.init(bbr.key(0), net, X, y, num_chains=1, init="prior")
+    for bad in (0, -3, 1.5, True, "8"):
+        with pytest.raises(ValueError, match="explore_leapfrog must be an int >= 1 or None"):
+            JointHMCMove(explore_leapfrog=bad).validate()
+    with pytest.raises(ValueError, match="needs num_warmup"):
+        JointHMCMove(explore_leapfrog=8).init(st, net, X, y)
+    with pytest.raises(ValueError, match="non-empty terminal window"):
+        JointHMCMove(explore_leapfrog=8, terminal=0.0).init(st, net, X, y, num_warmup=10)
+    JointHMCMove(explore_leapfrog=8).init(st, net, X, y, num_warmup=10)
+    JointHMCMove(explore_leapfrog=8, terminal=0.0).init(st, net, X, y, num_warmup=0)
+
+
+def test_gold_benchmark_passes_explore_leapfrog(monkeypatch):
+    """benchmarks/gibbs_gold.py ``--explore-leapfrog K`` reaches the JointHMCMove settings of each cell
+    (``one(..., hmc=...)``); without the flag the key is absent (the move's default ``None``)."""
+    from _helpers import load_benchmark
+
+    gg = load_benchmark("gibbs_gold")
+    seen = []
+
+    class _Stop(Exception):
+        pass
+
+    def fake_one(name, split, **kw):
+        seen.append(kw["hmc"])
+        raise _Stop
+
+    monkeypatch.setattr(gg, "one", fake_one)
+    base = ["--preset", "gold_hmc", "--leapfrog", "64", "--datasets", "energy", "--splits", "0"]
+    for extra in (["--explore-leapfrog", "256"], []):
+        with pytest.raises(_Stop):
+            gg.main(base + extra)
+    assert seen == [{"leapfrog": 64, "explore_leapfrog": 256}, {"leapfrog": 64}]
+    assert JointHMCMove(**seen[0]).explore_leapfrog == 256 and JointHMCMove(**seen[1]).explore_leapfrog is None

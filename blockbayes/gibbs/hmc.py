@@ -41,7 +41,7 @@ Cost per leapfrog step: one forward and one backward pass through the whole froz
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from .._backend import device_of, namespace
 from .._backend import random as bbr
@@ -293,6 +293,25 @@ class JointHMCMove(NamedTuple):
     0.8 to 0.2–0.7 on Yacht and to ~0 (chains stuck for hundreds of sweeps) on Energy. The
     averaged mass covers the stiff directions of many states. After warm-up everything is fixed.
 
+    With ``explore_leapfrog = K_e`` the sweeps of phases 1 and 2 (sweep index ``< t``) run
+    trajectories of ``K_e`` leapfrog steps instead of ``leapfrog``; the terminal window and every
+    kept sweep use ``leapfrog``, so the step size is last adapted, and the samples are drawn, with
+    the kept trajectory length (the kept kernel is the same fixed, exact kernel; only the warm-up
+    path that reaches its start differs). Why (docs/gibbs-moves.md §6, session 14, design note
+    51): from joint-MAP starts the chains inflate the weakly determined directions but stay in
+    the MAP fits' function basins, while NUTS, from a random start, reaches better-fitting basins
+    by spending ~1000 warm-up iterations × ~1023 leapfrog steps per chain; longer warm-up
+    trajectories travel further per accept. The exploration stops at ``t``, not at the averaging
+    start ``a``: the averaged mass then covers the states the long trajectories reach, and the
+    terminal window (``W − t`` sweeps, which must be non-empty) re-adapts ``h`` for ``leapfrog``.
+    Cost: ``t · (K_e − leapfrog)`` more gradient evaluations per chain (``gold_hmc_long``, W = 500,
+    t = 425: the run's 64 000 leapfrog steps per chain become 145 600 at ``K_e = 256`` (2.3×) and
+    472 000 at ``K_e = 1024`` (7.4×)). Measured (session 16, design note 53; inner validation
+    splits Energy 0, 2 and Yacht 0, seed 0, against the default rerun on the same machine): mean
+    held-out ΔLL +0.004 nats at ``K_e = 256`` and +0.014 at 1024 (Energy 0 +0.066 at seed 0,
+    −0.060 at seed 1), at 1.6–2.0× and 4.4–6.4× the CPU time — below the +0.02 adoption rule, so
+    off by default.
+
     Attributes
     ----------
     leapfrog : int
@@ -330,6 +349,10 @@ class JointHMCMove(NamedTuple):
     terminal : float
         Fraction of warm-up at its end with the mass frozen and only ``h`` adapted, in
         ``[0, 1)`` (0 and ``average_from = 1``: session 9's rule, the last iterate's ``h`` kept).
+    explore_leapfrog : int or None
+        Leapfrog steps per trajectory of the warm-up sweeps before the terminal window (see
+        above); ``None`` (default): ``leapfrog`` throughout. Needs ``num_warmup`` (the window's
+        place) and a non-empty terminal window.
     """
 
     leapfrog: int = 32
@@ -344,6 +367,7 @@ class JointHMCMove(NamedTuple):
     average_from: float = 0.5
     average_every: int = 5
     terminal: float = 0.15
+    explore_leapfrog: Optional[int] = None
 
     def validate(self, net: MLP = None):
         for name in ("leapfrog", "trajectories", "refresh_every", "max_params", "chunk", "average_every"):
@@ -362,6 +386,9 @@ class JointHMCMove(NamedTuple):
             raise ValueError(f"average_from must lie in [0, 1], got {self.average_from!r}")
         if not 0.0 <= self.terminal < 1.0:
             raise ValueError(f"terminal must lie in [0, 1), got {self.terminal!r}")
+        v = self.explore_leapfrog
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"explore_leapfrog must be an int >= 1 or None, got {v!r}")
         if net is not None:
             P = num_params(net)
             if P > self.max_params:
@@ -392,6 +419,14 @@ class JointHMCMove(NamedTuple):
         if num_warmup is not None and (isinstance(num_warmup, bool) or not isinstance(num_warmup, int)
                                        or num_warmup < 0):
             raise ValueError(f"num_warmup must be an int >= 0 or None, got {num_warmup!r}")
+        if self.explore_leapfrog is not None:
+            if num_warmup is None:
+                raise ValueError("explore_leapfrog needs num_warmup (the exploratory sweeps end where the terminal "
+                                 "window starts); gibbs.run passes it")
+            if num_warmup > 0 and self.schedule(num_warmup).terminal_start >= num_warmup:
+                raise ValueError(f"explore_leapfrog needs a non-empty terminal window (the step size must be adapted "
+                                 f"with the kept leapfrog={self.leapfrog}); terminal={self.terminal!r} gives none "
+                                 f"at num_warmup={num_warmup}")
         xp = namespace(X)
         C = state.delta_y.shape[0]
         R, Minv = _mass(state, net, X, self.chunk, self.prior_mass)
@@ -413,13 +448,21 @@ class JointHMCMove(NamedTuple):
         C = state.delta_y.shape[0]
         T = output_targets(net, y, state.latent, C, X)
         h = xp.exp(mstate.log_step)
-        state, rate = hmc_trajectories(key, state, net, X, T, mstate.chol, mstate.inv_mass, h, self.leapfrog,
-                                       self.trajectories, self.jitter)
+        state, rate = hmc_trajectories(key, state, net, X, T, mstate.chol, mstate.inv_mass, h,
+                                       self.trajectory_length(mstate, warmup), self.trajectories, self.jitter)
         if not warmup:
             acc_sum = rate if mstate.accept_sum is None else mstate.accept_sum + rate
             return state, mstate._replace(sweeps=mstate.sweeps + 1, accept=rate, accept_sum=acc_sum,
                                           sampled=mstate.sampled + 1)
         return state, self._adapt(mstate, state, net, X, rate, final_warmup)
+
+    def trajectory_length(self, mstate: JointHMCState, warmup: bool) -> int:
+        """Leapfrog steps of the next call: ``explore_leapfrog`` for a warm-up sweep with index
+        ``mstate.sweeps < schedule(num_warmup).terminal_start``, else ``leapfrog``."""
+        if (self.explore_leapfrog is not None and warmup
+                and mstate.sweeps < self.schedule(mstate.num_warmup).terminal_start):
+            return self.explore_leapfrog
+        return self.leapfrog
 
     def _adapt(self, mstate: JointHMCState, state: GibbsState, net: MLP, X, rate, final_warmup: bool):
         """One warm-up sweep's adaptation (sweep index ``mstate.sweeps``): ``h``, then the mass."""
@@ -457,6 +500,8 @@ class JointHMCMove(NamedTuple):
         out = {"move": "joint non-centred HMC", "layers": "all", "leapfrog": self.leapfrog,
                "trajectories": self.trajectories, "average_from": self.average_from, "terminal": self.terminal,
                "averaged_gn": mstate.gn_count}
+        if self.explore_leapfrog is not None:
+            out["explore_leapfrog"] = self.explore_leapfrog
         if mstate.sampled:
             out["accept"] = [float(to_numpy(mstate.accept_sum).mean()) / mstate.sampled]
         out["step_size"] = [float(math.exp(float(to_numpy(mstate.log_step).mean())))]
