@@ -373,7 +373,11 @@ def test_usual_lbfgs_step_is_bitwise_the_general_step(monkeypatch, M):
         assert used.count("tuple") > 0 and len(set(fast["num_iter"].tolist())) > 1
     else:
         assert sum(back) > 0
-        stalled = runs(max_iter=400, gtol=1e-30, ftol=0.0, history=5, max_linesearch=3)
+        # one trial step per line search: the kinked objective soon offers no Armijo step (status 3). With 3
+        # trials the run reached the numerical floor by an accepted step of exactly zero decrease instead
+        # (status 1 at ftol = 0) after the machine's packages were reinstalled (numpy 2.4.6): a stop at the
+        # floor either way, but not the stall path this checks
+        stalled = runs(max_iter=400, gtol=1e-30, ftol=0.0, history=5, max_linesearch=1)
         assert stalled["status"][0] == 3 and not back[-1]
 
 
