@@ -70,10 +70,8 @@ def one(name, split, variant, *, learn_prior, warmup, samples, chains, seed, del
     s = r.summary()
     dy = float(np.mean(np.asarray(r.delta_y))) * data.y_std ** 2
     lam = "/".join(f"{float(np.mean(np.asarray(r.lam_w)[..., l])):.3g}" for l in range(net.num_layers))
-    f_rows = [i for i, nm in enumerate(s.names) if nm.startswith("f[")]
-    ess_min = float(np.nanmin(np.asarray(s.columns["n_eff"])[f_rows]))
-    rhat_med = float(np.nanmedian(np.asarray(s.columns["r_hat"])[f_rows]))
-    return rmse, ll, s.max_rhat, wall, dy, lam, rhat_med, ess_min
+    st = s.function_stats()
+    return rmse, ll, s.max_rhat, wall, dy, lam, st["median_rhat"], st["min_ess"]
 
 
 def reference(name, split, seed):

@@ -124,16 +124,12 @@ def _demo_moves(name: str):
 
 def _probe_mixing(res):
     """``(max R-hat, min bulk ESS)`` of the noise-free outputs at the run's probe inputs
-    (:meth:`GibbsResult.summary`'s ``f[...]`` rows), or ``None`` with too few draws."""
-    import numpy as np
-
+    (:meth:`FunctionSummary.function_stats`), or ``None`` with too few draws."""
     try:
-        s = res.summary()
+        st = res.summary().function_stats()
     except ValueError:
         return None
-    rows = [i for i, nm in enumerate(s.names) if nm.startswith("f[")]
-    return (float(np.nanmax(np.asarray(s.columns["r_hat"])[rows])),
-            float(np.nanmin(np.asarray(s.columns["n_eff"])[rows])))
+    return st["max_rhat"], st["min_ess"]
 
 
 def _start_kernel_warmup(args):

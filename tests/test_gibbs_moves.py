@@ -78,6 +78,9 @@ def test_run_with_move_schedule_and_summary(tmp_path):
     assert s.names[:8] == [f"f[{p}]" for p in range(8)] and s.names[-1] == "log_joint"
     assert np.isfinite(s.max_rhat) and r.config["wall_time_s"] > 0
     assert "r_hat" in str(s) and "n_eff/s" in str(s)
+    st = s.function_stats()                                      # the probe rows only, not the log joint
+    rh, ess = np.asarray(s.columns["r_hat"])[:8], np.asarray(s.columns["n_eff"])[:8]
+    assert st == {"max_rhat": float(np.max(rh)), "median_rhat": float(np.median(rh)), "min_ess": float(np.min(ess))}
     r.save(tmp_path / "r.npz")
     back = bb.posterior.load(tmp_path / "r.npz")
     np.testing.assert_array_equal(back.probe, r.probe)

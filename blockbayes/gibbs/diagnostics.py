@@ -86,6 +86,15 @@ class FunctionSummary:
         i = self.names.index(name)
         return {c: float(self.columns[c][i]) for c in self.COLUMNS}
 
+    def function_stats(self) -> dict:
+        """Over the probe-output rows (``f[...]``) only: ``max_rhat``, ``median_rhat`` and ``min_ess``
+        (bulk), NaN rows ignored; ``Δ_y`` and the log joint are left out."""
+        rows = [i for i, nm in enumerate(self.names) if nm.startswith("f[")]
+        r = np.asarray(self.columns["r_hat"], dtype=float)[rows]
+        e = np.asarray(self.columns["n_eff"], dtype=float)[rows]
+        return {"max_rhat": float(np.nanmax(r)), "median_rhat": float(np.nanmedian(r)),
+                "min_ess": float(np.nanmin(e))}
+
     def worst(self, k: int = 5) -> "FunctionSummary":
         """The ``k`` rows with the largest R-hat (a smaller table)."""
 
