@@ -18,9 +18,15 @@ Rule fixed before the run: for the MAP and for the ensemble separately, the cand
 mean validation log-likelihood over Yacht and Energy inner splits 0–2 (ties within 0.01 nats go to the
 cheaper one: joint, then evidence, then holdout). RMSE does not depend on the choice.
 
+``--plain`` (session 17): the same candidates for the fits *without* the continuation — the settings of
+``map_joint`` (best objective of 3 starts) and ``ensemble_joint`` (5 members) — and the pilot of
+``holdout`` without it too. Rule fixed before that run (design note 55): the candidate with the highest
+mean validation LL over the inner splits 0–2 of Yacht, Energy, Boston, Concrete and Wine (the noisy sets
+are where the joint noise overfits), same tie-break.
+
 Usage::
 
-    PYTHONPATH=$PWD python benchmarks/map_smoothing_validation.py run OUT.jsonl yacht:0 energy:1 ...
+    PYTHONPATH=$PWD python benchmarks/map_smoothing_validation.py run [--plain] OUT.jsonl yacht:0 energy:1 ...
     PYTHONPATH=$PWD python benchmarks/map_smoothing_validation.py table OUT.jsonl
 """
 from __future__ import annotations
@@ -51,7 +57,8 @@ def _metrics(post, ds):
     return rmse, ll
 
 
-def run(out_path, jobs):
+def run(out_path, jobs, plain=False):
+    smooth = {} if plain else SMOOTH
     out = open(out_path, "a")
     for job in jobs:
         name, split = job.split(":")
@@ -61,13 +68,13 @@ def run(out_path, jobs):
         net = MLP([X.shape[1], 50, 1], "relu", likelihood="gaussian", prior_prec="fan_in", delta={"y": 0.1})
         t0 = time.process_time()
         pilot = point_fit.joint_holdout_noise(net, X, y, seed=seed, holdout=0.1, max_iter=20000, tol=1e-6, ftol=0.0,
-                                              **SMOOTH)
+                                              **smooth)
         t_pilot = time.process_time() - t0
         t0 = time.process_time()
-        p = point_fit.map_posterior(net, X, y, seed=seed, restarts=3, **COMMON, **SMOOTH)
+        p = point_fit.map_posterior(net, X, y, seed=seed, restarts=3, **COMMON, **smooth)
         t_map = time.process_time() - t0
         t0 = time.process_time()
-        e = point_fit.ensemble_posterior(net, X, y, seed=seed, members=5, **COMMON, **SMOOTH)
+        e = point_fit.ensemble_posterior(net, X, y, seed=seed, members=5, **COMMON, **smooth)
         t_ens = time.process_time() - t0
         t0 = time.process_time()
         ev_map = evidence_noise(net, p.weights, X, y, delta_y=p.delta_y)
@@ -77,7 +84,7 @@ def run(out_path, jobs):
         dys = {"map": {"joint": float(p.delta_y), "holdout": pilot["delta_y"], "evidence": ev_map["delta_y"]},
                "ens": {"joint": [float(v) for v in e.delta_y], "holdout": [pilot["delta_y"]] * 5,
                        "evidence": [r["delta_y"] for r in ev_ens]}}
-        rec = dict(ds=name, split=int(split), n=int(X.shape[0]), cpu_s=dict(pilot=t_pilot, map=t_map, ens=t_ens, evidence=t_ev),
+        rec = dict(ds=name, split=int(split), plain=bool(plain), n=int(X.shape[0]), cpu_s=dict(pilot=t_pilot, map=t_map, ens=t_ens, evidence=t_ev),
                    pilot_dy_joint=pilot["delta_y_joint"], gamma_map=ev_map["gamma"],
                    gamma_ens=[r["gamma"] for r in ev_ens], dy=dys, load=os.getloadavg()[0],
                    map_stages=p.config.get("map_smoothing_iters"), map_objectives=p.config.get("map_restart_objectives"),
@@ -116,7 +123,10 @@ def table(path):
 
 if __name__ == "__main__":
     if sys.argv[1] == "run":
-        run(sys.argv[2], sys.argv[3:])
+        rest = sys.argv[2:]
+        plain = "--plain" in rest
+        rest = [a for a in rest if a != "--plain"]
+        run(rest[0], rest[1:], plain=plain)
     elif sys.argv[1] == "table":
         table(sys.argv[2])
     else:

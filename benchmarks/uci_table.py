@@ -85,6 +85,11 @@ METHODS = {
     # the joint rows after a softplus smoothing continuation (issue 16, session 14, design note 50): opt-in
     "map_joint_smooth": {"method": "map_joint_smooth"},
     "ensemble_joint_smooth": {"method": "ensemble_joint_smooth", "members": 5},
+    # the plain joint fits with a calibrated predictive noise (issue 16, session 17, design note 55): opt-in
+    "map_joint_mackay": {"method": "map_joint_mackay"},
+    "ensemble_joint_mackay": {"method": "ensemble_joint_mackay", "members": 5},
+    "map_joint_holdout": {"method": "map_joint_holdout"},
+    "ensemble_joint_holdout": {"method": "ensemble_joint_holdout", "members": 5},
     "vi_mf": {"method": "vi_mf"},
     "gibbs": {"method": "gibbs", "num_warmup": 300, "num_samples": 100, "thin": 3, "num_chains": 4,
               "delta_z": 1e-3, "delta_x": 1e-3, "init": "map"},
@@ -105,7 +110,9 @@ METHODS = {
 DEFAULT_METHODS = tuple(m for m in METHODS if m not in ("hmc", "gibbs_gold", "gibbs_rule", "map_joint", "map_joint_shared", "ensemble_joint", "map_evidence",
                                                         "ensemble_evidence", "map_joint_select",
                                                         "ensemble_joint_select", "ensemble_anchored",
-                                                        "map_joint_smooth", "ensemble_joint_smooth"))  # opt-in: --methods
+                                                        "map_joint_smooth", "ensemble_joint_smooth",
+                                                        "map_joint_mackay", "ensemble_joint_mackay",
+                                                        "map_joint_holdout", "ensemble_joint_holdout"))  # opt-in: --methods
 
 # The two large sets get a cheaper budget so that the whole table fits a 2-core afternoon: fewer
 # L-BFGS iterations for every MAP fit (shared by MAP, Laplace, the ensemble and the MAP starts)
@@ -175,7 +182,9 @@ def describe(cfg) -> str:
                 f"{p.num_warmup} warm-up + {p.num_samples} kept sweeps per chain; predictive: noise-free network "
                 f"+ Δ_y per sample")
     if cfg["method"] in ("map", "ensemble", "map_joint", "map_joint_shared", "ensemble_joint",
-                         "ensemble_anchored", "map_joint_smooth", "ensemble_joint_smooth") and opts.get("noise") == "joint":
+                         "ensemble_anchored", "map_joint_smooth", "ensemble_joint_smooth", "map_joint_mackay",
+                         "ensemble_joint_mackay", "map_joint_holdout", "ensemble_joint_holdout") \
+            and opts.get("noise") == "joint":
         ens = cfg["method"].startswith("ensemble")
         anch = (", each member's weight prior centred at its own draw θ₀ ~ N(0, Λ⁻¹) and started there "
                 "(anchored, randomize-then-optimize" + (f"; targets + N(0, {opts['target_noise']})"
@@ -189,7 +198,7 @@ def describe(cfg) -> str:
                f", each start first through a softplus smoothing continuation (β = "
                f"{', '.join(f'{b:g}' for b in smooth)}, ≤ {opts['smoothing_iter']} L-BFGS its per stage)")
         pn = opts.get("predictive_noise", "joint")
-        noise = {"joint": "Δ_y", "holdout": "Δ_y = held-out MSE of a smooth joint fit on 90%",
+        noise = {"joint": "Δ_y", "holdout": f"Δ_y = held-out MSE of a{' smooth' if smooth else ''} joint fit on 90%",
                  "evidence": "Δ_y by one MacKay evidence update at the weights"}.get(pn, pn)
         return (f"{lead}{pre}: weights and noise variance jointly (MAP of (θ, log Δ_y), 1/Δ_y ~ Gamma"
                 f"{tuple(opts['noise_prior'])}, weight prior λ = fan-in), L-BFGS until max|∇E/n| ≤ {opts['tol']:g}, "
@@ -388,6 +397,7 @@ def render(res, methods, datasets, splits_req, doc: Path, elapsed_note: str = ""
                   "min bulk ESS(Δ_y) | R-hat(log joint) range |", "|---|---|---|---|---|---|---|---|---|",
                   *diag_rows, ""]
     lines += sampler_figure_section(res, labels, datasets)
+    lines += baseline_section(res, labels, datasets)
     lines += reference_sections(res, labels, datasets)
     lines += per_split_reference_section(res, labels, datasets)
     lines += ["## Reproduce", "", "```", "python benchmarks/uci_table.py --splits K      # resumable; cells in results/uci/cells",
@@ -560,6 +570,62 @@ def per_split_reference_section(res, labels, datasets) -> list:
             lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Within " + f"{REF_RMSE_WITHIN:g}× NUTS's RMSE: "
               + "; ".join(f"{l} {m} of {n}" for l, (m, n) in met.items() if n) + ".", ""]
+    return lines
+
+
+def _default_row(label):
+    """The default row an opt-in point-estimate row is judged against for no regression (issue 16):
+    ``map_*`` against ``map``, ``ensemble_*`` against ``ensemble``; ``None`` for every other row."""
+    for base in ("map", "ensemble"):
+        if label.startswith(base + "_"):
+            return base
+    return None
+
+
+def baseline_section(res, labels, datasets) -> list:
+    """Each opt-in MAP / ensemble row against its default row (``map``, ``ensemble``), paired over the
+    splits where both finished: ΔLL and RMSE ratio (mean ± SE), how many splits are no worse, the time
+    ratio, and a **regression** flag where the paired mean is worse by more than two standard errors."""
+    ok = [c for c in res.cells if c.get("status") == "ok"]
+    cell = {(c["method"], c["dataset"], c["split"], c["seed"]): c for c in ok}
+    rows, worse = [], {}
+    for lab in labels:
+        base = _default_row(lab)
+        if base is None or base not in labels:
+            continue
+        for ds in datasets:
+            pairs = [(c, b) for (m, d, sp, se), c in cell.items() if m == lab and d == ds
+                     and (b := cell.get((base, d, sp, se))) is not None]
+            if not pairs:
+                continue
+            dll = np.array([c["metrics"]["ll"] - b["metrics"]["ll"] for c, b in pairs])
+            rr = np.array([c["metrics"]["rmse"] / b["metrics"]["rmse"] for c, b in pairs])
+            k = len(pairs)
+            se = (lambda v: float(np.std(v, ddof=1) / math.sqrt(k)) if k > 1 else float("inf"))
+            flags = []
+            if dll.mean() < -2 * se(dll):
+                flags.append("LL")
+            if rr.mean() > 1 + 2 * se(rr):
+                flags.append("RMSE")
+            worse.setdefault(lab, []).append((ds, flags))
+            tr = sum(c["fit_time_s"] for c, _ in pairs) / max(sum(b["fit_time_s"] for _, b in pairs), 1e-12)
+            rows.append(f"| {SHORT.get(ds, ds)} | {lab} vs {base} | {k} | {_pm_list(list(dll))} | "
+                        f"{int(np.sum(dll >= 0))} of {k} | {_pm_list(list(rr))} | {int(np.sum(rr <= 1))} of {k} | "
+                        f"{tr:.1f} | " + (("**" + ", ".join(flags) + "**") if flags else "no") + " |")
+    if not rows:
+        return []
+    lines = ["## The opt-in point estimates against the default rows (no-regression check)", "",
+             "Each opt-in MAP row against `map`, each opt-in ensemble row against `ensemble`, paired over the splits "
+             "where both finished: ΔLL = LL(row) − LL(default) and RMSE(row)/RMSE(default), mean ± standard error "
+             "over those splits; time ratio = Σ fit time (row) / Σ fit time (default). *Regression*: the paired mean "
+             "is worse than the default's by more than two standard errors (ΔLL < −2 SE, or RMSE ratio > 1 + 2 SE).",
+             "", "| dataset | row | k | ΔLL | splits LL ≥ default | RMSE ratio | splits RMSE ≤ default | time ratio | "
+             "regression? |", "|---|---|---|---|---|---|---|---|---|", *rows, ""]
+    for lab, v in worse.items():
+        bad = [f"{SHORT.get(d, d)} ({', '.join(f)})" for d, f in v if f]
+        lines.append(f"- **{lab}**: " + (f"regresses on {len(bad)} of {len(v)} sets: {'; '.join(bad)}." if bad
+                                         else f"no regression on any of the {len(v)} sets."))
+    lines.append("")
     return lines
 
 

@@ -170,7 +170,8 @@ def map_posterior(net: MLP, X, y, *, seed=None, noise="holdout", holdout: float 
         fit), ``select_owed_s`` (their wall time when they were shared); ``smoothing`` adds
         ``map_smoothing_betas``, ``map_smoothing_iters``, ``map_smoothing_stops``, ``map_smoothing_objectives``
         (per stage, the returned start) and with restarts ``map_restart_smoothing_iters``; ``predictive_noise``
-        other than ``"joint"`` adds ``predictive_noise``, ``delta_y_joint`` and ``pilot_delta_y_joint``,
+        other than ``"joint"`` adds ``predictive_noise``, ``delta_y_joint``, ``map_owed_s`` (the joint fit's wall
+        time when ``cache`` reused it from a call with ``predictive_noise="joint"``) and ``pilot_delta_y_joint``,
         ``pilot_iters``, ``pilot_time_s``, ``pilot_owed_s`` (``"holdout"``) or ``evidence_gamma``
         (``"evidence"``).
     """
@@ -262,10 +263,16 @@ def _fit_point(net, X, y, *, lik, seed, noise, holdout, method, max_iter, restar
         raise ValueError(f"noise must be one of {_NOISE} or a float, got {noise!r}")
     smooth = _smooth_kw(smoothing, smoothing_iter, smoothing_tol)
     if predictive_noise != "joint":
-        fnet, w, dy0, info = _fit_point(net, X, y, lik=lik, seed=seed, noise=noise, holdout=holdout, method=method,
-                                        max_iter=max_iter, restarts=restarts, tol=tol, ftol=ftol,
-                                        noise_prior=noise_prior, likelihood=likelihood, cache=cache,
-                                        restart_seeds=restart_seeds, **smooth)
+        # the weights are the joint fit's: through map_posterior's memo, so that with ``cache`` a method
+        # predicting with its own Δ̂_y and one predicting with another noise share one fit (its wall time
+        # owed as ``map_owed_s`` when reused)
+        inner = map_posterior(net, X, y, seed=seed, noise=noise, holdout=holdout, method=method, max_iter=max_iter,
+                              restarts=restarts, tol=tol, ftol=ftol, noise_prior=noise_prior, likelihood=lik,
+                              cache=cache, restart_seeds=restart_seeds, **smooth)
+        w, dy0, info = inner.weights, float(inner.delta_y), dict(inner.config)
+        fit_s = float(info.pop("map_time_s"))
+        if info.pop("map_reused", False):
+            info["map_owed_s"] = fit_s
         dy, extra = _predictive_dy(net, X, y, w, dy0, mode=predictive_noise, seed=seed, holdout=holdout,
                                    max_iter=max_iter, tol=tol, ftol=ftol, noise_prior=noise_prior, smooth=smooth,
                                    cache=cache)

@@ -184,3 +184,50 @@ def test_uci_table_renders_every_split_against_nuts():
     assert "| Yacht 1 | 0.4 / -1.000 | 0.51 / -1.200: ×1.27 **short**, ΔLL -0.20 | 0.3 / -0.700: ×0.75 met, ΔLL +0.30 |" in text
     assert "Within 1.25× NUTS's RMSE: map 1 of 2; ensemble 1 of 1." in text
     assert ut.per_split_reference_section(SimpleNamespace(cells=cells), ["map", "ensemble"], ["yacht"]) == []
+
+
+def test_uci_table_describes_the_calibrated_joint_rows():
+    """The plain joint rows with a calibrated predictive noise (opt-in) say which noise, without a smoothing
+    schedule; their options are map_joint's / ensemble_joint's plus ``predictive_noise`` only."""
+    from tests._helpers import load_benchmark
+
+    ut = load_benchmark("uci_table")
+    for name, base, pn, words in (("map_joint_mackay", "map_joint", "evidence", "MacKay evidence update"),
+                                  ("ensemble_joint_mackay", "ensemble_joint", "evidence", "MacKay evidence update"),
+                                  ("map_joint_holdout", "map_joint", "holdout", "held-out MSE of a joint fit"),
+                                  ("ensemble_joint_holdout", "ensemble_joint", "holdout", "held-out MSE of a joint fit")):
+        assert name not in ut.DEFAULT_METHODS
+        text = ut.describe(ut.METHODS[name])
+        assert words in text and "smoothing" not in text and "smooth joint" not in text, text
+        o, j = M.get_method(name).options({}), M.get_method(base).options({})
+        assert o.pop("predictive_noise") == pn and "predictive_noise" not in j and o == j
+
+
+def test_uci_table_no_regression_section_pairs_each_opt_in_row_with_its_default():
+    """``baseline_section``: ``map_*`` rows against ``map`` and ``ensemble_*`` rows against ``ensemble``, paired
+    by split (a split the default lacks is left out, error cells ignored); a regression is a paired mean worse by
+    more than two standard errors, in LL or in RMSE."""
+    from types import SimpleNamespace
+
+    from tests._helpers import load_benchmark
+
+    ut = load_benchmark("uci_table")
+
+    def c(method, split, rmse, ll, t=1.0, status="ok"):
+        return dict(method=method, dataset="yacht", split=split, seed=0, status=status, fit_time_s=t,
+                    metrics={"rmse": rmse, "ll": ll}, diagnostics={})
+
+    cells = [c("map", s, 1.0, -1.0) for s in (0, 1, 2)]
+    cells += [c("map_joint", 0, 1.0, -1.5, 4.0), c("map_joint", 1, 1.1, -1.6, 4.0), c("map_joint", 2, 1.0, -1.4, 4.0),
+              c("map_joint", 3, 0.1, 9.0)]                                     # split 3: no default cell
+    cells += [c("ensemble", 0, 1.0, -1.0), c("ensemble", 1, 1.0, -1.0), c("ensemble", 2, 1.0, -1.0, status="error")]
+    cells += [c("ensemble_joint", 0, 0.9, -0.9), c("ensemble_joint", 1, 1.04, -1.2)]
+    labels = ["map", "map_joint", "ensemble", "ensemble_joint", "hmc"]
+    text = "\n".join(ut.baseline_section(SimpleNamespace(cells=cells), labels, ["yacht"]))
+    assert "| Yacht | map_joint vs map | 3 | -0.50±0.06 (k=3) | 0 of 3 | 1.03±0.03 (k=3) | 2 of 3 | 4.0 | **LL** |" in text
+    assert "| Yacht | ensemble_joint vs ensemble | 2 | -0.05±0.15 (k=2) | 1 of 2 | 0.97±0.07 (k=2) | 1 of 2 | 1.0 | no |" in text
+    assert "- **map_joint**: regresses on 1 of 1 sets: Yacht (LL)." in text
+    assert "- **ensemble_joint**: no regression on any of the 1 sets." in text
+    assert "hmc vs" not in text and "map vs" not in text
+    assert ut.baseline_section(SimpleNamespace(cells=cells), ["map_joint", "ensemble_joint"], ["yacht"]) == []
+    assert ut._default_row("ensemble_joint_mackay") == "ensemble" and ut._default_row("gibbs") is None

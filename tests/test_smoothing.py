@@ -383,6 +383,7 @@ def test_predictive_noise_options():
         for a, b in zip(p.weights, pj.weights):
             np.testing.assert_array_equal(a, b)
         assert p.config["delta_y_joint"] == pj.delta_y
+        assert p.config["map_owed_s"] == pj.config["map_time_s"]      # one joint fit, shared through the memo
     pilot = point_fit.joint_holdout_noise(net, X, y, seed=4, max_iter=150, tol=1e-6, ftol=0.0,
                                           smoothing=(4.0, 16.0), smoothing_iter=30)
     assert ph.delta_y == pilot["delta_y"] and pilot["reused"] is False
@@ -399,6 +400,24 @@ def test_predictive_noise_options():
         w = tuple(W[k] for W in ee.weights)
         assert c["delta_y"] == evidence_noise(net, w, X, y, delta_y=c["delta_y_joint"])["delta_y"]
         assert len(c["map_smoothing_iters"]) == 2
+    point_fit.clear_cache()
+
+
+def test_predictive_noise_without_smoothing_shares_the_plain_joint_fit():
+    """Without the continuation (``map_joint``'s settings) ``predictive_noise`` keeps the plain joint fit's
+    weights: with ``cache`` it is the same fit (owed, not refitted); without, a refit equal to it bitwise."""
+    point_fit.clear_cache()
+    net, X, y = _data(8, n=40, widths=(2, 8, 1))
+    kw = dict(seed=5, noise="joint", max_iter=200, tol=1e-6, ftol=0.0, restarts=2)
+    pj = point_fit.map_posterior(net, X, y, cache=True, **kw)
+    pe = point_fit.map_posterior(net, X, y, cache=True, predictive_noise="evidence", **kw)
+    pn = point_fit.map_posterior(net, X, y, cache=False, predictive_noise="evidence", **kw)
+    assert pe.config["map_owed_s"] == pj.config["map_time_s"] and "map_owed_s" not in pn.config
+    for p in (pe, pn):
+        for a, b in zip(p.weights, pj.weights):
+            np.testing.assert_array_equal(a, b)
+        assert p.delta_y == evidence_noise(net, pj.weights, X, y, delta_y=pj.delta_y)["delta_y"]
+        assert p.config["map_restart_objectives"] == pj.config["map_restart_objectives"]
     point_fit.clear_cache()
 
 
@@ -448,3 +467,35 @@ def test_runner_methods():
     assert len(dm["map_smoothing_iters"]) == 4 and all(1 <= v <= 20 for v in dm["map_smoothing_iters"])
     de = res.cells[1]["diagnostics"]
     assert len(de["member_smoothing_iters"]) == 5 and all(len(v) == 4 for v in de["member_smoothing_iters"])
+
+
+def test_runner_calibrated_joint_rows_share_and_charge_the_joint_fit():
+    """``map_joint_mackay`` run after ``map_joint`` on the same split reuses its fit (same weights, so the same
+    RMSE) and is charged its wall time (``map_owed_s``, added to the cell's fit time); the ensemble row likewise
+    through ``members_owed_s``; the LL differs only through Δ_y."""
+    from blockbayes import evaluate as ev
+    from blockbayes.datasets import Dataset
+
+    point_fit.clear_cache()
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((50, 2))
+    y = np.sin(X[:, 0]) + 0.1 * rng.standard_normal(50)
+    ds = Dataset(X[:35], y[:35], X[35:], y[35:], name="toy", task="regression", x_mean=np.zeros(2),
+                 x_std=np.ones(2), y_mean=0.0, y_std=1.0, info={"standardized": True})
+    res = ev.evaluate([{"method": m, "max_iter": 150} for m in ("map_joint", "map_joint_mackay", "ensemble_joint",
+                                                                "ensemble_joint_mackay")],
+                      [ds], progress=False, plots=False, memory="none")
+    c = {cell["method"]: cell for cell in res.cells}
+    for m in c.values():
+        assert m["status"] == "ok", m.get("error")
+    for base, row in (("map_joint", "map_joint_mackay"), ("ensemble_joint", "ensemble_joint_mackay")):
+        assert c[row]["metrics"]["rmse"] == c[base]["metrics"]["rmse"]
+        assert c[row]["metrics"]["ll"] != c[base]["metrics"]["ll"]
+    d = c["map_joint_mackay"]["diagnostics"]
+    assert d["predictive_noise"] == "evidence" and d["map_owed_s"] > 0
+    assert d["delta_y"] > d["delta_y_joint"]
+    assert c["map_joint_mackay"]["fit_time_s"] >= d["map_owed_s"]
+    de = c["ensemble_joint_mackay"]["diagnostics"]
+    assert de["members_reused"] and de["members_owed_s"] > 0 and de["predictive_noise"] == "evidence"
+    assert c["ensemble_joint_mackay"]["fit_time_s"] >= de["members_owed_s"]
+    point_fit.clear_cache()

@@ -509,7 +509,8 @@ def _fit_map(arch, X, y, *, seed, **options):
     p = _map_point(arch, X, y, seed=seed, **options)
     return _predictor(arch, p, diagnostics=p.config,
                       extra_time_s=_owed(p.config) + float(p.config.get("select_owed_s", 0.0))
-                      + float(p.config.get("members_owed_s", 0.0)) + float(p.config.get("pilot_owed_s", 0.0)))
+                      + float(p.config.get("members_owed_s", 0.0)) + float(p.config.get("pilot_owed_s", 0.0))
+                      + float(p.config.get("map_owed_s", 0.0)))
 
 
 def _owed(info) -> float:
@@ -686,6 +687,39 @@ register_method(Method(
     requires="blockbayes.laplace:map_ensemble",
     description="ensemble_joint after a softplus smoothing continuation (β = 8, 32, 128, 512, then the ReLU "
                 "fit), one batched problem (Gaussian-mixture predictive)"))
+
+
+# The plain joint fits with a calibrated predictive noise (issue 16, session 17, design note 55): the weights
+# of map_joint / ensemble_joint (the same fits: shared through point_fit's memo in one process, their wall
+# time charged as owed), the predictive Δ_y either by one MacKay update at each fit's weights
+# (predictive_noise="evidence": (SSE/2 + b)/((n − γ)/2 + a)) or the held-out MSE of one plain joint fit on 90%
+# ("holdout"). The joint Δ̂_y of a fit that interpolates its training rows is far below the test noise (its
+# validation LL reached −60 nats on Boston, −23 on Yacht); the weights, and so the RMSE, do not change. Which
+# of the two the runner recommends was chosen on Gal's inner validation splits 0-2 of the five small sets
+# (benchmarks/map_smoothing_validation.py --plain; docs/reference.md "Session 17"). Opt-in.
+register_method(Method(
+    "map_joint_mackay", _fit_map, defaults=dict(_STRONG_MAP_DEFAULTS, predictive_noise="evidence"),
+    requires="blockbayes.laplace:map_fit",
+    description="map_joint's fit, predictive noise by one MacKay (evidence) update at its weights"))
+
+register_method(Method(
+    "ensemble_joint_mackay", _fit_ensemble, defaults=dict(_STRONG_MAP_DEFAULTS, members=5, restarts=1,
+                                                          predictive_noise="evidence"),
+    requires="blockbayes.laplace:map_ensemble",
+    description="ensemble_joint's fits, each member's predictive noise by one MacKay (evidence) update at its "
+                "weights (Gaussian-mixture predictive)"))
+
+register_method(Method(
+    "map_joint_holdout", _fit_map, defaults=dict(_STRONG_MAP_DEFAULTS, predictive_noise="holdout"),
+    requires="blockbayes.laplace:map_fit",
+    description="map_joint's fit, predictive noise = the held-out MSE of one joint fit on 90% of the data"))
+
+register_method(Method(
+    "ensemble_joint_holdout", _fit_ensemble, defaults=dict(_STRONG_MAP_DEFAULTS, members=5, restarts=1,
+                                                           predictive_noise="holdout"),
+    requires="blockbayes.laplace:map_ensemble",
+    description="ensemble_joint's fits, every member's predictive noise = the held-out MSE of one joint fit on "
+                "90% of the data (Gaussian-mixture predictive)"))
 
 
 def _fit_laplace(arch, X, y, *, seed, structure, subset, prior_prec, delta_y, noise, holdout, max_iter,
