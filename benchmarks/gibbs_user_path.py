@@ -2,9 +2,11 @@
 
 Settings a new user would pick (issue 15, "Why"): 50 ReLU units, fan-in prior, Δ_Z = Δ_X = 1e-3
 (the MLP default), ``learn_noise=True``, ``learn_prior`` as given, 2 chains, 1500 warm-up + 500
-sweeps, Gal split ``--split``. Variants: ``default`` (no ``init`` given: ``gibbs.run``'s default,
-``"map"`` since issue 15), ``init="prior"`` (the default before), ``init="map"`` (each chain from
-its own MAP fit), ``init="map"`` + non-centred moves, ``init="map"`` + the joint non-centred HMC move
+sweeps, Gal split ``--split``. Variants: ``default`` (neither ``init`` nor ``moves`` given:
+``gibbs.run``'s defaults, ``init="map"`` since issue 15 and ``moves="auto"`` since session 18),
+``none`` (the default start, ``moves=None``: the sweep alone, the default before session 18), and, all
+with the sweep alone as when they were measured: ``init="prior"`` (the default before issue 15),
+``init="map"`` (each chain from its own MAP fit); then ``init="map"`` + non-centred moves, ``init="map"`` + the joint non-centred HMC move
 (``map+hmc``, ``JointHMCMove(leapfrog=--leapfrog)``), and the recipes ``gold`` / ``gold_hmc`` of
 :mod:`blockbayes.gibbs.presets` (their own chains, sweeps and hidden Δ; context, not the user path). Reported in original units: test RMSE
 and mean test log-likelihood, max function-space R-hat on the 32 default probes, wall-clock
@@ -35,9 +37,11 @@ from blockbayes.gibbs.moves import NonCentredMove
 
 VARIANTS = {
     "default": dict(),
-    "prior": dict(init="prior"),
-    "map": dict(init="map"),
-    "map_evidence": dict(init="map_evidence"),
+    "none": dict(moves=None),
+    # the variants measured before session 18 keep the sweep alone (moves=None), as they ran then
+    "prior": dict(init="prior", moves=None),
+    "map": dict(init="map", moves=None),
+    "map_evidence": dict(init="map_evidence", moves=None),
     "map+move": dict(init="map", moves=NonCentredMove(steps=5)),
     "prior+move": dict(init="prior", moves=NonCentredMove(steps=5)),
     "map+hmc": dict(init="map", moves="hmc"),
@@ -53,7 +57,7 @@ def one(name, split, variant, *, learn_prior, warmup, samples, chains, seed, del
     opts = dict(VARIANTS.get(variant, {}))
     if opts.get("moves") == "hmc":
         opts["moves"] = JointHMCMove(leapfrog=leapfrog)
-    elif "moves" in opts:
+    elif "moves" in opts and opts["moves"] is not None:
         opts["moves"] = NonCentredMove(steps=steps)
     t0 = time.perf_counter()
     with warnings.catch_warnings():

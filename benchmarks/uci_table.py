@@ -93,6 +93,9 @@ METHODS = {
     "vi_mf": {"method": "vi_mf"},
     "gibbs": {"method": "gibbs", "num_warmup": 300, "num_samples": 100, "thin": 3, "num_chains": 4,
               "delta_z": 1e-3, "delta_x": 1e-3, "init": "map"},
+    # the same row with gibbs.run's default moves="auto" (session 18, design note 56): opt-in
+    "gibbs_auto": {"method": "gibbs_auto", "num_warmup": 300, "num_samples": 100, "thin": 3, "num_chains": 4,
+                   "delta_z": 1e-3, "delta_x": 1e-3, "init": "map"},
     # the gold recipe of issue 15 (gibbs.presets.gold_hmc_long: hidden Δ from the MAP fits' noise, joint
     # HMC move, 4 chains × (500 + 500)): opt-in
     "gibbs_gold": {"method": "gibbs_gold"},
@@ -120,7 +123,7 @@ def _default_row(label):
 
 # Every variant of the MAP / ensemble (``map_*``, ``ensemble_*``), the reference and the gold Gibbs rows are opt-in
 # (--methods); the default table runs the rest.
-DEFAULT_METHODS = tuple(m for m in METHODS if _default_row(m) is None and m not in ("hmc", "gibbs_gold", "gibbs_rule"))
+DEFAULT_METHODS = tuple(m for m in METHODS if _default_row(m) is None and m not in ("hmc", "gibbs_gold", "gibbs_rule", "gibbs_auto"))
 
 # The two large sets get a cheaper budget so that the whole table fits a 2-core afternoon: fewer
 # L-BFGS iterations for every MAP fit (shared by MAP, Laplace, the ensemble and the MAP starts)
@@ -149,6 +152,8 @@ DATASET_OVERRIDES = {
         "vi_ivon": {"epochs": 50, "options": {}}, "vi_vogn": {"epochs": 20},
     },
 }
+for _over in DATASET_OVERRIDES.values():        # gibbs_auto runs the gibbs row's budget on the large sets too
+    _over["gibbs_auto"] = _over["gibbs"]
 
 
 def method_configs(names):
@@ -170,7 +175,7 @@ def method_configs(names):
 def describe(cfg) -> str:
     m = ev.get_method(cfg["method"])
     opts = m.options({k: v for k, v in cfg.items() if k not in ("method", "label", "by_dataset")})
-    if cfg["method"] == "gibbs":
+    if cfg["method"] in ("gibbs", "gibbs_auto"):
         sweeps = opts["num_warmup"] + opts["num_samples"] * opts["thin"]
         prior = "layer-wise λ learned (Gamma hyperprior)" if opts["learn_prior"] else f"prior λ = {opts['prior_prec']} (fixed)"
         return (f"block Gibbs, noisy MLP Δ_Z = Δ_X = {opts['delta_z']:g}, Δ_y learned (Gamma hyperprior), "
@@ -179,7 +184,10 @@ def describe(cfg) -> str:
                    else f"from init='{opts['init']}', ") +
                 f"{opts['num_warmup']} warm-up + {opts['num_samples']}×{opts['thin']} sweeps per chain "
                 f"({sweeps} sweeps, {opts['num_chains'] * opts['num_samples']} samples kept); "
-                f"predictive: noise-free network + Δ_y per sample")
+                f"predictive: noise-free network + Δ_y per sample"
+                + ("; moves='auto' (gibbs.run's default: the joint non-centred HMC move, 32 leapfrog steps, "
+                   "where blockbayes.gibbs.automove adds it; the cell's diagnostics say which)"
+                   if cfg["method"] == "gibbs_auto" else "; the sweep alone (moves=None)"))
     if cfg["method"] == "gibbs_gold":
         p = getattr(bb.gibbs.presets, opts["preset"])(**{k: opts[k] for k in ("num_warmup", "num_samples", "num_chains")
                                                         if opts[k] is not None})
@@ -417,7 +425,7 @@ def render(res, methods, datasets, splits_req, doc: Path, elapsed_note: str = ""
 
 REF = "hmc"
 BASE = "ensemble"
-SAMPLERS = ("gibbs", "gibbs_gold")
+SAMPLERS = ("gibbs", "gibbs_auto", "gibbs_gold")
 
 
 def sampler_figure_section(res, labels, datasets) -> list:

@@ -57,7 +57,8 @@ def _demo_run(args, methods, warm) -> int:
     moves = _demo_moves(args.moves)
     print(f"  n_train = {args.n}, n_test = {args.n_test}, {args.chains} chains from zero, "
           f"{args.warmup} warm-up + {args.samples} kept sweeps, device = {args.device}"
-          + ("" if moves is None else f", moves = {args.moves} ({type(moves).__name__}, {moves.leapfrog} leapfrog steps)"))
+          + ("" if moves is None else f", moves = {args.moves}"
+             + ("" if isinstance(moves, str) else f" ({type(moves).__name__}, {moves.leapfrog} leapfrog steps)")))
     sys.stdout.flush()
     if warm is not None:
         _warm_x_and_rows(args.hidden, warm)
@@ -99,6 +100,8 @@ def _demo_run(args, methods, warm) -> int:
     if diag is not None:
         print(f"| max R-hat of the probe outputs (mixed: <= 1.01) | {diag[0]:.3f} |")
         print(f"| min bulk ESS of the probe outputs | {diag[1]:.1f} ({diag[1] / wall:.2f} per s) |")
+    auto = res.config.get("moves_auto") or {}
+    print(f"| moves after each sweep | {auto.get('chosen', 'none')} ({auto.get('reason', '')}) |")
     print(f"| wall time | {wall:.1f} s ({1e3 * wall / (args.warmup + args.samples):.2f} ms per sweep of {args.chains} chains) |")
     ok = math.isfinite(rmse) and rmse < prior_rmse
     if methods:
@@ -111,15 +114,19 @@ def _demo_run(args, methods, warm) -> int:
 
 
 def _demo_moves(name: str):
-    """The demo's ``--moves``: ``"none"`` (the sweep alone) or ``"hmc"`` (the joint non-centred HMC
-    move after every sweep, :class:`~blockbayes.gibbs.hmc.JointHMCMove` with 32 leapfrog steps)."""
+    """The demo's ``--moves``: ``"auto"`` (``gibbs.run``'s default: the joint non-centred HMC move
+    where affordable, :mod:`blockbayes.gibbs.automove`), ``"none"`` (the sweep alone) or ``"hmc"``
+    (the joint non-centred HMC move after every sweep, :class:`~blockbayes.gibbs.hmc.JointHMCMove`
+    with 32 leapfrog steps)."""
+    if name == "auto":
+        return "auto"
     if name == "none":
         return None
     if name == "hmc":
         from .gibbs.hmc import JointHMCMove
 
         return JointHMCMove(leapfrog=32)
-    raise ValueError(f"--moves must be 'none' or 'hmc', got {name!r}")
+    raise ValueError(f"--moves must be 'auto', 'none' or 'hmc', got {name!r}")
 
 
 def _probe_mixing(res):
@@ -306,10 +313,11 @@ def main(argv=None) -> int:
     d.add_argument("--samples", type=int, default=500)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default=None, help="cpu (default) or cuda")
-    d.add_argument("--moves", default="none", choices=("none", "hmc"),
-                   help="extra exact moves after every sweep: 'hmc' adds the joint non-centred HMC move "
-                        "(JointHMCMove, 32 leapfrog steps): the chains mix in function space at ~8x the "
-                        "wall-clock (docs/gibbs-moves.md §6, session 16)")
+    d.add_argument("--moves", default="auto", choices=("auto", "none", "hmc"),
+                   help="extra exact moves after every sweep: 'auto' (gibbs.run's default) adds the joint "
+                        "non-centred HMC move (JointHMCMove, 32 leapfrog steps) where affordable, which it is "
+                        "here: the chains mix in function space at ~8x the sweep's wall-clock; 'none': the "
+                        "sweep alone; 'hmc': the move whatever the cost (docs/gibbs-moves.md §6, sessions 16, 18)")
     d.add_argument("--threads", type=int, default=None, help="CPU threads (default: the libraries' own)")
     d.add_argument("--compare", default="map,laplace_kfac,vi_mf",
                    help="comma-separated methods to run side by side after Gibbs ('' to skip); "

@@ -223,9 +223,15 @@ def test_demo_moves_hmc_reaches_gibbs_run_and_prints_mixing(capsys, monkeypatch)
     assert "moves = hmc (JointHMCMove, 32 leapfrog steps)" in out
     assert "| max R-hat of the probe outputs (mixed: <= 1.01) |" in out
     assert "| min bulk ESS of the probe outputs |" in out
-    cli.main(base)
+    cli.main(base + ["--moves", "none"])
     out = capsys.readouterr().out
     assert seen[-1] is None and "moves =" not in out and "| max R-hat of the probe outputs" in out
+    assert "| moves after each sweep | none (given by the caller) |" in out
+    # the default is gibbs.run's own "auto" (here: 4 warm-up sweeps, too few for the move to adapt)
+    cli.main(base)
+    out = capsys.readouterr().out
+    assert seen[-1] == "auto" and "moves = auto" in out
+    assert "| moves after each sweep | none (num_warmup=4 < 200" in out
     with pytest.raises(SystemExit):
         cli.main(base + ["--moves", "nuts"])
     with pytest.raises(ValueError, match="--moves"):

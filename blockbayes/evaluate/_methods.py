@@ -368,7 +368,7 @@ def _resolve_start(arch, X, y, *, seed, init, num_chains, prior_prec, delta_y):
 
 
 def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, thin, delta_z, delta_x,
-               delta_y, learn_noise, learn_prior, prior_prec, init, predictive, dtype, nodes=32):
+               delta_y, learn_noise, learn_prior, prior_prec, init, predictive, dtype, nodes=32, moves=None):
     """Block Gibbs (:func:`blockbayes.gibbs.run`). Classification: ``nodes`` Gauss–Hermite nodes of
     the multinomial-probit predictive (cost ``O(S n K² nodes)``; docs/block_vi_probit.md states
     the error of fewer nodes)."""
@@ -384,9 +384,16 @@ def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, t
     reg = arch.task == "regression"
     res = gibbs.run(net, X, y, num_samples=num_samples, num_warmup=num_warmup, num_chains=num_chains,
                     thin=thin, seed=seed, learn_noise=bool(learn_noise and reg), learn_prior=learn_prior,
-                    init=start, dtype=dtype, progress=False).to_numpy()
+                    init=start, dtype=dtype, progress=False,
+                    moves=moves).to_numpy()   # `gibbs`: the sweep alone; `gibbs_auto`: the library default
     diag = {"sweeps_per_chain": num_warmup + num_samples * thin, "samples": num_chains * num_samples,
             **start_info}
+    auto = res.config.get("moves_auto") or {}
+    if auto.get("requested") == "auto":
+        diag["moves_chosen"] = auto.get("chosen")
+    mv = res.config.get("moves")
+    if isinstance(mv, dict) and mv.get("accept") is not None:
+        diag["move_accept"] = mv["accept"]
     traces = _chain_traces(diag, log_joint=res.log_joint, delta_y=res.delta_y if reg and learn_noise else None)
     if learn_prior:
         for l in range(net.num_layers):
@@ -450,14 +457,31 @@ def _check_nodes(nodes):
     return nodes
 
 
+_GIBBS_DEFAULTS = dict(num_warmup=1000, num_samples=100, num_chains=4, thin=10, delta_z=1e-3, delta_x=1e-3,
+                       delta_y=0.1, learn_noise=True, learn_prior=False, prior_prec="fan_in", init="map",
+                       predictive="network", dtype="float64", nodes=32)
+
 register_method(Method(
     "gibbs", _fit_gibbs,
-    defaults=dict(num_warmup=1000, num_samples=100, num_chains=4, thin=10, delta_z=1e-3, delta_x=1e-3,
-                  delta_y=0.1, learn_noise=True, learn_prior=False, prior_prec="fan_in", init="map",
-                  predictive="network", dtype="float64", nodes=32),
+    defaults=dict(_GIBBS_DEFAULTS),
     requires="blockbayes.gibbs",
     description="block-Gibbs on the noisy MLP (Δ_Z = Δ_X = 1e-3, learned Δ_y, fan-in prior, 4 chains from "
-                "4 MAP fits)"))
+                "4 MAP fits), the sweep alone"))
+
+
+def _fit_gibbs_auto(arch: Arch, X, y, **kw):
+    """``gibbs`` with ``gibbs.run``'s default ``moves="auto"`` (session 18, design note 56): the joint
+    non-centred HMC move where :mod:`blockbayes.gibbs.automove` adds it, the sweep alone elsewhere;
+    ``diagnostics["moves_chosen"]`` says which."""
+    return _fit_gibbs(arch, X, y, moves="auto", **kw)
+
+
+register_method(Method(
+    "gibbs_auto", _fit_gibbs_auto,
+    defaults=dict(_GIBBS_DEFAULTS),
+    requires="blockbayes.gibbs",
+    description="block-Gibbs as `gibbs`, with gibbs.run's default moves='auto' (the joint HMC move where "
+                "affordable)"))
 
 
 # ----------------------------------------------------------------------------------- MAP family
