@@ -11,7 +11,7 @@ units (protein 100), X and y standardised with training statistics, RMSE and tes
 reported in original units, mean ± standard error over splits. Every cell (method × dataset ×
 split) is stored under ``--out`` (default ``results/uci``) by :func:`blockbayes.evaluate.evaluate`,
 so an interrupted run resumes, and ``--splits`` can be raised later at the cost of the new splits
-only. The Markdown table (``--doc``, default ``docs/uci.md``) states exactly which splits and
+only. The Markdown table (``--doc``; default ``docs/uci.md`` for the default ``--out``, else ``OUT/page.md``) states exactly which splits and
 settings produced each number; a partial run is never labelled as the full protocol.
 """
 from __future__ import annotations
@@ -655,6 +655,20 @@ def parse_only(text):
     return out
 
 
+DEFAULT_OUT = ROOT / "results" / "uci"
+
+
+def doc_path(out, doc=None) -> Path:
+    """The page a run writes: ``doc`` if given; ``docs/uci.md`` when ``out`` is the default results
+    directory; else ``out/page.md`` (session 18: a run into a scratch directory had overwritten
+    docs/uci.md with a three-split page)."""
+    if doc is not None:
+        return Path(doc)
+    if Path(out).resolve() == DEFAULT_OUT.resolve():
+        return ROOT / "docs" / "uci.md"
+    return Path(out) / "page.md"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--splits", default="1", help="number of splits per dataset (first k), or 'all'")
@@ -663,8 +677,10 @@ def main(argv=None) -> int:
                          "processes); the report still covers --splits")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma list from {', '.join(METHODS)}")
     ap.add_argument("--datasets", default=None, help="comma list (default: every UCI set found)")
-    ap.add_argument("--out", default=str(ROOT / "results" / "uci"))
-    ap.add_argument("--doc", default=str(ROOT / "docs" / "uci.md"))
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--doc", default=None,
+                    help="page to write (default: docs/uci.md for the default --out, else OUT/page.md, so a "
+                         "partial run into another directory never overwrites the repository's page)")
     ap.add_argument("--report-only", action="store_true", help="render from finished cells, compute nothing")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--threads", type=int, default=1,
@@ -677,6 +693,7 @@ def main(argv=None) -> int:
     ap.add_argument("--order", default="cost", choices=("cost", "name"),
                     help="dataset order (cost: smallest first, so partial runs cover the cheap sets)")
     args = ap.parse_args(argv)
+    args.doc = str(doc_path(args.out, args.doc))
     from blockbayes._backend.threads import thread_limits
 
     thread_limits(num_threads=args.threads, blas_threads=args.threads)

@@ -231,3 +231,14 @@ def test_uci_table_no_regression_section_pairs_each_opt_in_row_with_its_default(
     assert "hmc vs" not in text and "map vs" not in text
     assert ut.baseline_section(SimpleNamespace(cells=cells), ["map_joint", "ensemble_joint"], ["yacht"]) == []
     assert ut._default_row("ensemble_joint_mackay") == "ensemble" and ut._default_row("gibbs") is None
+
+
+def test_uci_table_writes_the_repository_page_only_for_the_default_out(tmp_path):
+    """A run into another --out writes OUT/page.md, never docs/uci.md, unless --doc says so."""
+    from tests._helpers import load_benchmark
+
+    ut = load_benchmark("uci_table")
+    assert ut.doc_path(ut.DEFAULT_OUT) == ut.ROOT / "docs" / "uci.md"
+    assert ut.doc_path(tmp_path) == tmp_path / "page.md"
+    assert ut.doc_path(tmp_path, str(tmp_path / "x.md")) == tmp_path / "x.md"
+    assert "gibbs_auto" in ut.SAMPLERS and "gibbs_auto" not in ut.DEFAULT_METHODS
