@@ -99,11 +99,13 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         Extra exact moves after every sweep, e.g. :class:`blockbayes.gibbs.hmc.JointHMCMove` (joint
         non-centred HMC on all weights: mixes the network function where the sweep alone does not)
         or :class:`blockbayes.gibbs.moves.NonCentredMove`; adapted during warm-up only.
-        ``"auto"`` adds ``JointHMCMove()`` when it is affordable and can adapt — no replica
-        exchange or schedule, ``num_warmup >= 200``, at most 4000 weights, estimated work
-        ``chains · sweeps · 32 · n · P <= 1.5e11`` (~3 min of move on one core) — and nothing
-        otherwise (:mod:`blockbayes.gibbs.automove`; measured: the issue-15 user path's max R-hat of
-        the probe outputs 1.79–2.04 without, 1.007–1.13 with, at 5–8× the wall-clock).
+        ``"auto"`` adds ``JointHMCMove()`` when it is affordable and can adapt — Gaussian
+        likelihood, no replica exchange or schedule, ``num_warmup >= 200``, at most 4000 weights,
+        estimated work (:func:`blockbayes.gibbs.automove.move_work`: leapfrog passes over the rows,
+        dense mass products, warm-up mass computations) at most 3e11 units (~3 min of move on one
+        core) — and nothing otherwise (:mod:`blockbayes.gibbs.automove`; measured: the issue-15 user
+        path's max R-hat of the probe outputs 1.79–2.04 without, 1.007–1.13 with, at 5–8× the
+        wall-clock; the five small UCI sets get the move, Naval, Protein and classification do not).
         ``"hmc"``: ``JointHMCMove()`` whatever the cost; ``"none"`` / ``None``: the sweep alone.
         ``result.config["moves_auto"]`` records the decision.
     schedule : optional
