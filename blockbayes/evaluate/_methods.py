@@ -367,6 +367,19 @@ def _resolve_start(arch, X, y, *, seed, init, num_chains, prior_prec, delta_y):
     return weights, (float(np.mean([f["delta_y"] for f in fits])) if reg else delta_y), info
 
 
+def _move_diagnostics(res) -> dict:
+    """A Gibbs result's move record for a cell: ``move_accept`` (mean acceptance after warm-up) when a
+    move ran, and ``moves_chosen`` when ``moves="auto"`` decided."""
+    out = {}
+    auto = res.config.get("moves_auto") or {}
+    if auto.get("requested") == "auto":
+        out["moves_chosen"] = auto.get("chosen")
+    mv = res.config.get("moves")
+    if isinstance(mv, dict) and mv.get("accept") is not None:
+        out["move_accept"] = mv["accept"]
+    return out
+
+
 def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, thin, delta_z, delta_x,
                delta_y, learn_noise, learn_prior, prior_prec, init, predictive, dtype, nodes=32, moves=None):
     """Block Gibbs (:func:`blockbayes.gibbs.run`). Classification: ``nodes`` Gauss–Hermite nodes of
@@ -388,12 +401,7 @@ def _fit_gibbs(arch: Arch, X, y, *, seed, num_warmup, num_samples, num_chains, t
                     moves=moves).to_numpy()   # `gibbs`: the sweep alone; `gibbs_auto`: the library default
     diag = {"sweeps_per_chain": num_warmup + num_samples * thin, "samples": num_chains * num_samples,
             **start_info}
-    auto = res.config.get("moves_auto") or {}
-    if auto.get("requested") == "auto":
-        diag["moves_chosen"] = auto.get("chosen")
-    mv = res.config.get("moves")
-    if isinstance(mv, dict) and mv.get("accept") is not None:
-        diag["move_accept"] = mv["accept"]
+    diag.update(_move_diagnostics(res))
     traces = _chain_traces(diag, log_joint=res.log_joint, delta_y=res.delta_y if reg and learn_noise else None)
     if learn_prior:
         for l in range(net.num_layers):
@@ -434,9 +442,7 @@ def _fit_gibbs_gold(arch: Arch, X, y, *, seed, preset, num_warmup, num_samples, 
     diag = {"preset": preset, "hidden_delta": float(cfg["hidden_delta"]), "map_time_s": float(cfg["map_time_s"]),
             "sweeps_per_chain": recipe.num_warmup + recipe.num_samples,
             "samples": recipe.num_chains * recipe.num_samples}
-    mv = res.config.get("moves")
-    if isinstance(mv, dict) and mv.get("accept") is not None:
-        diag["move_accept"] = mv["accept"]
+    diag.update(_move_diagnostics(res))
     traces = _chain_traces(diag, log_joint=res.log_joint, delta_y=res.delta_y)
     return _predictor(arch, _scored_samples(res, diag), predict_kw=dict(kind="network"), diagnostics=diag,
                       traces=traces)

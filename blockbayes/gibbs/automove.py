@@ -39,8 +39,8 @@ from typing import NamedTuple, Optional
 
 from ..model import MLP
 
-__all__ = ["AUTO_MIN_WARMUP", "AUTO_MAX_WORK", "GN_UNIT_WEIGHT", "AutoMoves", "gauss_newton_count", "move_work",
-           "resolve_moves"]
+__all__ = ["AUTO_MIN_WARMUP", "AUTO_MAX_WORK", "GN_UNIT_WEIGHT", "MOVE_NAMES", "AutoMoves", "check_moves_name",
+           "gauss_newton_count", "move_work", "resolve_moves"]
 
 AUTO_MIN_WARMUP = 200
 """Fewest warm-up sweeps with which ``moves="auto"`` adds the joint HMC move (its adaptation windows)."""
@@ -94,6 +94,16 @@ class AutoMoves(NamedTuple):
     def declined_for_cost(self) -> bool:
         """``"auto"`` added nothing because the estimated work or the net's size was too large."""
         return self.requested == "auto" and self.moves is None and self.reason.startswith("cost")
+
+
+MOVE_NAMES = ("auto", "hmc", "none")
+"""The strings ``gibbs.run``'s ``moves`` accepts."""
+
+
+def check_moves_name(moves) -> None:
+    """Raise ``ValueError`` for a string ``moves`` other than :data:`MOVE_NAMES` (objects and ``None`` pass)."""
+    if isinstance(moves, str) and moves not in MOVE_NAMES:
+        raise ValueError(f"moves must be 'auto', 'hmc', 'none', None or a move object, got {moves!r}")
 
 
 def gauss_newton_count(move, num_warmup: int) -> int:
@@ -163,12 +173,11 @@ def resolve_moves(moves, net: MLP, n: int, *, num_chains: int, num_warmup: int, 
 
     if moves is None or not isinstance(moves, str):
         return AutoMoves(moves, "given", "given by the caller")
+    check_moves_name(moves)
     if moves == "none":
         return AutoMoves(None, "none", "moves='none'")
     if moves == "hmc":
         return AutoMoves(JointHMCMove(), "hmc", "moves='hmc'")
-    if moves != "auto":
-        raise ValueError(f"moves must be 'auto', 'hmc', 'none', None or a move object, got {moves!r}")
     cand = JointHMCMove()
     sweeps = int(num_warmup) + int(num_samples) * int(thin)
     work = move_work(net, n, num_chains=num_chains, num_warmup=num_warmup, sweeps=sweeps, move=cand)

@@ -214,12 +214,10 @@ def _advice(result) -> str:
         return "run longer (more warm-up for the moves' adaptation, more kept sweeps)"
     auto = config.get("moves_auto") or {}
     if auto.get("requested") == "auto":
-        why = (f"moves='auto' did not add the joint non-centred HMC move (JointHMCMove: {auto.get('reason')}); "
-               "pass moves='hmc' to add it anyway")
-        if str(auto.get("reason", "")).startswith("num_warmup"):
-            why = (f"moves='auto' did not add the joint non-centred HMC move (JointHMCMove: {auto.get('reason')}); "
-                   "give more warm-up")
-        return (f"run longer, start from MAP fits (init='map', gibbs.run's default); {why} "
+        reason = str(auto.get("reason", ""))
+        remedy = "give more warm-up" if reason.startswith("num_warmup") else "pass moves='hmc' to add it anyway"
+        return (f"run longer, start from MAP fits (init='map', gibbs.run's default); moves='auto' did not add "
+                f"the joint non-centred HMC move (JointHMCMove: {reason}); {remedy} "
                 "(docs/gibbs-moves.md §3b, §6 sessions 16 and 18)")
     return ("run longer, start from MAP fits (init='map', gibbs.run's default) or add the joint non-centred "
             "HMC move (moves='hmc' or blockbayes.gibbs.hmc.JointHMCMove(), nets up to 4000 weights, with warm-up; "

@@ -12,7 +12,7 @@ from ..inputs import prepare
 from ..model import MLP
 from .result import GibbsResult
 from . import kernel as _k
-from .automove import resolve_moves
+from .automove import check_moves_name, resolve_moves
 from .kernel import Hyperprior
 
 __all__ = ["run"]
@@ -154,8 +154,7 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         check_count(name, v, lo)
     if learn_noise and net.likelihood in ("probit", "multinomial_probit"):
         raise ValueError(f"learn_noise is not available for likelihood={net.likelihood!r}: Δ_y = 1 is fixed")
-    if isinstance(moves, str) and moves not in ("auto", "hmc", "none"):
-        raise ValueError(f"moves must be 'auto', 'hmc', 'none', None or a move object, got {moves!r}")
+    check_moves_name(moves)             # before any MAP fit
     if schedule is not None and hasattr(schedule, "check"):
         schedule.check(net, learn_noise=learn_noise)
     # the thread settings hold for the whole run (start, precomputation, sweeps, last log joint):
