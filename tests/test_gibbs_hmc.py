@@ -243,18 +243,23 @@ def test_without_num_warmup_the_single_state_rule_is_kept():
 def _gradients_per_call(move, W, kept, monkeypatch, run=False):
     """Gradient evaluations of each call of the move: ``W`` warm-up calls then ``kept`` kept ones.
 
-    Counts the calls of ``joint_log_target_and_grad`` inside each ``hmc_trajectories`` call (one
-    trajectory per call: 1 at the start + the leapfrog steps). ``run``: through ``gibbs.run``
-    (which passes ``num_warmup`` and the flags) instead of calling the move directly."""
+    Counts the calls of the prepared target (:func:`joint_target`) inside each ``hmc_trajectories``
+    call (one trajectory per call: 1 at the start + the leapfrog steps). ``run``: through
+    ``gibbs.run`` (which passes ``num_warmup`` and the flags) instead of calling the move directly."""
     from blockbayes.gibbs import hmc as H
 
     n = [0]
     counts = []
-    grad, traj = H.joint_log_target_and_grad, H.hmc_trajectories
+    prepare, traj = H.joint_target, H.hmc_trajectories
 
     def counting_grad(*a, **k):
-        n[0] += 1
-        return grad(*a, **k)
+        target = prepare(*a, **k)
+
+        def counted(theta):
+            n[0] += 1
+            return target(theta)
+
+        return counted
 
     def recording_traj(*a, **k):
         n0 = n[0]
@@ -262,7 +267,7 @@ def _gradients_per_call(move, W, kept, monkeypatch, run=False):
         counts.append(n[0] - n0)
         return out
 
-    monkeypatch.setattr(H, "joint_log_target_and_grad", counting_grad)
+    monkeypatch.setattr(H, "joint_target", counting_grad)
     monkeypatch.setattr(H, "hmc_trajectories", recording_traj)
     X, y = sine_data()
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-4, "X": 1e-4, "y": 0.05})

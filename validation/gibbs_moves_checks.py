@@ -60,6 +60,7 @@ from . import _stats as S
 from . import gibbs_checks as G
 
 from blockbayes.gibbs import hmc as gibbs_hmc
+from blockbayes.kernels import reference as kernels_reference
 from blockbayes.gibbs import redraw as gibbs_redraw
 
 MOVE_TWINS = ("mala_no_q", "move_no_prior", "move_stale_latents", "hmc_no_kinetic", "hmc_no_prior",
@@ -77,8 +78,8 @@ def install_move_twin(name):
         module, attr = gibbs_hmc, "hmc_log_accept"
         new = lambda lp0, lp1, p0, p1, inv_mass: lp1 - lp0
     elif name == "hmc_no_prior":
-        module, attr = gibbs_hmc, "joint_log_target"
-        new = lambda theta, out, T, lam, dy: -np.sum((T - out) ** 2, axis=(-2, -1)) / (2.0 * dy)
+        module, attr = gibbs_hmc, "log_target_from_sse"
+        new = lambda theta, sse, lam, dy: -sse / (2.0 * dy)
     elif name == "hmc_adapted_mass":
         module, attr = gibbs_hmc, "hmc_trajectories"
         orig = gibbs_hmc.hmc_trajectories
@@ -87,8 +88,24 @@ def install_move_twin(name):
             Rn, Mn = gibbs_hmc._mass(state, net, X, 256, 1.0)
             return orig(key, state, net, X, T, Rn, Mn, *a)
     elif name == "hmc_wrong_gradient":
-        module, attr = gibbs_hmc, "_back"
-        new = lambda xp, delta, W, Z, activation, slope: np.matmul(delta, W[..., :-1])
+        # the data term from the reference kernel with f'(Z) = 1 in its backprop (the forward
+        # pass, and so log π, unchanged)
+        module, attr = gibbs_hmc, "frozen_noise_target"
+        orig = gibbs_hmc.frozen_noise_target
+
+        def new(*a, **k):
+            k["impl"] = "reference"
+            inner = orig(*a, **k)
+
+            def target(theta):
+                saved = kernels_reference._frozen_dact
+                kernels_reference._frozen_dact = lambda xp, Z, act, slope: xp.ones_like(Z)
+                try:
+                    return inner(theta)
+                finally:
+                    kernels_reference._frozen_dact = saved
+
+            return target
     elif name == "redraw_wide":
         module, attr = gibbs_redraw, "prior_row_draw"
         new = lambda E, lam_row: 2.0 * E / np.sqrt(lam_row)

@@ -49,9 +49,11 @@ from .._backend.host import np as _np     # only for np.errstate: divergent traj
 from .conditionals import output_targets
 from .kernel import GibbsState
 from .moves import _dact, _factor, forward_with_noises, frozen_noises
+from ..kernels import frozen_noise_target
 from ..model import MLP
 
 __all__ = ["JointHMCMove", "JointHMCState", "WarmupSchedule", "joint_forward", "joint_log_target", "joint_log_target_and_grad",
+           "log_target_from_sse", "stack_noises", "joint_target",
            "joint_gauss_newton_precision", "prior_precision_vector", "hmc_log_accept", "kinetic", "hmc_trajectories",
            "flatten_weights", "unflatten_weights", "num_params"]
 
@@ -146,53 +148,75 @@ def prior_precision_vector(state: GibbsState, net: MLP):
     return xp.concat(out, axis=-1)
 
 
-def joint_log_target(theta, out, T, lam, delta_y):
-    """``log π(θ)`` up to a constant, shape ``(C,)``: ``−½ Σ_j λ_j θ_j² − ‖T − out‖² / (2Δ_y)``.
+def log_target_from_sse(theta, sse, lam, delta_y):
+    """``log π(θ)`` up to a constant, shape ``(C,)``: ``−sse/(2Δ_y) − ½ Σ_j λ_j θ_j²``.
 
     ``theta``, ``lam``: ``(C, P)`` (:func:`flatten_weights`, :func:`prior_precision_vector`);
-    ``out``, ``T``: ``(C, n, d_out)``; ``delta_y``: ``(C,)``.
+    ``sse = ‖T − out‖²`` and ``delta_y``: ``(C,)``.
+    """
+    xp = namespace(theta)
+    return -sse / (2.0 * delta_y) - 0.5 * xp.sum(lam * theta * theta, axis=-1)
+
+
+def joint_log_target(theta, out, T, lam, delta_y):
+    """``log π(θ)`` up to a constant, shape ``(C,)``: ``−‖T − out‖² / (2Δ_y) − ½ Σ_j λ_j θ_j²``.
+
+    ``theta``, ``lam``: ``(C, P)``; ``out``, ``T``: ``(C, n, d_out)``; ``delta_y``: ``(C,)``.
     """
     xp = namespace(out)
     R = T - out
-    return -xp.sum(R * R, axis=(-2, -1)) / (2.0 * delta_y) - 0.5 * xp.sum(lam * theta * theta, axis=-1)
+    return log_target_from_sse(theta, xp.sum(R * R, axis=(-2, -1)), lam, delta_y)
 
 
-def _data_grad(xp, delta, H):
-    """``δ^⊤ X̃`` for one layer: ``δ`` ``(C, n, k)``, ``H`` ``(n, d)`` or ``(C, n, d)``; ``(C, k·(d+1))``."""
-    C, n, k = delta.shape
-    gw = xp.matmul(xp.matrix_transpose(delta), H)                  # (C, k, d); H 2-D broadcasts
-    gb = xp.sum(delta, axis=-2)
-    return xp.reshape(xp.concat([gw, gb[..., None]], axis=-1), (C, -1))
+def stack_noises(xi, eta, like):
+    """The per-layer frozen noises side by side: two ``(C, n, H)`` arrays (``H`` = the hidden
+    widths summed; ``(C, n, 0)`` without hidden layers), the layout of
+    :func:`blockbayes.kernels.frozen_noise_target`. ``like``: the state's ``delta_y``."""
+    xp = namespace(like)
+    if len(xi) == 0:
+        raise ValueError("stack_noises needs at least one hidden layer")
+    if len(xi) == 1:
+        return xi[0], eta[0]
+    return xp.concat(list(xi), axis=-1), xp.concat(list(eta), axis=-1)
 
 
-def _back(xp, delta, W, Z, activation, slope):
-    """``(δ W_{:, :-1}) ⊙ f'(Z)`` with few temporaries (an outer product when ``d_out = 1``)."""
-    Wk = W[..., :-1]
-    D = delta * Wk if delta.shape[-1] == 1 else xp.matmul(delta, Wk)
-    if activation == "identity":
-        return D
-    # a product with the 0/1 mask, not xp.where: measured 0.4 vs 1.2 ms at (4, 553, 50) (NumPy)
-    return _dact(xp, Z, activation, slope) * D
+def _noise_arrays(xi, eta, like, X):
+    """``(xi, eta)`` as the kernel's ``(C, n, H)`` arrays, from per-layer lists or as given;
+    ``like``: a ``(C,)`` array of the state's dtype (for the empty arrays of a net without hidden layers)."""
+    if not isinstance(xi, (list, tuple)):
+        return xi, eta
+    if len(xi):
+        return stack_noises(xi, eta, like)
+    xp = namespace(like)
+    z = xp.zeros((like.shape[0], X.shape[-2], 0), dtype=like.dtype, device=device_of(like))
+    return z, z
+
+
+def joint_target(net: MLP, X, T, xi, eta, lam, delta_y):
+    """The move's target, prepared once: ``theta ↦ (log π, ∇log π, sse)`` for flat weights ``(C, P)``.
+
+    ``log π = −sse/(2Δ_y) − ½ Σ_j λ_j θ_j²`` (:func:`log_target_from_sse`) and
+    ``∇_{W^m} log π = δ^{m+1⊤} X̃^m − Λ_m W^m`` with ``δ^L = (T − out)/Δ_y`` and
+    ``δ^{m} = (δ^{m+1} W^m_{:, :-1}) ⊙ f'(Z^m)``; the data term is
+    :func:`blockbayes.kernels.frozen_noise_target` (the fused Numba pass on NumPy arrays), whose
+    inputs are checked and converted here, once per trajectory call. ``xi, eta``: per-layer lists
+    (:func:`frozen_noises`) or already stacked (:func:`stack_noises`); ``lam`` ``(C, P)``.
+    """
+    xs, es = _noise_arrays(xi, eta, delta_y, X)
+    data = frozen_noise_target(X, T, xs, es, delta_y, net.widths, activation=net.activation, slope=net.slope)
+
+    def target(theta):
+        sse, gdata = data(theta)
+        return log_target_from_sse(theta, sse, lam, delta_y), gdata - lam * theta, sse
+
+    return target
 
 
 def joint_log_target_and_grad(theta, shapes, net: MLP, X, T, xi, eta, lam, delta_y):
-    """``(log π, ∇log π, out)`` at the flat weights ``theta`` ``(C, P)`` (one forward/backward).
-
-    ``∇_{W^m} log π = δ^{m+1⊤} X̃^m − Λ_m W^m`` with ``δ^L = (T − out)/Δ_y`` and
-    ``δ^{m} = (δ^{m+1} W^m_{:, :-1}) ⊙ f'(Z^m)``; the gradient is flat, ``(C, P)``.
-    """
-    xp = namespace(X)
-    Ws = unflatten_weights(theta, shapes)
-    pre, post, out = joint_forward(Ws, net, X, xi, eta)
-    lp = joint_log_target(theta, out, T, lam, delta_y)
-    delta = (T - out) / delta_y[:, None, None]
-    L = net.num_layers
-    grads = [None] * L
-    for m in range(L - 1, -1, -1):
-        grads[m] = _data_grad(xp, delta, X if m == 0 else post[m - 1])
-        if m > 0:
-            delta = _back(xp, delta, Ws[m], pre[m - 1], net.activation, net.slope)
-    return lp, xp.concat(grads, axis=-1) - lam * theta, out
+    """``(log π, ∇log π, sse)`` at the flat weights ``theta`` ``(C, P)``: :func:`joint_target`
+    prepared and called once (``shapes`` is accepted for the callers' convenience; the widths
+    come from ``net``)."""
+    return joint_target(net, X, T, xi, eta, lam, delta_y)(theta)
 
 
 def joint_gauss_newton_precision(state: GibbsState, net: MLP, X, *, chunk: int = 256, prior_scale: float = 1.0):
@@ -549,8 +573,8 @@ def hmc_trajectories(key, state: GibbsState, net: MLP, X, T, R, inv_mass, h, lea
     xi, eta = frozen_noises(state, net, X, 0)
     lam = prior_precision_vector(state, net)
     dy = state.delta_y
-    target = lambda th: joint_log_target_and_grad(th, shapes, net, X, T, xi, eta, lam, dy)
     theta = flatten_weights(state.weights)
+    target = joint_target(net, X, T, xi, eta, lam, dy)          # checked and converted once per call
     lp, gf, _ = target(theta)
     P = theta.shape[-1]
     k1, k2, k3 = bbr.split(key, 3)

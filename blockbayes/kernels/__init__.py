@@ -107,8 +107,8 @@ import numpy as np
 from .._backend import backend_name, device_of, namespace, same_device
 from . import _common
 
-__all__ = ["relu_preact", "truncated_normal", "multinomial_utilities", "latent_pass", "gaussian_rows", "uniforms",
-           "available_impls"]
+__all__ = ["relu_preact", "truncated_normal", "multinomial_utilities", "latent_pass", "gaussian_rows",
+           "frozen_noise_target", "frozen_noise_gradient", "uniforms", "available_impls"]
 
 _IMPLS = ("reference", "cpu", "cuda")
 
@@ -484,3 +484,108 @@ def gaussian_rows(key, B, delta, *, gram=None, prior_diag=None, chol=None, impl=
     _common.float_name(B.dtype)
     name = _choose(xp, impl)
     return _module(name).gaussian_rows(k0, k1, B, delta, gram, prior_diag, chol, B.dtype)
+
+
+def frozen_noise_target(X, T, xi, eta, delta_y, widths, *, activation="relu", slope=0.0, impl=None):
+    r"""Data term and gradient of the joint non-centred HMC move's target, one pass per call.
+
+    With the standardised noises of the hidden layers held fixed (``xi = √Δ_Z ξ``,
+    ``eta = √Δ_X η``, the frozen noises of :func:`blockbayes.gibbs.moves.frozen_noises`), the
+    network is a deterministic function of all its weights ``θ``:
+
+    .. math::
+
+        Z^{m+1} = \tilde X^m W^{m\top} + ξ^m,\quad X^{m+1} = f(Z^{m+1}) + η^m,\quad
+        \mathrm{out} = \tilde X^{L-1} W^{L-1\top},
+
+    and the move's log target is ``−sse/(2Δ_y) − ½ Σ_j λ_j θ_j²`` with
+    ``sse = ‖T − out‖²``. The returned function maps ``θ`` to ``sse`` and
+    ``∇_θ(−sse/(2Δ_y))`` (backpropagation: ``δ^L = (T − out)/Δ_y``,
+    ``∇_{W^m} = δ^{m+1⊤}\tilde X^m``, ``δ^m = (δ^{m+1} W^m_{:, :−1}) ⊙ f'(Z^m)``); the caller
+    adds the prior. Everything but ``θ`` is checked and converted once, here: a leapfrog
+    trajectory calls the function at every step.
+
+    The Numba kernel (``"cpu"``) runs each chain (in parallel) through the forward and backward
+    pass one block of 64 rows at a time, so it reads the data and the noises once and writes
+    nothing but the ``(C, P)`` gradient: no ``(C, n, width)`` temporaries (on NumPy those cost
+    page faults as well as memory traffic). It needs ``X`` shared by the chains (2-D);
+    otherwise, and for CuPy arrays, the whole-array reference runs (each of its operations is a
+    device kernel).
+
+    Parameters
+    ----------
+    X : array, shape (n, d_0) or (C, n, d_0)
+        Inputs.
+    T : array, shape (C, n, d_L) or (1, n, d_L)
+        Output targets.
+    xi, eta : arrays, shape (C, n, H)
+        The frozen noises of all hidden layers side by side (hidden layer ``m`` in columns
+        ``Σ_{m' < m} d_{m'+1}`` onwards), ``H`` = the hidden widths summed (0 without hidden
+        layers).
+    delta_y : array, shape (C,)
+        Output noise ``Δ_y`` per chain, positive.
+    widths : sequence of int
+        ``(d_0, …, d_L)``.
+    activation : {"relu", "leaky_relu", "identity"}
+    slope : float
+        Negative-side slope of the leaky ReLU, ``[0, 1)``.
+    impl : {None, "reference", "cpu", "cuda"}
+        ``"cuda"`` runs the reference on the GPU.
+
+    Returns
+    -------
+    callable
+        ``theta ↦ (sse, grad)``: ``theta`` of shape ``(C, P)`` (all weights, layer by layer,
+        each layer's ``(d_{m+1}, d_m + 1)`` block row-major with the bias last, as
+        :func:`blockbayes.gibbs.hmc.flatten_weights`); ``sse`` of shape ``(C,)`` and ``grad`` of
+        shape ``(C, P)``, both computed in float64 and returned in ``theta``'s dtype, namespace
+        and device.
+    """
+    xp = namespace(X, T, xi, eta, delta_y)
+    same_device(X, T, xi, eta, delta_y)
+    widths = tuple(int(w) for w in widths)
+    if len(widths) < 2 or min(widths) < 1:
+        raise ValueError(f"widths must hold at least two positive widths, got {widths}")
+    L = len(widths) - 1
+    P = sum(widths[m + 1] * (widths[m] + 1) for m in range(L))
+    if delta_y.ndim != 1:
+        raise ValueError(f"delta_y must have shape (C,), got {tuple(delta_y.shape)}")
+    nc = delta_y.shape[0]
+    if X.ndim not in (2, 3) or X.shape[-1] != widths[0] or (X.ndim == 3 and X.shape[0] != nc):
+        raise ValueError(f"X must have shape (n, {widths[0]}) or ({nc}, n, {widths[0]}), got {tuple(X.shape)}")
+    n = X.shape[-2]
+    if T.ndim != 3 or T.shape[0] not in (1, nc) or tuple(T.shape[1:]) != (n, widths[-1]):
+        raise ValueError(f"T must have shape ({nc} or 1, {n}, {widths[-1]}), got {tuple(T.shape)}")
+    Hw = sum(widths[1:-1])
+    for name_, v in (("xi", xi), ("eta", eta)):
+        if tuple(v.shape) != (nc, n, Hw):
+            raise ValueError(f"{name_} must have shape ({nc}, {n}, {Hw}), got {tuple(v.shape)}")
+    for v in (X, T, xi, eta, delta_y):
+        _common.float_name(v.dtype)
+    if activation not in _common.ACTIVATIONS:
+        raise ValueError(f"activation must be one of {tuple(_common.ACTIVATIONS)}, got {activation!r}")
+    act = _common.ACTIVATIONS[activation]
+    slope = {"identity": 1.0, "relu": 0.0}.get(activation) if activation != "leaky_relu" else \
+        _common.check_slope(slope)
+    name = _choose(xp, impl)
+    if name == "cuda" or (name == "cpu" and X.ndim == 3):
+        name = "reference"
+    inner = _module(name).frozen_noise_target(X, T, xi, eta, delta_y, widths, act, slope)
+
+    def target(theta):
+        if theta.ndim != 2 or tuple(theta.shape) != (nc, P):
+            raise ValueError(f"theta must have shape ({nc}, {P}) for widths {widths}, got {tuple(theta.shape)}")
+        sse, grad = inner(theta)
+        if name == "cpu":
+            return xp.asarray(sse, dtype=theta.dtype), xp.asarray(grad, dtype=theta.dtype)
+        return xp.astype(sse, theta.dtype), xp.astype(grad, theta.dtype)
+
+    return target
+
+
+def frozen_noise_gradient(theta, X, T, xi, eta, delta_y, widths, *, activation="relu", slope=0.0, impl=None):
+    """``(sse, grad)`` at ``theta`` ``(C, P)``: :func:`frozen_noise_target` called once (same
+    arguments and conventions; prepare the target instead when calling it repeatedly)."""
+    _common.float_name(theta.dtype)
+    return frozen_noise_target(X, T, xi, eta, delta_y, widths, activation=activation, slope=slope,
+                               impl=impl)(theta)

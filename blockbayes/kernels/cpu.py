@@ -52,7 +52,7 @@ from .._backend import recycle
 from . import _common as C
 from ._vec import LANES, transpose4, transpose4_x0, vload, vsplat, vstore
 
-__all__ = ["relu_preact", "truncated_normal", "multinomial_utilities", "latent_pass", "gaussian_rows", "set_num_threads",
+__all__ = ["relu_preact", "truncated_normal", "multinomial_utilities", "latent_pass", "gaussian_rows", "frozen_noise_target", "set_num_threads",
            "get_num_threads"]
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")   # IEEE division: no zero checks
@@ -3044,3 +3044,170 @@ def gaussian_rows(k0: int, k1: int, B, delta, gram, prior_diag, chol, out_dtype)
         _rows_kernel(G, pd, Bd, dl, _ro(np.empty((1, 1, 1))), False, np.uint64(k0), np.uint64(k1),
                      out)
     return out.astype(out_dtype, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# the joint non-centred HMC move: log-target data term and gradient, one pass over the rows
+# --------------------------------------------------------------------------------------------
+
+#: rows per block of the frozen-noise gradient kernel (its working set stays in L1/L2)
+_FNG_BLOCK = 64
+
+
+@njit(parallel=True, fastmath={"contract", "reassoc"}, **_JIT)
+def _fng_kernel(X, T, tstride, W, offs, widths, xi, eta, hoff, dy, act, slope, sse, G):
+    """Per chain (parallel) and per block of ``_FNG_BLOCK`` data rows: the frozen-noise forward
+    pass through every layer, the residual, and the backward pass accumulating the gradient.
+
+    The block's activations are held unit-major, ``(width, rows)``, so every inner loop runs over
+    the block's rows, contiguous, with loop variables as indices (no index wrap-around: see
+    _NONNEG_NOTE); the weights ``W[c]`` and the gradient ``G[c]`` keep the flat layout of
+    ``theta`` (each layer's ``(k, d + 1)`` block row-major). ``contract`` and ``reassoc`` let
+    LLVM use FMAs and vectorise the sums over rows: each chain's arithmetic is still one fixed
+    sequence (the same numbers for any thread count).
+    """
+    nc = W.shape[0]
+    n = X.shape[0]
+    L = widths.shape[0] - 1
+    wmax = 1
+    for m in range(L + 1):
+        wmax = max(wmax, widths[m])
+    BK = _FNG_BLOCK
+    for c in prange(nc):
+        Hb = np.empty((L, wmax, BK))     # Hb[m]: the block's inputs of layer m, unit-major
+        Zb = np.empty((L, wmax, BK))     # Zb[m]: pre-activations of layer m (the output for m = L - 1)
+        D1 = np.empty((wmax, BK))
+        D2 = np.empty((wmax, BK))
+        g = G[c]
+        for p in range(g.shape[0]):
+            g[p] = 0.0
+        s = 0.0
+        inv_dy = 1.0 / dy[c]
+        tc = c * tstride
+        d0 = widths[0]
+        for r0 in range(0, n, BK):
+            B = min(BK, n - r0)
+            for r in range(B):
+                for q in range(d0):
+                    Hb[0, q, r] = X[r0 + r, q]
+            for m in range(L):
+                d = widths[m]
+                k = widths[m + 1]
+                o = offs[m]
+                for j in range(k):
+                    row = o + j * (d + 1)
+                    bj = W[c, row + d]
+                    for r in range(B):
+                        Zb[m, j, r] = bj
+                    q = 0
+                    while q + 4 <= d:           # four inputs per pass: one load/store of Zb per four FMAs
+                        w0 = W[c, row + q]
+                        w1 = W[c, row + q + 1]
+                        w2 = W[c, row + q + 2]
+                        w3 = W[c, row + q + 3]
+                        for r in range(B):
+                            Zb[m, j, r] += ((w0 * Hb[m, q, r] + w1 * Hb[m, q + 1, r])
+                                            + (w2 * Hb[m, q + 2, r] + w3 * Hb[m, q + 3, r]))
+                        q += 4
+                    while q < d:
+                        wjq = W[c, row + q]
+                        for r in range(B):
+                            Zb[m, j, r] += wjq * Hb[m, q, r]
+                        q += 1
+                if m < L - 1:
+                    ho = hoff[m]
+                    for j in range(k):
+                        for r in range(B):
+                            zz = Zb[m, j, r] + xi[c, r0 + r, ho + j]
+                            Zb[m, j, r] = zz
+                            fz = zz if (act == 1 or zz > 0.0) else slope * zz
+                            Hb[m + 1, j, r] = fz + eta[c, r0 + r, ho + j]
+            dout = widths[L]
+            for j in range(dout):
+                for r in range(B):
+                    res = T[tc, r0 + r, j] - Zb[L - 1, j, r]
+                    s += res * res
+                    D1[j, r] = res * inv_dy
+            Dl = D1
+            Dn = D2
+            for m in range(L - 1, -1, -1):
+                d = widths[m]
+                k = widths[m + 1]
+                o = offs[m]
+                for j in range(k):
+                    row = o + j * (d + 1)
+                    acc = 0.0
+                    for r in range(B):
+                        acc += Dl[j, r]
+                    g[row + d] += acc
+                    q = 0
+                    while q + 4 <= d:               # four inputs per pass: Dl[j] loaded once
+                        a0 = 0.0
+                        a1 = 0.0
+                        a2 = 0.0
+                        a3 = 0.0
+                        for r in range(B):
+                            dr = Dl[j, r]
+                            a0 += dr * Hb[m, q, r]
+                            a1 += dr * Hb[m, q + 1, r]
+                            a2 += dr * Hb[m, q + 2, r]
+                            a3 += dr * Hb[m, q + 3, r]
+                        g[row + q] += a0
+                        g[row + q + 1] += a1
+                        g[row + q + 2] += a2
+                        g[row + q + 3] += a3
+                        q += 4
+                    while q < d:
+                        acc = 0.0
+                        for r in range(B):
+                            acc += Dl[j, r] * Hb[m, q, r]
+                        g[row + q] += acc
+                        q += 1
+                if m > 0:
+                    for q in range(d):
+                        for r in range(B):
+                            Dn[q, r] = 0.0
+                    for j in range(k):
+                        row = o + j * (d + 1)
+                        for q in range(d):
+                            wjq = W[c, row + q]
+                            for r in range(B):
+                                Dn[q, r] += wjq * Dl[j, r]
+                    for q in range(d):
+                        for r in range(B):
+                            if act != 1 and Zb[m - 1, q, r] <= 0.0:
+                                Dn[q, r] = slope * Dn[q, r]
+                    Dl, Dn = Dn, Dl
+        sse[c] = s
+
+
+def frozen_noise_target(X, T, xi, eta, dy, widths, act, slope):
+    """Numba :func:`blockbayes.kernels.frozen_noise_target` (NumPy arrays, validated arguments,
+    ``X`` 2-D): the inputs converted once; returns ``theta ↦ (sse, grad)`` in float64."""
+    f64 = np.float64
+    wd = _ro(np.asarray(widths, dtype=np.int64))
+    offs = np.zeros(len(widths) - 1, dtype=np.int64)
+    hoff = np.zeros(max(len(widths) - 2, 1), dtype=np.int64)
+    for m in range(1, len(widths) - 1):
+        offs[m] = offs[m - 1] + wd[m] * (wd[m - 1] + 1)
+    for m in range(1, len(widths) - 2):
+        hoff[m] = hoff[m - 1] + wd[m]
+    # a target shared by the chains (a broadcast view) is read from its first chain
+    tstride = 0 if (T.shape[0] == 1 or T.strides[0] == 0) else 1
+    Tk = _ro(np.ascontiguousarray(T[:1] if tstride == 0 else T, dtype=f64))
+    Xk = _ro(np.ascontiguousarray(X, dtype=f64))
+    xk = _ro(np.ascontiguousarray(xi, dtype=f64))
+    ek = _ro(np.ascontiguousarray(eta, dtype=f64))
+    dk = _ro(np.ascontiguousarray(dy, dtype=f64))
+    offs, hoff = _ro(offs), _ro(hoff)
+    act, slope = int(act), float(slope)
+
+    def target(theta):
+        nc = theta.shape[0]
+        sse = np.empty(nc)
+        G = np.empty((nc, theta.shape[1]))
+        _fng_kernel(Xk, Tk, tstride, _ro(np.ascontiguousarray(theta, dtype=f64)), offs, wd, xk, ek, hoff, dk,
+                    act, slope, sse, G)
+        return sse, G
+
+    return target

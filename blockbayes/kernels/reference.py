@@ -21,7 +21,7 @@ from .._backend import special as sp
 from . import _common as C
 
 __all__ = ["uniforms", "relu_preact", "truncated_normal", "relu_log_odds", "std_truncated_normal",
-           "latent_pass", "gaussian_rows"]
+           "latent_pass", "gaussian_rows", "frozen_noise_target"]
 
 _INV_SQRT2 = 0.70710678118654752440
 _SQRT_PI_2 = 1.2533141373155002512       # sqrt(pi/2)
@@ -322,3 +322,69 @@ def gaussian_rows(k0: int, k1: int, B, delta, gram, prior_diag, chol, out_dtype)
     V = linalg.solve_triangular(R, Bd, lower=True) + xp.sqrt(dl)[:, None, None] * E
     Wt = linalg.solve_triangular(R, V, lower=True, trans=True)
     return xp.astype(xp.matrix_transpose(Wt), out_dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# the joint non-centred HMC move's target and gradient (frozen noises)
+# --------------------------------------------------------------------------------------------
+
+def _frozen_act(xp, Z, act: int, slope: float):
+    """``f(Z)``: the (leaky) ReLU ``max(z, s·z)`` (``act = 0``) or the identity (``act = 1``)."""
+    return Z if act == 1 else xp.where(Z > 0, Z, slope * Z)
+
+
+def _frozen_dact(xp, Z, act: int, slope: float):
+    """``f'(Z)``: 1 above 0 and ``s`` below for the (leaky) ReLU; 1 for the identity."""
+    if act == 1:
+        return xp.ones_like(Z)
+    return xp.where(Z > 0, xp.ones_like(Z), xp.full_like(Z, slope))
+
+
+def frozen_noise_target(X, T, xi, eta, dy, widths, act: int, slope: float):
+    """Reference :func:`blockbayes.kernels.frozen_noise_target` (arguments validated): returns
+    ``theta ↦ (sse, grad)`` of the data term, float64, whole-array Array-API code."""
+    return lambda theta: _frozen_noise_gradient(theta, X, T, xi, eta, dy, widths, act, slope)
+
+
+def _frozen_noise_gradient(theta, X, T, xi, eta, dy, widths, act: int, slope: float):
+    """``(sse, grad)`` of the data term at ``theta``, float64 (:func:`frozen_noise_target`).
+
+    Forward: ``Z^{m+1} = X̃^m W^{m⊤} + ξ^m``, ``X^{m+1} = f(Z^{m+1}) + η^m``, ``out = X̃^{L−1} W^{L−1⊤}``;
+    ``sse_c = ‖T_c − out_c‖²``; backward: ``δ^L = (T − out)/Δ_y``,
+    ``∇_{W^m} = δ^{m+1⊤} X̃^m``, ``δ^m = (δ^{m+1} W^m_{:, :−1}) ⊙ f'(Z^m)``.
+    """
+    xp = namespace(theta, X, T, xi, eta)
+    f64 = xp.float64
+    nc = theta.shape[0]
+    L = len(widths) - 1
+    th = xp.astype(theta, f64)
+    H = xp.astype(X, f64)
+    xs, es = xp.astype(xi, f64), xp.astype(eta, f64)
+    Ws, s = [], 0
+    for m in range(L):
+        k, b = widths[m + 1], widths[m] + 1
+        Ws.append(xp.reshape(th[:, s:s + k * b], (nc, k, b)))
+        s += k * b
+    ins, pres, ho = [H], [], 0
+    for m in range(L - 1):
+        k = widths[m + 1]
+        Z = xp.matmul(H, xp.matrix_transpose(Ws[m][..., :-1])) + Ws[m][:, None, :, -1] + xs[..., ho:ho + k]
+        H = _frozen_act(xp, Z, act, slope) + es[..., ho:ho + k]
+        pres.append(Z)
+        ins.append(H)
+        ho += k
+    out = xp.matmul(H, xp.matrix_transpose(Ws[-1][..., :-1])) + Ws[-1][:, None, :, -1]
+    R = xp.astype(T, f64) - out
+    sse = xp.sum(R * R, axis=(-2, -1))
+    delta = R / xp.reshape(xp.astype(dy, f64), (nc, 1, 1))
+    grads = [None] * L
+    for m in range(L - 1, -1, -1):
+        Hm = ins[m]
+        if Hm.ndim == 2:
+            Hm = xp.broadcast_to(Hm, (nc,) + tuple(Hm.shape))
+        gw = xp.matmul(xp.matrix_transpose(delta), Hm)
+        gb = xp.sum(delta, axis=-2)
+        grads[m] = xp.reshape(xp.concat([gw, gb[..., None]], axis=-1), (nc, -1))
+        if m > 0:
+            delta = xp.matmul(delta, Ws[m][..., :-1]) * _frozen_dact(xp, pres[m - 1], act, slope)
+    return sse, xp.concat(grads, axis=-1)
