@@ -316,7 +316,7 @@ def main(argv=None) -> int:
     d.add_argument("--moves", default="auto", choices=("auto", "none", "hmc"),
                    help="extra exact moves after every sweep: 'auto' (gibbs.run's default) adds the joint "
                         "non-centred HMC move (JointHMCMove, 32 leapfrog steps) where affordable, which it is "
-                        "here: the chains mix in function space at ~8x the sweep's wall-clock; 'none': the "
+                        "here: the chains mix in function space at ~5x the sweep's wall-clock; 'none': the "
                         "sweep alone; 'hmc': the move whatever the cost (docs/gibbs-moves.md §6, sessions 16, 18)")
     d.add_argument("--threads", type=int, default=None, help="CPU threads (default: the libraries' own)")
     d.add_argument("--compare", default="map,laplace_kfac,vi_mf",
