@@ -15,8 +15,10 @@ the same machine, alternating:
 Table 1 times one call at the shapes of the UCI sets' training splits (split 0, 50 ReLU units,
 ``C`` chains, the noises of a prior draw). Table 2 times whole runs, ``gibbs.run(...,
 moves="hmc")`` (MAP starts, Gibbs sweeps and the joint HMC move: what ``moves="auto"`` adds on the
-small UCI sets), with ``blockbayes.gibbs.hmc.joint_target`` swapped for the previous path in the
-``previous`` arm; the same seed gives the same chains up to rounding.
+small UCI sets), with ``blockbayes.gibbs.hmc.joint_target`` and ``symmetric_operator`` (the mass
+product ``M⁻¹p``: since session 19 a Numba kernel reading the upper triangle, before it the dense
+BLAS product) swapped for the previous ones in the ``previous`` arm; the same seed gives the same
+chains up to rounding. Table 1b times the mass product alone.
 
     PYTHONPATH=$PWD BLOCKBAYES_UCI_ROOT=../shared/data/uci OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
         NUMBA_NUM_THREADS=1 python benchmarks/hmc_gradient.py [--datasets boston wine-quality-red] \
@@ -88,6 +90,25 @@ def _median_time(fn, min_time=0.5):
     return float(np.median(times))
 
 
+def previous_mass_operator(A):
+    """The mass product up to a1358ea: the dense batched product ``M⁻¹p`` (NumPy/BLAS)."""
+    return lambda v: np.matmul(A, v[..., None])[..., 0]
+
+
+def mass_per_call(P, C, reps):
+    """µs per ``M⁻¹p``: the symmetric kernel (upper triangle) and the dense product, one SPD ``(C, P, P)``."""
+    rng = np.random.default_rng(0)
+    B = rng.standard_normal((C, P, P))
+    A = B @ np.swapaxes(B, 1, 2) / P + np.eye(P)
+    v = rng.standard_normal((C, P))
+    ops = {"symmetric": kernels.symmetric_operator(A), "dense": previous_mass_operator(A)}
+    out = {k: [] for k in ops}
+    for _ in range(reps):
+        for k, op in ops.items():
+            out[k].append(_median_time(lambda: op(v)))
+    return {k: min(t) * 1e6 for k, t in out.items()}
+
+
 def _reference_joint(net, X, T, xs, es, lam, dy):
     """``joint_target`` with the data term of the Array-API reference."""
     data = kernels.frozen_noise_target(X, T, xs, es, dy, net.widths, impl="reference")
@@ -125,9 +146,10 @@ def whole_run(name, C, W, S, impl):
     data = bb.datasets.uci(name, 0)
     Xtr, ytr, Xte, yte = data[:4]
     net = _net(Xtr.shape[1])
-    orig = H.joint_target
+    orig, orig_op = H.joint_target, H.symmetric_operator
     if impl == "previous":
         H.joint_target = previous_target
+        H.symmetric_operator = previous_mass_operator
     try:
         t = time.perf_counter()
         with warnings.catch_warnings():
@@ -136,7 +158,7 @@ def whole_run(name, C, W, S, impl):
                           progress=False, moves="hmc")
         wall = time.perf_counter() - t
     finally:
-        H.joint_target = orig
+        H.joint_target, H.symmetric_operator = orig, orig_op
     m, _ = r.predict(Xte)
     rmse = float(np.sqrt(np.mean((np.asarray(m)[:, 0] - np.asarray(yte).reshape(-1)) ** 2))) * data.y_std
     return wall, rmse
@@ -166,6 +188,13 @@ def main(argv=None):
             n, P, t, rel = per_call(name, C, a.reps)
             tf, tp, tr = (min(t[k]) * 1e6 for k in ("fused", "previous", "reference"))
             print(f"| {name} | {n} | {P} | {C} | {tf:.0f} | {tp:.0f} | {tr:.0f} | {tp / tf:.2f} | {rel:.1e} |", flush=True)
+    print("\n| P | C | symmetric kernel µs | dense µs | dense / symmetric |")
+    print("|---|---|---|---|---|")
+    for P in sorted({H.num_params(_net(bb.datasets.uci(name, 0)[0].shape[1])) for name in names}):
+        for C in a.chains:
+            t = mass_per_call(P, C, a.reps)
+            print(f"| {P} | {C} | {t['symmetric']:.0f} | {t['dense']:.0f} | {t['dense'] / t['symmetric']:.2f} |",
+                  flush=True)
     W, S = a.runs
     if W + S == 0:
         return

@@ -49,7 +49,7 @@ from .._backend.host import np as _np     # only for np.errstate: divergent traj
 from .conditionals import output_targets
 from .kernel import GibbsState
 from .moves import _dact, _factor, forward_with_noises, frozen_noises
-from ..kernels import frozen_noise_target
+from ..kernels import frozen_noise_target, symmetric_operator
 from ..model import MLP
 
 __all__ = ["JointHMCMove", "JointHMCState", "WarmupSchedule", "joint_forward", "joint_log_target", "joint_log_target_and_grad",
@@ -261,13 +261,16 @@ def joint_gauss_newton_precision(state: GibbsState, net: MLP, X, *, chunk: int =
 
 
 def _mv(A, v):
-    """Batched matrix-vector product ``A v``: ``(C, P, P)`` by ``(C, P)``."""
+    """``A v``, shape ``(C, P)``: ``A`` a ``(C, P, P)`` array (batched product) or an operator
+    ``v ↦ A v`` (:func:`blockbayes.kernels.symmetric_operator`, what :func:`hmc_trajectories` uses)."""
+    if callable(A):
+        return A(v)
     xp = namespace(v)
     return xp.matmul(A, v[..., None])[..., 0]
 
 
 def kinetic(p, inv_mass):
-    """``K(p) = ½ p^⊤ M^{-1} p``, shape ``(C,)``."""
+    """``K(p) = ½ p^⊤ M^{-1} p``, shape ``(C,)`` (``inv_mass``: the matrices or their operator, :func:`_mv`)."""
     xp = namespace(p)
     return 0.5 * xp.sum(p * _mv(inv_mass, p), axis=-1)
 
@@ -575,6 +578,7 @@ def hmc_trajectories(key, state: GibbsState, net: MLP, X, T, R, inv_mass, h, lea
     dy = state.delta_y
     theta = flatten_weights(state.weights)
     target = joint_target(net, X, T, xi, eta, lam, dy)          # checked and converted once per call
+    inv_mass = symmetric_operator(inv_mass)                      # M⁻¹p reading M⁻¹'s upper triangle
     lp, gf, _ = target(theta)
     P = theta.shape[-1]
     k1, k2, k3 = bbr.split(key, 3)

@@ -108,7 +108,7 @@ from .._backend import backend_name, device_of, namespace, same_device
 from . import _common
 
 __all__ = ["relu_preact", "truncated_normal", "multinomial_utilities", "latent_pass", "gaussian_rows",
-           "frozen_noise_target", "frozen_noise_gradient", "uniforms", "available_impls"]
+           "frozen_noise_target", "frozen_noise_gradient", "symmetric_operator", "uniforms", "available_impls"]
 
 _IMPLS = ("reference", "cpu", "cuda")
 
@@ -589,3 +589,47 @@ def frozen_noise_gradient(theta, X, T, xi, eta, delta_y, widths, *, activation="
     _common.float_name(theta.dtype)
     return frozen_noise_target(X, T, xi, eta, delta_y, widths, activation=activation, slope=slope,
                                impl=impl)(theta)
+
+
+def symmetric_operator(A, *, impl=None):
+    """``v ↦ A v`` for a batch of symmetric matrices, prepared once (the HMC mass product ``M⁻¹p``).
+
+    The Numba kernel (``"cpu"``, the default on NumPy) reads only each ``A[c]``'s upper triangle,
+    four rows at a time, using every stored ``a_ij`` for both ``y_i`` and ``y_j``: half the memory
+    traffic of a dense product, which is what bounds it at mass-matrix sizes (``P`` in the
+    hundreds to thousands). The reference (CuPy, or ``impl="reference"``) is the dense batched
+    product.
+
+    Parameters
+    ----------
+    A : array, shape (C, P, P)
+        Symmetric matrices. The kernel reads the upper triangle only (for a matrix symmetric only
+        to rounding it applies the matrix mirrored from its upper triangle); the reference reads
+        both. The operator keeps a reference to ``A`` (no copy for C-contiguous float64 input):
+        do not modify ``A`` while it is in use.
+    impl : {None, "reference", "cpu", "cuda"}
+        ``"cuda"`` runs the reference on the GPU.
+
+    Returns
+    -------
+    callable
+        ``v`` of shape ``(C, P)`` ↦ ``A v`` of shape ``(C, P)``, in ``A``'s namespace, device and
+        dtype (the kernel computes in float64).
+    """
+    xp = namespace(A)
+    if A.ndim != 3 or A.shape[1] != A.shape[2]:
+        raise ValueError(f"A must have shape (C, P, P), got {tuple(A.shape)}")
+    _common.float_name(A.dtype)
+    shape = (A.shape[0], A.shape[1])
+    name = _choose(xp, impl)
+    if name == "cuda":
+        name = "reference"
+    inner = _module(name).symmetric_operator(A)
+
+    def apply(v):
+        if tuple(v.shape) != shape:
+            raise ValueError(f"v must have shape {shape}, got {tuple(v.shape)}")
+        out = inner(v)
+        return xp.asarray(out, dtype=A.dtype) if name == "cpu" else out
+
+    return apply

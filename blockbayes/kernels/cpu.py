@@ -52,7 +52,8 @@ from .._backend import recycle
 from . import _common as C
 from ._vec import LANES, transpose4, transpose4_x0, vload, vsplat, vstore
 
-__all__ = ["relu_preact", "truncated_normal", "multinomial_utilities", "latent_pass", "gaussian_rows", "frozen_noise_target", "set_num_threads",
+__all__ = ["relu_preact", "truncated_normal", "multinomial_utilities", "latent_pass", "gaussian_rows", "frozen_noise_target", "symmetric_operator",
+           "set_num_threads",
            "get_num_threads"]
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")   # IEEE division: no zero checks
@@ -3211,3 +3212,83 @@ def frozen_noise_target(X, T, xi, eta, dy, widths, act, slope):
         return sse, G
 
     return target
+
+
+# --------------------------------------------------------------------------------------------
+# symmetric matrix-vector products from the upper triangle (the HMC mass product M⁻¹p)
+# --------------------------------------------------------------------------------------------
+
+@njit(parallel=True, fastmath={"contract", "reassoc"}, **_JIT)
+def _symv_upper_kernel(A, V, Y):
+    """``Y[c] = A[c] V[c]`` for symmetric ``A[c]``, reading only its upper triangle, four rows at a time.
+
+    Each stored ``a_ij`` (``j > i``) is read once and used twice (``y_i += a_ij v_j`` and
+    ``y_j += a_ij v_i``), and a block of four rows shares every load and store of ``v_j`` and
+    ``y_j``: half the matrix traffic of a dense product, which bounds it at HMC mass-matrix sizes.
+    ``contract``/``reassoc`` as in :func:`_fng_kernel` (one fixed sequence per chain)."""
+    nc, P = V.shape
+    for c in prange(nc):
+        x = V[c]
+        y = Y[c]
+        for i in range(P):
+            y[i] = 0.0
+        i = 0
+        while i + 4 <= P:
+            r0 = A[c, i]
+            r1 = A[c, i + 1]
+            r2 = A[c, i + 2]
+            r3 = A[c, i + 3]
+            x0 = x[i]
+            x1 = x[i + 1]
+            x2 = x[i + 2]
+            x3 = x[i + 3]
+            # the 4 x 4 diagonal block (upper part, mirrored)
+            d0 = r0[i] * x0 + r0[i + 1] * x1 + r0[i + 2] * x2 + r0[i + 3] * x3
+            d1 = r0[i + 1] * x0 + r1[i + 1] * x1 + r1[i + 2] * x2 + r1[i + 3] * x3
+            d2 = r0[i + 2] * x0 + r1[i + 2] * x1 + r2[i + 2] * x2 + r2[i + 3] * x3
+            d3 = r0[i + 3] * x0 + r1[i + 3] * x1 + r2[i + 3] * x2 + r3[i + 3] * x3
+            s0 = r0[i + 4:]
+            s1 = r1[i + 4:]
+            s2 = r2[i + 4:]
+            s3 = r3[i + 4:]
+            xs = x[i + 4:]
+            ys = y[i + 4:]
+            a0 = 0.0
+            a1 = 0.0
+            a2 = 0.0
+            a3 = 0.0
+            for j in range(P - i - 4):
+                xj = xs[j]
+                a0 += s0[j] * xj
+                a1 += s1[j] * xj
+                a2 += s2[j] * xj
+                a3 += s3[j] * xj
+                ys[j] += s0[j] * x0 + s1[j] * x1 + s2[j] * x2 + s3[j] * x3
+            y[i] += d0 + a0
+            y[i + 1] += d1 + a1
+            y[i + 2] += d2 + a2
+            y[i + 3] += d3 + a3
+            i += 4
+        while i < P:                       # the last rows
+            r = A[c, i]
+            xi = x[i]
+            acc = r[i] * xi
+            for j in range(i + 1, P):
+                acc += r[j] * x[j]
+                y[j] += r[j] * xi
+            y[i] += acc
+            i += 1
+
+
+def symmetric_operator(A):
+    """Numba :func:`blockbayes.kernels.symmetric_operator` (NumPy ``(C, P, P)``, validated):
+    returns ``v ↦ A v`` for ``v`` of shape ``(C, P)``, float64, reading ``A``'s upper triangles."""
+    Ak = _ro(np.ascontiguousarray(A, dtype=np.float64))
+    nc, P = A.shape[0], A.shape[1]
+
+    def apply(v):
+        Y = np.empty((nc, P))
+        _symv_upper_kernel(Ak, _ro(np.ascontiguousarray(v, dtype=np.float64)), Y)
+        return Y
+
+    return apply

@@ -21,7 +21,8 @@ from .._backend import special as sp
 from . import _common as C
 
 __all__ = ["uniforms", "relu_preact", "truncated_normal", "relu_log_odds", "std_truncated_normal",
-           "latent_pass", "gaussian_rows", "frozen_noise_target"]
+           "latent_pass", "gaussian_rows", "frozen_noise_target",
+           "symmetric_operator"]
 
 _INV_SQRT2 = 0.70710678118654752440
 _SQRT_PI_2 = 1.2533141373155002512       # sqrt(pi/2)
@@ -388,3 +389,10 @@ def _frozen_noise_gradient(theta, X, T, xi, eta, dy, widths, act: int, slope: fl
         if m > 0:
             delta = xp.matmul(delta, Ws[m][..., :-1]) * _frozen_dact(xp, pres[m - 1], act, slope)
     return sse, xp.concat(grads, axis=-1)
+
+
+def symmetric_operator(A):
+    """Reference :func:`blockbayes.kernels.symmetric_operator`: ``v ↦ A v`` by a dense batched
+    matrix product (both triangles read), in ``A``'s namespace and dtype."""
+    xp = namespace(A)
+    return lambda v: xp.matmul(A, v[..., None])[..., 0]
