@@ -127,7 +127,7 @@ def per_call(name, C, reps):
     st = gibbs.init(bbr.key(0), net, X, y, num_chains=C, init="prior")
     T = gibbs.output_targets(net, y, None, C, X)
     xi, eta = frozen_noises(st, net, X, 0)
-    xs, es = H.stack_noises(xi, eta, st.delta_y)
+    xs, es = H.stack_noises(xi, eta, st.delta_y, X)
     theta = H.flatten_weights(st.weights)
     lam = H.prior_precision_vector(st, net)
     targets = {"fused": H.joint_target(net, X, T, xs, es, lam, st.delta_y),

@@ -52,7 +52,7 @@ from .moves import _dact, _factor, forward_with_noises, frozen_noises
 from ..kernels import frozen_noise_target, symmetric_operator
 from ..model import MLP
 
-__all__ = ["JointHMCMove", "JointHMCState", "WarmupSchedule", "joint_forward", "joint_log_target", "joint_log_target_and_grad",
+__all__ = ["JointHMCMove", "JointHMCState", "WarmupSchedule", "joint_forward", "joint_log_target_and_grad",
            "log_target_from_sse", "stack_noises", "joint_target",
            "joint_gauss_newton_precision", "prior_precision_vector", "hmc_log_accept", "kinetic", "hmc_trajectories",
            "flatten_weights", "unflatten_weights", "num_params"]
@@ -158,38 +158,20 @@ def log_target_from_sse(theta, sse, lam, delta_y):
     return -sse / (2.0 * delta_y) - 0.5 * xp.sum(lam * theta * theta, axis=-1)
 
 
-def joint_log_target(theta, out, T, lam, delta_y):
-    """``log π(θ)`` up to a constant, shape ``(C,)``: ``−‖T − out‖² / (2Δ_y) − ½ Σ_j λ_j θ_j²``.
-
-    ``theta``, ``lam``: ``(C, P)``; ``out``, ``T``: ``(C, n, d_out)``; ``delta_y``: ``(C,)``.
-    """
-    xp = namespace(out)
-    R = T - out
-    return log_target_from_sse(theta, xp.sum(R * R, axis=(-2, -1)), lam, delta_y)
-
-
-def stack_noises(xi, eta, like):
-    """The per-layer frozen noises side by side: two ``(C, n, H)`` arrays (``H`` = the hidden
-    widths summed; ``(C, n, 0)`` without hidden layers), the layout of
-    :func:`blockbayes.kernels.frozen_noise_target`. ``like``: the state's ``delta_y``."""
+def stack_noises(xi, eta, like, X):
+    """The frozen noises as the two ``(C, n, H)`` arrays of :func:`blockbayes.kernels.frozen_noise_target`
+    (hidden layers side by side, ``H`` = their widths summed; ``(C, n, 0)`` without hidden layers),
+    from the per-layer lists of :func:`frozen_noises`; arrays are returned as given. ``like``: a
+    ``(C,)`` array of the state's dtype and device (the state's ``delta_y``)."""
+    if not isinstance(xi, (list, tuple)):
+        return xi, eta
     xp = namespace(like)
     if len(xi) == 0:
-        raise ValueError("stack_noises needs at least one hidden layer")
+        z = xp.zeros((like.shape[0], X.shape[-2], 0), dtype=like.dtype, device=device_of(like))
+        return z, z
     if len(xi) == 1:
         return xi[0], eta[0]
     return xp.concat(list(xi), axis=-1), xp.concat(list(eta), axis=-1)
-
-
-def _noise_arrays(xi, eta, like, X):
-    """``(xi, eta)`` as the kernel's ``(C, n, H)`` arrays, from per-layer lists or as given;
-    ``like``: a ``(C,)`` array of the state's dtype (for the empty arrays of a net without hidden layers)."""
-    if not isinstance(xi, (list, tuple)):
-        return xi, eta
-    if len(xi):
-        return stack_noises(xi, eta, like)
-    xp = namespace(like)
-    z = xp.zeros((like.shape[0], X.shape[-2], 0), dtype=like.dtype, device=device_of(like))
-    return z, z
 
 
 def joint_target(net: MLP, X, T, xi, eta, lam, delta_y):
@@ -202,7 +184,7 @@ def joint_target(net: MLP, X, T, xi, eta, lam, delta_y):
     inputs are checked and converted here, once per trajectory call. ``xi, eta``: per-layer lists
     (:func:`frozen_noises`) or already stacked (:func:`stack_noises`); ``lam`` ``(C, P)``.
     """
-    xs, es = _noise_arrays(xi, eta, delta_y, X)
+    xs, es = stack_noises(xi, eta, delta_y, X)
     data = frozen_noise_target(X, T, xs, es, delta_y, net.widths, activation=net.activation, slope=net.slope)
 
     def target(theta):
