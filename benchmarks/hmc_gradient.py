@@ -10,7 +10,9 @@ the same machine, alternating:
   the baseline (:func:`previous_target`): the library's ``affine`` (one BLAS GEMM for all chains),
   whole-array elementwise passes over ``(C, n, width)`` and a GEMM per layer for the gradient;
 * ``reference`` — ``impl="reference"``, the Array-API oracle (per-call table only: it is the
-  GPU path and the test oracle, not a CPU baseline).
+  GPU path and the test oracle, not a CPU baseline);
+* ``float32`` — the fused pass with ``precision="float32"`` (session 20, design note 58): what
+  the move's interior leapfrog kicks use with ``JointHMCMove(precision="mixed")``, the default.
 
 Table 1 times one call at the shapes of the UCI sets' training splits (split 0, 50 ReLU units,
 ``C`` chains, the noises of a prior draw). Table 2 times whole runs, ``gibbs.run(...,
@@ -18,11 +20,14 @@ moves="hmc")`` (MAP starts, Gibbs sweeps and the joint HMC move: what ``moves="a
 small UCI sets), with ``blockbayes.gibbs.hmc.joint_target`` and ``symmetric_operator`` (the mass
 product ``M⁻¹p``: since session 19 a Numba kernel reading the upper triangle, before it the dense
 BLAS product) swapped for the previous ones in the ``previous`` arm; the same seed gives the same
-chains up to rounding. Table 1b times the mass product alone.
+chains up to rounding. Its arms (``--arms``): ``mixed`` (``JointHMCMove(precision="mixed")``, the
+default since session 20: float32 interior kicks and drift, float64 ends and energies), ``float64``
+(``precision="float64"``: session 19's move) and ``previous`` (float64 with the a1358ea NumPy
+target and dense mass product). Table 1b times the mass product alone, float64 and float32-held.
 
     PYTHONPATH=$PWD BLOCKBAYES_UCI_ROOT=../shared/data/uci OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
         NUMBA_NUM_THREADS=1 python benchmarks/hmc_gradient.py [--datasets boston wine-quality-red] \
-        [--chains 2 4] [--runs W S] [--reps 3]
+        [--chains 2 4] [--runs W S] [--reps 3] [--arms mixed float64 previous]
 
 Sets missing under the UCI root are skipped. No assertions: a table.
 """
@@ -96,12 +101,14 @@ def previous_mass_operator(A):
 
 
 def mass_per_call(P, C, reps):
-    """µs per ``M⁻¹p``: the symmetric kernel (upper triangle) and the dense product, one SPD ``(C, P, P)``."""
+    """µs per ``M⁻¹p``: the symmetric kernel (upper triangle; float64, and the matrix held in float32)
+    and the dense product, one SPD ``(C, P, P)``."""
     rng = np.random.default_rng(0)
     B = rng.standard_normal((C, P, P))
     A = B @ np.swapaxes(B, 1, 2) / P + np.eye(P)
     v = rng.standard_normal((C, P))
-    ops = {"symmetric": kernels.symmetric_operator(A), "dense": previous_mass_operator(A)}
+    ops = {"symmetric": kernels.symmetric_operator(A), "dense": previous_mass_operator(A),
+           "float32": kernels.symmetric_operator(A, precision="float32")}
     out = {k: [] for k in ops}
     for _ in range(reps):
         for k, op in ops.items():
@@ -131,6 +138,7 @@ def per_call(name, C, reps):
     theta = H.flatten_weights(st.weights)
     lam = H.prior_precision_vector(st, net)
     targets = {"fused": H.joint_target(net, X, T, xs, es, lam, st.delta_y),
+               "float32": H.joint_target(net, X, T, xs, es, lam, st.delta_y, precision="float32"),
                "previous": previous_target(net, X, T, xi, eta, lam, st.delta_y),
                "reference": functools.partial(_reference_joint, net, X, T, xs, es, lam, st.delta_y)()}
     out = {k: [] for k in targets}
@@ -139,29 +147,34 @@ def per_call(name, C, reps):
             out[k].append(_median_time(lambda: tgt(theta)))
     g = {k: tgt(theta)[1] for k, tgt in targets.items()}
     rel = max(float(np.max(np.abs(g["fused"] - g[k])) / np.max(np.abs(g[k]))) for k in ("previous", "reference"))
-    return X.shape[0], theta.shape[1], out, rel
+    rel32 = float(np.max(np.abs(g["float32"] - g["fused"])) / np.max(np.abs(g["fused"])))
+    return X.shape[0], theta.shape[1], out, rel, rel32
 
 
-def whole_run(name, C, W, S, impl):
+ARMS = ("mixed", "float64", "previous")
+
+
+def whole_run(name, C, W, S, arm):
+    """One ``gibbs.run`` with the joint HMC move of ``arm``; returns ``(wall s, test RMSE, mean accept)``."""
     data = bb.datasets.uci(name, 0)
     Xtr, ytr, Xte, yte = data[:4]
     net = _net(Xtr.shape[1])
     orig, orig_op = H.joint_target, H.symmetric_operator
-    if impl == "previous":
-        H.joint_target = previous_target
-        H.symmetric_operator = previous_mass_operator
+    if arm == "previous":
+        H.joint_target = lambda *a, precision="float64": previous_target(*a)
+        H.symmetric_operator = lambda A, precision="float64": previous_mass_operator(A)
     try:
         t = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             r = gibbs.run(net, Xtr, ytr, num_samples=S, num_warmup=W, num_chains=C, seed=0, learn_noise=True,
-                          progress=False, moves="hmc")
+                          progress=False, moves=H.JointHMCMove(precision="mixed" if arm == "mixed" else "float64"))
         wall = time.perf_counter() - t
     finally:
         H.joint_target, H.symmetric_operator = orig, orig_op
     m, _ = r.predict(Xte)
     rmse = float(np.sqrt(np.mean((np.asarray(m)[:, 0] - np.asarray(yte).reshape(-1)) ** 2))) * data.y_std
-    return wall, rmse
+    return wall, rmse, float(r.config["moves"]["accept"][0])
 
 
 def main(argv=None):
@@ -171,6 +184,8 @@ def main(argv=None):
     ap.add_argument("--runs", nargs=2, type=int, default=[300, 200], metavar=("WARMUP", "SAMPLES"),
                     help="sweeps of the whole-run table (0 0: skip it)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--arms", nargs="+", choices=ARMS, default=["mixed", "float64"],
+                    help="whole-run arms; the first is the one the others are divided by")
     a = ap.parse_args(argv)
     names = []
     for name in a.datasets:
@@ -181,38 +196,44 @@ def main(argv=None):
             print(f"skipping {name}: {exc}")
     from blockbayes.kernels import cpu
     print(f"numba threads {cpu.get_num_threads()}")
-    print("\n| set | n | P | C | fused µs | previous µs | reference µs | previous / fused | max rel. diff of ∇ |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| set | n | P | C | fused µs | float32 µs | previous µs | reference µs | previous / fused | fused / float32 "
+          "| max rel. diff of ∇ (float64 arms) | float32 vs fused |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         for C in a.chains:
-            n, P, t, rel = per_call(name, C, a.reps)
-            tf, tp, tr = (min(t[k]) * 1e6 for k in ("fused", "previous", "reference"))
-            print(f"| {name} | {n} | {P} | {C} | {tf:.0f} | {tp:.0f} | {tr:.0f} | {tp / tf:.2f} | {rel:.1e} |", flush=True)
-    print("\n| P | C | symmetric kernel µs | dense µs | dense / symmetric |")
-    print("|---|---|---|---|---|")
+            n, P, t, rel, rel32 = per_call(name, C, a.reps)
+            tf, t32, tp, tr = (min(t[k]) * 1e6 for k in ("fused", "float32", "previous", "reference"))
+            print(f"| {name} | {n} | {P} | {C} | {tf:.0f} | {t32:.0f} | {tp:.0f} | {tr:.0f} | {tp / tf:.2f} | "
+                  f"{tf / t32:.2f} | {rel:.1e} | {rel32:.1e} |", flush=True)
+    print("\n| P | C | symmetric kernel µs | float32-held µs | dense µs | dense / symmetric | symmetric / float32 |")
+    print("|---|---|---|---|---|---|---|")
     for P in sorted({H.num_params(_net(bb.datasets.uci(name, 0)[0].shape[1])) for name in names}):
         for C in a.chains:
             t = mass_per_call(P, C, a.reps)
-            print(f"| {P} | {C} | {t['symmetric']:.0f} | {t['dense']:.0f} | {t['dense'] / t['symmetric']:.2f} |",
-                  flush=True)
+            print(f"| {P} | {C} | {t['symmetric']:.0f} | {t['float32']:.0f} | {t['dense']:.0f} | "
+                  f"{t['dense'] / t['symmetric']:.2f} | {t['symmetric'] / t['float32']:.2f} |", flush=True)
     W, S = a.runs
     if W + S == 0:
         return
-    print("\n| set | C | sweeps | fused: wall s (each rep) | previous: wall s (each rep) | median ratio | RMSE fused / previous |")
-    print("|---|---|---|---|---|---|---|")
+    arms = a.arms
+    base = arms[0]
+    print("\n| set | C | sweeps | " + " | ".join(f"{k}: wall s (each rep)" for k in arms) + " | "
+          + " | ".join(f"{k} / {base}" for k in arms[1:]) + " | RMSE " + " / ".join(arms) + " | accept "
+          + " / ".join(arms) + " |")
+    print("|---|---|---|" + "---|" * (2 * len(arms) + 1))
     for name in names:
         for C in a.chains:
-            walls = {"fused": [], "previous": []}
-            rm = {}
+            walls = {k: [] for k in arms}
+            rm, acc = {}, {}
             for _ in range(a.reps):
-                for impl in ("fused", "previous"):
-                    w, rmse = whole_run(name, C, W, S, impl)
-                    walls[impl].append(w)
-                    rm[impl] = rmse
-            ratio = np.median(walls["previous"]) / np.median(walls["fused"])
+                for arm in arms:
+                    w, rm[arm], acc[arm] = whole_run(name, C, W, S, arm)
+                    walls[arm].append(w)
             fmt = lambda v: " / ".join(f"{x:.1f}" for x in v)
-            print(f"| {name} | {C} | {W} + {S} | {fmt(walls['fused'])} | {fmt(walls['previous'])} | {ratio:.2f} | "
-                  f"{rm['fused']:.4f} / {rm['previous']:.4f} |", flush=True)
+            ratios = " | ".join(f"{np.median(walls[k]) / np.median(walls[base]):.2f}" for k in arms[1:])
+            print(f"| {name} | {C} | {W} + {S} | " + " | ".join(fmt(walls[k]) for k in arms) + f" | {ratios} | "
+                  + " / ".join(f"{rm[k]:.4f}" for k in arms) + " | " + " / ".join(f"{acc[k]:.3f}" for k in arms)
+                  + " |", flush=True)
 
 
 if __name__ == "__main__":

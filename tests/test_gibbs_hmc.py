@@ -111,6 +111,73 @@ def test_leapfrog_is_reversible_and_moves_all_layers():
         np.testing.assert_allclose(a, b, atol=1e-10)             # the noises stayed frozen
 
 
+def _mixed_problem(seed=2):
+    from blockbayes.gibbs import hmc
+
+    X, y = sine_data()
+    net = bb.MLP([3, 4, 2, 1], "relu", prior_prec=1.0, delta={"Z": 1e-4, "X": 1e-4, "y": 1.0})
+    st = gibbs.init(bbr.key(seed), net, X, y, num_chains=3, init="prior")
+    T = gibbs.output_targets(net, y, None, 3, X)
+    ms = JointHMCMove(leapfrog=7, jitter=0.0, init_step=0.05).init(st, net, X, y)
+    xi, eta = frozen_noises(st, net, X, 0)
+    lam = prior_precision_vector(st, net)
+    dyn = hmc.prepare_dynamics(net, X, T, xi, eta, lam, st.delta_y, ms.inv_mass, "mixed")
+    return hmc, st, dyn, flatten_weights(st.weights)
+
+
+def test_mixed_precision_dynamics_float64_at_the_ends():
+    """``precision="mixed"``: the interior force and the drift are the float32 ones (close to, not
+    equal to, float64); the end point's ``log π`` and force are the float64 target's exactly, and so
+    are the accept's kinetic energies (``dyn.inv_mass`` is the float64 operator)."""
+    hmc, st, dyn, th0 = _mixed_problem()
+    lp, g, _ = dyn.target(th0)
+    lpi, gi, _ = dyn.interior(th0)
+    assert not np.array_equal(gi, g)
+    np.testing.assert_allclose(gi, g, rtol=0, atol=1e-5 * np.abs(g).max())
+    p0 = np.random.default_rng(0).standard_normal(th0.shape)
+    eps = np.full(3, 0.05)
+    H0 = hmc.kinetic(p0, dyn.inv_mass) - lp
+    thK, lpK, gK, pK, _, div = hmc.leapfrog(dyn, th0, lp, g, p0, eps, 7, H0)
+    assert not div.any()
+    lpx, gx, _ = dyn.target(thK)
+    np.testing.assert_array_equal(lpK, lpx)
+    np.testing.assert_array_equal(gK, gx)
+    A = dyn.inv_mass(p0)
+    assert not np.array_equal(dyn.drift(p0), A)
+    np.testing.assert_allclose(dyn.drift(p0), A, rtol=0, atol=1e-6 * np.abs(A).max())
+    with pytest.raises(ValueError, match="precision must be one of"):
+        JointHMCMove(precision="float32").validate()
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_mixed_rule_is_reversible_for_any_interior_force(symmetric):
+    """The exactness argument of ``prepare_dynamics``: with the exact force at both ends and ANY
+    deterministic force inside (here half the gradient, to make a wrong rule visible), a trajectory
+    run back from its end with the momentum flipped returns to its start. The broken rule — the
+    interior force also at the start, the exact one at the end — is not reversible, and the test
+    sees it (``symmetric=False`` must fail the round trip by far more than rounding)."""
+    hmc, st, dyn, th0 = _mixed_problem()
+
+    def half(theta):
+        lp, g, sse = dyn.target(theta)
+        return lp, 0.5 * g, sse
+
+    dyn = dyn._replace(interior=half)
+    p0 = np.random.default_rng(1).standard_normal(th0.shape)
+    eps = np.full(3, 0.05)
+    lp, g, _ = dyn.target(th0)
+    g_start = g if symmetric else half(th0)[1]
+    H0 = np.full(3, np.inf)                                        # no divergence freeze here
+    thK, lpK, gK, pK, _, div = hmc.leapfrog(dyn, th0, lp, g_start, p0, eps, 7, H0)
+    thB, _, _, pB, _, divB = hmc.leapfrog(dyn, thK, lpK, gK, -pK, eps, 7, H0)
+    assert not (div.any() or divB.any()) and np.abs(thK - th0).max() > 1e-3      # it did move
+    err = max(np.abs(thB - th0).max() / np.abs(th0).max(), np.abs(-pB - p0).max() / np.abs(p0).max())
+    if symmetric:
+        assert err < 1e-9
+    else:
+        assert err > 1e-4
+
+
 def test_run_with_joint_hmc_learn_noise_and_probit():
     X, y = sine_data()
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-5, "X": 1e-5, "y": 0.1})

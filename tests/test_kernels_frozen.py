@@ -211,3 +211,95 @@ def test_symmetric_operator_bad_arguments():
     op = kernels.symmetric_operator(np.zeros((2, 3, 3)))
     with pytest.raises(ValueError, match="v must have shape"):
         op(np.zeros((2, 4)))
+
+
+# ---------------------------------------------------------------------------------------------
+# precision="float32": the interior kicks and drifts of the HMC move's mixed precision
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("widths, activation", CASES)
+@pytest.mark.parametrize("impl", ["cpu", "reference"])
+def test_float32_target_is_the_float64_one_to_float32_rounding(widths, activation, impl):
+    """The float32 pass (data, noises and theta rounded once) against the float64 reference:
+    gradient to ~1e-6 of its scale (float32 rounding grows like sqrt(n) over the row sums, n = 137),
+    sse to ~1e-6 relative; returned in theta's dtype. A float64 pass read as float32 would also pass
+    this, so the speed path is checked to really compute in float32 (its errors are not zero)."""
+    theta, X, T, xi, eta, dy = _problem(widths)
+    args = (X, T, xi, eta, dy, widths)
+    kw = dict(activation=activation, slope=0.2)
+    sse64, g64 = kernels.frozen_noise_gradient(theta, *args, impl="reference", **kw)
+    sse32, g32 = kernels.frozen_noise_gradient(theta, *args, impl=impl, precision="float32", **kw)
+    assert g32.dtype == np.float64 and sse32.dtype == np.float64
+    scale = np.abs(g64).max()
+    np.testing.assert_allclose(g32, g64, rtol=0, atol=2e-5 * scale)
+    np.testing.assert_allclose(sse32, sse64, rtol=2e-5)
+    assert np.abs(g32 - g64).max() > 1e-12 * scale                 # it did round to float32
+
+
+def test_precision_argument_is_checked():
+    theta, X, T, xi, eta, dy = _problem((3, 4, 1))
+    with pytest.raises(ValueError, match="precision must be"):
+        kernels.frozen_noise_target(X, T, xi, eta, dy, (3, 4, 1), precision="half")
+    with pytest.raises(ValueError, match="precision must be"):
+        kernels.symmetric_operator(np.eye(3)[None], precision=np.float32)
+
+
+@pytest.mark.parametrize("impl", ["cpu", "reference"])
+@pytest.mark.parametrize("P", [3, 9, 131])
+def test_symmetric_operator_float32_storage(impl, P):
+    """``precision="float32"``: the product of the matrix rounded to float32 (the kernel multiplies
+    its entries by the float64 ``v`` and sums in float64, so it equals the float64 product of the
+    rounded matrix to float64 rounding); returned in ``A``'s dtype."""
+    rng = np.random.default_rng(P)
+    B = rng.standard_normal((2, P, P))
+    A = B @ np.swapaxes(B, 1, 2) / P + np.eye(P)
+    v = rng.standard_normal((2, P))
+    got = kernels.symmetric_operator(A, impl=impl, precision="float32")(v)
+    assert got.dtype == np.float64
+    want = np.einsum("cij,cj->ci", A, v)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
+    if impl == "cpu":
+        rounded = np.einsum("cij,cj->ci", A.astype(np.float32).astype(np.float64), v)
+        np.testing.assert_allclose(got, rounded, rtol=1e-12, atol=1e-13 * np.abs(want).max())
+
+
+# ---------------------------------------------------------------------------------------------
+# the noise-free network: kernels.network_target (the Gaussian MAP objective's data term)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("widths, activation", CASES)
+def test_network_target_is_the_noise_free_pass(widths, activation):
+    """sse against the direct NumPy forward pass with zero noises, G = −∇sse/2 against the frozen-noise
+    reference at zero noises and Δ_y = 1 and against central differences; any member count per
+    call (the line search evaluates subsets), each member's numbers independent of the others."""
+    theta, X, T, xi, eta, dy = _problem(widths, C=4)
+    Y = T[0]
+    z = np.zeros_like(xi)
+    tgt = kernels.network_target(X, Y, widths, activation=activation, slope=0.2)
+    sse, G = tgt(theta)
+    want = _sse_direct(theta, X, np.broadcast_to(Y, T.shape), z, z, dy, widths, activation, 0.2)
+    np.testing.assert_allclose(sse, want, rtol=1e-12)
+    _, g_ref = kernels.frozen_noise_gradient(theta, X, np.broadcast_to(Y, T.shape), z, z, np.ones(4), widths,
+                                             activation=activation, slope=0.2, impl="reference")
+    np.testing.assert_allclose(G, g_ref, rtol=1e-11, atol=1e-12 * np.abs(g_ref).max())
+    sse_r, G_r = kernels.network_target(X, Y, widths, activation=activation, slope=0.2, impl="reference")(theta)
+    np.testing.assert_allclose(sse_r, sse, rtol=1e-12)
+    np.testing.assert_allclose(G_r, G, rtol=1e-11, atol=1e-12 * np.abs(G).max())
+    s1, G1 = tgt(theta[1:3])
+    np.testing.assert_array_equal(s1, sse[1:3])
+    np.testing.assert_array_equal(G1, G[1:3])
+    rng = np.random.default_rng(5)
+    u = rng.standard_normal(theta.shape)
+    h = 1e-6
+    fd = (tgt(theta + h * u)[0] - tgt(theta - h * u)[0]) / (2 * h)
+    np.testing.assert_allclose(-2.0 * np.sum(G * u, axis=1), fd, rtol=1e-5, atol=1e-6 * np.abs(fd).max())
+
+
+def test_network_target_bad_arguments():
+    theta, X, T, xi, eta, dy = _problem((3, 4, 1))
+    with pytest.raises(ValueError, match="Y must have shape"):
+        kernels.network_target(X, T, (3, 4, 1))
+    with pytest.raises(ValueError, match="X must have shape"):
+        kernels.network_target(X[:, :2], T[0], (3, 4, 1))
+    with pytest.raises(ValueError, match="theta must have shape"):
+        kernels.network_target(X, T[0], (3, 4, 1))(theta[:, :-1])

@@ -37,7 +37,17 @@ Twins of the unit redraw move (:mod:`blockbayes.gibbs.redraw`, patched by the sa
                        (it already cancels against the proposal)
 =====================  ==========================================================================
 
-Control (must PASS — not a bug for exactness): ``hmc_wrong_gradient`` (the backprop drops the
+Twin of the mixed-precision rule (:func:`blockbayes.gibbs.hmc.prepare_dynamics`):
+
+=========================  ======================================================================
+``hmc_asymmetric_force``   the interior kicks with half the gradient, and the start's kick with
+                           another force than the end's (the negated gradient): the proposal is
+                           no longer an involution with the momentum flip
+=========================  ======================================================================
+
+Controls (must PASS — not bugs for exactness): ``hmc_interior_force`` (the interior kicks with half
+the gradient, the exact force at both ends: the mixed-precision rule with a grossly wrong interior
+force in place of the float32 one) and ``hmc_wrong_gradient`` (the backprop drops the
 ``f'(Z)`` factor). Leapfrog is a composition of shears whatever the force field, volume preserving
 and reversible, so HMC with any position-dependent force is exact; a wrong gradient only lowers
 the acceptance. It is caught by the finite-difference unit test (tests/test_gibbs_hmc.py), not by
@@ -64,7 +74,8 @@ from blockbayes.kernels import reference as kernels_reference
 from blockbayes.gibbs import redraw as gibbs_redraw
 
 MOVE_TWINS = ("mala_no_q", "move_no_prior", "move_stale_latents", "hmc_no_kinetic", "hmc_no_prior",
-              "hmc_adapted_mass", "hmc_wrong_gradient", "redraw_wide", "redraw_prior_ratio")
+              "hmc_adapted_mass", "hmc_wrong_gradient", "hmc_interior_force", "hmc_asymmetric_force", "redraw_wide",
+              "redraw_prior_ratio")
 
 
 @contextlib.contextmanager
@@ -106,6 +117,35 @@ def install_move_twin(name):
                     kernels_reference._frozen_dact = saved
 
             return target
+    elif name in ("hmc_interior_force", "hmc_asymmetric_force"):
+        # the mixed-precision rule of prepare_dynamics amplified: the interior kicks use HALF the
+        # gradient (a grossly wrong force instead of a float32-rounded one). The control keeps the
+        # exact force at both ends (symmetric under reversal: must stay exact); the twin gives the
+        # start's kick another force than the end's (the negated gradient: the ends' rule is not
+        # symmetric, the proposal not an involution with the momentum flip; must be caught)
+        module, attr = gibbs_hmc, "prepare_dynamics"
+        orig = gibbs_hmc.prepare_dynamics
+        asym = name == "hmc_asymmetric_force"
+
+        def new(*a, **k):
+            dyn = orig(*a, **k)
+
+            def half(theta):
+                lp, g, sse = dyn.target(theta)
+                return lp, 0.5 * g, sse
+
+            if not asym:
+                return dyn._replace(interior=half)
+
+            def target(theta):                  # the start's force is read from the first target call
+                new.calls += 1
+                if new.calls == 1:
+                    lp, g, sse = dyn.target(theta)
+                    return lp, -g, sse
+                return dyn.target(theta)
+
+            new.calls = 0
+            return dyn._replace(interior=half, target=target)
     elif name == "redraw_wide":
         module, attr = gibbs_redraw, "prior_row_draw"
         new = lambda E, lam_row: 2.0 * E / np.sqrt(lam_row)
@@ -176,9 +216,9 @@ def _move_name(move):
     return "unit redraw" if isinstance(move, gibbs_redraw.UnitRedrawMove) else "joint HMC"
 
 
-def joint_hmc(leapfrog=5, prior_mass=1.0):
+def joint_hmc(leapfrog=5, prior_mass=1.0, precision="mixed"):
     """The joint HMC move as the checks run it (no jitter-free special case: jitter 0.2)."""
-    return gibbs_hmc.JointHMCMove(leapfrog=leapfrog, prior_mass=prior_mass)
+    return gibbs_hmc.JointHMCMove(leapfrog=leapfrog, prior_mass=prior_mass, precision=precision)
 
 
 def check_geweke_move(seed, *, widths=(2, 3, 1), activation="relu", n=4, dz=0.05, dx=0.05, dy=0.5,

@@ -6,8 +6,10 @@
   acceptance ratio with a dropped term, latents that do not follow, an HMC mass matrix that keeps
   adapting to the current state, a redraw proposal wider than the prior or a redraw ratio with the
   prior added) fails.
-* ``test_hmc_wrong_gradient_stays_exact`` — control: HMC with a wrong gradient is still exact and
-  must pass (stochastic, same bound).
+* ``test_hmc_wrong_gradient_stays_exact`` — controls: HMC with a wrong gradient, or with the
+  mixed-precision rule's interior force replaced by half the gradient, is still exact and must pass
+  (stochastic, same bound); the same rule with another force at the start than at the end
+  (``hmc_asymmetric_force``) is a twin and must be caught.
 
 Sizes: 3000 Geweke chains × 30 rounds (move alone: most power against a broken move; with the
 sweep, hyperparameters learned: the composition ``run`` uses), 2000 exact starts of the tiny net.
@@ -38,7 +40,10 @@ FAMILIES = {
     # joint non-centred HMC on all layers (blockbayes.gibbs.hmc), GN mass from independent draws
     "joint hmc: geweke relu 2x3x1, move only": (
         lambda twin: M.check_geweke_move(11, with_sweep=False, move=M.joint_hmc(), step=0.3, delta=DELTA_ITEM,
-                                         twin=twin), ("hmc_no_kinetic", "hmc_no_prior")),
+                                         twin=twin), ("hmc_no_kinetic", "hmc_no_prior", "hmc_asymmetric_force")),
+    "joint hmc, precision float64: geweke relu 2x3x1, move only": (
+        lambda twin: M.check_geweke_move(14, with_sweep=False, move=M.joint_hmc(precision="float64"), step=0.3,
+                                         delta=DELTA_ITEM, twin=twin), ("hmc_no_kinetic",)),
     "joint hmc: geweke leaky 2x3x2x1 +sweep +noise +prior": (
         lambda twin: M.check_geweke_move(12, widths=(2, 3, 2, 1), activation="leaky_relu", learn_noise=True,
                                          learn_prior=True, move=M.joint_hmc(), step=0.3, delta=DELTA_ITEM, twin=twin),
@@ -65,7 +70,9 @@ FAMILIES = {
 
 # controls: planted changes that are NOT exactness bugs; the family must still pass
 CONTROLS = [("joint hmc: geweke relu 2x3x1, move only", "hmc_wrong_gradient"),
-            ("joint hmc: tiny relu net vs grid, move only", "hmc_wrong_gradient")]
+            ("joint hmc: tiny relu net vs grid, move only", "hmc_wrong_gradient"),
+            ("joint hmc: geweke relu 2x3x1, move only", "hmc_interior_force"),
+            ("joint hmc: tiny relu net vs grid, move only", "hmc_interior_force")]
 
 
 @pytest.mark.stochastic
@@ -84,5 +91,7 @@ def test_move_twin_is_caught(name, twin):
 def test_hmc_wrong_gradient_stays_exact(name, control):
     """HMC with a wrong force field is still exact (leapfrog = shears: volume preserving and
     reversible whatever the force); only its acceptance drops. The wrong gradient is caught by
-    the finite-difference test in tests/test_gibbs_hmc.py."""
+    the finite-difference test in tests/test_gibbs_hmc.py. ``hmc_interior_force`` is the mixed-
+    precision rule (exact force at both ends, another one inside) with half the gradient inside:
+    the claim that lets the interior kicks run in float32."""
     assert_checks(FAMILIES[name][0](control))

@@ -3056,7 +3056,7 @@ _FNG_BLOCK = 64
 
 
 @njit(parallel=True, fastmath={"contract", "reassoc"}, **_JIT)
-def _fng_kernel(X, T, tstride, W, offs, widths, xi, eta, hoff, dy, act, slope, sse, G):
+def _fng_kernel(X, T, tstride, W, offs, widths, xi, eta, hoff, inv_dy, act, slope, zero, noisy, sse, G):
     """Per chain (parallel) and per block of ``_FNG_BLOCK`` data rows: the frozen-noise forward
     pass through every layer, the residual, and the backward pass accumulating the gradient.
 
@@ -3066,6 +3066,12 @@ def _fng_kernel(X, T, tstride, W, offs, widths, xi, eta, hoff, dy, act, slope, s
     ``theta`` (each layer's ``(k, d + 1)`` block row-major). ``contract`` and ``reassoc`` let
     LLVM use FMAs and vectorise the sums over rows: each chain's arithmetic is still one fixed
     sequence (the same numbers for any thread count).
+
+    Compute dtype: that of the arrays (all float64, or all float32 with ``slope`` and ``zero`` of
+    that type — the mixed-precision interior of the HMC move); ``zero`` seeds the sums, so their
+    type is the arrays'; ``inv_dy = 1/Δ_y`` per chain. ``sse`` is accumulated in float64 either
+    way. ``noisy=False``: the noise-free network (``xi``, ``eta`` are not read; the MAP objective of
+    :func:`network_target`).
     """
     nc = W.shape[0]
     n = X.shape[0]
@@ -3075,15 +3081,15 @@ def _fng_kernel(X, T, tstride, W, offs, widths, xi, eta, hoff, dy, act, slope, s
         wmax = max(wmax, widths[m])
     BK = _FNG_BLOCK
     for c in prange(nc):
-        Hb = np.empty((L, wmax, BK))     # Hb[m]: the block's inputs of layer m, unit-major
-        Zb = np.empty((L, wmax, BK))     # Zb[m]: pre-activations of layer m (the output for m = L - 1)
-        D1 = np.empty((wmax, BK))
-        D2 = np.empty((wmax, BK))
+        Hb = np.empty((L, wmax, BK), dtype=W.dtype)     # Hb[m]: the block's inputs of layer m, unit-major
+        Zb = np.empty((L, wmax, BK), dtype=W.dtype)     # Zb[m]: pre-activations of layer m (the output for m = L - 1)
+        D1 = np.empty((wmax, BK), dtype=W.dtype)
+        D2 = np.empty((wmax, BK), dtype=W.dtype)
         g = G[c]
         for p in range(g.shape[0]):
-            g[p] = 0.0
+            g[p] = zero
         s = 0.0
-        inv_dy = 1.0 / dy[c]
+        idy = inv_dy[c]
         tc = c * tstride
         d0 = widths[0]
         for r0 in range(0, n, BK):
@@ -3115,20 +3121,25 @@ def _fng_kernel(X, T, tstride, W, offs, widths, xi, eta, hoff, dy, act, slope, s
                         for r in range(B):
                             Zb[m, j, r] += wjq * Hb[m, q, r]
                         q += 1
-                if m < L - 1:
+                if m < L - 1 and noisy:
                     ho = hoff[m]
                     for j in range(k):
                         for r in range(B):
                             zz = Zb[m, j, r] + xi[c, r0 + r, ho + j]
                             Zb[m, j, r] = zz
-                            fz = zz if (act == 1 or zz > 0.0) else slope * zz
+                            fz = zz if (act == 1 or zz > zero) else slope * zz
                             Hb[m + 1, j, r] = fz + eta[c, r0 + r, ho + j]
+                elif m < L - 1:
+                    for j in range(k):
+                        for r in range(B):
+                            zz = Zb[m, j, r]
+                            Hb[m + 1, j, r] = zz if (act == 1 or zz > zero) else slope * zz
             dout = widths[L]
             for j in range(dout):
                 for r in range(B):
                     res = T[tc, r0 + r, j] - Zb[L - 1, j, r]
                     s += res * res
-                    D1[j, r] = res * inv_dy
+                    D1[j, r] = res * idy
             Dl = D1
             Dn = D2
             for m in range(L - 1, -1, -1):
@@ -3137,16 +3148,16 @@ def _fng_kernel(X, T, tstride, W, offs, widths, xi, eta, hoff, dy, act, slope, s
                 o = offs[m]
                 for j in range(k):
                     row = o + j * (d + 1)
-                    acc = 0.0
+                    acc = zero
                     for r in range(B):
                         acc += Dl[j, r]
                     g[row + d] += acc
                     q = 0
                     while q + 4 <= d:               # four inputs per pass: Dl[j] loaded once
-                        a0 = 0.0
-                        a1 = 0.0
-                        a2 = 0.0
-                        a3 = 0.0
+                        a0 = zero
+                        a1 = zero
+                        a2 = zero
+                        a3 = zero
                         for r in range(B):
                             dr = Dl[j, r]
                             a0 += dr * Hb[m, q, r]
@@ -3159,7 +3170,7 @@ def _fng_kernel(X, T, tstride, W, offs, widths, xi, eta, hoff, dy, act, slope, s
                         g[row + q + 3] += a3
                         q += 4
                     while q < d:
-                        acc = 0.0
+                        acc = zero
                         for r in range(B):
                             acc += Dl[j, r] * Hb[m, q, r]
                         g[row + q] += acc
@@ -3167,7 +3178,7 @@ def _fng_kernel(X, T, tstride, W, offs, widths, xi, eta, hoff, dy, act, slope, s
                 if m > 0:
                     for q in range(d):
                         for r in range(B):
-                            Dn[q, r] = 0.0
+                            Dn[q, r] = zero
                     for j in range(k):
                         row = o + j * (d + 1)
                         for q in range(d):
@@ -3176,39 +3187,71 @@ def _fng_kernel(X, T, tstride, W, offs, widths, xi, eta, hoff, dy, act, slope, s
                                 Dn[q, r] += wjq * Dl[j, r]
                     for q in range(d):
                         for r in range(B):
-                            if act != 1 and Zb[m - 1, q, r] <= 0.0:
+                            if act != 1 and Zb[m - 1, q, r] <= zero:
                                 Dn[q, r] = slope * Dn[q, r]
                     Dl, Dn = Dn, Dl
         sse[c] = s
 
 
-def frozen_noise_target(X, T, xi, eta, dy, widths, act, slope):
+def frozen_noise_target(X, T, xi, eta, dy, widths, act, slope, compute="float64"):
     """Numba :func:`blockbayes.kernels.frozen_noise_target` (NumPy arrays, validated arguments,
-    ``X`` 2-D): the inputs converted once; returns ``theta ↦ (sse, grad)`` in float64."""
-    f64 = np.float64
-    wd = _ro(np.asarray(widths, dtype=np.int64))
+    ``X`` 2-D): the inputs converted once to the compute dtype (``"float64"`` or ``"float32"``);
+    returns ``theta ↦ (sse, grad)``, ``sse`` float64 (accumulated in float64 either way), ``grad``
+    in the compute dtype."""
+    ft = np.dtype(compute).type
+    wd, offs, hoff = _layer_offsets(widths)
+    # a target shared by the chains (a broadcast view) is read from its first chain
+    tstride = 0 if (T.shape[0] == 1 or T.strides[0] == 0) else 1
+    Tk = _ro(np.ascontiguousarray(T[:1] if tstride == 0 else T, dtype=ft))
+    Xk = _ro(np.ascontiguousarray(X, dtype=ft))
+    xk = _ro(np.ascontiguousarray(xi, dtype=ft))
+    ek = _ro(np.ascontiguousarray(eta, dtype=ft))
+    idy = _ro((1.0 / np.asarray(dy, dtype=np.float64)).astype(ft))      # 1/Δ_y in float64, then rounded
+    act, slope, zero = int(act), ft(slope), ft(0.0)
+
+    def target(theta):
+        nc = theta.shape[0]
+        sse = np.empty(nc)
+        G = np.empty((nc, theta.shape[1]), dtype=ft)
+        _fng_kernel(Xk, Tk, tstride, _ro(np.ascontiguousarray(theta, dtype=ft)), offs, wd, xk, ek, hoff, idy,
+                    act, slope, zero, True, sse, G)
+        return sse, G
+
+    return target
+
+
+def _layer_offsets(widths):
+    """``(widths, offs, hoff)`` int64 arrays of :func:`_fng_kernel`: each layer's first weight in
+    ``theta`` and each hidden layer's first column in the stacked noises."""
+    wd = np.asarray(widths, dtype=np.int64)
     offs = np.zeros(len(widths) - 1, dtype=np.int64)
     hoff = np.zeros(max(len(widths) - 2, 1), dtype=np.int64)
     for m in range(1, len(widths) - 1):
         offs[m] = offs[m - 1] + wd[m] * (wd[m - 1] + 1)
     for m in range(1, len(widths) - 2):
         hoff[m] = hoff[m - 1] + wd[m]
-    # a target shared by the chains (a broadcast view) is read from its first chain
-    tstride = 0 if (T.shape[0] == 1 or T.strides[0] == 0) else 1
-    Tk = _ro(np.ascontiguousarray(T[:1] if tstride == 0 else T, dtype=f64))
-    Xk = _ro(np.ascontiguousarray(X, dtype=f64))
-    xk = _ro(np.ascontiguousarray(xi, dtype=f64))
-    ek = _ro(np.ascontiguousarray(eta, dtype=f64))
-    dk = _ro(np.ascontiguousarray(dy, dtype=f64))
-    offs, hoff = _ro(offs), _ro(hoff)
+    return _ro(wd), _ro(offs), _ro(hoff)
+
+
+def network_target(X, Y, widths, act, slope):
+    """Numba :func:`blockbayes.kernels.network_target` (NumPy, validated, float64): returns
+    ``theta (M, P) ↦ (sse (M,), G (M, P))`` with ``G = Σ_μ (y_μ − F_μ)ᵀ ∂F_μ/∂θ`` for any ``M``."""
+    wd, offs, hoff = _layer_offsets(widths)
+    Tk = _ro(np.ascontiguousarray(Y, dtype=np.float64)[None])
+    Xk = _ro(np.ascontiguousarray(X, dtype=np.float64))
+    none = _ro(np.zeros((1, 1, 1)))
     act, slope = int(act), float(slope)
+    ones = {}
 
     def target(theta):
-        nc = theta.shape[0]
-        sse = np.empty(nc)
-        G = np.empty((nc, theta.shape[1]))
-        _fng_kernel(Xk, Tk, tstride, _ro(np.ascontiguousarray(theta, dtype=f64)), offs, wd, xk, ek, hoff, dk,
-                    act, slope, sse, G)
+        M, P = theta.shape
+        idy = ones.get(M)
+        if idy is None:
+            idy = ones[M] = _ro(np.ones(M))
+        sse = np.empty(M)
+        G = np.empty((M, P))
+        _fng_kernel(Xk, Tk, 0, _ro(np.ascontiguousarray(theta, dtype=np.float64)), offs, wd, none, none, hoff, idy,
+                    act, slope, 0.0, False, sse, G)
         return sse, G
 
     return target
@@ -3280,10 +3323,11 @@ def _symv_upper_kernel(A, V, Y):
             i += 1
 
 
-def symmetric_operator(A):
+def symmetric_operator(A, store="float64"):
     """Numba :func:`blockbayes.kernels.symmetric_operator` (NumPy ``(C, P, P)``, validated):
-    returns ``v ↦ A v`` for ``v`` of shape ``(C, P)``, float64, reading ``A``'s upper triangles."""
-    Ak = _ro(np.ascontiguousarray(A, dtype=np.float64))
+    returns ``v ↦ A v`` for ``v`` of shape ``(C, P)``, float64, reading ``A``'s upper triangles,
+    held in the ``store`` dtype (``"float32"``: half the traffic; products and sums in float64)."""
+    Ak = _ro(np.ascontiguousarray(A, dtype=np.dtype(store)))
     nc, P = A.shape[0], A.shape[1]
 
     def apply(v):

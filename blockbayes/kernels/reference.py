@@ -341,21 +341,23 @@ def _frozen_dact(xp, Z, act: int, slope: float):
     return xp.where(Z > 0, xp.ones_like(Z), xp.full_like(Z, slope))
 
 
-def frozen_noise_target(X, T, xi, eta, dy, widths, act: int, slope: float):
+def frozen_noise_target(X, T, xi, eta, dy, widths, act: int, slope: float, compute="float64"):
     """Reference :func:`blockbayes.kernels.frozen_noise_target` (arguments validated): returns
-    ``theta ↦ (sse, grad)`` of the data term, float64, whole-array Array-API code."""
-    return lambda theta: _frozen_noise_gradient(theta, X, T, xi, eta, dy, widths, act, slope)
+    ``theta ↦ (sse, grad)`` of the data term in the ``compute`` dtype (``sse`` summed in float64),
+    whole-array Array-API code."""
+    return lambda theta: _frozen_noise_gradient(theta, X, T, xi, eta, dy, widths, act, slope, compute)
 
 
-def _frozen_noise_gradient(theta, X, T, xi, eta, dy, widths, act: int, slope: float):
-    """``(sse, grad)`` of the data term at ``theta``, float64 (:func:`frozen_noise_target`).
+def _frozen_noise_gradient(theta, X, T, xi, eta, dy, widths, act: int, slope: float, compute="float64"):
+    """``(sse, grad)`` of the data term at ``theta`` in the ``compute`` dtype (:func:`frozen_noise_target`;
+    ``sse``: the float64 sum of the squared residuals).
 
     Forward: ``Z^{m+1} = X̃^m W^{m⊤} + ξ^m``, ``X^{m+1} = f(Z^{m+1}) + η^m``, ``out = X̃^{L−1} W^{L−1⊤}``;
     ``sse_c = ‖T_c − out_c‖²``; backward: ``δ^L = (T − out)/Δ_y``,
     ``∇_{W^m} = δ^{m+1⊤} X̃^m``, ``δ^m = (δ^{m+1} W^m_{:, :−1}) ⊙ f'(Z^m)``.
     """
     xp = namespace(theta, X, T, xi, eta)
-    f64 = xp.float64
+    f64 = getattr(xp, compute)
     nc = theta.shape[0]
     L = len(widths) - 1
     th = xp.astype(theta, f64)
@@ -376,7 +378,8 @@ def _frozen_noise_gradient(theta, X, T, xi, eta, dy, widths, act: int, slope: fl
         ho += k
     out = xp.matmul(H, xp.matrix_transpose(Ws[-1][..., :-1])) + Ws[-1][:, None, :, -1]
     R = xp.astype(T, f64) - out
-    sse = xp.sum(R * R, axis=(-2, -1))
+    R64 = R if compute == "float64" else xp.astype(R, xp.float64)
+    sse = xp.sum(R64 * R64, axis=(-2, -1))
     delta = R / xp.reshape(xp.astype(dy, f64), (nc, 1, 1))
     grads = [None] * L
     for m in range(L - 1, -1, -1):
@@ -391,8 +394,27 @@ def _frozen_noise_gradient(theta, X, T, xi, eta, dy, widths, act: int, slope: fl
     return sse, xp.concat(grads, axis=-1)
 
 
-def symmetric_operator(A):
+def network_target(X, Y, widths, act: int, slope: float):
+    """Reference :func:`blockbayes.kernels.network_target`: :func:`_frozen_noise_gradient` with zero
+    noises and ``Δ_y = 1`` (float64)."""
+    xp = namespace(X, Y)
+    H = sum(widths[1:-1])
+
+    def target(theta):
+        M, dev = theta.shape[0], device_of(X)
+        z = xp.zeros((M, X.shape[0], H), dtype=xp.float64, device=dev)
+        return _frozen_noise_gradient(theta, X, Y[None, ...], z, z, xp.ones((M,), dtype=xp.float64, device=dev),
+                                      widths, act, slope)
+
+    return target
+
+
+def symmetric_operator(A, store="float64"):
     """Reference :func:`blockbayes.kernels.symmetric_operator`: ``v ↦ A v`` by a dense batched
-    matrix product (both triangles read), in ``A``'s namespace and dtype."""
+    matrix product (both triangles read), in ``A``'s namespace and dtype; ``store="float32"``:
+    ``A`` held and multiplied in float32 (on a GPU, the fast path)."""
     xp = namespace(A)
-    return lambda v: xp.matmul(A, v[..., None])[..., 0]
+    if store == "float64" or A.dtype == xp.float32:
+        return lambda v: xp.matmul(A, v[..., None])[..., 0]
+    As = xp.astype(A, xp.float32)
+    return lambda v: xp.astype(xp.matmul(As, xp.astype(v, xp.float32)[..., None])[..., 0], v.dtype)
