@@ -217,6 +217,8 @@ def main(argv=None):
         return
     arms = a.arms
     base = arms[0]
+    for arm in arms:                     # compile every arm's kernels before timing (a fresh cache takes ~1 min)
+        whole_run(names[0], a.chains[0], 3, 2, arm)
     print("\n| set | C | sweeps | " + " | ".join(f"{k}: wall s (each rep)" for k in arms) + " | "
           + " | ".join(f"{k} / {base}" for k in arms[1:]) + " | RMSE " + " / ".join(arms) + " | accept "
           + " / ".join(arms) + " |")

@@ -54,9 +54,10 @@ taken off), 0.58 on digits (``[64, 32, 10]``, 2 chains, 500 sweeps; 254 s), so t
 minutes of move on one core. The issue-15 user path is under it on Yacht (3.6e10), Energy
 (7.9e10), Boston (1.2e11), Concrete (9.5e10) and Wine (1.8e11), and over it on Naval (1.4e12) and
 Protein (3.1e12); the demo (4 chains, 1500 sweeps, ``[20, 10, 1]``, n = 2000) is at 9.6e10.
-Since session 19 the move's forward/backward pass is one fused kernel (design note 57), so a unit
-takes less time than this calibration says; the cap is kept as a count of units, so that the same
-call still makes the same decision."""
+Since session 19 the move's forward/backward pass is one fused kernel (design note 57), and since
+session 20 its interior steps run in float32 (note 58), so a unit takes less time than this
+calibration says; the cap is kept as a count of units, so that the same call still makes the same
+decision."""
 
 GN_UNIT_WEIGHT = 1.0 / 30.0
 """Cost of one multiply-add of the Gauss–Newton accumulation (a large matrix product) relative to

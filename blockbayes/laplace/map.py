@@ -924,6 +924,9 @@ def _flat_objective(obj, net, X, n):
     them)."""
     anch = obj.anchor is not None or obj.Ym is not None
     xpX, shapes, dev = namespace(X), tuple(net.weight_shapes()), device_of(X)
+    fused = _fused_gaussian_objective(obj, net, X, n)
+    if fused is not None:
+        return fused
     if obj.host:
         # NumPy: the layers are views of the host vector (float64) or cast copies, and the gradient
         # is joined straight into float64 — the values of the general path below
@@ -948,6 +951,41 @@ def _flat_objective(obj, net, X, n):
             E, g, _ = obj(_unflatten_batch(v, net, X, xp=xpX, shapes=shapes, device=dev),
                           rows=idx if anch else None)
             return np.asarray(to_numpy(E), dtype=np.float64) / n, _flatten_batch(g) / n
+    return fun
+
+
+FUSED_ACTIVATIONS = ("relu", "leaky_relu", "identity")
+
+
+def _fused_gaussian_objective(obj, net, X, n):
+    """``fun`` of :func:`_flat_objective` through :func:`blockbayes.kernels.network_target` (one
+    fused Numba pass over the rows per evaluation; design note 59), or ``None`` where it does not
+    apply: it covers the plain Gaussian objective on NumPy float64 — fixed or profiled noise, no
+    smoothing stage, no anchors or per-member targets, (leaky) ReLU or identity hidden units —
+    which is every regression MAP fit, ensemble member and MAP start of the library's defaults.
+
+    ``E = E_noise(½ sse) + ½ Σ_j λ_j θ_j²`` with ``E_noise`` of :meth:`_Objective._gaussian_terms`
+    and ``∇E = −G/Δ_y + λ ⊙ θ`` (``G = −∇ sse / 2`` from the kernel); returns ``(E/n, ∇E/n)``. The
+    same values as the NumPy path to rounding (the tests bound the difference), not the same bits.
+    """
+    from ..kernels import network_target
+
+    if not (obj.host and obj.likelihood == "gaussian" and obj.beta is None and obj.anchor is None
+            and obj.Ym is None and X.dtype == np.float64 and X.ndim == 2 and net.activation in FUSED_ACTIVATIONS):
+        return None
+    data = network_target(X, obj.Y, net.widths, activation=net.activation, slope=net.slope)
+    lam = np.concatenate([np.tile(np.asarray(lv, dtype=np.float64), d) for lv, (d, _) in zip(obj.lam, obj.shapes)])
+    nC = obj.n * obj.C
+
+    def fun(v, idx):
+        sse, G = data(v)
+        E, _, scale = obj._gaussian_terms(np, 0.5 * sse, v.shape[0], nC)
+        grad = lam * v
+        grad -= np.asarray(scale, dtype=np.float64)[:, None] * G
+        E = E + 0.5 * np.sum(lam * v * v, axis=1)      # row by row: a member's E does not depend on M
+        grad /= n
+        return np.asarray(E, dtype=np.float64) / n, grad
+
     return fun
 
 
