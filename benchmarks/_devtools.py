@@ -11,7 +11,8 @@ scripts' CPU mode exercises the code path that a lent GPU will run:
 * :func:`sweep_bytes` — the least memory traffic of one Gibbs sweep (formula in its docstring);
 * :func:`fit_rows` — the largest ``n`` whose arrays fit in a memory budget;
 * :func:`make_problem`, :func:`sweep_timer` — teacher data generated *on* the device and
-  ``gibbs.step`` timed there.
+  ``gibbs.step`` timed there;
+* :func:`uci_available` — the UCI sets of a list found under the UCI root (the others reported).
 """
 from __future__ import annotations
 
@@ -256,3 +257,18 @@ def load() -> str:
         return f"{os.getloadavg()[0]:.2f}"
     except OSError:
         return "n/a"
+
+
+def uci_available(names) -> list:
+    """The names among ``names`` whose split 0 loads (:func:`blockbayes.datasets.uci`); the others are
+    reported as skipped (a benchmark runs on whatever data the machine has)."""
+    import blockbayes as bb
+
+    found = []
+    for name in names:
+        try:
+            bb.datasets.uci(name, 0)
+            found.append(name)
+        except (FileNotFoundError, OSError, ValueError) as exc:
+            print(f"skipping {name}: {exc}")
+    return found

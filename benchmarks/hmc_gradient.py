@@ -41,6 +41,7 @@ import warnings
 import numpy as np
 
 import blockbayes as bb
+from _devtools import uci_available
 from blockbayes import gibbs, kernels
 from blockbayes._backend import random as bbr
 from blockbayes.gibbs import hmc as H
@@ -187,13 +188,7 @@ def main(argv=None):
     ap.add_argument("--arms", nargs="+", choices=ARMS, default=["mixed", "float64"],
                     help="whole-run arms; the first is the one the others are divided by")
     a = ap.parse_args(argv)
-    names = []
-    for name in a.datasets:
-        try:
-            bb.datasets.uci(name, 0)
-            names.append(name)
-        except (FileNotFoundError, OSError, ValueError) as exc:
-            print(f"skipping {name}: {exc}")
+    names = uci_available(a.datasets)
     from blockbayes.kernels import cpu
     print(f"numba threads {cpu.get_num_threads()}")
     print("\n| set | n | P | C | fused µs | float32 µs | previous µs | reference µs | previous / fused | fused / float32 "

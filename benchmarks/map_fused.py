@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 import blockbayes as bb
+from _devtools import uci_available
 from blockbayes._backend import random as bbr
 from blockbayes.gibbs.starts import map_starts
 from blockbayes.laplace import map as MP
@@ -98,13 +99,7 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--skip-starts", action="store_true")
     a = ap.parse_args(argv)
-    names = []
-    for name in a.datasets:
-        try:
-            bb.datasets.uci(name, 0)
-            names.append(name)
-        except (FileNotFoundError, OSError, ValueError) as exc:
-            print(f"skipping {name}: {exc}")
+    names = uci_available(a.datasets)
     print(f"\n| set | n | fused ms / iteration | numpy ms / iteration | numpy / fused | iterations fused / numpy |")
     print("|---|---|---|---|---|---|")
     for name in names:

@@ -571,11 +571,7 @@ def frozen_noise_target(X, T, xi, eta, delta_y, widths, *, activation="relu", sl
             raise ValueError(f"{name_} must have shape ({nc}, {n}, {Hw}), got {tuple(v.shape)}")
     for v in (X, T, xi, eta, delta_y):
         _common.float_name(v.dtype)
-    if activation not in _common.ACTIVATIONS:
-        raise ValueError(f"activation must be one of {tuple(_common.ACTIVATIONS)}, got {activation!r}")
-    act = _common.ACTIVATIONS[activation]
-    slope = {"identity": 1.0, "relu": 0.0}.get(activation) if activation != "leaky_relu" else \
-        _common.check_slope(slope)
+    act, slope = _activation_code(activation, slope)
     _check_precision(precision)
     name = _choose(xp, impl)
     if name == "cuda" or (name == "cpu" and X.ndim == 3):
@@ -585,10 +581,7 @@ def frozen_noise_target(X, T, xi, eta, delta_y, widths, *, activation="relu", sl
     def target(theta):
         if theta.ndim != 2 or tuple(theta.shape) != (nc, P):
             raise ValueError(f"theta must have shape ({nc}, {P}) for widths {widths}, got {tuple(theta.shape)}")
-        sse, grad = inner(theta)
-        if name == "cpu":
-            return xp.asarray(sse, dtype=theta.dtype), xp.asarray(grad, dtype=theta.dtype)
-        return xp.astype(sse, theta.dtype), xp.astype(grad, theta.dtype)
+        return _in_dtype(xp, name, inner(theta), theta.dtype)
 
     return target
 
@@ -639,11 +632,7 @@ def network_target(X, Y, widths, *, activation="relu", slope=0.0, impl=None):
         raise ValueError(f"Y must have shape ({X.shape[0]}, {widths[-1]}), got {tuple(Y.shape)}")
     for v in (X, Y):
         _common.float_name(v.dtype)
-    if activation not in _common.ACTIVATIONS:
-        raise ValueError(f"activation must be one of {tuple(_common.ACTIVATIONS)}, got {activation!r}")
-    act = _common.ACTIVATIONS[activation]
-    slope = {"identity": 1.0, "relu": 0.0}.get(activation) if activation != "leaky_relu" else \
-        _common.check_slope(slope)
+    act, slope = _activation_code(activation, slope)
     name = _choose(xp, impl)
     if name == "cuda":
         name = "reference"
@@ -652,12 +641,27 @@ def network_target(X, Y, widths, *, activation="relu", slope=0.0, impl=None):
     def target(theta):
         if theta.ndim != 2 or theta.shape[1] != P:
             raise ValueError(f"theta must have shape (M, {P}) for widths {widths}, got {tuple(theta.shape)}")
-        sse, G = inner(theta)
-        if name == "cpu":
-            return xp.asarray(sse, dtype=theta.dtype), xp.asarray(G, dtype=theta.dtype)
-        return xp.astype(sse, theta.dtype), xp.astype(G, theta.dtype)
+        return _in_dtype(xp, name, inner(theta), theta.dtype)
 
     return target
+
+
+def _activation_code(activation, slope):
+    """``(act, slope)`` of the frozen-noise kernels: ``act`` 0 for the (leaky) ReLU, 1 for the identity;
+    the negative-side slope (0 for the ReLU, 1 for the identity, checked for the leaky ReLU)."""
+    if activation not in _common.ACTIVATIONS:
+        raise ValueError(f"activation must be one of {tuple(_common.ACTIVATIONS)}, got {activation!r}")
+    s = {"identity": 1.0, "relu": 0.0}.get(activation) if activation != "leaky_relu" else _common.check_slope(slope)
+    return _common.ACTIVATIONS[activation], s
+
+
+def _in_dtype(xp, name, pair, dtype):
+    """The pair ``(sse, grad)`` of an implementation ``name`` in ``dtype`` (the Numba path hands back host
+    float arrays; the references arrays of ``xp``)."""
+    a, b = pair
+    if name == "cpu":
+        return xp.asarray(a, dtype=dtype), xp.asarray(b, dtype=dtype)
+    return xp.astype(a, dtype), xp.astype(b, dtype)
 
 
 def _check_precision(precision):
