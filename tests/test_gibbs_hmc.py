@@ -178,6 +178,48 @@ def test_mixed_rule_is_reversible_for_any_interior_force(symmetric):
         assert err > 1e-4
 
 
+def test_mixed_precision_leapfrog_on_every_backend(backend):
+    """The mixed and float64 dynamics on every backend of the matrix (the reference kernels run there,
+    the GPU's path; the Numba kernels on NumPy): one trajectory from the same start lands where the
+    NumPy float64 trajectory does, to float32 rounding for the mixed rule (and to the backend dtype's
+    rounding for float64), on the backend's device and dtype, with the end's log π exact for its dtype."""
+    from blockbayes.gibbs import hmc
+
+    X0, y0 = sine_data()
+    net = bb.MLP([3, 4, 2, 1], "relu", prior_prec=1.0, delta={"Z": 1e-3, "X": 1e-3, "y": 0.5})
+    st0 = gibbs.init(bbr.key(2), net, X0, y0, num_chains=2, init="prior")
+    ms0 = JointHMCMove().init(st0, net, X0, y0)
+    th0 = flatten_weights(st0.weights)
+    p0 = np.random.default_rng(3).standard_normal(th0.shape)
+    eps = np.full(2, 0.05)
+
+    def run(xp_arr, precision):
+        X, y = xp_arr(X0), xp_arr(y0)
+        st = st0._replace(**{f: (tuple(xp_arr(a) for a in getattr(st0, f)) if isinstance(getattr(st0, f), tuple)
+                                 else xp_arr(getattr(st0, f)))
+                             for f in ("weights", "pre", "post", "delta_y", "lam_w", "lam_b")})
+        T = gibbs.output_targets(net, y, None, 2, X)
+        xi, eta = frozen_noises(st, net, X, 0)
+        dyn = hmc.prepare_dynamics(net, X, T, xi, eta, prior_precision_vector(st, net), st.delta_y,
+                                   xp_arr(ms0.inv_mass), precision)
+        th = xp_arr(th0)
+        lp, g, _ = dyn.target(th)
+        H0 = hmc.kinetic(xp_arr(p0), dyn.inv_mass) - lp
+        thK, lpK, _, _, _, div = hmc.leapfrog(dyn, th, lp, g, xp_arr(p0), xp_arr(eps), 7, H0)
+        return thK, lpK, div, dyn
+
+    want, lp_want, _, _ = run(np.asarray, "float64")
+    for precision in ("mixed", "float64"):
+        thK, lpK, div, dyn = run(backend.asarray, precision)
+        assert thK.dtype == backend.dtype and not bool(backend.to_numpy(div).any())
+        got = backend.to_numpy(thK)
+        tol = 1e-4 if (precision == "mixed" or backend.dtype_name == "float32") else 1e-10
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max())
+        np.testing.assert_array_equal(backend.to_numpy(lpK), backend.to_numpy(dyn.target(thK)[0]))
+        if precision == "mixed" and backend.dtype_name == "float64":      # the interior really is float32
+            assert not np.array_equal(backend.to_numpy(dyn.interior(thK)[1]), backend.to_numpy(dyn.target(thK)[1]))
+
+
 def test_run_with_joint_hmc_learn_noise_and_probit():
     X, y = sine_data()
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-5, "X": 1e-5, "y": 0.1})
