@@ -616,19 +616,27 @@ def leapfrog(dyn: Dynamics, theta, lp, grad, p, eps, steps: int, H0):
     div = xp.zeros(lp.shape, dtype=xp.bool, device=device_of(theta))
     p = p + (0.5 * eps)[:, None] * grad
     th, lpp, gpf = theta, lp, grad
+    frozen = False                  # has any chain diverged yet (then the masked updates below)
     for s in range(steps):
         last = s == steps - 1
-        e_eff = xp.where(div, zero, eps)[:, None]
+        half = 0.5 if last else 1.0
+        e_eff = xp.where(div, zero, eps)[:, None] if frozen else eps[:, None]
         cand = th + e_eff * dyn.drift(p)
         lpc, gc, _ = (dyn.target if last else dyn.interior)(cand)
         div = div | ~xp.isfinite(lpc) | (-lpc - H0 > DIVERGENCE)
+        if not frozen and not bool(xp.any(div)):
+            # the usual step, no chain frozen: the masked updates below with every mask true (same values)
+            th, lpp, gpf = cand, lpc, gc
+            max_u = xp.maximum(max_u, -lpc)
+            p = p + half * eps[:, None] * gpf
+            continue
+        frozen = True
         keep = ~div
         kv = keep[:, None]
         th = xp.where(kv, cand, th)
         lpp = xp.where(keep, lpc, lpp)
         gpf = xp.where(kv, gc, gpf)
         max_u = xp.where(keep, xp.maximum(max_u, -lpc), max_u)
-        half = 0.5 if last else 1.0
         p = p + xp.where(kv, half * eps[:, None] * gpf, zero)
     return th, lpp, gpf, p, max_u, div
 
