@@ -535,8 +535,9 @@ def frozen_noise_target(X, T, xi, eta, delta_y, widths, *, activation="relu", sl
         ``"cuda"`` runs the reference on the GPU.
     precision : {"float64", "float32"}
         The arithmetic: ``"float32"`` rounds the data, the noises and ``theta`` to float32 and runs
-        the passes in float32 (``sse`` is still summed in float64) — about 1.3–1.5× faster on
-        this repository's CPU (design note 58), with a relative error of ~1e-7 in the gradient.
+        the passes in float32 (``sse`` is still summed in float64) — 1.14–1.32× faster per call at
+        the UCI shapes on this repository's CPU (design note 58), with a relative error of ~1e-7
+        in the gradient.
         What the HMC move's interior leapfrog kicks use (:class:`~blockbayes.gibbs.hmc.JointHMCMove`,
         ``precision="mixed"``): a force that is any deterministic function of the position keeps
         HMC exact, while the energies of the accept stay float64.
@@ -688,8 +689,8 @@ def symmetric_operator(A, *, impl=None, precision="float64"):
     impl : {None, "reference", "cpu", "cuda"}
         ``"cuda"`` runs the reference on the GPU.
     precision : {"float64", "float32"}
-        ``"float32"``: ``A`` is held rounded to float32 — half the memory traffic again, about
-        2× faster at HMC mass sizes (design note 58). The kernel multiplies the float32 entries
+        ``"float32"``: ``A`` is held rounded to float32 — half the matrix bytes again, 1.11–1.44×
+        faster at the UCI mass sizes (P = 401–751; design note 58). The kernel multiplies the float32 entries
         by the float64 ``v`` and sums in float64; the reference multiplies in float32. The HMC
         move's leapfrog drift uses it (``precision="mixed"``): any fixed linear drift keeps the
         integrator volume-preserving and reversible, and its kinetic energies stay float64.
