@@ -191,8 +191,8 @@ def main(argv=None):
     names = uci_available(a.datasets)
     from blockbayes.kernels import cpu
     print(f"numba threads {cpu.get_num_threads()}")
-    print("\n| set | n | P | C | fused µs | float32 µs | previous µs | reference µs | previous / fused | fused / float32 "
-          "| max rel. diff of ∇ (float64 arms) | float32 vs fused |")
+    print("\n| set | n | P | C | fused µs | float32 µs | previous µs | reference µs | previous / fused "
+          "| fused / float32 | max rel. diff of ∇ (float64 arms) | float32 vs fused |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         for C in a.chains:

@@ -114,7 +114,8 @@ def main(argv=None):
     for name in names:
         w, obj = starts(name, a.chains, a.reps)
         fmt = lambda v: " / ".join(f"{x:.2f}" for x in v)
-        print(f"| {name} | {fmt(w['fused'])} | {fmt(w['numpy'])} | {np.median(w['numpy']) / np.median(w['fused']):.2f} | "
+        ratio = np.median(w["numpy"]) / np.median(w["fused"])
+        print(f"| {name} | {fmt(w['fused'])} | {fmt(w['numpy'])} | {ratio:.2f} | "
               f"{obj['fused'][0]:.4f} / {obj['numpy'][0]:.4f} | {obj['fused'][1]} / {obj['numpy'][1]} |", flush=True)
 
 

@@ -53,7 +53,8 @@ from ..kernels import frozen_noise_target, symmetric_operator
 from ..model import MLP
 
 __all__ = ["JointHMCMove", "JointHMCState", "WarmupSchedule", "joint_forward", "joint_log_target_and_grad",
-           "log_target_from_sse", "stack_noises", "joint_target", "Dynamics", "PRECISIONS", "prepare_dynamics", "leapfrog",
+           "log_target_from_sse", "stack_noises", "joint_target", "Dynamics", "PRECISIONS", "prepare_dynamics",
+           "leapfrog",
            "joint_gauss_newton_precision", "prior_precision_vector", "hmc_log_accept", "kinetic", "hmc_trajectories",
            "flatten_weights", "unflatten_weights", "num_params"]
 
