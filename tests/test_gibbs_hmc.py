@@ -125,6 +125,34 @@ def _mixed_problem(seed=2):
     return hmc, st, dyn, flatten_weights(st.weights)
 
 
+def test_held_drift_matrix_follows_the_mass():
+    """``JointHMCState.drift`` is ``M⁻¹`` rounded to float32 whenever the mass changes (init and the
+    warm-up refreshes), ``None`` for ``precision="float64"``; the drift it gives equals the one
+    rounded at call time, bit for bit, in float64."""
+    from blockbayes.gibbs import hmc
+
+    X, y = sine_data()
+    net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
+    st = gibbs.init(bbr.key(1), net, X, y, num_chains=2, init="prior")
+    move = JointHMCMove(leapfrog=3, refresh_every=2, average_from=1.0, terminal=0.0)
+    ms = move.init(st, net, X, y, num_warmup=6)
+    assert JointHMCMove(precision="float64").init(st, net, X, y).drift is None
+    changed = 0
+    for k in range(5):
+        old = ms.inv_mass
+        st, ms = move.step(bbr.key(10 + k), ms, st, net, X, y, warmup=True)
+        changed += ms.inv_mass is not old
+        np.testing.assert_array_equal(ms.drift, ms.inv_mass.astype(np.float32))
+    assert changed >= 2                                              # the refreshes did happen
+    v = np.random.default_rng(0).standard_normal((2, ms.inv_mass.shape[-1]))
+    T = gibbs.output_targets(net, y, None, 2, X)
+    xi, eta = frozen_noises(st, net, X, 0)
+    args = (net, X, T, xi, eta, prior_precision_vector(st, net), st.delta_y, ms.inv_mass, "mixed")
+    held = hmc.prepare_dynamics(*args, drift=ms.drift).drift(v)
+    assert held.dtype == np.float64
+    np.testing.assert_array_equal(held, hmc.prepare_dynamics(*args).drift(v))
+
+
 def test_mixed_precision_dynamics_float64_at_the_ends():
     """``precision="mixed"``: the interior force and the drift are the float32 ones (close to, not
     equal to, float64); the end point's ``log π`` and force are the float64 target's exactly, and so

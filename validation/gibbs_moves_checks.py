@@ -87,7 +87,7 @@ def install_move_twin(name):
     module = gibbs_moves
     if name == "hmc_no_kinetic":
         module, attr = gibbs_hmc, "hmc_log_accept"
-        new = lambda lp0, lp1, p0, p1, inv_mass: lp1 - lp0
+        new = lambda lp0, lp1, k0, k1: lp1 - lp0
     elif name == "hmc_no_prior":
         module, attr = gibbs_hmc, "log_target_from_sse"
         new = lambda theta, sse, lam, dy: -sse / (2.0 * dy)
@@ -95,9 +95,9 @@ def install_move_twin(name):
         module, attr = gibbs_hmc, "hmc_trajectories"
         orig = gibbs_hmc.hmc_trajectories
 
-        def new(key, state, net, X, T, R_, inv_mass, *a):
-            Rn, Mn = gibbs_hmc._mass(state, net, X, 256, 1.0)
-            return orig(key, state, net, X, T, Rn, Mn, *a)
+        def new(key, state, net, X, T, R_, inv_mass, h, steps, trajectories, jitter, precision="float64", drift=None):
+            Rn, Mn = gibbs_hmc._mass(state, net, X, 256, 1.0)     # (the held float32 drift is of the old mass)
+            return orig(key, state, net, X, T, Rn, Mn, h, steps, trajectories, jitter, precision)
     elif name == "hmc_wrong_gradient":
         # the data term from the reference kernel with f'(Z) = 1 in its backprop (the forward
         # pass, and so log π, unchanged)

@@ -93,6 +93,10 @@ class JointHMCState(NamedTuple):
         Sum of ``log h`` over the second half of the terminal window.
     log_step_count : int
         How many were summed.
+    drift : array, shape (C, P, P), or None
+        ``M^{-1}`` rounded to float32, the drifts' matrix of ``precision="mixed"`` (derived from
+        ``inv_mass`` whenever the mass changes, so a trajectory call does not round it again);
+        ``None`` for ``precision="float64"``.
     """
 
     chol: object
@@ -107,6 +111,7 @@ class JointHMCState(NamedTuple):
     gn_count: int = 0
     log_step_sum: object = None
     log_step_count: int = 0
+    drift: object = None
 
 
 def flatten_weights(Ws):
@@ -261,9 +266,10 @@ def kinetic(p, inv_mass):
     return 0.5 * xp.sum(p * _mv(inv_mass, p), axis=-1)
 
 
-def hmc_log_accept(lp0, lp1, p0, p1, inv_mass):
-    """``log α = log π(θ') − K(p') − log π(θ) + K(p)``, shape ``(C,)`` (:func:`kinetic`)."""
-    return lp1 - kinetic(p1, inv_mass) - lp0 + kinetic(p0, inv_mass)
+def hmc_log_accept(lp0, lp1, k0, k1):
+    """``log α = log π(θ') − K(p') − log π(θ) + K(p)``, shape ``(C,)``, from the log targets and the
+    kinetic energies ``k0 = K(p)``, ``k1 = K(p')`` (:func:`kinetic`, computed once by the caller)."""
+    return lp1 - k1 - lp0 + k0
 
 
 class WarmupSchedule(NamedTuple):
@@ -455,7 +461,14 @@ class JointHMCMove(NamedTuple):
         R, Minv = _mass(state, net, X, self.chunk, self.prior_mass)
         ls = xp.full((C,), math.log(self.init_step), dtype=X.dtype, device=device_of(X))
         acc = xp.zeros((C,), dtype=X.dtype, device=device_of(X))
-        return JointHMCState(R, Minv, ls, 0, acc, None, 0, num_warmup)
+        return JointHMCState(R, Minv, ls, 0, acc, None, 0, num_warmup, drift=self._drift_matrix(Minv))
+
+    def _drift_matrix(self, inv_mass):
+        """:attr:`JointHMCState.drift` for ``inv_mass``: float32 for ``"mixed"``, ``None`` otherwise."""
+        if self.precision == "float64":
+            return None
+        xp = namespace(inv_mass)
+        return xp.astype(inv_mass, xp.float32)
 
     def step(self, key, mstate: JointHMCState, state: GibbsState, net: MLP, X, y, *, warmup: bool = False,
              final_warmup: bool = False):
@@ -473,7 +486,7 @@ class JointHMCMove(NamedTuple):
         h = xp.exp(mstate.log_step)
         state, rate = hmc_trajectories(key, state, net, X, T, mstate.chol, mstate.inv_mass, h,
                                        self.trajectory_length(mstate, warmup), self.trajectories, self.jitter,
-                                       self.precision)
+                                       self.precision, mstate.drift)
         if not warmup:
             acc_sum = rate if mstate.accept_sum is None else mstate.accept_sum + rate
             return state, mstate._replace(sweeps=mstate.sweeps + 1, accept=rate, accept_sum=acc_sum,
@@ -513,9 +526,10 @@ class JointHMCMove(NamedTuple):
                 R, Minv = _mass(state, net, X, self.chunk, self.prior_mass)
         if last and ls_n:
             log_step = ls_sum / ls_n                     # the kept h: mean log h of the window's second half
+        drift = mstate.drift if Minv is mstate.inv_mass else self._drift_matrix(Minv)
         return mstate._replace(chol=R, inv_mass=Minv, log_step=log_step, sweeps=sweeps, accept=rate,
                                gn_sum=None if last else gn_sum, gn_count=gn_n, log_step_sum=ls_sum,
-                               log_step_count=ls_n)
+                               log_step_count=ls_n, drift=drift)
 
     def summary(self, mstate: JointHMCState) -> dict:
         """JSON-able report: mean ``min(1, α)`` after warm-up, final step sizes, settings."""
@@ -579,7 +593,8 @@ class Dynamics(NamedTuple):
 PRECISIONS = ("mixed", "float64")
 
 
-def prepare_dynamics(net: MLP, X, T, xi, eta, lam, delta_y, inv_mass, precision: str = "float64") -> Dynamics:
+def prepare_dynamics(net: MLP, X, T, xi, eta, lam, delta_y, inv_mass, precision: str = "float64",
+                     drift=None) -> Dynamics:
     """:class:`Dynamics` for one :func:`hmc_trajectories` call.
 
     ``precision="float64"``: every force and drift in float64. ``"mixed"``: the interior kicks use
@@ -592,7 +607,8 @@ def prepare_dynamics(net: MLP, X, T, xi, eta, lam, delta_y, inv_mass, precision:
     reversal (the reversed trajectory visits the same interior points), so the proposal is a
     volume-preserving involution with the momentum flip; the accept uses the exact
     ``H = −log π + ½ pᵀM⁻¹p`` with ``p ~ N(0, M)``. Rounding only perturbs the dynamics
-    (relative ~1e-7), i.e. the acceptance, not the target.
+    (relative ~1e-7), i.e. the acceptance, not the target. ``drift``: ``M⁻¹`` already rounded to
+    float32 (:attr:`JointHMCState.drift`; ``None``: rounded here).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -601,7 +617,8 @@ def prepare_dynamics(net: MLP, X, T, xi, eta, lam, delta_y, inv_mass, precision:
     if precision == "float64":
         return Dynamics(target, target, inv, inv)
     interior = joint_target(net, X, T, xi, eta, lam, delta_y, precision="float32")
-    return Dynamics(target, interior, symmetric_operator(inv_mass, precision="float32"), inv)
+    lo = symmetric_operator(inv_mass if drift is None else drift, precision="float32")
+    return Dynamics(target, interior, lo, inv)
 
 
 def leapfrog(dyn: Dynamics, theta, lp, grad, p, eps, steps: int, H0):
@@ -644,12 +661,13 @@ def leapfrog(dyn: Dynamics, theta, lp, grad, p, eps, steps: int, H0):
 
 
 def hmc_trajectories(key, state: GibbsState, net: MLP, X, T, R, inv_mass, h, leapfrog_steps, trajectories, jitter,
-                     precision: str = "float64"):
+                     precision: str = "float64", drift=None):
     """``trajectories`` HMC transitions of all weights with frozen noises; returns ``(state, rate)``.
 
     ``rate``: mean over trajectories of ``min(1, α)`` (0 for a divergent one), shape ``(C,)``.
     The latents of the new state are those of the frozen-noise forward pass at the accepted
-    weights. ``precision``: ``"float64"`` or ``"mixed"`` (:func:`prepare_dynamics`).
+    weights. ``precision``: ``"float64"`` or ``"mixed"``; ``drift``: ``inv_mass`` rounded to
+    float32 if the caller holds it (:func:`prepare_dynamics`).
 
     Divergence (Stan's and NumPyro's rule, made symmetric): a trajectory ``θ_0 … θ_K`` is
     rejected when ``max_k U(θ_k) − min(H_0, H_K) > DIVERGENCE`` (``U = −log π``, ``H = U + K``) or
@@ -664,7 +682,7 @@ def hmc_trajectories(key, state: GibbsState, net: MLP, X, T, R, inv_mass, h, lea
     xi, eta = frozen_noises(state, net, X, 0)
     lam = prior_precision_vector(state, net)
     theta = flatten_weights(state.weights)
-    dyn = prepare_dynamics(net, X, T, xi, eta, lam, state.delta_y, inv_mass, precision)   # checked, converted once
+    dyn = prepare_dynamics(net, X, T, xi, eta, lam, state.delta_y, inv_mass, precision, drift)   # prepared once
     lp, gf, _ = dyn.target(theta)
     P = theta.shape[-1]
     k1, k2, k3 = bbr.split(key, 3)
@@ -678,11 +696,13 @@ def hmc_trajectories(key, state: GibbsState, net: MLP, X, T, R, inv_mass, h, lea
         for t in range(trajectories):
             eps = h * (1.0 + jitter * (2.0 * Uj[t] - 1.0))
             p0 = xp.matmul(R, E[t])[..., 0]                                # p ~ N(0, M)
-            H0 = kinetic(p0, dyn.inv_mass) - lp
+            k0 = kinetic(p0, dyn.inv_mass)
+            H0 = k0 - lp
             th, lpp, gpf, p, max_u, div = leapfrog(dyn, theta, lp, gf, p0, eps, leapfrog_steps, H0)
-            HK = kinetic(p, dyn.inv_mass) - lpp
+            kK = kinetic(p, dyn.inv_mass)
+            HK = kK - lpp
             div = div | ~xp.isfinite(HK) | (max_u - xp.minimum(H0, HK) > DIVERGENCE)
-            log_alpha = hmc_log_accept(lp, lpp, p0, p, dyn.inv_mass)
+            log_alpha = hmc_log_accept(lp, lpp, k0, kK)
             la = xp.where(div | ~xp.isfinite(log_alpha), xp.full_like(log_alpha, -math.inf), log_alpha)
             rate = rate + xp.exp(xp.minimum(la, zero))
             ok = xp.log(Ua[t]) < la

@@ -553,11 +553,7 @@ def frozen_noise_target(X, T, xi, eta, delta_y, widths, *, activation="relu", sl
     """
     xp = namespace(X, T, xi, eta, delta_y)
     same_device(X, T, xi, eta, delta_y)
-    widths = tuple(int(w) for w in widths)
-    if len(widths) < 2 or min(widths) < 1:
-        raise ValueError(f"widths must hold at least two positive widths, got {widths}")
-    L = len(widths) - 1
-    P = sum(widths[m + 1] * (widths[m] + 1) for m in range(L))
+    widths, P = _checked_widths(widths)
     if delta_y.ndim != 1:
         raise ValueError(f"delta_y must have shape (C,), got {tuple(delta_y.shape)}")
     nc = delta_y.shape[0]
@@ -623,10 +619,7 @@ def network_target(X, Y, widths, *, activation="relu", slope=0.0, impl=None):
     """
     xp = namespace(X, Y)
     same_device(X, Y)
-    widths = tuple(int(w) for w in widths)
-    if len(widths) < 2 or min(widths) < 1:
-        raise ValueError(f"widths must hold at least two positive widths, got {widths}")
-    P = sum(widths[m + 1] * (widths[m] + 1) for m in range(len(widths) - 1))
+    widths, P = _checked_widths(widths)
     if X.ndim != 2 or X.shape[1] != widths[0]:
         raise ValueError(f"X must have shape (n, {widths[0]}), got {tuple(X.shape)}")
     if Y.ndim != 2 or tuple(Y.shape) != (X.shape[0], widths[-1]):
@@ -645,6 +638,15 @@ def network_target(X, Y, widths, *, activation="relu", slope=0.0, impl=None):
         return _in_dtype(xp, name, inner(theta), theta.dtype)
 
     return target
+
+
+def _checked_widths(widths):
+    """``(widths, P)``: the layer widths as a tuple of ints (at least two, all positive) and the
+    weight count ``P = Σ_m d_{m+1}(d_m + 1)`` of the frozen-noise kernels' ``theta``."""
+    widths = tuple(int(w) for w in widths)
+    if len(widths) < 2 or min(widths) < 1:
+        raise ValueError(f"widths must hold at least two positive widths, got {widths}")
+    return widths, sum(widths[m + 1] * (widths[m] + 1) for m in range(len(widths) - 1))
 
 
 def _activation_code(activation, slope):
@@ -698,8 +700,10 @@ def symmetric_operator(A, *, impl=None, precision="float64"):
     Returns
     -------
     callable
-        ``v`` of shape ``(C, P)`` ↦ ``A v`` of shape ``(C, P)``, in ``A``'s namespace, device and
-        dtype (the kernel computes in float64).
+        ``v`` of shape ``(C, P)`` ↦ ``A v`` of shape ``(C, P)``, in ``A``'s namespace and device and
+        the dtype of ``A`` and ``v`` promoted (the kernel computes in float64; a float32 ``A``
+        already rounded, e.g. the HMC move's held drift matrix, applied to float64 ``v`` gives
+        float64).
     """
     xp = namespace(A)
     if A.ndim != 3 or A.shape[1] != A.shape[2]:
@@ -716,6 +720,6 @@ def symmetric_operator(A, *, impl=None, precision="float64"):
         if tuple(v.shape) != shape:
             raise ValueError(f"v must have shape {shape}, got {tuple(v.shape)}")
         out = inner(v)
-        return xp.asarray(out, dtype=A.dtype) if name == "cpu" else out
+        return xp.asarray(out, dtype=xp.result_type(A.dtype, v.dtype)) if name == "cpu" else out
 
     return apply

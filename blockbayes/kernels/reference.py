@@ -414,7 +414,7 @@ def symmetric_operator(A, store="float64"):
     matrix product (both triangles read), in ``A``'s namespace and dtype; ``store="float32"``:
     ``A`` held and multiplied in float32 (on a GPU, the fast path)."""
     xp = namespace(A)
-    if store == "float64" or A.dtype == xp.float32:
+    if store == "float64":
         return lambda v: xp.matmul(A, v[..., None])[..., 0]
-    As = xp.astype(A, xp.float32)
+    As = A if A.dtype == xp.float32 else xp.astype(A, xp.float32)
     return lambda v: xp.astype(xp.matmul(As, xp.astype(v, xp.float32)[..., None])[..., 0], v.dtype)
