@@ -43,7 +43,7 @@ def measure(net, X, y, Xt, start, *, chains, warmup, sweeps, seed, moves):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         r = gibbs.run(net, X, y, num_samples=sweeps, num_warmup=warmup, num_chains=chains, seed=seed, init=start,
-                      progress=False, moves=moves, store_log_joint=False, diagnose=False)
+                      progress=False, moves=moves, store_log_joint=False, diagnose=False, learn_noise=False)
     wall = time.perf_counter() - t0
     F = np.asarray(r.predict_samples(Xt))[..., 0]            # (C, S, n_test)
     ess = np.asarray(diagnostics.ess_bulk(F))

@@ -16,11 +16,13 @@ from ._backend import backend_name, device_of, move_like, namespace, recycle
 
 __all__ = [
     "MLP", "forward", "forward_layers", "activate", "augment", "chain_weights",
-    "ACTIVATIONS", "LIKELIHOODS"
+    "ACTIVATIONS", "LIKELIHOODS", "DEFAULT_DELTA", "resolve_learn_noise"
 ]
 
 ACTIVATIONS = ("relu", "identity", "leaky_relu")
 LIKELIHOODS = ("gaussian", "probit", "multinomial_probit", "onehot_gaussian")
+DEFAULT_DELTA = 1e-3
+"""Every noise variance ``Δ_Z``, ``Δ_X``, ``Δ_y`` of an :class:`MLP` the caller did not set (Piccioli et al.)."""
 
 
 def _positive(name, value) -> float:
@@ -64,8 +66,11 @@ class MLP:
     delta : float or mapping
         Noise variances of the noisy network: a float sets every ``Δ_Z``, ``Δ_X`` and ``Δ_y``;
         a mapping with keys among ``"Z"``, ``"X"``, ``"y"`` sets them separately (``"Z"``/``"X"``
-        a float or one value per hidden layer; a missing key means ``1e-3``). Default ``1e-3``
-        everywhere, the value of Piccioli et al.'s benchmarks.
+        a float or one value per hidden layer; a missing key means ``1e-3``). Default (``None``):
+        ``1e-3`` everywhere, the value of Piccioli et al.'s benchmarks. Whether ``Δ_y`` was given
+        (a float, or a mapping with ``"y"``) is kept as :attr:`delta_y_given`:
+        :func:`blockbayes.gibbs.run` learns the noise by default only when it was not (design
+        note 60).
 
     Attributes
     ----------
@@ -77,6 +82,10 @@ class MLP:
         ``Δ_Z^l`` and ``Δ_X^l`` for the hidden layers ``l = 2..L`` (length ``L - 1``).
     delta_y : float
         Output noise variance (fixed to 1 for the probit likelihoods).
+    delta_y_given : bool
+        ``Δ_y`` was set by the caller (``delta`` a float or a mapping with ``"y"``) rather than
+        left at its default; always ``True`` for the probit likelihoods (``Δ_y = 1`` is part of
+        the model there).
     """
 
     widths: tuple[int, ...]
@@ -84,15 +93,16 @@ class MLP:
     slope: float = 0.01
     likelihood: str = "gaussian"
     prior_prec: object = "fan_in"
-    delta: object = 1e-3
+    delta: object = None
     lam_w: tuple[float, ...] = field(init=False)
     lam_b: tuple[float, ...] = field(init=False)
     delta_z: tuple[float, ...] = field(init=False)
     delta_x: tuple[float, ...] = field(init=False)
     delta_y: float = field(init=False)
+    delta_y_given: bool = field(init=False)
 
     def __init__(self, widths, activation="relu", *, slope=0.01, likelihood="gaussian",
-                 prior_prec="fan_in", delta=1e-3):
+                 prior_prec="fan_in", delta=None):
         if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
             raise TypeError("widths must be a sequence of positive ints, e.g. [d_in, 50, 1]")
         ws = []
@@ -138,18 +148,22 @@ class MLP:
         else:
             raise TypeError(f"prior_prec must be 'fan_in', a number or a sequence, got {type(prior_prec).__name__}")
         # noise variances
-        if isinstance(delta, Mapping):
+        given_y = delta is not None and (not isinstance(delta, Mapping) or "y" in delta)
+        if delta is None:
+            dz, dx, dy = (DEFAULT_DELTA,) * (L - 1), (DEFAULT_DELTA,) * (L - 1), DEFAULT_DELTA
+        elif isinstance(delta, Mapping):
             bad = set(delta) - {"Z", "X", "y"}
             if bad:
                 raise ValueError(f"delta mapping keys must be among 'Z', 'X', 'y'; got {sorted(bad)}")
-            dz = _per_layer("delta['Z']", delta.get("Z", 1e-3), L - 1)
-            dx = _per_layer("delta['X']", delta.get("X", 1e-3), L - 1)
-            dy = _positive("delta['y']", delta.get("y", 1e-3))
+            dz = _per_layer("delta['Z']", delta.get("Z", DEFAULT_DELTA), L - 1)
+            dx = _per_layer("delta['X']", delta.get("X", DEFAULT_DELTA), L - 1)
+            dy = _positive("delta['y']", delta.get("y", DEFAULT_DELTA))
         else:
             d = _positive("delta", delta)
             dz, dx, dy = (d,) * (L - 1), (d,) * (L - 1), d
         if likelihood in ("probit", "multinomial_probit"):
             dy = 1.0  # not identifiable jointly with the weight scale (MATH.md §B.1)
+            given_y = True
         if likelihood == "probit" and ws[-1] != 1:
             raise ValueError(f"likelihood='probit' needs one output unit, got widths[-1]={ws[-1]}")
         if likelihood == "multinomial_probit" and ws[-1] < 2:
@@ -167,6 +181,7 @@ class MLP:
         set_(self, "delta_z", dz)
         set_(self, "delta_x", dx)
         set_(self, "delta_y", dy)
+        set_(self, "delta_y_given", bool(given_y))
 
     def __hash__(self):
         return hash((self.widths, self.activation, self.slope, self.likelihood, self.lam_w,
@@ -216,6 +231,33 @@ class MLP:
                 + (f", slope={self.slope}" if self.activation == "leaky_relu" else "")
                 + f", likelihood={self.likelihood!r}, lam_w={self.lam_w}, lam_b={self.lam_b}, "
                 f"delta_z={self.delta_z}, delta_x={self.delta_x}, delta_y={self.delta_y})")
+
+
+def _is_bool(v) -> bool:
+    """A Python bool or a 0-d boolean array scalar (NumPy's ``np.True_``; no array import here)."""
+    return isinstance(v, bool) or (getattr(v, "shape", None) == () and getattr(getattr(v, "dtype", None), "kind", "")
+                                   == "b")
+
+
+def resolve_learn_noise(net: MLP, learn_noise) -> bool:
+    """The ``learn_noise`` a sampler uses for ``net`` (design note 60).
+
+    ``None`` (the samplers' default): ``True`` for a Gaussian likelihood whose ``Δ_y`` the caller
+    did not set (``net.delta_y_given`` false, e.g. ``MLP([d, 50, 1])``), else ``False`` — a noise
+    the user did not choose is learned, one the user wrote down is kept. A bool passes through.
+
+    Raises
+    ------
+    TypeError
+        ``net`` not an :class:`MLP`; ``learn_noise`` neither ``None`` nor a bool.
+    """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a blockbayes.MLP, got {type(net).__name__}")
+    if learn_noise is None:
+        return net.likelihood == "gaussian" and not net.delta_y_given
+    if not _is_bool(learn_noise):
+        raise TypeError(f"learn_noise must be True, False or None (the default rule), got {learn_noise!r}")
+    return bool(learn_noise)
 
 
 def activate(xp, Z, activation: str, slope: float = 0.0):

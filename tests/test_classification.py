@@ -64,7 +64,7 @@ def test_bad_labels_are_clear_errors(bad, exc, match):
     X, lab = _blobs(K=3)
     net = bb.MLP([4, 5, 3], "relu", likelihood="multinomial_probit")
     with pytest.raises(exc, match=match):
-        gibbs.run(net, X, bad(lab), num_samples=2, progress=False, init="prior")
+        gibbs.run(net, X, bad(lab), num_samples=2, progress=False, init="prior", num_warmup=0, num_chains=1)
 
 
 def test_probit_rejects_learn_noise_and_bad_widths():
@@ -73,12 +73,14 @@ def test_probit_rejects_learn_noise_and_bad_widths():
         bb.MLP([4, 5, 2], likelihood="probit")
     net = bb.MLP([4, 5, 1], likelihood="probit")
     with pytest.raises(ValueError, match="learn_noise"):
-        gibbs.run(net, X, lab, num_samples=2, learn_noise=True, progress=False, init="prior")
+        gibbs.run(net, X, lab, num_samples=2, learn_noise=True, progress=False, init="prior",
+                  num_warmup=0, num_chains=1)
 
 
 def test_predict_proba_on_regression_net_is_an_error():
     X, lab = _blobs()
-    res = gibbs.run(bb.MLP([4, 3, 1]), X, X[:, 0].copy(), num_samples=2, progress=False, init="prior")
+    res = gibbs.run(bb.MLP([4, 3, 1]), X, X[:, 0].copy(), num_samples=2, progress=False, init="prior",
+                    num_warmup=0, num_chains=1, learn_noise=False)
     with pytest.raises(ValueError, match="regression"):
         res.predict_proba(X)
 

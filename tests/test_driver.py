@@ -342,11 +342,12 @@ def test_gibbs_ctrl_c_returns_a_valid_truncated_result(monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    full = bb.gibbs.run(net, X, y, num_samples=8, num_warmup=1, num_chains=2, seed=4, progress=False, diagnose=False, init="prior")
+    full = bb.gibbs.run(net, X, y, num_samples=8, num_warmup=1, num_chains=2, seed=4, progress=False, diagnose=False,
+                        init="prior", learn_noise=False)
     monkeypatch.setattr(bb.gibbs.kernel, "step", interrupting)
     with pytest.warns(RunInterrupted, match="returning the 4 kept samples"):
         res = bb.gibbs.run(net, X, y, num_samples=8, num_warmup=1, num_chains=2, seed=4, progress=False,
-                           diagnose=False, init="prior")
+                           diagnose=False, init="prior", learn_noise=False)
     assert res.config["interrupted"] and res.config["num_samples"] == 4
     assert res.weights[0].shape == (2, 4) + net.weight_shapes()[0]
     np.testing.assert_array_equal(res.weights[1], full.weights[1][:, :4])

@@ -40,7 +40,8 @@ NETS = [
 def test_run_shapes_dtypes_and_no_mutation(net, dtype):
     X, y = _data(dtype=dtype)
     X0, y0 = X.copy(), y.copy()
-    res = gibbs.run(net, X, y, num_samples=7, num_warmup=3, num_chains=2, thin=2, seed=0, progress=False, init="prior")
+    res = gibbs.run(net, X, y, num_samples=7, num_warmup=3, num_chains=2, thin=2, seed=0, progress=False, init="prior",
+                    learn_noise=False)
     assert np.array_equal(X, X0) and np.array_equal(y, y0)
     assert len(res.weights) == net.num_layers
     for W, (do, di) in zip(res.weights, net.weight_shapes()):
@@ -61,7 +62,8 @@ def test_array_api_strict_backend_runs_the_same_code():
     xps = pytest.importorskip("array_api_strict")
     X, y = _data()
     net = bb.MLP([3, 4, 1], "relu", delta=0.05)
-    res = gibbs.run(net, xps.asarray(X), xps.asarray(y), num_samples=4, num_chains=2, seed=3, progress=False, init="prior")
+    res = gibbs.run(net, xps.asarray(X), xps.asarray(y), num_samples=4, num_chains=2, seed=3, progress=False,
+                    init="prior", num_warmup=0, learn_noise=False)
     assert bb._backend.namespace(res.weights[0]) is xps
     mean, var = res.predict(xps.asarray(X[:3]))
     assert bb._backend.namespace(mean) is xps and mean.shape == (3, 1)
@@ -72,7 +74,8 @@ def test_array_api_strict_backend_runs_the_same_code():
 def test_same_seed_same_samples_and_different_seed_differs():
     X, y = _data()
     net = bb.MLP([3, 4, 2, 1], "relu", delta=0.05)
-    kw = dict(num_samples=5, num_chains=2, progress=False, learn_noise=True, learn_prior=True, init="prior")
+    kw = dict(num_samples=5, num_warmup=0, num_chains=2, progress=False, learn_noise=True, learn_prior=True,
+              init="prior")
     a = gibbs.run(net, X, y, seed=11, **kw)
     b = gibbs.run(net, X, y, seed=11, **kw)
     c = gibbs.run(net, X, y, seed=12, **kw)
@@ -85,7 +88,8 @@ def test_same_seed_same_samples_and_different_seed_differs():
 def test_chains_are_independent_streams():
     X, y = _data()
     net = bb.MLP([3, 4, 1], "relu", delta=0.05)
-    res = gibbs.run(net, X, y, num_samples=3, num_chains=3, seed=0, progress=False, init="prior")
+    res = gibbs.run(net, X, y, num_samples=3, num_chains=3, seed=0, progress=False, init="prior",
+                    num_warmup=0, learn_noise=False)
     W = res.weights[0]
     assert not np.array_equal(W[0], W[1]) and not np.array_equal(W[1], W[2])
 
@@ -122,7 +126,8 @@ def test_init_from_given_weights_and_state_roundtrip(tmp_path):
     st = gibbs.init(bb._backend.random.key(0), net, X, y[:, None], num_chains=2, init=W, noisy_aux=False)
     assert np.array_equal(st.weights[0][1], W[0])
     assert np.allclose(st.pre[0][0], X @ W[0][:, :3].T + 1.0)
-    res = gibbs.run(net, X, y, num_samples=3, seed=0, progress=False, num_chains=2, init="prior")
+    res = gibbs.run(net, X, y, num_samples=3, seed=0, progress=False, num_chains=2, init="prior",
+                    num_warmup=0, learn_noise=False)
     path = tmp_path / "r.npz"
     res.save(path)
     back = bb.posterior.load(path)
@@ -131,7 +136,8 @@ def test_init_from_given_weights_and_state_roundtrip(tmp_path):
         assert np.array_equal(a, b)
     assert np.array_equal(back.log_joint, res.log_joint)
     # continue from the saved final state
-    cont = gibbs.run(net, X, y, num_samples=2, seed=1, progress=False, num_chains=2, init=back.final_state)
+    cont = gibbs.run(net, X, y, num_samples=2, seed=1, progress=False, num_chains=2, init=back.final_state,
+                     num_warmup=0, learn_noise=False)
     assert cont.weights[0].shape == (2, 2, 4, 4)
 
 
@@ -167,7 +173,7 @@ def test_bad_data_raises(case, exc, match):
     elif case == "X_1d":
         X = X[:, 0]
     with pytest.raises(exc, match=match):
-        gibbs.run(net, X, y, num_samples=2, progress=False, init="prior")
+        gibbs.run(net, X, y, num_samples=2, progress=False, init="prior", num_warmup=0, num_chains=1, learn_noise=False)
 
 
 @pytest.mark.parametrize("kwargs, exc", [
@@ -192,26 +198,32 @@ def test_bad_run_arguments():
     X, y = _data()
     net = bb.MLP([3, 4, 1], "relu")
     with pytest.raises(ValueError, match="num_samples"):
-        gibbs.run(net, X, y, num_samples=0, progress=False, init="prior")
+        gibbs.run(net, X, y, num_samples=0, progress=False, init="prior", num_warmup=0, num_chains=1, learn_noise=False)
     with pytest.raises(ValueError, match="thin"):
-        gibbs.run(net, X, y, num_samples=2, thin=0, progress=False, init="prior")
+        gibbs.run(net, X, y, num_samples=2, thin=0, progress=False, init="prior",
+                  num_warmup=0, num_chains=1, learn_noise=False)
     with pytest.raises(ValueError, match="device"):
-        gibbs.run(net, X, y, num_samples=2, device="tpu", progress=False, init="prior")
+        gibbs.run(net, X, y, num_samples=2, device="tpu", progress=False, init="prior",
+                  num_warmup=0, num_chains=1, learn_noise=False)
     with pytest.raises(ValueError, match="init"):
-        gibbs.run(net, X, y, num_samples=2, init="ones", progress=False)
+        gibbs.run(net, X, y, num_samples=2, init="ones", progress=False, num_warmup=0, num_chains=1, learn_noise=False)
     with pytest.raises(ValueError, match="shape"):
-        gibbs.run(net, X, y, num_samples=2, init=[np.zeros((4, 3)), np.zeros((1, 5))], progress=False)
+        gibbs.run(net, X, y, num_samples=2, init=[np.zeros((4, 3)), np.zeros((1, 5))], progress=False,
+                  num_warmup=0, num_chains=1, learn_noise=False)
     with pytest.raises(TypeError, match="seed"):
-        gibbs.run(net, X, y, num_samples=2, seed="abc", progress=False, init="prior")
+        gibbs.run(net, X, y, num_samples=2, seed="abc", progress=False, init="prior",
+                  num_warmup=0, num_chains=1, learn_noise=False)
     with pytest.raises(TypeError, match="MLP"):
-        gibbs.run("net", X, y, num_samples=2, progress=False, init="prior")
+        gibbs.run("net", X, y, num_samples=2, progress=False, init="prior",
+                  num_warmup=0, num_chains=1, learn_noise=False)
 
 
 def test_mixed_backends_raise():
     xps = pytest.importorskip("array_api_strict")
     X, y = _data()
     with pytest.raises(ValueError, match="different array libraries"):
-        gibbs.run(bb.MLP([3, 4, 1]), X, xps.asarray(y), num_samples=2, progress=False, init="prior")
+        gibbs.run(bb.MLP([3, 4, 1]), X, xps.asarray(y), num_samples=2, progress=False, init="prior",
+                  num_warmup=0, num_chains=1, learn_noise=False)
 
 
 def test_cuda_without_cupy_is_a_clear_error():
@@ -222,7 +234,8 @@ def test_cuda_without_cupy_is_a_clear_error():
         pass
     X, y = _data()
     with pytest.raises(BackendUnavailableError, match="CuPy"):
-        gibbs.run(bb.MLP([3, 4, 1]), X, y, num_samples=2, device="cuda", progress=False, init="prior")
+        gibbs.run(bb.MLP([3, 4, 1]), X, y, num_samples=2, device="cuda", progress=False, init="prior",
+                  num_warmup=0, num_chains=1, learn_noise=False)
 
 
 def test_nonfinite_state_names_block_and_sweep():
@@ -231,7 +244,7 @@ def test_nonfinite_state_names_block_and_sweep():
     st = gibbs.init(bb._backend.random.key(0), net, X, y[:, None], num_chains=1)
     bad = st._replace(post=(np.full_like(st.post[0], np.nan),))
     with pytest.raises(gibbs.NonFiniteStateError, match=r"sweep 1 .*weights of layer"):
-        gibbs.run(net, X, y, num_samples=2, init=bad, progress=False)
+        gibbs.run(net, X, y, num_samples=2, init=bad, progress=False, num_warmup=0, num_chains=1, learn_noise=False)
 
 
 class _Flag:
@@ -272,7 +285,8 @@ def test_finite_check_reads_the_device_once_and_names_every_bad_block():
 def test_float32_tiny_delta_stays_finite():
     X, y = _data(dtype=np.float32, n=200)
     net = bb.MLP([3, 8, 1], "relu", delta=1e-5)
-    res = gibbs.run(net, X, y, num_samples=20, seed=0, progress=False, init="prior")
+    res = gibbs.run(net, X, y, num_samples=20, seed=0, progress=False, init="prior",
+                    num_warmup=0, num_chains=1, learn_noise=False)
     assert all(np.all(np.isfinite(W)) for W in res.weights)
 
 
@@ -290,7 +304,8 @@ def _linear_checks(sample_rows_impl=None, monkeypatch=None, N=20000, seed=5):
     net = bb.MLP([3, 2], "identity", prior_prec=[(2.0, 0.5)], delta=0.2)
     if sample_rows_impl is not None:
         monkeypatch.setattr(gibbs.kernel, "sample_rows", sample_rows_impl)
-    res = gibbs.run(net, X, y, num_samples=N // 4, num_chains=4, seed=seed, progress=False, init="prior")
+    res = gibbs.run(net, X, y, num_samples=N // 4, num_chains=4, seed=seed, progress=False, init="prior",
+                    num_warmup=0, learn_noise=False)
     W = res.weights[0].reshape(-1, 2, 4)
     lam = np.array([2.0, 2.0, 2.0, 0.5])
     checks = []
@@ -380,7 +395,8 @@ def test_learned_noise_recovers_noise_level():
     X = rng.standard_normal((n, 2))
     y = X @ np.array([1.0, -1.0]) + 0.5 + math.sqrt(0.04) * rng.standard_normal(n)
     net = bb.MLP([2, 1], "identity", prior_prec=1.0, delta=1.0)
-    res = gibbs.run(net, X, y, num_samples=300, num_warmup=50, seed=1, progress=False, learn_noise=True, init="prior")
+    res = gibbs.run(net, X, y, num_samples=300, num_warmup=50, seed=1, progress=False, learn_noise=True, init="prior",
+                    num_chains=1)
     assert abs(float(np.mean(res.delta_y)) / 0.04 - 1) < 0.15
 
 
@@ -419,7 +435,7 @@ def test_run_on_cuda_keeps_everything_on_the_gpu(likelihood, dtype):
         net = bb.MLP([3, 5, 3], "relu", delta=0.05, likelihood="multinomial_probit")
         y = np.digitize(y, [-0.3, 0.3])
     res = gibbs.run(net, X, y, num_samples=6, num_warmup=2, num_chains=3, seed=0, device="cuda",
-                    dtype=dtype, progress=False, init="prior")
+                    dtype=dtype, progress=False, init="prior", learn_noise=False)
     for W in res.weights + (res.delta_y, res.log_joint) + res.final_state.pre + res.final_state.post:
         assert isinstance(W, cupy.ndarray) and W.dtype == np.dtype(dtype)
         assert bool(cupy.all(cupy.isfinite(W)))

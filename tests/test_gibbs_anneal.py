@@ -121,7 +121,7 @@ def test_sweep_and_moves_see_the_sweeps_delta(monkeypatch):
     _HMCRec.seen, _RedrawRec.seen = [], []
     mv = ComposedMove((_HMCRec(leapfrog=2, average_from=0.5, terminal=0.2), _RedrawRec(proposals=1)))
     r = gibbs.run(net, X, y, num_warmup=W, num_samples=S, num_chains=2, seed=3, progress=False, diagnose=False,
-                  init="prior", moves=mv, schedule=sch, tempering="off")
+                  init="prior", moves=mv, schedule=sch, tempering="off", learn_noise=False)
     assert len(seen) == W + S and len(_HMCRec.seen) == W + S and len(_RedrawRec.seen) == W + S
     for t, (net_s, dz, dy) in enumerate(seen):
         want_y = sch.delta_y_at(net, t, W)

@@ -53,7 +53,7 @@ def test_gauss_newton_count_is_what_the_move_computes(W, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gibbs.run(bb.MLP([3, 2, 1], "relu"), X, y, num_samples=3, num_warmup=W, num_chains=1, seed=0,
-                  progress=False, init="prior", tempering="off", moves=mv, diagnose=False)
+                  progress=False, init="prior", tempering="off", moves=mv, diagnose=False, learn_noise=False)
     assert len(calls) == gauss_newton_count(mv, W)
 
 
@@ -117,7 +117,8 @@ def test_run_rejects_a_bad_string_before_any_fit(monkeypatch):
     monkeypatch.setattr("blockbayes.gibbs.starts.map_starts", lambda *a, **k: called.append(1))
     X = np.zeros((10, 2))
     with pytest.raises(ValueError, match="moves must be"):
-        gibbs.run(_net((2, 3, 1)), X, np.zeros(10), num_samples=2, moves="HMC")
+        gibbs.run(_net((2, 3, 1)), X, np.zeros(10), num_samples=2, moves="HMC",
+                  num_warmup=0, num_chains=1, learn_noise=False)
     assert not called
 
 

@@ -410,7 +410,7 @@ def _gradients_per_call(move, W, kept, monkeypatch, run=False):
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-4, "X": 1e-4, "y": 0.05})
     if run:
         gibbs.run(net, X, y, num_chains=2, num_warmup=W, num_samples=kept, init="prior", seed=2, moves=move,
-                  progress=False, diagnose=False)
+                  progress=False, diagnose=False, learn_noise=False)
     else:
         _, X, y, st, ms, key = _warm_up(move, W)
         for _ in range(kept):

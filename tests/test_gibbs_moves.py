@@ -64,12 +64,15 @@ def test_run_with_move_schedule_and_summary(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         r = gibbs.run(net, X, y, num_samples=20, num_warmup=30, num_chains=2, seed=0, progress=False,
-                      moves=NonCentredMove(steps=3, refresh_every=10), schedule=AnnealedDelta(start=0.1), probe=8, init="prior")
+                      moves=NonCentredMove(steps=3, refresh_every=10), schedule=AnnealedDelta(start=0.1), probe=8,
+                      init="prior", learn_noise=False)
         r_rows = gibbs.run(net, X, y, num_samples=20, num_warmup=30, num_chains=2, seed=0, progress=False,
-                           moves=NonCentredMove(steps=3, precond="rows"), diagnose=False, init="prior")
+                           moves=NonCentredMove(steps=3, precond="rows"), diagnose=False, init="prior",
+                           learn_noise=False)
         assert 0 < r_rows.config["moves"]["accept"][0] <= 1
         r2 = gibbs.run(net, X, y, num_samples=20, num_warmup=30, num_chains=2, seed=0, progress=False,
-                       moves=NonCentredMove(steps=3, refresh_every=10), schedule=AnnealedDelta(start=0.1), probe=8, init="prior")
+                       moves=NonCentredMove(steps=3, refresh_every=10), schedule=AnnealedDelta(start=0.1), probe=8,
+                      init="prior", learn_noise=False)
     for a, b in zip(r.weights, r2.weights):
         np.testing.assert_array_equal(a, b)                      # reproducible with the seed
     # the stored log joint is that of the state after the move
@@ -91,16 +94,18 @@ def test_unmixed_run_warns_and_single_chain_summary():
     X, y = sine_data()
     net = bb.MLP([3, 4, 1], "relu", prior_prec=1.0, delta={"Z": 1e-4, "X": 1e-4, "y": 0.01})
     with pytest.warns(ConvergenceWarning, match="not mixed.*JointHMCMove"):
-        gibbs.run(net, X, y, num_samples=10, num_warmup=0, num_chains=2, seed=0, progress=False, init="zero")
+        gibbs.run(net, X, y, num_samples=10, num_warmup=0, num_chains=2, seed=0, progress=False, init="zero",
+                  learn_noise=False)
     # a run that already has moves is told to run longer, not pointed at the move it has
     with pytest.warns(ConvergenceWarning, match="not mixed") as rec:
         gibbs.run(net, X, y, num_samples=10, num_warmup=4, num_chains=2, seed=0, progress=False, init="zero",
-                  moves=NonCentredMove(steps=1))
+                  moves=NonCentredMove(steps=1), learn_noise=False)
     msg = str(rec[0].message)
     assert "run longer" in msg and "JointHMCMove" not in msg
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        r = gibbs.run(net, X, y, num_samples=10, num_warmup=0, num_chains=1, seed=0, progress=False, diagnose=False, init="prior")
+        r = gibbs.run(net, X, y, num_samples=10, num_warmup=0, num_chains=1, seed=0, progress=False, diagnose=False,
+                      init="prior", learn_noise=False)
     assert np.isfinite(r.summary().max_rhat)                      # split halves of the one chain
     P = default_probe(X, 5)
     np.testing.assert_array_equal(P, X[[0, 10, 20, 29, 39]])
@@ -110,8 +115,9 @@ def test_map_starts():
     X, y = sine_data()
     net = bb.MLP([3, 6, 1], "relu", prior_prec=1.0, delta={"Z": 1e-3, "X": 1e-3, "y": 0.1})
     st_map = gibbs.run(net, X, y, num_samples=4, num_chains=3, seed=0, progress=False, init="map", learn_noise=True,
-                       diagnose=False)
-    st_sh = gibbs.run(net, X, y, num_samples=4, num_chains=3, seed=0, progress=False, init="map_shared", diagnose=False)
+                       diagnose=False, num_warmup=0)
+    st_sh = gibbs.run(net, X, y, num_samples=4, num_chains=3, seed=0, progress=False, init="map_shared", diagnose=False,
+                      num_warmup=0, learn_noise=False)
     from blockbayes.gibbs.starts import map_starts
 
     w, dy, info = map_starts(bbr.key(3), net, X, y, num_chains=3, kind="ensemble", learn_noise=True)
@@ -161,7 +167,7 @@ def test_default_start_is_map():
     assert inspect.signature(gibbs.run).parameters["init"].default == "map"
     X, y = sine_data()
     net = bb.MLP([3, 6, 1], "relu", prior_prec=1.0, delta={"Z": 1e-3, "X": 1e-3, "y": 0.01})
-    kw = dict(num_samples=3, num_chains=2, seed=5, progress=False, learn_noise=True, diagnose=False)
+    kw = dict(num_samples=3, num_warmup=0, num_chains=2, seed=5, progress=False, learn_noise=True, diagnose=False)
     d = gibbs.run(net, X, y, **kw)
     m = gibbs.run(net, X, y, init="map", **kw)
     p = gibbs.run(net, X, y, init="prior", **kw)
@@ -206,7 +212,7 @@ def _annealed_run(seed=2):
     y = np.sin(X[:, :1]) + 0.1 * rng.standard_normal((40, 1))
     net = bb.MLP([3, 6, 1], delta=1e-2)
     res = gibbs.run(net, X, y, num_samples=3, num_warmup=6, num_chains=2, seed=seed, progress=False,
-                    diagnose=False, schedule=AnnealedDelta(start=0.3, fraction=1.0), init="prior")
+                    diagnose=False, schedule=AnnealedDelta(start=0.3, fraction=1.0), init="prior", learn_noise=False)
     return np.concatenate([np.asarray(w).ravel() for w in res.weights])
 
 

@@ -94,7 +94,8 @@ def test_map_evidence_starts_are_evidence_fits_from_the_joint_maps():
         assert float(dy[c]) == pytest.approx(max(float(ie["delta_y"]), 1e-6), rel=1e-10)
     assert not np.allclose(np.asarray(dy), np.asarray(dyj))
     with pytest.raises(ValueError, match="learn_noise"):
-        gibbs.run(net, X, y, num_samples=2, num_chains=2, init="map_evidence", progress=False)
+        gibbs.run(net, X, y, num_samples=2, num_chains=2, init="map_evidence", progress=False,
+                  num_warmup=0, learn_noise=False)
 
 
 def test_gold_hmc_preset_adds_the_joint_move():

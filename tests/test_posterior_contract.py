@@ -60,7 +60,7 @@ def _gibbs_reg(asarray):
 def _gibbs_probit(asarray):
     X, y = _data(task="cls", K=2)
     res = bb.gibbs.run(bb.MLP([2, 4, 1], likelihood="probit"), asarray(X), asarray(y), num_samples=6, num_warmup=4,
-                       num_chains=2, seed=0, progress=False, init="prior")
+                       num_chains=2, seed=0, progress=False, init="prior", learn_noise=False)
     return res, X, y, {}
 
 
@@ -432,7 +432,7 @@ def test_float32_results_predict_in_float32():
     draws: a few hundred ulps of the log-sum-exp of O(1) terms)."""
     X, y = _data()
     g = bb.gibbs.run(bb.MLP([2, 4, 1]), X, y, num_samples=6, num_warmup=4, num_chains=2, seed=0, dtype="float32",
-                     progress=False, init="prior")
+                     progress=False, init="prior", learn_noise=False)
     Xs, ys, net = _std_problem("reg", K=2)
     p = PointPosterior(net=net, weights=tuple(np.asarray(w, dtype=np.float32) for w in _map(net, Xs, ys)), delta_y=0.2)
     for res in (g, p):

@@ -112,7 +112,7 @@ def test_run_returns_spare_buffers_to_the_allocator(monkeypatch):
 
     def run():
         return gibbs.run(net, X, y, num_samples=5, num_warmup=5, num_chains=2, seed=0, progress=False,
-                         init="prior", tempering="off", diagnose=False)
+                         init="prior", tempering="off", diagnose=False, learn_noise=False)
 
     res = run()
     assert res.weights[0].shape[:2] == (2, 5)

@@ -463,7 +463,7 @@ def check_linear_model(seed, *, d=3, k=2, n=20, lam_w=0.5, lam_b=2.0, dy=0.2, nu
     y = (_f64(X) @ rng.standard_normal((d, k)) + 0.3 + math.sqrt(dy) * rng.standard_normal((n, k))).astype(dt)
     with install(twin):
         res = gibbs.run(net, X, y, num_samples=num_samples, num_chains=num_chains, seed=seed, progress=False,
-                        store_log_joint=False, init="prior")
+                        store_log_joint=False, init="prior", num_warmup=0, learn_noise=False)
     W = _f64(res.weights[0]).reshape(-1, k, d + 1)
     P, M = R.rows_reference(_f64(X), _f64(y), [lam_w] * d + [lam_b], dy)
     eps = ((W - M[None]) @ np.linalg.cholesky(P)).reshape(-1, d + 1)

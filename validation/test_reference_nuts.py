@@ -67,7 +67,7 @@ def samples(single_thread_blas):
     # move that moves="auto" adds here has its own exactness checks (validation/test_gibbs_moves.py).
     # With the move this fixture took 180 s (session 18; the test passed with it too).
     g = gibbs.run(net, X, y, num_samples=2000, num_warmup=2000, num_chains=4, thin=10, seed=3,
-                  progress=False, init="prior", moves=None).to_numpy()
+                  progress=False, init="prior", moves=None, learn_noise=False).to_numpy()
     n = reference.nuts(net, X, y, noisy=True, learn_noise=False, num_warmup=500, num_samples=1000, num_chains=4,
                        seed=4)
     bad_net = net.replace(prior_prec=[(4.0 * net.lam_w[l], 4.0 * net.lam_b[l]) for l in range(net.num_layers)])

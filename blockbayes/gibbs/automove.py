@@ -45,9 +45,20 @@ __all__ = ["AUTO_MIN_WARMUP", "AUTO_MAX_WORK", "GN_UNIT_WEIGHT", "MOVE_NAMES", "
 AUTO_MIN_WARMUP = 200
 """Fewest warm-up sweeps with which ``moves="auto"`` adds the joint HMC move (its adaptation windows)."""
 
-AUTO_MAX_WORK = 3e11
-"""Largest estimated work (:func:`move_work`) for which ``moves="auto"`` adds the move.
+AUTO_MAX_WORK = 4e11
+"""Largest estimated work (:func:`move_work`) for which ``moves="auto"`` adds the move: about three
+minutes of move on one core.
 
+Recalibrated in session 21 (design note 60), when ``gibbs.run``'s defaults became 4 chains of
+1000 + 1000 sweeps: on Wine (split 0, standardised, ``bb.MLP([11, 50, 1])``, work 3.59e11) the
+default call took 183.0 s with the move (``moves="hmc"``) and 34.8 s without, MAP fits in both
+(one thread, load 1.9–2.2 beside another process): 0.41 ns per unit, so the old cap of 3e11 was
+about 2 minutes and the new one is ~2.8 minutes. With the defaults, Yacht (7.1e10), Energy
+(1.6e11), Concrete (1.9e11), Boston (2.4e11) and Wine (3.6e11) get the move; Naval (2.8e12) and
+Protein (1.3e13) do not. (Was 3e11, which left Wine's default call unmixed: max R-hat of the
+probe outputs 1.78 without the move, 1.002 with it; docs/gibbs-moves.md §6 "Session 21".)
+
+Session 18's calibration, kept for the record:
 Measured (session 18, one thread, NumPy/OpenBLAS, this repository's 2-core EPYC, load ~2): 0.52 ns
 per unit on Boston and 0.62 on Wine (user path, 2 chains, 2000 sweeps; the sweep's own time
 taken off), 0.58 on digits (``[64, 32, 10]``, 2 chains, 500 sweeps; 254 s), so the cap is ~3
@@ -55,9 +66,8 @@ minutes of move on one core. The issue-15 user path is under it on Yacht (3.6e10
 (7.9e10), Boston (1.2e11), Concrete (9.5e10) and Wine (1.8e11), and over it on Naval (1.4e12) and
 Protein (3.1e12); the demo (4 chains, 1500 sweeps, ``[20, 10, 1]``, n = 2000) is at 9.6e10.
 Since session 19 the move's forward/backward pass is one fused kernel (design note 57), and since
-session 20 its interior steps run in float32 (note 58), so a unit takes less time than this
-calibration says; the cap is kept as a count of units, so that the same call still makes the same
-decision."""
+session 20 its interior steps run in float32 (note 58), hence the recalibration above. The cap is a
+count of units, not a timing, so that the same call always makes the same decision."""
 
 GN_UNIT_WEIGHT = 1.0 / 30.0
 """Cost of one multiply-add of the Gauss–Newton accumulation (a large matrix product) relative to

@@ -9,19 +9,19 @@ from .._backend import random as bbr
 from .._backend.threads import default_kernel_threads, thread_limits
 from ..driver import check_count, deprecated_names, is_kept, run_kernel
 from ..inputs import prepare
-from ..model import MLP
+from ..model import MLP, resolve_learn_noise
 from .result import GibbsResult
 from . import kernel as _k
 from .automove import check_moves_name, resolve_moves
 from .kernel import Hyperprior
 
-__all__ = ["run"]
+__all__ = ["run", "resolve_defaults"]
 
 
 @deprecated_names(n_samples="num_samples", n_warmup="num_warmup", n_chains="num_chains")
-def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: int = 1, thin: int = 1,
-        seed=None, device=None, dtype=None, progress: bool = True, init="map",
-        learn_noise: bool = False, learn_prior: bool = False, hyperprior: Hyperprior = Hyperprior(),
+def run(net: MLP, X, y, *, num_samples: int = 1000, num_warmup: Optional[int] = None, num_chains: int = 4,
+        thin: int = 1, seed=None, device=None, dtype=None, progress: bool = True, init="map",
+        learn_noise: Optional[bool] = None, learn_prior: bool = False, hyperprior: Hyperprior = Hyperprior(),
         store_log_joint: bool = True, post_method: str = "auto", check_every: int = 1,
         num_threads: Optional[int] = None, blas_threads: Optional[int] = 1, moves="auto", schedule=None,
         tempering="auto", diagnose: bool = True, probe=None, checkpoint=None,
@@ -38,11 +38,18 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         labels ``0..K-1`` of shape ``(n,)`` for ``likelihood="probit"`` (K = 2),
         ``"multinomial_probit"`` and ``"onehot_gaussian"`` (K = d_out). Not modified.
     num_samples : int
-        Samples kept per chain (after thinning).
-    num_warmup : int
-        Sweeps discarded first.
+        Samples kept per chain (after thinning). Default 1000.
+    num_warmup : int or None
+        Sweeps discarded first (the moves adapt there). Default (``None``): as many as the kept
+        sweeps, ``num_samples · thin`` — 1000 with the other defaults.
     num_chains : int
-        Independent chains, run in parallel as a leading batch axis.
+        Independent chains, run in parallel as a leading batch axis. Default 4, so that the
+        end-of-run R-hat compares chains that started apart (each from its own MAP fit).
+
+        Why these defaults (design note 60; ``benchmarks/gibbs_defaults.py``): before them a call
+        that set nothing ran one chain without warm-up at the MLP's fixed ``Δ_y = 1e-3``, which
+        the joint HMC move could not join (it adapts in warm-up): measured on split 0 of five
+        UCI sets, docs/gibbs-moves.md §6 "Session 21".
     thin : int
         Keep every ``thin``-th sweep after warm-up.
     seed : None, int, SeedSequence or key
@@ -77,7 +84,14 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         the fits cost seconds on UCI-sized data. The start changes only where the chains begin,
         not what is sampled; checks that need a start drawn from the prior (stationary-start
         exactness tests) pass ``init="prior"``.
-    learn_noise, learn_prior, hyperprior : see :func:`step`
+    learn_noise : bool or None
+        Sample ``Δ_y`` (conjugate Gamma, ``hyperprior``; see :func:`step`). Default (``None``):
+        ``True`` when the likelihood is Gaussian and the net's ``Δ_y`` is its default
+        (``MLP.delta_y_given`` false: ``bb.MLP(widths)``), ``False`` when the caller set ``Δ_y``
+        (``delta=1e-2`` or ``delta={"y": …}``) or the likelihood fixes it. A noise the user did
+        not choose is learned, a noise the user wrote down is kept. ``result.config["learn_noise"]``
+        records the value used.
+    learn_prior, hyperprior : see :func:`step`
     store_log_joint : bool
         Record ``log p(W̃, Z, X, y)`` at every kept sample.
     post_method : {"auto", "cholesky", "matheron"}
@@ -102,7 +116,7 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
         ``"auto"`` adds ``JointHMCMove()`` when it is affordable and can adapt — Gaussian
         likelihood, no replica exchange or schedule, ``num_warmup >= 200``, at most 4000 weights,
         estimated work (:func:`blockbayes.gibbs.automove.move_work`: leapfrog passes over the rows,
-        dense mass products, warm-up mass computations) at most 3e11 units (~3 min of move on one
+        dense mass products, warm-up mass computations) at most 4e11 units (~3 min of move on one
         core) — and nothing otherwise (:mod:`blockbayes.gibbs.automove`; measured: the issue-15 user
         path's max R-hat of the probe outputs 1.79–2.04 without, 1.007–1.13 with, at 5–8× the
         wall-clock; the five small UCI sets get the move, Naval, Protein and classification do not).
@@ -149,6 +163,10 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     NonFiniteStateError
         If the state turns non-finite; the message names the block(s) and the sweep.
     """
+    check_count("num_samples", num_samples, 1)
+    check_count("thin", thin, 1)
+    num_warmup, learn_noise = resolve_defaults(net, num_samples=num_samples, thin=thin, num_warmup=num_warmup,
+                                               learn_noise=learn_noise)
     for name, v, lo in (("num_samples", num_samples, 1), ("num_warmup", num_warmup, 0),
                         ("num_chains", num_chains, 1), ("thin", thin, 1), ("check_every", check_every, 1)):
         check_count(name, v, lo)
@@ -172,6 +190,25 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
                     checkpoint_every=checkpoint_every, resume=resume)
     finally:
         limits()
+
+
+def resolve_defaults(net: MLP, *, num_samples: int, thin: int, num_warmup: Optional[int],
+                     learn_noise: Optional[bool]) -> tuple[int, bool]:
+    """``(num_warmup, learn_noise)`` of a :func:`run` call, its ``None`` defaults resolved (design note 60).
+
+    ``num_warmup=None`` → ``num_samples · thin`` (as many warm-up sweeps as kept ones);
+    ``learn_noise=None`` → ``True`` for a Gaussian likelihood whose ``Δ_y`` the caller did not set
+    (``net.delta_y_given`` false), else ``False`` (:func:`blockbayes.model.resolve_learn_noise`).
+    Given values pass through.
+
+    Raises
+    ------
+    TypeError
+        ``learn_noise`` neither ``None`` nor a bool.
+    """
+    if num_warmup is None:
+        num_warmup = int(num_samples) * int(thin)
+    return num_warmup, resolve_learn_noise(net, learn_noise)
 
 
 class GibbsCarry(NamedTuple):

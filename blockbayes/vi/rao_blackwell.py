@@ -37,7 +37,7 @@ from .._backend import backend_name, device_of, namespace
 from .._backend import linalg
 from .._backend import random as bbr
 from .. import gibbs as _gibbs
-from ..model import MLP
+from ..model import MLP, resolve_learn_noise
 from ..gibbs.result import GibbsResult
 from ..gibbs.conditionals import output_targets
 from ..blocks import augmented_cross, augmented_gram, diag_embed
@@ -200,7 +200,7 @@ TEMPERED_BUDGET = (500, 1500, 16)
 def run(net: MLP, X, y, *, num_samples: Optional[int] = None, num_warmup: Optional[int] = None,
         num_chains: Optional[int] = None, thin: int = 1,
         init=None, cavi_iters: int = 100, cavi_restarts: int = 8, seed=None, device=None, dtype=None,
-        progress: bool = True, learn_noise: bool = False, learn_prior: bool = False,
+        progress: bool = True, learn_noise: Optional[bool] = None, learn_prior: bool = False,
         keep_samples: bool = True, check_every=None, checkpoint=None, checkpoint_every=None,
         resume=None, tempering="auto") -> VIResult:
     """Rao–Blackwellised block-Gaussian posterior of the noisy MLP (honest variances).
@@ -234,7 +234,9 @@ def run(net: MLP, X, y, *, num_samples: Optional[int] = None, num_warmup: Option
         As in :func:`blockbayes.gibbs.run`.
     learn_noise, learn_prior : bool
         Passed to :func:`blockbayes.gibbs.step` (the conditionals then use each draw's own
-        ``Δ_y``, ``λ``).
+        ``Δ_y``, ``λ``). ``learn_noise=None`` (default): as :func:`blockbayes.gibbs.run` —
+        learned for a Gaussian likelihood whose ``Δ_y`` the caller did not set
+        (:func:`blockbayes.model.resolve_learn_noise`, design note 60).
     keep_samples : bool
         Keep the raw Gibbs weight draws as ``result.extras["samples"]`` (a
         :class:`~blockbayes.gibbs.GibbsResult`), for comparison with the block Gaussian.
@@ -265,6 +267,7 @@ def run(net: MLP, X, y, *, num_samples: Optional[int] = None, num_warmup: Option
     for name, v, lo in (("thin", thin, 1), ("cavi_iters", cavi_iters, 1),
                         ("cavi_restarts", cavi_restarts, 1)):
         check_int(name, v, lo)
+    learn_noise = resolve_learn_noise(net, learn_noise)
     X, y = prepare(net, X, y, device=device, dtype=dtype, task="noisy", per_chain=False, method=NOISY_VI)
     gaussian = net.likelihood == "gaussian"
     if init is None:

@@ -1,0 +1,151 @@
+"""What ``gibbs.run(net, X, y)`` does when the caller sets nothing (design note 60).
+
+The defaults: ``num_samples=1000``, ``num_warmup = num_samples · thin``, ``num_chains=4``, and
+``learn_noise`` learned for a Gaussian likelihood whose ``Δ_y`` the caller did not set
+(``MLP.delta_y_given``). The measured case for them is benchmarks/gibbs_defaults.py
+(docs/gibbs-moves.md §6, "Session 21").
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import blockbayes as bb
+from blockbayes import gibbs
+from blockbayes.gibbs.diagnostics import ConvergenceWarning
+from blockbayes.gibbs.sampler import resolve_defaults
+from blockbayes.model import DEFAULT_DELTA, resolve_learn_noise
+from blockbayes.posterior import net_from_dict, net_to_dict
+
+
+def _data(n=120, d=2, noise_sd=0.5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] + noise_sd * rng.normal(size=n)
+    return X, y
+
+
+# ------------------------------------------------------------------ MLP.delta_y_given
+
+
+@pytest.mark.parametrize("delta, given, dy", [
+    (None, False, DEFAULT_DELTA),
+    (1e-2, True, 1e-2),
+    ({"Z": 1e-4, "X": 1e-4}, False, DEFAULT_DELTA),
+    ({"y": 0.3}, True, 0.3),
+    ({"Z": 1e-4, "y": DEFAULT_DELTA}, True, DEFAULT_DELTA),   # written down, even if equal to the default
+])
+def test_delta_y_given_records_whether_the_caller_set_the_noise(delta, given, dy):
+    net = bb.MLP([3, 4, 1]) if delta is None else bb.MLP([3, 4, 1], delta=delta)
+    assert net.delta_y_given is given
+    assert net.delta_y == dy
+    back = net_from_dict(net_to_dict(net))              # a saved result's net keeps it
+    assert back.delta_y_given is given and back == net
+
+
+def test_default_delta_is_the_same_model_as_the_explicit_value():
+    """The flag only picks a sampler default; the model (and equality, hashing) is the same."""
+    a, b = bb.MLP([3, 4, 1]), bb.MLP([3, 4, 1], delta=DEFAULT_DELTA)
+    assert a == b and hash(a) == hash(b)
+    assert (a.delta_z, a.delta_x, a.delta_y) == (b.delta_z, b.delta_x, b.delta_y)
+    assert a.replace(prior_prec=2.0).delta_y_given is False      # replace keeps "not given"
+
+
+@pytest.mark.parametrize("lik, widths", [("probit", [3, 4, 1]), ("multinomial_probit", [3, 4, 3])])
+def test_probit_noise_counts_as_given(lik, widths):
+    net = bb.MLP(widths, likelihood=lik)
+    assert net.delta_y == 1.0 and net.delta_y_given
+    assert resolve_learn_noise(net, None) is False
+
+
+# ------------------------------------------------------------------ the resolution rules
+
+
+def test_learn_noise_rule():
+    assert resolve_learn_noise(bb.MLP([3, 4, 1]), None) is True
+    assert resolve_learn_noise(bb.MLP([3, 4, 1], delta=0.1), None) is False
+    assert resolve_learn_noise(bb.MLP([3, 4, 2], likelihood="onehot_gaussian"), None) is False
+    assert resolve_learn_noise(bb.MLP([3, 4, 1]), False) is False
+    assert resolve_learn_noise(bb.MLP([3, 4, 1], delta=0.1), np.bool_(True)) is True
+    for bad in (1, 0, "yes", 1.0):
+        with pytest.raises(TypeError, match="learn_noise"):
+            resolve_learn_noise(bb.MLP([3, 4, 1]), bad)
+
+
+@pytest.mark.parametrize("S, thin, W, expected", [(1000, 1, None, 1000), (50, 3, None, 150), (50, 3, 7, 7),
+                                                  (50, 1, 0, 0)])
+def test_num_warmup_rule(S, thin, W, expected):
+    w, _ = resolve_defaults(bb.MLP([3, 4, 1]), num_samples=S, thin=thin, num_warmup=W, learn_noise=None)
+    assert w == expected
+
+
+def test_bad_learn_noise_raises_before_any_work():
+    X, y = _data()
+    with pytest.raises(TypeError, match="learn_noise"):
+        gibbs.run(bb.MLP([2, 4, 1]), X, y, num_samples=2, learn_noise="auto", progress=False)
+
+
+# ------------------------------------------------------------------ gibbs.run and vi.run
+
+
+def _quiet_run(*args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return gibbs.run(*args, progress=False, **kw)
+
+
+def test_run_with_nothing_set_uses_the_documented_defaults():
+    """``gibbs.run(net, X, y)`` literally: 4 chains x (1000 + 1000) sweeps, learned noise, the
+    joint HMC move added by ``moves="auto"`` (tempering is off for this n: its ladder is long)."""
+    X, y = _data(n=150)
+    res = _quiet_run(bb.MLP([2, 4, 1]), X, y, seed=0)
+    cfg = res.config
+    assert (cfg["num_samples"], cfg["num_warmup"], cfg["num_chains"], cfg["thin"]) == (1000, 1000, 4, 1)
+    assert cfg["learn_noise"] is True
+    assert res.weights[0].shape == (4, 1000, 4, 3)
+    assert cfg["moves_auto"]["chosen"] == "JointHMCMove"
+    d = np.asarray(res.delta_y)
+    assert d.shape == (4, 1000) and np.ptp(d) > 0                 # the noise moves
+
+
+def test_explicit_values_are_kept():
+    X, y = _data()
+    res = _quiet_run(bb.MLP([2, 4, 1], delta=0.2), X, y, num_samples=5, num_warmup=3, num_chains=2, seed=0)
+    cfg = res.config
+    assert (cfg["num_samples"], cfg["num_warmup"], cfg["num_chains"], cfg["learn_noise"]) == (5, 3, 2, False)
+    assert np.all(np.asarray(res.delta_y) == 0.2)                 # the written-down noise is kept
+    res = _quiet_run(bb.MLP([2, 4, 1]), X, y, num_samples=5, num_warmup=3, num_chains=2, seed=0, learn_noise=False)
+    assert np.all(np.asarray(res.delta_y) == DEFAULT_DELTA)
+
+
+def test_default_noise_is_learned_from_the_data():
+    """Data with noise variance 0.25 and ``bb.MLP(widths)`` (Δ_y left at 1e-3): the default run's
+    posterior mean of Δ_y lands in [0.125, 0.5]. Measured: posterior mean 0.264–0.267 over seeds
+    0–2, posterior sd 0.027–0.030 (relative ~ sqrt(2/n) with n = 300), so the band's edges are
+    ≥ 4.9 posterior sds away, and the estimate's Monte Carlo spread over seeds (< 0.005) would
+    have to be exceeded 25-fold for a reseeded run to fail (false-failure bound far below 1e-6).
+    The broken variant — the old default, the noise fixed at the MLP's 1e-3 — is checked to land
+    outside the band."""
+    X, y = _data(n=300, noise_sd=0.5, seed=3)
+    net = bb.MLP([2, 4, 1])
+    res = _quiet_run(net, X, y, num_samples=100, seed=1)
+    assert res.config["learn_noise"] is True and res.config["num_warmup"] == 100
+    m = float(np.mean(np.asarray(res.delta_y)))
+    assert 0.125 <= m <= 0.5, m
+    twin = _quiet_run(net, X, y, num_samples=100, seed=1, learn_noise=False)     # the pre-note-60 default
+    mt = float(np.mean(np.asarray(twin.delta_y)))
+    assert not 0.125 <= mt <= 0.5, mt
+
+
+def test_vi_run_follows_the_same_noise_rule():
+    X, y = _data(n=80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = bb.vi.run(bb.MLP([2, 3, 1]), X, y, num_samples=5, num_warmup=5, num_chains=1, cavi_iters=5,
+                      cavi_restarts=1, progress=False, seed=0)
+        assert r.config["learn_noise"] is True
+        r = bb.vi.run(bb.MLP([2, 3, 1], delta=0.1), X, y, num_samples=5, num_warmup=5, num_chains=1,
+                      cavi_iters=5, cavi_restarts=1, progress=False, seed=0)
+        assert r.config["learn_noise"] is False
