@@ -16,6 +16,7 @@ import blockbayes as bb
 from blockbayes import gibbs
 from blockbayes.gibbs.diagnostics import ConvergenceWarning
 from blockbayes.gibbs.sampler import resolve_defaults
+from blockbayes.inputs import DataScaleWarning, warn_if_unscaled
 from blockbayes.model import DEFAULT_DELTA, resolve_learn_noise
 from blockbayes.posterior import net_from_dict, net_to_dict
 
@@ -149,3 +150,53 @@ def test_vi_run_follows_the_same_noise_rule():
         r = bb.vi.run(bb.MLP([2, 3, 1], delta=0.1), X, y, num_samples=5, num_warmup=5, num_chains=1,
                       cavi_iters=5, cavi_restarts=1, progress=False, seed=0)
         assert r.config["learn_noise"] is False
+
+
+# ------------------------------------------------------------------ the data-scale warning
+
+
+def _scale_warnings(fn):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        fn()
+    return [w for w in rec if issubclass(w.category, DataScaleWarning)]
+
+
+def test_unscaled_targets_warn_at_the_users_call():
+    X, y = _data(n=60)
+    kw = dict(num_samples=2, num_warmup=0, num_chains=1, progress=False, diagnose=False, init="prior")
+    got = _scale_warnings(lambda: gibbs.run(bb.MLP([2, 3, 1]), X, 30.0 + 10.0 * y, **kw))
+    assert len(got) == 1 and got[0].filename == __file__
+    assert "y has root mean square" in str(got[0].message) and "standardise" in str(got[0].message)
+    got = _scale_warnings(lambda: bb.vi.run(bb.MLP([2, 3, 1]), X, 30.0 + 10.0 * y, num_samples=2, num_warmup=0,
+                                            num_chains=1, cavi_iters=2, cavi_restarts=1, progress=False))
+    assert len(got) == 1 and got[0].filename == __file__
+    assert not _scale_warnings(lambda: gibbs.run(bb.MLP([2, 3, 1]), X, y, **kw))       # about unit scale
+
+
+@pytest.mark.parametrize("case, warns", [("std", False), ("y_tiny", True), ("y_offset", True), ("x_column", True),
+                                         ("x_small", False)])
+def test_scale_rule(case, warns):
+    X, y = _data(n=60)
+    y = (y - y.mean()) / y.std()
+    if case == "y_tiny":
+        y = 0.01 * y                          # e.g. Naval's raw targets
+    elif case == "y_offset":
+        y = y + 20.0                          # unit spread, large mean: the output bias's prior cannot reach it
+    elif case == "x_column":
+        X = X.copy()
+        X[:, 1] = 400.0 + 170.0 * X[:, 1]     # e.g. Boston's TAX column
+    elif case == "x_small":
+        X = 0.01 * X                          # small inputs are not flagged (the first layer scales up freely)
+    net = bb.MLP([2, 3, 1])
+    got = _scale_warnings(lambda: warn_if_unscaled(net, X, y[:, None]))
+    assert bool(got) is warns
+    if case == "x_column":
+        assert "input column 1" in str(got[0].message)
+
+
+def test_class_labels_are_not_checked():
+    X, y = _data(n=60)
+    lab = (y > 0).astype(np.int64) * 7          # labels are codes, not magnitudes
+    net = bb.MLP([2, 3, 8], likelihood="multinomial_probit")
+    assert not _scale_warnings(lambda: warn_if_unscaled(net, X, lab))

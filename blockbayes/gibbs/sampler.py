@@ -8,7 +8,7 @@ from .._backend import linalg
 from .._backend import random as bbr
 from .._backend.threads import default_kernel_threads, thread_limits
 from ..driver import check_count, deprecated_names, is_kept, run_kernel
-from ..inputs import prepare
+from ..inputs import prepare, warn_if_unscaled
 from ..model import MLP, resolve_learn_noise
 from .result import GibbsResult
 from . import kernel as _k
@@ -232,6 +232,7 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
 
     t_start = _time.perf_counter()
     X, y = prepare(net, X, y, device=device, dtype=dtype, num_chains=num_chains)
+    warn_if_unscaled(net, X, y)
     xp = namespace(X, y)
     root = bbr.key(seed)
     k_init, k_run = bbr.split(root, 2)
