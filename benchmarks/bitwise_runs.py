@@ -51,8 +51,8 @@ G = ["weights", "delta_y", "lam_w", "lam_b", "log_joint"]
 kw = dict(progress=False, diagnose=False, init="prior")
 put("g64", bb.gibbs.run(net, X, y, num_samples=5, num_warmup=3, num_chains=2, thin=2, seed=3, **kw), G)
 put("g32", bb.gibbs.run(net, X32, y32, num_samples=5, num_warmup=3, num_chains=2, seed=3, **kw), G)
-put("g1", bb.gibbs.run(net1, X, y, num_samples=4, num_warmup=0, num_chains=2, seed=3, learn_noise=True, learn_prior=True,
-                        **kw), G)
+put("g1", bb.gibbs.run(net1, X, y, num_samples=4, num_warmup=0, num_chains=2, seed=3, learn_noise=True,
+                       learn_prior=True, **kw), G)
 put("gmove", bb.gibbs.run(net, X, y, num_samples=4, num_warmup=4, num_chains=2, seed=4, moves=NonCentredMove(), **kw), G)
 put("gsched", bb.gibbs.run(net, X, y, num_samples=4, num_warmup=4, num_chains=2, seed=4, schedule=AnnealedDelta(), **kw), G)
 put("gclass", bb.gibbs.run(netc, X, yc, num_samples=4, num_warmup=0, num_chains=2, seed=5, **kw), G)

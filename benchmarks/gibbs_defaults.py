@@ -14,6 +14,11 @@ as the protocol does (``--raw``: the data as loaded, unstandardised). Arms:
 ``emulated``
     Note 60's defaults spelled out (``num_samples=1000``, ``num_warmup=1000``, ``num_chains=4``,
     ``learn_noise=True``), to measure them on code that predates them.
+``hidden_rule``
+    The defaults with the hidden noise set from the MAP starts' noise level instead of the MLP's
+    ``1e-3``: :class:`blockbayes.gibbs.presets.GoldPreset` with ``moves="auto"`` (4 chains from
+    joint MAP fits, ``Δ_Z = Δ_X = clip(0.02 · median Δ̂_y, 1e-6, 1e-3)``, 1000 + 1000 sweeps) — a
+    candidate default for nets whose hidden ``Δ`` the caller did not set.
 
 Reported in original units: test RMSE, mean test log-likelihood, max and median R-hat of the 32
 probe outputs, the smallest bulk ESS of the probe outputs, wall-clock seconds (MAP fits
@@ -43,6 +48,7 @@ ARMS = {
     "v0": dict(num_samples=1000, num_warmup=0, num_chains=1, learn_noise=False),
     "defaults": dict(),
     "emulated": dict(num_samples=1000, num_warmup=1000, num_chains=4, learn_noise=True),
+    "hidden_rule": None,
 }
 
 
@@ -54,8 +60,12 @@ def one(name, split, arm, *, seed, raw):
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        r = gibbs.run(net, Xtr, ytr, seed=seed, progress=False, **ARMS[arm])
+        if arm == "hidden_rule":
+            r = gibbs.presets.GoldPreset(moves="auto").run(net, Xtr, ytr, seed=seed)
+        else:
+            r = gibbs.run(net, Xtr, ytr, seed=seed, progress=False, **ARMS[arm])
     wall = time.perf_counter() - t0
+    hidden = float(r.net.delta_z[0])
     m, _ = r.predict(Xte)
     scale = float(data.y_std)
     rmse = float(np.sqrt(np.mean((np.asarray(m)[:, 0] - np.asarray(yte).reshape(-1)) ** 2))) * scale
@@ -65,8 +75,8 @@ def one(name, split, arm, *, seed, raw):
     cfg = r.config
     moved = (cfg.get("moves_auto") or {}).get("chosen", "?")
     return dict(rmse=rmse, ll=ll, max_rhat=r.summary().max_rhat, med_rhat=st["median_rhat"], min_ess=st["min_ess"],
-                wall=wall, runs=f"{C}x({cfg.get('num_warmup', '?')}+{S})", noise="learned" if cfg.get("learn_noise")
-                else "fixed", move=moved)
+                wall=wall, hidden=hidden, runs=f"{C}x({cfg.get('num_warmup', '?')}+{S})",
+                noise="learned" if cfg.get("learn_noise") else "fixed", move=moved)
 
 
 def main(argv=None):
@@ -84,7 +94,7 @@ def main(argv=None):
     print(f"gibbs.run(bb.MLP([d, 50, 1]), X, y, ...) on split {a.split}, {'raw' if a.raw else 'standardised'} data, "
           f"seed {a.seed}; load avg (1 min) {os.getloadavg()[0]:.2f}")
     print(f"{'dataset':>10} {'arm':>9} {'RMSE':>9} {'test LL':>8} {'max R̂(f)':>9} {'med R̂(f)':>9} {'min ESS':>8} "
-          f"{'wall s':>7} {'RMSE/ens':>8} {'chains x (warm-up + kept)':>26} {'Δ_y':>8} {'move':>13}")
+          f"{'wall s':>7} {'RMSE/ens':>8} {'chains x (warm-up + kept)':>26} {'Δ_y':>8} {'move':>13} {'Δ_Z=Δ_X':>8}")
     for name in a.datasets:
         ref = reference(name, a.split, a.seed)["ensemble"] if a.reference else None
         if ref is not None:
@@ -94,7 +104,8 @@ def main(argv=None):
             o = one(name, a.split, arm, seed=a.seed, raw=a.raw)
             ratio = f"{o['rmse'] / ref[0]:8.3f}" if ref is not None else f"{'':>8}"
             print(f"{name:>10} {arm:>9} {o['rmse']:9.4g} {o['ll']:8.3f} {o['max_rhat']:9.3f} {o['med_rhat']:9.3f} "
-                  f"{o['min_ess']:8.1f} {o['wall']:7.1f} {ratio} {o['runs']:>26} {o['noise']:>8} {o['move']:>13}  "
+                  f"{o['min_ess']:8.1f} {o['wall']:7.1f} {ratio} {o['runs']:>26} {o['noise']:>8} {o['move']:>13} "
+                  f"{o['hidden']:8.2g}  "
                   f"(load {os.getloadavg()[0]:.2f})", flush=True)
 
 

@@ -6,7 +6,8 @@ Below it: :func:`validate_data` (training data of the noisy net), :func:`validat
 (class labels), :func:`check_X` / :func:`encode_targets` (the standard net's inputs and
 targets); :func:`prepare_X` does the same for new inputs of a fitted posterior (moved to the
 samples' device and dtype). A bad input raises ``TypeError``/``ValueError`` naming the
-argument, never a NaN later.
+argument, never a NaN later; data far from unit scale, which the default priors are not meant
+for, get a :class:`DataScaleWarning` (:func:`warn_if_unscaled`).
 """
 from __future__ import annotations
 
@@ -117,8 +118,10 @@ def prepare(net: MLP, X, y, *, device=None, dtype=None, task: str = "noisy", lik
         X = to_device(X, kind, index)
         y = to_device(y, kind, index)
     if task != "standard":
-        return validate_data(net, X, y, dtype=dtype, per_chain=per_chain and task == "noisy",
+        X, y = validate_data(net, X, y, dtype=dtype, per_chain=per_chain and task == "noisy",
                              num_chains=num_chains)
+        warn_if_unscaled(net, X, y)
+        return X, y
     lik = resolve_likelihood(net, likelihood)
     if dtype is not None:
         xp0 = namespace(X)
@@ -127,7 +130,9 @@ def prepare(net: MLP, X, y, *, device=None, dtype=None, task: str = "noisy", lik
         X = xp0.astype(X, float_dtype(xp0, dtype))
     check_X(net, X)
     same_device(X, y)
-    return X, encode_targets(net, lik, X, y)
+    Y = encode_targets(net, lik, X, y)
+    warn_if_unscaled(net, X, Y, regression=lik == "gaussian")
+    return X, Y
 
 
 def validate_data(net: MLP, X, y, *, dtype=None, per_chain=True, num_chains=None):
@@ -331,7 +336,7 @@ SCALE_LIMITS = (0.1, 10.0)
 targets, ``high`` for each input column."""
 
 
-def warn_if_unscaled(net: MLP, X, y) -> bool:
+def warn_if_unscaled(net: MLP, X, y, *, regression=None) -> bool:
     """Warn (:class:`DataScaleWarning`) when ``X`` or Gaussian ``y`` are far from standardised.
 
     The fan-in prior (``λ = d_in`` per layer: a unit's pre-activation has prior variance ~1 for
@@ -342,14 +347,19 @@ def warn_if_unscaled(net: MLP, X, y) -> bool:
     their standardised runs. The check is the root mean square ``sqrt(mean(v²))`` — it sees an
     offset as well as a spread — of ``y`` (Gaussian likelihood; outside :data:`SCALE_LIMITS`) and
     of each column of ``X`` (above ``SCALE_LIMITS[1]``). One reduction over the data (a device
-    sync on a GPU).
+    sync on a GPU). :func:`prepare` calls it, so every family warns, at the user's call (the same
+    data passed on inside a run give the same message from the same line, which Python shows
+    once).
 
     Parameters
     ----------
     net : MLP
     X : array, shape (n, d_in)
     y : array
-        Regression targets ``(n, d_out)`` or ``(C, n, d_out)``, or class labels (not checked).
+        Regression targets ``(n, d_out)`` or ``(C, n, d_out)``, or class labels / encoded class
+        targets (not checked).
+    regression : bool, optional
+        Whether ``y`` holds regression targets; default ``net.likelihood == "gaussian"``.
 
     Returns
     -------
@@ -364,7 +374,7 @@ def warn_if_unscaled(net: MLP, X, y) -> bool:
     wx = float(rms_x[worst])
     if wx > hi:
         msgs.append(f"input column {worst} has root mean square {wx:.3g}")
-    if net.likelihood == "gaussian":
+    if (net.likelihood == "gaussian") if regression is None else regression:
         yr = float(xp.sqrt(xp.mean(y * y)))
         if not lo <= yr <= hi:
             ym = float(xp.mean(y))

@@ -68,9 +68,10 @@ class MLP:
         a mapping with keys among ``"Z"``, ``"X"``, ``"y"`` sets them separately (``"Z"``/``"X"``
         a float or one value per hidden layer; a missing key means ``1e-3``). Default (``None``):
         ``1e-3`` everywhere, the value of Piccioli et al.'s benchmarks. Whether ``Δ_y`` was given
-        (a float, or a mapping with ``"y"``) is kept as :attr:`delta_y_given`:
-        :func:`blockbayes.gibbs.run` learns the noise by default only when it was not (design
-        note 60).
+        (a float, or a mapping with ``"y"``) is kept as :attr:`delta_y_given`, whether the hidden
+        ``Δ`` were as :attr:`delta_hidden_given`: :func:`blockbayes.gibbs.run` learns the noise by
+        default only when ``Δ_y`` was not given (design note 60), and then sets hidden ``Δ`` that
+        were not given from its MAP starts' noise level (note 61).
 
     Attributes
     ----------
@@ -86,6 +87,10 @@ class MLP:
         ``Δ_y`` was set by the caller (``delta`` a float or a mapping with ``"y"``) rather than
         left at its default; always ``True`` for the probit likelihoods (``Δ_y = 1`` is part of
         the model there).
+    delta_hidden_given : bool
+        ``Δ_Z`` or ``Δ_X`` was set by the caller (``delta`` a float, or a mapping with ``"Z"`` or
+        ``"X"``). When not, :func:`blockbayes.gibbs.run` with learned noise and MAP starts sets
+        the hidden noise from the fits' noise level (design note 61).
     """
 
     widths: tuple[int, ...]
@@ -100,6 +105,7 @@ class MLP:
     delta_x: tuple[float, ...] = field(init=False)
     delta_y: float = field(init=False)
     delta_y_given: bool = field(init=False)
+    delta_hidden_given: bool = field(init=False)
 
     def __init__(self, widths, activation="relu", *, slope=0.01, likelihood="gaussian",
                  prior_prec="fan_in", delta=None):
@@ -149,6 +155,7 @@ class MLP:
             raise TypeError(f"prior_prec must be 'fan_in', a number or a sequence, got {type(prior_prec).__name__}")
         # noise variances
         given_y = delta is not None and (not isinstance(delta, Mapping) or "y" in delta)
+        given_h = delta is not None and (not isinstance(delta, Mapping) or "Z" in delta or "X" in delta)
         if delta is None:
             dz, dx, dy = (DEFAULT_DELTA,) * (L - 1), (DEFAULT_DELTA,) * (L - 1), DEFAULT_DELTA
         elif isinstance(delta, Mapping):
@@ -182,6 +189,7 @@ class MLP:
         set_(self, "delta_x", dx)
         set_(self, "delta_y", dy)
         set_(self, "delta_y_given", bool(given_y))
+        set_(self, "delta_hidden_given", bool(given_h))
 
     def __hash__(self):
         return hash((self.widths, self.activation, self.slope, self.likelihood, self.lam_w,

@@ -71,8 +71,8 @@ def net_to_dict(net: MLP) -> dict:
                 slope=net.slope if net.activation == "leaky_relu" else 0.01,
                 likelihood=net.likelihood,
                 prior_prec=[[lw, lb] for lw, lb in zip(net.lam_w, net.lam_b)],
-                delta={"Z": list(net.delta_z), "X": list(net.delta_x),
-                       **({"y": net.delta_y} if net.delta_y_given else {})})   # a default Δ_y stays default
+                delta={**({"Z": list(net.delta_z), "X": list(net.delta_x)} if net.delta_hidden_given else {}),
+                       **({"y": net.delta_y} if net.delta_y_given else {})})   # a default Δ stays default
 
 
 def net_from_dict(d: dict) -> MLP:

@@ -170,8 +170,21 @@ def test_unscaled_targets_warn_at_the_users_call():
     assert "y has root mean square" in str(got[0].message) and "standardise" in str(got[0].message)
     got = _scale_warnings(lambda: bb.vi.run(bb.MLP([2, 3, 1]), X, 30.0 + 10.0 * y, num_samples=2, num_warmup=0,
                                             num_chains=1, cavi_iters=2, cavi_restarts=1, progress=False))
-    assert len(got) == 1 and got[0].filename == __file__
+    # the CAVI start checks the same data again: the same message from the same (user's) line, which the
+    # default warning filter shows once
+    assert got and {(w.filename, w.lineno, str(w.message)) for w in got} == {(__file__, got[0].lineno,
+                                                                             str(got[0].message))}
     assert not _scale_warnings(lambda: gibbs.run(bb.MLP([2, 3, 1]), X, y, **kw))       # about unit scale
+
+
+def test_every_family_warns_through_the_input_gate():
+    """The check lives in ``inputs.prepare``: MAP fits (and so ensembles and Laplace) warn too."""
+    X, y = _data(n=60)
+    got = _scale_warnings(lambda: bb.laplace.map_fit(bb.MLP([2, 3, 1]), X, 30.0 + 10.0 * y, max_iter=3, seed=0))
+    assert got and {(w.filename, str(w.message)) for w in got} == {(__file__, str(got[0].message))}
+    lab = (y > 0).astype(np.int64)
+    assert not _scale_warnings(lambda: bb.laplace.map_fit(bb.MLP([2, 3, 1], likelihood="probit"), X, lab,
+                                                          max_iter=3, seed=0))
 
 
 @pytest.mark.parametrize("case, warns", [("std", False), ("y_tiny", True), ("y_offset", True), ("x_column", True),
@@ -200,3 +213,49 @@ def test_class_labels_are_not_checked():
     lab = (y > 0).astype(np.int64) * 7          # labels are codes, not magnitudes
     net = bb.MLP([2, 3, 8], likelihood="multinomial_probit")
     assert not _scale_warnings(lambda: warn_if_unscaled(net, X, lab))
+
+
+# ------------------------------------------------------------------ the hidden-Δ rule (design note 61)
+
+
+@pytest.mark.parametrize("delta, given", [(None, False), (1e-2, True), ({"y": 0.1}, False), ({"Z": 1e-4}, True),
+                                          ({"X": 1e-4, "y": 0.1}, True)])
+def test_delta_hidden_given(delta, given):
+    net = bb.MLP([3, 4, 1]) if delta is None else bb.MLP([3, 4, 1], delta=delta)
+    assert net.delta_hidden_given is given
+    assert net_from_dict(net_to_dict(net)).delta_hidden_given is given
+
+
+def test_default_run_sets_the_hidden_noise_from_the_map_starts():
+    """Low-noise data (noise sd 0.01): the MAP fits' Δ̂_y ~ 1e-4, so the hidden Δ becomes
+    0.02 · median Δ̂_y — far below the MLP default 1e-3 — and the net sampled (``result.net``) has it."""
+    from blockbayes.gibbs import starts
+    from blockbayes.gibbs.presets import hidden_delta
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 2))
+    y = np.sin(X[:, 0]) + 0.01 * rng.normal(size=150)
+    res = _quiet_run(bb.MLP([2, 8, 1]), X, y, num_samples=10, seed=0)
+    hd = res.config["hidden_delta"]
+    assert hd["rule"] == "map_noise"
+    d = hd["value"][0]
+    assert 1e-6 <= d < 1e-4 and res.net.delta_z == (d,) and res.net.delta_x == (d,)
+    # the value is the rule applied to the run's own MAP starts (the same key as gibbs.run's)
+    root = bb._backend.random.key(0)
+    k_map = bb._backend.random.split(bb._backend.random.split(root, 2)[0], 2)[0]
+    Xp, yp = bb.inputs.prepare(bb.MLP([2, 8, 1]), X, y, num_chains=4)
+    _, dy, _ = starts.map_starts(k_map, bb.MLP([2, 8, 1]), Xp, yp, num_chains=4, kind="map", learn_noise=True)
+    assert d == hidden_delta(dy)
+
+
+@pytest.mark.parametrize("case", ["hidden_given", "noise_fixed", "prior_start", "no_hidden_layer"])
+def test_hidden_rule_applies_only_to_a_hidden_noise_nobody_chose(case):
+    X, y = _data(n=80, noise_sd=0.01)
+    net = {"hidden_given": bb.MLP([2, 6, 1], delta={"Z": 1e-3, "X": 1e-3}),
+           "noise_fixed": bb.MLP([2, 6, 1], delta={"y": 1e-4}),
+           "prior_start": bb.MLP([2, 6, 1]),
+           "no_hidden_layer": bb.MLP([2, 1], "identity")}[case]
+    kw = dict(init="prior") if case == "prior_start" else {}
+    res = _quiet_run(net, X, y, num_samples=3, num_warmup=0, num_chains=2, seed=0, **kw)
+    assert res.config["hidden_delta"]["rule"] == "net"
+    assert res.net.delta_z == net.delta_z and res.net == net

@@ -8,14 +8,14 @@ from .._backend import linalg
 from .._backend import random as bbr
 from .._backend.threads import default_kernel_threads, thread_limits
 from ..driver import check_count, deprecated_names, is_kept, run_kernel
-from ..inputs import prepare, warn_if_unscaled
+from ..inputs import prepare
 from ..model import MLP, resolve_learn_noise
 from .result import GibbsResult
 from . import kernel as _k
 from .automove import check_moves_name, resolve_moves
 from .kernel import Hyperprior
 
-__all__ = ["run", "resolve_defaults"]
+__all__ = ["run", "resolve_defaults", "data_hidden_delta"]
 
 
 @deprecated_names(n_samples="num_samples", n_warmup="num_warmup", n_chains="num_chains")
@@ -90,7 +90,10 @@ def run(net: MLP, X, y, *, num_samples: int = 1000, num_warmup: Optional[int] = 
         (``MLP.delta_y_given`` false: ``bb.MLP(widths)``), ``False`` when the caller set ``Δ_y``
         (``delta=1e-2`` or ``delta={"y": …}``) or the likelihood fixes it. A noise the user did
         not choose is learned, a noise the user wrote down is kept. ``result.config["learn_noise"]``
-        records the value used.
+        records the value used. With learned noise and a MAP start, hidden ``Δ_Z, Δ_X`` that the
+        caller did not set (``bb.MLP(widths)``) follow the fits' noise level,
+        ``clip(0.02 · median Δ̂_y, 1e-6, 1e-3)`` (:func:`data_hidden_delta`, design note 61):
+        ``result.net`` is the net sampled, ``result.config["hidden_delta"]`` says what was used.
     learn_prior, hyperprior : see :func:`step`
     store_log_joint : bool
         Record ``log p(W̃, Z, X, y)`` at every kept sample.
@@ -211,6 +214,40 @@ def resolve_defaults(net: MLP, *, num_samples: int, thin: int, num_warmup: Optio
     return num_warmup, resolve_learn_noise(net, learn_noise)
 
 
+def data_hidden_delta(net: MLP, map_dy, *, schedule=None) -> tuple[MLP, dict]:
+    """The net a :func:`run` samples, with its hidden ``Δ`` set from the MAP starts' noise when the
+    caller did not set them (design note 61); returns ``(net, config record)``.
+
+    When the chains start from joint (weights, ``Δ_y``) MAP fits (``map_dy``, shape ``(C,)``, not
+    ``None``: a MAP ``init`` with learned noise), the caller left ``Δ_Z`` and ``Δ_X`` at their
+    default (``net.delta_hidden_given`` false) and no warm-up ``schedule`` anneals towards the
+    net's ``Δ``, every hidden ``Δ_Z = Δ_X`` becomes
+
+        clip(0.02 · median_c Δ̂_y,c,  1e-6,  1e-3)
+
+    (:func:`blockbayes.gibbs.presets.hidden_delta`, the rule of the gold recipes), in the units of
+    the ``y`` given. Why: the default ``1e-3`` lets the per-point latents carry signal the network
+    should wherever the output noise is not well above it (docs/gibbs-moves.md §5); measured on
+    split 0 of Yacht and Energy, the default call went from test RMSE / LL 0.510 / −0.585 and
+    0.357 / −0.381 to 0.247 / +0.010 and 0.259 / −0.069 (NUTS, the issue-15 reference: 0.24 / +0.03,
+    0.22 / +0.09), while the noisy sets, where the rule gives 5e-4 – 1e-3, stayed within their
+    noise (docs/gibbs-moves.md §6 "Session 21"). Otherwise ``net`` is returned as it is. The record
+    (``result.config["hidden_delta"]``) says which.
+    """
+    from .presets import hidden_delta
+
+    if map_dy is None or net.delta_hidden_given or schedule is not None or net.num_layers < 2:
+        why = ("given by the caller" if net.delta_hidden_given else "no hidden layer" if net.num_layers < 2
+               else "a schedule anneals to the net's Δ" if schedule is not None
+               else "no joint MAP starts (a MAP init with learned noise) to set it from")
+        return net, dict(rule="net", value=[float(v) for v in net.delta_z], reason=why)
+    d = hidden_delta(map_dy)
+    delta = {"Z": d, "X": d, **({"y": net.delta_y} if net.delta_y_given else {})}
+    new = net.replace(delta=delta)
+    return new, dict(rule="map_noise", value=[float(v) for v in new.delta_z], ratio=0.02, floor=1e-6, cap=1e-3,
+                     reason="hidden Δ not given: 0.02 × the median MAP Δ̂_y, clipped to [1e-6, 1e-3]")
+
+
 class GibbsCarry(NamedTuple):
     """What :func:`run` carries from sweep to sweep: the chains' state, the moves' state (or
     ``None``), the partial log joint of the last kept sweep awaiting its first term (or ``None``)
@@ -232,7 +269,6 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
 
     t_start = _time.perf_counter()
     X, y = prepare(net, X, y, device=device, dtype=dtype, num_chains=num_chains)
-    warn_if_unscaled(net, X, y)
     xp = namespace(X, y)
     root = bbr.key(seed)
     k_init, k_run = bbr.split(root, 2)
@@ -243,6 +279,7 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         k_map, k_init = bbr.split(k_init, 2)
         init, map_dy, _ = map_starts(k_map, net, X, y, num_chains=num_chains, kind=init, learn_noise=learn_noise,
                                      noise_prior=(hyperprior.noise_shape, hyperprior.noise_rate))
+    net, hidden_cfg = data_hidden_delta(net, map_dy, schedule=schedule)
     tcfg = _tp.Tempering.coerce(tempering)
     if schedule is not None and tcfg.mode == "auto":
         tplan = _tp.TemperingPlan(False, (1.0,), _tp.noisy_count(net, X.shape[0]), None, None,
@@ -393,6 +430,7 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
     if moves is not None and hasattr(moves, "summary"):
         result.config["moves"] = moves.summary(carry.moves)
     result.config["moves_auto"] = auto.summary()
+    result.config["hidden_delta"] = hidden_cfg
     result.config["tempering"] = _tp.summary(tplan, carry.tempering)
     if diagnose:
         from .diagnostics import warn_if_unmixed

@@ -42,7 +42,7 @@ from ..gibbs.result import GibbsResult
 from ..gibbs.conditionals import output_targets
 from ..blocks import augmented_cross, augmented_gram, diag_embed
 from ..driver import deprecated_names, one_blas_thread, is_kept, run_kernel
-from ..inputs import prepare, warn_if_unscaled
+from ..inputs import prepare
 from ._common import NOISY_VI, check_int, eye
 from .result import VIResult
 
@@ -269,7 +269,6 @@ def run(net: MLP, X, y, *, num_samples: Optional[int] = None, num_warmup: Option
         check_int(name, v, lo)
     learn_noise = resolve_learn_noise(net, learn_noise)
     X, y = prepare(net, X, y, device=device, dtype=dtype, task="noisy", per_chain=False, method=NOISY_VI)
-    warn_if_unscaled(net, X, y)
     gaussian = net.likelihood == "gaussian"
     if init is None:
         init = "cavi" if gaussian else "prior"
