@@ -33,35 +33,9 @@ from .._backend import random as bbr
 from ..inputs import prepare
 from ..model import MLP
 from .kernel import Hyperprior
+from .starts import hidden_delta   # the rule lives with the starts it reads (gibbs.run uses it too)
 
 __all__ = ["GoldPreset", "gold", "gold_hmc", "gold_hmc_long", "given_start", "hidden_delta", "select_fits"]
-
-
-def hidden_delta(delta_y_hat, *, ratio: float = 0.02, floor: float = 1e-6, cap: float = 1e-3) -> float:
-    """The preset's hidden-layer noise ``clip(ratio · median(Δ̂_y), floor, cap)``.
-
-    Parameters
-    ----------
-    delta_y_hat : array of shape (C,) or sequence of float
-        MAP output-noise variances (one per chain), ``> 0``.
-    ratio, floor, cap : float
-        ``0 < floor <= cap``, ``ratio > 0``.
-
-    Returns
-    -------
-    float
-    """
-    if not (ratio > 0 and math.isfinite(ratio)):
-        raise ValueError(f"ratio must be positive and finite, got {ratio!r}")
-    if not (0 < floor <= cap and math.isfinite(cap)):
-        raise ValueError(f"need 0 < floor <= cap < inf, got floor={floor!r}, cap={cap!r}")
-    vals = sorted(float(v) for v in to_numpy(delta_y_hat).reshape(-1)) if hasattr(delta_y_hat, "shape") \
-        else sorted(float(v) for v in delta_y_hat)
-    if not vals or not all(v > 0 and math.isfinite(v) for v in vals):
-        raise ValueError(f"delta_y_hat must be non-empty, positive and finite, got {vals!r}")
-    k = len(vals)
-    med = vals[k // 2] if k % 2 else 0.5 * (vals[k // 2 - 1] + vals[k // 2])
-    return min(cap, max(floor, ratio * med))
 
 
 class GoldPreset(NamedTuple):

@@ -225,7 +225,7 @@ def data_hidden_delta(net: MLP, map_dy, *, schedule=None) -> tuple[MLP, dict]:
 
         clip(0.02 · median_c Δ̂_y,c,  1e-6,  1e-3)
 
-    (:func:`blockbayes.gibbs.presets.hidden_delta`, the rule of the gold recipes), in the units of
+    (:func:`blockbayes.gibbs.starts.hidden_delta`, the rule of the gold recipes), in the units of
     the ``y`` given. Why: the default ``1e-3`` lets the per-point latents carry signal the network
     should wherever the output noise is not well above it (docs/gibbs-moves.md §5); measured on
     split 0 of Yacht and Energy, the default call went from test RMSE / LL 0.510 / −0.585 and
@@ -234,7 +234,7 @@ def data_hidden_delta(net: MLP, map_dy, *, schedule=None) -> tuple[MLP, dict]:
     noise (docs/gibbs-moves.md §6 "Session 21"). Otherwise ``net`` is returned as it is. The record
     (``result.config["hidden_delta"]``) says which.
     """
-    from .presets import hidden_delta
+    from .starts import hidden_delta
 
     if map_dy is None or net.delta_hidden_given or schedule is not None or net.num_layers < 2:
         why = ("given by the caller" if net.delta_hidden_given else "no hidden layer" if net.num_layers < 2
