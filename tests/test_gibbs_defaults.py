@@ -259,3 +259,14 @@ def test_hidden_rule_applies_only_to_a_hidden_noise_nobody_chose(case):
     res = _quiet_run(net, X, y, num_samples=3, num_warmup=0, num_chains=2, seed=0, **kw)
     assert res.config["hidden_delta"]["rule"] == "net"
     assert res.net.delta_z == net.delta_z and res.net == net
+
+
+def test_distributed_run_follows_the_same_noise_rule():
+    """``distributed.run`` keeps its explicit counts but resolves ``learn_noise`` as ``gibbs.run`` does."""
+    from blockbayes import distributed as dd
+
+    X, y = _data(n=40)
+    r = dd.run(bb.MLP([2, 3, 1]), X, y, num_samples=3, seed=0, progress=False)
+    assert r.config["learn_noise"] is True and np.ptp(np.asarray(r.delta_y)) > 0
+    r = dd.run(bb.MLP([2, 3, 1], delta=0.1), X, y, num_samples=3, seed=0, progress=False)
+    assert r.config["learn_noise"] is False and np.all(np.asarray(r.delta_y) == 0.1)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .._backend import random as bbr
 from ..gibbs import Hyperprior, NonFiniteStateError, GibbsState
-from ..model import MLP
+from ..model import MLP, resolve_learn_noise
 from ..gibbs.result import GibbsResult
 from . import _random as rnd
 from ._driver import draw_block, log_joint_from_stats, prior_weights
@@ -173,7 +173,7 @@ def _save_driver(directory, d):
 
 
 def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: int = 1, thin: int = 1,
-        seed=None, dtype=None, init="prior", learn_noise: bool = False, learn_prior: bool = False,
+        seed=None, dtype=None, init="prior", learn_noise: Optional[bool] = None, learn_prior: bool = False,
         hyperprior: Hyperprior = Hyperprior(), store_log_joint: bool = True, post_method: str = "auto",
         client=None, num_shards: Optional[int] = None, block_rows: int = 65536,
         latent_dir: Optional[str] = None, in_memory: bool = True,
@@ -202,7 +202,11 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
     num_samples, num_warmup, num_chains, thin, seed, init, learn_noise, learn_prior, hyperprior,
     store_log_joint, post_method
         As in :func:`blockbayes.gibbs.run` (``init``: ``"prior"``, ``"zero"`` or per-layer
-        weights; the auxiliaries come from the noisy forward pass, keyed by row).
+        weights; the auxiliaries come from the noisy forward pass, keyed by row). The noise rule
+        is :func:`blockbayes.gibbs.run`'s (``learn_noise=None``: learned when the net leaves
+        ``Δ_y`` at its default, design note 60); the counts and the start keep their explicit
+        defaults here (one chain, no warm-up, ``init="prior"``): four chains of 2000 sweeps are
+        no cheap default on data beyond one process.
     dtype : None, "float32" or "float64"
         Shard arithmetic dtype (default: ``X``'s); the driver works in float64.
     client : distributed.Client, optional
@@ -253,6 +257,7 @@ def run(net: MLP, X, y, *, num_samples: int, num_warmup: int = 0, num_chains: in
                         ("num_chains", num_chains, 1), ("thin", thin, 1), ("block_rows", block_rows, 1),
                         ("checkpoint_every", checkpoint_every, 0), ("recover_tries", recover_tries, 1)):
         _check_int(name, v, lo)
+    learn_noise = resolve_learn_noise(net, learn_noise)
     dt = _validate(net, X, y, dtype)
     resume_dir = _resume_dir(resume, checkpoint_dir)
     if checkpoint_every and checkpoint_dir is None:
