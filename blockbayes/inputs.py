@@ -370,10 +370,9 @@ def warn_if_unscaled(net: MLP, X, y, *, regression=None) -> bool:
     lo, hi = SCALE_LIMITS
     msgs = []
     rms_x = xp.sqrt(xp.mean(X * X, axis=0))
-    worst = int(xp.argmax(rms_x))
-    wx = float(rms_x[worst])
+    wx = float(xp.max(rms_x))
     if wx > hi:
-        msgs.append(f"input column {worst} has root mean square {wx:.3g}")
+        msgs.append(f"input column {int(xp.argmax(rms_x))} has root mean square {wx:.3g}")
     if (net.likelihood == "gaussian") if regression is None else regression:
         yr = float(xp.sqrt(xp.mean(y * y)))
         if not lo <= yr <= hi:

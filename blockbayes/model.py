@@ -104,8 +104,6 @@ class MLP:
     delta_z: tuple[float, ...] = field(init=False)
     delta_x: tuple[float, ...] = field(init=False)
     delta_y: float = field(init=False)
-    delta_y_given: bool = field(init=False)
-    delta_hidden_given: bool = field(init=False)
 
     def __init__(self, widths, activation="relu", *, slope=0.01, likelihood="gaussian",
                  prior_prec="fan_in", delta=None):
@@ -154,8 +152,6 @@ class MLP:
         else:
             raise TypeError(f"prior_prec must be 'fan_in', a number or a sequence, got {type(prior_prec).__name__}")
         # noise variances
-        given_y = delta is not None and (not isinstance(delta, Mapping) or "y" in delta)
-        given_h = delta is not None and (not isinstance(delta, Mapping) or "Z" in delta or "X" in delta)
         if delta is None:
             dz, dx, dy = (DEFAULT_DELTA,) * (L - 1), (DEFAULT_DELTA,) * (L - 1), DEFAULT_DELTA
         elif isinstance(delta, Mapping):
@@ -170,7 +166,6 @@ class MLP:
             dz, dx, dy = (d,) * (L - 1), (d,) * (L - 1), d
         if likelihood in ("probit", "multinomial_probit"):
             dy = 1.0  # not identifiable jointly with the weight scale (MATH.md §B.1)
-            given_y = True
         if likelihood == "probit" and ws[-1] != 1:
             raise ValueError(f"likelihood='probit' needs one output unit, got widths[-1]={ws[-1]}")
         if likelihood == "multinomial_probit" and ws[-1] < 2:
@@ -188,8 +183,6 @@ class MLP:
         set_(self, "delta_z", dz)
         set_(self, "delta_x", dx)
         set_(self, "delta_y", dy)
-        set_(self, "delta_y_given", bool(given_y))
-        set_(self, "delta_hidden_given", bool(given_h))
 
     def __hash__(self):
         return hash((self.widths, self.activation, self.slope, self.likelihood, self.lam_w,
@@ -197,6 +190,19 @@ class MLP:
 
     def __eq__(self, other):
         return isinstance(other, MLP) and hash(self) == hash(other) and self.widths == other.widths
+
+    @property
+    def delta_y_given(self) -> bool:
+        """Whether the caller set ``Δ_y`` (see the class docstring)."""
+        if self.likelihood in ("probit", "multinomial_probit"):
+            return True
+        return self.delta is not None and (not isinstance(self.delta, Mapping) or "y" in self.delta)
+
+    @property
+    def delta_hidden_given(self) -> bool:
+        """Whether the caller set ``Δ_Z`` or ``Δ_X`` (see the class docstring)."""
+        return self.delta is not None and (not isinstance(self.delta, Mapping) or "Z" in self.delta
+                                           or "X" in self.delta)
 
     @property
     def num_layers(self) -> int:

@@ -33,7 +33,7 @@ from .._backend import random as bbr
 from ..inputs import prepare
 from ..model import MLP
 from .kernel import Hyperprior
-from .starts import hidden_delta   # the rule lives with the starts it reads (gibbs.run uses it too)
+from .starts import HIDDEN_RULE, hidden_delta   # the rule lives with the starts it reads (gibbs.run uses it too)
 
 __all__ = ["GoldPreset", "gold", "gold_hmc", "gold_hmc_long", "given_start", "hidden_delta", "select_fits"]
 
@@ -68,9 +68,9 @@ class GoldPreset(NamedTuple):
     num_chains: int = 4
     num_warmup: int = 1000
     num_samples: int = 1000
-    ratio: float = 0.02
-    floor: float = 1e-6
-    cap: float = 1e-3
+    ratio: float = HIDDEN_RULE["ratio"]
+    floor: float = HIDDEN_RULE["floor"]
+    cap: float = HIDDEN_RULE["cap"]
     map_max_iter: Optional[int] = None
     moves: object = None
     map_fits: Optional[int] = None

@@ -166,13 +166,12 @@ def run(net: MLP, X, y, *, num_samples: int = 1000, num_warmup: Optional[int] = 
     NonFiniteStateError
         If the state turns non-finite; the message names the block(s) and the sweep.
     """
-    check_count("num_samples", num_samples, 1)
-    check_count("thin", thin, 1)
+    for name, v, lo in (("num_samples", num_samples, 1), ("thin", thin, 1), ("num_chains", num_chains, 1),
+                        ("check_every", check_every, 1)):
+        check_count(name, v, lo)
     num_warmup, learn_noise = resolve_defaults(net, num_samples=num_samples, thin=thin, num_warmup=num_warmup,
                                                learn_noise=learn_noise)
-    for name, v, lo in (("num_samples", num_samples, 1), ("num_warmup", num_warmup, 0),
-                        ("num_chains", num_chains, 1), ("thin", thin, 1), ("check_every", check_every, 1)):
-        check_count(name, v, lo)
+    check_count("num_warmup", num_warmup, 0)
     if learn_noise and net.likelihood in ("probit", "multinomial_probit"):
         raise ValueError(f"learn_noise is not available for likelihood={net.likelihood!r}: Δ_y = 1 is fixed")
     check_moves_name(moves)             # before any MAP fit
@@ -234,18 +233,18 @@ def data_hidden_delta(net: MLP, map_dy, *, schedule=None) -> tuple[MLP, dict]:
     noise (docs/gibbs-moves.md §6 "Session 21"). Otherwise ``net`` is returned as it is. The record
     (``result.config["hidden_delta"]``) says which.
     """
-    from .starts import hidden_delta
+    from .starts import HIDDEN_RULE, hidden_delta
 
     if map_dy is None or net.delta_hidden_given or schedule is not None or net.num_layers < 2:
         why = ("given by the caller" if net.delta_hidden_given else "no hidden layer" if net.num_layers < 2
                else "a schedule anneals to the net's Δ" if schedule is not None
                else "no joint MAP starts (a MAP init with learned noise) to set it from")
         return net, dict(rule="net", value=[float(v) for v in net.delta_z], reason=why)
-    d = hidden_delta(map_dy)
+    d = hidden_delta(map_dy, **HIDDEN_RULE)
     delta = {"Z": d, "X": d, **({"y": net.delta_y} if net.delta_y_given else {})}
     new = net.replace(delta=delta)
-    return new, dict(rule="map_noise", value=[float(v) for v in new.delta_z], ratio=0.02, floor=1e-6, cap=1e-3,
-                     reason="hidden Δ not given: 0.02 × the median MAP Δ̂_y, clipped to [1e-6, 1e-3]")
+    return new, dict(rule="map_noise", value=[float(v) for v in new.delta_z], **HIDDEN_RULE,
+                     reason="hidden Δ not given: ratio × the median MAP Δ̂_y, clipped to [floor, cap]")
 
 
 class GibbsCarry(NamedTuple):

@@ -41,7 +41,7 @@ from .._backend import device_of, namespace, to_numpy
 from .._backend import random as bbr
 from ..model import MLP
 
-__all__ = ["MAP_INITS", "LOGIT_TO_PROBIT", "map_starts", "hidden_delta"]
+__all__ = ["MAP_INITS", "LOGIT_TO_PROBIT", "map_starts", "hidden_delta", "HIDDEN_RULE"]
 
 MAP_INITS = ("map", "ensemble", "map_shared", "map_evidence")
 """The string ``init`` values of :func:`blockbayes.gibbs.run` that start from MAP fits."""
@@ -56,7 +56,12 @@ the fits end on kinks rather than at the gradient tolerance; 3000 gave the same 
 on Yacht split 0 (0.291 vs 0.296 after Gibbs at Δ = 1e-5) at a fifth of the cost."""
 
 
-def hidden_delta(delta_y_hat, *, ratio: float = 0.02, floor: float = 1e-6, cap: float = 1e-3) -> float:
+HIDDEN_RULE = dict(ratio=0.02, floor=1e-6, cap=1e-3)
+"""The constants of :func:`hidden_delta` used by ``gibbs.run`` and the gold recipes (chosen in session 6)."""
+
+
+def hidden_delta(delta_y_hat, *, ratio: float = HIDDEN_RULE["ratio"], floor: float = HIDDEN_RULE["floor"],
+                 cap: float = HIDDEN_RULE["cap"]) -> float:
     """The preset's hidden-layer noise ``clip(ratio · median(Δ̂_y), floor, cap)``.
 
     Parameters
