@@ -102,6 +102,8 @@ METHODS = {
     # the same recipe's starts and hidden-Δ rule without the HMC move, at the runner gibbs row's 300 + 300
     # sweeps (a Gibbs row priced for the figure's 2× the ensemble's wall-clock): opt-in
     "gibbs_rule": {"method": "gibbs_gold", "preset": "gold", "num_warmup": 300, "num_samples": 300},
+    # gibbs.run(net, X, y) with nothing set but the seed: every library default (design notes 60, 61): opt-in
+    "gibbs_default": {"method": "gibbs_default"},
     "vi_block": {"method": "vi_block", "options": {"num_warmup": 100, "num_samples": 100}},
     "vi_ivon": {"method": "vi_ivon"},
     "vi_vogn": {"method": "vi_vogn"},
@@ -123,7 +125,8 @@ def _default_row(label):
 
 # Every variant of the MAP / ensemble (``map_*``, ``ensemble_*``), the reference and the gold Gibbs rows are opt-in
 # (--methods); the default table runs the rest.
-DEFAULT_METHODS = tuple(m for m in METHODS if _default_row(m) is None and m not in ("hmc", "gibbs_gold", "gibbs_rule", "gibbs_auto"))
+DEFAULT_METHODS = tuple(m for m in METHODS if _default_row(m) is None and m not in ("hmc", "gibbs_gold", "gibbs_rule", "gibbs_auto",
+                                                                                          "gibbs_default"))
 
 # The two large sets get a cheaper budget so that the whole table fits a 2-core afternoon: fewer
 # L-BFGS iterations for every MAP fit (shared by MAP, Laplace, the ensemble and the MAP starts)
@@ -188,6 +191,12 @@ def describe(cfg) -> str:
                 + ("; moves='auto' (gibbs.run's default: the joint non-centred HMC move, 32 leapfrog steps, "
                    "where blockbayes.gibbs.automove adds it; the cell's diagnostics say which)"
                    if cfg["method"] == "gibbs_auto" else "; the sweep alone (moves=None)"))
+    if cfg["method"] == "gibbs_default":
+        return ("block Gibbs as a user's first call gets it, `gibbs.run(MLP(widths), X, y, seed=…)`: 4 chains, each "
+                "from its own joint-noise MAP fit, 1000 warm-up + 1000 kept sweeps, Δ_y learned, hidden Δ_Z = Δ_X "
+                "from the fits' noise (design note 61), prior λ = fan-in (fixed), moves='auto' (the joint HMC move "
+                "where affordable; the cell says which); the MAP fits are in the fit time; predictive: noise-free "
+                "network + Δ_y per sample")
     if cfg["method"] == "gibbs_gold":
         p = getattr(bb.gibbs.presets, opts["preset"])(**{k: opts[k] for k in ("num_warmup", "num_samples", "num_chains")
                                                         if opts[k] is not None})
@@ -425,7 +434,7 @@ def render(res, methods, datasets, splits_req, doc: Path, elapsed_note: str = ""
 
 REF = "hmc"
 BASE = "ensemble"
-SAMPLERS = ("gibbs", "gibbs_auto", "gibbs_gold")
+SAMPLERS = ("gibbs", "gibbs_auto", "gibbs_gold", "gibbs_default")
 
 
 def sampler_figure_section(res, labels, datasets) -> list:

@@ -242,3 +242,52 @@ def test_uci_table_writes_the_repository_page_only_for_the_default_out(tmp_path)
     assert ut.doc_path(tmp_path) == tmp_path / "page.md"
     assert ut.doc_path(tmp_path, str(tmp_path / "x.md")) == tmp_path / "x.md"
     assert "gibbs_auto" in ut.SAMPLERS and "gibbs_auto" not in ut.DEFAULT_METHODS
+
+
+def test_gibbs_default_cell_is_the_literal_call():
+    """``gibbs_default`` = ``gibbs.run(MLP(widths), X, y, seed=…)`` with nothing else set (bitwise at the
+    derived seed), its convergence warning recorded rather than printed, the hidden Δ and the move choice in
+    the cell; a net given a Δ by hand would differ, so the cell must be built from the default net."""
+    import warnings
+
+    d = _teacher()
+    g = M.get_method("gibbs_default")
+    arch = M.Arch(3, (6,), "regression")
+    opts = g.options(dict(num_samples=15, num_chains=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gibbs.diagnostics.ConvergenceWarning)   # recorded, not raised
+        p = g.fit(arch, d.X_train, d.y_train, seed=4, **opts)
+    m, v = p.predict(d.X_test)
+    r = gibbs.run(bb.MLP([3, 6, 1]), d.X_train, d.y_train, seed=M._int_seed([4, 60]), num_samples=15,
+                  num_chains=2, progress=False, diagnose=False)
+    m2, v2 = r.predict(d.X_test)
+    np.testing.assert_array_equal(m, np.asarray(m2).reshape(-1))
+    np.testing.assert_array_equal(v, np.asarray(v2).reshape(-1))
+    dg = p.diagnostics
+    assert dg["sweeps_per_chain"] == 30 and dg["samples"] == 30 and "rhat_pred_max" in dg
+    assert dg["hidden_delta"] == float(np.max(r.net.delta_z)) < 1e-3        # the rule applied, not the 1e-3 default
+    assert dg["moves_chosen"] == "none" and isinstance(dg["convergence_warning"], bool)
+    assert "rhat_delta_y" in dg and np.isfinite(p.lpd(d.X_test, d.y_test)).all()
+    r_hand = gibbs.run(bb.MLP([3, 6, 1], delta=1e-3), d.X_train, d.y_train, seed=M._int_seed([4, 60]),
+                       num_samples=15, num_chains=2, progress=False, diagnose=False)
+    assert not np.array_equal(np.asarray(r_hand.predict(d.X_test)[0]).reshape(-1), m)
+
+
+def test_gibbs_default_is_opt_in_in_the_uci_table():
+    from tests._helpers import load_benchmark
+
+    ut = load_benchmark("uci_table")
+    assert "gibbs_default" in ut.SAMPLERS and "gibbs_default" not in ut.DEFAULT_METHODS
+    assert "gibbs.run(MLP(widths), X, y" in ut.describe(ut.METHODS["gibbs_default"])
+
+
+def test_gibbs_default_cell_classifies():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(90, 3))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
+    g = M.get_method("gibbs_default")
+    p = g.fit(M.Arch(3, (6,), "classification", n_classes=3), X, y, seed=1,
+              **g.options(dict(num_samples=10, num_chains=2, nodes=8)))
+    P = p.predict_proba(X[:7])
+    assert P.shape == (7, 3) and np.allclose(P.sum(1), 1.0) and (P >= 0).all()
+    assert p.diagnostics["samples"] == 20 and "rhat_delta_y" not in p.diagnostics     # probit: Δ_y fixed

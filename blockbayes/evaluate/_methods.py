@@ -490,6 +490,55 @@ register_method(Method(
                 "affordable)"))
 
 
+def _fit_gibbs_default(arch: Arch, X, y, *, seed, prior_prec, dtype, nodes=32, num_samples=None, num_chains=None):
+    """``gibbs.run(net, X, y)`` with nothing set but the seed: what a user's first call gets.
+
+    The net is the table's architecture with the library's default noise (``MLP(..., delta=None)``),
+    so every default of :func:`blockbayes.gibbs.run` applies — 4 chains from joint MAP fits,
+    ``num_warmup = num_samples = 1000``, learned ``Δ_y`` (regression), the hidden ``Δ`` from the
+    fits' noise (design note 61), ``moves="auto"`` and ``tempering="auto"`` (design notes 56, 60).
+    The whole call, MAP fits included, is the cell's fit time. Predictive: the noise-free network
+    per sample (``GibbsResult.predict``'s default). Diagnostics: as ``gibbs``, plus the hidden ``Δ``
+    and what ``moves="auto"`` chose. The end-of-run convergence warning is recorded, not printed:
+    the test predictions' R-hat is in the cell. ``num_samples`` / ``num_chains`` (``None``: the
+    library's) are passed on only when given, for a shorter run of the same call."""
+    import warnings
+
+    from .. import gibbs
+    from ..gibbs.diagnostics import ConvergenceWarning
+    from ..model import MLP
+
+    _check_nodes(nodes)
+    reg = arch.task == "regression"
+    net = MLP(arch.widths, arch.activation, likelihood=_gibbs_likelihood(arch), prior_prec=prior_prec)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        over = {k: v for k, v in dict(num_samples=num_samples, num_chains=num_chains).items() if v is not None}
+        res = gibbs.run(net, X, y, seed=_int_seed([seed, 60]), dtype=dtype, progress=False, **over).to_numpy()
+    cfg = res.config
+    hidden = (cfg.get("hidden_delta") or {}).get("value")
+    diag = {"sweeps_per_chain": int(cfg["num_warmup"]) + int(cfg["num_samples"]) * int(cfg["thin"]),
+            "samples": int(cfg["num_chains"]) * int(cfg["num_samples"]),
+            "hidden_delta": float(np.max(hidden)) if hidden is not None else float(np.max(res.net.delta_z)),
+            "convergence_warning": any(issubclass(w.category, ConvergenceWarning) for w in caught)}
+    diag.update(_move_diagnostics(res))
+    for w in caught:                      # anything else the call said is the user's to see
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    traces = _chain_traces(diag, log_joint=res.log_joint, delta_y=res.delta_y if cfg.get("learn_noise") else None)
+    post = _scored_samples(res, diag) if reg else res
+    return _predictor(arch, post, predict_kw=dict(kind="network"), diagnostics=diag, traces=traces,
+                      proba_kw=None if reg else dict(nodes=nodes))
+
+
+register_method(Method(
+    "gibbs_default", _fit_gibbs_default,
+    defaults=dict(prior_prec="fan_in", dtype="float64", nodes=32, num_samples=None, num_chains=None),
+    requires="blockbayes.gibbs",
+    description="gibbs.run(net, X, y) with every library default (4 chains from joint MAP fits, 1000 + 1000, "
+                "learned Δ_y, hidden Δ from the fits' noise, moves='auto')"))
+
+
 # ----------------------------------------------------------------------------------- MAP family
 
 def _std_net(arch: Arch, prior_prec, delta_y):
