@@ -270,3 +270,57 @@ def test_distributed_run_follows_the_same_noise_rule():
     assert r.config["learn_noise"] is True and np.ptp(np.asarray(r.delta_y)) > 0
     r = dd.run(bb.MLP([2, 3, 1], delta=0.1), X, y, num_samples=3, seed=0, progress=False)
     assert r.config["learn_noise"] is False and np.all(np.asarray(r.delta_y) == 0.1)
+
+
+# ----------------------------------------------------------------- counts when replica exchange runs (note 62)
+
+def _tiny():
+    """The validation suite's [1, 1, 1] ReLU problem (n = 8, Δ = 0.2 / 0.1): tempering="auto" turns on."""
+    from validation.gibbs_checks import tiny_problem
+
+    net, _, x, y = tiny_problem("relu")[:4]
+    return net, np.asarray(x)[:, None], np.asarray(y)[:, None]
+
+
+def test_resolve_counts_rule():
+    from blockbayes.gibbs import sampler as S
+    from blockbayes.gibbs import tempering as T
+
+    net, X, _ = _tiny()
+    n = X.shape[0]
+    assert T.plan(net, n, T.Tempering.coerce("auto"), output=True).active
+    kw = dict(thin=1, learn_noise=False, tempering="auto", schedule=None)
+    assert S.resolve_counts(net, n, num_samples=None, num_warmup=None, num_chains=None, **kw) == (1500, 500, 16)
+    assert S.resolve_counts(net, n, num_samples=40, num_warmup=None, num_chains=None, **kw) == (40, None, 16)
+    assert S.resolve_counts(net, n, num_samples=None, num_warmup=7, num_chains=3, **kw) == (1500, 7, 3)
+    assert S.resolve_counts(net, n, num_samples=9, num_warmup=None, num_chains=2, **kw) == (9, None, 2)
+    off = dict(kw, tempering="off")
+    assert S.resolve_counts(net, n, num_samples=None, num_warmup=None, num_chains=None, **off) == (1000, None, 4)
+    from blockbayes.gibbs.anneal import AnnealedDelta
+
+    sched = dict(kw, schedule=AnnealedDelta(1.0))
+    assert S.resolve_counts(net, n, num_samples=None, num_warmup=None, num_chains=None, **sched) == (1000, None, 4)
+    big = bb.MLP([2, 50, 1])                       # default Δ = 1e-3 on 500 rows: the ladder is too long
+    assert S.resolve_counts(big, 500, num_samples=None, num_warmup=None, num_chains=None,
+                            **dict(kw, learn_noise=True)) == (1000, None, 4)
+
+
+def test_tiny_run_with_counts_unset_gets_the_tempered_budget():
+    """End to end, shortened by one given count: ``num_samples`` given, chains and warm-up from the rule
+    (16 chains; warm-up = num_samples · thin, since a count was given)."""
+    net, X, y = _tiny()
+    res = _quiet_run(net, X, y, num_samples=6, seed=0)
+    cfg = res.config
+    assert (cfg["num_samples"], cfg["num_warmup"], cfg["num_chains"]) == (6, 6, 16)
+    assert cfg["tempering"]["active"] and res.weights[0].shape[:2] == (16, 6)
+    res = _quiet_run(net, X, y, num_samples=6, seed=0, tempering="off")
+    assert res.config["num_chains"] == 4
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_bad_counts_still_raise(bad):
+    net, X, y = _tiny()
+    for name in ("num_samples", "num_chains"):
+        with pytest.raises((ValueError, TypeError)):
+            gibbs.run(net, X, y, progress=False, **{name: bad})
+

@@ -15,11 +15,26 @@ from . import kernel as _k
 from .automove import check_moves_name, resolve_moves
 from .kernel import Hyperprior
 
-__all__ = ["run", "resolve_defaults", "data_hidden_delta"]
+__all__ = ["run", "resolve_defaults", "resolve_counts", "data_hidden_delta", "DEFAULT_COUNTS", "TEMPERED_COUNTS"]
+
+DEFAULT_COUNTS = (1000, 4)
+"""``(num_samples, num_chains)`` of :func:`run` when not given and replica exchange is off (design note 60)."""
+
+TEMPERED_COUNTS = (1500, 16)
+"""``(num_samples, num_chains)`` of :func:`run` when not given and ``tempering`` resolves on for the net
+as given — the tiny problems (at most 16 replicas), where a sweep is call-bound and 16 chains cost
+~1.7× 4. Warm-up then defaults to 500 (a third of the kept sweeps), the budget of ``vi.run``'s
+tempered default (:data:`blockbayes.vi.rao_blackwell.TEMPERED_BUDGET`). Why (design note 62;
+docs/gibbs-moves.md §6 "Session 22"): on the tiny-net grid 4 × (1000 + 1000) left 3 of 9 rows'
+pooled marginal sds more than 10 % from exact at seed 0 (13 %, 13 %, 16 %)."""
+
+TEMPERED_WARMUP = 500
+"""Warm-up sweeps of the tempered default (:data:`TEMPERED_COUNTS`) when ``num_warmup`` is not given."""
 
 
 @deprecated_names(n_samples="num_samples", n_warmup="num_warmup", n_chains="num_chains")
-def run(net: MLP, X, y, *, num_samples: int = 1000, num_warmup: Optional[int] = None, num_chains: int = 4,
+def run(net: MLP, X, y, *, num_samples: Optional[int] = None, num_warmup: Optional[int] = None,
+        num_chains: Optional[int] = None,
         thin: int = 1, seed=None, device=None, dtype=None, progress: bool = True, init="map",
         learn_noise: Optional[bool] = None, learn_prior: bool = False, hyperprior: Hyperprior = Hyperprior(),
         store_log_joint: bool = True, post_method: str = "auto", check_every: int = 1,
@@ -37,14 +52,17 @@ def run(net: MLP, X, y, *, num_samples: int = 1000, num_warmup: Optional[int] = 
         Regression targets (the last form gives each chain its own targets), or integer class
         labels ``0..K-1`` of shape ``(n,)`` for ``likelihood="probit"`` (K = 2),
         ``"multinomial_probit"`` and ``"onehot_gaussian"`` (K = d_out). Not modified.
-    num_samples : int
-        Samples kept per chain (after thinning). Default 1000.
+    num_samples : int or None
+        Samples kept per chain (after thinning). Default (``None``): 1000, or 1500 when replica
+        exchange runs (``tempering`` resolves on for the net as given: tiny problems only).
     num_warmup : int or None
         Sweeps discarded first (the moves adapt there). Default (``None``): as many as the kept
-        sweeps, ``num_samples · thin`` — 1000 with the other defaults.
-    num_chains : int
-        Independent chains, run in parallel as a leading batch axis. Default 4, so that the
-        end-of-run R-hat compares chains that started apart (each from its own MAP fit).
+        sweeps, ``num_samples · thin`` — 1000 with the other defaults; 500 when replica exchange
+        runs and neither count was given.
+    num_chains : int or None
+        Independent chains, run in parallel as a leading batch axis. Default (``None``): 4, so
+        that the end-of-run R-hat compares chains that started apart (each from its own MAP fit);
+        16 when replica exchange runs (:data:`TEMPERED_COUNTS`, design note 62).
 
         Why these defaults (design note 60; ``benchmarks/gibbs_defaults.py``): before them a call
         that set nothing ran one chain without warm-up at the MLP's fixed ``Δ_y = 1e-3``, which
@@ -168,7 +186,12 @@ def run(net: MLP, X, y, *, num_samples: int = 1000, num_warmup: Optional[int] = 
     """
     for name, v, lo in (("num_samples", num_samples, 1), ("thin", thin, 1), ("num_chains", num_chains, 1),
                         ("check_every", check_every, 1)):
-        check_count(name, v, lo)
+        if v is not None or name in ("thin", "check_every"):
+            check_count(name, v, lo)
+    learn_noise = resolve_learn_noise(net, learn_noise)
+    num_samples, num_warmup, num_chains = resolve_counts(
+        net, _num_rows(X), num_samples=num_samples, num_warmup=num_warmup, num_chains=num_chains, thin=thin,
+        learn_noise=learn_noise, tempering=tempering, schedule=schedule)
     num_warmup, learn_noise = resolve_defaults(net, num_samples=num_samples, thin=thin, num_warmup=num_warmup,
                                                learn_noise=learn_noise)
     check_count("num_warmup", num_warmup, 0)
@@ -192,6 +215,44 @@ def run(net: MLP, X, y, *, num_samples: int = 1000, num_warmup: Optional[int] = 
                     checkpoint_every=checkpoint_every, resume=resume)
     finally:
         limits()
+
+
+def _num_rows(X) -> int:
+    """Rows of ``X`` before :func:`blockbayes.inputs.prepare` (which checks it properly)."""
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) >= 1:
+        return int(shape[0])
+    try:
+        return len(X)
+    except TypeError:
+        return 0
+
+
+def resolve_counts(net: MLP, n: int, *, num_samples: Optional[int], num_warmup: Optional[int],
+                   num_chains: Optional[int], thin: int, learn_noise: bool, tempering="auto",
+                   schedule=None) -> tuple[int, Optional[int], int]:
+    """``(num_samples, num_warmup, num_chains)`` of a :func:`run` call with its ``None`` counts filled.
+
+    When replica exchange would run for the net *as given* (:func:`blockbayes.gibbs.tempering.plan`
+    on ``n`` rows; off with a ``schedule``, as in :func:`run`), the defaults are
+    :data:`TEMPERED_COUNTS` and, if neither ``num_samples`` nor ``num_warmup`` was given,
+    :data:`TEMPERED_WARMUP`; otherwise :data:`DEFAULT_COUNTS`. ``num_warmup`` is otherwise left for
+    :func:`resolve_defaults` (``num_samples · thin``). Given counts pass through. (The hidden-Δ rule
+    of :func:`data_hidden_delta` can only lower ``Δ``, which only lengthens the ladder, so a run the
+    plan here calls untempered stays untempered; the converse costs at most extra chains.)
+    """
+    if num_samples is not None and num_chains is not None:
+        return num_samples, num_warmup, num_chains
+    from . import tempering as _tp
+
+    tcfg = _tp.Tempering.coerce(tempering)
+    tempered = (schedule is None or tcfg.mode != "auto") and n > 0 and \
+        _tp.plan(net, n, tcfg, output=not learn_noise).active
+    s_def, c_def = TEMPERED_COUNTS if tempered else DEFAULT_COUNTS
+    if tempered and num_samples is None and num_warmup is None:
+        num_warmup = TEMPERED_WARMUP
+    return (s_def if num_samples is None else num_samples, num_warmup,
+            c_def if num_chains is None else num_chains)
 
 
 def resolve_defaults(net: MLP, *, num_samples: int, thin: int, num_warmup: Optional[int],
