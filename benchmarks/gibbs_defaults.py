@@ -49,6 +49,7 @@ ARMS = {
     "defaults": dict(),
     "emulated": dict(num_samples=1000, num_warmup=1000, num_chains=4, learn_noise=True),
     "hidden_rule": None,
+    "no_prefit": dict(),      # the defaults with the joint MAP starts' fixed-noise pre-fit off (before note 63)
 }
 
 
@@ -62,6 +63,14 @@ def one(name, split, arm, *, seed, raw):
         warnings.simplefilter("ignore", ConvergenceWarning)
         if arm == "hidden_rule":
             r = gibbs.presets.GoldPreset(moves="auto").run(net, Xtr, ytr, seed=seed)
+        elif arm == "no_prefit":
+            from blockbayes.gibbs import starts as _starts
+
+            saved, _starts.JOINT_PREFIT_ITER = _starts.JOINT_PREFIT_ITER, 0
+            try:
+                r = gibbs.run(net, Xtr, ytr, seed=seed, progress=False)
+            finally:
+                _starts.JOINT_PREFIT_ITER = saved
         else:
             r = gibbs.run(net, Xtr, ytr, seed=seed, progress=False, **ARMS[arm])
     wall = time.perf_counter() - t0

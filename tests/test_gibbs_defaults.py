@@ -244,7 +244,8 @@ def test_default_run_sets_the_hidden_noise_from_the_map_starts():
     root = bb._backend.random.key(0)
     k_map = bb._backend.random.split(bb._backend.random.split(root, 2)[0], 2)[0]
     Xp, yp = bb.inputs.prepare(bb.MLP([2, 8, 1]), X, y, num_chains=4)
-    _, dy, _ = starts.map_starts(k_map, bb.MLP([2, 8, 1]), Xp, yp, num_chains=4, kind="map", learn_noise=True)
+    _, dy, _ = starts.map_starts(k_map, bb.MLP([2, 8, 1]), Xp, yp, num_chains=4, kind="map", learn_noise=True,
+                                 prefit=starts.JOINT_PREFIT_ITER)
     assert d == hidden_delta(dy)
 
 
@@ -324,3 +325,65 @@ def test_bad_counts_still_raise(bad):
         with pytest.raises((ValueError, TypeError)):
             gibbs.run(net, X, y, progress=False, **{name: bad})
 
+
+# ----------------------------------------------------------------- joint MAP starts' fixed-noise pre-fit (note 63)
+
+def _prefit_data():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(120, 2))
+    y = np.sin(X[:, 0]) + 0.02 * rng.normal(size=120)
+    net = bb.MLP([2, 6, 1])
+    Xp, yp = bb.inputs.prepare(net, X, y, num_chains=2)
+    return net, Xp, yp
+
+
+def test_prefit_is_a_fixed_noise_fit_then_the_joint_fit_from_it():
+    from blockbayes import laplace
+    from blockbayes.gibbs import starts
+
+    net, X, y = _prefit_data()
+    key = bb._backend.random.key(3)
+    w, dy, info = starts.map_starts(key, net, X, y, num_chains=2, learn_noise=True, max_iter=60, prefit=20)
+    keys = bb._backend.random.split(key, 2)
+    dy0 = starts.JOINT_PREFIT_NOISE * float(np.var(np.asarray(y)))
+    for c in range(2):
+        w0 = laplace.map_fit(net, X, y, seed=keys[c], max_iter=20, delta_y=dy0, progress=False)
+        wc, ic = laplace.map_fit(net, X, y, init=w0, max_iter=40, learn_noise=True, noise_prior=(1.0, 1e-2),
+                                 tol=1e-6, ftol=0.0, progress=False, return_info=True)
+        for l in range(2):
+            np.testing.assert_array_equal(np.asarray(w[l][c]), np.asarray(wc[l]))
+        assert float(dy[c]) == max(float(ic["delta_y"]), 1e-6)
+    plain = starts.map_starts(key, net, X, y, num_chains=2, learn_noise=True, max_iter=60)
+    assert not np.array_equal(np.asarray(plain[0][0]), np.asarray(w[0]))     # the pre-fit changed the start
+    assert info["map_iters"] <= 2 * 60
+
+
+def test_prefit_applies_to_joint_fits_only_and_checks_its_value():
+    from blockbayes.gibbs import starts
+
+    net, X, y = _prefit_data()
+    key = bb._backend.random.key(4)
+    a = starts.map_starts(key, net, X, y, num_chains=2, max_iter=30, prefit=10)      # fixed noise: ignored
+    b = starts.map_starts(key, net, X, y, num_chains=2, max_iter=30)
+    np.testing.assert_array_equal(np.asarray(a[0][0]), np.asarray(b[0][0]))
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="prefit"):
+            starts.map_starts(key, net, X, y, num_chains=2, max_iter=30, prefit=bad, learn_noise=True)
+
+
+def test_gibbs_run_starts_with_the_prefit():
+    """``gibbs.run``'s MAP starts are ``map_starts(..., prefit=JOINT_PREFIT_ITER)`` at the run's key: the hidden
+    Δ it records is the rule applied to those fits' noise, and not to the fits without the pre-fit."""
+    from blockbayes.gibbs import starts
+
+    net, X, y = _prefit_data()
+    Xr = np.asarray(X)
+    yr = np.asarray(y)[:, 0]
+    res = _quiet_run(net, Xr, yr, num_samples=1, num_warmup=0, num_chains=2, seed=7, moves="none")
+    root = bb._backend.random.key(7)
+    k_map = bb._backend.random.split(bb._backend.random.split(root, 2)[0], 2)[0]
+    w, dy, _ = starts.map_starts(k_map, net, X, y, num_chains=2, kind="map", learn_noise=True,
+                                 prefit=starts.JOINT_PREFIT_ITER)
+    assert res.config["hidden_delta"]["value"][0] == starts.hidden_delta(dy)
+    w_off, dy_off, _ = starts.map_starts(k_map, net, X, y, num_chains=2, kind="map", learn_noise=True)
+    assert starts.hidden_delta(dy_off) != starts.hidden_delta(dy)      # a twin without the pre-fit is told apart

@@ -334,11 +334,12 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
     k_init, k_run = bbr.split(root, 2)
     map_dy = None
     if isinstance(init, str) and init in ("map", "ensemble", "map_shared", "map_evidence"):
-        from .starts import map_starts
+        from . import starts as _starts
 
         k_map, k_init = bbr.split(k_init, 2)
-        init, map_dy, _ = map_starts(k_map, net, X, y, num_chains=num_chains, kind=init, learn_noise=learn_noise,
-                                     noise_prior=(hyperprior.noise_shape, hyperprior.noise_rate))
+        init, map_dy, _ = _starts.map_starts(k_map, net, X, y, num_chains=num_chains, kind=init,
+                                             learn_noise=learn_noise, prefit=_starts.JOINT_PREFIT_ITER,
+                                             noise_prior=(hyperprior.noise_shape, hyperprior.noise_rate))
     net, hidden_cfg = data_hidden_delta(net, map_dy, schedule=schedule)
     tcfg = _tp.Tempering.coerce(tempering)
     if schedule is not None and tcfg.mode == "auto":
