@@ -92,8 +92,9 @@ def run(net: MLP, X, y, *, num_samples: Optional[int] = None, num_warmup: Option
         ``"map"`` / ``"ensemble"`` (synonyms, the default): each chain from its own MAP fit of the
         standard net (full-batch L-BFGS, :func:`blockbayes.laplace.map_fit`), auxiliaries by the
         noisy forward pass; with ``learn_noise`` the fit is the joint MAP of the weights and ``Δ_y``
-        under ``hyperprior`` and the chain starts at its ``Δ̂_y``.
-        ``"map_shared"``: one fit for all chains. ``"map_evidence"`` (``learn_noise`` only): each
+        under ``hyperprior`` (its first :data:`~blockbayes.gibbs.starts.JOINT_PREFIT_ITER` L-BFGS
+        iterations at the fixed noise ``0.01 · var(y)``, design note 63) and the chain starts at its
+        ``Δ̂_y``. ``"map_shared"``: one fit for all chains. ``"map_evidence"`` (``learn_noise`` only): each
         joint fit carried on to the Laplace-evidence noise. See :mod:`blockbayes.gibbs.starts`. Anything
         else goes to :func:`init` (``"prior"``: weights drawn from the prior, the default until
         issue 15; ``"zero"``; given weights; a ``GibbsState``). The default is MAP because, in

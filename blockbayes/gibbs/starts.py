@@ -21,7 +21,9 @@ Regression with ``learn_noise``: each fit is the *joint* MAP of the weights and 
 variance under the sampler's own noise hyperprior (``1/Δ_y ~ Gamma(a, b)``, Δ_y profiled out:
 :func:`blockbayes.laplace.map_fit` with ``learn_noise=True``), run to a gradient tolerance or
 ``max_iter`` (3000) iterations, and the chain's starting ``Δ_y`` is that fit's ``Δ̂_y`` (floored at
-``1e-6``). A fit at the fixed ``net.delta_y`` instead (the start before) weights the data by a
+``1e-6``). ``gibbs.run`` begins each such fit with a short fit at a fixed, moderate noise (``prefit``,
+:data:`JOINT_PREFIT_ITER`, design note 63), which on large data keeps a start from ending far from
+any good fit. A fit at the fixed ``net.delta_y`` instead (the start before) weights the data by a
 noise level the chain is about to learn away: on low-noise data (Yacht, Energy) its weight decay is
 far too strong, the start underfits, and at small ``Δ_Z, Δ_X`` the chains cannot leave it in the
 budgets people run (measured in docs/gibbs-moves.md, "Default start": Yacht split 0 at
