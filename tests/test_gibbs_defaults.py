@@ -292,18 +292,18 @@ def test_resolve_counts_rule():
     assert T.plan(net, n, T.Tempering.coerce("auto"), output=True).active
     kw = dict(thin=1, learn_noise=False, tempering="auto", schedule=None)
     assert S.resolve_counts(net, n, num_samples=None, num_warmup=None, num_chains=None, **kw) == (1500, 500, 16)
-    assert S.resolve_counts(net, n, num_samples=40, num_warmup=None, num_chains=None, **kw) == (40, None, 16)
+    assert S.resolve_counts(net, n, num_samples=40, num_warmup=None, num_chains=None, **kw) == (40, 40, 16)
     assert S.resolve_counts(net, n, num_samples=None, num_warmup=7, num_chains=3, **kw) == (1500, 7, 3)
-    assert S.resolve_counts(net, n, num_samples=9, num_warmup=None, num_chains=2, **kw) == (9, None, 2)
+    assert S.resolve_counts(net, n, num_samples=9, num_warmup=None, num_chains=2, **kw) == (9, 9, 2)
     off = dict(kw, tempering="off")
-    assert S.resolve_counts(net, n, num_samples=None, num_warmup=None, num_chains=None, **off) == (1000, None, 4)
+    assert S.resolve_counts(net, n, num_samples=None, num_warmup=None, num_chains=None, **off) == (1000, 1000, 4)
     from blockbayes.gibbs.anneal import AnnealedDelta
 
     sched = dict(kw, schedule=AnnealedDelta(1.0))
-    assert S.resolve_counts(net, n, num_samples=None, num_warmup=None, num_chains=None, **sched) == (1000, None, 4)
+    assert S.resolve_counts(net, n, num_samples=None, num_warmup=None, num_chains=None, **sched) == (1000, 1000, 4)
     big = bb.MLP([2, 50, 1])                       # default Δ = 1e-3 on 500 rows: the ladder is too long
     assert S.resolve_counts(big, 500, num_samples=None, num_warmup=None, num_chains=None,
-                            **dict(kw, learn_noise=True)) == (1000, None, 4)
+                            **dict(kw, learn_noise=True)) == (1000, 1000, 4)
 
 
 def test_tiny_run_with_counts_unset_gets_the_tempered_budget():

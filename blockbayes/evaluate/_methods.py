@@ -516,10 +516,9 @@ def _fit_gibbs_default(arch: Arch, X, y, *, seed, prior_prec, dtype, nodes=32, n
         over = {k: v for k, v in dict(num_samples=num_samples, num_chains=num_chains).items() if v is not None}
         res = gibbs.run(net, X, y, seed=_int_seed([seed, 60]), dtype=dtype, progress=False, **over).to_numpy()
     cfg = res.config
-    hidden = (cfg.get("hidden_delta") or {}).get("value")
     diag = {"sweeps_per_chain": int(cfg["num_warmup"]) + int(cfg["num_samples"]) * int(cfg["thin"]),
             "samples": int(cfg["num_chains"]) * int(cfg["num_samples"]),
-            "hidden_delta": float(np.max(hidden)) if hidden is not None else float(np.max(res.net.delta_z)),
+            "hidden_delta": float(np.max(res.net.delta_z)),           # the net sampled (design note 61)
             "convergence_warning": any(issubclass(w.category, ConvergenceWarning) for w in caught)}
     diag.update(_move_diagnostics(res))
     for w in caught:                      # anything else the call said is the user's to see

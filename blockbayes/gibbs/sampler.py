@@ -194,8 +194,6 @@ def run(net: MLP, X, y, *, num_samples: Optional[int] = None, num_warmup: Option
     num_samples, num_warmup, num_chains = resolve_counts(
         net, _num_rows(X), num_samples=num_samples, num_warmup=num_warmup, num_chains=num_chains, thin=thin,
         learn_noise=learn_noise, tempering=tempering, schedule=schedule)
-    num_warmup, learn_noise = resolve_defaults(net, num_samples=num_samples, thin=thin, num_warmup=num_warmup,
-                                               learn_noise=learn_noise)
     check_count("num_warmup", num_warmup, 0)
     if learn_noise and net.likelihood in ("probit", "multinomial_probit"):
         raise ValueError(f"learn_noise is not available for likelihood={net.likelihood!r}: Δ_y = 1 is fixed")
@@ -232,19 +230,19 @@ def _num_rows(X) -> int:
 
 def resolve_counts(net: MLP, n: int, *, num_samples: Optional[int], num_warmup: Optional[int],
                    num_chains: Optional[int], thin: int, learn_noise: bool, tempering="auto",
-                   schedule=None) -> tuple[int, Optional[int], int]:
+                   schedule=None) -> tuple[int, int, int]:
     """``(num_samples, num_warmup, num_chains)`` of a :func:`run` call with its ``None`` counts filled.
 
     When replica exchange would run for the net *as given* (:func:`blockbayes.gibbs.tempering.plan`
     on ``n`` rows; off with a ``schedule``, as in :func:`run`), the defaults are
     :data:`TEMPERED_COUNTS` and, if neither ``num_samples`` nor ``num_warmup`` was given,
-    :data:`TEMPERED_WARMUP`; otherwise :data:`DEFAULT_COUNTS`. ``num_warmup`` is otherwise left for
-    :func:`resolve_defaults` (``num_samples · thin``). Given counts pass through. (The hidden-Δ rule
-    of :func:`data_hidden_delta` can only lower ``Δ``, which only lengthens the ladder, so a run the
-    plan here calls untempered stays untempered; the converse costs at most extra chains.)
+    :data:`TEMPERED_WARMUP`; otherwise :data:`DEFAULT_COUNTS`. A warm-up still unset is
+    ``num_samples · thin`` (:func:`resolve_defaults`' rule). Given counts pass through. (The hidden-Δ
+    rule of :func:`data_hidden_delta` can only lower ``Δ``, which only lengthens the ladder, so a run
+    the plan here calls untempered stays untempered; the converse costs at most extra chains.)
     """
     if num_samples is not None and num_chains is not None:
-        return num_samples, num_warmup, num_chains
+        return num_samples, _default_warmup(num_samples, thin, num_warmup), num_chains
     from . import tempering as _tp
 
     tcfg = _tp.Tempering.coerce(tempering)
@@ -253,8 +251,13 @@ def resolve_counts(net: MLP, n: int, *, num_samples: Optional[int], num_warmup: 
     s_def, c_def = TEMPERED_COUNTS if tempered else DEFAULT_COUNTS
     if tempered and num_samples is None and num_warmup is None:
         num_warmup = TEMPERED_WARMUP
-    return (s_def if num_samples is None else num_samples, num_warmup,
-            c_def if num_chains is None else num_chains)
+    num_samples = s_def if num_samples is None else num_samples
+    return num_samples, _default_warmup(num_samples, thin, num_warmup), c_def if num_chains is None else num_chains
+
+
+def _default_warmup(num_samples: int, thin: int, num_warmup: Optional[int]) -> int:
+    """``num_warmup``, or ``num_samples · thin`` when it is ``None`` (design note 60)."""
+    return int(num_samples) * int(thin) if num_warmup is None else num_warmup
 
 
 def resolve_defaults(net: MLP, *, num_samples: int, thin: int, num_warmup: Optional[int],
@@ -271,9 +274,7 @@ def resolve_defaults(net: MLP, *, num_samples: int, thin: int, num_warmup: Optio
     TypeError
         ``learn_noise`` neither ``None`` nor a bool.
     """
-    if num_warmup is None:
-        num_warmup = int(num_samples) * int(thin)
-    return num_warmup, resolve_learn_noise(net, learn_noise)
+    return _default_warmup(num_samples, thin, num_warmup), resolve_learn_noise(net, learn_noise)
 
 
 def data_hidden_delta(net: MLP, map_dy, *, schedule=None) -> tuple[MLP, dict]:
