@@ -89,6 +89,43 @@ def test_auto_declines_over_the_work_cap_and_at_the_cap_boundary():
     assert _resolve(net=net, n=lo, thin=2).moves is None
 
 
+def test_reference_run_is_the_default_run():
+    from blockbayes.gibbs.sampler import DEFAULT_COUNTS
+
+    S, C = DEFAULT_COUNTS
+    assert automove.REFERENCE_RUN == dict(num_chains=C, num_warmup=S, sweeps=2 * S)
+
+
+def _largest_n_under_cap(net, **kw):
+    lo, hi = 1, 10 ** 9
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if move_work(net, mid, **kw) <= AUTO_MAX_WORK else (lo, mid)
+    return lo
+
+
+def test_a_larger_budget_keeps_the_move_where_the_default_run_has_it():
+    """Design note 64: on data where the default run's move fits the cap, asking for more samples, warm-up,
+    chains or thinning never removes it; over the reference cap the requested run's own work decides."""
+    net = _net()
+    n_ref = _largest_n_under_cap(net, **automove.REFERENCE_RUN)
+    big = dict(num_chains=16, num_warmup=4000, num_samples=4000, thin=2)
+    a = _resolve(net=net, n=n_ref, **big)
+    assert isinstance(a.moves, JointHMCMove) and not a.declined_for_cost
+    assert a.work > AUTO_MAX_WORK >= a.reference_work and "default run" in a.reason
+    assert a.summary()["reference_work"] == a.reference_work
+    # one row more and the reference run is over the cap too: the big budget is declined for cost
+    over = _resolve(net=net, n=n_ref + 1, **big)
+    assert over.moves is None and over.declined_for_cost and over.reference_work > AUTO_MAX_WORK
+    # ... while a short run on the same data still gets the move on its own work
+    short = _resolve(net=net, n=n_ref + 1)
+    assert isinstance(short.moves, JointHMCMove) and short.work <= AUTO_MAX_WORK < short.reference_work
+    # monotone: at every n, if a budget gets the move, every larger budget does at or under n_ref
+    for n in (10, 1000, n_ref):
+        for kw in (dict(), dict(num_samples=10 ** 5), dict(num_chains=64), dict(thin=50)):
+            assert _resolve(net=net, n=n, **kw).moves is not None
+
+
 def test_auto_keeps_to_the_gaussian_likelihood():
     for lik, d_out in (("probit", 1), ("multinomial_probit", 3), ("onehot_gaussian", 3)):
         a = _resolve(net=bb.MLP([3, 4, d_out], "relu", likelihood=lik), n=50)
