@@ -30,9 +30,10 @@ from ._backend import random as bbr
 from .model import MLP, activate, affine
 from .nn import logsumexp, softplus  # noqa: F401  (re-exported: the one stable log-sum-exp / softplus)
 
-__all__ = ["STANDARD_LIKELIHOODS", "NOISY_LIKELIHOODS", "logsumexp_update", "logsumexp", "forward_chunks", "memory_chunk",
-           "mixture_moments", "gaussian_log_density", "mixture_log_density", "log_class_probs", "class_probs",
-           "probit_approx_probs", "onehot", "reduce_points", "log_density_per_sample", "predictive_from_draws"]
+__all__ = ["STANDARD_LIKELIHOODS", "NOISY_LIKELIHOODS", "logsumexp_update", "logsumexp", "forward_chunks",
+           "memory_chunk", "mixture_moments", "gaussian_log_density", "mixture_log_density", "log_class_probs",
+           "class_probs", "probit_approx_probs", "onehot", "reduce_points", "log_density_per_sample",
+           "predictive_from_draws"]
 
 #: likelihoods of the standard (noise-free) MLP: logits through a logistic / softmax link
 STANDARD_LIKELIHOODS = ("gaussian", "bernoulli", "categorical")
