@@ -68,17 +68,18 @@ CHUNK_BYTES = 2 ** 28
 """Default memory of one forward batch's widest activation in :func:`memory_chunk` (256 MiB)."""
 
 
-def memory_chunk(net: MLP, n: int, itemsize: int, *, budget: Optional[int] = None, cap: int = 256) -> int:
-    """Samples per forward batch so that one batch's widest activation, ``chunk · n · max width``
-    elements of ``itemsize`` bytes, stays within ``budget`` bytes (default :data:`CHUNK_BYTES`):
-    ``clip(budget // (n · w · itemsize), 1, cap)``.
+def memory_chunk(net: MLP, X, *, budget: Optional[int] = None, cap: int = 256) -> int:
+    """Samples per forward batch over the rows of ``X`` (shape ``(n, d_in)``) so that one batch's widest
+    activation, ``chunk · n · max width`` elements of ``X``'s item size, stays within ``budget`` bytes
+    (default :data:`CHUNK_BYTES`): ``clip(budget // (n · w · itemsize), 1, cap)``.
 
     Why: a forward pass of every sample at once holds ``S · n · width`` numbers — on Protein's test split
     (``n = 9146``, 100 units) 4000 samples would need 29 GB; on Naval's (``n = 1074``, 50 units) it made the
     runner's `gibbs_default` cell peak at 3.6 GB.
     """
     w = max(int(v) for v in net.widths)
-    per_sample = max(1, int(n) * w * int(itemsize))
+    itemsize = int(getattr(X.dtype, "itemsize", 8))
+    per_sample = max(1, int(X.shape[0]) * w * itemsize)
     budget = CHUNK_BYTES if budget is None else int(budget)
     return int(min(int(cap), max(1, budget // per_sample)))
 

@@ -11,15 +11,19 @@ from blockbayes import predictive as P
 from blockbayes.gibbs.diagnostics import ConvergenceWarning
 
 
+def _rows(n, dtype=np.float64):
+    return np.broadcast_to(np.zeros((), dtype=dtype), (n, 9))   # shape and dtype only, no memory
+
+
 def test_memory_chunk_bounds_the_batch():
     net = bb.MLP([9, 100, 1])
     # Protein's test split: 9146 rows, 100 units, float64 -> 256 MiB // (9146 * 100 * 8) = 36 samples
-    assert P.memory_chunk(net, 9146, 8) == 36
+    assert P.memory_chunk(net, _rows(9146)) == 36
     assert 36 * 9146 * 100 * 8 <= P.CHUNK_BYTES < 37 * 9146 * 100 * 8
-    assert P.memory_chunk(net, 10, 8) == 256                  # capped
-    assert P.memory_chunk(net, 10 ** 9, 8) == 1               # at least one sample
-    assert P.memory_chunk(net, 9146, 4) == 73                 # float32: 2^28 // (9146 * 100 * 4)
-    assert P.memory_chunk(net, 9146, 8, budget=2 ** 20, cap=1000) == 1
+    assert P.memory_chunk(net, _rows(10)) == 256                       # capped
+    assert P.memory_chunk(net, _rows(10 ** 9)) == 1                    # at least one sample
+    assert P.memory_chunk(net, _rows(9146, np.float32)) == 73          # float32: 2^28 // (9146 * 100 * 4)
+    assert P.memory_chunk(net, _rows(9146), budget=2 ** 20, cap=1000) == 1
 
 
 def test_gibbs_predict_samples_default_is_chunked_and_equal(monkeypatch):

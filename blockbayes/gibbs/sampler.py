@@ -142,8 +142,9 @@ def run(net: MLP, X, y, *, num_samples: Optional[int] = None, num_warmup: Option
         dense mass products, warm-up mass computations) at most 4e11 units (~3 min of move on one
         core) for this call or for the default call on the same data (so a larger budget never
         loses the move the default gets; design note 64) — and nothing otherwise
-        (:mod:`blockbayes.gibbs.automove`; measured: the issue-15 user path's max R-hat of the probe outputs 1.79–2.04 without, 1.007–1.13 with, at 5–8× the
-        wall-clock; the five small UCI sets get the move, Naval, Protein and classification do not).
+        (:mod:`blockbayes.gibbs.automove`; measured: the issue-15 user path's max R-hat of the probe
+        outputs 1.79–2.04 without, 1.007–1.13 with, at 5–8× the wall-clock; the five small UCI sets
+        get the move, Naval, Protein and classification do not).
         ``"hmc"``: ``JointHMCMove()`` whatever the cost; ``"none"`` / ``None``: the sweep alone.
         ``result.config["moves_auto"]`` records the decision.
     schedule : optional
