@@ -1,4 +1,6 @@
-"""Autocorrelation time of predictions: plain Gibbs vs Gibbs + non-centred layer moves (ASIS).
+"""Autocorrelation time of predictions: plain Gibbs vs Gibbs + non-centred layer moves (ASIS) vs
+Gibbs + partially collapsed node rows (``--collapsed K``: :class:`~blockbayes.gibbs.collapsed.CollapsedRowMove`
+with ``K`` proposals per row after every sweep).
 
 The problem of issue 15: a 20-10-1 ReLU teacher drawn from the fan-in prior, n = 1000 inputs
 N(0, I), Δ_y fixed, Δ_Z = Δ_X = Δ; chains start at the teacher with its own latents (an exact
@@ -9,6 +11,7 @@ median integrated autocorrelation time τ = C·S / ESS_bulk of the network outpu
 the median bulk ESS, ESS per second, max R-hat and the move's acceptance rate.
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_moves_act.py --delta 1e-4 --sweeps 4000
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_moves_act.py --delta 1e-2 1e-3 1e-4 --steps --collapsed 4 16
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import numpy as np
 import blockbayes as bb
 from blockbayes import diagnostics, gibbs
 from blockbayes.gibbs.diagnostics import ConvergenceWarning
+from blockbayes.gibbs.collapsed import CollapsedRowMove
 from blockbayes.gibbs.moves import NonCentredMove
 
 
@@ -62,7 +66,8 @@ def main(argv=None):
     ap.add_argument("--chains", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--sweeps", type=int, default=4000)
-    ap.add_argument("--steps", type=int, nargs="+", default=[10])
+    ap.add_argument("--steps", type=int, nargs="*", default=[10], help="NC-MALA steps per sweep, one arm each")
+    ap.add_argument("--collapsed", type=int, nargs="*", default=[], help="collapsed-row proposals per row, one arm each")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     print(f"20-10-1 ReLU teacher, n={a.n}, Δ_y={a.delta_y}, {a.chains} chains from the teacher, "
@@ -70,7 +75,8 @@ def main(argv=None):
     print(f"{'Δ_Z=Δ_X':>9} {'sampler':>22} {'τ (sweeps)':>11} {'ESS':>8} {'ESS/s':>8} {'max R̂':>7} {'accept':>7} {'wall s':>8}")
     for delta in a.delta:
         net, X, y, Xt, start = problem(a.seed, a.n, delta, a.delta_y)
-        variants = [("plain Gibbs", None)] + [(f"Gibbs + NC-MALA x{k}", NonCentredMove(steps=k)) for k in a.steps]
+        variants = ([("plain Gibbs", None)] + [(f"Gibbs + NC-MALA x{k}", NonCentredMove(steps=k)) for k in a.steps]
+                    + [(f"Gibbs + collapsed x{k}", CollapsedRowMove(proposals=k)) for k in a.collapsed])
         for name, mv in variants:
             m = measure(net, X, y, Xt, start, chains=a.chains, warmup=a.warmup, sweeps=a.sweeps, seed=a.seed, moves=mv)
             acc = "" if mv is None else f"{m.get('accept', float('nan')):.2f}"

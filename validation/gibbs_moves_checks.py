@@ -37,6 +37,16 @@ Twins of the unit redraw move (:mod:`blockbayes.gibbs.redraw`, patched by the sa
                        (it already cancels against the proposal)
 =====================  ==========================================================================
 
+Twins of the partially collapsed row move (:mod:`blockbayes.gibbs.collapsed`, patched by the same function):
+
+=============================  ==================================================================
+``collapsed_branch_weight``    the collapsed density's off-branch weight ``Φ(−√τ₋ m₋)`` (ReLU:
+                               ``Φ(−a/√Δ_Z)``) with the wrong sign, ``Φ(+√τ₋ m₋)``
+``collapsed_no_prior``         the acceptance ratio without the row's prior term ``−½Σλw²``
+``collapsed_z_prior``          ``Z`` redrawn after the rows from ``N(a, Δ_Z)`` (its prior given the
+                               row) instead of its full conditional (A.3)
+=============================  ==================================================================
+
 Twin of the mixed-precision rule (:func:`blockbayes.gibbs.hmc.prepare_dynamics`):
 
 =========================  ======================================================================
@@ -58,6 +68,7 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
+from scipy.special import log_ndtr
 
 import blockbayes as bb
 from blockbayes import gibbs
@@ -70,12 +81,13 @@ from . import _stats as S
 from . import gibbs_checks as G
 
 from blockbayes.gibbs import hmc as gibbs_hmc
+from blockbayes.gibbs import collapsed as gibbs_collapsed
 from blockbayes.kernels import reference as kernels_reference
 from blockbayes.gibbs import redraw as gibbs_redraw
 
 MOVE_TWINS = ("mala_no_q", "move_no_prior", "move_stale_latents", "hmc_no_kinetic", "hmc_no_prior",
               "hmc_adapted_mass", "hmc_wrong_gradient", "hmc_interior_force", "hmc_asymmetric_force", "redraw_wide",
-              "redraw_prior_ratio")
+              "redraw_prior_ratio", "collapsed_branch_weight", "collapsed_no_prior", "collapsed_z_prior")
 
 
 @contextlib.contextmanager
@@ -153,6 +165,29 @@ def install_move_twin(name):
         module, attr = gibbs_redraw, "redraw_log_accept"
         new = lambda sse_new, sse_old, w_new, w_old, lam_row, dy: (sse_old - sse_new) / (2.0 * dy) - \
             0.5 * np.sum(lam_row * (w_new ** 2 - w_old ** 2), axis=-1)
+    elif name == "collapsed_branch_weight":
+        module, attr = gibbs_collapsed, "collapsed_log_lik"
+
+        def new(A, Xp, dz, dx, activation, slope=0.0):
+            al = float(slope) if activation == "leaky_relu" else 0.0
+            s_pos, s_neg = dx + dz, dx + al * al * dz
+            t_pos, t_neg = 1.0 / dz + 1.0 / dx, 1.0 / dz + al * al / dx
+            pos = (-0.5 * np.log(2 * np.pi * s_pos) - (Xp - A) ** 2 / (2 * s_pos)
+                   + log_ndtr((A / dz + Xp / dx) / np.sqrt(t_pos)))
+            neg = (-0.5 * np.log(2 * np.pi * s_neg) - (Xp - al * A) ** 2 / (2 * s_neg)
+                   + log_ndtr(+(A / dz + al * Xp / dx) / np.sqrt(t_neg)))      # planted: sign of the weight
+            return np.logaddexp(neg, pos)
+    elif name == "collapsed_no_prior":
+        module, attr = gibbs_collapsed, "collapsed_row_log_target"
+
+        def new(W, H, Xp, lam_row, dz, dx, activation, slope=0.0):
+            A = R.affine(H if H.ndim == 3 else np.broadcast_to(H, (W.shape[0],) + H.shape), W)
+            return np.sum(gibbs_collapsed.collapsed_log_lik(A, Xp, dz, dx, activation, slope), axis=-2)
+    elif name == "collapsed_z_prior":
+        module, attr = gibbs_collapsed, "sample_pre"
+
+        def new(key, A, Xp, dz, dx, activation, slope):
+            return A + np.sqrt(dz) * bbr.normal(key, A.shape, like=A)
     elif name == "mala_no_q":
         attr = "log_proposal_ratio"
         new = lambda R_, W, Wp, g, gp, h: np.zeros(W.shape[0], dtype=W.dtype)
@@ -198,6 +233,8 @@ def _fixed_kernel(move, pilot_state, net, X, y, step):
         return ms
     if isinstance(ms, gibbs_hmc.JointHMCState):
         return ms._replace(log_step=np.full(C, np.log(step)))
+    # non-centred and collapsed row moves: log h per layer; the collapsed move's proposal
+    # precision is computed from the layer's inputs at every call (not the moved block)
     return ms._replace(log_step=tuple(np.full(C, np.log(step)) for _ in ms.layers))
 
 
@@ -210,9 +247,16 @@ def unit_redraw(proposals=2):
     return gibbs_redraw.UnitRedrawMove(proposals=proposals)
 
 
+def collapsed_rows(proposals=3):
+    """The partially collapsed row move as the checks run it."""
+    return gibbs_collapsed.CollapsedRowMove(proposals=proposals)
+
+
 def _move_name(move):
     if move is None:
         return "NC-MALA"
+    if isinstance(move, gibbs_collapsed.CollapsedRowMove):
+        return "collapsed rows"
     return "unit redraw" if isinstance(move, gibbs_redraw.UnitRedrawMove) else "joint HMC"
 
 

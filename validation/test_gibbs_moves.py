@@ -5,7 +5,8 @@
 * ``test_move_twin_is_caught`` — the same experiment with one planted bug in the move (an
   acceptance ratio with a dropped term, latents that do not follow, an HMC mass matrix that keeps
   adapting to the current state, a redraw proposal wider than the prior or a redraw ratio with the
-  prior added) fails.
+  prior added; for the collapsed row move a collapsed density with the wrong branch weight, a
+  ratio without the prior, or ``Z`` redrawn from its prior instead of its conditional) fails.
 * ``test_hmc_wrong_gradient_stays_exact`` — controls: HMC with a wrong gradient, or with the
   mixed-precision rule's interior force replaced by half the gradient, is still exact and must pass
   (stochastic, same bound); the same rule with another force at the start than at the end
@@ -66,6 +67,18 @@ FAMILIES = {
     "unit redraw: tiny relu net vs grid, move only": (
         lambda twin: M.check_tiny_grid_move(24, with_sweep=False, sweeps=20, move=M.unit_redraw(), delta=DELTA_ITEM,
                                             twin=twin), ("redraw_wide", "redraw_prior_ratio")),
+    # partially collapsed node rows (blockbayes.gibbs.collapsed): Z^{l+1} integrated out of the rows' MH
+    "collapsed rows: geweke relu 2x3x1, move only": (
+        lambda twin: M.check_geweke_move(31, with_sweep=False, move=M.collapsed_rows(), step=2.0, delta=DELTA_ITEM,
+                                         twin=twin), ("collapsed_branch_weight", "collapsed_no_prior", "collapsed_z_prior")),
+    "collapsed rows: geweke leaky 2x3x2x1 +sweep +noise +prior": (
+        lambda twin: M.check_geweke_move(32, widths=(2, 3, 2, 1), activation="leaky_relu", learn_noise=True,
+                                         learn_prior=True, move=M.collapsed_rows(), step=2.0, delta=DELTA_ITEM,
+                                         twin=twin), ("collapsed_branch_weight", "collapsed_z_prior")),
+    "collapsed rows: tiny relu net vs grid, move only": (
+        lambda twin: M.check_tiny_grid_move(33, with_sweep=False, sweeps=20, move=M.collapsed_rows(), step=2.0,
+                                            delta=DELTA_ITEM, twin=twin),
+        ("collapsed_branch_weight", "collapsed_no_prior")),   # Z is not among the grid's statistics
 }
 
 # controls: planted changes that are NOT exactness bugs; the family must still pass

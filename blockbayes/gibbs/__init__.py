@@ -26,7 +26,7 @@ Modules: :mod:`~blockbayes.gibbs.conditionals` (the closed-form conditionals),
 :mod:`~blockbayes.gibbs.kernel` (states, ``init``, ``step``, ``log_joint``; the validation
 suite patches its twins there), :mod:`~blockbayes.gibbs.sampler` (``run``),
 :mod:`~blockbayes.gibbs.starts` (MAP starts), :mod:`~blockbayes.gibbs.moves` (non-centred
-moves), :mod:`~blockbayes.gibbs.hmc` (joint non-centred HMC on all layers), :mod:`~blockbayes.gibbs.automove` (``run``'s default ``moves="auto"``: that move where affordable), :mod:`~blockbayes.gibbs.redraw` (exact prior redraw of a hidden unit's input weights), :mod:`~blockbayes.gibbs.anneal` (annealed warm-up), :mod:`~blockbayes.gibbs.tempering`
+moves), :mod:`~blockbayes.gibbs.hmc` (joint non-centred HMC on all layers), :mod:`~blockbayes.gibbs.automove` (``run``'s default ``moves="auto"``: that move where affordable), :mod:`~blockbayes.gibbs.redraw` (exact prior redraw of a hidden unit's input weights), :mod:`~blockbayes.gibbs.collapsed` (partially collapsed node rows), :mod:`~blockbayes.gibbs.anneal` (annealed warm-up), :mod:`~blockbayes.gibbs.tempering`
 (replica exchange over Δ, ``run``'s ``tempering="auto"``), :mod:`~blockbayes.gibbs.presets`
 (named settings: ``presets.gold()``), :mod:`~blockbayes.gibbs.diagnostics`
 (function-space R-hat/ESS), :mod:`~blockbayes.gibbs.result` (``GibbsResult``).
@@ -46,10 +46,13 @@ from .tempering import Tempering
 from . import presets
 from . import redraw
 from .redraw import UnitRedrawMove
+from . import collapsed
+from .collapsed import CollapsedRowMove
 from .moves import ComposedMove
 
 __all__ = ["GibbsResult", "GibbsState", "GibbsInfo", "GibbsCache", "Hyperprior", "init", "step", "run",
            "precompute", "log_joint", "first_nonfinite", "NonFiniteStateError", "validate_data",
            "validate_labels", "num_classes", "sample_rows", "sample_post", "sample_pre",
            "sample_precision", "sample_latent", "output_targets", "conditionals", "kernel", "tempering",
-           "Tempering", "presets", "redraw", "UnitRedrawMove", "ComposedMove"]
+           "Tempering", "presets", "redraw", "UnitRedrawMove", "collapsed", "CollapsedRowMove",
+           "ComposedMove"]

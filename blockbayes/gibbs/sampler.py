@@ -135,10 +135,12 @@ def run(net: MLP, X, y, *, num_samples: Optional[int] = None, num_warmup: Option
     moves : "auto" (default), "hmc", "none", None or a move object
         Extra exact moves after every sweep, e.g. :class:`blockbayes.gibbs.hmc.JointHMCMove` (joint
         non-centred HMC on all weights: mixes the network function where the sweep alone does not)
-        or :class:`blockbayes.gibbs.moves.NonCentredMove`; adapted during warm-up only.
-        ``"auto"`` adds ``JointHMCMove()`` when it is affordable and can adapt — Gaussian
-        likelihood, no replica exchange or schedule, ``num_warmup >= 200``, at most 4000 weights,
-        estimated work (:func:`blockbayes.gibbs.automove.move_work`: leapfrog passes over the rows,
+        or :class:`blockbayes.gibbs.moves.NonCentredMove`, :class:`~blockbayes.gibbs.UnitRedrawMove`,
+        :class:`~blockbayes.gibbs.CollapsedRowMove` (partially collapsed node rows; measured, not in
+        ``"auto"``: docs/gibbs-moves.md §3d), several through :class:`~blockbayes.gibbs.ComposedMove`;
+        adapted during warm-up only. ``"auto"`` adds ``JointHMCMove()`` when it is affordable and can
+        adapt — Gaussian likelihood, no replica exchange or schedule, ``num_warmup >= 200``, at most
+        4000 weights, estimated work (:func:`blockbayes.gibbs.automove.move_work`: leapfrog passes over the rows,
         dense mass products, warm-up mass computations) at most 4e11 units (~3 min of move on one
         core) for this call or for the default call on the same data (so a larger budget never
         loses the move the default gets; design note 64) — and nothing otherwise
