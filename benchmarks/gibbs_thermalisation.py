@@ -26,6 +26,7 @@ optional ``maphmc`` arm adds the ``hmc`` arm's move to those starts (no annealin
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_thermalisation.py --delta 1e-4 --seeds 32 --budget 300 --arms plain map
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/gibbs_thermalisation.py --delta 1e-4 --seeds 32 --budget 300 --arms plain hmc
     ... --arms plain hmc --leapfrog 8 --hmc-anneal 1e-1 --anneal-frac 0.6 --redraw 1   # + unit prior redraw
+    ... --delta 1e-3 1e-4 --arms plain collapsed --collapsed-proposals 4   # partially collapsed rows (note 65)
 
 ``--redraw R`` adds the exact unit prior-redraw move (:class:`~blockbayes.gibbs.redraw.UnitRedrawMove`,
 ``R`` independent prior proposals of every hidden unit's input row per sweep, noises frozen) to
@@ -55,6 +56,7 @@ import blockbayes as bb
 from blockbayes import gibbs
 from blockbayes._backend import random as bbr
 from blockbayes.gibbs.anneal import AnnealedDelta
+from blockbayes.gibbs.collapsed import CollapsedRowMove
 from blockbayes.gibbs.hmc import JointHMCMove
 from blockbayes.gibbs.moves import NonCentredMove
 from blockbayes.gibbs.redraw import UnitRedrawMove
@@ -173,7 +175,7 @@ def run_arm(net, X, y, Xt, ft, delta, *, moves, budget, every, seed, start=None,
     mse = test_mse(state.weights, Xt, ft)
     acc = float("nan")
     if mstate is not None:
-        acc = float(np.mean(mstate.accept[0] if isinstance(moves, NonCentredMove) else mstate.accept))
+        acc = float(np.mean(mstate.accept[0] if isinstance(moves, (NonCentredMove, CollapsedRowMove)) else mstate.accept))
     return dict(sweeps=sweeps, frac=float(np.mean(hit_sweep >= 0)), hits=int(np.sum(hit_sweep >= 0)), fit_s=fit_s,
                 t_med=float(np.nanmedian(hit_time)) if np.any(hit_sweep >= 0) else float("nan"),
                 mse_med=float(np.median(mse)), wall=time.perf_counter() - t0, cpu=time.process_time() - c0, accept=acc,
@@ -265,7 +267,7 @@ def main(argv=None):
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--arms", nargs="+", default=["plain", "nc"], choices=["plain", "nc", "hmc", "map", "maphmc", "run"],
+    ap.add_argument("--arms", nargs="+", default=["plain", "nc"], choices=["plain", "nc", "hmc", "map", "maphmc", "run", "collapsed"],
                     help="plain: Gibbs from zero; nc: Gibbs + non-centred moves from zero; hmc: Gibbs + joint "
                          "all-layer HMC move from zero; map: Gibbs from per-seed MAP fits (fit time charged "
                          "to the budget; not a zero start); maphmc: the map arm's starts + the hmc arm's move, no "
@@ -294,6 +296,8 @@ def main(argv=None):
                          "HMC move, this many proposals per hidden unit per sweep (0: off)")
     ap.add_argument("--dump", default=None,
                     help="write each arm's final per-seed test MSE/Δ and final weights (key suffix _W<l>) to this .npz")
+    ap.add_argument("--collapsed-proposals", type=int, default=4,
+                    help="collapsed arm: proposals per row and sweep of CollapsedRowMove (design note 65)")
     ap.add_argument("--map-restarts", type=int, default=8)
     ap.add_argument("--map-iter", type=int, default=1000)
     a = ap.parse_args(argv)
@@ -320,6 +324,8 @@ def main(argv=None):
                 "hmc": (hmc_name, JointHMCMove(leapfrog=a.leapfrog, prior_mass=a.prior_mass,
                                                refresh_every=a.refresh_every, init_step=a.init_step), None,
                         dict(delay=a.hmc_delay, anneal=a.hmc_anneal, anneal_duration=a.anneal_frac * a.budget, **rd)),
+                "collapsed": (f"Gibbs + collapsed x{a.collapsed_proposals}",
+                              CollapsedRowMove(proposals=a.collapsed_proposals), None, {}),
                 "map": (f"Gibbs from MAP (best of {a.map_restarts})", None, (a.map_restarts, a.map_iter), {}),
                 "maphmc": (f"MAP (best of {a.map_restarts}) + HMC x{a.leapfrog}",
                            JointHMCMove(leapfrog=a.leapfrog, prior_mass=a.prior_mass, refresh_every=a.refresh_every,

@@ -49,6 +49,7 @@ from ..blocks import prior_diag
 from ..model import MLP, affine
 from .conditionals import sample_pre
 from .kernel import GibbsState
+from .moves import hidden_row_layers
 
 __all__ = ["CollapsedRowMove", "CollapsedState", "collapsed_log_lik", "collapsed_row_log_target",
            "collapsed_rows", "COLLAPSIBLE"]
@@ -137,7 +138,6 @@ def collapsed_row_log_target(W, H, Xpost, lam_row, delta_z, delta_x, activation,
 def _row_precision_factor(xp, H, lam_row, s):
     """Lower Cholesky factor of ``Λ + X̃ᵀX̃ / s`` per chain, ``(C, d+1, d+1)``."""
     C = lam_row.shape[0]
-    n = H.shape[-2]
     ones = xp.ones(H.shape[:-1] + (1,), dtype=H.dtype, device=device_of(H))
     Ht = xp.concat([H, ones], axis=-1)
     G = xp.matmul(xp.matrix_transpose(Ht), Ht)
@@ -145,7 +145,6 @@ def _row_precision_factor(xp, H, lam_row, s):
         G = xp.broadcast_to(G[None, ...], (C,) + tuple(G.shape))
     k = lam_row.shape[-1]
     eye = xp.eye(k, dtype=H.dtype, device=device_of(H))
-    del n
     return linalg.cholesky(G / s + lam_row[:, :, None] * eye)
 
 
@@ -210,15 +209,7 @@ class CollapsedRowMove(NamedTuple):
     init_step: float = 1.0
 
     def chosen_layers(self, net: MLP) -> tuple:
-        if net.num_layers < 2:
-            raise ValueError("the collapsed row move needs a hidden layer (widths of length >= 3)")
-        if self.layers is not None:
-            for l in self.layers:
-                if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < net.num_layers - 1:
-                    raise ValueError(f"moved layers must be ints in [0, {net.num_layers - 2}] "
-                                     f"(input weights of a hidden layer), got {l!r}")
-            return tuple(self.layers)
-        return tuple(range(net.num_layers - 1))
+        return hidden_row_layers(net, self.layers, move="the collapsed row move")
 
     def validate(self, net: MLP = None):
         """Raise ``ValueError`` for a bad setting (or one ``net`` cannot use)."""

@@ -49,8 +49,27 @@ from .conditionals import output_targets
 from .kernel import GibbsState
 from ..model import MLP, activate, affine
 
-__all__ = ["NonCentredMove", "ComposedMove", "MoveState", "frozen_noises", "forward_with_noises", "frozen_noise_forward", "log_target",
+__all__ = ["NonCentredMove", "ComposedMove", "MoveState", "hidden_row_layers", "frozen_noises", "forward_with_noises", "frozen_noise_forward", "log_target",
            "log_target_and_grad", "gauss_newton_precision", "log_proposal_ratio"]
+
+
+def hidden_row_layers(net: MLP, layers, *, move: Optional[str] = None, noun: str = "moved") -> tuple:
+    """Weight indices ``l`` whose rows are the input weights of a hidden layer (``0 ≤ l ≤ L − 2``).
+
+    ``layers``: the caller's choice (each checked: an int in range, not a bool) or ``None`` for all
+    of them. ``move``: the move's name, to raise when ``net`` has no hidden layer (``None``: return
+    the empty tuple then); ``noun`` words the error (``"moved"``, ``"redrawn"``). Shared by the row
+    moves (non-centred, unit redraw, collapsed).
+    """
+    if move is not None and net.num_layers < 2:
+        raise ValueError(f"{move} needs a hidden layer (widths of length >= 3)")
+    if layers is None:
+        return tuple(range(net.num_layers - 1))
+    for l in layers:
+        if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < net.num_layers - 1:
+            raise ValueError(f"{noun} layers must be ints in [0, {net.num_layers - 2}] "
+                             f"(input weights of a hidden layer), got {l!r}")
+    return tuple(layers)
 
 
 class MoveState(NamedTuple):
@@ -293,13 +312,7 @@ class NonCentredMove(NamedTuple):
         return self.precond
 
     def chosen_layers(self, net: MLP) -> tuple:
-        if self.layers is not None:
-            for l in self.layers:
-                if not isinstance(l, int) or not 0 <= l < net.num_layers - 1:
-                    raise ValueError(f"moved layers must be ints in [0, {net.num_layers - 2}] "
-                                     f"(input weights of a hidden layer), got {l!r}")
-            return tuple(self.layers)
-        return tuple(range(net.num_layers - 1))
+        return hidden_row_layers(net, self.layers)
 
     def validate(self):
         for name in ("steps", "refresh_every"):

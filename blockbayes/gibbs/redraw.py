@@ -44,7 +44,7 @@ from .._backend import random as bbr
 from .._backend.host import np as _np     # only for np.errstate: a far proposal may overflow
 from .conditionals import output_targets
 from .kernel import GibbsState
-from .moves import forward_with_noises, frozen_noises
+from .moves import forward_with_noises, frozen_noises, hidden_row_layers
 from ..model import MLP, activate
 
 __all__ = ["UnitRedrawMove", "RedrawState", "prior_row_draw", "redraw_log_accept", "unit_redraws"]
@@ -108,15 +108,7 @@ class UnitRedrawMove(NamedTuple):
     layers: Optional[tuple] = None
 
     def chosen_layers(self, net: MLP) -> tuple:
-        if net.num_layers < 2:
-            raise ValueError("the unit redraw move needs a hidden layer (widths of length >= 3)")
-        if self.layers is not None:
-            for l in self.layers:
-                if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < net.num_layers - 1:
-                    raise ValueError(f"redrawn layers must be ints in [0, {net.num_layers - 2}] "
-                                     f"(input weights of a hidden layer), got {l!r}")
-            return tuple(self.layers)
-        return tuple(range(net.num_layers - 1))
+        return hidden_row_layers(net, self.layers, move="the unit redraw move", noun="redrawn")
 
     def validate(self, net: MLP = None):
         v = self.proposals
