@@ -181,8 +181,7 @@ def install_move_twin(name):
         module, attr = gibbs_collapsed, "collapsed_row_log_target"
 
         def new(W, H, Xp, lam_row, dz, dx, activation, slope=0.0):
-            A = R.affine(H if H.ndim == 3 else np.broadcast_to(H, (W.shape[0],) + H.shape), W)
-            return np.sum(gibbs_collapsed.collapsed_log_lik(A, Xp, dz, dx, activation, slope), axis=-2)
+            return np.sum(gibbs_collapsed.collapsed_log_lik(R.affine(H, W), Xp, dz, dx, activation, slope), axis=-2)
     elif name == "collapsed_z_prior":
         module, attr = gibbs_collapsed, "sample_pre"
 

@@ -49,7 +49,7 @@ from ..blocks import prior_diag
 from ..model import MLP, affine
 from .conditionals import sample_pre
 from .kernel import GibbsState
-from .moves import hidden_row_layers
+from .moves import accumulate_accept, hidden_row_layers, mean_accept
 
 __all__ = ["CollapsedRowMove", "CollapsedState", "collapsed_log_lik", "collapsed_row_log_target",
            "collapsed_rows", "COLLAPSIBLE"]
@@ -85,10 +85,6 @@ class CollapsedState(NamedTuple):
     accept: tuple
     accept_sum: tuple = ()
     sampled: int = 0
-
-
-def _slope(net: MLP) -> float:
-    return float(net.slope) if net.activation == "leaky_relu" else 0.0
 
 
 def collapsed_log_lik(A, Xpost, delta_z: float, delta_x: float, activation: str, slope: float = 0.0):
@@ -159,7 +155,7 @@ def collapsed_rows(key, state: GibbsState, net: MLP, X, l: int, proposals: int, 
     C = state.delta_y.shape[0]
     d, K = net.widths[l], net.widths[l + 1]
     dz, dx = float(net.delta_z[l]), float(net.delta_x[l])
-    act, slope = net.activation, _slope(net)
+    act, slope = net.activation, net.slope
     H = X if l == 0 else state.post[l - 1]
     Xp = state.post[l]
     lam_row = prior_diag(xp, state.lam_w[:, l], state.lam_b[:, l], d)
@@ -180,7 +176,7 @@ def collapsed_rows(key, state: GibbsState, net: MLP, X, l: int, proposals: int, 
             W = xp.where(ok[..., None], Wp, W)
             lt = xp.where(ok, ltp, lt)
             acc = acc + xp.astype(ok, X.dtype)
-    Z = sample_pre(keys[2], affine(H, W, xp), Xp, dz, dx, act, net.slope)
+    Z = sample_pre(keys[2], affine(H, W, xp), Xp, dz, dx, act, slope)
     Ws, pre = list(state.weights), list(state.pre)
     Ws[l], pre[l] = W, Z
     return state._replace(weights=tuple(Ws), pre=tuple(pre)), xp.mean(acc, axis=-1) / proposals
@@ -252,10 +248,7 @@ class CollapsedRowMove(NamedTuple):
             state, acc[j] = collapsed_rows(keys[j], state, net, X, l, self.proposals, xp.exp(log_step[j]))
             if warmup:
                 log_step[j] = log_step[j] + rate * (acc[j] - float(self.target_accept))
-        acc_sum, sampled = mstate.accept_sum, mstate.sampled
-        if not warmup:
-            acc_sum = tuple(a + b for a, b in zip(acc_sum, acc)) if acc_sum else tuple(acc)
-            sampled += 1
+        acc_sum, sampled = accumulate_accept(mstate.accept_sum, mstate.sampled, acc, warmup)
         return state, CollapsedState(mstate.layers, mstate.sweeps + 1, tuple(log_step), tuple(acc), acc_sum,
                                      sampled)
 
@@ -264,7 +257,7 @@ class CollapsedRowMove(NamedTuple):
         from .._backend import to_numpy
 
         out = {"move": "collapsed rows", "layers": list(mstate.layers), "proposals": self.proposals,
-               "step": [to_numpy(xs).tolist() for xs in (namespace(s).exp(s) for s in mstate.log_step)]}
+               "step": [to_numpy(namespace(v).exp(v)).tolist() for v in mstate.log_step]}
         if mstate.sampled:
-            out["accept"] = [float(to_numpy(a).mean()) / mstate.sampled for a in mstate.accept_sum]
+            out["accept"] = mean_accept(mstate.accept_sum, mstate.sampled)
         return out

@@ -49,7 +49,7 @@ from .conditionals import output_targets
 from .kernel import GibbsState
 from ..model import MLP, activate, affine
 
-__all__ = ["NonCentredMove", "ComposedMove", "MoveState", "hidden_row_layers", "frozen_noises", "forward_with_noises", "frozen_noise_forward", "log_target",
+__all__ = ["NonCentredMove", "ComposedMove", "MoveState", "hidden_row_layers", "accumulate_accept", "mean_accept", "frozen_noises", "forward_with_noises", "frozen_noise_forward", "log_target",
            "log_target_and_grad", "gauss_newton_precision", "log_proposal_ratio"]
 
 
@@ -70,6 +70,22 @@ def hidden_row_layers(net: MLP, layers, *, move: Optional[str] = None, noun: str
             raise ValueError(f"{noun} layers must be ints in [0, {net.num_layers - 2}] "
                              f"(input weights of a hidden layer), got {l!r}")
     return tuple(layers)
+
+
+def accumulate_accept(accept_sum: tuple, sampled: int, accept, warmup: bool) -> tuple:
+    """``(accept_sum, sampled)`` after one call of a per-layer move: the call's acceptance rates
+    (one ``(C,)`` array per layer) added to the sums after warm-up, the sums unchanged in warm-up."""
+    if warmup:
+        return accept_sum, sampled
+    acc = tuple(accept)
+    return (tuple(a + b for a, b in zip(accept_sum, acc)) if accept_sum else acc), sampled + 1
+
+
+def mean_accept(accept_sum: tuple, sampled: int) -> list:
+    """Mean acceptance after warm-up per layer (over calls and chains), for a move's ``summary``."""
+    from .._backend import to_numpy
+
+    return [float(to_numpy(a).mean()) / sampled for a in accept_sum]
 
 
 class MoveState(NamedTuple):
@@ -363,10 +379,7 @@ class NonCentredMove(NamedTuple):
         sweeps = mstate.sweeps + 1
         if warmup and (sweeps % self.refresh_every == 0 or final_warmup):
             chol = [_factor(gauss_newton_precision(state, net, X, l, blocks=self.blocks(net, l))) for l in mstate.layers]
-        acc_sum, sampled = mstate.accept_sum, mstate.sampled
-        if not warmup:
-            acc_sum = tuple(a + b for a, b in zip(acc_sum, acc)) if acc_sum else tuple(acc)
-            sampled += 1
+        acc_sum, sampled = accumulate_accept(mstate.accept_sum, mstate.sampled, acc, warmup)
         return state, MoveState(mstate.layers, tuple(chol), tuple(log_step), sweeps, tuple(acc), acc_sum, sampled)
 
     def summary(self, mstate: MoveState) -> dict:
@@ -375,7 +388,7 @@ class NonCentredMove(NamedTuple):
 
         out = {"move": "non-centred MALA", "layers": list(mstate.layers), "steps": self.steps}
         if mstate.sampled:
-            out["accept"] = [float(to_numpy(a).mean()) / mstate.sampled for a in mstate.accept_sum]
+            out["accept"] = mean_accept(mstate.accept_sum, mstate.sampled)
         out["step_size"] = [float(math.exp(float(to_numpy(v).mean()))) for v in mstate.log_step]
         return out
 

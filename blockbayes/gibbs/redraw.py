@@ -44,7 +44,7 @@ from .._backend import random as bbr
 from .._backend.host import np as _np     # only for np.errstate: a far proposal may overflow
 from .conditionals import output_targets
 from .kernel import GibbsState
-from .moves import forward_with_noises, frozen_noises, hidden_row_layers
+from .moves import accumulate_accept, forward_with_noises, frozen_noises, hidden_row_layers, mean_accept
 from ..model import MLP, activate
 
 __all__ = ["UnitRedrawMove", "RedrawState", "prior_row_draw", "redraw_log_accept", "unit_redraws"]
@@ -148,19 +148,14 @@ class UnitRedrawMove(NamedTuple):
         for j, l in enumerate(mstate.layers):
             state, uacc[j] = unit_redraws(keys[j], state, net, X, T, l, self.proposals)
             acc[j] = xp.mean(uacc[j], axis=-1)
-        acc_sum, sampled = mstate.accept_sum, mstate.sampled
-        if not warmup:
-            acc_sum = tuple(a + b for a, b in zip(acc_sum, acc)) if acc_sum else tuple(acc)
-            sampled += 1
+        acc_sum, sampled = accumulate_accept(mstate.accept_sum, mstate.sampled, acc, warmup)
         return state, RedrawState(mstate.layers, mstate.sweeps + 1, tuple(acc), tuple(uacc), acc_sum, sampled)
 
     def summary(self, mstate: RedrawState) -> dict:
         """JSON-able report: redrawn layers, proposals, mean acceptance after warm-up."""
-        from .._backend import to_numpy
-
         out = {"move": "unit prior redraw", "layers": list(mstate.layers), "proposals": self.proposals}
         if mstate.sampled:
-            out["accept"] = [float(to_numpy(a).mean()) / mstate.sampled for a in mstate.accept_sum]
+            out["accept"] = mean_accept(mstate.accept_sum, mstate.sampled)
         return out
 
 
