@@ -104,6 +104,8 @@ METHODS = {
     "gibbs_rule": {"method": "gibbs_gold", "preset": "gold", "num_warmup": 300, "num_samples": 300},
     # gibbs.run(net, X, y) with nothing set but the seed: every library default (design notes 60, 61): opt-in
     "gibbs_default": {"method": "gibbs_default"},
+    # the same call continued by gibbs.extend(result, 1000): what a user does after the end-of-run warning: opt-in
+    "gibbs_default_ext": {"method": "gibbs_default", "extend": 1000},
     "vi_block": {"method": "vi_block", "options": {"num_warmup": 100, "num_samples": 100}},
     "vi_ivon": {"method": "vi_ivon"},
     "vi_vogn": {"method": "vi_vogn"},
@@ -126,7 +128,7 @@ def _default_row(label):
 # Every variant of the MAP / ensemble (``map_*``, ``ensemble_*``), the reference and the gold Gibbs rows are opt-in
 # (--methods); the default table runs the rest.
 DEFAULT_METHODS = tuple(m for m in METHODS if _default_row(m) is None and m not in ("hmc", "gibbs_gold", "gibbs_rule", "gibbs_auto",
-                                                                                          "gibbs_default"))
+                                                                                          "gibbs_default", "gibbs_default_ext"))
 
 # The two large sets get a cheaper budget so that the whole table fits a 2-core afternoon: fewer
 # L-BFGS iterations for every MAP fit (shared by MAP, Laplace, the ensemble and the MAP starts)
@@ -192,11 +194,14 @@ def describe(cfg) -> str:
                    "where blockbayes.gibbs.automove adds it; the cell's diagnostics say which)"
                    if cfg["method"] == "gibbs_auto" else "; the sweep alone (moves=None)"))
     if cfg["method"] == "gibbs_default":
+        ext = opts.get("extend")
         return ("block Gibbs as a user's first call gets it, `gibbs.run(MLP(widths), X, y, seed=…)`: 4 chains, each "
                 "from its own joint-noise MAP fit, 1000 warm-up + 1000 kept sweeps, Δ_y learned, hidden Δ_Z = Δ_X "
                 "from the fits' noise (design note 61), prior λ = fan-in (fixed), moves='auto' (the joint HMC move "
                 "where affordable; the cell says which); the MAP fits are in the fit time; predictive: noise-free "
-                "network + Δ_y per sample")
+                "network + Δ_y per sample"
+                + (f"; then `gibbs.extend(result, {ext})`: the same chains {ext} kept sweeps further (moves' "
+                   f"adaptation kept; {1000 + ext} samples per chain, its sweeps in the fit time)" if ext else ""))
     if cfg["method"] == "gibbs_gold":
         p = getattr(bb.gibbs.presets, opts["preset"])(**{k: opts[k] for k in ("num_warmup", "num_samples", "num_chains")
                                                         if opts[k] is not None})

@@ -336,7 +336,8 @@ def run_kernel(key, state, step_fn: Callable, *, num_samples: Optional[int] = No
                unit: str = "step", postfix: Optional[Callable] = None, postfix_every: int = 10,
                on_step: Optional[Callable] = None, stop: Optional[Callable] = None,
                keys_per_step: int = 1, key_mode: str = "chain", key_every: int = 1, checkpoint=None,
-               checkpoint_every: Optional[int] = None, resume=None, config: Optional[dict] = None) -> RunOutput:
+               checkpoint_every: Optional[int] = None, resume=None, config: Optional[dict] = None,
+               first_step: int = 0) -> RunOutput:
     """Run ``step_fn`` from ``state``: warm-up, thinning, traces, checks, progress, checkpoints.
 
     Parameters
@@ -382,6 +383,12 @@ def run_kernel(key, state, step_fn: Callable, *, num_samples: Optional[int] = No
     config : dict, optional
         JSON-able description of the run (family, settings), stored in checkpoints and compared
         on resume.
+    first_step : int
+        Index of the first step (default 0). A run that continues a finished one (``state`` and
+        ``key`` as that run left them after ``first_step`` steps, warm-up done: ``first_step >=
+        num_warmup``) runs steps ``first_step, …, first_step + num_samples · thin − 1`` and keeps
+        ``num_samples`` new samples, the same steps, keys and samples as the longer uninterrupted
+        run (``step_fn`` sees the true step index, so its warm-up flags stay off).
 
     Returns
     -------
@@ -410,15 +417,21 @@ def run_kernel(key, state, step_fn: Callable, *, num_samples: Optional[int] = No
     if key_mode not in ("chain", "fan"):
         raise ValueError(f"key_mode must be 'chain' or 'fan', got {key_mode!r}")
     key_every = check_count("key_every", key_every)
-    total = num_warmup + S * thin
+    first_step = check_count("first_step", first_step, 0)
+    if 0 < first_step < num_warmup:
+        raise ValueError(f"first_step ({first_step}) must be 0 or at least num_warmup ({num_warmup}): a run "
+                         "continues a finished run's sampling phase, not its warm-up")
+    total = (first_step if first_step else num_warmup) + S * thin
     cfg = dict(config or {}, num_samples=S, num_warmup=num_warmup, thin=thin, total=total,
                keys_per_step=keys_per_step, key_mode=key_mode)
     if key_every != 1:
         cfg["key_every"] = key_every
+    if first_step:
+        cfg["first_step"] = first_step
     cfg = json.loads(json.dumps(cfg, default=str))
     traces: dict = {}
     kept = 0
-    start = 0
+    start = first_step
     if resume is not None:
         ck = load_checkpoint(resume)
         meta = ck["meta"]
@@ -443,7 +456,7 @@ def run_kernel(key, state, step_fn: Callable, *, num_samples: Optional[int] = No
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=start, desc=desc, unit=unit, leave=False)
+        bar = tqdm(total=total - first_step, initial=start - first_step, desc=desc, unit=unit, leave=False)
     interrupted = stopped = False
     t = start
     info = None

@@ -273,12 +273,29 @@ def test_gibbs_default_cell_is_the_literal_call():
     assert not np.array_equal(np.asarray(r_hand.predict(d.X_test)[0]).reshape(-1), m)
 
 
+def test_gibbs_default_extended_cell_is_run_then_extend():
+    """``extend=K``: the literal call, then ``gibbs.extend(result, K)`` — bitwise the same samples as the
+    literal call followed by the same extension by hand; the extension is recorded in the cell."""
+    d = _teacher()
+    g = M.get_method("gibbs_default")
+    arch = M.Arch(3, (6,), "regression")
+    p = g.fit(arch, d.X_train, d.y_train, seed=4, **g.options(dict(num_samples=15, num_chains=2, extend=7)))
+    r = gibbs.run(bb.MLP([3, 6, 1]), d.X_train, d.y_train, seed=M._int_seed([4, 60]), num_samples=15,
+                  num_chains=2, progress=False, diagnose=False)
+    r = gibbs.extend(r, 7, progress=False, diagnose=False)
+    np.testing.assert_array_equal(p.predict(d.X_test)[0], np.asarray(r.predict(d.X_test)[0]).reshape(-1))
+    dg = p.diagnostics
+    assert dg["samples"] == 2 * 22 and [e["num_samples"] for e in dg["extended"]] == [7]
+
+
 def test_gibbs_default_is_opt_in_in_the_uci_table():
     from tests._helpers import load_benchmark
 
     ut = load_benchmark("uci_table")
     assert "gibbs_default" in ut.SAMPLERS and "gibbs_default" not in ut.DEFAULT_METHODS
     assert "gibbs.run(MLP(widths), X, y" in ut.describe(ut.METHODS["gibbs_default"])
+    assert "gibbs_default_ext" not in ut.DEFAULT_METHODS
+    assert "gibbs.extend(result, 1000)" in ut.describe(ut.METHODS["gibbs_default_ext"])
 
 
 def test_gibbs_default_cell_classifies():

@@ -490,7 +490,8 @@ register_method(Method(
                 "affordable)"))
 
 
-def _fit_gibbs_default(arch: Arch, X, y, *, seed, prior_prec, dtype, nodes=32, num_samples=None, num_chains=None):
+def _fit_gibbs_default(arch: Arch, X, y, *, seed, prior_prec, dtype, nodes=32, num_samples=None, num_chains=None,
+                       extend=None):
     """``gibbs.run(net, X, y)`` with nothing set but the seed: what a user's first call gets.
 
     The net is the table's architecture with the library's default noise (``MLP(..., delta=None)``),
@@ -501,7 +502,9 @@ def _fit_gibbs_default(arch: Arch, X, y, *, seed, prior_prec, dtype, nodes=32, n
     per sample (``GibbsResult.predict``'s default). Diagnostics: as ``gibbs``, plus the hidden ``Δ``
     and what ``moves="auto"`` chose. The end-of-run convergence warning is recorded, not printed:
     the test predictions' R-hat is in the cell. ``num_samples`` / ``num_chains`` (``None``: the
-    library's) are passed on only when given, for a shorter run of the same call."""
+    library's) are passed on only when given, for a shorter run of the same call. ``extend=K``: then
+    :func:`blockbayes.gibbs.extend` the same chains by ``K`` samples (what a user does after the
+    end-of-run warning; its sweeps are in the fit time, the diagnostics are of all samples)."""
     import warnings
 
     from .. import gibbs
@@ -514,12 +517,18 @@ def _fit_gibbs_default(arch: Arch, X, y, *, seed, prior_prec, dtype, nodes=32, n
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         over = {k: v for k, v in dict(num_samples=num_samples, num_chains=num_chains).items() if v is not None}
-        res = gibbs.run(net, X, y, seed=_int_seed([seed, 60]), dtype=dtype, progress=False, **over).to_numpy()
+        res = gibbs.run(net, X, y, seed=_int_seed([seed, 60]), dtype=dtype, progress=False, diagnose=extend is None,
+                        **over)
+        if extend is not None:
+            res = gibbs.extend(res, extend, progress=False)
+        res = res.to_numpy()
     cfg = res.config
     diag = {"sweeps_per_chain": int(cfg["num_warmup"]) + int(cfg["num_samples"]) * int(cfg["thin"]),
             "samples": int(cfg["num_chains"]) * int(cfg["num_samples"]),
             "hidden_delta": float(np.max(res.net.delta_z)),           # the net sampled (design note 61)
             "convergence_warning": any(issubclass(w.category, ConvergenceWarning) for w in caught)}
+    if extend is not None:
+        diag["extended"] = [dict(e) for e in cfg.get("extensions", [])]
     diag.update(_move_diagnostics(res))
     for w in caught:                      # anything else the call said is the user's to see
         if not issubclass(w.category, ConvergenceWarning):
@@ -532,7 +541,7 @@ def _fit_gibbs_default(arch: Arch, X, y, *, seed, prior_prec, dtype, nodes=32, n
 
 register_method(Method(
     "gibbs_default", _fit_gibbs_default,
-    defaults=dict(prior_prec="fan_in", dtype="float64", nodes=32, num_samples=None, num_chains=None),
+    defaults=dict(prior_prec="fan_in", dtype="float64", nodes=32, num_samples=None, num_chains=None, extend=None),
     requires="blockbayes.gibbs",
     description="gibbs.run(net, X, y) with every library default (4 chains from joint MAP fits, 1000 + 1000, "
                 "learned Δ_y, hidden Δ from the fits' noise, moves='auto')"))

@@ -40,7 +40,7 @@ from .conditionals import (output_targets, sample_latent, sample_post, sample_pr
 from .kernel import (GibbsCache, GibbsInfo, GibbsState, Hyperprior, NonFiniteStateError, first_nonfinite,
                      init, log_joint, precompute, step)
 from .result import GibbsResult
-from .sampler import run
+from .sampler import extend, run
 from . import tempering
 from .tempering import Tempering
 from . import presets
@@ -50,7 +50,7 @@ from . import collapsed
 from .collapsed import CollapsedRowMove
 from .moves import ComposedMove
 
-__all__ = ["GibbsResult", "GibbsState", "GibbsInfo", "GibbsCache", "Hyperprior", "init", "step", "run",
+__all__ = ["GibbsResult", "GibbsState", "GibbsInfo", "GibbsCache", "Hyperprior", "init", "step", "run", "extend",
            "precompute", "log_joint", "first_nonfinite", "NonFiniteStateError", "validate_data",
            "validate_labels", "num_classes", "sample_rows", "sample_post", "sample_pre",
            "sample_precision", "sample_latent", "output_targets", "conditionals", "kernel", "tempering",

@@ -208,20 +208,23 @@ def function_summary(result, X_probe=None, *, prob=(0.05, 0.95)) -> FunctionSumm
 def _advice(result) -> str:
     """What to try next, for the warning: runs without extra moves are pointed at the joint HMC move
     (measured: the user path's max R-hat(f) 1.79–2.04 → 1.007–1.13 at 5–8× the wall-clock, the
-    demo's 1.88 → 1.03; docs/gibbs-moves.md §6, session 16)."""
+    demo's 1.88 → 1.03; docs/gibbs-moves.md §6, session 16); a result that can be continued is
+    pointed at :func:`blockbayes.gibbs.extend`."""
     config = getattr(result, "config", None) or {}
+    more = ("; more sweeps of these chains, moves' adaptation kept, with bb.gibbs.extend(result, num_samples)"
+            if getattr(result, "continuation", None) is not None else "")
     if config.get("moves") is not None:
-        return "run longer (more warm-up for the moves' adaptation, more kept sweeps)"
+        return f"run longer (more warm-up for the moves' adaptation, more kept sweeps{more})"
     auto = config.get("moves_auto") or {}
     if auto.get("requested") == "auto":
         reason = str(auto.get("reason", ""))
         remedy = "give more warm-up" if reason.startswith("num_warmup") else "pass moves='hmc' to add it anyway"
         return (f"run longer, start from MAP fits (init='map', gibbs.run's default); moves='auto' did not add "
                 f"the joint non-centred HMC move (JointHMCMove: {reason}); {remedy} "
-                "(docs/gibbs-moves.md §3b, §6 sessions 16 and 18)")
+                f"(docs/gibbs-moves.md §3b, §6 sessions 16 and 18){more}")
     return ("run longer, start from MAP fits (init='map', gibbs.run's default) or add the joint non-centred "
             "HMC move (moves='hmc' or blockbayes.gibbs.hmc.JointHMCMove(), nets up to 4000 weights, with warm-up; "
-            "docs/gibbs-moves.md §3b, §6 session 16)")
+            f"docs/gibbs-moves.md §3b, §6 session 16){more}")
 
 
 def warn_if_unmixed(result, *, rows: int = 5, stacklevel: int = 3) -> Optional[FunctionSummary]:

@@ -3,7 +3,8 @@
 :class:`GibbsResult` answers the one result interface of :class:`blockbayes.posterior.Posterior`
 (``predict``, ``predict_proba``, ``log_predictive_density``, ``sample``, ``to_numpy``,
 ``save``/``load``, ``to_arviz``) plus the Gibbs-specific :meth:`GibbsResult.summary`
-(function-space R-hat/ESS) and ``final_state`` (continue the chains with ``init=``).
+(function-space R-hat/ESS), ``final_state`` (restart chains there with ``init=``) and the in-memory
+``continuation`` that :func:`blockbayes.gibbs.extend` continues the chains from.
 """
 from __future__ import annotations
 
@@ -38,11 +39,16 @@ class GibbsResult(Posterior):
     log_joint : array of shape (num_chains, num_samples), or None
         ``log p(W̃, Z, X, y | X^1, λ, Δ)`` at each kept sweep.
     final_state : GibbsState or None
-        The chains' last state: pass ``init=result.final_state`` to continue sampling.
+        The chains' last state: ``init=result.final_state`` restarts chains there (with a new
+        warm-up); :func:`blockbayes.gibbs.extend` continues the same chains instead.
     config : dict
-        The run's settings (``wall_time_s``: seconds spent in the sampling loop).
+        The run's settings (``wall_time_s``: seconds spent in the run, MAP starts included).
     probe : array of shape (P, d_in), or None
         Fixed probe inputs of the function-space diagnostics (:meth:`summary`).
+    continuation : Continuation or None
+        What :func:`blockbayes.gibbs.extend` needs to continue the chains (the sweep, the moves'
+        adapted state, the RNG key; the data it ran on). In memory only: not saved, dropped by
+        :meth:`to_numpy`.
     """
 
     result_kind: ClassVar[str] = "GibbsResult"
@@ -56,6 +62,7 @@ class GibbsResult(Posterior):
     final_state: Optional[Any] = None
     config: dict = field(default_factory=dict)
     probe: Optional[Any] = None
+    continuation: Optional[Any] = field(default=None, repr=False, compare=False)
 
     model: ClassVar[str] = "noisy"
 

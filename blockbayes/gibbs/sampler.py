@@ -15,7 +15,7 @@ from . import kernel as _k
 from .automove import check_moves_name, resolve_moves
 from .kernel import Hyperprior
 
-__all__ = ["run", "resolve_defaults", "resolve_counts", "data_hidden_delta", "DEFAULT_COUNTS", "TEMPERED_COUNTS",
+__all__ = ["run", "extend", "Continuation", "resolve_defaults", "resolve_counts", "data_hidden_delta", "DEFAULT_COUNTS", "TEMPERED_COUNTS",
            "TEMPERED_WARMUP"]
 
 DEFAULT_COUNTS = (1000, 4)
@@ -216,7 +216,7 @@ def run(net: MLP, X, y, *, num_samples: Optional[int] = None, num_warmup: Option
                     store_log_joint=store_log_joint, post_method=post_method, check_every=check_every,
                     moves=moves, schedule=schedule, tempering=tempering, diagnose=diagnose, probe=probe,
                     checkpoint=checkpoint,
-                    checkpoint_every=checkpoint_every, resume=resume)
+                    checkpoint_every=checkpoint_every, resume=resume, threads=(num_threads, blas_threads))
     finally:
         limits()
 
@@ -327,9 +327,87 @@ class GibbsCarry(NamedTuple):
     tempering: Any = None
 
 
+class SweepLoop(NamedTuple):
+    """Everything :func:`run` hands the driver besides the carry and the key: the pure sweep
+    (``step_fn``), its trace hooks and settings. Kept by a result (:class:`Continuation`) so that
+    :func:`extend` runs the same sweeps on."""
+
+    step_fn: Any
+    collect: Any
+    check: Any
+    on_step: Any
+    keys_per_step: int
+    num_warmup: int
+    thin: int
+    check_every: int
+    config: dict
+    fused_lj: bool
+    store_log_joint: bool
+    net: MLP
+    X: Any
+    y: Any
+    moves: Any
+    threads: tuple
+    describe: Any
+
+
+class Continuation(NamedTuple):
+    """Where a finished :func:`run` left its chains, for :func:`extend` (in memory only: not
+    saved by :meth:`GibbsResult.save`, dropped by :meth:`GibbsResult.to_numpy`).
+
+    Attributes
+    ----------
+    carry : GibbsCarry
+        The chains' state, the moves' adapted state (step sizes, masses), the replicas.
+    key : key
+        The run's RNG key after its last sweep.
+    num_done : int
+        Sweeps done, warm-up included: the next sweep's index.
+    loop : SweepLoop
+    """
+
+    carry: Any
+    key: Any
+    num_done: int
+    loop: SweepLoop
+
+
+def _sample(loop: SweepLoop, carry, key, *, num_samples: int, first_step: int, progress: bool, checkpoint,
+            checkpoint_every, resume):
+    """Run ``loop``'s sweeps from ``carry`` and ``key``: the driver call of :func:`run` and
+    :func:`extend`; returns the driver's :class:`~blockbayes.driver.RunOutput` with the traces'
+    last log joint completed."""
+    net, X, y = loop.net, loop.X, loop.y
+    with linalg.deferred_checks():
+        # the finite check every check_every sweeps replaces the per-Cholesky sync of the CuPy path
+        out = run_kernel(key, carry, loop.step_fn, num_samples=num_samples, num_warmup=loop.num_warmup,
+                         thin=loop.thin, collect=loop.collect, check=loop.check, check_every=loop.check_every,
+                         check_what="sampler state",
+                         check_hint="Check the data scale and Δ/prior settings (e.g. Δ too small for float32).",
+                         progress=progress, desc="gibbs", unit="sweep", on_step=loop.on_step,
+                         keys_per_step=loop.keys_per_step, checkpoint=checkpoint,
+                         checkpoint_every=checkpoint_every, resume=resume, config=loop.config,
+                         first_step=first_step)
+    k = out.num_kept
+    if loop.fused_lj and loop.store_log_joint and out.state.pending is not None:
+        # the last kept sweep had no next sweep to complete its log joint
+        lj = _lj_trace(out.traces)[:, :k]
+        lj[:, k - 1] = _k.log_joint(out.state.state, net, X, y)
+        out.traces["log_joint"] = lj
+    return out
+
+
+def _lj_trace(traces):
+    """The fused log-joint trace, allocated like the ``delta_y`` trace (shape ``(C, S)``) at first use."""
+    if "log_joint" not in traces:
+        dy = traces["delta_y"]
+        traces["log_joint"] = namespace(dy).zeros(dy.shape, dtype=dy.dtype, device=device_of(dy))
+    return traces["log_joint"]
+
+
 def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, dtype, progress, init,
          learn_noise, learn_prior, hyperprior, store_log_joint, post_method, check_every, moves, schedule,
-         tempering, diagnose, probe, checkpoint, checkpoint_every, resume) -> GibbsResult:
+         tempering, diagnose, probe, checkpoint, checkpoint_every, resume, threads=(None, 1)) -> GibbsResult:
     import time as _time
 
     from . import tempering as _tp
@@ -425,16 +503,11 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         pending = info.log_joint_partial if (keep and store_log_joint and fused_lj) else None
         return GibbsCarry(state, mst, pending, tst), (info, carry.pending)
 
-    def lj_trace(traces):
-        if "log_joint" not in traces:
-            traces["log_joint"] = xp.zeros((C, S), dtype=dt, device=device_of(X))
-        return traces["log_joint"]
-
     def on_step(sweep, carry, info_prev, traces, kept):
         # the previous kept sweep's log joint: its partial sum plus this sweep's first term
         info, prev = info_prev
         if prev is not None:
-            lj_trace(traces)[:, kept - 1] = prev + info.first_term_prev
+            _lj_trace(traces)[:, kept - 1] = prev + info.first_term_prev
 
     wnames = [f"w{l}" for l in range(L)]
 
@@ -465,26 +538,26 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
         return _k.first_nonfinite(xp, carry.state)
 
     fxp = fast_namespace(X, y)
-    start_carry = GibbsCarry(state, mstate, None, tstate)
-    # the finite check every check_every sweeps replaces the per-Cholesky sync of the CuPy path
-    with linalg.deferred_checks():
-        out = run_kernel(k_run, start_carry, step_fn, num_samples=S, num_warmup=num_warmup, thin=thin,
-                         collect=collect, check=check, check_every=check_every, check_what="sampler state",
-                         check_hint="Check the data scale and Δ/prior settings (e.g. Δ too small for float32).",
-                         progress=progress, desc="gibbs", unit="sweep", on_step=on_step,
-                         keys_per_step=2 if moves is not None else 1, checkpoint=checkpoint,
-                         checkpoint_every=checkpoint_every, resume=resume,
-                         config=dict(family="gibbs", widths=list(net.widths), num_chains=C, dtype=str(dt),
-                                     learn_noise=learn_noise, learn_prior=learn_prior,
-                                     store_log_joint=store_log_joint, moves=moves is not None,
-                                     schedule=schedule is not None,
-                                     **({"tempering": [float(v) for v in tplan.factors]} if tplan.active else {})))
+
+    def describe(carry) -> dict:
+        # the config entries that depend on the carry (acceptance, swap rates) or on the run's decisions
+        d = {}
+        if moves is not None and hasattr(moves, "summary"):
+            d["moves"] = moves.summary(carry.moves)
+        d.update(moves_auto=auto.summary(), hidden_delta=hidden_cfg, tempering=_tp.summary(tplan, carry.tempering))
+        return d
+
+    loop = SweepLoop(step_fn, collect, check, on_step, 2 if moves is not None else 1, num_warmup, thin,
+                     check_every,
+                     dict(family="gibbs", widths=list(net.widths), num_chains=C, dtype=str(dt),
+                          learn_noise=learn_noise, learn_prior=learn_prior, store_log_joint=store_log_joint,
+                          moves=moves is not None, schedule=schedule is not None,
+                          **({"tempering": [float(v) for v in tplan.factors]} if tplan.active else {})),
+                     fused_lj, store_log_joint, net, X, y, moves, tuple(threads), describe)
+    out = _sample(loop, GibbsCarry(state, mstate, None, tstate), k_run, num_samples=S, first_step=0,
+                  progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
     carry, traces, k = out.state, out.traces, out.num_kept
     state = carry.state
-    if fused_lj and store_log_joint and carry.pending is not None:
-        # the last kept sweep had no next sweep to complete its log joint
-        traces["log_joint"] = lj_trace(traces)[:, :k]
-        traces["log_joint"][:, k - 1] = _k.log_joint(state, net, X, y)
     result = GibbsResult(net=net, weights=tuple(traces[f"w{l}"] for l in range(L)), delta_y=traces["delta_y"],
                          lam_w=traces["lam_w"], lam_b=traces["lam_b"],
                          log_joint=traces.get("log_joint") if store_log_joint else None, final_state=state,
@@ -492,20 +565,106 @@ def _run(net, X, y, *, num_samples, num_warmup, num_chains, thin, seed, device, 
                                      learn_noise=learn_noise, learn_prior=learn_prior,
                                      backend=backend_name(xp), dtype=str(dt),
                                      wall_time_s=_time.perf_counter() - t_start),
-                         probe=probe_X)
+                         probe=probe_X,
+                         continuation=Continuation(carry._replace(pending=None), out.key, out.num_done, loop))
     if out.interrupted:
         result.config.update(interrupted=True, num_samples_requested=S, sweeps_done=out.num_done)
-    if moves is not None and hasattr(moves, "summary"):
-        result.config["moves"] = moves.summary(carry.moves)
-    result.config["moves_auto"] = auto.summary()
-    result.config["hidden_delta"] = hidden_cfg
-    result.config["tempering"] = _tp.summary(tplan, carry.tempering)
+    result.config.update(describe(carry))
     if diagnose:
         from .diagnostics import warn_if_unmixed
 
         # frames: warn_if_unmixed, _run, run, the deprecated_names wrapper, then the caller
         warn_if_unmixed(result, stacklevel=5)
     return result
+
+
+def extend(result: GibbsResult, num_samples: int, *, progress: bool = True, diagnose: bool = True,
+           checkpoint=None, checkpoint_every: Optional[int] = None, resume=None) -> GibbsResult:
+    """Continue a finished :func:`run`'s chains by ``num_samples`` more kept samples each.
+
+    The chains go on from where the run left them — their state, the moves' adapted step sizes
+    and masses, the replicas of replica exchange, the RNG key — with no new MAP fit and no new
+    warm-up, and the new samples are appended to the old ones. So ``extend(run(..., num_warmup=W,
+    num_samples=S1), S2)`` holds bitwise the weights, noise and prior samples of ``run(...,
+    num_warmup=W, num_samples=S1 + S2)`` (same seed; the ``moves="auto"`` decision and the
+    defaults that depend on ``num_samples`` aside: give ``num_warmup`` and ``moves``), only
+    its log joint at sweep ``S1`` may differ in the last bits (computed directly at the end of
+    the first call instead of fused into the next sweep). This is the step to take when the
+    end-of-run :class:`~blockbayes.gibbs.diagnostics.ConvergenceWarning` says the chains have not
+    mixed and the remedy is more sweeps: ``result = bb.gibbs.extend(result, 1000)``.
+
+    Parameters
+    ----------
+    result : GibbsResult
+        The result of :func:`run` or of an earlier :func:`extend` (an interrupted one too: the
+        chains go on from the last completed sweep). A result loaded from disk or converted by
+        :meth:`GibbsResult.to_numpy` keeps only ``final_state`` and cannot be extended: restart
+        from it with ``run(result.net, X, y, init=result.final_state)`` (a new warm-up).
+    num_samples : int
+        New samples per chain (``num_samples · thin`` sweeps, the run's ``thin``).
+    progress, diagnose : bool
+        As in :func:`run`; the diagnostics and the warning are of all samples, old and new.
+    checkpoint, checkpoint_every, resume
+        As in :func:`run`, for the extension's sweeps (``resume`` continues an interrupted
+        ``extend`` of the same result).
+
+    Returns
+    -------
+    GibbsResult
+        All samples, per layer ``(num_chains, S_old + num_samples, d_{l+1}, d_l + 1)``, on the run's
+        device and dtype; ``config["extensions"]`` lists each extension (samples, first sweep,
+        seconds), ``config["wall_time_s"]`` is the total. ``result`` itself is not changed.
+
+    Raises
+    ------
+    ValueError
+        ``result`` has no continuation, or ``num_samples`` is not a positive int.
+    """
+    import time as _time
+
+    cont = getattr(result, "continuation", None)
+    if not isinstance(result, GibbsResult) or cont is None:
+        raise ValueError("extend needs the GibbsResult returned by gibbs.run or gibbs.extend in this process; a "
+                         "result loaded from disk or converted by to_numpy() keeps only final_state: restart from "
+                         "it with gibbs.run(result.net, X, y, init=result.final_state) (a new warm-up)")
+    S = check_count("num_samples", num_samples)
+    loop = cont.loop
+    num_threads, blas_threads = loop.threads
+    limits = thread_limits(default_kernel_threads() if num_threads is None else num_threads, blas_threads)
+    t_start = _time.perf_counter()
+    try:
+        out = _sample(loop, cont.carry, cont.key, num_samples=S, first_step=cont.num_done, progress=progress,
+                      checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
+    finally:
+        limits()
+    tr = out.traces
+    xp = namespace(result.delta_y)
+
+    def cat(old, new):
+        return xp.concat([old, new], axis=1)
+
+    L = len(result.weights)
+    log_joint = None
+    if result.log_joint is not None and "log_joint" in tr:
+        log_joint = cat(result.log_joint, tr["log_joint"])
+    seconds = _time.perf_counter() - t_start
+    cfg = dict(result.config)
+    cfg["extensions"] = list(cfg.get("extensions", [])) + [
+        dict(num_samples=out.num_kept, requested=S, first_sweep=cont.num_done, wall_time_s=seconds,
+             **({"interrupted": True} if out.interrupted else {}))]
+    cfg.update(num_samples=result.num_samples + out.num_kept,
+               wall_time_s=float(cfg.get("wall_time_s", 0.0)) + seconds, **loop.describe(out.state))
+    new = GibbsResult(net=result.net, weights=tuple(cat(result.weights[l], tr[f"w{l}"]) for l in range(L)),
+                      delta_y=cat(result.delta_y, tr["delta_y"]), lam_w=cat(result.lam_w, tr["lam_w"]),
+                      lam_b=cat(result.lam_b, tr["lam_b"]), log_joint=log_joint, final_state=out.state.state,
+                      config=cfg, probe=result.probe,
+                      continuation=Continuation(out.state._replace(pending=None), out.key, out.num_done, loop))
+    if diagnose:
+        from .diagnostics import warn_if_unmixed
+
+        # frames: warn_if_unmixed, extend, then the caller
+        warn_if_unmixed(new, stacklevel=3)
+    return new
 
 
 def _warn_windows_before_annealing_end(moves, schedule, num_warmup):
