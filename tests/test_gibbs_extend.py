@@ -221,3 +221,10 @@ def test_extend_refuses_what_it_cannot_continue(tmp_path):
         with pytest.raises(ValueError, match="num_samples"):
             bb.gibbs.extend(res, bad)
     assert res.to_numpy().continuation is None
+    import pickle
+
+    back = pickle.loads(pickle.dumps(res))                 # picklable as before; the continuation stays behind
+    assert back.continuation is None and res.continuation is not None
+    np.testing.assert_array_equal(back.weights[0], res.weights[0])
+    with pytest.raises(ValueError, match="init=result.final_state"):
+        bb.gibbs.extend(back, 3)

@@ -66,6 +66,13 @@ class GibbsResult(Posterior):
 
     model: ClassVar[str] = "noisy"
 
+    def __getstate__(self):
+        # pickling (multiprocessing, joblib) keeps the samples; the continuation holds closures over
+        # the run's data and is in-memory only, as for save() and to_numpy()
+        state = dict(self.__dict__)
+        state["continuation"] = None
+        return state
+
     def summary(self, X_probe=None, *, prob=(0.05, 0.95)):
         """Function-space convergence summary in NumPyro ``print_summary`` style.
 
