@@ -110,7 +110,8 @@ def test_extend_keeps_the_moves_adaptation():
     cont = first.continuation
     loop = cont.loop
     fresh = loop.moves.init(cont.carry.state, loop.net, loop.X, loop.y, num_warmup=loop.num_warmup)
-    broken = first.__class__(**{**first.__dict__, "continuation": cont._replace(carry=cont.carry._replace(moves=fresh))})
+    reset = cont._replace(carry=cont.carry._replace(moves=fresh))
+    broken = first.__class__(**{**first.__dict__, "continuation": reset})
     twin = bb.gibbs.extend(broken, 5, progress=False, diagnose=False)
     assert not np.array_equal(twin.weights[0][:, 3:], longer.weights[0][:, 3:])
     _same_samples(bb.gibbs.extend(first, 5, progress=False, diagnose=False), longer, lj_skip=[2])

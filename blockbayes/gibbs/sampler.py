@@ -15,8 +15,8 @@ from . import kernel as _k
 from .automove import check_moves_name, resolve_moves
 from .kernel import Hyperprior
 
-__all__ = ["run", "extend", "Continuation", "resolve_defaults", "resolve_counts", "data_hidden_delta", "DEFAULT_COUNTS", "TEMPERED_COUNTS",
-           "TEMPERED_WARMUP"]
+__all__ = ["run", "extend", "Continuation", "SweepLoop", "resolve_defaults", "resolve_counts", "data_hidden_delta",
+           "DEFAULT_COUNTS", "TEMPERED_COUNTS", "TEMPERED_WARMUP"]
 
 DEFAULT_COUNTS = (1000, 4)
 """``(num_samples, num_chains)`` of :func:`run` when not given and replica exchange is off (design note 60)."""
