@@ -151,6 +151,7 @@ def test_extend_after_ctrl_c_continues_the_interrupted_chains(monkeypatch):
     assert part.config["interrupted"] and part.num_samples == 6
     rest = bb.gibbs.extend(part, 6, progress=False, diagnose=False)
     _same_samples(rest, full, lj_skip=[5])
+    assert "interrupted" not in rest.config and rest.config["num_samples"] == 12    # whole again
 
 
 def test_extend_checkpoint_resume(tmp_path, monkeypatch):

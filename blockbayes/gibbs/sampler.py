@@ -613,7 +613,8 @@ def extend(result: GibbsResult, num_samples: int, *, progress: bool = True, diag
     GibbsResult
         All samples, per layer ``(num_chains, S_old + num_samples, d_{l+1}, d_l + 1)``, on the run's
         device and dtype; ``config["extensions"]`` lists each extension (samples, first sweep,
-        seconds), ``config["wall_time_s"]`` is the total. ``result`` itself is not changed.
+        seconds), ``config["wall_time_s"]`` is the total, ``config["interrupted"]`` is set only when
+        this extension was interrupted (Ctrl-C). ``result`` itself is not changed.
 
     Raises
     ------
@@ -649,6 +650,11 @@ def extend(result: GibbsResult, num_samples: int, *, progress: bool = True, diag
         log_joint = cat(result.log_joint, tr["log_joint"])
     seconds = _time.perf_counter() - t_start
     cfg = dict(result.config)
+    # "interrupted" describes the result as a whole: the last piece decides (the earlier ones are continued)
+    for k in ("interrupted", "num_samples_requested", "sweeps_done"):
+        cfg.pop(k, None)
+    if out.interrupted:
+        cfg.update(interrupted=True, num_samples_requested=result.num_samples + S, sweeps_done=out.num_done)
     cfg["extensions"] = list(cfg.get("extensions", [])) + [
         dict(num_samples=out.num_kept, requested=S, first_sweep=cont.num_done, wall_time_s=seconds,
              **({"interrupted": True} if out.interrupted else {}))]
