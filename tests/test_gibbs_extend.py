@@ -17,6 +17,7 @@ from blockbayes import driver
 from blockbayes._backend import random as bbr
 from blockbayes._backend import to_numpy
 from blockbayes.driver import RunInterrupted, run_kernel
+from blockbayes.gibbs.anneal import AnnealedDelta
 from blockbayes.gibbs.diagnostics import ConvergenceWarning
 
 
@@ -72,6 +73,7 @@ CASES = {
     "hmc": dict(moves="hmc"),
     "thin_prior": dict(moves=None, thin=2, learn_prior=True),
     "tempered": dict(moves=None, tempering="on"),
+    "annealed": dict(moves=None, learn_noise=False),          # schedule set below
 }
 
 
@@ -83,6 +85,9 @@ def test_extend_equals_the_longer_run(case):
               **CASES[case])
     if case == "tempered":
         net = bb.MLP([2, 3, 1], delta=0.05)
+    if case == "annealed":          # Δ (hidden and output) lowered during warm-up: the extension samples at the net's
+        kw["schedule"] = AnnealedDelta(start=0.1, fraction=0.8, output=True)
+        net = bb.MLP([2, 5, 1], delta=0.01)
     first = bb.gibbs.run(net, X, y, num_samples=6, **kw)
     longer = bb.gibbs.run(net, X, y, num_samples=15, **kw)
     ext = bb.gibbs.extend(first, 4, progress=False, diagnose=False)
