@@ -41,7 +41,7 @@ def scores(r, data):
     return rmse, ll, d.get("rhat_pred_max", float("nan")), d.get("rhat_pred_median", float("nan"))
 
 
-def cell(name, split, *, seed, extend, steps, ref):
+def cell(name, split, *, seed, extend, steps):
     """Rows ``(kept per chain, RMSE, LL, max R̂, median R̂, seconds)`` of one split."""
     data = bb.datasets.uci(name, split)
     Xtr, ytr = data[0], data[1]
@@ -78,8 +78,7 @@ def main(argv=None):
         name, split = spec.split(":")
         split = int(split)
         ref = NUTS.get((name, split))
-        for kept, rmse, ll, rmax, rmed, wall in cell(name, split, seed=a.seed, extend=a.extend, steps=a.steps,
-                                                     ref=ref):
+        for kept, rmse, ll, rmax, rmed, wall in cell(name, split, seed=a.seed, extend=a.extend, steps=a.steps):
             if ref is not None:
                 ratio, dll = rmse / ref[0], ll - ref[1]
                 met = "met" if ratio <= RMSE_TOL and dll >= -LL_TOL else "short"

@@ -66,3 +66,22 @@ def small_regression(seed=0, n=40, widths=(2, 6, 1), noise=0.1):
     X = rng.normal(size=(n, widths[0]))
     y = np.sin(2 * X[:, :1]) + X[:, 1:2] ** 2 / 2 + noise * rng.normal(size=(n, 1))
     return net, X, y
+
+
+def fail_gibbs_step(monkeypatch, at: int, exc):
+    """Patch ``blockbayes.gibbs.kernel.step`` to raise ``exc`` (class or instance) on its ``at``-th call
+    (1-based: the sweep ``at − 1``), e.g. ``KeyboardInterrupt`` for Ctrl-C mid-run; returns a function
+    that puts the real step back (the ``monkeypatch`` fixture also does at teardown)."""
+    import blockbayes as bb
+
+    real = bb.gibbs.kernel.step
+    calls = [0]
+
+    def failing(*a, **k):
+        calls[0] += 1
+        if calls[0] == at:
+            raise exc
+        return real(*a, **k)
+
+    monkeypatch.setattr(bb.gibbs.kernel, "step", failing)
+    return lambda: monkeypatch.setattr(bb.gibbs.kernel, "step", real)

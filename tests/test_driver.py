@@ -19,6 +19,7 @@ from blockbayes._backend import BackendUnavailableError
 from blockbayes._backend import random as bbr
 from blockbayes.driver import NonFiniteStateError, RunInterrupted, run_kernel
 from blockbayes.inputs import prepare
+from tests._helpers import fail_gibbs_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -241,19 +242,10 @@ def test_gibbs_resume_equals_uninterrupted_run(tmp_path, monkeypatch, backend):
     kw = dict(num_samples=5, num_warmup=2, num_chains=2, thin=2, seed=11, progress=False, diagnose=False, init="prior")
     full = bb.gibbs.run(net, X, y, **kw)
     path = tmp_path / "g.ckpt"
-    real = bb.gibbs.kernel.step
-    calls = [0]
-
-    def crashing(*a, **k):
-        calls[0] += 1
-        if calls[0] == 8:
-            raise _Crash
-        return real(*a, **k)
-
-    monkeypatch.setattr(bb.gibbs.kernel, "step", crashing)
+    restore = fail_gibbs_step(monkeypatch, 8, _Crash)
     with pytest.raises(_Crash):
         bb.gibbs.run(net, X, y, checkpoint=path, checkpoint_every=3, **kw)
-    monkeypatch.setattr(bb.gibbs.kernel, "step", real)
+    restore()
     # the checkpoint after sweep 6 holds a kept sweep whose log joint is completed by sweep 7
     assert driver.load_checkpoint(path)["meta"]["num_done"] == 6
     res = bb.gibbs.run(net, X, y, resume=path, **kw)
@@ -333,18 +325,9 @@ def test_mean_field_ctrl_c_returns_the_fit_so_far(monkeypatch):
 def test_gibbs_ctrl_c_returns_a_valid_truncated_result(monkeypatch):
     X, y = _data()
     net = bb.MLP([2, 4, 1], delta=0.05)
-    real = bb.gibbs.kernel.step
-    calls = [0]
-
-    def interrupting(*a, **k):
-        calls[0] += 1
-        if calls[0] == 6:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
     full = bb.gibbs.run(net, X, y, num_samples=8, num_warmup=1, num_chains=2, seed=4, progress=False, diagnose=False,
                         init="prior", learn_noise=False)
-    monkeypatch.setattr(bb.gibbs.kernel, "step", interrupting)
+    fail_gibbs_step(monkeypatch, 6, KeyboardInterrupt)
     with pytest.warns(RunInterrupted, match="returning the 4 kept samples"):
         res = bb.gibbs.run(net, X, y, num_samples=8, num_warmup=1, num_chains=2, seed=4, progress=False,
                            diagnose=False, init="prior", learn_noise=False)

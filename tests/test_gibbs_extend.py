@@ -7,6 +7,7 @@ continuation (the RNG key, the moves' adapted state, the sweep index).
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -19,6 +20,7 @@ from blockbayes._backend import to_numpy
 from blockbayes.driver import RunInterrupted, run_kernel
 from blockbayes.gibbs.anneal import AnnealedDelta
 from blockbayes.gibbs.diagnostics import ConvergenceWarning
+from tests._helpers import fail_gibbs_step
 
 
 def _data(n=40, d=2, seed=0):
@@ -116,7 +118,7 @@ def test_extend_keeps_the_moves_adaptation():
     loop = cont.loop
     fresh = loop.moves.init(cont.carry.state, loop.net, loop.X, loop.y, num_warmup=loop.num_warmup)
     reset = cont._replace(carry=cont.carry._replace(moves=fresh))
-    broken = first.__class__(**{**first.__dict__, "continuation": reset})
+    broken = dataclasses.replace(first, continuation=reset)
     twin = bb.gibbs.extend(broken, 5, progress=False, diagnose=False)
     assert not np.array_equal(twin.weights[0][:, 3:], longer.weights[0][:, 3:])
     _same_samples(bb.gibbs.extend(first, 5, progress=False, diagnose=False), longer, lj_skip=[2])
@@ -140,19 +142,10 @@ def test_extend_after_ctrl_c_continues_the_interrupted_chains(monkeypatch):
     net = bb.MLP([2, 5, 1])
     kw = dict(seed=2, num_warmup=10, num_chains=2, moves=None, progress=False, diagnose=False)
     full = bb.gibbs.run(net, X, y, num_samples=12, **kw)
-    real = bb.gibbs.kernel.step
-    calls = [0]
-
-    def interrupting(*a, **k):
-        calls[0] += 1
-        if calls[0] == 17:                   # sweep 17: 6 kept sweeps completed
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(bb.gibbs.kernel, "step", interrupting)
+    restore = fail_gibbs_step(monkeypatch, 17, KeyboardInterrupt)      # in sweep 17: 6 kept sweeps completed
     with pytest.warns(RunInterrupted):
         part = bb.gibbs.run(net, X, y, num_samples=12, **kw)
-    monkeypatch.setattr(bb.gibbs.kernel, "step", real)
+    restore()
     assert part.config["interrupted"] and part.num_samples == 6
     rest = bb.gibbs.extend(part, 6, progress=False, diagnose=False)
     _same_samples(rest, full, lj_skip=[5])
@@ -166,22 +159,14 @@ def test_extend_checkpoint_resume(tmp_path, monkeypatch):
                          diagnose=False)
     whole = bb.gibbs.extend(first, 9, progress=False, diagnose=False)
     path = tmp_path / "ext.ckpt"
-    real = bb.gibbs.kernel.step
-    calls = [0]
 
     class Crash(RuntimeError):
         pass
 
-    def crashing(*a, **k):
-        calls[0] += 1
-        if calls[0] == 6:
-            raise Crash
-        return real(*a, **k)
-
-    monkeypatch.setattr(bb.gibbs.kernel, "step", crashing)
+    restore = fail_gibbs_step(monkeypatch, 6, Crash)
     with pytest.raises(Crash):
         bb.gibbs.extend(first, 9, progress=False, diagnose=False, checkpoint=path, checkpoint_every=2)
-    monkeypatch.setattr(bb.gibbs.kernel, "step", real)
+    restore()
     assert driver.load_checkpoint(path)["meta"]["num_done"] == 10 + 4
     again = bb.gibbs.extend(first, 9, progress=False, diagnose=False, resume=path)
     _same_samples(again, whole)
